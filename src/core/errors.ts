@@ -1,0 +1,58 @@
+/**
+ * Typed errors. One class per failure, each with a stable `code` that the RPC layer maps to an
+ * HTTP status and the CLI to an exit code, in exactly one place each (`rpc/errors.ts`,
+ * `cli/exit-codes.ts`). Tests assert on `name` or `code`, never on message text.
+ */
+export abstract class ShoalError extends Error {
+  abstract readonly code: string
+  constructor (message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = new.target.name
+  }
+}
+
+/** Input that does not fit the schema or the rules (bad ref, bad path, bad metadata). */
+export class InvalidInputError extends ShoalError {
+  readonly code = 'INVALID_INPUT'
+}
+
+/** A model file whose header is truncated, inconsistent or hostile. */
+export class MalformedModelError extends ShoalError {
+  readonly code = 'MALFORMED_MODEL'
+}
+
+/** Encoded data (a manifest, a wire message) that fails to decode or validate. */
+export class MalformedDataError extends ShoalError {
+  readonly code = 'MALFORMED_DATA'
+}
+
+/** Bytes whose digest is not the id they were stored or sent under. */
+export class DigestMismatchError extends ShoalError {
+  readonly code = 'DIGEST_MISMATCH'
+}
+
+export class NotFoundError extends ShoalError {
+  readonly code = 'NOT_FOUND'
+}
+
+/** A compare-and-swap or uniqueness rule refused the change. */
+export class ConflictError extends ShoalError {
+  readonly code = 'CONFLICT'
+}
+
+/** The store or its home is in use by another process. */
+export class LockedError extends ShoalError {
+  readonly code = 'LOCKED'
+}
+
+/** Out of disk space (ENOSPC / EDQUOT) while writing. Nothing partial is kept. */
+export class DiskFullError extends ShoalError {
+  readonly code = 'DISK_FULL'
+}
+
+export class AbortedError extends ShoalError {
+  readonly code = 'ABORTED'
+  constructor (message = 'the operation was aborted', options?: { cause?: unknown }) {
+    super(message, options)
+  }
+}
