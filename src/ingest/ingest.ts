@@ -1,0 +1,292 @@
+/**
+ * `add`: turns a folder (or one file) into a stored, immutable version.
+ *
+ * Per file: read its structure without loading weights (`model/`), plan its chunks — tensor-aware
+ * for safetensors, GGUF, ONNX and ONNX external data, content-defined (FastCDC) for everything else
+ * — then stream it into a `BlobWriter`, which hashes and writes it. When every file is stored the
+ * manifest is committed; until then nothing of the version is visible, and a failure (bad header,
+ * disk full, abort) removes what this add wrote.
+ *
+ * Reading, hashing and writing overlap: the next window is read while the previous one is written
+ * (two buffers of `WINDOW_SIZE`).
+ */
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { FastCdc } from '../core/cdc.js'
+import { MAX_CHUNK_SIZE, fixedChunks, planTensorChunks } from '../core/chunking.js'
+import { AbortedError, InvalidInputError, MalformedModelError } from '../core/errors.js'
+import type { FileDigest } from '../core/digest.js'
+import type { FileStructureRecord, JsonValue, ManifestFile, ModelSummary } from '../core/manifest.js'
+import { METADATA_FILE, mergeMetadata, parseMetadata, type Metadata } from '../core/metadata.js'
+import { readStructure } from '../model/index.js'
+import { openFileSource, type FileSource } from '../model/source.js'
+import type { FileStructure, MetaValue, TensorInfo } from '../model/types.js'
+import type { BlobWriter } from '../store/blob-writer.js'
+import type { ResolvedVersion, Store } from '../store/store.js'
+import { listSourceFiles, type SourceFile } from './walk.js'
+
+/** Bytes read and written per step; holds whole chunks, so at least `MAX_CHUNK_SIZE`. @default 8 MiB */
+export const WINDOW_SIZE = 8 * 1024 * 1024
+
+export interface AddOptions {
+  name: string
+  label?: string
+  /** Metadata from flags; merged over `shoal.json` in the folder and `metaFile`. */
+  metadata?: Metadata
+  metaFile?: string
+  /** Pin the new version so GC keeps it. @default true */
+  pin?: boolean
+  signal?: AbortSignal
+  onProgress?: (progress: AddProgress) => void
+}
+
+export interface AddProgress {
+  file: string
+  fileBytes: number
+  fileSize: number
+  bytes: number
+  totalBytes: number
+  files: number
+  totalFiles: number
+}
+
+export async function addPath (store: Store, input: string, options: AddOptions): Promise<ResolvedVersion> {
+  const { files, root, single } = await listSourceFiles(input)
+  const metadata = mergeMetadata(
+    single ? undefined : await readMetadataFile(join(root, METADATA_FILE), `${METADATA_FILE} in ${root}`, true),
+    options.metaFile === undefined ? undefined : await readMetadataFile(options.metaFile, options.metaFile, false),
+    options.metadata
+  )
+  const structures = await readStructures(files)
+  const external = externalDataAnchors(files, structures)
+  const totalBytes = files.reduce((n, f) => n + f.size, 0)
+  let bytes = 0
+
+  return await store.withShared(async hold => {
+    const entries: ManifestFile[] = []
+    for (const [i, file] of files.entries()) {
+      if (options.signal?.aborted === true) throw new AbortedError('add was cancelled')
+      const structure = structures.get(file.path)
+      const anchors = external.get(file.path)
+      const plan = anchors !== undefined
+        ? planTensorChunks(file.size, 0, anchors)
+        : structure !== undefined && structure.tensors.length + structure.headerLength > 0 && structure.format !== 'other'
+          ? planTensorChunks(file.size, structure.headerLength, structure.tensors.filter(t => t.file === undefined))
+          : undefined
+      const base = bytes
+      const blob = await storeFile(store, file, plan, options.signal, done => {
+        options.onProgress?.({ file: file.path, fileBytes: done, fileSize: file.size, bytes: base + done, totalBytes, files: i, totalFiles: files.length })
+      })
+      bytes += file.size
+      hold(blob.digest)
+      await store.indexBlob(blob)
+      entries.push({
+        path: file.path, size: file.size, digest: blob.digest, chunks: blob.chunks,
+        format: anchors !== undefined ? 'onnx-data' : structure?.format ?? 'other',
+        ...(structure !== undefined && structure.format !== 'other' ? { structure: toRecord(structure) } : {})
+      })
+    }
+    return await store.commitVersion(
+      { schema: 1, name: options.name, files: entries, metadata, structure: summarize(entries) },
+      { ...(options.label !== undefined ? { label: options.label } : {}), pin: options.pin ?? true }
+    )
+  })
+}
+
+async function storeFile (store: Store, file: SourceFile, plan: number[] | undefined, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<{ digest: FileDigest } & Awaited<ReturnType<BlobWriter['commit']>>> {
+  const src = await openFileSource(file.absolute)
+  const writer = await store.createBlobWriter()
+  try {
+    if (src.size !== file.size) throw new InvalidInputError(`${file.path} changed size while being added; retry when it is complete`)
+    if (plan !== undefined) await copyPlanned(src, writer, plan, signal, progress)
+    else await copyCdc(src, writer, signal, progress)
+    return await writer.commit()
+  } catch (err) {
+    await writer.abort()
+    throw err
+  } finally {
+    await src.close()
+  }
+}
+
+/** Copies in windows made of whole planned chunks. */
+async function copyPlanned (src: FileSource, writer: BlobWriter, plan: number[], signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<void> {
+  const starts = plan.length > 0 ? plan : fixedChunks(src.size)
+  const buffers = [Buffer.allocUnsafe(WINDOW_SIZE), Buffer.allocUnsafe(WINDOW_SIZE)]
+  let i = 0
+  let turn = 0
+  while (i < starts.length) {
+    if (signal?.aborted === true) throw new AbortedError('add was cancelled')
+    const from = starts[i] ?? 0
+    const ends: number[] = []
+    let j = i
+    while (j < starts.length) {
+      const end = starts[j + 1] ?? src.size
+      if (end - from > WINDOW_SIZE && ends.length > 0) break
+      ends.push(end - from)
+      j++
+    }
+    const length = ends[ends.length - 1] ?? 0
+    const buf = (buffers[turn] as Buffer).subarray(0, length)
+    await readInto(src, buf, from)
+    await writer.append(buf, ends)
+    progress(from + length)
+    turn ^= 1
+    i = j
+  }
+}
+
+/** Copies with content-defined cut points, found as the bytes stream through. */
+async function copyCdc (src: FileSource, writer: BlobWriter, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<void> {
+  const cdc = new FastCdc()
+  const buffers = [Buffer.allocUnsafe(WINDOW_SIZE), Buffer.allocUnsafe(WINDOW_SIZE)]
+  let turn = 0
+  for (let at = 0; at < src.size; at += WINDOW_SIZE) {
+    if (signal?.aborted === true) throw new AbortedError('add was cancelled')
+    const length = Math.min(WINDOW_SIZE, src.size - at)
+    const buf = (buffers[turn] as Buffer).subarray(0, length)
+    await readInto(src, buf, at)
+    const cuts = cdc.push(buf).map(c => c - at)
+    if (at + length === src.size) cuts.push(...cdc.finish().map(c => c - at))
+    await writer.append(buf, cuts)
+    progress(at + length)
+    turn ^= 1
+  }
+}
+
+async function readInto (src: FileSource, buf: Buffer, offset: number): Promise<void> {
+  const bytes = await src.read(offset, buf.length)
+  if (bytes.buffer !== buf.buffer) buf.set(bytes)
+}
+
+async function readStructures (files: SourceFile[]): Promise<Map<string, FileStructure>> {
+  const out = new Map<string, FileStructure>()
+  for (const file of files) {
+    const src = await openFileSource(file.absolute)
+    try {
+      out.set(file.path, await readStructure(file.path, src))
+    } catch (err) {
+      if (err instanceof MalformedModelError) {
+        throw new MalformedModelError(`${file.path}: ${err.message.replace(file.absolute, '').replace(/^:\s*/, '')} — the file looks damaged or incomplete; nothing was added`, { cause: err })
+      }
+      throw err
+    } finally {
+      await src.close()
+    }
+  }
+  return out
+}
+
+/** Tensor ranges that ONNX models place in external data files, by the data file's path. */
+function externalDataAnchors (files: SourceFile[], structures: Map<string, FileStructure>): Map<string, TensorInfo[]> {
+  const paths = new Set(files.map(f => f.path))
+  const out = new Map<string, TensorInfo[]>()
+  for (const [path, structure] of structures) {
+    const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/') + 1) : ''
+    for (const tensor of structure.tensors) {
+      if (tensor.file === undefined) continue
+      const target = normalize(dir + tensor.file)
+      if (target === undefined || !paths.has(target)) {
+        throw new InvalidInputError(`${path} keeps tensor ${tensor.name} in ${tensor.file}, which is not in the folder being added`)
+      }
+      const size = files.find(f => f.path === target)?.size ?? 0
+      if (tensor.offset + tensor.length > size) {
+        throw new MalformedModelError(`${path}: tensor ${tensor.name} lies past the end of ${tensor.file} (${size} bytes)`)
+      }
+      out.set(target, [...(out.get(target) ?? []), tensor])
+    }
+  }
+  for (const [path, tensors] of out) out.set(path, dropOverlaps(tensors))
+  return out
+}
+
+/** Several models may share one data file; keep a consistent, non-overlapping set of anchors. */
+function dropOverlaps (tensors: TensorInfo[]): TensorInfo[] {
+  const sorted = [...tensors].sort((a, b) => a.offset - b.offset)
+  const out: TensorInfo[] = []
+  let end = 0
+  for (const t of sorted) {
+    if (t.offset >= end) {
+      out.push(t)
+      end = t.offset + t.length
+    }
+  }
+  return out
+}
+
+function normalize (path: string): string | undefined {
+  const parts: string[] = []
+  for (const part of path.split('/')) {
+    if (part === '' || part === '.') continue
+    if (part === '..') {
+      if (parts.length === 0) return undefined
+      parts.pop()
+    } else parts.push(part)
+  }
+  return parts.join('/')
+}
+
+function toRecord (s: FileStructure): FileStructureRecord {
+  return {
+    headerLength: s.headerLength,
+    tensors: s.tensors.map(t => ({ name: t.name, dtype: t.dtype, shape: t.shape, offset: t.offset, length: t.length, ...(t.file !== undefined ? { file: t.file } : {}) })),
+    parameterCount: s.parameterCount,
+    dtypes: s.dtypes,
+    ...(s.architecture !== undefined ? { architecture: s.architecture } : {}),
+    ...(s.architectureFrom !== undefined ? { architectureFrom: s.architectureFrom } : {}),
+    metadata: Object.fromEntries(Object.entries(s.metadata).map(([k, v]) => [k, toJson(v)])),
+    ...(s.shards !== undefined ? { shards: s.shards } : {}),
+    ...(s.graph !== undefined ? { graph: dropUndefined(s.graph) } : {})
+  }
+}
+
+function dropUndefined<T extends object> (value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T
+}
+
+function toJson (v: MetaValue): JsonValue {
+  if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v.toString()
+  if (typeof v === 'number' && !Number.isFinite(v)) return String(v)
+  if (Array.isArray(v)) return v.map(toJson)
+  return v
+}
+
+function summarize (files: ManifestFile[]): ModelSummary {
+  const formats = [...new Set(files.map(f => f.format))].sort()
+  const dtypes = new Set<string>()
+  let parameterCount = 0
+  let tensorCount = 0
+  let architecture: string | undefined
+  for (const f of files) {
+    const s = f.structure
+    if (s === undefined) continue
+    parameterCount += s.parameterCount
+    tensorCount += s.tensors.length
+    for (const d of s.dtypes) dtypes.add(d)
+    if (s.architecture !== undefined && (architecture === undefined || s.architectureFrom === 'metadata')) architecture = s.architecture
+  }
+  return {
+    formats, parameterCount, tensorCount, dtypes: [...dtypes].sort(),
+    totalSize: files.reduce((n, f) => n + f.size, 0),
+    ...(architecture !== undefined ? { architecture } : {})
+  }
+}
+
+async function readMetadataFile (path: string, label: string, optional: boolean): Promise<Metadata | undefined> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch {
+    if (optional) return undefined
+    throw new InvalidInputError(`cannot read metadata file ${path}`)
+  }
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (err) {
+    throw new InvalidInputError(`${label} is not valid JSON: ${(err as Error).message}`)
+  }
+  return parseMetadata(value, label)
+}
+
+export { MAX_CHUNK_SIZE }

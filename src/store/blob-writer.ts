@@ -1,0 +1,113 @@
+/**
+ * Writes one file's bytes into the store, chunk by chunk, and names it by what it holds.
+ *
+ * The caller decides where chunks end; the writer hashes every chunk itself (so ids are never taken
+ * on trust), writes to a temporary file under `tmp/`, and on `commit` fsyncs, renames to
+ * `blobs/<file digest>` (0444), fsyncs the folder, and only then returns the records the store
+ * indexes. `abort` (or any failure) removes the temporary file: nothing partial is ever kept.
+ *
+ * Throughput: `append` hashes on the calling thread while the previous append's write runs on the
+ * libuv pool, so reading, hashing and writing overlap. The buffer given to `append` must stay
+ * untouched until the next `append` (or `commit`) resolves.
+ */
+import { open, rename, rm, chmod, stat, type FileHandle } from 'node:fs/promises'
+import { join } from 'node:path'
+import { ChunkHasher, fileDigest, type ChunkId, type FileDigest } from '../core/digest.js'
+import { InvalidInputError } from '../core/errors.js'
+import { MAX_CHUNK_SIZE } from '../core/chunking.js'
+import { fsyncDir, isErrno, mapFsError, tmpName } from './fsutil.js'
+import type { Layout } from './layout.js'
+
+export interface WrittenBlob {
+  digest: FileDigest
+  size: number
+  chunks: Array<{ id: ChunkId, size: number }>
+  /** False when identical bytes were already stored (the fresh copy replaced them). */
+  created: boolean
+}
+
+export class BlobWriter {
+  private readonly hasher = new ChunkHasher()
+  private readonly chunks: Array<{ id: ChunkId, size: number }> = []
+  private chunkBytes = 0
+  private position = 0
+  private pending: Promise<unknown> = Promise.resolve()
+  private done = false
+
+  private constructor (private readonly layout: Layout, private readonly fh: FileHandle, readonly tmpPath: string) {}
+
+  static async create (layout: Layout): Promise<BlobWriter> {
+    const path = join(layout.tmp, tmpName('blob'))
+    const fh = await open(path, 'wx', 0o644)
+    return new BlobWriter(layout, fh, path)
+  }
+
+  /**
+   * Appends `bytes`. `ends` are offsets within `bytes` (ascending, > 0) where a chunk ends; bytes
+   * after the last end continue a chunk that a later append ends.
+   */
+  async append (bytes: Uint8Array, ends: readonly number[]): Promise<void> {
+    let start = 0
+    for (const end of ends) {
+      if (end <= start || end > bytes.length) throw new InvalidInputError(`chunk end ${end} is out of order or past the buffer`)
+      this.hasher.update(bytes.subarray(start, end))
+      this.closeChunk(this.chunkBytes + end - start)
+      start = end
+    }
+    if (start < bytes.length) {
+      this.hasher.update(bytes.subarray(start))
+      this.chunkBytes += bytes.length - start
+      if (this.chunkBytes > MAX_CHUNK_SIZE) throw new InvalidInputError(`a chunk grew past ${MAX_CHUNK_SIZE} bytes`)
+    }
+    await this.pending
+    const at = this.position
+    this.position += bytes.length
+    this.pending = this.fh.write(bytes, 0, bytes.length, at).catch((err: unknown) => { throw mapFsError(err, 'writing a blob') })
+  }
+
+  async commit (): Promise<WrittenBlob> {
+    if (this.chunkBytes > 0) throw new InvalidInputError('the last chunk was not ended')
+    try {
+      await this.pending
+      await this.fh.sync()
+      await this.fh.close()
+      this.done = true
+      const digest = fileDigest(this.chunks)
+      const target = this.layout.blob(digest)
+      // Renaming over an existing copy is safe (same content, atomic) and heals a damaged one.
+      const created = !(await exists(target))
+      await chmod(this.tmpPath, 0o444)
+      await rename(this.tmpPath, target)
+      await fsyncDir(this.layout.blobs)
+      return { digest, size: this.position, chunks: this.chunks, created }
+    } catch (err) {
+      await this.abort()
+      throw mapFsError(err, 'storing a blob')
+    }
+  }
+
+  async abort (): Promise<void> {
+    if (!this.done) {
+      this.done = true
+      await this.pending.catch(() => {})
+      await this.fh.close().catch(() => {})
+    }
+    await rm(this.tmpPath, { force: true })
+  }
+
+  private closeChunk (size: number): void {
+    if (size > MAX_CHUNK_SIZE) throw new InvalidInputError(`a chunk of ${size} bytes is over the ${MAX_CHUNK_SIZE}-byte cap`)
+    this.chunks.push({ id: this.hasher.digest(), size })
+    this.chunkBytes = 0
+  }
+}
+
+async function exists (path: string): Promise<boolean> {
+  try {
+    await stat(path)
+    return true
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return false
+    throw err
+  }
+}

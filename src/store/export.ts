@@ -1,0 +1,70 @@
+/**
+ * `export`: writes a version's files as ordinary files under a folder, byte-identical to what was
+ * added. Every chunk is re-hashed on the way out, so damaged bytes are never exported; each file is
+ * written to a temporary name beside its destination, fsynced, then renamed. Existing files are not
+ * overwritten unless `overwrite` is set.
+ */
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises'
+import { dirname, join, resolve as resolvePath } from 'node:path'
+import { chunkMatches } from '../core/digest.js'
+import { ConflictError, DigestMismatchError, NotFoundError } from '../core/errors.js'
+import { fsyncDir, isErrno, mapFsError, tmpName } from './fsutil.js'
+import type { ResolvedVersion, Store } from './store.js'
+
+export interface ExportProgress { file: string, bytes: number, totalBytes: number }
+
+export async function exportVersion (store: Store, ref: string, dest: string, options: { overwrite?: boolean, onProgress?: (p: ExportProgress) => void, signal?: AbortSignal } = {}): Promise<ResolvedVersion & { dest: string }> {
+  const version = await store.resolve(ref)
+  if (version.missing.length > 0) {
+    throw new NotFoundError(`${version.name}@${version.version} is damaged (missing ${version.missing.join(', ')}); re-add or pull it first`)
+  }
+  const root = resolvePath(dest)
+  await mkdir(root, { recursive: true })
+  const totalBytes = version.manifest.files.reduce((n, f) => n + f.size, 0)
+  let bytes = 0
+  for (const file of version.manifest.files) {
+    const target = join(root, file.path)
+    if (options.overwrite !== true && await exists(target)) throw new ConflictError(`${target} already exists; remove it or pass --overwrite`)
+    await mkdir(dirname(target), { recursive: true })
+    const tmp = join(dirname(target), `.${tmpName('shoal-export')}`)
+    const src = await open(store.layout.blob(file.digest), 'r')
+    const out = await open(tmp, 'wx', 0o644)
+    try {
+      let offset = 0
+      const buf = Buffer.allocUnsafe(4 * 1024 * 1024)
+      for (const chunk of file.chunks) {
+        options.signal?.throwIfAborted()
+        const view = buf.subarray(0, chunk.size)
+        const { bytesRead } = await src.read(view, 0, chunk.size, offset)
+        if (bytesRead !== chunk.size || !chunkMatches(view, chunk.id)) {
+          throw new DigestMismatchError(`stored bytes of ${file.path} (chunk at offset ${offset}) are damaged; run shoal verify, then re-add or pull the version`)
+        }
+        await out.write(view, 0, chunk.size, offset)
+        offset += chunk.size
+        bytes += chunk.size
+        options.onProgress?.({ file: file.path, bytes, totalBytes })
+      }
+      await out.sync()
+      await out.close()
+      await rename(tmp, target)
+      await fsyncDir(dirname(target))
+    } catch (err) {
+      await out.close().catch(() => {})
+      await rm(tmp, { force: true })
+      throw mapFsError(err, `exporting ${file.path}`)
+    } finally {
+      await src.close()
+    }
+  }
+  return { ...version, dest: root }
+}
+
+async function exists (path: string): Promise<boolean> {
+  try {
+    await stat(path)
+    return true
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return false
+    throw err
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * The store's index: typed records over one LevelDB (or, in unit tests, memory-level).
+ *
+ * Sublevels and their records:
+ * - `chunks`    chunk id → `[[file digest, offset], …]`: where verified bytes of a chunk live
+ * - `blobs`     file digest → {@link BlobRecord}
+ * - `manifests` version id → canonical manifest bytes
+ * - `versions`  version id → {@link VersionRecord}
+ * - `byModel`   `<name>\0<created, 16 digits>\0<version id>` → `''` (versions by timestamp)
+ * - `labels`    `<name>\0<label>` → {@link LabelRecord}
+ * - `pins`      `<name>\0<version id>` → {@link PinRecord}
+ * - `meta`      `clock` → last `created` handed out; `schema` → index schema number
+ *
+ * Every multi-record change is one atomic batch written with `sync: true`, and is made only after
+ * the bytes it points at are durable.
+ */
+import type { AbstractLevel, AbstractSublevel } from 'abstract-level'
+import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
+
+export const INDEX_SCHEMA = 1
+
+export interface BlobRecord {
+  size: number
+  /** `[chunk id, size]` in file order. */
+  chunks: Array<[ChunkId, number]>
+  /** When the bytes were written or last verified (ms). */
+  verifiedAt: number
+}
+
+export interface VersionRecord {
+  name: string
+  created: number
+  /** When this store got it (ms); differs from `created` for pulled versions. */
+  addedAt: number
+}
+
+export interface LabelRecord {
+  version: VersionId
+  updatedAt: number
+  /** Earlier targets, newest first, capped at `MAX_LABEL_HISTORY`. */
+  history: Array<{ version: VersionId, until: number }>
+}
+
+export interface PinRecord { pinnedAt: number }
+
+/** @default 100 */
+export const MAX_LABEL_HISTORY = 100
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Db = AbstractLevel<any, string, any>
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Sub<V> = AbstractSublevel<Db, any, string, V>
+
+export type IndexOp =
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  | { type: 'put', sublevel: Sub<any>, key: string, value: unknown }
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  | { type: 'del', sublevel: Sub<any>, key: string }
+
+export class IndexDb {
+  readonly chunks: Sub<Array<[FileDigest, number]>>
+  readonly blobs: Sub<BlobRecord>
+  readonly manifests: Sub<Uint8Array>
+  readonly versions: Sub<VersionRecord>
+  readonly byModel: Sub<string>
+  readonly labels: Sub<LabelRecord>
+  readonly pins: Sub<PinRecord>
+  readonly meta: Sub<unknown>
+
+  constructor (readonly db: Db) {
+    this.chunks = db.sublevel('chunks', { valueEncoding: 'json' })
+    this.blobs = db.sublevel('blobs', { valueEncoding: 'json' })
+    this.manifests = db.sublevel('manifests', { valueEncoding: 'view' })
+    this.versions = db.sublevel('versions', { valueEncoding: 'json' })
+    this.byModel = db.sublevel('byModel', { valueEncoding: 'utf8' })
+    this.labels = db.sublevel('labels', { valueEncoding: 'json' })
+    this.pins = db.sublevel('pins', { valueEncoding: 'json' })
+    this.meta = db.sublevel('meta', { valueEncoding: 'json' })
+  }
+
+  async open (): Promise<void> {
+    await this.db.open()
+    const schema = await this.meta.get('schema')
+    if (schema === undefined) await this.meta.put('schema', INDEX_SCHEMA)
+    else if (schema !== INDEX_SCHEMA) throw new Error(`index schema ${String(schema)} is not supported by this build (expects ${INDEX_SCHEMA})`)
+  }
+
+  async close (): Promise<void> {
+    await this.db.close()
+  }
+
+  async commit (ops: IndexOp[]): Promise<void> {
+    if (ops.length === 0) return
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    await this.db.batch(ops as any, { sync: true } as any)
+  }
+
+  static modelKey (name: string, created: number, version: VersionId): string {
+    return `${name}\0${String(created).padStart(16, '0')}\0${version}`
+  }
+
+  static pairKey (name: string, second: string): string {
+    return `${name}\0${second}`
+  }
+
+  static splitKey (key: string): string[] {
+    return key.split('\0')
+  }
+
+  /** Keys of `sub` that start with `<name>\0`, in order. */
+  async keysOf<V> (sub: Sub<V>, name: string): Promise<string[]> {
+    return await sub.keys({ gt: `${name}\0`, lt: `${name}\u0001` }).all()
+  }
+}

@@ -1,0 +1,515 @@
+/**
+ * The content-addressed store: blobs (one copy of each file's bytes), chunk locations, manifests,
+ * versions, labels and pins, behind one API. Daemon components use it; nothing else touches the
+ * home's files.
+ *
+ * MUST hold:
+ * - bytes are named by what they hash to: `BlobWriter` hashes every chunk itself; `readChunk`
+ *   re-hashes before returning; a mismatch is never served;
+ * - an index record is committed only after the bytes it names are durable (fsync + rename +
+ *   fsync of the folder), in one atomic `sync` batch;
+ * - a version becomes visible (listed, resolvable) only when every file's blob is stored and its
+ *   snapshot folder is complete: the index batch that adds it is the last step of `commitVersion`;
+ * - after a crash, `open` removes what no index record names (temporary files, orphan blobs and
+ *   snapshots) and rebuilds missing snapshot links, so the store is consistent again.
+ *
+ * Concurrency: one process (LevelDB's lock). Operations that add hold a shared lock; `gc` and
+ * removals hold it exclusively, so GC never sees an add half done.
+ */
+import { mkdir, readdir, rm, rename, symlink, readlink, lstat, chmod } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import createMortice, { type Mortice } from 'mortice'
+import { randomBytes } from 'node:crypto'
+import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
+import { chunkMatches, isCid } from '../core/digest.js'
+import { ConflictError, DigestMismatchError, InvalidInputError, LockedError, NotFoundError } from '../core/errors.js'
+import { decodeManifest, encodeManifest, type Manifest } from '../core/manifest.js'
+import { checkLabel, checkModelName, parseRef } from '../core/names.js'
+import { BlobWriter, type WrittenBlob } from './blob-writer.js'
+import { fsyncDir, isErrno, tmpName, writeFileAtomic, mapFsError } from './fsutil.js'
+import { IndexDb, MAX_LABEL_HISTORY, type Db, type IndexOp, type LabelRecord } from './index-db.js'
+import { Layout } from './layout.js'
+import { open as openFile } from 'node:fs/promises'
+
+export interface Logger {
+  info: (obj: object, msg?: string) => void
+  warn: (obj: object, msg?: string) => void
+  debug: (obj: object, msg?: string) => void
+}
+
+const silent: Logger = { info () {}, warn () {}, debug () {} }
+
+export interface VersionInfo {
+  name: string
+  version: VersionId
+  created: number
+  addedAt: number
+  labels: string[]
+  pinned: boolean
+  size: number
+  files: number
+  /** False when a file's bytes were lost (quarantined by verify); such a version is not served. */
+  complete: boolean
+}
+
+export interface ResolvedVersion {
+  name: string
+  version: VersionId
+  manifest: Manifest
+  /** The snapshot folder: `<home>/models/models--…/snapshots/<version>`. */
+  path: string
+  labels: string[]
+  pinned: boolean
+  /** Files whose bytes are not in the store (see `VersionInfo.complete`). */
+  missing: string[]
+}
+
+export interface CommitOptions {
+  label?: string
+  pin?: boolean
+}
+
+export type ManifestDraft = Omit<Manifest, 'created' | 'parent'> & { parent?: VersionId | null }
+
+export class Store {
+  readonly layout: Layout
+  readonly index: IndexDb
+  private readonly lock: Mortice
+  /** Blobs written by operations still in progress; GC leaves them alone. */
+  private readonly inflight = new Map<FileDigest, number>()
+
+  private constructor (home: string, db: Db, private readonly log: Logger) {
+    this.layout = new Layout(home)
+    this.index = new IndexDb(db)
+    this.lock = createMortice({ name: `shoal-store-${randomBytes(8).toString('hex')}`, singleProcess: true })
+  }
+
+  /** Opens (creating if needed) the store in `home`. `db` defaults to LevelDB at `<home>/index`. */
+  static async open (home: string, options: { db?: Db, log?: Logger } = {}): Promise<Store> {
+    const layout = new Layout(home)
+    for (const dir of [home, layout.blobs, layout.models, layout.tmp, layout.quarantine]) await mkdir(dir, { recursive: true })
+    const db = options.db ?? new (await import('level')).Level<string, unknown>(layout.index) as unknown as Db
+    const store = new Store(home, db, options.log ?? silent)
+    try {
+      await store.index.open()
+    } catch (err) {
+      const code = (err as { code?: string, cause?: { code?: string } }).cause?.code ?? (err as { code?: string }).code
+      if (code === 'LEVEL_LOCKED') {
+        throw new LockedError(`the store at ${home} is in use by another shoal daemon; stop it, or use another SHOAL_HOME`, { cause: err })
+      }
+      throw err
+    }
+    await store.recover()
+    return store
+  }
+
+  /** Waits for operations in progress to finish (or abort), then closes the index. */
+  async close (): Promise<void> {
+    await this.withExclusive(async () => { await this.index.close() })
+  }
+
+  // ---- writing -------------------------------------------------------------------------------
+
+  /** A writer for one file's bytes; `indexBlob` makes it known once committed. */
+  async createBlobWriter (): Promise<BlobWriter> {
+    return await BlobWriter.create(this.layout)
+  }
+
+  /**
+   * Runs `fn` under the shared lock; blobs it registers with `hold` are protected from GC until
+   * `fn` settles (the version that references them is committed by then, or the add failed).
+   */
+  async withShared<T> (fn: (hold: (digest: FileDigest) => void) => Promise<T>): Promise<T> {
+    const release = await this.lock.readLock()
+    const held: FileDigest[] = []
+    try {
+      return await fn(digest => {
+        held.push(digest)
+        this.inflight.set(digest, (this.inflight.get(digest) ?? 0) + 1)
+      })
+    } finally {
+      for (const d of held) {
+        const n = (this.inflight.get(d) ?? 1) - 1
+        if (n <= 0) this.inflight.delete(d)
+        else this.inflight.set(d, n)
+      }
+      release()
+    }
+  }
+
+  async withExclusive<T> (fn: () => Promise<T>): Promise<T> {
+    const release = await this.lock.writeLock()
+    try {
+      return await fn()
+    } finally {
+      release()
+    }
+  }
+
+  isHeld (digest: FileDigest): boolean {
+    return this.inflight.has(digest)
+  }
+
+  /** Records a committed blob and where each of its chunks lives (after its bytes are durable). */
+  async indexBlob (blob: WrittenBlob): Promise<void> {
+    const ops: IndexOp[] = [{
+      type: 'put', sublevel: this.index.blobs, key: blob.digest,
+      value: { size: blob.size, chunks: blob.chunks.map(c => [c.id, c.size]), verifiedAt: Date.now() }
+    }]
+    const ids = [...new Set(blob.chunks.map(c => c.id))]
+    const existing = await this.index.chunks.getMany(ids)
+    const offsets = new Map<ChunkId, number>()
+    let offset = 0
+    for (const c of blob.chunks) {
+      if (!offsets.has(c.id)) offsets.set(c.id, offset)
+      offset += c.size
+    }
+    ids.forEach((id, i) => {
+      const locations = (existing[i] ?? []).filter(([d]) => d !== blob.digest)
+      locations.push([blob.digest, offsets.get(id) ?? 0])
+      ops.push({ type: 'put', sublevel: this.index.chunks, key: id, value: locations })
+    })
+    await this.index.commit(ops)
+  }
+
+  /**
+   * Makes a version visible: stamps `created` (strictly increasing in this store), sets the parent
+   * (the label's current target, else the model's newest version), encodes the manifest, builds the
+   * snapshot folder, and commits the index in one batch. Every file's blob MUST already be indexed.
+   */
+  async commitVersion (draft: ManifestDraft, options: CommitOptions = {}): Promise<ResolvedVersion> {
+    checkModelName(draft.name)
+    if (options.label !== undefined) checkLabel(options.label)
+    for (const file of draft.files) {
+      if (await this.index.blobs.get(file.digest) === undefined) throw new NotFoundError(`blob ${file.digest} for ${file.path} is not in the store`)
+    }
+    let parent = draft.parent
+    if (parent === undefined) {
+      const labelled = options.label !== undefined ? await this.index.labels.get(IndexDb.pairKey(draft.name, options.label)) : undefined
+      parent = labelled?.version ?? (await this.newest(draft.name))?.version ?? null
+    }
+    const created = await this.nextTimestamp()
+    const manifest: Manifest = { ...draft, created, parent }
+    const { bytes, id } = encodeManifest(manifest)
+    if (await this.index.versions.get(id) === undefined) {
+      await this.materialize(draft.name, id, manifest)
+      const ops: IndexOp[] = [
+        { type: 'put', sublevel: this.index.manifests, key: id, value: bytes },
+        { type: 'put', sublevel: this.index.versions, key: id, value: { name: draft.name, created, addedAt: Date.now() } },
+        { type: 'put', sublevel: this.index.byModel, key: IndexDb.modelKey(draft.name, created, id), value: '' }
+      ]
+      if (options.pin === true) ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(draft.name, id), value: { pinnedAt: Date.now() } })
+      await this.index.commit(ops)
+    }
+    if (options.label !== undefined) await this.setLabel(draft.name, options.label, id)
+    return await this.resolve(`${draft.name}@${id}`)
+  }
+
+  /** Points `name@label` at `version`. With `expect`, refuses unless the label currently points there. */
+  async setLabel (name: string, label: string, version: VersionId, expect?: VersionId | null): Promise<LabelRecord> {
+    checkLabel(label)
+    const record = await this.index.versions.get(version)
+    if (record === undefined || record.name !== name) throw new NotFoundError(`version ${version} of ${name} is not in this store`)
+    const key = IndexDb.pairKey(name, label)
+    const current = await this.index.labels.get(key)
+    if (expect !== undefined && (current?.version ?? null) !== expect) {
+      throw new ConflictError(`${name}@${label} points at ${current?.version ?? 'nothing'}, not ${expect ?? 'nothing'}`)
+    }
+    if (current?.version === version) return current
+    const now = Date.now()
+    const history = current === undefined ? [] : [{ version: current.version, until: now }, ...current.history].slice(0, MAX_LABEL_HISTORY)
+    const next: LabelRecord = { version, updatedAt: now, history }
+    await writeFileAtomic(this.layout.ref(name, label), `${version}\n`)
+    await this.index.commit([{ type: 'put', sublevel: this.index.labels, key, value: next }])
+    return next
+  }
+
+  async removeLabel (name: string, label: string): Promise<void> {
+    checkLabel(label)
+    await rm(this.layout.ref(name, label), { force: true })
+    await this.index.commit([{ type: 'del', sublevel: this.index.labels, key: IndexDb.pairKey(name, label) }])
+  }
+
+  async pin (name: string, version: VersionId): Promise<void> {
+    const record = await this.index.versions.get(version)
+    if (record === undefined || record.name !== name) throw new NotFoundError(`version ${version} of ${name} is not in this store`)
+    await this.index.commit([{ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(name, version), value: { pinnedAt: Date.now() } }])
+  }
+
+  async unpin (name: string, version: VersionId): Promise<boolean> {
+    const key = IndexDb.pairKey(name, version)
+    const had = await this.index.pins.get(key) !== undefined
+    await this.index.commit([{ type: 'del', sublevel: this.index.pins, key }])
+    return had
+  }
+
+  // ---- reading -------------------------------------------------------------------------------
+
+  async models (): Promise<Array<{ name: string, versions: number, labels: Record<string, VersionId>, newest: VersionInfo }>> {
+    const names = new Map<string, number>()
+    for await (const key of this.index.byModel.keys()) {
+      const [name] = IndexDb.splitKey(key)
+      if (name !== undefined) names.set(name, (names.get(name) ?? 0) + 1)
+    }
+    const out = []
+    for (const [name, versions] of names) {
+      const newest = await this.newest(name)
+      if (newest === undefined) continue
+      out.push({ name, versions, labels: await this.labels(name), newest })
+    }
+    return out
+  }
+
+  /** Versions of `name`, oldest first (versions by timestamp). */
+  async versions (name: string): Promise<VersionInfo[]> {
+    checkModelName(name)
+    const labels = await this.labels(name)
+    const byVersion = new Map<string, string[]>()
+    for (const [label, v] of Object.entries(labels)) byVersion.set(v, [...(byVersion.get(v) ?? []), label])
+    const out: VersionInfo[] = []
+    for (const key of await this.index.keysOf(this.index.byModel, name)) {
+      const version = IndexDb.splitKey(key)[2] as VersionId
+      out.push(await this.info(name, version, byVersion.get(version) ?? []))
+    }
+    if (out.length === 0) throw new NotFoundError(`no model named ${name} in this store`)
+    return out
+  }
+
+  async labels (name: string): Promise<Record<string, VersionId>> {
+    const out: Record<string, VersionId> = {}
+    for await (const [key, value] of this.index.labels.iterator({ gt: `${name}\0`, lt: `${name}\u0001` })) {
+      out[IndexDb.splitKey(key)[1] ?? ''] = value.version
+    }
+    return out
+  }
+
+  async labelRecord (name: string, label: string): Promise<LabelRecord | undefined> {
+    return await this.index.labels.get(IndexDb.pairKey(checkModelName(name), checkLabel(label)))
+  }
+
+  async newest (name: string): Promise<VersionInfo | undefined> {
+    const keys = await this.index.byModel.keys({ gt: `${name}\0`, lt: `${name}\u0001`, reverse: true, limit: 1 }).all()
+    const version = keys[0] === undefined ? undefined : IndexDb.splitKey(keys[0])[2]
+    return version === undefined ? undefined : await this.info(name, version)
+  }
+
+  /**
+   * Resolves `name`, `name@label`, `name@<version id>` or `name@<unique version id prefix>` (at
+   * least 8 characters). A bare name means the label `latest` if set, else the newest version.
+   */
+  async resolve (ref: string): Promise<ResolvedVersion> {
+    const { name, selector } = parseRef(ref)
+    const version = await this.resolveVersion(name, selector)
+    const bytes = await this.index.manifests.get(version)
+    if (bytes === undefined) throw new NotFoundError(`manifest of ${name}@${version} is missing; run shoal verify`)
+    const manifest = decodeManifest(bytes, version)
+    const labels = Object.entries(await this.labels(name)).filter(([, v]) => v === version).map(([l]) => l)
+    return {
+      name, version, manifest, labels,
+      path: this.layout.snapshot(name, version),
+      missing: await this.missingFiles(manifest),
+      pinned: await this.index.pins.get(IndexDb.pairKey(name, version)) !== undefined
+    }
+  }
+
+  async manifestBytes (version: VersionId): Promise<Uint8Array | undefined> {
+    return await this.index.manifests.get(version)
+  }
+
+  /** Reads one chunk's verified bytes from any blob that holds it, or undefined if none does. */
+  async readChunk (id: ChunkId): Promise<Uint8Array | undefined> {
+    const locations = await this.index.chunks.get(id)
+    for (const [digest, offset] of locations ?? []) {
+      const blob = await this.index.blobs.get(digest)
+      const size = blob?.chunks.find(([c]) => c === id)?.[1]
+      if (size === undefined) continue
+      const bytes = await readRange(this.layout.blob(digest), offset, size).catch(() => undefined)
+      if (bytes !== undefined && chunkMatches(bytes, id)) return bytes
+      this.log.warn({ chunk: id, blob: digest }, 'stored chunk failed verification; run shoal verify')
+    }
+    return undefined
+  }
+
+  async hasChunk (id: ChunkId): Promise<boolean> {
+    return (await this.index.chunks.get(id))?.length !== undefined
+  }
+
+  private async resolveVersion (name: string, selector: string | undefined): Promise<VersionId> {
+    if (selector === undefined) {
+      const latest = await this.index.labels.get(IndexDb.pairKey(name, 'latest'))
+      if (latest !== undefined) return latest.version
+      const newest = await this.newest(name)
+      if (newest === undefined) throw new NotFoundError(`no model named ${name} in this store`)
+      return newest.version
+    }
+    if (isCid(selector)) {
+      const record = await this.index.versions.get(selector)
+      if (record?.name !== name) throw new NotFoundError(`version ${selector} of ${name} is not in this store`)
+      return selector
+    }
+    const label = await this.index.labels.get(IndexDb.pairKey(name, selector))
+    if (label !== undefined) return label.version
+    if (selector.length >= 8) {
+      const matches = (await this.index.keysOf(this.index.byModel, name)).map(k => IndexDb.splitKey(k)[2] ?? '').filter(v => v.startsWith(selector))
+      if (matches.length === 1 && matches[0] !== undefined) return matches[0]
+      if (matches.length > 1) throw new InvalidInputError(`version prefix ${selector} of ${name} is ambiguous (${matches.length} versions); give more characters`)
+    }
+    throw new NotFoundError(`${name}@${selector} is neither a label nor a version in this store`)
+  }
+
+  private async info (name: string, version: VersionId, labels?: string[]): Promise<VersionInfo> {
+    const record = await this.index.versions.get(version)
+    const bytes = await this.index.manifests.get(version)
+    if (record === undefined || bytes === undefined) throw new NotFoundError(`version ${version} is missing from the index`)
+    const manifest = decodeManifest(bytes)
+    const allLabels = labels ?? Object.entries(await this.labels(name)).filter(([, v]) => v === version).map(([l]) => l)
+    return {
+      name, version, created: record.created, addedAt: record.addedAt, labels: allLabels,
+      pinned: await this.index.pins.get(IndexDb.pairKey(name, version)) !== undefined,
+      size: manifest.files.reduce((n, f) => n + f.size, 0),
+      files: manifest.files.length,
+      complete: (await this.missingFiles(manifest)).length === 0
+    }
+  }
+
+  private async nextTimestamp (): Promise<number> {
+    const last = (await this.index.meta.get('clock') as number | undefined) ?? 0
+    const next = Math.max(Date.now(), last + 1)
+    await this.index.commit([{ type: 'put', sublevel: this.index.meta, key: 'clock', value: next }])
+    return next
+  }
+
+  // ---- snapshots and recovery ----------------------------------------------------------------
+
+  /** Builds `snapshots/<version>` in `tmp/`, fsyncs it, renames it into place. Idempotent. */
+  async materialize (name: string, version: VersionId, manifest: Manifest): Promise<string> {
+    const final = this.layout.snapshot(name, version)
+    if (await pathExists(final)) return final
+    const tmp = join(this.layout.tmp, tmpName('snap'))
+    try {
+      const dirs = new Set<string>([tmp])
+      for (const file of manifest.files) {
+        const at = join(tmp, file.path)
+        await mkdir(dirname(at), { recursive: true })
+        dirs.add(dirname(at))
+        // Link target computed as if the file were already at its final place.
+        await symlink(this.layout.linkTarget(join(final, file.path), file.digest), at)
+      }
+      for (const dir of dirs) await fsyncDir(dir)
+      await mkdir(dirname(final), { recursive: true })
+      await rename(tmp, final)
+      await fsyncDir(dirname(final))
+      return final
+    } catch (err) {
+      await rm(tmp, { recursive: true, force: true })
+      throw mapFsError(err, `creating the snapshot of ${name}@${version}`)
+    }
+  }
+
+  /** Start-up repair after a crash: see the module doc. */
+  private async recover (): Promise<void> {
+    await rm(this.layout.tmp, { recursive: true, force: true })
+    await mkdir(this.layout.tmp, { recursive: true })
+    const known = new Map<string, string>()
+    for await (const [version, record] of this.index.versions.iterator()) known.set(version, record.name)
+    // Orphan snapshots (a crash after the rename, before the index batch) go; missing ones are rebuilt.
+    for (const dir of await readdirSafe(this.layout.models)) {
+      for (const version of await readdirSafe(join(this.layout.models, dir, 'snapshots'))) {
+        const name = known.get(version)
+        if (name === undefined || this.layout.model(name) !== join(this.layout.models, dir)) {
+          this.log.warn({ version }, 'removing a snapshot no version names (interrupted add)')
+          await rm(join(this.layout.models, dir, 'snapshots', version), { recursive: true, force: true })
+        }
+      }
+    }
+    for (const [version, name] of known) {
+      const path = this.layout.snapshot(name, version)
+      if (await pathExists(path)) continue
+      const bytes = await this.index.manifests.get(version)
+      if (bytes !== undefined) await this.materialize(name, version, decodeManifest(bytes, version))
+    }
+    // Blobs without a record (a crash between their rename and the index batch) are complete but
+    // unreferenced: drop them, a retried add writes them again.
+    for (const digest of await readdirSafe(this.layout.blobs)) {
+      if (await this.index.blobs.get(digest) === undefined) {
+        this.log.warn({ blob: digest }, 'removing a blob no index record names (interrupted add)')
+        await chmod(this.layout.blob(digest), 0o644).catch(() => {})
+        await rm(this.layout.blob(digest), { force: true })
+      }
+    }
+    // Refs files follow the index.
+    for await (const [key, record] of this.index.labels.iterator()) {
+      const [name, label] = IndexDb.splitKey(key)
+      if (name === undefined || label === undefined) continue
+      const path = this.layout.ref(name, label)
+      const current = await readTextSafe(path)
+      if (current?.trim() !== record.version) await writeFileAtomic(path, `${record.version}\n`)
+    }
+  }
+
+  /** Rebuilds a version's snapshot folder from its manifest. */
+  async repairSnapshot (name: string, version: VersionId, manifest: Manifest): Promise<void> {
+    await rm(this.layout.snapshot(name, version), { recursive: true, force: true })
+    await this.materialize(name, version, manifest)
+  }
+
+  /** Files of a manifest whose blobs are not (or no longer) in the store. */
+  async missingFiles (manifest: Manifest): Promise<string[]> {
+    const records = await this.index.blobs.getMany(manifest.files.map(f => f.digest))
+    return manifest.files.filter((_, i) => records[i] === undefined).map(f => f.path)
+  }
+
+  /** Checks a snapshot entry is the expected link (used by verify). */
+  async snapshotLinkOk (name: string, version: VersionId, path: string, digest: FileDigest): Promise<boolean> {
+    const at = join(this.layout.snapshot(name, version), path)
+    try {
+      return (await readlink(at)) === this.layout.linkTarget(at, digest)
+    } catch {
+      return false
+    }
+  }
+}
+
+export async function readRange (path: string, offset: number, length: number): Promise<Uint8Array> {
+  const fh = await openFile(path, 'r')
+  try {
+    const buf = Buffer.allocUnsafe(length)
+    let done = 0
+    while (done < length) {
+      const { bytesRead } = await fh.read(buf, done, length - done, offset + done)
+      if (bytesRead === 0) throw new DigestMismatchError(`${path} is shorter than expected`)
+      done += bytesRead
+    }
+    return buf
+  } finally {
+    await fh.close()
+  }
+}
+
+export async function pathExists (path: string): Promise<boolean> {
+  try {
+    await lstat(path)
+    return true
+  } catch (err) {
+    if (isErrno(err, 'ENOENT', 'ENOTDIR')) return false
+    throw err
+  }
+}
+
+export async function readdirSafe (path: string): Promise<string[]> {
+  try {
+    return await readdir(path)
+  } catch (err) {
+    if (isErrno(err, 'ENOENT', 'ENOTDIR')) return []
+    throw err
+  }
+}
+
+async function readTextSafe (path: string): Promise<string | undefined> {
+  const { readFile } = await import('node:fs/promises')
+  try {
+    return await readFile(path, 'utf8')
+  } catch {
+    return undefined
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * `verify` (fsck): re-hashes every stored byte and checks every record against the files.
+ *
+ * Checks: each blob file exists, has its recorded size, and every chunk hashes to its id; each
+ * manifest decodes, validates and hashes to its version id; each snapshot entry is the expected
+ * link; each version's blobs are recorded. A blob that fails is moved to `quarantine/` and its
+ * records removed, so nothing ever serves or exposes its bytes again; the versions that needed it
+ * are reported as damaged (their snapshot links then dangle: a loader sees a missing file, never a
+ * corrupt one). Re-adding the files, or pulling the version from a peer, repairs them.
+ *
+ * Idempotent: a second run on a clean store reports nothing.
+ */
+import { open, rename, chmod, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { chunkMatches, type ChunkId, type FileDigest, type VersionId } from '../core/digest.js'
+import { decodeManifest } from '../core/manifest.js'
+import { isErrno, tmpName } from './fsutil.js'
+import type { IndexOp } from './index-db.js'
+import type { Store } from './store.js'
+
+export interface VerifyProblem {
+  kind: 'blob-missing' | 'blob-size' | 'chunk-mismatch' | 'manifest-invalid' | 'snapshot-link' | 'blob-unrecorded'
+  /** The blob, version or path concerned. */
+  subject: string
+  detail: string
+}
+
+export interface VerifyReport {
+  blobs: number
+  chunks: number
+  bytes: number
+  versions: number
+  problems: VerifyProblem[]
+  quarantined: FileDigest[]
+  /** Versions that lost a file to quarantine or a missing blob: `name@version`. */
+  damaged: string[]
+}
+
+export interface VerifyProgress { bytes: number, totalBytes: number, blobs: number, totalBlobs: number }
+
+export async function verifyStore (store: Store, options: { onProgress?: (p: VerifyProgress) => void, signal?: AbortSignal } = {}): Promise<VerifyReport> {
+  return await store.withExclusive(async () => {
+    const report: VerifyReport = { blobs: 0, chunks: 0, bytes: 0, versions: 0, problems: [], quarantined: [], damaged: [] }
+    const blobs = await store.index.blobs.iterator().all()
+    const totalBytes = blobs.reduce((n, [, b]) => n + b.size, 0)
+    const bad = new Set<FileDigest>()
+    const buf = Buffer.allocUnsafe(4 * 1024 * 1024)
+    for (const [digest, record] of blobs) {
+      options.signal?.throwIfAborted()
+      const problem = await checkBlob(store.layout.blob(digest), record.size, record.chunks, buf, report)
+      report.blobs++
+      options.onProgress?.({ bytes: report.bytes, totalBytes, blobs: report.blobs, totalBlobs: blobs.length })
+      if (problem !== undefined) {
+        report.problems.push({ ...problem, subject: digest })
+        bad.add(digest)
+      }
+    }
+    for (const digest of bad) {
+      await quarantine(store, digest, blobs.find(([d]) => d === digest)?.[1].chunks ?? [])
+      report.quarantined.push(digest)
+    }
+    for await (const [version, record] of store.index.versions.iterator()) {
+      report.versions++
+      const bytes = await store.index.manifests.get(version)
+      let manifest
+      try {
+        if (bytes === undefined) throw new Error('manifest missing from the index')
+        manifest = decodeManifest(bytes, version as VersionId)
+      } catch (err) {
+        report.problems.push({ kind: 'manifest-invalid', subject: `${record.name}@${version}`, detail: (err as Error).message })
+        report.damaged.push(`${record.name}@${version}`)
+        continue
+      }
+      let damaged = false
+      for (const file of manifest.files) {
+        if (bad.has(file.digest) || await store.index.blobs.get(file.digest) === undefined) {
+          damaged = true
+          if (!bad.has(file.digest)) report.problems.push({ kind: 'blob-unrecorded', subject: `${record.name}@${version}/${file.path}`, detail: `blob ${file.digest} is not in the store` })
+        } else if (!await store.snapshotLinkOk(record.name, version, file.path, file.digest)) {
+          report.problems.push({ kind: 'snapshot-link', subject: `${record.name}@${version}/${file.path}`, detail: 'snapshot entry is missing or points elsewhere; it was rebuilt' })
+          await store.repairSnapshot(record.name, version, manifest)
+        }
+      }
+      if (damaged) report.damaged.push(`${record.name}@${version}`)
+    }
+    return report
+  })
+}
+
+async function checkBlob (path: string, size: number, chunks: Array<[ChunkId, number]>, buf: Buffer, report: VerifyReport): Promise<Omit<VerifyProblem, 'subject'> | undefined> {
+  let fh
+  try {
+    fh = await open(path, 'r')
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return { kind: 'blob-missing', detail: `${path} is missing` }
+    throw err
+  }
+  try {
+    const actual = (await fh.stat()).size
+    if (actual !== size) return { kind: 'blob-size', detail: `${path} is ${actual} bytes, expected ${size}` }
+    let offset = 0
+    for (const [id, length] of chunks) {
+      const view = length <= buf.length ? buf.subarray(0, length) : Buffer.allocUnsafe(length)
+      let done = 0
+      while (done < length) {
+        const { bytesRead } = await fh.read(view, done, length - done, offset + done)
+        if (bytesRead === 0) break
+        done += bytesRead
+      }
+      report.chunks++
+      report.bytes += length
+      if (done !== length || !chunkMatches(view, id)) {
+        return { kind: 'chunk-mismatch', detail: `chunk ${id} at offset ${offset} of ${path} does not match its id` }
+      }
+      offset += length
+    }
+    return undefined
+  } finally {
+    await fh.close()
+  }
+}
+
+/** Moves a bad blob aside and forgets its records; chunk locations pointing at it are dropped. */
+async function quarantine (store: Store, digest: FileDigest, chunks: Array<[ChunkId, number]>): Promise<void> {
+  const from = store.layout.blob(digest)
+  try {
+    await stat(from)
+    await chmod(from, 0o444).catch(() => {})
+    await rename(from, join(store.layout.quarantine, tmpName(digest)))
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw err
+  }
+  const ops: IndexOp[] = [{ type: 'del', sublevel: store.index.blobs, key: digest }]
+  const ids = [...new Set(chunks.map(([id]) => id))]
+  const locations = await store.index.chunks.getMany(ids)
+  ids.forEach((id, i) => {
+    const rest = (locations[i] ?? []).filter(([d]) => d !== digest)
+    ops.push(rest.length === 0 ? { type: 'del', sublevel: store.index.chunks, key: id } : { type: 'put', sublevel: store.index.chunks, key: id, value: rest })
+  })
+  await store.index.commit(ops)
+}
