@@ -1,0 +1,25 @@
+/** Exit codes, in one place: scripts can tell a usage error from an unreachable daemon. */
+export const EXIT = {
+  OK: 0,
+  ERROR: 1,
+  USAGE: 2,
+  UNREACHABLE: 3,
+  NOT_FOUND: 4,
+  CONFLICT: 5,
+  INVALID: 6,
+  /** `verify` found problems. */
+  DAMAGED: 7,
+  DISK_FULL: 8
+} as const
+
+export function exitCodeFor (code: string): number {
+  switch (code) {
+    case 'UNREACHABLE': return EXIT.UNREACHABLE
+    case 'NOT_FOUND': return EXIT.NOT_FOUND
+    case 'CONFLICT': case 'LOCKED': return EXIT.CONFLICT
+    case 'INVALID_INPUT': case 'BAD_REQUEST': case 'MALFORMED_MODEL': case 'MALFORMED_DATA': case 'PAYLOAD_TOO_LARGE': return EXIT.INVALID
+    case 'DIGEST_MISMATCH': return EXIT.DAMAGED
+    case 'DISK_FULL': return EXIT.DISK_FULL
+    default: return EXIT.ERROR
+  }
+}

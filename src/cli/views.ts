@@ -1,0 +1,66 @@
+/** Human renderings of RPC answers. */
+import type { ModelRow, ShowResult } from '../rpc/api.js'
+import type { GcReport } from '../store/gc.js'
+import type { VersionInfo } from '../store/store.js'
+import type { VerifyReport } from '../store/verify.js'
+import { bytes, count, pc, shortId, table, time } from './format.js'
+
+export function printModels (models: ModelRow[]): void {
+  if (models.length === 0) { console.log('no models yet: shoal add <folder> --name <name>'); return }
+  console.log(table(['model', 'versions', 'newest', 'created', 'size', 'labels'], models.map(m => [
+    m.name, m.versions, shortId(m.newest.version), time(m.newest.created), bytes(m.newest.size),
+    Object.entries(m.labels).map(([l, v]) => `${l}→${shortId(v)}`).join(' ')
+  ])))
+}
+
+export function printVersions (versions: VersionInfo[]): void {
+  console.log(table(['version', 'created', 'size', 'files', 'labels', 'pinned', 'state'], versions.map(v => [
+    v.version, time(v.created), bytes(v.size), v.files, v.labels.join(', '), v.pinned ? 'yes' : '', v.complete ? 'ok' : pc.red('damaged')
+  ])))
+}
+
+export function printShow (v: ShowResult, tensorsPerFile: number): void {
+  const s = v.structure
+  console.log(`${pc.bold(v.name)}@${v.version}`)
+  console.log(`  created     ${time(v.created)}${v.parent !== null ? `  (parent ${shortId(v.parent)})` : ''}`)
+  console.log(`  labels      ${v.labels.join(', ') || '-'}${v.pinned ? '   pinned' : ''}${v.complete ? '' : pc.red(`   DAMAGED: missing ${v.missing.join(', ')}`)}`)
+  console.log(`  path        ${v.path}`)
+  console.log(`  size        ${bytes(s.totalSize)} in ${v.files.length} files`)
+  console.log(`  formats     ${s.formats.join(', ')}`)
+  console.log(`  parameters  ${count(s.parameterCount)} (${s.parameterCount}) in ${s.tensorCount} tensors; dtypes ${s.dtypes.join(', ') || '-'}`)
+  if (s.architecture !== undefined) console.log(`  architecture ${s.architecture}`)
+  const m = v.metadata
+  for (const key of ['description', 'framework', 'task', 'license'] as const) {
+    if (m[key] !== undefined) console.log(`  ${key.padEnd(11)} ${m[key]}`)
+  }
+  if (m.tags !== undefined) console.log(`  tags        ${Object.entries(m.tags).map(([k, t]) => t === '' ? k : `${k}=${t}`).join(' ')}`)
+  if (m.hyperparameters !== undefined) console.log(`  hyperparams ${JSON.stringify(m.hyperparameters)}`)
+  if (m.inputs !== undefined) console.log(`  inputs      ${m.inputs.map(i => `${i.name}${i.shape !== undefined ? `[${i.shape.join(',')}]` : ''}`).join(', ')}`)
+  if (m.outputs !== undefined) console.log(`  outputs     ${m.outputs.map(i => `${i.name}${i.shape !== undefined ? `[${i.shape.join(',')}]` : ''}`).join(', ')}`)
+  console.log('')
+  console.log(table(['file', 'format', 'size', 'chunks', 'tensors', 'params'], v.files.map(f => [
+    f.path, f.format, bytes(f.size), f.chunks, f.structure?.tensors.length ?? '', f.structure !== undefined ? count(f.structure.parameterCount) : ''
+  ])))
+  for (const f of v.files) {
+    const tensors = f.structure?.tensors ?? []
+    if (tensors.length === 0) continue
+    console.log(`\n${pc.bold(f.path)}${f.structure?.architecture !== undefined ? ` (${f.structure.architecture})` : ''}`)
+    console.log(table(['tensor', 'dtype', 'shape', 'size'], tensors.slice(0, tensorsPerFile).map(t => [t.name, t.dtype, `[${t.shape.join(', ')}]`, bytes(t.length)])))
+    if (tensors.length > tensorsPerFile) console.log(pc.dim(`  … ${tensors.length - tensorsPerFile} more (--tensors N, or --json)`))
+  }
+}
+
+export function printVerify (r: VerifyReport): void {
+  console.log(`checked ${r.blobs} blobs (${bytes(r.bytes)}, ${r.chunks} chunks) and ${r.versions} versions`)
+  if (r.problems.length === 0) { console.log(pc.green('store is consistent')); return }
+  for (const p of r.problems) console.log(`${pc.red(p.kind)} ${p.subject}: ${p.detail}`)
+  if (r.quarantined.length > 0) console.log(`quarantined ${r.quarantined.length} blobs (kept under quarantine/)`)
+  if (r.damaged.length > 0) console.log(`damaged versions (re-add or pull them): ${r.damaged.join(', ')}`)
+}
+
+export function printGc (r: GcReport): void {
+  const verb = r.dryRun ? 'would remove' : 'removed'
+  for (const v of r.versions) console.log(`${verb} version ${v.name}@${v.version} (${bytes(v.size)})`)
+  for (const b of r.blobs) console.log(`${verb} blob ${b.digest} (${bytes(b.size)})`)
+  console.log(`${verb} ${r.versions.length} versions, ${r.blobs.length} blobs, ${bytes(r.bytes)}`)
+}

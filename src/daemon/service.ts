@@ -1,0 +1,135 @@
+/**
+ * The daemon's implementation of the RPC API: each operation delegates to the store and the
+ * ingest pipeline. It adds no storage logic of its own; it shapes answers for the wire.
+ */
+import type { VersionId } from '../core/digest.js'
+import { NotFoundError } from '../core/errors.js'
+import { addPath } from '../ingest/ingest.js'
+import type { ExportResult, LabelResult, ModelRow, PinResult, Progress, ShoalApi, ShowResult, StatusResult, VersionResult } from '../rpc/api.js'
+import type { AddRequest, ExportRequest, GcRequest, LabelRequest } from '../rpc/schemas.js'
+import { exportVersion } from '../store/export.js'
+import { collectGarbage, type GcReport } from '../store/gc.js'
+import type { ResolvedVersion, Store, VersionInfo } from '../store/store.js'
+import { verifyStore, type VerifyReport } from '../store/verify.js'
+import { SHOAL_VERSION } from '../version.js'
+
+/** @default 250 ms — progress events are sent at most this often */
+export const PROGRESS_INTERVAL_MS = 250
+
+export class DaemonService implements ShoalApi {
+  private readonly started = Date.now()
+
+  constructor (private readonly store: Store, private readonly info: { home: string, socket: string }) {}
+
+  async version (): Promise<VersionResult> {
+    return { version: SHOAL_VERSION, api: 'v1', node: process.version }
+  }
+
+  async status (): Promise<StatusResult> {
+    let versions = 0
+    let blobs = 0
+    let bytes = 0
+    const models = new Set<string>()
+    for await (const record of this.store.index.versions.values()) { versions++; models.add(record.name) }
+    for await (const blob of this.store.index.blobs.values()) { blobs++; bytes += blob.size }
+    return {
+      version: SHOAL_VERSION, pid: process.pid, home: this.info.home, socket: this.info.socket,
+      uptimeSeconds: Math.round((Date.now() - this.started) / 1000),
+      store: { models: models.size, versions, blobs, bytes }
+    }
+  }
+
+  async add (req: AddRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
+    const throttled = throttle(onProgress)
+    const version = await addPath(this.store, req.path, {
+      name: req.name,
+      ...(req.label !== undefined ? { label: req.label } : {}),
+      ...(req.metadata !== undefined ? { metadata: req.metadata } : {}),
+      ...(req.metaFile !== undefined ? { metaFile: req.metaFile } : {}),
+      ...(req.pin !== undefined ? { pin: req.pin } : {}),
+      ...(signal !== undefined ? { signal } : {}),
+      onProgress: p => throttled({ ...p })
+    })
+    return toShow(version)
+  }
+
+  async models (): Promise<ModelRow[]> {
+    return await this.store.models()
+  }
+
+  async versions (name: string): Promise<VersionInfo[]> {
+    return await this.store.versions(name)
+  }
+
+  async show (ref: string): Promise<ShowResult> {
+    return toShow(await this.store.resolve(ref))
+  }
+
+  async verify (onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<VerifyReport> {
+    const throttled = throttle(onProgress)
+    return await verifyStore(this.store, { onProgress: p => throttled({ ...p }), ...(signal !== undefined ? { signal } : {}) })
+  }
+
+  async gc (req: GcRequest): Promise<GcReport> {
+    return await collectGarbage(this.store, { dryRun: req.dryRun === true })
+  }
+
+  async export (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ExportResult> {
+    const throttled = throttle(onProgress)
+    const out = await exportVersion(this.store, req.ref, req.dest, {
+      overwrite: req.overwrite === true, onProgress: p => throttled({ ...p }), ...(signal !== undefined ? { signal } : {})
+    })
+    return { name: out.name, version: out.version, dest: out.dest, files: out.manifest.files.length, bytes: out.manifest.files.reduce((n, f) => n + f.size, 0) }
+  }
+
+  async setLabel (req: LabelRequest): Promise<LabelResult> {
+    const target = await this.store.resolve(`${req.name}@${req.version}`)
+    const previous = (await this.store.labelRecord(req.name, req.label))?.version ?? null
+    await this.store.setLabel(req.name, req.label, target.version, req.expect === undefined ? undefined : req.expect as VersionId | null)
+    return { name: req.name, label: req.label, version: target.version, previous }
+  }
+
+  async removeLabel (name: string, label: string): Promise<void> {
+    if (await this.store.labelRecord(name, label) === undefined) throw new NotFoundError(`${name}@${label} is not set`)
+    await this.store.removeLabel(name, label)
+  }
+
+  async pin (ref: string): Promise<PinResult> {
+    const v = await this.store.resolve(ref)
+    await this.store.pin(v.name, v.version)
+    return { name: v.name, version: v.version, pinned: true }
+  }
+
+  async unpin (ref: string): Promise<PinResult> {
+    const v = await this.store.resolve(ref)
+    await this.store.unpin(v.name, v.version)
+    return { name: v.name, version: v.version, pinned: false }
+  }
+}
+
+function toShow (v: ResolvedVersion): ShowResult {
+  const m = v.manifest
+  return {
+    name: v.name, version: v.version, created: m.created, parent: m.parent, path: v.path,
+    labels: v.labels, pinned: v.pinned, complete: v.missing.length === 0, missing: v.missing,
+    metadata: m.metadata, structure: m.structure,
+    files: m.files.map(f => ({
+      path: f.path, size: f.size, digest: f.digest, format: f.format, chunks: f.chunks.length,
+      ...(f.structure !== undefined ? { structure: f.structure } : {})
+    }))
+  }
+}
+
+/** Passes at most one event per `PROGRESS_INTERVAL_MS`, plus the last one of a run. */
+function throttle (fn: ((p: Progress) => void) | undefined): (p: Progress) => void {
+  if (fn === undefined) return () => {}
+  let last = 0
+  return p => {
+    const now = Date.now()
+    const final = typeof p.bytes === 'number' && p.bytes === p.totalBytes
+    if (final || now - last >= PROGRESS_INTERVAL_MS) {
+      last = now
+      fn(p)
+    }
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * The operations the daemon offers over RPC, as one interface the daemon implements and the typed
+ * client mirrors, and the route table that binds each to an HTTP endpoint.
+ *
+ * | endpoint                 | body / query                 | answer                     |
+ * |--------------------------|------------------------------|----------------------------|
+ * | GET  /v1/version         |                              | {@link VersionResult}      |
+ * | GET  /v1/status          |                              | {@link StatusResult}       |
+ * | POST /v1/add             | `addRequest`                 | NDJSON → {@link ShowResult}|
+ * | GET  /v1/models          |                              | {@link ModelRow}[]         |
+ * | GET  /v1/versions        | `?name=`                     | `VersionInfo[]`            |
+ * | GET  /v1/show            | `?ref=`                      | {@link ShowResult}         |
+ * | POST /v1/verify          | `{}`                         | NDJSON → `VerifyReport`    |
+ * | POST /v1/gc              | `gcRequest`                  | `GcReport`                 |
+ * | POST /v1/export          | `exportRequest`              | NDJSON → {@link ExportResult} |
+ * | POST /v1/labels          | `labelRequest`               | {@link LabelResult}        |
+ * | DELETE /v1/labels        | `labelRemoveRequest`         | `{}`                       |
+ * | POST /v1/pins            | `refRequest`                 | {@link PinResult}          |
+ * | DELETE /v1/pins          | `refRequest`                 | {@link PinResult}          |
+ */
+import { InvalidInputError } from '../core/errors.js'
+import type { FileStructureRecord, ModelSummary } from '../core/manifest.js'
+import type { Metadata } from '../core/metadata.js'
+import type { GcReport } from '../store/gc.js'
+import type { VersionInfo } from '../store/store.js'
+import type { VerifyReport } from '../store/verify.js'
+import { route, type Route } from './server.js'
+import { addRequest, exportRequest, gcRequest, labelRemoveRequest, labelRequest, refRequest, verifyRequest, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest } from './schemas.js'
+
+export interface VersionResult { version: string, api: string, node: string }
+
+export interface StatusResult {
+  version: string
+  pid: number
+  home: string
+  socket: string
+  uptimeSeconds: number
+  store: { models: number, versions: number, blobs: number, bytes: number }
+}
+
+export interface ShowFile {
+  path: string
+  size: number
+  digest: string
+  format: string
+  chunks: number
+  structure?: FileStructureRecord
+}
+
+export interface ShowResult {
+  name: string
+  version: string
+  created: number
+  parent: string | null
+  path: string
+  labels: string[]
+  pinned: boolean
+  complete: boolean
+  missing: string[]
+  metadata: Metadata
+  structure: ModelSummary
+  files: ShowFile[]
+}
+
+export interface ModelRow { name: string, versions: number, labels: Record<string, string>, newest: VersionInfo }
+export interface ExportResult { name: string, version: string, dest: string, files: number, bytes: number }
+export interface LabelResult { name: string, label: string, version: string, previous: string | null }
+export interface PinResult { name: string, version: string, pinned: boolean }
+export type Progress = Record<string, unknown>
+
+export interface ShoalApi {
+  version: () => Promise<VersionResult>
+  status: () => Promise<StatusResult>
+  add: (req: AddRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<ShowResult>
+  models: () => Promise<ModelRow[]>
+  versions: (name: string) => Promise<VersionInfo[]>
+  show: (ref: string) => Promise<ShowResult>
+  verify: (onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<VerifyReport>
+  gc: (req: GcRequest) => Promise<GcReport>
+  export: (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<ExportResult>
+  setLabel: (req: LabelRequest) => Promise<LabelResult>
+  removeLabel: (name: string, label: string) => Promise<void>
+  pin: (ref: string) => Promise<PinResult>
+  unpin: (ref: string) => Promise<PinResult>
+}
+
+/** Binds the API to endpoints. */
+export function routes (api: ShoalApi): Route[] {
+  return [
+    route({ method: 'GET', path: '/v1/version', handler: async () => await api.version() }),
+    route({ method: 'GET', path: '/v1/status', handler: async () => await api.status() }),
+    route({ method: 'POST', path: '/v1/add', body: addRequest, stream: true, handler: async (body, ctx) => await api.add(body, ctx.progress, ctx.signal) }),
+    route({ method: 'GET', path: '/v1/models', handler: async () => await api.models() }),
+    route({ method: 'GET', path: '/v1/versions', handler: async (_b, ctx) => await api.versions(required(ctx.query, 'name')) }),
+    route({ method: 'GET', path: '/v1/show', handler: async (_b, ctx) => await api.show(required(ctx.query, 'ref')) }),
+    route({ method: 'POST', path: '/v1/verify', body: verifyRequest, stream: true, handler: async (_b, ctx) => await api.verify(ctx.progress, ctx.signal) }),
+    route({ method: 'POST', path: '/v1/gc', body: gcRequest, handler: async body => await api.gc(body) }),
+    route({ method: 'POST', path: '/v1/export', body: exportRequest, stream: true, handler: async (body, ctx) => await api.export(body, ctx.progress, ctx.signal) }),
+    route({ method: 'POST', path: '/v1/labels', body: labelRequest, handler: async body => await api.setLabel(body) }),
+    route({ method: 'DELETE', path: '/v1/labels', body: labelRemoveRequest, handler: async body => { await api.removeLabel(body.name, body.label); return {} } }),
+    route({ method: 'POST', path: '/v1/pins', body: refRequest, handler: async body => await api.pin(body.ref) }),
+    route({ method: 'DELETE', path: '/v1/pins', body: refRequest, handler: async body => await api.unpin(body.ref) })
+  ]
+}
+
+function required (query: URLSearchParams, key: string): string {
+  const value = query.get(key)
+  if (value === null || value === '' || value.length > 512) throw new InvalidInputError(`query parameter "${key}" is required`)
+  return value
+}

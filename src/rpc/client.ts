@@ -1,0 +1,120 @@
+/**
+ * The typed client for the local RPC. The CLI uses it, and so can any serving process:
+ *
+ * ```ts
+ * import { ShoalClient } from 'shoal'
+ * const shoal = new ShoalClient({ socketPath: '/var/lib/shoal/shoal.sock' })
+ * const v = await shoal.show('llama-8b@prod')
+ * console.log(v.path) // a read-only folder you can mmap from
+ * ```
+ *
+ * Failures throw `RpcError` with the daemon's `code` (`NOT_FOUND`, `CONFLICT`, …), or `UNREACHABLE`
+ * when no daemon answers on the socket.
+ */
+import { request } from 'node:http'
+import type { GcReport } from '../store/gc.js'
+import type { VersionInfo } from '../store/store.js'
+import type { VerifyReport } from '../store/verify.js'
+import type { ExportResult, LabelResult, ModelRow, PinResult, Progress, ShoalApi, ShowResult, StatusResult, VersionResult } from './api.js'
+import { RpcError } from './errors.js'
+import type { AddRequest, ExportRequest, GcRequest, LabelRequest } from './schemas.js'
+
+export interface ShoalClientOptions {
+  socketPath: string
+}
+
+export class ShoalClient implements ShoalApi {
+  constructor (private readonly options: ShoalClientOptions) {}
+
+  async version (): Promise<VersionResult> { return await this.call('GET', '/v1/version') }
+  async status (): Promise<StatusResult> { return await this.call('GET', '/v1/status') }
+  async models (): Promise<ModelRow[]> { return await this.call('GET', '/v1/models') }
+  async versions (name: string): Promise<VersionInfo[]> { return await this.call('GET', `/v1/versions?name=${encodeURIComponent(name)}`) }
+  async show (ref: string): Promise<ShowResult> { return await this.call('GET', `/v1/show?ref=${encodeURIComponent(ref)}`) }
+  async gc (req: GcRequest): Promise<GcReport> { return await this.call('POST', '/v1/gc', req) }
+  async setLabel (req: LabelRequest): Promise<LabelResult> { return await this.call('POST', '/v1/labels', req) }
+  async removeLabel (name: string, label: string): Promise<void> { await this.call('DELETE', '/v1/labels', { name, label }) }
+  async pin (ref: string): Promise<PinResult> { return await this.call('POST', '/v1/pins', { ref }) }
+  async unpin (ref: string): Promise<PinResult> { return await this.call('DELETE', '/v1/pins', { ref }) }
+
+  async add (req: AddRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
+    return await this.stream('/v1/add', req, onProgress, signal)
+  }
+
+  async verify (onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<VerifyReport> {
+    return await this.stream('/v1/verify', {}, onProgress, signal)
+  }
+
+  async export (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ExportResult> {
+    return await this.stream('/v1/export', req, onProgress, signal)
+  }
+
+  /** One request, one JSON answer. */
+  async call<T> (method: string, path: string, body?: unknown): Promise<T> {
+    const res = await this.send(method, path, body)
+    const text = await readAll(res)
+    const value = parseJson(text, res.statusCode ?? 0)
+    if ((res.statusCode ?? 500) >= 400) {
+      const err = value as { code?: string, message?: string }
+      throw new RpcError(err.code ?? 'INTERNAL', err.message ?? `daemon answered ${res.statusCode ?? '?'}`, res.statusCode)
+    }
+    return value as T
+  }
+
+  /** An NDJSON stream: progress lines, then a result or an error line. */
+  async stream<T> (path: string, body: unknown, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<T> {
+    const res = await this.send('POST', path, body, signal)
+    if ((res.statusCode ?? 500) >= 400) {
+      const err = parseJson(await readAll(res), res.statusCode ?? 0) as { code?: string, message?: string }
+      throw new RpcError(err.code ?? 'INTERNAL', err.message ?? `daemon answered ${res.statusCode ?? '?'}`, res.statusCode)
+    }
+    let buffered = ''
+    for await (const part of res) {
+      buffered += (part as Buffer).toString('utf8')
+      let nl
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl)
+        buffered = buffered.slice(nl + 1)
+        if (line.trim() === '') continue
+        const event = parseJson(line, 200) as { type: string, result?: T, code?: string, message?: string }
+        if (event.type === 'progress') onProgress?.(event)
+        else if (event.type === 'result') return event.result as T
+        else if (event.type === 'error') throw new RpcError(event.code ?? 'INTERNAL', event.message ?? 'operation failed')
+      }
+    }
+    throw new RpcError('INTERNAL', 'the daemon closed the stream without a result (did it stop?)')
+  }
+
+  private async send (method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<import('node:http').IncomingMessage> {
+    const payload = body === undefined ? undefined : JSON.stringify(body)
+    return await new Promise((resolve, reject) => {
+      const req = request({
+        socketPath: this.options.socketPath, method, path,
+        headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+        ...(signal !== undefined ? { signal } : {})
+      }, resolve)
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
+          reject(new RpcError('UNREACHABLE', `no shoal daemon is listening on ${this.options.socketPath}; start one with \`shoal daemon\` (same SHOAL_HOME)`))
+        } else if (err.code === 'EACCES') {
+          reject(new RpcError('UNREACHABLE', `permission denied on ${this.options.socketPath}; join the daemon's group or run as its user`))
+        } else reject(err)
+      })
+      req.end(payload)
+    })
+  }
+}
+
+async function readAll (res: AsyncIterable<unknown>): Promise<string> {
+  const parts: Buffer[] = []
+  for await (const part of res) parts.push(part as Buffer)
+  return Buffer.concat(parts).toString('utf8')
+}
+
+function parseJson (text: string, status: number): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw new RpcError('INTERNAL', `daemon answered ${status} with a body that is not JSON`)
+  }
+}

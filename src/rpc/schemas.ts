@@ -1,0 +1,44 @@
+/**
+ * Request bodies of the local RPC (`/v1`), validated on every request. Unknown fields are refused
+ * (strict objects) so a misspelt option is an error, not a silent default.
+ */
+import { z } from 'zod'
+import { metadataSchema } from '../core/metadata.js'
+
+export const API_VERSION = 'v1'
+/** @default 1 MiB — request bodies are small JSON documents */
+export const MAX_BODY_BYTES = 1024 * 1024
+
+const ref = z.string().min(1).max(512)
+const absolutePath = z.string().min(1).max(4096).refine(p => p.startsWith('/') && !p.includes('\0'), 'must be an absolute path without NUL')
+
+export const addRequest = z.strictObject({
+  path: absolutePath,
+  name: z.string().min(1).max(256),
+  label: z.string().min(1).max(64).optional(),
+  metadata: metadataSchema.optional(),
+  metaFile: absolutePath.optional(),
+  pin: z.boolean().optional()
+})
+
+export const refRequest = z.strictObject({ ref })
+
+export const exportRequest = z.strictObject({ ref, dest: absolutePath, overwrite: z.boolean().optional() })
+
+export const gcRequest = z.strictObject({ dryRun: z.boolean().optional() })
+
+export const verifyRequest = z.strictObject({})
+
+export const labelRequest = z.strictObject({
+  name: z.string().min(1).max(256),
+  label: z.string().min(1).max(64),
+  version: z.string().min(1).max(256),
+  expect: z.string().min(1).max(256).nullable().optional()
+})
+
+export const labelRemoveRequest = z.strictObject({ name: z.string().min(1).max(256), label: z.string().min(1).max(64) })
+
+export type AddRequest = z.infer<typeof addRequest>
+export type ExportRequest = z.infer<typeof exportRequest>
+export type GcRequest = z.infer<typeof gcRequest>
+export type LabelRequest = z.infer<typeof labelRequest>
