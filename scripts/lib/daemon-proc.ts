@@ -1,0 +1,93 @@
+/**
+ * Real daemon processes for e2e tests, benchmarks and the demo: start `shoal daemon` (the built
+ * CLI in dist/) with its own SHOAL_HOME, wait until its socket answers, run CLI commands against
+ * it, and stop it by pid (SIGTERM, or SIGKILL to simulate a crash).
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)))
+export const CLI = join(ROOT, 'dist', 'cli', 'main.js')
+
+export interface CliResult { code: number, stdout: string, stderr: string }
+
+export class DaemonProcess {
+  child?: ChildProcess
+  stderr = ''
+
+  constructor (readonly home: string, readonly extraArgs: string[] = [], readonly env: NodeJS.ProcessEnv = {}) {}
+
+  get socket (): string { return join(this.home, 'shoal.sock') }
+  get pid (): number | undefined { return this.child?.pid }
+
+  /** Starts the daemon and waits until `shoal status` answers. */
+  async start (timeoutMs = 20_000): Promise<this> {
+    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`)
+    const child = spawn(process.execPath, [CLI, 'daemon', ...this.extraArgs], {
+      env: { ...process.env, SHOAL_HOME: this.home, SHOAL_LOG_LEVEL: 'info', ...this.env },
+      stdio: ['ignore', 'ignore', 'pipe']
+    })
+    this.child = child
+    this.stderr = ''
+    child.stderr?.on('data', (d: Buffer) => { this.stderr += d.toString() })
+    const exited = new Promise<number>(resolve => child.once('exit', code => resolve(code ?? -1)))
+    const deadline = Date.now() + timeoutMs
+    while (Date.now() < deadline) {
+      const early = await Promise.race([exited, sleep(100).then(() => undefined)])
+      if (early !== undefined) throw new Error(`daemon exited with ${early} during start:\n${this.stderr}`)
+      if ((await this.cli(['status', '--json'])).code === 0) return this
+    }
+    await this.stop('SIGKILL')
+    throw new Error(`daemon did not answer within ${timeoutMs} ms:\n${this.stderr}`)
+  }
+
+  /** Runs `shoal <args>` against this daemon's home. */
+  async cli (args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+    return await runCli(args, { SHOAL_HOME: this.home, ...env })
+  }
+
+  /** Runs `shoal <args> --json`, expects exit 0, returns the parsed JSON. */
+  async json<T = unknown> (args: string[]): Promise<T> {
+    const r = await this.cli([...args, '--json'])
+    if (r.code !== 0) throw new Error(`shoal ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
+    return JSON.parse(r.stdout) as T
+  }
+
+  /** Stops by pid and waits for the exit; returns the exit code (or signal name). */
+  async stop (signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 15_000): Promise<number | string> {
+    const child = this.child
+    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return child?.exitCode ?? child?.signalCode ?? 0
+    const done = new Promise<number | string>(resolve => child.once('exit', (code, sig) => resolve(code ?? sig ?? -1)))
+    child.kill(signal)
+    const result = await Promise.race([done, sleep(timeoutMs).then(() => 'timeout' as const)])
+    if (result === 'timeout') {
+      child.kill('SIGKILL')
+      return await done
+    }
+    return result
+  }
+
+  /** Peak resident set size (VmHWM) in bytes, from /proc. */
+  async peakRss (): Promise<number> {
+    const status = await readFile(`/proc/${this.pid ?? 0}/status`, 'utf8')
+    const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0)
+    return kb * 1024
+  }
+}
+
+export async function runCli (args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const code = await new Promise<number>(resolve => child.once('exit', c => resolve(c ?? -1)))
+  return { code, stdout, stderr }
+}
+
+export async function sleep (ms: number): Promise<void> {
+  await new Promise(resolve => setTimeout(resolve, ms))
+}
