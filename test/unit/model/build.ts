@@ -1,0 +1,93 @@
+/** Byte builders for hand-made model headers, and assertions shared by the model reader tests. */
+import { expect } from 'vitest'
+import type { ByteSource } from '../../../src/model/types.js'
+
+export function concat (...parts: Uint8Array[]): Uint8Array {
+  return joinBytes(parts)
+}
+
+/** Like `concat`, for arrays too long to spread into arguments. */
+export function joinBytes (parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
+  let at = 0
+  for (const p of parts) { out.set(p, at); at += p.byteLength }
+  return out
+}
+
+export const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s)
+
+export function u32 (n: number): Uint8Array {
+  const b = new Uint8Array(4)
+  new DataView(b.buffer).setUint32(0, n, true)
+  return b
+}
+
+export function u64 (n: number | bigint): Uint8Array {
+  const b = new Uint8Array(8)
+  new DataView(b.buffer).setBigUint64(0, BigInt(n), true)
+  return b
+}
+
+/** A safetensors file: the header (object, or raw text/bytes as given), then `dataLength` zero bytes. */
+export function safetensors (header: unknown, dataLength = 0): Uint8Array {
+  const h = header instanceof Uint8Array ? header : utf8(typeof header === 'string' ? header : JSON.stringify(header))
+  return concat(u64(h.byteLength), h, new Uint8Array(dataLength))
+}
+
+/** GGUF pieces. */
+export const gguf = {
+  str: (s: string): Uint8Array => concat(u64(utf8(s).byteLength), utf8(s)),
+  header: (tensorCount: number | bigint, kvCount: number | bigint, version = 3): Uint8Array =>
+    concat(utf8('GGUF'), u32(version), u64(tensorCount), u64(kvCount)),
+  kvString: (key: string, value: string): Uint8Array => concat(gguf.str(key), u32(8), gguf.str(value)),
+  kvU32: (key: string, value: number): Uint8Array => concat(gguf.str(key), u32(4), u32(value)),
+  tensor: (name: string, dims: Array<number | bigint>, type: number, offset: number | bigint): Uint8Array =>
+    concat(gguf.str(name), u32(dims.length), ...dims.map(d => u64(d)), u32(type), u64(offset)),
+  /** Pads `bytes` with zeros to a multiple of `alignment`. */
+  align: (bytes: Uint8Array, alignment = 32): Uint8Array =>
+    concat(bytes, new Uint8Array((alignment - bytes.byteLength % alignment) % alignment))
+}
+
+/** Protobuf wire encoding. */
+export const pb = {
+  varint (n: number | bigint): Uint8Array {
+    let v = BigInt.asUintN(64, BigInt(n))
+    const out: number[] = []
+    do {
+      const b = Number(v & 0x7fn)
+      v >>= 7n
+      out.push(v > 0n ? b | 0x80 : b)
+    } while (v > 0n)
+    return new Uint8Array(out)
+  },
+  key: (field: number, wire: number): Uint8Array => pb.varint((field << 3) | wire),
+  int: (field: number, n: number | bigint): Uint8Array => concat(pb.key(field, 0), pb.varint(n)),
+  bytes: (field: number, payload: Uint8Array): Uint8Array => concat(pb.key(field, 2), pb.varint(payload.byteLength), payload),
+  str: (field: number, s: string): Uint8Array => pb.bytes(field, utf8(s)),
+  msg: (field: number, ...parts: Uint8Array[]): Uint8Array => pb.bytes(field, concat(...parts))
+}
+
+/** Wraps a source and counts the bytes read through it. */
+export function counting (src: ByteSource): ByteSource & { bytesRead: number, reads: number } {
+  const wrapped = {
+    size: src.size,
+    bytesRead: 0,
+    reads: 0,
+    async read (offset: number, length: number) {
+      wrapped.bytesRead += length
+      wrapped.reads++
+      return await src.read(offset, length)
+    }
+  }
+  return wrapped
+}
+
+/** Asserts a `MalformedModelError` whose message matches every pattern (so it says what is wrong). */
+export async function expectMalformed (p: Promise<unknown>, ...patterns: RegExp[]): Promise<Error> {
+  const err = await p.then(() => undefined, (e: unknown) => e)
+  expect(err, 'expected the reader to reject').toBeInstanceOf(Error)
+  const e = err as Error
+  expect(e.name, e.message).toBe('MalformedModelError')
+  for (const re of patterns) expect(e.message).toMatch(re)
+  return e
+}

@@ -1,0 +1,113 @@
+/**
+ * Real files made by other tools (see test/fixtures/models/README.md): what we read must agree with
+ * `expected.json`, which the generator wrote from python-onnx / numpy / torch. Data ranges are
+ * checked by hashing the bytes at the offsets we report.
+ */
+import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { describe, it, expect } from 'vitest'
+import { readStructure, summarize } from '../../../src/model/index.js'
+import { openFileSource } from '../../../src/model/source.js'
+import type { FileStructure } from '../../../src/model/types.js'
+
+const DIR = join(dirname(fileURLToPath(import.meta.url)), '../../fixtures/models')
+
+interface ExpectedTensor { name: string, dtype: string, shape: number[], sha256: string, file?: string, offset?: number, length?: number }
+interface Expected {
+  format: string
+  headerLength?: number
+  tensors?: ExpectedTensor[]
+  parameterCount?: number
+  metadata?: Record<string, unknown>
+  shards?: string[]
+  graph?: Record<string, unknown>
+}
+const expected = JSON.parse(readFileSync(join(DIR, 'expected.json'), 'utf8')) as Record<string, Expected>
+const fixtures = Object.keys(expected).filter(k => !k.startsWith('_'))
+
+async function structureOf (rel: string): Promise<FileStructure> {
+  const src = await openFileSource(join(DIR, rel))
+  try {
+    return await readStructure(rel, src)
+  } finally {
+    await src.close()
+  }
+}
+
+function sha256At (path: string, offset: number, length: number): string {
+  return createHash('sha256').update(readFileSync(path).subarray(offset, offset + length)).digest('hex')
+}
+
+describe('real model files', () => {
+  it('covers every format', () => {
+    expect(new Set(fixtures.map(f => expected[f]?.format))).toEqual(new Set(['safetensors', 'safetensors-index', 'gguf', 'onnx']))
+  })
+
+  for (const rel of fixtures) {
+    it(`reads ${rel} as the generator describes it`, async () => {
+      const want = expected[rel] as Expected
+      const s = await structureOf(rel)
+      expect(s.format).toBe(want.format)
+      if (want.headerLength !== undefined) expect(s.headerLength).toBe(want.headerLength)
+      if (want.parameterCount !== undefined) expect(s.parameterCount).toBe(want.parameterCount)
+      if (want.shards !== undefined) expect(s.shards).toEqual(want.shards)
+
+      const byName = (a: { name: string }, b: { name: string }): number => a.name.localeCompare(b.name)
+      const got = [...s.tensors].sort(byName)
+      const wanted = [...(want.tensors ?? [])].sort(byName)
+      expect(got.map(t => [t.name, t.dtype, t.shape, t.file])).toEqual(wanted.map(t => [t.name, t.dtype, t.shape, t.file]))
+      for (const [i, t] of got.entries()) {
+        const w = wanted[i] as ExpectedTensor
+        if (w.offset !== undefined) expect([t.offset, t.length]).toEqual([w.offset, w.length])
+        const file = join(DIR, dirname(rel), t.file ?? rel.split('/').pop() as string)
+        expect(sha256At(file, t.offset, t.length), `data of ${t.name}`).toBe(w.sha256)
+      }
+      for (let i = 1; i < s.tensors.length; i++) {
+        const [a, b] = [s.tensors[i - 1], s.tensors[i]]
+        if (a?.file === b?.file) expect((b?.offset ?? 0) >= (a?.offset ?? 0) + (a?.length ?? 0)).toBe(true)
+      }
+
+      if (want.format !== 'gguf' && want.metadata !== undefined) expect(s.metadata).toEqual(want.metadata)
+      if (want.graph !== undefined) expect(s.graph).toMatchObject(want.graph)
+    })
+  }
+
+  it('summarises GGUF metadata without copying the vocabulary', async () => {
+    const s = await structureOf('tiny-llama.gguf')
+    expect(s.architecture).toBe('llama')
+    expect(s.dtypes).toEqual(['BF16', 'F16', 'F32', 'Q4_K', 'Q6_K', 'Q8_0'])
+    expect(s.metadata).toMatchObject({
+      'general.name': 'shoal tiny llama',
+      'general.quantized': true,
+      'general.size_hint': 2n ** 60n,
+      'general.offset_hint': -5,
+      'general.tags': ['tiny', 'test'],
+      'shoal.nested': [[1, 2], [3]],
+      'llama.context_length': 128,
+      'llama.rope.freq_base': 10000,
+      'llama.attention.layer_norm_rms_epsilon': 1e-5,
+      'tokenizer.ggml.tokens': '[array string × 1000]',
+      'tokenizer.ggml.scores': '[array float32 × 1000]',
+      'tokenizer.ggml.token_type': '[array int32 × 1000]'
+    })
+  })
+
+  it('summarises a sharded safetensors model', async () => {
+    const rels = ['sharded/model.safetensors.index.json', 'sharded/model-00001-of-00002.safetensors', 'sharded/model-00002-of-00002.safetensors']
+    const summary = summarize(await Promise.all(rels.map(structureOf)))
+    expect(summary).toEqual({
+      formats: ['safetensors', 'safetensors-index'],
+      parameterCount: expected['tiny-llama.safetensors']?.parameterCount,
+      dtypes: ['BF16', 'F16', 'F32', 'I64', 'U8'],
+      architecture: 'llama-like decoder',
+      tensorCount: 8
+    })
+  })
+
+  it('leaves ONNX external data files to the model that references them', async () => {
+    const s = await structureOf('onnx-external/weights.bin')
+    expect(s).toMatchObject({ format: 'other', tensors: [], parameterCount: 0 })
+  })
+})
