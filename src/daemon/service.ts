@@ -50,7 +50,7 @@ export class DaemonService implements ShoalApi {
       ...(signal !== undefined ? { signal } : {}),
       onProgress: p => throttled({ ...p })
     })
-    return toShow(version)
+    return await this.toShow(version)
   }
 
   async models (): Promise<ModelRow[]> {
@@ -62,7 +62,7 @@ export class DaemonService implements ShoalApi {
   }
 
   async show (ref: string): Promise<ShowResult> {
-    return toShow(await this.store.resolve(ref))
+    return await this.toShow(await this.store.resolve(ref))
   }
 
   async verify (onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<VerifyReport> {
@@ -104,6 +104,24 @@ export class DaemonService implements ShoalApi {
     const v = await this.store.resolve(ref)
     await this.store.unpin(v.name, v.version)
     return { name: v.name, version: v.version, pinned: false }
+  }
+
+  private async toShow (v: ResolvedVersion): Promise<ShowResult> {
+    const show = toShow(v)
+    if (v.manifest.parent === null) return show
+    const parent = await this.store.resolve(`${v.name}@${v.manifest.parent}`).catch(() => undefined)
+    if (parent === undefined) return show
+    const had = new Set(parent.manifest.files.flatMap(f => f.chunks.map(c => c.id)))
+    const chunks = v.manifest.files.flatMap(f => f.chunks)
+    const total = chunks.reduce((n, c) => n + c.size, 0)
+    const shared = chunks.filter(c => had.has(c.id))
+    return {
+      ...show,
+      parentShared: {
+        chunks: chunks.length === 0 ? 0 : shared.length / chunks.length,
+        bytes: total === 0 ? 0 : shared.reduce((n, c) => n + c.size, 0) / total
+      }
+    }
   }
 }
 

@@ -60,6 +60,8 @@ export interface ShowResult {
   metadata: Metadata
   structure: ModelSummary
   files: ShowFile[]
+  /** Fractions (0–1) of this version's chunks, and of its bytes, that its parent also has. */
+  parentShared?: { chunks: number, bytes: number }
 }
 
 export interface ModelRow { name: string, versions: number, labels: Record<string, string>, newest: VersionInfo }

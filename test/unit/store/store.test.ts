@@ -98,7 +98,7 @@ describe('store', () => {
     await chmod(blob, 0o644)
     const bytes = await readFile(blob)
     const middle = bytes.length >> 1
-    bytes[middle] ^= 0xff
+    bytes[middle] = bytes[middle]! ^ 0xff
     await writeFile(blob, bytes)
     let at = 0
     const hit = file.chunks.find(c => (at += c.size) > middle)!

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The demo from a fresh clone: installs, builds, runs scripts/demo.ts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+npm ci --no-audit --no-fund --loglevel=error
+npm run build --silent
+exec node --import tsx scripts/demo.ts "$@"

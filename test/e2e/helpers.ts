@@ -1,0 +1,175 @@
+/**
+ * Shared pieces of the e2e tests: a harness that owns a temporary folder and every daemon a test
+ * file starts (all stopped by pid and removed in `close`, even after a failure), generated model
+ * folders, file digests, raw HTTP on the daemon's socket, and the "store is consistent" check the
+ * bad-input and crash tests repeat after every failure.
+ */
+import { createHash } from 'node:crypto'
+import { createReadStream, existsSync } from 'node:fs'
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { request } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { expect } from 'vitest'
+import { CLI, DaemonProcess, type CliResult } from '../../scripts/lib/daemon-proc.js'
+import { llamaTensors, writeSafetensors } from '../../scripts/lib/synth.js'
+import type { StatusResult } from '../../src/rpc/api.js'
+import type { VerifyReport } from '../../src/store/verify.js'
+
+export { CLI, DaemonProcess, runCli, sleep, type CliResult } from '../../scripts/lib/daemon-proc.js'
+export { EXIT } from '../../src/cli/exit-codes.js'
+
+/** Fails the whole file early, with the fix, when the CLI was not built. */
+export function requireBuiltCli (): void {
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` before the e2e tests (npm run test:e2e does)`)
+}
+
+export class Harness {
+  private readonly daemons: DaemonProcess[] = []
+
+  private constructor (readonly root: string) {}
+
+  static async create (prefix: string): Promise<Harness> {
+    requireBuiltCli()
+    return new Harness(await mkdtemp(join(tmpdir(), `shoal-e2e-${prefix}-`)))
+  }
+
+  /** A fresh folder under the harness root. */
+  async dir (name: string): Promise<string> {
+    const path = join(this.root, name)
+    await mkdir(path, { recursive: true })
+    return path
+  }
+
+  /** A daemon process for `home` (not started); `close` stops it. */
+  daemon (home: string): DaemonProcess {
+    const d = new DaemonProcess(home)
+    this.daemons.push(d)
+    return d
+  }
+
+  /** Starts a daemon on `home` (a folder under the root) and waits until it answers. */
+  async start (home: string): Promise<DaemonProcess> {
+    return await this.daemon(home).start()
+  }
+
+  /** Stops every daemon this harness started (SIGTERM, then SIGKILL), then removes the root. */
+  async close (): Promise<void> {
+    for (const d of this.daemons) await d.stop('SIGTERM', 10_000).catch(async () => await d.stop('SIGKILL'))
+    await rm(this.root, { recursive: true, force: true })
+  }
+}
+
+export interface ModelOptions {
+  /** Weight bytes (about). @default 8 MiB */
+  bytes?: number
+  /** Tensor seeds: a new prefix gives new weights. @default 'v1' */
+  seed?: string
+  /** Written as `shoal.json` when given. */
+  metadata?: Record<string, unknown>
+}
+
+/** Writes a small llama-shaped model folder: `model.safetensors`, `config.json`, optional `shoal.json`. */
+export async function writeModelFolder (dir: string, options: ModelOptions = {}): Promise<string> {
+  await mkdir(dir, { recursive: true })
+  const tensors = llamaTensors(options.bytes ?? 8 * 1024 * 1024, { hidden: 256, vocab: 1024, seedPrefix: options.seed ?? 'v1' })
+  await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' })
+  await writeFile(join(dir, 'config.json'), `${JSON.stringify({ architectures: ['LlamaForCausalLM'], hidden_size: 256, vocab_size: 1024 })}\n`)
+  if (options.metadata !== undefined) await writeFile(join(dir, 'shoal.json'), `${JSON.stringify(options.metadata)}\n`)
+  return dir
+}
+
+export async function sha256File (path: string): Promise<string> {
+  const hash = createHash('sha256')
+  for await (const part of createReadStream(path, { highWaterMark: 4 * 1024 * 1024 })) hash.update(part as Buffer)
+  return hash.digest('hex')
+}
+
+/** sha256 of every regular file under `dir`, by `/`-separated relative path. */
+export async function treeDigests (dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {}
+  const walk = async (at: string, prefix: string): Promise<void> => {
+    for (const entry of await readdir(at, { withFileTypes: true })) {
+      const rel = prefix === '' ? entry.name : `${prefix}/${entry.name}`
+      if (entry.isDirectory()) await walk(join(at, entry.name), rel)
+      else if (entry.isFile()) out[rel] = await sha256File(join(at, entry.name))
+      else throw new Error(`unexpected entry ${rel} in ${dir}`)
+    }
+  }
+  await walk(dir, '')
+  return out
+}
+
+/** Expects an exit code; on mismatch the failure shows what the command printed. */
+export function expectExit (r: CliResult, code: number): void {
+  expect(r.code, `exit code (stdout: ${r.stdout.slice(0, 2000)}\nstderr: ${r.stderr.slice(0, 2000)})`).toBe(code)
+}
+
+/** A version's id from `add --json` output. */
+export function versionOf (r: CliResult): string {
+  expectExit(r, 0)
+  const id = (JSON.parse(r.stdout) as { version?: unknown }).version
+  expect(id).toMatch(/^[a-z0-9]{20,}$/)
+  return id as string
+}
+
+export async function listDir (path: string): Promise<string[]> {
+  try {
+    return (await readdir(path)).sort()
+  } catch {
+    return []
+  }
+}
+
+export async function status (d: DaemonProcess): Promise<StatusResult> {
+  return await d.json<StatusResult>(['status'])
+}
+
+/** `ls --json` and, per model, `ls <name> --json`: the whole visible state of the store. */
+export async function listing (d: DaemonProcess): Promise<Record<string, unknown>> {
+  const models = await d.json<Array<{ name: string }>>(['ls'])
+  const out: Record<string, unknown> = { models }
+  for (const m of models) out[m.name] = await d.json(['ls', m.name])
+  return out
+}
+
+/**
+ * The store is consistent: `verify` is clean, the listing is `expected` (no partial version
+ * appeared), `tmp/` is empty and every file in `blobs/` is a blob the index records.
+ */
+export async function expectConsistent (d: DaemonProcess, expected?: Record<string, unknown>): Promise<void> {
+  const r = await d.cli(['verify', '--json'])
+  expectExit(r, 0)
+  const report = JSON.parse(r.stdout) as VerifyReport
+  expect(report.problems).toEqual([])
+  expect(report.damaged).toEqual([])
+  if (expected !== undefined) expect(await listing(d)).toEqual(expected)
+  expect(await listDir(join(d.home, 'tmp'))).toEqual([])
+  const s = await status(d)
+  expect(await listDir(join(d.home, 'blobs'))).toHaveLength(s.store.blobs)
+  expect(report.blobs).toBe(s.store.blobs)
+}
+
+export interface RawResponse { status: number, headers: Record<string, unknown>, text: string, json?: unknown }
+
+/** One raw HTTP request on a unix socket, no client library in between. */
+export async function rawRequest (socketPath: string, method: string, path: string, body?: string | Buffer, headers: Record<string, string | number> = {}): Promise<RawResponse> {
+  return await new Promise((resolve, reject) => {
+    const req = request({
+      socketPath, method, path,
+      headers: body === undefined ? headers : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers }
+    }, res => {
+      const parts: Buffer[] = []
+      res.on('data', (p: Buffer) => parts.push(p))
+      res.on('error', reject)
+      res.on('end', () => {
+        const text = Buffer.concat(parts).toString('utf8')
+        let json: unknown
+        try { json = JSON.parse(text) } catch { json = undefined }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json })
+      })
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
