@@ -31,6 +31,11 @@ export async function collectGarbage (store: Store, options: { dryRun?: boolean,
     for await (const record of store.index.labels.values()) keep.add(record.version)
 
     const referenced = new Set<string>()
+    // Pulls in progress (their files may already be blobs) keep what they need.
+    for await (const version of store.index.pulls.keys()) {
+      const bytes = await store.index.manifests.get(version)
+      for (const f of bytes === undefined ? [] : decodeManifest(bytes).files) referenced.add(f.digest)
+    }
     const doomed: GcReport['versions'] = []
     const ops: IndexOp[] = []
     for await (const [version, record] of store.index.versions.iterator()) {

@@ -9,6 +9,8 @@
  * - `byModel`   `<name>\0<created, 16 digits>\0<version id>` → `''` (versions by timestamp)
  * - `labels`    `<name>\0<label>` → {@link LabelRecord}
  * - `pins`      `<name>\0<version id>` → {@link PinRecord}
+ * - `partials`  file digest → {@link PartialRecord}: a file being pulled into `partial/`
+ * - `pulls`     version id → {@link PullRecord}: pulls to resume after a restart
  * - `meta`      `clock` → last `created` handed out; `schema` → index schema number
  *
  * Every multi-record change is one atomic batch written with `sync: true`, and is made only after
@@ -43,6 +45,18 @@ export interface LabelRecord {
 
 export interface PinRecord { pinnedAt: number }
 
+export interface PartialRecord {
+  size: number
+  chunks: Array<[ChunkId, number]>
+  startedAt: number
+}
+
+export interface PullRecord {
+  name: string
+  startedAt: number
+  pin: boolean
+}
+
 /** @default 100 */
 export const MAX_LABEL_HISTORY = 100
 
@@ -65,6 +79,8 @@ export class IndexDb {
   readonly byModel: Sub<string>
   readonly labels: Sub<LabelRecord>
   readonly pins: Sub<PinRecord>
+  readonly partials: Sub<PartialRecord>
+  readonly pulls: Sub<PullRecord>
   readonly meta: Sub<unknown>
 
   constructor (readonly db: Db) {
@@ -75,6 +91,8 @@ export class IndexDb {
     this.byModel = db.sublevel('byModel', { valueEncoding: 'utf8' })
     this.labels = db.sublevel('labels', { valueEncoding: 'json' })
     this.pins = db.sublevel('pins', { valueEncoding: 'json' })
+    this.partials = db.sublevel('partials', { valueEncoding: 'json' })
+    this.pulls = db.sublevel('pulls', { valueEncoding: 'json' })
     this.meta = db.sublevel('meta', { valueEncoding: 'json' })
   }
 

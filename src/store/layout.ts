@@ -11,6 +11,7 @@
  *   models/models--<org>--<name>/
  *     snapshots/<version id>/<path>   relative symlink to ../../../blobs/<file digest>
  *     refs/<label>              the version id a label points at (replaced by rename)
+ *   partial/<file digest>       files being pulled: verified chunks at their offsets (sparse)
  *   tmp/                        work in progress; emptied at start-up
  *   quarantine/                 bytes that failed verification, kept for inspection
  * ```
@@ -24,6 +25,7 @@ export class Layout {
   readonly models: string
   readonly tmp: string
   readonly quarantine: string
+  readonly partial: string
 
   constructor (readonly home: string) {
     this.index = join(home, 'index')
@@ -31,10 +33,15 @@ export class Layout {
     this.models = join(home, 'models')
     this.tmp = join(home, 'tmp')
     this.quarantine = join(home, 'quarantine')
+    this.partial = join(home, 'partial')
   }
 
   blob (digest: string): string {
     return join(this.blobs, digest)
+  }
+
+  partialBlob (digest: string): string {
+    return join(this.partial, digest)
   }
 
   model (name: string): string {

@@ -77,6 +77,8 @@ export class Store {
   private readonly lock: Mortice
   /** Blobs written by operations still in progress; GC leaves them alone. */
   private readonly inflight = new Map<FileDigest, number>()
+  /** Chunks verified and written by a pull but not yet durable/indexed: servable already. */
+  private readonly fresh = new Map<ChunkId, { digest: FileDigest, offset: number, size: number }>()
 
   private constructor (home: string, db: Db, private readonly log: Logger) {
     this.layout = new Layout(home)
@@ -87,7 +89,7 @@ export class Store {
   /** Opens (creating if needed) the store in `home`. `db` defaults to LevelDB at `<home>/index`. */
   static async open (home: string, options: { db?: Db, log?: Logger } = {}): Promise<Store> {
     const layout = new Layout(home)
-    for (const dir of [home, layout.blobs, layout.models, layout.tmp, layout.quarantine]) await mkdir(dir, { recursive: true })
+    for (const dir of [home, layout.blobs, layout.models, layout.tmp, layout.quarantine, layout.partial]) await mkdir(dir, { recursive: true })
     const db = options.db ?? new (await import('level')).Level<string, unknown>(layout.index) as unknown as Db
     const store = new Store(home, db, options.log ?? silent)
     try {
@@ -316,22 +318,67 @@ export class Store {
     return await this.index.manifests.get(version)
   }
 
-  /** Reads one chunk's verified bytes from any blob that holds it, or undefined if none does. */
+  /** Reads one chunk's verified bytes from any blob or partial file that holds it, or undefined. */
   async readChunk (id: ChunkId): Promise<Uint8Array | undefined> {
-    const locations = await this.index.chunks.get(id)
-    for (const [digest, offset] of locations ?? []) {
-      const blob = await this.index.blobs.get(digest)
-      const size = blob?.chunks.find(([c]) => c === id)?.[1]
+    const fresh = this.fresh.get(id)
+    const candidates: Array<{ digest: FileDigest, offset: number, size?: number }> = fresh !== undefined ? [fresh] : []
+    for (const [digest, offset] of await this.index.chunks.get(id) ?? []) candidates.push({ digest, offset })
+    for (const c of candidates) {
+      const size = c.size ?? await this.chunkSizeIn(c.digest, id)
       if (size === undefined) continue
-      const bytes = await readRange(this.layout.blob(digest), offset, size).catch(() => undefined)
-      if (bytes !== undefined && chunkMatches(bytes, id)) return bytes
-      this.log.warn({ chunk: id, blob: digest }, 'stored chunk failed verification; run shoal verify')
+      // A partial file becomes a blob by rename: try the blob first, then the partial.
+      for (const path of [this.layout.blob(c.digest), this.layout.partialBlob(c.digest)]) {
+        const bytes = await readRange(path, c.offset, size).catch(() => undefined)
+        if (bytes === undefined) continue
+        if (chunkMatches(bytes, id)) return bytes
+        this.log.warn({ chunk: id, file: c.digest }, 'stored chunk failed verification; run shoal verify')
+      }
     }
     return undefined
   }
 
   async hasChunk (id: ChunkId): Promise<boolean> {
-    return (await this.index.chunks.get(id))?.length !== undefined
+    return this.fresh.has(id) || (await this.index.chunks.get(id))?.length !== undefined
+  }
+
+  /** Marks a verified chunk written into a partial file as servable before it is indexed. */
+  markFresh (id: ChunkId, location: { digest: FileDigest, offset: number, size: number }): void {
+    this.fresh.set(id, location)
+  }
+
+  unmarkFresh (id: ChunkId): void {
+    this.fresh.delete(id)
+  }
+
+  private async chunkSizeIn (digest: FileDigest, id: ChunkId): Promise<number | undefined> {
+    const record = await this.index.blobs.get(digest) ?? await this.index.partials.get(digest)
+    return record?.chunks.find(([c]) => c === id)?.[1]
+  }
+
+  /**
+   * Makes a version received from elsewhere visible, with its own manifest (creation time and
+   * parent as published). Every file's blob MUST already be indexed. Idempotent.
+   */
+  async importVersion (version: VersionId, bytes: Uint8Array, options: { pin?: boolean } = {}): Promise<ResolvedVersion> {
+    const manifest = decodeManifest(bytes, version)
+    const missing = await this.missingFiles(manifest)
+    if (missing.length > 0) throw new NotFoundError(`cannot import ${manifest.name}@${version}: missing ${missing.join(', ')}`)
+    if (await this.index.versions.get(version) === undefined) {
+      await this.materialize(manifest.name, version, manifest)
+      const ops: IndexOp[] = [
+        { type: 'put', sublevel: this.index.manifests, key: version, value: bytes },
+        { type: 'put', sublevel: this.index.versions, key: version, value: { name: manifest.name, created: manifest.created, addedAt: Date.now() } },
+        { type: 'put', sublevel: this.index.byModel, key: IndexDb.modelKey(manifest.name, manifest.created, version), value: '' }
+      ]
+      if (options.pin === true) ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(manifest.name, version), value: { pinnedAt: Date.now() } })
+      await this.index.commit(ops)
+    }
+    return await this.resolve(`${manifest.name}@${version}`)
+  }
+
+  /** True when every file of the version is stored and the version is recorded. */
+  async hasVersion (version: VersionId): Promise<boolean> {
+    return await this.index.versions.get(version) !== undefined
   }
 
   private async resolveVersion (name: string, selector: string | undefined): Promise<VersionId> {
@@ -431,11 +478,24 @@ export class Store {
     // Blobs without a record (a crash between their rename and the index batch) are complete but
     // unreferenced: drop them, a retried add writes them again.
     for (const digest of await readdirSafe(this.layout.blobs)) {
+      const partial = await this.index.partials.get(digest)
+      if (await this.index.blobs.get(digest) === undefined && partial !== undefined) {
+        // A pulled file is renamed into blobs/ only once complete and fsynced: finish its promotion.
+        await this.index.commit([
+          { type: 'put', sublevel: this.index.blobs, key: digest, value: { size: partial.size, chunks: partial.chunks, verifiedAt: Date.now() } },
+          { type: 'del', sublevel: this.index.partials, key: digest }
+        ])
+        continue
+      }
       if (await this.index.blobs.get(digest) === undefined) {
         this.log.warn({ blob: digest }, 'removing a blob no index record names (interrupted add)')
         await chmod(this.layout.blob(digest), 0o644).catch(() => {})
         await rm(this.layout.blob(digest), { force: true })
       }
+    }
+    // Partial files without a record (a crash before the record was written) go.
+    for (const digest of await readdirSafe(this.layout.partial)) {
+      if (await this.index.partials.get(digest) === undefined) await rm(this.layout.partialBlob(digest), { force: true })
     }
     // Refs files follow the index.
     for await (const [key, record] of this.index.labels.iterator()) {

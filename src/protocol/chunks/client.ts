@@ -1,0 +1,148 @@
+/**
+ * Requesting side of `/shoal/chunks/1.0.0`: a `PeerChannel` is one outbound stream to one peer,
+ * over which any number of WANTs are pipelined and versions are watched.
+ *
+ * `want` resolves with the bytes the peer sent (the caller verifies them), or rejects with
+ * `DontHaveError`, `PeerRequestError` or `PeerGoneError`; aborting its signal sends CANCEL.
+ * A channel is single-use: once its stream closes every pending request rejects, and the owner
+ * opens a new channel when it needs the peer again.
+ */
+import { CID } from 'multiformats/cid'
+import type { Stream } from '@libp2p/interface'
+import type { Uint8ArrayList } from 'uint8arraylist'
+import type { ChunkId, VersionId } from '../../core/digest.js'
+import { AbortedError } from '../../core/errors.js'
+import { FramedStream } from '../framing.js'
+import { MAX_FRAME_BYTES, READ_BUFFER_SLACK_BYTES } from './constants.js'
+import { DontHaveError, PeerGoneError, fromWire } from './errors.js'
+import { ChunkRequest, ChunkResponse } from './pb/chunks.js'
+import type { HaveState } from './server.js'
+
+export interface VersionWatcher {
+  onHave: (state: HaveState | undefined) => void
+  onUpdate: (indices: number[]) => void
+}
+
+interface Pending { resolve: (bytes: Uint8Array) => void, reject: (err: Error) => void, cleanup: () => void }
+
+export class PeerChannel {
+  private readonly framed: FramedStream
+  private readonly pending = new Map<number, Pending>()
+  private readonly watchers = new Map<string, VersionWatcher>()
+  private nextId = 1
+  private closeListeners: Array<(err?: Error) => void> = []
+  /** Last load the peer reported. */
+  load = 0
+
+  /** `maxInFlightBytes`: what this side may have asked for at once; bounds the read buffer. */
+  constructor (readonly stream: Stream, maxInFlightBytes: number) {
+    this.framed = new FramedStream(stream, {
+      maxFrameBytes: MAX_FRAME_BYTES,
+      maxBufferBytes: maxInFlightBytes + READ_BUFFER_SLACK_BYTES,
+      onFrame: frame => this.onFrame(frame),
+      onClose: err => this.shutdown(err)
+    })
+  }
+
+  get isOpen (): boolean {
+    return this.framed.isOpen
+  }
+
+  onClose (listener: (err?: Error) => void): void {
+    if (!this.framed.isOpen) listener()
+    else this.closeListeners.push(listener)
+  }
+
+  async want (id: ChunkId, signal?: AbortSignal): Promise<Uint8Array> {
+    if (!this.framed.isOpen) throw new PeerGoneError('the stream to this peer is closed')
+    signal?.throwIfAborted()
+    const reqId = this.nextId
+    this.nextId = this.nextId >= 0xffff_fff0 ? 1 : this.nextId + 1
+    return await new Promise<Uint8Array>((resolve, reject) => {
+      const onAbort = (): void => {
+        if (!this.pending.has(reqId)) return
+        this.pending.delete(reqId)
+        void this.send({ type: ChunkRequest.Type.CANCEL, id: reqId, cid: new Uint8Array(0) }).catch(() => {})
+        reject(new AbortedError('request cancelled'))
+      }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.pending.set(reqId, { resolve, reject, cleanup: () => signal?.removeEventListener('abort', onAbort) })
+      this.send({ type: ChunkRequest.Type.WANT, id: reqId, cid: CID.parse(id).bytes }).catch((err: unknown) => {
+        this.settle(reqId)?.reject(new PeerGoneError(`could not send a request: ${(err as Error).message}`))
+      })
+    })
+  }
+
+  /** Asks what the peer has of `version` and to be kept posted. */
+  async watch (version: VersionId, watcher: VersionWatcher): Promise<void> {
+    this.watchers.set(version, watcher)
+    await this.send({ type: ChunkRequest.Type.INTEREST, id: 0, cid: CID.parse(version).bytes })
+  }
+
+  async unwatch (version: VersionId): Promise<void> {
+    if (!this.watchers.delete(version)) return
+    await this.send({ type: ChunkRequest.Type.UNINTEREST, id: 0, cid: CID.parse(version).bytes }).catch(() => {})
+  }
+
+  abort (err: Error): void {
+    this.framed.abort(err)
+  }
+
+  async close (): Promise<void> {
+    await this.framed.close()
+  }
+
+  private async send (req: { type: ChunkRequest.Type, id: number, cid: Uint8Array }): Promise<void> {
+    await this.framed.send(ChunkRequest.encode(req as ChunkRequest))
+  }
+
+  private onFrame (frame: Uint8ArrayList): void {
+    let res: ChunkResponse
+    try {
+      res = ChunkResponse.decode(frame)
+    } catch (err) {
+      this.framed.abort(new Error(`undecodable response: ${(err as Error).message}`))
+      return
+    }
+    this.load = res.load
+    switch (res.type) {
+      case ChunkResponse.Type.BLOCK: this.settle(res.id)?.resolve(res.data); break
+      case ChunkResponse.Type.DONT_HAVE: this.settle(res.id)?.reject(new DontHaveError('peer does not have the chunk')); break
+      case ChunkResponse.Type.ERROR: this.settle(res.id)?.reject(fromWire(res.code, res.message)); break
+      case ChunkResponse.Type.HAVE: this.onHave(res); break
+      case ChunkResponse.Type.HAVE_UPDATE: this.watcherOf(res.version)?.onUpdate(res.indices); break
+      default: break
+    }
+  }
+
+  private onHave (res: ChunkResponse): void {
+    const watcher = this.watcherOf(res.version)
+    if (watcher === undefined) return
+    if (res.complete) watcher.onHave({ complete: true })
+    else if (res.data.byteLength === 0) watcher.onHave(undefined)
+    else watcher.onHave({ complete: false, bits: res.data })
+  }
+
+  private watcherOf (versionBytes: Uint8Array): VersionWatcher | undefined {
+    try {
+      return this.watchers.get(CID.decode(versionBytes).toString())
+    } catch {
+      return undefined
+    }
+  }
+
+  private settle (reqId: number): Pending | undefined {
+    const p = this.pending.get(reqId)
+    if (p === undefined) return undefined
+    this.pending.delete(reqId)
+    p.cleanup()
+    return p
+  }
+
+  private shutdown (err?: Error): void {
+    const reason = new PeerGoneError(`stream to peer closed${err !== undefined ? `: ${err.message}` : ''}`)
+    for (const [id] of this.pending) this.settle(id)?.reject(reason)
+    this.watchers.clear()
+    for (const l of this.closeListeners.splice(0)) l(err)
+  }
+}

@@ -1,0 +1,28 @@
+import { MAX_CHUNK_SIZE } from '../../core/chunking.js'
+
+export const PROTOCOL_PREFIX = 'shoal'
+export const PROTOCOL_NAME = 'chunks'
+export const PROTOCOL_VERSION = '1.0.0'
+/** `/shoal/chunks/1.0.0` */
+export const CHUNKS_PROTOCOL = `/${PROTOCOL_PREFIX}/${PROTOCOL_NAME}/${PROTOCOL_VERSION}`
+
+/**
+ * Largest response frame: one chunk plus its envelope. A HAVE bitfield of
+ * `MAX_CHUNK_SIZE * 8` chunks fits too.
+ * @default MAX_CHUNK_SIZE + 64 KiB
+ */
+export const MAX_FRAME_BYTES = MAX_CHUNK_SIZE + 64 * 1024
+/** @default 4 KiB — requests carry one CID */
+export const MAX_REQUEST_FRAME_BYTES = 4 * 1024
+/** Requests one stream may have queued or in progress at the server; more are refused (`BUSY`). @default 64 */
+export const MAX_PENDING_PER_STREAM = 64
+/** Versions one stream may watch at once. @default 64 */
+export const MAX_INTERESTS_PER_STREAM = 64
+/** HAVE_UPDATE batches are flushed at least this often. @default 50 ms */
+export const HAVE_UPDATE_INTERVAL_MS = 50
+/** Inbound chunk streams per connection. @default 4 */
+export const MAX_INBOUND_STREAMS = 4
+/** An idle stream is closed after this long (each side reopens on demand). @default 10 min */
+export const STREAM_IDLE_TIMEOUT_MS = 10 * 60_000
+/** Bytes a requester may receive beyond what it asked for before the stream is aborted. @default 8 frames */
+export const READ_BUFFER_SLACK_BYTES = 8 * MAX_FRAME_BYTES

@@ -1,0 +1,35 @@
+/**
+ * Wire error codes of `/shoal/chunks/1.0.0`, mapped to and from errors in this one place.
+ */
+import { ShoalError } from '../../core/errors.js'
+
+export const WireCode = {
+  /** The server's queue for this stream is full: ask someone else or later. */
+  BUSY: 'BUSY',
+  /** The request was malformed (bad CID, unknown type). */
+  BAD_REQUEST: 'BAD_REQUEST',
+  /** The server failed to read its own copy. */
+  INTERNAL: 'INTERNAL'
+} as const
+
+/** The peer has no verified copy of the chunk. */
+export class DontHaveError extends ShoalError {
+  readonly code = 'DONT_HAVE'
+}
+
+/** The peer refused or failed the request; `wireCode` says why. */
+export class PeerRequestError extends ShoalError {
+  readonly code = 'PEER_REQUEST'
+  constructor (readonly wireCode: string, message: string) {
+    super(message)
+  }
+}
+
+/** The stream to the peer closed or broke while the request was pending. */
+export class PeerGoneError extends ShoalError {
+  readonly code = 'PEER_GONE'
+}
+
+export function fromWire (code: string, message: string): Error {
+  return new PeerRequestError(code, `peer answered ${code}: ${message}`)
+}

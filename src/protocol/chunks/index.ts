@@ -1,0 +1,88 @@
+/**
+ * `/shoal/chunks/1.0.0` as a libp2p service: registers the serving handler on start, and hands out
+ * one `PeerChannel` per peer for requests (reopened when it closes).
+ *
+ * @example
+ * ```ts
+ * const node = await createLibp2p({ services: { chunks: chunkExchange({ source, limiter }) } })
+ * const channel = await node.services.chunks.channel(peerId)
+ * const bytes = await channel.want(chunkId, signal)   // caller verifies the bytes
+ * ```
+ */
+import type { PeerId, Startable } from '@libp2p/interface'
+import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
+import { PeerChannel } from './client.js'
+import { CHUNKS_PROTOCOL, MAX_INBOUND_STREAMS, STREAM_IDLE_TIMEOUT_MS } from './constants.js'
+import { ServerSession, type ChunkSource, type ServerFaults, type ServerLog, type UploadLimiter } from './server.js'
+
+export { PeerChannel, type VersionWatcher } from './client.js'
+export type { ChunkSource, HaveState, ServerFaults, UploadLimiter } from './server.js'
+export * from './constants.js'
+export * from './errors.js'
+
+export interface ChunkExchangeInit {
+  source: ChunkSource
+  limiter: UploadLimiter
+  /** Bytes this node may have requested from one peer at once (bounds that channel's read buffer). */
+  maxInFlightBytes: number
+  log?: ServerLog
+  /** Test-only misbehaviour. */
+  faults?: ServerFaults
+}
+
+export interface ChunkExchangeComponents {
+  registrar: Registrar
+  connectionManager: ConnectionManager
+}
+
+export interface ChunkExchange {
+  /** The open channel to `peer`, opening a stream (and dialling) if needed. */
+  channel: (peer: PeerId, signal?: AbortSignal) => Promise<PeerChannel>
+}
+
+class ChunkExchangeService implements ChunkExchange, Startable {
+  private readonly channels = new Map<string, Promise<PeerChannel>>()
+  private readonly log: ServerLog
+
+  constructor (private readonly components: ChunkExchangeComponents, private readonly init: ChunkExchangeInit) {
+    this.log = init.log ?? { debug () {} }
+  }
+
+  async start (): Promise<void> {
+    await this.components.registrar.handle(CHUNKS_PROTOCOL, stream => {
+      stream.inactivityTimeout = STREAM_IDLE_TIMEOUT_MS
+      new ServerSession(stream, this.init.source, this.init.limiter, this.log, this.init.faults)
+    }, { maxInboundStreams: MAX_INBOUND_STREAMS })
+  }
+
+  async stop (): Promise<void> {
+    await this.components.registrar.unhandle(CHUNKS_PROTOCOL)
+    for (const p of this.channels.values()) void p.then(async c => { await c.close() }).catch(() => {})
+    this.channels.clear()
+  }
+
+  async channel (peer: PeerId, signal?: AbortSignal): Promise<PeerChannel> {
+    const key = peer.toString()
+    const existing = this.channels.get(key)
+    if (existing !== undefined) {
+      const c = await existing.catch(() => undefined)
+      if (c?.isOpen === true) return c
+      if (this.channels.get(key) === existing) this.channels.delete(key)
+      else return await this.channel(peer, signal)
+    }
+    const opening = (async () => {
+      const stream = await this.components.connectionManager.openStream(peer, CHUNKS_PROTOCOL, signal !== undefined ? { signal } : {})
+      stream.inactivityTimeout = STREAM_IDLE_TIMEOUT_MS
+      const channel = new PeerChannel(stream, this.init.maxInFlightBytes)
+      channel.onClose(() => { if (this.channels.get(key) === opening) this.channels.delete(key) })
+      return channel
+    })()
+    this.channels.set(key, opening)
+    opening.catch(() => { if (this.channels.get(key) === opening) this.channels.delete(key) })
+    return await opening
+  }
+}
+
+export function chunkExchange (init: ChunkExchangeInit): (components: ChunkExchangeComponents) => ChunkExchange {
+  return components => new ChunkExchangeService(components, init)
+}

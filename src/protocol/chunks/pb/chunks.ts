@@ -1,0 +1,473 @@
+import { decodeMessage, encodeMessage, enumeration, MaxLengthError, message, streamMessage } from 'protons-runtime'
+import { alloc as uint8ArrayAlloc } from 'uint8arrays/alloc'
+import type { Codec, DecodeOptions } from 'protons-runtime'
+import type { Uint8ArrayList } from 'uint8arraylist'
+
+export interface ChunkRequest {
+  type: ChunkRequest.Type
+  id: number
+  cid: Uint8Array<ArrayBuffer>
+}
+
+export namespace ChunkRequest {
+  export enum Type {
+    WANT = 'WANT',
+    CANCEL = 'CANCEL',
+    INTEREST = 'INTEREST',
+    UNINTEREST = 'UNINTEREST'
+  }
+
+  enum __TypeValues {
+    WANT = 0,
+    CANCEL = 1,
+    INTEREST = 2,
+    UNINTEREST = 3
+  }
+
+  export namespace Type {
+    export const codec = (): Codec<Type> => {
+      return enumeration<Type>(__TypeValues)
+    }
+  }
+
+  let _codec: Codec<ChunkRequest>
+
+  export const codec = (): Codec<ChunkRequest> => {
+    if (_codec == null) {
+      _codec = message<ChunkRequest>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if (obj.type != null && __TypeValues[obj.type] !== 0) {
+          w.uint32(8)
+          ChunkRequest.Type.codec().encode(obj.type, w)
+        }
+
+        if ((obj.id != null && obj.id !== 0)) {
+          w.uint32(16)
+          w.uint32(obj.id)
+        }
+
+        if ((obj.cid != null && obj.cid.byteLength > 0)) {
+          w.uint32(26)
+          w.bytes(obj.cid)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          type: Type.WANT,
+          id: 0,
+          cid: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.type = ChunkRequest.Type.codec().decode(reader)
+              break
+            }
+            case 2: {
+              obj.id = reader.uint32()
+              break
+            }
+            case 3: {
+              obj.cid = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.type`,
+                value: ChunkRequest.Type.codec().decode(reader)
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.id`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.cid`,
+                value: reader.bytes()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface ChunkRequestTypeFieldEvent {
+    field: '$.type'
+    value: ChunkRequest.Type
+  }
+
+  export interface ChunkRequestIdFieldEvent {
+    field: '$.id'
+    value: number
+  }
+
+  export interface ChunkRequestCidFieldEvent {
+    field: '$.cid'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export function encode (obj: Partial<ChunkRequest>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, ChunkRequest.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkRequest>): ChunkRequest {
+    return decodeMessage(buf, ChunkRequest.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkRequest>): Generator<ChunkRequestTypeFieldEvent | ChunkRequestIdFieldEvent | ChunkRequestCidFieldEvent> {
+    return streamMessage(buf, ChunkRequest.codec(), opts)
+  }
+}
+
+export interface ChunkResponse {
+  type: ChunkResponse.Type
+  id: number
+  data: Uint8Array<ArrayBuffer>
+  version: Uint8Array<ArrayBuffer>
+  indices: number[]
+  complete: boolean
+  code: string
+  message: string
+  load: number
+}
+
+export namespace ChunkResponse {
+  export enum Type {
+    BLOCK = 'BLOCK',
+    DONT_HAVE = 'DONT_HAVE',
+    ERROR = 'ERROR',
+    HAVE = 'HAVE',
+    HAVE_UPDATE = 'HAVE_UPDATE'
+  }
+
+  enum __TypeValues {
+    BLOCK = 0,
+    DONT_HAVE = 1,
+    ERROR = 2,
+    HAVE = 3,
+    HAVE_UPDATE = 4
+  }
+
+  export namespace Type {
+    export const codec = (): Codec<Type> => {
+      return enumeration<Type>(__TypeValues)
+    }
+  }
+
+  let _codec: Codec<ChunkResponse>
+
+  export const codec = (): Codec<ChunkResponse> => {
+    if (_codec == null) {
+      _codec = message<ChunkResponse>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if (obj.type != null && __TypeValues[obj.type] !== 0) {
+          w.uint32(8)
+          ChunkResponse.Type.codec().encode(obj.type, w)
+        }
+
+        if ((obj.id != null && obj.id !== 0)) {
+          w.uint32(16)
+          w.uint32(obj.id)
+        }
+
+        if ((obj.data != null && obj.data.byteLength > 0)) {
+          w.uint32(26)
+          w.bytes(obj.data)
+        }
+
+        if ((obj.version != null && obj.version.byteLength > 0)) {
+          w.uint32(34)
+          w.bytes(obj.version)
+        }
+
+        if (obj.indices != null && obj.indices.length > 0) {
+          for (const value of obj.indices) {
+            w.uint32(40)
+            w.uint32(value)
+          }
+        }
+
+        if ((obj.complete != null && obj.complete !== false)) {
+          w.uint32(48)
+          w.bool(obj.complete)
+        }
+
+        if ((obj.code != null && obj.code !== '')) {
+          w.uint32(58)
+          w.string(obj.code)
+        }
+
+        if ((obj.message != null && obj.message !== '')) {
+          w.uint32(66)
+          w.string(obj.message)
+        }
+
+        if ((obj.load != null && obj.load !== 0)) {
+          w.uint32(72)
+          w.uint32(obj.load)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          type: Type.BLOCK,
+          id: 0,
+          data: uint8ArrayAlloc(0),
+          version: uint8ArrayAlloc(0),
+          indices: [],
+          complete: false,
+          code: '',
+          message: '',
+          load: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.type = ChunkResponse.Type.codec().decode(reader)
+              break
+            }
+            case 2: {
+              obj.id = reader.uint32()
+              break
+            }
+            case 3: {
+              obj.data = reader.bytes()
+              break
+            }
+            case 4: {
+              obj.version = reader.bytes()
+              break
+            }
+            case 5: {
+              if (opts.limits?.indices != null && obj.indices.length === opts.limits.indices) {
+                throw new MaxLengthError('Decode error - repeated field "indices" had too many elements')
+              }
+
+              obj.indices.push(reader.uint32())
+              break
+            }
+            case 6: {
+              obj.complete = reader.bool()
+              break
+            }
+            case 7: {
+              obj.code = reader.string()
+              break
+            }
+            case 8: {
+              obj.message = reader.string()
+              break
+            }
+            case 9: {
+              obj.load = reader.uint32()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const obj = {
+          indices: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.type`,
+                value: ChunkResponse.Type.codec().decode(reader)
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.id`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.data`,
+                value: reader.bytes()
+              }
+              break
+            }
+            case 4: {
+              yield {
+                field: `${prefix}.version`,
+                value: reader.bytes()
+              }
+              break
+            }
+            case 5: {
+              if (opts.limits?.indices != null && obj.indices === opts.limits.indices) {
+                throw new MaxLengthError('Streaming decode error - repeated field "indices" had too many elements')
+              }
+
+              yield {
+                field: `${prefix}.indices[]`,
+                index: obj.indices,
+                value: reader.uint32()
+              }
+
+              obj.indices++
+
+              break
+            }
+            case 6: {
+              yield {
+                field: `${prefix}.complete`,
+                value: reader.bool()
+              }
+              break
+            }
+            case 7: {
+              yield {
+                field: `${prefix}.code`,
+                value: reader.string()
+              }
+              break
+            }
+            case 8: {
+              yield {
+                field: `${prefix}.message`,
+                value: reader.string()
+              }
+              break
+            }
+            case 9: {
+              yield {
+                field: `${prefix}.load`,
+                value: reader.uint32()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface ChunkResponseTypeFieldEvent {
+    field: '$.type'
+    value: ChunkResponse.Type
+  }
+
+  export interface ChunkResponseIdFieldEvent {
+    field: '$.id'
+    value: number
+  }
+
+  export interface ChunkResponseDataFieldEvent {
+    field: '$.data'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface ChunkResponseVersionFieldEvent {
+    field: '$.version'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface ChunkResponseIndicesFieldEvent {
+    field: '$.indices[]'
+    index: number
+    value: number
+  }
+
+  export interface ChunkResponseCompleteFieldEvent {
+    field: '$.complete'
+    value: boolean
+  }
+
+  export interface ChunkResponseCodeFieldEvent {
+    field: '$.code'
+    value: string
+  }
+
+  export interface ChunkResponseMessageFieldEvent {
+    field: '$.message'
+    value: string
+  }
+
+  export interface ChunkResponseLoadFieldEvent {
+    field: '$.load'
+    value: number
+  }
+
+  export function encode (obj: Partial<ChunkResponse>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, ChunkResponse.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkResponse>): ChunkResponse {
+    return decodeMessage(buf, ChunkResponse.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkResponse>): Generator<ChunkResponseTypeFieldEvent | ChunkResponseIdFieldEvent | ChunkResponseDataFieldEvent | ChunkResponseVersionFieldEvent | ChunkResponseIndicesFieldEvent | ChunkResponseCompleteFieldEvent | ChunkResponseCodeFieldEvent | ChunkResponseMessageFieldEvent | ChunkResponseLoadFieldEvent> {
+    return streamMessage(buf, ChunkResponse.codec(), opts)
+  }
+}

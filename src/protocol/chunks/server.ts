@@ -1,0 +1,204 @@
+/**
+ * Serving side of `/shoal/chunks/1.0.0`: one `ServerSession` per inbound stream.
+ *
+ * - WANT: queued (at most `MAX_PENDING_PER_STREAM`, else `BUSY`), then served when the upload
+ *   limiter grants a slot and the bytes: BLOCK with the verified bytes, or DONT_HAVE.
+ * - CANCEL: drops a queued or in-progress WANT; nothing is sent for it.
+ * - INTEREST: answers HAVE (bitfield or `complete`), then streams HAVE_UPDATE batches as chunks
+ *   of that version become available here, so a requester can fetch a piece the moment it is
+ *   verified. UNINTEREST stops them.
+ *
+ * The session never reads storage: it calls the injected `ChunkSource`, which MUST return only
+ * verified bytes. Every response carries `load` (uploads queued or running here).
+ */
+import { CID } from 'multiformats/cid'
+import type { Stream } from '@libp2p/interface'
+import type { Uint8ArrayList } from 'uint8arraylist'
+import { RAW_CODEC, DAG_CBOR_CODEC, type ChunkId, type VersionId } from '../../core/digest.js'
+import { FramedStream } from '../framing.js'
+import { HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_INTERESTS_PER_STREAM, MAX_PENDING_PER_STREAM, MAX_REQUEST_FRAME_BYTES } from './constants.js'
+import { WireCode } from './errors.js'
+import { ChunkRequest, ChunkResponse } from './pb/chunks.js'
+
+export type HaveState = { complete: true } | { complete: false, bits: Uint8Array }
+
+/** What the serving side needs from the node: verified bytes and availability. */
+export interface ChunkSource {
+  /** Verified bytes of a chunk, or undefined when this node has none. */
+  readChunk: (id: ChunkId, signal: AbortSignal) => Promise<Uint8Array | undefined>
+  /** What this node has of a version, or undefined when it knows nothing of it. */
+  have: (version: VersionId) => Promise<HaveState | undefined>
+  /** Calls `listener` with global chunk indices of `version` as they become available. */
+  watch: (version: VersionId, listener: (indices: number[]) => void) => () => void
+}
+
+/** Upload limits: a slot and the bandwidth for one block. */
+export interface UploadLimiter {
+  acquire: (bytes: number, signal: AbortSignal) => Promise<() => void>
+  /** Uploads queued or running, reported to requesters. */
+  load: () => number
+}
+
+export interface ServerLog { debug: (obj: object, msg?: string) => void }
+
+/** Optional hooks that let a test make this node misbehave. Never set in production. */
+export interface ServerFaults {
+  /** Transforms bytes before sending (corruption). */
+  mutate?: (bytes: Uint8Array) => Uint8Array
+  /** Claims to have everything. */
+  lie?: boolean
+  /** Never answers WANTs. */
+  stall?: boolean
+  /** Sends this many garbage bytes as one frame instead of the block. */
+  oversize?: number
+}
+
+export class ServerSession {
+  private readonly framed: FramedStream
+  private readonly pending = new Map<number, AbortController>()
+  private readonly interests = new Map<string, { stop: () => void, batch: number[], timer?: NodeJS.Timeout }>()
+
+  constructor (stream: Stream, private readonly source: ChunkSource, private readonly limiter: UploadLimiter, private readonly log: ServerLog, private readonly faults?: ServerFaults) {
+    this.framed = new FramedStream(stream, {
+      maxFrameBytes: MAX_REQUEST_FRAME_BYTES,
+      maxBufferBytes: MAX_REQUEST_FRAME_BYTES * (MAX_PENDING_PER_STREAM + 16),
+      onFrame: frame => this.onFrame(frame),
+      onClose: () => this.shutdown()
+    })
+  }
+
+  private onFrame (frame: Uint8ArrayList): void {
+    let req: ChunkRequest
+    try {
+      req = ChunkRequest.decode(frame)
+    } catch (err) {
+      this.framed.abort(new Error(`undecodable request: ${(err as Error).message}`))
+      return
+    }
+    switch (req.type) {
+      case ChunkRequest.Type.WANT: this.want(req); break
+      case ChunkRequest.Type.CANCEL: this.pending.get(req.id)?.abort(); this.pending.delete(req.id); break
+      case ChunkRequest.Type.INTEREST: void this.interest(req); break
+      case ChunkRequest.Type.UNINTEREST: this.uninterest(req); break
+      default: this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.BAD_REQUEST, message: 'unknown request type' })
+    }
+  }
+
+  private want (req: ChunkRequest): void {
+    const id = parseCid(req.cid, RAW_CODEC)
+    if (id === undefined) {
+      this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.BAD_REQUEST, message: 'cid is not a raw-codec CIDv1' })
+      return
+    }
+    if (this.pending.size >= MAX_PENDING_PER_STREAM || this.pending.has(req.id)) {
+      this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.BUSY, message: `more than ${MAX_PENDING_PER_STREAM} requests pending` })
+      return
+    }
+    if (this.faults?.stall === true) return
+    const controller = new AbortController()
+    this.pending.set(req.id, controller)
+    void this.serve(req.id, id, controller.signal).finally(() => {
+      if (this.pending.get(req.id) === controller) this.pending.delete(req.id)
+    })
+  }
+
+  private async serve (reqId: number, id: ChunkId, signal: AbortSignal): Promise<void> {
+    let release: (() => void) | undefined
+    try {
+      const bytes = await this.source.readChunk(id, signal)
+      if (signal.aborted) return
+      if (bytes === undefined) {
+        await this.reply({ type: ChunkResponse.Type.DONT_HAVE, id: reqId })
+        return
+      }
+      release = await this.limiter.acquire(bytes.byteLength, signal)
+      if (signal.aborted) return
+      if (this.faults?.oversize !== undefined) {
+        await this.framed.send(new Uint8Array(this.faults.oversize))
+        return
+      }
+      const data = this.faults?.mutate?.(bytes) ?? bytes
+      await this.reply({ type: ChunkResponse.Type.BLOCK, id: reqId, data })
+    } catch (err) {
+      if (signal.aborted || !this.framed.isOpen) return
+      this.log.debug({ err, chunk: id }, 'serving a chunk failed')
+      await this.reply({ type: ChunkResponse.Type.ERROR, id: reqId, code: WireCode.INTERNAL, message: 'could not read the chunk' }).catch(() => {})
+    } finally {
+      release?.()
+    }
+  }
+
+  private async interest (req: ChunkRequest): Promise<void> {
+    const version = parseCid(req.cid, DAG_CBOR_CODEC)
+    if (version === undefined || this.interests.size >= MAX_INTERESTS_PER_STREAM) {
+      await this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.BAD_REQUEST, message: 'bad version id or too many interests' })
+      return
+    }
+    if (this.interests.has(version)) return
+    const entry: { stop: () => void, batch: number[], timer?: NodeJS.Timeout } = { stop: () => {}, batch: [] }
+    this.interests.set(version, entry)
+    entry.stop = this.source.watch(version, indices => {
+      entry.batch.push(...indices)
+      entry.timer ??= setTimeout(() => this.flush(version), HAVE_UPDATE_INTERVAL_MS)
+    })
+    const state = this.faults?.lie === true ? { complete: true as const } : await this.source.have(version)
+    const versionBytes = req.cid
+    if (state === undefined) await this.reply({ type: ChunkResponse.Type.HAVE, version: versionBytes, data: new Uint8Array(0) })
+    else if (state.complete) await this.reply({ type: ChunkResponse.Type.HAVE, version: versionBytes, complete: true })
+    else await this.reply({ type: ChunkResponse.Type.HAVE, version: versionBytes, data: state.bits })
+  }
+
+  private flush (version: string): void {
+    const entry = this.interests.get(version)
+    if (entry === undefined) return
+    entry.timer = undefined
+    const indices = entry.batch.splice(0)
+    if (indices.length > 0) void this.reply({ type: ChunkResponse.Type.HAVE_UPDATE, version: CID.parse(version).bytes, indices }).catch(() => {})
+  }
+
+  private uninterest (req: ChunkRequest): void {
+    const version = parseCid(req.cid, DAG_CBOR_CODEC)
+    const entry = version === undefined ? undefined : this.interests.get(version)
+    if (entry === undefined || version === undefined) return
+    entry.stop()
+    clearTimeout(entry.timer)
+    this.interests.delete(version)
+  }
+
+  private async reply (res: Reply): Promise<void> {
+    const frame = ChunkResponse.encode({
+      id: 0, data: new Uint8Array(0), version: new Uint8Array(0), indices: [], complete: false, code: '', message: '',
+      ...res,
+      load: this.limiter.load()
+    } as unknown as ChunkResponse)
+    if (frame.byteLength > MAX_FRAME_BYTES) throw new Error('response over the frame cap')
+    await this.framed.send(frame).catch(() => {})
+  }
+
+  private shutdown (): void {
+    for (const c of this.pending.values()) c.abort()
+    this.pending.clear()
+    for (const e of this.interests.values()) { e.stop(); clearTimeout(e.timer) }
+    this.interests.clear()
+  }
+}
+
+interface Reply {
+  type: ChunkResponse.Type
+  id?: number
+  data?: Uint8Array
+  version?: Uint8Array
+  indices?: number[]
+  complete?: boolean
+  code?: string
+  message?: string
+}
+
+function parseCid (bytes: Uint8Array, codec: number): string | undefined {
+  try {
+    const cid = CID.decode(bytes)
+    return cid.version === 1 && cid.code === codec ? cid.toString() : undefined
+  } catch {
+    return undefined
+  }
+}

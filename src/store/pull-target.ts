@@ -1,0 +1,342 @@
+/**
+ * The receiving end of a pull: writes verified chunks of one version into `partial/` files and
+ * turns them into blobs, then into a visible version.
+ *
+ * MUST hold:
+ * - `put` verifies the bytes against the chunk id before writing anything (verify on put);
+ * - a chunk is servable (`Store.readChunk`) as soon as it is written and verified; it is indexed
+ *   (and so survives a crash) after the file's data is fdatasync'ed, in batches (`flush`);
+ * - after a crash, verified chunks that were indexed are kept and the pull resumes from them;
+ *   anything not indexed is fetched again;
+ * - a file becomes a blob (fsync, rename into `blobs/`) only when all its chunks are present, and
+ *   the version becomes visible (`importVersion`) only when all its files are blobs.
+ *
+ * Chunk positions: the same chunk id may occur several times in a version (padding, repeated
+ * tensors); one `put` fills every position. Chunks the store already holds elsewhere are copied
+ * locally (`copyLocal`), never fetched.
+ */
+import { EventEmitter } from 'node:events'
+import { open, chmod, rename, rm, stat, type FileHandle } from 'node:fs/promises'
+import { chunkMatches, type ChunkId, type FileDigest, type VersionId } from '../core/digest.js'
+import { DigestMismatchError } from '../core/errors.js'
+import { decodeManifest, type Manifest } from '../core/manifest.js'
+import { fsyncDir, isErrno, mapFsError } from './fsutil.js'
+import type { IndexOp } from './index-db.js'
+import type { ResolvedVersion, Store } from './store.js'
+
+/** Indexed (durable) progress is written at least this often. @default 500 ms */
+export const FLUSH_INTERVAL_MS = 500
+/** ...or after this many unflushed bytes. @default 64 MiB */
+export const FLUSH_BYTES = 64 * 1024 * 1024
+
+interface Position { file: number, chunk: number, global: number, offset: number }
+
+interface FileState {
+  digest: FileDigest
+  path: string
+  size: number
+  /** Per chunk of the file: present (written and verified). */
+  present: Uint8Array
+  remaining: number
+  complete: boolean
+  fh?: FileHandle
+  dirty: boolean
+}
+
+export interface PullTargetEvents { have: [indices: number[]], file: [path: string], complete: [] }
+
+export class PullTarget extends EventEmitter<PullTargetEvents> {
+  readonly manifest: Manifest
+  /** Global chunk index → present. */
+  readonly bits: Uint8Array
+  readonly totalChunks: number
+  readonly totalBytes: number
+  private readonly files: FileState[] = []
+  private readonly positions = new Map<ChunkId, Position[]>()
+  private readonly sizes = new Map<ChunkId, number>()
+  private readonly missing = new Set<ChunkId>()
+  private unflushed: Array<{ id: ChunkId, position: Position }> = []
+  private unflushedBytes = 0
+  private timer?: NodeJS.Timeout
+  private flushing: Promise<void> = Promise.resolve()
+  private presentBytes = 0
+  private closed = false
+
+  private constructor (private readonly store: Store, readonly version: VersionId, readonly manifestBytes: Uint8Array) {
+    super()
+    this.manifest = decodeManifest(manifestBytes, version)
+    let global = 0
+    let bytes = 0
+    for (const [fi, file] of this.manifest.files.entries()) {
+      let offset = 0
+      for (const [ci, c] of file.chunks.entries()) {
+        const list = this.positions.get(c.id) ?? []
+        list.push({ file: fi, chunk: ci, global, offset })
+        this.positions.set(c.id, list)
+        this.sizes.set(c.id, c.size)
+        offset += c.size
+        global++
+      }
+      bytes += file.size
+    }
+    this.totalChunks = global
+    this.totalBytes = bytes
+    this.bits = new Uint8Array(Math.ceil(global / 8))
+  }
+
+  /** Opens (or resumes) the pull of `version`. The manifest bytes MUST hash to `version`. */
+  static async open (store: Store, version: VersionId, manifestBytes: Uint8Array, options: { pin?: boolean } = {}): Promise<PullTarget> {
+    const target = new PullTarget(store, version, manifestBytes)
+    await target.init(options.pin ?? true)
+    return target
+  }
+
+  get done (): boolean {
+    return this.missing.size === 0
+  }
+
+  get bytesPresent (): number {
+    return this.presentBytes
+  }
+
+  /** Chunk ids still needed, each once. */
+  needed (): ChunkId[] {
+    return [...this.missing]
+  }
+
+  isMissing (id: ChunkId): boolean {
+    return this.missing.has(id)
+  }
+
+  sizeOf (id: ChunkId): number {
+    return this.sizes.get(id) ?? 0
+  }
+
+  /** Global indices where `id` occurs. */
+  indicesOf (id: ChunkId): number[] {
+    return (this.positions.get(id) ?? []).map(p => p.global)
+  }
+
+  /** Per-file progress, for display. */
+  fileProgress (): Array<{ path: string, size: number, bytes: number }> {
+    return this.manifest.files.map((f, i) => {
+      const state = this.files[i]
+      let bytes = 0
+      f.chunks.forEach((c, ci) => { if (state?.present[ci] === 1) bytes += c.size })
+      return { path: f.path, size: f.size, bytes }
+    })
+  }
+
+  /**
+   * Verifies and stores one chunk at every position it occupies. Returns false when it was not
+   * needed (already present). Throws `DigestMismatchError` when the bytes are not the chunk.
+   */
+  async put (id: ChunkId, bytes: Uint8Array): Promise<boolean> {
+    if (!this.missing.has(id)) return false
+    if (bytes.byteLength !== this.sizes.get(id) || !chunkMatches(bytes, id)) {
+      throw new DigestMismatchError(`received bytes do not match chunk ${id}`)
+    }
+    if (!this.missing.delete(id)) return false
+    const positions = this.positions.get(id) ?? []
+    try {
+      for (const p of positions) {
+        const file = this.files[p.file]
+        if (file === undefined || file.complete) continue
+        const fh = file.fh ?? (file.fh = await open(file.path, 'r+'))
+        await fh.write(bytes, 0, bytes.byteLength, p.offset)
+        file.dirty = true
+      }
+    } catch (err) {
+      this.missing.add(id)
+      throw mapFsError(err, `writing chunk ${id}`)
+    }
+    const first = positions[0]
+    if (first !== undefined) {
+      const file = this.files[first.file]
+      if (file !== undefined) this.store.markFresh(id, { digest: file.digest, offset: first.offset, size: bytes.byteLength })
+    }
+    const indices: number[] = []
+    for (const p of positions) {
+      this.markPresent(p)
+      indices.push(p.global)
+      this.unflushed.push({ id, position: p })
+    }
+    this.unflushedBytes += bytes.byteLength
+    this.emit('have', indices)
+    if (this.unflushedBytes >= FLUSH_BYTES) await this.flush()
+    else this.timer ??= setTimeout(() => { void this.flush().catch(() => {}) }, FLUSH_INTERVAL_MS)
+    if (this.missing.size === 0) await this.finish()
+    return true
+  }
+
+  /** Fills needed chunks from other blobs of this store. Returns how many bytes were copied. */
+  async copyLocal (signal?: AbortSignal): Promise<number> {
+    let copied = 0
+    for (const id of [...this.missing]) {
+      signal?.throwIfAborted()
+      if (!await this.store.hasChunk(id)) continue
+      const bytes = await this.store.readChunk(id)
+      if (bytes !== undefined && await this.put(id, bytes)) copied += bytes.byteLength
+    }
+    return copied
+  }
+
+  /** Makes written chunks durable and indexes them (group commit). */
+  async flush (): Promise<void> {
+    const run = this.flushing.then(async () => {
+      clearTimeout(this.timer)
+      this.timer = undefined
+      const batch = this.unflushed
+      if (batch.length === 0) return
+      this.unflushed = []
+      this.unflushedBytes = 0
+      for (const file of this.files) {
+        if (file.dirty && file.fh !== undefined) {
+          file.dirty = false
+          await file.fh.datasync()
+        }
+      }
+      const ops: IndexOp[] = []
+      const byId = new Map<ChunkId, Position[]>()
+      for (const { id, position } of batch) byId.set(id, [...(byId.get(id) ?? []), position])
+      const ids = [...byId.keys()]
+      const existing = await this.store.index.chunks.getMany(ids)
+      ids.forEach((id, i) => {
+        const locations = existing[i] ?? []
+        for (const p of byId.get(id) ?? []) {
+          const digest = this.files[p.file]?.digest
+          if (digest !== undefined && !locations.some(([d, o]) => d === digest && o === p.offset)) locations.push([digest, p.offset])
+        }
+        ops.push({ type: 'put', sublevel: this.store.index.chunks, key: id, value: locations })
+      })
+      await this.store.index.commit(ops)
+      for (const id of ids) this.store.unmarkFresh(id)
+    })
+    this.flushing = run.catch(() => {})
+    await run
+  }
+
+  /** Flushes and releases file handles; the pull can be resumed by `open` later. */
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await this.flush().catch(() => {})
+    for (const f of this.files) await f.fh?.close().catch(() => {})
+  }
+
+  private markPresent (p: Position): void {
+    const file = this.files[p.file]
+    if (file === undefined || file.present[p.chunk] === 1) return
+    file.present[p.chunk] = 1
+    file.remaining--
+    this.bits[p.global >> 3]! |= 0x80 >> (p.global & 7)
+    this.presentBytes += this.manifest.files[p.file]?.chunks[p.chunk]?.size ?? 0
+  }
+
+  private async init (pin: boolean): Promise<void> {
+    const { index, layout } = this.store
+    // The manifest is kept with the pull record so a restart can resume, and GC knows its blobs.
+    const ops: IndexOp[] = [
+      { type: 'put', sublevel: index.pulls, key: this.version, value: { name: this.manifest.name, startedAt: Date.now(), pin } },
+      { type: 'put', sublevel: index.manifests, key: this.version, value: this.manifestBytes }
+    ]
+    for (const [fi, file] of this.manifest.files.entries()) {
+      const present = new Uint8Array(file.chunks.length)
+      const state: FileState = { digest: file.digest, path: layout.partialBlob(file.digest), size: file.size, present, remaining: file.chunks.length, complete: false, dirty: false }
+      this.files.push(state)
+      if (await index.blobs.get(file.digest) !== undefined) {
+        state.complete = true
+        file.chunks.forEach((_, ci) => this.markPresent(this.positionOf(fi, ci)))
+        continue
+      }
+      const record = await index.partials.get(file.digest)
+      const exists = await stat(state.path).then(s => s.size === file.size, () => false)
+      if (record === undefined || !exists) {
+        await rm(state.path, { force: true })
+        const fh = await open(state.path, 'w', 0o644)
+        await fh.truncate(file.size)
+        await fh.sync()
+        await fh.close()
+        await fsyncDir(layout.partial)
+        ops.push({ type: 'put', sublevel: index.partials, key: file.digest, value: { size: file.size, chunks: file.chunks.map(c => [c.id, c.size]), startedAt: Date.now() } })
+      } else {
+        // Resume: a chunk indexed at this file's offset was verified and made durable before.
+        const locations = await index.chunks.getMany(file.chunks.map(c => c.id))
+        let offset = 0
+        file.chunks.forEach((c, ci) => {
+          if ((locations[ci] ?? []).some(([d, o]) => d === file.digest && o === offset)) this.markPresent(this.positionOf(fi, ci))
+          offset += c.size
+        })
+      }
+    }
+    await index.commit(ops)
+    for (const [id, positions] of this.positions) {
+      if (positions.some(p => this.files[p.file]?.present[p.chunk] !== 1)) this.missing.add(id)
+    }
+    // A chunk present at one position but missing at another (partly resumed): fill the rest.
+    for (const id of [...this.missing]) {
+      if (!(this.positions.get(id) ?? []).some(p => this.files[p.file]?.present[p.chunk] === 1)) continue
+      const bytes = await this.store.readChunk(id)
+      if (bytes !== undefined) await this.put(id, bytes).catch(() => {})
+    }
+    for (const [fi, f] of this.files.entries()) if (!f.complete && f.remaining === 0) await this.finishFile(fi)
+    if (this.missing.size === 0 && this.files.every(f => f.complete)) await this.finish()
+  }
+
+  private positionOf (file: number, chunk: number): Position {
+    let global = 0
+    for (let i = 0; i < file; i++) global += this.manifest.files[i]?.chunks.length ?? 0
+    let offset = 0
+    for (let i = 0; i < chunk; i++) offset += this.manifest.files[file]?.chunks[i]?.size ?? 0
+    return { file, chunk, global: global + chunk, offset }
+  }
+
+  private finished?: Promise<ResolvedVersion>
+
+  /** When every chunk is present: flush, promote files to blobs, import the version. */
+  private async finish (): Promise<ResolvedVersion> {
+    this.finished ??= (async () => {
+      await this.flush()
+      for (const [fi, f] of this.files.entries()) if (!f.complete) await this.finishFile(fi)
+      const pull = await this.store.index.pulls.get(this.version)
+      const v = await this.store.importVersion(this.version, this.manifestBytes, { pin: pull?.pin ?? true })
+      await this.store.index.commit([{ type: 'del', sublevel: this.store.index.pulls, key: this.version }])
+      this.emit('complete')
+      return v
+    })()
+    return await this.finished
+  }
+
+  /** Resolves with the imported version once the pull is complete. */
+  async completed (): Promise<ResolvedVersion> {
+    if (this.missing.size === 0) return await this.finish()
+    return await new Promise<ResolvedVersion>((resolve, reject) => {
+      this.once('complete', () => { void this.finish().then(resolve, reject) })
+    })
+  }
+
+  private async finishFile (fi: number): Promise<void> {
+    const f = this.files[fi]
+    if (f === undefined || f.complete) return
+    const { index, layout } = this.store
+    try {
+      const fh = f.fh ?? await open(f.path, 'r+')
+      await fh.sync()
+      await fh.close()
+      f.fh = undefined
+      await chmod(f.path, 0o444)
+      await rename(f.path, layout.blob(f.digest))
+      await fsyncDir(layout.blobs)
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT') || await index.blobs.get(f.digest) === undefined) throw mapFsError(err, `completing ${f.digest}`)
+    }
+    const file = this.manifest.files[fi]
+    if (file === undefined) return
+    await index.commit([
+      { type: 'put', sublevel: index.blobs, key: f.digest, value: { size: f.size, chunks: file.chunks.map(c => [c.id, c.size]), verifiedAt: Date.now() } },
+      { type: 'del', sublevel: index.partials, key: f.digest }
+    ])
+    f.complete = true
+    this.emit('file', file.path)
+  }
+}
