@@ -1,0 +1,523 @@
+/**
+ * A fetch session: gets every missing chunk of one version from many peers at once.
+ *
+ * Each peer has a window of bytes in flight (pipelined requests) sized to its measured rate; the
+ * peer selector decides who gets the next request and the piece picker what it asks for
+ * (`strategies.ts`). Every request has a deadline adapted to the peer's rate and queue; a late one
+ * is cancelled and asked of someone else. When nothing is left unrequested, the endgame asks
+ * other peers for the pieces still in flight and cancels the losers when one arrives.
+ *
+ * MUST hold:
+ * - no byte is used unverified: the target's `put` hashes it; a mismatch re-queues the piece and
+ *   penalises the sender (the judge bans repeat offenders);
+ * - no stall: with live sources the session makes progress, and without any for
+ *   `noProgressTimeoutMs` it fails with a `FetchStalledError` saying what is missing and why;
+ * - bounded memory: at most `maxInFlightBytes` requested at once across all peers.
+ *
+ * Peers are added by the owner (connected peers, providers, new connections); the session never
+ * dials anyone itself except through `SessionPeers.channel`.
+ */
+import type { ChunkId, VersionId } from '../core/digest.js'
+import { AbortedError, DigestMismatchError, MalformedDataError, ShoalError } from '../core/errors.js'
+import { createPicker, createSelector, PieceSet, type PieceOrder, type SelectablePeer, type StrategyName } from './strategies.js'
+
+/** What the session needs of a peer connection (a `PeerChannel`). */
+export interface Channel {
+  readonly isOpen: boolean
+  readonly load: number
+  want: (id: ChunkId, signal?: AbortSignal) => Promise<Uint8Array>
+  watch: (version: VersionId, watcher: { onHave: (state: { complete: true } | { complete: false, bits: Uint8Array } | undefined) => void, onUpdate: (indices: number[]) => void }) => Promise<void>
+  unwatch: (version: VersionId) => Promise<void>
+  onClose: (listener: (err?: Error) => void) => void
+}
+
+/** What the session needs of the pull's storage (a `PullTarget`). */
+export interface Target {
+  readonly version: VersionId
+  readonly totalChunks: number
+  readonly totalBytes: number
+  readonly bytesPresent: number
+  readonly done: boolean
+  needed: () => ChunkId[]
+  isMissing: (id: ChunkId) => boolean
+  sizeOf: (id: ChunkId) => number
+  indicesOf: (id: ChunkId) => number[]
+  put: (id: ChunkId, bytes: Uint8Array) => Promise<boolean>
+  /** Chunk id at a global index. */
+  chunkAt: (index: number) => ChunkId | undefined
+  /** Origin URL and byte range for a chunk, if its file lists an origin. */
+  originOf: (id: ChunkId) => { url: string, offset: number } | undefined
+}
+
+export type Offence = 'corrupt' | 'lie' | 'timeout' | 'protocol'
+
+/** Daemon-wide memory of peers: credit, penalties, bans. */
+export interface PeerJudge {
+  isBanned: (peer: string) => boolean
+  /** Records an offence; returns true when the peer is now banned. */
+  penalize: (peer: string, offence: Offence, detail: string) => boolean
+  credit: (peer: string, bytes: number) => void
+}
+
+export interface OriginSource {
+  fetchRange: (url: string, offset: number, length: number, options: { signal?: AbortSignal }) => Promise<Uint8Array>
+}
+
+export interface SessionOptions {
+  strategy: StrategyName
+  pieceOrder: PieceOrder
+  /** @default 64 MiB */
+  maxInFlightBytes: number
+  /** Per-peer window bounds; the adaptive window aims at `windowSeconds` of the peer's rate. */
+  minWindowBytes: number
+  maxWindowBytes: number
+  windowSeconds: number
+  /** Deadline = base + 2 × (bytes queued at the peer) / max(rate, minRate). */
+  requestTimeoutBaseMs: number
+  minRateBytesPerSecond: number
+  /** Requests for one piece at once in the endgame. */
+  endgameMaxRequests: number
+  /** Fail when nothing arrives for this long. */
+  noProgressTimeoutMs: number
+  /** Timeouts in a row, with nothing received between, before a peer is judged stalling. */
+  maxConsecutiveTimeouts: number
+  /** Origin requests at once. */
+  originConcurrency: number
+}
+
+export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
+  strategy: 'weighted',
+  pieceOrder: 'rarest',
+  maxInFlightBytes: 64 * 1024 * 1024,
+  minWindowBytes: 8 * 1024 * 1024,
+  maxWindowBytes: 32 * 1024 * 1024,
+  windowSeconds: 0.5,
+  requestTimeoutBaseMs: 5_000,
+  minRateBytesPerSecond: 4 * 1024 * 1024,
+  endgameMaxRequests: 3,
+  noProgressTimeoutMs: 60_000,
+  maxConsecutiveTimeouts: 3,
+  originConcurrency: 4
+}
+
+/** How often rates, progress and stalls are checked. @default 250 ms */
+export const TICK_MS = 250
+/** Weight of the newest rate sample. @default 0.3 */
+export const RATE_EWMA = 0.3
+
+/** The session could make no progress: no source has the missing pieces, or none answers. */
+export class FetchStalledError extends ShoalError {
+  readonly code = 'FETCH_STALLED'
+}
+
+export interface SessionProgress {
+  bytes: number
+  totalBytes: number
+  chunks: number
+  peers: number
+  rate: number
+  fromOrigin: number
+}
+
+interface Request { controller: AbortController, size: number, started: number, timer: NodeJS.Timeout }
+
+class PeerState implements SelectablePeer {
+  channel?: Channel
+  have: 'unknown' | 'none' | 'complete' | Uint8Array = 'unknown'
+  readonly inflight = new Map<ChunkId, Request>()
+  inflightBytes = 0
+  rate = 0
+  receivedInTick = 0
+  busyInTick = false
+  consecutiveTimeouts = 0
+  received = 0
+  gone = false
+
+  constructor (readonly key: string, readonly origin = false) {}
+
+  get load (): number { return this.channel?.load ?? 0 }
+
+  hasIndex (i: number): boolean {
+    if (this.have === 'complete') return true
+    if (!(this.have instanceof Uint8Array)) return false
+    return ((this.have[i >> 3] ?? 0) & (0x80 >> (i & 7))) !== 0
+  }
+}
+
+export class FetchSession {
+  private readonly opts: SessionOptions
+  private readonly peers = new Map<string, PeerState>()
+  private readonly unrequested: PieceSet<ChunkId>
+  private readonly requesters = new Map<ChunkId, Set<string>>()
+  /** Partial peers holding each chunk (complete peers are counted in `completePeers`). */
+  private readonly partialHolders = new Map<ChunkId, number>()
+  private completePeers = 0
+  private inflightBytes = 0
+  private readonly selector
+  private readonly picker
+  private readonly origin?: PeerState
+  private fromOrigin = 0
+  private lastProgress = Date.now()
+  private failure?: Error
+  private finished?: () => void
+  private tick?: NodeJS.Timeout
+  private readonly controller = new AbortController()
+
+  constructor (
+    private readonly target: Target,
+    private readonly peerSource: { channel: (peer: string, signal: AbortSignal) => Promise<Channel> },
+    private readonly judge: PeerJudge,
+    options: Partial<SessionOptions> = {},
+    private readonly extras: { origin?: OriginSource, onProgress?: (p: SessionProgress) => void, log?: { debug: (o: object, m?: string) => void, info: (o: object, m?: string) => void } } = {}
+  ) {
+    this.opts = { ...DEFAULT_SESSION_OPTIONS, ...options }
+    const needed = target.needed()
+    const order = new Map(needed.map(id => [id, Math.min(...target.indicesOf(id))]))
+    this.unrequested = new PieceSet([...needed].sort((a, b) => (order.get(a) ?? 0) - (order.get(b) ?? 0)))
+    for (const id of needed) this.unrequested.add(id)
+    this.selector = createSelector(this.opts.strategy)
+    this.picker = createPicker<ChunkId>(this.opts.pieceOrder)
+    if (extras.origin !== undefined && needed.some(id => target.originOf(id) !== undefined)) {
+      this.origin = new PeerState('origin', true)
+      this.origin.have = 'complete'
+    }
+  }
+
+  /** Runs until the target is complete; rejects with the reason when it cannot finish. */
+  async run (signal?: AbortSignal): Promise<void> {
+    if (this.target.done) return
+    const onAbort = (): void => this.fail(new AbortedError('pull cancelled'))
+    signal?.addEventListener('abort', onAbort, { once: true })
+    const done = new Promise<void>((resolve, reject) => {
+      this.finished = () => { if (this.failure !== undefined) reject(this.failure); else resolve() }
+    })
+    this.tick = setInterval(() => this.onTick(), TICK_MS)
+    this.pump()
+    try {
+      await done
+    } finally {
+      signal?.removeEventListener('abort', onAbort)
+      this.stop()
+    }
+  }
+
+  /** Adds a candidate source; safe to call repeatedly and while running. */
+  addPeer (key: string): void {
+    if (this.peers.has(key) || this.judge.isBanned(key) || this.failure !== undefined) return
+    const peer = new PeerState(key)
+    this.peers.set(key, peer)
+    void this.connect(peer)
+  }
+
+  get peerCount (): number {
+    return [...this.peers.values()].filter(p => !p.gone && p.have !== 'none' && p.have !== 'unknown').length
+  }
+
+  progress (): SessionProgress {
+    let rate = 0
+    for (const p of this.peers.values()) rate += p.rate
+    return { bytes: this.target.bytesPresent, totalBytes: this.target.totalBytes, chunks: this.target.totalChunks, peers: this.peerCount, rate: rate + (this.origin?.rate ?? 0), fromOrigin: this.fromOrigin }
+  }
+
+  private async connect (peer: PeerState): Promise<void> {
+    try {
+      const channel = await this.peerSource.channel(peer.key, this.controller.signal)
+      if (peer.gone) return
+      peer.channel = channel
+      channel.onClose(err => this.dropPeer(peer, err))
+      await channel.watch(this.target.version, {
+        onHave: state => this.onHave(peer, state),
+        onUpdate: indices => this.onUpdate(peer, indices)
+      })
+    } catch (err) {
+      this.extras.log?.debug({ peer: peer.key, err: (err as Error).message }, 'could not reach peer')
+      this.dropPeer(peer)
+    }
+  }
+
+  private onHave (peer: PeerState, state: { complete: true } | { complete: false, bits: Uint8Array } | undefined): void {
+    if (peer.gone) return
+    this.forgetHoldings(peer)
+    if (state === undefined) peer.have = 'none'
+    else if (state.complete) {
+      peer.have = 'complete'
+      this.completePeers++
+    } else {
+      if (state.bits.byteLength !== Math.ceil(this.target.totalChunks / 8)) {
+        this.punish(peer, 'protocol', `HAVE bitfield of ${state.bits.byteLength} bytes for ${this.target.totalChunks} chunks`)
+        return
+      }
+      peer.have = new Uint8Array(state.bits)
+      for (let i = 0; i < this.target.totalChunks; i++) if (peer.hasIndex(i)) this.holderGained(i)
+    }
+    this.pump()
+  }
+
+  private onUpdate (peer: PeerState, indices: number[]): void {
+    if (peer.gone || peer.have === 'complete') return
+    if (!(peer.have instanceof Uint8Array)) peer.have = new Uint8Array(Math.ceil(this.target.totalChunks / 8))
+    for (const i of indices) {
+      if (i >= this.target.totalChunks || peer.hasIndex(i)) continue
+      peer.have[i >> 3]! |= 0x80 >> (i & 7)
+      this.holderGained(i)
+    }
+    this.pump()
+  }
+
+  private holderGained (index: number): void {
+    const id = this.target.chunkAt(index)
+    if (id === undefined || !this.target.isMissing(id)) return
+    // Count a chunk once per peer even if it occurs at several indices: count its first index only.
+    if (Math.min(...this.target.indicesOf(id)) !== index) return
+    this.partialHolders.set(id, (this.partialHolders.get(id) ?? 0) + 1)
+  }
+
+  private forgetHoldings (peer: PeerState): void {
+    if (peer.have === 'complete') this.completePeers--
+    else if (peer.have instanceof Uint8Array) {
+      for (const [id, n] of this.partialHolders) {
+        const first = Math.min(...this.target.indicesOf(id))
+        if (peer.hasIndex(first)) this.partialHolders.set(id, n - 1)
+      }
+    }
+    peer.have = 'none'
+  }
+
+  private peerHas (peer: PeerState, id: ChunkId): boolean {
+    if (peer.origin) return this.target.originOf(id) !== undefined && (this.availability(id) === 0 || this.livePeers() === 0)
+    if (peer.have === 'complete') return true
+    if (!(peer.have instanceof Uint8Array)) return false
+    return this.target.indicesOf(id).some(i => peer.hasIndex(i))
+  }
+
+  private availability (id: ChunkId): number {
+    return this.completePeers + (this.partialHolders.get(id) ?? 0)
+  }
+
+  private livePeers (): number {
+    let n = 0
+    for (const p of this.peers.values()) if (!p.gone && (p.have === 'complete' || p.have instanceof Uint8Array)) n++
+    return n
+  }
+
+  private windowOf (peer: PeerState): number {
+    if (peer.origin) return this.opts.originConcurrency * Math.max(...[1, ...this.target.needed().slice(0, 1).map(id => this.target.sizeOf(id))])
+    if (this.opts.strategy !== 'weighted' || peer.rate === 0) return Math.max(this.opts.minWindowBytes, Math.min(this.opts.maxWindowBytes, 16 * 1024 * 1024))
+    return Math.max(this.opts.minWindowBytes, Math.min(this.opts.maxWindowBytes, peer.rate * this.opts.windowSeconds))
+  }
+
+  /** Issues requests while some peer has window left and something to ask for. */
+  private pump (): void {
+    if (this.failure !== undefined) return
+    if (this.target.done) { this.complete(); return }
+    for (let guard = 0; guard < 10_000; guard++) {
+      if (this.inflightBytes >= this.opts.maxInFlightBytes) return
+      const eligible: PeerState[] = []
+      for (const p of this.peers.values()) {
+        if (!p.gone && p.channel?.isOpen === true && (p.have === 'complete' || p.have instanceof Uint8Array) && p.inflightBytes < this.windowOf(p)) eligible.push(p)
+      }
+      if (this.origin !== undefined && this.origin.inflight.size < this.opts.originConcurrency) eligible.push(this.origin)
+      let issued = false
+      while (eligible.length > 0 && !issued) {
+        const peer = this.selector.pick(eligible)
+        if (peer === undefined) break
+        const id = this.pickFor(peer)
+        if (id === undefined) {
+          eligible.splice(eligible.indexOf(peer), 1)
+          continue
+        }
+        this.request(peer, id)
+        issued = true
+      }
+      if (!issued) return
+    }
+  }
+
+  private pickFor (peer: PeerState): ChunkId | undefined {
+    const fresh = this.picker.pick(this.unrequested, id => this.peerHas(peer, id), id => this.availability(id))
+    if (fresh !== undefined || this.unrequested.size > 0 || peer.origin) return fresh
+    // Endgame: nothing unrequested; duplicate a piece in flight elsewhere.
+    let best: ChunkId | undefined
+    let fewest = Infinity
+    for (const [id, who] of this.requesters) {
+      if (who.has(peer.key) || who.size >= this.opts.endgameMaxRequests || !this.peerHas(peer, id)) continue
+      if (who.size < fewest) { best = id; fewest = who.size }
+    }
+    return best
+  }
+
+  private request (peer: PeerState, id: ChunkId): void {
+    const size = this.target.sizeOf(id)
+    const controller = new AbortController()
+    const rate = Math.max(peer.rate, this.opts.minRateBytesPerSecond)
+    const timeoutMs = this.opts.requestTimeoutBaseMs + 2000 * (peer.inflightBytes + size) / rate
+    const timer = setTimeout(() => this.onTimeout(peer, id), timeoutMs)
+    peer.inflight.set(id, { controller, size, started: Date.now(), timer })
+    peer.inflightBytes += size
+    this.inflightBytes += size
+    this.unrequested.delete(id)
+    const who = this.requesters.get(id) ?? new Set()
+    who.add(peer.key)
+    this.requesters.set(id, who)
+    const fetching = peer.origin ? this.fetchOrigin(id, controller.signal) : (peer.channel as Channel).want(id, controller.signal)
+    fetching.then(
+      async bytes => { await this.onBlock(peer, id, bytes) },
+      (err: unknown) => { this.onRequestError(peer, id, err as Error) }
+    )
+  }
+
+  private async fetchOrigin (id: ChunkId, signal: AbortSignal): Promise<Uint8Array> {
+    const where = this.target.originOf(id)
+    if (where === undefined || this.extras.origin === undefined) throw new Error('no origin for this chunk')
+    return await this.extras.origin.fetchRange(where.url, where.offset, this.target.sizeOf(id), { signal })
+  }
+
+  /** Ends a request's bookkeeping; returns false if it was already settled (cancelled, timed out). */
+  private settle (peer: PeerState, id: ChunkId): boolean {
+    const req = peer.inflight.get(id)
+    if (req === undefined) return false
+    clearTimeout(req.timer)
+    peer.inflight.delete(id)
+    peer.inflightBytes -= req.size
+    this.inflightBytes -= req.size
+    const who = this.requesters.get(id)
+    who?.delete(peer.key)
+    if (who?.size === 0) this.requesters.delete(id)
+    return true
+  }
+
+  /** Puts a piece back in the pool if it is still missing and nobody is fetching it. */
+  private requeue (id: ChunkId): void {
+    if (this.target.isMissing(id) && !this.requesters.has(id)) this.unrequested.add(id)
+  }
+
+  private async onBlock (peer: PeerState, id: ChunkId, bytes: Uint8Array): Promise<void> {
+    if (!this.settle(peer, id)) return
+    peer.receivedInTick += bytes.byteLength
+    peer.received += bytes.byteLength
+    try {
+      const stored = await this.target.put(id, bytes)
+      peer.consecutiveTimeouts = 0
+      this.lastProgress = Date.now()
+      if (peer.origin) this.fromOrigin += bytes.byteLength
+      else this.judge.credit(peer.key, bytes.byteLength)
+      if (stored) this.cancelOthers(id)
+    } catch (err) {
+      if (err instanceof DigestMismatchError) {
+        this.punish(peer, 'corrupt', `sent bytes that do not hash to ${id}`)
+      } else {
+        this.fail(err as Error)
+        return
+      }
+      this.requeue(id)
+    }
+    this.pump()
+  }
+
+  private cancelOthers (id: ChunkId): void {
+    for (const key of [...(this.requesters.get(id) ?? [])]) {
+      const other = key === 'origin' ? this.origin : this.peers.get(key)
+      const req = other?.inflight.get(id)
+      if (other === undefined || req === undefined) continue
+      this.settle(other, id)
+      req.controller.abort()
+    }
+  }
+
+  private onRequestError (peer: PeerState, id: ChunkId, err: Error): void {
+    if (!this.settle(peer, id)) return
+    const name = err.name
+    if (name === 'DontHaveError') {
+      // It said it had the piece: a lie, or it lost it. Forget that it has it.
+      if (peer.have instanceof Uint8Array) for (const i of this.target.indicesOf(id)) peer.have[i >> 3]! &= ~(0x80 >> (i & 7))
+      else if (peer.have === 'complete') { this.forgetHoldings(peer); peer.have = 'none' }
+      this.punish(peer, 'lie', `claimed ${id} but did not have it`)
+    } else if (name === 'OriginError') {
+      this.extras.log?.debug({ chunk: id, err: err.message }, 'origin request failed')
+    } else if (name === 'PeerRequestError') {
+      this.extras.log?.debug({ peer: peer.key, err: err.message }, 'peer refused a request')
+    }
+    this.requeue(id)
+    this.pump()
+  }
+
+  private onTimeout (peer: PeerState, id: ChunkId): void {
+    const req = peer.inflight.get(id)
+    if (req === undefined) return
+    this.settle(peer, id)
+    req.controller.abort()
+    peer.consecutiveTimeouts++
+    this.requeue(id)
+    if (!peer.origin && peer.consecutiveTimeouts >= this.opts.maxConsecutiveTimeouts && peer.received === 0) {
+      this.punish(peer, 'timeout', `${peer.consecutiveTimeouts} requests timed out with nothing received`)
+    } else if (!peer.origin) {
+      this.judge.penalize(peer.key, 'timeout', `request for ${id} timed out`)
+    }
+    this.pump()
+  }
+
+  /** Penalises a peer; drops it from the session when the judge bans it. */
+  private punish (peer: PeerState, offence: 'corrupt' | 'lie' | 'timeout' | 'protocol', detail: string): void {
+    if (peer.origin) return
+    const banned = this.judge.penalize(peer.key, offence, detail)
+    this.extras.log?.info({ peer: peer.key, offence, detail, banned }, 'peer misbehaved')
+    if (banned || offence === 'protocol') this.dropPeer(peer, new MalformedDataError(detail))
+  }
+
+  private dropPeer (peer: PeerState, err?: Error): void {
+    if (peer.gone) return
+    peer.gone = true
+    this.forgetHoldings(peer)
+    for (const [id, req] of [...peer.inflight]) {
+      this.settle(peer, id)
+      req.controller.abort()
+      this.requeue(id)
+    }
+    if (err instanceof MalformedDataError) this.judge.penalize(peer.key, 'protocol', err.message)
+    this.peers.delete(peer.key)
+    this.pump()
+  }
+
+  private onTick (): void {
+    const seconds = TICK_MS / 1000
+    for (const p of [...this.peers.values(), ...(this.origin !== undefined ? [this.origin] : [])]) {
+      if (p.inflight.size > 0 || p.receivedInTick > 0) {
+        const sample = p.receivedInTick / seconds
+        p.rate = p.rate === 0 ? sample : p.rate * (1 - RATE_EWMA) + sample * RATE_EWMA
+      }
+      p.receivedInTick = 0
+    }
+    this.extras.onProgress?.(this.progress())
+    if (this.target.done) { this.complete(); return }
+    if (Date.now() - this.lastProgress > this.opts.noProgressTimeoutMs) {
+      const live = this.livePeers()
+      const missing = this.unrequested.size + this.requesters.size
+      const reason = live === 0
+        ? `no peer has ${this.target.version}${this.origin === undefined ? ' and no origin is listed' : ', and its origin did not answer'} (check --peer and the network)`
+        : `${live} peer(s) connected, but none delivered any of the ${missing} missing chunks for ${Math.round(this.opts.noProgressTimeoutMs / 1000)} s`
+      this.fail(new FetchStalledError(`pull of ${this.target.version} stalled: ${reason}`))
+      return
+    }
+    this.pump()
+  }
+
+  private complete (): void {
+    if (this.failure !== undefined) return
+    this.finished?.()
+  }
+
+  private fail (err: Error): void {
+    if (this.failure !== undefined) return
+    this.failure = err
+    this.finished?.()
+  }
+
+  private stop (): void {
+    clearInterval(this.tick)
+    this.controller.abort()
+    for (const p of [...this.peers.values(), ...(this.origin !== undefined ? [this.origin] : [])]) {
+      for (const [id, req] of [...p.inflight]) { this.settle(p, id); req.controller.abort() }
+      if (!p.origin) void p.channel?.unwatch(this.target.version).catch(() => {})
+    }
+  }
+}
