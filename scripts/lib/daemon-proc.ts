@@ -38,7 +38,9 @@ export class DaemonProcess {
     while (Date.now() < deadline) {
       const early = await Promise.race([exited, sleep(100).then(() => undefined)])
       if (early !== undefined) throw new Error(`daemon exited with ${early} during start:\n${this.stderr}`)
-      if ((await this.cli(['status', '--json'])).code === 0) return this
+      // Only this child counts: another daemon may already answer on the same home's socket.
+      const status = await this.cli(['status', '--json'])
+      if (status.code === 0 && (JSON.parse(status.stdout) as { pid?: number }).pid === child.pid) return this
     }
     await this.stop('SIGKILL')
     throw new Error(`daemon did not answer within ${timeoutMs} ms:\n${this.stderr}`)

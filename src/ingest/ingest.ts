@@ -167,7 +167,10 @@ async function readStructures (files: SourceFile[]): Promise<Map<string, FileStr
       out.set(file.path, await readStructure(file.path, src))
     } catch (err) {
       if (err instanceof MalformedModelError) {
-        throw new MalformedModelError(`${file.path}: ${err.message.replace(file.absolute, '').replace(/^:\s*/, '')} — the file looks damaged or incomplete; nothing was added`, { cause: err })
+        // Readers already name the file (by the path given to `readStructure`); say it once.
+        const bare = err.message.replace(file.absolute, '').replace(/^:\s*/, '')
+        const detail = bare.startsWith(`${file.path}: `) ? bare.slice(file.path.length + 2) : bare
+        throw new MalformedModelError(`${file.path}: ${detail} — the file looks damaged or incomplete; nothing was added`, { cause: err })
       }
       throw err
     } finally {

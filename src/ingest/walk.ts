@@ -33,6 +33,7 @@ export async function listSourceFiles (input: string): Promise<{ root: string, f
   const root = await realpath(input)
   const files: SourceFile[] = []
   await walk(root, root, files)
+  if (files.length === 0) throw new InvalidInputError(`${input} has no files to add`)
   files.sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0)
   return { root, files, single: false }
 }

@@ -69,18 +69,24 @@ export class ShoalClient implements ShoalApi {
       throw new RpcError(err.code ?? 'INTERNAL', err.message ?? `daemon answered ${res.statusCode ?? '?'}`, res.statusCode)
     }
     let buffered = ''
-    for await (const part of res) {
-      buffered += (part as Buffer).toString('utf8')
-      let nl
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, nl)
-        buffered = buffered.slice(nl + 1)
-        if (line.trim() === '') continue
-        const event = parseJson(line, 200) as { type: string, result?: T, code?: string, message?: string }
-        if (event.type === 'progress') onProgress?.(event)
-        else if (event.type === 'result') return event.result as T
-        else if (event.type === 'error') throw new RpcError(event.code ?? 'INTERNAL', event.message ?? 'operation failed')
+    try {
+      for await (const part of res) {
+        buffered += (part as Buffer).toString('utf8')
+        let nl
+        while ((nl = buffered.indexOf('\n')) >= 0) {
+          const line = buffered.slice(0, nl)
+          buffered = buffered.slice(nl + 1)
+          if (line.trim() === '') continue
+          const event = parseJson(line, 200) as { type: string, result?: T, code?: string, message?: string }
+          if (event.type === 'progress') onProgress?.(event)
+          else if (event.type === 'result') return event.result as T
+          else if (event.type === 'error') throw new RpcError(event.code ?? 'INTERNAL', event.message ?? 'operation failed')
+        }
       }
+    } catch (err) {
+      if (err instanceof RpcError || signal?.aborted === true) throw err
+      // The connection broke mid-stream (ECONNRESET, "aborted"): the daemon stopped or crashed.
+      throw new RpcError('UNREACHABLE', `the daemon closed the connection before ${path} finished (${(err as Error).message}); did it stop or crash? Check its log, then retry`)
     }
     throw new RpcError('INTERNAL', 'the daemon closed the stream without a result (did it stop?)')
   }

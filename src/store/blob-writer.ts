@@ -62,7 +62,11 @@ export class BlobWriter {
     await this.pending
     const at = this.position
     this.position += bytes.length
-    this.pending = this.fh.write(bytes, 0, bytes.length, at).catch((err: unknown) => { throw mapFsError(err, 'writing a blob') })
+    const write = this.fh.write(bytes, 0, bytes.length, at).catch((err: unknown) => { throw mapFsError(err, 'writing a blob') })
+    // The next append, commit or abort awaits it; until then a failure (ENOSPC) must not count as
+    // an unhandled rejection, which would bring the whole daemon down.
+    write.catch(() => {})
+    this.pending = write
   }
 
   async commit (): Promise<WrittenBlob> {

@@ -53,9 +53,14 @@ export class Harness {
     return await this.daemon(home).start()
   }
 
-  /** Stops every daemon this harness started (SIGTERM, then SIGKILL), then removes the root. */
-  async close (): Promise<void> {
+  /** Stops every daemon this harness started, by pid: SIGTERM, then SIGKILL if it lingers. */
+  async stopAll (): Promise<void> {
     for (const d of this.daemons) await d.stop('SIGTERM', 10_000).catch(async () => await d.stop('SIGKILL'))
+  }
+
+  /** Stops every daemon, then removes the root. */
+  async close (): Promise<void> {
+    await this.stopAll()
     await rm(this.root, { recursive: true, force: true })
   }
 }
@@ -152,13 +157,16 @@ export async function expectConsistent (d: DaemonProcess, expected?: Record<stri
 
 export interface RawResponse { status: number, headers: Record<string, unknown>, text: string, json?: unknown }
 
-/** One raw HTTP request on a unix socket, no client library in between. */
-export async function rawRequest (socketPath: string, method: string, path: string, body?: string | Buffer, headers: Record<string, string | number> = {}): Promise<RawResponse> {
+/**
+ * One raw HTTP request on a unix socket, no client library in between. With `chunked` the body is
+ * streamed without a content-length, so the server finds its size only by reading it.
+ */
+export async function rawRequest (socketPath: string, method: string, path: string, body?: string, options: { chunked?: boolean } = {}): Promise<RawResponse> {
   return await new Promise((resolve, reject) => {
-    const req = request({
-      socketPath, method, path,
-      headers: body === undefined ? headers : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers }
-    }, res => {
+    const headers: Record<string, string | number> = body === undefined
+      ? {}
+      : options.chunked === true ? { 'content-type': 'application/json' } : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }
+    const req = request({ socketPath, method, path, headers }, res => {
       const parts: Buffer[] = []
       res.on('data', (p: Buffer) => parts.push(p))
       res.on('error', reject)
@@ -170,6 +178,10 @@ export async function rawRequest (socketPath: string, method: string, path: stri
       })
     })
     req.on('error', reject)
-    req.end(body)
+    if (body !== undefined && options.chunked === true) {
+      // Several writes, so the body goes out in chunks.
+      for (let at = 0; at < body.length; at += 64 * 1024) req.write(body.slice(at, at + 64 * 1024))
+      req.end()
+    } else req.end(body)
   })
 }
