@@ -49,7 +49,8 @@ export interface Target {
   originOf: (id: ChunkId) => { url: string, offset: number } | undefined
 }
 
-export type Offence = 'corrupt' | 'lie' | 'timeout' | 'protocol'
+/** `timeout`: one late request (soft); `stall`: repeated timeouts with nothing ever delivered. */
+export type Offence = 'corrupt' | 'lie' | 'timeout' | 'stall' | 'protocol'
 
 /** Daemon-wide memory of peers: credit, penalties, bans. */
 export interface PeerJudge {
@@ -449,7 +450,7 @@ export class FetchSession {
     peer.consecutiveTimeouts++
     this.requeue(id)
     if (!peer.origin && peer.consecutiveTimeouts >= this.opts.maxConsecutiveTimeouts && peer.received === 0) {
-      this.punish(peer, 'timeout', `${peer.consecutiveTimeouts} requests timed out with nothing received`)
+      this.punish(peer, 'stall', `${peer.consecutiveTimeouts} requests timed out with nothing received`)
     } else if (!peer.origin) {
       this.judge.penalize(peer.key, 'timeout', `request for ${id} timed out`)
     }
@@ -457,7 +458,7 @@ export class FetchSession {
   }
 
   /** Penalises a peer; drops it from the session when the judge bans it. */
-  private punish (peer: PeerState, offence: 'corrupt' | 'lie' | 'timeout' | 'protocol', detail: string): void {
+  private punish (peer: PeerState, offence: Offence, detail: string): void {
     if (peer.origin) return
     const banned = this.judge.penalize(peer.key, offence, detail)
     this.extras.log?.info({ peer: peer.key, offence, detail, banned }, 'peer misbehaved')

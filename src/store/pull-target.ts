@@ -55,6 +55,8 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
   private readonly positions = new Map<ChunkId, Position[]>()
   private readonly sizes = new Map<ChunkId, number>()
   private readonly missing = new Set<ChunkId>()
+  /** Global chunk index → chunk id. */
+  private readonly ids: ChunkId[] = []
   private unflushed: Array<{ id: ChunkId, position: Position }> = []
   private unflushedBytes = 0
   private timer?: NodeJS.Timeout
@@ -74,6 +76,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
         list.push({ file: fi, chunk: ci, global, offset })
         this.positions.set(c.id, list)
         this.sizes.set(c.id, c.size)
+        this.ids.push(c.id)
         offset += c.size
         global++
       }
@@ -115,6 +118,19 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
   /** Global indices where `id` occurs. */
   indicesOf (id: ChunkId): number[] {
     return (this.positions.get(id) ?? []).map(p => p.global)
+  }
+
+  chunkAt (index: number): ChunkId | undefined {
+    return this.ids[index]
+  }
+
+  /** The first origin URL of a file holding `id`, with the chunk's offset in it. */
+  originOf (id: ChunkId): { url: string, offset: number } | undefined {
+    for (const p of this.positions.get(id) ?? []) {
+      const url = this.manifest.files[p.file]?.origins?.[0]
+      if (url !== undefined) return { url, offset: p.offset }
+    }
+    return undefined
   }
 
   /** Per-file progress, for display. */

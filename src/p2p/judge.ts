@@ -1,0 +1,70 @@
+/**
+ * Daemon-wide judgement of peers: who lied, who sent garbage, who is banned and until when.
+ *
+ * Offences and the rule that bans (`BAN_RULES`):
+ * - `corrupt` (bytes that do not hash to the chunk id): banned at the third;
+ * - `lie` (claimed a chunk, then said it did not have it): banned at the fifth;
+ * - `timeout` is soft (slow or overloaded is not malice);
+ * - `stall` (timed out repeatedly without ever delivering): banned at once;
+ * - `protocol` (oversized or undecodable frames, bad bitfields): banned at once.
+ * A ban lasts `banMs`; the connection gater refuses the peer meanwhile and `onBan` hangs up on it.
+ */
+import type { Offence, PeerJudge } from '../fetcher/session.js'
+
+/** @default 10 min */
+export const DEFAULT_BAN_MS = 10 * 60_000
+
+export const BAN_RULES: Record<Offence, number> = { corrupt: 3, lie: 5, timeout: Infinity, stall: 1, protocol: 1 }
+
+export interface PeerRecord {
+  peer: string
+  bytesReceived: number
+  offences: Partial<Record<Offence, number>>
+  bannedUntil?: number
+  lastOffence?: string
+}
+
+export class PeerScores implements PeerJudge {
+  private readonly records = new Map<string, PeerRecord>()
+
+  constructor (private readonly options: { banMs?: number, onBan?: (peer: string, reason: string) => void, now?: () => number } = {}) {}
+
+  isBanned (peer: string): boolean {
+    const until = this.records.get(peer)?.bannedUntil
+    return until !== undefined && until > this.now()
+  }
+
+  penalize (peer: string, offence: Offence, detail: string): boolean {
+    const record = this.record(peer)
+    const kind = offence
+    record.offences[kind] = (record.offences[kind] ?? 0) + 1
+    record.lastOffence = `${kind}: ${detail}`
+    if ((record.offences[kind] ?? 0) >= BAN_RULES[kind] && !this.isBanned(peer)) {
+      record.bannedUntil = this.now() + (this.options.banMs ?? DEFAULT_BAN_MS)
+      this.options.onBan?.(peer, record.lastOffence)
+      return true
+    }
+    return this.isBanned(peer)
+  }
+
+  credit (peer: string, bytes: number): void {
+    this.record(peer).bytesReceived += bytes
+  }
+
+  list (): PeerRecord[] {
+    return [...this.records.values()].map(r => ({ ...r, offences: { ...r.offences } }))
+  }
+
+  private record (peer: string): PeerRecord {
+    let r = this.records.get(peer)
+    if (r === undefined) {
+      r = { peer, bytesReceived: 0, offences: {} }
+      this.records.set(peer, r)
+    }
+    return r
+  }
+
+  private now (): number {
+    return this.options.now?.() ?? Date.now()
+  }
+}

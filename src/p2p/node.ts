@@ -1,0 +1,96 @@
+/**
+ * The libp2p node: TCP, noise, yamux, identify, ping, a Kademlia DHT under shoal's own protocol
+ * (`/shoal/kad/1.0.0`, never the public DHT), optional mDNS, shoal's chunk and manifest
+ * protocols, a connection gater enforcing the allow-list and bans, and connection limits.
+ *
+ * Configured peers (`--peer`) are dialled at start and re-dialled while disconnected, so a node
+ * whose peer restarts reconnects by itself.
+ */
+import { noise } from '@chainsafe/libp2p-noise'
+import { identify } from '@libp2p/identify'
+import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
+import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
+import { mdns } from '@libp2p/mdns'
+import { ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { yamux } from '@libp2p/yamux'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import { chunkExchange, type ChunkExchange, type ChunkExchangeInit } from '../protocol/chunks/index.js'
+import { manifestExchange, type ManifestExchange, type ManifestSource } from '../protocol/manifest/index.js'
+
+export const DHT_PROTOCOL = '/shoal/kad/1.0.0'
+/** @default 5 s — how often configured peers that are not connected are dialled again */
+export const REDIAL_INTERVAL_MS = 5_000
+
+export interface NodeInit {
+  privateKey: PrivateKey
+  listen: string[]
+  peers: string[]
+  mdns: boolean
+  dht: boolean
+  maxConnections: number
+  /** When set, only these peer ids may connect or be dialled. */
+  allow?: string[]
+  isBanned: (peer: string) => boolean
+  chunks: ChunkExchangeInit
+  manifests: ManifestSource
+}
+
+// eslint-disable-next-line @typescript-eslint/consistent-type-definitions
+export type ShoalServices = {
+  chunks: ChunkExchange
+  manifests: ManifestExchange
+  dht?: KadDHT
+  identify: unknown
+  ping: unknown
+}
+
+export type ShoalNode = Libp2p<ShoalServices>
+
+export async function createNode (init: NodeInit): Promise<{ node: ShoalNode, stop: () => Promise<void> }> {
+  const allowed = init.allow === undefined ? undefined : new Set(init.allow)
+  const refused = (peer: PeerId): boolean => init.isBanned(peer.toString()) || (allowed !== undefined && !allowed.has(peer.toString()))
+  const node = await createLibp2p({
+    privateKey: init.privateKey,
+    addresses: { listen: init.listen },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionManager: { maxConnections: init.maxConnections },
+    connectionGater: {
+      denyDialMultiaddr: () => false,
+      denyDialPeer: refused,
+      denyInboundEncryptedConnection: refused,
+      denyOutboundEncryptedConnection: refused
+    },
+    peerDiscovery: init.mdns ? [mdns()] : [],
+    services: {
+      identify: identify(),
+      ping: ping(),
+      chunks: chunkExchange(init.chunks),
+      manifests: manifestExchange(init.manifests),
+      ...(init.dht ? { dht: kadDHT({ protocol: DHT_PROTOCOL, clientMode: false, peerInfoMapper: passthroughMapper }) } : {})
+    }
+  }) as unknown as ShoalNode
+
+  const configured: Multiaddr[] = init.peers.map(p => multiaddr(p))
+  const redial = async (): Promise<void> => {
+    const connected = new Set(node.getConnections().map(c => c.remoteAddr.toString()))
+    const connectedPeers = new Set(node.getConnections().map(c => c.remotePeer.toString()))
+    await Promise.all(configured.map(async ma => {
+      const id = ma.getComponents().find(c => c.name === 'p2p')?.value
+      if ((id !== undefined && connectedPeers.has(id)) || connected.has(ma.toString())) return
+      await node.dial(ma, { signal: AbortSignal.timeout(REDIAL_INTERVAL_MS * 2) }).catch(() => {})
+    }))
+  }
+  await redial()
+  const timer = setInterval(() => { void redial() }, REDIAL_INTERVAL_MS)
+  return {
+    node,
+    stop: async () => {
+      clearInterval(timer)
+      await node.stop()
+    }
+  }
+}
