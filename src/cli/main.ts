@@ -16,8 +16,8 @@ import { ShoalClient } from '../rpc/client.js'
 import { RpcError } from '../rpc/errors.js'
 import { SHOAL_VERSION } from '../version.js'
 import { EXIT, exitCodeFor } from './exit-codes.js'
-import { printGc, printModels, printShow, printVerify, printVersions } from './views.js'
-import { progressBar } from './progress.js'
+import { printGc, printModels, printPeers, printShow, printVerify, printVersions } from './views.js'
+import { progressBar, pullProgress } from './progress.js'
 
 interface Globals { json?: boolean, home?: string }
 
@@ -45,15 +45,68 @@ function out (value: unknown, human: () => void): void {
   else human()
 }
 
+const collect = (v: string, prev: string[]): string[] => [...prev, v]
+
 program.command('daemon')
   .description('run the daemon in the foreground (stops on SIGTERM/SIGINT)')
   .option('--socket <path>', 'RPC socket path (default: <home>/shoal.sock)')
+  .option('--listen <multiaddr>', 'listen address, repeatable (default /ip4/0.0.0.0/tcp/4077)', collect, [] as string[])
+  .option('--peer <multiaddr>', 'peer to dial and keep connected, repeatable', collect, [] as string[])
+  .option('--mdns', 'discover peers on the LAN with multicast DNS')
+  .addOption(new Option('--strategy <name>', 'peer selection').choices(['weighted', 'round-robin', 'random']))
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
-  .action(async (opts: { socket?: string, logLevel?: string }) => {
+  .action(async (opts: { socket?: string, logLevel?: string, listen: string[], peer: string[], mdns?: boolean, strategy?: string }) => {
     const { Daemon } = await import('../daemon/daemon.js')
     const home = globals().home
-    const config = await loadConfig({ ...(home !== undefined ? { home } : {}), overrides: { ...(opts.socket !== undefined ? { socket: resolve(opts.socket) } : {}), ...(opts.logLevel !== undefined ? { logLevel: opts.logLevel } : {}) } })
+    const config = await loadConfig({
+      ...(home !== undefined ? { home } : {}),
+      overrides: {
+        ...(opts.socket !== undefined ? { socket: resolve(opts.socket) } : {}),
+        ...(opts.logLevel !== undefined ? { logLevel: opts.logLevel } : {}),
+        ...(opts.strategy !== undefined ? { strategy: opts.strategy } : {}),
+        ...(opts.mdns === true ? { mdns: true } : {}),
+        listen: opts.listen,
+        peers: opts.peer
+      }
+    })
     await new Daemon(config).runUntilSignalled()
+  })
+
+program.command('id')
+  .description("print this node's peer id and listen addresses")
+  .action(async () => {
+    const r = await (await client()).id()
+    out(r, () => {
+      console.log(r.peerId)
+      for (const a of r.addresses) console.log(`  ${a}`)
+    })
+  })
+
+program.command('peers')
+  .description('list connected and remembered peers, with bytes received, offences and bans')
+  .action(async () => {
+    const rows = await (await client()).peers()
+    out(rows, () => printPeers(rows))
+  })
+
+program.command('pull')
+  .description('fetch a version from peers (and origins), verified chunk by chunk')
+  .argument('<ref>', 'name@<version id>')
+  .option('--no-pin', 'do not pin the pulled version')
+  .action(async (ref: string, opts: { pin: boolean }) => {
+    const json = globals().json === true
+    const bar = pullProgress(!json)
+    try {
+      const v = await (await client()).pull({ ref, pin: opts.pin }, p => {
+        if (json) process.stdout.write(`${JSON.stringify({ type: 'progress', ...p })}\n`)
+        else bar.update(p)
+      })
+      bar.stop()
+      if (json) process.stdout.write(`${JSON.stringify({ type: 'result', result: v })}\n`)
+      else console.log(`pulled ${v.name}@${v.version} → ${v.path}`)
+    } finally {
+      bar.stop()
+    }
   })
 
 program.command('status')

@@ -29,3 +29,40 @@ export function progressBar (label: string, enabled: boolean): ProgressSink {
     stop () { if (started) bar.stop() }
   }
 }
+
+/**
+ * Pull progress on a TTY: a total bar (bytes, speed, ETA, peers) and one bar per file being fetched.
+ */
+export function pullProgress (enabled: boolean): ProgressSink {
+  if (!enabled || process.stderr.isTTY !== true) return { update () {}, stop () {} }
+  const multi = new cliProgress.MultiBar({
+    stream: process.stderr,
+    format: '{label} {bar} {percentage}% | {done}/{all} | {speed} | ETA {eta_formatted} | {extra}',
+    hideCursor: true,
+    fps: 10
+  }, cliProgress.Presets.shades_classic)
+  let total: cliProgress.SingleBar | undefined
+  const files = new Map<string, cliProgress.SingleBar>()
+  let stopped = false
+  return {
+    update (p) {
+      const done = Number(p.bytes ?? 0)
+      const all = Number(p.totalBytes ?? 0)
+      const payload = { label: 'total', done: bytes(done), all: bytes(all), speed: `${bytes(Number(p.rate ?? 0))}/s`, extra: `${String(p.peers ?? 0)} peers` }
+      total ??= multi.create(all, done, payload)
+      total.update(done, payload)
+      for (const f of (p.files as Array<{ path: string, size: number, bytes: number }> | undefined) ?? []) {
+        if (f.size === 0) continue
+        const fp = { label: f.path.length > 28 ? `…${f.path.slice(-27)}` : f.path.padEnd(28), done: bytes(f.bytes), all: bytes(f.size), speed: '', extra: '' }
+        const bar = files.get(f.path) ?? multi.create(f.size, f.bytes, fp)
+        files.set(f.path, bar)
+        bar.update(f.bytes, fp)
+      }
+    },
+    stop () {
+      if (stopped) return
+      stopped = true
+      multi.stop()
+    }
+  }
+}

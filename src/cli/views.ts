@@ -1,5 +1,5 @@
 /** Human renderings of RPC answers. */
-import type { ModelRow, ShowResult } from '../rpc/api.js'
+import type { ModelRow, PeerRow, ShowResult } from '../rpc/api.js'
 import type { GcReport } from '../store/gc.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
@@ -64,4 +64,13 @@ export function printGc (r: GcReport): void {
   for (const v of r.versions) console.log(`${verb} version ${v.name}@${v.version} (${bytes(v.size)})`)
   for (const b of r.blobs) console.log(`${verb} blob ${b.digest} (${bytes(b.size)})`)
   console.log(`${verb} ${r.versions.length} versions, ${r.blobs.length} blobs, ${bytes(r.bytes)}`)
+}
+
+export function printPeers (rows: PeerRow[]): void {
+  if (rows.length === 0) { console.log('no peers: start the daemon with --peer <multiaddr>, or --mdns on a LAN'); return }
+  console.log(table(['peer', 'connected', 'received', 'offences', 'banned until', 'address'], rows.map(r => [
+    shortId(r.peerId), r.connected ? 'yes' : '', bytes(r.bytesReceived),
+    Object.entries(r.offences).map(([k, n]) => `${k}×${n}`).join(' '),
+    r.bannedUntil !== undefined ? time(r.bannedUntil) : '', r.addresses[0] ?? ''
+  ])))
 }

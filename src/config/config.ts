@@ -23,18 +23,71 @@ export const SOCKET_MODE = 0o660
 
 const logLevel = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
 
+/** @default ['/ip4/0.0.0.0/tcp/4077'] */
+export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/4077']
+/** @default 300 */
+export const DEFAULT_MAX_CONNECTIONS = 300
+/** Concurrent uploads served. @default 8 */
+export const DEFAULT_UPLOAD_SLOTS = 8
+
+const multiaddrText = z.string().min(1).max(1024).refine(s => s.startsWith('/'), 'a multiaddr starts with /, e.g. /ip4/10.0.0.2/tcp/4077')
+const byteRate = z.number().int().positive().optional()
+
 export const configFileSchema = z.strictObject({
   rpc: z.strictObject({
     /** Socket path; relative paths are inside the home. */
     socket: z.string().min(1).max(1024).optional()
   }).optional(),
-  log: z.strictObject({ level: logLevel.optional() }).optional()
+  log: z.strictObject({ level: logLevel.optional() }).optional(),
+  p2p: z.strictObject({
+    listen: z.array(multiaddrText).max(16).optional(),
+    /** Peers dialled at start and whenever disconnected (bootstrap). */
+    peers: z.array(multiaddrText).max(1024).optional(),
+    /** Multicast DNS discovery on the LAN. @default false */
+    mdns: z.boolean().optional(),
+    /** Kademlia DHT under /shoal/kad/1.0.0. @default true */
+    dht: z.boolean().optional(),
+    /** Only these peer ids may connect (a private swarm without pre-shared keys). */
+    allow: z.array(z.string().min(1).max(128)).max(10_000).optional(),
+    maxConnections: z.number().int().positive().optional()
+  }).optional(),
+  transfer: z.strictObject({
+    strategy: z.enum(['weighted', 'round-robin', 'random']).optional(),
+    pieceOrder: z.enum(['rarest', 'in-order']).optional(),
+    uploadSlots: z.number().int().positive().max(1024).optional(),
+    /** Bytes per second; unset = unlimited. */
+    uploadRate: byteRate,
+    downloadRate: byteRate,
+    /** How long a misbehaving peer stays banned. @default 600 */
+    banSeconds: z.number().int().positive().optional(),
+    /** Fail a pull that receives nothing for this long. @default 60 */
+    stallSeconds: z.number().int().positive().optional()
+  }).optional()
 })
 
 export interface Config {
   home: string
   socket: string
   logLevel: z.infer<typeof logLevel>
+  p2p: { listen: string[], peers: string[], mdns: boolean, dht: boolean, allow?: string[], maxConnections: number }
+  transfer: {
+    strategy: 'weighted' | 'round-robin' | 'random'
+    pieceOrder: 'rarest' | 'in-order'
+    uploadSlots: number
+    uploadRate?: number
+    downloadRate?: number
+    banSeconds: number
+    stallSeconds: number
+  }
+}
+
+export interface ConfigOverrides {
+  socket?: string
+  logLevel?: string
+  listen?: string[]
+  peers?: string[]
+  mdns?: boolean
+  strategy?: string
 }
 
 export function defaultHome (env: NodeJS.ProcessEnv = process.env): string {
@@ -43,14 +96,42 @@ export function defaultHome (env: NodeJS.ProcessEnv = process.env): string {
   return join(data, 'shoal')
 }
 
-export async function loadConfig (options: { home?: string, env?: NodeJS.ProcessEnv, overrides?: { socket?: string, logLevel?: string } } = {}): Promise<Config> {
+export async function loadConfig (options: { home?: string, env?: NodeJS.ProcessEnv, overrides?: ConfigOverrides } = {}): Promise<Config> {
   const env = options.env ?? process.env
   const home = options.home !== undefined ? resolve(options.home) : defaultHome(env)
   const file = await readConfigFile(join(home, CONFIG_FILE))
   const level = logLevel.safeParse(options.overrides?.logLevel ?? env.SHOAL_LOG_LEVEL ?? file.log?.level ?? DEFAULT_LOG_LEVEL)
   if (!level.success) throw new InvalidInputError(`invalid log level; use one of ${logLevel.options.join(', ')}`)
-  const socket = options.overrides?.socket ?? file.rpc?.socket ?? SOCKET_FILE
-  return { home, socket: resolve(home, socket), logLevel: level.data }
+  const o = options.overrides ?? {}
+  const socket = o.socket ?? file.rpc?.socket ?? SOCKET_FILE
+  const strategy = configFileSchema.shape.transfer.unwrap().shape.strategy.safeParse(o.strategy ?? file.transfer?.strategy ?? 'weighted')
+  if (!strategy.success) throw new InvalidInputError('invalid strategy; use weighted, round-robin or random')
+  for (const ma of [...(o.listen ?? []), ...(o.peers ?? [])]) {
+    if (!multiaddrText.safeParse(ma).success) throw new InvalidInputError(`"${ma}" is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/4077)`)
+  }
+  const t = file.transfer ?? {}
+  return {
+    home,
+    socket: resolve(home, socket),
+    logLevel: level.data,
+    p2p: {
+      listen: o.listen !== undefined && o.listen.length > 0 ? o.listen : file.p2p?.listen ?? DEFAULT_LISTEN,
+      peers: [...(file.p2p?.peers ?? []), ...(o.peers ?? [])],
+      mdns: o.mdns ?? file.p2p?.mdns ?? false,
+      dht: file.p2p?.dht ?? true,
+      ...(file.p2p?.allow !== undefined ? { allow: file.p2p.allow } : {}),
+      maxConnections: file.p2p?.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+    },
+    transfer: {
+      strategy: strategy.data ?? 'weighted',
+      pieceOrder: t.pieceOrder ?? 'rarest',
+      uploadSlots: t.uploadSlots ?? DEFAULT_UPLOAD_SLOTS,
+      ...(t.uploadRate !== undefined ? { uploadRate: t.uploadRate } : {}),
+      ...(t.downloadRate !== undefined ? { downloadRate: t.downloadRate } : {}),
+      banSeconds: t.banSeconds ?? 600,
+      stallSeconds: t.stallSeconds ?? 60
+    }
+  }
 }
 
 async function readConfigFile (path: string): Promise<z.infer<typeof configFileSchema>> {

@@ -226,7 +226,9 @@ export class PullManager implements ChunkSource {
         const bytes = await ask(provider.id)
         if (bytes !== undefined) return bytes
       }
-    } catch {}
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'provider query for a manifest ended')
+    }
     throw new NotFoundError(`no reachable peer has the manifest of ${version} (asked ${tried.size}); check --peer and that a peer holds the version`)
   }
 

@@ -5,8 +5,11 @@
 import type { VersionId } from '../core/digest.js'
 import { NotFoundError } from '../core/errors.js'
 import { addPath } from '../ingest/ingest.js'
-import type { ExportResult, LabelResult, ModelRow, PinResult, Progress, ShoalApi, ShowResult, StatusResult, VersionResult } from '../rpc/api.js'
-import type { AddRequest, ExportRequest, GcRequest, LabelRequest } from '../rpc/schemas.js'
+import type { ExportResult, IdResult, LabelResult, ModelRow, PeerRow, PinResult, Progress, ShoalApi, ShowResult, StatusResult, VersionResult } from '../rpc/api.js'
+import type { ShoalNode } from '../p2p/node.js'
+import type { PeerScores } from '../p2p/judge.js'
+import type { PullManager } from './pulls.js'
+import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest } from '../rpc/schemas.js'
 import { exportVersion } from '../store/export.js'
 import { collectGarbage, type GcReport } from '../store/gc.js'
 import type { ResolvedVersion, Store, VersionInfo } from '../store/store.js'
@@ -19,7 +22,46 @@ export const PROGRESS_INTERVAL_MS = 250
 export class DaemonService implements ShoalApi {
   private readonly started = Date.now()
 
-  constructor (private readonly store: Store, private readonly info: { home: string, socket: string }) {}
+  constructor (
+    private readonly store: Store,
+    private readonly info: { home: string, socket: string },
+    private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores }
+  ) {}
+
+  async pull (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
+    const throttled = throttle(onProgress)
+    const v = await this.net.pulls.pull(req.ref, {
+      pin: req.pin ?? true,
+      onProgress: p => throttled({ ...p }),
+      ...(signal !== undefined ? { signal } : {})
+    })
+    return await this.toShow(v)
+  }
+
+  async peers (): Promise<PeerRow[]> {
+    const { node, judge } = this.net
+    const rows = new Map<string, PeerRow>()
+    for (const c of node.getConnections()) {
+      const id = c.remotePeer.toString()
+      const row = rows.get(id) ?? { peerId: id, addresses: [], connected: true, bytesReceived: 0, offences: {} }
+      row.addresses.push(c.remoteAddr.toString())
+      rows.set(id, row)
+    }
+    for (const r of judge.list()) {
+      const row = rows.get(r.peer) ?? { peerId: r.peer, addresses: [], connected: false, bytesReceived: 0, offences: {} }
+      rows.set(r.peer, {
+        ...row, bytesReceived: r.bytesReceived, offences: r.offences as Record<string, number>,
+        ...(r.bannedUntil !== undefined && r.bannedUntil > Date.now() ? { bannedUntil: r.bannedUntil } : {}),
+        ...(r.lastOffence !== undefined ? { lastOffence: r.lastOffence } : {})
+      })
+    }
+    return [...rows.values()]
+  }
+
+  async id (): Promise<IdResult> {
+    const { node } = this.net
+    return { peerId: node.peerId.toString(), addresses: node.getMultiaddrs().map(String) }
+  }
 
   async version (): Promise<VersionResult> {
     return { version: SHOAL_VERSION, api: 'v1', node: process.version }

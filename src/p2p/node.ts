@@ -37,7 +37,6 @@ export interface NodeInit {
   manifests: ManifestSource
 }
 
-// eslint-disable-next-line @typescript-eslint/consistent-type-definitions
 export type ShoalServices = {
   chunks: ChunkExchange
   manifests: ManifestExchange

@@ -17,6 +17,9 @@
  * | DELETE /v1/labels        | `labelRemoveRequest`         | `{}`                       |
  * | POST /v1/pins            | `refRequest`                 | {@link PinResult}          |
  * | DELETE /v1/pins          | `refRequest`                 | {@link PinResult}          |
+ * | POST /v1/pull            | `pullRequest`                | NDJSON → {@link ShowResult}|
+ * | GET  /v1/peers           |                              | {@link PeerRow}[]          |
+ * | GET  /v1/id              |                              | {@link IdResult}           |
  */
 import { InvalidInputError } from '../core/errors.js'
 import type { FileStructureRecord, ModelSummary } from '../core/manifest.js'
@@ -25,7 +28,7 @@ import type { GcReport } from '../store/gc.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
 import { route, type Route } from './server.js'
-import { addRequest, exportRequest, gcRequest, labelRemoveRequest, labelRequest, refRequest, verifyRequest, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest } from './schemas.js'
+import { addRequest, exportRequest, gcRequest, labelRemoveRequest, labelRequest, pullRequest, refRequest, verifyRequest, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest, type PullRequest } from './schemas.js'
 
 export interface VersionResult { version: string, api: string, node: string }
 
@@ -70,6 +73,18 @@ export interface LabelResult { name: string, label: string, version: string, pre
 export interface PinResult { name: string, version: string, pinned: boolean }
 export type Progress = Record<string, unknown>
 
+export interface IdResult { peerId: string, addresses: string[] }
+
+export interface PeerRow {
+  peerId: string
+  addresses: string[]
+  connected: boolean
+  bytesReceived: number
+  offences: Record<string, number>
+  bannedUntil?: number
+  lastOffence?: string
+}
+
 export interface ShoalApi {
   version: () => Promise<VersionResult>
   status: () => Promise<StatusResult>
@@ -84,6 +99,9 @@ export interface ShoalApi {
   removeLabel: (name: string, label: string) => Promise<void>
   pin: (ref: string) => Promise<PinResult>
   unpin: (ref: string) => Promise<PinResult>
+  pull: (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<ShowResult>
+  peers: () => Promise<PeerRow[]>
+  id: () => Promise<IdResult>
 }
 
 /** Binds the API to endpoints. */
@@ -101,7 +119,10 @@ export function routes (api: ShoalApi): Route[] {
     route({ method: 'POST', path: '/v1/labels', body: labelRequest, handler: async body => await api.setLabel(body) }),
     route({ method: 'DELETE', path: '/v1/labels', body: labelRemoveRequest, handler: async body => { await api.removeLabel(body.name, body.label); return {} } }),
     route({ method: 'POST', path: '/v1/pins', body: refRequest, handler: async body => await api.pin(body.ref) }),
-    route({ method: 'DELETE', path: '/v1/pins', body: refRequest, handler: async body => await api.unpin(body.ref) })
+    route({ method: 'DELETE', path: '/v1/pins', body: refRequest, handler: async body => await api.unpin(body.ref) }),
+    route({ method: 'POST', path: '/v1/pull', body: pullRequest, stream: true, handler: async (body, ctx) => await api.pull(body, ctx.progress, ctx.signal) }),
+    route({ method: 'GET', path: '/v1/peers', handler: async () => await api.peers() }),
+    route({ method: 'GET', path: '/v1/id', handler: async () => await api.id() })
   ]
 }
 

@@ -15,9 +15,9 @@ import { request } from 'node:http'
 import type { GcReport } from '../store/gc.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
-import type { ExportResult, LabelResult, ModelRow, PinResult, Progress, ShoalApi, ShowResult, StatusResult, VersionResult } from './api.js'
+import type { ExportResult, IdResult, LabelResult, ModelRow, PeerRow, PinResult, Progress, ShoalApi, ShowResult, StatusResult, VersionResult } from './api.js'
 import { RpcError } from './errors.js'
-import type { AddRequest, ExportRequest, GcRequest, LabelRequest } from './schemas.js'
+import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest } from './schemas.js'
 
 export interface ShoalClientOptions {
   socketPath: string
@@ -44,6 +44,13 @@ export class ShoalClient implements ShoalApi {
   async verify (onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<VerifyReport> {
     return await this.stream('/v1/verify', {}, onProgress, signal)
   }
+
+  async pull (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
+    return await this.stream('/v1/pull', req, onProgress, signal)
+  }
+
+  async peers (): Promise<PeerRow[]> { return await this.call('GET', '/v1/peers') }
+  async id (): Promise<IdResult> { return await this.call('GET', '/v1/id') }
 
   async export (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ExportResult> {
     return await this.stream('/v1/export', req, onProgress, signal)

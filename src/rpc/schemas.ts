@@ -42,3 +42,6 @@ export type AddRequest = z.infer<typeof addRequest>
 export type ExportRequest = z.infer<typeof exportRequest>
 export type GcRequest = z.infer<typeof gcRequest>
 export type LabelRequest = z.infer<typeof labelRequest>
+
+export const pullRequest = z.strictObject({ ref, pin: z.boolean().optional() })
+export type PullRequest = z.infer<typeof pullRequest>

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { request } from 'node:http'
 import { mkdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { loadConfig } from '../../src/config/config.js'
 import { Daemon } from '../../src/daemon/daemon.js'
 import { createLogger } from '../../src/daemon/logger.js'
 import { ShoalClient } from '../../src/rpc/client.js'
@@ -36,7 +37,7 @@ describe('rpc', () => {
     ({ dir, cleanup } = await tempDir())
     const home = join(dir, 'home')
     socket = join(home, 'shoal.sock')
-    daemon = new Daemon({ home, socket, logLevel: 'silent' }, createLogger('silent'))
+    daemon = new Daemon(await loadConfig({ home, overrides: { listen: ['/ip4/127.0.0.1/tcp/0'], logLevel: 'silent' } }), createLogger('silent'))
     await daemon.start()
     client = new ShoalClient({ socketPath: socket })
     model = join(dir, 'model')
