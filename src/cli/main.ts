@@ -132,8 +132,9 @@ program.command('add')
   .option('--task <task>', 'metadata: task or type (text-generation, ner, …)')
   .option('--license <id>', 'metadata: license')
   .option('--tag <tag>', 'metadata: tag as key=value or key (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+  .option('--origin <url>', 'HTTP(S) base URL serving the same files (web seed for pullers)')
   .option('--no-pin', 'do not pin the new version (GC may then remove it unless labelled)')
-  .action(async (path: string, opts: { name: string, label?: string, meta?: string, description?: string, framework?: string, task?: string, license?: string, tag: string[], pin: boolean }) => {
+  .action(async (path: string, opts: { name: string, label?: string, meta?: string, description?: string, framework?: string, task?: string, license?: string, tag: string[], pin: boolean, origin?: string }) => {
     const metadata: Metadata = {
       ...(opts.description !== undefined ? { description: opts.description } : {}),
       ...(opts.framework !== undefined ? { framework: opts.framework } : {}),
@@ -147,6 +148,7 @@ program.command('add')
         path: resolve(path), name: opts.name, pin: opts.pin,
         ...(opts.label !== undefined ? { label: opts.label } : {}),
         ...(opts.meta !== undefined ? { metaFile: resolve(opts.meta) } : {}),
+        ...(opts.origin !== undefined ? { origin: opts.origin } : {}),
         ...(Object.keys(metadata).length > 0 ? { metadata } : {})
       }, p => bar.update(p))
       bar.stop()

@@ -138,7 +138,8 @@ function uploadLimiter (slots: number, rate: number | undefined): UploadLimiter 
 
 /**
  * Test-only misbehaviour, from `SHOAL_TEST_FAULTS` (comma-separated: `corrupt`, `lie`, `stall`,
- * `oversize`). Used by the end-to-end tests to run a lying, corrupting or stalling peer.
+ * `oversize`, `nochunks`). Used by the end-to-end tests to run a lying, corrupting, stalling or
+ * empty-handed peer; see `ServerFaults`.
  */
 function testFaults (log: Logger): { faults?: ServerFaults } {
   const spec = process.env.SHOAL_TEST_FAULTS
@@ -147,10 +148,11 @@ function testFaults (log: Logger): { faults?: ServerFaults } {
   log.warn({ faults: [...set] }, 'SHOAL_TEST_FAULTS is set: this node misbehaves on purpose')
   return {
     faults: {
-      ...(set.has('corrupt') ? { mutate: (b: Uint8Array) => { const c = new Uint8Array(b); c[c.length >> 1]! ^= 0xff; return c } } : {}),
+      ...(set.has('corrupt') ? { corrupt: true } : {}),
       ...(set.has('lie') ? { lie: true } : {}),
       ...(set.has('stall') ? { stall: true } : {}),
-      ...(set.has('oversize') ? { oversize: MAX_FRAME_BYTES * 2 } : {})
+      ...(set.has('oversize') ? { oversize: MAX_FRAME_BYTES * 2 } : {}),
+      ...(set.has('nochunks') ? { noChunks: true } : {})
     }
   }
 }

@@ -25,6 +25,8 @@ import type { Logger } from './logger.js'
 
 /** @default 10 s — how often a running pull asks the DHT for more providers */
 export const PROVIDER_QUERY_INTERVAL_MS = 10_000
+/** @default 10 s — how long to look for a manifest among DHT providers */
+export const MANIFEST_PROVIDER_TIMEOUT_MS = 10_000
 /** @default 20 — providers asked for per query */
 export const MAX_PROVIDERS_PER_QUERY = 20
 
@@ -220,7 +222,7 @@ export class PullManager implements ChunkSource {
       if (bytes !== undefined) return bytes
     }
     try {
-      for await (const provider of node.contentRouting.findProviders(CID.parse(version), { signal: AbortSignal.timeout(30_000) })) {
+      for await (const provider of node.contentRouting.findProviders(CID.parse(version), { signal: AbortSignal.timeout(MANIFEST_PROVIDER_TIMEOUT_MS) })) {
         if (provider.id.equals(node.peerId)) continue
         await node.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
         const bytes = await ask(provider.id)

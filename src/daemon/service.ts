@@ -88,6 +88,7 @@ export class DaemonService implements ShoalApi {
       ...(req.label !== undefined ? { label: req.label } : {}),
       ...(req.metadata !== undefined ? { metadata: req.metadata } : {}),
       ...(req.metaFile !== undefined ? { metaFile: req.metaFile } : {}),
+      ...(req.origin !== undefined ? { origin: req.origin } : {}),
       ...(req.pin !== undefined ? { pin: req.pin } : {}),
       ...(signal !== undefined ? { signal } : {}),
       onProgress: p => throttled({ ...p })

@@ -284,6 +284,24 @@ export class FetchSession {
     peer.have = 'none'
   }
 
+  /** The peer does not have `id` after all: a complete peer becomes "everything but `id`". */
+  private forgetChunk (peer: PeerState, id: ChunkId): void {
+    if (peer.have === 'complete') {
+      this.forgetHoldings(peer)
+      const bits = new Uint8Array(Math.ceil(this.target.totalChunks / 8))
+      peer.have = bits
+      for (let i = 0; i < this.target.totalChunks; i++) {
+        bits[i >> 3]! |= 0x80 >> (i & 7)
+        this.holderGained(i)
+      }
+    }
+    if (!(peer.have instanceof Uint8Array)) return
+    const indices = this.target.indicesOf(id)
+    const held = this.partialHolders.get(id)
+    if (held !== undefined && peer.hasIndex(Math.min(...indices))) this.partialHolders.set(id, held - 1)
+    for (const i of indices) peer.have[i >> 3]! &= ~(0x80 >> (i & 7))
+  }
+
   private peerHas (peer: PeerState, id: ChunkId): boolean {
     if (peer.origin) return this.target.originOf(id) !== undefined && (this.availability(id) === 0 || this.livePeers() === 0)
     if (peer.have === 'complete') return true
@@ -323,7 +341,9 @@ export class FetchSession {
         const peer = this.selector.pick(eligible)
         if (peer === undefined) break
         const id = this.pickFor(peer)
-        if (id === undefined) {
+        const size = id === undefined ? 0 : this.target.sizeOf(id)
+        if (id !== undefined && this.inflightBytes > 0 && this.inflightBytes + size > this.opts.maxInFlightBytes) return
+        if (id === undefined || (!peer.origin && peer.inflightBytes > 0 && peer.inflightBytes + size > this.windowOf(peer))) {
           eligible.splice(eligible.indexOf(peer), 1)
           continue
         }
@@ -430,8 +450,7 @@ export class FetchSession {
     const name = err.name
     if (name === 'DontHaveError') {
       // It said it had the piece: a lie, or it lost it. Forget that it has it.
-      if (peer.have instanceof Uint8Array) for (const i of this.target.indicesOf(id)) peer.have[i >> 3]! &= ~(0x80 >> (i & 7))
-      else if (peer.have === 'complete') { this.forgetHoldings(peer); peer.have = 'none' }
+      this.forgetChunk(peer, id)
       this.punish(peer, 'lie', `claimed ${id} but did not have it`)
     } else if (name === 'OriginError') {
       this.extras.log?.debug({ chunk: id, err: err.message }, 'origin request failed')
@@ -462,7 +481,8 @@ export class FetchSession {
     if (peer.origin) return
     const banned = this.judge.penalize(peer.key, offence, detail)
     this.extras.log?.info({ peer: peer.key, offence, detail, banned }, 'peer misbehaved')
-    if (banned || offence === 'protocol') this.dropPeer(peer, new MalformedDataError(detail))
+    // The offence is recorded: drop the peer without penalising it again.
+    if (banned || offence === 'protocol') this.dropPeer(peer)
   }
 
   private dropPeer (peer: PeerState, err?: Error): void {

@@ -34,6 +34,11 @@ export interface AddOptions {
   /** Metadata from flags; merged over `shoal.json` in the folder and `metaFile`. */
   metadata?: Metadata
   metaFile?: string
+  /**
+   * Base URL of an HTTP(S) origin serving the same files (a web seed): each file lists
+   * `<origin>/<path>` so pullers can fetch what no peer has.
+   */
+  origin?: string
   /** Pin the new version so GC keeps it. @default true */
   pin?: boolean
   signal?: AbortSignal
@@ -82,6 +87,7 @@ export async function addPath (store: Store, input: string, options: AddOptions)
       await store.indexBlob(blob)
       entries.push({
         path: file.path, size: file.size, digest: blob.digest, chunks: blob.chunks,
+        ...(options.origin !== undefined ? { origins: [originUrl(options.origin, file.path)] } : {}),
         format: anchors !== undefined ? 'onnx-data' : structure?.format ?? 'other',
         ...(structure !== undefined && structure.format !== 'other' ? { structure: toRecord(structure) } : {})
       })
@@ -273,6 +279,17 @@ function summarize (files: ManifestFile[]): ModelSummary {
     totalSize: files.reduce((n, f) => n + f.size, 0),
     ...(architecture !== undefined ? { architecture } : {})
   }
+}
+
+function originUrl (base: string, path: string): string {
+  let url: URL
+  try {
+    url = new URL(base.endsWith('/') ? base : `${base}/`)
+  } catch {
+    throw new InvalidInputError(`origin ${base} is not a URL`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new InvalidInputError(`origin ${base} must be an http or https URL`)
+  return new URL(path.split('/').map(encodeURIComponent).join('/'), url).toString()
 }
 
 async function readMetadataFile (path: string, label: string, optional: boolean): Promise<Metadata | undefined> {

@@ -18,6 +18,7 @@ export const addRequest = z.strictObject({
   label: z.string().min(1).max(64).optional(),
   metadata: metadataSchema.optional(),
   metaFile: absolutePath.optional(),
+  origin: z.string().url().max(2048).optional(),
   pin: z.boolean().optional()
 })
 

@@ -40,6 +40,8 @@ interface FileState {
   remaining: number
   complete: boolean
   fh?: FileHandle
+  /** The pending open of `fh`, shared by concurrent puts so the file is opened once. */
+  opening?: Promise<FileHandle>
   dirty: boolean
 }
 
@@ -158,7 +160,10 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       for (const p of positions) {
         const file = this.files[p.file]
         if (file === undefined || file.complete) continue
-        const fh = file.fh ?? (file.fh = await open(file.path, 'r+'))
+        const fh = file.fh ?? await (file.opening ??= open(file.path, 'r+').then(
+          h => { file.fh = h; return h },
+          (err: unknown) => { file.opening = undefined; throw err }
+        ))
         await fh.write(bytes, 0, bytes.byteLength, p.offset)
         file.dirty = true
       }
@@ -340,6 +345,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       await fh.sync()
       await fh.close()
       f.fh = undefined
+      f.opening = undefined
       await chmod(f.path, 0o444)
       await rename(f.path, layout.blob(f.digest))
       await fsyncDir(layout.blobs)

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto'
 import { createReadStream, existsSync } from 'node:fs'
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -42,15 +42,28 @@ export class Harness {
   }
 
   /** A daemon process for `home` (not started); `close` stops it. */
-  daemon (home: string): DaemonProcess {
-    const d = new DaemonProcess(home)
+  daemon (home: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): DaemonProcess {
+    const d = new DaemonProcess(home, args, env)
     this.daemons.push(d)
     return d
   }
 
   /** Starts a daemon on `home` (a folder under the root) and waits until it answers. */
-  async start (home: string): Promise<DaemonProcess> {
-    return await this.daemon(home).start()
+  async start (home: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<DaemonProcess> {
+    return await this.daemon(home, args, env).start()
+  }
+
+  /**
+   * Starts a networked daemon on loopback (random port, no mDNS), dialling `peers`, with optional
+   * `config.json` content; returns it with its first listen address (including /p2p/<id>).
+   */
+  async node (name: string, options: { peers?: string[], config?: object, env?: NodeJS.ProcessEnv } = {}): Promise<{ d: DaemonProcess, addr: string, id: string }> {
+    const home = await this.dir(name)
+    if (options.config !== undefined) await writeFile(join(home, 'config.json'), JSON.stringify(options.config))
+    const args = ['--listen', '/ip4/127.0.0.1/tcp/0', ...(options.peers ?? []).flatMap(p => ['--peer', p])]
+    const d = await this.start(home, args, options.env ?? {})
+    const id = await d.json<{ peerId: string, addresses: string[] }>(['id'])
+    return { d, addr: id.addresses[0] ?? '', id: id.peerId }
   }
 
   /** Stops every daemon this harness started, by pid: SIGTERM, then SIGKILL if it lingers. */
@@ -90,14 +103,17 @@ export async function sha256File (path: string): Promise<string> {
   return hash.digest('hex')
 }
 
-/** sha256 of every regular file under `dir`, by `/`-separated relative path. */
-export async function treeDigests (dir: string): Promise<Record<string, string>> {
+/**
+ * sha256 of every regular file under `dir`, by `/`-separated relative path. With `followLinks`
+ * (for snapshot folders, whose entries are symlinks into blobs/), links to files are read through.
+ */
+export async function treeDigests (dir: string, options: { followLinks?: boolean } = {}): Promise<Record<string, string>> {
   const out: Record<string, string> = {}
   const walk = async (at: string, prefix: string): Promise<void> => {
     for (const entry of await readdir(at, { withFileTypes: true })) {
       const rel = prefix === '' ? entry.name : `${prefix}/${entry.name}`
       if (entry.isDirectory()) await walk(join(at, entry.name), rel)
-      else if (entry.isFile()) out[rel] = await sha256File(join(at, entry.name))
+      else if (entry.isFile() || (options.followLinks === true && entry.isSymbolicLink() && (await stat(join(at, entry.name))).isFile())) out[rel] = await sha256File(join(at, entry.name))
       else throw new Error(`unexpected entry ${rel} in ${dir}`)
     }
   }

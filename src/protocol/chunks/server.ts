@@ -41,17 +41,26 @@ export interface UploadLimiter {
 
 export interface ServerLog { debug: (obj: object, msg?: string) => void }
 
-/** Optional hooks that let a test make this node misbehave. Never set in production. */
+/**
+ * Optional hooks that let a test make this node misbehave. Never set in production. A faulty
+ * node needs no data: with `lie` it claims every version, and the other faults answer WANTs
+ * without reading anything.
+ */
 export interface ServerFaults {
-  /** Transforms bytes before sending (corruption). */
-  mutate?: (bytes: Uint8Array) => Uint8Array
-  /** Claims to have everything. */
+  /** Sends corrupted bytes (the real ones with a bit flipped, or garbage when it has none). */
+  corrupt?: boolean
+  /** Claims to have every version complete, and answers DONT_HAVE to what it lacks. */
   lie?: boolean
   /** Never answers WANTs. */
   stall?: boolean
   /** Sends this many garbage bytes as one frame instead of the block. */
   oversize?: number
+  /** Claims to have nothing and serves no chunk (manifests only). */
+  noChunks?: boolean
 }
+
+/** Garbage sent by a corrupting node that has no copy. @default 64 KiB */
+const GARBAGE_BYTES = 64 * 1024
 
 export class ServerSession {
   private readonly framed: FramedStream
@@ -105,7 +114,12 @@ export class ServerSession {
   private async serve (reqId: number, id: ChunkId, signal: AbortSignal): Promise<void> {
     let release: (() => void) | undefined
     try {
-      const bytes = await this.source.readChunk(id, signal)
+      if (this.faults?.oversize !== undefined) {
+        await this.framed.send(new Uint8Array(this.faults.oversize))
+        return
+      }
+      const found = this.faults?.noChunks === true ? undefined : await this.source.readChunk(id, signal)
+      const bytes = found === undefined && this.faults?.corrupt === true ? new Uint8Array(GARBAGE_BYTES) : found
       if (signal.aborted) return
       if (bytes === undefined) {
         await this.reply({ type: ChunkResponse.Type.DONT_HAVE, id: reqId })
@@ -113,11 +127,7 @@ export class ServerSession {
       }
       release = await this.limiter.acquire(bytes.byteLength, signal)
       if (signal.aborted) return
-      if (this.faults?.oversize !== undefined) {
-        await this.framed.send(new Uint8Array(this.faults.oversize))
-        return
-      }
-      const data = this.faults?.mutate?.(bytes) ?? bytes
+      const data = this.faults?.corrupt === true && found !== undefined ? flipMiddleBit(bytes) : bytes
       await this.reply({ type: ChunkResponse.Type.BLOCK, id: reqId, data })
     } catch (err) {
       if (signal.aborted || !this.framed.isOpen) return
@@ -141,7 +151,9 @@ export class ServerSession {
       entry.batch.push(...indices)
       entry.timer ??= setTimeout(() => this.flush(version), HAVE_UPDATE_INTERVAL_MS)
     })
-    const state = this.faults?.lie === true ? { complete: true as const } : await this.source.have(version)
+    const state = this.faults?.lie === true
+      ? { complete: true as const }
+      : this.faults?.noChunks === true ? undefined : await this.source.have(version)
     const versionBytes = req.cid
     if (state === undefined) await this.reply({ type: ChunkResponse.Type.HAVE, version: versionBytes, data: new Uint8Array(0) })
     else if (state.complete) await this.reply({ type: ChunkResponse.Type.HAVE, version: versionBytes, complete: true })
@@ -192,6 +204,12 @@ interface Reply {
   complete?: boolean
   code?: string
   message?: string
+}
+
+function flipMiddleBit (bytes: Uint8Array): Uint8Array {
+  const copy = new Uint8Array(bytes)
+  copy[copy.length >> 1]! ^= 0x01
+  return copy
 }
 
 function parseCid (bytes: Uint8Array, codec: number): string | undefined {

@@ -1,0 +1,134 @@
+/**
+ * Peer-to-peer transfer between real daemon processes over TCP on loopback: a seed and several
+ * pullers at once, a peer killed mid-transfer, faulty peers (corrupting, lying, stalling, sending
+ * oversized frames), a puller killed with SIGKILL and restarted, and the origin-only case.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startOriginServer } from '../helpers/origin-server.js'
+import { Harness, sleep, treeDigests, writeModelFolder, type DaemonProcess } from './helpers.js'
+
+const MiB = 1024 * 1024
+
+interface PeerRow { peerId: string, bytesReceived: number, bannedUntil?: number, offences: Record<string, number> }
+
+async function pullAndCheck (d: DaemonProcess, ref: string, source: Record<string, string>): Promise<void> {
+  const r = await d.cli(['pull', ref, '--json'])
+  expect(r.code, r.stderr).toBe(0)
+  const lines = r.stdout.trim().split('\n').map(l => JSON.parse(l) as { type: string, result?: { path: string } })
+  const result = lines.find(l => l.type === 'result')?.result
+  expect(result).toBeDefined()
+  expect(await treeDigests(result!.path, { followLinks: true })).toEqual(source)
+}
+
+describe('transfer', () => {
+  let h: Harness
+  let model: string
+  let source: Record<string, string>
+
+  beforeAll(async () => {
+    h = await Harness.create('transfer')
+    model = await writeModelFolder(await h.dir('model'), { bytes: 48 * MiB })
+    source = await treeDigests(model)
+  })
+  afterAll(async () => { await h.close() })
+
+  it('one seed and five pullers at once: all byte-identical, pieces flow between pullers', async () => {
+    // The seed's upload is capped so pullers have a reason to trade pieces among themselves.
+    const seed = await h.node('seed', { config: { transfer: { uploadRate: 40 * MiB } } })
+    const { version } = await seed.d.json<{ version: string }>(['add', model, '--name', 'm'])
+    const pullers = await Promise.all([1, 2, 3, 4, 5].map(async i => await h.node(`puller-${i}`, { peers: [seed.addr] })))
+    await Promise.all(pullers.map(async p => { await pullAndCheck(p.d, `m@${version}`, source) }))
+    let fromPullers = 0
+    for (const p of pullers) {
+      const rows = await p.d.json<PeerRow[]>(['peers'])
+      fromPullers += rows.filter(r => r.peerId !== seed.id).reduce((n, r) => n + r.bytesReceived, 0)
+      expect((await p.d.cli(['verify'])).code).toBe(0)
+    }
+    expect(fromPullers).toBeGreaterThan(0)
+    await Promise.all([seed, ...pullers].map(async n => await n.d.stop()))
+  })
+
+  it('a peer killed mid-transfer: the pull completes from the others', async () => {
+    const config = { transfer: { uploadRate: 12 * MiB } }
+    const a = await h.node('kill-a', { config })
+    const { version } = await a.d.json<{ version: string }>(['add', model, '--name', 'm'])
+    const b = await h.node('kill-b', { peers: [a.addr], config })
+    await pullAndCheck(b.d, `m@${version}`, source)
+    const c = await h.node('kill-c', { peers: [a.addr, b.addr] })
+    const pulling = pullAndCheck(c.d, `m@${version}`, source)
+    await sleep(1000)
+    expect(await b.d.stop('SIGKILL')).toBe('SIGKILL')
+    await pulling
+    await Promise.all([a, c].map(async n => await n.d.stop()))
+  })
+
+  it.each([
+    // [name, SHOAL_TEST_FAULTS, seed upload rate]: the pull must outlast the fault's detection.
+    ['corrupt', 'corrupt', 24 * MiB],
+    ['lie', 'lie', 24 * MiB],
+    ['stall', 'lie,stall', 3 * MiB],
+    ['oversize', 'lie,oversize', 24 * MiB]
+  ])('a %s peer: the pull completes byte-identical and the peer is banned', async (name, faults, rate) => {
+    const seed = await h.node(`f-seed-${name}`, { config: { transfer: { uploadRate: rate } } })
+    const { version } = await seed.d.json<{ version: string }>(['add', model, '--name', 'm'])
+    const bad = await h.node(`f-bad-${name}`, { peers: [seed.addr], env: { SHOAL_TEST_FAULTS: faults } })
+    // The corrupting peer flips bits in real bytes: it gets the version first (faults only
+    // change what it serves).
+    if (name === 'corrupt') await pullAndCheck(bad.d, `m@${version}`, source)
+    const puller = await h.node(`f-puller-${name}`, {
+      peers: [seed.addr, bad.addr],
+      config: { transfer: { strategy: 'round-robin' } }
+    })
+    await pullAndCheck(puller.d, `m@${version}`, source)
+    const rows = await puller.d.json<PeerRow[]>(['peers'])
+    const row = rows.find(r => r.peerId === bad.id)
+    expect(row?.bannedUntil, JSON.stringify(rows)).toBeGreaterThan(Date.now())
+    await Promise.all([seed, bad, puller].map(async n => await n.d.stop()))
+  })
+
+  it('a puller killed with SIGKILL resumes from its verified chunks after restart', async () => {
+    const seed = await h.node('r-seed', { config: { transfer: { uploadRate: 16 * MiB } } })
+    const { version } = await seed.d.json<{ version: string }>(['add', model, '--name', 'm'])
+    const home = await h.dir('r-puller')
+    const args = ['--listen', '/ip4/127.0.0.1/tcp/0', '--peer', seed.addr]
+    const first = await h.start(home, args)
+    void first.cli(['pull', `m@${version}`])
+    await sleep(1800)
+    await first.stop('SIGKILL')
+    const second = await h.start(home, args)
+    // The pull resumes by itself at start-up; a new request joins it.
+    await pullAndCheck(second, `m@${version}`, source)
+    const rows = await second.json<PeerRow[]>(['peers'])
+    const refetched = rows.reduce((n, r) => n + r.bytesReceived, 0)
+    expect(refetched).toBeLessThan(48 * MiB)
+    await Promise.all([seed.d.stop(), second.stop()])
+  })
+
+  it('origin only: no peer serves chunks, the HTTP origin does, verified the same way', async () => {
+    const origin = await startOriginServer(model)
+    try {
+      const home = await h.dir('o-seed')
+      const publisher = await h.start(home, ['--listen', '/ip4/127.0.0.1/tcp/0'])
+      const { version } = await publisher.json<{ version: string }>(['add', model, '--name', 'm', '--origin', origin.url('')])
+      await publisher.stop()
+      // Restarted as a node that holds the manifest but serves no chunk.
+      const seed = await h.node('o-seed', { env: { SHOAL_TEST_FAULTS: 'nochunks' } })
+      const puller = await h.node('o-puller', { peers: [seed.addr] })
+      await pullAndCheck(puller.d, `m@${version}`, source)
+      expect(origin.stats.bytes).toBeGreaterThanOrEqual(48 * MiB)
+      const rows = await puller.d.json<PeerRow[]>(['peers'])
+      expect(rows.reduce((n, r) => n + r.bytesReceived, 0)).toBe(0)
+      await Promise.all([seed.d.stop(), puller.d.stop()])
+    } finally {
+      await origin.close()
+    }
+  })
+
+  it('a pull of a version no peer has fails with a reason', async () => {
+    const lonely = await h.node('lonely')
+    const r = await lonely.d.cli(['pull', 'm@bafyreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy'])
+    expect(r.code).toBe(4)
+    expect(r.stderr).toMatch(/no reachable peer has the manifest/)
+    await lonely.d.stop()
+  })
+})
