@@ -1,0 +1,253 @@
+/**
+ * In-memory stand-ins for a `FetchSession`'s collaborators: a `Target` that verifies like a
+ * `PullTarget` (sha-256 chunk ids, `DigestMismatchError` on bad bytes), scriptable fake peers
+ * (`Channel`s) that can be slow, corrupt, lying, stalling or closing, and a fake origin.
+ */
+import { chunkIdOf, chunkMatches, type ChunkId, type VersionId } from '../../src/core/digest.js'
+import { AbortedError, DigestMismatchError } from '../../src/core/errors.js'
+import type { Channel, OriginSource, Target } from '../../src/fetcher/session.js'
+import { DontHaveError, PeerGoneError } from '../../src/protocol/chunks/errors.js'
+import { seededBytes } from './random.js'
+
+export const FAKE_VERSION: VersionId = 'bafyreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy'
+
+/** A target of `chunks` (global order; equal byte arrays give the same id at several indices). */
+export class FakeTarget implements Target {
+  readonly version = FAKE_VERSION
+  readonly ids: ChunkId[]
+  readonly source = new Map<ChunkId, Uint8Array>()
+  readonly stored = new Map<ChunkId, Uint8Array>()
+  readonly totalBytes: number
+  /** Every `put` call, in order, with its outcome. */
+  readonly puts: Array<{ id: ChunkId, result: 'stored' | 'duplicate' | 'mismatch' }> = []
+  private readonly missing: Set<ChunkId>
+
+  constructor (chunks: Uint8Array[], private readonly origins = false) {
+    this.ids = chunks.map(c => chunkIdOf(c))
+    chunks.forEach((c, i) => this.source.set(this.ids[i]!, c))
+    this.totalBytes = chunks.reduce((n, c) => n + c.byteLength, 0)
+    this.missing = new Set(this.ids)
+  }
+
+  get totalChunks (): number { return this.ids.length }
+  get done (): boolean { return this.missing.size === 0 }
+  get bytesPresent (): number {
+    return this.ids.reduce((n, id) => n + (this.stored.has(id) ? this.sizeOf(id) : 0), 0)
+  }
+
+  needed (): ChunkId[] { return [...this.missing] }
+  isMissing (id: ChunkId): boolean { return this.missing.has(id) }
+  sizeOf (id: ChunkId): number { return this.source.get(id)?.byteLength ?? 0 }
+  indicesOf (id: ChunkId): number[] { return this.ids.flatMap((x, i) => x === id ? [i] : []) }
+  chunkAt (index: number): ChunkId | undefined { return this.ids[index] }
+
+  originOf (id: ChunkId): { url: string, offset: number } | undefined {
+    return this.origins && this.source.has(id) ? { url: `http://origin.test/${id}`, offset: 0 } : undefined
+  }
+
+  async put (id: ChunkId, bytes: Uint8Array): Promise<boolean> {
+    await Promise.resolve()
+    if (!this.missing.has(id)) {
+      this.puts.push({ id, result: 'duplicate' })
+      return false
+    }
+    if (bytes.byteLength !== this.sizeOf(id) || !chunkMatches(bytes, id)) {
+      this.puts.push({ id, result: 'mismatch' })
+      throw new DigestMismatchError(`received bytes do not match chunk ${id}`)
+    }
+    this.missing.delete(id)
+    this.stored.set(id, bytes)
+    this.puts.push({ id, result: 'stored' })
+    return true
+  }
+}
+
+/** `n` chunks of pseudo-random bytes with sizes in [minSize, maxSize]. */
+export function makeChunks (n: number, minSize: number, maxSize: number, seed = 1): Uint8Array[] {
+  return Array.from({ length: n }, (_, i) => {
+    const size = minSize + ((i * 7919 + seed * 104729) % (maxSize - minSize + 1))
+    return seededBytes(size, seed * 1_000_003 + i)
+  })
+}
+
+/** Shared tally of bytes requested and not yet answered, across fake peers. */
+export class InflightTracker {
+  current = 0
+  max = 0
+  add (n: number): void { this.current += n; this.max = Math.max(this.max, this.current) }
+  remove (n: number): void { this.current -= n }
+}
+
+export interface FakePeerOptions {
+  /** Global indices held at first; `all` by default. */
+  has?: 'all' | number[]
+  /** What the peer claims in HAVE: its holdings (default), `complete`, these indices, or that it does not know the version. */
+  claims?: 'holdings' | 'complete' | 'unknown' | number[]
+  /** Delay before each answer. @default 1 */
+  delayMs?: number | ((id: ChunkId) => number)
+  /** Flips a byte of every block. */
+  corrupt?: boolean
+  /** Never answers a `want` (until aborted). */
+  stall?: boolean
+  /** Closes the channel right after delivering this many blocks. */
+  closeAfter?: number
+  /** Indices announced (and gained) later through `onUpdate`. */
+  updates?: Array<{ afterMs: number, indices: number[] }>
+  load?: number
+  tracker?: InflightTracker
+}
+
+interface PendingWant { id: ChunkId, fail: (err: Error) => void }
+
+export class FakePeer implements Channel {
+  isOpen = true
+  readonly load: number
+  readonly holdings = new Set<number>()
+  /** Every `want`, in order. */
+  readonly wants: ChunkId[] = []
+  /** Wants whose signal was aborted before they were answered. */
+  readonly aborted: ChunkId[] = []
+  /** Ids delivered (possibly corrupted). */
+  readonly delivered: ChunkId[] = []
+  /** Ids in flight when the channel closed. */
+  readonly lostOnClose: ChunkId[] = []
+  /** Wants for chunks the peer had not announced (a session must never send those to an honest peer). */
+  readonly unannounced: ChunkId[] = []
+  inflightBytes = 0
+  maxInflightBytes = 0
+  private readonly pending = new Set<PendingWant>()
+  private readonly closeListeners: Array<(err?: Error) => void> = []
+  private readonly timers = new Set<NodeJS.Timeout>()
+
+  constructor (readonly key: string, private readonly target: FakeTarget, private readonly options: FakePeerOptions = {}) {
+    this.load = options.load ?? 0
+    const has = options.has ?? 'all'
+    for (let i = 0; i < target.totalChunks; i++) if (has === 'all' || has.includes(i)) this.holdings.add(i)
+  }
+
+  holds (id: ChunkId): boolean {
+    return this.target.indicesOf(id).some(i => this.holdings.has(i))
+  }
+
+  async want (id: ChunkId, signal?: AbortSignal): Promise<Uint8Array> {
+    if (!this.isOpen) throw new PeerGoneError('closed')
+    signal?.throwIfAborted()
+    this.wants.push(id)
+    if (!this.holds(id) && (this.options.claims ?? 'holdings') === 'holdings') this.unannounced.push(id)
+    const size = this.target.sizeOf(id)
+    this.inflightBytes += size
+    this.maxInflightBytes = Math.max(this.maxInflightBytes, this.inflightBytes)
+    this.options.tracker?.add(size)
+    return await new Promise<Uint8Array>((resolve, reject) => {
+      const answer: { timer?: NodeJS.Timeout } = {}
+      const entry: PendingWant = {
+        id,
+        fail: err => { finish(); reject(err) }
+      }
+      const finish = (): void => {
+        if (!this.pending.delete(entry)) return
+        this.inflightBytes -= size
+        this.options.tracker?.remove(size)
+        if (answer.timer !== undefined) { clearTimeout(answer.timer); this.timers.delete(answer.timer) }
+        signal?.removeEventListener('abort', onAbort)
+      }
+      const onAbort = (): void => {
+        if (!this.pending.has(entry)) return
+        this.aborted.push(id)
+        entry.fail(new AbortedError('request cancelled'))
+      }
+      this.pending.add(entry)
+      signal?.addEventListener('abort', onAbort, { once: true })
+      if (this.options.stall === true) return
+      const delay = typeof this.options.delayMs === 'function' ? this.options.delayMs(id) : this.options.delayMs ?? 1
+      answer.timer = setTimeout(() => {
+        if (!this.pending.has(entry)) return
+        if (!this.holds(id)) {
+          entry.fail(new DontHaveError('peer does not have the chunk'))
+          return
+        }
+        finish()
+        const bytes = new Uint8Array(this.target.source.get(id)!)
+        if (this.options.corrupt === true) bytes[0] = bytes[0]! ^ 0xff
+        this.delivered.push(id)
+        resolve(bytes)
+        if (this.options.closeAfter !== undefined && this.delivered.length >= this.options.closeAfter) this.close(new Error('connection reset'))
+      }, delay)
+      this.timers.add(answer.timer)
+    })
+  }
+
+  async watch (_version: VersionId, watcher: Parameters<Channel['watch']>[1]): Promise<void> {
+    const claims = this.options.claims ?? 'holdings'
+    if (claims === 'unknown') watcher.onHave(undefined)
+    else if (claims === 'complete' || (claims === 'holdings' && this.holdings.size === this.target.totalChunks)) watcher.onHave({ complete: true })
+    else {
+      const bits = new Uint8Array(Math.ceil(this.target.totalChunks / 8))
+      for (const i of claims === 'holdings' ? this.holdings : claims) bits[i >> 3]! |= 0x80 >> (i & 7)
+      watcher.onHave({ complete: false, bits })
+    }
+    for (const update of this.options.updates ?? []) {
+      const timer = setTimeout(() => {
+        if (!this.isOpen) return
+        for (const i of update.indices) this.holdings.add(i)
+        watcher.onUpdate(update.indices)
+      }, update.afterMs)
+      this.timers.add(timer)
+    }
+  }
+
+  async unwatch (): Promise<void> {}
+
+  onClose (listener: (err?: Error) => void): void {
+    if (!this.isOpen) listener()
+    else this.closeListeners.push(listener)
+  }
+
+  /** Closes the channel: pending wants reject with `PeerGoneError`, close listeners run. */
+  close (err?: Error): void {
+    if (!this.isOpen) return
+    this.isOpen = false
+    for (const p of [...this.pending]) {
+      this.lostOnClose.push(p.id)
+      p.fail(new PeerGoneError('stream to peer closed'))
+    }
+    for (const t of this.timers) clearTimeout(t)
+    for (const l of this.closeListeners.splice(0)) l(err)
+  }
+
+  /** Test teardown: stops timers without notifying anyone. */
+  dispose (): void {
+    for (const t of this.timers) clearTimeout(t)
+  }
+}
+
+/** A `SessionPeers` over fake peers; unknown keys fail to connect. */
+export function fakePeers (peers: FakePeer[]): { channel: (peer: string, signal: AbortSignal) => Promise<Channel> } {
+  const byKey = new Map(peers.map(p => [p.key, p]))
+  return {
+    channel: async peer => {
+      const p = byKey.get(peer)
+      if (p === undefined) throw new Error(`cannot reach ${peer}`)
+      return p
+    }
+  }
+}
+
+/** An origin serving the target's chunks by the URLs `FakeTarget.originOf` gives. */
+export class FakeOrigin implements OriginSource {
+  readonly fetched: ChunkId[] = []
+  bytes = 0
+
+  constructor (private readonly target: FakeTarget, private readonly delayMs = 1) {}
+
+  async fetchRange (url: string, offset: number, length: number, options: { signal?: AbortSignal }): Promise<Uint8Array> {
+    await new Promise(resolve => setTimeout(resolve, this.delayMs))
+    options.signal?.throwIfAborted()
+    const id = url.slice(url.lastIndexOf('/') + 1)
+    const chunk = this.target.source.get(id)
+    if (chunk === undefined) throw new Error(`404 ${url}`)
+    this.fetched.push(id)
+    this.bytes += length
+    return chunk.slice(offset, offset + length)
+  }
+}

@@ -1,0 +1,300 @@
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { FetchSession, type SessionOptions } from '../../../src/fetcher/session.js'
+import { PeerScores } from '../../../src/p2p/judge.js'
+import { sameBytes } from '../../helpers/random.js'
+import { FakeOrigin, FakePeer, FakeTarget, InflightTracker, fakePeers, makeChunks, type FakePeerOptions } from '../../helpers/fake-swarm.js'
+
+/** Small sizes and short deadlines; each test overrides what it is about. */
+const FAST: Partial<SessionOptions> = {
+  requestTimeoutBaseMs: 200,
+  noProgressTimeoutMs: 1_500,
+  minRateBytesPerSecond: 1e9,
+  minWindowBytes: 8_000,
+  maxWindowBytes: 8_000
+}
+
+const live: FakePeer[] = []
+
+afterEach(() => {
+  for (const p of live.splice(0)) p.dispose()
+})
+
+function peer (key: string, target: FakeTarget, options: FakePeerOptions = {}): FakePeer {
+  const p = new FakePeer(key, target, options)
+  live.push(p)
+  return p
+}
+
+/** Starts a session over `peers` (all added at once, after `run` started). */
+function start (target: FakeTarget, peers: FakePeer[], options: Partial<SessionOptions> = {}, extras: ConstructorParameters<typeof FetchSession>[4] = {}, judge = new PeerScores()): { session: FetchSession, run: Promise<void>, judge: PeerScores } {
+  const session = new FetchSession(target, fakePeers(peers), judge, { ...FAST, ...options }, extras)
+  const run = session.run()
+  for (const p of peers) session.addPeer(p.key)
+  return { session, run, judge }
+}
+
+function expectComplete (target: FakeTarget): void {
+  expect(target.done).toBe(true)
+  for (const id of target.ids) expect(sameBytes(target.stored.get(id), target.source.get(id))).toBe(true)
+}
+
+const recordOf = (judge: PeerScores, key: string): ReturnType<PeerScores['list']>[number] | undefined => judge.list().find(r => r.peer === key)
+
+describe('FetchSession', () => {
+  it('completes from one peer, asking for each distinct chunk once', async () => {
+    const chunks = makeChunks(20, 1_000, 3_000)
+    chunks.push(chunks[3]!, chunks[3]!) // the same chunk at three indices
+    const target = new FakeTarget(chunks)
+    const only = peer('a', target)
+    const { run, judge, session } = start(target, [only])
+    await run
+    expectComplete(target)
+    expect(only.wants).toHaveLength(20)
+    expect(new Set(only.wants).size).toBe(20)
+    expect(target.puts.every(p => p.result === 'stored')).toBe(true)
+    expect(recordOf(judge, 'a')?.bytesReceived).toBe(target.ids.slice(0, 20).reduce((n, id) => n + target.sizeOf(id), 0))
+    expect(session.progress()).toMatchObject({ bytes: target.totalBytes, totalBytes: target.totalBytes, fromOrigin: 0 })
+  })
+
+  it('returns at once when nothing is missing', async () => {
+    const target = new FakeTarget([])
+    await new FetchSession(target, fakePeers([]), new PeerScores(), FAST).run()
+  })
+
+  it('spreads requests over several peers', async () => {
+    const target = new FakeTarget(makeChunks(60, 1_000, 3_000))
+    const peers = ['a', 'b', 'c', 'd'].map(k => peer(k, target, { delayMs: 10 }))
+    const { run } = start(target, peers)
+    await run
+    expectComplete(target)
+    for (const p of peers) expect(p.delivered.length).toBeGreaterThan(2)
+  })
+
+  it('discards corrupt blocks, bans the sender at the third, and completes from an honest peer', async () => {
+    const target = new FakeTarget(makeChunks(30, 1_000, 3_000))
+    const bad = peer('bad', target, { corrupt: true, delayMs: 1 })
+    const good = peer('good', target, { delayMs: 5 })
+    const onBan = vi.fn()
+    const { run, judge } = start(target, [bad, good], {}, {}, new PeerScores({ onBan }))
+    await run
+    expectComplete(target)
+    expect(judge.isBanned('bad')).toBe(true)
+    expect(onBan).toHaveBeenCalledTimes(1)
+    expect(onBan.mock.calls[0]?.[0]).toBe('bad')
+    const record = recordOf(judge, 'bad')
+    expect(record?.offences.corrupt).toBeGreaterThanOrEqual(3)
+    expect(record?.offences.protocol).toBeUndefined()
+    expect(record?.lastOffence).toMatch(/^corrupt:/)
+    expect(record?.bytesReceived).toBe(0)
+    expect(target.puts.filter(p => p.result === 'mismatch').length).toBeGreaterThanOrEqual(3)
+    // Once banned it is asked nothing more.
+    const asked = bad.wants.length
+    expect(asked).toBe(bad.delivered.length + bad.aborted.length)
+    expect(recordOf(judge, 'good')?.offences).toEqual({})
+  })
+
+  it('bans a peer that claims to be complete but answers DONT_HAVE, at the fifth lie, and completes', async () => {
+    const target = new FakeTarget(makeChunks(30, 1_000, 3_000))
+    const liar = peer('liar', target, { has: [], claims: 'complete', delayMs: 1 })
+    const good = peer('good', target, { delayMs: 5 })
+    const { run, judge } = start(target, [liar, good], { minWindowBytes: 4_000, maxWindowBytes: 4_000 })
+    await run
+    expectComplete(target)
+    expect(judge.isBanned('liar')).toBe(true)
+    expect(recordOf(judge, 'liar')?.offences).toEqual({ lie: 5 })
+    expect(liar.delivered).toEqual([])
+  })
+
+  it('bans a peer whose bitfield lies, at the fifth lie, and completes', async () => {
+    const target = new FakeTarget(makeChunks(30, 1_000, 3_000))
+    // Holds the first 3 chunks, claims 29 of the 30 in its bitfield.
+    const liar = peer('liar', target, { has: [0, 1, 2], claims: Array.from({ length: 29 }, (_, i) => i), delayMs: 1 })
+    const good = peer('good', target, { delayMs: 5 })
+    const { run, judge } = start(target, [liar, good])
+    await run
+    expectComplete(target)
+    expect(judge.isBanned('liar')).toBe(true)
+    expect(recordOf(judge, 'liar')?.offences.lie).toBe(5)
+  })
+
+  it('keeps using a complete peer that lost one chunk, for everything else', async () => {
+    const target = new FakeTarget(makeChunks(30, 1_000, 3_000))
+    const lossy = peer('lossy', target, { has: target.ids.flatMap((_, i) => i === 1 ? [] : [i]), claims: 'complete', delayMs: 2 })
+    const slow = peer('slow', target, { delayMs: 30 })
+    const { run, judge } = start(target, [lossy, slow], { pieceOrder: 'in-order' })
+    await run
+    expectComplete(target)
+    const lost = target.ids[1]!
+    expect(lossy.wants.filter(id => id === lost)).toHaveLength(1)
+    expect(slow.delivered).toContain(lost)
+    expect(lossy.delivered.length).toBeGreaterThan(10)
+    expect(recordOf(judge, 'lossy')?.offences).toEqual({ lie: 1 })
+    expect(judge.isBanned('lossy')).toBe(false)
+  })
+
+  it('bans a peer that never answers (stall) and completes from the others', async () => {
+    const target = new FakeTarget(makeChunks(24, 1_000, 3_000))
+    const staller = peer('staller', target, { stall: true })
+    const good = peer('good', target, { delayMs: 80 })
+    // Windows of two chunks: the honest peer needs ~1 s, the staller times out every ~200 ms.
+    const { run, judge } = start(target, [staller, good], { minWindowBytes: 3_000, maxWindowBytes: 3_000, endgameMaxRequests: 1 })
+    await run
+    expectComplete(target)
+    expect(judge.isBanned('staller')).toBe(true)
+    const record = recordOf(judge, 'staller')
+    expect(record?.offences.stall).toBe(1)
+    expect(record?.lastOffence).toMatch(/^stall:/)
+    expect(staller.aborted.length).toBeGreaterThanOrEqual(3)
+    expect(staller.delivered).toEqual([])
+    expect(judge.isBanned('good')).toBe(false)
+  })
+
+  it('re-requests elsewhere what a peer had in flight when its channel closed', async () => {
+    const target = new FakeTarget(makeChunks(30, 1_000, 3_000))
+    const quitter = peer('quitter', target, { delayMs: 10, closeAfter: 3 })
+    const good = peer('good', target, { delayMs: 10 })
+    const { run, judge } = start(target, [quitter, good])
+    await run
+    expectComplete(target)
+    expect(quitter.delivered).toHaveLength(3)
+    expect(quitter.lostOnClose.length).toBeGreaterThan(0)
+    for (const id of quitter.lostOnClose) expect(good.wants).toContain(id)
+    expect(judge.isBanned('quitter')).toBe(false)
+  })
+
+  it('endgame: duplicates the pieces in flight at a slow peer to another, and cancels the losers', async () => {
+    const target = new FakeTarget(makeChunks(8, 1_000, 2_000))
+    const slow = peer('slow', target, { delayMs: 3_000 })
+    const fast = peer('fast', target, { delayMs: 5 })
+    const session = new FetchSession(target, fakePeers([slow, fast]), new PeerScores(), { ...FAST, requestTimeoutBaseMs: 10_000, minWindowBytes: 100_000, maxWindowBytes: 100_000 })
+    const started = Date.now()
+    const run = session.run()
+    session.addPeer('slow')
+    await vi.waitFor(() => { expect(slow.wants).toHaveLength(8) })
+    session.addPeer('fast')
+    await run
+    expect(Date.now() - started).toBeLessThan(2_500)
+    expectComplete(target)
+    expect(new Set(fast.wants)).toEqual(new Set(target.ids))
+    expect(new Set(slow.aborted)).toEqual(new Set(target.ids))
+    expect(slow.delivered).toEqual([])
+  })
+
+  it('endgame stops at endgameMaxRequests requests for one piece', async () => {
+    const target = new FakeTarget(makeChunks(1, 1_000, 1_000))
+    const peers = ['a', 'b', 'c', 'd'].map(k => peer(k, target, { delayMs: 5_000 }))
+    const session = new FetchSession(target, fakePeers(peers), new PeerScores(), { ...FAST, requestTimeoutBaseMs: 10_000, endgameMaxRequests: 2 })
+    const controller = new AbortController()
+    const run = session.run(controller.signal)
+    for (const p of peers) session.addPeer(p.key)
+    const asked = (): number => peers.reduce((n, p) => n + p.wants.length, 0)
+    await vi.waitFor(() => { expect(asked()).toBe(2) })
+    await new Promise(resolve => setTimeout(resolve, 50))
+    expect(asked()).toBe(2)
+    controller.abort()
+    await expect(run).rejects.toMatchObject({ name: 'AbortedError' })
+  })
+
+  it('uses a peer that gains pieces through HAVE_UPDATE as soon as it announces them', async () => {
+    const target = new FakeTarget(makeChunks(20, 1_000, 3_000))
+    const first = Array.from({ length: 10 }, (_, i) => i)
+    const rest = Array.from({ length: 10 }, (_, i) => i + 10)
+    const grower = peer('grower', target, { has: [], claims: 'unknown', updates: [{ afterMs: 100, indices: first }, { afterMs: 300, indices: rest }] })
+    const { run } = start(target, [grower])
+    await vi.waitFor(() => { expect(grower.delivered).toHaveLength(10) })
+    expect(grower.wants.every(id => target.indicesOf(id).some(i => i < 10))).toBe(true)
+    await run
+    expectComplete(target)
+    expect(grower.unannounced).toEqual([])
+    expect(grower.wants).toHaveLength(20)
+  })
+
+  it('fails with FetchStalledError naming the version when no peer has it', async () => {
+    const target = new FakeTarget(makeChunks(4, 1_000, 2_000))
+    const { run } = start(target, [], { noProgressTimeoutMs: 300 })
+    const err = await run.then(() => undefined, (e: unknown) => e as Error)
+    expect(err?.name).toBe('FetchStalledError')
+    expect(err?.message).toContain(`no peer has ${target.version}`)
+    expect(err?.message).toContain('no origin')
+  })
+
+  it('fails the same way when the only peers do not know the version', async () => {
+    const target = new FakeTarget(makeChunks(4, 1_000, 2_000))
+    const { run } = start(target, [peer('x', target, { has: [], claims: 'unknown' })], { noProgressTimeoutMs: 300 })
+    await expect(run).rejects.toMatchObject({ name: 'FetchStalledError', message: expect.stringContaining(`no peer has ${target.version}`) as unknown })
+  })
+
+  it('stops with AbortedError when its signal is aborted', async () => {
+    const target = new FakeTarget(makeChunks(4, 1_000, 2_000))
+    const slow = peer('slow', target, { delayMs: 5_000 })
+    const session = new FetchSession(target, fakePeers([slow]), new PeerScores(), { ...FAST, requestTimeoutBaseMs: 10_000 })
+    const controller = new AbortController()
+    const run = session.run(controller.signal)
+    session.addPeer('slow')
+    await vi.waitFor(() => { expect(slow.wants.length).toBeGreaterThan(0) })
+    controller.abort()
+    await expect(run).rejects.toMatchObject({ name: 'AbortedError' })
+    expect(slow.aborted.length).toBe(slow.wants.length)
+  })
+
+  it('fetches from the origin the chunks no peer has, and counts them in fromOrigin', async () => {
+    const target = new FakeTarget(makeChunks(20, 1_000, 3_000), true)
+    const even = target.ids.flatMap((_, i) => i % 2 === 0 ? [i] : [])
+    const partial = peer('partial', target, { has: even, delayMs: 2 })
+    const origin = new FakeOrigin(target)
+    const { run, session } = start(target, [partial], {}, { origin })
+    await run
+    expectComplete(target)
+    const odd = target.ids.filter((_, i) => i % 2 === 1)
+    for (const id of odd) expect(origin.fetched).toContain(id)
+    expect(partial.unannounced).toEqual([])
+    const oddBytes = odd.reduce((n, id) => n + target.sizeOf(id), 0)
+    expect(session.progress().fromOrigin).toBe(origin.bytes)
+    expect(origin.bytes).toBeGreaterThanOrEqual(oddBytes)
+  })
+
+  it('completes from the origin alone when no peer is there', async () => {
+    const target = new FakeTarget(makeChunks(10, 1_000, 3_000), true)
+    const origin = new FakeOrigin(target)
+    const { run, session } = start(target, [], {}, { origin })
+    await run
+    expectComplete(target)
+    expect(session.progress().fromOrigin).toBe(target.totalBytes)
+  })
+
+  it('never has more than maxInFlightBytes requested at once across peers', async () => {
+    const target = new FakeTarget(makeChunks(60, 1_000, 3_000))
+    const tracker = new InflightTracker()
+    const peers = ['a', 'b', 'c', 'd'].map(k => peer(k, target, { delayMs: 5, tracker }))
+    const { run } = start(target, peers, { maxInFlightBytes: 7_000, minWindowBytes: 50_000, maxWindowBytes: 50_000 })
+    await run
+    expectComplete(target)
+    expect(tracker.max).toBeLessThanOrEqual(7_000)
+    expect(tracker.max).toBeGreaterThan(3_000) // several requests were pipelined
+  })
+
+  it('keeps each peer within its window', async () => {
+    const target = new FakeTarget(makeChunks(60, 1_000, 3_000))
+    const peers = ['a', 'b', 'c'].map(k => peer(k, target, { delayMs: 5 }))
+    const { run } = start(target, peers, { strategy: 'round-robin', minWindowBytes: 5_000, maxWindowBytes: 5_000 })
+    await run
+    expectComplete(target)
+    for (const p of peers) {
+      expect(p.maxInflightBytes).toBeLessThanOrEqual(5_000)
+      expect(p.maxInflightBytes).toBeGreaterThan(0)
+    }
+    expect(Math.max(...peers.map(p => p.maxInflightBytes))).toBeGreaterThan(3_000)
+  })
+
+  it('does not add banned peers', async () => {
+    const target = new FakeTarget(makeChunks(5, 1_000, 2_000))
+    const judge = new PeerScores()
+    judge.penalize('banned', 'protocol', 'earlier')
+    const banned = peer('banned', target)
+    const good = peer('good', target)
+    const { run } = start(target, [banned, good], {}, {}, judge)
+    await run
+    expectComplete(target)
+    expect(banned.wants).toEqual([])
+  })
+})

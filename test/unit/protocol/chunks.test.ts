@@ -1,0 +1,277 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import type { Stream } from '@libp2p/interface'
+import { LengthPrefixedDecoder, streamPair } from '@libp2p/utils'
+import { CID } from 'multiformats/cid'
+import * as varint from 'uint8-varint'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { chunkIdOf, encodeBlock, type ChunkId, type VersionId } from '../../../src/core/digest.js'
+import { PeerChannel } from '../../../src/protocol/chunks/client.js'
+import { HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_PENDING_PER_STREAM, MAX_REQUEST_FRAME_BYTES } from '../../../src/protocol/chunks/constants.js'
+import { ChunkRequest, ChunkResponse } from '../../../src/protocol/chunks/pb/chunks.js'
+import { ServerSession, type ChunkSource, type HaveState, type UploadLimiter } from '../../../src/protocol/chunks/server.js'
+import { sameBytes, seededBytes } from '../../helpers/random.js'
+
+/** A chunk source over a map, with hooks to hold reads and to fire availability. */
+class FakeSource implements ChunkSource {
+  readonly chunks = new Map<ChunkId, Uint8Array>()
+  readonly haves = new Map<VersionId, HaveState>()
+  readonly listeners = new Map<VersionId, Set<(indices: number[]) => void>>()
+  readonly stopped: VersionId[] = []
+  readonly reads: Array<{ id: ChunkId, signal: AbortSignal }> = []
+  /** When set, each read waits for this before answering. */
+  gate?: (id: ChunkId, signal: AbortSignal) => Promise<void>
+
+  async readChunk (id: ChunkId, signal: AbortSignal): Promise<Uint8Array | undefined> {
+    this.reads.push({ id, signal })
+    await this.gate?.(id, signal)
+    return this.chunks.get(id)
+  }
+
+  async have (version: VersionId): Promise<HaveState | undefined> {
+    return this.haves.get(version)
+  }
+
+  watch (version: VersionId, listener: (indices: number[]) => void): () => void {
+    const set = this.listeners.get(version) ?? new Set()
+    set.add(listener)
+    this.listeners.set(version, set)
+    return () => { set.delete(listener); this.stopped.push(version) }
+  }
+
+  fire (version: VersionId, indices: number[]): void {
+    for (const l of this.listeners.get(version) ?? []) l(indices)
+  }
+}
+
+/** Grants every slot at once and counts. */
+class CountingLimiter implements UploadLimiter {
+  acquired: number[] = []
+  active = 0
+  released = 0
+
+  async acquire (bytes: number): Promise<() => void> {
+    this.acquired.push(bytes)
+    this.active++
+    return () => { this.active--; this.released++ }
+  }
+
+  load (): number {
+    return this.active
+  }
+}
+
+/** Frames arriving on a raw stream (alongside any other listener). */
+function frames (stream: Stream): Uint8ArrayList[] {
+  const out: Uint8ArrayList[] = []
+  const decoder = new LengthPrefixedDecoder({ maxDataLength: 2 * MAX_FRAME_BYTES, maxBufferSize: 4 * MAX_FRAME_BYTES })
+  stream.addEventListener('message', evt => { for (const f of decoder.decode(evt.data)) out.push(f) })
+  return out
+}
+
+function sendRaw (stream: Stream, bytes: Uint8Array, declaredLength = bytes.byteLength): void {
+  stream.send(new Uint8ArrayList(varint.encode(declaredLength), bytes))
+}
+
+async function rejection (p: Promise<unknown>): Promise<Error> {
+  try {
+    await p
+  } catch (err) {
+    return err as Error
+  }
+  throw new Error('expected a rejection')
+}
+
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+const chunk = (i: number, size = 1_000 + i * 37): { id: ChunkId, bytes: Uint8Array } => {
+  const bytes = seededBytes(size, i + 1)
+  return { id: chunkIdOf(bytes), bytes }
+}
+
+const versionId = (name: string): VersionId => encodeBlock({ name }).cid
+
+describe('/shoal/chunks/1.0.0', () => {
+  let outbound: Stream
+  let inbound: Stream
+  let source: FakeSource
+  let limiter: CountingLimiter
+
+  beforeEach(async () => {
+    ;[outbound, inbound] = await streamPair({ delay: 0 })
+    source = new FakeSource()
+    limiter = new CountingLimiter()
+  })
+
+  afterEach(() => {
+    for (const s of [outbound, inbound]) if (s.status === 'open') s.abort(new Error('test over'))
+  })
+
+  const connect = (): PeerChannel => {
+    new ServerSession(inbound, source, limiter, { debug () {} })
+    return new PeerChannel(outbound, 16 * 1024 * 1024)
+  }
+
+  it('WANT → BLOCK with the bytes, through the upload limiter, reporting load', async () => {
+    const channel = connect()
+    const { id, bytes } = chunk(1)
+    source.chunks.set(id, bytes)
+    expect(await channel.want(id)).toEqual(bytes)
+    expect(limiter.acquired).toEqual([bytes.byteLength])
+    expect(channel.load).toBe(1) // the slot was held while the block was sent
+    await vi.waitFor(() => { expect(limiter.released).toBe(1) })
+  })
+
+  it('WANT of a chunk the server lacks → DONT_HAVE', async () => {
+    const channel = connect()
+    const err = await rejection(channel.want(chunk(2).id))
+    expect(err.name).toBe('DontHaveError')
+    expect(limiter.acquired).toEqual([])
+  })
+
+  it('WANT of something that is not a raw chunk CID → ERROR BAD_REQUEST', async () => {
+    const channel = connect()
+    const err = await rejection(channel.want(versionId('not-a-chunk') as string as ChunkId))
+    expect(err).toMatchObject({ name: 'PeerRequestError', wireCode: 'BAD_REQUEST' })
+  })
+
+  it('CANCEL aborts the server read and nothing is sent for it', async () => {
+    const received = frames(outbound)
+    const channel = connect()
+    const slow = chunk(3)
+    const quick = chunk(4)
+    source.chunks.set(slow.id, slow.bytes)
+    source.chunks.set(quick.id, quick.bytes)
+    // The slow read answers only once cancelled (as if the read raced the CANCEL).
+    source.gate = async (id, signal) => {
+      if (id !== slow.id) return
+      await new Promise<void>(resolve => signal.addEventListener('abort', () => resolve(), { once: true }))
+    }
+    const controller = new AbortController()
+    const cancelled = channel.want(slow.id, controller.signal)
+    await vi.waitFor(() => { expect(source.reads).toHaveLength(1) })
+    controller.abort()
+    expect((await rejection(cancelled)).name).toBe('AbortedError')
+    await vi.waitFor(() => { expect(source.reads[0]?.signal.aborted).toBe(true) })
+    expect(await channel.want(quick.id)).toEqual(quick.bytes)
+    await sleep(20)
+    const responses = received.map(f => ChunkResponse.decode(f))
+    expect(responses.map(r => r.type)).toEqual([ChunkResponse.Type.BLOCK])
+    expect(limiter.acquired).toEqual([quick.bytes.byteLength])
+  })
+
+  it('INTEREST → HAVE: complete, a bitfield, or unknown', async () => {
+    const channel = connect()
+    const [full, part, unknown] = [versionId('full'), versionId('part'), versionId('unknown')]
+    source.haves.set(full, { complete: true })
+    source.haves.set(part, { complete: false, bits: Uint8Array.of(0b1010_0000, 0b0000_0001) })
+    const seen = new Map<string, HaveState | undefined>()
+    for (const v of [full, part, unknown]) await channel.watch(v, { onHave: s => seen.set(v, s), onUpdate () {} })
+    await vi.waitFor(() => { expect(seen.size).toBe(3) })
+    expect(seen.get(full)).toEqual({ complete: true })
+    expect(seen.get(part)).toEqual({ complete: false, bits: Uint8Array.of(0b1010_0000, 0b0000_0001) })
+    expect(seen.get(unknown)).toBeUndefined()
+    expect(seen.has(unknown)).toBe(true)
+  })
+
+  it('streams HAVE_UPDATE batches as the source announces chunks, until UNINTEREST', async () => {
+    const channel = connect()
+    const v = versionId('growing')
+    source.haves.set(v, { complete: false, bits: new Uint8Array(2) })
+    const updates: number[][] = []
+    let have = false
+    await channel.watch(v, { onHave: () => { have = true }, onUpdate: i => updates.push(i) })
+    await vi.waitFor(() => { expect(have).toBe(true) })
+    source.fire(v, [1, 2])
+    source.fire(v, [3])
+    await vi.waitFor(() => { expect(updates).toHaveLength(1) })
+    expect(updates[0]).toEqual([1, 2, 3])
+    await sleep(HAVE_UPDATE_INTERVAL_MS * 2)
+    expect(updates).toHaveLength(1)
+    source.fire(v, [9])
+    await vi.waitFor(() => { expect(updates).toHaveLength(2) })
+    expect(updates[1]).toEqual([9])
+    await channel.unwatch(v)
+    await vi.waitFor(() => { expect(source.stopped).toEqual([v]) })
+    expect(source.listeners.get(v)?.size ?? 0).toBe(0)
+  })
+
+  it(`answers BUSY beyond MAX_PENDING_PER_STREAM pending requests`, async () => {
+    const channel = connect()
+    source.gate = async (_id, signal) => { await new Promise<void>(resolve => signal.addEventListener('abort', () => resolve(), { once: true })) }
+    const controllers = Array.from({ length: MAX_PENDING_PER_STREAM + 1 }, () => new AbortController())
+    const wants = controllers.map((c, i) => channel.want(chunk(100 + i, 10).id, c.signal).then(() => undefined, (err: unknown) => err as Error))
+    const last = await wants[MAX_PENDING_PER_STREAM]!
+    expect(last).toMatchObject({ name: 'PeerRequestError', wireCode: 'BUSY' })
+    await vi.waitFor(() => { expect(source.reads).toHaveLength(MAX_PENDING_PER_STREAM) })
+    for (const c of controllers) c.abort()
+    const rest = await Promise.all(wants.slice(0, MAX_PENDING_PER_STREAM))
+    expect(rest.every(e => e?.name === 'AbortedError')).toBe(true)
+    await vi.waitFor(() => { expect(source.reads.every(r => r.signal.aborted)).toBe(true) })
+  })
+
+  it('pipelines many WANTs that resolve out of order, each with its own bytes', async () => {
+    const channel = connect()
+    const all = Array.from({ length: 40 }, (_, i) => chunk(200 + i))
+    for (const c of all) source.chunks.set(c.id, c.bytes)
+    const delay = new Map(all.map((c, i) => [c.id, (all.length - i) * 2]))
+    source.gate = async id => { await sleep(delay.get(id) ?? 0) }
+    const order: number[] = []
+    const results = await Promise.all(all.map(async (c, i) => {
+      const bytes = await channel.want(c.id)
+      order.push(i)
+      return bytes
+    }))
+    results.forEach((bytes, i) => { expect(sameBytes(bytes, all[i]!.bytes)).toBe(true) })
+    expect(order).not.toEqual([...order].sort((a, b) => a - b))
+    expect(limiter.released).toBe(all.length)
+  })
+
+  it('aborts the stream on an undecodable request frame', async () => {
+    new ServerSession(inbound, source, limiter, { debug () {} })
+    const v = versionId('x')
+    sendRaw(outbound, ChunkRequest.encode({ type: ChunkRequest.Type.INTEREST, id: 0, cid: encodeBlockBytes(v) }))
+    await vi.waitFor(() => { expect(source.listeners.get(v)?.size).toBe(1) })
+    sendRaw(outbound, Uint8Array.of(0xff, 0xff, 0xff, 0xff))
+    await vi.waitFor(() => { expect(inbound.status).toBe('aborted') })
+    // The session shut down: its interests were dropped.
+    expect(source.stopped).toEqual([v])
+    await vi.waitFor(() => { expect(outbound.status).not.toBe('open') })
+  })
+
+  it('aborts the stream on a request frame over MAX_REQUEST_FRAME_BYTES, before buffering it', async () => {
+    new ServerSession(inbound, source, limiter, { debug () {} })
+    sendRaw(outbound, new Uint8Array(16), MAX_REQUEST_FRAME_BYTES + 1)
+    await vi.waitFor(() => { expect(inbound.status).toBe('aborted') })
+    expect(source.reads).toEqual([])
+  })
+
+  it('a response frame over MAX_FRAME_BYTES aborts the requester, failing pending WANTs with PeerGoneError', async () => {
+    const channel = new PeerChannel(outbound, 16 * 1024 * 1024)
+    let closedWith: Error | undefined
+    let closed = false
+    channel.onClose(err => { closed = true; closedWith = err })
+    // A hand-made server: once asked anything, it announces a frame over the cap.
+    inbound.addEventListener('message', () => { sendRaw(inbound, new Uint8Array(64), MAX_FRAME_BYTES + 1) }, { once: true })
+    const a = channel.want(chunk(5).id)
+    const b = channel.want(chunk(6).id)
+    for (const p of [a, b]) expect((await rejection(p)).name).toBe('PeerGoneError')
+    expect(closed).toBe(true)
+    expect(closedWith?.name).toBe('MalformedDataError')
+    expect(channel.isOpen).toBe(false)
+    expect(outbound.status).toBe('aborted')
+    expect((await rejection(channel.want(chunk(7).id))).name).toBe('PeerGoneError')
+  })
+
+  it('a closed server stream fails pending WANTs with PeerGoneError', async () => {
+    const channel = connect()
+    source.gate = async () => { await sleep(10_000) }
+    const pending = channel.want(chunk(8).id)
+    await vi.waitFor(() => { expect(source.reads).toHaveLength(1) })
+    inbound.abort(new Error('gone'))
+    expect((await rejection(pending)).name).toBe('PeerGoneError')
+  })
+})
+
+function encodeBlockBytes (version: VersionId): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(CID.parse(version).bytes)
+}

@@ -1,0 +1,238 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { existsSync } from 'node:fs'
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { ChunkId } from '../../../src/core/digest.js'
+import { addPath } from '../../../src/ingest/ingest.js'
+import { collectGarbage } from '../../../src/store/gc.js'
+import type { Db } from '../../../src/store/index-db.js'
+import { PullTarget } from '../../../src/store/pull-target.js'
+import type { ResolvedVersion, Store } from '../../../src/store/store.js'
+import { changeTensors, writeSafetensors, type SynthTensor } from '../../../scripts/lib/synth.js'
+import { sameBytes } from '../../helpers/random.js'
+import { memoryStore, tempDir } from '../../helpers/tmp.js'
+
+const t = (name: string, shape: number[], seed = name, dtype: SynthTensor['dtype'] = 'BF16'): SynthTensor => ({ name, dtype, shape, seed })
+
+/** A small model: 12 distinct tensors plus two tensors with identical bytes (same seed). */
+function tensors (): SynthTensor[] {
+  const out = [t('embed', [512, 128]), t('twin.a', [256, 128], 'twin'), t('twin.b', [256, 128], 'twin')]
+  for (let i = 0; i < 10; i++) out.push(t(`layer.${i}`, [128 + i * 16, 128]))
+  out.push(t('norm', [128], 'norm', 'F32'))
+  return out
+}
+
+async function writeModel (dir: string, list: SynthTensor[], config = '{"architectures":["LlamaForCausalLM"]}'): Promise<void> {
+  await mkdir(dir, { recursive: true })
+  await writeSafetensors(join(dir, 'model.safetensors'), list)
+  await writeFile(join(dir, 'config.json'), config)
+}
+
+describe('PullTarget', () => {
+  let dir: string
+  let cleanup: () => Promise<void>
+  let source: Store
+  let dest: Store
+  let destDb: Db
+  let v: ResolvedVersion
+  let manifestBytes: Uint8Array
+  const targets: PullTarget[] = []
+
+  const open = async (store = dest): Promise<PullTarget> => {
+    const target = await PullTarget.open(store, v.version, manifestBytes)
+    targets.push(target)
+    return target
+  }
+
+  const fromSource = async (id: ChunkId): Promise<Uint8Array> => {
+    const bytes = await source.readChunk(id)
+    if (bytes === undefined) throw new Error(`source lacks ${id}`)
+    return bytes
+  }
+
+  const expectSnapshotIdentical = async (resolved: ResolvedVersion): Promise<void> => {
+    expect(resolved.missing).toEqual([])
+    for (const f of v.manifest.files) {
+      expect(sameBytes(await readFile(join(resolved.path, f.path)), await readFile(join(v.path, f.path)))).toBe(true)
+    }
+  }
+
+  beforeEach(async () => {
+    ({ dir, cleanup } = await tempDir())
+    ;({ store: source } = await memoryStore(join(dir, 'source')))
+    ;({ store: dest, db: destDb } = await memoryStore(join(dir, 'dest')))
+    await writeModel(join(dir, 'model'), tensors())
+    v = await addPath(source, join(dir, 'model'), { name: 'tiny' })
+    manifestBytes = (await source.manifestBytes(v.version))!
+  })
+
+  afterEach(async () => {
+    for (const target of targets.splice(0)) await target.close()
+    await source.close().catch(() => {})
+    await dest.close().catch(() => {})
+    await cleanup()
+  })
+
+  it('completes into a visible version whose snapshot files are byte-identical', async () => {
+    const target = await open()
+    const total = target.totalChunks
+    expect(target.done).toBe(false)
+    expect(await dest.hasVersion(v.version)).toBe(false)
+    const announced = new Set<number>()
+    target.on('have', indices => { for (const i of indices) announced.add(i) })
+    const files: string[] = []
+    target.on('file', path => files.push(path))
+    for (const id of target.needed()) expect(await target.put(id, await fromSource(id))).toBe(true)
+    expect(target.done).toBe(true)
+    expect(announced.size).toBe(total)
+    expect(target.bytesPresent).toBe(target.totalBytes)
+    expect(files.sort()).toEqual(['config.json', 'model.safetensors'])
+    const resolved = await target.completed()
+    expect(resolved.version).toBe(v.version)
+    expect(await dest.hasVersion(v.version)).toBe(true)
+    await expectSnapshotIdentical(await dest.resolve(`tiny@${v.version}`))
+    expect(await dest.index.pulls.get(v.version)).toBeUndefined()
+    expect(await dest.index.partials.get(v.manifest.files[0]!.digest)).toBeUndefined()
+  })
+
+  it('refuses bytes that do not hash to the chunk id, and writes nothing', async () => {
+    const target = await open()
+    const id = target.needed()[3]!
+    const good = await fromSource(id)
+    const bad = new Uint8Array(good)
+    bad[bad.length >> 1]! ^= 0x01
+    await expect(target.put(id, bad)).rejects.toMatchObject({ name: 'DigestMismatchError' })
+    await expect(target.put(id, good.subarray(1))).rejects.toMatchObject({ name: 'DigestMismatchError' })
+    expect(target.isMissing(id)).toBe(true)
+    expect(target.bytesPresent).toBe(0)
+    expect(target.bits.every(b => b === 0)).toBe(true)
+    expect(await dest.readChunk(id)).toBeUndefined()
+    await target.flush()
+    expect(await dest.index.chunks.get(id)).toBeUndefined()
+    // Nothing reached the partial file: it is still all zeros.
+    for (const f of v.manifest.files) {
+      const partial = await readFile(dest.layout.partialBlob(f.digest))
+      expect(partial.every(b => b === 0)).toBe(true)
+    }
+    expect(await target.put(id, good)).toBe(true)
+  })
+
+  it('fills every position of a chunk that occurs several times with one put', async () => {
+    const target = await open()
+    const repeated = target.needed().find(id => target.indicesOf(id).length > 1)
+    expect(repeated).toBeDefined()
+    const indices = target.indicesOf(repeated!)
+    expect(indices.length).toBeGreaterThanOrEqual(2)
+    const announced: number[][] = []
+    target.on('have', i => announced.push(i))
+    expect(await target.put(repeated!, await fromSource(repeated!))).toBe(true)
+    expect(announced).toEqual([indices])
+    for (const i of indices) expect((target.bits[i >> 3]! & (0x80 >> (i & 7))) !== 0).toBe(true)
+    expect(target.isMissing(repeated!)).toBe(false)
+    expect(target.bytesPresent).toBe(indices.length * target.sizeOf(repeated!))
+    // A second put of it is not needed.
+    expect(await target.put(repeated!, await fromSource(repeated!))).toBe(false)
+    for (const id of target.needed()) await target.put(id, await fromSource(id))
+    await expectSnapshotIdentical(await target.completed())
+  })
+
+  it('serves a chunk from the destination right after put, before it is flushed', async () => {
+    const target = await open()
+    const [id, other] = target.needed()
+    const bytes = await fromSource(id!)
+    await target.put(id!, bytes)
+    expect(await dest.index.chunks.get(id!)).toBeUndefined() // not indexed yet
+    expect(await dest.hasChunk(id!)).toBe(true)
+    expect(sameBytes(await dest.readChunk(id!), bytes)).toBe(true)
+    expect(await dest.readChunk(other!)).toBeUndefined()
+    await target.flush()
+    expect(await dest.index.chunks.get(id!)).toBeDefined()
+    expect(sameBytes(await dest.readChunk(id!), bytes)).toBe(true)
+  })
+
+  it('resumes after a restart: chunks flushed before are kept, only the rest is needed', async () => {
+    const first = await open()
+    const needed = first.needed()
+    const half = needed.slice(0, Math.floor(needed.length / 2))
+    for (const id of half) await first.put(id, await fromSource(id))
+    await first.flush()
+    await first.close()
+    await dest.close()
+    ;({ store: dest } = await memoryStore(join(dir, 'dest'), destDb))
+    const again = await open()
+    expect(new Set(again.needed())).toEqual(new Set(needed.filter(id => !half.includes(id))))
+    for (const id of half) expect(sameBytes(await dest.readChunk(id), await fromSource(id))).toBe(true)
+    for (const id of again.needed()) await again.put(id, await fromSource(id))
+    await expectSnapshotIdentical(await again.completed())
+  })
+
+  it('forgets chunks written but never flushed when the process dies', async () => {
+    const first = await open()
+    const needed = first.needed()
+    const [flushed, unflushed] = [needed[0]!, needed[1]!]
+    await first.put(flushed, await fromSource(flushed))
+    await first.flush()
+    // The group-commit timer must not fire: the process "dies" before it does.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] })
+    try {
+      await first.put(unflushed, await fromSource(unflushed))
+      await dest.close()
+    } finally {
+      vi.useRealTimers()
+    }
+    ;({ store: dest } = await memoryStore(join(dir, 'dest'), destDb))
+    const again = await open()
+    expect(again.isMissing(flushed)).toBe(false)
+    expect(again.isMissing(unflushed)).toBe(true)
+  })
+
+  it('copyLocal takes chunks the destination has in another version, without any put from the network', async () => {
+    // The destination has an older version; the pulled one changes a quarter of the tensors.
+    await writeModel(join(dir, 'old'), tensors())
+    const { tensors: changed } = changeTensors(tensors(), 0.25, 'v2')
+    await writeModel(join(dir, 'new'), changed, '{"architectures":["LlamaForCausalLM"],"v":2}')
+    const old = await addPath(dest, join(dir, 'old'), { name: 'tiny' })
+    v = await addPath(source, join(dir, 'new'), { name: 'tiny' })
+    manifestBytes = (await source.manifestBytes(v.version))!
+    const target = await open()
+    const before = target.needed()
+    const local = new Set(old.manifest.files.flatMap(f => f.chunks.map(c => c.id)))
+    const copied = await target.copyLocal()
+    const after = target.needed()
+    expect(copied).toBeGreaterThan(0)
+    expect(new Set(after)).toEqual(new Set(before.filter(id => !local.has(id))))
+    expect(after.length).toBeGreaterThan(0)
+    expect(after.length).toBeLessThan(before.length)
+    for (const id of after) await target.put(id, await fromSource(id))
+    await expectSnapshotIdentical(await target.completed())
+  })
+
+  it('gc during a pull keeps the blobs the pull already has', async () => {
+    // The destination holds an unpinned, unlabelled version sharing config.json with the pull.
+    await writeModel(join(dir, 'other'), [t('x', [64, 64])])
+    const other = await addPath(dest, join(dir, 'other'), { name: 'other', pin: false })
+    const shared = v.manifest.files.find(f => f.path === 'config.json')!
+    expect(other.manifest.files.some(f => f.digest === shared.digest)).toBe(true)
+    const target = await open()
+    const needed = target.needed()
+    for (const id of needed.slice(0, 3)) await target.put(id, await fromSource(id))
+    const report = await collectGarbage(dest)
+    expect(report.versions.map(r => r.version)).toEqual([other.version])
+    expect(report.blobs.map(b => b.digest)).not.toContain(shared.digest)
+    expect((await stat(dest.layout.blob(shared.digest))).isFile()).toBe(true)
+    for (const id of needed.slice(3)) await target.put(id, await fromSource(id))
+    await expectSnapshotIdentical(await target.completed())
+  })
+
+  it.runIf(existsSync('/proc/self/fd'))('closes every file handle it opened, even with concurrent puts', async () => {
+    const handles = async (): Promise<number> => (await readdir('/proc/self/fd')).length
+    const baseline = await handles()
+    const target = await open()
+    const needed = target.needed()
+    const chunks = await Promise.all(needed.map(async id => [id, await fromSource(id)] as const))
+    await Promise.all(chunks.map(async ([id, bytes]) => await target.put(id, bytes)))
+    await target.completed()
+    await target.close()
+    expect(await handles()).toBe(baseline)
+  })
+})
