@@ -66,10 +66,21 @@ export function blockMatches (bytes: Uint8Array, expected: string): boolean {
   return cid.code === DAG_CBOR_CODEC && hashWith(cid.multihash.code, bytes) === cid.toString()
 }
 
-/** Checks that `bytes` hash to `id` with the algorithm the id names. */
-export function chunkMatches (bytes: Uint8Array, id: ChunkId): boolean {
+/**
+ * Checks that `bytes` hash to `id` with the algorithm the id names. `bytes` may be given in parts
+ * (as received from the network), hashed in order without joining them.
+ */
+export function chunkMatches (bytes: Uint8Array | readonly Uint8Array[], id: ChunkId): boolean {
   const cid = parseCid(id)
   return cid.code === RAW_CODEC && hashWith(cid.multihash.code, bytes, RAW_CODEC) === id
+}
+
+/** Total length of bytes given whole or in parts. */
+export function byteLength (bytes: Uint8Array | readonly Uint8Array[]): number {
+  if (bytes instanceof Uint8Array) return bytes.byteLength
+  let n = 0
+  for (const part of bytes) n += part.byteLength
+  return n
 }
 
 /**
@@ -105,10 +116,13 @@ export function isCid (value: string): boolean {
   }
 }
 
-function hashWith (code: number, bytes: Uint8Array, codec: number = DAG_CBOR_CODEC): string {
+function hashWith (code: number, bytes: Uint8Array | readonly Uint8Array[], codec: number = DAG_CBOR_CODEC): string {
   const algorithm = SUPPORTED_HASHES.get(code)
   if (algorithm === undefined) throw new InvalidInputError(`unsupported hash 0x${code.toString(16)}`)
-  return cidFromSha256(codec, createHash(algorithm).update(bytes).digest())
+  const hash = createHash(algorithm)
+  if (bytes instanceof Uint8Array) hash.update(bytes)
+  else for (const part of bytes) hash.update(part)
+  return cidFromSha256(codec, hash.digest())
 }
 
 function cidFromSha256 (codec: number, digest: Uint8Array): string {

@@ -17,7 +17,7 @@
  * Peers are added by the owner (connected peers, providers, new connections); the session never
  * dials anyone itself except through `SessionPeers.channel`.
  */
-import type { ChunkId, VersionId } from '../core/digest.js'
+import { byteLength, type ChunkId, type VersionId } from '../core/digest.js'
 import { AbortedError, DigestMismatchError, MalformedDataError, ShoalError } from '../core/errors.js'
 import { createPicker, createSelector, PieceSet, type PieceOrder, type SelectablePeer, type StrategyName } from './strategies.js'
 
@@ -25,7 +25,8 @@ import { createPicker, createSelector, PieceSet, type PieceOrder, type Selectabl
 export interface Channel {
   readonly isOpen: boolean
   readonly load: number
-  want: (id: ChunkId, signal?: AbortSignal) => Promise<Uint8Array>
+  /** Resolves with the chunk's bytes, possibly in parts (unverified: the target verifies). */
+  want: (id: ChunkId, signal?: AbortSignal) => Promise<Uint8Array | Uint8Array[]>
   watch: (version: VersionId, watcher: { onHave: (state: { complete: true } | { complete: false, bits: Uint8Array } | undefined) => void, onUpdate: (indices: number[]) => void }) => Promise<void>
   unwatch: (version: VersionId) => Promise<void>
   onClose: (listener: (err?: Error) => void) => void
@@ -42,7 +43,7 @@ export interface Target {
   isMissing: (id: ChunkId) => boolean
   sizeOf: (id: ChunkId) => number
   indicesOf: (id: ChunkId) => number[]
-  put: (id: ChunkId, bytes: Uint8Array) => Promise<boolean>
+  put: (id: ChunkId, bytes: Uint8Array | readonly Uint8Array[]) => Promise<boolean>
   /** Chunk id at a global index. */
   chunkAt: (index: number) => ChunkId | undefined
   /** Origin URL and byte range for a chunk, if its file lists an origin. */
@@ -387,7 +388,7 @@ export class FetchSession {
     )
   }
 
-  private async fetchOrigin (id: ChunkId, signal: AbortSignal): Promise<Uint8Array> {
+  private async fetchOrigin (id: ChunkId, signal: AbortSignal): Promise<Uint8Array | Uint8Array[]> {
     const where = this.target.originOf(id)
     if (where === undefined || this.extras.origin === undefined) throw new Error('no origin for this chunk')
     return await this.extras.origin.fetchRange(where.url, where.offset, this.target.sizeOf(id), { signal })
@@ -412,16 +413,17 @@ export class FetchSession {
     if (this.target.isMissing(id) && !this.requesters.has(id)) this.unrequested.add(id)
   }
 
-  private async onBlock (peer: PeerState, id: ChunkId, bytes: Uint8Array): Promise<void> {
+  private async onBlock (peer: PeerState, id: ChunkId, bytes: Uint8Array | Uint8Array[]): Promise<void> {
     if (!this.settle(peer, id)) return
-    peer.receivedInTick += bytes.byteLength
-    peer.received += bytes.byteLength
+    const size = byteLength(bytes)
+    peer.receivedInTick += size
+    peer.received += size
     try {
       const stored = await this.target.put(id, bytes)
       peer.consecutiveTimeouts = 0
       this.lastProgress = Date.now()
-      if (peer.origin) this.fromOrigin += bytes.byteLength
-      else this.judge.credit(peer.key, bytes.byteLength)
+      if (peer.origin) this.fromOrigin += size
+      else this.judge.credit(peer.key, size)
       if (stored) this.cancelOthers(id)
     } catch (err) {
       if (err instanceof DigestMismatchError) {

@@ -20,6 +20,15 @@ import { chunkExchange, type ChunkExchange, type ChunkExchangeInit } from '../pr
 import { manifestExchange, type ManifestExchange, type ManifestSource } from '../protocol/manifest/index.js'
 
 export const DHT_PROTOCOL = '/shoal/kad/1.0.0'
+/**
+ * yamux's receive window starts at 256 KiB and only grows when the receiver answers within four
+ * round trips; a receiver busy hashing 4 MiB chunks rarely does, so a chunk stream crawled at
+ * window/latency. Starting at two chunks keeps the pipe full.
+ * @default 8 MiB
+ */
+export const STREAM_WINDOW_BYTES = 8 * 1024 * 1024
+/** @default 16 MiB */
+export const MAX_STREAM_WINDOW_BYTES = 16 * 1024 * 1024
 /** @default 5 s — how often configured peers that are not connected are dialled again */
 export const REDIAL_INTERVAL_MS = 5_000
 
@@ -55,7 +64,7 @@ export async function createNode (init: NodeInit): Promise<{ node: ShoalNode, st
     addresses: { listen: init.listen },
     transports: [tcp()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    streamMuxers: [yamux({ streamOptions: { initialStreamWindowSize: STREAM_WINDOW_BYTES, maxStreamWindowSize: MAX_STREAM_WINDOW_BYTES } })],
     connectionManager: { maxConnections: init.maxConnections },
     connectionGater: {
       denyDialMultiaddr: () => false,

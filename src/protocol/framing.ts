@@ -50,7 +50,7 @@ export class FramedStream {
   }
 
   /** Queues one frame; resolves when it has been handed to the stream. */
-  async send (frame: Uint8Array): Promise<void> {
+  async send (frame: Uint8Array | Uint8ArrayList): Promise<void> {
     const next = this.sending.then(async () => {
       if (this.closed) throw new Error('stream is closed')
       const prefix = varint.encode(frame.byteLength)

@@ -76,6 +76,7 @@ export async function collectGarbage (store: Store, options: { dryRun?: boolean,
     await store.index.commit(ops)
     for (const v of doomed) await rm(store.layout.snapshot(v.name, v.version), { recursive: true, force: true })
     for (const b of blobs) {
+      store.reads.forget(store.layout.blob(b.digest))
       await chmod(store.layout.blob(b.digest), 0o644).catch(() => {})
       await rm(store.layout.blob(b.digest), { force: true })
     }

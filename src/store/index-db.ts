@@ -2,7 +2,7 @@
  * The store's index: typed records over one LevelDB (or, in unit tests, memory-level).
  *
  * Sublevels and their records:
- * - `chunks`    chunk id → `[[file digest, offset], …]`: where verified bytes of a chunk live
+ * - `chunks`    chunk id → `[[file digest, offset, size], …]`: where verified bytes of a chunk live
  * - `blobs`     file digest → {@link BlobRecord}
  * - `manifests` version id → canonical manifest bytes
  * - `versions`  version id → {@link VersionRecord}
@@ -20,6 +20,9 @@ import type { AbstractLevel, AbstractSublevel } from 'abstract-level'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 
 export const INDEX_SCHEMA = 1
+
+/** `[file digest, offset, size]`: a verified copy of a chunk inside a blob or partial file. */
+export type ChunkLocation = [FileDigest, number, number]
 
 export interface BlobRecord {
   size: number
@@ -72,7 +75,7 @@ export type IndexOp =
   | { type: 'del', sublevel: Sub<any>, key: string }
 
 export class IndexDb {
-  readonly chunks: Sub<Array<[FileDigest, number]>>
+  readonly chunks: Sub<ChunkLocation[]>
   readonly blobs: Sub<BlobRecord>
   readonly manifests: Sub<Uint8Array>
   readonly versions: Sub<VersionRecord>

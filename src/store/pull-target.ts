@@ -17,7 +17,7 @@
  */
 import { EventEmitter } from 'node:events'
 import { open, chmod, rename, rm, stat, type FileHandle } from 'node:fs/promises'
-import { chunkMatches, type ChunkId, type FileDigest, type VersionId } from '../core/digest.js'
+import { byteLength, chunkMatches, type ChunkId, type FileDigest, type VersionId } from '../core/digest.js'
 import { DigestMismatchError } from '../core/errors.js'
 import { decodeManifest, type Manifest } from '../core/manifest.js'
 import { fsyncDir, isErrno, mapFsError } from './fsutil.js'
@@ -63,6 +63,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
   private unflushedBytes = 0
   private timer?: NodeJS.Timeout
   private flushing: Promise<void> = Promise.resolve()
+  private flushQueued = false
   private presentBytes = 0
   private closed = false
 
@@ -149,9 +150,10 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
    * Verifies and stores one chunk at every position it occupies. Returns false when it was not
    * needed (already present). Throws `DigestMismatchError` when the bytes are not the chunk.
    */
-  async put (id: ChunkId, bytes: Uint8Array): Promise<boolean> {
+  async put (id: ChunkId, bytes: Uint8Array | readonly Uint8Array[]): Promise<boolean> {
     if (!this.missing.has(id)) return false
-    if (bytes.byteLength !== this.sizes.get(id) || !chunkMatches(bytes, id)) {
+    const size = byteLength(bytes)
+    if (size !== this.sizes.get(id) || !chunkMatches(bytes, id)) {
       throw new DigestMismatchError(`received bytes do not match chunk ${id}`)
     }
     if (!this.missing.delete(id)) return false
@@ -164,7 +166,8 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
           h => { file.fh = h; return h },
           (err: unknown) => { file.opening = undefined; throw err }
         ))
-        await fh.write(bytes, 0, bytes.byteLength, p.offset)
+        if (bytes instanceof Uint8Array) await fh.write(bytes, 0, size, p.offset)
+        else await fh.writev(bytes as Uint8Array[], p.offset)
         file.dirty = true
       }
     } catch (err) {
@@ -174,7 +177,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     const first = positions[0]
     if (first !== undefined) {
       const file = this.files[first.file]
-      if (file !== undefined) this.store.markFresh(id, { digest: file.digest, offset: first.offset, size: bytes.byteLength })
+      if (file !== undefined) this.store.markFresh(id, { digest: file.digest, offset: first.offset, size })
     }
     const indices: number[] = []
     for (const p of positions) {
@@ -182,9 +185,14 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       indices.push(p.global)
       this.unflushed.push({ id, position: p })
     }
-    this.unflushedBytes += bytes.byteLength
+    this.unflushedBytes += size
     this.emit('have', indices)
-    if (this.unflushedBytes >= FLUSH_BYTES) await this.flush()
+    // Durability is batched and off the hot path: a crash loses at most the unflushed chunks,
+    // which are fetched again.
+    if (this.unflushedBytes >= FLUSH_BYTES && !this.flushQueued) {
+      this.flushQueued = true
+      void this.flush().catch(() => {}).finally(() => { this.flushQueued = false })
+    }
     else this.timer ??= setTimeout(() => { void this.flush().catch(() => {}) }, FLUSH_INTERVAL_MS)
     if (this.missing.size === 0) await this.finish()
     return true
@@ -226,7 +234,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
         const locations = existing[i] ?? []
         for (const p of byId.get(id) ?? []) {
           const digest = this.files[p.file]?.digest
-          if (digest !== undefined && !locations.some(([d, o]) => d === digest && o === p.offset)) locations.push([digest, p.offset])
+          if (digest !== undefined && !locations.some(([d, o]) => d === digest && o === p.offset)) locations.push([digest, p.offset, this.sizeOf(id)])
         }
         ops.push({ type: 'put', sublevel: this.store.index.chunks, key: id, value: locations })
       })

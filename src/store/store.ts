@@ -29,6 +29,7 @@ import { BlobWriter, type WrittenBlob } from './blob-writer.js'
 import { fsyncDir, isErrno, tmpName, writeFileAtomic, mapFsError } from './fsutil.js'
 import { IndexDb, MAX_LABEL_HISTORY, type Db, type IndexOp, type LabelRecord } from './index-db.js'
 import { Layout } from './layout.js'
+import { ReadCache } from './read-cache.js'
 import { open as openFile } from 'node:fs/promises'
 
 export interface Logger {
@@ -77,6 +78,8 @@ export class Store {
   private readonly lock: Mortice
   /** Blobs written by operations still in progress; GC leaves them alone. */
   private readonly inflight = new Map<FileDigest, number>()
+  /** Handles kept open for serving chunks. */
+  readonly reads = new ReadCache()
   /** Chunks verified and written by a pull but not yet durable/indexed: servable already. */
   private readonly fresh = new Map<ChunkId, { digest: FileDigest, offset: number, size: number }>()
 
@@ -107,7 +110,10 @@ export class Store {
 
   /** Waits for operations in progress to finish (or abort), then closes the index. */
   async close (): Promise<void> {
-    await this.withExclusive(async () => { await this.index.close() })
+    await this.withExclusive(async () => {
+      this.reads.close()
+      await this.index.close()
+    })
   }
 
   // ---- writing -------------------------------------------------------------------------------
@@ -160,15 +166,16 @@ export class Store {
     }]
     const ids = [...new Set(blob.chunks.map(c => c.id))]
     const existing = await this.index.chunks.getMany(ids)
-    const offsets = new Map<ChunkId, number>()
+    const offsets = new Map<ChunkId, [number, number]>()
     let offset = 0
     for (const c of blob.chunks) {
-      if (!offsets.has(c.id)) offsets.set(c.id, offset)
+      if (!offsets.has(c.id)) offsets.set(c.id, [offset, c.size])
       offset += c.size
     }
     ids.forEach((id, i) => {
       const locations = (existing[i] ?? []).filter(([d]) => d !== blob.digest)
-      locations.push([blob.digest, offsets.get(id) ?? 0])
+      const [at, size] = offsets.get(id) ?? [0, 0]
+      locations.push([blob.digest, at, size])
       ops.push({ type: 'put', sublevel: this.index.chunks, key: id, value: locations })
     })
     await this.index.commit(ops)
@@ -321,14 +328,13 @@ export class Store {
   /** Reads one chunk's verified bytes from any blob or partial file that holds it, or undefined. */
   async readChunk (id: ChunkId): Promise<Uint8Array | undefined> {
     const fresh = this.fresh.get(id)
-    const candidates: Array<{ digest: FileDigest, offset: number, size?: number }> = fresh !== undefined ? [fresh] : []
-    for (const [digest, offset] of await this.index.chunks.get(id) ?? []) candidates.push({ digest, offset })
+    const candidates: Array<{ digest: FileDigest, offset: number, size: number }> = fresh !== undefined ? [fresh] : []
+    for (const [digest, offset, size] of await this.index.chunks.get(id) ?? []) candidates.push({ digest, offset, size })
     for (const c of candidates) {
-      const size = c.size ?? await this.chunkSizeIn(c.digest, id)
-      if (size === undefined) continue
+      const size = c.size
       // A partial file becomes a blob by rename: try the blob first, then the partial.
       for (const path of [this.layout.blob(c.digest), this.layout.partialBlob(c.digest)]) {
-        const bytes = await readRange(path, c.offset, size).catch(() => undefined)
+        const bytes = await this.reads.read(path, c.offset, size).catch(() => { this.reads.forget(path) })
         if (bytes === undefined) continue
         if (chunkMatches(bytes, id)) return bytes
         this.log.warn({ chunk: id, file: c.digest }, 'stored chunk failed verification; run shoal verify')
@@ -348,11 +354,6 @@ export class Store {
 
   unmarkFresh (id: ChunkId): void {
     this.fresh.delete(id)
-  }
-
-  private async chunkSizeIn (digest: FileDigest, id: ChunkId): Promise<number | undefined> {
-    const record = await this.index.blobs.get(digest) ?? await this.index.partials.get(digest)
-    return record?.chunks.find(([c]) => c === id)?.[1]
   }
 
   /**

@@ -123,6 +123,7 @@ async function checkBlob (path: string, size: number, chunks: Array<[ChunkId, nu
 /** Moves a bad blob aside and forgets its records; chunk locations pointing at it are dropped. */
 async function quarantine (store: Store, digest: FileDigest, chunks: Array<[ChunkId, number]>): Promise<void> {
   const from = store.layout.blob(digest)
+  store.reads.forget(from)
   try {
     await stat(from)
     await chmod(from, 0o444).catch(() => {})

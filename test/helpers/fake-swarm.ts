@@ -45,8 +45,9 @@ export class FakeTarget implements Target {
     return this.origins && this.source.has(id) ? { url: `http://origin.test/${id}`, offset: 0 } : undefined
   }
 
-  async put (id: ChunkId, bytes: Uint8Array): Promise<boolean> {
+  async put (id: ChunkId, parts: Uint8Array | readonly Uint8Array[]): Promise<boolean> {
     await Promise.resolve()
+    const bytes = parts instanceof Uint8Array ? parts : Buffer.concat(parts)
     if (!this.missing.has(id)) {
       this.puts.push({ id, result: 'duplicate' })
       return false

@@ -11,7 +11,8 @@ import { CID } from 'multiformats/cid'
 import type { Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import type { ChunkId, VersionId } from '../../core/digest.js'
-import { AbortedError } from '../../core/errors.js'
+import { AbortedError, MalformedDataError } from '../../core/errors.js'
+import { decodeBlock } from './block.js'
 import { FramedStream } from '../framing.js'
 import { MAX_FRAME_BYTES, READ_BUFFER_SLACK_BYTES } from './constants.js'
 import { DontHaveError, PeerGoneError, fromWire } from './errors.js'
@@ -23,7 +24,10 @@ export interface VersionWatcher {
   onUpdate: (indices: number[]) => void
 }
 
-interface Pending { resolve: (bytes: Uint8Array) => void, reject: (err: Error) => void, cleanup: () => void }
+/** Chunk bytes as received: the parts of the frame, not joined. */
+export type BlockBytes = Uint8Array[]
+
+interface Pending { resolve: (bytes: BlockBytes) => void, reject: (err: Error) => void, cleanup: () => void }
 
 export class PeerChannel {
   private readonly framed: FramedStream
@@ -53,12 +57,12 @@ export class PeerChannel {
     else this.closeListeners.push(listener)
   }
 
-  async want (id: ChunkId, signal?: AbortSignal): Promise<Uint8Array> {
+  async want (id: ChunkId, signal?: AbortSignal): Promise<BlockBytes> {
     if (!this.framed.isOpen) throw new PeerGoneError('the stream to this peer is closed')
     signal?.throwIfAborted()
     const reqId = this.nextId
     this.nextId = this.nextId >= 0xffff_fff0 ? 1 : this.nextId + 1
-    return await new Promise<Uint8Array>((resolve, reject) => {
+    return await new Promise<BlockBytes>((resolve, reject) => {
       const onAbort = (): void => {
         if (!this.pending.has(reqId)) return
         this.pending.delete(reqId)
@@ -99,14 +103,20 @@ export class PeerChannel {
   private onFrame (frame: Uint8ArrayList): void {
     let res: ChunkResponse
     try {
+      const block = decodeBlock(frame)
+      if (block !== undefined) {
+        this.load = block.load
+        this.settle(block.id)?.resolve(block.data)
+        return
+      }
       res = ChunkResponse.decode(frame)
     } catch (err) {
-      this.framed.abort(new Error(`undecodable response: ${(err as Error).message}`))
+      this.framed.abort(new MalformedDataError(`undecodable response: ${(err as Error).message}`))
       return
     }
     this.load = res.load
     switch (res.type) {
-      case ChunkResponse.Type.BLOCK: this.settle(res.id)?.resolve(res.data); break
+      case ChunkResponse.Type.BLOCK: this.settle(res.id)?.resolve([res.data]); break
       case ChunkResponse.Type.DONT_HAVE: this.settle(res.id)?.reject(new DontHaveError('peer does not have the chunk')); break
       case ChunkResponse.Type.ERROR: this.settle(res.id)?.reject(fromWire(res.code, res.message)); break
       case ChunkResponse.Type.HAVE: this.onHave(res); break

@@ -17,6 +17,7 @@ import type { Uint8ArrayList } from 'uint8arraylist'
 import { RAW_CODEC, DAG_CBOR_CODEC, type ChunkId, type VersionId } from '../../core/digest.js'
 import { FramedStream } from '../framing.js'
 import { HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_INTERESTS_PER_STREAM, MAX_PENDING_PER_STREAM, MAX_REQUEST_FRAME_BYTES } from './constants.js'
+import { encodeBlock } from './block.js'
 import { WireCode } from './errors.js'
 import { ChunkRequest, ChunkResponse } from './pb/chunks.js'
 
@@ -128,7 +129,7 @@ export class ServerSession {
       release = await this.limiter.acquire(bytes.byteLength, signal)
       if (signal.aborted) return
       const data = this.faults?.corrupt === true && found !== undefined ? flipMiddleBit(bytes) : bytes
-      await this.reply({ type: ChunkResponse.Type.BLOCK, id: reqId, data })
+      await this.framed.send(encodeBlock(reqId, this.limiter.load(), data)).catch(() => {})
     } catch (err) {
       if (signal.aborted || !this.framed.isOpen) return
       this.log.debug({ err, chunk: id }, 'serving a chunk failed')

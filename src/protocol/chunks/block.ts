@@ -1,0 +1,64 @@
+/**
+ * The hot path of `/shoal/chunks/1.0.0`: BLOCK responses are encoded and decoded without copying
+ * the chunk. The wire format is the ordinary `ChunkResponse` protobuf — a sender writes the small
+ * fields with protons and appends field 3 (`data`) itself, which protobuf allows in any order; a
+ * receiver scans the fields and takes `data` as a view of the received parts. Every other message
+ * goes through protons.
+ */
+import * as varint from 'uint8-varint'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { ChunkResponse } from './pb/chunks.js'
+
+const DATA_TAG = (3 << 3) | 2
+
+/** A BLOCK frame for `data`, sharing its bytes. */
+export function encodeBlock (id: number, load: number, data: Uint8Array): Uint8ArrayList {
+  const head = ChunkResponse.encode({ type: ChunkResponse.Type.BLOCK, id, load } as ChunkResponse)
+  return new Uint8ArrayList(head, Uint8Array.of(DATA_TAG), varint.encode(data.byteLength), data)
+}
+
+export interface DecodedBlock { id: number, load: number, data: Uint8Array[] }
+
+/**
+ * Decodes a BLOCK frame without joining its parts; returns undefined for any other message type
+ * (decode those with `ChunkResponse.decode`). Throws on a truncated or malformed frame.
+ */
+export function decodeBlock (frame: Uint8ArrayList): DecodedBlock | undefined {
+  let pos = 0
+  let id = 0
+  let load = 0
+  let data: Uint8ArrayList | undefined
+  const end = frame.byteLength
+  const readVarint = (): number => {
+    let value = 0
+    let shift = 0
+    for (let i = 0; i < 10; i++) {
+      if (pos >= end) throw new Error('truncated varint')
+      const b = frame.get(pos++)
+      value += (b & 0x7f) * 2 ** shift
+      if ((b & 0x80) === 0) return value
+      shift += 7
+    }
+    throw new Error('varint too long')
+  }
+  while (pos < end) {
+    const key = readVarint()
+    const field = Math.floor(key / 8)
+    const wire = key & 7
+    if (wire === 0) {
+      const value = readVarint()
+      if (field === 1 && value !== 0) return undefined
+      if (field === 2) id = value
+      else if (field === 9) load = value
+    } else if (wire === 2) {
+      const length = readVarint()
+      if (pos + length > end) throw new Error('length-delimited field past the end of the frame')
+      if (field === 3) data = frame.sublist(pos, pos + length)
+      pos += length
+    } else if (wire === 1) pos += 8
+    else if (wire === 5) pos += 4
+    else throw new Error(`unsupported wire type ${wire}`)
+  }
+  if (pos !== end) throw new Error('frame ends inside a field')
+  return { id, load, data: data === undefined ? [] : [...data] }
+}
