@@ -1,0 +1,86 @@
+/**
+ * Pair benchmark (issue 3, benchmark 1): one daemon pulls a version of `--mib` MiB (default 1 GiB)
+ * from another over loopback TCP. Printed beside a bare libp2p stream on the same stack
+ * (tcp + noise + yamux) and raw TCP, measured in the same run, as ratios. Each pull starts from an
+ * empty home; the figure is bytes / (time from the pull request to the version being visible),
+ * manifest exchange included. Also prints both daemons' peak RSS.
+ *
+ *   npm run bench:pair -- [--mib 1024] [--runs 3]
+ */
+import '../src/polyfill.js'
+import { mkdtemp, rm, mkdir, readFile } from 'node:fs/promises'
+import { loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { ShoalClient } from '../src/rpc/client.js'
+import { measureLibp2pStream } from './baselines/libp2p-stream.js'
+import { measureRawTcp } from './baselines/raw-tcp.js'
+import { DaemonProcess } from './lib/daemon-proc.js'
+import { median } from './lib/proc.js'
+import { llamaTensors, writeSafetensors } from './lib/synth.js'
+
+const { values } = parseArgs({ options: { mib: { type: 'string', default: '1024' }, runs: { type: 'string', default: '3' } } })
+const MiB = 1024 * 1024
+const bytes = Number(values.mib) * MiB
+const runs = Number(values.runs)
+const mb = (n: number): string => `${n.toFixed(0).padStart(5)} MB/s`
+
+/** User + system CPU seconds of a process, from /proc. */
+async function cpuSeconds (pid: number | undefined): Promise<number> {
+  const fields = (await readFile(`/proc/${pid ?? 0}/stat`, 'utf8')).split(') ')[1]?.split(' ') ?? []
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
+
+const root = await mkdtemp(join(tmpdir(), 'shoal-bench-pair-'))
+const daemons: DaemonProcess[] = []
+try {
+  await mkdir(join(root, 'model'))
+  await writeSafetensors(join(root, 'model', 'model.safetensors'), llamaTensors(bytes, { hidden: 2048 }))
+  const listen = ['--listen', '/ip4/127.0.0.1/tcp/0']
+  const seed = await new DaemonProcess(join(root, 'seed'), listen).start()
+  daemons.push(seed)
+  const { version, structure } = await seed.json<{ version: string, structure: { totalSize: number } }>(['add', join(root, 'model'), '--name', 'bench'])
+  const size = structure.totalSize
+  const { addresses } = await seed.json<{ addresses: string[] }>(['id'])
+
+  const rates: number[] = []
+  const cpuRates: number[] = []
+  let pullerRss = 0
+  for (let i = 0; i <= runs; i++) {
+    const home = join(root, `puller-${i}`)
+    const puller = await new DaemonProcess(home, [...listen, '--peer', addresses[0] ?? '']).start()
+    daemons.push(puller)
+    const client = new ShoalClient({ socketPath: puller.socket })
+    const cpu0 = await cpuSeconds(puller.pid)
+    const t0 = process.hrtime.bigint()
+    await client.pull({ ref: `bench@${version}` })
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+    const cpu = await cpuSeconds(puller.pid) - cpu0
+    pullerRss = Math.max(pullerRss, await puller.peakRss())
+    await puller.stop()
+    await rm(home, { recursive: true, force: true })
+    if (i === 0) { console.log(`warm-up pull: ${mb(size / seconds / 1e6)}`); continue }
+    rates.push(size / seconds / 1e6)
+    cpuRates.push(size / cpu / 1e6)
+    console.log(`pull ${i}: ${mb(size / seconds / 1e6)} (${seconds.toFixed(2)} s; puller CPU ${cpu.toFixed(2)} s → ${mb(size / cpu / 1e6)} per CPU-second)`)
+  }
+  const seedRss = await seed.peakRss()
+  await seed.stop()
+
+  const libp2p = await measureLibp2pStream({ bytes: size, runs })
+  const raw = await measureRawTcp({ bytes: size, runs })
+  const pull = median(rates)
+  const pullCpu = median(cpuRates)
+  console.log('')
+  console.log(`shoal pair benchmark (${(size / MiB).toFixed(0)} MiB over loopback, median of ${runs}; load average ${loadavg()[0]?.toFixed(2) ?? '?'})`)
+  console.log('                     wall-clock    per receiver CPU-second')
+  console.log(`raw TCP              ${mb(raw.mbps)}    ${mb(raw.cpuMbps)}`)
+  console.log(`bare libp2p stream   ${mb(libp2p.mbps)}    ${mb(libp2p.cpuMbps)}   (tcp + noise + yamux, one stream)`)
+  console.log(`shoal pull           ${mb(pull)}    ${mb(pullCpu)}`)
+  console.log(`ratio to libp2p      ${(pull / libp2p.mbps).toFixed(2)}×         ${(pullCpu / libp2p.cpuMbps).toFixed(2)}×   (goal >= 0.9)`)
+  console.log(`ratio to raw TCP     ${(pull / raw.mbps).toFixed(2)}×`)
+  console.log(`peak RSS             seed ${(seedRss / MiB).toFixed(0)} MiB, puller ${(pullerRss / MiB).toFixed(0)} MiB`)
+} finally {
+  for (const d of daemons) await d.stop('SIGKILL').catch(() => {})
+  await rm(root, { recursive: true, force: true })
+}
