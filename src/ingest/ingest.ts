@@ -7,8 +7,8 @@
  * manifest is committed; until then nothing of the version is visible, and a failure (bad header,
  * disk full, abort) removes what this add wrote.
  *
- * Reading, hashing and writing overlap: the next window is read while the previous one is written
- * (two buffers of `WINDOW_SIZE`).
+ * Reading, hashing and writing overlap: while one window is hashed, the next is read and the
+ * previous one written (`WINDOW_BUFFERS` reused buffers of `WINDOW_SIZE`, read into directly).
  */
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -27,6 +27,13 @@ import { listSourceFiles, type SourceFile } from './walk.js'
 
 /** Bytes read and written per step; holds whole chunks, so at least `MAX_CHUNK_SIZE`. @default 8 MiB */
 export const WINDOW_SIZE = 8 * 1024 * 1024
+
+/**
+ * Window buffers per file copy: one being read, one being hashed, one still being written.
+ * Memory per add is `WINDOW_BUFFERS * WINDOW_SIZE`.
+ * @default 3
+ */
+export const WINDOW_BUFFERS = 3
 
 export interface AddOptions {
   name: string
@@ -115,54 +122,83 @@ async function storeFile (store: Store, file: SourceFile, plan: number[] | undef
   }
 }
 
-/** Copies in windows made of whole planned chunks. */
-async function copyPlanned (src: FileSource, writer: BlobWriter, plan: number[], signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<void> {
-  const starts = plan.length > 0 ? plan : fixedChunks(src.size)
-  const buffers = [Buffer.allocUnsafe(WINDOW_SIZE), Buffer.allocUnsafe(WINDOW_SIZE)]
+/** One step of a copy: `length` bytes at `offset`; `ends` are its chunk ends when already known. */
+interface Window { offset: number, length: number, ends?: number[] }
+
+/** Windows made of whole planned chunks (a chunk never spans two windows). */
+function * plannedWindows (size: number, plan: number[]): Generator<Window> {
+  const starts = plan.length > 0 ? plan : fixedChunks(size)
   let i = 0
-  let turn = 0
   while (i < starts.length) {
-    if (signal?.aborted === true) throw new AbortedError('add was cancelled')
-    const from = starts[i] ?? 0
+    const offset = starts[i] ?? 0
     const ends: number[] = []
     let j = i
     while (j < starts.length) {
-      const end = starts[j + 1] ?? src.size
-      if (end - from > WINDOW_SIZE && ends.length > 0) break
-      ends.push(end - from)
+      const end = starts[j + 1] ?? size
+      if (end - offset > WINDOW_SIZE && ends.length > 0) break
+      ends.push(end - offset)
       j++
     }
-    const length = ends[ends.length - 1] ?? 0
-    const buf = (buffers[turn] as Buffer).subarray(0, length)
-    await readInto(src, buf, from)
-    await writer.append(buf, ends)
-    progress(from + length)
-    turn ^= 1
+    yield { offset, length: ends[ends.length - 1] ?? 0, ends }
     i = j
   }
+}
+
+/** Back-to-back windows of `WINDOW_SIZE`; their cut points are found once the bytes are read. */
+function * fixedWindows (size: number): Generator<Window> {
+  for (let offset = 0; offset < size; offset += WINDOW_SIZE) yield { offset, length: Math.min(WINDOW_SIZE, size - offset) }
+}
+
+/** Copies in windows made of whole planned chunks. */
+async function copyPlanned (src: FileSource, writer: BlobWriter, plan: number[], signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<void> {
+  await copyWindows(src, writer, plannedWindows(src.size, plan), (_, w) => w.ends ?? [], signal, progress)
 }
 
 /** Copies with content-defined cut points, found as the bytes stream through. */
 async function copyCdc (src: FileSource, writer: BlobWriter, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<void> {
   const cdc = new FastCdc()
-  const buffers = [Buffer.allocUnsafe(WINDOW_SIZE), Buffer.allocUnsafe(WINDOW_SIZE)]
-  let turn = 0
-  for (let at = 0; at < src.size; at += WINDOW_SIZE) {
-    if (signal?.aborted === true) throw new AbortedError('add was cancelled')
-    const length = Math.min(WINDOW_SIZE, src.size - at)
-    const buf = (buffers[turn] as Buffer).subarray(0, length)
-    await readInto(src, buf, at)
-    const cuts = cdc.push(buf).map(c => c - at)
-    if (at + length === src.size) cuts.push(...cdc.finish().map(c => c - at))
-    await writer.append(buf, cuts)
-    progress(at + length)
-    turn ^= 1
-  }
+  await copyWindows(src, writer, fixedWindows(src.size), (buf, w) => {
+    const cuts = cdc.push(buf).map(c => c - w.offset)
+    if (w.offset + w.length === src.size) cuts.push(...cdc.finish().map(c => c - w.offset))
+    return cuts
+  }, signal, progress)
 }
 
-async function readInto (src: FileSource, buf: Buffer, offset: number): Promise<void> {
-  const bytes = await src.read(offset, buf.length)
-  if (bytes.buffer !== buf.buffer) buf.set(bytes)
+/**
+ * The copy pipeline, over `WINDOW_BUFFERS` rotating buffers: while window i is hashed (and its
+ * write started) by `writer.append`, window i+1 is being read and window i-1 may still be being
+ * written. `endsOf` is called once per window, in order, after its bytes are read.
+ *
+ * Buffer reuse follows `BlobWriter.append`'s contract: window i+1 is read into the buffer of
+ * window i-2, whose write finished before `append(i-1)` resolved.
+ */
+async function copyWindows (src: FileSource, writer: BlobWriter, windows: Iterator<Window>, endsOf: (buf: Buffer, window: Window) => number[], signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<void> {
+  const buffers = Array.from({ length: WINDOW_BUFFERS }, () => Buffer.allocUnsafe(WINDOW_SIZE))
+  let turn = 0
+  const start = (): { window: Window, buf: Buffer, read: Promise<void> } | undefined => {
+    const next = windows.next()
+    if (next.done === true) return undefined
+    const buf = (buffers[turn] as Buffer).subarray(0, next.value.length)
+    turn = (turn + 1) % WINDOW_BUFFERS
+    const read = src.readInto(buf, next.value.offset)
+    // Awaited below, or in `finally` when the copy fails first: never an unhandled rejection.
+    read.catch(() => {})
+    return { window: next.value, buf, read }
+  }
+  let current = start()
+  try {
+    while (current !== undefined) {
+      if (signal?.aborted === true) throw new AbortedError('add was cancelled')
+      const { window, buf, read } = current
+      await read
+      current = start()
+      await writer.append(buf, endsOf(buf, window))
+      progress(window.offset + window.length)
+    }
+  } finally {
+    // Let a read still in flight settle before the caller closes the file or drops the buffers.
+    await current?.read.catch(() => {})
+  }
 }
 
 async function readStructures (files: SourceFile[]): Promise<Map<string, FileStructure>> {

@@ -5,12 +5,18 @@
  * (or a file that shrank under us) throws `MalformedModelError`. Sources never read ahead on their
  * own; buffering belongs to the reader's cursor (`model/cursor.ts`), so a reader's memory is what
  * it asks for.
+ *
+ * A file source also offers `readInto(buf, offset)`, which fills a caller-owned buffer under the
+ * same contract: bulk copies (`ingest/`) reuse a few window buffers instead of allocating (and
+ * page-faulting in) a fresh one per read.
  */
 import { open } from 'node:fs/promises'
 import { MalformedModelError } from '../core/errors.js'
 import type { ByteSource } from './types.js'
 
 export interface FileSource extends ByteSource {
+  /** Fills all of `buf` with the bytes at `offset`, or throws as `read` does. */
+  readInto (buf: Uint8Array, offset: number): Promise<void>
   close (): Promise<void>
 }
 
@@ -25,19 +31,25 @@ export async function openFileSource (path: string): Promise<FileSource> {
   const handle = await open(path, 'r')
   try {
     const { size } = await handle.stat()
+    const readInto = async (buf: Uint8Array, offset: number): Promise<void> => {
+      const length = buf.byteLength
+      checkRange(path, size, offset, length)
+      let done = 0
+      while (done < length) {
+        const { bytesRead } = await handle.read(buf, done, length - done, offset + done)
+        if (bytesRead === 0) {
+          throw new MalformedModelError(`${path}: file ended at ${offset + done} while reading ${length} bytes at ${offset} (was it truncated while being read?)`)
+        }
+        done += bytesRead
+      }
+    }
     return {
       size,
+      readInto,
       async read (offset, length) {
         checkRange(path, size, offset, length)
         const out = new Uint8Array(length)
-        let done = 0
-        while (done < length) {
-          const { bytesRead } = await handle.read(out, done, length - done, offset + done)
-          if (bytesRead === 0) {
-            throw new MalformedModelError(`${path}: file ended at ${offset + done} while reading ${length} bytes at ${offset} (was it truncated while being read?)`)
-          }
-          done += bytesRead
-        }
+        await readInto(out, offset)
         return out
       },
       async close () { await handle.close() }

@@ -8,7 +8,10 @@
  *
  * Throughput: `append` hashes on the calling thread while the previous append's write runs on the
  * libuv pool, so reading, hashing and writing overlap. The buffer given to `append` must stay
- * untouched until the next `append` (or `commit`) resolves.
+ * untouched until the next `append` (or `commit`) resolves. Every `FLUSH_INTERVAL` bytes a
+ * `datasync` starts in the background, so the disk takes the data while later chunks are hashed
+ * and `commit`'s fsync only waits for the tail; it is an early start, never a durability promise
+ * (only `commit`'s fsync is).
  */
 import { open, rename, rm, chmod, stat, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -17,6 +20,12 @@ import { InvalidInputError } from '../core/errors.js'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
 import { fsyncDir, isErrno, mapFsError, tmpName } from './fsutil.js'
 import type { Layout } from './layout.js'
+
+/**
+ * Bytes written between background `datasync`s of the temporary file (see the module doc).
+ * @default 256 MiB
+ */
+export const FLUSH_INTERVAL = 256 * 1024 * 1024
 
 export interface WrittenBlob {
   digest: FileDigest
@@ -32,6 +41,9 @@ export class BlobWriter {
   private chunkBytes = 0
   private position = 0
   private pending: Promise<unknown> = Promise.resolve()
+  /** The background `datasync` in flight, if any; `commit` and `abort` wait for it. */
+  private flushing: Promise<void> | undefined
+  private flushedAt = 0
   private done = false
 
   private constructor (private readonly layout: Layout, private readonly fh: FileHandle, readonly tmpPath: string) {}
@@ -67,12 +79,14 @@ export class BlobWriter {
     // an unhandled rejection, which would bring the whole daemon down.
     write.catch(() => {})
     this.pending = write
+    if (this.flushing === undefined && at - this.flushedAt >= FLUSH_INTERVAL) this.startFlush(at)
   }
 
   async commit (): Promise<WrittenBlob> {
     if (this.chunkBytes > 0) throw new InvalidInputError('the last chunk was not ended')
     try {
       await this.pending
+      await this.flushing
       await this.fh.sync()
       await this.fh.close()
       this.done = true
@@ -94,9 +108,22 @@ export class BlobWriter {
     if (!this.done) {
       this.done = true
       await this.pending.catch(() => {})
+      await this.flushing?.catch(() => {})
       await this.fh.close().catch(() => {})
     }
     await rm(this.tmpPath, { force: true })
+  }
+
+  /** Starts a background `datasync` of what was written before `upTo` (earlier appends' writes). */
+  private startFlush (upTo: number): void {
+    this.flushedAt = upTo
+    const flush = this.fh.datasync().then(
+      () => { if (this.flushing === flush) this.flushing = undefined },
+      (err: unknown) => { throw mapFsError(err, 'writing a blob') }
+    )
+    // A failure is kept (not cleared) so that `commit` reports it; see `append` for the catch.
+    flush.catch(() => {})
+    this.flushing = flush
   }
 
   private closeChunk (size: number): void {
