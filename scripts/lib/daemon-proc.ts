@@ -18,7 +18,8 @@ export class DaemonProcess {
   child?: ChildProcess
   stderr = ''
 
-  constructor (readonly home: string, readonly extraArgs: string[] = [], readonly env: NodeJS.ProcessEnv = {}) {}
+  /** `wrap` prefixes the command, e.g. `['ip', 'netns', 'exec', ns]` to run it in a namespace. */
+  constructor (readonly home: string, readonly extraArgs: string[] = [], readonly env: NodeJS.ProcessEnv = {}, readonly wrap: string[] = []) {}
 
   get socket (): string { return join(this.home, 'shoal.sock') }
   get pid (): number | undefined { return this.child?.pid }
@@ -26,7 +27,10 @@ export class DaemonProcess {
   /** Starts the daemon and waits until `shoal status` answers. */
   async start (timeoutMs = 20_000): Promise<this> {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`)
-    const child = spawn(process.execPath, [CLI, 'daemon', ...this.extraArgs], {
+    const [command, ...prefix] = [...this.wrap, process.execPath]
+    // Tests and benchmarks stay on loopback (an ephemeral port) unless told where to listen.
+    const listen = this.extraArgs.includes('--listen') ? [] : ['--listen', '/ip4/127.0.0.1/tcp/0']
+    const child = spawn(command ?? process.execPath, [...prefix, CLI, 'daemon', ...listen, ...this.extraArgs], {
       env: { ...process.env, SHOAL_HOME: this.home, SHOAL_LOG_LEVEL: 'info', ...this.env },
       stdio: ['ignore', 'ignore', 'pipe']
     })

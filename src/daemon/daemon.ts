@@ -15,6 +15,7 @@ import { MAX_FRAME_BYTES, type ServerFaults, type UploadLimiter } from '../proto
 import { routes } from '../rpc/api.js'
 import { RpcServer } from '../rpc/server.js'
 import { Store } from '../store/store.js'
+import { ConflictError, InvalidInputError } from '../core/errors.js'
 import { componentLogger, createLogger, type Logger } from './logger.js'
 import { PullManager } from './pulls.js'
 import { DaemonService } from './service.js'
@@ -60,7 +61,7 @@ export class Daemon {
         ...(config.transfer.downloadRate !== undefined ? { download: new TokenBucket(config.transfer.downloadRate) } : {})
       }, componentLogger(this.log, 'pulls'))
       this.pulls = pulls
-      const { node, stop } = await createNode({
+      const { node, stop } = await listening(config.p2p.listen, createNode({
         privateKey: await loadOrCreateIdentity(config.home),
         listen: config.p2p.listen,
         peers: config.p2p.peers,
@@ -77,7 +78,7 @@ export class Daemon {
           ...testFaults(this.log)
         },
         manifests: { manifest: async version => await store.manifestBytes(version) }
-      })
+      }))
       this.node = node
       this.stopNode = stop
       pulls.attach(node)
@@ -115,6 +116,22 @@ export class Daemon {
       process.on('SIGINT', onSignal)
     })
     await this.stop()
+  }
+}
+
+/** Turns a failure to bind into an error that says which address and what to do. */
+async function listening<T> (addresses: string[], starting: Promise<T>): Promise<T> {
+  try {
+    return await starting
+  } catch (err) {
+    const text = `${(err as Error).message} ${String((err as { code?: string }).code ?? '')}`
+    if (/EADDRINUSE|address already in use/i.test(text)) {
+      throw new ConflictError(`cannot listen on ${addresses.join(', ')}: the address is in use (another shoal daemon?); pass --listen with a free port, e.g. --listen /ip4/0.0.0.0/tcp/4078`, { cause: err })
+    }
+    if (/EADDRNOTAVAIL|EACCES/i.test(text)) {
+      throw new InvalidInputError(`cannot listen on ${addresses.join(', ')}: ${(err as Error).message}; pass --listen with an address of this host`, { cause: err })
+    }
+    throw err
   }
 }
 

@@ -23,8 +23,12 @@ import { PullTarget } from '../store/pull-target.js'
 import type { ResolvedVersion, Store } from '../store/store.js'
 import type { Logger } from './logger.js'
 
-/** @default 10 s — how often a running pull asks the DHT for more providers */
-export const PROVIDER_QUERY_INTERVAL_MS = 10_000
+/**
+ * How often a running pull asks the DHT for more providers: quickly at first (the peers that start
+ * pulling at the same moment find each other within a second or two), then every 10 s.
+ * @default [250, 500, 1000, 2000, 4000, 10000] ms, the last repeating
+ */
+export const PROVIDER_QUERY_SCHEDULE_MS = [250, 500, 1000, 2000, 4000, 10_000]
 /** @default 10 s — how long to look for a manifest among DHT providers */
 export const MANIFEST_PROVIDER_TIMEOUT_MS = 10_000
 /** @default 20 — providers asked for per query */
@@ -37,6 +41,7 @@ export interface PullProgress extends SessionProgress {
 }
 
 interface ActivePull {
+  finished?: boolean
   target: PullTarget
   session: FetchSession
   done: Promise<ResolvedVersion>
@@ -163,8 +168,15 @@ export class PullManager implements ChunkSource {
     const cid = CID.parse(version)
     void node.contentRouting.provide(cid, { signal: AbortSignal.timeout(30_000) }).catch(() => {})
     for (const peer of node.getPeers()) session.addPeer(peer.toString())
-    const discovery = setInterval(() => { void this.discover(cid, session) }, PROVIDER_QUERY_INTERVAL_MS)
+    let round = 0
+    let discovery: NodeJS.Timeout | undefined
+    const next = (): void => {
+      discovery = setTimeout(() => {
+        void this.discover(cid, session).finally(() => { if (!pull.finished) next() })
+      }, PROVIDER_QUERY_SCHEDULE_MS[Math.min(round++, PROVIDER_QUERY_SCHEDULE_MS.length - 1)])
+    }
     void this.discover(cid, session)
+    next()
     pull.done = (async () => {
       try {
         await session.run()
@@ -172,7 +184,8 @@ export class PullManager implements ChunkSource {
         this.log.info({ version, name, bytes: target.totalBytes }, 'pull complete')
         return v
       } finally {
-        clearInterval(discovery)
+        pull.finished = true
+        clearTimeout(discovery)
         this.active.delete(version)
         await target.close()
       }
@@ -188,7 +201,7 @@ export class PullManager implements ChunkSource {
     if (node === undefined) return
     try {
       let n = 0
-      for await (const provider of node.contentRouting.findProviders(cid, { signal: AbortSignal.timeout(PROVIDER_QUERY_INTERVAL_MS) })) {
+      for await (const provider of node.contentRouting.findProviders(cid, { signal: AbortSignal.timeout(PROVIDER_QUERY_SCHEDULE_MS[PROVIDER_QUERY_SCHEDULE_MS.length - 1] ?? 10_000) })) {
         if (provider.id.equals(node.peerId)) continue
         if (provider.multiaddrs.length > 0) await node.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
         session.addPeer(provider.id.toString())

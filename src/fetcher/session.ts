@@ -26,7 +26,7 @@ export interface Channel {
   readonly isOpen: boolean
   readonly load: number
   /** Resolves with the chunk's bytes, possibly in parts (unverified: the target verifies). */
-  want: (id: ChunkId, signal?: AbortSignal) => Promise<Uint8Array | Uint8Array[]>
+  want: (id: ChunkId, signal?: AbortSignal, urgent?: boolean) => Promise<Uint8Array | Uint8Array[]>
   watch: (version: VersionId, watcher: { onHave: (state: { complete: true } | { complete: false, bits: Uint8Array } | undefined) => void, onUpdate: (indices: number[]) => void }) => Promise<void>
   unwatch: (version: VersionId) => Promise<void>
   onClose: (listener: (err?: Error) => void) => void
@@ -74,8 +74,13 @@ export interface SessionOptions {
   minWindowBytes: number
   maxWindowBytes: number
   windowSeconds: number
-  /** Deadline = base + 2 × (bytes queued at the peer) / max(rate, minRate). */
+  /**
+   * Deadline = base + 2 × (bytes queued at the peer) / max(rate, minRate). When it passes while
+   * the peer delivered something within `requestTimeoutBaseMs`, the request keeps waiting (the
+   * peer is busy, not stuck), up to `maxRequestAgeMs`.
+   */
   requestTimeoutBaseMs: number
+  maxRequestAgeMs: number
   minRateBytesPerSecond: number
   /** Requests for one piece at once in the endgame. */
   endgameMaxRequests: number
@@ -95,13 +100,16 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   maxWindowBytes: 32 * 1024 * 1024,
   windowSeconds: 0.5,
   requestTimeoutBaseMs: 5_000,
+  maxRequestAgeMs: 120_000,
   minRateBytesPerSecond: 4 * 1024 * 1024,
-  endgameMaxRequests: 3,
+  endgameMaxRequests: 2,
   noProgressTimeoutMs: 60_000,
   maxConsecutiveTimeouts: 3,
   originConcurrency: 4
 }
 
+/** A peer that answered DUPLICATE for a piece is not asked for it again for this long. @default 2 s */
+export const DUPLICATE_BACKOFF_MS = 2_000
 /** How often rates, progress and stalls are checked. @default 250 ms */
 export const TICK_MS = 250
 /** Weight of the newest rate sample. @default 0.3 */
@@ -133,7 +141,10 @@ class PeerState implements SelectablePeer {
   busyInTick = false
   consecutiveTimeouts = 0
   received = 0
+  lastBlockAt = 0
   gone = false
+  /** Pieces this peer said it just gave someone else: not asked of it again before `until`. */
+  readonly deferred = new Map<ChunkId, number>()
 
   constructor (readonly key: string, readonly origin = false) {}
 
@@ -356,16 +367,39 @@ export class FetchSession {
   }
 
   private pickFor (peer: PeerState): ChunkId | undefined {
-    const fresh = this.picker.pick(this.unrequested, id => this.peerHas(peer, id), id => this.availability(id))
+    const now = Date.now()
+    // A complete peer (a seed) is asked only for pieces no partial peer holds yet, so its upload
+    // goes to what the swarm lacks; partial peers redistribute the rest.
+    const seedOnly = peer.have === 'complete' && this.partialPeers() > 0
+    const fresh = this.picker.pick(this.unrequested, id =>
+      this.peerHas(peer, id) && !((peer.deferred.get(id) ?? 0) > now) && (!seedOnly || (this.partialHolders.get(id) ?? 0) === 0),
+    id => this.availability(id))
     if (fresh !== undefined || this.unrequested.size > 0 || peer.origin) return fresh
-    // Endgame: nothing unrequested; duplicate a piece in flight elsewhere.
+    // Endgame: nothing unrequested; duplicate the piece whose request is latest (in flight longer
+    // than its peer's rate predicts), so the tail does not wait on one slow peer.
     let best: ChunkId | undefined
-    let fewest = Infinity
+    let latest = 0
     for (const [id, who] of this.requesters) {
       if (who.has(peer.key) || who.size >= this.opts.endgameMaxRequests || !this.peerHas(peer, id)) continue
-      if (who.size < fewest) { best = id; fewest = who.size }
+      const late = Math.min(...[...who].map(key => this.lateness(key, id, now)))
+      if (late > latest) { best = id; latest = late }
     }
     return best
+  }
+
+  /** How long a request has been in flight beyond the time its peer needs for one such piece. */
+  private lateness (key: string, id: ChunkId, now: number): number {
+    const holder = key === 'origin' ? this.origin : this.peers.get(key)
+    const req = holder?.inflight.get(id)
+    if (holder === undefined || req === undefined) return 0
+    const expected = 1000 * 1.5 * req.size / Math.max(holder.rate, this.opts.minRateBytesPerSecond)
+    return now - req.started - expected
+  }
+
+  private partialPeers (): number {
+    let n = 0
+    for (const p of this.peers.values()) if (!p.gone && p.have instanceof Uint8Array) n++
+    return n
   }
 
   private request (peer: PeerState, id: ChunkId): void {
@@ -381,7 +415,11 @@ export class FetchSession {
     const who = this.requesters.get(id) ?? new Set()
     who.add(peer.key)
     this.requesters.set(id, who)
-    const fetching = peer.origin ? this.fetchOrigin(id, controller.signal) : (peer.channel as Channel).want(id, controller.signal)
+    // Urgent only in the endgame: a retry after DUPLICATE is refused again while the first copy is
+    // still on its way, so a seed's upload is not spent twice on one piece.
+    peer.deferred.delete(id)
+    const urgent = who.size > 1
+    const fetching = peer.origin ? this.fetchOrigin(id, controller.signal) : (peer.channel as Channel).want(id, controller.signal, urgent)
     fetching.then(
       async bytes => { await this.onBlock(peer, id, bytes) },
       (err: unknown) => { this.onRequestError(peer, id, err as Error) }
@@ -416,6 +454,7 @@ export class FetchSession {
   private async onBlock (peer: PeerState, id: ChunkId, bytes: Uint8Array | Uint8Array[]): Promise<void> {
     if (!this.settle(peer, id)) return
     const size = byteLength(bytes)
+    peer.lastBlockAt = Date.now()
     peer.receivedInTick += size
     peer.received += size
     try {
@@ -456,6 +495,8 @@ export class FetchSession {
       this.punish(peer, 'lie', `claimed ${id} but did not have it`)
     } else if (name === 'OriginError') {
       this.extras.log?.debug({ chunk: id, err: err.message }, 'origin request failed')
+    } else if (name === 'PeerRequestError' && (err as { wireCode?: string }).wireCode === 'DUPLICATE') {
+      peer.deferred.set(id, Date.now() + DUPLICATE_BACKOFF_MS)
     } else if (name === 'PeerRequestError') {
       this.extras.log?.debug({ peer: peer.key, err: err.message }, 'peer refused a request')
     }
@@ -466,6 +507,13 @@ export class FetchSession {
   private onTimeout (peer: PeerState, id: ChunkId): void {
     const req = peer.inflight.get(id)
     if (req === undefined) return
+    // A peer that keeps delivering is serving a queue (other requesters share its upload): let the
+    // request wait, up to `maxRequestAgeMs`; the endgame fetches the last pieces elsewhere anyway.
+    const now = Date.now()
+    if (!peer.origin && now - peer.lastBlockAt < this.opts.requestTimeoutBaseMs && now - req.started < this.opts.maxRequestAgeMs) {
+      req.timer = setTimeout(() => this.onTimeout(peer, id), this.opts.requestTimeoutBaseMs)
+      return
+    }
     this.settle(peer, id)
     req.controller.abort()
     peer.consecutiveTimeouts++

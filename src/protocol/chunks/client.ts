@@ -57,7 +57,8 @@ export class PeerChannel {
     else this.closeListeners.push(listener)
   }
 
-  async want (id: ChunkId, signal?: AbortSignal): Promise<BlockBytes> {
+  /** `urgent`: serve even if the peer just sent this chunk to someone else (see `DUPLICATE`). */
+  async want (id: ChunkId, signal?: AbortSignal, urgent = false): Promise<BlockBytes> {
     if (!this.framed.isOpen) throw new PeerGoneError('the stream to this peer is closed')
     signal?.throwIfAborted()
     const reqId = this.nextId
@@ -66,12 +67,12 @@ export class PeerChannel {
       const onAbort = (): void => {
         if (!this.pending.has(reqId)) return
         this.pending.delete(reqId)
-        void this.send({ type: ChunkRequest.Type.CANCEL, id: reqId, cid: new Uint8Array(0) }).catch(() => {})
+        void this.send({ type: ChunkRequest.Type.CANCEL, id: reqId, cid: new Uint8Array(0), urgent: false }).catch(() => {})
         reject(new AbortedError('request cancelled'))
       }
       signal?.addEventListener('abort', onAbort, { once: true })
       this.pending.set(reqId, { resolve, reject, cleanup: () => signal?.removeEventListener('abort', onAbort) })
-      this.send({ type: ChunkRequest.Type.WANT, id: reqId, cid: CID.parse(id).bytes }).catch((err: unknown) => {
+      this.send({ type: ChunkRequest.Type.WANT, id: reqId, cid: CID.parse(id).bytes, urgent }).catch((err: unknown) => {
         this.settle(reqId)?.reject(new PeerGoneError(`could not send a request: ${(err as Error).message}`))
       })
     })
@@ -96,7 +97,7 @@ export class PeerChannel {
     await this.framed.close()
   }
 
-  private async send (req: { type: ChunkRequest.Type, id: number, cid: Uint8Array }): Promise<void> {
+  private async send (req: { type: ChunkRequest.Type, id: number, cid: Uint8Array, urgent?: boolean }): Promise<void> {
     await this.framed.send(ChunkRequest.encode(req as ChunkRequest))
   }
 

@@ -8,6 +8,11 @@ export const WireCode = {
   BUSY: 'BUSY',
   /** The request was malformed (bad CID, unknown type). */
   BAD_REQUEST: 'BAD_REQUEST',
+  /**
+   * The chunk was just sent to another peer, which will offer it shortly: fetch it there (or
+   * retry with `urgent`). Keeps a seed's upload for pieces nobody has yet (super-seeding).
+   */
+  DUPLICATE: 'DUPLICATE',
   /** The server failed to read its own copy. */
   INTERNAL: 'INTERNAL'
 } as const

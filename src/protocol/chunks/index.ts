@@ -13,10 +13,10 @@ import type { PeerId, Startable } from '@libp2p/interface'
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
 import { PeerChannel } from './client.js'
 import { CHUNKS_PROTOCOL, MAX_INBOUND_STREAMS, STREAM_IDLE_TIMEOUT_MS } from './constants.js'
-import { ServerSession, type ChunkSource, type ServerFaults, type ServerLog, type UploadLimiter } from './server.js'
+import { RecentSends, ServerSession, type ChunkSource, type ServerFaults, type ServerLog, type UploadLimiter } from './server.js'
 
 export { PeerChannel, type VersionWatcher } from './client.js'
-export type { ChunkSource, HaveState, ServerFaults, UploadLimiter } from './server.js'
+export { RecentSends, type ChunkSource, type HaveState, type ServerFaults, type UploadLimiter } from './server.js'
 export * from './constants.js'
 export * from './errors.js'
 
@@ -43,15 +43,16 @@ export interface ChunkExchange {
 class ChunkExchangeService implements ChunkExchange, Startable {
   private readonly channels = new Map<string, Promise<PeerChannel>>()
   private readonly log: ServerLog
+  private readonly recent = new RecentSends()
 
   constructor (private readonly components: ChunkExchangeComponents, private readonly init: ChunkExchangeInit) {
     this.log = init.log ?? { debug () {} }
   }
 
   async start (): Promise<void> {
-    await this.components.registrar.handle(CHUNKS_PROTOCOL, stream => {
+    await this.components.registrar.handle(CHUNKS_PROTOCOL, (stream, connection) => {
       stream.inactivityTimeout = STREAM_IDLE_TIMEOUT_MS
-      new ServerSession(stream, this.init.source, this.init.limiter, this.log, this.init.faults)
+      new ServerSession(stream, connection.remotePeer.toString(), this.init.source, this.init.limiter, this.recent, this.log, this.init.faults)
     }, { maxInboundStreams: MAX_INBOUND_STREAMS })
   }
 

@@ -16,7 +16,7 @@ import type { Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { RAW_CODEC, DAG_CBOR_CODEC, type ChunkId, type VersionId } from '../../core/digest.js'
 import { FramedStream } from '../framing.js'
-import { HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_INTERESTS_PER_STREAM, MAX_PENDING_PER_STREAM, MAX_REQUEST_FRAME_BYTES } from './constants.js'
+import { DUPLICATE_HOLD_MS, HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_INTERESTS_PER_STREAM, MAX_PENDING_PER_STREAM, MAX_RECENT_SENDS, MAX_REQUEST_FRAME_BYTES } from './constants.js'
 import { encodeBlock } from './block.js'
 import { WireCode } from './errors.js'
 import { ChunkRequest, ChunkResponse } from './pb/chunks.js'
@@ -41,6 +41,42 @@ export interface UploadLimiter {
 }
 
 export interface ServerLog { debug: (obj: object, msg?: string) => void }
+
+/**
+ * Which chunks this node sent recently and to whom, shared by all sessions: a second peer asking
+ * for a chunk another peer is receiving right now is told DUPLICATE (fetch it from that peer),
+ * unless its request is urgent. So a seed's upload goes to pieces the swarm does not have yet.
+ */
+export class RecentSends {
+  /** `at` undefined: still queued or being sent. */
+  private readonly sent = new Map<string, { to: string, at?: number }>()
+
+  constructor (private readonly holdMs = DUPLICATE_HOLD_MS, private readonly max = MAX_RECENT_SENDS) {}
+
+  /** True when `id` is being sent to a peer other than `to`, or was less than `holdMs` ago. */
+  heldFor (id: string, to: string, now = Date.now()): boolean {
+    const entry = this.sent.get(id)
+    return entry !== undefined && entry.to !== to && (entry.at === undefined || now - entry.at < this.holdMs)
+  }
+
+  /** Records that `id` is about to go to `to`; call `done` when it went (or failed). */
+  start (id: string, to: string): { done: (sent: boolean) => void } {
+    this.sent.delete(id)
+    const entry: { to: string, at?: number } = { to }
+    this.sent.set(id, entry)
+    if (this.sent.size > this.max) {
+      const oldest = this.sent.keys().next().value
+      if (oldest !== undefined) this.sent.delete(oldest)
+    }
+    return {
+      done: sent => {
+        if (this.sent.get(id) !== entry) return
+        if (sent) entry.at = Date.now()
+        else this.sent.delete(id)
+      }
+    }
+  }
+}
 
 /**
  * Optional hooks that let a test make this node misbehave. Never set in production. A faulty
@@ -68,7 +104,15 @@ export class ServerSession {
   private readonly pending = new Map<number, AbortController>()
   private readonly interests = new Map<string, { stop: () => void, batch: number[], timer?: NodeJS.Timeout }>()
 
-  constructor (stream: Stream, private readonly source: ChunkSource, private readonly limiter: UploadLimiter, private readonly log: ServerLog, private readonly faults?: ServerFaults) {
+  constructor (
+    stream: Stream,
+    private readonly remote: string,
+    private readonly source: ChunkSource,
+    private readonly limiter: UploadLimiter,
+    private readonly recent: RecentSends,
+    private readonly log: ServerLog,
+    private readonly faults?: ServerFaults
+  ) {
     this.framed = new FramedStream(stream, {
       maxFrameBytes: MAX_REQUEST_FRAME_BYTES,
       maxBufferBytes: MAX_REQUEST_FRAME_BYTES * (MAX_PENDING_PER_STREAM + 16),
@@ -105,35 +149,43 @@ export class ServerSession {
       return
     }
     if (this.faults?.stall === true) return
+    if (!req.urgent && this.recent.heldFor(id, this.remote)) {
+      void this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.DUPLICATE, message: 'just sent to another peer; fetch it there' })
+      return
+    }
+    const sending = this.recent.start(id, this.remote)
     const controller = new AbortController()
     this.pending.set(req.id, controller)
-    void this.serve(req.id, id, controller.signal).finally(() => {
+    void this.serve(req.id, id, controller.signal).then(sent => { sending.done(sent) }, () => { sending.done(false) }).finally(() => {
       if (this.pending.get(req.id) === controller) this.pending.delete(req.id)
     })
   }
 
-  private async serve (reqId: number, id: ChunkId, signal: AbortSignal): Promise<void> {
+  /** Serves one WANT; resolves true when the block was sent. */
+  private async serve (reqId: number, id: ChunkId, signal: AbortSignal): Promise<boolean> {
     let release: (() => void) | undefined
     try {
       if (this.faults?.oversize !== undefined) {
         await this.framed.send(new Uint8Array(this.faults.oversize))
-        return
+        return false
       }
       const found = this.faults?.noChunks === true ? undefined : await this.source.readChunk(id, signal)
       const bytes = found === undefined && this.faults?.corrupt === true ? new Uint8Array(GARBAGE_BYTES) : found
-      if (signal.aborted) return
+      if (signal.aborted) return false
       if (bytes === undefined) {
         await this.reply({ type: ChunkResponse.Type.DONT_HAVE, id: reqId })
-        return
+        return false
       }
       release = await this.limiter.acquire(bytes.byteLength, signal)
-      if (signal.aborted) return
+      if (signal.aborted) return false
       const data = this.faults?.corrupt === true && found !== undefined ? flipMiddleBit(bytes) : bytes
-      await this.framed.send(encodeBlock(reqId, this.limiter.load(), data)).catch(() => {})
+      await this.framed.send(encodeBlock(reqId, this.limiter.load(), data))
+      return true
     } catch (err) {
-      if (signal.aborted || !this.framed.isOpen) return
+      if (signal.aborted || !this.framed.isOpen) return false
       this.log.debug({ err, chunk: id }, 'serving a chunk failed')
       await this.reply({ type: ChunkResponse.Type.ERROR, id: reqId, code: WireCode.INTERNAL, message: 'could not read the chunk' }).catch(() => {})
+      return false
     } finally {
       release?.()
     }

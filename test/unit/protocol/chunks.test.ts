@@ -8,7 +8,7 @@ import { chunkIdOf, encodeBlock, type ChunkId, type VersionId } from '../../../s
 import { PeerChannel } from '../../../src/protocol/chunks/client.js'
 import { HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_PENDING_PER_STREAM, MAX_REQUEST_FRAME_BYTES } from '../../../src/protocol/chunks/constants.js'
 import { ChunkRequest, ChunkResponse } from '../../../src/protocol/chunks/pb/chunks.js'
-import { ServerSession, type ChunkSource, type HaveState, type UploadLimiter } from '../../../src/protocol/chunks/server.js'
+import { RecentSends, ServerSession, type ChunkSource, type HaveState, type UploadLimiter } from '../../../src/protocol/chunks/server.js'
 import { sameBytes, seededBytes } from '../../helpers/random.js'
 
 /** The received parts of a block, joined for comparison. */
@@ -110,7 +110,7 @@ describe('/shoal/chunks/1.0.0', () => {
   })
 
   const connect = (): PeerChannel => {
-    new ServerSession(inbound, source, limiter, { debug () {} })
+    new ServerSession(inbound, 'peer-a', source, limiter, new RecentSends(), { debug () {} })
     return new PeerChannel(outbound, 16 * 1024 * 1024)
   }
 
@@ -230,7 +230,7 @@ describe('/shoal/chunks/1.0.0', () => {
   })
 
   it('aborts the stream on an undecodable request frame', async () => {
-    new ServerSession(inbound, source, limiter, { debug () {} })
+    new ServerSession(inbound, 'peer-a', source, limiter, new RecentSends(), { debug () {} })
     const v = versionId('x')
     sendRaw(outbound, ChunkRequest.encode({ type: ChunkRequest.Type.INTEREST, id: 0, cid: encodeBlockBytes(v) }))
     await vi.waitFor(() => { expect(source.listeners.get(v)?.size).toBe(1) })
@@ -242,7 +242,7 @@ describe('/shoal/chunks/1.0.0', () => {
   })
 
   it('aborts the stream on a request frame over MAX_REQUEST_FRAME_BYTES, before buffering it', async () => {
-    new ServerSession(inbound, source, limiter, { debug () {} })
+    new ServerSession(inbound, 'peer-a', source, limiter, new RecentSends(), { debug () {} })
     sendRaw(outbound, new Uint8Array(16), MAX_REQUEST_FRAME_BYTES + 1)
     await vi.waitFor(() => { expect(inbound.status).toBe('aborted') })
     expect(source.reads).toEqual([])

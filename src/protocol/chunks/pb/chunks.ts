@@ -7,6 +7,7 @@ export interface ChunkRequest {
   type: ChunkRequest.Type
   id: number
   cid: Uint8Array<ArrayBuffer>
+  urgent: boolean
 }
 
 export namespace ChunkRequest {
@@ -54,6 +55,11 @@ export namespace ChunkRequest {
           w.bytes(obj.cid)
         }
 
+        if ((obj.urgent != null && obj.urgent !== false)) {
+          w.uint32(32)
+          w.bool(obj.urgent)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -61,7 +67,8 @@ export namespace ChunkRequest {
         const obj: any = {
           type: Type.WANT,
           id: 0,
-          cid: uint8ArrayAlloc(0)
+          cid: uint8ArrayAlloc(0),
+          urgent: false
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -80,6 +87,10 @@ export namespace ChunkRequest {
             }
             case 3: {
               obj.cid = reader.bytes()
+              break
+            }
+            case 4: {
+              obj.urgent = reader.bool()
               break
             }
             default: {
@@ -118,6 +129,13 @@ export namespace ChunkRequest {
               }
               break
             }
+            case 4: {
+              yield {
+                field: `${prefix}.urgent`,
+                value: reader.bool()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -145,6 +163,11 @@ export namespace ChunkRequest {
     value: Uint8Array<ArrayBuffer>
   }
 
+  export interface ChunkRequestUrgentFieldEvent {
+    field: '$.urgent'
+    value: boolean
+  }
+
   export function encode (obj: Partial<ChunkRequest>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, ChunkRequest.codec())
   }
@@ -153,7 +176,7 @@ export namespace ChunkRequest {
     return decodeMessage(buf, ChunkRequest.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkRequest>): Generator<ChunkRequestTypeFieldEvent | ChunkRequestIdFieldEvent | ChunkRequestCidFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkRequest>): Generator<ChunkRequestTypeFieldEvent | ChunkRequestIdFieldEvent | ChunkRequestCidFieldEvent | ChunkRequestUrgentFieldEvent> {
     return streamMessage(buf, ChunkRequest.codec(), opts)
   }
 }

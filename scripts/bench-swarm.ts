@@ -1,0 +1,101 @@
+/**
+ * Swarm benchmark (issue 3, benchmark 2): N hosts in Linux network namespaces on one bridge, each
+ * host's uplink and downlink shaped with tbf (default 100 Mbit/s), one seed holding an F-MiB
+ * version (default 256), and all N pulling it at once. Prints the time until the last host
+ * completes as a ratio to the P2P lower bound max(F/u_seed, N·F/(u_seed + Σu_peers)), and the
+ * seed's egress as a multiple of F (interface counters). Needs root; every namespace and process
+ * is removed at the end.
+ *
+ *   sudo npm run bench:swarm -- [--peers 6] [--mib 256] [--rate 100] [--runs 1] [--strategy weighted]
+ */
+import '../src/polyfill.js'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { ShoalClient } from '../src/rpc/client.js'
+import { p2pLowerBound } from './baselines/swarm-http.js'
+import { DaemonProcess } from './lib/daemon-proc.js'
+import { createSwarm, type Swarm } from './lib/netns.js'
+import { median } from './lib/proc.js'
+import { llamaTensors, writeSafetensors } from './lib/synth.js'
+
+const { values } = parseArgs({
+  options: {
+    peers: { type: 'string', default: '6' },
+    mib: { type: 'string', default: '256' },
+    rate: { type: 'string', default: '100' },
+    runs: { type: 'string', default: '1' },
+    strategy: { type: 'string', default: 'weighted' },
+    verbose: { type: 'boolean', default: false }
+  }
+})
+const N = Number(values.peers)
+const MiB = 1024 * 1024
+const rateMbit = Number(values.rate)
+const runs = Number(values.runs)
+const PORT = 4077
+
+const root = await mkdtemp(join(tmpdir(), 'shoal-bench-swarm-'))
+let swarm: Swarm | undefined
+const daemons: DaemonProcess[] = []
+try {
+  await mkdir(join(root, 'model'))
+  await writeSafetensors(join(root, 'model', 'model.safetensors'), llamaTensors(Number(values.mib) * MiB, { hidden: 1024 }))
+  swarm = await createSwarm({ hosts: N + 1, rateMbit })
+  const u = swarm.rateBytesPerSec
+  const [seedHost, ...peerHosts] = swarm.hosts
+  if (seedHost === undefined) throw new Error('no hosts')
+  const config = JSON.stringify({ transfer: { strategy: values.strategy } })
+  const start = async (name: string, ip: string, ns: string, peers: string[]): Promise<DaemonProcess> => {
+    const home = join(root, name)
+    await mkdir(home, { recursive: true })
+    await writeFile(join(home, 'config.json'), config)
+    const d = new DaemonProcess(home, ['--listen', `/ip4/${ip}/tcp/${PORT}`, ...peers.flatMap(p => ['--peer', p])], {}, ['ip', 'netns', 'exec', ns])
+    daemons.push(d)
+    return await d.start(60_000)
+  }
+  const seed = await start('seed', seedHost.ip, seedHost.ns, [])
+  const { version, structure } = await seed.json<{ version: string, structure: { totalSize: number } }>(['add', join(root, 'model'), '--name', 'bench'])
+  const F = structure.totalSize
+  const { peerId } = await seed.json<{ peerId: string }>(['id'])
+  const seedAddr = `/ip4/${seedHost.ip}/tcp/${PORT}/p2p/${peerId}`
+  const bound = p2pLowerBound(F, u, peerHosts.map(() => u))
+
+  const ratios: number[] = []
+  const egress: number[] = []
+  for (let run = 1; run <= runs; run++) {
+    const pullers = await Promise.all(peerHosts.map(async (h, i) => await start(`run${run}-peer${i}`, h.ip, h.ns, [seedAddr])))
+    const tx0 = await swarm.txBytes(seedHost)
+    const t0 = performance.now()
+    const timeline: string[] = []
+    const done = await Promise.all(pullers.map(async (d, i) => {
+      await new ShoalClient({ socketPath: d.socket }).pull({ ref: `bench@${version}` }, p => {
+        if (i === 0 && values.verbose === true) timeline.push(`${((performance.now() - t0) / 1000).toFixed(1)}s ${(Number(p.bytes) / MiB).toFixed(0)}MiB peers=${String(p.peers)} rate=${(Number(p.rate) / 1e6).toFixed(1)}MB/s`)
+      })
+      return (performance.now() - t0) / 1000
+    }))
+    if (values.verbose === true) {
+      console.log(timeline.join('\n'))
+      for (const [i, d] of pullers.entries()) {
+        const rows = await d.json<Array<{ peerId: string, bytesReceived: number }>>(['peers'])
+        console.log(`peer${i} received: ${rows.map(r => `${r.peerId === peerId ? 'seed' : r.peerId.slice(-4)}=${(r.bytesReceived / MiB).toFixed(0)}`).join(' ')}`)
+      }
+    }
+    const last = Math.max(...done)
+    const sent = (await swarm.txBytes(seedHost)) - tx0
+    ratios.push(last / bound)
+    egress.push(sent / F)
+    console.log(`run ${run}: hosts done at ${done.map(s => s.toFixed(1)).join(', ')} s; last ${last.toFixed(1)} s = ${(last / bound).toFixed(2)}× bound; seed egress ${(sent / F).toFixed(2)}×F`)
+    for (const d of pullers) await d.stop()
+  }
+  console.log('')
+  console.log(`shoal swarm benchmark: ${N} pullers + 1 seed, ${(F / MiB).toFixed(0)} MiB, ${rateMbit} Mbit/s up and down per host, strategy ${values.strategy}`)
+  console.log(`P2P lower bound      ${bound.toFixed(1)} s  (max(F/u_seed, N·F/(u_seed+Σu_peers)))`)
+  console.log(`last host done       ${(median(ratios) * bound).toFixed(1)} s = ${median(ratios).toFixed(2)}× bound   (goal <= 1.15; plain HTTP 6.3×, BitTorrent 1.41–1.55×)`)
+  console.log(`seed egress          ${median(egress).toFixed(2)}×F            (goal <= 1.1; plain HTTP 6.0×F, BitTorrent 1.3×F)`)
+} finally {
+  for (const d of daemons) await d.stop('SIGKILL').catch(() => {})
+  await swarm?.destroy()
+  await rm(root, { recursive: true, force: true })
+}
