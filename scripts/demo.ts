@@ -1,6 +1,9 @@
 /**
- * The local demo: one daemon on an embedded default home, a generated llama-shaped model added,
- * inspected, versioned, labelled, verified, exported. Every step runs the real CLI and prints it.
+ * The local demo: three daemons on loopback (each with its own home under .shoal-demo/). A
+ * generated llama-shaped model is added on the first, inspected, versioned and labelled; the other
+ * two pull it at the same time, peer to peer, verified chunk by chunk, and trade pieces with each
+ * other; then the store is verified, a version exported, garbage listed. Every step runs the real
+ * CLI and prints it.
  *
  *   ./scripts/demo.sh            (or: npm run demo)
  *
@@ -37,6 +40,15 @@ async function runJson<T> (daemon: DaemonProcess, args: string[]): Promise<T> {
   return JSON.parse(r.stdout) as T
 }
 
+/** `shoal pull --json` streams NDJSON progress lines; the last one carries the result. */
+async function pull (daemon: DaemonProcess, ref: string): Promise<Shown> {
+  console.log(`$ shoal pull ${ref}   (SHOAL_HOME=${daemon.home})`)
+  const r = await daemon.cli(['pull', ref, '--json'])
+  if (r.code !== 0) throw new Error(`shoal pull ${ref} failed (${r.code}): ${r.stderr}`)
+  const last = r.stdout.trim().split('\n').pop() ?? '{}'
+  return (JSON.parse(last) as { result: Shown }).result
+}
+
 interface Shown { version: string, path: string, parentShared?: { chunks: number, bytes: number } }
 
 const sha = async (path: string): Promise<string> => createHash('sha256').update(await readFile(path)).digest('hex')
@@ -55,9 +67,10 @@ await writeSafetensors(join(base, 'v2', 'model.safetensors'), tuned, { format: '
 await writeFile(join(base, 'v2', 'config.json'), await readFile(join(base, 'v1', 'config.json')))
 await writeFile(join(base, 'v2', 'shoal.json'), await readFile(join(base, 'v1', 'shoal.json')))
 
-step(`starting a daemon (SHOAL_HOME=${home})`)
+step(`starting the publishing daemon (SHOAL_HOME=${home})`)
 const daemon = await new DaemonProcess(home).start()
 console.log(`daemon pid ${daemon.pid ?? '?'}, socket ${daemon.socket}`)
+const others: DaemonProcess[] = []
 try {
   step('add version 1 and label it prod')
   const v1 = await runJson<Shown>(daemon, ['add', join(base, 'v1'), '--name', 'demo/llama', '--label', 'prod', '--json'])
@@ -80,6 +93,22 @@ try {
   const same = await sha(join(shown.path, 'model.safetensors')) === await sha(join(base, 'v2', 'model.safetensors'))
   console.log(`${join(shown.path, 'model.safetensors')} matches the source: ${same}`)
 
+  step('two more daemons on loopback pull version 2 at once, peer to peer')
+  const { addresses } = await runJson<{ peerId: string, addresses: string[] }>(daemon, ['id', '--json'])
+  for (const name of ['edge-1', 'edge-2']) {
+    const d = await new DaemonProcess(join(base, name), ['--peer', addresses[0] ?? '']).start()
+    others.push(d)
+    console.log(`${name}: pid ${d.pid ?? '?'}, SHOAL_HOME=${d.home}`)
+  }
+  const t0 = performance.now()
+  const pulled = await Promise.all(others.map(async d => await pull(d, `demo/llama@${v2.version}`)))
+  console.log(`both pulled in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+  for (const [i, d] of others.entries()) {
+    const ok = await sha(join(pulled[i]?.path ?? '', 'model.safetensors')) === await sha(join(base, 'v2', 'model.safetensors'))
+    console.log(`edge-${i + 1}: ${pulled[i]?.path ?? '?'} matches the source: ${ok}`)
+    await run(d, ['peers'])
+  }
+
   step('verify the store, export a version, collect garbage')
   await run(daemon, ['verify'])
   await run(daemon, ['export', `demo/llama@${v1.version}`, join(base, 'export')])
@@ -88,6 +117,7 @@ try {
   await run(daemon, ['gc', '--dry-run'])
   await run(daemon, ['status'])
 } finally {
+  for (const d of others) await d.stop()
   await daemon.stop()
   if (values.keep !== true) await rm(base, { recursive: true, force: true })
 }

@@ -161,6 +161,7 @@ export class PullManager implements ChunkSource {
       channel: async (peer, signal) => await node.services.chunks.channel(peerIdFromString(peer), signal)
     }, this.judge, this.options.session, {
       ...(this.options.origin !== undefined ? { origin: this.options.origin } : {}),
+      ...(this.options.download !== undefined ? { download: this.options.download } : {}),
       onProgress: p => { const full = this.progressOf(pull, p); for (const l of listeners) l(full) },
       log: this.log
     })

@@ -181,7 +181,13 @@ export class FetchSession {
     private readonly peerSource: { channel: (peer: string, signal: AbortSignal) => Promise<Channel> },
     private readonly judge: PeerJudge,
     options: Partial<SessionOptions> = {},
-    private readonly extras: { origin?: OriginSource, onProgress?: (p: SessionProgress) => void, log?: { debug: (o: object, m?: string) => void, info: (o: object, m?: string) => void } } = {}
+    private readonly extras: {
+      origin?: OriginSource
+      /** Download cap: a block is taken in only once its bytes are granted, which holds back new requests. */
+      download?: { take: (bytes: number, signal?: AbortSignal) => Promise<void> }
+      onProgress?: (p: SessionProgress) => void
+      log?: { debug: (o: object, m?: string) => void, info: (o: object, m?: string) => void }
+    } = {}
   ) {
     this.opts = { ...DEFAULT_SESSION_OPTIONS, ...options }
     const needed = target.needed()
@@ -452,8 +458,9 @@ export class FetchSession {
   }
 
   private async onBlock (peer: PeerState, id: ChunkId, bytes: Uint8Array | Uint8Array[]): Promise<void> {
-    if (!this.settle(peer, id)) return
     const size = byteLength(bytes)
+    if (this.extras.download !== undefined && peer.inflight.has(id)) await this.extras.download.take(size, this.controller.signal).catch(() => {})
+    if (!this.settle(peer, id)) return
     peer.lastBlockAt = Date.now()
     peer.receivedInTick += size
     peer.received += size
