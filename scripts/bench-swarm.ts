@@ -27,7 +27,8 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '100' },
     runs: { type: 'string', default: '1' },
     strategy: { type: 'string', default: 'weighted' },
-    verbose: { type: 'boolean', default: false }
+    verbose: { type: 'boolean', default: false },
+    slots: { type: 'string' }
   }
 })
 const N = Number(values.peers)
@@ -46,7 +47,7 @@ try {
   const u = swarm.rateBytesPerSec
   const [seedHost, ...peerHosts] = swarm.hosts
   if (seedHost === undefined) throw new Error('no hosts')
-  const config = JSON.stringify({ transfer: { strategy: values.strategy } })
+  const config = JSON.stringify({ transfer: { strategy: values.strategy, ...(values.slots !== undefined ? { uploadSlots: Number(values.slots) } : {}) } })
   const start = async (name: string, ip: string, ns: string, peers: string[]): Promise<DaemonProcess> => {
     const home = join(root, name)
     await mkdir(home, { recursive: true })
