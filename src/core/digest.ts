@@ -50,6 +50,11 @@ export class ChunkHasher {
   }
 }
 
+/** The chunk id for a sha2-256 digest computed elsewhere (a hash worker). */
+export function chunkIdFromSha256 (digest: Uint8Array): ChunkId {
+  return cidFromSha256(RAW_CODEC, digest)
+}
+
 export function chunkIdOf (bytes: Uint8Array): ChunkId {
   return cidFromSha256(RAW_CODEC, createHash('sha256').update(bytes).digest())
 }

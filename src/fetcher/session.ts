@@ -110,6 +110,8 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
 
 /** A peer that answered DUPLICATE for a piece is not asked for it again for this long. @default 2 s */
 export const DUPLICATE_BACKOFF_MS = 2_000
+/** In the endgame a request is late once in flight longer than this many pieces take at its peer's rate. @default 2 */
+export const ENDGAME_LATE_PIECES = 2
 /** How often rates, progress and stalls are checked. @default 250 ms */
 export const TICK_MS = 250
 /** Weight of the newest rate sample. @default 0.3 */
@@ -387,6 +389,7 @@ export class FetchSession {
     let latest = 0
     for (const [id, who] of this.requesters) {
       if (who.has(peer.key) || who.size >= this.opts.endgameMaxRequests || !this.peerHas(peer, id)) continue
+      if (seedOnly && (this.partialHolders.get(id) ?? 0) > 0) continue
       const late = Math.min(...[...who].map(key => this.lateness(key, id, now)))
       if (late > latest) { best = id; latest = late }
     }
@@ -398,7 +401,7 @@ export class FetchSession {
     const holder = key === 'origin' ? this.origin : this.peers.get(key)
     const req = holder?.inflight.get(id)
     if (holder === undefined || req === undefined) return 0
-    const expected = 1000 * 1.5 * req.size / Math.max(holder.rate, this.opts.minRateBytesPerSecond)
+    const expected = 1000 * ENDGAME_LATE_PIECES * req.size / Math.max(holder.rate, this.opts.minRateBytesPerSecond)
     return now - req.started - expected
   }
 

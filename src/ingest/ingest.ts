@@ -173,7 +173,8 @@ async function copyCdc (src: FileSource, writer: BlobWriter, signal: AbortSignal
  * window i-2, whose write finished before `append(i-1)` resolved.
  */
 async function copyWindows (src: FileSource, writer: BlobWriter, windows: Iterator<Window>, endsOf: (buf: Buffer, window: Window) => number[], signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<void> {
-  const buffers = Array.from({ length: WINDOW_BUFFERS }, () => Buffer.allocUnsafe(WINDOW_SIZE))
+  // Shared memory, so the store can hash whole chunks on its worker threads without copying.
+  const buffers = Array.from({ length: WINDOW_BUFFERS }, () => Buffer.from(new SharedArrayBuffer(WINDOW_SIZE)))
   let turn = 0
   const start = (): { window: Window, buf: Buffer, read: Promise<void> } | undefined => {
     const next = windows.next()

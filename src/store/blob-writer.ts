@@ -15,7 +15,8 @@
  */
 import { open, rename, rm, chmod, stat, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
-import { ChunkHasher, fileDigest, type ChunkId, type FileDigest } from '../core/digest.js'
+import { ChunkHasher, chunkIdFromSha256, fileDigest, type ChunkId, type FileDigest } from '../core/digest.js'
+import type { HashPool } from './hash-pool.js'
 import { InvalidInputError } from '../core/errors.js'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
 import { fsyncDir, isErrno, mapFsError, tmpName } from './fsutil.js'
@@ -41,17 +42,18 @@ export class BlobWriter {
   private chunkBytes = 0
   private position = 0
   private pending: Promise<unknown> = Promise.resolve()
+  private hashing: Promise<unknown> = Promise.resolve()
   /** The background `datasync` in flight, if any; `commit` and `abort` wait for it. */
   private flushing: Promise<void> | undefined
   private flushedAt = 0
   private done = false
 
-  private constructor (private readonly layout: Layout, private readonly fh: FileHandle, readonly tmpPath: string) {}
+  private constructor (private readonly layout: Layout, private readonly fh: FileHandle, readonly tmpPath: string, private readonly pool?: HashPool) {}
 
-  static async create (layout: Layout): Promise<BlobWriter> {
+  static async create (layout: Layout, pool?: HashPool): Promise<BlobWriter> {
     const path = join(layout.tmp, tmpName('blob'))
     const fh = await open(path, 'wx', 0o644)
-    return new BlobWriter(layout, fh, path)
+    return new BlobWriter(layout, fh, path, pool)
   }
 
   /**
@@ -59,6 +61,25 @@ export class BlobWriter {
    * after the last end continue a chunk that a later append ends.
    */
   async append (bytes: Uint8Array, ends: readonly number[]): Promise<void> {
+    // Whole chunks in shared memory are hashed on the worker pool, beside this thread.
+    if (this.pool !== undefined && bytes.buffer instanceof SharedArrayBuffer && this.chunkBytes === 0 && ends[ends.length - 1] === bytes.length) {
+      let from = 0
+      const hashes: Array<Promise<unknown>> = []
+      for (const end of ends) {
+        if (end <= from || end > bytes.length) throw new InvalidInputError(`chunk end ${end} is out of order or past the buffer`)
+        if (end - from > MAX_CHUNK_SIZE) throw new InvalidInputError(`a chunk of ${end - from} bytes is over the ${MAX_CHUNK_SIZE}-byte cap`)
+        const slot = { id: '' as ChunkId, size: end - from }
+        this.chunks.push(slot)
+        hashes.push(this.pool.sha256(bytes.subarray(from, end)).then(d => { slot.id = chunkIdFromSha256(d) }))
+        from = end
+      }
+      // The previous window's hashes finish before this append resolves, so the caller may reuse
+      // that buffer afterwards (the same contract as for writes).
+      await this.hashing
+      this.hashing = Promise.all(hashes)
+      await this.write(bytes)
+      return
+    }
     let start = 0
     for (const end of ends) {
       if (end <= start || end > bytes.length) throw new InvalidInputError(`chunk end ${end} is out of order or past the buffer`)
@@ -71,6 +92,10 @@ export class BlobWriter {
       this.chunkBytes += bytes.length - start
       if (this.chunkBytes > MAX_CHUNK_SIZE) throw new InvalidInputError(`a chunk grew past ${MAX_CHUNK_SIZE} bytes`)
     }
+    await this.write(bytes)
+  }
+
+  private async write (bytes: Uint8Array): Promise<void> {
     await this.pending
     const at = this.position
     this.position += bytes.length
@@ -85,6 +110,7 @@ export class BlobWriter {
   async commit (): Promise<WrittenBlob> {
     if (this.chunkBytes > 0) throw new InvalidInputError('the last chunk was not ended')
     try {
+      await this.hashing
       await this.pending
       await this.flushing
       await this.fh.sync()

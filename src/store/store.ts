@@ -30,6 +30,7 @@ import { fsyncDir, isErrno, tmpName, writeFileAtomic, mapFsError } from './fsuti
 import { IndexDb, MAX_LABEL_HISTORY, type Db, type IndexOp, type LabelRecord } from './index-db.js'
 import { Layout } from './layout.js'
 import { ReadCache } from './read-cache.js'
+import { HashPool } from './hash-pool.js'
 import { open as openFile } from 'node:fs/promises'
 
 export interface Logger {
@@ -78,6 +79,8 @@ export class Store {
   private readonly lock: Mortice
   /** Blobs written by operations still in progress; GC leaves them alone. */
   private readonly inflight = new Map<FileDigest, number>()
+  /** Worker threads for hashing whole chunks in shared buffers (created on first use). */
+  private hashPool?: HashPool
   /** Handles kept open for serving chunks. */
   readonly reads = new ReadCache()
   /** Chunks verified and written by a pull but not yet durable/indexed: servable already. */
@@ -112,6 +115,7 @@ export class Store {
   async close (): Promise<void> {
     await this.withExclusive(async () => {
       this.reads.close()
+      await this.hashPool?.close()
       await this.index.close()
     })
   }
@@ -120,7 +124,8 @@ export class Store {
 
   /** A writer for one file's bytes; `indexBlob` makes it known once committed. */
   async createBlobWriter (): Promise<BlobWriter> {
-    return await BlobWriter.create(this.layout)
+    this.hashPool ??= new HashPool()
+    return await BlobWriter.create(this.layout, this.hashPool)
   }
 
   /**

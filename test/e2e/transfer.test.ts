@@ -124,6 +124,21 @@ describe('transfer', () => {
     }
   })
 
+  it('an allow-list keeps every other peer out (a private swarm without pre-shared keys)', async () => {
+    // A's identity exists before the seed starts, so the seed can name it.
+    const first = await h.node('allow-a')
+    await first.d.stop()
+    const seed = await h.node('allow-seed', { config: { p2p: { allow: [first.id] } } })
+    const { version } = await seed.d.json<{ version: string }>(['add', model, '--name', 'm'])
+    const a = await h.start(await h.dir('allow-a'), ['--listen', '/ip4/127.0.0.1/tcp/0', '--peer', seed.addr])
+    const b = await h.node('allow-b', { peers: [seed.addr] })
+    await pullAndCheck(a, `m@${version}`, source)
+    const refused = await b.d.cli(['pull', `m@${version}`])
+    expect(refused.code).toBe(4)
+    expect(refused.stderr).toMatch(/no reachable peer has the manifest/)
+    await Promise.all([seed.d.stop(), a.stop(), b.d.stop()])
+  })
+
   it('a pull of a version no peer has fails with a reason', async () => {
     const lonely = await h.node('lonely')
     const r = await lonely.d.cli(['pull', 'm@bafyreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy'])

@@ -278,3 +278,57 @@ describe('/shoal/chunks/1.0.0', () => {
 function encodeBlockBytes (version: VersionId): Uint8Array<ArrayBuffer> {
   return new Uint8Array(CID.parse(version).bytes)
 }
+
+describe('RecentSends (super-seeding)', () => {
+  it('holds a chunk for other peers while it is being sent and for a while after', () => {
+    const recent = new RecentSends(1000)
+    const sending = recent.start('c1', 'peer-a')
+    expect(recent.heldFor('c1', 'peer-b')).toBe(true)
+    expect(recent.heldFor('c1', 'peer-a')).toBe(false)
+    sending.done(true)
+    const at = Date.now()
+    expect(recent.heldFor('c1', 'peer-b', at + 500)).toBe(true)
+    expect(recent.heldFor('c1', 'peer-b', at + 1500)).toBe(false)
+  })
+
+  it('forgets a send that failed, and keeps at most `max` entries', () => {
+    const recent = new RecentSends(1000, 2)
+    recent.start('c1', 'peer-a').done(false)
+    expect(recent.heldFor('c1', 'peer-b')).toBe(false)
+    recent.start('c2', 'peer-a')
+    recent.start('c3', 'peer-a')
+    recent.start('c4', 'peer-a')
+    expect(recent.heldFor('c2', 'peer-b')).toBe(false)
+    expect(recent.heldFor('c4', 'peer-b')).toBe(true)
+  })
+})
+
+describe('DUPLICATE over the wire', () => {
+  it('a second peer asking for a chunk being sent elsewhere gets DUPLICATE, unless urgent', async () => {
+    const recent = new RecentSends()
+    const source = new FakeSource()
+    const c = chunk(7)
+    source.chunks.set(c.id, c.bytes)
+    let release!: () => void
+    const gate = new Promise<void>(resolve => { release = resolve })
+    source.gate = async () => { await gate }
+    const [outA, inA] = await streamPair({ delay: 0 })
+    const [outB, inB] = await streamPair({ delay: 0 })
+    try {
+      new ServerSession(inA, 'peer-a', source, new CountingLimiter(), recent, { debug () {} })
+      new ServerSession(inB, 'peer-b', source, new CountingLimiter(), recent, { debug () {} })
+      const a = new PeerChannel(outA, 16 * 1024 * 1024)
+      const b = new PeerChannel(outB, 16 * 1024 * 1024)
+      const first = a.want(c.id)
+      await vi.waitFor(() => { expect(recent.heldFor(c.id, 'peer-b')).toBe(true) })
+      const refused = await rejection(b.want(c.id))
+      expect(refused).toMatchObject({ name: 'PeerRequestError', wireCode: 'DUPLICATE' })
+      const urgent = b.want(c.id, undefined, true)
+      release()
+      expect(new Uint8Array(Buffer.concat(await first))).toEqual(c.bytes)
+      expect(new Uint8Array(Buffer.concat(await urgent))).toEqual(c.bytes)
+    } finally {
+      for (const s of [outA, inA, outB, inB]) if (s.status === 'open') s.abort(new Error('test over'))
+    }
+  })
+})
