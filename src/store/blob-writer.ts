@@ -13,13 +13,13 @@
  * and `commit`'s fsync only waits for the tail; it is an early start, never a durability promise
  * (only `commit`'s fsync is).
  */
-import { open, rename, rm, chmod, stat, type FileHandle } from 'node:fs/promises'
+import { open, rename, rm, chmod, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ChunkHasher, chunkIdFromSha256, fileDigest, type ChunkId, type FileDigest } from '../core/digest.js'
 import type { HashPool } from './hash-pool.js'
 import { InvalidInputError } from '../core/errors.js'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
-import { fsyncDir, isErrno, mapFsError, tmpName } from './fsutil.js'
+import { fsyncDir, mapFsError, pathExists, tmpName } from './fsutil.js'
 import type { Layout } from './layout.js'
 
 /**
@@ -119,7 +119,7 @@ export class BlobWriter {
       const digest = fileDigest(this.chunks)
       const target = this.layout.blob(digest)
       // Renaming over an existing copy is safe (same content, atomic) and heals a damaged one.
-      const created = !(await exists(target))
+      const created = !(await pathExists(target))
       await chmod(this.tmpPath, 0o444)
       await rename(this.tmpPath, target)
       await fsyncDir(this.layout.blobs)
@@ -156,15 +156,5 @@ export class BlobWriter {
     if (size > MAX_CHUNK_SIZE) throw new InvalidInputError(`a chunk of ${size} bytes is over the ${MAX_CHUNK_SIZE}-byte cap`)
     this.chunks.push({ id: this.hasher.digest(), size })
     this.chunkBytes = 0
-  }
-}
-
-async function exists (path: string): Promise<boolean> {
-  try {
-    await stat(path)
-    return true
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return false
-    throw err
   }
 }

@@ -5,12 +5,12 @@
  * only when all are complete are they renamed into place. Existing files are not overwritten unless
  * `overwrite` is set.
  */
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises'
+import { mkdir, open, rename, rm } from 'node:fs/promises'
 import { dirname, join, resolve as resolvePath } from 'node:path'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
 import { chunkMatches } from '../core/digest.js'
 import { ConflictError, DigestMismatchError, NotFoundError } from '../core/errors.js'
-import { fsyncDir, isErrno, mapFsError, tmpName } from './fsutil.js'
+import { fsyncDir, mapFsError, pathExists, tmpName } from './fsutil.js'
 import type { ResolvedVersion, Store } from './store.js'
 
 export interface ExportProgress { file: string, bytes: number, totalBytes: number }
@@ -29,7 +29,7 @@ export async function exportVersion (store: Store, ref: string, dest: string, op
   try {
     for (const file of version.manifest.files) {
       const target = join(root, file.path)
-      if (options.overwrite !== true && await exists(target)) throw new ConflictError(`${target} already exists; remove it or pass --overwrite`)
+      if (options.overwrite !== true && await pathExists(target)) throw new ConflictError(`${target} already exists; remove it or pass --overwrite`)
     }
     for (const file of version.manifest.files) {
       const target = join(root, file.path)
@@ -67,14 +67,4 @@ export async function exportVersion (store: Store, ref: string, dest: string, op
     throw mapFsError(err, `exporting ${version.name}@${version.version}`)
   }
   return { ...version, dest: root }
-}
-
-async function exists (path: string): Promise<boolean> {
-  try {
-    await stat(path)
-    return true
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return false
-    throw err
-  }
 }

@@ -1,5 +1,5 @@
 /** Small file-system helpers for durable writes: fsync of folders, atomic replace, error mapping. */
-import { open, rename, rm, mkdir, writeFile } from 'node:fs/promises'
+import { lstat, open, readdir, rename, rm, mkdir, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { DiskFullError } from '../core/errors.js'
@@ -41,4 +41,24 @@ export function mapFsError (err: unknown, doing: string): unknown {
     return new DiskFullError(`disk full while ${doing}: free some space (shoal gc, or remove files) and retry; nothing partial was kept`, { cause: err })
   }
   return err
+}
+
+export async function pathExists (path: string): Promise<boolean> {
+  try {
+    await lstat(path)
+    return true
+  } catch (err) {
+    if (isErrno(err, 'ENOENT', 'ENOTDIR')) return false
+    throw err
+  }
+}
+
+/** Entries of a folder, or none when it does not exist. */
+export async function readdirSafe (path: string): Promise<string[]> {
+  try {
+    return await readdir(path)
+  } catch (err) {
+    if (isErrno(err, 'ENOENT', 'ENOTDIR')) return []
+    throw err
+  }
 }

@@ -2,8 +2,8 @@
  * Open read-only file handles for serving chunks, kept for a short while so a burst of reads from
  * one blob does not open and close it for every chunk. A handle idle for `IDLE_MS` is closed, as
  * is the least recently used one past `MAX_OPEN`; `forget` closes a path's handle at once (a
- * removed blob's space is freed only when no handle remains). Reads go through `readRange`, which
- * returns exactly the requested bytes or throws.
+ * removed blob's space is freed only when no handle remains). `read` returns exactly the requested
+ * bytes or throws.
  */
 import { open, type FileHandle } from 'node:fs/promises'
 

@@ -16,22 +16,23 @@
  * Concurrency: one process (LevelDB's lock). Operations that add hold a shared lock; `gc` and
  * removals hold it exclusively, so GC never sees an add half done.
  */
-import { mkdir, readdir, rm, rename, symlink, readlink, lstat, chmod } from 'node:fs/promises'
+import { mkdir, rm, rename, symlink, readlink, chmod } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import createMortice, { type Mortice } from 'mortice'
 import { randomBytes } from 'node:crypto'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 import { chunkMatches, isCid } from '../core/digest.js'
-import { ConflictError, DigestMismatchError, InvalidInputError, LockedError, NotFoundError } from '../core/errors.js'
+import { ConflictError, InvalidInputError, LockedError, NotFoundError } from '../core/errors.js'
 import { decodeManifest, encodeManifest, type Manifest } from '../core/manifest.js'
 import { checkLabel, checkModelName, parseRef } from '../core/names.js'
 import { BlobWriter, type WrittenBlob } from './blob-writer.js'
-import { fsyncDir, isErrno, tmpName, writeFileAtomic, mapFsError } from './fsutil.js'
+import { fsyncDir, pathExists, readdirSafe, tmpName, writeFileAtomic, mapFsError } from './fsutil.js'
+
+export { pathExists, readdirSafe }
 import { IndexDb, MAX_LABEL_HISTORY, type Db, type IndexOp, type LabelRecord } from './index-db.js'
 import { Layout } from './layout.js'
 import { ReadCache } from './read-cache.js'
 import { HashPool } from './hash-pool.js'
-import { open as openFile } from 'node:fs/promises'
 
 export interface Logger {
   info: (obj: object, msg?: string) => void
@@ -533,41 +534,6 @@ export class Store {
     } catch {
       return false
     }
-  }
-}
-
-export async function readRange (path: string, offset: number, length: number): Promise<Uint8Array> {
-  const fh = await openFile(path, 'r')
-  try {
-    const buf = Buffer.allocUnsafe(length)
-    let done = 0
-    while (done < length) {
-      const { bytesRead } = await fh.read(buf, done, length - done, offset + done)
-      if (bytesRead === 0) throw new DigestMismatchError(`${path} is shorter than expected`)
-      done += bytesRead
-    }
-    return buf
-  } finally {
-    await fh.close()
-  }
-}
-
-export async function pathExists (path: string): Promise<boolean> {
-  try {
-    await lstat(path)
-    return true
-  } catch (err) {
-    if (isErrno(err, 'ENOENT', 'ENOTDIR')) return false
-    throw err
-  }
-}
-
-export async function readdirSafe (path: string): Promise<string[]> {
-  try {
-    return await readdir(path)
-  } catch (err) {
-    if (isErrno(err, 'ENOENT', 'ENOTDIR')) return []
-    throw err
   }
 }
 
