@@ -8,18 +8,10 @@ import { OriginClient } from '../../../src/fetcher/origin.js'
 import { OriginError } from '../../../src/fetcher/errors.js'
 import { startOriginServer, type OriginServer } from '../../helpers/origin-server.js'
 import { tempDir } from '../../helpers/tmp.js'
+import { rejection } from '../../helpers/assert.js'
 
 const SIZE = 200_003
 
-/** The rejection of `p`, failing the test when it resolves. */
-async function rejection (p: Promise<unknown>): Promise<Error> {
-  try {
-    await p
-  } catch (err) {
-    return err as Error
-  }
-  throw new Error('expected a rejection')
-}
 
 describe('OriginClient', () => {
   let cleanup: () => Promise<void>

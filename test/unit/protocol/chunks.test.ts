@@ -10,6 +10,7 @@ import { HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_PENDING_PER_STREAM, MAX_R
 import { ChunkRequest, ChunkResponse } from '../../../src/protocol/chunks/pb/chunks.js'
 import { RecentSends, ServerSession, type ChunkSource, type HaveState, type UploadLimiter } from '../../../src/protocol/chunks/server.js'
 import { sameBytes, seededBytes } from '../../helpers/random.js'
+import { rejection } from '../../helpers/assert.js'
 
 /** The received parts of a block, joined for comparison. */
 const joined = (parts: Uint8Array[]): Uint8Array => new Uint8Array(Buffer.concat(parts))
@@ -75,14 +76,6 @@ function sendRaw (stream: Stream, bytes: Uint8Array, declaredLength = bytes.byte
   stream.send(new Uint8ArrayList(varint.encode(declaredLength), bytes))
 }
 
-async function rejection (p: Promise<unknown>): Promise<Error> {
-  try {
-    await p
-  } catch (err) {
-    return err as Error
-  }
-  throw new Error('expected a rejection')
-}
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
