@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect } from 'vitest'
 import { CLI, DaemonProcess, type CliResult } from '../../scripts/lib/daemon-proc.js'
-import { llamaTensors, writeSafetensors } from '../../scripts/lib/synth.js'
+import { changeTensors, llamaTensors, writeSafetensors } from '../../scripts/lib/synth.js'
 import type { StatusResult } from '../../src/rpc/api.js'
 import type { VerifyReport } from '../../src/store/verify.js'
 
@@ -85,13 +85,16 @@ export interface ModelOptions {
   seed?: string
   /** Written as `shoal.json` when given. */
   metadata?: Record<string, unknown>
+  /** Re-seed this fraction of the tensors (a "fine-tune" of the same model). */
+  changeFraction?: number
 }
 
 /** Writes a small llama-shaped model folder: `model.safetensors`, `config.json`, optional `shoal.json`. */
 export async function writeModelFolder (dir: string, options: ModelOptions = {}): Promise<string> {
   await mkdir(dir, { recursive: true })
-  const tensors = llamaTensors(options.bytes ?? 8 * 1024 * 1024, { hidden: 256, vocab: 1024, seedPrefix: options.seed ?? 'v1' })
-  await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' })
+  const base = llamaTensors(options.bytes ?? 8 * 1024 * 1024, { hidden: 256, vocab: 1024, seedPrefix: options.seed ?? 'v1' })
+  const tensors = options.changeFraction === undefined ? base : changeTensors(base, options.changeFraction, 'tuned').tensors
+  await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: options.changeFraction === undefined ? 'pt' : 'pt-tuned' })
   await writeFile(join(dir, 'config.json'), `${JSON.stringify({ architectures: ['LlamaForCausalLM'], hidden_size: 256, vocab_size: 1024 })}\n`)
   if (options.metadata !== undefined) await writeFile(join(dir, 'shoal.json'), `${JSON.stringify(options.metadata)}\n`)
   return dir

@@ -124,6 +124,23 @@ describe('transfer', () => {
     }
   })
 
+  it('chunks already held locally (another version) are never fetched: a fine-tune pulls only what changed', async () => {
+    const seed = await h.node('dedup-seed')
+    const v1 = await seed.d.json<{ version: string }>(['add', model, '--name', 'm'])
+    const tuned = await writeModelFolder(await h.dir('model-tuned'), { bytes: 48 * MiB, seed: 'v1', changeFraction: 0.1 })
+    const v2 = await seed.d.json<{ version: string, parentShared: { bytes: number } }>(['add', tuned, '--name', 'm'])
+    const puller = await h.node('dedup-puller', { peers: [seed.addr] })
+    await pullAndCheck(puller.d, `m@${v1.version}`, source)
+    const before = (await puller.d.json<PeerRow[]>(['peers'])).reduce((n, r) => n + r.bytesReceived, 0)
+    await pullAndCheck(puller.d, `m@${v2.version}`, await treeDigests(tuned))
+    const fetched = (await puller.d.json<PeerRow[]>(['peers'])).reduce((n, r) => n + r.bytesReceived, 0) - before
+    const size = 48 * MiB
+    // Only the chunks v1 lacks cross the network (about 10% of the weights, plus headers).
+    expect(fetched).toBeLessThan(size * (1 - v2.parentShared.bytes) + 2 * MiB)
+    expect(fetched).toBeGreaterThan(0)
+    await Promise.all([seed.d.stop(), puller.d.stop()])
+  })
+
   it('an allow-list keeps every other peer out (a private swarm without pre-shared keys)', async () => {
     // A's identity exists before the seed starts, so the seed can name it.
     const first = await h.node('allow-a')
