@@ -70,10 +70,23 @@ try {
     const tx0 = await swarm.txBytes(seedHost)
     const t0 = performance.now()
     const timeline: string[] = []
-    const done = await Promise.all(pullers.map(async (d, i) => {
-      await new ShoalClient({ socketPath: d.socket }).pull({ ref: `bench@${version}` }, p => {
-        if (i === 0 && values.verbose === true) timeline.push(`${((performance.now() - t0) / 1000).toFixed(1)}s ${(Number(p.bytes) / MiB).toFixed(0)}MiB peers=${String(p.peers)} rate=${(Number(p.rate) / 1e6).toFixed(1)}MB/s`)
-      })
+    const sampler = values.verbose === true ? (() => {
+      let prevTx = 0
+      let prevRx = 0
+      const timer = setInterval(() => {
+        void (async () => {
+          const tx = await swarm!.txBytes(seedHost)
+          let rx = 0
+          for (const h of peerHosts) rx += await swarm!.rxBytes(h)
+          timeline.push(`${((performance.now() - t0) / 1000).toFixed(0)}s seed out ${((tx - prevTx) / 1e6).toFixed(1)} MB/s, pullers in ${((rx - prevRx) / 1e6).toFixed(1)} MB/s`)
+          prevTx = tx
+          prevRx = rx
+        })()
+      }, 1000)
+      return timer
+    })() : undefined
+    const done = await Promise.all(pullers.map(async d => {
+      await new ShoalClient({ socketPath: d.socket }).pull({ ref: `bench@${version}` })
       return (performance.now() - t0) / 1000
     }))
     if (values.verbose === true) {
@@ -83,6 +96,7 @@ try {
         console.log(`peer${i} received: ${rows.map(r => `${r.peerId === peerId ? 'seed' : r.peerId.slice(-4)}=${(r.bytesReceived / MiB).toFixed(0)}`).join(' ')}`)
       }
     }
+    clearInterval(sampler)
     const last = Math.max(...done)
     const sent = (await swarm.txBytes(seedHost)) - tx0
     ratios.push(last / bound)

@@ -26,7 +26,7 @@ export const MAX_INBOUND_STREAMS = 4
 export const STREAM_IDLE_TIMEOUT_MS = 10 * 60_000
 /** Bytes a requester may receive beyond what it asked for before the stream is aborted. @default 8 frames */
 export const READ_BUFFER_SLACK_BYTES = 8 * MAX_FRAME_BYTES
-/** After sending a chunk to one peer, other peers' non-urgent WANTs for it get DUPLICATE this long. @default 4 s */
-export const DUPLICATE_HOLD_MS = 4_000
+/** After sending a chunk to one peer, other peers. non-urgent WANTs for it get DUPLICATE this long. @default 15 s */
+export const DUPLICATE_HOLD_MS = 15_000
 /** Chunks remembered for DUPLICATE at most. @default 4096 */
 export const MAX_RECENT_SENDS = 4096
