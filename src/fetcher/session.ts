@@ -424,10 +424,11 @@ export class FetchSession {
     const who = this.requesters.get(id) ?? new Set()
     who.add(peer.key)
     this.requesters.set(id, who)
-    // Urgent only in the endgame: a retry after DUPLICATE is refused again while the first copy is
-    // still on its way, so a seed's upload is not spent twice on one piece.
+    // Urgent in the endgame, and when no partial peer is connected (nobody else could pass the
+    // piece on, so DUPLICATE would only delay it). Otherwise a retry after DUPLICATE is refused
+    // again while the first copy is still on its way, so a seed's upload is not spent twice.
     peer.deferred.delete(id)
-    const urgent = who.size > 1
+    const urgent = who.size > 1 || this.partialPeers() === 0
     const fetching = peer.origin ? this.fetchOrigin(id, controller.signal) : (peer.channel as Channel).want(id, controller.signal, urgent)
     fetching.then(
       async bytes => { await this.onBlock(peer, id, bytes) },

@@ -6,7 +6,7 @@
 import { chunkIdOf, chunkMatches, type ChunkId, type VersionId } from '../../src/core/digest.js'
 import { AbortedError, DigestMismatchError } from '../../src/core/errors.js'
 import type { Channel, OriginSource, Target } from '../../src/fetcher/session.js'
-import { DontHaveError, PeerGoneError } from '../../src/protocol/chunks/errors.js'
+import { DontHaveError, PeerGoneError, PeerRequestError } from '../../src/protocol/chunks/errors.js'
 import { seededBytes } from './random.js'
 
 export const FAKE_VERSION: VersionId = 'bafyreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy'
@@ -96,6 +96,8 @@ export interface FakePeerOptions {
   updates?: Array<{ afterMs: number, indices: number[] }>
   load?: number
   tracker?: InflightTracker
+  /** Answers DUPLICATE to every non-urgent want (a seed that just sent everything elsewhere). */
+  duplicateUnlessUrgent?: boolean
 }
 
 interface PendingWant { id: ChunkId, fail: (err: Error) => void }
@@ -130,9 +132,10 @@ export class FakePeer implements Channel {
     return this.target.indicesOf(id).some(i => this.holdings.has(i))
   }
 
-  async want (id: ChunkId, signal?: AbortSignal): Promise<Uint8Array> {
+  async want (id: ChunkId, signal?: AbortSignal, urgent = false): Promise<Uint8Array> {
     if (!this.isOpen) throw new PeerGoneError('closed')
     signal?.throwIfAborted()
+    if (this.options.duplicateUnlessUrgent === true && !urgent) throw new PeerRequestError('DUPLICATE', 'just sent to another peer')
     this.wants.push(id)
     if (!this.holds(id) && (this.options.claims ?? 'holdings') === 'holdings') this.unannounced.push(id)
     const size = this.target.sizeOf(id)

@@ -56,6 +56,15 @@ describe('FetchSession', () => {
     expect(session.progress()).toMatchObject({ bytes: target.totalBytes, totalBytes: target.totalBytes, fromOrigin: 0 })
   })
 
+  it('asks urgently when no partial peer could pass a piece on (a seed that just sent it elsewhere still serves)', async () => {
+    const target = new FakeTarget(makeChunks(10, 1_000, 2_000))
+    const seed = peer('seed', target, { duplicateUnlessUrgent: true })
+    const { run } = start(target, [seed], { noProgressTimeoutMs: 1000 })
+    await run
+    expectComplete(target)
+    expect(seed.wants).toHaveLength(10)
+  })
+
   it('returns at once when nothing is missing', async () => {
     const target = new FakeTarget([])
     await new FetchSession(target, fakePeers([]), new PeerScores(), FAST).run()
