@@ -21,8 +21,8 @@ import { PullManager } from './pulls.js'
 import { DaemonService } from './service.js'
 import { peerIdFromString } from '@libp2p/peer-id'
 
-/** @default 32 MiB — bytes one pull may have requested at once, across all peers */
-export const MAX_PULL_IN_FLIGHT_BYTES = 32 * 1024 * 1024
+/** @default 24 MiB — bytes one pull may have requested at once, across all peers */
+export const MAX_PULL_IN_FLIGHT_BYTES = 24 * 1024 * 1024
 
 export class Daemon {
   private store?: Store

@@ -97,7 +97,7 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   pieceOrder: 'rarest',
   maxInFlightBytes: 64 * 1024 * 1024,
   minWindowBytes: 8 * 1024 * 1024,
-  maxWindowBytes: 32 * 1024 * 1024,
+  maxWindowBytes: 24 * 1024 * 1024,
   windowSeconds: 0.5,
   requestTimeoutBaseMs: 5_000,
   maxRequestAgeMs: 120_000,
