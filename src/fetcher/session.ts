@@ -167,6 +167,8 @@ export class FetchSession {
   /** Partial peers holding each chunk (complete peers are counted in `completePeers`). */
   private readonly partialHolders = new Map<ChunkId, number>()
   private completePeers = 0
+  /** Global indices of each needed chunk, ascending. */
+  private readonly indices = new Map<ChunkId, number[]>()
   private inflightBytes = 0
   private readonly selector
   private readonly picker
@@ -193,8 +195,10 @@ export class FetchSession {
   ) {
     this.opts = { ...DEFAULT_SESSION_OPTIONS, ...options }
     const needed = target.needed()
-    const order = new Map(needed.map(id => [id, Math.min(...target.indicesOf(id))]))
-    this.unrequested = new PieceSet([...needed].sort((a, b) => (order.get(a) ?? 0) - (order.get(b) ?? 0)))
+    // Where each needed chunk occurs, ascending; fixed for the session, looked up on hot paths.
+    for (const id of needed) this.indices.set(id, [...target.indicesOf(id)].sort((a, b) => a - b))
+    const first = (id: ChunkId): number => this.indices.get(id)?.[0] ?? 0
+    this.unrequested = new PieceSet([...needed].sort((a, b) => first(a) - first(b)))
     for (const id of needed) this.unrequested.add(id)
     this.selector = createSelector(this.opts.strategy)
     this.picker = createPicker<ChunkId>(this.opts.pieceOrder)
@@ -289,7 +293,7 @@ export class FetchSession {
     const id = this.target.chunkAt(index)
     if (id === undefined || !this.target.isMissing(id)) return
     // Count a chunk once per peer even if it occurs at several indices: count its first index only.
-    if (Math.min(...this.target.indicesOf(id)) !== index) return
+    if (this.firstIndex(id) !== index) return
     this.partialHolders.set(id, (this.partialHolders.get(id) ?? 0) + 1)
   }
 
@@ -297,8 +301,7 @@ export class FetchSession {
     if (peer.have === 'complete') this.completePeers--
     else if (peer.have instanceof Uint8Array) {
       for (const [id, n] of this.partialHolders) {
-        const first = Math.min(...this.target.indicesOf(id))
-        if (peer.hasIndex(first)) this.partialHolders.set(id, n - 1)
+        if (peer.hasIndex(this.firstIndex(id))) this.partialHolders.set(id, n - 1)
       }
     }
     peer.have = 'none'
@@ -316,17 +319,24 @@ export class FetchSession {
       }
     }
     if (!(peer.have instanceof Uint8Array)) return
-    const indices = this.target.indicesOf(id)
     const held = this.partialHolders.get(id)
-    if (held !== undefined && peer.hasIndex(Math.min(...indices))) this.partialHolders.set(id, held - 1)
-    for (const i of indices) peer.have[i >> 3]! &= ~(0x80 >> (i & 7))
+    if (held !== undefined && peer.hasIndex(this.firstIndex(id))) this.partialHolders.set(id, held - 1)
+    for (const i of this.indicesOf(id)) peer.have[i >> 3]! &= ~(0x80 >> (i & 7))
   }
 
   private peerHas (peer: PeerState, id: ChunkId): boolean {
     if (peer.origin) return this.target.originOf(id) !== undefined && (this.availability(id) === 0 || this.livePeers() === 0)
     if (peer.have === 'complete') return true
     if (!(peer.have instanceof Uint8Array)) return false
-    return this.target.indicesOf(id).some(i => peer.hasIndex(i))
+    return this.indicesOf(id).some(i => peer.hasIndex(i))
+  }
+
+  private indicesOf (id: ChunkId): readonly number[] {
+    return this.indices.get(id) ?? []
+  }
+
+  private firstIndex (id: ChunkId): number {
+    return this.indices.get(id)?.[0] ?? -1
   }
 
   private availability (id: ChunkId): number {

@@ -13,7 +13,7 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { FastCdc } from '../core/cdc.js'
-import { MAX_CHUNK_SIZE, fixedChunks, planTensorChunks } from '../core/chunking.js'
+import { fixedChunks, planTensorChunks } from '../core/chunking.js'
 import { AbortedError, InvalidInputError, MalformedModelError } from '../core/errors.js'
 import type { FileDigest } from '../core/digest.js'
 import type { FileStructureRecord, JsonValue, ManifestFile, ModelSummary } from '../core/manifest.js'
@@ -346,4 +346,3 @@ async function readMetadataFile (path: string, label: string, optional: boolean)
   return parseMetadata(value, label)
 }
 
-export { MAX_CHUNK_SIZE }

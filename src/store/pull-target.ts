@@ -253,7 +253,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     for (const f of this.files) await f.fh?.close().catch(() => {})
   }
 
-  private markPresent (p: Position): void {
+  private markPresent (p: Pick<Position, 'file' | 'chunk' | 'global'>): void {
     const file = this.files[p.file]
     if (file === undefined || file.present[p.chunk] === 1) return
     file.present[p.chunk] = 1
@@ -269,13 +269,17 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       { type: 'put', sublevel: index.pulls, key: this.version, value: { name: this.manifest.name, startedAt: Date.now(), pin } },
       { type: 'put', sublevel: index.manifests, key: this.version, value: this.manifestBytes }
     ]
+    let base = 0
     for (const [fi, file] of this.manifest.files.entries()) {
+      const first = base
+      const at = (chunk: number): Pick<Position, 'file' | 'chunk' | 'global'> => ({ file: fi, chunk, global: first + chunk })
+      base += file.chunks.length
       const present = new Uint8Array(file.chunks.length)
       const state: FileState = { digest: file.digest, path: layout.partialBlob(file.digest), size: file.size, present, remaining: file.chunks.length, complete: false, dirty: false }
       this.files.push(state)
       if (await index.blobs.get(file.digest) !== undefined) {
         state.complete = true
-        file.chunks.forEach((_, ci) => this.markPresent(this.positionOf(fi, ci)))
+        file.chunks.forEach((_, ci) => this.markPresent(at(ci)))
         continue
       }
       const record = await index.partials.get(file.digest)
@@ -293,7 +297,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
         const locations = await index.chunks.getMany(file.chunks.map(c => c.id))
         let offset = 0
         file.chunks.forEach((c, ci) => {
-          if ((locations[ci] ?? []).some(([d, o]) => d === file.digest && o === offset)) this.markPresent(this.positionOf(fi, ci))
+          if ((locations[ci] ?? []).some(([d, o]) => d === file.digest && o === offset)) this.markPresent(at(ci))
           offset += c.size
         })
       }
@@ -310,14 +314,6 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     }
     for (const [fi, f] of this.files.entries()) if (!f.complete && f.remaining === 0) await this.finishFile(fi)
     if (this.missing.size === 0 && this.files.every(f => f.complete)) await this.finish()
-  }
-
-  private positionOf (file: number, chunk: number): Position {
-    let global = 0
-    for (let i = 0; i < file; i++) global += this.manifest.files[i]?.chunks.length ?? 0
-    let offset = 0
-    for (let i = 0; i < chunk; i++) offset += this.manifest.files[file]?.chunks[i]?.size ?? 0
-    return { file, chunk, global: global + chunk, offset }
   }
 
   private finished?: Promise<ResolvedVersion>

@@ -16,7 +16,7 @@
  * Concurrency: one process (LevelDB's lock). Operations that add hold a shared lock; `gc` and
  * removals hold it exclusively, so GC never sees an add half done.
  */
-import { mkdir, rm, rename, symlink, readlink, chmod } from 'node:fs/promises'
+import { mkdir, readFile, rm, rename, symlink, readlink, chmod } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import createMortice, { type Mortice } from 'mortice'
 import { randomBytes } from 'node:crypto'
@@ -538,7 +538,6 @@ export class Store {
 }
 
 async function readTextSafe (path: string): Promise<string | undefined> {
-  const { readFile } = await import('node:fs/promises')
   try {
     return await readFile(path, 'utf8')
   } catch {
