@@ -7,7 +7,7 @@
  */
 import '../polyfill.js'
 import { resolve } from 'node:path'
-import { Command, CommanderError, Option } from 'commander'
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { clientTarget, loadConfig } from '../config/config.js'
 import { ShoalError } from '../core/errors.js'
 import { parseTags, type Metadata } from '../core/metadata.js'
@@ -16,7 +16,8 @@ import { ShoalClient } from '../rpc/client.js'
 import { RpcError } from '../rpc/errors.js'
 import { SHOAL_VERSION } from '../version.js'
 import { EXIT, exitCodeFor } from './exit-codes.js'
-import { printGc, printModels, printPeers, printShow, printVerify, printVersions } from './views.js'
+import { printGc, printHeadHistory, printHeads, printKeys, printLabelResult, printModels, printPeers, printShow, printTrust, printVerify, printVersions } from './views.js'
+import { parseDuration, parseTime } from './time.js'
 import { progressBar, pullProgress } from './progress.js'
 
 interface Globals { json?: boolean, home?: string }
@@ -53,9 +54,10 @@ program.command('daemon')
   .option('--listen <multiaddr>', 'listen address, repeatable (default /ip4/0.0.0.0/tcp/4077)', collect, [] as string[])
   .option('--peer <multiaddr>', 'peer to dial and keep connected, repeatable', collect, [] as string[])
   .option('--mdns', 'discover peers on the LAN with multicast DNS')
+  .option('--follow <name@label>', 'pull and activate what this label points at, repeatable (* matches anything)', collect, [] as string[])
   .addOption(new Option('--strategy <name>', 'peer selection').choices(['weighted', 'round-robin', 'random']))
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
-  .action(async (opts: { socket?: string, logLevel?: string, listen: string[], peer: string[], mdns?: boolean, strategy?: string }) => {
+  .action(async (opts: { socket?: string, logLevel?: string, listen: string[], peer: string[], follow: string[], mdns?: boolean, strategy?: string }) => {
     const { Daemon } = await import('../daemon/daemon.js')
     const home = globals().home
     const config = await loadConfig({
@@ -66,7 +68,8 @@ program.command('daemon')
         ...(opts.strategy !== undefined ? { strategy: opts.strategy } : {}),
         ...(opts.mdns === true ? { mdns: true } : {}),
         listen: opts.listen,
-        peers: opts.peer
+        peers: opts.peer,
+        follow: opts.follow
       }
     })
     await new Daemon(config).runUntilSignalled()
@@ -211,32 +214,134 @@ program.command('export')
     out(r, () => console.log(`exported ${r.name}@${r.version} to ${r.dest} (${r.files} files)`))
   })
 
-const label = program.command('label').description('move or remove labels (local)')
+const label = program.command('label').description('move labels fleet-wide with signed heads; show their history')
 label.command('set')
-  .description('point name@label at a version')
+  .description('publish a signed head pointing name@label at a version this node holds')
   .argument('<name>').argument('<label>').argument('<version>', 'version id, unique prefix, or another label')
   .option('--expect <version>', 'refuse unless the label currently points here ("none" for unset)')
-  .action(async (name: string, lbl: string, version: string, opts: { expect?: string }) => {
-    const r = await (await client()).setLabel({ name, label: lbl, version, ...(opts.expect !== undefined ? { expect: opts.expect === 'none' ? null : opts.expect } : {}) })
-    out(r, () => console.log(`${r.name}@${r.label} → ${r.version}${r.previous !== null ? ` (was ${r.previous})` : ''}`))
+  .option('--cold', 'followers stage the version and switch at --at, or when an operator runs shoal activate')
+  .option('--at <time>', 'cold: switch at this time (ISO 8601, or +30s / +10m / +2h from now)')
+  .option('--jitter <duration>', 'spread the switch over this window per node (e.g. 30s, 5m)')
+  .option('--key <name>', 'publisher key of this home to sign with (default: default)')
+  .action(async (name: string, lbl: string, version: string, opts: { expect?: string, cold?: boolean, at?: string, jitter?: string, key?: string }) => {
+    if (opts.at !== undefined && opts.cold !== true) throw new InvalidArgumentError('--at needs --cold')
+    const jitterMs = opts.jitter !== undefined ? parseDuration(opts.jitter) : undefined
+    const activation = opts.cold === true
+      ? { mode: 'cold' as const, ...(opts.at !== undefined ? { at: parseTime(opts.at) } : {}), ...(jitterMs !== undefined ? { jitterMs } : {}) }
+      : { mode: 'hot' as const, ...(jitterMs !== undefined ? { jitterMs } : {}) }
+    const r = await (await client()).setLabel({
+      name, label: lbl, version, activation,
+      ...(opts.key !== undefined ? { key: opts.key } : {}),
+      ...(opts.expect !== undefined ? { expect: opts.expect === 'none' ? null : opts.expect } : {})
+    })
+    out(r, () => printLabelResult(r))
   })
 label.command('rm')
-  .description('remove a label')
+  .description('publish a removal of name@label')
   .argument('<name>').argument('<label>')
   .action(async (name: string, lbl: string) => {
-    await (await client()).removeLabel(name, lbl)
-    out({ name, label: lbl, removed: true }, () => console.log(`removed ${name}@${lbl}`))
+    const r = await (await client()).removeLabel(name, lbl)
+    out(r, () => console.log(`removed ${name}@${lbl} (was ${r.previous ?? 'nothing'})`))
+  })
+label.command('history')
+  .description('the heads that moved name@label, oldest first')
+  .argument('<ref>', 'name@label')
+  .action(async (ref: string) => {
+    const rows = await (await client()).labelHistory(ref)
+    out(rows, () => printHeadHistory(rows))
   })
 
-program.command('pin').description('keep a version through GC').argument('<ref>')
+program.command('rollback')
+  .description('publish a head moving name@label back to the version it pointed at before')
+  .argument('<ref>', 'name@label')
+  .option('--key <name>', 'publisher key of this home to sign with')
+  .action(async (ref: string, opts: { key?: string }) => {
+    const r = await (await client()).rollback(ref, opts.key)
+    out(r, () => printLabelResult(r))
+  })
+
+program.command('activate')
+  .description('switch a staged (cold) label to its head now, on this node')
+  .argument('<ref>', 'name@label')
+  .action(async (ref: string) => {
+    const r = await (await client()).activate(ref)
+    out(r, () => console.log(r.version === r.previous ? `${r.name}@${r.label} already at ${r.version ?? 'nothing'}` : `${r.name}@${r.label} → ${r.version ?? 'nothing'} (was ${r.previous ?? 'nothing'})`))
+  })
+
+program.command('heads')
+  .description('the heads this node believes, with stamps, and where its local labels are')
+  .action(async () => {
+    const rows = await (await client()).heads()
+    out(rows, () => printHeads(rows))
+  })
+
+program.command('resolve')
+  .description('the version and local snapshot path of name@label (complete versions only)')
+  .argument('<ref>', 'name, name@label or name@<version id>')
+  .action(async (ref: string) => {
+    const r = await (await client()).resolve(ref)
+    out(r, () => console.log(`${r.model}@${r.version}\n${r.path}`))
+  })
+
+const keys = program.command('keys').description("this home's publisher keys")
+keys.command('list').description('list publisher keys and what they are trusted for')
+  .action(async () => {
+    const rows = await (await client()).keys()
+    out(rows, () => printKeys(rows))
+  })
+keys.command('new').description('create a publisher key').argument('<name>')
+  .action(async (name: string) => {
+    const r = await (await client()).newKey(name)
+    out(r, () => console.log(`${r.name} ${r.publicKey}`))
+  })
+keys.command('export').description('print a public key (to trust it elsewhere), or with --private the private key')
+  .argument('[name]', 'key name', 'default')
+  .option('--private', 'include the private key (PEM): anyone holding it can move your labels')
+  .action(async (name: string, opts: { private?: boolean }) => {
+    const r = await (await client()).exportKey(name, opts.private === true)
+    out(r, () => console.log(r.privateKey ?? r.publicKey))
+  })
+
+const trust = program.command('trust').description('which publisher keys may move which models')
+trust.command('list').description('list trust rules and where each comes from')
+  .action(async () => {
+    const rows = await (await client()).trust()
+    out(rows, () => printTrust(rows))
+  })
+trust.command('add').description('trust a key for models matching a pattern (* matches anything)')
+  .argument('<key>', 'publisher key (z6Mk…)').argument('[models]', 'model-name pattern', '*')
+  .action(async (key: string, models: string) => {
+    const r = await (await client()).addTrust(key, models)
+    out(r, () => console.log(`trusting ${r.key} for ${r.models}`))
+  })
+trust.command('rm').description('remove trust.json rules of a key (for one pattern, or all)')
+  .argument('<key>').argument('[models]')
+  .action(async (key: string, models?: string) => {
+    const r = await (await client()).removeTrust(key, models)
+    out(r, () => console.log(`removed ${r.removed} rule(s)`))
+  })
+
+program.command('events')
+  .description('recent daemon events (label.moved, version.staged, version.removed, …)')
+  .option('--since <id>', 'only events after this id')
+  .option('--limit <n>', 'at most this many', '100')
+  .action(async (opts: { since?: string, limit: string }) => {
+    const r = await (await client()).events(opts.since, Number(opts.limit))
+    out(r, () => {
+      if (r.gone) console.log('(events before that id are gone; re-read the state)')
+      for (const e of r.events) console.log(`${new Date(e.time).toISOString()} ${e.id} ${e.type} ${JSON.stringify(e.data)}`)
+    })
+  })
+
+program.command('pin').description('keep a version through GC; name@label keeps every version the label points at').argument('<ref>')
   .action(async (ref: string) => {
     const r = await (await client()).pin(ref)
-    out(r, () => console.log(`pinned ${r.name}@${r.version}`))
+    out(r, () => console.log(r.label !== undefined ? `pinned ${r.name}@${r.label} (now ${r.version})` : `pinned ${r.name}@${r.version}`))
   })
-program.command('unpin').description('let GC remove a version unless labelled').argument('<ref>')
+program.command('unpin').description('let GC remove a version (or drop a label pin)').argument('<ref>')
   .action(async (ref: string) => {
     const r = await (await client()).unpin(ref)
-    out(r, () => console.log(`unpinned ${r.name}@${r.version}`))
+    out(r, () => console.log(r.label !== undefined ? `unpinned ${r.name}@${r.label}` : `unpinned ${r.name}@${r.version}`))
   })
 
 async function main (): Promise<void> {

@@ -1,5 +1,6 @@
 /** Human renderings of RPC answers. */
-import type { ModelRow, PeerRow, ShowResult } from '../rpc/api.js'
+import type { HeadHistoryRow, HeadRow, KeyRow, LabelResult, ModelRow, PeerRow, ShowResult, TrustRow } from '../rpc/api.js'
+import type { Activation, Stamp } from '../core/heads.js'
 import type { GcReport } from '../store/gc.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
@@ -73,4 +74,43 @@ export function printPeers (rows: PeerRow[]): void {
     Object.entries(r.offences).map(([k, n]) => `${k}×${n}`).join(' '),
     r.bannedUntil !== undefined ? time(r.bannedUntil) : '', r.addresses[0] ?? ''
   ])))
+}
+
+function stamp (s: Stamp): string {
+  return `${time(s.wall)}${s.counter > 0 ? ` +${s.counter}` : ''}`
+}
+
+function activation (a: Activation): string {
+  const jitter = a.jitterMs !== undefined && a.jitterMs > 0 ? `, jitter ${Math.round(a.jitterMs / 1000)}s` : ''
+  if (a.mode === 'hot') return `hot${jitter}`
+  return `cold ${a.at !== undefined ? `at ${time(a.at)}` : 'manual'}${jitter}`
+}
+
+export function printLabelResult (r: LabelResult): void {
+  const to = r.version ?? 'nothing (removed)'
+  console.log(`${r.name}@${r.label} → ${to}${r.previous !== null ? ` (was ${r.previous})` : ''}`)
+  if (r.stamp !== undefined) console.log(pc.dim(`signed by ${r.publisher ?? '?'}, stamp ${r.stamp}${r.activation !== undefined ? `, ${activation(r.activation)}` : ''}`))
+}
+
+export function printHeads (rows: HeadRow[]): void {
+  if (rows.length === 0) { console.log('no heads yet: publish one with shoal label set, or connect to peers that have some'); return }
+  console.log(table(['label', 'head', 'local', 'state', 'stamp', 'activation', 'publisher'], rows.map(r => [
+    `${r.model}@${r.label}`, r.version === null ? '(removed)' : shortId(r.version), r.local === null ? '' : shortId(r.local),
+    `${r.state}${r.followed ? '' : pc.dim(' (not followed)')}${r.error !== undefined ? ` ${r.error}` : ''}`,
+    stamp(r.stamp), activation(r.activation) + (r.activateAt !== undefined ? ` → ${time(r.activateAt)}` : ''), shortId(r.publisher)
+  ])))
+}
+
+export function printHeadHistory (rows: HeadHistoryRow[]): void {
+  console.log(table(['stamp', 'version', 'previous', 'activation', 'publisher'], rows.map(r => [
+    stamp(r.stamp), r.version === null ? '(removed)' : r.version, r.previous ?? '', activation(r.activation), shortId(r.publisher)
+  ])))
+}
+
+export function printKeys (rows: KeyRow[]): void {
+  console.log(table(['name', 'public key', 'trusted here for'], rows.map(r => [r.name, r.publicKey, r.trusted.join(', ')])))
+}
+
+export function printTrust (rows: TrustRow[]): void {
+  console.log(table(['key', 'models', 'from'], rows.map(r => [r.key, r.models, r.source])))
 }

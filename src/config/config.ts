@@ -12,6 +12,8 @@ import { homedir } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import { z } from 'zod'
 import { InvalidInputError } from '../core/errors.js'
+import { checkTrustRule, type TrustRule } from '../core/trust.js'
+import { DEFAULT_KEEP_LAST } from '../store/gc.js'
 
 export const CONFIG_FILE = 'config.json'
 /** @default 'shoal.sock' */
@@ -32,6 +34,7 @@ export const DEFAULT_UPLOAD_SLOTS = 8
 
 const multiaddrText = z.string().min(1).max(1024).refine(s => s.startsWith('/'), 'a multiaddr starts with /, e.g. /ip4/10.0.0.2/tcp/4077')
 const byteRate = z.number().int().positive().optional()
+const followSpec = z.string().min(1).max(300).regex(/^[A-Za-z0-9._\-/*]+(@[a-z0-9._\-*]+)?$/, 'use name@label; * matches anything (e.g. llama-8b@prod, org/*@prod)')
 
 export const configFileSchema = z.strictObject({
   rpc: z.strictObject({
@@ -62,6 +65,18 @@ export const configFileSchema = z.strictObject({
     banSeconds: z.number().int().positive().optional(),
     /** Fail a pull that receives nothing for this long. @default 60 */
     stallSeconds: z.number().int().positive().optional()
+  }).optional(),
+  /** `name@label` patterns whose heads this node pulls and activates (`*` matches anything). */
+  follow: z.array(followSpec).max(1024).optional(),
+  /** Publisher keys allowed to move models: `[{ "key": "z6Mk…", "models": "org/*" }]`. */
+  trust: z.array(z.strictObject({ key: z.string().min(1).max(128), models: z.string().min(1).max(256) })).max(10_000).optional(),
+  labels: z.strictObject({
+    /** Versions kept per label (its target and the ones before it), so rollback is instant. @default 3 */
+    keep: z.number().int().positive().max(1000).optional()
+  }).optional(),
+  store: z.strictObject({
+    /** Disk quota for blobs: a number of bytes or a size such as "200GB" / "1.5TiB". Unset: none. */
+    quota: z.union([z.number().int().positive(), z.string().max(32)]).optional()
   }).optional()
 })
 
@@ -79,6 +94,10 @@ export interface Config {
     banSeconds: number
     stallSeconds: number
   }
+  follow: string[]
+  trust: TrustRule[]
+  labels: { keep: number }
+  store: { quotaBytes?: number }
 }
 
 export interface ConfigOverrides {
@@ -88,6 +107,7 @@ export interface ConfigOverrides {
   peers?: string[]
   mdns?: boolean
   strategy?: string
+  follow?: string[]
 }
 
 export function defaultHome (env: NodeJS.ProcessEnv = process.env): string {
@@ -106,6 +126,9 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
   const socket = o.socket ?? file.rpc?.socket ?? SOCKET_FILE
   const strategy = configFileSchema.shape.transfer.unwrap().shape.strategy.safeParse(o.strategy ?? file.transfer?.strategy ?? 'weighted')
   if (!strategy.success) throw new InvalidInputError('invalid strategy; use weighted, round-robin or random')
+  for (const f of o.follow ?? []) {
+    if (!followSpec.safeParse(f).success) throw new InvalidInputError(`--follow "${f}" is not name@label (* matches anything, e.g. llama-8b@prod)`)
+  }
   for (const ma of [...(o.listen ?? []), ...(o.peers ?? [])]) {
     if (!multiaddrText.safeParse(ma).success) throw new InvalidInputError(`"${ma}" is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/4077)`)
   }
@@ -130,8 +153,23 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
       ...(t.downloadRate !== undefined ? { downloadRate: t.downloadRate } : {}),
       banSeconds: t.banSeconds ?? 600,
       stallSeconds: t.stallSeconds ?? 60
-    }
+    },
+    follow: [...(file.follow ?? []), ...(o.follow ?? [])],
+    trust: (file.trust ?? []).map(r => checkTrustRule(r)),
+    labels: { keep: file.labels?.keep ?? DEFAULT_KEEP_LAST },
+    store: file.store?.quota !== undefined ? { quotaBytes: parseSize(file.store.quota) } : {}
   }
+}
+
+/** `123`, `"200GB"`, `"1.5 TiB"` → bytes (k/M/G/T are powers of 1000, Ki/Mi/Gi/Ti of 1024). */
+export function parseSize (value: number | string): number {
+  if (typeof value === 'number') return value
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kKMGT]i?)?B?\s*$/.exec(value)
+  if (m === null) throw new InvalidInputError(`"${value}" is not a size; use bytes or e.g. "200GB", "1.5TiB"`)
+  const unit = m[2] ?? ''
+  const power = { '': 0, k: 1, K: 1, M: 2, G: 3, T: 4 }[unit[0] ?? ''] ?? 0
+  const base = unit.endsWith('i') ? 1024 : 1000
+  return Math.round(Number(m[1]) * base ** power)
 }
 
 async function readConfigFile (path: string): Promise<z.infer<typeof configFileSchema>> {

@@ -56,3 +56,13 @@ export class AbortedError extends ShoalError {
     super(message, options)
   }
 }
+
+/** A signature that does not verify under the key it claims. */
+export class BadSignatureError extends ShoalError {
+  readonly code = 'BAD_SIGNATURE'
+}
+
+/** Signed by a key the trust rules do not allow for that model. */
+export class UntrustedError extends ShoalError {
+  readonly code = 'UNTRUSTED'
+}

@@ -1,6 +1,7 @@
 /**
- * The composition root: config → store → peer judge → pull manager → libp2p node → service →
- * RPC server, started in that order and stopped in reverse. `SIGTERM`/`SIGINT` stop it cleanly:
+ * The composition root: config → store → keys, trust and head book → peer judge → pull manager →
+ * libp2p node → head spreading and activation → service → RPC server, started in that order and
+ * stopped in reverse. `SIGTERM`/`SIGINT` stop it cleanly:
  * the RPC server stops taking requests, pulls flush their verified chunks (and resume at the next
  * start), the node hangs up, the index is closed.
  */
@@ -20,6 +21,18 @@ import { componentLogger, createLogger, type Logger } from './logger.js'
 import { PullManager } from './pulls.js'
 import { DaemonService } from './service.js'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { TrustPolicy } from '../core/trust.js'
+import { HeadBook } from '../heads/book.js'
+import { KeyRing, TrustFile } from '../heads/keyring.js'
+import { HeadSpreader } from '../heads/spread.js'
+import { Activator, FollowRules } from '../heads/activator.js'
+import type { HeadSource } from '../protocol/heads/index.js'
+import { collectGarbage } from '../store/gc.js'
+import { EventBus } from './events.js'
+import { HeadsService } from './heads-service.js'
+
+/** @default 60 s — how often the disk quota is checked (also after every label switch) */
+export const QUOTA_CHECK_INTERVAL_MS = 60_000
 
 /** @default 24 MiB — bytes one pull may have requested at once, across all peers */
 export const MAX_PULL_IN_FLIGHT_BYTES = 24 * 1024 * 1024
@@ -30,6 +43,11 @@ export class Daemon {
   private pulls?: PullManager
   private stopNode?: () => Promise<void>
   private origin?: OriginClient
+  private spreader?: HeadSpreader
+  private activator?: Activator
+  private quotaTimer?: NodeJS.Timeout
+  private quotaRunning = false
+  readonly events = new EventBus()
   node?: ShoalNode
   readonly log: Logger
 
@@ -42,6 +60,10 @@ export class Daemon {
     const store = await Store.open(config.home, { log: componentLogger(this.log, 'store') })
     this.store = store
     try {
+      const keys = await KeyRing.open(config.home)
+      const trustFile = await TrustFile.open(config.home)
+      const policy = new TrustPolicy(HeadsService.rules(keys, config.trust, trustFile))
+      const book = await HeadBook.open(store.heads, policy, { log: componentLogger(this.log, 'heads') })
       const judge = new PeerScores({
         banMs: config.transfer.banSeconds * 1000,
         onBan: (peer, reason) => {
@@ -77,12 +99,47 @@ export class Daemon {
           log: componentLogger(this.log, 'chunks'),
           ...testFaults(this.log)
         },
-        manifests: { manifest: async version => await store.manifestBytes(version) }
+        manifests: { manifest: async version => await store.heads.manifest(version) },
+        heads: headSource(book, judge)
       }))
       this.node = node
       this.stopNode = stop
       pulls.attach(node)
-      const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge })
+      const headLog = componentLogger(this.log, 'heads')
+      const activator = new Activator({
+        book,
+        labels: {
+          current: async (model, label) => (await store.labelRecord(model, label))?.version,
+          set: async (model, label, version) => { await store.setLabel(model, label, version) },
+          remove: async (model, label) => { await store.removeLabel(model, label) },
+          isComplete: async version => await store.isComplete(version)
+        },
+        puller: { pull: async (model, version) => { await pulls.pull(`${model}@${version}`, { pin: false }) } },
+        events: this.events,
+        follows: new FollowRules(config.follow),
+        nodeId: node.peerId.toString(),
+        log: headLog,
+        afterSwitch: () => { void this.enforceQuota() }
+      })
+      this.activator = activator
+      // Manifests of versions named by heads are fetched (and checked) so this node can show them.
+      book.onAccepted(a => {
+        const version = a.head.head.version
+        if (a.from === undefined || version === null) return
+        void (async () => {
+          if (await store.heads.manifest(version) !== undefined) return
+          const bytes = await node.services.manifests.fetch(peerIdFromString(a.from ?? ''), version).catch(() => undefined)
+          if (bytes !== undefined) await store.heads.putKnownManifest(version, bytes).catch(err => headLog.debug({ version, err: (err as Error).message }, 'manifest from a peer refused'))
+        })()
+      })
+      await activator.start()
+      this.spreader = new HeadSpreader(node, book, headLog)
+      this.spreader.start()
+      if (config.store.quotaBytes !== undefined) this.quotaTimer = setInterval(() => { void this.enforceQuota() }, QUOTA_CHECK_INTERVAL_MS)
+      const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
+      const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge }, headOps, {
+        keepLast: config.labels.keep, events: this.events, headCounters: () => book.counters
+      })
       this.rpc = new RpcServer({ socket: config.socket, mode: SOCKET_MODE, routes: routes(service), log: componentLogger(this.log, 'rpc') })
       await this.rpc.start()
       await pulls.resumeAll()
@@ -95,11 +152,31 @@ export class Daemon {
 
   async stop (): Promise<void> {
     await this.rpc?.stop()
+    clearInterval(this.quotaTimer)
+    this.spreader?.stop()
+    this.activator?.stop()
     await this.pulls?.stop()
     await this.stopNode?.()
     this.origin?.close()
     await this.store?.close()
     this.log.info({}, 'shoal daemon stopped')
+  }
+
+  /** With a disk quota set, removes least-recently-used unprotected versions until under it. */
+  private async enforceQuota (): Promise<void> {
+    const { quotaBytes } = this.config.store
+    const store = this.store
+    if (quotaBytes === undefined || store === undefined || this.quotaRunning) return
+    this.quotaRunning = true
+    try {
+      const report = await collectGarbage(store, { quotaBytes, keepLast: this.config.labels.keep })
+      for (const v of report.versions) this.events.emit('version.removed', { model: v.name, version: v.version, reason: 'quota' })
+      if (report.versions.length > 0) this.log.info({ removed: report.versions.length, bytes: report.bytes, quota: report.quota }, 'disk quota: removed least recently used versions')
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'quota GC failed')
+    } finally {
+      this.quotaRunning = false
+    }
   }
 
   /** Runs until SIGTERM or SIGINT, then stops. */
@@ -116,6 +193,19 @@ export class Daemon {
       process.on('SIGINT', onSignal)
     })
     await this.stop()
+  }
+}
+
+/** The head book as the anti-entropy protocol sees it; peers sending forged heads are penalised. */
+function headSource (book: HeadBook, judge: PeerScores): HeadSource {
+  return {
+    digest: () => book.digest(),
+    entries: () => book.list().map(h => ({ model: h.head.model, label: h.head.label, wall: h.head.stamp.wall, counter: h.head.stamp.counter, id: h.id })),
+    signed: (model, label) => book.get(model, label)?.bytes,
+    offer: async (bytes, peer) => {
+      const outcome = await book.offer(bytes, { from: peer, via: 'sync' })
+      if (outcome.status === 'rejected' && outcome.reason !== 'untrusted') judge.penalize(peer, 'corrupt', `sent a ${outcome.reason} head: ${outcome.message}`)
+    }
   }
 }
 

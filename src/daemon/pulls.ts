@@ -150,7 +150,7 @@ export class PullManager implements ChunkSource {
   private async open (name: string, version: VersionId, pin: boolean): Promise<ActivePull> {
     const node = this.node
     if (node === undefined || this.stopped) throw new Error('the node is not running')
-    const bytes = await this.store.manifestBytes(version) ?? await this.fetchManifest(version)
+    const bytes = await this.store.heads.manifest(version) ?? await this.fetchManifest(version)
     const manifest = decodeManifest(bytes, version)
     if (manifest.name !== name) throw new InvalidInputError(`version ${version} is ${manifest.name}, not ${name}`)
     const target = await PullTarget.open(this.store, version, bytes, { pin })

@@ -2,10 +2,13 @@
  * The daemon's implementation of the RPC API: each operation delegates to the store and the
  * ingest pipeline. It adds no storage logic of its own; it shapes answers for the wire.
  */
-import type { VersionId } from '../core/digest.js'
-import { NotFoundError } from '../core/errors.js'
 import { addPath } from '../ingest/ingest.js'
-import type { ExportResult, IdResult, LabelResult, ModelRow, PeerRow, PinResult, Progress, ShoalApi, ShowResult, StatusResult, VersionResult } from '../rpc/api.js'
+import type { ActivateResult, EventsResult, ExportResult, HeadHistoryRow, HeadRow, IdResult, KeyExport, KeyRow, LabelResult, ModelRow, PeerRow, PinResult, Progress, ResolveResult, ShoalApi, ShowResult, StatusResult, TrustRow, VersionResult } from '../rpc/api.js'
+import type { HeadsService } from './heads-service.js'
+import type { EventBus } from './events.js'
+import type { HeadCounters } from '../heads/book.js'
+import { isCid } from '../core/digest.js'
+import { parseRef } from '../core/names.js'
 import type { ShoalNode } from '../p2p/node.js'
 import type { PeerScores } from '../p2p/judge.js'
 import type { PullManager } from './pulls.js'
@@ -25,7 +28,9 @@ export class DaemonService implements ShoalApi {
   constructor (
     private readonly store: Store,
     private readonly info: { home: string, socket: string },
-    private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores }
+    private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores },
+    private readonly headOps: HeadsService,
+    private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters }
   ) {}
 
   async pull (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
@@ -77,7 +82,8 @@ export class DaemonService implements ShoalApi {
     return {
       version: SHOAL_VERSION, pid: process.pid, home: this.info.home, socket: this.info.socket,
       uptimeSeconds: Math.round((Date.now() - this.started) / 1000),
-      store: { models: models.size, versions, blobs, bytes }
+      store: { models: models.size, versions, blobs, bytes },
+      heads: this.options.headCounters()
     }
   }
 
@@ -85,7 +91,6 @@ export class DaemonService implements ShoalApi {
     const throttled = throttle(onProgress)
     const version = await addPath(this.store, req.path, {
       name: req.name,
-      ...(req.label !== undefined ? { label: req.label } : {}),
       ...(req.metadata !== undefined ? { metadata: req.metadata } : {}),
       ...(req.metaFile !== undefined ? { metaFile: req.metaFile } : {}),
       ...(req.origin !== undefined ? { origin: req.origin } : {}),
@@ -93,7 +98,9 @@ export class DaemonService implements ShoalApi {
       ...(signal !== undefined ? { signal } : {}),
       onProgress: p => throttled({ ...p })
     })
-    return await this.toShow(version)
+    // A label given at add time is published like any other: as a signed head.
+    if (req.label !== undefined) await this.headOps.setLabel({ name: req.name, label: req.label, version: version.version })
+    return await this.toShow(req.label !== undefined ? await this.store.resolve(`${req.name}@${version.version}`) : version)
   }
 
   async models (): Promise<ModelRow[]> {
@@ -114,7 +121,9 @@ export class DaemonService implements ShoalApi {
   }
 
   async gc (req: GcRequest): Promise<GcReport> {
-    return await collectGarbage(this.store, { dryRun: req.dryRun === true })
+    const report = await collectGarbage(this.store, { dryRun: req.dryRun === true, keepLast: this.options.keepLast })
+    if (!report.dryRun) for (const v of report.versions) this.options.events.emit('version.removed', { model: v.name, version: v.version })
+    return report
   }
 
   async export (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ExportResult> {
@@ -125,25 +134,39 @@ export class DaemonService implements ShoalApi {
     return { name: out.name, version: out.version, dest: out.dest, files: out.manifest.files.length, bytes: out.manifest.files.reduce((n, f) => n + f.size, 0) }
   }
 
-  async setLabel (req: LabelRequest): Promise<LabelResult> {
-    const target = await this.store.resolve(`${req.name}@${req.version}`)
-    const previous = (await this.store.labelRecord(req.name, req.label))?.version ?? null
-    await this.store.setLabel(req.name, req.label, target.version, req.expect === undefined ? undefined : req.expect as VersionId | null)
-    return { name: req.name, label: req.label, version: target.version, previous }
-  }
+  async setLabel (req: LabelRequest): Promise<LabelResult> { return await this.headOps.setLabel(req) }
+  async removeLabel (name: string, label: string): Promise<LabelResult> { return await this.headOps.removeLabel(name, label) }
+  async rollback (ref: string, key?: string): Promise<LabelResult> { return await this.headOps.rollback(ref, key) }
+  async activate (ref: string): Promise<ActivateResult> { return await this.headOps.activate(ref) }
+  async heads (): Promise<HeadRow[]> { return await this.headOps.heads() }
+  async labelHistory (ref: string): Promise<HeadHistoryRow[]> { return await this.headOps.history(ref) }
+  async resolve (ref: string): Promise<ResolveResult> { return await this.headOps.resolve(ref) }
+  async keys (): Promise<KeyRow[]> { return await this.headOps.keys() }
+  async newKey (name: string): Promise<KeyRow> { return await this.headOps.newKey(name) }
+  async exportKey (name: string, includePrivate: boolean): Promise<KeyExport> { return await this.headOps.exportKey(name, includePrivate) }
+  async trust (): Promise<TrustRow[]> { return await this.headOps.trust() }
+  async addTrust (key: string, models: string): Promise<TrustRow> { return await this.headOps.addTrust({ key, models }) }
+  async removeTrust (key: string, models?: string): Promise<{ removed: number }> { return await this.headOps.removeTrust({ key, ...(models !== undefined ? { models } : {}) }) }
+  async events (since?: string, limit = 1000): Promise<EventsResult> { return this.headOps.events(since, limit) }
 
-  async removeLabel (name: string, label: string): Promise<void> {
-    if (await this.store.labelRecord(name, label) === undefined) throw new NotFoundError(`${name}@${label} is not set`)
-    await this.store.removeLabel(name, label)
-  }
-
+  /** `name@<version>` pins that version; `name@<label>` pins the label (each version it points at). */
   async pin (ref: string): Promise<PinResult> {
+    const label = labelOf(ref)
+    if (label !== undefined && await this.store.labelRecord(label.name, label.label) !== undefined) {
+      const version = await this.store.pinLabel(label.name, label.label)
+      return { name: label.name, version: version ?? '', pinned: true, label: label.label }
+    }
     const v = await this.store.resolve(ref)
     await this.store.pin(v.name, v.version)
     return { name: v.name, version: v.version, pinned: true }
   }
 
   async unpin (ref: string): Promise<PinResult> {
+    const label = labelOf(ref)
+    if (label !== undefined && await this.store.isLabelPinned(label.name, label.label)) {
+      await this.store.unpinLabel(label.name, label.label)
+      return { name: label.name, version: (await this.store.labelRecord(label.name, label.label))?.version ?? '', pinned: false, label: label.label }
+    }
     const v = await this.store.resolve(ref)
     await this.store.unpin(v.name, v.version)
     return { name: v.name, version: v.version, pinned: false }
@@ -166,6 +189,13 @@ export class DaemonService implements ShoalApi {
       }
     }
   }
+}
+
+/** The label of a `name@label` ref (not a version id or prefix), or undefined. */
+function labelOf (ref: string): { name: string, label: string } | undefined {
+  const { name, selector } = parseRef(ref)
+  if (selector === undefined || isCid(selector) || !/^[a-z][a-z0-9._-]{0,63}$/.test(selector)) return undefined
+  return { name, label: selector }
 }
 
 function toShow (v: ResolvedVersion): ShowResult {

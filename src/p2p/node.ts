@@ -1,12 +1,13 @@
 /**
  * The libp2p node: TCP, noise, yamux, identify, ping, a Kademlia DHT under shoal's own protocol
- * (`/shoal/kad/1.0.0`, never the public DHT), optional mDNS, shoal's chunk and manifest
- * protocols, a connection gater enforcing the allow-list and bans, and connection limits.
+ * (`/shoal/kad/1.0.0`, never the public DHT), optional mDNS, shoal's chunk, manifest and head-sync
+ * protocols, gossipsub (the head topic), a connection gater enforcing the allow-list and bans, and connection limits.
  *
  * Configured peers (`--peer`) are dialled at start and re-dialled while disconnected, so a node
  * whose peer restarts reconnects by itself.
  */
 import { noise } from '@chainsafe/libp2p-noise'
+import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import type { Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
@@ -18,6 +19,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { chunkExchange, type ChunkExchange, type ChunkExchangeInit } from '../protocol/chunks/index.js'
 import { manifestExchange, type ManifestExchange, type ManifestSource } from '../protocol/manifest/index.js'
+import { headSync, type HeadSource, type HeadSync } from '../protocol/heads/index.js'
 
 export const DHT_PROTOCOL = '/shoal/kad/1.0.0'
 /**
@@ -44,11 +46,14 @@ export interface NodeInit {
   isBanned: (peer: string) => boolean
   chunks: ChunkExchangeInit
   manifests: ManifestSource
+  heads: HeadSource
 }
 
 export type ShoalServices = {
   chunks: ChunkExchange
   manifests: ManifestExchange
+  heads: HeadSync
+  pubsub: GossipSub
   dht?: KadDHT
   identify: unknown
   ping: unknown
@@ -78,6 +83,10 @@ export async function createNode (init: NodeInit): Promise<{ node: ShoalNode, st
       ping: ping(),
       chunks: chunkExchange(init.chunks),
       manifests: manifestExchange(init.manifests),
+      heads: headSync(init.heads),
+      // Heads are signed by their publishers and checked by the topic validator; a publish with no
+      // peers yet is not an error (anti-entropy carries the head later).
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }),
       ...(init.dht ? { dht: kadDHT({ protocol: DHT_PROTOCOL, clientMode: false, peerInfoMapper: passthroughMapper }) } : {})
     }
   }) as unknown as ShoalNode

@@ -20,6 +20,20 @@
  * | POST /v1/pull            | `pullRequest`                | NDJSON → {@link ShowResult}|
  * | GET  /v1/peers           |                              | {@link PeerRow}[]          |
  * | GET  /v1/id              |                              | {@link IdResult}           |
+ * | GET  /v1/heads           |                              | {@link HeadRow}[]          |
+ * | GET  /v1/heads/history   | `?ref=name@label`            | {@link HeadHistoryRow}[]   |
+ * | POST /v1/rollback        | `rollbackRequest`            | {@link LabelResult}        |
+ * | POST /v1/activate        | `refRequest`                 | {@link ActivateResult}     |
+ * | GET  /v1/resolve         | `?ref=`                      | {@link ResolveResult}      |
+ * | GET  /v1/keys            |                              | {@link KeyRow}[]           |
+ * | POST /v1/keys            | `keyRequest`                 | {@link KeyRow}             |
+ * | GET  /v1/keys/export     | `?name=&private=true`        | `{name, publicKey, privateKey?}` |
+ * | GET  /v1/trust           |                              | {@link TrustRow}[]         |
+ * | POST /v1/trust           | `trustRequest`               | {@link TrustRow}           |
+ * | DELETE /v1/trust         | `trustRemoveRequest`         | `{removed}`                |
+ * | GET  /v1/events          | `?since=<event id>&limit=`   | {@link EventsResult}       |
+ *
+ * `POST /v1/labels` publishes a signed head (see `core/heads.ts`) and `DELETE /v1/labels` a removal.
  */
 import { InvalidInputError } from '../core/errors.js'
 import type { FileStructureRecord, ModelSummary } from '../core/manifest.js'
@@ -28,7 +42,9 @@ import type { GcReport } from '../store/gc.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
 import { route, type Route } from './server.js'
-import { addRequest, exportRequest, gcRequest, labelRemoveRequest, labelRequest, pullRequest, refRequest, verifyRequest, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest, type PullRequest } from './schemas.js'
+import { addRequest, exportRequest, gcRequest, keyRequest, labelRemoveRequest, labelRequest, pullRequest, refRequest, rollbackRequest, trustRemoveRequest, trustRequest, verifyRequest, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest, type PullRequest } from './schemas.js'
+import type { Activation, Stamp } from '../core/heads.js'
+import type { DaemonEvent } from '../daemon/events.js'
 
 export interface VersionResult { version: string, api: string, node: string }
 
@@ -39,6 +55,8 @@ export interface StatusResult {
   socket: string
   uptimeSeconds: number
   store: { models: number, versions: number, blobs: number, bytes: number }
+  /** Heads offered to this node since start, by outcome. */
+  heads: { accepted: number, duplicate: number, stale: number, future: number, rejected: { malformed: number, signature: number, untrusted: number } }
 }
 
 export interface ShowFile {
@@ -69,8 +87,46 @@ export interface ShowResult {
 
 export interface ModelRow { name: string, versions: number, labels: Record<string, string>, newest: VersionInfo }
 export interface ExportResult { name: string, version: string, dest: string, files: number, bytes: number }
-export interface LabelResult { name: string, label: string, version: string, previous: string | null }
-export interface PinResult { name: string, version: string, pinned: boolean }
+export interface LabelResult {
+  name: string
+  label: string
+  /** null when the label was removed */
+  version: string | null
+  previous: string | null
+  /** The published head's stamp (`wall.counter`), publisher key and activation. */
+  stamp?: string
+  publisher?: string
+  activation?: Activation
+}
+
+export interface HeadRow {
+  model: string
+  label: string
+  version: string | null
+  previous: string | null
+  stamp: Stamp
+  publisher: string
+  activation: Activation
+  /** What `refs/<label>` points at on this node. */
+  local: string | null
+  /** active: local = head; pulling; staged (cold, complete, waiting); waiting (hot jitter); failed; remote (not followed, not here) */
+  state: 'active' | 'pulling' | 'staged' | 'waiting' | 'failed' | 'remote'
+  followed: boolean
+  receivedAt?: number
+  activateAt?: number
+  error?: string
+  /** Bytes of the version, when its manifest is known here. */
+  size?: number
+}
+
+export interface HeadHistoryRow { version: string | null, previous: string | null, stamp: Stamp, publisher: string, activation: Activation }
+export interface ActivateResult { name: string, label: string, version: string | null, previous: string | null }
+export interface ResolveResult { model: string, version: string, path: string, labels: string[], files: Array<{ path: string, size: number, digest: string }> }
+export interface KeyRow { name: string, publicKey: string, trusted: string[] }
+export interface TrustRow { key: string, models: string, source: 'home-key' | 'config' | 'trust-file' }
+export interface EventsResult { events: DaemonEvent[], gone: boolean }
+export interface KeyExport { name: string, publicKey: string, privateKey?: string }
+export interface PinResult { name: string, version: string, pinned: boolean, /** set when a label was (un)pinned */ label?: string }
 export type Progress = Record<string, unknown>
 
 export interface IdResult { peerId: string, addresses: string[] }
@@ -96,7 +152,19 @@ export interface ShoalApi {
   gc: (req: GcRequest) => Promise<GcReport>
   export: (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<ExportResult>
   setLabel: (req: LabelRequest) => Promise<LabelResult>
-  removeLabel: (name: string, label: string) => Promise<void>
+  removeLabel: (name: string, label: string) => Promise<LabelResult>
+  rollback: (ref: string, key?: string) => Promise<LabelResult>
+  activate: (ref: string) => Promise<ActivateResult>
+  heads: () => Promise<HeadRow[]>
+  labelHistory: (ref: string) => Promise<HeadHistoryRow[]>
+  resolve: (ref: string) => Promise<ResolveResult>
+  keys: () => Promise<KeyRow[]>
+  newKey: (name: string) => Promise<KeyRow>
+  exportKey: (name: string, includePrivate: boolean) => Promise<KeyExport>
+  trust: () => Promise<TrustRow[]>
+  addTrust: (key: string, models: string) => Promise<TrustRow>
+  removeTrust: (key: string, models?: string) => Promise<{ removed: number }>
+  events: (since?: string, limit?: number) => Promise<EventsResult>
   pin: (ref: string) => Promise<PinResult>
   unpin: (ref: string) => Promise<PinResult>
   pull: (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<ShowResult>
@@ -117,13 +185,33 @@ export function routes (api: ShoalApi): Route[] {
     route({ method: 'POST', path: '/v1/gc', body: gcRequest, handler: async body => await api.gc(body) }),
     route({ method: 'POST', path: '/v1/export', body: exportRequest, stream: true, handler: async (body, ctx) => await api.export(body, ctx.progress, ctx.signal) }),
     route({ method: 'POST', path: '/v1/labels', body: labelRequest, handler: async body => await api.setLabel(body) }),
-    route({ method: 'DELETE', path: '/v1/labels', body: labelRemoveRequest, handler: async body => { await api.removeLabel(body.name, body.label); return {} } }),
+    route({ method: 'DELETE', path: '/v1/labels', body: labelRemoveRequest, handler: async body => await api.removeLabel(body.name, body.label) }),
+    route({ method: 'POST', path: '/v1/rollback', body: rollbackRequest, handler: async body => await api.rollback(body.ref, body.key) }),
+    route({ method: 'POST', path: '/v1/activate', body: refRequest, handler: async body => await api.activate(body.ref) }),
+    route({ method: 'GET', path: '/v1/heads', handler: async () => await api.heads() }),
+    route({ method: 'GET', path: '/v1/heads/history', handler: async (_b, ctx) => await api.labelHistory(required(ctx.query, 'ref')) }),
+    route({ method: 'GET', path: '/v1/resolve', handler: async (_b, ctx) => await api.resolve(required(ctx.query, 'ref')) }),
+    route({ method: 'GET', path: '/v1/keys', handler: async () => await api.keys() }),
+    route({ method: 'POST', path: '/v1/keys', body: keyRequest, handler: async body => await api.newKey(body.name) }),
+    route({ method: 'GET', path: '/v1/keys/export', handler: async (_b, ctx) => await api.exportKey(required(ctx.query, 'name'), ctx.query.get('private') === 'true') }),
+    route({ method: 'GET', path: '/v1/trust', handler: async () => await api.trust() }),
+    route({ method: 'POST', path: '/v1/trust', body: trustRequest, handler: async body => await api.addTrust(body.key, body.models) }),
+    route({ method: 'DELETE', path: '/v1/trust', body: trustRemoveRequest, handler: async body => await api.removeTrust(body.key, body.models) }),
+    route({ method: 'GET', path: '/v1/events', handler: async (_b, ctx) => await api.events(ctx.query.get('since') ?? undefined, limitOf(ctx.query)) }),
     route({ method: 'POST', path: '/v1/pins', body: refRequest, handler: async body => await api.pin(body.ref) }),
     route({ method: 'DELETE', path: '/v1/pins', body: refRequest, handler: async body => await api.unpin(body.ref) }),
     route({ method: 'POST', path: '/v1/pull', body: pullRequest, stream: true, handler: async (body, ctx) => await api.pull(body, ctx.progress, ctx.signal) }),
     route({ method: 'GET', path: '/v1/peers', handler: async () => await api.peers() }),
     route({ method: 'GET', path: '/v1/id', handler: async () => await api.id() })
   ]
+}
+
+function limitOf (query: URLSearchParams): number {
+  const text = query.get('limit')
+  if (text === null) return 1000
+  const n = Number(text)
+  if (!Number.isInteger(n) || n < 1 || n > 10_000) throw new InvalidInputError('limit must be an integer from 1 to 10000')
+  return n
 }
 
 function required (query: URLSearchParams, key: string): string {

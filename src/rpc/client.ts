@@ -15,7 +15,7 @@ import { request } from 'node:http'
 import type { GcReport } from '../store/gc.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
-import type { ExportResult, IdResult, LabelResult, ModelRow, PeerRow, PinResult, Progress, ShoalApi, ShowResult, StatusResult, VersionResult } from './api.js'
+import type { ActivateResult, EventsResult, HeadHistoryRow, HeadRow, KeyExport, KeyRow, ResolveResult, TrustRow, ExportResult, IdResult, LabelResult, ModelRow, PeerRow, PinResult, Progress, ShoalApi, ShowResult, StatusResult, VersionResult } from './api.js'
 import { RpcError } from './errors.js'
 import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest } from './schemas.js'
 
@@ -33,7 +33,24 @@ export class ShoalClient implements ShoalApi {
   async show (ref: string): Promise<ShowResult> { return await this.call('GET', `/v1/show?ref=${encodeURIComponent(ref)}`) }
   async gc (req: GcRequest): Promise<GcReport> { return await this.call('POST', '/v1/gc', req) }
   async setLabel (req: LabelRequest): Promise<LabelResult> { return await this.call('POST', '/v1/labels', req) }
-  async removeLabel (name: string, label: string): Promise<void> { await this.call('DELETE', '/v1/labels', { name, label }) }
+  async removeLabel (name: string, label: string): Promise<LabelResult> { return await this.call('DELETE', '/v1/labels', { name, label }) }
+  async rollback (ref: string, key?: string): Promise<LabelResult> { return await this.call('POST', '/v1/rollback', { ref, ...(key !== undefined ? { key } : {}) }) }
+  async activate (ref: string): Promise<ActivateResult> { return await this.call('POST', '/v1/activate', { ref }) }
+  async heads (): Promise<HeadRow[]> { return await this.call('GET', '/v1/heads') }
+  async labelHistory (ref: string): Promise<HeadHistoryRow[]> { return await this.call('GET', `/v1/heads/history?ref=${encodeURIComponent(ref)}`) }
+  async resolve (ref: string): Promise<ResolveResult> { return await this.call('GET', `/v1/resolve?ref=${encodeURIComponent(ref)}`) }
+  async keys (): Promise<KeyRow[]> { return await this.call('GET', '/v1/keys') }
+  async newKey (name: string): Promise<KeyRow> { return await this.call('POST', '/v1/keys', { name }) }
+  async exportKey (name: string, includePrivate: boolean): Promise<KeyExport> { return await this.call('GET', `/v1/keys/export?name=${encodeURIComponent(name)}${includePrivate ? '&private=true' : ''}`) }
+  async trust (): Promise<TrustRow[]> { return await this.call('GET', '/v1/trust') }
+  async addTrust (key: string, models: string): Promise<TrustRow> { return await this.call('POST', '/v1/trust', { key, models }) }
+  async removeTrust (key: string, models?: string): Promise<{ removed: number }> { return await this.call('DELETE', '/v1/trust', { key, ...(models !== undefined ? { models } : {}) }) }
+  async events (since?: string, limit?: number): Promise<EventsResult> {
+    const q = new URLSearchParams()
+    if (since !== undefined) q.set('since', since)
+    if (limit !== undefined) q.set('limit', String(limit))
+    return await this.call('GET', `/v1/events${q.size > 0 ? `?${q.toString()}` : ''}`)
+  }
   async pin (ref: string): Promise<PinResult> { return await this.call('POST', '/v1/pins', { ref }) }
   async unpin (ref: string): Promise<PinResult> { return await this.call('DELETE', '/v1/pins', { ref }) }
 

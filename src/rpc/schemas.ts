@@ -30,12 +30,26 @@ export const gcRequest = z.strictObject({ dryRun: z.boolean().optional() })
 
 export const verifyRequest = z.strictObject({})
 
+const jitterMs = z.number().int().nonnegative().max(7 * 24 * 3600 * 1000).optional()
+export const activationRequest = z.discriminatedUnion('mode', [
+  z.strictObject({ mode: z.literal('hot'), jitterMs }),
+  z.strictObject({ mode: z.literal('cold'), at: z.number().int().positive().optional(), jitterMs })
+])
+
 export const labelRequest = z.strictObject({
   name: z.string().min(1).max(256),
   label: z.string().min(1).max(64),
   version: z.string().min(1).max(256),
-  expect: z.string().min(1).max(256).nullable().optional()
+  expect: z.string().min(1).max(256).nullable().optional(),
+  activation: activationRequest.optional(),
+  /** Publisher key name in this home (see keys). */
+  key: z.string().min(1).max(64).optional()
 })
+
+export const rollbackRequest = z.strictObject({ ref, key: z.string().min(1).max(64).optional() })
+export const keyRequest = z.strictObject({ name: z.string().min(1).max(64) })
+export const trustRequest = z.strictObject({ key: z.string().min(1).max(128), models: z.string().min(1).max(256) })
+export const trustRemoveRequest = z.strictObject({ key: z.string().min(1).max(128), models: z.string().min(1).max(256).optional() })
 
 export const labelRemoveRequest = z.strictObject({ name: z.string().min(1).max(256), label: z.string().min(1).max(64) })
 

@@ -1,11 +1,15 @@
 /**
  * Garbage collection: removes what nothing keeps.
  *
- * A version is kept when it is pinned (`add` pins by default), a label points at it, or it is in
- * `keep` (the caller's extra roots, e.g. versions leased by serving processes). Every other version
- * is removed — manifest, records, snapshot folder. Then every blob that no kept version references
- * and no operation in progress holds is removed, with its chunk locations. Leftover temporary files
- * go too. `dryRun` reports the same plan and changes nothing.
+ * A version is kept when it is pinned (`add` pins by default; a pinned label pins each version it
+ * points at), a label points at it, it is one of the `keepLast - 1` versions a label pointed at
+ * before (so a rollback is instant), it is being pulled, or it is in `keep` (the caller's extra
+ * roots, e.g. versions leased by serving processes). Every other version is removed — manifest,
+ * records, snapshot folder — or, with `quotaBytes`, only as many of them as it takes to bring the
+ * blobs under the quota, least recently used first (last time a label pointed at it, else when it
+ * arrived). Then every blob that no kept version references and no operation in progress holds is
+ * removed, with its chunk locations. Leftover temporary files go too. `dryRun` reports the same
+ * plan and changes nothing.
  *
  * Runs under the store's exclusive lock, so it never races an add.
  */
@@ -21,23 +25,43 @@ export interface GcReport {
   versions: Array<{ name: string, version: VersionId, size: number }>
   blobs: Array<{ digest: FileDigest, size: number }>
   bytes: number
+  /** With a quota: bytes held by blobs before and after. */
+  quota?: { limit: number, before: number, after: number }
 }
 
-export async function collectGarbage (store: Store, options: { dryRun?: boolean, keep?: Iterable<VersionId> } = {}): Promise<GcReport> {
+export interface GcOptions {
+  dryRun?: boolean
+  keep?: Iterable<VersionId>
+  /** Versions kept per label: its target and the ones before it. @default DEFAULT_KEEP_LAST */
+  keepLast?: number
+  /** Remove only least-recently-used versions, until blobs take at most this many bytes. */
+  quotaBytes?: number
+}
+
+/** @default 3 — a label's current version and the two before it */
+export const DEFAULT_KEEP_LAST = 3
+
+export async function collectGarbage (store: Store, options: GcOptions = {}): Promise<GcReport> {
   const dryRun = options.dryRun === true
+  const keepLast = Math.max(1, options.keepLast ?? DEFAULT_KEEP_LAST)
   return await store.withExclusive(async () => {
     const keep = new Set<string>(options.keep ?? [])
+    const lastUsed = new Map<string, number>()
     for await (const key of store.index.pins.keys()) keep.add(IndexDb.splitKey(key)[1] ?? '')
-    for await (const record of store.index.labels.values()) keep.add(record.version)
+    for await (const record of store.index.labels.values()) {
+      keep.add(record.version)
+      for (const h of record.history.slice(0, keepLast - 1)) keep.add(h.version)
+      for (const h of record.history) lastUsed.set(h.version, Math.max(lastUsed.get(h.version) ?? 0, h.until))
+    }
 
     const referenced = new Set<string>()
     // Pulls in progress (their files may already be blobs) keep what they need.
     for await (const version of store.index.pulls.keys()) {
+      keep.add(version)
       const bytes = await store.index.manifests.get(version)
       for (const f of bytes === undefined ? [] : decodeManifest(bytes).files) referenced.add(f.digest)
     }
-    const doomed: GcReport['versions'] = []
-    const ops: IndexOp[] = []
+    const candidates: Array<{ name: string, version: VersionId, created: number, size: number, digests: string[], used: number }> = []
     for await (const [version, record] of store.index.versions.iterator()) {
       const bytes = await store.index.manifests.get(version)
       const manifest = bytes === undefined ? undefined : decodeManifest(bytes)
@@ -45,11 +69,45 @@ export async function collectGarbage (store: Store, options: { dryRun?: boolean,
         for (const f of manifest?.files ?? []) referenced.add(f.digest)
         continue
       }
-      doomed.push({ name: record.name, version, size: manifest?.files.reduce((n, f) => n + f.size, 0) ?? 0 })
+      candidates.push({
+        name: record.name, version, created: record.created,
+        size: manifest?.files.reduce((n, f) => n + f.size, 0) ?? 0,
+        digests: manifest?.files.map(f => f.digest) ?? [],
+        used: Math.max(record.addedAt, lastUsed.get(version) ?? 0)
+      })
+    }
+    let chosen = candidates
+    let quota: GcReport['quota']
+    if (options.quotaBytes !== undefined) {
+      const sizes = new Map<string, number>()
+      for await (const [digest, record] of store.index.blobs.iterator()) sizes.set(digest, record.size)
+      const before = [...sizes.values()].reduce((n, b) => n + b, 0)
+      // How many candidate versions still use each blob not held by a kept one.
+      const users = new Map<string, number>()
+      for (const c of candidates) for (const d of new Set(c.digests)) if (!referenced.has(d)) users.set(d, (users.get(d) ?? 0) + 1)
+      let after = before
+      chosen = []
+      for (const c of [...candidates].sort((a, b) => a.used - b.used)) {
+        if (after <= options.quotaBytes) break
+        chosen.push(c)
+        for (const d of new Set(c.digests)) {
+          const left = (users.get(d) ?? 1) - 1
+          users.set(d, left)
+          if (left === 0 && !store.isHeld(d)) after -= sizes.get(d) ?? 0
+        }
+      }
+      quota = { limit: options.quotaBytes, before, after }
+      const picked = new Set(chosen)
+      for (const c of candidates) if (!picked.has(c)) for (const d of c.digests) referenced.add(d)
+    }
+    const doomed: GcReport['versions'] = []
+    const ops: IndexOp[] = []
+    for (const c of chosen) {
+      doomed.push({ name: c.name, version: c.version, size: c.size })
       ops.push(
-        { type: 'del', sublevel: store.index.manifests, key: version },
-        { type: 'del', sublevel: store.index.versions, key: version },
-        { type: 'del', sublevel: store.index.byModel, key: IndexDb.modelKey(record.name, record.created, version) }
+        { type: 'del', sublevel: store.index.manifests, key: c.version },
+        { type: 'del', sublevel: store.index.versions, key: c.version },
+        { type: 'del', sublevel: store.index.byModel, key: IndexDb.modelKey(c.name, c.created, c.version) }
       )
     }
 
@@ -69,7 +127,7 @@ export async function collectGarbage (store: Store, options: { dryRun?: boolean,
       ops.push(rest.length === 0 ? { type: 'del', sublevel: store.index.chunks, key: id } : { type: 'put', sublevel: store.index.chunks, key: id, value: rest })
     })
 
-    const report: GcReport = { dryRun, versions: doomed, blobs, bytes: blobs.reduce((n, b) => n + b.size, 0) }
+    const report: GcReport = { dryRun, versions: doomed, blobs, bytes: blobs.reduce((n, b) => n + b.size, 0), ...(quota !== undefined ? { quota } : {}) }
     if (dryRun) return report
 
     // Records go first: a crash after this leaves only unreferenced files, which start-up removes.

@@ -11,6 +11,11 @@
  * - `pins`      `<name>\0<version id>` → {@link PinRecord}
  * - `partials`  file digest → {@link PartialRecord}: a file being pulled into `partial/`
  * - `pulls`     version id → {@link PullRecord}: pulls to resume after a restart
+ * - `heads`     `<name>\0<label>` → {@link HeadRecord}: the winning signed head of each label
+ * - `headLog`   `<name>\0<label>\0<wall, 16 digits>\0<counter, 10 digits>` → {@link HeadRecord}:
+ *               every head that won in turn (label history), newest last, capped
+ * - `known`     version id → canonical manifest bytes of versions named by heads but not stored
+ * - `labelPins` `<name>\0<label>` → {@link PinRecord}: every version the label points at is pinned
  * - `meta`      `clock` → last `created` handed out; `schema` → index schema number
  *
  * Every multi-record change is one atomic batch written with `sync: true`, and is made only after
@@ -46,7 +51,19 @@ export interface LabelRecord {
   history: Array<{ version: VersionId, until: number }>
 }
 
-export interface PinRecord { pinnedAt: number }
+export interface PinRecord {
+  pinnedAt: number
+  /** Set when the pin was made by a label pin (`shoal pin name@label`); `unpin` of the label drops it. */
+  via?: string
+}
+
+export interface HeadRecord {
+  /** The signed head, base64 (see `core/heads.ts`). */
+  head: string
+  receivedAt: number
+  /** Peer id it came from; absent when published here. */
+  from?: string
+}
 
 export interface PartialRecord {
   size: number
@@ -85,6 +102,10 @@ export class IndexDb {
   readonly partials: Sub<PartialRecord>
   readonly pulls: Sub<PullRecord>
   readonly meta: Sub<unknown>
+  readonly heads: Sub<HeadRecord>
+  readonly headLog: Sub<HeadRecord>
+  readonly known: Sub<Uint8Array>
+  readonly labelPins: Sub<PinRecord>
 
   constructor (readonly db: Db) {
     this.chunks = db.sublevel('chunks', { valueEncoding: 'json' })
@@ -97,6 +118,10 @@ export class IndexDb {
     this.partials = db.sublevel('partials', { valueEncoding: 'json' })
     this.pulls = db.sublevel('pulls', { valueEncoding: 'json' })
     this.meta = db.sublevel('meta', { valueEncoding: 'json' })
+    this.heads = db.sublevel('heads', { valueEncoding: 'json' })
+    this.headLog = db.sublevel('headLog', { valueEncoding: 'json' })
+    this.known = db.sublevel('known', { valueEncoding: 'view' })
+    this.labelPins = db.sublevel('labelPins', { valueEncoding: 'json' })
   }
 
   async open (): Promise<void> {

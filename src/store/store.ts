@@ -32,6 +32,7 @@ export { pathExists, readdirSafe }
 import { IndexDb, MAX_LABEL_HISTORY, type Db, type IndexOp, type LabelRecord } from './index-db.js'
 import { Layout } from './layout.js'
 import { ReadCache } from './read-cache.js'
+import { HeadStore } from './heads.js'
 import { HashPool } from './hash-pool.js'
 
 export interface Logger {
@@ -77,6 +78,8 @@ export type ManifestDraft = Omit<Manifest, 'created' | 'parent'> & { parent?: Ve
 export class Store {
   readonly layout: Layout
   readonly index: IndexDb
+  /** Signed heads and the manifests they name (see `store/heads.ts`). */
+  readonly heads: HeadStore
   private readonly lock: Mortice
   /** Blobs written by operations still in progress; GC leaves them alone. */
   private readonly inflight = new Map<FileDigest, number>()
@@ -90,6 +93,7 @@ export class Store {
   private constructor (home: string, db: Db, private readonly log: Logger) {
     this.layout = new Layout(home)
     this.index = new IndexDb(db)
+    this.heads = new HeadStore(this.index)
     this.lock = createMortice({ name: `shoal-store-${randomBytes(8).toString('hex')}`, singleProcess: true })
   }
 
@@ -234,9 +238,51 @@ export class Store {
     const now = Date.now()
     const history = current === undefined ? [] : [{ version: current.version, until: now }, ...current.history].slice(0, MAX_LABEL_HISTORY)
     const next: LabelRecord = { version, updatedAt: now, history }
+    const ops: IndexOp[] = [{ type: 'put', sublevel: this.index.labels, key, value: next }]
+    if (await this.index.labelPins.get(key) !== undefined && await this.index.pins.get(IndexDb.pairKey(name, version)) === undefined) {
+      ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(name, version), value: { pinnedAt: now, via: label } })
+    }
+    // The ref file first: a crash before the index batch leaves the old target in the index, and
+    // start-up rewrites the file from the index. Either way one whole version id is visible.
     await writeFileAtomic(this.layout.ref(name, label), `${version}\n`)
-    await this.index.commit([{ type: 'put', sublevel: this.index.labels, key, value: next }])
+    await this.index.commit(ops)
     return next
+  }
+
+  /** Pins `name@label`: the version it points at now, and every one it points at later. */
+  async pinLabel (name: string, label: string): Promise<VersionId | undefined> {
+    const key = IndexDb.pairKey(checkModelName(name), checkLabel(label))
+    const current = await this.index.labels.get(key)
+    const now = Date.now()
+    const ops: IndexOp[] = [{ type: 'put', sublevel: this.index.labelPins, key, value: { pinnedAt: now } }]
+    if (current !== undefined && await this.index.pins.get(IndexDb.pairKey(name, current.version)) === undefined) {
+      ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(name, current.version), value: { pinnedAt: now, via: label } })
+    }
+    await this.index.commit(ops)
+    return current?.version
+  }
+
+  /** Drops a label pin and the version pins it made. Returns whether the label was pinned. */
+  async unpinLabel (name: string, label: string): Promise<boolean> {
+    const key = IndexDb.pairKey(checkModelName(name), checkLabel(label))
+    const had = await this.index.labelPins.get(key) !== undefined
+    const ops: IndexOp[] = [{ type: 'del', sublevel: this.index.labelPins, key }]
+    for await (const [pinKey, pin] of this.index.pins.iterator({ gt: `${name}\0`, lt: `${name}\u0001` })) {
+      if (pin.via === label) ops.push({ type: 'del', sublevel: this.index.pins, key: pinKey })
+    }
+    await this.index.commit(ops)
+    return had
+  }
+
+  async isLabelPinned (name: string, label: string): Promise<boolean> {
+    return await this.index.labelPins.get(IndexDb.pairKey(name, label)) !== undefined
+  }
+
+  /** True when the version is recorded and every file's bytes are in the store. */
+  async isComplete (version: VersionId): Promise<boolean> {
+    const bytes = await this.index.manifests.get(version)
+    if (bytes === undefined || await this.index.versions.get(version) === undefined) return false
+    return (await this.missingFiles(decodeManifest(bytes, version))).length === 0
   }
 
   async removeLabel (name: string, label: string): Promise<void> {

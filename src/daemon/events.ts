@@ -1,0 +1,67 @@
+/**
+ * The daemon's event stream: `label.moved`, `version.staged`, `version.removed`, `head.accepted`,
+ * `pull.progress`… Each event gets the next id of a counter that only grows while the daemon runs,
+ * prefixed by a boot id, so a client that reconnects can ask for what it missed (`since`) and tell
+ * a restarted daemon (other boot id: its history is gone) from a live one.
+ *
+ * The last `EVENT_HISTORY` events are kept in memory; older ones are compacted away, and `since`
+ * an id older than that answers `undefined` ("gone": re-read the state).
+ */
+import { EventEmitter } from 'node:events'
+import { randomBytes } from 'node:crypto'
+
+/** @default 10_000 events kept for replay */
+export const EVENT_HISTORY = 10_000
+
+export type EventType = 'label.moved' | 'version.staged' | 'version.removed' | 'head.accepted' | 'head.rejected' | 'pull.started' | 'pull.completed' | 'pull.failed' | 'pull.progress'
+
+export interface DaemonEvent {
+  /** `<boot>-<seq>` */
+  id: string
+  seq: number
+  type: EventType
+  time: number
+  data: Record<string, unknown>
+}
+
+export class EventBus {
+  readonly boot = randomBytes(4).toString('hex')
+  private seq = 0
+  private readonly ring: DaemonEvent[] = []
+  private readonly emitter = new EventEmitter()
+
+  constructor (private readonly history = EVENT_HISTORY) {
+    this.emitter.setMaxListeners(0)
+  }
+
+  emit (type: EventType, data: Record<string, unknown>): DaemonEvent {
+    const seq = ++this.seq
+    const event: DaemonEvent = { id: `${this.boot}-${seq}`, seq, type, time: Date.now(), data }
+    this.ring.push(event)
+    if (this.ring.length > this.history) this.ring.splice(0, this.ring.length - this.history)
+    this.emitter.emit('event', event)
+    return event
+  }
+
+  subscribe (listener: (e: DaemonEvent) => void): () => void {
+    this.emitter.on('event', listener)
+    return () => { this.emitter.off('event', listener) }
+  }
+
+  /**
+   * Events after `id`, oldest first; `undefined` when `id` is from another boot or older than the
+   * kept history (the caller must re-read the state instead of replaying).
+   */
+  since (id: string): DaemonEvent[] | undefined {
+    const [boot, seqText] = id.split('-')
+    const seq = Number(seqText)
+    if (boot !== this.boot || !Number.isInteger(seq) || seq < 0 || seq > this.seq) return undefined
+    const first = this.ring[0]?.seq ?? this.seq + 1
+    if (seq < first - 1) return undefined
+    return this.ring.filter(e => e.seq > seq)
+  }
+
+  recent (limit = 100): DaemonEvent[] {
+    return this.ring.slice(-limit)
+  }
+}

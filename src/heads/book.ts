@@ -1,0 +1,212 @@
+/**
+ * The head book: what this node believes each label points at.
+ *
+ * Every head, whatever brought it (gossip, anti-entropy, a local publish, the disk at start-up),
+ * goes through `offer`, which decides in this order:
+ * 1. `rejected` — it does not decode, is not canonical, its signature does not verify
+ *    (`openSignedHead`), or no trust rule lets its publisher move its model. Counted per reason;
+ *    the sender may be penalised by the caller.
+ * 2. `future` — its stamp is more than `MAX_CLOCK_SKEW_MS` ahead of this node's clock: ignored for
+ *    now (anti-entropy offers it again later), so one publisher with a clock far ahead cannot
+ *    freeze a label.
+ * 3. `duplicate` — it is the head already held; `stale` — it loses to it under `compareHeads`
+ *    (older, or a replay). Ignored and counted.
+ * 4. `accepted` — it wins: it is stored (with history) and listeners hear of it.
+ * Offers are processed one at a time, so two heads for the same label never race.
+ *
+ * The book keeps the winners in memory too (a few hundred bytes per label).
+ */
+import { EventEmitter } from 'node:events'
+import { BadSignatureError, ConflictError, InvalidInputError, NotFoundError } from '../core/errors.js'
+import type { KeyObject } from 'node:crypto'
+import type { VersionId } from '../core/digest.js'
+import { compareHeads, headKey, headSetDigest, nextStamp, openSignedHead, publisherKeyOf, signHead, type Activation, type SignedHead } from '../core/heads.js'
+import type { TrustPolicy } from '../core/trust.js'
+import type { HeadStore } from '../store/heads.js'
+import { createPublicKey } from 'node:crypto'
+
+/** @default 5 minutes — how far ahead of this node's clock a head's stamp may be */
+export const MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
+
+export type RejectReason = 'malformed' | 'signature' | 'untrusted'
+
+export type OfferOutcome =
+  | { status: 'accepted', head: SignedHead, replaced?: SignedHead }
+  | { status: 'duplicate' | 'stale' | 'future', head: SignedHead }
+  | { status: 'rejected', reason: RejectReason, message: string }
+
+export interface HeadCounters {
+  accepted: number
+  duplicate: number
+  stale: number
+  future: number
+  rejected: Record<RejectReason, number>
+}
+
+export interface AcceptedHead {
+  head: SignedHead
+  replaced?: SignedHead
+  /** Peer id it came from; undefined when published on this node. */
+  from?: string
+  /** What carried it here. */
+  via: 'local' | 'gossip' | 'sync' | 'disk'
+}
+
+export interface BookLogger {
+  info: (obj: object, msg?: string) => void
+  warn: (obj: object, msg?: string) => void
+  debug: (obj: object, msg?: string) => void
+}
+
+export interface PublishRequest {
+  model: string
+  label: string
+  version: VersionId | null
+  activation?: Activation
+  /** Compare-and-swap: refuse unless the current head points at this (null: no head). */
+  expect?: VersionId | null
+  key: KeyObject
+}
+
+export class HeadBook {
+  private readonly winners = new Map<string, SignedHead>()
+  private readonly events = new EventEmitter()
+  private queue: Promise<unknown> = Promise.resolve()
+  readonly counters: HeadCounters = { accepted: 0, duplicate: 0, stale: 0, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 } }
+
+  private constructor (
+    private readonly store: HeadStore,
+    private readonly trust: TrustPolicy,
+    private readonly clock: () => number,
+    private readonly log: BookLogger
+  ) {}
+
+  /** Loads the stored winners (re-checking each: a head on disk is not trusted as it stands). */
+  static async open (store: HeadStore, trust: TrustPolicy, options: { clock?: () => number, log: BookLogger }): Promise<HeadBook> {
+    const book = new HeadBook(store, trust, options.clock ?? Date.now, options.log)
+    for await (const stored of store.all()) {
+      try {
+        const head = openSignedHead(stored.bytes)
+        if (!trust.allows(head.head.publisher, head.head.model)) {
+          options.log.warn({ model: head.head.model, label: head.head.label, publisher: head.head.publisher }, 'stored head is no longer trusted; ignoring it')
+          continue
+        }
+        book.winners.set(headKey(head.head.model, head.head.label), head)
+      } catch (err) {
+        options.log.warn({ err: (err as Error).message }, 'ignoring a stored head that fails its checks')
+      }
+    }
+    return book
+  }
+
+  onAccepted (listener: (a: AcceptedHead) => void): () => void {
+    this.events.on('accepted', listener)
+    return () => { this.events.off('accepted', listener) }
+  }
+
+  /** Offers a signed head from anywhere; see the module doc for the outcomes. */
+  async offer (bytes: Uint8Array, source: { from?: string, via: AcceptedHead['via'] }): Promise<OfferOutcome> {
+    return await this.serialised(async () => await this.decide(bytes, source))
+  }
+
+  /**
+   * Signs and accepts a new head for `model@label`, stamped above the current one. With `expect`,
+   * refuses (ConflictError) unless the current head points at that version.
+   */
+  async publish (req: PublishRequest): Promise<SignedHead> {
+    return await this.serialised(async () => {
+      const key = headKey(req.model, req.label)
+      const current = this.winners.get(key)
+      const currentVersion = current?.head.version ?? null
+      if (req.expect !== undefined && currentVersion !== req.expect) {
+        throw new ConflictError(`${req.model}@${req.label} points at ${currentVersion ?? 'nothing'}, not ${req.expect ?? 'nothing'}`)
+      }
+      const publisher = publisherKeyOf(createPublicKey(req.key))
+      if (!this.trust.allows(publisher, req.model)) {
+        throw new InvalidInputError(`key ${publisher} is not trusted for ${req.model} on this node, so its heads would be refused everywhere that shares this trust; add it with shoal trust add`)
+      }
+      const signed = signHead({
+        model: req.model,
+        label: req.label,
+        version: req.version,
+        previous: currentVersion,
+        stamp: nextStamp(this.clock(), current?.head.stamp),
+        activation: req.activation ?? { mode: 'hot' },
+        publisher
+      }, req.key)
+      const outcome = await this.decide(signed.bytes, { via: 'local' })
+      if (outcome.status !== 'accepted') throw new Error(`a freshly signed head was not accepted (${outcome.status})`)
+      return signed
+    })
+  }
+
+  get (model: string, label: string): SignedHead | undefined {
+    return this.winners.get(headKey(model, label))
+  }
+
+  list (): SignedHead[] {
+    return [...this.winners.values()]
+  }
+
+  /** Digest of the whole set of winners (see `headSetDigest`). */
+  digest (): Uint8Array {
+    return headSetDigest([...this.winners.values()].map(h => h.id))
+  }
+
+  async history (model: string, label: string): Promise<SignedHead[]> {
+    const out: SignedHead[] = []
+    for (const stored of await this.store.history(model, label)) {
+      try {
+        out.push(openSignedHead(stored.bytes))
+      } catch { /* a damaged history entry is skipped; the winner is checked at open */ }
+    }
+    if (out.length === 0 && this.winners.get(headKey(model, label)) === undefined) throw new NotFoundError(`no head for ${model}@${label}`)
+    return out
+  }
+
+  async receivedAt (model: string, label: string): Promise<number | undefined> {
+    return (await this.store.get(model, label))?.receivedAt
+  }
+
+  private async decide (bytes: Uint8Array, source: { from?: string, via: AcceptedHead['via'] }): Promise<OfferOutcome> {
+    let head: SignedHead
+    try {
+      head = openSignedHead(bytes)
+    } catch (err) {
+      const reason: RejectReason = err instanceof BadSignatureError ? 'signature' : 'malformed'
+      this.counters.rejected[reason]++
+      this.log.debug({ from: source.from, reason, err: (err as Error).message }, 'head rejected')
+      return { status: 'rejected', reason, message: (err as Error).message }
+    }
+    const h = head.head
+    if (!this.trust.allows(h.publisher, h.model)) {
+      this.counters.rejected.untrusted++
+      const message = `publisher ${h.publisher} is not trusted for ${h.model}`
+      this.log.debug({ from: source.from, model: h.model, label: h.label, publisher: h.publisher }, 'head from an untrusted key rejected')
+      return { status: 'rejected', reason: 'untrusted', message }
+    }
+    if (h.stamp.wall > this.clock() + MAX_CLOCK_SKEW_MS) {
+      this.counters.future++
+      return { status: 'future', head }
+    }
+    const key = headKey(h.model, h.label)
+    const current = this.winners.get(key)
+    if (current !== undefined) {
+      if (current.id === head.id) { this.counters.duplicate++; return { status: 'duplicate', head } }
+      if (compareHeads(h, current.head) <= 0) { this.counters.stale++; return { status: 'stale', head } }
+    }
+    await this.store.put(head, { receivedAt: this.clock(), ...(source.from !== undefined ? { from: source.from } : {}) })
+    this.winners.set(key, head)
+    this.counters.accepted++
+    this.log.info({ model: h.model, label: h.label, version: h.version, stamp: `${h.stamp.wall}.${h.stamp.counter}`, from: source.from, via: source.via }, 'head accepted')
+    const accepted: AcceptedHead = { head, via: source.via, ...(current !== undefined ? { replaced: current } : {}), ...(source.from !== undefined ? { from: source.from } : {}) }
+    this.events.emit('accepted', accepted)
+    return { status: 'accepted', head, ...(current !== undefined ? { replaced: current } : {}) }
+  }
+
+  private async serialised<T> (fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn)
+    this.queue = run.catch(() => {})
+    return await run
+  }
+}
