@@ -195,9 +195,15 @@ export class Activator {
       slot.state = 'pulling'
       delete slot.error
       const pulling = slot
+      const started = this.now()
+      this.deps.events.emit('pull.started', { model, label, version: target })
       this.deps.puller.pull(model, target).then(
-        () => { void this.reconcile(model, label) },
+        () => {
+          this.deps.events.emit('pull.completed', { model, label, version: target, ms: this.now() - started })
+          void this.reconcile(model, label)
+        },
         err => {
+          this.deps.events.emit('pull.failed', { model, label, version: target, error: (err as Error).message })
           if (this.slots.get(key) !== pulling) return
           pulling.state = 'failed'
           pulling.error = (err as Error).message
