@@ -1,9 +1,12 @@
 /**
- * The local demo: three daemons on loopback (each with its own home under .shoal-demo/). A
- * generated llama-shaped model is added on the first, inspected, versioned and labelled; the other
- * two pull it at the same time, peer to peer, verified chunk by chunk, and trade pieces with each
- * other; then the store is verified, a version exported, garbage listed. Every step runs the real
- * CLI and prints it.
+ * The local demo: four daemons on loopback (each with its own home under .shoal-demo/). A
+ * generated llama-shaped model is added on the publisher, inspected, versioned; three edge daemons
+ * follow `demo/llama@prod` and trust the publisher's key. Publishing `prod` (a signed head) spreads
+ * by gossip: every edge pulls the version peer to peer, verified chunk by chunk, trading pieces with
+ * the others, and switches its local label when the version is complete. Then `prod` moves to a
+ * fine-tune cold (staged everywhere, switched at a set time), is rolled back (instant: the edges
+ * kept the old version), and the store is verified, a version exported, garbage listed. Every step
+ * runs the real CLI and prints it.
  *
  *   ./scripts/demo.sh            (or: npm run demo)
  *
@@ -40,14 +43,20 @@ async function runJson<T> (daemon: DaemonProcess, args: string[]): Promise<T> {
   return JSON.parse(r.stdout) as T
 }
 
-/** `shoal pull --json` streams NDJSON progress lines; the last one carries the result. */
-async function pull (daemon: DaemonProcess, ref: string): Promise<Shown> {
-  console.log(`$ shoal pull ${ref}   (SHOAL_HOME=${daemon.home})`)
-  const r = await daemon.cli(['pull', ref, '--json'])
-  if (r.code !== 0) throw new Error(`shoal pull ${ref} failed (${r.code}): ${r.stderr}`)
-  const last = r.stdout.trim().split('\n').pop() ?? '{}'
-  return (JSON.parse(last) as { result: Shown }).result
+/** Polls every daemon until `resolve name@prod` answers `version`. */
+async function waitAll (daemons: DaemonProcess[], version: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (const d of daemons) {
+    for (;;) {
+      const r = await d.cli(['resolve', 'demo/llama@prod', '--json'])
+      if (r.code === 0 && (JSON.parse(r.stdout) as { version: string }).version === version) break
+      if (Date.now() > deadline) throw new Error(`${d.home} did not reach ${version} within ${timeoutMs} ms`)
+      await sleep(100)
+    }
+  }
 }
+
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
 interface Shown { version: string, path: string, parentShared?: { chunks: number, bytes: number } }
 
@@ -72,49 +81,74 @@ const daemon = await new DaemonProcess(home).start()
 console.log(`daemon pid ${daemon.pid ?? '?'}, socket ${daemon.socket}`)
 const others: DaemonProcess[] = []
 try {
-  step('add version 1 and label it prod')
-  const v1 = await runJson<Shown>(daemon, ['add', join(base, 'v1'), '--name', 'demo/llama', '--label', 'prod', '--json'])
+  step('this home made a publisher key at first start; other nodes trust it to move labels')
+  const keys = await runJson<Array<{ name: string, publicKey: string }>>(daemon, ['keys', 'list', '--json'])
+  await run(daemon, ['keys', 'list'])
+  const publisherKey = keys[0]?.publicKey ?? ''
+
+  step('add version 1 (no label yet)')
+  const v1 = await runJson<Shown>(daemon, ['add', join(base, 'v1'), '--name', 'demo/llama', '--json'])
   console.log(`version 1 is ${v1.version}`)
   step('inspect: metadata and structure, read from headers only')
-  await run(daemon, ['show', 'demo/llama@prod', '--tensors', '8'])
+  await run(daemon, ['show', `demo/llama@${v1.version}`, '--tensors', '8'])
+
+  step('three edge daemons follow demo/llama@prod and trust the publisher key')
+  const { addresses } = await runJson<{ peerId: string, addresses: string[] }>(daemon, ['id', '--json'])
+  let previous = addresses[0] ?? ''
+  for (const name of ['edge-1', 'edge-2', 'edge-3']) {
+    const edgeHome = join(base, name)
+    await mkdir(edgeHome, { recursive: true })
+    await writeFile(join(edgeHome, 'config.json'), JSON.stringify({ follow: ['demo/llama@prod'], trust: [{ key: publisherKey, models: 'demo/*' }] }, null, 2))
+    // A chain: each edge dials the one before it, so heads and chunks travel edge to edge.
+    const d = await new DaemonProcess(edgeHome, ['--peer', previous]).start()
+    others.push(d)
+    previous = (await runJson<{ addresses: string[] }>(d, ['id', '--json'])).addresses[0] ?? previous
+    console.log(`${name}: pid ${d.pid ?? '?'}, SHOAL_HOME=${edgeHome}, config ${JSON.stringify({ follow: ['demo/llama@prod'], trust: 'publisher key for demo/*' })}`)
+  }
+  await sleep(1000)
+
+  step('publish prod → version 1: a signed head, gossiped; every edge pulls and switches')
+  let t0 = performance.now()
+  await run(daemon, ['label', 'set', 'demo/llama', 'prod', v1.version])
+  await waitAll(others, v1.version)
+  console.log(`all edges resolve demo/llama@prod to version 1 after ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+  for (const [i, d] of others.entries()) {
+    const r = await runJson<{ version: string, path: string }>(d, ['resolve', 'demo/llama@prod', '--json'])
+    const ok = await sha(join(r.path, 'model.safetensors')) === await sha(join(base, 'v1', 'model.safetensors'))
+    console.log(`edge-${i + 1}: ${r.path} matches the source: ${ok}`)
+  }
+  await run(others[2] ?? daemon, ['heads'])
+  await run(others[2] ?? daemon, ['peers'])
 
   step('add version 2 (10% of tensors changed, header rewritten): unchanged tensors dedup')
-  const v2 = await runJson<Shown>(daemon, ['add', join(base, 'v2'), '--name', 'demo/llama', '--label', 'canary', '--json'])
+  const v2 = await runJson<Shown>(daemon, ['add', join(base, 'v2'), '--name', 'demo/llama', '--json'])
   const shared = v2.parentShared
-  console.log(`version 2 is ${v2.version}; ${shared !== undefined ? `${(shared.bytes * 100).toFixed(1)}% of its bytes are chunks version 1 already has (a peer holding version 1 fetches only the rest)` : ''}`)
+  console.log(`version 2 is ${v2.version}; ${shared !== undefined ? `${(shared.bytes * 100).toFixed(1)}% of its bytes are chunks version 1 already has (edges fetch only the rest)` : ''}`)
   await run(daemon, ['ls', 'demo/llama'])
 
-  step('move prod to version 2 (compare-and-swap on the old target)')
-  await run(daemon, ['label', 'set', 'demo/llama', 'prod', v2.version, '--expect', v1.version])
-  await run(daemon, ['ls'])
+  step('move prod to version 2, cold: edges pull and stage it now, switch together in 4 s')
+  t0 = performance.now()
+  await run(daemon, ['label', 'set', 'demo/llama', 'prod', v2.version, '--expect', v1.version, '--cold', '--at', '+4s'])
+  await sleep(2000)
+  await run(others[0] ?? daemon, ['heads'])
+  await waitAll(others, v2.version)
+  console.log(`all edges switched to version 2 after ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+  await run(others[0] ?? daemon, ['events', '--limit', '8'])
 
-  step('a serving process reads the snapshot folder directly')
-  const shown = await runJson<Shown>(daemon, ['show', 'demo/llama@prod', '--json'])
-  const same = await sha(join(shown.path, 'model.safetensors')) === await sha(join(base, 'v2', 'model.safetensors'))
-  console.log(`${join(shown.path, 'model.safetensors')} matches the source: ${same}`)
-
-  step('two more daemons on loopback pull version 2 at once, peer to peer')
-  const { addresses } = await runJson<{ peerId: string, addresses: string[] }>(daemon, ['id', '--json'])
-  for (const name of ['edge-1', 'edge-2']) {
-    const d = await new DaemonProcess(join(base, name), ['--peer', addresses[0] ?? '']).start()
-    others.push(d)
-    console.log(`${name}: pid ${d.pid ?? '?'}, SHOAL_HOME=${d.home}`)
-  }
-  const t0 = performance.now()
-  const pulled = await Promise.all(others.map(async d => await pull(d, `demo/llama@${v2.version}`)))
-  console.log(`both pulled in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
-  for (const [i, d] of others.entries()) {
-    const ok = await sha(join(pulled[i]?.path ?? '', 'model.safetensors')) === await sha(join(base, 'v2', 'model.safetensors'))
-    console.log(`edge-${i + 1}: ${pulled[i]?.path ?? '?'} matches the source: ${ok}`)
-    await run(d, ['peers'])
-  }
+  step('roll prod back: the edges kept version 1, so they switch at once')
+  t0 = performance.now()
+  await run(daemon, ['rollback', 'demo/llama@prod'])
+  await waitAll(others, v1.version)
+  console.log(`all edges back on version 1 after ${((performance.now() - t0) / 1000).toFixed(2)} s`)
+  await run(others[1] ?? daemon, ['label', 'history', 'demo/llama@prod'])
 
   step('verify the store, export a version, collect garbage')
   await run(daemon, ['verify'])
   await run(daemon, ['export', `demo/llama@${v1.version}`, join(base, 'export')])
   console.log(`exported model.safetensors matches version 1: ${await sha(join(base, 'export', 'model.safetensors')) === await sha(join(base, 'v1', 'model.safetensors'))}`)
-  await run(daemon, ['unpin', `demo/llama@${v1.version}`])
+  await run(daemon, ['unpin', `demo/llama@${v2.version}`])
   await run(daemon, ['gc', '--dry-run'])
+  console.log('(version 2 stays: a label keeps its last 3 versions so a rollback is instant; labels.keep in config.json)')
   await run(daemon, ['status'])
 } finally {
   for (const d of others) await d.stop()

@@ -121,6 +121,8 @@ program.command('status')
       console.log(`home    ${s.home}`)
       console.log(`socket  ${s.socket}`)
       console.log(`store   ${s.store.models} models, ${s.store.versions} versions, ${s.store.blobs} blobs`)
+      const r = s.heads.rejected
+      console.log(`heads   ${s.heads.accepted} accepted, ${s.heads.duplicate} duplicate, ${s.heads.stale} stale, ${s.heads.future} from the future, rejected: ${r.malformed} malformed, ${r.signature} bad signature, ${r.untrusted} untrusted`)
     })
   })
 
