@@ -16,7 +16,7 @@ import { ShoalClient } from '../rpc/client.js'
 import { RpcError } from '../rpc/errors.js'
 import { SHOAL_VERSION } from '../version.js'
 import { EXIT, exitCodeFor } from './exit-codes.js'
-import { printGc, printHeadHistory, printHeads, printKeys, printLabelResult, printModels, printPeers, printShow, printTrust, printVerify, printVersions } from './views.js'
+import { printLeases, printGc, printHeadHistory, printHeads, printKeys, printLabelResult, printModels, printPeers, printShow, printTrust, printVerify, printVersions } from './views.js'
 import { parseDuration, parseTime } from './time.js'
 import { progressBar, pullProgress } from './progress.js'
 
@@ -122,6 +122,8 @@ program.command('status')
       console.log(`socket  ${s.socket}`)
       console.log(`store   ${s.store.models} models, ${s.store.versions} versions, ${s.store.blobs} blobs`)
       const r = s.heads.rejected
+      for (const l of s.leases) console.log(`lease   ${l.holder} holds ${l.model}@${l.version} until ${new Date(l.expiresAt).toISOString()}`)
+      for (const p of s.pulls) console.log(`pull    ${p.name}@${p.version} ${p.bytes}/${p.totalBytes} bytes`)
       console.log(`heads   ${s.heads.accepted} accepted, ${s.heads.duplicate} duplicate, ${s.heads.stale} stale, ${s.heads.future} from the future, rejected: ${r.malformed} malformed, ${r.signature} bad signature, ${r.untrusted} untrusted`)
     })
   })
@@ -280,9 +282,50 @@ program.command('heads')
 program.command('resolve')
   .description('the version and local snapshot path of name@label (complete versions only)')
   .argument('<ref>', 'name, name@label or name@<version id>')
-  .action(async (ref: string) => {
-    const r = await (await client()).resolve(ref)
-    out(r, () => console.log(`${r.model}@${r.version}\n${r.path}`))
+  .option('--ensure', 'pull it first if needed (a label: the version its head names) and wait until it is complete')
+  .action(async (ref: string, opts: { ensure?: boolean }) => {
+    const c = await client()
+    if (opts.ensure !== true) {
+      const r = await c.resolve(ref)
+      out(r, () => console.log(`${r.model}@${r.version}\n${r.path}`))
+      return
+    }
+    const json = globals().json === true
+    const bar = pullProgress(!json)
+    try {
+      const r = await c.resolveEnsure(ref, p => { if (!json) bar.update(p) })
+      bar.stop()
+      out(r, () => console.log(`${r.model}@${r.version}\n${r.path}`))
+    } finally {
+      bar.stop()
+    }
+  })
+
+program.command('watch')
+  .description('stream daemon events as they happen (Ctrl-C to stop); --json prints NDJSON')
+  .option('--types <list>', 'comma-separated: label.moved,version.staged,version.removed,head.accepted,pull.started,pull.completed,pull.failed,pull.progress')
+  .option('--model <name>', 'only events of this model')
+  .option('--since <id>', 'replay events after this id first')
+  .action(async (opts: { types?: string, model?: string, since?: string }) => {
+    const c = await client()
+    const aborter = new AbortController()
+    process.once('SIGINT', () => aborter.abort())
+    for await (const e of c.watch({
+      signal: aborter.signal,
+      ...(opts.types !== undefined ? { types: opts.types.split(',') } : {}),
+      ...(opts.model !== undefined ? { model: opts.model } : {}),
+      ...(opts.since !== undefined ? { since: opts.since } : {})
+    })) {
+      if (globals().json === true) process.stdout.write(`${JSON.stringify(e)}\n`)
+      else console.log(`${e.id ?? ''} ${e.event} ${JSON.stringify(e.data)}`)
+    }
+  })
+
+program.command('leases')
+  .description('versions held by serving processes (GC keeps them)')
+  .action(async () => {
+    const rows = await (await client()).leases()
+    out(rows, () => printLeases(rows))
   })
 
 const keys = program.command('keys').description("this home's publisher keys")

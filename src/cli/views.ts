@@ -1,5 +1,5 @@
 /** Human renderings of RPC answers. */
-import type { HeadHistoryRow, HeadRow, KeyRow, LabelResult, ModelRow, PeerRow, ShowResult, TrustRow } from '../rpc/api.js'
+import type { LeaseRow, HeadHistoryRow, HeadRow, KeyRow, LabelResult, ModelRow, PeerRow, ShowResult, TrustRow } from '../rpc/api.js'
 import type { Activation, Stamp } from '../core/heads.js'
 import type { GcReport } from '../store/gc.js'
 import type { VersionInfo } from '../store/store.js'
@@ -113,4 +113,9 @@ export function printKeys (rows: KeyRow[]): void {
 
 export function printTrust (rows: TrustRow[]): void {
   console.log(table(['key', 'models', 'from'], rows.map(r => [r.key, r.models, r.source])))
+}
+
+export function printLeases (rows: LeaseRow[]): void {
+  if (rows.length === 0) { console.log('no leases'); return }
+  console.log(table(['holder', 'version', 'expires', 'id'], rows.map(r => [r.holder, `${r.model}@${shortId(r.version)}`, time(r.expiresAt), r.id])))
 }

@@ -4,7 +4,9 @@
  *
  * Environment:
  * - `SHOAL_HOME`  the home folder (store, config, socket). @default `$XDG_DATA_HOME/shoal`, else `~/.local/share/shoal`
- * - `SHOAL_HOST`  where the CLI finds the daemon: `unix:///path/to.sock`. @default `unix://<home>/shoal.sock`
+ * - `SHOAL_HOST`  where the CLI finds the daemon: `unix:///path/to.sock` or `http://127.0.0.1:<port>`
+ *                 (the loopback TCP port, `rpc.tcp`; with `SHOAL_TOKEN`). @default `unix://<home>/shoal.sock`
+ * - `SHOAL_TOKEN` the bearer token for an http `SHOAL_HOST` (`<home>/rpc.token`)
  * - `SHOAL_LOG_LEVEL`  `trace|debug|info|warn|error|fatal|silent`. @default `info`
  */
 import { readFile } from 'node:fs/promises'
@@ -39,7 +41,9 @@ const followSpec = z.string().min(1).max(300).regex(/^[A-Za-z0-9._\-/*]+(@[a-z0-
 export const configFileSchema = z.strictObject({
   rpc: z.strictObject({
     /** Socket path; relative paths are inside the home. */
-    socket: z.string().min(1).max(1024).optional()
+    socket: z.string().min(1).max(1024).optional(),
+    /** Also serve the RPC on loopback TCP (`127.0.0.1:4080`), bearer token in `<home>/rpc.token`. */
+    tcp: z.string().max(64).optional()
   }).optional(),
   log: z.strictObject({ level: logLevel.optional() }).optional(),
   p2p: z.strictObject({
@@ -83,6 +87,7 @@ export const configFileSchema = z.strictObject({
 export interface Config {
   home: string
   socket: string
+  rpc: { tcp?: { host: string, port: number } }
   logLevel: z.infer<typeof logLevel>
   p2p: { listen: string[], peers: string[], mdns: boolean, dht: boolean, allow?: string[], maxConnections: number }
   transfer: {
@@ -136,6 +141,7 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
   return {
     home,
     socket: resolve(home, socket),
+    rpc: file.rpc?.tcp !== undefined ? { tcp: loopbackAddress(file.rpc.tcp) } : {},
     logLevel: level.data,
     p2p: {
       listen: o.listen !== undefined && o.listen.length > 0 ? o.listen : file.p2p?.listen ?? DEFAULT_LISTEN,
@@ -159,6 +165,14 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
     labels: { keep: file.labels?.keep ?? DEFAULT_KEEP_LAST },
     store: file.store?.quota !== undefined ? { quotaBytes: parseSize(file.store.quota) } : {}
   }
+}
+
+/** `127.0.0.1:4080`, `[::1]:4080`, `localhost:4080` → host and port; anything not loopback is refused. */
+export function loopbackAddress (text: string): { host: string, port: number } {
+  const m = /^(?:\[(::1)\]|(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost)):(\d{1,5})$/.exec(text)
+  const port = Number(m?.[3])
+  if (m === null || port > 65535) throw new InvalidInputError(`rpc.tcp "${text}" must be a loopback address with a port (127.0.0.1:4080 or [::1]:4080): the RPC is never exposed beyond this host`)
+  return { host: m[1] ?? m[2] ?? '127.0.0.1', port }
 }
 
 /** `123`, `"200GB"`, `"1.5 TiB"` → bytes (k/M/G/T are powers of 1000, Ki/Mi/Gi/Ti of 1024). */
@@ -193,12 +207,20 @@ async function readConfigFile (path: string): Promise<z.infer<typeof configFileS
   return parsed.data
 }
 
-/** Where the CLI connects: `SHOAL_HOST` (`unix:///path`) or the home's socket. */
-export function clientTarget (env: NodeJS.ProcessEnv = process.env, home?: string): { socketPath: string } {
+/**
+ * Where the CLI connects: `SHOAL_HOST` (`unix:///path` or `http://127.0.0.1:4080` with the token in
+ * `SHOAL_TOKEN`) or the home's socket.
+ */
+export function clientTarget (env: NodeJS.ProcessEnv = process.env, home?: string): { socketPath: string } | { url: string, token: string } {
   const host = env.SHOAL_HOST
   if (host !== undefined && host !== '') {
     if (host.startsWith('unix://')) return { socketPath: host.slice('unix://'.length) }
-    throw new InvalidInputError(`SHOAL_HOST must be unix:///path/to/shoal.sock (got ${host})`)
+    if (host.startsWith('http://')) {
+      const token = env.SHOAL_TOKEN
+      if (token === undefined || token === '') throw new InvalidInputError('SHOAL_HOST is an http:// address: set SHOAL_TOKEN to the token in <home>/rpc.token')
+      return { url: host, token }
+    }
+    throw new InvalidInputError(`SHOAL_HOST must be unix:///path/to/shoal.sock or http://127.0.0.1:<port> (got ${host})`)
   }
   return { socketPath: join(home ?? defaultHome(env), SOCKET_FILE) }
 }

@@ -15,7 +15,8 @@
  *
  * Ordering (`compareHeads`): per (model, label), the head with the greater stamp wins; equal
  * stamps are broken by the publisher key, then by the version id (a removal, `version: null`,
- * sorts lowest), both compared as strings. The order is total over distinct heads, so every node
+ * sorts lowest), both compared as strings, then by `previous` and the activation (only one key
+ * used on two hosts can get that far). The order is total over distinct heads, so every node
  * that has seen the same heads picks the same winner whatever the order they arrived in.
  *
  * Stamps are hybrid logical clocks (`nextStamp`): `wall` is milliseconds since the epoch, `counter`
@@ -231,9 +232,23 @@ export function compareHeads (a: Head, b: Head): number {
   const byStamp = compareStamps(a.stamp, b.stamp)
   if (byStamp !== 0) return byStamp
   if (a.publisher !== b.publisher) return a.publisher > b.publisher ? 1 : -1
-  const va = a.version ?? ''
-  const vb = b.version ?? ''
-  return va === vb ? 0 : va > vb ? 1 : -1
+  const byVersion = compareText(a.version ?? '', b.version ?? '')
+  if (byVersion !== 0) return byVersion
+  // Same stamp, publisher and version (one key used on two hosts): the rest of the head decides,
+  // so that two distinct heads never compare equal and every node keeps the same one.
+  const byPrevious = compareText(a.previous ?? '', b.previous ?? '')
+  if (byPrevious !== 0) return byPrevious
+  const [x, y] = [a.activation, b.activation]
+  if (x.mode !== y.mode) return compareText(x.mode, y.mode)
+  const atX = x.mode === 'cold' ? x.at ?? -1 : -1
+  const atY = y.mode === 'cold' ? y.at ?? -1 : -1
+  if (atX !== atY) return Math.sign(atX - atY)
+  // An absent jitter and a zero jitter encode the same way (see `encodeHead`).
+  return Math.sign((x.jitterMs ?? 0) - (y.jitterMs ?? 0))
+}
+
+function compareText (a: string, b: string): number {
+  return a === b ? 0 : a > b ? 1 : -1
 }
 
 /**

@@ -30,6 +30,10 @@ import type { HeadSource } from '../protocol/heads/index.js'
 import { collectGarbage } from '../store/gc.js'
 import { EventBus } from './events.js'
 import { HeadsService } from './heads-service.js'
+import { LeaseTable } from './leases.js'
+import { Metrics } from './metrics.js'
+import { ServingService } from './serving.js'
+import { loadOrCreateToken } from './token.js'
 
 /** @default 60 s — how often the disk quota is checked (also after every label switch) */
 export const QUOTA_CHECK_INTERVAL_MS = 60_000
@@ -47,7 +51,9 @@ export class Daemon {
   private activator?: Activator
   private quotaTimer?: NodeJS.Timeout
   private quotaRunning = false
+  private leases?: LeaseTable
   readonly events = new EventBus()
+  metrics?: Metrics
   node?: ShoalNode
   readonly log: Logger
 
@@ -136,23 +142,47 @@ export class Daemon {
       this.spreader = new HeadSpreader(node, book, headLog)
       this.spreader.start()
       if (config.store.quotaBytes !== undefined) this.quotaTimer = setInterval(() => { void this.enforceQuota() }, QUOTA_CHECK_INTERVAL_MS)
-      const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
-      const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge }, headOps, {
-        keepLast: config.labels.keep, events: this.events, headCounters: () => book.counters
+      const leases = new LeaseTable(store)
+      await leases.start()
+      this.leases = leases
+      const metrics = new Metrics({
+        peers: () => node.getPeers().length,
+        leases: () => leases.list().length,
+        pullsInFlight: () => pulls.list().length,
+        store: async () => await storeTotals(store),
+        heads: () => book.counters,
+        bytesReceivedByPeer: () => judge.list().map(r => ({ peer: r.peer, bytes: r.bytesReceived }))
       })
-      this.rpc = new RpcServer({ socket: config.socket, mode: SOCKET_MODE, routes: routes(service), log: componentLogger(this.log, 'rpc') })
+      this.metrics = metrics
+      this.events.subscribe(e => {
+        if (e.type === 'label.moved') metrics.labelMoves.inc()
+        if (e.type === 'pull.completed' && typeof e.data.ms === 'number') metrics.pullDuration.observe({ outcome: 'completed' }, e.data.ms / 1000)
+      })
+      const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
+      const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })
+      const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge }, headOps, serving, {
+        keepLast: config.labels.keep, events: this.events, headCounters: () => book.counters, leased: () => leases.versions()
+      })
+      const tcp = config.rpc.tcp === undefined ? undefined : { ...config.rpc.tcp, token: await loadOrCreateToken(config.home) }
+      this.rpc = new RpcServer({
+        socket: config.socket, mode: SOCKET_MODE,
+        routes: routes(service, { watch: async o => { await serving.watch(o) }, metrics: async () => await metrics.text() }),
+        log: componentLogger(this.log, 'rpc'),
+        ...(tcp !== undefined ? { tcp } : {})
+      })
       await this.rpc.start()
       await pulls.resumeAll()
     } catch (err) {
       await this.stop().catch(() => {})
       throw err
     }
-    this.log.info({ home: config.home, socket: config.socket, peer: this.node?.peerId.toString(), listen: this.node?.getMultiaddrs().map(String) }, 'shoal daemon ready')
+    this.log.info({ home: config.home, socket: config.socket, ...(this.rpc?.tcpPort !== undefined ? { rpcTcp: `${config.rpc.tcp?.host ?? ''}:${this.rpc.tcpPort}` } : {}), peer: this.node?.peerId.toString(), listen: this.node?.getMultiaddrs().map(String) }, 'shoal daemon ready')
   }
 
   async stop (): Promise<void> {
     await this.rpc?.stop()
     clearInterval(this.quotaTimer)
+    this.leases?.stop()
     this.spreader?.stop()
     this.activator?.stop()
     await this.pulls?.stop()
@@ -169,7 +199,7 @@ export class Daemon {
     if (quotaBytes === undefined || store === undefined || this.quotaRunning) return
     this.quotaRunning = true
     try {
-      const report = await collectGarbage(store, { quotaBytes, keepLast: this.config.labels.keep })
+      const report = await collectGarbage(store, { quotaBytes, keepLast: this.config.labels.keep, keep: this.leases?.versions() ?? [] })
       for (const v of report.versions) this.events.emit('version.removed', { model: v.name, version: v.version, reason: 'quota' })
       if (report.versions.length > 0) this.log.info({ removed: report.versions.length, bytes: report.bytes, quota: report.quota }, 'disk quota: removed least recently used versions')
     } catch (err) {
@@ -194,6 +224,15 @@ export class Daemon {
     })
     await this.stop()
   }
+}
+
+async function storeTotals (store: Store): Promise<{ bytes: number, blobs: number, versions: number }> {
+  let bytes = 0
+  let blobs = 0
+  let versions = 0
+  for await (const b of store.index.blobs.values()) { blobs++; bytes += b.size }
+  for await (const _ of store.index.versions.keys()) versions++
+  return { bytes, blobs, versions }
 }
 
 /** The head book as the anti-entropy protocol sees it; peers sending forged heads are penalised. */

@@ -5,6 +5,8 @@
 import { addPath } from '../ingest/ingest.js'
 import type { ActivateResult, EventsResult, ExportResult, HeadHistoryRow, HeadRow, IdResult, KeyExport, KeyRow, LabelResult, ModelRow, PeerRow, PinResult, Progress, ResolveResult, ShoalApi, ShowResult, StatusResult, TrustRow, VersionResult } from '../rpc/api.js'
 import type { HeadsService } from './heads-service.js'
+import type { ServingService } from './serving.js'
+import type { LeaseRow } from '../rpc/api.js'
 import type { EventBus } from './events.js'
 import type { HeadCounters } from '../heads/book.js'
 import { isCid } from '../core/digest.js'
@@ -30,7 +32,8 @@ export class DaemonService implements ShoalApi {
     private readonly info: { home: string, socket: string },
     private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores },
     private readonly headOps: HeadsService,
-    private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters }
+    private readonly serving: ServingService,
+    private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters, leased: () => string[] }
   ) {}
 
   async pull (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
@@ -83,7 +86,9 @@ export class DaemonService implements ShoalApi {
       version: SHOAL_VERSION, pid: process.pid, home: this.info.home, socket: this.info.socket,
       uptimeSeconds: Math.round((Date.now() - this.started) / 1000),
       store: { models: models.size, versions, blobs, bytes },
-      heads: this.options.headCounters()
+      heads: this.options.headCounters(),
+      leases: this.serving.leaseList().map(l => ({ holder: l.holder, model: l.model, version: l.version, expiresAt: l.expiresAt })),
+      pulls: this.net.pulls.list().map(p => ({ name: p.name, version: p.version, bytes: p.bytes, totalBytes: p.totalBytes }))
     }
   }
 
@@ -121,7 +126,7 @@ export class DaemonService implements ShoalApi {
   }
 
   async gc (req: GcRequest): Promise<GcReport> {
-    const report = await collectGarbage(this.store, { dryRun: req.dryRun === true, keepLast: this.options.keepLast })
+    const report = await collectGarbage(this.store, { dryRun: req.dryRun === true, keepLast: this.options.keepLast, keep: this.options.leased() })
     if (!report.dryRun) for (const v of report.versions) this.options.events.emit('version.removed', { model: v.name, version: v.version })
     return report
   }
@@ -140,7 +145,16 @@ export class DaemonService implements ShoalApi {
   async activate (ref: string): Promise<ActivateResult> { return await this.headOps.activate(ref) }
   async heads (): Promise<HeadRow[]> { return await this.headOps.heads() }
   async labelHistory (ref: string): Promise<HeadHistoryRow[]> { return await this.headOps.history(ref) }
-  async resolve (ref: string): Promise<ResolveResult> { return await this.headOps.resolve(ref) }
+  async resolve (ref: string): Promise<ResolveResult> { return await this.serving.resolve(ref) }
+  async resolveEnsure (ref: string, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ResolveResult> {
+    const throttled = throttle(onProgress)
+    return await this.serving.resolve(ref, { ensure: true, onProgress: p => throttled({ ...p }), ...(signal !== undefined ? { signal } : {}) })
+  }
+
+  async leases (): Promise<LeaseRow[]> { return this.serving.leaseList() }
+  async lease (ref: string, holder: string, ttlSeconds?: number): Promise<LeaseRow> { return await this.serving.lease({ ref, holder, ...(ttlSeconds !== undefined ? { ttlSeconds } : {}) }) }
+  async renewLease (id: string, ttlSeconds?: number): Promise<LeaseRow> { return await this.serving.renew(id, ttlSeconds) }
+  async releaseLease (id: string): Promise<{ released: boolean }> { return await this.serving.release(id) }
   async keys (): Promise<KeyRow[]> { return await this.headOps.keys() }
   async newKey (name: string): Promise<KeyRow> { return await this.headOps.newKey(name) }
   async exportKey (name: string, includePrivate: boolean): Promise<KeyExport> { return await this.headOps.exportKey(name, includePrivate) }

@@ -12,7 +12,9 @@
  *    `version.staged` for cold heads) with a timer; due → switch the label (`Store.setLabel`: the
  *    snapshot exists already, the ref file is replaced by rename, then the index) → `active`,
  *    event `label.moved`.
- * A head with `version: null` removes the local label. A node that does not follow a label still
+ * A label that is not set here yet takes its first version as soon as it is complete (cold or
+ * jitter only delay a switch away from a version in use). A head with `version: null` removes the
+ * local label. A node that does not follow a label still
  * switches it when it happens to hold the version, so a label means the same thing everywhere the
  * version is present.
  *
@@ -197,26 +199,36 @@ export class Activator {
       const pulling = slot
       const started = this.now()
       this.deps.events.emit('pull.started', { model, label, version: target })
+      const failed = (message: string): void => {
+        if (this.slots.get(key) !== pulling || pulling.state !== 'pulling') return
+        pulling.state = 'failed'
+        pulling.error = message
+        this.deps.log.warn({ model, label, version: target, err: message }, 'pull for a followed label failed; retrying later')
+        clearTimeout(pulling.timer)
+        pulling.timer = setTimeout(() => { void this.reconcile(model, label) }, PULL_RETRY_MS)
+      }
       this.deps.puller.pull(model, target).then(
-        () => {
+        async () => {
           this.deps.events.emit('pull.completed', { model, label, version: target, ms: this.now() - started })
-          void this.reconcile(model, label)
+          // A pull that ends without the version complete (removed meanwhile, say) must not leave
+          // the slot 'pulling' for good: that state is what keeps a second pull from starting.
+          if (!await this.deps.labels.isComplete(target)) failed('the pull finished but the version is not complete here')
+          else void this.reconcile(model, label)
         },
         err => {
           this.deps.events.emit('pull.failed', { model, label, version: target, error: (err as Error).message })
-          if (this.slots.get(key) !== pulling) return
-          pulling.state = 'failed'
-          pulling.error = (err as Error).message
-          this.deps.log.warn({ model, label, version: target, err: pulling.error }, 'pull for a followed label failed; retrying later')
-          clearTimeout(pulling.timer)
-          pulling.timer = setTimeout(() => { void this.reconcile(model, label) }, PULL_RETRY_MS)
+          failed((err as Error).message)
         }
-      )
+      ).catch(err => {
+        this.deps.log.warn({ model, label, version: target, err: (err as Error).message }, 'checking a finished pull failed')
+      })
       return
     }
     const now = this.now()
     slot.completedAt ??= now
-    const due = activationTime(head, this.deps.nodeId, slot.completedAt)
+    // With nothing in place yet there is nothing to switch away from: the first version of a label
+    // is put in place as soon as it is complete, whatever the activation says.
+    const due = local === undefined ? now : activationTime(head, this.deps.nodeId, slot.completedAt)
     if (due === undefined || due > now) {
       slot.state = head.head.activation.mode === 'cold' ? 'staged' : 'waiting'
       if (due !== undefined) slot.activateAt = due

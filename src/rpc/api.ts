@@ -32,6 +32,13 @@
  * | POST /v1/trust           | `trustRequest`               | {@link TrustRow}           |
  * | DELETE /v1/trust         | `trustRemoveRequest`         | `{removed}`                |
  * | GET  /v1/events          | `?since=<event id>&limit=`   | {@link EventsResult}       |
+ * | POST /v1/resolve         | `resolveRequest` (`ensure`)  | NDJSON → {@link ResolveResult} |
+ * | GET  /v1/leases          |                              | {@link LeaseRow}[]         |
+ * | POST /v1/leases          | `leaseRequest`               | {@link LeaseRow}           |
+ * | POST /v1/leases/renew    | `leaseRenewRequest`          | {@link LeaseRow}           |
+ * | DELETE /v1/leases        | `leaseReleaseRequest`        | `{released}`               |
+ * | GET  /v1/watch           | `?types=a,b&model=&since=`, `Last-Event-ID` | server-sent events |
+ * | GET  /metrics            |                              | Prometheus text            |
  *
  * `POST /v1/labels` publishes a signed head (see `core/heads.ts`) and `DELETE /v1/labels` a removal.
  */
@@ -41,10 +48,10 @@ import type { Metadata } from '../core/metadata.js'
 import type { GcReport } from '../store/gc.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
-import { route, type Route } from './server.js'
-import { addRequest, exportRequest, gcRequest, keyRequest, labelRemoveRequest, labelRequest, pullRequest, refRequest, rollbackRequest, trustRemoveRequest, trustRequest, verifyRequest, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest, type PullRequest } from './schemas.js'
+import { route, type Route, type SseEvent } from './server.js'
+import { addRequest, exportRequest, gcRequest, keyRequest, labelRemoveRequest, labelRequest, pullRequest, refRequest, rollbackRequest, trustRemoveRequest, trustRequest, verifyRequest, resolveRequest, leaseRequest, leaseRenewRequest, leaseReleaseRequest, WATCH_TYPES, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest, type PullRequest } from './schemas.js'
 import type { Activation, Stamp } from '../core/heads.js'
-import type { DaemonEvent } from '../daemon/events.js'
+import type { DaemonEvent, EventType } from '../daemon/events.js'
 
 export interface VersionResult { version: string, api: string, node: string }
 
@@ -57,6 +64,9 @@ export interface StatusResult {
   store: { models: number, versions: number, blobs: number, bytes: number }
   /** Heads offered to this node since start, by outcome. */
   heads: { accepted: number, duplicate: number, stale: number, future: number, rejected: { malformed: number, signature: number, untrusted: number } }
+  /** Who holds which version (serving processes). */
+  leases: Array<{ holder: string, model: string, version: string, expiresAt: number }>
+  pulls: Array<{ name: string, version: string, bytes: number, totalBytes: number }>
 }
 
 export interface ShowFile {
@@ -125,6 +135,7 @@ export interface ResolveResult { model: string, version: string, path: string, l
 export interface KeyRow { name: string, publicKey: string, trusted: string[] }
 export interface TrustRow { key: string, models: string, source: 'home-key' | 'config' | 'trust-file' }
 export interface EventsResult { events: DaemonEvent[], gone: boolean }
+export interface LeaseRow { id: string, holder: string, model: string, version: string, path: string, createdAt: number, expiresAt: number }
 export interface KeyExport { name: string, publicKey: string, privateKey?: string }
 export interface PinResult { name: string, version: string, pinned: boolean, /** set when a label was (un)pinned */ label?: string }
 export type Progress = Record<string, unknown>
@@ -165,6 +176,11 @@ export interface ShoalApi {
   addTrust: (key: string, models: string) => Promise<TrustRow>
   removeTrust: (key: string, models?: string) => Promise<{ removed: number }>
   events: (since?: string, limit?: number) => Promise<EventsResult>
+  resolveEnsure: (ref: string, onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<ResolveResult>
+  leases: () => Promise<LeaseRow[]>
+  lease: (ref: string, holder: string, ttlSeconds?: number) => Promise<LeaseRow>
+  renewLease: (id: string, ttlSeconds?: number) => Promise<LeaseRow>
+  releaseLease: (id: string) => Promise<{ released: boolean }>
   pin: (ref: string) => Promise<PinResult>
   unpin: (ref: string) => Promise<PinResult>
   pull: (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<ShowResult>
@@ -172,9 +188,26 @@ export interface ShoalApi {
   id: () => Promise<IdResult>
 }
 
+/** What the server side adds to the API: the event stream and metrics (not mirrored by the client as plain calls). */
+export interface ServerExtras {
+  watch: (options: { since?: string, types?: EventType[], model?: string, send: (e: SseEvent) => void, signal: AbortSignal }) => Promise<void>
+  metrics: () => Promise<{ contentType: string, body: string }>
+}
+
 /** Binds the API to endpoints. */
-export function routes (api: ShoalApi): Route[] {
+export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
   return [
+    ...(extras !== undefined
+      ? [
+          route({ method: 'GET', path: '/v1/watch', sse: true, handler: async (_b, ctx) => { await extras.watch({ ...watchOptions(ctx.query, ctx.headers['last-event-id']), send: ctx.event, signal: ctx.signal }) } }),
+          route({ method: 'GET', path: '/metrics', raw: true, handler: async () => await extras.metrics() })
+        ]
+      : []),
+    route({ method: 'POST', path: '/v1/resolve', body: resolveRequest, stream: true, handler: async (body, ctx) => body.ensure === true ? await api.resolveEnsure(body.ref, ctx.progress, ctx.signal) : await api.resolve(body.ref) }),
+    route({ method: 'GET', path: '/v1/leases', handler: async () => await api.leases() }),
+    route({ method: 'POST', path: '/v1/leases', body: leaseRequest, handler: async body => await api.lease(body.ref, body.holder, body.ttlSeconds) }),
+    route({ method: 'POST', path: '/v1/leases/renew', body: leaseRenewRequest, handler: async body => await api.renewLease(body.id, body.ttlSeconds) }),
+    route({ method: 'DELETE', path: '/v1/leases', body: leaseReleaseRequest, handler: async body => await api.releaseLease(body.id) }),
     route({ method: 'GET', path: '/v1/version', handler: async () => await api.version() }),
     route({ method: 'GET', path: '/v1/status', handler: async () => await api.status() }),
     route({ method: 'POST', path: '/v1/add', body: addRequest, stream: true, handler: async (body, ctx) => await api.add(body, ctx.progress, ctx.signal) }),
@@ -204,6 +237,20 @@ export function routes (api: ShoalApi): Route[] {
     route({ method: 'GET', path: '/v1/peers', handler: async () => await api.peers() }),
     route({ method: 'GET', path: '/v1/id', handler: async () => await api.id() })
   ]
+}
+
+function watchOptions (query: URLSearchParams, lastEventId: string | string[] | undefined): { since?: string, types?: EventType[], model?: string } {
+  const since = query.get('since') ?? (typeof lastEventId === 'string' ? lastEventId : undefined)
+  const typesText = query.get('types')
+  let types: EventType[] | undefined
+  if (typesText !== null) {
+    types = typesText.split(',').filter(t => t !== '') as EventType[]
+    const unknown = types.find(t => !(WATCH_TYPES as readonly string[]).includes(t))
+    if (unknown !== undefined) throw new InvalidInputError(`unknown event type "${unknown.slice(0, 40)}"; use ${WATCH_TYPES.join(', ')}`)
+  }
+  const model = query.get('model') ?? undefined
+  if (since !== undefined && (since.length > 64 || !/^[0-9a-f]+-\d+$/.test(since))) throw new InvalidInputError('since / Last-Event-ID must be an event id such as 3f2a9c1e-42')
+  return { ...(since !== undefined ? { since } : {}), ...(types !== undefined ? { types } : {}), ...(model !== undefined ? { model } : {}) }
 }
 
 function limitOf (query: URLSearchParams): number {

@@ -15,12 +15,33 @@ import { request } from 'node:http'
 import type { GcReport } from '../store/gc.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
-import type { ActivateResult, EventsResult, HeadHistoryRow, HeadRow, KeyExport, KeyRow, ResolveResult, TrustRow, ExportResult, IdResult, LabelResult, ModelRow, PeerRow, PinResult, Progress, ShoalApi, ShowResult, StatusResult, VersionResult } from './api.js'
+import type { LeaseRow, ActivateResult, EventsResult, HeadHistoryRow, HeadRow, KeyExport, KeyRow, ResolveResult, TrustRow, ExportResult, IdResult, LabelResult, ModelRow, PeerRow, PinResult, Progress, ShoalApi, ShowResult, StatusResult, VersionResult } from './api.js'
 import { RpcError } from './errors.js'
 import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest } from './schemas.js'
 
-export interface ShoalClientOptions {
-  socketPath: string
+/** The daemon's unix socket, or its loopback TCP port with the token from `<home>/rpc.token`. */
+export type ShoalClientOptions = { socketPath: string } | { url: string, token: string }
+
+/** One event of `watch`: `label.moved`, `version.staged`, …, or `gone` (missed events were compacted: re-resolve). */
+export interface WatchEvent { id?: string, event: string, data: Record<string, unknown> }
+
+export interface WatchOptions {
+  types?: string[]
+  model?: string
+  /** Replay what came after this event id (else only new events). */
+  since?: string
+  signal?: AbortSignal
+  /** Reconnect (with Last-Event-ID) when the stream breaks. @default true */
+  reconnect?: boolean
+}
+
+/** @default 1 s, doubling to 10 s — waits between reconnects of a broken watch */
+const WATCH_RETRY_MS = [1000, 2000, 5000, 10_000]
+
+/** A lease kept alive in the background until `release`. */
+export interface LeaseHandle {
+  lease: LeaseRow
+  release: () => Promise<void>
 }
 
 export class ShoalClient implements ShoalApi {
@@ -67,6 +88,83 @@ export class ShoalClient implements ShoalApi {
   }
 
   async peers (): Promise<PeerRow[]> { return await this.call('GET', '/v1/peers') }
+  async resolveEnsure (ref: string, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ResolveResult> {
+    return await this.stream('/v1/resolve', { ref, ensure: true }, onProgress, signal)
+  }
+
+  async leases (): Promise<LeaseRow[]> { return await this.call('GET', '/v1/leases') }
+  async lease (ref: string, holder: string, ttlSeconds?: number): Promise<LeaseRow> { return await this.call('POST', '/v1/leases', { ref, holder, ...(ttlSeconds !== undefined ? { ttlSeconds } : {}) }) }
+  async renewLease (id: string, ttlSeconds?: number): Promise<LeaseRow> { return await this.call('POST', '/v1/leases/renew', { id, ...(ttlSeconds !== undefined ? { ttlSeconds } : {}) }) }
+  async releaseLease (id: string): Promise<{ released: boolean }> { return await this.call('DELETE', '/v1/leases', { id }) }
+
+  /**
+   * Leases `ref` and renews the lease every third of its TTL until `release()`. A failed renew
+   * (daemon restarted and lost it, or it expired) re-leases the same version.
+   */
+  async holdLease (ref: string, holder: string, ttlSeconds = 60): Promise<LeaseHandle> {
+    let lease = await this.lease(ref, holder, ttlSeconds)
+    const versionRef = `${lease.model}@${lease.version}`
+    const timer = setInterval(() => {
+      this.renewLease(lease.id, ttlSeconds).catch(async () => { lease = await this.lease(versionRef, holder, ttlSeconds) }).catch(() => {})
+    }, Math.max(1000, ttlSeconds * 1000 / 3))
+    timer.unref()
+    return {
+      get lease () { return lease },
+      release: async () => {
+        clearInterval(timer)
+        await this.releaseLease(lease.id).catch(() => {})
+      }
+    }
+  }
+
+  /**
+   * Server-sent events from `/v1/watch` as an async iterable. Reconnects when the stream breaks,
+   * sending the last id seen, so nothing is missed; if the daemon no longer has those events (or
+   * restarted), yields `{ event: 'gone' }` and goes on with live events — re-resolve then.
+   */
+  async * watch (options: WatchOptions = {}): AsyncGenerator<WatchEvent> {
+    let last = options.since
+    let attempt = 0
+    const aborted = (): boolean => options.signal?.aborted === true
+    while (!aborted()) {
+      const q = new URLSearchParams()
+      if (options.types !== undefined) q.set('types', options.types.join(','))
+      if (options.model !== undefined) q.set('model', options.model)
+      try {
+        const res = await this.send('GET', `/v1/watch${q.size > 0 ? `?${q.toString()}` : ''}`, undefined, options.signal, last !== undefined ? { 'last-event-id': last } : {})
+        if ((res.statusCode ?? 500) >= 400) {
+          const err = parseJson(await readAll(res), res.statusCode ?? 0) as { code?: string, message?: string }
+          throw new RpcError(err.code ?? 'INTERNAL', err.message ?? `daemon answered ${res.statusCode ?? '?'}`, res.statusCode)
+        }
+        let buffered = ''
+        for await (const part of res) {
+          buffered += (part as Buffer).toString('utf8')
+          let end
+          while ((end = buffered.indexOf('\n\n')) >= 0) {
+            const block = buffered.slice(0, end)
+            buffered = buffered.slice(end + 2)
+            const e = parseSse(block)
+            if (e === undefined) continue
+            if (e.event === 'ready') { attempt = 0; continue }
+            if (e.id !== undefined) last = e.id
+            yield e
+          }
+        }
+      } catch (err) {
+        if (aborted()) return
+        if (err instanceof RpcError && err.code !== 'UNREACHABLE') throw err
+        if (options.reconnect === false) throw err
+      }
+      if (options.reconnect === false) return
+      await new Promise(resolve => setTimeout(resolve, WATCH_RETRY_MS[Math.min(attempt++, WATCH_RETRY_MS.length - 1)]))
+    }
+  }
+
+  /** Prometheus text from `/metrics`. */
+  async metrics (): Promise<string> {
+    const res = await this.send('GET', '/metrics')
+    return await readAll(res)
+  }
   async id (): Promise<IdResult> { return await this.call('GET', '/v1/id') }
 
   async export (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ExportResult> {
@@ -115,24 +213,47 @@ export class ShoalClient implements ShoalApi {
     throw new RpcError('INTERNAL', 'the daemon closed the stream without a result (did it stop?)')
   }
 
-  private async send (method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<import('node:http').IncomingMessage> {
+  private async send (method: string, path: string, body?: unknown, signal?: AbortSignal, extraHeaders: Record<string, string> = {}): Promise<import('node:http').IncomingMessage> {
     const payload = body === undefined ? undefined : JSON.stringify(body)
+    const o = this.options
+    const where = 'socketPath' in o ? o.socketPath : o.url
+    const target = 'socketPath' in o
+      ? { socketPath: o.socketPath, path }
+      : (() => { const u = new URL(path, o.url); return { host: u.hostname, port: u.port, path: `${u.pathname}${u.search}` } })()
+    const headers: Record<string, string | number> = { ...extraHeaders }
+    if (payload !== undefined) { headers['content-type'] = 'application/json'; headers['content-length'] = Buffer.byteLength(payload) }
+    if (!('socketPath' in o)) headers.authorization = `Bearer ${o.token}`
     return await new Promise((resolve, reject) => {
-      const req = request({
-        socketPath: this.options.socketPath, method, path,
-        headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
-        ...(signal !== undefined ? { signal } : {})
-      }, resolve)
+      const req = request({ ...target, method, headers, ...(signal !== undefined ? { signal } : {}) }, resolve)
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
-          reject(new RpcError('UNREACHABLE', `no shoal daemon is listening on ${this.options.socketPath}; start one with \`shoal daemon\` (same SHOAL_HOME)`))
+          reject(new RpcError('UNREACHABLE', `no shoal daemon is listening on ${where}; start one with \`shoal daemon\` (same SHOAL_HOME)`))
         } else if (err.code === 'EACCES') {
-          reject(new RpcError('UNREACHABLE', `permission denied on ${this.options.socketPath}; join the daemon's group or run as its user`))
-        } else reject(err)
+          reject(new RpcError('UNREACHABLE', `permission denied on ${where}; join the daemon's group or run as its user`))
+        } else if (err.name === 'AbortError') {
+          reject(err)
+        } else reject(new RpcError('UNREACHABLE', `lost the connection to the daemon at ${where}: ${err.message}`))
       })
       req.end(payload)
     })
   }
+}
+
+function parseSse (block: string): WatchEvent | undefined {
+  let id: string | undefined
+  let event = 'message'
+  const data: string[] = []
+  for (const line of block.split('\n')) {
+    if (line.startsWith(':')) continue
+    const colon = line.indexOf(':')
+    const field = colon < 0 ? line : line.slice(0, colon)
+    const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '')
+    if (field === 'id') id = value
+    else if (field === 'event') event = value
+    else if (field === 'data') data.push(value)
+  }
+  if (data.length === 0) return undefined
+  return { ...(id !== undefined ? { id } : {}), event, data: JSON.parse(data.join('\n')) as Record<string, unknown> }
 }
 
 async function readAll (res: AsyncIterable<unknown>): Promise<string> {

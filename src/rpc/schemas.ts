@@ -60,3 +60,14 @@ export type LabelRequest = z.infer<typeof labelRequest>
 
 export const pullRequest = z.strictObject({ ref, pin: z.boolean().optional() })
 export type PullRequest = z.infer<typeof pullRequest>
+
+export const resolveRequest = z.strictObject({ ref, ensure: z.boolean().optional() })
+export const leaseRequest = z.strictObject({
+  ref,
+  /** Who holds it, for `status` (e.g. "inference-3 pid 4242"). */
+  holder: z.string().min(1).max(256),
+  ttlSeconds: z.number().int().min(1).max(3600).optional()
+})
+export const leaseRenewRequest = z.strictObject({ id: z.string().regex(/^[0-9a-f]{24}$/, 'a lease id is 24 hex characters'), ttlSeconds: z.number().int().min(1).max(3600).optional() })
+export const leaseReleaseRequest = z.strictObject({ id: z.string().regex(/^[0-9a-f]{24}$/, 'a lease id is 24 hex characters') })
+export const WATCH_TYPES = ['label.moved', 'version.staged', 'version.removed', 'head.accepted', 'pull.started', 'pull.completed', 'pull.failed', 'pull.progress'] as const

@@ -91,6 +91,8 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
         if (after <= options.quotaBytes) break
         chosen.push(c)
         for (const d of new Set(c.digests)) {
+          // A blob a kept version also uses stays, whatever goes.
+          if (referenced.has(d)) continue
           const left = (users.get(d) ?? 1) - 1
           users.set(d, left)
           if (left === 0 && !store.isHeld(d)) after -= sizes.get(d) ?? 0

@@ -16,6 +16,8 @@
  *               every head that won in turn (label history), newest last, capped
  * - `known`     version id → canonical manifest bytes of versions named by heads but not stored
  * - `labelPins` `<name>\0<label>` → {@link PinRecord}: every version the label points at is pinned
+ * - `search`    version id → `SearchDoc` (`core/search-doc.ts`): derived search records (`store/search-index.ts`)
+ * - `leases`    lease id → lease record (see `daemon/leases.ts`): versions serving processes hold
  * - `meta`      `clock` → last `created` handed out; `schema` → index schema number
  *
  * Every multi-record change is one atomic batch written with `sync: true`, and is made only after
@@ -106,6 +108,9 @@ export class IndexDb {
   readonly headLog: Sub<HeadRecord>
   readonly known: Sub<Uint8Array>
   readonly labelPins: Sub<PinRecord>
+  readonly search: Sub<import('../core/search-doc.js').SearchDoc>
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  readonly leases: Sub<any>
 
   constructor (readonly db: Db) {
     this.chunks = db.sublevel('chunks', { valueEncoding: 'json' })
@@ -122,6 +127,8 @@ export class IndexDb {
     this.headLog = db.sublevel('headLog', { valueEncoding: 'json' })
     this.known = db.sublevel('known', { valueEncoding: 'view' })
     this.labelPins = db.sublevel('labelPins', { valueEncoding: 'json' })
+    this.search = db.sublevel('search', { valueEncoding: 'json' })
+    this.leases = db.sublevel('leases', { valueEncoding: 'json' })
   }
 
   async open (): Promise<void> {

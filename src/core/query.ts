@@ -1,0 +1,661 @@
+/**
+ * The search query language (seed §4): a tokenizer and recursive-descent parser to an AST, an
+ * evaluator over `SearchDoc`s, ordering, and structure similarity. Pure: no I/O.
+ *
+ * Grammar (keywords case-insensitive; columns in errors are 1-based):
+ * ```
+ * query      := expr? ( ORDER BY key ( ',' key )* )? ( LIMIT integer )?
+ * expr       := and ( OR and )*
+ * and        := unary ( AND? unary )*          juxtaposition is AND
+ * unary      := NOT unary | '(' expr ')' | comparison | text
+ * comparison := field op value                 op: = != > >= < <= ~  (~ contains, any case)
+ * text       := word | "quoted phrase"         a free-text term
+ * key        := field ( ASC | DESC )?
+ * ```
+ * So AND binds tighter than OR, NOT tighter than AND, and parentheses group. Fields are listed in
+ * `FIELDS` (`tags.<key>` for one tag); `dtype`, `format`, `label` and `tag` hold several values and
+ * match when any value does (`!=` when none does). Text comparisons ignore case. Values: quoted or
+ * bare text; numbers with `e` exponents and, for counts, `K M B T` suffixes (`7B`, `1.5M`), for
+ * `size` byte units (`10GB`, `4GiB`); dates `YYYY-MM-DD` (a whole UTC day: `=` is within the day,
+ * `>` after it) or ISO 8601 instants or milliseconds; booleans `true`/`false` for `local`.
+ * A missing field fails every comparison except `!=`, which is exactly `NOT =`.
+ *
+ * Free-text terms match, case-insensitively and as substrings, the name, description, tags (keys
+ * and values) and architecture. `textScore` ranks matches: name over architecture and tags over
+ * description.
+ *
+ * MUST hold: `parseQuery` either returns a query or throws `InvalidInputError` whose message names
+ * the column of the offending token ("expected a value after '>' at column 17 (found the end of the query)"); it never throws
+ * anything else, and its work is linear in the query (capped at `MAX_QUERY_LENGTH`).
+ *
+ * Structure similarity (`structureVector`, `similarity`): 1 for the same set of (tensor name,
+ * shape) pairs; otherwise a weighted Jaccard estimate from the bottom-k sketches of
+ * `core/search-doc.ts`, capped below 1 (`MAX_INEXACT_SIMILARITY`) so exact matches rank first.
+ */
+import { InvalidInputError } from './errors.js'
+import { SKETCH_SIZE, decodeSketch, type SearchDoc } from './search-doc.js'
+
+/** @default 4096 characters */
+export const MAX_QUERY_LENGTH = 4096
+/** @default 10_000 — largest `LIMIT` a query may ask for */
+export const MAX_QUERY_LIMIT = 10_000
+/** @default 0.8 — weight of the (name, shape) Jaccard estimate; names alone get the rest */
+export const SHAPE_WEIGHT = 0.8
+/** @default 0.99 — the best score of two structures that are not exactly the same */
+export const MAX_INEXACT_SIMILARITY = 0.99
+
+export type CompareOp = '=' | '!=' | '>' | '>=' | '<' | '<=' | '~'
+
+export type FieldName =
+  | 'name' | 'description' | 'framework' | 'task' | 'license' | 'architecture' | 'version'
+  | 'dtype' | 'format' | 'label' | 'tag' | 'tags'
+  | 'params' | 'size' | 'files' | 'tensors' | 'created' | 'updated' | 'local'
+
+type FieldKind = 'text' | 'texts' | 'count' | 'bytes' | 'date' | 'bool'
+
+/** Every field, its kind, and whether ORDER BY accepts it. `tags` is written `tags.<key>`. */
+export const FIELDS: Readonly<Record<FieldName, { kind: FieldKind, sortable: boolean }>> = {
+  name: { kind: 'text', sortable: true },
+  description: { kind: 'text', sortable: true },
+  framework: { kind: 'text', sortable: true },
+  task: { kind: 'text', sortable: true },
+  license: { kind: 'text', sortable: true },
+  architecture: { kind: 'text', sortable: true },
+  version: { kind: 'text', sortable: true },
+  tags: { kind: 'text', sortable: true },
+  dtype: { kind: 'texts', sortable: false },
+  format: { kind: 'texts', sortable: false },
+  label: { kind: 'texts', sortable: false },
+  tag: { kind: 'texts', sortable: false },
+  params: { kind: 'count', sortable: true },
+  files: { kind: 'count', sortable: true },
+  tensors: { kind: 'count', sortable: true },
+  size: { kind: 'bytes', sortable: true },
+  created: { kind: 'date', sortable: true },
+  updated: { kind: 'date', sortable: true },
+  local: { kind: 'bool', sortable: true }
+}
+
+const ALIASES: Readonly<Record<string, FieldName>> = {
+  model: 'name', arch: 'architecture', dtypes: 'dtype', formats: 'format', labels: 'label', parameters: 'params'
+}
+
+export interface FieldRef { name: FieldName, /** for `tags.<key>`, lower-cased */ tag?: string }
+
+export type QueryValue =
+  | { kind: 'text', text: string, /** the text read as a plain number, for tag comparisons */ number?: number }
+  | { kind: 'number', value: number, /** exclusive end of a whole-day date */ until?: number }
+  | { kind: 'bool', value: boolean }
+
+export type QueryNode =
+  | { type: 'and', nodes: QueryNode[] }
+  | { type: 'or', nodes: QueryNode[] }
+  | { type: 'not', node: QueryNode }
+  | { type: 'cmp', field: FieldRef, op: CompareOp, value: QueryValue, column: number }
+  | { type: 'text', text: string, column: number }
+
+export interface OrderKey { field: FieldRef, descending: boolean }
+
+export interface Query {
+  /** Absent: every document matches. */
+  where?: QueryNode
+  order: OrderKey[]
+  limit?: number
+  /** Free-text terms (lower-cased), for `textScore`. */
+  terms: string[]
+}
+
+// ---- tokenizer ------------------------------------------------------------------------------
+
+type TokenKind = 'word' | 'string' | 'op' | '(' | ')' | ',' | 'eof'
+interface Token { kind: TokenKind, text: string, column: number }
+
+const OPS = ['!=', '>=', '<=', '==', '=', '>', '<', '~']
+const STOP = new Set([' ', '\t', '\n', '\r', '(', ')', ',', '=', '<', '>', '~', '"', "'"])
+
+function tokenize (input: string): Token[] {
+  const tokens: Token[] = []
+  let i = 0
+  while (i < input.length) {
+    const c = input[i]!
+    if (c === ' ' || c === '\t' || c === '\n' || c === '\r') { i++; continue }
+    const column = i + 1
+    if (c === '(' || c === ')' || c === ',') { tokens.push({ kind: c, text: c, column }); i++; continue }
+    const op = OPS.find(o => input.startsWith(o, i))
+    if (op !== undefined) { tokens.push({ kind: 'op', text: op === '==' ? '=' : op, column }); i += op.length; continue }
+    if (c === '"' || c === "'") {
+      let text = ''
+      let j = i + 1
+      for (; j < input.length && input[j] !== c; j++) {
+        if (input[j] === '\\' && j + 1 < input.length) j++
+        text += input[j]
+      }
+      if (j >= input.length) throw new InvalidInputError(`unterminated string starting at column ${column}`)
+      tokens.push({ kind: 'string', text, column })
+      i = j + 1
+      continue
+    }
+    let j = i
+    while (j < input.length && !STOP.has(input[j]!) && !(input[j] === '!' && input[j + 1] === '=')) j++
+    tokens.push({ kind: 'word', text: input.slice(i, j), column })
+    i = j
+  }
+  tokens.push({ kind: 'eof', text: '', column: input.length + 1 })
+  return tokens
+}
+
+// ---- parser ---------------------------------------------------------------------------------
+
+/** Parses a query (see the module doc). Throws `InvalidInputError` with the column. */
+export function parseQuery (input: string): Query {
+  if (input.length > MAX_QUERY_LENGTH) throw new InvalidInputError(`the query is ${input.length} characters, over the ${MAX_QUERY_LENGTH}-character limit`)
+  return new Parser(tokenize(input)).query()
+}
+
+class Parser {
+  private at = 0
+  private readonly terms: string[] = []
+
+  constructor (private readonly tokens: Token[]) {}
+
+  query (): Query {
+    const where = this.startsClause() ? undefined : this.or()
+    const order: OrderKey[] = []
+    let limit: number | undefined
+    if (this.isKeyword(this.peek(), 'ORDER')) {
+      this.next()
+      const by = this.next()
+      if (!this.isKeyword(by, 'BY')) throw this.error(`expected BY after ORDER`, by)
+      do {
+        const t = this.next()
+        if (t.kind !== 'word') throw this.error('expected a field to order by', t)
+        const field = this.field(t)
+        if (!FIELDS[field.name].sortable) throw new InvalidInputError(`cannot order by ${t.text} (it holds several values) at column ${t.column}`)
+        let descending = false
+        if (this.isKeyword(this.peek(), 'ASC')) this.next()
+        else if (this.isKeyword(this.peek(), 'DESC')) { this.next(); descending = true }
+        order.push({ field, descending })
+      } while (this.peek().kind === ',' && this.next() !== undefined)
+    }
+    if (this.isKeyword(this.peek(), 'LIMIT')) {
+      this.next()
+      const t = this.next()
+      const n = Number(t.text)
+      if (t.kind !== 'word' || !/^\d+$/.test(t.text) || n < 1 || n > MAX_QUERY_LIMIT) {
+        throw this.error(`expected a whole number from 1 to ${MAX_QUERY_LIMIT} after LIMIT`, t)
+      }
+      limit = n
+    }
+    const rest = this.peek()
+    if (rest.kind !== 'eof') {
+      throw this.error(rest.kind === ')' ? "unmatched ')'" : 'expected AND, OR, ORDER BY, LIMIT or the end of the query', rest)
+    }
+    return { ...(where !== undefined ? { where } : {}), order, ...(limit !== undefined ? { limit } : {}), terms: this.terms }
+  }
+
+  private or (): QueryNode {
+    const nodes = [this.and()]
+    while (this.isKeyword(this.peek(), 'OR')) {
+      const op = this.next()
+      this.operand(op)
+      nodes.push(this.and())
+    }
+    return nodes.length === 1 ? nodes[0]! : { type: 'or', nodes }
+  }
+
+  private and (): QueryNode {
+    const nodes = [this.unary()]
+    for (;;) {
+      if (this.isKeyword(this.peek(), 'AND')) {
+        const op = this.next()
+        this.operand(op)
+        nodes.push(this.unary())
+      } else if (this.startsUnary()) {
+        nodes.push(this.unary())
+      } else {
+        break
+      }
+    }
+    return nodes.length === 1 ? nodes[0]! : { type: 'and', nodes }
+  }
+
+  /** Checks a condition follows a keyword (AND, OR, NOT); says which keyword lacks it. */
+  private operand (keyword: Token): void {
+    if (!this.startsUnary()) throw this.error(`expected a condition after ${keyword.text.toUpperCase()}`, this.peek())
+  }
+
+  private unary (): QueryNode {
+    const t = this.peek()
+    if (this.isKeyword(t, 'NOT')) {
+      this.next()
+      this.operand(t)
+      return { type: 'not', node: this.unary() }
+    }
+    if (t.kind === '(') {
+      this.next()
+      if (this.peek().kind === ')') throw this.error("expected a condition inside '('", this.peek())
+      const inner = this.or()
+      const close = this.next()
+      if (close.kind !== ')') throw this.error(`expected ')' to close the '(' from column ${t.column}`, close)
+      return inner
+    }
+    if (t.kind === 'word' || t.kind === 'string') {
+      this.next()
+      const op = this.peek()
+      if (op.kind === 'op') {
+        if (t.kind === 'string') throw this.error('a field name is written without quotes', t)
+        return this.comparison(t)
+      }
+      const text = t.text.toLowerCase()
+      if (text.length === 0) throw this.error('empty search text', t)
+      this.terms.push(text)
+      return { type: 'text', text, column: t.column }
+    }
+    throw this.error('expected a condition', t)
+  }
+
+  private comparison (fieldToken: Token): QueryNode {
+    const field = this.field(fieldToken)
+    const opToken = this.next()
+    const op = opToken.text as CompareOp
+    const v = this.peek()
+    if (v.kind !== 'word' && v.kind !== 'string') throw this.error(`expected a value after '${op}'`, v)
+    if (v.kind === 'word' && KEYWORDS.has(v.text.toUpperCase()) && v.text.toUpperCase() !== 'BY') {
+      throw this.error(`expected a value after '${op}' (quote "${v.text}" to search for the word)`, v)
+    }
+    this.next()
+    const kind = FIELDS[field.name].kind
+    const label = field.tag !== undefined ? `tags.${field.tag}` : field.name
+    if (op === '~' && kind !== 'text' && kind !== 'texts') {
+      throw this.error(`'~' (contains) needs a text field, and ${label} is not one`, opToken)
+    }
+    if (kind === 'bool' && op !== '=' && op !== '!=') throw this.error(`${label} is true or false: use = or !=`, opToken)
+    return { type: 'cmp', field, op, value: this.value(kind, label, v), column: fieldToken.column }
+  }
+
+  private value (kind: FieldKind, label: string, t: Token): QueryValue {
+    const text = t.text
+    switch (kind) {
+      case 'text':
+      case 'texts': {
+        const n = parseAmount(text, 'count')
+        return { kind: 'text', text: text.toLowerCase(), ...(n !== undefined ? { number: n } : {}) }
+      }
+      case 'count':
+      case 'bytes': {
+        const n = parseAmount(text, kind)
+        if (n === undefined) {
+          const example = kind === 'bytes' ? '4096, 10GB or 4GiB' : '1000, 1e9, 7B or 1.5M'
+          throw this.error(`expected a number for ${label} (like ${example})`, t)
+        }
+        return { kind: 'number', value: n }
+      }
+      case 'date': {
+        const d = parseDate(text)
+        if (d === undefined) throw this.error(`expected a date for ${label} (YYYY-MM-DD, an ISO 8601 time or milliseconds)`, t)
+        return { kind: 'number', value: d.at, ...(d.until !== undefined ? { until: d.until } : {}) }
+      }
+      case 'bool': {
+        const lower = text.toLowerCase()
+        if (lower !== 'true' && lower !== 'false') throw this.error(`expected true or false for ${label}`, t)
+        return { kind: 'bool', value: lower === 'true' }
+      }
+    }
+  }
+
+  private field (t: Token): FieldRef {
+    const lower = t.text.toLowerCase()
+    if (lower.startsWith('tags.') || lower.startsWith('tag.')) {
+      const tag = lower.slice(lower.indexOf('.') + 1)
+      if (tag.length === 0) throw this.error('expected a tag name after "tags."', t)
+      return { name: 'tags', tag }
+    }
+    const name = (ALIASES[lower] ?? lower) as FieldName
+    if (name === 'tags' || !Object.hasOwn(FIELDS, name)) {
+      const known = Object.keys(FIELDS).filter(f => f !== 'tags').join(', ')
+      throw this.error(`unknown field "${t.text}" (fields: ${known}, tags.<key>)`, t)
+    }
+    return { name }
+  }
+
+  private startsClause (): boolean {
+    const t = this.peek()
+    return t.kind === 'eof' || this.isKeyword(t, 'LIMIT') || this.isOrderBy()
+  }
+
+  private startsUnary (): boolean {
+    const t = this.peek()
+    if (t.kind === '(' || t.kind === 'string') return true
+    if (t.kind !== 'word') return false
+    if (this.isKeyword(t, 'NOT')) return true
+    return !this.isKeyword(t, 'AND') && !this.isKeyword(t, 'OR') && !this.isKeyword(t, 'LIMIT') && !this.isOrderBy()
+  }
+
+  private isOrderBy (): boolean {
+    return this.isKeyword(this.peek(), 'ORDER') && this.isKeyword(this.tokens[this.at + 1], 'BY')
+  }
+
+  private isKeyword (t: Token | undefined, keyword: string): boolean {
+    return t?.kind === 'word' && t.text.toUpperCase() === keyword
+  }
+
+  private peek (): Token {
+    return this.tokens[this.at]!
+  }
+
+  private next (): Token {
+    const t = this.tokens[this.at]!
+    if (t.kind !== 'eof') this.at++
+    return t
+  }
+
+  private error (message: string, t: Token): InvalidInputError {
+    const found = t.kind === 'eof' ? 'the end of the query' : t.kind === 'string' ? JSON.stringify(t.text) : `'${t.text}'`
+    return new InvalidInputError(`${message} at column ${t.column} (found ${found})`)
+  }
+}
+
+const KEYWORDS = new Set(['AND', 'OR', 'NOT', 'ORDER', 'BY', 'LIMIT', 'ASC', 'DESC'])
+
+const COUNT_UNITS: Readonly<Record<string, number>> = { '': 1, k: 1e3, m: 1e6, b: 1e9, g: 1e9, t: 1e12 }
+const BYTE_UNITS: Readonly<Record<string, number>> = {
+  '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40
+}
+
+/** `1e9`, `7B`, `1.5M` (counts) or `10GB`, `4GiB` (bytes); undefined when not a number. */
+export function parseAmount (text: string, units: 'count' | 'bytes'): number | undefined {
+  const m = /^(\d+(?:\.\d+)?|\.\d+)(?:e([+-]?\d+))?([a-z]*)$/i.exec(text)
+  if (m === null) return undefined
+  const scale = (units === 'bytes' ? BYTE_UNITS : COUNT_UNITS)[m[3]!.toLowerCase()]
+  if (scale === undefined) return undefined
+  const n = Number(`${m[1]!}${m[2] !== undefined ? `e${m[2]}` : ''}`) * scale
+  return Number.isFinite(n) ? n : undefined
+}
+
+const DAY_MS = 24 * 3600 * 1000
+
+/** `YYYY-MM-DD` (a whole UTC day), an ISO 8601 instant, or milliseconds since the epoch. */
+export function parseDate (text: string): { at: number, until?: number } | undefined {
+  if (/^\d{4}-\d{2}-\d{2}$/.test(text)) {
+    const at = Date.parse(`${text}T00:00:00Z`)
+    return Number.isNaN(at) || new Date(at).toISOString().slice(0, 10) !== text ? undefined : { at, until: at + DAY_MS }
+  }
+  if (/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})?$/.test(text)) {
+    const at = Date.parse(text)
+    return Number.isNaN(at) ? undefined : { at }
+  }
+  if (/^\d{1,16}$/.test(text)) return { at: Number(text) }
+  return undefined
+}
+
+// ---- evaluation -----------------------------------------------------------------------------
+
+/** A document with the lower-cased views the evaluator compares; build once per document. */
+export interface PreparedDoc {
+  readonly doc: SearchDoc
+  /** name, description, tags and architecture, lower-cased, one per line. */
+  readonly text: string
+  readonly name: string
+  readonly description: string
+  readonly architecture: string
+  readonly tagText: string
+  readonly fields: Readonly<Partial<Record<FieldName, string>>>
+  readonly lists: Readonly<Record<'dtype' | 'format' | 'label' | 'tag', readonly string[]>>
+  readonly tags: ReadonlyMap<string, string>
+}
+
+export function prepareDoc (doc: SearchDoc): PreparedDoc {
+  const lower = (s: string | undefined): string | undefined => s?.toLowerCase()
+  const tags = new Map(Object.entries(doc.tags).map(([k, v]) => [k.toLowerCase(), v.toLowerCase()]))
+  const tagText = [...tags].map(([k, v]) => v === '' ? k : `${k}=${v}`).join(' ')
+  const name = doc.model.toLowerCase()
+  const description = lower(doc.description) ?? ''
+  const architecture = lower(doc.architecture) ?? ''
+  return {
+    doc,
+    text: `${name}\n${description}\n${tagText}\n${architecture}`,
+    name,
+    description,
+    architecture,
+    tagText,
+    fields: {
+      name,
+      description: lower(doc.description),
+      framework: lower(doc.framework),
+      task: lower(doc.task),
+      license: lower(doc.license),
+      architecture: lower(doc.architecture),
+      version: lower(doc.version)
+    },
+    lists: {
+      dtype: doc.dtypes.map(d => d.toLowerCase()),
+      format: doc.formats.map(f => f.toLowerCase()),
+      label: doc.labels.map(l => l.toLowerCase()),
+      tag: [...tags.keys()]
+    },
+    tags
+  }
+}
+
+export type Predicate = (doc: PreparedDoc) => boolean
+
+/** Compiles a query's condition to a predicate over prepared documents (absent: always true). */
+export function compileQuery (node: QueryNode | undefined): Predicate {
+  if (node === undefined) return () => true
+  switch (node.type) {
+    case 'and': {
+      const parts = node.nodes.map(compileQuery)
+      return d => parts.every(p => p(d))
+    }
+    case 'or': {
+      const parts = node.nodes.map(compileQuery)
+      return d => parts.some(p => p(d))
+    }
+    case 'not': {
+      const inner = compileQuery(node.node)
+      return d => !inner(d)
+    }
+    case 'text': {
+      const text = node.text
+      return d => d.text.includes(text)
+    }
+    case 'cmp':
+      return compileComparison(node)
+  }
+}
+
+const compiled = new WeakMap<QueryNode, Predicate>()
+
+/** True when `doc` satisfies `node` (absent: always). Prefer `compileQuery` + `prepareDoc` in loops. */
+export function matches (doc: SearchDoc | PreparedDoc, node: QueryNode | undefined): boolean {
+  if (node === undefined) return true
+  let p = compiled.get(node)
+  if (p === undefined) {
+    p = compileQuery(node)
+    compiled.set(node, p)
+  }
+  return p('doc' in doc && 'text' in doc ? doc : prepareDoc(doc))
+}
+
+function compileComparison (node: Extract<QueryNode, { type: 'cmp' }>): Predicate {
+  const { field, op, value } = node
+  const negate = op === '!='
+  const base: CompareOp = negate ? '=' : op
+  let test: Predicate
+  if (field.name === 'tags') {
+    const key = field.tag!
+    const q = value as Extract<QueryValue, { kind: 'text' }>
+    test = d => {
+      const v = d.tags.get(key)
+      if (v === undefined) return false
+      const n = q.number !== undefined && v.trim() !== '' ? Number(v) : NaN
+      return Number.isFinite(n) ? compareNumber(n, base, q.number!) : compareText(v, base, q.text)
+    }
+  } else if (value.kind === 'text') {
+    const kind = FIELDS[field.name].kind
+    const q = value.text
+    if (kind === 'texts') {
+      const list = field.name as 'dtype' | 'format' | 'label' | 'tag'
+      test = d => d.lists[list].some(v => compareText(v, base, q))
+    } else {
+      const name = field.name
+      test = d => {
+        const v = d.fields[name]
+        return v !== undefined && compareText(v, base, q)
+      }
+    }
+  } else if (value.kind === 'bool') {
+    const q = value.value
+    test = d => d.doc.local === q
+  } else {
+    const get = numberOf(field.name)
+    const { value: at, until } = value
+    test = until === undefined
+      ? d => compareNumber(get(d.doc), base, at)
+      : d => inDay(get(d.doc), base, at, until)
+  }
+  return negate ? d => !test(d) : test
+}
+
+function numberOf (name: FieldName): (doc: SearchDoc) => number {
+  switch (name) {
+    case 'params': return d => d.params
+    case 'size': return d => d.size
+    case 'files': return d => d.files
+    case 'tensors': return d => d.tensors
+    case 'created': return d => d.created
+    case 'updated': return d => d.updated
+    default: throw new InvalidInputError(`${name} is not a number`)
+  }
+}
+
+function compareText (v: string, op: CompareOp, q: string): boolean {
+  switch (op) {
+    case '=': return v === q
+    case '~': return v.includes(q)
+    case '>': return v > q
+    case '>=': return v >= q
+    case '<': return v < q
+    case '<=': return v <= q
+    default: return false
+  }
+}
+
+function compareNumber (v: number, op: CompareOp, q: number): boolean {
+  switch (op) {
+    case '=': return v === q
+    case '>': return v > q
+    case '>=': return v >= q
+    case '<': return v < q
+    case '<=': return v <= q
+    default: return false
+  }
+}
+
+/** A whole-day date: `=` within [at, until), `>` from `until` on, `<=` before `until`. */
+function inDay (v: number, op: CompareOp, at: number, until: number): boolean {
+  switch (op) {
+    case '=': return v >= at && v < until
+    case '>': return v >= until
+    case '>=': return v >= at
+    case '<': return v < at
+    case '<=': return v < until
+    default: return false
+  }
+}
+
+/** Free-text relevance: per term, 3 for the name, 2 for architecture or tags, 1 for description. */
+export function textScore (d: PreparedDoc, terms: readonly string[]): number {
+  let score = 0
+  for (const t of terms) {
+    if (d.name.includes(t)) score += 3
+    else if (d.architecture.includes(t) || d.tagText.includes(t)) score += 2
+    else if (d.description.includes(t)) score += 1
+  }
+  return score
+}
+
+/**
+ * ORDER BY: compares by each key in turn (missing values last, whatever the direction), then by
+ * `created` newest first, then by version id, so the order is total and stable across runs.
+ */
+export function compareDocs (a: PreparedDoc, b: PreparedDoc, order: readonly OrderKey[]): number {
+  for (const key of order) {
+    const x = sortValue(a, key.field)
+    const y = sortValue(b, key.field)
+    if (x === y) continue
+    if (x === undefined) return 1
+    if (y === undefined) return -1
+    const c = x < y ? -1 : 1
+    return key.descending ? -c : c
+  }
+  return compareDefault(a, b)
+}
+
+/** Newest first, then by version id. */
+export function compareDefault (a: PreparedDoc, b: PreparedDoc): number {
+  if (a.doc.created !== b.doc.created) return b.doc.created - a.doc.created
+  return a.doc.version < b.doc.version ? -1 : a.doc.version > b.doc.version ? 1 : 0
+}
+
+function sortValue (d: PreparedDoc, field: FieldRef): string | number | undefined {
+  switch (field.name) {
+    case 'tags': {
+      const v = d.tags.get(field.tag!)
+      if (v === undefined) return undefined
+      const n = v.trim() === '' ? NaN : Number(v)
+      return Number.isFinite(n) ? n : v
+    }
+    case 'params': case 'size': case 'files': case 'tensors': case 'created': case 'updated':
+      return d.doc[field.name]
+    case 'local': return d.doc.local ? 1 : 0
+    default: return d.fields[field.name]
+  }
+}
+
+// ---- structure similarity -------------------------------------------------------------------
+
+/** The decoded structure signature of a document (decode once, compare many times). */
+export interface StructureVector {
+  exact: string
+  shapes: Uint32Array
+  names: Uint32Array
+}
+
+export function structureVector (doc: SearchDoc): StructureVector {
+  return { exact: doc.structure.exact, shapes: decodeSketch(doc.structure.shapes), names: decodeSketch(doc.structure.names) }
+}
+
+/**
+ * 1 when both have tensors and the same (name, shape) set; otherwise `SHAPE_WEIGHT` × Jaccard of
+ * (name, shape) pairs + the rest × Jaccard of names, both estimated from the sketches, at most
+ * `MAX_INEXACT_SIMILARITY`; 0 when either has no tensors.
+ */
+export function similarity (a: StructureVector, b: StructureVector): number {
+  if (a.exact === '' || b.exact === '') return 0
+  if (a.exact === b.exact) return 1
+  const score = SHAPE_WEIGHT * jaccard(a.shapes, b.shapes) + (1 - SHAPE_WEIGHT) * jaccard(a.names, b.names)
+  return Math.min(score, MAX_INEXACT_SIMILARITY)
+}
+
+/**
+ * Bottom-k estimate of |A∩B| / |A∪B| from two ascending sketches. A sketch shorter than
+ * `SKETCH_SIZE` holds its whole set; a full one only speaks for values up to its largest.
+ */
+export function jaccard (a: Uint32Array, b: Uint32Array, k = SKETCH_SIZE): number {
+  const limit = Math.min(a.length >= k ? a[a.length - 1]! : Infinity, b.length >= k ? b[b.length - 1]! : Infinity)
+  let i = 0
+  let j = 0
+  let union = 0
+  let both = 0
+  while (union < k && (i < a.length || j < b.length)) {
+    const x = i < a.length ? a[i]! : Infinity
+    const y = j < b.length ? b[j]! : Infinity
+    const v = Math.min(x, y)
+    if (v > limit) break
+    if (x === y) { both++; i++; j++ } else if (x < y) i++
+    else j++
+    union++
+  }
+  return union === 0 ? 0 : both / union
+}

@@ -1,0 +1,86 @@
+/**
+ * Prometheus metrics (`GET /metrics` on the RPC socket and, with its token, the TCP port).
+ *
+ * One registry per daemon (not prom-client's global one), so several daemons in one process —
+ * tests, benchmarks — keep separate figures. Counters are bumped where things happen; gauges that
+ * mirror state (peers, leases, store size, pulls) are read at scrape time by `collect` callbacks,
+ * so they are never stale. Peer labels are peer ids: a fleet node talks to at most
+ * `p2p.maxConnections` peers, which bounds the series.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+export interface MetricsSources {
+  peers: () => number
+  leases: () => number
+  pullsInFlight: () => number
+  /** Store totals; called at most once per scrape. */
+  store: () => Promise<{ bytes: number, blobs: number, versions: number }>
+  heads: () => { accepted: number, duplicate: number, stale: number, future: number, rejected: Record<string, number> }
+  bytesReceivedByPeer: () => Array<{ peer: string, bytes: number }>
+}
+
+export class Metrics {
+  readonly registry = new Registry()
+  readonly bytesSent: Counter<'peer'>
+  readonly bytesReceivedByModel: Counter<'model'>
+  readonly bytesSentByModel: Counter<'model'>
+  readonly chunksVerified: Counter
+  readonly chunksRejected: Counter<'reason'>
+  readonly pullDuration: Histogram<'outcome'>
+  readonly labelMoves: Counter
+  readonly rpcRequests: Counter<'route' | 'status'>
+
+  constructor (sources: MetricsSources) {
+    const r = this.registry
+    collectDefaultMetrics({ register: r, prefix: 'shoal_process_' })
+    this.bytesSent = new Counter({ name: 'shoal_bytes_sent_total', help: 'Chunk bytes sent to peers', labelNames: ['peer'], registers: [r] })
+    this.bytesReceivedByModel = new Counter({ name: 'shoal_model_bytes_received_total', help: 'Verified chunk bytes received, by model', labelNames: ['model'], registers: [r] })
+    this.bytesSentByModel = new Counter({ name: 'shoal_model_bytes_sent_total', help: 'Chunk bytes sent, by model (when the request named a version)', labelNames: ['model'], registers: [r] })
+    this.chunksVerified = new Counter({ name: 'shoal_chunks_verified_total', help: 'Chunks received whose bytes matched their id', registers: [r] })
+    this.chunksRejected = new Counter({ name: 'shoal_chunks_rejected_total', help: 'Chunks received and discarded', labelNames: ['reason'], registers: [r] })
+    this.pullDuration = new Histogram({
+      name: 'shoal_pull_duration_seconds', help: 'Pull durations', labelNames: ['outcome'], registers: [r],
+      buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600]
+    })
+    this.labelMoves = new Counter({ name: 'shoal_label_moves_total', help: 'Local label switches', registers: [r] })
+    this.rpcRequests = new Counter({ name: 'shoal_rpc_requests_total', help: 'RPC requests', labelNames: ['route', 'status'], registers: [r] })
+    new Gauge({ name: 'shoal_peers', help: 'Connected peers', registers: [r], collect () { this.set(sources.peers()) } })
+    new Gauge({ name: 'shoal_leases', help: 'Leases held by serving processes', registers: [r], collect () { this.set(sources.leases()) } })
+    new Gauge({ name: 'shoal_pulls_in_flight', help: 'Pulls running', registers: [r], collect () { this.set(sources.pullsInFlight()) } })
+    new Gauge({
+      name: 'shoal_bytes_received_total', help: 'Verified chunk bytes received, by peer (a counter kept by the peer judge)', labelNames: ['peer'], registers: [r],
+      collect () {
+        this.reset()
+        for (const p of sources.bytesReceivedByPeer()) this.set({ peer: p.peer }, p.bytes)
+      }
+    })
+    new Gauge({
+      name: 'shoal_heads_total', help: 'Heads offered to this node since start, by outcome', labelNames: ['outcome', 'reason'], registers: [r],
+      collect () {
+        const h = sources.heads()
+        this.set({ outcome: 'accepted', reason: '' }, h.accepted)
+        this.set({ outcome: 'duplicate', reason: '' }, h.duplicate)
+        this.set({ outcome: 'stale', reason: '' }, h.stale)
+        this.set({ outcome: 'future', reason: '' }, h.future)
+        for (const [reason, n] of Object.entries(h.rejected)) this.set({ outcome: 'rejected', reason }, n)
+      }
+    })
+    const storeGauge = new Gauge({ name: 'shoal_store_bytes', help: 'Bytes of stored blobs', registers: [r] })
+    const blobsGauge = new Gauge({ name: 'shoal_store_blobs', help: 'Stored blobs', registers: [r] })
+    const versionsGauge = new Gauge({ name: 'shoal_store_versions', help: 'Stored versions', registers: [r] })
+    // One store walk per scrape (in text()) feeds the three store gauges.
+    this.refreshStore = async () => {
+      const s = await sources.store()
+      storeGauge.set(s.bytes)
+      blobsGauge.set(s.blobs)
+      versionsGauge.set(s.versions)
+    }
+  }
+
+  private readonly refreshStore: () => Promise<void>
+
+  async text (): Promise<{ contentType: string, body: string }> {
+    await this.refreshStore()
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() }
+  }
+}
