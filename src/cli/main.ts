@@ -48,7 +48,7 @@ function out (value: unknown, human: () => void): void {
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v]
 
-program.command('daemon')
+program.command('daemon').helpGroup('Daemon:')
   .description('run the daemon in the foreground (stops on SIGTERM/SIGINT)')
   .option('--socket <path>', 'RPC socket path (default: <home>/shoal.sock)')
   .option('--listen <multiaddr>', 'listen address, repeatable (default /ip4/0.0.0.0/tcp/4077)', collect, [] as string[])
@@ -75,7 +75,7 @@ program.command('daemon')
     await new Daemon(config).runUntilSignalled()
   })
 
-program.command('id')
+program.command('id').helpGroup('Peers:')
   .description("print this node's peer id and listen addresses")
   .action(async () => {
     const r = await (await client()).id()
@@ -85,14 +85,14 @@ program.command('id')
     })
   })
 
-program.command('peers')
+program.command('peers').helpGroup('Peers:')
   .description('list connected and remembered peers, with bytes received, offences and bans')
   .action(async () => {
     const rows = await (await client()).peers()
     out(rows, () => printPeers(rows))
   })
 
-program.command('pull')
+program.command('pull').helpGroup('Peers:')
   .description('fetch a version from peers (and origins), verified chunk by chunk')
   .argument('<ref>', 'name@<version id>')
   .option('--no-pin', 'do not pin the pulled version')
@@ -112,7 +112,7 @@ program.command('pull')
     }
   })
 
-program.command('status')
+program.command('status').helpGroup('Daemon:')
   .description('show the daemon and store status')
   .action(async () => {
     const s = await (await client()).status()
@@ -128,7 +128,7 @@ program.command('status')
     })
   })
 
-program.command('add')
+program.command('add').helpGroup('Models:')
   .description('add a model folder or file as a new immutable version')
   .argument('<path>', 'folder or file')
   .requiredOption('-n, --name <name>', 'model name, e.g. llama-8b or org/llama-8b')
@@ -165,7 +165,7 @@ program.command('add')
     }
   })
 
-program.command('ls')
+program.command('ls').helpGroup('Models:')
   .description('list models, or the versions of one model (oldest first)')
   .argument('[name]', 'model name')
   .action(async (name?: string) => {
@@ -179,7 +179,7 @@ program.command('ls')
     }
   })
 
-program.command('show')
+program.command('show').helpGroup('Models:')
   .description('show a version: metadata, files and tensor structure')
   .argument('<ref>', 'name, name@label or name@<version id>')
   .option('--tensors <n>', 'tensors to list per file in human output', '20')
@@ -188,7 +188,7 @@ program.command('show')
     out(v, () => printShow(v, Number(opts.tensors)))
   })
 
-program.command('verify')
+program.command('verify').helpGroup('Store:')
   .description('re-hash everything stored; quarantine what does not match')
   .action(async () => {
     const bar = progressBar('verifying', globals().json !== true)
@@ -198,7 +198,7 @@ program.command('verify')
     if (report.problems.length > 0) process.exitCode = EXIT.DAMAGED
   })
 
-program.command('gc')
+program.command('gc').helpGroup('Store:')
   .description('remove versions that are neither pinned nor labelled, and unreferenced data')
   .option('--dry-run', 'list what would be removed, remove nothing')
   .action(async (opts: { dryRun?: boolean }) => {
@@ -206,7 +206,7 @@ program.command('gc')
     out(report, () => printGc(report))
   })
 
-program.command('export')
+program.command('export').helpGroup('Models:')
   .description("write a version's files into a folder, byte-identical to what was added")
   .argument('<ref>', 'name, name@label or name@<version id>')
   .argument('<dir>', 'destination folder')
@@ -218,7 +218,7 @@ program.command('export')
     out(r, () => console.log(`exported ${r.name}@${r.version} to ${r.dest} (${r.files} files)`))
   })
 
-const label = program.command('label').description('move labels fleet-wide with signed heads; show their history')
+const label = program.command('label').helpGroup('Labels and heads:').description('move labels fleet-wide with signed heads; show their history')
 label.command('set')
   .description('publish a signed head pointing name@label at a version this node holds')
   .argument('<name>').argument('<label>').argument('<version>', 'version id, unique prefix, or another label')
@@ -255,7 +255,7 @@ label.command('history')
     out(rows, () => printHeadHistory(rows))
   })
 
-program.command('rollback')
+program.command('rollback').helpGroup('Labels and heads:')
   .description('publish a head moving name@label back to the version it pointed at before')
   .argument('<ref>', 'name@label')
   .option('--key <name>', 'publisher key of this home to sign with')
@@ -264,7 +264,7 @@ program.command('rollback')
     out(r, () => printLabelResult(r))
   })
 
-program.command('activate')
+program.command('activate').helpGroup('Labels and heads:')
   .description('switch a staged (cold) label to its head now, on this node')
   .argument('<ref>', 'name@label')
   .action(async (ref: string) => {
@@ -272,14 +272,14 @@ program.command('activate')
     out(r, () => console.log(r.version === r.previous ? `${r.name}@${r.label} already at ${r.version ?? 'nothing'}` : `${r.name}@${r.label} → ${r.version ?? 'nothing'} (was ${r.previous ?? 'nothing'})`))
   })
 
-program.command('heads')
+program.command('heads').helpGroup('Labels and heads:')
   .description('the heads this node believes, with stamps, and where its local labels are')
   .action(async () => {
     const rows = await (await client()).heads()
     out(rows, () => printHeads(rows))
   })
 
-program.command('resolve')
+program.command('resolve').helpGroup('Serving processes:')
   .description('the version and local snapshot path of name@label (complete versions only)')
   .argument('<ref>', 'name, name@label or name@<version id>')
   .option('--ensure', 'pull it first if needed (a label: the version its head names) and wait until it is complete')
@@ -301,7 +301,7 @@ program.command('resolve')
     }
   })
 
-program.command('watch')
+program.command('watch').helpGroup('Serving processes:')
   .description('stream daemon events as they happen (Ctrl-C to stop); --json prints NDJSON')
   .option('--types <list>', 'comma-separated: label.moved,version.staged,version.removed,head.accepted,pull.started,pull.completed,pull.failed,pull.progress')
   .option('--model <name>', 'only events of this model')
@@ -321,14 +321,14 @@ program.command('watch')
     }
   })
 
-program.command('leases')
+program.command('leases').helpGroup('Serving processes:')
   .description('versions held by serving processes (GC keeps them)')
   .action(async () => {
     const rows = await (await client()).leases()
     out(rows, () => printLeases(rows))
   })
 
-const keys = program.command('keys').description("this home's publisher keys")
+const keys = program.command('keys').helpGroup('Keys and trust:').description("this home's publisher keys")
 keys.command('list').description('list publisher keys and what they are trusted for')
   .action(async () => {
     const rows = await (await client()).keys()
@@ -347,7 +347,7 @@ keys.command('export').description('print a public key (to trust it elsewhere), 
     out(r, () => console.log(r.privateKey ?? r.publicKey))
   })
 
-const trust = program.command('trust').description('which publisher keys may move which models')
+const trust = program.command('trust').helpGroup('Keys and trust:').description('which publisher keys may move which models')
 trust.command('list').description('list trust rules and where each comes from')
   .action(async () => {
     const rows = await (await client()).trust()
@@ -366,7 +366,7 @@ trust.command('rm').description('remove trust.json rules of a key (for one patte
     out(r, () => console.log(`removed ${r.removed} rule(s)`))
   })
 
-program.command('events')
+program.command('events').helpGroup('Serving processes:')
   .description('recent daemon events (label.moved, version.staged, version.removed, …)')
   .option('--since <id>', 'only events after this id')
   .option('--limit <n>', 'at most this many', '100')
@@ -378,12 +378,12 @@ program.command('events')
     })
   })
 
-program.command('pin').description('keep a version through GC; name@label keeps every version the label points at').argument('<ref>')
+program.command('pin').helpGroup('Store:').description('keep a version through GC; name@label keeps every version the label points at').argument('<ref>')
   .action(async (ref: string) => {
     const r = await (await client()).pin(ref)
     out(r, () => console.log(r.label !== undefined ? `pinned ${r.name}@${r.label} (now ${r.version})` : `pinned ${r.name}@${r.version}`))
   })
-program.command('unpin').description('let GC remove a version (or drop a label pin)').argument('<ref>')
+program.command('unpin').helpGroup('Store:').description('let GC remove a version (or drop a label pin)').argument('<ref>')
   .action(async (ref: string) => {
     const r = await (await client()).unpin(ref)
     out(r, () => console.log(r.label !== undefined ? `unpinned ${r.name}@${r.label}` : `unpinned ${r.name}@${r.version}`))

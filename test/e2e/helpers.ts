@@ -41,27 +41,31 @@ export class Harness {
     return path
   }
 
-  /** A daemon process for `home` (not started); `close` stops it. */
-  daemon (home: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): DaemonProcess {
-    const d = new DaemonProcess(home, args, env)
+  /**
+   * A daemon process for `home` (not started); `close` stops it. `wrap` prefixes the command
+   * (e.g. `['ip', 'netns', 'exec', ns]`).
+   */
+  daemon (home: string, args: string[] = [], env: NodeJS.ProcessEnv = {}, wrap: string[] = []): DaemonProcess {
+    const d = new DaemonProcess(home, args, env, wrap)
     this.daemons.push(d)
     return d
   }
 
   /** Starts a daemon on `home` (a folder under the root) and waits until it answers. */
-  async start (home: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<DaemonProcess> {
-    return await this.daemon(home, args, env).start()
+  async start (home: string, args: string[] = [], env: NodeJS.ProcessEnv = {}, wrap: string[] = []): Promise<DaemonProcess> {
+    return await this.daemon(home, args, env, wrap).start()
   }
 
   /**
    * Starts a networked daemon on loopback (random port, no mDNS), dialling `peers`, with optional
    * `config.json` content; returns it with its first listen address (including /p2p/<id>).
+   * `listen` and `wrap` place it elsewhere, e.g. in a network namespace.
    */
-  async node (name: string, options: { peers?: string[], config?: object, env?: NodeJS.ProcessEnv } = {}): Promise<{ d: DaemonProcess, addr: string, id: string }> {
+  async node (name: string, options: { peers?: string[], config?: object, env?: NodeJS.ProcessEnv, listen?: string, wrap?: string[] } = {}): Promise<{ d: DaemonProcess, addr: string, id: string }> {
     const home = await this.dir(name)
     if (options.config !== undefined) await writeFile(join(home, 'config.json'), JSON.stringify(options.config))
-    const args = ['--listen', '/ip4/127.0.0.1/tcp/0', ...(options.peers ?? []).flatMap(p => ['--peer', p])]
-    const d = await this.start(home, args, options.env ?? {})
+    const args = ['--listen', options.listen ?? '/ip4/127.0.0.1/tcp/0', ...(options.peers ?? []).flatMap(p => ['--peer', p])]
+    const d = await this.start(home, args, options.env ?? {}, options.wrap ?? [])
     const id = await d.json<{ peerId: string, addresses: string[] }>(['id'])
     return { d, addr: id.addresses[0] ?? '', id: id.peerId }
   }
