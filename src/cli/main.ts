@@ -199,7 +199,7 @@ program.command('verify').helpGroup('Store:')
   })
 
 program.command('gc').helpGroup('Store:')
-  .description('remove versions that are neither pinned nor labelled, and unreferenced data')
+  .description('remove versions that are not pinned, labelled, kept for rollback or leased, and unreferenced data')
   .option('--dry-run', 'list what would be removed, remove nothing')
   .action(async (opts: { dryRun?: boolean }) => {
     const report = await (await client()).gc({ dryRun: opts.dryRun === true })
