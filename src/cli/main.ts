@@ -16,7 +16,7 @@ import { ShoalClient } from '../rpc/client.js'
 import { RpcError } from '../rpc/errors.js'
 import { SHOAL_VERSION } from '../version.js'
 import { EXIT, exitCodeFor } from './exit-codes.js'
-import { printLeases, printGc, printHeadHistory, printHeads, printKeys, printLabelResult, printModels, printPeers, printShow, printTrust, printVerify, printVersions } from './views.js'
+import { printSearch, printLeases, printGc, printHeadHistory, printHeads, printKeys, printLabelResult, printModels, printPeers, printShow, printTrust, printVerify, printVersions } from './views.js'
 import { parseDuration, parseTime } from './time.js'
 import { progressBar, pullProgress } from './progress.js'
 
@@ -186,6 +186,19 @@ program.command('show').helpGroup('Models:')
   .action(async (ref: string, opts: { tensors: string }) => {
     const v = await (await client()).show(ref)
     out(v, () => printShow(v, Number(opts.tensors)))
+  })
+
+program.command('search').helpGroup('Models:')
+  .description('find models by what they are: free text and filters, e.g. framework = "onnx" AND params > 1e9 ORDER BY created DESC LIMIT 5')
+  .argument('[query...]', 'free text and/or filters (fields: name, description, framework, task, license, architecture, dtype, params, format, label, tags.<key>, created, updated, size, files, tensors, local); AND, OR, NOT, ( ), ORDER BY, LIMIT')
+  .option('--similar <ref>', 'rank versions by how compatible their structure is with this one (same tensor names and shapes first)')
+  .option('--limit <n>', 'at most this many rows')
+  .action(async (words: string[], opts: { similar?: string, limit?: string }) => {
+    const r = await (await client()).search(words.join(' '), {
+      ...(opts.similar !== undefined ? { similar: opts.similar } : {}),
+      ...(opts.limit !== undefined ? { limit: Number(opts.limit) } : {})
+    })
+    out(r, () => printSearch(r, opts.similar !== undefined))
   })
 
 program.command('verify').helpGroup('Store:')

@@ -1,4 +1,5 @@
 /** Human renderings of RPC answers. */
+import type { SearchResult } from '../store/search-index.js'
 import type { LeaseRow, HeadHistoryRow, HeadRow, KeyRow, LabelResult, ModelRow, PeerRow, ShowResult, TrustRow } from '../rpc/api.js'
 import type { Activation, Stamp } from '../core/heads.js'
 import type { GcReport } from '../store/gc.js'
@@ -118,4 +119,14 @@ export function printTrust (rows: TrustRow[]): void {
 export function printLeases (rows: LeaseRow[]): void {
   if (rows.length === 0) { console.log('no leases'); return }
   console.log(table(['holder', 'version', 'expires', 'id'], rows.map(r => [r.holder, `${r.model}@${shortId(r.version)}`, time(r.expiresAt), r.id])))
+}
+
+export function printSearch (r: SearchResult, similar: boolean): void {
+  if (r.rows.length === 0) { console.log('no match'); return }
+  console.log(table([...(similar ? ['score'] : []), 'model', 'version', 'created', 'params', 'size', 'framework', 'task', 'architecture', 'labels', 'here'], r.rows.map(row => [
+    ...(similar ? [(row.score ?? 0).toFixed(2)] : []),
+    row.model, shortId(row.version), time(row.created), row.params > 0 ? count(row.params) : '', bytes(row.size),
+    row.framework ?? '', row.task ?? '', row.architecture ?? '', row.labels.join(', '), row.local ? 'yes' : 'no'
+  ])))
+  if (r.total > r.rows.length) console.log(pc.dim(`${r.rows.length} of ${r.total}`))
 }

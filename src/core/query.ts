@@ -390,17 +390,33 @@ export function parseDate (text: string): { at: number, until?: number } | undef
 
 // ---- evaluation -----------------------------------------------------------------------------
 
-/** A document with the lower-cased views the evaluator compares; build once per document. */
+/**
+ * A document with the lower-cased, flat views the evaluator compares (one object per document, so
+ * a scan touches little memory); build once per document.
+ */
 export interface PreparedDoc {
   readonly doc: SearchDoc
   /** name, description, tags and architecture, lower-cased, one per line. */
   readonly text: string
-  readonly name: string
-  readonly description: string
-  readonly architecture: string
   readonly tagText: string
-  readonly fields: Readonly<Partial<Record<FieldName, string>>>
-  readonly lists: Readonly<Record<'dtype' | 'format' | 'label' | 'tag', readonly string[]>>
+  readonly name: string
+  readonly description: string | undefined
+  readonly framework: string | undefined
+  readonly task: string | undefined
+  readonly license: string | undefined
+  readonly architecture: string | undefined
+  readonly version: string
+  readonly params: number
+  readonly size: number
+  readonly files: number
+  readonly tensors: number
+  readonly created: number
+  readonly updated: number
+  readonly local: boolean
+  readonly dtype: readonly string[]
+  readonly format: readonly string[]
+  readonly label: readonly string[]
+  readonly tag: readonly string[]
   readonly tags: ReadonlyMap<string, string>
 }
 
@@ -409,30 +425,30 @@ export function prepareDoc (doc: SearchDoc): PreparedDoc {
   const tags = new Map(Object.entries(doc.tags).map(([k, v]) => [k.toLowerCase(), v.toLowerCase()]))
   const tagText = [...tags].map(([k, v]) => v === '' ? k : `${k}=${v}`).join(' ')
   const name = doc.model.toLowerCase()
-  const description = lower(doc.description) ?? ''
-  const architecture = lower(doc.architecture) ?? ''
+  const description = lower(doc.description)
+  const architecture = lower(doc.architecture)
   return {
     doc,
-    text: `${name}\n${description}\n${tagText}\n${architecture}`,
+    text: `${name}\n${description ?? ''}\n${tagText}\n${architecture ?? ''}`,
+    tagText,
     name,
     description,
+    framework: lower(doc.framework),
+    task: lower(doc.task),
+    license: lower(doc.license),
     architecture,
-    tagText,
-    fields: {
-      name,
-      description: lower(doc.description),
-      framework: lower(doc.framework),
-      task: lower(doc.task),
-      license: lower(doc.license),
-      architecture: lower(doc.architecture),
-      version: lower(doc.version)
-    },
-    lists: {
-      dtype: doc.dtypes.map(d => d.toLowerCase()),
-      format: doc.formats.map(f => f.toLowerCase()),
-      label: doc.labels.map(l => l.toLowerCase()),
-      tag: [...tags.keys()]
-    },
+    version: doc.version.toLowerCase(),
+    params: doc.params,
+    size: doc.size,
+    files: doc.files,
+    tensors: doc.tensors,
+    created: doc.created,
+    updated: doc.updated,
+    local: doc.local,
+    dtype: doc.dtypes.map(d => d.toLowerCase()),
+    format: doc.formats.map(f => f.toLowerCase()),
+    label: doc.labels.map(l => l.toLowerCase()),
+    tag: [...tags.keys()],
     tags
   }
 }
@@ -443,14 +459,10 @@ export type Predicate = (doc: PreparedDoc) => boolean
 export function compileQuery (node: QueryNode | undefined): Predicate {
   if (node === undefined) return () => true
   switch (node.type) {
-    case 'and': {
-      const parts = node.nodes.map(compileQuery)
-      return d => parts.every(p => p(d))
-    }
-    case 'or': {
-      const parts = node.nodes.map(compileQuery)
-      return d => parts.some(p => p(d))
-    }
+    case 'and':
+      return node.nodes.map(compileQuery).reduce((a, b) => d => a(d) && b(d))
+    case 'or':
+      return node.nodes.map(compileQuery).reduce((a, b) => d => a(d) || b(d))
     case 'not': {
       const inner = compileQuery(node.node)
       return d => !inner(d)
@@ -485,39 +497,62 @@ function compileComparison (node: Extract<QueryNode, { type: 'cmp' }>): Predicat
   if (field.name === 'tags') {
     const key = field.tag!
     const q = value as Extract<QueryValue, { kind: 'text' }>
+    const asText = textTest(base, q.text)
+    const asNumber = q.number !== undefined ? numberTest(base, q.number) : undefined
     test = d => {
       const v = d.tags.get(key)
       if (v === undefined) return false
-      const n = q.number !== undefined && v.trim() !== '' ? Number(v) : NaN
-      return Number.isFinite(n) ? compareNumber(n, base, q.number!) : compareText(v, base, q.text)
+      const n = asNumber !== undefined && v.trim() !== '' ? Number(v) : NaN
+      return Number.isFinite(n) ? asNumber!(n) : asText(v)
     }
   } else if (value.kind === 'text') {
-    const kind = FIELDS[field.name].kind
-    const q = value.text
-    if (kind === 'texts') {
-      const list = field.name as 'dtype' | 'format' | 'label' | 'tag'
-      test = d => d.lists[list].some(v => compareText(v, base, q))
+    const t = textTest(base, value.text)
+    if (FIELDS[field.name].kind === 'texts') {
+      const get = listOf(field.name)
+      test = d => get(d).some(t)
     } else {
-      const name = field.name
+      const get = textOf(field.name)
       test = d => {
-        const v = d.fields[name]
-        return v !== undefined && compareText(v, base, q)
+        const v = get(d)
+        return v !== undefined && t(v)
       }
     }
   } else if (value.kind === 'bool') {
     const q = value.value
-    test = d => d.doc.local === q
+    test = d => d.local === q
   } else {
     const get = numberOf(field.name)
-    const { value: at, until } = value
-    test = until === undefined
-      ? d => compareNumber(get(d.doc), base, at)
-      : d => inDay(get(d.doc), base, at, until)
+    const t = value.until === undefined ? numberTest(base, value.value) : dayTest(base, value.value, value.until)
+    test = d => t(get(d))
   }
   return negate ? d => !test(d) : test
 }
 
-function numberOf (name: FieldName): (doc: SearchDoc) => number {
+/** A getter per field, so each compiled comparison reads one fixed property. */
+function textOf (name: FieldName): (d: PreparedDoc) => string | undefined {
+  switch (name) {
+    case 'name': return d => d.name
+    case 'description': return d => d.description
+    case 'framework': return d => d.framework
+    case 'task': return d => d.task
+    case 'license': return d => d.license
+    case 'architecture': return d => d.architecture
+    case 'version': return d => d.version
+    default: throw new InvalidInputError(`${name} is not a text field`)
+  }
+}
+
+function listOf (name: FieldName): (d: PreparedDoc) => readonly string[] {
+  switch (name) {
+    case 'dtype': return d => d.dtype
+    case 'format': return d => d.format
+    case 'label': return d => d.label
+    case 'tag': return d => d.tag
+    default: throw new InvalidInputError(`${name} is not a list`)
+  }
+}
+
+function numberOf (name: FieldName): (d: PreparedDoc) => number {
   switch (name) {
     case 'params': return d => d.params
     case 'size': return d => d.size
@@ -529,38 +564,38 @@ function numberOf (name: FieldName): (doc: SearchDoc) => number {
   }
 }
 
-function compareText (v: string, op: CompareOp, q: string): boolean {
+function textTest (op: CompareOp, q: string): (v: string) => boolean {
   switch (op) {
-    case '=': return v === q
-    case '~': return v.includes(q)
-    case '>': return v > q
-    case '>=': return v >= q
-    case '<': return v < q
-    case '<=': return v <= q
-    default: return false
+    case '=': return v => v === q
+    case '~': return v => v.includes(q)
+    case '>': return v => v > q
+    case '>=': return v => v >= q
+    case '<': return v => v < q
+    case '<=': return v => v <= q
+    default: return () => false
   }
 }
 
-function compareNumber (v: number, op: CompareOp, q: number): boolean {
+function numberTest (op: CompareOp, q: number): (v: number) => boolean {
   switch (op) {
-    case '=': return v === q
-    case '>': return v > q
-    case '>=': return v >= q
-    case '<': return v < q
-    case '<=': return v <= q
-    default: return false
+    case '=': return v => v === q
+    case '>': return v => v > q
+    case '>=': return v => v >= q
+    case '<': return v => v < q
+    case '<=': return v => v <= q
+    default: return () => false
   }
 }
 
 /** A whole-day date: `=` within [at, until), `>` from `until` on, `<=` before `until`. */
-function inDay (v: number, op: CompareOp, at: number, until: number): boolean {
+function dayTest (op: CompareOp, at: number, until: number): (v: number) => boolean {
   switch (op) {
-    case '=': return v >= at && v < until
-    case '>': return v >= until
-    case '>=': return v >= at
-    case '<': return v < at
-    case '<=': return v < until
-    default: return false
+    case '=': return v => v >= at && v < until
+    case '>': return v => v >= until
+    case '>=': return v => v >= at
+    case '<': return v => v < at
+    case '<=': return v => v < until
+    default: return () => false
   }
 }
 
@@ -569,8 +604,8 @@ export function textScore (d: PreparedDoc, terms: readonly string[]): number {
   let score = 0
   for (const t of terms) {
     if (d.name.includes(t)) score += 3
-    else if (d.architecture.includes(t) || d.tagText.includes(t)) score += 2
-    else if (d.description.includes(t)) score += 1
+    else if (d.architecture?.includes(t) === true || d.tagText.includes(t)) score += 2
+    else if (d.description?.includes(t) === true) score += 1
   }
   return score
 }
@@ -594,8 +629,8 @@ export function compareDocs (a: PreparedDoc, b: PreparedDoc, order: readonly Ord
 
 /** Newest first, then by version id. */
 export function compareDefault (a: PreparedDoc, b: PreparedDoc): number {
-  if (a.doc.created !== b.doc.created) return b.doc.created - a.doc.created
-  return a.doc.version < b.doc.version ? -1 : a.doc.version > b.doc.version ? 1 : 0
+  if (a.created !== b.created) return b.created - a.created
+  return a.version < b.version ? -1 : a.version > b.version ? 1 : 0
 }
 
 function sortValue (d: PreparedDoc, field: FieldRef): string | number | undefined {
@@ -607,9 +642,11 @@ function sortValue (d: PreparedDoc, field: FieldRef): string | number | undefine
       return Number.isFinite(n) ? n : v
     }
     case 'params': case 'size': case 'files': case 'tensors': case 'created': case 'updated':
-      return d.doc[field.name]
-    case 'local': return d.doc.local ? 1 : 0
-    default: return d.fields[field.name]
+      return d[field.name]
+    case 'local': return d.local ? 1 : 0
+    case 'name': case 'description': case 'framework': case 'task': case 'license': case 'architecture': case 'version':
+      return d[field.name]
+    default: return undefined
   }
 }
 
@@ -629,13 +666,15 @@ export function structureVector (doc: SearchDoc): StructureVector {
 /**
  * 1 when both have tensors and the same (name, shape) set; otherwise `SHAPE_WEIGHT` × Jaccard of
  * (name, shape) pairs + the rest × Jaccard of names, both estimated from the sketches, at most
- * `MAX_INEXACT_SIMILARITY`; 0 when either has no tensors.
+ * `MAX_INEXACT_SIMILARITY`; 0 when either has no tensors or their name sketches share nothing.
  */
 export function similarity (a: StructureVector, b: StructureVector): number {
   if (a.exact === '' || b.exact === '') return 0
   if (a.exact === b.exact) return 1
-  const score = SHAPE_WEIGHT * jaccard(a.shapes, b.shapes) + (1 - SHAPE_WEIGHT) * jaccard(a.names, b.names)
-  return Math.min(score, MAX_INEXACT_SIMILARITY)
+  // No shared name in the sketches: the (name, shape) pairs share none either (up to the estimate).
+  const names = jaccard(a.names, b.names)
+  if (names === 0) return 0
+  return Math.min(SHAPE_WEIGHT * jaccard(a.shapes, b.shapes) + (1 - SHAPE_WEIGHT) * names, MAX_INEXACT_SIMILARITY)
 }
 
 /**

@@ -34,6 +34,7 @@ import { LeaseTable } from './leases.js'
 import { Metrics } from './metrics.js'
 import { ServingService } from './serving.js'
 import { loadOrCreateToken } from './token.js'
+import { SearchIndex } from '../store/search-index.js'
 
 /** @default 60 s — how often the disk quota is checked (also after every label switch) */
 export const QUOTA_CHECK_INTERVAL_MS = 60_000
@@ -52,6 +53,7 @@ export class Daemon {
   private quotaTimer?: NodeJS.Timeout
   private quotaRunning = false
   private leases?: LeaseTable
+  search?: SearchIndex
   readonly events = new EventBus()
   metrics?: Metrics
   node?: ShoalNode
@@ -70,6 +72,8 @@ export class Daemon {
       const trustFile = await TrustFile.open(config.home)
       const policy = new TrustPolicy(HeadsService.rules(keys, config.trust, trustFile))
       const book = await HeadBook.open(store.heads, policy, { log: componentLogger(this.log, 'heads') })
+      const search = await SearchIndex.open(store.index, { log: componentLogger(this.log, 'search') })
+      this.search = search
       const judge = new PeerScores({
         banMs: config.transfer.banSeconds * 1000,
         onBan: (peer, reason) => {
@@ -135,8 +139,18 @@ export class Daemon {
         void (async () => {
           if (await store.heads.manifest(version) !== undefined) return
           const bytes = await node.services.manifests.fetch(peerIdFromString(a.from ?? ''), version).catch(() => undefined)
-          if (bytes !== undefined) await store.heads.putKnownManifest(version, bytes).catch(err => headLog.debug({ version, err: (err as Error).message }, 'manifest from a peer refused'))
-        })()
+          if (bytes === undefined) return
+          await store.heads.putKnownManifest(version, bytes)
+          await search.refresh(version)
+        })().catch(err => headLog.debug({ version, err: (err as Error).message }, 'manifest from a peer refused'))
+      })
+      // The search index follows versions and labels as they change.
+      const refreshSearch = (work: () => Promise<unknown>): void => { void work().catch(err => this.log.warn({ err: (err as Error).message }, 'search index update failed')) }
+      this.events.subscribe(e => {
+        const model = typeof e.data.model === 'string' ? e.data.model : undefined
+        const version = typeof e.data.version === 'string' ? e.data.version : undefined
+        if ((e.type === 'pull.completed' || e.type === 'version.removed') && version !== undefined) refreshSearch(async () => await search.refresh(version))
+        if ((e.type === 'label.moved' || e.type === 'head.accepted') && model !== undefined) refreshSearch(async () => await search.refreshLabels(model))
       })
       await activator.start()
       this.spreader = new HeadSpreader(node, book, headLog)
@@ -160,7 +174,7 @@ export class Daemon {
       })
       const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
       const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })
-      const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge }, headOps, serving, {
+      const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search }, headOps, serving, {
         keepLast: config.labels.keep, events: this.events, headCounters: () => book.counters, leased: () => leases.versions()
       })
       const tcp = config.rpc.tcp === undefined ? undefined : { ...config.rpc.tcp, token: await loadOrCreateToken(config.home) }

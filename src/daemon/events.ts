@@ -1,5 +1,5 @@
 /**
- * The daemon's event stream: `label.moved`, `version.staged`, `version.removed`, `head.accepted`,
+ * The daemon's event stream: `label.moved`, `version.staged`, `version.removed`, `version.added`, `head.accepted`,
  * `pull.progress`… Each event gets the next id of a counter that only grows while the daemon runs,
  * prefixed by a boot id, so a client that reconnects can ask for what it missed (`since`) and tell
  * a restarted daemon (other boot id: its history is gone) from a live one.
@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto'
 /** @default 10_000 events kept for replay */
 export const EVENT_HISTORY = 10_000
 
-export type EventType = 'label.moved' | 'version.staged' | 'version.removed' | 'head.accepted' | 'head.rejected' | 'pull.started' | 'pull.completed' | 'pull.failed' | 'pull.progress'
+export type EventType = 'label.moved' | 'version.staged' | 'version.removed' | 'version.added' | 'head.accepted' | 'head.rejected' | 'pull.started' | 'pull.completed' | 'pull.failed' | 'pull.progress'
 
 export interface DaemonEvent {
   /** `<boot>-<seq>` */

@@ -6,6 +6,7 @@ import { addPath } from '../ingest/ingest.js'
 import type { ActivateResult, EventsResult, ExportResult, HeadHistoryRow, HeadRow, IdResult, KeyExport, KeyRow, LabelResult, ModelRow, PeerRow, PinResult, Progress, ResolveResult, ShoalApi, ShowResult, StatusResult, TrustRow, VersionResult } from '../rpc/api.js'
 import type { HeadsService } from './heads-service.js'
 import type { ServingService } from './serving.js'
+import type { SearchIndex, SearchResult } from '../store/search-index.js'
 import type { LeaseRow } from '../rpc/api.js'
 import type { EventBus } from './events.js'
 import type { HeadCounters } from '../heads/book.js'
@@ -30,7 +31,7 @@ export class DaemonService implements ShoalApi {
   constructor (
     private readonly store: Store,
     private readonly info: { home: string, socket: string },
-    private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores },
+    private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores, search: SearchIndex },
     private readonly headOps: HeadsService,
     private readonly serving: ServingService,
     private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters, leased: () => string[] }
@@ -43,7 +44,16 @@ export class DaemonService implements ShoalApi {
       onProgress: p => throttled({ ...p }),
       ...(signal !== undefined ? { signal } : {})
     })
+    await this.net.search.refresh(v.version)
+    this.options.events.emit('version.added', { model: v.name, version: v.version, via: 'pull' })
     return await this.toShow(v)
+  }
+
+  async search (query: string, options: { limit?: number, similar?: string } = {}): Promise<SearchResult> {
+    const { search } = this.net
+    const limit = options.limit !== undefined ? { limit: options.limit } : {}
+    if (options.similar !== undefined) return search.similar(search.resolve(options.similar), { ...limit, ...(query !== '' ? { query } : {}) })
+    return search.search(query, limit)
   }
 
   async peers (): Promise<PeerRow[]> {
@@ -103,6 +113,8 @@ export class DaemonService implements ShoalApi {
       ...(signal !== undefined ? { signal } : {}),
       onProgress: p => throttled({ ...p })
     })
+    await this.net.search.refresh(version.version)
+    this.options.events.emit('version.added', { model: req.name, version: version.version, via: 'add' })
     // A label given at add time is published like any other: as a signed head.
     if (req.label !== undefined) await this.headOps.setLabel({ name: req.name, label: req.label, version: version.version })
     return await this.toShow(req.label !== undefined ? await this.store.resolve(`${req.name}@${version.version}`) : version)

@@ -39,6 +39,7 @@
  * | DELETE /v1/leases        | `leaseReleaseRequest`        | `{released}`               |
  * | GET  /v1/watch           | `?types=a,b&model=&since=`, `Last-Event-ID` | server-sent events |
  * | GET  /metrics            |                              | Prometheus text            |
+ * | GET  /v1/search          | `?q=&limit=&similar=name@v`  | {@link SearchResult}       |
  *
  * `POST /v1/labels` publishes a signed head (see `core/heads.ts`) and `DELETE /v1/labels` a removal.
  */
@@ -46,6 +47,7 @@ import { InvalidInputError } from '../core/errors.js'
 import type { FileStructureRecord, ModelSummary } from '../core/manifest.js'
 import type { Metadata } from '../core/metadata.js'
 import type { GcReport } from '../store/gc.js'
+import type { SearchResult } from '../store/search-index.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
 import { route, type Route, type SseEvent } from './server.js'
@@ -181,6 +183,7 @@ export interface ShoalApi {
   lease: (ref: string, holder: string, ttlSeconds?: number) => Promise<LeaseRow>
   renewLease: (id: string, ttlSeconds?: number) => Promise<LeaseRow>
   releaseLease: (id: string) => Promise<{ released: boolean }>
+  search: (query: string, options?: { limit?: number, similar?: string }) => Promise<SearchResult>
   pin: (ref: string) => Promise<PinResult>
   unpin: (ref: string) => Promise<PinResult>
   pull: (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<ShowResult>
@@ -205,6 +208,15 @@ export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
       : []),
     route({ method: 'POST', path: '/v1/resolve', body: resolveRequest, stream: true, handler: async (body, ctx) => body.ensure === true ? await api.resolveEnsure(body.ref, ctx.progress, ctx.signal) : await api.resolve(body.ref) }),
     route({ method: 'GET', path: '/v1/leases', handler: async () => await api.leases() }),
+    route({
+      method: 'GET', path: '/v1/search',
+      handler: async (_b, ctx) => {
+        const q = ctx.query.get('q') ?? ''
+        if (q.length > 4096) throw new InvalidInputError('a query is at most 4096 characters')
+        const similar = ctx.query.get('similar') ?? undefined
+        return await api.search(q, { ...(ctx.query.has('limit') ? { limit: limitOf(ctx.query) } : {}), ...(similar !== undefined ? { similar } : {}) })
+      }
+    }),
     route({ method: 'POST', path: '/v1/leases', body: leaseRequest, handler: async body => await api.lease(body.ref, body.holder, body.ttlSeconds) }),
     route({ method: 'POST', path: '/v1/leases/renew', body: leaseRenewRequest, handler: async body => await api.renewLease(body.id, body.ttlSeconds) }),
     route({ method: 'DELETE', path: '/v1/leases', body: leaseReleaseRequest, handler: async body => await api.releaseLease(body.id) }),

@@ -13,6 +13,7 @@
  */
 import { request } from 'node:http'
 import type { GcReport } from '../store/gc.js'
+import type { SearchResult } from '../store/search-index.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
 import type { LeaseRow, ActivateResult, EventsResult, HeadHistoryRow, HeadRow, KeyExport, KeyRow, ResolveResult, TrustRow, ExportResult, IdResult, LabelResult, ModelRow, PeerRow, PinResult, Progress, ShoalApi, ShowResult, StatusResult, VersionResult } from './api.js'
@@ -93,6 +94,13 @@ export class ShoalClient implements ShoalApi {
   }
 
   async leases (): Promise<LeaseRow[]> { return await this.call('GET', '/v1/leases') }
+  /** Searches every version this node knows; `similar: name@version` ranks by compatible structure. */
+  async search (query: string, options: { limit?: number, similar?: string } = {}): Promise<SearchResult> {
+    const q = new URLSearchParams({ q: query })
+    if (options.limit !== undefined) q.set('limit', String(options.limit))
+    if (options.similar !== undefined) q.set('similar', options.similar)
+    return await this.call('GET', `/v1/search?${q.toString()}`)
+  }
   async lease (ref: string, holder: string, ttlSeconds?: number): Promise<LeaseRow> { return await this.call('POST', '/v1/leases', { ref, holder, ...(ttlSeconds !== undefined ? { ttlSeconds } : {}) }) }
   async renewLease (id: string, ttlSeconds?: number): Promise<LeaseRow> { return await this.call('POST', '/v1/leases/renew', { id, ...(ttlSeconds !== undefined ? { ttlSeconds } : {}) }) }
   async releaseLease (id: string): Promise<{ released: boolean }> { return await this.call('DELETE', '/v1/leases', { id }) }
