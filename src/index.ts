@@ -1,8 +1,10 @@
 /** The package's public API: the typed RPC client and the types of its answers. */
 import './polyfill.js'
-export { ShoalClient, type ShoalClientOptions } from './rpc/client.js'
+export { ShoalClient, type ShoalClientOptions, type LeaseHandle, type WatchEvent, type WatchOptions } from './rpc/client.js'
+export { clientTarget } from './config/config.js'
 export { RpcError } from './rpc/errors.js'
-export type { ShoalApi, ShowResult, ShowFile, StatusResult, ModelRow, ExportResult, LabelResult, PinResult, VersionResult } from './rpc/api.js'
+export type { ShoalApi, ShowResult, ShowFile, StatusResult, ModelRow, ExportResult, LabelResult, PinResult, VersionResult, ResolveResult, LeaseRow, HeadRow, HeadHistoryRow, ActivateResult, KeyRow, TrustRow, EventsResult } from './rpc/api.js'
+export type { SearchResult, SearchRow } from './store/search-index.js'
 export type { VersionInfo } from './store/store.js'
 export type { VerifyReport, VerifyProblem } from './store/verify.js'
 export type { GcReport } from './store/gc.js'

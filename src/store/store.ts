@@ -73,6 +73,9 @@ export interface CommitOptions {
   pin?: boolean
 }
 
+/** @default 256 — decoded manifests kept in memory (`resolve` is on serving processes' hot path) */
+export const MANIFEST_CACHE_ENTRIES = 256
+
 export type ManifestDraft = Omit<Manifest, 'created' | 'parent'> & { parent?: VersionId | null }
 
 export class Store {
@@ -87,6 +90,8 @@ export class Store {
   private hashPool?: HashPool
   /** Handles kept open for serving chunks. */
   readonly reads = new ReadCache()
+  /** Decoded manifests by version id (immutable, so never stale); bounded, oldest dropped first. */
+  private readonly decoded = new Map<VersionId, Manifest>()
   /** Chunks verified and written by a pull but not yet durable/indexed: servable already. */
   private readonly fresh = new Map<ChunkId, { digest: FileDigest, offset: number, size: number }>()
 
@@ -361,9 +366,8 @@ export class Store {
   async resolve (ref: string): Promise<ResolvedVersion> {
     const { name, selector } = parseRef(ref)
     const version = await this.resolveVersion(name, selector)
-    const bytes = await this.index.manifests.get(version)
-    if (bytes === undefined) throw new NotFoundError(`manifest of ${name}@${version} is missing; run shoal verify`)
-    const manifest = decodeManifest(bytes, version)
+    const manifest = await this.manifestOf(version)
+    if (manifest === undefined) throw new NotFoundError(`manifest of ${name}@${version} is missing; run shoal verify`)
     const labels = Object.entries(await this.labels(name)).filter(([, v]) => v === version).map(([l]) => l)
     return {
       name, version, manifest, labels,
@@ -371,6 +375,18 @@ export class Store {
       missing: await this.missingFiles(manifest),
       pinned: await this.index.pins.get(IndexDb.pairKey(name, version)) !== undefined
     }
+  }
+
+  /** The decoded manifest of a stored version (validated once, then cached: versions are immutable). */
+  async manifestOf (version: VersionId): Promise<Manifest | undefined> {
+    const cached = this.decoded.get(version)
+    if (cached !== undefined) return cached
+    const bytes = await this.index.manifests.get(version)
+    if (bytes === undefined) return undefined
+    const manifest = decodeManifest(bytes, version)
+    this.decoded.set(version, manifest)
+    if (this.decoded.size > MANIFEST_CACHE_ENTRIES) this.decoded.delete(this.decoded.keys().next().value as VersionId)
+    return manifest
   }
 
   async manifestBytes (version: VersionId): Promise<Uint8Array | undefined> {
@@ -459,9 +475,8 @@ export class Store {
 
   private async info (name: string, version: VersionId, labels?: string[]): Promise<VersionInfo> {
     const record = await this.index.versions.get(version)
-    const bytes = await this.index.manifests.get(version)
-    if (record === undefined || bytes === undefined) throw new NotFoundError(`version ${version} is missing from the index`)
-    const manifest = decodeManifest(bytes)
+    const manifest = await this.manifestOf(version)
+    if (record === undefined || manifest === undefined) throw new NotFoundError(`version ${version} is missing from the index`)
     const allLabels = labels ?? Object.entries(await this.labels(name)).filter(([, v]) => v === version).map(([l]) => l)
     return {
       name, version, created: record.created, addedAt: record.addedAt, labels: allLabels,

@@ -1,0 +1,383 @@
+/**
+ * serve-onnx: a small inference server that follows a shoal label.
+ *
+ *   node --import tsx examples/serve-onnx/server.ts --model demo/linear --label prod --mode hot --port 8080
+ *
+ * Start-up: `resolveEnsure(model@label)` (pulls the version if this node lacks it), a lease on that
+ * version (so `shoal gc` keeps it while it is loaded), `<snapshot>/model.onnx` opened with
+ * onnxruntime, then `POST /infer` and `GET /health` on `--port`. It watches the daemon's events for
+ * its model:
+ *
+ * - hot: on `label.moved` it leases and loads the new version beside the old one, then switches.
+ * - cold: on `version.staged` it preloads (lease + session) the staged version; on `label.moved` it
+ *   switches to the preloaded one (or loads it then, if it was not preloaded).
+ * - `gone` (missed events: the daemon restarted or compacted them): it re-resolves the label.
+ *
+ * MUST hold: a request is never dropped or failed because of a switch. A request takes the current
+ * model when it starts and runs to the end on it; the switch is one assignment; the old session is
+ * released only after its last request has finished, and its lease only after that. Every answer
+ * names the version that computed it. A failed load keeps the old version serving (and is retried
+ * by the periodic re-resolve).
+ *
+ * Where the daemon is: `--socket <path>`, else `SHOAL_HOST` (`unix:///…`, or `http://127.0.0.1:<port>`
+ * with `SHOAL_TOKEN`), else `<home>/shoal.sock` with home = `--home`, `$SHOAL_HOME` or
+ * `$XDG_DATA_HOME/shoal` — the same rules as the `shoal` CLI. Logs are JSON lines on stderr.
+ * SIGTERM/SIGINT: stop accepting, let in-flight requests finish, release sessions and leases, exit 0.
+ *
+ * Not a goal: batching, several inputs of different dtypes (every input is float32), auth.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { homedir } from 'node:os'
+import { isAbsolute, join, resolve as resolvePath } from 'node:path'
+import { parseArgs } from 'node:util'
+import { InferenceSession, Tensor } from 'onnxruntime-node'
+import { RpcError, ShoalClient } from 'shoal'
+
+type LeaseHandle = Awaited<ReturnType<ShoalClient['holdLease']>>
+type Mode = 'hot' | 'cold'
+
+/** @default 'model.onnx' — the file loaded from the snapshot folder */
+const MODEL_FILE = 'model.onnx'
+/** @default 30 s — lease TTL; the client renews every third of it */
+const LEASE_TTL_SECONDS = 30
+/** @default 1 MiB — largest /infer body */
+const MAX_BODY_BYTES = 1 << 20
+/** @default 30 s — also re-resolve the label this often (a backstop for the event stream) */
+const RECONCILE_INTERVAL_MS = 30_000
+/** @default 30 s — longest wait for in-flight requests on a retired session or at shutdown */
+const DRAIN_TIMEOUT_MS = 30_000
+/** @default 2 s — wait before re-opening a watch that failed with an error */
+const WATCH_RETRY_MS = 2000
+
+const { values: args } = parseArgs({
+  options: {
+    model: { type: 'string' },
+    label: { type: 'string', default: 'prod' },
+    mode: { type: 'string', default: 'hot' },
+    port: { type: 'string', default: '8080' },
+    host: { type: 'string', default: '127.0.0.1' },
+    socket: { type: 'string' },
+    home: { type: 'string' }
+  }
+})
+
+function log (level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}): void {
+  process.stderr.write(`${JSON.stringify({ time: Date.now(), level, name: 'serve-onnx', msg, ...fields })}\n`)
+}
+
+function fail (message: string): never {
+  log('error', message)
+  process.exit(2)
+}
+
+/** The daemon's address, by the same rules as the CLI (`clientTarget` in src/config/config.ts). */
+function daemonTarget (): ConstructorParameters<typeof ShoalClient>[0] {
+  if (args.socket !== undefined) return { socketPath: resolvePath(args.socket) }
+  const host = process.env.SHOAL_HOST
+  if (host !== undefined && host !== '' && args.home === undefined) {
+    if (host.startsWith('unix://')) return { socketPath: host.slice('unix://'.length) }
+    if (host.startsWith('http://') && process.env.SHOAL_TOKEN !== undefined) return { url: host, token: process.env.SHOAL_TOKEN }
+    fail('SHOAL_HOST must be unix:///path/to/shoal.sock, or http://127.0.0.1:<port> with SHOAL_TOKEN set')
+  }
+  const xdg = process.env.XDG_DATA_HOME
+  const home = args.home ?? process.env.SHOAL_HOME ?? join(xdg !== undefined && isAbsolute(xdg) ? xdg : join(homedir(), '.local', 'share'), 'shoal')
+  return { socketPath: join(resolvePath(home), 'shoal.sock') }
+}
+
+const modelName = args.model ?? fail('--model <name> is required')
+const label = args.label
+const mode: Mode = args.mode === 'hot' || args.mode === 'cold' ? args.mode : fail('--mode is hot or cold')
+const port = Number(args.port)
+if (!Number.isInteger(port) || port < 0 || port > 65535) fail('--port must be 0 to 65535')
+const labelRef = `${modelName}@${label}`
+const holder = `serve-onnx ${labelRef} pid ${process.pid}`
+const shoal = new ShoalClient(daemonTarget())
+
+/** One loaded version: its lease, its session, and the requests running on it. */
+class Loaded {
+  private inflight = 0
+  private retired = false
+  private drained?: () => void
+
+  constructor (readonly version: string, readonly session: InferenceSession, readonly lease: LeaseHandle, readonly loadMs: number) {}
+
+  get active (): number { return this.inflight }
+
+  /** Runs one request on this version; the session stays open until it returns. */
+  async use<T> (fn: (session: InferenceSession) => Promise<T>): Promise<T> {
+    this.inflight++
+    try {
+      return await fn(this.session)
+    } finally {
+      this.inflight--
+      if (this.retired && this.inflight === 0) this.drained?.()
+    }
+  }
+
+  /** Waits for in-flight requests (up to DRAIN_TIMEOUT_MS), then releases the session, then the lease. */
+  async retire (): Promise<void> {
+    this.retired = true
+    if (this.inflight > 0) {
+      await new Promise<void>(resolve => {
+        this.drained = resolve
+        setTimeout(resolve, DRAIN_TIMEOUT_MS).unref()
+      })
+    }
+    if (this.inflight > 0) log('warn', 'releasing a session with requests still running', { version: this.version, inflight: this.inflight })
+    await this.session.release().catch((err: unknown) => { log('warn', 'session release failed', { version: this.version, err: String(err) }) })
+    await this.lease.release()
+    log('info', 'released', { version: this.version })
+  }
+}
+
+/** Leases `version`, then opens its model; on failure releases what it took. */
+async function load (version: string): Promise<Loaded> {
+  const started = performance.now()
+  const lease = await shoal.holdLease(`${modelName}@${version}`, holder, LEASE_TTL_SECONDS)
+  try {
+    const session = await InferenceSession.create(join(lease.lease.path, MODEL_FILE))
+    return new Loaded(version, session, lease, Math.round(performance.now() - started))
+  } catch (err) {
+    await lease.release()
+    throw err
+  }
+}
+
+let current: Loaded
+/** Cold mode: the version staged by a cold head, already leased and loaded. */
+let staged: Loaded | undefined
+const retiring = new Set<Promise<void>>()
+let switches = 0
+let served = 0
+let lastSwitch: Record<string, unknown> | undefined
+let stopping = false
+
+function retire (m: Loaded): void {
+  const p = m.retire().catch((err: unknown) => { log('warn', 'retire failed', { version: m.version, err: String(err) }) })
+  retiring.add(p)
+  void p.finally(() => retiring.delete(p))
+}
+
+/** Makes `version` the one new requests use. The old one drains and is released in the background. */
+async function switchTo (version: string, cause: string): Promise<void> {
+  if (version === current.version) return
+  let next: Loaded
+  const preloaded = staged?.version === version
+  if (preloaded && staged !== undefined) {
+    next = staged
+    staged = undefined
+  } else next = await load(version)
+  const old = current
+  current = next
+  switches++
+  lastSwitch = { from: old.version, to: version, cause, preloaded, loadMs: next.loadMs, at: Date.now() }
+  log('info', 'switched', lastSwitch)
+  retire(old)
+  // A preload that was not used is for a head that lost (the label went elsewhere).
+  if (staged !== undefined) { retire(staged); staged = undefined }
+}
+
+/** Cold mode: lease and load a staged version now, so the switch is instant when it comes. */
+async function preload (version: string): Promise<void> {
+  if (version === current.version || staged?.version === version) return
+  if (staged !== undefined) { retire(staged); staged = undefined }
+  staged = await load(version)
+  log('info', 'preloaded', { version, loadMs: staged.loadMs })
+}
+
+/** Points the server at whatever the label points at now (the daemon's answer wins over events). */
+async function reconcile (cause: string): Promise<void> {
+  const r = await shoal.resolve(labelRef)
+  await switchTo(r.version, cause)
+}
+
+/** Event handling, one step at a time, in event order. */
+let queue = Promise.resolve()
+function enqueue (what: string, step: () => Promise<void>): void {
+  queue = queue.then(step).catch((err: unknown) => { log('error', `${what} failed; still serving ${current.version}`, { err: err instanceof Error ? err.message : String(err) }) })
+}
+
+async function watchEvents (since: string | undefined, signal: AbortSignal): Promise<void> {
+  let last = since
+  while (!signal.aborted) {
+    try {
+      for await (const e of shoal.watch({ model: modelName, types: ['label.moved', 'version.staged'], signal, ...(last !== undefined ? { since: last } : {}) })) {
+        if (e.id !== undefined) last = e.id
+        if (e.event === 'gone') {
+          log('warn', 'missed events (daemon restarted?); re-resolving')
+          enqueue('re-resolve', async () => { await reconcile('gone') })
+        } else if (e.data.label !== label) {
+          continue
+        } else if (e.event === 'label.moved') {
+          if (typeof e.data.version !== 'string') log('warn', 'label removed; still serving the last version', { version: current.version })
+          else enqueue(`switch to ${e.data.version}`, async () => { await reconcile('label.moved') })
+        } else if (e.event === 'version.staged' && mode === 'cold' && typeof e.data.version === 'string') {
+          const version = e.data.version
+          enqueue(`preload of ${version}`, async () => { await preload(version) })
+        }
+      }
+    } catch (err) {
+      if (signal.aborted) return
+      log('warn', 'event stream failed; reopening', { err: err instanceof Error ? err.message : String(err) })
+      await new Promise(resolve => setTimeout(resolve, WATCH_RETRY_MS))
+    }
+  }
+}
+
+// ---- start-up --------------------------------------------------------------------------------
+
+/** Flattens a rectangular nested array of numbers; returns values and dims. */
+function toTensor (value: unknown, what: string): Tensor {
+  const dims: number[] = []
+  for (let v = value; Array.isArray(v); v = v[0]) dims.push(v.length)
+  const count = dims.reduce((n, d) => n * d, 1)
+  if (dims.length === 0 || count === 0) throw new InputError(`${what} must be a non-empty (nested) array of numbers`)
+  const data = new Float32Array(count)
+  let at = 0
+  const walk = (v: unknown, depth: number): void => {
+    if (depth === dims.length) {
+      if (typeof v !== 'number' || !Number.isFinite(v)) throw new InputError(`${what} holds a value that is not a finite number`)
+      data[at++] = v
+      return
+    }
+    if (!Array.isArray(v) || v.length !== dims[depth]) throw new InputError(`${what} is not rectangular`)
+    for (const item of v) walk(item, depth + 1)
+  }
+  walk(value, 0)
+  return new Tensor('float32', data, dims)
+}
+
+/** A request body or input the model cannot take (answered 400). */
+class InputError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'InputError'
+  }
+}
+
+async function readJson (req: IncomingMessage): Promise<unknown> {
+  const parts: Buffer[] = []
+  let size = 0
+  for await (const part of req) {
+    size += (part as Buffer).byteLength
+    if (size > MAX_BODY_BYTES) throw new InputError(`the body is over ${MAX_BODY_BYTES} bytes`)
+    parts.push(part as Buffer)
+  }
+  try {
+    return JSON.parse(Buffer.concat(parts).toString('utf8'))
+  } catch {
+    throw new InputError('the body is not JSON')
+  }
+}
+
+function send (res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...(stopping ? { connection: 'close' } : {}) })
+  res.end(text)
+}
+
+/**
+ * `POST /infer` with `{ "<input name>": [[…], …] }` (every model input, as nested float arrays) →
+ * `{ model, label, version, outputs: { "<name>": { dims, data } }, ms }`.
+ */
+async function infer (req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const started = performance.now()
+  if (stopping) { req.resume(); return send(res, 503, { error: 'shutting down' }) }
+  let feeds: Record<string, Tensor>
+  try {
+    const body = await readJson(req)
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InputError('the body must be a JSON object of input name → array')
+    feeds = {}
+    for (const [name, value] of Object.entries(body)) feeds[name] = toTensor(value, `input "${name}"`)
+  } catch (err) {
+    return send(res, 400, { error: err instanceof Error ? err.message : String(err) })
+  }
+  if (stopping) return send(res, 503, { error: 'shutting down' })
+  // The model is chosen here, synchronously, and kept until the run ends.
+  const m = current
+  try {
+    const result = await m.use(async session => {
+      const missing = session.inputNames.filter(n => feeds[n] === undefined)
+      if (missing.length > 0) throw new InputError(`missing input(s): ${missing.join(', ')}; the model takes ${session.inputNames.join(', ')}`)
+      return await session.run(feeds)
+    })
+    const outputs: Record<string, { dims: readonly number[], data: number[] }> = {}
+    for (const [name, t] of Object.entries(result)) outputs[name] = { dims: t.dims, data: Array.from(t.data as Float32Array, Number) }
+    served++
+    send(res, 200, { model: modelName, label, version: m.version, outputs, ms: Math.round((performance.now() - started) * 100) / 100 })
+  } catch (err) {
+    // onnxruntime rejects inputs of the wrong shape or name: the caller's mistake.
+    send(res, 400, { error: err instanceof Error ? err.message : String(err), version: m.version })
+  }
+}
+
+function health (res: ServerResponse): void {
+  send(res, stopping ? 503 : 200, {
+    status: stopping ? 'stopping' : 'ok',
+    model: modelName,
+    label,
+    mode,
+    version: current.version,
+    staged: staged?.version ?? null,
+    inflight: current.active,
+    served,
+    switches,
+    lastSwitch: lastSwitch ?? null
+  })
+}
+
+async function main (): Promise<void> {
+  // The newest event id before resolving: the watch replays from there, so no move is missed.
+  const mark = (await shoal.events(undefined, 1)).events.at(-1)?.id
+  const first = await shoal.resolveEnsure(labelRef, p => { log('info', 'pulling', { bytes: p.bytes, totalBytes: p.totalBytes }) })
+  current = await load(first.version)
+  log('info', 'loaded', { version: current.version, path: first.path, loadMs: current.loadMs, inputs: current.session.inputNames, outputs: current.session.outputNames })
+  if (mode === 'cold') {
+    // A cold head may have been staged before we started.
+    const head = (await shoal.heads()).find(h => h.model === modelName && h.label === label && h.state === 'staged' && h.version !== null)
+    if (head?.version != null) { const v = head.version; enqueue(`preload of ${v}`, async () => { await preload(v) }) }
+  }
+
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0]
+    if (req.method === 'POST' && path === '/infer') void infer(req, res)
+    else if (req.method === 'GET' && path === '/health') { req.resume(); health(res) } else { req.resume(); send(res, 404, { error: 'POST /infer or GET /health' }) }
+  })
+  server.keepAliveTimeout = 30_000
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, args.host, () => { server.off('error', reject); resolve() })
+  })
+  const address = server.address()
+  log('info', 'listening', { host: args.host, port: typeof address === 'object' && address !== null ? address.port : port, model: modelName, label, mode, version: current.version })
+
+  const aborter = new AbortController()
+  const watching = watchEvents(mark, aborter.signal)
+  const backstop = setInterval(() => { enqueue('periodic re-resolve', async () => { await reconcile('periodic') }) }, RECONCILE_INTERVAL_MS)
+
+  const shutdown = async (signal: string): Promise<void> => {
+    if (stopping) return
+    stopping = true
+    log('info', 'stopping', { signal })
+    clearInterval(backstop)
+    aborter.abort()
+    const closed = new Promise<void>(resolve => server.close(() => resolve()))
+    server.closeIdleConnections()
+    await watching
+    await queue
+    if (staged !== undefined) retire(staged)
+    retire(current)
+    await Promise.all([...retiring])
+    await closed
+    log('info', 'stopped', { served, switches })
+    process.exit(0)
+  }
+  process.once('SIGTERM', () => { void shutdown('SIGTERM') })
+  process.once('SIGINT', () => { void shutdown('SIGINT') })
+}
+
+main().catch((err: unknown) => {
+  const hint = err instanceof RpcError && err.code === 'UNREACHABLE' ? ' (is `shoal daemon` running with the same SHOAL_HOME, or pass --socket?)' : ''
+  log('error', `start-up failed: ${err instanceof Error ? err.message : String(err)}${hint}`)
+  process.exit(1)
+})
