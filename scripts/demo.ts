@@ -5,7 +5,9 @@
  * by gossip: every edge pulls the version peer to peer, verified chunk by chunk, trading pieces with
  * the others, and switches its local label when the version is complete. Then `prod` moves to a
  * fine-tune cold (staged everywhere, switched at a set time), is rolled back (instant: the edges
- * kept the old version), and the store is verified, a version exported, garbage listed. Every step
+ * kept the old version). A serving process (examples/serve-onnx) on an edge answers inference
+ * requests for `demo/linear@prod`, an ONNX model, and switches when the label moves, with a lease on
+ * what it has loaded. Last, the store is verified, a version exported, garbage listed. Every step
  * runs the real CLI and prints it.
  *
  *   ./scripts/demo.sh            (or: npm run demo)
@@ -18,6 +20,8 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { DaemonProcess, ROOT } from './lib/daemon-proc.js'
 import { changeTensors, llamaTensors, writeSafetensors } from './lib/synth.js'
+import { writeOnnxModelFolder } from './lib/onnx-model.js'
+import { spawn, type ChildProcess } from 'node:child_process'
 
 const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '64' }, keep: { type: 'boolean', default: false } } })
 const sizeMiB = Number(values['size-mib'])
@@ -43,12 +47,28 @@ async function runJson<T> (daemon: DaemonProcess, args: string[]): Promise<T> {
   return JSON.parse(r.stdout) as T
 }
 
-/** Polls every daemon until `resolve name@prod` answers `version`. */
-async function waitAll (daemons: DaemonProcess[], version: string, timeoutMs = 60_000): Promise<void> {
+/** Starts examples/serve-onnx against a daemon's home; resolves once it listens. */
+async function startServer (home: string): Promise<{ child: ChildProcess, port: number }> {
+  const args = ['--import', 'tsx', join(ROOT, 'examples', 'serve-onnx', 'server.ts'), '--model', 'demo/linear', '--label', 'prod', '--mode', 'hot', '--port', '0']
+  console.log(`$ node ${args.slice(2).join(' ')}   (SHOAL_HOME=${home})`)
+  const child = spawn(process.execPath, args, { env: { ...process.env, SHOAL_HOME: home }, stdio: ['ignore', 'ignore', 'pipe'], cwd: ROOT })
+  return await new Promise((resolve, reject) => {
+    let text = ''
+    child.stderr?.on('data', (d: Buffer) => {
+      text += d.toString()
+      const m = /"msg":"listening".*?"port":(\d+)/.exec(text)
+      if (m !== null) resolve({ child, port: Number(m[1]) })
+    })
+    child.once('exit', code => reject(new Error(`serve-onnx exited ${String(code)}: ${text}`)))
+  })
+}
+
+/** Polls every daemon until `resolve <ref>` answers `version`. */
+async function waitAll (daemons: DaemonProcess[], version: string, timeoutMs = 60_000, ref = 'demo/llama@prod'): Promise<void> {
   const deadline = Date.now() + timeoutMs
   for (const d of daemons) {
     for (;;) {
-      const r = await d.cli(['resolve', 'demo/llama@prod', '--json'])
+      const r = await d.cli(['resolve', ref, '--json'])
       if (r.code === 0 && (JSON.parse(r.stdout) as { version: string }).version === version) break
       if (Date.now() > deadline) throw new Error(`${d.home} did not reach ${version} within ${timeoutMs} ms`)
       await sleep(100)
@@ -98,12 +118,12 @@ try {
   for (const name of ['edge-1', 'edge-2', 'edge-3']) {
     const edgeHome = join(base, name)
     await mkdir(edgeHome, { recursive: true })
-    await writeFile(join(edgeHome, 'config.json'), JSON.stringify({ follow: ['demo/llama@prod'], trust: [{ key: publisherKey, models: 'demo/*' }] }, null, 2))
+    await writeFile(join(edgeHome, 'config.json'), JSON.stringify({ follow: ['demo/*@prod'], trust: [{ key: publisherKey, models: 'demo/*' }] }, null, 2))
     // A chain: each edge dials the one before it, so heads and chunks travel edge to edge.
     const d = await new DaemonProcess(edgeHome, ['--peer', previous]).start()
     others.push(d)
     previous = (await runJson<{ addresses: string[] }>(d, ['id', '--json'])).addresses[0] ?? previous
-    console.log(`${name}: pid ${d.pid ?? '?'}, SHOAL_HOME=${edgeHome}, config ${JSON.stringify({ follow: ['demo/llama@prod'], trust: 'publisher key for demo/*' })}`)
+    console.log(`${name}: pid ${d.pid ?? '?'}, SHOAL_HOME=${edgeHome}, config ${JSON.stringify({ follow: ['demo/*@prod'], trust: 'publisher key for demo/*' })}`)
   }
   await sleep(1000)
 
@@ -141,6 +161,32 @@ try {
   await waitAll(others, v1.version)
   console.log(`all edges back on version 1 after ${((performance.now() - t0) / 1000).toFixed(2)} s`)
   await run(others[1] ?? daemon, ['label', 'history', 'demo/llama@prod'])
+
+  step('a serving process on edge-1: an ONNX model served by examples/serve-onnx, following demo/linear@prod')
+  const lin1 = await writeOnnxModelFolder(join(base, 'linear-1'), { seed: 'one' })
+  await writeOnnxModelFolder(join(base, 'linear-2'), { seed: 'two' })
+  const l1 = await runJson<Shown>(daemon, ['add', join(base, 'linear-1'), '--name', 'demo/linear', '--label', 'prod', '--json'])
+  console.log(`demo/linear@prod → ${l1.version} (y = x·W + b, ${lin1.inputs} inputs)`)
+  const edge = others[0] ?? daemon
+  await waitAll([edge], l1.version, 60_000, 'demo/linear@prod')
+  const server = await startServer(edge.home)
+  try {
+    const x = [[1, 2, 3, 4]]
+    const answer = async (): Promise<{ version: string, outputs: { y: { data: number[] } } }> => await (await fetch(`http://127.0.0.1:${server.port}/infer`, { method: 'POST', body: JSON.stringify({ x }) })).json() as never
+    const a1 = await answer()
+    console.log(`$ curl -d '{"x":[[1,2,3,4]]}' :${server.port}/infer   → version ${a1.version.slice(0, 16)}…, y = ${JSON.stringify(a1.outputs.y.data.map(v => Number(v.toFixed(3))))}`)
+    await run(edge, ['leases'])
+    const l2 = await runJson<Shown>(daemon, ['add', join(base, 'linear-2'), '--name', 'demo/linear', '--json'])
+    await run(daemon, ['label', 'set', 'demo/linear', 'prod', l2.version])
+    let a2 = a1
+    const deadline = Date.now() + 30_000
+    while (a2.version !== l2.version && Date.now() < deadline) { await sleep(100); a2 = await answer() }
+    console.log(`the server switched without dropping a request → version ${a2.version.slice(0, 16)}…, y = ${JSON.stringify(a2.outputs.y.data.map(v => Number(v.toFixed(3))))}`)
+    await run(edge, ['leases'])
+  } finally {
+    server.child.kill('SIGTERM')
+    await new Promise(resolve => server.child.once('exit', resolve))
+  }
 
   step('verify the store, export a version, collect garbage')
   await run(daemon, ['verify'])
