@@ -54,6 +54,7 @@ export class EventBus {
    */
   since (id: string): DaemonEvent[] | undefined {
     const [boot, seqText] = id.split('-')
+    if (seqText === undefined || !/^\d{1,15}$/.test(seqText)) return undefined
     const seq = Number(seqText)
     if (boot !== this.boot || !Number.isInteger(seq) || seq < 0 || seq > this.seq) return undefined
     const first = this.ring[0]?.seq ?? this.seq + 1

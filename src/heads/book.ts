@@ -135,6 +135,9 @@ export class HeadBook {
         publisher
       }, req.key)
       const outcome = await this.decide(signed.bytes, { via: 'local' })
+      if (outcome.status === 'future') {
+        throw new ConflictError(`the current head of ${req.model}@${req.label} is stamped more than ${MAX_CLOCK_SKEW_MS / 60_000} minutes ahead of this node's clock; fix the clock (NTP) and publish again`)
+      }
       if (outcome.status !== 'accepted') throw new Error(`a freshly signed head was not accepted (${outcome.status})`)
       return signed
     })

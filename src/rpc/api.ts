@@ -242,7 +242,7 @@ export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
     route({ method: 'GET', path: '/v1/trust', handler: async () => await api.trust() }),
     route({ method: 'POST', path: '/v1/trust', body: trustRequest, handler: async body => await api.addTrust(body.key, body.models) }),
     route({ method: 'DELETE', path: '/v1/trust', body: trustRemoveRequest, handler: async body => await api.removeTrust(body.key, body.models) }),
-    route({ method: 'GET', path: '/v1/events', handler: async (_b, ctx) => await api.events(ctx.query.get('since') ?? undefined, limitOf(ctx.query)) }),
+    route({ method: 'GET', path: '/v1/events', handler: async (_b, ctx) => await api.events(watchOptions(ctx.query, undefined).since, limitOf(ctx.query)) }),
     route({ method: 'POST', path: '/v1/pins', body: refRequest, handler: async body => await api.pin(body.ref) }),
     route({ method: 'DELETE', path: '/v1/pins', body: refRequest, handler: async body => await api.unpin(body.ref) }),
     route({ method: 'POST', path: '/v1/pull', body: pullRequest, stream: true, handler: async (body, ctx) => await api.pull(body, ctx.progress, ctx.signal) }),

@@ -295,6 +295,30 @@ describe('bad input: clear error, nothing lost', () => {
       expectError(await rawRequest(d.socket, 'POST', '/v1/export', JSON.stringify({ ref: 'good', dest: 'out' })), 400, 'INVALID_INPUT', /dest/)
     })
 
+    it('bad head, key, trust and event requests → 400/404, and nothing is published or trusted', async () => {
+      const before = await status(d)
+      const trust = (await rawRequest(d.socket, 'GET', '/v1/trust')).json
+      const post = async (path: string, body: unknown, method = 'POST'): Promise<Awaited<ReturnType<typeof rawRequest>>> => await rawRequest(d.socket, method, path, JSON.stringify(body))
+      expectError(await post('/v1/labels', { name: 'good', label: 'prod', version: 'good@nosuch' }), 400, 'INVALID_INPUT')
+      expectError(await post('/v1/labels', { name: 'good', label: 'canary', version: 'nosuchlabel' }), 404, 'NOT_FOUND')
+      expectError(await post('/v1/labels', { name: 'good', label: 'canary', version: 'prod', activation: { mode: 'cold', at: 'tomorrow' } }), 400, 'INVALID_INPUT', /at/)
+      expectError(await post('/v1/labels', { name: 'good', label: 'canary', version: 'prod', key: 'nosuch' }), 404, 'NOT_FOUND')
+      expectError(await post('/v1/labels', { name: 'good', label: 'canary', version: 'prod', sign: false }), 400, 'INVALID_INPUT', /sign/)
+      expectError(await post('/v1/rollback', { ref: 'good@prod' }), 404, 'NOT_FOUND')
+      expectError(await post('/v1/activate', { ref: 'good' }), 400, 'INVALID_INPUT')
+      expectError(await rawRequest(d.socket, 'GET', '/v1/heads/history?ref=good'), 400, 'INVALID_INPUT')
+      expectError(await post('/v1/keys', { name: 'Not A Name' }), 400, 'INVALID_INPUT')
+      expectError(await post('/v1/keys', { name: 'default' }), 409, 'CONFLICT')
+      expectError(await post('/v1/trust', { key: 'not-a-key', models: '*' }), 400, 'INVALID_INPUT')
+      expectError(await post('/v1/trust', { key: 'did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK', models: 'org/[a]' }), 400, 'INVALID_INPUT')
+      expectError(await post('/v1/trust', { key: 'not-a-key' }, 'DELETE'), 400, 'INVALID_INPUT')
+      for (const limit of ['0', '10001', 'x', '-1']) expectError(await rawRequest(d.socket, 'GET', `/v1/events?limit=${limit}`), 400, 'INVALID_INPUT', /limit/)
+      const after = await status(d)
+      expect(after.heads).toEqual(before.heads)
+      expect((await rawRequest(d.socket, 'GET', '/v1/trust')).json).toEqual(trust)
+      expect((await rawRequest(d.socket, 'GET', '/v1/keys')).json).toHaveLength(1)
+    })
+
     it('the daemon is unharmed by all of it', async () => {
       const r = await rawRequest(d.socket, 'GET', '/v1/status')
       expect(r.status).toBe(200)

@@ -7,7 +7,7 @@ import { lstat, readFile, readlink, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { changeTensors, llamaTensors, writeSafetensors } from '../../scripts/lib/synth.js'
-import type { ModelRow, ShowResult } from '../../src/rpc/api.js'
+import type { LabelResult, ModelRow, PinResult, ShowResult } from '../../src/rpc/api.js'
 import type { GcReport } from '../../src/store/gc.js'
 import type { VersionInfo } from '../../src/store/store.js'
 import { EXIT, Harness, expectConsistent, expectExit, listDir, runCli, status, treeDigests, versionOf, writeModelFolder, type DaemonProcess } from './helpers.js'
@@ -46,6 +46,8 @@ describe('shoal CLI against a real daemon', () => {
     const versions = await d.json<VersionInfo[]>(['ls', 'tiny'])
     expect(versions).toHaveLength(1)
     expect(versions[0]).toMatchObject({ name: 'tiny', version: v1, labels: ['prod'], pinned: true, complete: true, files: 3 })
+    // The label was published as a signed head, accepted by this node.
+    expect((await status(d)).heads).toEqual({ accepted: 1, duplicate: 0, stale: 0, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 } })
   })
 
   it('show lists files with format, tensors, parameter count and metadata, by every kind of ref', async () => {
@@ -127,11 +129,14 @@ describe('shoal CLI against a real daemon', () => {
     expect(stale.stderr).toContain(v2)
     expectExit(await d.cli(['label', 'set', 'tiny', 'staging', v1, '--expect', 'none']), EXIT.CONFLICT)
     expect((await d.json<ShowResult>(['show', 'tiny@staging'])).version).toBe(v2)
-    const moved = await d.json<{ version: string, previous: string }>(['label', 'set', 'tiny', 'staging', v1, '--expect', v2])
-    expect(moved).toMatchObject({ version: v1, previous: v2 })
+    const moved = await d.json<LabelResult>(['label', 'set', 'tiny', 'staging', v1, '--expect', v2])
+    expect(moved).toMatchObject({ name: 'tiny', label: 'staging', version: v1, previous: v2, publisher: expect.stringMatching(/^z6Mk/), activation: { mode: 'hot' } })
+    expect(moved.stamp).toMatch(/^\d+\.\d+$/)
     expect((await d.json<ShowResult>(['show', 'tiny@staging'])).version).toBe(v1)
-    expectExit(await d.cli(['label', 'rm', 'tiny', 'staging']), 0)
+    const removed = await d.json<LabelResult>(['label', 'rm', 'tiny', 'staging'])
+    expect(removed).toMatchObject({ name: 'tiny', label: 'staging', version: null, previous: v1, publisher: moved.publisher })
     expectExit(await d.cli(['show', 'tiny@staging']), EXIT.NOT_FOUND)
+    expectExit(await d.cli(['label', 'rm', 'tiny', 'staging']), EXIT.NOT_FOUND)
   })
 
   it('gc removes versions neither pinned nor labelled and their blobs; --dry-run only lists them', async () => {
@@ -181,6 +186,23 @@ describe('shoal CLI against a real daemon', () => {
     expectExit(r, 0)
     expect(JSON.parse(r.stdout)).toMatchObject({ problems: [], quarantined: [], damaged: [], versions: 3 })
     expectExit(await d.cli(['verify']), 0)
+  })
+
+  it('pin name@label pins every version the label points at; unpin drops those pins', async () => {
+    const canary = (await d.json<ShowResult>(['show', 'tiny@canary'])).version
+    expect(await d.json<PinResult>(['pin', 'tiny@canary'])).toEqual({ name: 'tiny', version: canary, pinned: true, label: 'canary' })
+    expect((await d.json<ShowResult>(['show', `tiny@${canary}`])).pinned).toBe(true)
+    const v3 = versionOf(await d.cli(['add', src, '--name', 'tiny', '--no-pin', '--json']))
+    expectExit(await d.cli(['label', 'set', 'tiny', 'canary', v3]), 0)
+    expect((await d.json<ShowResult>(['show', `tiny@${v3}`])).pinned).toBe(true)
+    expect(await d.json<PinResult>(['unpin', 'tiny@canary'])).toEqual({ name: 'tiny', version: v3, pinned: false, label: 'canary' })
+    expect((await d.json<ShowResult>(['show', `tiny@${v3}`])).pinned).toBe(false)
+    expect((await d.json<ShowResult>(['show', `tiny@${canary}`])).pinned).toBe(false)
+    // Unpinned, but canary's previous target is kept for an instant rollback.
+    expect((await d.json<GcReport>(['gc', '--dry-run'])).versions).toEqual([])
+    const back = await d.json<LabelResult>(['rollback', 'tiny@canary'])
+    expect(back).toMatchObject({ version: canary, previous: v3 })
+    expect((await d.json<ShowResult>(['show', 'tiny@canary'])).version).toBe(canary)
   })
 
   it('an unknown ref exits 4', async () => {

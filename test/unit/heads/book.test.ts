@@ -1,0 +1,196 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import * as dagCbor from '@ipld/dag-cbor'
+import { MemoryLevel } from 'memory-level'
+import { encodeBlock, type VersionId } from '../../../src/core/digest.js'
+import { publisherKeyOf, signHead, type Head, type PublisherKey, type SignedHead } from '../../../src/core/heads.js'
+import { TrustPolicy } from '../../../src/core/trust.js'
+import { HeadBook, MAX_CLOCK_SKEW_MS, type AcceptedHead } from '../../../src/heads/book.js'
+import { HeadStore } from '../../../src/store/heads.js'
+import { IndexDb, type Db } from '../../../src/store/index-db.js'
+import { rejection } from '../../helpers/assert.js'
+
+interface Publisher { key: KeyObject, publisher: PublisherKey }
+
+function newPublisher (): Publisher {
+  const { privateKey } = generateKeyPairSync('ed25519')
+  return { key: privateKey, publisher: publisherKeyOf(createPublicKey(privateKey)) }
+}
+
+const version = (n: number): VersionId => encodeBlock(`version ${n}`).cid
+const T0 = 1_790_000_000_000
+const silent = { info () {}, warn () {}, debug () {} }
+
+function signed (p: Publisher, over: Partial<Head> = {}): SignedHead {
+  return signHead({
+    model: 'org/llama', label: 'prod', version: version(1), previous: null,
+    stamp: { wall: T0, counter: 0 }, activation: { mode: 'hot' }, publisher: p.publisher, ...over
+  }, p.key)
+}
+
+describe('HeadBook', () => {
+  const alice = newPublisher()
+  const mallory = newPublisher()
+  let index: IndexDb
+  let trust: TrustPolicy
+  let now: number
+  const clock = (): number => now
+  let book: HeadBook
+  let accepted: AcceptedHead[]
+
+  const open = async (): Promise<HeadBook> => await HeadBook.open(new HeadStore(index), trust, { clock, log: silent })
+
+  beforeEach(async () => {
+    index = new IndexDb(new MemoryLevel() as unknown as Db)
+    await index.open()
+    trust = new TrustPolicy([{ key: alice.publisher, models: 'org/*' }, { key: mallory.publisher, models: 'mallory/*' }])
+    now = T0 + 1_000
+    book = await open()
+    accepted = []
+    book.onAccepted(a => accepted.push(a))
+  })
+
+  afterEach(async () => {
+    await index.close()
+  })
+
+  it('accepts a newer head, counts duplicates and stale replays, and tells listeners once', async () => {
+    const h1 = signed(alice)
+    const h2 = signed(alice, { version: version(2), previous: version(1), stamp: { wall: T0, counter: 1 } })
+    expect(await book.offer(h1.bytes, { from: 'peer-a', via: 'gossip' })).toMatchObject({ status: 'accepted', head: { id: h1.id } })
+    expect(await book.offer(h1.bytes, { from: 'peer-b', via: 'sync' })).toMatchObject({ status: 'duplicate' })
+    const second = await book.offer(h2.bytes, { via: 'gossip' })
+    expect(second).toMatchObject({ status: 'accepted', head: { id: h2.id }, replaced: { id: h1.id } })
+    // A replay of the older head after the newer one is stale.
+    expect(await book.offer(h1.bytes, { from: 'peer-a', via: 'gossip' })).toMatchObject({ status: 'stale' })
+    expect(book.get('org/llama', 'prod')?.id).toBe(h2.id)
+    expect(book.counters).toEqual({ accepted: 2, duplicate: 1, stale: 1, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 } })
+    expect(accepted.map(a => [a.head.id, a.via, a.from, a.replaced?.id])).toEqual([[h1.id, 'gossip', 'peer-a', undefined], [h2.id, 'gossip', undefined, h1.id]])
+    expect(await book.receivedAt('org/llama', 'prod')).toBe(now)
+  })
+
+  it('keeps the same winner whatever the order heads arrive in (two books, opposite orders)', async () => {
+    const heads = [
+      signed(alice, { stamp: { wall: T0, counter: 0 } }),
+      signed(alice, { stamp: { wall: T0, counter: 3 }, version: version(3) }),
+      signed(alice, { stamp: { wall: T0, counter: 3 }, version: version(3), activation: { mode: 'cold' } }),
+      signed(alice, { stamp: { wall: T0, counter: 3 }, version: version(3), previous: version(1) }),
+      signed(alice, { stamp: { wall: T0, counter: 3 }, version: null })
+    ]
+    for (const h of heads) await book.offer(h.bytes, { via: 'gossip' })
+    const other = new IndexDb(new MemoryLevel() as unknown as Db)
+    await other.open()
+    const book2 = await HeadBook.open(new HeadStore(other), trust, { clock, log: silent })
+    for (const h of [...heads].reverse()) await book2.offer(h.bytes, { via: 'gossip' })
+    expect(book2.get('org/llama', 'prod')?.id).toBe(book.get('org/llama', 'prod')?.id)
+    expect(Buffer.from(book2.digest()).equals(Buffer.from(book.digest()))).toBe(true)
+    await other.close()
+  })
+
+  it('rejects malformed, forged and untrusted heads by reason, and stores none of them', async () => {
+    const good = signed(alice)
+    const sig = new Uint8Array(good.signature)
+    sig[0] = sig[0]! ^ 0xff
+    const forged = dagCbor.encode({ head: good.body, sig })
+    expect(await book.offer(Uint8Array.from([1, 2, 3]), { via: 'gossip' })).toMatchObject({ status: 'rejected', reason: 'malformed' })
+    expect(await book.offer(forged, { via: 'gossip' })).toMatchObject({ status: 'rejected', reason: 'signature' })
+    // mallory is trusted for mallory/*, not for org/*.
+    expect(await book.offer(signed(mallory).bytes, { via: 'gossip' })).toMatchObject({ status: 'rejected', reason: 'untrusted' })
+    expect(await book.offer(signed(newPublisher()).bytes, { via: 'sync' })).toMatchObject({ status: 'rejected', reason: 'untrusted' })
+    expect(await book.offer(signed(mallory, { model: 'mallory/x' }).bytes, { via: 'gossip' })).toMatchObject({ status: 'accepted' })
+    expect(book.counters.rejected).toEqual({ malformed: 1, signature: 1, untrusted: 2 })
+    expect(book.get('org/llama', 'prod')).toBeUndefined()
+    expect(await new HeadStore(index).get('org/llama', 'prod')).toBeUndefined()
+    expect(accepted).toHaveLength(1)
+  })
+
+  it('ignores a head stamped more than MAX_CLOCK_SKEW_MS ahead, and takes it once the clock catches up', async () => {
+    const ahead = signed(alice, { stamp: { wall: now + MAX_CLOCK_SKEW_MS + 1, counter: 0 } })
+    expect(await book.offer(ahead.bytes, { via: 'gossip' })).toMatchObject({ status: 'future' })
+    expect(book.counters.future).toBe(1)
+    expect(book.get('org/llama', 'prod')).toBeUndefined()
+    expect(await book.offer(signed(alice, { stamp: { wall: now + MAX_CLOCK_SKEW_MS, counter: 0 } }).bytes, { via: 'gossip' })).toMatchObject({ status: 'accepted' })
+    now += 2
+    expect(await book.offer(ahead.bytes, { via: 'sync' })).toMatchObject({ status: 'accepted' })
+  })
+
+  it('reloads the winners from the store when reopened', async () => {
+    const a = signed(alice)
+    const b = signed(alice, { label: 'canary', version: version(5) })
+    await book.offer(a.bytes, { via: 'gossip' })
+    await book.offer(b.bytes, { via: 'gossip' })
+    const reopened = await open()
+    expect(reopened.list().map(h => h.id).sort()).toEqual([a.id, b.id].sort())
+    expect(Buffer.from(reopened.digest()).equals(Buffer.from(book.digest()))).toBe(true)
+    expect(await reopened.offer(a.bytes, { via: 'sync' })).toMatchObject({ status: 'duplicate' })
+  })
+
+  it('ignores at open a stored head whose key is no longer trusted, and one that fails its checks', async () => {
+    await book.offer(signed(alice).bytes, { via: 'gossip' })
+    await book.offer(signed(mallory, { model: 'mallory/x' }).bytes, { via: 'gossip' })
+    trust.replace([{ key: alice.publisher, models: 'org/*' }])
+    // A damaged record on disk.
+    await index.heads.put('org/broken\0prod', { head: Buffer.from('garbage').toString('base64'), receivedAt: 1 })
+    const warnings: object[] = []
+    const reopened = await HeadBook.open(new HeadStore(index), trust, { clock, log: { ...silent, warn: obj => { warnings.push(obj) } } })
+    expect(reopened.list().map(h => h.head.model)).toEqual(['org/llama'])
+    expect(reopened.get('mallory/x', 'prod')).toBeUndefined()
+    expect(warnings).toHaveLength(2)
+  })
+
+  it('publishes above the current head, even when the clock went backwards', async () => {
+    const first = await book.publish({ model: 'org/llama', label: 'prod', version: version(1), key: alice.key })
+    expect(first.head).toMatchObject({ stamp: { wall: now, counter: 0 }, previous: null, publisher: alice.publisher, activation: { mode: 'hot' } })
+    now -= 60_000
+    const second = await book.publish({ model: 'org/llama', label: 'prod', version: version(2), key: alice.key })
+    expect(second.head.stamp).toEqual({ wall: first.head.stamp.wall, counter: 1 })
+    expect(second.head.previous).toBe(version(1))
+    // A head from elsewhere with a higher stamp: the next publish goes above it too.
+    await book.offer(signed(alice, { stamp: { wall: T0 + 5_000, counter: 7 }, version: version(3) }).bytes, { via: 'gossip' })
+    const third = await book.publish({ model: 'org/llama', label: 'prod', version: null, key: alice.key })
+    expect(third.head.stamp).toEqual({ wall: T0 + 5_000, counter: 8 })
+    expect(third.head.previous).toBe(version(3))
+    expect(book.get('org/llama', 'prod')?.id).toBe(third.id)
+    expect(accepted.map(a => a.via)).toEqual(['local', 'local', 'gossip', 'local'])
+  })
+
+  it('publish with expect refuses a mismatch with ConflictError and changes nothing', async () => {
+    expect(await rejection(book.publish({ model: 'org/llama', label: 'prod', version: version(1), expect: version(9), key: alice.key }))).toMatchObject({ name: 'ConflictError', code: 'CONFLICT' })
+    await book.publish({ model: 'org/llama', label: 'prod', version: version(1), expect: null, key: alice.key })
+    const current = book.get('org/llama', 'prod')
+    expect(await rejection(book.publish({ model: 'org/llama', label: 'prod', version: version(2), expect: null, key: alice.key }))).toMatchObject({ name: 'ConflictError' })
+    expect(await rejection(book.publish({ model: 'org/llama', label: 'prod', version: version(2), expect: version(2), key: alice.key }))).toMatchObject({ name: 'ConflictError' })
+    expect(book.get('org/llama', 'prod')?.id).toBe(current?.id)
+    await book.publish({ model: 'org/llama', label: 'prod', version: version(2), expect: version(1), key: alice.key })
+    expect(book.get('org/llama', 'prod')?.head.version).toBe(version(2))
+  })
+
+  it('refuses to publish with a key the trust rules do not allow for the model', async () => {
+    expect(await rejection(book.publish({ model: 'org/llama', label: 'prod', version: version(1), key: mallory.key }))).toMatchObject({ name: 'InvalidInputError' })
+    expect(await rejection(book.publish({ model: 'org/llama', label: 'prod', version: version(1), key: newPublisher().key }))).toMatchObject({ name: 'InvalidInputError' })
+    expect(book.get('org/llama', 'prod')).toBeUndefined()
+    expect(accepted).toEqual([])
+  })
+
+  it('serialises concurrent publishes: each one stamps above the one before', async () => {
+    const heads = await Promise.all([1, 2, 3, 4, 5].map(async n => await book.publish({ model: 'org/llama', label: 'prod', version: version(n), key: alice.key })))
+    expect(heads.map(h => h.head.stamp.counter)).toEqual([0, 1, 2, 3, 4])
+    expect(heads.slice(1).map(h => h.head.previous)).toEqual([1, 2, 3, 4].map(version))
+    expect(book.get('org/llama', 'prod')?.head.version).toBe(version(5))
+  })
+
+  it('keeps the history of heads that won in turn, oldest first', async () => {
+    expect(await rejection(book.history('org/llama', 'prod'))).toMatchObject({ name: 'NotFoundError' })
+    for (const n of [1, 2, 3]) {
+      await book.publish({ model: 'org/llama', label: 'prod', version: version(n), key: alice.key })
+      now += 1
+    }
+    // A stale head does not enter the history.
+    await book.offer(signed(alice, { version: version(9) }).bytes, { via: 'gossip' })
+    await book.publish({ model: 'org/llama', label: 'other', version: version(7), key: alice.key })
+    const history = await book.history('org/llama', 'prod')
+    expect(history.map(h => h.head.version)).toEqual([version(1), version(2), version(3)])
+    expect(history.map(h => h.head.previous)).toEqual([null, version(1), version(2)])
+    expect((await book.history('org/llama', 'other')).map(h => h.head.version)).toEqual([version(7)])
+  })
+})
