@@ -29,8 +29,12 @@ import type { Logger } from './logger.js'
  * @default [250, 500, 1000, 2000, 4000, 10000] ms, the last repeating
  */
 export const PROVIDER_QUERY_SCHEDULE_MS = [250, 500, 1000, 2000, 4000, 10_000]
-/** @default 10 s — how long to look for a manifest among DHT providers */
-export const MANIFEST_PROVIDER_TIMEOUT_MS = 10_000
+/** @default 5 s — how long to look for a manifest among DHT providers */
+export const MANIFEST_PROVIDER_TIMEOUT_MS = 5_000
+/** @default 5 s — one peer's answer to a manifest request */
+export const MANIFEST_ASK_TIMEOUT_MS = 5_000
+/** @default [0, 250, 500, 1000, 2000, 4000] ms — waits before each round of asking for a manifest */
+export const MANIFEST_RETRY_MS = [0, 250, 500, 1000, 2000, 4000]
 /** @default 20 — providers asked for per query */
 export const MAX_PROVIDERS_PER_QUERY = 20
 
@@ -213,16 +217,20 @@ export class PullManager implements ChunkSource {
     }
   }
 
-  /** Asks connected peers, then DHT providers, for the manifest; the bytes must hash to `version`. */
+  /**
+   * Asks every connected peer at once, then DHT providers, for the manifest; the bytes must hash to
+   * `version`. A head reaches a node by gossip in milliseconds, often before any neighbour has
+   * fetched the manifest it names, so a miss is retried after each of `MANIFEST_RETRY_MS`.
+   */
   private async fetchManifest (version: VersionId): Promise<Uint8Array> {
     const node = this.node
     if (node === undefined) throw new Error('the node is not running')
-    const tried = new Set<string>()
+    const asked = new Set<string>()
     const ask = async (peer: PeerId): Promise<Uint8Array | undefined> => {
-      if (tried.has(peer.toString()) || this.judge.isBanned(peer.toString())) return undefined
-      tried.add(peer.toString())
+      if (this.judge.isBanned(peer.toString())) return undefined
+      asked.add(peer.toString())
       try {
-        const bytes = await node.services.manifests.fetch(peer, version)
+        const bytes = await node.services.manifests.fetch(peer, version, AbortSignal.timeout(MANIFEST_ASK_TIMEOUT_MS))
         if (bytes === undefined) return undefined
         decodeManifest(bytes, version)
         return bytes
@@ -231,21 +239,40 @@ export class PullManager implements ChunkSource {
         return undefined
       }
     }
-    for (const peer of node.getPeers()) {
-      const bytes = await ask(peer)
+    const first = async (peers: PeerId[]): Promise<Uint8Array | undefined> => {
+      if (peers.length === 0) return undefined
+      return await new Promise(resolve => {
+        let left = peers.length
+        for (const peer of peers) {
+          void ask(peer).then(bytes => {
+            left--
+            if (bytes !== undefined) resolve(bytes)
+            else if (left === 0) resolve(undefined)
+          })
+        }
+      })
+    }
+    for (const [round, wait] of MANIFEST_RETRY_MS.entries()) {
+      if (wait > 0) await new Promise(resolve => setTimeout(resolve, wait))
+      if (this.stopped) break
+      const bytes = await first(node.getPeers())
       if (bytes !== undefined) return bytes
-    }
-    try {
-      for await (const provider of node.contentRouting.findProviders(CID.parse(version), { signal: AbortSignal.timeout(MANIFEST_PROVIDER_TIMEOUT_MS) })) {
-        if (provider.id.equals(node.peerId)) continue
-        await node.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
-        const bytes = await ask(provider.id)
-        if (bytes !== undefined) return bytes
+      if (round !== 0 && round !== MANIFEST_RETRY_MS.length - 1) continue
+      try {
+        const providers: PeerId[] = []
+        for await (const provider of node.contentRouting.findProviders(CID.parse(version), { signal: AbortSignal.timeout(MANIFEST_PROVIDER_TIMEOUT_MS) })) {
+          if (provider.id.equals(node.peerId)) continue
+          await node.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
+          providers.push(provider.id)
+          if (providers.length >= MAX_PROVIDERS_PER_QUERY) break
+        }
+        const found = await first(providers)
+        if (found !== undefined) return found
+      } catch (err) {
+        this.log.debug({ err: (err as Error).message }, 'provider query for a manifest ended')
       }
-    } catch (err) {
-      this.log.debug({ err: (err as Error).message }, 'provider query for a manifest ended')
     }
-    throw new NotFoundError(`no reachable peer has the manifest of ${version} (asked ${tried.size}); check --peer and that a peer holds the version`)
+    throw new NotFoundError(`no reachable peer has the manifest of ${version} (asked ${asked.size}); check --peer and that a peer holds the version`)
   }
 
   private progressOf (pull: ActivePull, p: SessionProgress): PullProgress {

@@ -85,8 +85,11 @@ export async function createNode (init: NodeInit): Promise<{ node: ShoalNode, st
       manifests: manifestExchange(init.manifests),
       heads: headSync(init.heads),
       // Heads are signed by their publishers and checked by the topic validator; a publish with no
-      // peers yet is not an error (anti-entropy carries the head later).
-      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }),
+      // peers yet is not an error (anti-entropy carries the head later). gossipsub's default score
+      // penalises peers sharing an IP (weight -5 × surplus² over 10): nodes behind one NAT, or on one
+      // host, fell below the graylist threshold and gossip stopped (every head then waited for
+      // anti-entropy, ~20 s at 20 nodes). A forged head is refused by signature anyway.
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, scoreParams: { IPColocationFactorWeight: 0 } }),
       ...(init.dht ? { dht: kadDHT({ protocol: DHT_PROTOCOL, clientMode: false, peerInfoMapper: passthroughMapper }) } : {})
     }
   }) as unknown as ShoalNode
