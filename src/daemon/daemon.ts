@@ -21,6 +21,7 @@ import { componentLogger, createLogger, type Logger } from './logger.js'
 import { PullManager } from './pulls.js'
 import { DaemonService } from './service.js'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { CID } from 'multiformats/cid'
 import { TrustPolicy } from '../core/trust.js'
 import { HeadBook } from '../heads/book.js'
 import { KeyRing, TrustFile } from '../heads/keyring.js'
@@ -186,6 +187,15 @@ export class Daemon {
       })
       await this.rpc.start()
       await pulls.resumeAll()
+      // Provider records for what this node holds (kad-dht re-provides them while the node runs).
+      if (config.p2p.dht) {
+        void (async () => {
+          for await (const version of store.index.versions.keys()) {
+            if (this.rpc === undefined) return
+            await node.contentRouting.provide(CID.parse(version), { signal: AbortSignal.timeout(30_000) }).catch(() => {})
+          }
+        })()
+      }
     } catch (err) {
       await this.stop().catch(() => {})
       throw err

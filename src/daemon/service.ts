@@ -11,6 +11,7 @@ import type { LeaseRow } from '../rpc/api.js'
 import type { EventBus } from './events.js'
 import type { HeadCounters } from '../heads/book.js'
 import { isCid } from '../core/digest.js'
+import { CID } from 'multiformats/cid'
 import { parseRef } from '../core/names.js'
 import type { ShoalNode } from '../p2p/node.js'
 import type { PeerScores } from '../p2p/judge.js'
@@ -114,6 +115,7 @@ export class DaemonService implements ShoalApi {
       onProgress: p => throttled({ ...p })
     })
     await this.net.search.refresh(version.version)
+    announce(this.net.node, version.version)
     this.options.events.emit('version.added', { model: req.name, version: version.version, via: 'add' })
     // A label given at add time is published like any other: as a signed head.
     if (req.label !== undefined) await this.headOps.setLabel({ name: req.name, label: req.label, version: version.version })
@@ -215,6 +217,11 @@ export class DaemonService implements ShoalApi {
       }
     }
   }
+}
+
+/** Advertises in the DHT that this node provides `version` (in the background; best effort). */
+export function announce (node: ShoalNode, version: string): void {
+  void node.contentRouting.provide(CID.parse(version), { signal: AbortSignal.timeout(30_000) }).catch(() => {})
 }
 
 /** The label of a `name@label` ref (not a version id or prefix), or undefined. */
