@@ -202,7 +202,7 @@ export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
   return [
     ...(extras !== undefined
       ? [
-          route({ method: 'GET', path: '/v1/watch', sse: true, handler: async (_b, ctx) => { await extras.watch({ ...watchOptions(ctx.query, ctx.headers['last-event-id']), send: ctx.event, signal: ctx.signal }) } }),
+          route({ method: 'GET', path: '/v1/watch', sse: true, check: ctx => { watchOptions(ctx.query, ctx.headers['last-event-id']) }, handler: async (_b, ctx) => { await extras.watch({ ...watchOptions(ctx.query, ctx.headers['last-event-id']), send: ctx.event, signal: ctx.signal }) } }),
           route({ method: 'GET', path: '/metrics', raw: true, handler: async () => await extras.metrics() })
         ]
       : []),

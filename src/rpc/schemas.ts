@@ -70,4 +70,4 @@ export const leaseRequest = z.strictObject({
 })
 export const leaseRenewRequest = z.strictObject({ id: z.string().regex(/^[0-9a-f]{24}$/, 'a lease id is 24 hex characters'), ttlSeconds: z.number().int().min(1).max(3600).optional() })
 export const leaseReleaseRequest = z.strictObject({ id: z.string().regex(/^[0-9a-f]{24}$/, 'a lease id is 24 hex characters') })
-export const WATCH_TYPES = ['label.moved', 'version.staged', 'version.removed', 'head.accepted', 'pull.started', 'pull.completed', 'pull.failed', 'pull.progress'] as const
+export const WATCH_TYPES = ['label.moved', 'version.staged', 'version.removed', 'version.added', 'head.accepted', 'pull.started', 'pull.completed', 'pull.failed', 'pull.progress'] as const

@@ -44,6 +44,8 @@ export interface Route<S extends z.ZodType = z.ZodType> {
   stream?: boolean
   /** Server-sent events until the client disconnects. */
   sse?: boolean
+  /** Checks the query and headers before an SSE stream opens: a throw answers 4xx `{ code, message }`. */
+  check?: (ctx: RouteContext) => void
   /** The handler returns `{ contentType, body }` sent as is (e.g. Prometheus text). */
   raw?: boolean
   handler: (body: z.infer<S>, ctx: RouteContext) => Promise<unknown>
@@ -150,6 +152,13 @@ export class RpcServer {
     }
     const base = { query: url.searchParams, headers: req.headers, signal: aborter.signal, progress: () => {}, event: () => {} }
     if (r.sse === true) {
+      try {
+        r.check?.(base)
+      } catch (err) {
+        this.logFailure(req, err)
+        const wire = toWireError(err)
+        return sendJson(res, statusOf(wire.code), wire)
+      }
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' })
       res.flushHeaders()
       const keepalive = setInterval(() => { if (!res.writableEnded) res.write(': keepalive\n\n') }, SSE_KEEPALIVE_MS)
@@ -216,17 +225,27 @@ async function readBody (req: IncomingMessage): Promise<string> {
     req.resume()
     throw new PayloadTooLargeError(`request body of ${declared} bytes is over the ${MAX_BODY_BYTES}-byte limit`)
   }
-  const parts: Buffer[] = []
-  let size = 0
-  for await (const part of req) {
-    size += (part as Buffer).length
-    if (size > MAX_BODY_BYTES) {
-      req.resume()
-      throw new PayloadTooLargeError(`request body is over the ${MAX_BODY_BYTES}-byte limit`)
-    }
-    parts.push(part as Buffer)
-  }
-  return Buffer.concat(parts).toString('utf8')
+  // Not `for await`: leaving that loop early destroys the request mid-body, which stalls the
+  // connection (the next request on it never parses). Past the cap the rest is drained and dropped.
+  return await new Promise((resolve, reject) => {
+    const parts: Buffer[] = []
+    let size = 0
+    let over = false
+    req.on('data', (part: Buffer) => {
+      if (over) return
+      size += part.length
+      if (size > MAX_BODY_BYTES) {
+        over = true
+        parts.length = 0
+        reject(new PayloadTooLargeError(`request body is over the ${MAX_BODY_BYTES}-byte limit`))
+        return
+      }
+      parts.push(part)
+    })
+    req.on('end', () => resolve(Buffer.concat(parts).toString('utf8')))
+    req.on('error', reject)
+    req.on('close', () => reject(new InvalidInputError('the request body ended early (client disconnected)')))
+  })
 }
 
 function parseBody (schema: z.ZodType, text: string): unknown {
