@@ -37,6 +37,8 @@ import { ServingService } from './serving.js'
 import { loadOrCreateToken } from './token.js'
 import { SearchIndex } from '../store/search-index.js'
 
+/** @default 1 s — `pull.progress` events of a followed pull are sent at most this often */
+export const PULL_PROGRESS_EVENT_MS = 1000
 /** @default 60 s — how often the disk quota is checked (also after every label switch) */
 export const QUOTA_CHECK_INTERVAL_MS = 60_000
 
@@ -125,7 +127,20 @@ export class Daemon {
           remove: async (model, label) => { await store.removeLabel(model, label) },
           isComplete: async version => await store.isComplete(version)
         },
-        puller: { pull: async (model, version) => { await pulls.pull(`${model}@${version}`, { pin: false }) } },
+        puller: {
+          pull: async (model, version) => {
+            let last = 0
+            await pulls.pull(`${model}@${version}`, {
+              pin: false,
+              onProgress: p => {
+                const now = Date.now()
+                if (now - last < PULL_PROGRESS_EVENT_MS) return
+                last = now
+                this.events.emit('pull.progress', { model, version, bytes: p.bytes, totalBytes: p.totalBytes, peers: p.peers })
+              }
+            })
+          }
+        },
         events: this.events,
         follows: new FollowRules(config.follow),
         nodeId: node.peerId.toString(),
