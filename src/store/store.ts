@@ -24,7 +24,7 @@ import { dirname, join } from 'node:path'
 import createMortice, { type Mortice } from 'mortice'
 import { randomBytes } from 'node:crypto'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
-import { isCid } from '../core/digest.js'
+import { chunkIdFromSha256, chunkMatches, isCid, parseCid, RAW_CODEC, SHA2_256 } from '../core/digest.js'
 import { ConflictError, InvalidInputError, LockedError, NotFoundError } from '../core/errors.js'
 import { decodeManifest, encodeManifest, type Manifest } from '../core/manifest.js'
 import { checkLabel, checkModelName, parseRef } from '../core/names.js'
@@ -130,6 +130,20 @@ export class Store {
   async createBlobWriter (): Promise<BlobWriter> {
     this.hashPool ??= new HashPool()
     return await BlobWriter.create(this.layout, this.hashPool)
+  }
+
+  /**
+   * True when `bytes` (whole or in parts) hash to chunk `id`. A sha2-256 chunk in one part of
+   * shared memory is hashed on the worker pool, beside the event loop; anything else on this
+   * thread. The bytes MUST stay unchanged until this resolves.
+   */
+  async chunkMatches (bytes: Uint8Array | readonly Uint8Array[], id: ChunkId): Promise<boolean> {
+    const whole = bytes instanceof Uint8Array ? bytes : bytes.length === 1 ? bytes[0] : undefined
+    if (whole === undefined || !(whole.buffer instanceof SharedArrayBuffer)) return chunkMatches(bytes, id)
+    const cid = parseCid(id)
+    if (cid.code !== RAW_CODEC || cid.multihash.code !== SHA2_256) return chunkMatches(bytes, id)
+    this.hashPool ??= new HashPool()
+    return chunkIdFromSha256(await this.hashPool.sha256(whole)) === id
   }
 
   /**
