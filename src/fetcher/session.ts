@@ -27,6 +27,8 @@ export interface Channel {
   readonly load: number
   /** Resolves with the chunk's bytes, possibly in parts (unverified: the target verifies). */
   want: (id: ChunkId, signal?: AbortSignal, urgent?: boolean) => Promise<Uint8Array | Uint8Array[]>
+  /** Hands back what `want` resolved with once the session is done with it (pooled buffers). */
+  release?: (bytes: Uint8Array[]) => void
   watch: (version: VersionId, watcher: { onHave: (state: { complete: true } | { complete: false, bits: Uint8Array } | undefined) => void, onUpdate: (indices: number[]) => void }) => Promise<void>
   unwatch: (version: VersionId) => Promise<void>
   onClose: (listener: (err?: Error) => void) => void
@@ -439,9 +441,16 @@ export class FetchSession {
     // again while the first copy is still on its way, so a seed's upload is not spent twice.
     peer.deferred.delete(id)
     const urgent = who.size > 1 || this.partialPeers() === 0
-    const fetching = peer.origin ? this.fetchOrigin(id, controller.signal) : (peer.channel as Channel).want(id, controller.signal, urgent)
+    const channel = peer.channel
+    const fetching = peer.origin ? this.fetchOrigin(id, controller.signal) : (channel as Channel).want(id, controller.signal, urgent)
     fetching.then(
-      async bytes => { await this.onBlock(peer, id, bytes) },
+      async bytes => {
+        try {
+          await this.onBlock(peer, id, bytes)
+        } finally {
+          if (Array.isArray(bytes)) channel?.release?.(bytes)
+        }
+      },
       (err: unknown) => { this.onRequestError(peer, id, err as Error) }
     )
   }

@@ -65,6 +65,19 @@ describe('FetchSession', () => {
     expect(seed.wants).toHaveLength(10)
   })
 
+  it('hands every received block back to its channel once done with it, stored or not', async () => {
+    const target = new FakeTarget(makeChunks(12, 1_000, 2_000))
+    const good = peer('good', target, { inParts: true, delayMs: 5 })
+    const bad = peer('bad', target, { inParts: true, corrupt: true })
+    const { run } = start(target, [good, bad])
+    await run
+    expectComplete(target)
+    for (const p of [good, bad]) {
+      await vi.waitFor(() => { expect(p.released).toHaveLength(p.delivered.length) })
+    }
+    expect(bad.delivered.length).toBeGreaterThan(0)
+  })
+
   it('returns at once when nothing is missing', async () => {
     const target = new FakeTarget([])
     await new FetchSession(target, fakePeers([]), new PeerScores(), FAST).run()
