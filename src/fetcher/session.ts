@@ -12,7 +12,8 @@
  *   penalises the sender (the judge bans repeat offenders);
  * - no stall: with live sources the session makes progress, and without any for
  *   `noProgressTimeoutMs` it fails with a `FetchStalledError` saying what is missing and why;
- * - bounded memory: at most `maxInFlightBytes` requested at once across all peers.
+ * - bounded memory: at most `maxInFlightBytes` requested, or received and not yet stored, at once
+ *   across all peers.
  *
  * Peers are added by the owner (connected peers, providers, new connections); the session never
  * dials anyone itself except through `SessionPeers.channel`.
@@ -172,6 +173,8 @@ export class FetchSession {
   /** Global indices of each needed chunk, ascending. */
   private readonly indices = new Map<ChunkId, number[]>()
   private inflightBytes = 0
+  /** Bytes received and being verified and written; they count against `maxInFlightBytes` too. */
+  private storingBytes = 0
   private readonly selector
   private readonly picker
   private readonly origin?: PeerState
@@ -362,7 +365,8 @@ export class FetchSession {
     if (this.failure !== undefined) return
     if (this.target.done) { this.complete(); return }
     for (let guard = 0; guard < 10_000; guard++) {
-      if (this.inflightBytes >= this.opts.maxInFlightBytes) return
+      const held = this.inflightBytes + this.storingBytes
+      if (held >= this.opts.maxInFlightBytes) return
       const eligible: PeerState[] = []
       for (const p of this.peers.values()) {
         if (!p.gone && p.channel?.isOpen === true && (p.have === 'complete' || p.have instanceof Uint8Array) && p.inflightBytes < this.windowOf(p)) eligible.push(p)
@@ -374,7 +378,7 @@ export class FetchSession {
         if (peer === undefined) break
         const id = this.pickFor(peer)
         const size = id === undefined ? 0 : this.target.sizeOf(id)
-        if (id !== undefined && this.inflightBytes > 0 && this.inflightBytes + size > this.opts.maxInFlightBytes) return
+        if (id !== undefined && held > 0 && held + size > this.opts.maxInFlightBytes) return
         if (id === undefined || (!peer.origin && peer.inflightBytes > 0 && peer.inflightBytes + size > this.windowOf(peer))) {
           eligible.splice(eligible.indexOf(peer), 1)
           continue
@@ -487,6 +491,7 @@ export class FetchSession {
     peer.lastBlockAt = Date.now()
     peer.receivedInTick += size
     peer.received += size
+    this.storingBytes += size
     try {
       const stored = await this.target.put(id, bytes)
       peer.consecutiveTimeouts = 0
@@ -502,6 +507,8 @@ export class FetchSession {
         return
       }
       this.requeue(id)
+    } finally {
+      this.storingBytes -= size
     }
     this.pump()
   }

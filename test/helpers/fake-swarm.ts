@@ -45,8 +45,19 @@ export class FakeTarget implements Target {
     return this.origins && this.source.has(id) ? { url: `http://origin.test/${id}`, offset: 0 } : undefined
   }
 
+  /** Delay of every `put` (a slow disk), and a tally of the bytes being stored. */
+  putDelayMs = 0
+  storing?: InflightTracker
+
   async put (id: ChunkId, parts: Uint8Array | readonly Uint8Array[]): Promise<boolean> {
-    await Promise.resolve()
+    const size = parts instanceof Uint8Array ? parts.byteLength : parts.reduce((n, p) => n + p.byteLength, 0)
+    this.storing?.add(size)
+    try {
+      if (this.putDelayMs > 0) await new Promise(resolve => setTimeout(resolve, this.putDelayMs))
+      else await Promise.resolve()
+    } finally {
+      this.storing?.remove(size)
+    }
     const bytes = parts instanceof Uint8Array ? parts : Buffer.concat(parts)
     if (!this.missing.has(id)) {
       this.puts.push({ id, result: 'duplicate' })

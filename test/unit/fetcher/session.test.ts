@@ -295,6 +295,18 @@ describe('FetchSession', () => {
     expect(tracker.max).toBeGreaterThan(3_000) // several requests were pipelined
   })
 
+  it('counts blocks still being stored against maxInFlightBytes (a slow disk does not grow memory)', async () => {
+    const target = new FakeTarget(makeChunks(40, 1_000, 3_000))
+    const held = new InflightTracker()
+    target.storing = held
+    target.putDelayMs = 20
+    const peers = ['a', 'b'].map(k => peer(k, target, { delayMs: 1, tracker: held }))
+    const { run } = start(target, peers, { maxInFlightBytes: 7_000, minWindowBytes: 50_000, maxWindowBytes: 50_000 })
+    await run
+    expectComplete(target)
+    expect(held.max).toBeLessThanOrEqual(7_000)
+  })
+
   it('keeps each peer within its window', async () => {
     const target = new FakeTarget(makeChunks(60, 1_000, 3_000))
     const peers = ['a', 'b', 'c'].map(k => peer(k, target, { delayMs: 5 }))
