@@ -13,8 +13,12 @@
  * collected; the pool allocates another); giving back one that is not out is ignored.
  */
 
-/** Buffers kept for reuse at most; more may be out at once, they are simply not kept. @default 16 */
-export const MAX_POOLED_BUFFERS = 16
+/**
+ * Buffers kept for reuse at most (one pull's in-flight budget of 4 MiB chunks, and a little more);
+ * more may be out at once, they are simply not kept.
+ * @default 8
+ */
+export const MAX_POOLED_BUFFERS = 8
 
 export class BufferPool {
   private readonly free: SharedArrayBuffer[] = []
