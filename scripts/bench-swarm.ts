@@ -81,14 +81,15 @@ try {
           timeline.push(`${((performance.now() - t0) / 1000).toFixed(0)}s seed out ${((tx - prevTx) / 1e6).toFixed(1)} MB/s, pullers in ${((rx - prevRx) / 1e6).toFixed(1)} MB/s`)
           prevTx = tx
           prevRx = rx
-        })()
+        })().catch(() => {}) // a sample racing the teardown of a failed run is dropped
       }, 1000)
       return timer
     })() : undefined
+    // A failed pull must surface as itself: stop sampling before the namespaces are removed.
     const done = await Promise.all(pullers.map(async d => {
       await new ShoalClient({ socketPath: d.socket }).pull({ ref: `bench@${version}` })
       return (performance.now() - t0) / 1000
-    }))
+    })).finally(() => clearInterval(sampler))
     if (values.verbose === true) {
       console.log(timeline.join('\n'))
       for (const [i, d] of pullers.entries()) {
@@ -96,7 +97,6 @@ try {
         console.log(`peer${i} received: ${rows.map(r => `${r.peerId === peerId ? 'seed' : r.peerId.slice(-4)}=${(r.bytesReceived / MiB).toFixed(0)}`).join(' ')}`)
       }
     }
-    clearInterval(sampler)
     const last = Math.max(...done)
     const sent = (await swarm.txBytes(seedHost)) - tx0
     ratios.push(last / bound)

@@ -12,7 +12,8 @@
  *   penalises the sender (the judge bans repeat offenders);
  * - no stall: with live sources the session makes progress, and without any for
  *   `noProgressTimeoutMs` it fails with a `FetchStalledError` saying what is missing and why;
- * - bounded memory: at most `maxInFlightBytes` requested at once across all peers.
+ * - bounded memory: at most `maxInFlightBytes` requested, or received and not yet stored, at once
+ *   across all peers.
  *
  * Peers are added by the owner (connected peers, providers, new connections); the session never
  * dials anyone itself except through `SessionPeers.channel`.
@@ -27,6 +28,8 @@ export interface Channel {
   readonly load: number
   /** Resolves with the chunk's bytes, possibly in parts (unverified: the target verifies). */
   want: (id: ChunkId, signal?: AbortSignal, urgent?: boolean) => Promise<Uint8Array | Uint8Array[]>
+  /** Hands back what `want` resolved with once the session is done with it (pooled buffers). */
+  release?: (bytes: Uint8Array[]) => void
   watch: (version: VersionId, watcher: { onHave: (state: { complete: true } | { complete: false, bits: Uint8Array } | undefined) => void, onUpdate: (indices: number[]) => void }) => Promise<void>
   unwatch: (version: VersionId) => Promise<void>
   onClose: (listener: (err?: Error) => void) => void
@@ -170,6 +173,8 @@ export class FetchSession {
   /** Global indices of each needed chunk, ascending. */
   private readonly indices = new Map<ChunkId, number[]>()
   private inflightBytes = 0
+  /** Bytes received and being verified and written; they count against `maxInFlightBytes` too. */
+  private storingBytes = 0
   private readonly selector
   private readonly picker
   private readonly origin?: PeerState
@@ -360,7 +365,8 @@ export class FetchSession {
     if (this.failure !== undefined) return
     if (this.target.done) { this.complete(); return }
     for (let guard = 0; guard < 10_000; guard++) {
-      if (this.inflightBytes >= this.opts.maxInFlightBytes) return
+      const held = this.inflightBytes + this.storingBytes
+      if (held >= this.opts.maxInFlightBytes) return
       const eligible: PeerState[] = []
       for (const p of this.peers.values()) {
         if (!p.gone && p.channel?.isOpen === true && (p.have === 'complete' || p.have instanceof Uint8Array) && p.inflightBytes < this.windowOf(p)) eligible.push(p)
@@ -372,7 +378,7 @@ export class FetchSession {
         if (peer === undefined) break
         const id = this.pickFor(peer)
         const size = id === undefined ? 0 : this.target.sizeOf(id)
-        if (id !== undefined && this.inflightBytes > 0 && this.inflightBytes + size > this.opts.maxInFlightBytes) return
+        if (id !== undefined && held > 0 && held + size > this.opts.maxInFlightBytes) return
         if (id === undefined || (!peer.origin && peer.inflightBytes > 0 && peer.inflightBytes + size > this.windowOf(peer))) {
           eligible.splice(eligible.indexOf(peer), 1)
           continue
@@ -439,9 +445,16 @@ export class FetchSession {
     // again while the first copy is still on its way, so a seed's upload is not spent twice.
     peer.deferred.delete(id)
     const urgent = who.size > 1 || this.partialPeers() === 0
-    const fetching = peer.origin ? this.fetchOrigin(id, controller.signal) : (peer.channel as Channel).want(id, controller.signal, urgent)
+    const channel = peer.channel
+    const fetching = peer.origin ? this.fetchOrigin(id, controller.signal) : (channel as Channel).want(id, controller.signal, urgent)
     fetching.then(
-      async bytes => { await this.onBlock(peer, id, bytes) },
+      async bytes => {
+        try {
+          await this.onBlock(peer, id, bytes)
+        } finally {
+          if (Array.isArray(bytes)) channel?.release?.(bytes)
+        }
+      },
       (err: unknown) => { this.onRequestError(peer, id, err as Error) }
     )
   }
@@ -478,6 +491,7 @@ export class FetchSession {
     peer.lastBlockAt = Date.now()
     peer.receivedInTick += size
     peer.received += size
+    this.storingBytes += size
     try {
       const stored = await this.target.put(id, bytes)
       peer.consecutiveTimeouts = 0
@@ -493,6 +507,8 @@ export class FetchSession {
         return
       }
       this.requeue(id)
+    } finally {
+      this.storingBytes -= size
     }
     this.pump()
   }

@@ -3,7 +3,10 @@
  *
  * - Receiving: frames are decoded synchronously from the stream's `message` events with an
  *   explicit `maxFrameBytes`; a length prefix above the cap aborts the stream at once, before
- *   any of the frame is buffered (a peer cannot make us allocate more than the cap).
+ *   any of the frame is buffered (a peer cannot make us allocate more than the cap). Frames of at
+ *   least `assemble.minBytes` are copied, as they arrive, into one buffer from `assemble.pool`
+ *   and handed over as that buffer, which the receiver then owns (see `BufferPool`); smaller
+ *   frames are views of the received parts.
  * - Sending: `send` writes the varint length and the frame; when the stream asks for it, the next
  *   send waits for `drain`. Sends are serialised, so callers may send from several tasks.
  *
@@ -11,28 +14,99 @@
  * peer never has more than that in flight; the read buffer cap catches one that is not.
  */
 import type { Stream } from '@libp2p/interface'
-import { LengthPrefixedDecoder } from '@libp2p/utils'
 import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { MalformedDataError } from '../core/errors.js'
+import type { BufferPool } from './buffer-pool.js'
 
 export interface FramedStreamInit {
   /** Largest frame accepted. */
   maxFrameBytes: number
-  /** Bytes decoded but not yet handled that may pile up before the stream is aborted. */
+  /** Bytes received but not yet decoded into a frame that may pile up before the stream is aborted. */
   maxBufferBytes: number
   onFrame: (frame: Uint8ArrayList) => void
   /** Called once when the stream ends or fails, with the error if any. */
   onClose: (err?: Error) => void
+  /** Assemble frames of at least `minBytes` in buffers from `pool` (its buffers hold `maxFrameBytes`). */
+  assemble?: { pool: BufferPool, minBytes: number }
+}
+
+/** Splits a byte stream into length-prefixed frames; see the module doc. */
+export class FrameDecoder {
+  private readonly buffer = new Uint8ArrayList()
+  /** The large frame being assembled, and how much of it has arrived. */
+  private target?: Uint8Array
+  private filled = 0
+
+  constructor (private readonly init: Pick<FramedStreamInit, 'maxFrameBytes' | 'maxBufferBytes' | 'assemble'>) {}
+
+  /** Frames completed by `data`, in order. Throws on a length over the cap or a buffer overflow. */
+  * decode (data: Uint8Array | Uint8ArrayList): Generator<Uint8ArrayList> {
+    this.buffer.append(data)
+    while (true) {
+      if (this.target !== undefined) {
+        const n = Math.min(this.target.byteLength - this.filled, this.buffer.byteLength)
+        copyInto(this.buffer, n, this.target, this.filled)
+        this.buffer.consume(n)
+        this.filled += n
+        if (this.filled < this.target.byteLength) return
+        const frame = this.target
+        this.target = undefined
+        yield new Uint8ArrayList(frame)
+        continue
+      }
+      if (this.buffer.byteLength > this.init.maxBufferBytes) {
+        throw new MalformedDataError(`read buffer over ${this.init.maxBufferBytes} bytes`)
+      }
+      let length: number
+      try {
+        length = varint.decode(this.buffer)
+      } catch (err) {
+        if (err instanceof RangeError) return // the length prefix has not fully arrived
+        throw err
+      }
+      if (length > this.init.maxFrameBytes) throw new MalformedDataError(`frame of ${length} bytes over the ${this.init.maxFrameBytes}-byte cap`)
+      const prefix = varint.encodingLength(length)
+      const assemble = this.init.assemble
+      if (assemble !== undefined && length >= assemble.minBytes) {
+        this.buffer.consume(prefix)
+        this.target = assemble.pool.take(length)
+        this.filled = 0
+        continue
+      }
+      if (this.buffer.byteLength < prefix + length) return
+      const frame = this.buffer.sublist(prefix, prefix + length)
+      this.buffer.consume(prefix + length)
+      if (length > 0) yield frame
+    }
+  }
+
+  /** Hands a half-assembled frame's buffer back (the stream ended). */
+  close (): void {
+    if (this.target !== undefined) this.init.assemble?.pool.give(this.target)
+    this.target = undefined
+  }
+}
+
+/** Copies the first `count` bytes of `list` into `target` at `offset`. */
+function copyInto (list: Uint8ArrayList, count: number, target: Uint8Array, offset: number): void {
+  let done = 0
+  for (const part of list) {
+    if (done >= count) break
+    const n = Math.min(part.byteLength, count - done)
+    target.set(n === part.byteLength ? part : part.subarray(0, n), offset + done)
+    done += n
+  }
 }
 
 export class FramedStream {
   private sending: Promise<void> = Promise.resolve()
   private closed = false
+  private readonly decoder: FrameDecoder
 
   constructor (readonly stream: Stream, private readonly init: FramedStreamInit) {
     stream.maxReadBufferLength = Math.max(stream.maxReadBufferLength, init.maxBufferBytes)
-    const decoder = new LengthPrefixedDecoder({ maxDataLength: init.maxFrameBytes, maxBufferSize: init.maxBufferBytes })
+    const decoder = this.decoder = new FrameDecoder(init)
     stream.addEventListener('message', evt => {
       if (this.closed) return
       try {
@@ -77,6 +151,7 @@ export class FramedStream {
   private finish (err?: Error): void {
     if (this.closed) return
     this.closed = true
+    this.decoder.close()
     this.init.onClose(err)
   }
 }

@@ -2,7 +2,8 @@
  * sha2-256 on worker threads, so hashing runs beside the event loop (and beside the file reads and
  * writes on the libuv pool) instead of on it. Works on memory the caller shares
  * (`SharedArrayBuffer`): nothing is copied to the worker. Used by `BlobWriter` for whole chunks in
- * shared window buffers; everything else hashes on the calling thread.
+ * shared window buffers and by `Store.chunkMatches` for pulled chunks in pooled receive buffers;
+ * everything else hashes on the calling thread.
  */
 import { Worker } from 'node:worker_threads'
 

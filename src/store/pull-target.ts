@@ -17,7 +17,7 @@
  */
 import { EventEmitter } from 'node:events'
 import { open, chmod, rename, rm, stat, type FileHandle } from 'node:fs/promises'
-import { byteLength, chunkMatches, type ChunkId, type FileDigest, type VersionId } from '../core/digest.js'
+import { byteLength, type ChunkId, type FileDigest, type VersionId } from '../core/digest.js'
 import { DigestMismatchError } from '../core/errors.js'
 import { decodeManifest, type Manifest } from '../core/manifest.js'
 import { fsyncDir, isErrno, mapFsError } from './fsutil.js'
@@ -153,11 +153,12 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
   async put (id: ChunkId, bytes: Uint8Array | readonly Uint8Array[]): Promise<boolean> {
     if (!this.missing.has(id)) return false
     const size = byteLength(bytes)
-    if (size !== this.sizes.get(id) || !chunkMatches(bytes, id)) {
+    if (size !== this.sizes.get(id) || !await this.store.chunkMatches(bytes, id)) {
       throw new DigestMismatchError(`received bytes do not match chunk ${id}`)
     }
     if (!this.missing.delete(id)) return false
     const positions = this.positions.get(id) ?? []
+    const whole = bytes instanceof Uint8Array ? bytes : bytes.length === 1 ? bytes[0] : undefined
     try {
       for (const p of positions) {
         const file = this.files[p.file]
@@ -166,7 +167,9 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
           h => { file.fh = h; return h },
           (err: unknown) => { file.opening = undefined; throw err }
         ))
-        if (bytes instanceof Uint8Array) await fh.write(bytes, 0, size, p.offset)
+        // One contiguous write when the bytes are in one buffer: several times cheaper in the
+        // kernel than a vectored write of the same bytes in many parts.
+        if (whole !== undefined) await fh.write(whole, 0, size, p.offset)
         else await fh.writev(bytes as Uint8Array[], p.offset)
         file.dirty = true
       }

@@ -45,8 +45,19 @@ export class FakeTarget implements Target {
     return this.origins && this.source.has(id) ? { url: `http://origin.test/${id}`, offset: 0 } : undefined
   }
 
+  /** Delay of every `put` (a slow disk), and a tally of the bytes being stored. */
+  putDelayMs = 0
+  storing?: InflightTracker
+
   async put (id: ChunkId, parts: Uint8Array | readonly Uint8Array[]): Promise<boolean> {
-    await Promise.resolve()
+    const size = parts instanceof Uint8Array ? parts.byteLength : parts.reduce((n, p) => n + p.byteLength, 0)
+    this.storing?.add(size)
+    try {
+      if (this.putDelayMs > 0) await new Promise(resolve => setTimeout(resolve, this.putDelayMs))
+      else await Promise.resolve()
+    } finally {
+      this.storing?.remove(size)
+    }
     const bytes = parts instanceof Uint8Array ? parts : Buffer.concat(parts)
     if (!this.missing.has(id)) {
       this.puts.push({ id, result: 'duplicate' })
@@ -98,6 +109,8 @@ export interface FakePeerOptions {
   tracker?: InflightTracker
   /** Answers DUPLICATE to every non-urgent want (a seed that just sent everything elsewhere). */
   duplicateUnlessUrgent?: boolean
+  /** Answers with the bytes as a list of parts (as a real channel does), to be handed back through `release`. */
+  inParts?: boolean
 }
 
 interface PendingWant { id: ChunkId, fail: (err: Error) => void }
@@ -112,6 +125,8 @@ export class FakePeer implements Channel {
   readonly aborted: ChunkId[] = []
   /** Ids delivered (possibly corrupted). */
   readonly delivered: ChunkId[] = []
+  /** Blocks handed back through `release`. */
+  readonly released: Uint8Array[][] = []
   /** Ids in flight when the channel closed. */
   readonly lostOnClose: ChunkId[] = []
   /** Wants for chunks the peer had not announced (a session must never send those to an honest peer). */
@@ -132,7 +147,7 @@ export class FakePeer implements Channel {
     return this.target.indicesOf(id).some(i => this.holdings.has(i))
   }
 
-  async want (id: ChunkId, signal?: AbortSignal, urgent = false): Promise<Uint8Array> {
+  async want (id: ChunkId, signal?: AbortSignal, urgent = false): Promise<Uint8Array | Uint8Array[]> {
     if (!this.isOpen) throw new PeerGoneError('closed')
     signal?.throwIfAborted()
     if (this.options.duplicateUnlessUrgent === true && !urgent) throw new PeerRequestError('DUPLICATE', 'just sent to another peer')
@@ -142,7 +157,7 @@ export class FakePeer implements Channel {
     this.inflightBytes += size
     this.maxInflightBytes = Math.max(this.maxInflightBytes, this.inflightBytes)
     this.options.tracker?.add(size)
-    return await new Promise<Uint8Array>((resolve, reject) => {
+    return await new Promise<Uint8Array | Uint8Array[]>((resolve, reject) => {
       const answer: { timer?: NodeJS.Timeout } = {}
       const entry: PendingWant = {
         id,
@@ -174,7 +189,7 @@ export class FakePeer implements Channel {
         const bytes = new Uint8Array(this.target.source.get(id)!)
         if (this.options.corrupt === true) bytes[0] = bytes[0]! ^ 0xff
         this.delivered.push(id)
-        resolve(bytes)
+        resolve(this.options.inParts === true ? [bytes.subarray(0, 1), bytes.subarray(1)] : bytes)
         if (this.options.closeAfter !== undefined && this.delivered.length >= this.options.closeAfter) this.close(new Error('connection reset'))
       }, delay)
       this.timers.add(answer.timer)
@@ -201,6 +216,10 @@ export class FakePeer implements Channel {
   }
 
   async unwatch (): Promise<void> {}
+
+  release (bytes: Uint8Array[]): void {
+    this.released.push(bytes)
+  }
 
   onClose (listener: (err?: Error) => void): void {
     if (!this.isOpen) listener()

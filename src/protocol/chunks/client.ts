@@ -6,15 +6,19 @@
  * `DontHaveError`, `PeerRequestError` or `PeerGoneError`; aborting its signal sends CANCEL.
  * A channel is single-use: once its stream closes every pending request rejects, and the owner
  * opens a new channel when it needs the peer again.
+ *
+ * Given a `BufferPool`, blocks arrive in pooled buffers: the bytes `want` resolves with belong to
+ * the caller, who hands them back with `release` once done (forgetting to only costs reuse).
  */
 import { CID } from 'multiformats/cid'
 import type { Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import type { ChunkId, VersionId } from '../../core/digest.js'
 import { AbortedError, MalformedDataError } from '../../core/errors.js'
+import type { BufferPool } from '../buffer-pool.js'
 import { decodeBlock } from './block.js'
 import { FramedStream } from '../framing.js'
-import { MAX_FRAME_BYTES, READ_BUFFER_SLACK_BYTES } from './constants.js'
+import { MAX_FRAME_BYTES, POOLED_FRAME_MIN_BYTES, READ_BUFFER_SLACK_BYTES } from './constants.js'
 import { DontHaveError, PeerGoneError, fromWire } from './errors.js'
 import { ChunkRequest, ChunkResponse } from './pb/chunks.js'
 import type { HaveState } from './server.js'
@@ -38,13 +42,17 @@ export class PeerChannel {
   /** Last load the peer reported. */
   load = 0
 
-  /** `maxInFlightBytes`: what this side may have asked for at once; bounds the read buffer. */
-  constructor (readonly stream: Stream, maxInFlightBytes: number) {
+  /**
+   * `maxInFlightBytes`: what this side may have asked for at once; bounds the read buffer.
+   * `pool`: where blocks are assembled; its buffers MUST hold `MAX_FRAME_BYTES`.
+   */
+  constructor (readonly stream: Stream, maxInFlightBytes: number, private readonly pool?: BufferPool) {
     this.framed = new FramedStream(stream, {
       maxFrameBytes: MAX_FRAME_BYTES,
       maxBufferBytes: maxInFlightBytes + READ_BUFFER_SLACK_BYTES,
       onFrame: frame => this.onFrame(frame),
-      onClose: err => this.shutdown(err)
+      onClose: err => this.shutdown(err),
+      ...(pool !== undefined ? { assemble: { pool, minBytes: POOLED_FRAME_MIN_BYTES } } : {})
     })
   }
 
@@ -78,6 +86,11 @@ export class PeerChannel {
     })
   }
 
+  /** Hands back the buffers of a block `want` resolved with; its bytes MUST NOT be used after. */
+  release (bytes: BlockBytes): void {
+    if (this.pool !== undefined) for (const part of bytes) this.pool.give(part)
+  }
+
   /** Asks what the peer has of `version` and to be kept posted. */
   async watch (version: VersionId, watcher: VersionWatcher): Promise<void> {
     this.watchers.set(version, watcher)
@@ -107,7 +120,9 @@ export class PeerChannel {
       const block = decodeBlock(frame)
       if (block !== undefined) {
         this.load = block.load
-        this.settle(block.id)?.resolve(block.data)
+        const pending = this.settle(block.id)
+        if (pending !== undefined) pending.resolve(block.data)
+        else this.release(block.data) // cancelled meanwhile
         return
       }
       res = ChunkResponse.decode(frame)

@@ -30,3 +30,9 @@ export const READ_BUFFER_SLACK_BYTES = 8 * MAX_FRAME_BYTES
 export const DUPLICATE_HOLD_MS = 15_000
 /** Chunks remembered for DUPLICATE at most. @default 4096 */
 export const MAX_RECENT_SENDS = 4096
+/**
+ * Response frames at least this large (blocks) are assembled in one pooled buffer as they arrive
+ * (see `BufferPool`); smaller ones stay as the received parts.
+ * @default 64 KiB
+ */
+export const POOLED_FRAME_MIN_BYTES = 64 * 1024

@@ -7,12 +7,14 @@
  * const node = await createLibp2p({ services: { chunks: chunkExchange({ source, limiter }) } })
  * const channel = await node.services.chunks.channel(peerId)
  * const bytes = await channel.want(chunkId, signal)   // caller verifies the bytes
+ * channel.release(bytes)                               // done with them: the buffer is reused
  * ```
  */
 import type { PeerId, Startable } from '@libp2p/interface'
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
+import { BufferPool } from '../buffer-pool.js'
 import { PeerChannel } from './client.js'
-import { CHUNKS_PROTOCOL, MAX_INBOUND_STREAMS, STREAM_IDLE_TIMEOUT_MS } from './constants.js'
+import { CHUNKS_PROTOCOL, MAX_FRAME_BYTES, MAX_INBOUND_STREAMS, STREAM_IDLE_TIMEOUT_MS } from './constants.js'
 import { RecentSends, ServerSession, type ChunkSource, type ServerFaults, type ServerLog, type UploadLimiter } from './server.js'
 
 export { PeerChannel, type VersionWatcher } from './client.js'
@@ -44,6 +46,8 @@ class ChunkExchangeService implements ChunkExchange, Startable {
   private readonly channels = new Map<string, Promise<PeerChannel>>()
   private readonly log: ServerLog
   private readonly recent = new RecentSends()
+  /** Receive buffers for blocks, shared by all channels. */
+  private readonly pool = new BufferPool(MAX_FRAME_BYTES)
 
   constructor (private readonly components: ChunkExchangeComponents, private readonly init: ChunkExchangeInit) {
     this.log = init.log ?? { debug () {} }
@@ -74,7 +78,7 @@ class ChunkExchangeService implements ChunkExchange, Startable {
     const opening = (async () => {
       const stream = await this.components.connectionManager.openStream(peer, CHUNKS_PROTOCOL, signal !== undefined ? { signal } : {})
       stream.inactivityTimeout = STREAM_IDLE_TIMEOUT_MS
-      const channel = new PeerChannel(stream, this.init.maxInFlightBytes)
+      const channel = new PeerChannel(stream, this.init.maxInFlightBytes, this.pool)
       channel.onClose(() => { if (this.channels.get(key) === opening) this.channels.delete(key) })
       return channel
     })()

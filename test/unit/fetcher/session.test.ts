@@ -65,6 +65,19 @@ describe('FetchSession', () => {
     expect(seed.wants).toHaveLength(10)
   })
 
+  it('hands every received block back to its channel once done with it, stored or not', async () => {
+    const target = new FakeTarget(makeChunks(12, 1_000, 2_000))
+    const good = peer('good', target, { inParts: true, delayMs: 5 })
+    const bad = peer('bad', target, { inParts: true, corrupt: true })
+    const { run } = start(target, [good, bad])
+    await run
+    expectComplete(target)
+    for (const p of [good, bad]) {
+      await vi.waitFor(() => { expect(p.released).toHaveLength(p.delivered.length) })
+    }
+    expect(bad.delivered.length).toBeGreaterThan(0)
+  })
+
   it('returns at once when nothing is missing', async () => {
     const target = new FakeTarget([])
     await new FetchSession(target, fakePeers([]), new PeerScores(), FAST).run()
@@ -280,6 +293,18 @@ describe('FetchSession', () => {
     expectComplete(target)
     expect(tracker.max).toBeLessThanOrEqual(7_000)
     expect(tracker.max).toBeGreaterThan(3_000) // several requests were pipelined
+  })
+
+  it('counts blocks still being stored against maxInFlightBytes (a slow disk does not grow memory)', async () => {
+    const target = new FakeTarget(makeChunks(40, 1_000, 3_000))
+    const held = new InflightTracker()
+    target.storing = held
+    target.putDelayMs = 20
+    const peers = ['a', 'b'].map(k => peer(k, target, { delayMs: 1, tracker: held }))
+    const { run } = start(target, peers, { maxInFlightBytes: 7_000, minWindowBytes: 50_000, maxWindowBytes: 50_000 })
+    await run
+    expectComplete(target)
+    expect(held.max).toBeLessThanOrEqual(7_000)
   })
 
   it('keeps each peer within its window', async () => {

@@ -5,8 +5,9 @@ import { CID } from 'multiformats/cid'
 import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { chunkIdOf, encodeBlock, type ChunkId, type VersionId } from '../../../src/core/digest.js'
+import { BufferPool } from '../../../src/protocol/buffer-pool.js'
 import { PeerChannel } from '../../../src/protocol/chunks/client.js'
-import { HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_PENDING_PER_STREAM, MAX_REQUEST_FRAME_BYTES } from '../../../src/protocol/chunks/constants.js'
+import { HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_PENDING_PER_STREAM, MAX_REQUEST_FRAME_BYTES, POOLED_FRAME_MIN_BYTES } from '../../../src/protocol/chunks/constants.js'
 import { ChunkRequest, ChunkResponse } from '../../../src/protocol/chunks/pb/chunks.js'
 import { RecentSends, ServerSession, type ChunkSource, type HaveState, type UploadLimiter } from '../../../src/protocol/chunks/server.js'
 import { sameBytes, seededBytes } from '../../helpers/random.js'
@@ -115,6 +116,22 @@ describe('/shoal/chunks/1.0.0', () => {
     expect(limiter.acquired).toEqual([bytes.byteLength])
     expect(channel.load).toBe(1) // the slot was held while the block was sent
     await vi.waitFor(() => { expect(limiter.released).toBe(1) })
+  })
+
+  it('with a pool, a large block arrives in one pooled buffer that `release` hands back', async () => {
+    new ServerSession(inbound, 'peer-a', source, limiter, new RecentSends(), { debug () {} })
+    const pool = new BufferPool(MAX_FRAME_BYTES)
+    const channel = new PeerChannel(outbound, 16 * 1024 * 1024, pool)
+    const large = chunk(1, 3 * POOLED_FRAME_MIN_BYTES + 5)
+    const small = chunk(2, 100)
+    for (const c of [large, small]) source.chunks.set(c.id, c.bytes)
+    const parts = await channel.want(large.id)
+    expect(parts).toHaveLength(1)
+    expect(parts[0]!.buffer).toBeInstanceOf(SharedArrayBuffer)
+    expect(joined(parts)).toEqual(large.bytes)
+    expect(joined(await channel.want(small.id))).toEqual(small.bytes)
+    channel.release(parts)
+    expect(pool.take(1).buffer).toBe(parts[0]!.buffer)
   })
 
   it('WANT of a chunk the server lacks → DONT_HAVE', async () => {

@@ -95,6 +95,22 @@ describe('PullTarget', () => {
     expect(await dest.index.partials.get(v.manifest.files[0]!.digest)).toBeUndefined()
   })
 
+  it('verifies bytes in shared memory (as received into pooled buffers) on the hash workers', async () => {
+    const target = await open()
+    const [first, second] = target.needed()
+    const inShared = (bytes: Uint8Array): Uint8Array => {
+      const view = new Uint8Array(new SharedArrayBuffer(bytes.byteLength + 8), 8, bytes.byteLength)
+      view.set(bytes)
+      return view
+    }
+    const bad = inShared(await fromSource(first!))
+    bad[0]! ^= 0x01
+    await expect(target.put(first!, [bad])).rejects.toMatchObject({ name: 'DigestMismatchError' })
+    expect(await target.put(first!, [inShared(await fromSource(first!))])).toBe(true)
+    expect(await target.put(second!, inShared(await fromSource(second!)))).toBe(true)
+    for (const id of [first!, second!]) expect(sameBytes(await dest.readChunk(id), await fromSource(id))).toBe(true)
+  })
+
   it('refuses bytes that do not hash to the chunk id, and writes nothing', async () => {
     const target = await open()
     const id = target.needed()[3]!

@@ -1,0 +1,45 @@
+/**
+ * Reusable receive buffers for large frames: a frame is copied into one buffer as it arrives
+ * instead of being kept as the many small buffers the transport delivered.
+ *
+ * Why: a 4 MiB chunk arrives as ~64 decrypted 64 KiB buffers. Held until the chunk is complete,
+ * hashed and written, they outlive the young generation and are freed only by full collections,
+ * which cost more CPU than the transfer's decryption; written as 64 parts they also cost more
+ * kernel time than one contiguous write. One copy into a reused buffer lets them die young.
+ *
+ * Buffers are `SharedArrayBuffer`s, so a receiver can hash them on worker threads without another
+ * copy. Contract: a buffer from `take` belongs to the caller until it is handed back with `give`;
+ * after `give` its contents MUST NOT be used. Not giving a buffer back is safe (it is garbage
+ * collected; the pool allocates another); giving back one that is not out is ignored.
+ */
+
+/**
+ * Buffers kept for reuse at most (one pull's in-flight budget of 4 MiB chunks, and a little more);
+ * more may be out at once, they are simply not kept.
+ * @default 8
+ */
+export const MAX_POOLED_BUFFERS = 8
+
+export class BufferPool {
+  private readonly free: SharedArrayBuffer[] = []
+  /** Buffers handed out and not given back (weakly: one never given back is simply collected). */
+  private readonly out = new WeakSet<SharedArrayBuffer>()
+
+  /** `size`: bytes of every buffer, the largest length `take` accepts. */
+  constructor (readonly size: number, private readonly maxPooled = MAX_POOLED_BUFFERS) {}
+
+  /** A view of `length` bytes (at most `size`) at the start of a buffer now owned by the caller. */
+  take (length: number): Uint8Array {
+    if (length > this.size) throw new RangeError(`${length} bytes asked of a pool of ${this.size}-byte buffers`)
+    const buffer = this.free.pop() ?? new SharedArrayBuffer(this.size)
+    this.out.add(buffer)
+    return new Uint8Array(buffer, 0, length)
+  }
+
+  /** Hands back the buffer behind `view` (any view of it); ignored unless it is out. */
+  give (view: Uint8Array): void {
+    const buffer = view.buffer
+    if (!(buffer instanceof SharedArrayBuffer) || !this.out.delete(buffer)) return
+    if (this.free.length < this.maxPooled) this.free.push(buffer)
+  }
+}

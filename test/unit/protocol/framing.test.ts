@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest'
+import * as varint from 'uint8-varint'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { BufferPool } from '../../../src/protocol/buffer-pool.js'
+import { FrameDecoder } from '../../../src/protocol/framing.js'
+import { seededBytes } from '../../helpers/random.js'
+
+const framed = (...frames: Uint8Array[]): Uint8Array => Buffer.concat(frames.flatMap(f => [varint.encode(f.byteLength), f]))
+
+/** Feeds `bytes` in pieces of `step` bytes; returns the frames, each joined. */
+function feed (decoder: FrameDecoder, bytes: Uint8Array, step: number): Uint8ArrayList[] {
+  const out: Uint8ArrayList[] = []
+  for (let at = 0; at < bytes.byteLength; at += step) {
+    // Pieces arrive as lists of small buffers, as from the transport.
+    const piece = bytes.subarray(at, Math.min(at + step, bytes.byteLength))
+    const list = new Uint8ArrayList(piece.subarray(0, piece.byteLength >> 1), piece.subarray(piece.byteLength >> 1))
+    out.push(...decoder.decode(list))
+  }
+  return out
+}
+
+describe('FrameDecoder', () => {
+  it('splits frames however the bytes arrive; large ones land whole in one pooled buffer', () => {
+    const pool = new BufferPool(4096)
+    const small = seededBytes(100, 1)
+    const large = seededBytes(3000, 2)
+    const bytes = framed(small, large, small, large)
+    for (const step of [1, 7, 333, 5000, bytes.byteLength]) {
+      const decoder = new FrameDecoder({ maxFrameBytes: 4096, maxBufferBytes: 8192, assemble: { pool, minBytes: 1000 } })
+      const frames = feed(decoder, bytes, step)
+      expect(frames.map(f => f.byteLength)).toEqual([100, 3000, 100, 3000])
+      expect(frames.map(f => Buffer.from(f.subarray()))).toEqual([small, large, small, large].map(b => Buffer.from(b)))
+      const assembled = frames[1]!
+      expect([...assembled]).toHaveLength(1)
+      expect([...assembled][0]!.buffer).toBeInstanceOf(SharedArrayBuffer)
+      for (const f of frames) for (const part of f) pool.give(part)
+    }
+  })
+
+  it('refuses a length over the cap before buffering the frame', () => {
+    const decoder = new FrameDecoder({ maxFrameBytes: 100, maxBufferBytes: 1000 })
+    expect(() => [...decoder.decode(varint.encode(101))]).toThrow(/cap/)
+  })
+
+  it('refuses a read buffer over its cap', () => {
+    const decoder = new FrameDecoder({ maxFrameBytes: 1000, maxBufferBytes: 100 })
+    expect(() => [...decoder.decode(framed(seededBytes(200, 3)).subarray(0, 150))]).toThrow(/read buffer/)
+  })
+
+  it('hands a half-assembled buffer back to the pool on close', () => {
+    const pool = new BufferPool(4096)
+    const decoder = new FrameDecoder({ maxFrameBytes: 4096, maxBufferBytes: 8192, assemble: { pool, minBytes: 1000 } })
+    expect([...decoder.decode(framed(seededBytes(2000, 4)).subarray(0, 500))]).toEqual([])
+    decoder.close()
+    const reused = pool.take(10)
+    const fresh = pool.take(10)
+    expect(reused.buffer).not.toBe(fresh.buffer)
+  })
+})
+
+describe('BufferPool', () => {
+  it('reuses buffers given back, ignores foreign and repeated gives, keeps at most `maxPooled`', () => {
+    const pool = new BufferPool(64, 1)
+    const a = pool.take(64)
+    const b = pool.take(10)
+    expect(a.buffer).not.toBe(b.buffer)
+    pool.give(a.subarray(5))
+    pool.give(a) // already back: ignored
+    pool.give(new Uint8Array(new SharedArrayBuffer(64)))
+    pool.give(b) // over maxPooled: dropped
+    const c = pool.take(20)
+    expect(c.buffer).toBe(a.buffer)
+    expect(c.byteLength).toBe(20)
+    expect(pool.take(1).buffer).not.toBe(b.buffer)
+    expect(() => pool.take(65)).toThrow(RangeError)
+  })
+})
