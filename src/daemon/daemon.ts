@@ -56,6 +56,8 @@ export class Daemon {
   private quotaTimer?: NodeJS.Timeout
   private quotaRunning = false
   private leases?: LeaseTable
+  private readonly models = new Map<string, string>()
+  private readonly modelLookups = new Map<string, { bytes: number }>()
   search?: SearchIndex
   readonly events = new EventBus()
   metrics?: Metrics
@@ -93,6 +95,11 @@ export class Daemon {
           noProgressTimeoutMs: config.transfer.stallSeconds * 1000
         },
         origin: this.origin,
+        onReceived: (model, _peer, bytes) => {
+          this.metrics?.chunksVerified.inc()
+          this.metrics?.bytesReceivedByModel.inc({ model }, bytes)
+        },
+        onRejected: offence => { this.metrics?.chunksRejected.inc({ reason: offence }) },
         ...(config.transfer.downloadRate !== undefined ? { download: new TokenBucket(config.transfer.downloadRate) } : {})
       }, componentLogger(this.log, 'pulls'))
       this.pulls = pulls
@@ -110,6 +117,10 @@ export class Daemon {
           limiter: uploadLimiter(config.transfer.uploadSlots, config.transfer.uploadRate),
           maxInFlightBytes: MAX_PULL_IN_FLIGHT_BYTES,
           log: componentLogger(this.log, 'chunks'),
+          onSent: (peer, bytes, versions) => {
+            this.metrics?.bytesSent.inc({ peer }, bytes)
+            if (versions.length === 1 && versions[0] !== undefined) this.countSentForVersion(versions[0], bytes)
+          },
           ...testFaults(this.log)
         },
         manifests: { manifest: async version => await store.heads.manifest(version) },
@@ -229,6 +240,23 @@ export class Daemon {
     this.origin?.close()
     await this.store?.close()
     this.log.info({}, 'shoal daemon stopped')
+  }
+
+  /** Counts bytes sent for a version under its model name (looked up once, then cached). */
+  private countSentForVersion (version: string, bytes: number): void {
+    const model = this.models.get(version)
+    if (model !== undefined) { this.metrics?.bytesSentByModel.inc({ model }, bytes); return }
+    const pending = this.modelLookups.get(version)
+    if (pending !== undefined) { pending.bytes += bytes; return }
+    const entry = { bytes }
+    this.modelLookups.set(version, entry)
+    void (this.store?.index.versions.get(version) ?? Promise.resolve(undefined)).then(r => {
+      const name = r?.name
+      if (name !== undefined) {
+        if (this.models.size < 10_000) this.models.set(version, name)
+        this.metrics?.bytesSentByModel.inc({ model: name }, entry.bytes)
+      }
+    }).catch(() => {}).finally(() => this.modelLookups.delete(version))
   }
 
   /** With a disk quota set, removes least-recently-used unprotected versions until under it. */

@@ -62,7 +62,14 @@ export class PullManager implements ChunkSource {
   constructor (
     private readonly store: Store,
     private readonly judge: PeerJudge,
-    private readonly options: { session: Partial<SessionOptions>, origin?: OriginSource, download?: TokenBucket },
+    private readonly options: {
+      session: Partial<SessionOptions>
+      origin?: OriginSource
+      download?: TokenBucket
+      /** Metrics: verified bytes received for a model from a peer; chunks refused. */
+      onReceived?: (model: string, peer: string, bytes: number) => void
+      onRejected?: (offence: string) => void
+    },
     private readonly log: Logger
   ) {}
 
@@ -161,9 +168,15 @@ export class PullManager implements ChunkSource {
     target.on('have', indices => { for (const l of this.watchers.get(version) ?? []) l(indices) })
     await target.copyLocal()
     const listeners = new Set<(p: PullProgress) => void>()
+    const base = this.judge
+    const judge: PeerJudge = {
+      isBanned: peer => base.isBanned(peer),
+      credit: (peer, bytes) => { base.credit(peer, bytes); this.options.onReceived?.(name, peer, bytes) },
+      penalize: (peer, offence, detail) => { this.options.onRejected?.(offence); return base.penalize(peer, offence, detail) }
+    }
     const session = new FetchSession(target, {
       channel: async (peer, signal) => await node.services.chunks.channel(peerIdFromString(peer), signal)
-    }, this.judge, this.options.session, {
+    }, judge, this.options.session, {
       ...(this.options.origin !== undefined ? { origin: this.options.origin } : {}),
       ...(this.options.download !== undefined ? { download: this.options.download } : {}),
       onProgress: p => { const full = this.progressOf(pull, p); for (const l of listeners) l(full) },

@@ -15,10 +15,10 @@ import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
 import { BufferPool } from '../buffer-pool.js'
 import { PeerChannel } from './client.js'
 import { CHUNKS_PROTOCOL, MAX_FRAME_BYTES, MAX_INBOUND_STREAMS, STREAM_IDLE_TIMEOUT_MS } from './constants.js'
-import { RecentSends, ServerSession, type ChunkSource, type ServerFaults, type ServerLog, type UploadLimiter } from './server.js'
+import { RecentSends, ServerSession, type SentHook, type ChunkSource, type ServerFaults, type ServerLog, type UploadLimiter } from './server.js'
 
 export { PeerChannel, type VersionWatcher } from './client.js'
-export { RecentSends, type ChunkSource, type HaveState, type ServerFaults, type UploadLimiter } from './server.js'
+export { RecentSends, type SentHook, type ChunkSource, type HaveState, type ServerFaults, type UploadLimiter } from './server.js'
 export * from './constants.js'
 export * from './errors.js'
 
@@ -30,6 +30,8 @@ export interface ChunkExchangeInit {
   log?: ServerLog
   /** Test-only misbehaviour. */
   faults?: ServerFaults
+  /** Metrics: called after each block sent. */
+  onSent?: SentHook
 }
 
 export interface ChunkExchangeComponents {
@@ -56,7 +58,7 @@ class ChunkExchangeService implements ChunkExchange, Startable {
   async start (): Promise<void> {
     await this.components.registrar.handle(CHUNKS_PROTOCOL, (stream, connection) => {
       stream.inactivityTimeout = STREAM_IDLE_TIMEOUT_MS
-      new ServerSession(stream, connection.remotePeer.toString(), this.init.source, this.init.limiter, this.recent, this.log, this.init.faults)
+      new ServerSession(stream, connection.remotePeer.toString(), this.init.source, this.init.limiter, this.recent, this.log, this.init.faults, this.init.onSent)
     }, { maxInboundStreams: MAX_INBOUND_STREAMS })
   }
 

@@ -42,6 +42,9 @@ export interface UploadLimiter {
 
 export interface ServerLog { debug: (obj: object, msg?: string) => void }
 
+/** Called after a block went out: who got it, how many bytes, and the versions that peer said it wants. */
+export type SentHook = (peer: string, bytes: number, versions: string[]) => void
+
 /**
  * Which chunks this node sent recently and to whom, shared by all sessions: a second peer asking
  * for a chunk another peer is receiving right now is told DUPLICATE (fetch it from that peer),
@@ -111,7 +114,8 @@ export class ServerSession {
     private readonly limiter: UploadLimiter,
     private readonly recent: RecentSends,
     private readonly log: ServerLog,
-    private readonly faults?: ServerFaults
+    private readonly faults?: ServerFaults,
+    private readonly onSent?: SentHook
   ) {
     this.framed = new FramedStream(stream, {
       maxFrameBytes: MAX_REQUEST_FRAME_BYTES,
@@ -180,6 +184,7 @@ export class ServerSession {
       if (signal.aborted) return false
       const data = this.faults?.corrupt === true && found !== undefined ? flipMiddleBit(bytes) : bytes
       await this.framed.send(encodeBlock(reqId, this.limiter.load(), data))
+      this.onSent?.(this.remote, data.byteLength, [...this.interests.keys()])
       return true
     } catch (err) {
       if (signal.aborted || !this.framed.isOpen) return false
