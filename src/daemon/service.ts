@@ -40,11 +40,21 @@ export class DaemonService implements ShoalApi {
 
   async pull (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
     const throttled = throttle(onProgress)
-    const v = await this.net.pulls.pull(req.ref, {
-      pin: req.pin ?? true,
-      onProgress: p => throttled({ ...p }),
-      ...(signal !== undefined ? { signal } : {})
-    })
+    const started = Date.now()
+    const { name, selector } = parseRef(req.ref)
+    this.options.events.emit('pull.started', { model: name, version: selector ?? null, via: 'request' })
+    let v: ResolvedVersion
+    try {
+      v = await this.net.pulls.pull(req.ref, {
+        pin: req.pin ?? true,
+        onProgress: p => throttled({ ...p }),
+        ...(signal !== undefined ? { signal } : {})
+      })
+    } catch (err) {
+      this.options.events.emit('pull.failed', { model: name, version: selector ?? null, via: 'request', error: (err as Error).message })
+      throw err
+    }
+    this.options.events.emit('pull.completed', { model: v.name, version: v.version, via: 'request', ms: Date.now() - started })
     await this.net.search.refresh(v.version)
     this.options.events.emit('version.added', { model: v.name, version: v.version, via: 'pull' })
     return await this.toShow(v)
