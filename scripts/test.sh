@@ -4,5 +4,7 @@
 # small tmpfs and needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# onnxruntime-node (used by examples/) ships its CPU runtime; its install script would only fetch GPU builds.
+export ONNXRUNTIME_NODE_INSTALL=skip
 npm ci --no-audit --no-fund --loglevel=error
 npm test

@@ -132,6 +132,22 @@ async function labelSetOn (n: Node, version: string): Promise<LabelResult & { at
 
 // ---- the tests --------------------------------------------------------------------------------
 
+/** Why network namespaces cannot be made here (they need root / CAP_NET_ADMIN), or undefined. */
+function netnsUnavailable (): string | undefined {
+  const name = `shprobe${process.pid}`
+  try {
+    execFileSync('ip', ['netns', 'add', name], { stdio: ['ignore', 'ignore', 'pipe'] })
+    execFileSync('ip', ['netns', 'delete', name], { stdio: ['ignore', 'ignore', 'pipe'] })
+    return undefined
+  } catch (err) {
+    const text = (err as { stderr?: Buffer }).stderr?.toString().trim() ?? (err as Error).message
+    return `creating a network namespace is not permitted here (${text}); run as root or with CAP_NET_ADMIN`
+  }
+}
+
+const NO_NETNS = netnsUnavailable()
+if (NO_NETNS !== undefined) console.warn(`skipping the partition e2e test: ${NO_NETNS}`)
+
 describe('version heads', () => {
   let h: Harness
   const dirs: Record<string, string> = {}
@@ -387,7 +403,7 @@ describe('version heads', () => {
   })
 
   describe('a partition in network namespaces', () => {
-    it('the cut group does not hear of a move made meanwhile; once the link is back, every node converges', async () => {
+    it.skipIf(NO_NETNS !== undefined)(`the cut group does not hear of a move made meanwhile; once the link is back, every node converges${NO_NETNS !== undefined ? ` (skipped: ${NO_NETNS})` : ''}`, async () => {
       // Six namespaces on a bridge (scripts/lib/netns.ts); hosts 3–5 are moved to a second bridge,
       // joined to the first by one veth pair: the cut is that pair going down, so each group stays
       // connected inside itself.
