@@ -440,11 +440,13 @@ export class FetchSession {
     const who = this.requesters.get(id) ?? new Set()
     who.add(peer.key)
     this.requesters.set(id, who)
-    // Urgent in the endgame, and when no partial peer is connected (nobody else could pass the
-    // piece on, so DUPLICATE would only delay it). Otherwise a retry after DUPLICATE is refused
-    // again while the first copy is still on its way, so a seed's upload is not spent twice.
+    // Urgent in the endgame, when no partial peer is connected (nobody else could pass the
+    // piece on, so DUPLICATE would only delay it), and to a partial peer (every puller needs every
+    // piece, so its upload is never spent twice; holding it back only idles its uplink).
+    // Otherwise a retry after DUPLICATE is refused again while the first copy is still on its way,
+    // so a seed's upload is not spent twice.
     peer.deferred.delete(id)
-    const urgent = who.size > 1 || this.partialPeers() === 0
+    const urgent = who.size > 1 || peer.have !== 'complete' || this.partialPeers() === 0
     const channel = peer.channel
     const fetching = peer.origin ? this.fetchOrigin(id, controller.signal) : (channel as Channel).want(id, controller.signal, urgent)
     fetching.then(
