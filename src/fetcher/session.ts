@@ -356,6 +356,9 @@ export class FetchSession {
 
   private windowOf (peer: PeerState): number {
     if (peer.origin) return this.opts.originConcurrency * Math.max(...[1, ...this.target.needed().slice(0, 1).map(id => this.target.sizeOf(id))])
+    // A seed serves every puller at once: one request each keeps it busy, and the rest of the
+    // budget goes to partial peers, whose uplinks otherwise idle while requests queue at the seed.
+    if (peer.have === 'complete' && this.partialPeers() > 0) return 1
     if (this.opts.strategy !== 'weighted' || peer.rate === 0) return Math.max(this.opts.minWindowBytes, Math.min(this.opts.maxWindowBytes, 16 * 1024 * 1024))
     return Math.max(this.opts.minWindowBytes, Math.min(this.opts.maxWindowBytes, peer.rate * this.opts.windowSeconds))
   }
