@@ -356,6 +356,9 @@ export class FetchSession {
 
   private windowOf (peer: PeerState): number {
     if (peer.origin) return this.opts.originConcurrency * Math.max(...[1, ...this.target.needed().slice(0, 1).map(id => this.target.sizeOf(id))])
+    // A seed serves every puller at once: one request each keeps it busy, and the rest of the
+    // budget goes to partial peers, whose uplinks otherwise idle while requests queue at the seed.
+    if (peer.have === 'complete' && this.partialPeers() > 0) return 1
     if (this.opts.strategy !== 'weighted' || peer.rate === 0) return Math.max(this.opts.minWindowBytes, Math.min(this.opts.maxWindowBytes, 16 * 1024 * 1024))
     return Math.max(this.opts.minWindowBytes, Math.min(this.opts.maxWindowBytes, peer.rate * this.opts.windowSeconds))
   }
@@ -440,11 +443,13 @@ export class FetchSession {
     const who = this.requesters.get(id) ?? new Set()
     who.add(peer.key)
     this.requesters.set(id, who)
-    // Urgent in the endgame, and when no partial peer is connected (nobody else could pass the
-    // piece on, so DUPLICATE would only delay it). Otherwise a retry after DUPLICATE is refused
-    // again while the first copy is still on its way, so a seed's upload is not spent twice.
+    // Urgent in the endgame, when no partial peer is connected (nobody else could pass the
+    // piece on, so DUPLICATE would only delay it), and to a partial peer (every puller needs every
+    // piece, so its upload is never spent twice; holding it back only idles its uplink).
+    // Otherwise a retry after DUPLICATE is refused again while the first copy is still on its way,
+    // so a seed's upload is not spent twice.
     peer.deferred.delete(id)
-    const urgent = who.size > 1 || this.partialPeers() === 0
+    const urgent = who.size > 1 || peer.have !== 'complete' || this.partialPeers() === 0
     const channel = peer.channel
     const fetching = peer.origin ? this.fetchOrigin(id, controller.signal) : (channel as Channel).want(id, controller.signal, urgent)
     fetching.then(

@@ -65,6 +65,27 @@ describe('FetchSession', () => {
     expect(seed.wants).toHaveLength(10)
   })
 
+  it('asks partial peers urgently (a puller that just sent a piece elsewhere still serves it)', async () => {
+    const target = new FakeTarget(makeChunks(10, 1_000, 2_000))
+    const puller = peer('puller', target, { has: [0, 1, 2, 3, 4, 5, 6, 7, 8], duplicateUnlessUrgent: true })
+    const seed = peer('seed', target)
+    const { run } = start(target, [puller, seed], { noProgressTimeoutMs: 1000 })
+    await run
+    expectComplete(target)
+    expect(puller.wants).toHaveLength(9)
+  })
+
+  it('keeps one request at a time at a seed while a partial peer is connected', async () => {
+    const target = new FakeTarget(makeChunks(10, 1_000, 2_000))
+    const puller = peer('puller', target, { has: [0, 1, 2, 3, 4], delayMs: 5 })
+    const seed = peer('seed', target, { claims: 'complete', delayMs: 5 })
+    const { run } = start(target, [puller, seed], { minWindowBytes: 64_000, maxWindowBytes: 64_000 })
+    await run
+    expectComplete(target)
+    expect(seed.wants.length).toBeGreaterThanOrEqual(5)
+    expect(seed.maxInflightBytes).toBeLessThanOrEqual(2_000)
+  })
+
   it('hands every received block back to its channel once done with it, stored or not', async () => {
     const target = new FakeTarget(makeChunks(12, 1_000, 2_000))
     const good = peer('good', target, { inParts: true, delayMs: 5 })
