@@ -13,6 +13,7 @@
 import { createHash } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { concat, pb } from './bytes.js'
 
 /** @default 4 — features per input row */
 export const DEFAULT_INPUTS = 4
@@ -131,30 +132,4 @@ function seededFloats (seed: string): () => number {
     at += 4
     return value
   }
-}
-
-function concat (...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
-  let at = 0
-  for (const p of parts) { out.set(p, at); at += p.byteLength }
-  return out
-}
-
-/** Protobuf wire encoding: just what the model needs. */
-const pb = {
-  varint (n: number): Uint8Array {
-    let v = BigInt(n)
-    const out: number[] = []
-    do {
-      const b = Number(v & 0x7fn)
-      v >>= 7n
-      out.push(v > 0n ? b | 0x80 : b)
-    } while (v > 0n)
-    return new Uint8Array(out)
-  },
-  key: (field: number, wire: number): Uint8Array => pb.varint((field << 3) | wire),
-  int: (field: number, n: number): Uint8Array => concat(pb.key(field, 0), pb.varint(n)),
-  bytes: (field: number, payload: Uint8Array): Uint8Array => concat(pb.key(field, 2), pb.varint(payload.byteLength), payload),
-  str: (field: number, s: string): Uint8Array => pb.bytes(field, new TextEncoder().encode(s)),
-  msg: (field: number, ...parts: Uint8Array[]): Uint8Array => pb.bytes(field, concat(...parts))
 }

@@ -221,6 +221,22 @@ export function openSignedHead (bytes: Uint8Array): SignedHead {
   return { head, body: env.data.head, signature: env.data.sig, bytes, id: idOf(bytes) }
 }
 
+/**
+ * The version a stored head names (null: a removal), read without re-checking the signature —
+ * only for heads that passed `openSignedHead` before they were stored. Undefined if it does not
+ * decode. About 1 ms cheaper per head than `openSignedHead`, which matters at start-up.
+ */
+export function storedHeadVersion (bytes: Uint8Array): VersionId | null | undefined {
+  try {
+    const envelope = dagCbor.decode(bytes) as { head?: unknown }
+    if (!(envelope.head instanceof Uint8Array)) return undefined
+    const body = dagCbor.decode(envelope.head) as { version?: unknown }
+    return typeof body.version === 'string' || body.version === null ? body.version : undefined
+  } catch {
+    return undefined
+  }
+}
+
 // ---- ordering ------------------------------------------------------------------------------
 
 export function compareStamps (a: Stamp, b: Stamp): number {

@@ -190,7 +190,7 @@ export class Daemon {
         peers: () => node.getPeers().length,
         leases: () => leases.list().length,
         pullsInFlight: () => pulls.list().length,
-        store: async () => await storeTotals(store),
+        store: async () => await store.totals(),
         heads: () => book.counters,
         bytesReceivedByPeer: () => judge.list().map(r => ({ peer: r.peer, bytes: r.bytesReceived }))
       })
@@ -291,15 +291,6 @@ export class Daemon {
     })
     await this.stop()
   }
-}
-
-async function storeTotals (store: Store): Promise<{ bytes: number, blobs: number, versions: number }> {
-  let bytes = 0
-  let blobs = 0
-  let versions = 0
-  for await (const b of store.index.blobs.values()) { blobs++; bytes += b.size }
-  for await (const _ of store.index.versions.keys()) versions++
-  return { bytes, blobs, versions }
 }
 
 /** The head book as the anti-entropy protocol sees it; peers sending forged heads are penalised. */

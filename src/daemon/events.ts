@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto'
 /** @default 10_000 events kept for replay */
 export const EVENT_HISTORY = 10_000
 
-export type EventType = 'label.moved' | 'version.staged' | 'version.removed' | 'version.added' | 'head.accepted' | 'head.rejected' | 'pull.started' | 'pull.completed' | 'pull.failed' | 'pull.progress'
+export type EventType = 'label.moved' | 'version.staged' | 'version.removed' | 'version.added' | 'head.accepted' | 'pull.started' | 'pull.completed' | 'pull.failed' | 'pull.progress'
 
 export interface DaemonEvent {
   /** `<boot>-<seq>` */

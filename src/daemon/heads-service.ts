@@ -14,7 +14,7 @@ import { checkTrustRule, type TrustPolicy, type TrustRule } from '../core/trust.
 import type { Activator } from '../heads/activator.js'
 import type { HeadBook } from '../heads/book.js'
 import type { KeyRing, TrustFile } from '../heads/keyring.js'
-import type { ActivateResult, HeadHistoryRow, HeadRow, KeyRow, LabelResult, ResolveResult, TrustRow } from '../rpc/api.js'
+import type { ActivateResult, HeadHistoryRow, HeadRow, KeyRow, LabelResult, TrustRow } from '../rpc/api.js'
 import type { LabelRequest } from '../rpc/schemas.js'
 import type { Store } from '../store/store.js'
 import type { DaemonEvent, EventBus } from './events.js'
@@ -85,16 +85,6 @@ export class HeadsService {
       version: h.head.version, previous: h.head.previous, stamp: h.head.stamp,
       publisher: h.head.publisher, activation: h.head.activation
     }))
-  }
-
-  /** `name@label` (the local label), `name@version`, or `name` → the local snapshot of a complete version. */
-  async resolve (ref: string): Promise<ResolveResult> {
-    const v = await this.deps.store.resolve(ref)
-    if (v.missing.length > 0) throw new NotFoundError(`${v.name}@${v.version} is not complete on this node (missing ${v.missing.length} files)`)
-    return {
-      model: v.name, version: v.version, path: v.path, labels: v.labels,
-      files: v.manifest.files.map(f => ({ path: f.path, size: f.size, digest: f.digest }))
-    }
   }
 
   async keys (): Promise<KeyRow[]> {

@@ -10,9 +10,8 @@ import type { SearchIndex, SearchResult } from '../store/search-index.js'
 import type { LeaseRow } from '../rpc/api.js'
 import type { EventBus } from './events.js'
 import type { HeadCounters } from '../heads/book.js'
-import { isCid } from '../core/digest.js'
 import { CID } from 'multiformats/cid'
-import { parseRef } from '../core/names.js'
+import { checkLabel, parseRef } from '../core/names.js'
 import type { ShoalNode } from '../p2p/node.js'
 import type { PeerScores } from '../p2p/judge.js'
 import type { PullManager } from './pulls.js'
@@ -97,16 +96,11 @@ export class DaemonService implements ShoalApi {
   }
 
   async status (): Promise<StatusResult> {
-    let versions = 0
-    let blobs = 0
-    let bytes = 0
-    const models = new Set<string>()
-    for await (const record of this.store.index.versions.values()) { versions++; models.add(record.name) }
-    for await (const blob of this.store.index.blobs.values()) { blobs++; bytes += blob.size }
+    const store = await this.store.totals()
     return {
       version: SHOAL_VERSION, pid: process.pid, home: this.info.home, socket: this.info.socket,
       uptimeSeconds: Math.round((Date.now() - this.started) / 1000),
-      store: { models: models.size, versions, blobs, bytes },
+      store,
       heads: this.options.headCounters(),
       leases: this.serving.leaseList().map(l => ({ holder: l.holder, model: l.model, version: l.version, expiresAt: l.expiresAt })),
       pulls: this.net.pulls.list().map(p => ({ name: p.name, version: p.version, bytes: p.bytes, totalBytes: p.totalBytes }))
@@ -237,8 +231,12 @@ export function announce (node: ShoalNode, version: string): void {
 /** The label of a `name@label` ref (not a version id or prefix), or undefined. */
 function labelOf (ref: string): { name: string, label: string } | undefined {
   const { name, selector } = parseRef(ref)
-  if (selector === undefined || isCid(selector) || !/^[a-z][a-z0-9._-]{0,63}$/.test(selector)) return undefined
-  return { name, label: selector }
+  if (selector === undefined) return undefined
+  try {
+    return { name, label: checkLabel(selector) }
+  } catch {
+    return undefined
+  }
 }
 
 function toShow (v: ResolvedVersion): ShowResult {

@@ -130,14 +130,9 @@ export class Activator {
 
   /** Brings `model@label` one step closer to its head (see the module doc). */
   async reconcile (model: string, label: string): Promise<void> {
-    const key = headKey(model, label)
-    const previous = this.chains.get(key) ?? Promise.resolve()
-    const next = previous.then(async () => { await this.step(model, label) }).catch(err => {
+    await this.serial(model, label, async () => { await this.step(model, label) }).catch(err => {
       this.deps.log.warn({ model, label, err: (err as Error).message }, 'label reconcile failed')
     })
-    this.chains.set(key, next)
-    await next
-    if (this.chains.get(key) === next) this.chains.delete(key)
   }
 
   /** Switches a staged label now (`shoal activate`). */
@@ -145,28 +140,29 @@ export class Activator {
     const head = this.deps.book.get(model, label)
     if (head === undefined) throw new NotFoundError(`no head for ${model}@${label}`)
     const target = head.head.version
-    let result: { version: VersionId | null, previous: VersionId | null } | undefined
-    await this.serial(model, label, async () => {
+    return await this.serial(model, label, async () => {
       const local = await this.deps.labels.current(model, label)
-      if (target === null || local === target) {
-        result = { version: local ?? null, previous: local ?? null }
-        return
-      }
+      if (target === null || local === target) return { version: local ?? null, previous: local ?? null }
       if (!await this.deps.labels.isComplete(target)) {
         const slot = this.slots.get(headKey(model, label))
         throw new ConflictError(`${model}@${label} → ${target} is not complete on this node yet (${slot?.state ?? 'not pulled'}${slot?.error !== undefined ? `: ${slot.error}` : ''}); wait for version.staged or pull it`)
       }
       await this.switchTo(model, label, head, local)
-      result = { version: target, previous: local ?? null }
+      return { version: target, previous: local ?? null }
     })
-    return result ?? { version: target, previous: null }
   }
 
-  private async serial (model: string, label: string, fn: () => Promise<void>): Promise<void> {
+  /** Runs `fn` after every step already queued for this label: one step per label at a time. */
+  private async serial<T> (model: string, label: string, fn: () => Promise<T>): Promise<T> {
     const key = headKey(model, label)
     const run = (this.chains.get(key) ?? Promise.resolve()).then(fn)
-    this.chains.set(key, run.catch(() => {}))
-    await run
+    const settled = run.then(() => {}, () => {})
+    this.chains.set(key, settled)
+    try {
+      return await run
+    } finally {
+      if (this.chains.get(key) === settled) this.chains.delete(key)
+    }
   }
 
   private async step (model: string, label: string): Promise<void> {

@@ -20,10 +20,10 @@
  *
  * Not a goal: ranking beyond a simple free-text score and structure similarity; fuzzy matching.
  */
-import * as dagCbor from '@ipld/dag-cbor'
 import type { VersionId } from '../core/digest.js'
 import { InvalidInputError, NotFoundError } from '../core/errors.js'
 import { decodeManifest } from '../core/manifest.js'
+import { storedHeadVersion } from '../core/heads.js'
 import { parseRef } from '../core/names.js'
 import {
   MAX_QUERY_LIMIT, compareDefault, compareDocs, compileQuery, parseQuery, prepareDoc, similarity, structureVector, textScore,
@@ -343,7 +343,7 @@ export class SearchIndex {
       add(record.version, key.slice(key.indexOf('\0') + 1), record.updatedAt)
     }
     for await (const [key, record] of this.index.heads.iterator(range)) {
-      const version = storedHeadVersion(record.head)
+      const version = storedHeadVersion(Buffer.from(record.head, 'base64'))
       if (version === undefined) this.log.warn({ head: key.replace('\0', '@') }, 'skipping a stored head that does not decode')
       else if (version !== null) add(version, key.slice(key.indexOf('\0') + 1), record.receivedAt)
     }
@@ -381,17 +381,6 @@ export class SearchIndex {
  * and re-verifying every head at every start costs about 1 ms each. Undefined when it does not
  * decode. (Candidate for `core/heads.ts`, next to the format it reads.)
  */
-function storedHeadVersion (base64: string): VersionId | null | undefined {
-  try {
-    const envelope = dagCbor.decode(Buffer.from(base64, 'base64')) as { head?: unknown }
-    if (!(envelope.head instanceof Uint8Array)) return undefined
-    const body = dagCbor.decode(envelope.head) as { version?: unknown }
-    return typeof body.version === 'string' || body.version === null ? body.version : undefined
-  } catch {
-    return undefined
-  }
-}
-
 function clampLimit (limit: number | undefined): number {
   return Math.max(1, Math.min(limit ?? DEFAULT_SEARCH_LIMIT, MAX_QUERY_LIMIT))
 }

@@ -302,9 +302,9 @@ export class Store {
 
   /** True when the version is recorded and every file's bytes are in the store. */
   async isComplete (version: VersionId): Promise<boolean> {
-    const bytes = await this.index.manifests.get(version)
-    if (bytes === undefined || await this.index.versions.get(version) === undefined) return false
-    return (await this.missingFiles(decodeManifest(bytes, version))).length === 0
+    const manifest = await this.manifestOf(version)
+    if (manifest === undefined || await this.index.versions.get(version) === undefined) return false
+    return (await this.missingFiles(manifest)).length === 0
   }
 
   async removeLabel (name: string, label: string): Promise<void> {
@@ -394,6 +394,17 @@ export class Store {
     }
   }
 
+  /** Models, versions, blobs and blob bytes in the store (walks the index). */
+  async totals (): Promise<{ models: number, versions: number, blobs: number, bytes: number }> {
+    let versions = 0
+    let blobs = 0
+    let bytes = 0
+    const models = new Set<string>()
+    for await (const record of this.index.versions.values()) { versions++; models.add(record.name) }
+    for await (const blob of this.index.blobs.values()) { blobs++; bytes += blob.size }
+    return { models: models.size, versions, blobs, bytes }
+  }
+
   /** The decoded manifest of a stored version (validated once, then cached: versions are immutable). */
   async manifestOf (version: VersionId): Promise<Manifest | undefined> {
     const cached = this.decoded.get(version)
@@ -404,10 +415,6 @@ export class Store {
     this.decoded.set(version, manifest)
     if (this.decoded.size > MANIFEST_CACHE_ENTRIES) this.decoded.delete(this.decoded.keys().next().value as VersionId)
     return manifest
-  }
-
-  async manifestBytes (version: VersionId): Promise<Uint8Array | undefined> {
-    return await this.index.manifests.get(version)
   }
 
   /**

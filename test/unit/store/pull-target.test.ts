@@ -63,7 +63,7 @@ describe('PullTarget', () => {
     ;({ store: dest, db: destDb } = await memoryStore(join(dir, 'dest')))
     await writeModel(join(dir, 'model'), tensors())
     v = await addPath(source, join(dir, 'model'), { name: 'tiny' })
-    manifestBytes = (await source.manifestBytes(v.version))!
+    manifestBytes = (await source.heads.manifest(v.version))!
   })
 
   afterEach(async () => {
@@ -209,7 +209,7 @@ describe('PullTarget', () => {
     await writeModel(join(dir, 'new'), changed, '{"architectures":["LlamaForCausalLM"],"v":2}')
     const old = await addPath(dest, join(dir, 'old'), { name: 'tiny' })
     v = await addPath(source, join(dir, 'new'), { name: 'tiny' })
-    manifestBytes = (await source.manifestBytes(v.version))!
+    manifestBytes = (await source.heads.manifest(v.version))!
     const target = await open()
     const before = target.needed()
     const local = new Set(old.manifest.files.flatMap(f => f.chunks.map(c => c.id)))
