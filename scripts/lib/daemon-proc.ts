@@ -90,7 +90,8 @@ export async function runCli (args: string[], env: NodeJS.ProcessEnv = {}): Prom
   let stderr = ''
   child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
   child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  const code = await new Promise<number>(resolve => child.once('exit', c => resolve(c ?? -1)))
+  // 'close', not 'exit': after 'exit' the pipes may still hold output the parent has not read.
+  const code = await new Promise<number>(resolve => child.once('close', c => resolve(c ?? -1)))
   return { code, stdout, stderr }
 }
 

@@ -69,7 +69,8 @@ export class ScriptProcess {
       })
     }
     this.exited = new Promise(resolve => {
-      child.once('exit', (code, sig) => { this.unregister(); resolve(code ?? sig ?? -1); this.waiter?.() })
+      // 'close' comes after the last line of output has been read, which 'exit' does not promise.
+      child.once('close', (code, sig) => { this.unregister(); resolve(code ?? sig ?? -1); this.waiter?.() })
       child.once('error', err => { this.stderr += String(err); this.unregister(); resolve(-1); this.waiter?.() })
     })
   }

@@ -735,7 +735,7 @@ describe('rpc over loopback TCP', () => {
     child.stderr.on('data', (d: Buffer) => { output += d.toString() })
     try {
       const code = await Promise.race([
-        new Promise<number>(resolve => child.once('exit', c => resolve(c ?? -1))),
+        new Promise<number>(resolve => child.once('close', c => resolve(c ?? -1))),
         sleep(20_000).then(() => 'still running' as const)
       ])
       expect(code, output).not.toBe('still running')
