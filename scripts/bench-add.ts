@@ -21,7 +21,7 @@
 import { execFileSync } from 'node:child_process'
 import { createHash, randomFillSync } from 'node:crypto'
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { mkdtemp, open, readdir, readFile, rm, stat, statfs } from 'node:fs/promises'
+import { mkdtemp, open, readdir, rm, stat, statfs } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -105,13 +105,6 @@ function median (xs: number[]): number {
 }
 
 const now = (): number => performance.now()
-
-/** User and system CPU seconds of a process, from /proc/<pid>/stat (clock ticks of 1/100 s). */
-async function cpuSeconds (pid: number): Promise<{ user: number, sys: number }> {
-  const text = await readFile(`/proc/${pid}/stat`, 'utf8')
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
-  return { user: Number(fields[11]) / 100, sys: Number(fields[12]) / 100 }
-}
 
 /** Percentage of the file's pages in the page cache (util-linux `fincore`), or undefined. */
 function pageCacheResident (path: string, size: number): number | undefined {
@@ -221,12 +214,12 @@ async function addOnce (home: string, path: string, size: number): Promise<AddRu
   try {
     const startRss = await d.peakRss()
     await settle()
-    const cpu0 = await cpuSeconds(d.pid!)
+    const cpu0 = await d.cpuSeconds()
     const t0 = now()
     const r = await d.cli(['add', path, '--name', 'bench', '--json'])
     const ms = now() - t0
     if (r.code !== 0) throw new Error(`shoal add exited ${r.code}: ${r.stderr}`)
-    const cpu1 = await cpuSeconds(d.pid!)
+    const cpu1 = await d.cpuSeconds()
     const peak = await d.peakRss()
     const version = (JSON.parse(r.stdout) as { version: string }).version
     return { ms, mbps: mbps(size, ms), peakRssBytes: peak, startRssBytes: startRss, daemonCpu: { user: cpu1.user - cpu0.user, sys: cpu1.sys - cpu0.sys }, sourcePreReadMbps: preRead, ...(cached !== undefined ? { sourceCachedPct: cached } : {}), version }

@@ -8,7 +8,7 @@
  *   npm run bench:pair -- [--mib 1024] [--runs 3]
  */
 import '../src/polyfill.js'
-import { mkdtemp, rm, mkdir, readFile } from 'node:fs/promises'
+import { mkdtemp, rm, mkdir } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -25,10 +25,10 @@ const bytes = Number(values.mib) * MiB
 const runs = Number(values.runs)
 const mb = (n: number): string => `${n.toFixed(0).padStart(5)} MB/s`
 
-/** User + system CPU seconds of a process, from /proc. */
-async function cpuSeconds (pid: number | undefined): Promise<number> {
-  const fields = (await readFile(`/proc/${pid ?? 0}/stat`, 'utf8')).split(') ')[1]?.split(' ') ?? []
-  return (Number(fields[11]) + Number(fields[12])) / 100
+/** User + system CPU seconds of a daemon. */
+async function cpuSeconds (d: DaemonProcess): Promise<number> {
+  const { user, sys } = await d.cpuSeconds()
+  return user + sys
 }
 
 const root = await mkdtemp(join(tmpdir(), 'shoal-bench-pair-'))
@@ -51,11 +51,11 @@ try {
     const puller = await new DaemonProcess(home, [...listen, '--peer', addresses[0] ?? '']).start()
     daemons.push(puller)
     const client = new ShoalClient({ socketPath: puller.socket })
-    const cpu0 = await cpuSeconds(puller.pid)
+    const cpu0 = await cpuSeconds(puller)
     const t0 = process.hrtime.bigint()
     await client.pull({ ref: `bench@${version}` })
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9
-    const cpu = await cpuSeconds(puller.pid) - cpu0
+    const cpu = await cpuSeconds(puller) - cpu0
     pullerRss = Math.max(pullerRss, await puller.peakRss())
     await puller.stop()
     await rm(home, { recursive: true, force: true })

@@ -67,6 +67,8 @@ try {
   const egress: number[] = []
   for (let run = 1; run <= runs; run++) {
     const pullers = await Promise.all(peerHosts.map(async (h, i) => await start(`run${run}-peer${i}`, h.ip, h.ns, [seedAddr])))
+    const cpuOf = async (d: DaemonProcess): Promise<number> => { const c = await d.cpuSeconds(); return c.user + c.sys }
+    const cpu0 = await Promise.all([seed, ...pullers].map(cpuOf))
     const tx0 = await swarm.txBytes(seedHost)
     const t0 = performance.now()
     const timeline: string[] = []
@@ -98,10 +100,11 @@ try {
       }
     }
     const last = Math.max(...done)
+    const cpu = (await Promise.all([seed, ...pullers].map(cpuOf))).map((c, i) => c - (cpu0[i] ?? 0))
     const sent = (await swarm.txBytes(seedHost)) - tx0
     ratios.push(last / bound)
     egress.push(sent / F)
-    console.log(`run ${run}: hosts done at ${done.map(s => s.toFixed(1)).join(', ')} s; last ${last.toFixed(1)} s = ${(last / bound).toFixed(2)}× bound; seed egress ${(sent / F).toFixed(2)}×F`)
+    console.log(`run ${run}: hosts done at ${done.map(s => s.toFixed(1)).join(', ')} s; last ${last.toFixed(1)} s = ${(last / bound).toFixed(2)}× bound; seed egress ${(sent / F).toFixed(2)}×F; CPU seconds seed ${cpu[0]?.toFixed(1) ?? '?'}, pullers ${cpu.slice(1).map(c => c.toFixed(1)).join(' ')}`)
     for (const d of pullers) await d.stop()
   }
   console.log('')
@@ -110,7 +113,7 @@ try {
   console.log(`last host done       ${(median(ratios) * bound).toFixed(1)} s = ${median(ratios).toFixed(2)}× bound   (goal <= 1.15; plain HTTP 6.3×, BitTorrent 1.41–1.55×)`)
   console.log(`seed egress          ${median(egress).toFixed(2)}×F            (goal <= 1.1; plain HTTP 6.0×F, BitTorrent 1.3×F)`)
 } finally {
-  for (const d of daemons) await d.stop('SIGKILL').catch(() => {})
+  for (const d of daemons) await d.stop().catch(() => {})
   await swarm?.destroy()
   await rm(root, { recursive: true, force: true })
 }

@@ -27,7 +27,7 @@ export class DaemonProcess {
   /** Starts the daemon and waits until `shoal status` answers. */
   async start (timeoutMs = 20_000): Promise<this> {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`)
-    const [command, ...prefix] = [...this.wrap, process.execPath]
+    const [command, ...prefix] = [...this.wrap, process.execPath, ...profileArgs()]
     // Tests and benchmarks stay on loopback (an ephemeral port) unless told where to listen.
     const listen = this.extraArgs.includes('--listen') ? [] : ['--listen', '/ip4/127.0.0.1/tcp/0']
     const child = spawn(command ?? process.execPath, [...prefix, CLI, 'daemon', ...listen, ...this.extraArgs], {
@@ -76,12 +76,28 @@ export class DaemonProcess {
     return result
   }
 
+  /** User and system CPU seconds of the daemon (all its threads), from /proc/<pid>/stat (ticks of 1/100 s). */
+  async cpuSeconds (): Promise<{ user: number, sys: number }> {
+    const text = await readFile(`/proc/${this.pid ?? 0}/stat`, 'utf8')
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
+    return { user: Number(fields[11]) / 100, sys: Number(fields[12]) / 100 }
+  }
+
   /** Peak resident set size (VmHWM) in bytes, from /proc. */
   async peakRss (): Promise<number> {
     const status = await readFile(`/proc/${this.pid ?? 0}/status`, 'utf8')
     const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0)
     return kb * 1024
   }
+}
+
+/**
+ * `SHOAL_PROFILE_DIR=<dir>` makes every daemon started here write a V8 CPU profile into `dir` when
+ * it exits (benchmarks stop daemons with SIGTERM, which exits normally).
+ */
+function profileArgs (): string[] {
+  const dir = process.env.SHOAL_PROFILE_DIR
+  return dir !== undefined && dir !== '' ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : []
 }
 
 export async function runCli (args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {

@@ -450,6 +450,7 @@ export class FetchSession {
     // so a seed's upload is not spent twice.
     peer.deferred.delete(id)
     const urgent = who.size > 1 || peer.have !== 'complete' || this.partialPeers() === 0
+    this.extras.log?.debug({ peer: peer.key, chunk: id, size, urgent, peerInflight: peer.inflightBytes, inflight: this.inflightBytes, storing: this.storingBytes }, 'chunk requested')
     const channel = peer.channel
     const fetching = peer.origin ? this.fetchOrigin(id, controller.signal) : (channel as Channel).want(id, controller.signal, urgent)
     fetching.then(
@@ -499,6 +500,7 @@ export class FetchSession {
     this.storingBytes += size
     try {
       const stored = await this.target.put(id, bytes)
+      this.extras.log?.debug({ peer: peer.key, chunk: id, size, stored }, 'chunk received')
       peer.consecutiveTimeouts = 0
       this.lastProgress = Date.now()
       if (peer.origin) this.fromOrigin += size
@@ -539,6 +541,7 @@ export class FetchSession {
       this.extras.log?.debug({ chunk: id, err: err.message }, 'origin request failed')
     } else if (name === 'PeerRequestError' && (err as { wireCode?: string }).wireCode === 'DUPLICATE') {
       peer.deferred.set(id, Date.now() + DUPLICATE_BACKOFF_MS)
+      this.extras.log?.debug({ peer: peer.key, chunk: id }, 'chunk deferred: DUPLICATE')
     } else if (name === 'PeerRequestError') {
       this.extras.log?.debug({ peer: peer.key, err: err.message }, 'peer refused a request')
     }
