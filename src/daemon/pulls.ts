@@ -123,7 +123,11 @@ export class PullManager implements ChunkSource {
   // ---- ChunkSource ---------------------------------------------------------------------------
 
   async readChunk (id: ChunkId): Promise<Uint8Array | undefined> {
-    return await this.store.readChunk(id)
+    return await this.store.readChunk(id, { pooled: true })
+  }
+
+  release (bytes: Uint8Array): void {
+    this.store.releaseChunk(bytes)
   }
 
   async have (version: VersionId): Promise<HaveState | undefined> {

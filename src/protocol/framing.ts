@@ -17,7 +17,7 @@ import type { Stream } from '@libp2p/interface'
 import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { MalformedDataError } from '../core/errors.js'
-import type { BufferPool } from './buffer-pool.js'
+import type { BufferPool } from '../core/buffer-pool.js'
 
 export interface FramedStreamInit {
   /** Largest frame accepted. */

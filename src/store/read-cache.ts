@@ -21,9 +21,10 @@ export class ReadCache {
     this.timer.unref()
   }
 
-  async read (path: string, offset: number, length: number): Promise<Uint8Array> {
+  /** Reads into `into` (exactly `length` bytes long) when given, else into a new buffer. */
+  async read (path: string, offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     const fh = await this.handle(path)
-    const buf = Buffer.allocUnsafe(length)
+    const buf = into ?? Buffer.allocUnsafe(length)
     let done = 0
     while (done < length) {
       const { bytesRead } = await fh.read(buf, done, length - done, offset + done)

@@ -3,7 +3,8 @@
  * over which any number of WANTs are pipelined and versions are watched.
  *
  * `want` resolves with the bytes the peer sent (the caller verifies them), or rejects with
- * `DontHaveError`, `PeerRequestError` or `PeerGoneError`; aborting its signal sends CANCEL.
+ * `DontHaveError`, `PeerRequestError` or `PeerGoneError`; aborting its signal sends CANCEL. Every
+ * block that arrives is answered with RECEIVED, which lets the server reuse that block's buffer.
  * A channel is single-use: once its stream closes every pending request rejects, and the owner
  * opens a new channel when it needs the peer again.
  *
@@ -15,7 +16,7 @@ import type { Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import type { ChunkId, VersionId } from '../../core/digest.js'
 import { AbortedError, MalformedDataError } from '../../core/errors.js'
-import type { BufferPool } from '../buffer-pool.js'
+import type { BufferPool } from '../../core/buffer-pool.js'
 import { decodeBlock } from './block.js'
 import { FramedStream } from '../framing.js'
 import { MAX_FRAME_BYTES, POOLED_FRAME_MIN_BYTES, READ_BUFFER_SLACK_BYTES } from './constants.js'
@@ -120,6 +121,7 @@ export class PeerChannel {
       const block = decodeBlock(frame)
       if (block !== undefined) {
         this.load = block.load
+        this.received(block.id)
         const pending = this.settle(block.id)
         if (pending !== undefined) pending.resolve(block.data)
         else this.release(block.data) // cancelled meanwhile
@@ -132,13 +134,18 @@ export class PeerChannel {
     }
     this.load = res.load
     switch (res.type) {
-      case ChunkResponse.Type.BLOCK: this.settle(res.id)?.resolve([res.data]); break
+      case ChunkResponse.Type.BLOCK: this.received(res.id); this.settle(res.id)?.resolve([res.data]); break
       case ChunkResponse.Type.DONT_HAVE: this.settle(res.id)?.reject(new DontHaveError('peer does not have the chunk')); break
       case ChunkResponse.Type.ERROR: this.settle(res.id)?.reject(fromWire(res.code, res.message)); break
       case ChunkResponse.Type.HAVE: this.onHave(res); break
       case ChunkResponse.Type.HAVE_UPDATE: this.watcherOf(res.version)?.onUpdate(res.indices); break
       default: break
     }
+  }
+
+  /** Tells the server a block has fully arrived (even one cancelled meanwhile), so it can reuse the block's buffer. */
+  private received (reqId: number): void {
+    void this.send({ type: ChunkRequest.Type.RECEIVED, id: reqId, cid: new Uint8Array(0) }).catch(() => {})
   }
 
   private onHave (res: ChunkResponse): void {

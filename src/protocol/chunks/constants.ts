@@ -16,6 +16,12 @@ export const MAX_FRAME_BYTES = MAX_CHUNK_SIZE + 64 * 1024
 export const MAX_REQUEST_FRAME_BYTES = 4 * 1024
 /** Requests one stream may have queued or in progress at the server; more are refused (`BUSY`). @default 64 */
 export const MAX_PENDING_PER_STREAM = 64
+/**
+ * Served blocks one stream keeps for their RECEIVED (to hand their buffers back for reuse); past
+ * this, the oldest is let go to the garbage collector. Bounds what a peer that never sends
+ * RECEIVED can hold. @default 8
+ */
+export const MAX_UNRECEIVED_PER_STREAM = 8
 /** Versions one stream may watch at once. @default 64 */
 export const MAX_INTERESTS_PER_STREAM = 64
 /** HAVE_UPDATE batches are flushed at least this often. @default 50 ms */

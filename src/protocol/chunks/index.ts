@@ -12,7 +12,7 @@
  */
 import type { PeerId, Startable } from '@libp2p/interface'
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
-import { BufferPool } from '../buffer-pool.js'
+import { BufferPool } from '../../core/buffer-pool.js'
 import { PeerChannel } from './client.js'
 import { CHUNKS_PROTOCOL, MAX_FRAME_BYTES, MAX_INBOUND_STREAMS, STREAM_IDLE_TIMEOUT_MS } from './constants.js'
 import { RecentSends, ServerSession, type SentHook, type ChunkSource, type ServerFaults, type ServerLog, type UploadLimiter } from './server.js'

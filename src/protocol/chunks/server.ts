@@ -4,6 +4,10 @@
  * - WANT: queued (at most `MAX_PENDING_PER_STREAM`, else `BUSY`), then served when the upload
  *   limiter grants a slot and the bytes: BLOCK with the verified bytes, or DONT_HAVE.
  * - CANCEL: drops a queued or in-progress WANT; nothing is sent for it.
+ * - RECEIVED: the requester has the whole BLOCK; its bytes go back to the source
+ *   (`ChunkSource.release`) for reuse. Only then is it certain that no layer below (yamux, noise,
+ *   the socket) still holds them: a send that has resolved may still sit in the noise layer's
+ *   write buffer, unencrypted.
  * - INTEREST: answers HAVE (bitfield or `complete`), then streams HAVE_UPDATE batches as chunks
  *   of that version become available here, so a requester can fetch a piece the moment it is
  *   verified. UNINTEREST stops them.
@@ -16,7 +20,7 @@ import type { Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { RAW_CODEC, DAG_CBOR_CODEC, type ChunkId, type VersionId } from '../../core/digest.js'
 import { FramedStream } from '../framing.js'
-import { DUPLICATE_HOLD_MS, HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_INTERESTS_PER_STREAM, MAX_PENDING_PER_STREAM, MAX_RECENT_SENDS, MAX_REQUEST_FRAME_BYTES } from './constants.js'
+import { DUPLICATE_HOLD_MS, HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_INTERESTS_PER_STREAM, MAX_PENDING_PER_STREAM, MAX_RECENT_SENDS, MAX_REQUEST_FRAME_BYTES, MAX_UNRECEIVED_PER_STREAM } from './constants.js'
 import { encodeBlock } from './block.js'
 import { WireCode } from './errors.js'
 import { ChunkRequest, ChunkResponse } from './pb/chunks.js'
@@ -31,6 +35,8 @@ export interface ChunkSource {
   have: (version: VersionId) => Promise<HaveState | undefined>
   /** Calls `listener` with global chunk indices of `version` as they become available. */
   watch: (version: VersionId, listener: (indices: number[]) => void) => () => void
+  /** Takes back bytes `readChunk` returned once the peer has received them (optional: reuse only). */
+  release?: (bytes: Uint8Array) => void
 }
 
 /** Upload limits: a slot and the bandwidth for one block. */
@@ -105,6 +111,8 @@ const GARBAGE_BYTES = 64 * 1024
 export class ServerSession {
   private readonly framed: FramedStream
   private readonly pending = new Map<number, AbortController>()
+  /** Bytes of blocks sent and not yet RECEIVED, by request id, oldest first. */
+  private readonly unreceived = new Map<number, Uint8Array>()
   private readonly interests = new Map<string, { stop: () => void, batch: number[], timer?: NodeJS.Timeout }>()
 
   constructor (
@@ -138,6 +146,7 @@ export class ServerSession {
       case ChunkRequest.Type.CANCEL: this.pending.get(req.id)?.abort(); this.pending.delete(req.id); break
       case ChunkRequest.Type.INTEREST: void this.interest(req); break
       case ChunkRequest.Type.UNINTEREST: this.uninterest(req); break
+      case ChunkRequest.Type.RECEIVED: this.received(req.id); break
       default: this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.BAD_REQUEST, message: 'unknown request type' })
     }
   }
@@ -175,14 +184,24 @@ export class ServerSession {
       }
       const found = this.faults?.noChunks === true ? undefined : await this.source.readChunk(id, signal)
       const bytes = found === undefined && this.faults?.corrupt === true ? new Uint8Array(GARBAGE_BYTES) : found
-      if (signal.aborted) return false
+      if (signal.aborted) {
+        if (found !== undefined) this.source.release?.(found)
+        return false
+      }
       if (bytes === undefined) {
         await this.reply({ type: ChunkResponse.Type.DONT_HAVE, id: reqId })
         return false
       }
-      release = await this.limiter.acquire(bytes.byteLength, signal)
-      if (signal.aborted) return false
+      release = await this.limiter.acquire(bytes.byteLength, signal).catch((err: unknown) => {
+        this.source.release?.(bytes)
+        throw err
+      })
+      if (signal.aborted) {
+        this.source.release?.(bytes)
+        return false
+      }
       const data = this.faults?.corrupt === true && found !== undefined ? flipMiddleBit(bytes) : bytes
+      this.awaitReceipt(reqId, bytes)
       await this.framed.send(encodeBlock(reqId, this.limiter.load(), data))
       this.onSent?.(this.remote, data.byteLength, [...this.interests.keys()])
       return true
@@ -194,6 +213,20 @@ export class ServerSession {
     } finally {
       release?.()
     }
+  }
+
+  /** Keeps `bytes` until the requester says RECEIVED for `reqId` (bounded; see the constant). */
+  private awaitReceipt (reqId: number, bytes: Uint8Array): void {
+    if (this.source.release === undefined) return
+    this.unreceived.set(reqId, bytes)
+    if (this.unreceived.size > MAX_UNRECEIVED_PER_STREAM) this.unreceived.delete(this.unreceived.keys().next().value as number)
+  }
+
+  private received (reqId: number): void {
+    const bytes = this.unreceived.get(reqId)
+    if (bytes === undefined) return
+    this.unreceived.delete(reqId)
+    this.source.release?.(bytes)
   }
 
   private async interest (req: ChunkRequest): Promise<void> {
@@ -248,6 +281,8 @@ export class ServerSession {
   private shutdown (): void {
     for (const c of this.pending.values()) c.abort()
     this.pending.clear()
+    // Whatever was not RECEIVED may still be referenced below; the garbage collector takes it.
+    this.unreceived.clear()
     for (const e of this.interests.values()) { e.stop(); clearTimeout(e.timer) }
     this.interests.clear()
   }

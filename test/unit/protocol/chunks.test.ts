@@ -5,9 +5,9 @@ import { CID } from 'multiformats/cid'
 import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { chunkIdOf, encodeBlock, type ChunkId, type VersionId } from '../../../src/core/digest.js'
-import { BufferPool } from '../../../src/protocol/buffer-pool.js'
+import { BufferPool } from '../../../src/core/buffer-pool.js'
 import { PeerChannel } from '../../../src/protocol/chunks/client.js'
-import { HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_PENDING_PER_STREAM, MAX_REQUEST_FRAME_BYTES, POOLED_FRAME_MIN_BYTES } from '../../../src/protocol/chunks/constants.js'
+import { HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_PENDING_PER_STREAM, MAX_REQUEST_FRAME_BYTES, MAX_UNRECEIVED_PER_STREAM, POOLED_FRAME_MIN_BYTES } from '../../../src/protocol/chunks/constants.js'
 import { ChunkRequest, ChunkResponse } from '../../../src/protocol/chunks/pb/chunks.js'
 import { RecentSends, ServerSession, type ChunkSource, type HaveState, type UploadLimiter } from '../../../src/protocol/chunks/server.js'
 import { sameBytes, seededBytes } from '../../helpers/random.js'
@@ -25,6 +25,8 @@ class FakeSource implements ChunkSource {
   readonly reads: Array<{ id: ChunkId, signal: AbortSignal }> = []
   /** When set, each read waits for this before answering. */
   gate?: (id: ChunkId, signal: AbortSignal) => Promise<void>
+  /** Bytes handed back with `release` (the peer said RECEIVED). */
+  readonly released: Uint8Array[] = []
 
   async readChunk (id: ChunkId, signal: AbortSignal): Promise<Uint8Array | undefined> {
     this.reads.push({ id, signal })
@@ -41,6 +43,10 @@ class FakeSource implements ChunkSource {
     set.add(listener)
     this.listeners.set(version, set)
     return () => { set.delete(listener); this.stopped.push(version) }
+  }
+
+  release (bytes: Uint8Array): void {
+    this.released.push(bytes)
   }
 
   fire (version: VersionId, indices: number[]): void {
@@ -132,6 +138,35 @@ describe('/shoal/chunks/1.0.0', () => {
     expect(joined(await channel.want(small.id))).toEqual(small.bytes)
     channel.release(parts)
     expect(pool.take(1).buffer).toBe(parts[0]!.buffer)
+  })
+
+  it('the requester answers every BLOCK with RECEIVED, and only then does the server hand the bytes back', async () => {
+    const requests = frames(inbound)
+    const channel = connect()
+    const { id, bytes } = chunk(5)
+    source.chunks.set(id, bytes)
+    expect(joined(await channel.want(id))).toEqual(bytes)
+    await vi.waitFor(() => { expect(source.released).toHaveLength(1) })
+    expect(source.released[0]).toBe(bytes)
+    const types = requests.map(f => ChunkRequest.decode(f).type)
+    expect(types).toEqual([ChunkRequest.Type.WANT, ChunkRequest.Type.RECEIVED])
+  })
+
+  it('a requester that never says RECEIVED gets its blocks, and the server keeps at most MAX_UNRECEIVED_PER_STREAM of them', async () => {
+    new ServerSession(inbound, 'peer-a', source, limiter, new RecentSends(), { debug () {} })
+    const received = frames(outbound)
+    const ids = Array.from({ length: MAX_UNRECEIVED_PER_STREAM + 3 }, (_, i) => chunk(100 + i, 1000))
+    for (const c of ids) {
+      source.chunks.set(c.id, c.bytes)
+      const want = ChunkRequest.encode({ type: ChunkRequest.Type.WANT, id: ids.indexOf(c) + 1, cid: CID.parse(c.id).bytes, urgent: false })
+      sendRaw(outbound, want)
+    }
+    await vi.waitFor(() => { expect(received).toHaveLength(ids.length) })
+    // RECEIVED for the first (let go: over the bound) and the last (kept) request.
+    for (const reqId of [1, ids.length]) sendRaw(outbound, ChunkRequest.encode({ type: ChunkRequest.Type.RECEIVED, id: reqId, cid: new Uint8Array(0), urgent: false }))
+    await vi.waitFor(() => { expect(source.released).toHaveLength(1) })
+    await sleep(20)
+    expect(source.released).toEqual([ids.at(-1)!.bytes])
   })
 
   it('WANT of a chunk the server lacks → DONT_HAVE', async () => {

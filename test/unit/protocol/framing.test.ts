@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { BufferPool } from '../../../src/protocol/buffer-pool.js'
+import { BufferPool } from '../../../src/core/buffer-pool.js'
 import { FrameDecoder } from '../../../src/protocol/framing.js'
 import { seededBytes } from '../../helpers/random.js'
 

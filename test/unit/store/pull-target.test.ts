@@ -95,6 +95,25 @@ describe('PullTarget', () => {
     expect(await dest.index.partials.get(v.manifest.files[0]!.digest)).toBeUndefined()
   })
 
+  it('reads chunks to serve into pooled buffers, reused once handed back with releaseChunk', async () => {
+    const ids = (await open()).needed()
+    const [a, b] = [ids[0]!, ids[1]!]
+    const first = await source.readChunk(a, { pooled: true })
+    expect(first?.buffer).toBeInstanceOf(SharedArrayBuffer)
+    expect(sameBytes(first, await fromSource(a))).toBe(true)
+    const buffer = first!.buffer
+    source.releaseChunk(first!)
+    const second = await source.readChunk(b, { pooled: true })
+    expect(second?.buffer).toBe(buffer)
+    expect(sameBytes(second, await fromSource(b))).toBe(true)
+    // Bytes that did not come from the pool are ignored: a plain read is never reused.
+    const plain = await fromSource(a)
+    source.releaseChunk(plain)
+    const third = await source.readChunk(a, { pooled: true })
+    expect(third?.buffer).not.toBe(plain.buffer)
+    expect(third?.buffer).not.toBe(buffer) // `second` is still out
+  })
+
   it('verifies bytes in shared memory (as received into pooled buffers) on the hash workers', async () => {
     const target = await open()
     const [first, second] = target.needed()

@@ -15,14 +15,16 @@ export namespace ChunkRequest {
     WANT = 'WANT',
     CANCEL = 'CANCEL',
     INTEREST = 'INTEREST',
-    UNINTEREST = 'UNINTEREST'
+    UNINTEREST = 'UNINTEREST',
+    RECEIVED = 'RECEIVED'
   }
 
   enum __TypeValues {
     WANT = 0,
     CANCEL = 1,
     INTEREST = 2,
-    UNINTEREST = 3
+    UNINTEREST = 3,
+    RECEIVED = 4
   }
 
   export namespace Type {
