@@ -52,17 +52,19 @@ try {
     daemons.push(puller)
     const client = new ShoalClient({ socketPath: puller.socket })
     const cpu0 = await cpuSeconds(puller)
+    const seedCpu0 = await cpuSeconds(seed)
     const t0 = process.hrtime.bigint()
     await client.pull({ ref: `bench@${version}` })
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9
     const cpu = await cpuSeconds(puller) - cpu0
+    const seedCpu = await cpuSeconds(seed) - seedCpu0
     pullerRss = Math.max(pullerRss, await puller.peakRss())
     await puller.stop()
     await rm(home, { recursive: true, force: true })
     if (i === 0) { console.log(`warm-up pull: ${mb(size / seconds / 1e6)}`); continue }
     rates.push(size / seconds / 1e6)
     cpuRates.push(size / cpu / 1e6)
-    console.log(`pull ${i}: ${mb(size / seconds / 1e6)} (${seconds.toFixed(2)} s; puller CPU ${cpu.toFixed(2)} s → ${mb(size / cpu / 1e6)} per CPU-second)`)
+    console.log(`pull ${i}: ${mb(size / seconds / 1e6)} (${seconds.toFixed(2)} s; puller CPU ${cpu.toFixed(2)} s → ${mb(size / cpu / 1e6)} per CPU-second; seed CPU ${seedCpu.toFixed(2)} s)`)
   }
   const seedRss = await seed.peakRss()
   await seed.stop()

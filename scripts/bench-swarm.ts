@@ -3,8 +3,9 @@
  * host's uplink and downlink shaped with tbf (default 100 Mbit/s), one seed holding an F-MiB
  * version (default 256), and all N pulling it at once. Prints the time until the last host
  * completes as a ratio to the P2P lower bound max(F/u_seed, N·F/(u_seed + Σu_peers)), and the
- * seed's egress as a multiple of F (interface counters). Needs root; every namespace and process
- * is removed at the end.
+ * seed's egress as a multiple of F (interface counters). Each run is followed by a full TCP mesh
+ * on the same links (baselines/swarm-mesh.ts: every byte available everywhere from the start), the
+ * best any scheme can do over TCP here. Needs root; every namespace and process is removed at the end.
  *
  *   sudo npm run bench:swarm -- [--peers 6] [--mib 256] [--rate 100] [--runs 1] [--strategy weighted]
  */
@@ -15,6 +16,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { ShoalClient } from '../src/rpc/client.js'
 import { p2pLowerBound } from './baselines/swarm-http.js'
+import { measureMesh } from './baselines/swarm-mesh.js'
 import { DaemonProcess } from './lib/daemon-proc.js'
 import { createSwarm, type Swarm } from './lib/netns.js'
 import { median } from './lib/proc.js'
@@ -64,6 +66,7 @@ try {
   const bound = p2pLowerBound(F, u, peerHosts.map(() => u))
 
   const ratios: number[] = []
+  const meshRatios: number[] = []
   const egress: number[] = []
   for (let run = 1; run <= runs; run++) {
     const pullers = await Promise.all(peerHosts.map(async (h, i) => await start(`run${run}-peer${i}`, h.ip, h.ns, [seedAddr])))
@@ -106,11 +109,16 @@ try {
     egress.push(sent / F)
     console.log(`run ${run}: hosts done at ${done.map(s => s.toFixed(1)).join(', ')} s; last ${last.toFixed(1)} s = ${(last / bound).toFixed(2)}× bound; seed egress ${(sent / F).toFixed(2)}×F; CPU seconds seed ${cpu[0]?.toFixed(1) ?? '?'}, pullers ${cpu.slice(1).map(c => c.toFixed(1)).join(' ')}`)
     for (const d of pullers) await d.stop()
+    const mesh = await measureMesh(swarm, F)
+    meshRatios.push(mesh / bound)
+    console.log(`run ${run}: full TCP mesh on the same links ${mesh.toFixed(1)} s = ${(mesh / bound).toFixed(2)}× bound; shoal / mesh ${(last / mesh).toFixed(2)}`)
   }
   console.log('')
   console.log(`shoal swarm benchmark: ${N} pullers + 1 seed, ${(F / MiB).toFixed(0)} MiB, ${rateMbit} Mbit/s up and down per host, strategy ${values.strategy}`)
   console.log(`P2P lower bound      ${bound.toFixed(1)} s  (max(F/u_seed, N·F/(u_seed+Σu_peers)))`)
   console.log(`last host done       ${(median(ratios) * bound).toFixed(1)} s = ${median(ratios).toFixed(2)}× bound   (goal <= 1.15; plain HTTP 6.3×, BitTorrent 1.41–1.55×)`)
+  console.log(`full TCP mesh        ${(median(meshRatios) * bound).toFixed(1)} s = ${median(meshRatios).toFixed(2)}× bound   (every byte everywhere at t=0: what TCP over these links reaches)`)
+  console.log(`shoal / mesh         ${(median(ratios) / median(meshRatios)).toFixed(2)}`)
   console.log(`seed egress          ${median(egress).toFixed(2)}×F            (goal <= 1.1; plain HTTP 6.0×F, BitTorrent 1.3×F)`)
 } finally {
   for (const d of daemons) await d.stop().catch(() => {})

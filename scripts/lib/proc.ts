@@ -54,6 +54,8 @@ export class ScriptProcess {
   stderr = ''
   private readonly messages: unknown[] = []
   private waiter: (() => void) | undefined
+  /** Set on 'close': the child has exited and every line it printed has been read. */
+  private closed = false
   private readonly exited: Promise<number | string>
   private readonly unregister: () => void
 
@@ -70,8 +72,8 @@ export class ScriptProcess {
     }
     this.exited = new Promise(resolve => {
       // 'close' comes after the last line of output has been read, which 'exit' does not promise.
-      child.once('close', (code, sig) => { this.unregister(); resolve(code ?? sig ?? -1); this.waiter?.() })
-      child.once('error', err => { this.stderr += String(err); this.unregister(); resolve(-1); this.waiter?.() })
+      child.once('close', (code, sig) => { this.closed = true; this.unregister(); resolve(code ?? sig ?? -1); this.waiter?.() })
+      child.once('error', err => { this.stderr += String(err); this.closed = true; this.unregister(); resolve(-1); this.waiter?.() })
     })
   }
 
@@ -83,7 +85,7 @@ export class ScriptProcess {
     for (;;) {
       const i = this.messages.findIndex(m => typeof m === 'object' && m !== null && key in m)
       if (i >= 0) return (this.messages.splice(i, 1)[0] as Record<string, T>)[key]!
-      if (!this.running) throw new Error(`${this.name} exited before reporting "${key}":\n${this.stderr}`)
+      if (this.closed) throw new Error(`${this.name} exited before reporting "${key}":\n${this.stderr}`)
       const left = deadline - Date.now()
       if (left <= 0) throw new Error(`${this.name} did not report "${key}" within ${timeoutMs} ms:\n${this.stderr}`)
       await new Promise<void>(resolve => {
