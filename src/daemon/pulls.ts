@@ -165,12 +165,16 @@ export class PullManager implements ChunkSource {
   private async open (name: string, version: VersionId, pin: boolean): Promise<ActivePull> {
     const node = this.node
     if (node === undefined || this.stopped) throw new Error('the node is not running')
+    const t0 = Date.now()
     const bytes = await this.store.heads.manifest(version) ?? await this.fetchManifest(version)
     const manifest = decodeManifest(bytes, version)
     if (manifest.name !== name) throw new InvalidInputError(`version ${version} is ${manifest.name}, not ${name}`)
+    const t1 = Date.now()
     const target = await PullTarget.open(this.store, version, bytes, { pin })
     target.on('have', indices => { for (const l of this.watchers.get(version) ?? []) l(indices) })
+    const t2 = Date.now()
     await target.copyLocal()
+    this.log.debug({ version, manifestMs: t1 - t0, openMs: t2 - t1, copyLocalMs: Date.now() - t2 }, 'pull opened')
     const listeners = new Set<(p: PullProgress) => void>()
     const base = this.judge
     const judge: PeerJudge = {

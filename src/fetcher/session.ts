@@ -251,7 +251,9 @@ export class FetchSession {
 
   private async connect (peer: PeerState): Promise<void> {
     try {
+      const asked = Date.now()
       const channel = await this.peerSource.channel(peer.key, this.controller.signal)
+      this.extras.log?.debug({ peer: peer.key, ms: Date.now() - asked }, 'channel open')
       if (peer.gone) return
       peer.channel = channel
       channel.onClose(err => this.dropPeer(peer, err))
@@ -267,6 +269,7 @@ export class FetchSession {
 
   private onHave (peer: PeerState, state: { complete: true } | { complete: false, bits: Uint8Array } | undefined): void {
     if (peer.gone) return
+    this.extras.log?.debug({ peer: peer.key, complete: state?.complete }, 'HAVE received')
     this.forgetHoldings(peer)
     if (state === undefined) peer.have = 'none'
     else if (state.complete) {

@@ -204,9 +204,10 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
   /** Fills needed chunks from other blobs of this store. Returns how many bytes were copied. */
   async copyLocal (signal?: AbortSignal): Promise<number> {
     let copied = 0
-    for (const id of [...this.missing]) {
+    const held = await this.store.heldChunks([...this.missing])
+    for (const id of held) {
       signal?.throwIfAborted()
-      if (!await this.store.hasChunk(id)) continue
+      if (!this.missing.has(id)) continue
       const bytes = await this.store.readChunk(id)
       if (bytes !== undefined && await this.put(id, bytes)) copied += bytes.byteLength
     }

@@ -461,6 +461,13 @@ export class Store {
     return this.fresh.has(id) || (await this.index.chunks.get(id))?.length !== undefined
   }
 
+  /** Which of `ids` this store holds (one index read for all of them). */
+  async heldChunks (ids: readonly ChunkId[]): Promise<Set<ChunkId>> {
+    if (ids.length === 0) return new Set()
+    const locations = await this.index.chunks.getMany([...ids])
+    return new Set(ids.filter((id, i) => this.fresh.has(id) || locations[i] !== undefined))
+  }
+
   /** Marks a verified chunk written into a partial file as servable before it is indexed. */
   markFresh (id: ChunkId, location: { digest: FileDigest, offset: number, size: number }): void {
     this.fresh.set(id, location)

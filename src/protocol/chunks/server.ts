@@ -242,6 +242,7 @@ export class ServerSession {
       entry.batch.push(...indices)
       entry.timer ??= setTimeout(() => this.flush(version), HAVE_UPDATE_INTERVAL_MS)
     })
+    const asked = Date.now()
     const state = this.faults?.lie === true
       ? { complete: true as const }
       : this.faults?.noChunks === true ? undefined : await this.source.have(version)
@@ -249,6 +250,7 @@ export class ServerSession {
     if (state === undefined) await this.reply({ type: ChunkResponse.Type.HAVE, version: versionBytes, data: new Uint8Array(0) })
     else if (state.complete) await this.reply({ type: ChunkResponse.Type.HAVE, version: versionBytes, complete: true })
     else await this.reply({ type: ChunkResponse.Type.HAVE, version: versionBytes, data: state.bits })
+    this.log.debug({ peer: this.remote, version, ms: Date.now() - asked, complete: state?.complete }, 'HAVE sent')
   }
 
   private flush (version: string): void {
