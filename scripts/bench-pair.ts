@@ -3,18 +3,21 @@
  * from another over loopback TCP. Printed beside a bare libp2p stream on the same stack
  * (tcp + noise + yamux) and raw TCP, measured in the same run, as ratios. Each pull starts from an
  * empty home; the figure is bytes / (time from the pull request to the version being visible),
- * manifest exchange included. Also prints both daemons' peak RSS.
+ * manifest exchange included. Also prints both daemons' peak RSS, and the ceiling of a verified,
+ * durable pull on this machine (baselines/verify-cost.ts): when both ends share the cores, hashing
+ * and writing every byte take CPU a bare stream spends on the transfer.
  *
  *   npm run bench:pair -- [--mib 1024] [--runs 3]
  */
 import '../src/polyfill.js'
 import { mkdtemp, rm, mkdir } from 'node:fs/promises'
-import { loadavg, tmpdir } from 'node:os'
+import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { ShoalClient } from '../src/rpc/client.js'
 import { measureLibp2pStream } from './baselines/libp2p-stream.js'
 import { measureRawTcp } from './baselines/raw-tcp.js'
+import { measureVerifyCost, verifiedCeiling } from './baselines/verify-cost.js'
 import { DaemonProcess } from './lib/daemon-proc.js'
 import { median } from './lib/proc.js'
 import { llamaTensors, writeSafetensors } from './lib/synth.js'
@@ -71,6 +74,9 @@ try {
 
   const libp2p = await measureLibp2pStream({ bytes: size, runs })
   const raw = await measureRawTcp({ bytes: size, runs })
+  const cost = await measureVerifyCost(size, root)
+  const cores = availableParallelism()
+  const ceiling = verifiedCeiling(libp2p.mbps, cost, cores)
   const pull = median(rates)
   const pullCpu = median(cpuRates)
   console.log('')
@@ -81,6 +87,9 @@ try {
   console.log(`shoal pull           ${mb(pull)}    ${mb(pullCpu)}`)
   console.log(`ratio to libp2p      ${(pull / libp2p.mbps).toFixed(2)}×         ${(pullCpu / libp2p.cpuMbps).toFixed(2)}×   (goal >= 0.9)`)
   console.log(`ratio to raw TCP     ${(pull / raw.mbps).toFixed(2)}×`)
+  console.log(`verify + store cost  sha2-256 ${mb(cost.hashMbps)}, 4 MiB writes + fdatasync ${mb(cost.writeMbps)} per CPU-second`)
+  console.log(`verified ceiling     ${mb(ceiling)}    (${cores} cores shared by both ends: the bare stream's CPU plus hashing and writing every byte)`)
+  console.log(`ratio to ceiling     ${(pull / ceiling).toFixed(2)}×         (the ceiling is ${(ceiling / libp2p.mbps).toFixed(2)}× the bare stream here)`)
   console.log(`peak RSS             seed ${(seedRss / MiB).toFixed(0)} MiB, puller ${(pullerRss / MiB).toFixed(0)} MiB`)
 } finally {
   for (const d of daemons) await d.stop('SIGKILL').catch(() => {})
