@@ -24,6 +24,12 @@ export function requireBuiltCli (): void {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` before the e2e tests (npm run test:e2e does)`)
 }
 
+/**
+ * `SHOAL_TEST_LOGS=<dir>`: daemons log at debug level, and each harness copies every daemon's log
+ * into a new folder under `<dir>` when it closes (for chasing a failure that happens only under load).
+ */
+const KEEP_LOGS = process.env.SHOAL_TEST_LOGS !== undefined && process.env.SHOAL_TEST_LOGS !== '' ? process.env.SHOAL_TEST_LOGS : undefined
+
 export class Harness {
   private readonly daemons: DaemonProcess[] = []
 
@@ -46,7 +52,7 @@ export class Harness {
    * (e.g. `['ip', 'netns', 'exec', ns]`).
    */
   daemon (home: string, args: string[] = [], env: NodeJS.ProcessEnv = {}, wrap: string[] = []): DaemonProcess {
-    const d = new DaemonProcess(home, args, env, wrap)
+    const d = new DaemonProcess(home, args, { ...(KEEP_LOGS !== undefined ? { SHOAL_LOG_LEVEL: 'debug' } : {}), ...env }, wrap)
     this.daemons.push(d)
     return d
   }
@@ -75,9 +81,13 @@ export class Harness {
     for (const d of this.daemons) await d.stop('SIGTERM', 10_000).catch(async () => await d.stop('SIGKILL'))
   }
 
-  /** Stops every daemon, then removes the root. */
+  /** Stops every daemon, then removes the root (after copying the daemons' logs out, if asked). */
   async close (): Promise<void> {
     await this.stopAll()
+    if (KEEP_LOGS !== undefined) {
+      const dir = await mkdtemp(join(KEEP_LOGS, 'shoal-e2e-logs-'))
+      for (const [i, d] of this.daemons.entries()) await writeFile(join(dir, `${i}-${d.home.split('/').pop() ?? 'daemon'}.log`), d.stderr)
+    }
     await rm(this.root, { recursive: true, force: true })
   }
 }

@@ -121,6 +121,8 @@ export class FakePeer implements Channel {
   readonly holdings = new Set<number>()
   /** Every `want`, in order. */
   readonly wants: ChunkId[] = []
+  /** Wants answered DUPLICATE (`duplicateUnlessUrgent`). */
+  readonly refused: ChunkId[] = []
   /** Wants whose signal was aborted before they were answered. */
   readonly aborted: ChunkId[] = []
   /** Ids delivered (possibly corrupted). */
@@ -150,7 +152,10 @@ export class FakePeer implements Channel {
   async want (id: ChunkId, signal?: AbortSignal, urgent = false): Promise<Uint8Array | Uint8Array[]> {
     if (!this.isOpen) throw new PeerGoneError('closed')
     signal?.throwIfAborted()
-    if (this.options.duplicateUnlessUrgent === true && !urgent) throw new PeerRequestError('DUPLICATE', 'just sent to another peer')
+    if (this.options.duplicateUnlessUrgent === true && !urgent) {
+      this.refused.push(id)
+      throw new PeerRequestError('DUPLICATE', 'just sent to another peer')
+    }
     this.wants.push(id)
     if (!this.holds(id) && (this.options.claims ?? 'holdings') === 'holdings') this.unannounced.push(id)
     const size = this.target.sizeOf(id)

@@ -57,21 +57,25 @@ export type SentHook = (peer: string, bytes: number, versions: string[]) => void
  * unless its request is urgent. So a seed's upload goes to pieces the swarm does not have yet.
  */
 export class RecentSends {
-  /** `at` undefined: still queued or being sent. */
-  private readonly sent = new Map<string, { to: string, at?: number }>()
+  /** `at` undefined: still queued or being sent (since `started`). */
+  private readonly sent = new Map<string, { to: string, started: number, at?: number }>()
 
   constructor (private readonly holdMs = DUPLICATE_HOLD_MS, private readonly max = MAX_RECENT_SENDS) {}
 
-  /** True when `id` is being sent to a peer other than `to`, or was less than `holdMs` ago. */
+  /**
+   * True when `id` is being sent to a peer other than `to`, or was less than `holdMs` ago. A send
+   * that has not finished holds for at most `holdMs` past its start too, so one stuck upload
+   * cannot refuse a chunk to everyone else for ever.
+   */
   heldFor (id: string, to: string, now = Date.now()): boolean {
     const entry = this.sent.get(id)
-    return entry !== undefined && entry.to !== to && (entry.at === undefined || now - entry.at < this.holdMs)
+    return entry !== undefined && entry.to !== to && now - (entry.at ?? entry.started) < this.holdMs
   }
 
   /** Records that `id` is about to go to `to`; call `done` when it went (or failed). */
-  start (id: string, to: string): { done: (sent: boolean) => void } {
+  start (id: string, to: string, now = Date.now()): { done: (sent: boolean) => void } {
     this.sent.delete(id)
-    const entry: { to: string, at?: number } = { to }
+    const entry: { to: string, started: number, at?: number } = { to, started: now }
     this.sent.set(id, entry)
     if (this.sent.size > this.max) {
       const oldest = this.sent.keys().next().value

@@ -336,6 +336,13 @@ describe('RecentSends (super-seeding)', () => {
     expect(recent.heldFor('c1', 'peer-b', at + 1500)).toBe(false)
   })
 
+  it('a send that never finishes holds the chunk no longer than holdMs past its start', () => {
+    const recent = new RecentSends(1000)
+    recent.start('c1', 'peer-a', 5_000) // never done: a stuck upload
+    expect(recent.heldFor('c1', 'peer-b', 5_900)).toBe(true)
+    expect(recent.heldFor('c1', 'peer-b', 6_100)).toBe(false)
+  })
+
   it('forgets a send that failed, and keeps at most `max` entries', () => {
     const recent = new RecentSends(1000, 2)
     recent.start('c1', 'peer-a').done(false)
