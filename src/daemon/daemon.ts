@@ -42,8 +42,8 @@ export const PULL_PROGRESS_EVENT_MS = 1000
 /** @default 60 s — how often the disk quota is checked (also after every label switch) */
 export const QUOTA_CHECK_INTERVAL_MS = 60_000
 
-/** @default 24 MiB — bytes one pull may have requested at once, across all peers */
-export const MAX_PULL_IN_FLIGHT_BYTES = 24 * 1024 * 1024
+/** @default 16 MiB — bytes one pull may have requested at once, across all peers (more did not pull faster, and cost memory) */
+export const MAX_PULL_IN_FLIGHT_BYTES = 16 * 1024 * 1024
 
 export class Daemon {
   private store?: Store

@@ -29,8 +29,8 @@ export const DHT_PROTOCOL = '/shoal/kad/1.0.0'
  * @default 8 MiB
  */
 export const STREAM_WINDOW_BYTES = 8 * 1024 * 1024
-/** @default 16 MiB */
-export const MAX_STREAM_WINDOW_BYTES = 16 * 1024 * 1024
+/** @default 8 MiB — a larger window pulled no faster and let more unsent data pile up on a serving node */
+export const MAX_STREAM_WINDOW_BYTES = 8 * 1024 * 1024
 /** @default 5 s — how often configured peers that are not connected are dialled again */
 export const REDIAL_INTERVAL_MS = 5_000
 

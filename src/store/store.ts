@@ -46,8 +46,8 @@ export interface Logger {
   debug: (obj: object, msg?: string) => void
 }
 
-/** Read buffers kept for serving chunks (see `Store.releaseChunk`). @default 16 */
-export const READ_POOL_BUFFERS = 16
+/** Read buffers kept for serving chunks (see `Store.releaseChunk`). @default 4 */
+export const READ_POOL_BUFFERS = 4
 
 const silent: Logger = { info () {}, warn () {}, debug () {} }
 
