@@ -95,6 +95,12 @@ export interface SessionOptions {
   originConcurrency: number
   /** A peer that answered DUPLICATE for a piece is not asked for it again for this long. */
   duplicateBackoffMs: number
+  /**
+   * A piece a peer first answered DUPLICATE for this long ago, and that has not come another way
+   * since, is asked of it urgently: the peer that got it may not be connected here, or may never
+   * pass it on. DUPLICATE is a hint, never a refusal for good.
+   */
+  duplicateGiveUpMs: number
 }
 
 export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
@@ -111,14 +117,11 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   noProgressTimeoutMs: 60_000,
   maxConsecutiveTimeouts: 3,
   originConcurrency: 4,
-  duplicateBackoffMs: 2_000
+  duplicateBackoffMs: 2_000,
+  // As long as a server holds a chunk back after sending it (DUPLICATE_HOLD_MS).
+  duplicateGiveUpMs: 15_000
 }
 
-/**
- * After a peer answered DUPLICATE this many times for one piece, it is asked for it urgently: the
- * peer it sent the piece to may not be connected here, or may never pass it on. @default 2
- */
-export const MAX_DUPLICATE_ANSWERS = 2
 /** In the endgame a request is late once in flight longer than this many pieces take at its peer's rate. @default 2 */
 export const ENDGAME_LATE_PIECES = 2
 /** How often rates, progress and stalls are checked. @default 250 ms */
@@ -156,8 +159,8 @@ class PeerState implements SelectablePeer {
   gone = false
   /** Pieces this peer said it just gave someone else: not asked of it again before `until`. */
   readonly deferred = new Map<ChunkId, number>()
-  /** How many times this peer answered DUPLICATE for each piece. */
-  readonly duplicates = new Map<ChunkId, number>()
+  /** When this peer first answered DUPLICATE for each piece. */
+  readonly firstDuplicate = new Map<ChunkId, number>()
 
   constructor (readonly key: string, readonly origin = false) {}
 
@@ -458,10 +461,10 @@ export class FetchSession {
     // piece on, so DUPLICATE would only delay it), and to a partial peer (every puller needs every
     // piece, so its upload is never spent twice; holding it back only idles its uplink).
     // Otherwise a retry after DUPLICATE is refused again while the first copy is still on its way,
-    // so a seed's upload is not spent twice; after MAX_DUPLICATE_ANSWERS refusals it is urgent,
-    // since the copy evidently does not reach this node another way (no stall on a hint).
+    // so a seed's upload is not spent twice; `duplicateGiveUpMs` after the first refusal it is
+    // urgent, since the copy evidently does not reach this node another way (no stall on a hint).
     peer.deferred.delete(id)
-    const urgent = who.size > 1 || peer.have !== 'complete' || this.partialPeers() === 0 || (peer.duplicates.get(id) ?? 0) >= MAX_DUPLICATE_ANSWERS
+    const urgent = who.size > 1 || peer.have !== 'complete' || this.partialPeers() === 0 || Date.now() - (peer.firstDuplicate.get(id) ?? Infinity) >= this.opts.duplicateGiveUpMs
     this.extras.log?.debug({ peer: peer.key, chunk: id, size, urgent, peerInflight: peer.inflightBytes, inflight: this.inflightBytes, storing: this.storingBytes }, 'chunk requested')
     const channel = peer.channel
     const fetching = peer.origin ? this.fetchOrigin(id, controller.signal) : (channel as Channel).want(id, controller.signal, urgent)
@@ -553,7 +556,7 @@ export class FetchSession {
       this.extras.log?.debug({ chunk: id, err: err.message }, 'origin request failed')
     } else if (name === 'PeerRequestError' && (err as { wireCode?: string }).wireCode === 'DUPLICATE') {
       peer.deferred.set(id, Date.now() + this.opts.duplicateBackoffMs)
-      peer.duplicates.set(id, (peer.duplicates.get(id) ?? 0) + 1)
+      if (!peer.firstDuplicate.has(id)) peer.firstDuplicate.set(id, Date.now())
       this.extras.log?.debug({ peer: peer.key, chunk: id }, 'chunk deferred: DUPLICATE')
     } else if (name === 'PeerRequestError') {
       this.extras.log?.debug({ peer: peer.key, err: err.message }, 'peer refused a request')
