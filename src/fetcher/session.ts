@@ -577,6 +577,7 @@ export class FetchSession {
     }
     this.settle(peer, id)
     req.controller.abort()
+    this.extras.log?.debug({ peer: peer.key, chunk: id, ms: now - req.started }, 'request timed out')
     peer.consecutiveTimeouts++
     this.requeue(id)
     if (!peer.origin && peer.consecutiveTimeouts >= this.opts.maxConsecutiveTimeouts && peer.received === 0) {

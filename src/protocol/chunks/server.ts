@@ -207,6 +207,7 @@ export class ServerSession {
       const data = this.faults?.corrupt === true && found !== undefined ? flipMiddleBit(bytes) : bytes
       this.awaitReceipt(reqId, bytes)
       await this.framed.send(encodeBlock(reqId, this.limiter.load(), data))
+      this.log.debug({ peer: this.remote, chunk: id, size: data.byteLength }, 'chunk sent')
       this.onSent?.(this.remote, data.byteLength, [...this.interests.keys()])
       return true
     } catch (err) {
