@@ -28,12 +28,6 @@ const bytes = Number(values.mib) * MiB
 const runs = Number(values.runs)
 const mb = (n: number): string => `${n.toFixed(0).padStart(5)} MB/s`
 
-/** User + system CPU seconds of a daemon. */
-async function cpuSeconds (d: DaemonProcess): Promise<number> {
-  const { user, sys } = await d.cpuSeconds()
-  return user + sys
-}
-
 const root = await mkdtemp(join(tmpdir(), 'shoal-bench-pair-'))
 const daemons: DaemonProcess[] = []
 try {
@@ -54,13 +48,13 @@ try {
     const puller = await new DaemonProcess(home, [...listen, '--peer', addresses[0] ?? '']).start()
     daemons.push(puller)
     const client = new ShoalClient({ socketPath: puller.socket })
-    const cpu0 = await cpuSeconds(puller)
-    const seedCpu0 = await cpuSeconds(seed)
+    const cpu0 = (await puller.cpuSeconds()).total
+    const seedCpu0 = (await seed.cpuSeconds()).total
     const t0 = process.hrtime.bigint()
     await client.pull({ ref: `bench@${version}` })
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9
-    const cpu = await cpuSeconds(puller) - cpu0
-    const seedCpu = await cpuSeconds(seed) - seedCpu0
+    const cpu = (await puller.cpuSeconds()).total - cpu0
+    const seedCpu = (await seed.cpuSeconds()).total - seedCpu0
     pullerRss = Math.max(pullerRss, await puller.peakRss())
     await puller.stop()
     await rm(home, { recursive: true, force: true })

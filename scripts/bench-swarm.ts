@@ -70,7 +70,7 @@ try {
   const egress: number[] = []
   for (let run = 1; run <= runs; run++) {
     const pullers = await Promise.all(peerHosts.map(async (h, i) => await start(`run${run}-peer${i}`, h.ip, h.ns, [seedAddr])))
-    const cpuOf = async (d: DaemonProcess): Promise<number> => { const c = await d.cpuSeconds(); return c.user + c.sys }
+    const cpuOf = async (d: DaemonProcess): Promise<number> => (await d.cpuSeconds()).total
     const cpu0 = await Promise.all([seed, ...pullers].map(cpuOf))
     const tx0 = await swarm.txBytes(seedHost)
     const t0 = performance.now()

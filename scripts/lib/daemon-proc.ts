@@ -76,11 +76,12 @@ export class DaemonProcess {
     return result
   }
 
-  /** User and system CPU seconds of the daemon (all its threads), from /proc/<pid>/stat (ticks of 1/100 s). */
-  async cpuSeconds (): Promise<{ user: number, sys: number }> {
+  /** User, system and total CPU seconds of the daemon (all its threads), from /proc/<pid>/stat (ticks of 1/100 s). */
+  async cpuSeconds (): Promise<{ user: number, sys: number, total: number }> {
     const text = await readFile(`/proc/${this.pid ?? 0}/stat`, 'utf8')
     const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
-    return { user: Number(fields[11]) / 100, sys: Number(fields[12]) / 100 }
+    const [user, sys] = [Number(fields[11]) / 100, Number(fields[12]) / 100]
+    return { user, sys, total: user + sys }
   }
 
   /** Peak resident set size (VmHWM) in bytes, from /proc. */

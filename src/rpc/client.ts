@@ -247,7 +247,8 @@ export class ShoalClient implements ShoalApi {
   }
 }
 
-function parseSse (block: string): WatchEvent | undefined {
+/** One server-sent-events block (the text between blank lines) as an event; undefined for a comment-only block. */
+export function parseSse (block: string): WatchEvent | undefined {
   let id: string | undefined
   let event = 'message'
   const data: string[] = []

@@ -457,10 +457,6 @@ export class Store {
     this.readPool.give(bytes)
   }
 
-  async hasChunk (id: ChunkId): Promise<boolean> {
-    return this.fresh.has(id) || (await this.index.chunks.get(id))?.length !== undefined
-  }
-
   /** Which of `ids` this store holds (one index read for all of them). */
   async heldChunks (ids: readonly ChunkId[]): Promise<Set<ChunkId>> {
     if (ids.length === 0) return new Set()

@@ -15,6 +15,7 @@ import { expectedOutput, writeOnnxModelFolder, type LinearModel } from '../../sc
 import { ShoalClient } from '../../src/rpc/client.js'
 import type { LeaseRow } from '../../src/rpc/api.js'
 import type { GcReport } from '../../src/store/gc.js'
+import { eventually } from '../helpers/rpc.js'
 import { Harness, expectExit, sleep, versionOf, type DaemonProcess } from './helpers.js'
 
 const SERVER = join(ROOT, 'examples', 'serve-onnx', 'server.ts')
@@ -25,14 +26,9 @@ const CLIENTS = 8
 /** @default 500 — event watchers on one daemon */
 const WATCHERS = 500
 
+/** Polls every 50 ms, for up to 15 s unless told otherwise. */
 async function until<T> (what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(50)
-  }
+  return await eventually(what, probe, timeoutMs, 50)
 }
 
 /** The example server as a child process (tsx, `import … from 'shoal'` resolved by the package's exports). */

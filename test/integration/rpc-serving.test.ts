@@ -11,38 +11,15 @@ import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { Agent, request, type IncomingHttpHeaders } from 'node:http'
 import { join } from 'node:path'
 import { pino } from 'pino'
-import { CLI } from '../../scripts/lib/daemon-proc.js'
+import { CLI, sleep } from '../../scripts/lib/daemon-proc.js'
 import { llamaTensors, writeSafetensors } from '../../scripts/lib/synth.js'
 import { loadConfig } from '../../src/config/config.js'
 import { Daemon } from '../../src/daemon/daemon.js'
-import { createLogger } from '../../src/daemon/logger.js'
 import type { DaemonEvent } from '../../src/daemon/events.js'
 import type { LeaseRow, ShowResult } from '../../src/rpc/api.js'
-import { ShoalClient } from '../../src/rpc/client.js'
+import { parseSse, ShoalClient } from '../../src/rpc/client.js'
+import { eventually, raw, startDaemon, type Target } from '../helpers/rpc.js'
 import { tempDir } from '../helpers/tmp.js'
-
-/** The unix socket, or the loopback TCP port with (optionally) an Authorization header. */
-type Target = { socketPath: string } | { port: number }
-
-interface RawAnswer { status: number, headers: IncomingHttpHeaders, text: string, json: Record<string, unknown> }
-
-async function raw (target: Target, method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<RawAnswer> {
-  return await new Promise((resolve, reject) => {
-    const where = 'socketPath' in target ? { socketPath: target.socketPath } : { host: '127.0.0.1', port: target.port }
-    const req = request({ ...where, method, path, headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }) } }, res => {
-      const parts: Buffer[] = []
-      res.on('data', (d: Buffer) => parts.push(d))
-      res.on('end', () => {
-        const text = Buffer.concat(parts).toString()
-        let json: Record<string, unknown> = {}
-        try { json = JSON.parse(text || '{}') as Record<string, unknown> } catch { /* not JSON (metrics, NDJSON) */ }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json })
-      })
-    })
-    req.on('error', reject)
-    req.end(body)
-  })
-}
 
 /** POST of an NDJSON route: the status and every line, parsed. */
 async function ndjson (socketPath: string, path: string, body: string): Promise<{ status: number, contentType: string, lines: Array<Record<string, unknown>>, json: Record<string, unknown> }> {
@@ -109,20 +86,9 @@ async function openSse (target: Target, path: string, headers: Record<string, st
         while ((end = buffered.indexOf('\n\n')) >= 0) {
           const block = buffered.slice(0, end)
           buffered = buffered.slice(end + 2)
-          let id: string | undefined
-          let event = 'message'
-          const data: string[] = []
-          for (const line of block.split('\n')) {
-            if (line.startsWith(':')) continue
-            const colon = line.indexOf(':')
-            const field = colon < 0 ? line : line.slice(0, colon)
-            const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '')
-            if (field === 'id') id = value
-            else if (field === 'event') event = value
-            else if (field === 'data') data.push(value)
-          }
-          if (data.length === 0) continue
-          events.push({ ...(id !== undefined ? { id } : {}), event, data: JSON.parse(data.join('\n')) as Record<string, unknown> })
+          const e = parseSse(block)
+          if (e === undefined) continue
+          events.push(e)
           for (const w of [...waiters]) w()
         }
       })
@@ -134,18 +100,6 @@ async function openSse (target: Target, path: string, headers: Record<string, st
   })
 }
 
-async function sleep (ms: number): Promise<void> { await new Promise(resolve => setTimeout(resolve, ms)) }
-
-/** Polls until `probe` answers something other than undefined. */
-async function eventually<T> (what: string, probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(25)
-  }
-}
 
 /** The value of an unlabelled series in Prometheus text. */
 function metricValue (text: string, name: string): number | undefined {
@@ -172,8 +126,7 @@ describe('rpc serving endpoints', () => {
     ({ dir, cleanup } = await tempDir('shoal-serving-'))
     const home = join(dir, 'home')
     socket = join(home, 'shoal.sock')
-    daemon = new Daemon(await loadConfig({ home, overrides: { listen: ['/ip4/127.0.0.1/tcp/0'], logLevel: 'silent' } }), createLogger('silent'))
-    await daemon.start()
+    daemon = await startDaemon(home)
     client = new ShoalClient({ socketPath: socket })
     model = join(dir, 'model')
     await mkdir(model)
@@ -635,8 +588,7 @@ describe('rpc over loopback TCP', () => {
     await mkdir(home)
     await writeFile(join(home, 'config.json'), JSON.stringify({ rpc: { tcp: '127.0.0.1:0' } }))
     const log = pino({ level: 'info' }, { write (line: string) { logLines.push(line) } })
-    daemon = new Daemon(await loadConfig({ home, overrides: { listen: ['/ip4/127.0.0.1/tcp/0'] } }), log)
-    await daemon.start()
+    daemon = await startDaemon(home, log)
     const ready = logLines.map(l => JSON.parse(l) as { msg?: string, rpcTcp?: string }).find(l => l.msg === 'shoal daemon ready')
     expect(ready?.rpcTcp).toMatch(/^127\.0\.0\.1:\d+$/)
     port = Number(ready?.rpcTcp?.split(':')[1])

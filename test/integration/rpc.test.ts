@@ -3,34 +3,20 @@
  * through the typed client and raw HTTP.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { request } from 'node:http'
 import { createPublicKey, generateKeyPairSync } from 'node:crypto'
 import { mkdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { loadConfig } from '../../src/config/config.js'
 import { encodeBlock } from '../../src/core/digest.js'
 import { privateKeyFromPem, publisherKeyOf } from '../../src/core/heads.js'
 import { Daemon } from '../../src/daemon/daemon.js'
-import { createLogger } from '../../src/daemon/logger.js'
 import { ShoalClient } from '../../src/rpc/client.js'
 import { llamaTensors, writeSafetensors } from '../../scripts/lib/synth.js'
+import { raw, startDaemon } from '../helpers/rpc.js'
 import { tempDir } from '../helpers/tmp.js'
 
 /** A publisher key of no home here (for trust rules). */
 const OTHER_KEY = publisherKeyOf(createPublicKey(generateKeyPairSync('ed25519').privateKey))
 const SOME_CID = encodeBlock('some version').cid
-
-async function raw (socketPath: string, method: string, path: string, body?: string | Buffer): Promise<{ status: number, json: Record<string, unknown> }> {
-  return await new Promise((resolve, reject) => {
-    const req = request({ socketPath, method, path, headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, res => {
-      const parts: Buffer[] = []
-      res.on('data', (d: Buffer) => parts.push(d))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(parts).toString() || '{}') }))
-    })
-    req.on('error', reject)
-    req.end(body)
-  })
-}
 
 describe('rpc', () => {
   let dir: string
@@ -44,8 +30,7 @@ describe('rpc', () => {
     ({ dir, cleanup } = await tempDir())
     const home = join(dir, 'home')
     socket = join(home, 'shoal.sock')
-    daemon = new Daemon(await loadConfig({ home, overrides: { listen: ['/ip4/127.0.0.1/tcp/0'], logLevel: 'silent' } }), createLogger('silent'))
-    await daemon.start()
+    daemon = await startDaemon(home)
     client = new ShoalClient({ socketPath: socket })
     model = join(dir, 'model')
     await mkdir(model)
@@ -259,7 +244,7 @@ describe('rpc', () => {
     ['a fractional events limit', 'GET', '/v1/events?limit=1.5', undefined, 400, 'INVALID_INPUT'],
     ['a pin of a label never set', 'POST', '/v1/pins', '{"ref":"m@never"}', 404, 'NOT_FOUND']
   ])('refuses %s with {code, message}', async (_what, method, path, body, status, code) => {
-    const r = await raw(socket, method, path, body)
+    const r = await raw({ socketPath: socket }, method, path, body)
     expect(r.status).toBe(status)
     expect(r.json.code).toBe(code)
     expect(typeof r.json.message).toBe('string')

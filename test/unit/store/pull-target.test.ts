@@ -177,7 +177,7 @@ describe('PullTarget', () => {
     const bytes = await fromSource(id!)
     await target.put(id!, bytes)
     expect(await dest.index.chunks.get(id!)).toBeUndefined() // not indexed yet
-    expect(await dest.hasChunk(id!)).toBe(true)
+    expect((await dest.heldChunks([id!])).has(id!)).toBe(true)
     expect(sameBytes(await dest.readChunk(id!), bytes)).toBe(true)
     expect(await dest.readChunk(other!)).toBeUndefined()
     await target.flush()
