@@ -31,6 +31,16 @@ export const DHT_PROTOCOL = '/shoal/kad/1.0.0'
 export const STREAM_WINDOW_BYTES = 8 * 1024 * 1024
 /** @default 8 MiB — a larger window pulled no faster and let more unsent data pile up on a serving node */
 export const MAX_STREAM_WINDOW_BYTES = 8 * 1024 * 1024
+/**
+ * libp2p pings every connection every 10 s and, by default, aborts it when a ping takes over 5 s.
+ * A ping waits behind the data already queued on the connection: 8 MiB at 0.5 MB/s (a 25 Mbit/s
+ * uplink shared by six pullers) is 16 s, so busy slow links were cut every 10–30 s, losing every
+ * block in flight. Here a connection is pinged every minute and judged dead only when a ping has
+ * no answer for 45–55 s (under the interval: the ping protocol allows one ping stream at a time,
+ * and a second one while the first waits would itself abort the connection).
+ */
+export const PING_INTERVAL_MS = 60_000
+export const PING_TIMEOUT_MS = 45_000
 /** @default 5 s — how often configured peers that are not connected are dialled again */
 export const REDIAL_INTERVAL_MS = 5_000
 
@@ -71,6 +81,7 @@ export async function createNode (init: NodeInit): Promise<{ node: ShoalNode, st
     connectionEncrypters: [noise()],
     streamMuxers: [yamux({ streamOptions: { initialStreamWindowSize: STREAM_WINDOW_BYTES, maxStreamWindowSize: MAX_STREAM_WINDOW_BYTES } })],
     connectionManager: { maxConnections: init.maxConnections },
+    connectionMonitor: { pingInterval: PING_INTERVAL_MS, pingTimeout: { minTimeout: PING_TIMEOUT_MS, maxTimeout: PING_INTERVAL_MS - 5_000 } },
     connectionGater: {
       denyDialMultiaddr: () => false,
       denyDialPeer: refused,
