@@ -103,12 +103,15 @@ export class FramedStream {
   private sending: Promise<void> = Promise.resolve()
   private closed = false
   private readonly decoder: FrameDecoder
+  /** Bytes read from the stream so far, frames still arriving included: a sign of life between frames. */
+  bytesReceived = 0
 
   constructor (readonly stream: Stream, private readonly init: FramedStreamInit) {
     stream.maxReadBufferLength = Math.max(stream.maxReadBufferLength, init.maxBufferBytes)
     const decoder = this.decoder = new FrameDecoder(init)
     stream.addEventListener('message', evt => {
       if (this.closed) return
+      this.bytesReceived += evt.data.byteLength
       try {
         for (const frame of decoder.decode(evt.data)) init.onFrame(frame)
       } catch (err) {

@@ -101,6 +101,8 @@ export interface FakePeerOptions {
   corrupt?: boolean
   /** Never answers a `want` (until aborted). */
   stall?: boolean
+  /** Answers this many wants, then stalls. */
+  stallAfter?: number
   /** Closes the channel right after delivering this many blocks. */
   closeAfter?: number
   /** Indices announced (and gained) later through `onUpdate`. */
@@ -111,9 +113,16 @@ export interface FakePeerOptions {
   duplicateUnlessUrgent?: boolean
   /** Answers with the bytes as a list of parts (as a real channel does), to be handed back through `release`. */
   inParts?: boolean
+  /**
+   * Reports `bytesReceived` (as a real channel does), growing by this many bytes every 20 ms while
+   * a want is pending and not stalled: a slow link whose blocks are visibly on their way.
+   */
+  trickleBytes?: number
+  /** With `trickleBytes`: bytes grow only in the first this many ms of each want, then go quiet until it is answered. */
+  trickleForMs?: number
 }
 
-interface PendingWant { id: ChunkId, fail: (err: Error) => void }
+interface PendingWant { id: ChunkId, since: number, fail: (err: Error) => void }
 
 export class FakePeer implements Channel {
   isOpen = true
@@ -135,6 +144,8 @@ export class FakePeer implements Channel {
   readonly unannounced: ChunkId[] = []
   inflightBytes = 0
   maxInflightBytes = 0
+  /** Present only with `trickleBytes`, like a channel that counts the bytes it reads. */
+  bytesReceived?: number
   private readonly pending = new Set<PendingWant>()
   private readonly closeListeners: Array<(err?: Error) => void> = []
   private readonly timers = new Set<NodeJS.Timeout>()
@@ -143,6 +154,17 @@ export class FakePeer implements Channel {
     this.load = options.load ?? 0
     const has = options.has ?? 'all'
     for (let i = 0; i < target.totalChunks; i++) if (has === 'all' || has.includes(i)) this.holdings.add(i)
+    const trickle = options.trickleBytes
+    if (trickle !== undefined) {
+      this.bytesReceived = 0
+      const timer = setInterval(() => {
+        const quietAfter = this.options.trickleForMs ?? Infinity
+        const now = Date.now()
+        const stalled = this.options.stall === true || (this.options.stallAfter !== undefined && this.delivered.length >= this.options.stallAfter)
+        if (!stalled && [...this.pending].some(p => now - p.since < quietAfter)) this.bytesReceived! += trickle
+      }, 20)
+      this.timers.add(timer)
+    }
   }
 
   holds (id: ChunkId): boolean {
@@ -166,6 +188,7 @@ export class FakePeer implements Channel {
       const answer: { timer?: NodeJS.Timeout } = {}
       const entry: PendingWant = {
         id,
+        since: Date.now(),
         fail: err => { finish(); reject(err) }
       }
       const finish = (): void => {
@@ -182,7 +205,7 @@ export class FakePeer implements Channel {
       }
       this.pending.add(entry)
       signal?.addEventListener('abort', onAbort, { once: true })
-      if (this.options.stall === true) return
+      if (this.options.stall === true || (this.options.stallAfter !== undefined && this.delivered.length >= this.options.stallAfter)) return
       const delay = typeof this.options.delayMs === 'function' ? this.options.delayMs(id) : this.options.delayMs ?? 1
       answer.timer = setTimeout(() => {
         if (!this.pending.has(entry)) return

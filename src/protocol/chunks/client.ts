@@ -61,6 +61,11 @@ export class PeerChannel {
     return this.framed.isOpen
   }
 
+  /** Bytes received on this stream so far, including blocks still arriving. */
+  get bytesReceived (): number {
+    return this.framed.bytesReceived
+  }
+
   onClose (listener: (err?: Error) => void): void {
     if (!this.framed.isOpen) listener()
     else this.closeListeners.push(listener)

@@ -32,8 +32,16 @@ export const MAX_INBOUND_STREAMS = 4
 export const STREAM_IDLE_TIMEOUT_MS = 10 * 60_000
 /** Bytes a requester may receive beyond what it asked for before the stream is aborted. @default 8 frames */
 export const READ_BUFFER_SLACK_BYTES = 8 * MAX_FRAME_BYTES
-/** After sending a chunk to one peer, other peers. non-urgent WANTs for it get DUPLICATE this long. @default 15 s */
+/**
+ * After a chunk reached one peer (its RECEIVED), other peers' non-urgent WANTs for it get
+ * DUPLICATE this long: time for that peer to announce it and pass it on. @default 15 s
+ */
 export const DUPLICATE_HOLD_MS = 15_000
+/**
+ * A send not yet confirmed by RECEIVED holds its chunk at most this long past its start: at
+ * 0.5 MB/s a 4 MiB block behind 8 MiB of others takes 25 s to arrive. @default 60 s
+ */
+export const DUPLICATE_TRANSIT_MS = 60_000
 /** Chunks remembered for DUPLICATE at most. @default 4096 */
 export const MAX_RECENT_SENDS = 4096
 /**

@@ -20,7 +20,7 @@ import type { Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { RAW_CODEC, DAG_CBOR_CODEC, type ChunkId, type VersionId } from '../../core/digest.js'
 import { FramedStream } from '../framing.js'
-import { DUPLICATE_HOLD_MS, HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_INTERESTS_PER_STREAM, MAX_PENDING_PER_STREAM, MAX_RECENT_SENDS, MAX_REQUEST_FRAME_BYTES, MAX_UNRECEIVED_PER_STREAM } from './constants.js'
+import { DUPLICATE_HOLD_MS, DUPLICATE_TRANSIT_MS, HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_INTERESTS_PER_STREAM, MAX_PENDING_PER_STREAM, MAX_RECENT_SENDS, MAX_REQUEST_FRAME_BYTES, MAX_UNRECEIVED_PER_STREAM } from './constants.js'
 import { encodeBlock } from './block.js'
 import { WireCode } from './errors.js'
 import { ChunkRequest, ChunkResponse } from './pb/chunks.js'
@@ -51,42 +51,56 @@ export interface ServerLog { debug: (obj: object, msg?: string) => void }
 /** Called after a block went out: who got it, how many bytes, and the versions that peer said it wants. */
 export type SentHook = (peer: string, bytes: number, versions: string[]) => void
 
+/** What a server learns about one send of a chunk, for `RecentSends`. */
+export interface SendRecord {
+  /** The block was handed to the stream (`true`), or could not be (`false`: forgotten). */
+  done: (sent: boolean) => void
+  /** The peer confirmed with RECEIVED that the whole block arrived. */
+  delivered: () => void
+  /** The peer cancelled the request: it will not keep the block, so the chunk is not held for it. */
+  cancelled: () => void
+}
+
 /**
  * Which chunks this node sent recently and to whom, shared by all sessions: a second peer asking
  * for a chunk another peer is receiving right now is told DUPLICATE (fetch it from that peer),
  * unless its request is urgent. So a seed's upload goes to pieces the swarm does not have yet.
+ *
+ * A chunk is held while its send is on its way (at most `transitMs` past the start: a block can
+ * wait long behind others on a slow link, but one stuck upload must not refuse a chunk to
+ * everyone for ever), then `holdMs` from the recipient's RECEIVED. A send the recipient cancelled
+ * holds nothing: that peer drops the block and will not pass it on.
  */
 export class RecentSends {
-  /** `at` undefined: still queued or being sent (since `started`). */
-  private readonly sent = new Map<string, { to: string, started: number, at?: number }>()
+  private readonly sent = new Map<string, { to: string, started: number, deliveredAt?: number }>()
 
-  constructor (private readonly holdMs = DUPLICATE_HOLD_MS, private readonly max = MAX_RECENT_SENDS) {}
+  constructor (
+    private readonly holdMs = DUPLICATE_HOLD_MS,
+    private readonly max = MAX_RECENT_SENDS,
+    private readonly transitMs = DUPLICATE_TRANSIT_MS
+  ) {}
 
-  /**
-   * True when `id` is being sent to a peer other than `to`, or was less than `holdMs` ago. A send
-   * that has not finished holds for at most `holdMs` past its start too, so one stuck upload
-   * cannot refuse a chunk to everyone else for ever.
-   */
+  /** True when `id` is on its way to a peer other than `to`, or reached one less than `holdMs` ago. */
   heldFor (id: string, to: string, now = Date.now()): boolean {
     const entry = this.sent.get(id)
-    return entry !== undefined && entry.to !== to && now - (entry.at ?? entry.started) < this.holdMs
+    if (entry === undefined || entry.to === to) return false
+    return entry.deliveredAt !== undefined ? now - entry.deliveredAt < this.holdMs : now - entry.started < this.transitMs
   }
 
-  /** Records that `id` is about to go to `to`; call `done` when it went (or failed). */
-  start (id: string, to: string, now = Date.now()): { done: (sent: boolean) => void } {
+  /** Records that `id` is about to go to `to`. */
+  start (id: string, to: string, now = Date.now()): SendRecord {
     this.sent.delete(id)
-    const entry: { to: string, started: number, at?: number } = { to, started: now }
+    const entry: { to: string, started: number, deliveredAt?: number } = { to, started: now }
     this.sent.set(id, entry)
     if (this.sent.size > this.max) {
       const oldest = this.sent.keys().next().value
       if (oldest !== undefined) this.sent.delete(oldest)
     }
+    const current = (): boolean => this.sent.get(id) === entry
     return {
-      done: sent => {
-        if (this.sent.get(id) !== entry) return
-        if (sent) entry.at = Date.now()
-        else this.sent.delete(id)
-      }
+      done: sent => { if (!sent && current()) this.sent.delete(id) },
+      delivered: () => { if (current()) entry.deliveredAt = Date.now() },
+      cancelled: () => { if (current() && entry.deliveredAt === undefined) this.sent.delete(id) }
     }
   }
 }
@@ -117,6 +131,8 @@ export class ServerSession {
   private readonly pending = new Map<number, AbortController>()
   /** Bytes of blocks sent and not yet RECEIVED, by request id, oldest first. */
   private readonly unreceived = new Map<number, Uint8Array>()
+  /** Sends whose RECEIVED or CANCEL has not come yet, by request id, oldest first (see `RecentSends`). */
+  private readonly sends = new Map<number, SendRecord>()
   private readonly interests = new Map<string, { stop: () => void, batch: number[], timer?: NodeJS.Timeout }>()
 
   constructor (
@@ -147,7 +163,12 @@ export class ServerSession {
     }
     switch (req.type) {
       case ChunkRequest.Type.WANT: this.want(req); break
-      case ChunkRequest.Type.CANCEL: this.pending.get(req.id)?.abort(); this.pending.delete(req.id); break
+      case ChunkRequest.Type.CANCEL:
+        this.pending.get(req.id)?.abort()
+        this.pending.delete(req.id)
+        this.sends.get(req.id)?.cancelled()
+        this.sends.delete(req.id)
+        break
       case ChunkRequest.Type.INTEREST: void this.interest(req); break
       case ChunkRequest.Type.UNINTEREST: this.uninterest(req); break
       case ChunkRequest.Type.RECEIVED: this.received(req.id); break
@@ -171,9 +192,15 @@ export class ServerSession {
       return
     }
     const sending = this.recent.start(id, this.remote)
+    this.sends.set(req.id, sending)
+    if (this.sends.size > MAX_PENDING_PER_STREAM + MAX_UNRECEIVED_PER_STREAM) this.sends.delete(this.sends.keys().next().value as number)
     const controller = new AbortController()
     this.pending.set(req.id, controller)
-    void this.serve(req.id, id, controller.signal).then(sent => { sending.done(sent) }, () => { sending.done(false) }).finally(() => {
+    const finished = (sent: boolean): void => {
+      sending.done(sent)
+      if (!sent && this.sends.get(req.id) === sending) this.sends.delete(req.id)
+    }
+    void this.serve(req.id, id, controller.signal).then(finished, () => { finished(false) }).finally(() => {
       if (this.pending.get(req.id) === controller) this.pending.delete(req.id)
     })
   }
@@ -228,6 +255,8 @@ export class ServerSession {
   }
 
   private received (reqId: number): void {
+    this.sends.get(reqId)?.delivered()
+    this.sends.delete(reqId)
     const bytes = this.unreceived.get(reqId)
     if (bytes === undefined) return
     this.unreceived.delete(reqId)
@@ -290,6 +319,9 @@ export class ServerSession {
     this.pending.clear()
     // Whatever was not RECEIVED may still be referenced below; the garbage collector takes it.
     this.unreceived.clear()
+    // Blocks not confirmed before the stream closed may never have arrived: hold them for nobody.
+    for (const record of this.sends.values()) record.cancelled()
+    this.sends.clear()
     for (const e of this.interests.values()) { e.stop(); clearTimeout(e.timer) }
     this.interests.clear()
   }

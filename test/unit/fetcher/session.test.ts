@@ -204,6 +204,42 @@ describe('FetchSession', () => {
     expect(judge.isBanned('good')).toBe(false)
   })
 
+  it('waits for a slow peer whose blocks take longer than the deadline while their bytes keep arriving', async () => {
+    const target = new FakeTarget(makeChunks(6, 1_000, 2_000))
+    // Every block takes 900 ms; the deadline is ~400 ms (more than a tick, when bytes are
+    // counted), but bytes arrive all the time.
+    const slow = peer('slow', target, { delayMs: 900, trickleBytes: 50 })
+    const { run, judge } = start(target, [slow], { requestTimeoutBaseMs: 400, noProgressTimeoutMs: 3_000 })
+    await run
+    expectComplete(target)
+    expect(slow.aborted).toEqual([])
+    expect(slow.wants).toHaveLength(6)
+    expect(recordOf(judge, 'slow')?.offences ?? {}).toEqual({})
+  })
+
+  it('lets a peer that has been sending go quiet longer than the base deadline, in proportion to its rate (TCP backing off)', async () => {
+    const target = new FakeTarget(makeChunks(4, 1_000, 2_000))
+    // Each block: bytes for 300 ms, then 900 ms of silence, then the block. The base allows 400 ms
+    // of silence; at this peer's rate (~1.2 KB/s) two blocks' time is ~3 s.
+    const bursty = peer('bursty', target, { delayMs: 1_200, trickleBytes: 100, trickleForMs: 300 })
+    const { run, judge } = start(target, [bursty], { requestTimeoutBaseMs: 400, noProgressTimeoutMs: 5_000, minWindowBytes: 2_000, maxWindowBytes: 2_000 })
+    await run
+    expectComplete(target)
+    expect(bursty.aborted).toEqual([])
+    expect(recordOf(judge, 'bursty')?.offences ?? {}).toEqual({})
+  })
+
+  it('times out a peer that sent blocks and then stopped: its allowed silence does not grow while it is quiet', async () => {
+    const target = new FakeTarget(makeChunks(30, 1_000, 2_000))
+    const flaky = peer('flaky', target, { delayMs: 20, trickleBytes: 500, stallAfter: 2 })
+    const good = peer('good', target, { delayMs: 150 })
+    const { run, judge } = start(target, [flaky, good], { requestTimeoutBaseMs: 400, noProgressTimeoutMs: 5_000, minWindowBytes: 4_000, maxWindowBytes: 4_000, endgameMaxRequests: 1 })
+    await run
+    expectComplete(target)
+    expect(flaky.aborted.length).toBeGreaterThan(0)
+    expect(recordOf(judge, 'flaky')?.offences.timeout).toBeGreaterThanOrEqual(1)
+  })
+
   it('re-requests elsewhere what a peer had in flight when its channel closed', async () => {
     const target = new FakeTarget(makeChunks(30, 1_000, 3_000))
     const quitter = peer('quitter', target, { delayMs: 10, closeAfter: 3 })

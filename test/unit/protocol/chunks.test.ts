@@ -325,22 +325,38 @@ function encodeBlockBytes (version: VersionId): Uint8Array<ArrayBuffer> {
 }
 
 describe('RecentSends (super-seeding)', () => {
-  it('holds a chunk for other peers while it is being sent and for a while after', () => {
-    const recent = new RecentSends(1000)
-    const sending = recent.start('c1', 'peer-a')
-    expect(recent.heldFor('c1', 'peer-b')).toBe(true)
-    expect(recent.heldFor('c1', 'peer-a')).toBe(false)
+  it('holds a chunk for other peers while it is on its way, and for holdMs after the recipient confirmed it', () => {
+    const recent = new RecentSends(1000, 16, 60_000)
+    const sending = recent.start('c1', 'peer-a', 0)
+    expect(recent.heldFor('c1', 'peer-b', 1)).toBe(true)
+    expect(recent.heldFor('c1', 'peer-a', 1)).toBe(false)
     sending.done(true)
+    // Handed to the stream but not yet RECEIVED: still on its way, however slow the link.
+    expect(recent.heldFor('c1', 'peer-b', 30_000)).toBe(true)
+    sending.delivered()
     const at = Date.now()
     expect(recent.heldFor('c1', 'peer-b', at + 500)).toBe(true)
     expect(recent.heldFor('c1', 'peer-b', at + 1500)).toBe(false)
   })
 
-  it('a send that never finishes holds the chunk no longer than holdMs past its start', () => {
-    const recent = new RecentSends(1000)
-    recent.start('c1', 'peer-a', 5_000) // never done: a stuck upload
-    expect(recent.heldFor('c1', 'peer-b', 5_900)).toBe(true)
-    expect(recent.heldFor('c1', 'peer-b', 6_100)).toBe(false)
+  it('a send never confirmed holds the chunk no longer than transitMs past its start', () => {
+    const recent = new RecentSends(1000, 16, 5_000)
+    recent.start('c1', 'peer-a', 5_000).done(true) // never RECEIVED: a stuck upload, or a peer gone
+    expect(recent.heldFor('c1', 'peer-b', 9_900)).toBe(true)
+    expect(recent.heldFor('c1', 'peer-b', 10_100)).toBe(false)
+  })
+
+  it('a cancelled send holds nothing (the recipient drops the block); a cancel after delivery changes nothing', () => {
+    const recent = new RecentSends(1000, 16, 60_000)
+    const first = recent.start('c1', 'peer-a')
+    first.done(true)
+    first.cancelled()
+    expect(recent.heldFor('c1', 'peer-b')).toBe(false)
+    const second = recent.start('c2', 'peer-a')
+    second.done(true)
+    second.delivered()
+    second.cancelled()
+    expect(recent.heldFor('c2', 'peer-b')).toBe(true)
   })
 
   it('forgets a send that failed, and keeps at most `max` entries', () => {
@@ -352,6 +368,15 @@ describe('RecentSends (super-seeding)', () => {
     recent.start('c4', 'peer-a')
     expect(recent.heldFor('c2', 'peer-b')).toBe(false)
     expect(recent.heldFor('c4', 'peer-b')).toBe(true)
+  })
+
+  it('a later send of the same chunk replaces the earlier one: the old record no longer counts', () => {
+    const recent = new RecentSends(1000, 16, 60_000)
+    const old = recent.start('c1', 'peer-a')
+    recent.start('c1', 'peer-c')
+    old.cancelled()
+    expect(recent.heldFor('c1', 'peer-b')).toBe(true)
+    expect(recent.heldFor('c1', 'peer-c')).toBe(false)
   })
 })
 
@@ -379,6 +404,37 @@ describe('DUPLICATE over the wire', () => {
       release()
       expect(new Uint8Array(Buffer.concat(await first))).toEqual(c.bytes)
       expect(new Uint8Array(Buffer.concat(await urgent))).toEqual(c.bytes)
+    } finally {
+      for (const s of [outA, inA, outB, inB]) if (s.status === 'open') s.abort(new Error('test over'))
+    }
+  })
+
+  it('once the first recipient cancels, a second peer is served without being urgent', async () => {
+    const recent = new RecentSends()
+    const source = new FakeSource()
+    const c = chunk(8)
+    source.chunks.set(c.id, c.bytes)
+    let release!: () => void
+    const gate = new Promise<void>(resolve => { release = resolve })
+    source.gate = async () => { await gate }
+    const [outA, inA] = await streamPair({ delay: 0 })
+    const [outB, inB] = await streamPair({ delay: 0 })
+    try {
+      new ServerSession(inA, 'peer-a', source, new CountingLimiter(), recent, { debug () {} })
+      new ServerSession(inB, 'peer-b', source, new CountingLimiter(), recent, { debug () {} })
+      const a = new PeerChannel(outA, 16 * 1024 * 1024)
+      const b = new PeerChannel(outB, 16 * 1024 * 1024)
+      const cancel = new AbortController()
+      const first = rejection(a.want(c.id, cancel.signal))
+      await vi.waitFor(() => { expect(recent.heldFor(c.id, 'peer-b')).toBe(true) })
+      cancel.abort()
+      await first
+      await vi.waitFor(() => { expect(recent.heldFor(c.id, 'peer-b')).toBe(false) })
+      const second = b.want(c.id)
+      release()
+      expect(new Uint8Array(Buffer.concat(await second))).toEqual(c.bytes)
+      // B confirmed it: now A (or anyone else) is told DUPLICATE.
+      await vi.waitFor(() => { expect(recent.heldFor(c.id, 'peer-a')).toBe(true) })
     } finally {
       for (const s of [outA, inA, outB, inB]) if (s.status === 'open') s.abort(new Error('test over'))
     }
