@@ -7,7 +7,11 @@
  * on the same links (baselines/swarm-mesh.ts: every byte available everywhere from the start), the
  * best any scheme can do over TCP here. Needs root; every namespace and process is removed at the end.
  *
- *   sudo npm run bench:swarm -- [--peers 6] [--mib 256] [--rate 100] [--runs 1] [--strategy weighted]
+ *   sudo npm run bench:swarm -- [--peers 6] [--mib 256] [--rate 100] [--runs 1] [--strategy weighted] [--logs <dir>]
+ *
+ * `--skip-mesh`: no full-mesh baseline after each run (quicker, for comparing shoal with itself).
+ * `--logs <dir>`: daemons log at debug level, and each one's log is written to `<dir>/<name>.log`
+ * when the run ends (requests, timeouts, DUPLICATE hints, sends: for chasing where time goes).
  */
 import '../src/polyfill.js'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
@@ -30,7 +34,9 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '1' },
     strategy: { type: 'string', default: 'weighted' },
     verbose: { type: 'boolean', default: false },
-    slots: { type: 'string' }
+    slots: { type: 'string' },
+    logs: { type: 'string' },
+    'skip-mesh': { type: 'boolean', default: false }
   }
 })
 const N = Number(values.peers)
@@ -42,6 +48,13 @@ const PORT = 4077
 const root = await mkdtemp(join(tmpdir(), 'shoal-bench-swarm-'))
 let swarm: Swarm | undefined
 const daemons: DaemonProcess[] = []
+const names = new Map<DaemonProcess, string>()
+/** Writes the logs of `ds` under `--logs`, if given. */
+const keepLogs = async (ds: DaemonProcess[]): Promise<void> => {
+  if (values.logs === undefined) return
+  await mkdir(values.logs, { recursive: true })
+  for (const d of ds) await writeFile(join(values.logs, `${names.get(d) ?? 'daemon'}.log`), d.stderr)
+}
 try {
   await mkdir(join(root, 'model'))
   await writeSafetensors(join(root, 'model', 'model.safetensors'), llamaTensors(Number(values.mib) * MiB, { hidden: 1024 }))
@@ -54,7 +67,9 @@ try {
     const home = join(root, name)
     await mkdir(home, { recursive: true })
     await writeFile(join(home, 'config.json'), config)
-    const d = new DaemonProcess(home, ['--listen', `/ip4/${ip}/tcp/${PORT}`, ...peers.flatMap(p => ['--peer', p])], {}, ['ip', 'netns', 'exec', ns])
+    const env = values.logs !== undefined ? { SHOAL_LOG_LEVEL: 'debug' } : {}
+    const d = new DaemonProcess(home, ['--listen', `/ip4/${ip}/tcp/${PORT}`, ...peers.flatMap(p => ['--peer', p])], env, ['ip', 'netns', 'exec', ns])
+    names.set(d, name)
     daemons.push(d)
     return await d.start(60_000)
   }
@@ -109,6 +124,13 @@ try {
     egress.push(sent / F)
     console.log(`run ${run}: hosts done at ${done.map(s => s.toFixed(1)).join(', ')} s; last ${last.toFixed(1)} s = ${(last / bound).toFixed(2)}× bound; seed egress ${(sent / F).toFixed(2)}×F; CPU seconds seed ${cpu[0]?.toFixed(1) ?? '?'}, pullers ${cpu.slice(1).map(c => c.toFixed(1)).join(' ')}`)
     for (const d of pullers) await d.stop()
+    await keepLogs(pullers)
+    if (values.logs !== undefined) {
+      // TCP's view of the run: retransmissions and timeouts per host.
+      const stats = await Promise.all(swarm.hosts.map(async h => `${h.ns}\n${(await h.run('nstat', ['-asz'])).stdout}`))
+      await writeFile(join(values.logs, `run${run}-nstat.txt`), stats.join('\n'))
+    }
+    if (values['skip-mesh'] === true) continue
     const mesh = await measureMesh(swarm, F)
     meshRatios.push(mesh / bound)
     console.log(`run ${run}: full TCP mesh on the same links ${mesh.toFixed(1)} s = ${(mesh / bound).toFixed(2)}× bound; shoal / mesh ${(last / mesh).toFixed(2)}`)
@@ -117,11 +139,14 @@ try {
   console.log(`shoal swarm benchmark: ${N} pullers + 1 seed, ${(F / MiB).toFixed(0)} MiB, ${rateMbit} Mbit/s up and down per host, strategy ${values.strategy}`)
   console.log(`P2P lower bound      ${bound.toFixed(1)} s  (max(F/u_seed, N·F/(u_seed+Σu_peers)))`)
   console.log(`last host done       ${(median(ratios) * bound).toFixed(1)} s = ${median(ratios).toFixed(2)}× bound   (goal <= 1.15; plain HTTP 6.3×, BitTorrent 1.41–1.55×)`)
-  console.log(`full TCP mesh        ${(median(meshRatios) * bound).toFixed(1)} s = ${median(meshRatios).toFixed(2)}× bound   (every byte everywhere at t=0: what TCP over these links reaches)`)
-  console.log(`shoal / mesh         ${(median(ratios) / median(meshRatios)).toFixed(2)}`)
+  if (meshRatios.length > 0) {
+    console.log(`full TCP mesh        ${(median(meshRatios) * bound).toFixed(1)} s = ${median(meshRatios).toFixed(2)}× bound   (every byte everywhere at t=0: what TCP over these links reaches)`)
+    console.log(`shoal / mesh         ${(median(ratios) / median(meshRatios)).toFixed(2)}`)
+  }
   console.log(`seed egress          ${median(egress).toFixed(2)}×F            (goal <= 1.1; plain HTTP 6.0×F, BitTorrent 1.3×F)`)
 } finally {
   for (const d of daemons) await d.stop().catch(() => {})
+  await keepLogs(daemons.filter(d => names.get(d) === 'seed')).catch(() => {})
   await swarm?.destroy()
   await rm(root, { recursive: true, force: true })
 }

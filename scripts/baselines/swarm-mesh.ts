@@ -7,7 +7,7 @@
  * What it measures is how close TCP through two tbf stages (uplink, downlink) gets to the bound
  * on this machine; a swarm's time over this one is what its own scheduling costs.
  *
- *   node --import tsx scripts/baselines/swarm-mesh.ts [--peers 6] [--mib 256] [--rate 100] [--runs 1]
+ *   node --import tsx scripts/baselines/swarm-mesh.ts [--peers 6] [--mib 256] [--rate 100] [--runs 1] [--burst-kb K] [--latency-ms L]
  *   node --import tsx scripts/baselines/swarm-mesh.ts --serve --host <ip> [--port 5077]
  *   node --import tsx scripts/baselines/swarm-mesh.ts --fetch --bytes <n> --from <ip,ip,…> [--port 5077]
  *
@@ -95,14 +95,21 @@ async function main (): Promise<void> {
       peers: { type: 'string', default: '6' },
       mib: { type: 'string', default: '256' },
       rate: { type: 'string', default: '100' },
-      runs: { type: 'string', default: '1' }
+      runs: { type: 'string', default: '1' },
+      'burst-kb': { type: 'string' },
+      'latency-ms': { type: 'string' }
     }
   })
   if (a.serve) { await serve(a.host, Number(a.port)); return }
   if (a.fetch) { await fetchAll(Number(a.bytes), (a.from ?? '').split(',').filter(x => x !== ''), Number(a.port)); return }
   const peers = Number(a.peers)
   const bytes = Number(a.mib) * MiB
-  const swarm = await createSwarm({ hosts: peers + 1, rateMbit: Number(a.rate) })
+  const swarm = await createSwarm({
+    hosts: peers + 1,
+    rateMbit: Number(a.rate),
+    burstKb: a['burst-kb'] === undefined ? undefined : Number(a['burst-kb']),
+    latencyMs: a['latency-ms'] === undefined ? undefined : Number(a['latency-ms'])
+  })
   try {
     const u = swarm.rateBytesPerSec
     const bound = p2pLowerBound(bytes, u, Array.from({ length: peers }, () => u))
