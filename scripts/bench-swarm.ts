@@ -8,6 +8,9 @@
  * best any scheme can do over TCP here. Needs root; every namespace and process is removed at the end.
  *
  *   sudo npm run bench:swarm -- [--peers 6] [--mib 256] [--rate 100] [--runs 1] [--strategy weighted] [--logs <dir>]
+ *     [--skip-mesh] [--burst-kb K] [--latency-ms L]
+ *
+ * `--burst-kb`, `--latency-ms`: the tbf bucket depth and queue length (see scripts/lib/netns.ts).
  *
  * `--skip-mesh`: no full-mesh baseline after each run (quicker, for comparing shoal with itself).
  * `--logs <dir>`: daemons log at debug level, and each one's log is written to `<dir>/<name>.log`
@@ -36,7 +39,9 @@ const { values } = parseArgs({
     verbose: { type: 'boolean', default: false },
     slots: { type: 'string' },
     logs: { type: 'string' },
-    'skip-mesh': { type: 'boolean', default: false }
+    'skip-mesh': { type: 'boolean', default: false },
+    'burst-kb': { type: 'string' },
+    'latency-ms': { type: 'string' }
   }
 })
 const N = Number(values.peers)
@@ -58,7 +63,12 @@ const keepLogs = async (ds: DaemonProcess[]): Promise<void> => {
 try {
   await mkdir(join(root, 'model'))
   await writeSafetensors(join(root, 'model', 'model.safetensors'), llamaTensors(Number(values.mib) * MiB, { hidden: 1024 }))
-  swarm = await createSwarm({ hosts: N + 1, rateMbit })
+  swarm = await createSwarm({
+    hosts: N + 1,
+    rateMbit,
+    burstKb: values['burst-kb'] === undefined ? undefined : Number(values['burst-kb']),
+    latencyMs: values['latency-ms'] === undefined ? undefined : Number(values['latency-ms'])
+  })
   const u = swarm.rateBytesPerSec
   const [seedHost, ...peerHosts] = swarm.hosts
   if (seedHost === undefined) throw new Error('no hosts')
