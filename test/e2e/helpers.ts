@@ -85,6 +85,7 @@ export class Harness {
   async close (): Promise<void> {
     await this.stopAll()
     if (KEEP_LOGS !== undefined) {
+      await mkdir(KEEP_LOGS, { recursive: true })
       const dir = await mkdtemp(join(KEEP_LOGS, 'shoal-e2e-logs-'))
       for (const [i, d] of this.daemons.entries()) await writeFile(join(dir, `${i}-${d.home.split('/').pop() ?? 'daemon'}.log`), d.stderr)
     }

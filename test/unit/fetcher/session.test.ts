@@ -10,7 +10,9 @@ const FAST: Partial<SessionOptions> = {
   noProgressTimeoutMs: 1_500,
   minRateBytesPerSecond: 1e9,
   minWindowBytes: 8_000,
-  maxWindowBytes: 8_000
+  maxWindowBytes: 8_000,
+  // The chunks here are a few KB: let DUPLICATE apply to them as to real 4 MiB pieces.
+  superSeedMinBytes: 0
 }
 
 const live: FakePeer[] = []
@@ -75,6 +77,17 @@ describe('FetchSession', () => {
     expect(seed.wants).toHaveLength(6)
     // Each piece was asked for non-urgently (and refused) before the hint aged.
     expect(new Set(seed.refused).size).toBe(6)
+  })
+
+  it('asks a seed urgently for a piece under superSeedMinBytes, even with a partial peer connected', async () => {
+    const target = new FakeTarget(makeChunks(6, 1_000, 2_000))
+    const seed = peer('seed', target, { duplicateUnlessUrgent: true })
+    const empty = peer('empty', target, { has: [] })
+    const { run } = start(target, [empty, seed], { superSeedMinBytes: 4_096, noProgressTimeoutMs: 2_000 })
+    await run
+    expectComplete(target)
+    expect(seed.refused).toEqual([])
+    expect(seed.wants).toHaveLength(6)
   })
 
   it('asks partial peers urgently (a puller that just sent a piece elsewhere still serves it)', async () => {
