@@ -27,8 +27,9 @@ export interface Channel {
   readonly isOpen: boolean
   readonly load: number
   /**
-   * Bytes received from the peer so far, blocks still arriving included; when present, liveness
-   * follows it rather than whole blocks, which at a slow link arrive seconds apart.
+   * Bytes of blocks received from the peer so far, blocks still arriving included (never HAVE
+   * updates: a peer that announces but does not send is not alive for this); when present,
+   * liveness follows it rather than whole blocks, which at a slow link arrive seconds apart.
    */
   readonly bytesReceived?: number
   /** Resolves with the chunk's bytes, possibly in parts (unverified: the target verifies). */
@@ -113,6 +114,14 @@ export interface SessionOptions {
    * pulled by 8 nodes at once took 2.2 s, most of it waiting on one hint). @default 256 KiB
    */
   superSeedMinBytes: number
+  /**
+   * A peer's long-run rate stretches its allowed silence and DUPLICATE give-up (see
+   * `twoBlocksMs`) only once measured over this much busy time; tick-sized samples of a short,
+   * fast exchange understate it. @default 2 s
+   */
+  minRateSampleMs: number
+  /** The most that rate may add to either. @default 30 s */
+  maxRateAllowanceMs: number
 }
 
 export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
@@ -132,7 +141,9 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   duplicateBackoffMs: 2_000,
   // As long as a server holds a chunk back after it arrived (DUPLICATE_HOLD_MS).
   duplicateGiveUpMs: 15_000,
-  superSeedMinBytes: 256 * 1024
+  superSeedMinBytes: 256 * 1024,
+  minRateSampleMs: 2_000,
+  maxRateAllowanceMs: 30_000
 }
 
 /** In the endgame a request is late once in flight longer than this many pieces take at its peer's rate. @default 2 */
@@ -627,12 +638,13 @@ export class FetchSession {
   }
 
   /**
-   * Twice the time a block of `size` takes at the peer's long-run rate; 0 before it delivered a
-   * whole block (a few bytes of HAVE are no rate to plan by).
+   * Twice the time a block of `size` takes at the peer's long-run rate, at most
+   * `maxRateAllowanceMs`; 0 before it delivered a whole block and was measured for
+   * `minRateSampleMs`.
    */
   private twoBlocksMs (peer: PeerState, size: number): number {
-    const rate = peer.received > 0 && peer.busyMs > 0 ? peer.busyBytes * 1000 / peer.busyMs : 0
-    return rate > 0 ? Math.min(this.opts.maxRequestAgeMs, 2000 * size / rate) : 0
+    const rate = peer.received > 0 && peer.busyMs >= this.opts.minRateSampleMs ? peer.busyBytes * 1000 / peer.busyMs : 0
+    return rate > 0 ? Math.min(this.opts.maxRateAllowanceMs, 2000 * size / rate) : 0
   }
 
   /** Penalises a peer; drops it from the session when the judge bans it. */

@@ -37,6 +37,12 @@ export class FrameDecoder {
   /** The large frame being assembled, and how much of it has arrived. */
   private target?: Uint8Array
   private filled = 0
+  /**
+   * Bytes of assembled (large) frames received so far, counted as they arrive: a sign of a block
+   * on its way between frames. Small messages (HAVE updates, errors) do not count, so a peer that
+   * only announces what it has is not taken for one that is sending.
+   */
+  largeFrameBytes = 0
 
   constructor (private readonly init: Pick<FramedStreamInit, 'maxFrameBytes' | 'maxBufferBytes' | 'assemble'>) {}
 
@@ -49,6 +55,7 @@ export class FrameDecoder {
         copyInto(this.buffer, n, this.target, this.filled)
         this.buffer.consume(n)
         this.filled += n
+        this.largeFrameBytes += n
         if (this.filled < this.target.byteLength) return
         const frame = this.target
         this.target = undefined
@@ -103,15 +110,12 @@ export class FramedStream {
   private sending: Promise<void> = Promise.resolve()
   private closed = false
   private readonly decoder: FrameDecoder
-  /** Bytes read from the stream so far, frames still arriving included: a sign of life between frames. */
-  bytesReceived = 0
 
   constructor (readonly stream: Stream, private readonly init: FramedStreamInit) {
     stream.maxReadBufferLength = Math.max(stream.maxReadBufferLength, init.maxBufferBytes)
     const decoder = this.decoder = new FrameDecoder(init)
     stream.addEventListener('message', evt => {
       if (this.closed) return
-      this.bytesReceived += evt.data.byteLength
       try {
         for (const frame of decoder.decode(evt.data)) init.onFrame(frame)
       } catch (err) {
@@ -124,6 +128,11 @@ export class FramedStream {
 
   get isOpen (): boolean {
     return !this.closed
+  }
+
+  /** See `FrameDecoder.largeFrameBytes`. */
+  get largeFrameBytes (): number {
+    return this.decoder.largeFrameBytes
   }
 
   /** Queues one frame; resolves when it has been handed to the stream. */

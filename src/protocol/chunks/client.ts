@@ -61,9 +61,9 @@ export class PeerChannel {
     return this.framed.isOpen
   }
 
-  /** Bytes received on this stream so far, including blocks still arriving. */
+  /** Bytes of blocks received on this stream so far, blocks still arriving included (not HAVE updates or other small messages). */
   get bytesReceived (): number {
-    return this.framed.bytesReceived
+    return this.framed.largeFrameBytes
   }
 
   onClose (listener: (err?: Error) => void): void {

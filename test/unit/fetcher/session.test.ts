@@ -12,7 +12,8 @@ const FAST: Partial<SessionOptions> = {
   minWindowBytes: 8_000,
   maxWindowBytes: 8_000,
   // The chunks here are a few KB: let DUPLICATE apply to them as to real 4 MiB pieces.
-  superSeedMinBytes: 0
+  superSeedMinBytes: 0,
+  minRateSampleMs: 250
 }
 
 const live: FakePeer[] = []

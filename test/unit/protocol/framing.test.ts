@@ -37,6 +37,21 @@ describe('FrameDecoder', () => {
     }
   })
 
+  it('counts the bytes of large frames as they arrive, and not small frames', () => {
+    const pool = new BufferPool(4096)
+    const decoder = new FrameDecoder({ maxFrameBytes: 4096, maxBufferBytes: 8192, assemble: { pool, minBytes: 1000 } })
+    const small = framed(seededBytes(100, 3))
+    const large = framed(seededBytes(3000, 4))
+    expect([...decoder.decode(small)]).toHaveLength(1)
+    expect(decoder.largeFrameBytes).toBe(0)
+    expect([...decoder.decode(large.subarray(0, 1002))]).toHaveLength(0) // 2-byte prefix, 1000 bytes of the frame
+    expect(decoder.largeFrameBytes).toBe(1000)
+    expect([...decoder.decode(large.subarray(1002))]).toHaveLength(1)
+    expect(decoder.largeFrameBytes).toBe(3000)
+    expect([...decoder.decode(small)]).toHaveLength(1)
+    expect(decoder.largeFrameBytes).toBe(3000)
+  })
+
   it('refuses a length over the cap before buffering the frame', () => {
     const decoder = new FrameDecoder({ maxFrameBytes: 100, maxBufferBytes: 1000 })
     expect(() => [...decoder.decode(varint.encode(101))]).toThrow(/cap/)
