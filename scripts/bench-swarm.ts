@@ -25,7 +25,7 @@ import { ShoalClient } from '../src/rpc/client.js'
 import { p2pLowerBound } from './baselines/swarm-http.js'
 import { measureMesh } from './baselines/swarm-mesh.js'
 import { DaemonProcess } from './lib/daemon-proc.js'
-import { createSwarm, type Swarm } from './lib/netns.js'
+import { createSwarm, SHAPING_ARGS, shapingOf, type Swarm } from './lib/netns.js'
 import { median } from './lib/proc.js'
 import { llamaTensors, writeSafetensors } from './lib/synth.js'
 
@@ -40,8 +40,7 @@ const { values } = parseArgs({
     slots: { type: 'string' },
     logs: { type: 'string' },
     'skip-mesh': { type: 'boolean', default: false },
-    'burst-kb': { type: 'string' },
-    'latency-ms': { type: 'string' }
+    ...SHAPING_ARGS
   }
 })
 const N = Number(values.peers)
@@ -63,12 +62,7 @@ const keepLogs = async (ds: DaemonProcess[]): Promise<void> => {
 try {
   await mkdir(join(root, 'model'))
   await writeSafetensors(join(root, 'model', 'model.safetensors'), llamaTensors(Number(values.mib) * MiB, { hidden: 1024 }))
-  swarm = await createSwarm({
-    hosts: N + 1,
-    rateMbit,
-    burstKb: values['burst-kb'] === undefined ? undefined : Number(values['burst-kb']),
-    latencyMs: values['latency-ms'] === undefined ? undefined : Number(values['latency-ms'])
-  })
+  swarm = await createSwarm({ hosts: N + 1, rateMbit, ...shapingOf(values) })
   const u = swarm.rateBytesPerSec
   const [seedHost, ...peerHosts] = swarm.hosts
   if (seedHost === undefined) throw new Error('no hosts')

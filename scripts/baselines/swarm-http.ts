@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { createSwarm, type Swarm, type SwarmHost } from '../lib/netns.js'
+import { createSwarm, SHAPING_ARGS, shapingOf, type Swarm, type SwarmHost } from '../lib/netns.js'
 import { isMain, median, onExitCleanup, startScript } from '../lib/proc.js'
 import { writeRandomFile } from './http-origin.js'
 
@@ -58,8 +58,7 @@ async function main (): Promise<void> {
       mib: { type: 'string', default: '256' },
       rate: { type: 'string', default: '100' },
       runs: { type: 'string', default: '1' },
-      'burst-kb': { type: 'string' },
-      'latency-ms': { type: 'string' }
+      ...SHAPING_ARGS
     }
   })
   const peers = Number(a.peers)
@@ -78,8 +77,7 @@ async function main (): Promise<void> {
     swarm = await createSwarm({
       hosts: peers + 1,
       rateMbit: Number(a.rate),
-      burstKb: a['burst-kb'] === undefined ? undefined : Number(a['burst-kb']),
-      latencyMs: a['latency-ms'] === undefined ? undefined : Number(a['latency-ms'])
+      ...shapingOf(a)
     })
     const seed = swarm.hosts[0]!
     const origin = startScript(ORIGIN_SCRIPT, ['--serve', dir, '--host', seed.ip, '--port', String(ORIGIN_PORT)], seed.exec)

@@ -16,7 +16,7 @@
 import { createServer, connect } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { createSwarm, type Swarm } from '../lib/netns.js'
+import { createSwarm, SHAPING_ARGS, shapingOf, type Swarm } from '../lib/netns.js'
 import { isMain, median, report, startScript, type ScriptProcess } from '../lib/proc.js'
 import { p2pLowerBound } from './swarm-http.js'
 
@@ -96,20 +96,14 @@ async function main (): Promise<void> {
       mib: { type: 'string', default: '256' },
       rate: { type: 'string', default: '100' },
       runs: { type: 'string', default: '1' },
-      'burst-kb': { type: 'string' },
-      'latency-ms': { type: 'string' }
+      ...SHAPING_ARGS
     }
   })
   if (a.serve) { await serve(a.host, Number(a.port)); return }
   if (a.fetch) { await fetchAll(Number(a.bytes), (a.from ?? '').split(',').filter(x => x !== ''), Number(a.port)); return }
   const peers = Number(a.peers)
   const bytes = Number(a.mib) * MiB
-  const swarm = await createSwarm({
-    hosts: peers + 1,
-    rateMbit: Number(a.rate),
-    burstKb: a['burst-kb'] === undefined ? undefined : Number(a['burst-kb']),
-    latencyMs: a['latency-ms'] === undefined ? undefined : Number(a['latency-ms'])
-  })
+  const swarm = await createSwarm({ hosts: peers + 1, rateMbit: Number(a.rate), ...shapingOf(a) })
   try {
     const u = swarm.rateBytesPerSec
     const bound = p2pLowerBound(bytes, u, Array.from({ length: peers }, () => u))

@@ -8,7 +8,7 @@
  * Needs root. Prints the measured rate and its ratio to that goodput ceiling.
  */
 import { parseArgs } from 'node:util'
-import { createSwarm } from '../lib/netns.js'
+import { createSwarm, SHAPING_ARGS, shapingOf } from '../lib/netns.js'
 import { measureRawTcp } from './raw-tcp.js'
 
 const MiB = 1024 * 1024
@@ -19,8 +19,7 @@ const GOODPUT_FRACTION = 1448 / 1514
 const { values: a } = parseArgs({
   options: {
     rate: { type: 'string', default: '100' },
-    'burst-kb': { type: 'string' },
-    'latency-ms': { type: 'string' },
+    ...SHAPING_ARGS,
     mib: { type: 'string', default: '48' },
     runs: { type: 'string', default: '3' }
   }
@@ -29,8 +28,7 @@ const rateMbit = Number(a.rate)
 const swarm = await createSwarm({
   hosts: 2,
   rateMbit,
-  burstKb: a['burst-kb'] === undefined ? undefined : Number(a['burst-kb']),
-  latencyMs: a['latency-ms'] === undefined ? undefined : Number(a['latency-ms'])
+  ...shapingOf(a)
 })
 try {
   const [rx, tx] = swarm.hosts

@@ -39,6 +39,17 @@ export interface SwarmOptions {
   subnet?: number
 }
 
+/** The command-line options that set the tbf bucket and queue (`--burst-kb`, `--latency-ms`), for `parseArgs`. */
+export const SHAPING_ARGS = { 'burst-kb': { type: 'string' }, 'latency-ms': { type: 'string' } } as const
+
+/** `SwarmOptions` shaping fields from parsed `SHAPING_ARGS` (absent ones keep the defaults). */
+export function shapingOf (values: { 'burst-kb'?: string, 'latency-ms'?: string }): Pick<SwarmOptions, 'burstKb' | 'latencyMs'> {
+  return {
+    ...(values['burst-kb'] !== undefined ? { burstKb: Number(values['burst-kb']) } : {}),
+    ...(values['latency-ms'] !== undefined ? { latencyMs: Number(values['latency-ms']) } : {})
+  }
+}
+
 export interface RunResult { code: number, stdout: string, stderr: string }
 
 export interface SwarmHost {

@@ -181,7 +181,7 @@ class PeerState implements SelectablePeer {
   received = 0
   lastBlockAt = 0
   /** The channel's `bytesReceived` at the last tick, and when it last grew. */
-  wireSeen = 0
+  blockBytesSeen = 0
   lastBytesAt = 0
   /** Bytes received and milliseconds spent while this session had requests at the peer: its long-run rate. */
   busyBytes = 0
@@ -195,6 +195,9 @@ class PeerState implements SelectablePeer {
   constructor (readonly key: string, readonly origin = false) {}
 
   get load (): number { return this.channel?.load ?? 0 }
+
+  /** When a whole block, or bytes of one still arriving, last came from this peer. */
+  get lastHeardAt (): number { return Math.max(this.lastBlockAt, this.lastBytesAt) }
 
   hasIndex (i: number): boolean {
     if (this.have === 'complete') return true
@@ -297,7 +300,7 @@ export class FetchSession {
       this.extras.log?.debug({ peer: peer.key, ms: Date.now() - asked }, 'channel open')
       if (peer.gone) return
       peer.channel = channel
-      peer.wireSeen = channel.bytesReceived ?? 0
+      peer.blockBytesSeen = channel.bytesReceived ?? 0
       channel.onClose(err => {
         this.extras.log?.debug({ peer: peer.key, err: err?.message, inflight: peer.inflight.size }, 'channel closed')
         this.dropPeer(peer, err)
@@ -608,8 +611,7 @@ export class FetchSession {
     // link: let the request wait, up to `maxRequestAgeMs`; the endgame fetches the last pieces
     // elsewhere anyway. Bytes of a block still arriving count: at 0.5 MB/s a 4 MiB block takes 8 s.
     const now = Date.now()
-    const lastSign = Math.max(peer.lastBlockAt, peer.lastBytesAt)
-    if (!peer.origin && now - lastSign < this.silenceAllowedMs(peer, req.size) && now - req.started < this.opts.maxRequestAgeMs) {
+    if (!peer.origin && now - peer.lastHeardAt < this.silenceAllowedMs(peer, req.size) && now - req.started < this.opts.maxRequestAgeMs) {
       req.timer = setTimeout(() => this.onTimeout(peer, id), this.opts.requestTimeoutBaseMs)
       return
     }
@@ -628,7 +630,7 @@ export class FetchSession {
 
   /**
    * How long a peer may send nothing before its requests time out: `requestTimeoutBaseMs`, plus
-   * twice the time one such block takes at the peer's long-run rate once it has sent anything. TCP
+   * twice the time one such block takes at the peer's long-run rate (`twoBlocksMs`). TCP
    * through a congested queue goes quiet for seconds (retransmission timeouts back off to 3 s and
    * more); at 0.5 MB/s a 4 MiB block may wait 17 s more, where cancelling it wastes what the peer
    * already sent. A peer that never sent anything gets the base alone, so a staller is caught as fast.
@@ -674,22 +676,22 @@ export class FetchSession {
     const seconds = TICK_MS / 1000
     const now = Date.now()
     for (const p of [...this.peers.values(), ...(this.origin !== undefined ? [this.origin] : [])]) {
-      // Liveness and the long-run rate follow the bytes on the wire (blocks still arriving count);
-      // the EWMA that weights peer selection follows whole blocks, as it measured better: with it
-      // smoothed over wire bytes, the swarm benchmark's last host finished 1.56–1.68× the bound
-      // instead of 1.51–1.52×, its hosts spread over 7 s instead of 2.
-      let wireBytes = p.receivedInTick
-      const wire = p.channel?.bytesReceived
-      if (wire !== undefined) {
-        wireBytes = wire - p.wireSeen
-        if (wireBytes > 0) p.lastBytesAt = now
-        p.wireSeen = wire
+      // Liveness and the long-run rate follow block bytes as they arrive; the EWMA that weights
+      // peer selection follows whole blocks, as it measured better: with it smoothed over bytes
+      // as they arrive, the swarm benchmark's last host finished 1.56–1.68× the bound instead of
+      // 1.51–1.52×, its hosts spread over 7 s instead of 2.
+      let blockBytes = p.receivedInTick
+      const counted = p.channel?.bytesReceived
+      if (counted !== undefined) {
+        blockBytes = counted - p.blockBytesSeen
+        if (blockBytes > 0) p.lastBytesAt = now
+        p.blockBytesSeen = counted
       }
       // A silence longer than the base does not count as busy time: a peer that stops sending
       // keeps its rate (and so its allowed silence) instead of earning a longer one the longer it
       // is quiet.
-      if (p.inflight.size > 0 && (wireBytes > 0 || now - Math.max(p.lastBlockAt, p.lastBytesAt) < this.opts.requestTimeoutBaseMs)) {
-        p.busyBytes += wireBytes
+      if (p.inflight.size > 0 && (blockBytes > 0 || now - p.lastHeardAt < this.opts.requestTimeoutBaseMs)) {
+        p.busyBytes += blockBytes
         p.busyMs += TICK_MS
       }
       if (p.inflight.size > 0 || p.receivedInTick > 0) {

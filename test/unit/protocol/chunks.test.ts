@@ -381,21 +381,31 @@ describe('RecentSends (super-seeding)', () => {
 })
 
 describe('DUPLICATE over the wire', () => {
-  it('a second peer asking for a chunk being sent elsewhere gets DUPLICATE, unless urgent', async () => {
+  /**
+   * Two requesters, A and B, each on its own stream to servers sharing one `RecentSends`; the
+   * source holds chunk `seed` and serves nothing until `release()`.
+   */
+  async function twoRequesters (seed: number): Promise<{ recent: RecentSends, c: ReturnType<typeof chunk>, a: PeerChannel, b: PeerChannel, release: () => void, close: () => void }> {
     const recent = new RecentSends()
     const source = new FakeSource()
-    const c = chunk(7)
+    const c = chunk(seed)
     source.chunks.set(c.id, c.bytes)
     let release!: () => void
     const gate = new Promise<void>(resolve => { release = resolve })
     source.gate = async () => { await gate }
     const [outA, inA] = await streamPair({ delay: 0 })
     const [outB, inB] = await streamPair({ delay: 0 })
+    new ServerSession(inA, 'peer-a', source, new CountingLimiter(), recent, { debug () {} })
+    new ServerSession(inB, 'peer-b', source, new CountingLimiter(), recent, { debug () {} })
+    const close = (): void => {
+      for (const s of [outA, inA, outB, inB]) if (s.status === 'open') s.abort(new Error('test over'))
+    }
+    return { recent, c, a: new PeerChannel(outA, 16 * 1024 * 1024), b: new PeerChannel(outB, 16 * 1024 * 1024), release, close }
+  }
+
+  it('a second peer asking for a chunk being sent elsewhere gets DUPLICATE, unless urgent', async () => {
+    const { recent, c, a, b, release, close } = await twoRequesters(7)
     try {
-      new ServerSession(inA, 'peer-a', source, new CountingLimiter(), recent, { debug () {} })
-      new ServerSession(inB, 'peer-b', source, new CountingLimiter(), recent, { debug () {} })
-      const a = new PeerChannel(outA, 16 * 1024 * 1024)
-      const b = new PeerChannel(outB, 16 * 1024 * 1024)
       const first = a.want(c.id)
       await vi.waitFor(() => { expect(recent.heldFor(c.id, 'peer-b')).toBe(true) })
       const refused = await rejection(b.want(c.id))
@@ -405,25 +415,13 @@ describe('DUPLICATE over the wire', () => {
       expect(new Uint8Array(Buffer.concat(await first))).toEqual(c.bytes)
       expect(new Uint8Array(Buffer.concat(await urgent))).toEqual(c.bytes)
     } finally {
-      for (const s of [outA, inA, outB, inB]) if (s.status === 'open') s.abort(new Error('test over'))
+      close()
     }
   })
 
   it('once the first recipient cancels, a second peer is served without being urgent', async () => {
-    const recent = new RecentSends()
-    const source = new FakeSource()
-    const c = chunk(8)
-    source.chunks.set(c.id, c.bytes)
-    let release!: () => void
-    const gate = new Promise<void>(resolve => { release = resolve })
-    source.gate = async () => { await gate }
-    const [outA, inA] = await streamPair({ delay: 0 })
-    const [outB, inB] = await streamPair({ delay: 0 })
+    const { recent, c, a, b, release, close } = await twoRequesters(8)
     try {
-      new ServerSession(inA, 'peer-a', source, new CountingLimiter(), recent, { debug () {} })
-      new ServerSession(inB, 'peer-b', source, new CountingLimiter(), recent, { debug () {} })
-      const a = new PeerChannel(outA, 16 * 1024 * 1024)
-      const b = new PeerChannel(outB, 16 * 1024 * 1024)
       const cancel = new AbortController()
       const first = rejection(a.want(c.id, cancel.signal))
       await vi.waitFor(() => { expect(recent.heldFor(c.id, 'peer-b')).toBe(true) })
@@ -436,7 +434,7 @@ describe('DUPLICATE over the wire', () => {
       // B confirmed it: now A (or anyone else) is told DUPLICATE.
       await vi.waitFor(() => { expect(recent.heldFor(c.id, 'peer-a')).toBe(true) })
     } finally {
-      for (const s of [outA, inA, outB, inB]) if (s.status === 'open') s.abort(new Error('test over'))
+      close()
     }
   })
 })
