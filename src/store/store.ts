@@ -438,8 +438,12 @@ export class Store {
     for (const c of candidates) {
       const size = c.size
       const into = options.pooled === true && size <= this.readPool.size ? this.readPool.take(size) : undefined
-      // A partial file becomes a blob by rename: try the blob first, then the partial.
-      for (const path of [this.layout.blob(c.digest), this.layout.partialBlob(c.digest)]) {
+      // A partial file becomes a blob by rename: try the blob, then the partial, then the blob
+      // again. A partial gone between the first two opens was renamed meanwhile; without the
+      // third try a chunk that was announced would be answered DONT_HAVE (and the server judged
+      // a liar by the requester).
+      const blob = this.layout.blob(c.digest)
+      for (const path of [blob, this.layout.partialBlob(c.digest), blob]) {
         const bytes = await this.reads.read(path, c.offset, size, into).catch(() => { this.reads.forget(path) })
         if (bytes !== undefined) return bytes
       }

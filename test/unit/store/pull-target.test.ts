@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { existsSync } from 'node:fs'
-import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ChunkId } from '../../../src/core/digest.js'
 import { addPath } from '../../../src/ingest/ingest.js'
@@ -183,6 +183,33 @@ describe('PullTarget', () => {
     await target.flush()
     expect(await dest.index.chunks.get(id!)).toBeDefined()
     expect(sameBytes(await dest.readChunk(id!), bytes)).toBe(true)
+  })
+
+  it('serves a chunk while its file is renamed from partial to blob between the two opens', async () => {
+    // The race an honest server hit under load: it looked for the blob (not there yet), the file
+    // was renamed, then it looked for the partial (gone), and answered DONT_HAVE for a chunk it
+    // had announced, five times at once, which got it banned as a liar.
+    const target = await open()
+    const [id] = target.needed()
+    const bytes = await fromSource(id!)
+    await target.put(id!, bytes)
+    const digest = v.manifest.files.find(f => f.chunks.some(c => c.id === id))!.digest
+    const [partial, blob] = [dest.layout.partialBlob(digest), dest.layout.blob(digest)]
+    const read = dest.reads.read.bind(dest.reads)
+    let renamed = false
+    const spy = vi.spyOn(dest.reads, 'read').mockImplementation(async (path, ...rest) => {
+      if (path === blob && !renamed) {
+        renamed = true
+        const missing = read(path, ...rest)
+        await missing.catch(() => {})
+        await rename(partial, blob)
+        return await missing
+      }
+      return await read(path, ...rest)
+    })
+    expect(sameBytes(await dest.readChunk(id!), bytes)).toBe(true)
+    expect(renamed).toBe(true)
+    spy.mockRestore()
   })
 
   it('resumes after a restart: chunks flushed before are kept, only the rest is needed', async () => {
