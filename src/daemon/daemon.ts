@@ -336,6 +336,7 @@ function uploadLimiter (slots: number, rate: number | undefined): UploadLimiter 
       }
       return release
     },
+    wouldWait: bytes => gate.full || bucket.wouldWait(bytes),
     load: () => gate.inUse + gate.waiting
   }
 }

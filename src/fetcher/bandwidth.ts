@@ -85,6 +85,13 @@ export class TokenBucket {
     return granted
   }
 
+  /** Whether `take(bytes)` would wait now (someone is queued, or the tokens are not there). */
+  wouldWait (bytes: number): boolean {
+    if (this.bytesPerSecond === undefined || bytes === 0) return false
+    this.refill()
+    return this.queue.length > 0 || this.tokens < bytes
+  }
+
   /**
    * Changes the rate for everything from now on (bytes already taken stay taken). `undefined` or 0
    * lifts the limit and releases every waiter. A burst that followed the old rate follows the new.
@@ -159,6 +166,11 @@ export class Slots {
   /** Callers queued for a slot. */
   get waiting (): number {
     return this.queue.length
+  }
+
+  /** Whether `acquire` would wait now. */
+  get full (): boolean {
+    return this.held >= this.max || this.queue.length > 0
   }
 
   /**

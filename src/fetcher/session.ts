@@ -32,8 +32,11 @@ export interface Channel {
    * liveness follows it rather than whole blocks, which at a slow link arrive seconds apart.
    */
   readonly bytesReceived?: number
-  /** Resolves with the chunk's bytes, possibly in parts (unverified: the target verifies). */
-  want: (id: ChunkId, signal?: AbortSignal, urgent?: boolean) => Promise<Uint8Array | Uint8Array[]>
+  /**
+   * Resolves with the chunk's bytes, possibly in parts (unverified: the target verifies).
+   * `onQueued` is called when the peer acknowledges that the request waits for an upload slot.
+   */
+  want: (id: ChunkId, signal?: AbortSignal, urgent?: boolean, onQueued?: () => void) => Promise<Uint8Array | Uint8Array[]>
   /** Hands back what `want` resolved with once the session is done with it (pooled buffers). */
   release?: (bytes: Uint8Array[]) => void
   watch: (version: VersionId, watcher: { onHave: (state: { complete: true } | { complete: false, bits: Uint8Array } | undefined) => void, onUpdate: (indices: number[]) => void }) => Promise<void>
@@ -97,6 +100,11 @@ export interface SessionOptions {
   noProgressTimeoutMs: number
   /** Timeouts in a row, with nothing received between, before a peer is judged stalling. */
   maxConsecutiveTimeouts: number
+  /**
+   * A request the peer acknowledged as QUEUED (waiting for one of its upload slots) may wait this
+   * long from when it was sent before it is cancelled: the peer is busy, not stalled. @default 30 s
+   */
+  maxQueuedMs: number
   /** Origin requests at once. */
   originConcurrency: number
   /** A peer that answered DUPLICATE for a piece is not asked for it again for this long. */
@@ -137,6 +145,7 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   endgameMaxRequests: 2,
   noProgressTimeoutMs: 60_000,
   maxConsecutiveTimeouts: 3,
+  maxQueuedMs: 30_000,
   originConcurrency: 4,
   duplicateBackoffMs: 2_000,
   // As long as a server holds a chunk back after it arrived (DUPLICATE_HOLD_MS).
@@ -167,7 +176,7 @@ export interface SessionProgress {
   fromOrigin: number
 }
 
-interface Request { controller: AbortController, size: number, started: number, timer: NodeJS.Timeout }
+interface Request { controller: AbortController, size: number, started: number, timer: NodeJS.Timeout, queued?: boolean }
 
 class PeerState implements SelectablePeer {
   channel?: Channel
@@ -209,6 +218,8 @@ class PeerState implements SelectablePeer {
 export class FetchSession {
   private readonly opts: SessionOptions
   private readonly peers = new Map<string, PeerState>()
+  /** Bytes of blocks each peer delivered in this session, kept when its channel closes and reopens. */
+  private readonly deliveredBy = new Map<string, number>()
   private readonly unrequested: PieceSet<ChunkId>
   private readonly requesters = new Map<ChunkId, Set<string>>()
   /** Partial peers holding each chunk (complete peers are counted in `completePeers`). */
@@ -506,7 +517,11 @@ export class FetchSession {
       Date.now() - (peer.firstDuplicate.get(id) ?? Infinity) >= this.opts.duplicateGiveUpMs + this.twoBlocksMs(peer, size)
     this.extras.log?.debug({ peer: peer.key, chunk: id, size, urgent, peerInflight: peer.inflightBytes, inflight: this.inflightBytes, storing: this.storingBytes }, 'chunk requested')
     const channel = peer.channel
-    const fetching = peer.origin ? this.fetchOrigin(id, controller.signal) : (channel as Channel).want(id, controller.signal, urgent)
+    const onQueued = (): void => {
+      const req = peer.inflight.get(id)
+      if (req !== undefined && req.controller === controller) req.queued = true
+    }
+    const fetching = peer.origin ? this.fetchOrigin(id, controller.signal) : (channel as Channel).want(id, controller.signal, urgent, onQueued)
     fetching.then(
       async bytes => {
         try {
@@ -551,6 +566,7 @@ export class FetchSession {
     peer.lastBlockAt = Date.now()
     peer.receivedInTick += size
     peer.received += size
+    this.deliveredBy.set(peer.key, (this.deliveredBy.get(peer.key) ?? 0) + size)
     this.storingBytes += size
     try {
       const stored = await this.target.put(id, bytes)
@@ -610,8 +626,12 @@ export class FetchSession {
     // A peer that keeps sending is serving a queue (other requesters share its upload) or a slow
     // link: let the request wait, up to `maxRequestAgeMs`; the endgame fetches the last pieces
     // elsewhere anyway. Bytes of a block still arriving count: at 0.5 MB/s a 4 MiB block takes 8 s.
+    // A request the peer said is QUEUED for an upload slot waits too (up to `maxQueuedMs`): a peer
+    // whose slots all serve others is busy, and asking again elsewhere would lose its place.
     const now = Date.now()
-    if (!peer.origin && now - peer.lastHeardAt < this.silenceAllowedMs(peer, req.size) && now - req.started < this.opts.maxRequestAgeMs) {
+    const heard = now - peer.lastHeardAt < this.silenceAllowedMs(peer, req.size)
+    const queued = req.queued === true && now - req.started < this.opts.maxQueuedMs
+    if (!peer.origin && (heard || queued) && now - req.started < this.opts.maxRequestAgeMs) {
       req.timer = setTimeout(() => this.onTimeout(peer, id), this.opts.requestTimeoutBaseMs)
       return
     }
@@ -620,7 +640,9 @@ export class FetchSession {
     this.extras.log?.debug({ peer: peer.key, chunk: id, ms: now - req.started }, 'request timed out')
     peer.consecutiveTimeouts++
     this.requeue(id)
-    if (!peer.origin && peer.consecutiveTimeouts >= this.opts.maxConsecutiveTimeouts && peer.received === 0) {
+    // Nothing ever delivered counts across reconnects: a peer whose connection was cut and reopened
+    // starts a new `PeerState`, but not a new record (a puller banned a busy seed so at 25 Mbit/s).
+    if (!peer.origin && peer.consecutiveTimeouts >= this.opts.maxConsecutiveTimeouts && (this.deliveredBy.get(peer.key) ?? 0) === 0) {
       this.punish(peer, 'stall', `${peer.consecutiveTimeouts} requests timed out with nothing received`)
     } else if (!peer.origin) {
       this.judge.penalize(peer.key, 'timeout', `request for ${id} timed out`)

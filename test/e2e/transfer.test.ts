@@ -3,6 +3,8 @@
  * pullers at once, a peer killed mid-transfer, faulty peers (corrupting, lying, stalling, sending
  * oversized frames), a puller killed with SIGKILL and restarted, and the origin-only case.
  */
+import { stat } from 'node:fs/promises'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startOriginServer } from '../helpers/origin-server.js'
 import { Harness, sleep, treeDigests, writeModelFolder, type DaemonProcess } from './helpers.js'
@@ -45,6 +47,29 @@ describe('transfer', () => {
       expect((await p.d.cli(['verify'])).code).toBe(0)
     }
     expect(fromPullers).toBeGreaterThan(0)
+    await Promise.all([seed, ...pullers].map(async n => await n.d.stop()))
+  })
+
+  it('a seed with one upload slot: requests wait in its queue past their deadline, it says QUEUED, and nobody bans it', async () => {
+    // Three pullers that know only the seed (no DHT to find each other) each ask it for the
+    // whole version at once; its one slot sends 1 MiB/s in arrival order, so the last puller's
+    // first block starts ~12 s later, past its ~8 s deadline. Silent, that queue looked like a
+    // stall and got the seed banned.
+    const small = await writeModelFolder(await h.dir('model-small'), { bytes: 6 * MiB, seed: 'queued' })
+    const p2p = { dht: false }
+    const seed = await h.node('q-seed', { config: { p2p, transfer: { uploadSlots: 1, uploadRate: 1 * MiB } } })
+    const { version } = await seed.d.json<{ version: string }>(['add', small, '--name', 'm'])
+    const pullers = await Promise.all([1, 2, 3].map(async i => await h.node(`q-puller-${i}`, { peers: [seed.addr], config: { p2p } })))
+    const expected = await treeDigests(small)
+    const weights = (await stat(join(small, 'model.safetensors'))).size
+    await Promise.all(pullers.map(async p => { await pullAndCheck(p.d, `m@${version}`, expected) }))
+    for (const p of pullers) {
+      // The seed was each puller's only source.
+      const row = (await p.d.json<PeerRow[]>(['peers'])).find(r => r.peerId === seed.id)
+      expect(row?.bytesReceived, JSON.stringify(row)).toBeGreaterThanOrEqual(weights)
+      expect(row?.offences.stall, JSON.stringify(row)).toBeUndefined()
+      expect(row?.bannedUntil, JSON.stringify(row)).toBeUndefined()
+    }
     await Promise.all([seed, ...pullers].map(async n => await n.d.stop()))
   })
 

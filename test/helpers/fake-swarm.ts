@@ -101,6 +101,8 @@ export interface FakePeerOptions {
   corrupt?: boolean
   /** Never answers a `want` (until aborted). */
   stall?: boolean
+  /** Acknowledges every `want` as QUEUED at once (a server whose upload slots are all busy). */
+  queued?: boolean
   /** Answers this many wants, then stalls. */
   stallAfter?: number
   /** Closes the channel right after delivering this many blocks. */
@@ -171,7 +173,7 @@ export class FakePeer implements Channel {
     return this.target.indicesOf(id).some(i => this.holdings.has(i))
   }
 
-  async want (id: ChunkId, signal?: AbortSignal, urgent = false): Promise<Uint8Array | Uint8Array[]> {
+  async want (id: ChunkId, signal?: AbortSignal, urgent = false, onQueued?: () => void): Promise<Uint8Array | Uint8Array[]> {
     if (!this.isOpen) throw new PeerGoneError('closed')
     signal?.throwIfAborted()
     if (this.options.duplicateUnlessUrgent === true && !urgent) {
@@ -205,6 +207,7 @@ export class FakePeer implements Channel {
       }
       this.pending.add(entry)
       signal?.addEventListener('abort', onAbort, { once: true })
+      if (this.options.queued === true) queueMicrotask(() => { if (this.pending.has(entry)) onQueued?.() })
       if (this.options.stall === true || (this.options.stallAfter !== undefined && this.delivered.length >= this.options.stallAfter)) return
       const delay = typeof this.options.delayMs === 'function' ? this.options.delayMs(id) : this.options.delayMs ?? 1
       answer.timer = setTimeout(() => {

@@ -32,7 +32,7 @@ export interface VersionWatcher {
 /** Chunk bytes as received: the parts of the frame, not joined. */
 export type BlockBytes = Uint8Array[]
 
-interface Pending { resolve: (bytes: BlockBytes) => void, reject: (err: Error) => void, cleanup: () => void }
+interface Pending { resolve: (bytes: BlockBytes) => void, reject: (err: Error) => void, cleanup: () => void, onQueued?: () => void }
 
 export class PeerChannel {
   private readonly framed: FramedStream
@@ -71,8 +71,11 @@ export class PeerChannel {
     else this.closeListeners.push(listener)
   }
 
-  /** `urgent`: serve even if the peer just sent this chunk to someone else (see `DUPLICATE`). */
-  async want (id: ChunkId, signal?: AbortSignal, urgent = false): Promise<BlockBytes> {
+  /**
+   * `urgent`: serve even if the peer just sent this chunk to someone else (see `DUPLICATE`).
+   * `onQueued`: called if the peer says the request waits for one of its upload slots (QUEUED).
+   */
+  async want (id: ChunkId, signal?: AbortSignal, urgent = false, onQueued?: () => void): Promise<BlockBytes> {
     if (!this.framed.isOpen) throw new PeerGoneError('the stream to this peer is closed')
     signal?.throwIfAborted()
     const reqId = this.nextId
@@ -85,7 +88,7 @@ export class PeerChannel {
         reject(new AbortedError('request cancelled'))
       }
       signal?.addEventListener('abort', onAbort, { once: true })
-      this.pending.set(reqId, { resolve, reject, cleanup: () => signal?.removeEventListener('abort', onAbort) })
+      this.pending.set(reqId, { resolve, reject, cleanup: () => signal?.removeEventListener('abort', onAbort), ...(onQueued !== undefined ? { onQueued } : {}) })
       this.send({ type: ChunkRequest.Type.WANT, id: reqId, cid: CID.parse(id).bytes, urgent }).catch((err: unknown) => {
         this.settle(reqId)?.reject(new PeerGoneError(`could not send a request: ${(err as Error).message}`))
       })
@@ -144,6 +147,7 @@ export class PeerChannel {
       case ChunkResponse.Type.ERROR: this.settle(res.id)?.reject(fromWire(res.code, res.message)); break
       case ChunkResponse.Type.HAVE: this.onHave(res); break
       case ChunkResponse.Type.HAVE_UPDATE: this.watcherOf(res.version)?.onUpdate(res.indices); break
+      case ChunkResponse.Type.QUEUED: this.pending.get(res.id)?.onQueued?.(); break
       default: break
     }
   }

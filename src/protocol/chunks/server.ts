@@ -2,7 +2,8 @@
  * Serving side of `/shoal/chunks/1.0.0`: one `ServerSession` per inbound stream.
  *
  * - WANT: queued (at most `MAX_PENDING_PER_STREAM`, else `BUSY`), then served when the upload
- *   limiter grants a slot and the bytes: BLOCK with the verified bytes, or DONT_HAVE.
+ *   limiter grants a slot and the bytes: BLOCK with the verified bytes, or DONT_HAVE. A WANT that
+ *   has to wait for the limiter is answered QUEUED first (the BLOCK follows).
  * - CANCEL: drops a queued or in-progress WANT; nothing is sent for it.
  * - RECEIVED: the requester has the whole BLOCK; its bytes go back to the source
  *   (`ChunkSource.release`) for reuse. Only then is it certain that no layer below (yamux, noise,
@@ -42,6 +43,8 @@ export interface ChunkSource {
 /** Upload limits: a slot and the bandwidth for one block. */
 export interface UploadLimiter {
   acquire: (bytes: number, signal: AbortSignal) => Promise<() => void>
+  /** Whether `acquire(bytes)` would wait now: the requester is then told QUEUED. */
+  wouldWait?: (bytes: number) => boolean
   /** Uploads queued or running, reported to requesters. */
   load: () => number
 }
@@ -223,7 +226,12 @@ export class ServerSession {
         await this.reply({ type: ChunkResponse.Type.DONT_HAVE, id: reqId })
         return false
       }
-      release = await this.limiter.acquire(bytes.byteLength, signal).catch((err: unknown) => {
+      // A request that waits for a slot or the rate cap is acknowledged (with the load counting
+      // it), so the requester can tell a busy server from a stalled one, whose silence gets it banned.
+      const waits = this.limiter.wouldWait?.(bytes.byteLength) === true
+      const acquiring = this.limiter.acquire(bytes.byteLength, signal)
+      if (waits) void this.reply({ type: ChunkResponse.Type.QUEUED, id: reqId })
+      release = await acquiring.catch((err: unknown) => {
         this.source.release?.(bytes)
         throw err
       })

@@ -30,11 +30,16 @@ describe('TokenBucket', () => {
     await vi.advanceTimersByTimeAsync(0)
     expect(first.done).toBe(true)
 
+    expect(bucket.wouldWait(500)).toBe(true)
     const second = track(bucket.take(500))
     await vi.advanceTimersByTimeAsync(498)
     expect(second.done).toBe(false)
     await vi.advanceTimersByTimeAsync(3)
     expect(second.done).toBe(true)
+    await vi.advanceTimersByTimeAsync(300)
+    expect(bucket.wouldWait(250)).toBe(false) // ~300 tokens refilled
+    expect(bucket.wouldWait(400)).toBe(true)
+    expect(new TokenBucket(undefined).wouldWait(1e12)).toBe(false)
   })
 
   it('sustains the rate over many takes, sleeping on one timer', async () => {
@@ -142,8 +147,10 @@ describe('Slots', () => {
   it('hands out up to max slots, then queues FIFO', async () => {
     const slots = new Slots(2)
     const r1 = await slots.acquire()
+    expect(slots.full).toBe(false)
     const r2 = await slots.acquire()
     expect(slots.inUse).toBe(2)
+    expect(slots.full).toBe(true)
     const order: number[] = []
     const third = slots.acquire().then((r) => { order.push(3); return r })
     const fourth = slots.acquire().then((r) => { order.push(4); return r })

@@ -218,6 +218,57 @@ describe('FetchSession', () => {
     expect(judge.isBanned('good')).toBe(false)
   })
 
+  it('waits for a peer that acknowledged its requests as QUEUED though they take longer than the deadline (busy, not stalled)', async () => {
+    const target = new FakeTarget(makeChunks(6, 1_000, 2_000))
+    // Every block takes 900 ms and no byte of it arrives before; the deadline is ~400 ms.
+    const busy = peer('busy', target, { delayMs: 900, queued: true })
+    const { run, judge } = start(target, [busy], { requestTimeoutBaseMs: 400, noProgressTimeoutMs: 5_000 })
+    await run
+    expectComplete(target)
+    expect(busy.aborted).toEqual([])
+    expect(busy.wants).toHaveLength(6)
+    expect(recordOf(judge, 'busy')?.offences ?? {}).toEqual({})
+  })
+
+  it('the same peer without QUEUED is judged a staller: its first requests time out with nothing received', async () => {
+    const target = new FakeTarget(makeChunks(6, 1_000, 2_000))
+    const silent = peer('silent', target, { delayMs: 900 })
+    const good = peer('good', target, { delayMs: 300, has: [0, 1, 2, 3, 4, 5] })
+    const { run, judge } = start(target, [silent, good], { requestTimeoutBaseMs: 400, noProgressTimeoutMs: 5_000 })
+    await run
+    expectComplete(target)
+    expect(judge.isBanned('silent')).toBe(true)
+    expect(recordOf(judge, 'silent')?.offences.stall).toBe(1)
+  })
+
+  it('a peer that delivered before its channel was cut and reopened is not judged a staller when it then goes quiet', async () => {
+    const target = new FakeTarget(makeChunks(12, 1_000, 2_000))
+    const busy = peer('busy', target, { delayMs: 5, closeAfter: 2, stallAfter: 2 })
+    const good = peer('good', target, { delayMs: 150 })
+    const { session, run, judge } = start(target, [busy, good], { requestTimeoutBaseMs: 200, noProgressTimeoutMs: 5_000, minWindowBytes: 2_000, maxWindowBytes: 2_000, endgameMaxRequests: 1 })
+    await vi.waitFor(() => { expect(busy.isOpen).toBe(false) })
+    busy.isOpen = true // the connection comes back; the session learns of the peer again
+    session.addPeer('busy')
+    await run
+    expectComplete(target)
+    expect(busy.delivered).toHaveLength(2)
+    expect(busy.aborted.length).toBeGreaterThanOrEqual(3)
+    expect(recordOf(judge, 'busy')?.offences.stall).toBeUndefined()
+    expect(judge.isBanned('busy')).toBe(false)
+  })
+
+  it('a peer that keeps a QUEUED request past maxQueuedMs without sending is timed out like any other', async () => {
+    const target = new FakeTarget(makeChunks(4, 1_000, 2_000))
+    const hoarder = peer('hoarder', target, { stall: true, queued: true })
+    const good = peer('good', target, { delayMs: 100 })
+    const { run, judge } = start(target, [hoarder, good], { requestTimeoutBaseMs: 200, maxQueuedMs: 600, noProgressTimeoutMs: 5_000, endgameMaxRequests: 1 })
+    await run
+    expectComplete(target)
+    expect(hoarder.aborted.length).toBeGreaterThan(0)
+    expect(hoarder.delivered).toEqual([])
+    expect(judge.isBanned('hoarder')).toBe(true)
+  })
+
   it('waits for a slow peer whose blocks take longer than the deadline while their bytes keep arriving', async () => {
     const target = new FakeTarget(makeChunks(6, 1_000, 2_000))
     // Every block takes 900 ms; the deadline is ~400 ms (more than a tick, when bytes are

@@ -10,6 +10,7 @@ import { PeerChannel } from '../../../src/protocol/chunks/client.js'
 import { HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_PENDING_PER_STREAM, MAX_REQUEST_FRAME_BYTES, MAX_UNRECEIVED_PER_STREAM, POOLED_FRAME_MIN_BYTES } from '../../../src/protocol/chunks/constants.js'
 import { ChunkRequest, ChunkResponse } from '../../../src/protocol/chunks/pb/chunks.js'
 import { RecentSends, ServerSession, type ChunkSource, type HaveState, type UploadLimiter } from '../../../src/protocol/chunks/server.js'
+import { Slots } from '../../../src/fetcher/bandwidth.js'
 import { sameBytes, seededBytes } from '../../helpers/random.js'
 import { rejection } from '../../helpers/assert.js'
 
@@ -167,6 +168,36 @@ describe('/shoal/chunks/1.0.0', () => {
     await vi.waitFor(() => { expect(source.released).toHaveLength(1) })
     await sleep(20)
     expect(source.released).toEqual([ids.at(-1)!.bytes])
+  })
+
+  it('a WANT that waits for an upload slot is answered QUEUED at once, then BLOCK once a slot frees', async () => {
+    const slots = new Slots(1)
+    const hold = await slots.acquire()
+    const queuedLimiter: UploadLimiter = {
+      acquire: async (_bytes, signal) => await slots.acquire(signal),
+      wouldWait: () => slots.full,
+      load: () => slots.inUse + slots.waiting
+    }
+    new ServerSession(inbound, 'peer-a', source, queuedLimiter, new RecentSends(), { debug () {} })
+    const channel = new PeerChannel(outbound, 16 * 1024 * 1024)
+    const { id, bytes } = chunk(1)
+    source.chunks.set(id, bytes)
+    const { id: free, bytes: freeBytes } = chunk(2)
+    source.chunks.set(free, freeBytes)
+    let queued = 0
+    let done = false
+    const wanted = channel.want(id, undefined, false, () => { queued++ }).then(b => { done = true; return b })
+    await vi.waitFor(() => { expect(queued).toBe(1) })
+    expect(channel.load).toBe(2) // the held slot and this request
+    await sleep(50)
+    expect(done).toBe(false)
+    hold()
+    expect(joined(await wanted)).toEqual(bytes)
+    // A request served at once is not told QUEUED.
+    let freeQueued = false
+    expect(joined(await channel.want(free, undefined, false, () => { freeQueued = true }))).toEqual(freeBytes)
+    expect(freeQueued).toBe(false)
+    expect(queued).toBe(1)
   })
 
   it('WANT of a chunk the server lacks → DONT_HAVE', async () => {

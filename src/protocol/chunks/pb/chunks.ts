@@ -201,7 +201,8 @@ export namespace ChunkResponse {
     DONT_HAVE = 'DONT_HAVE',
     ERROR = 'ERROR',
     HAVE = 'HAVE',
-    HAVE_UPDATE = 'HAVE_UPDATE'
+    HAVE_UPDATE = 'HAVE_UPDATE',
+    QUEUED = 'QUEUED'
   }
 
   enum __TypeValues {
@@ -209,7 +210,8 @@ export namespace ChunkResponse {
     DONT_HAVE = 1,
     ERROR = 2,
     HAVE = 3,
-    HAVE_UPDATE = 4
+    HAVE_UPDATE = 4,
+    QUEUED = 5
   }
 
   export namespace Type {
