@@ -101,6 +101,12 @@ export interface SessionOptions {
   /** Timeouts in a row, with nothing received between, before a peer is judged stalling. */
   maxConsecutiveTimeouts: number
   /**
+   * ...and at least this long since it was first asked, with nothing ever received from it. A TCP
+   * flow through a congested queue can go silent for 20 s (retransmission timeouts backing off):
+   * at 25 Mbit/s a puller banned the seed so. @default 30 s
+   */
+  stallMs: number
+  /**
    * A request the peer acknowledged as QUEUED (waiting for one of its upload slots) may wait this
    * long from when it was sent before it is cancelled: the peer is busy, not stalled. @default 30 s
    */
@@ -145,6 +151,7 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   endgameMaxRequests: 2,
   noProgressTimeoutMs: 60_000,
   maxConsecutiveTimeouts: 3,
+  stallMs: 30_000,
   maxQueuedMs: 30_000,
   originConcurrency: 4,
   duplicateBackoffMs: 2_000,
@@ -220,6 +227,8 @@ export class FetchSession {
   private readonly peers = new Map<string, PeerState>()
   /** Bytes of blocks each peer delivered in this session, kept when its channel closes and reopens. */
   private readonly deliveredBy = new Map<string, number>()
+  /** When each peer was first asked for a chunk in this session, likewise. */
+  private readonly firstAskedAt = new Map<string, number>()
   private readonly unrequested: PieceSet<ChunkId>
   private readonly requesters = new Map<ChunkId, Set<string>>()
   /** Partial peers holding each chunk (complete peers are counted in `completePeers`). */
@@ -499,6 +508,7 @@ export class FetchSession {
     const timeoutMs = this.opts.requestTimeoutBaseMs + 2000 * (peer.inflightBytes + size) / rate
     const timer = setTimeout(() => this.onTimeout(peer, id), timeoutMs)
     peer.inflight.set(id, { controller, size, started: Date.now(), timer })
+    if (!this.firstAskedAt.has(peer.key)) this.firstAskedAt.set(peer.key, Date.now())
     peer.inflightBytes += size
     this.inflightBytes += size
     this.unrequested.delete(id)
@@ -642,8 +652,9 @@ export class FetchSession {
     this.requeue(id)
     // Nothing ever delivered counts across reconnects: a peer whose connection was cut and reopened
     // starts a new `PeerState`, but not a new record (a puller banned a busy seed so at 25 Mbit/s).
-    if (!peer.origin && peer.consecutiveTimeouts >= this.opts.maxConsecutiveTimeouts && (this.deliveredBy.get(peer.key) ?? 0) === 0) {
-      this.punish(peer, 'stall', `${peer.consecutiveTimeouts} requests timed out with nothing received`)
+    const silentFor = now - (this.firstAskedAt.get(peer.key) ?? now)
+    if (!peer.origin && peer.consecutiveTimeouts >= this.opts.maxConsecutiveTimeouts && silentFor >= this.opts.stallMs && (this.deliveredBy.get(peer.key) ?? 0) === 0) {
+      this.punish(peer, 'stall', `${peer.consecutiveTimeouts} requests timed out and nothing received in ${Math.round(silentFor / 1000)} s`)
     } else if (!peer.origin) {
       this.judge.penalize(peer.key, 'timeout', `request for ${id} timed out`)
     }

@@ -91,7 +91,8 @@ describe('transfer', () => {
     // [name, SHOAL_TEST_FAULTS, seed upload rate]: the pull must outlast the fault's detection.
     ['corrupt', 'corrupt', 24 * MiB],
     ['lie', 'lie', 24 * MiB],
-    ['stall', 'lie,stall', 3 * MiB],
+    // A staller is judged after 30 s of silence (a congested TCP flow can go quiet for 20 s).
+    ['stall', 'lie,stall', 1 * MiB],
     ['oversize', 'lie,oversize', 24 * MiB]
   ])('a %s peer: the pull completes byte-identical and the peer is banned', async (name, faults, rate) => {
     const seed = await h.node(`f-seed-${name}`, { config: { transfer: { uploadRate: rate } } })

@@ -13,7 +13,8 @@ const FAST: Partial<SessionOptions> = {
   maxWindowBytes: 8_000,
   // The chunks here are a few KB: let DUPLICATE apply to them as to real 4 MiB pieces.
   superSeedMinBytes: 0,
-  minRateSampleMs: 250
+  minRateSampleMs: 250,
+  stallMs: 500
 }
 
 const live: FakePeer[] = []
@@ -231,14 +232,30 @@ describe('FetchSession', () => {
   })
 
   it('the same peer without QUEUED is judged a staller: its first requests time out with nothing received', async () => {
-    const target = new FakeTarget(makeChunks(6, 1_000, 2_000))
+    const target = new FakeTarget(makeChunks(12, 1_000, 2_000))
     const silent = peer('silent', target, { delayMs: 900 })
-    const good = peer('good', target, { delayMs: 300, has: [0, 1, 2, 3, 4, 5] })
-    const { run, judge } = start(target, [silent, good], { requestTimeoutBaseMs: 400, noProgressTimeoutMs: 5_000 })
+    // Slow enough that the pull outlasts three rounds of the silent peer's deadlines.
+    const good = peer('good', target, { delayMs: 300 })
+    const { run, judge } = start(target, [silent, good], { requestTimeoutBaseMs: 400, noProgressTimeoutMs: 5_000, stallMs: 0, minWindowBytes: 2_000, maxWindowBytes: 2_000, endgameMaxRequests: 1 })
     await run
     expectComplete(target)
-    expect(judge.isBanned('silent')).toBe(true)
+    expect(judge.isBanned('silent'), JSON.stringify(judge.list())).toBe(true)
     expect(recordOf(judge, 'silent')?.offences.stall).toBe(1)
+  })
+
+  it('a peer silent for less than stallMs (a starved TCP flow) is not banned, though its first requests time out', async () => {
+    const target = new FakeTarget(makeChunks(12, 1_000, 2_000))
+    const t0 = Date.now()
+    // Nothing for the first 1.2 s (each request times out after ~200 ms), then blocks at once.
+    const starved = peer('starved', target, { delayMs: () => Date.now() - t0 < 1_200 ? 10_000 : 5 })
+    const good = peer('good', target, { delayMs: 400 })
+    const { run, judge } = start(target, [starved, good], { stallMs: 3_000, noProgressTimeoutMs: 5_000, minWindowBytes: 2_000, maxWindowBytes: 2_000, endgameMaxRequests: 1 })
+    await run
+    expectComplete(target)
+    expect(starved.aborted.length).toBeGreaterThanOrEqual(3)
+    expect(starved.delivered.length).toBeGreaterThan(0)
+    expect(recordOf(judge, 'starved')?.offences.stall).toBeUndefined()
+    expect(judge.isBanned('starved')).toBe(false)
   })
 
   it('a peer that delivered before its channel was cut and reopened is not judged a staller when it then goes quiet', async () => {
