@@ -419,6 +419,12 @@ export class FetchSession {
     return this.completePeers + (this.partialHolders.get(id) ?? 0)
   }
 
+  /** Whether `key` is a source of this pull that may announce pieces it receives (connected, not known to lack the version). */
+  private mayPassOn (key: string): boolean {
+    const p = this.peers.get(key)
+    return p !== undefined && !p.gone && p.have !== 'none'
+  }
+
   private livePeers (): number {
     let n = 0
     for (const p of this.peers.values()) if (!p.gone && (p.have === 'complete' || p.have instanceof Uint8Array)) n++
@@ -620,9 +626,18 @@ export class FetchSession {
     } else if (name === 'OriginError') {
       this.extras.log?.debug({ chunk: id, err: err.message }, 'origin request failed')
     } else if (name === 'PeerRequestError' && (err as { wireCode?: string }).wireCode === 'DUPLICATE') {
-      peer.deferred.set(id, Date.now() + this.opts.duplicateBackoffMs)
-      if (!peer.firstDuplicate.has(id)) peer.firstDuplicate.set(id, Date.now())
-      this.extras.log?.debug({ peer: peer.key, chunk: id }, 'chunk deferred: DUPLICATE')
+      const holder = (err as { holder?: string }).holder
+      if (holder !== undefined && !this.mayPassOn(holder)) {
+        // The peer the chunk went to is not one of this pull's sources, so the hint cannot help
+        // here: ask urgently at once. In a sparse fleet a follower waited 17 s (the give-up) for
+        // pieces the seed had sent to a node it was not connected to.
+        peer.firstDuplicate.set(id, -Infinity)
+        this.extras.log?.debug({ peer: peer.key, chunk: id, holder }, 'DUPLICATE for a peer not connected here: asking urgently')
+      } else {
+        peer.deferred.set(id, Date.now() + this.opts.duplicateBackoffMs)
+        if (!peer.firstDuplicate.has(id)) peer.firstDuplicate.set(id, Date.now())
+        this.extras.log?.debug({ peer: peer.key, chunk: id, holder }, 'chunk deferred: DUPLICATE')
+      }
     } else if (name === 'PeerRequestError') {
       this.extras.log?.debug({ peer: peer.key, err: err.message }, 'peer refused a request')
     }

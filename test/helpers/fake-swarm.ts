@@ -113,6 +113,8 @@ export interface FakePeerOptions {
   tracker?: InflightTracker
   /** Answers DUPLICATE to every non-urgent want (a seed that just sent everything elsewhere). */
   duplicateUnlessUrgent?: boolean
+  /** With `duplicateUnlessUrgent`: the peer the DUPLICATE names as the one the chunk went to. */
+  duplicateHolder?: string
   /** Answers with the bytes as a list of parts (as a real channel does), to be handed back through `release`. */
   inParts?: boolean
   /**
@@ -178,7 +180,7 @@ export class FakePeer implements Channel {
     signal?.throwIfAborted()
     if (this.options.duplicateUnlessUrgent === true && !urgent) {
       this.refused.push(id)
-      throw new PeerRequestError('DUPLICATE', 'just sent to another peer')
+      throw new PeerRequestError('DUPLICATE', 'just sent to another peer', this.options.duplicateHolder)
     }
     this.wants.push(id)
     if (!this.holds(id) && (this.options.claims ?? 'holdings') === 'holdings') this.unannounced.push(id)

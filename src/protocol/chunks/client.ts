@@ -144,7 +144,7 @@ export class PeerChannel {
     switch (res.type) {
       case ChunkResponse.Type.BLOCK: this.received(res.id); this.settle(res.id)?.resolve([res.data]); break
       case ChunkResponse.Type.DONT_HAVE: this.settle(res.id)?.reject(new DontHaveError('peer does not have the chunk')); break
-      case ChunkResponse.Type.ERROR: this.settle(res.id)?.reject(fromWire(res.code, res.message)); break
+      case ChunkResponse.Type.ERROR: this.settle(res.id)?.reject(fromWire(res.code, res.message, res.holder)); break
       case ChunkResponse.Type.HAVE: this.onHave(res); break
       case ChunkResponse.Type.HAVE_UPDATE: this.watcherOf(res.version)?.onUpdate(res.indices); break
       case ChunkResponse.Type.QUEUED: this.pending.get(res.id)?.onQueued?.(); break

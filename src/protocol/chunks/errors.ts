@@ -22,10 +22,10 @@ export class DontHaveError extends ShoalError {
   readonly code = 'DONT_HAVE'
 }
 
-/** The peer refused or failed the request; `wireCode` says why. */
+/** The peer refused or failed the request; `wireCode` says why (with DUPLICATE, `holder` says whom the chunk went to). */
 export class PeerRequestError extends ShoalError {
   readonly code = 'PEER_REQUEST'
-  constructor (readonly wireCode: string, message: string) {
+  constructor (readonly wireCode: string, message: string, readonly holder?: string) {
     super(message)
   }
 }
@@ -35,6 +35,6 @@ export class PeerGoneError extends ShoalError {
   readonly code = 'PEER_GONE'
 }
 
-export function fromWire (code: string, message: string): Error {
-  return new PeerRequestError(code, `peer answered ${code}: ${message}`)
+export function fromWire (code: string, message: string, holder = ''): Error {
+  return new PeerRequestError(code, `peer answered ${code}: ${message}`, holder !== '' ? holder : undefined)
 }

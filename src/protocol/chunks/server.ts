@@ -85,9 +85,15 @@ export class RecentSends {
 
   /** True when `id` is on its way to a peer other than `to`, or reached one less than `holdMs` ago. */
   heldFor (id: string, to: string, now = Date.now()): boolean {
+    return this.holderOf(id, to, now) !== undefined
+  }
+
+  /** The peer (other than `to`) that `id` is on its way to or reached less than `holdMs` ago, if any. */
+  holderOf (id: string, to: string, now = Date.now()): string | undefined {
     const entry = this.sent.get(id)
-    if (entry === undefined || entry.to === to) return false
-    return entry.deliveredAt !== undefined ? now - entry.deliveredAt < this.holdMs : now - entry.started < this.transitMs
+    if (entry === undefined || entry.to === to) return undefined
+    const held = entry.deliveredAt !== undefined ? now - entry.deliveredAt < this.holdMs : now - entry.started < this.transitMs
+    return held ? entry.to : undefined
   }
 
   /** Records that `id` is about to go to `to`. */
@@ -190,8 +196,9 @@ export class ServerSession {
       return
     }
     if (this.faults?.stall === true) return
-    if (!req.urgent && this.recent.heldFor(id, this.remote)) {
-      void this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.DUPLICATE, message: 'just sent to another peer; fetch it there' })
+    const holder = req.urgent ? undefined : this.recent.holderOf(id, this.remote)
+    if (holder !== undefined) {
+      void this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.DUPLICATE, message: 'just sent to another peer; fetch it there', holder })
       return
     }
     const sending = this.recent.start(id, this.remote)
@@ -314,7 +321,7 @@ export class ServerSession {
 
   private async reply (res: Reply): Promise<void> {
     const frame = ChunkResponse.encode({
-      id: 0, data: new Uint8Array(0), version: new Uint8Array(0), indices: [], complete: false, code: '', message: '',
+      id: 0, data: new Uint8Array(0), version: new Uint8Array(0), indices: [], complete: false, code: '', message: '', holder: '',
       ...res,
       load: this.limiter.load()
     } as unknown as ChunkResponse)
@@ -344,6 +351,7 @@ interface Reply {
   complete?: boolean
   code?: string
   message?: string
+  holder?: string
 }
 
 function flipMiddleBit (bytes: Uint8Array): Uint8Array {

@@ -81,6 +81,31 @@ describe('FetchSession', () => {
     expect(new Set(seed.refused).size).toBe(6)
   })
 
+  it('asks a seed urgently at once when its DUPLICATE names a peer that is not a source here (it cannot pass the piece on)', async () => {
+    const target = new FakeTarget(makeChunks(6, 1_000, 2_000))
+    const seed = peer('seed', target, { duplicateUnlessUrgent: true, duplicateHolder: 'elsewhere' })
+    const empty = peer('empty', target, { has: [] })
+    const started = Date.now()
+    const { run } = start(target, [empty, seed], { noProgressTimeoutMs: 5_000, duplicateBackoffMs: 2_000, duplicateGiveUpMs: 10_000 })
+    await run
+    expectComplete(target)
+    // One refusal per piece, then an urgent request right away: no backoff, no give-up wait.
+    expect(seed.refused).toHaveLength(6)
+    expect(seed.wants).toHaveLength(6)
+    expect(Date.now() - started).toBeLessThan(1_500)
+  })
+
+  it('keeps to the DUPLICATE hint when it names a connected partial peer', async () => {
+    const target = new FakeTarget(makeChunks(6, 1_000, 2_000))
+    const seed = peer('seed', target, { duplicateUnlessUrgent: true, duplicateHolder: 'empty' })
+    const empty = peer('empty', target, { has: [] })
+    const { run } = start(target, [empty, seed], { noProgressTimeoutMs: 2_000, duplicateBackoffMs: 10, duplicateGiveUpMs: 300 })
+    await run
+    expectComplete(target)
+    // Every piece was asked for non-urgently again after its first refusal, until the hint aged.
+    for (const id of target.ids) expect(seed.refused.filter(x => x === id).length, id).toBeGreaterThanOrEqual(2)
+  })
+
   it('asks a seed urgently for a piece under superSeedMinBytes, even with a partial peer connected', async () => {
     const target = new FakeTarget(makeChunks(6, 1_000, 2_000))
     const seed = peer('seed', target, { duplicateUnlessUrgent: true })
@@ -241,7 +266,7 @@ describe('FetchSession', () => {
     expectComplete(target)
     expect(judge.isBanned('silent'), JSON.stringify(judge.list())).toBe(true)
     expect(recordOf(judge, 'silent')?.offences.stall).toBe(1)
-  })
+  }, 15_000) // ~3.6 s alone, more on a loaded machine
 
   it('a peer silent for less than stallMs (a starved TCP flow) is not banned, though its first requests time out', async () => {
     const target = new FakeTarget(makeChunks(12, 1_000, 2_000))
@@ -309,7 +334,7 @@ describe('FetchSession', () => {
     expectComplete(target)
     expect(bursty.aborted).toEqual([])
     expect(recordOf(judge, 'bursty')?.offences ?? {}).toEqual({})
-  })
+  }, 15_000) // ~4.8 s alone (four blocks of 1.2 s each), more on a loaded machine
 
   it('times out a peer that sent blocks and then stopped: its allowed silence does not grow while it is quiet', async () => {
     const target = new FakeTarget(makeChunks(30, 1_000, 2_000))
@@ -320,7 +345,7 @@ describe('FetchSession', () => {
     expectComplete(target)
     expect(flaky.aborted.length).toBeGreaterThan(0)
     expect(recordOf(judge, 'flaky')?.offences.timeout).toBeGreaterThanOrEqual(1)
-  })
+  }, 15_000) // ~4.5 s alone (the honest peer serves 30 pieces, 150 ms each), more on a loaded machine
 
   it('re-requests elsewhere what a peer had in flight when its channel closed', async () => {
     const target = new FakeTarget(makeChunks(30, 1_000, 3_000))

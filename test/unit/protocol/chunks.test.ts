@@ -440,7 +440,8 @@ describe('DUPLICATE over the wire', () => {
       const first = a.want(c.id)
       await vi.waitFor(() => { expect(recent.heldFor(c.id, 'peer-b')).toBe(true) })
       const refused = await rejection(b.want(c.id))
-      expect(refused).toMatchObject({ name: 'PeerRequestError', wireCode: 'DUPLICATE' })
+      // It names the peer the chunk went to.
+      expect(refused).toMatchObject({ name: 'PeerRequestError', wireCode: 'DUPLICATE', holder: 'peer-a' })
       const urgent = b.want(c.id, undefined, true)
       release()
       expect(new Uint8Array(Buffer.concat(await first))).toEqual(c.bytes)

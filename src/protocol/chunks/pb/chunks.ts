@@ -193,6 +193,7 @@ export interface ChunkResponse {
   code: string
   message: string
   load: number
+  holder: string
 }
 
 export namespace ChunkResponse {
@@ -276,6 +277,11 @@ export namespace ChunkResponse {
           w.uint32(obj.load)
         }
 
+        if ((obj.holder != null && obj.holder !== '')) {
+          w.uint32(82)
+          w.string(obj.holder)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -289,7 +295,8 @@ export namespace ChunkResponse {
           complete: false,
           code: '',
           message: '',
-          load: 0
+          load: 0,
+          holder: ''
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -336,6 +343,10 @@ export namespace ChunkResponse {
             }
             case 9: {
               obj.load = reader.uint32()
+              break
+            }
+            case 10: {
+              obj.holder = reader.string()
               break
             }
             default: {
@@ -428,6 +439,13 @@ export namespace ChunkResponse {
               }
               break
             }
+            case 10: {
+              yield {
+                field: `${prefix}.holder`,
+                value: reader.string()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -486,6 +504,11 @@ export namespace ChunkResponse {
     value: number
   }
 
+  export interface ChunkResponseHolderFieldEvent {
+    field: '$.holder'
+    value: string
+  }
+
   export function encode (obj: Partial<ChunkResponse>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, ChunkResponse.codec())
   }
@@ -494,7 +517,7 @@ export namespace ChunkResponse {
     return decodeMessage(buf, ChunkResponse.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkResponse>): Generator<ChunkResponseTypeFieldEvent | ChunkResponseIdFieldEvent | ChunkResponseDataFieldEvent | ChunkResponseVersionFieldEvent | ChunkResponseIndicesFieldEvent | ChunkResponseCompleteFieldEvent | ChunkResponseCodeFieldEvent | ChunkResponseMessageFieldEvent | ChunkResponseLoadFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkResponse>): Generator<ChunkResponseTypeFieldEvent | ChunkResponseIdFieldEvent | ChunkResponseDataFieldEvent | ChunkResponseVersionFieldEvent | ChunkResponseIndicesFieldEvent | ChunkResponseCompleteFieldEvent | ChunkResponseCodeFieldEvent | ChunkResponseMessageFieldEvent | ChunkResponseLoadFieldEvent | ChunkResponseHolderFieldEvent> {
     return streamMessage(buf, ChunkResponse.codec(), opts)
   }
 }
