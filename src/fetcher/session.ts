@@ -225,10 +225,11 @@ class PeerState implements SelectablePeer {
 export class FetchSession {
   private readonly opts: SessionOptions
   private readonly peers = new Map<string, PeerState>()
-  /** Bytes of blocks each peer delivered in this session, kept when its channel closes and reopens. */
-  private readonly deliveredBy = new Map<string, number>()
-  /** When each peer was first asked for a chunk in this session, likewise. */
-  private readonly firstAskedAt = new Map<string, number>()
+  /**
+   * Per peer, for the whole session (kept when its channel closes and a new `PeerState` starts):
+   * when it was first asked for a chunk, and the bytes of blocks it delivered.
+   */
+  private readonly history = new Map<string, { firstAskedAt: number, delivered: number }>()
   private readonly unrequested: PieceSet<ChunkId>
   private readonly requesters = new Map<ChunkId, Set<string>>()
   /** Partial peers holding each chunk (complete peers are counted in `completePeers`). */
@@ -514,7 +515,7 @@ export class FetchSession {
     const timeoutMs = this.opts.requestTimeoutBaseMs + 2000 * (peer.inflightBytes + size) / rate
     const timer = setTimeout(() => this.onTimeout(peer, id), timeoutMs)
     peer.inflight.set(id, { controller, size, started: Date.now(), timer })
-    if (!this.firstAskedAt.has(peer.key)) this.firstAskedAt.set(peer.key, Date.now())
+    if (!this.history.has(peer.key)) this.history.set(peer.key, { firstAskedAt: Date.now(), delivered: 0 })
     peer.inflightBytes += size
     this.inflightBytes += size
     this.unrequested.delete(id)
@@ -582,7 +583,8 @@ export class FetchSession {
     peer.lastBlockAt = Date.now()
     peer.receivedInTick += size
     peer.received += size
-    this.deliveredBy.set(peer.key, (this.deliveredBy.get(peer.key) ?? 0) + size)
+    const history = this.history.get(peer.key)
+    if (history !== undefined) history.delivered += size
     this.storingBytes += size
     try {
       const stored = await this.target.put(id, bytes)
@@ -667,8 +669,9 @@ export class FetchSession {
     this.requeue(id)
     // Nothing ever delivered counts across reconnects: a peer whose connection was cut and reopened
     // starts a new `PeerState`, but not a new record (a puller banned a busy seed so at 25 Mbit/s).
-    const silentFor = now - (this.firstAskedAt.get(peer.key) ?? now)
-    if (!peer.origin && peer.consecutiveTimeouts >= this.opts.maxConsecutiveTimeouts && silentFor >= this.opts.stallMs && (this.deliveredBy.get(peer.key) ?? 0) === 0) {
+    const history = this.history.get(peer.key)
+    const silentFor = now - (history?.firstAskedAt ?? now)
+    if (!peer.origin && peer.consecutiveTimeouts >= this.opts.maxConsecutiveTimeouts && silentFor >= this.opts.stallMs && history?.delivered === 0) {
       this.punish(peer, 'stall', `${peer.consecutiveTimeouts} requests timed out and nothing received in ${Math.round(silentFor / 1000)} s`)
     } else if (!peer.origin) {
       this.judge.penalize(peer.key, 'timeout', `request for ${id} timed out`)
