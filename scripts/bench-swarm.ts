@@ -3,7 +3,7 @@
  * host's uplink and downlink shaped with tbf (default 100 Mbit/s), one seed holding an F-MiB
  * version (default 256), and all N pulling it at once. Prints the time until the last host
  * completes as a ratio to the P2P lower bound max(F/u_seed, N·F/(u_seed + Σu_peers)), and the
- * seed's egress as a multiple of F (interface counters). Each run is followed by a full TCP mesh
+ * seed's egress as a multiple of F (interface counters), and each daemon's CPU seconds (user+sys) and peak RSS. Each run is followed by a full TCP mesh
  * on the same links (baselines/swarm-mesh.ts: every byte available everywhere from the start), the
  * best any scheme can do over TCP here. Needs root; every namespace and process is removed at the end.
  *
@@ -89,7 +89,7 @@ try {
   const egress: number[] = []
   for (let run = 1; run <= runs; run++) {
     const pullers = await Promise.all(peerHosts.map(async (h, i) => await start(`run${run}-peer${i}`, h.ip, h.ns, [seedAddr])))
-    const cpuOf = async (d: DaemonProcess): Promise<number> => (await d.cpuSeconds()).total
+    const cpuOf = async (d: DaemonProcess): Promise<{ user: number, sys: number }> => await d.cpuSeconds()
     const cpu0 = await Promise.all([seed, ...pullers].map(cpuOf))
     const tx0 = await swarm.txBytes(seedHost)
     const t0 = performance.now()
@@ -122,11 +122,12 @@ try {
       }
     }
     const last = Math.max(...done)
-    const cpu = (await Promise.all([seed, ...pullers].map(cpuOf))).map((c, i) => c - (cpu0[i] ?? 0))
+    const cpu = (await Promise.all([seed, ...pullers].map(cpuOf))).map((c, i) => `${(c.user - (cpu0[i]?.user ?? 0)).toFixed(1)}+${(c.sys - (cpu0[i]?.sys ?? 0)).toFixed(1)}`)
+    const rss = await Promise.all([seed, ...pullers].map(async d => Math.round(await d.peakRss() / MiB)))
     const sent = (await swarm.txBytes(seedHost)) - tx0
     ratios.push(last / bound)
     egress.push(sent / F)
-    console.log(`run ${run}: hosts done at ${done.map(s => s.toFixed(1)).join(', ')} s; last ${last.toFixed(1)} s = ${(last / bound).toFixed(2)}× bound; seed egress ${(sent / F).toFixed(2)}×F; CPU seconds seed ${cpu[0]?.toFixed(1) ?? '?'}, pullers ${cpu.slice(1).map(c => c.toFixed(1)).join(' ')}`)
+    console.log(`run ${run}: hosts done at ${done.map(s => s.toFixed(1)).join(', ')} s; last ${last.toFixed(1)} s = ${(last / bound).toFixed(2)}× bound; seed egress ${(sent / F).toFixed(2)}×F; CPU seconds (user+sys) seed ${cpu[0] ?? '?'}, pullers ${cpu.slice(1).join(' ')}; peak RSS MiB seed ${rss[0] ?? '?'}, pullers ${rss.slice(1).join(' ')}`)
     for (const d of pullers) await d.stop()
     await keepLogs(pullers)
     if (values.logs !== undefined) {

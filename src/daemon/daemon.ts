@@ -42,7 +42,7 @@ export const PULL_PROGRESS_EVENT_MS = 1000
 /** @default 60 s — how often the disk quota is checked (also after every label switch) */
 export const QUOTA_CHECK_INTERVAL_MS = 60_000
 
-/** @default 16 MiB — bytes one pull may have requested at once, across all peers (more did not pull faster, and cost memory; in the swarm benchmark 36 MiB with six sources only made each block wait longer) */
+/** @default 16 MiB — bytes one pull may have requested at once from partial peers (seeds have `seedReserveBytes` besides); 24 and 32 MiB pulled the swarm benchmark ~4% faster but took the memory benchmark's daemon from 249 to 276 and 287 MiB */
 export const MAX_PULL_IN_FLIGHT_BYTES = 16 * 1024 * 1024
 
 export class Daemon {

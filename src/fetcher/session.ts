@@ -13,7 +13,7 @@
  * - no stall: with live sources the session makes progress, and without any for
  *   `noProgressTimeoutMs` it fails with a `FetchStalledError` saying what is missing and why;
  * - bounded memory: at most `maxInFlightBytes` requested, or received and not yet stored, at once
- *   across all peers.
+ *   across all peers, plus `seedReserveBytes` asked of seeds.
  *
  * Peers are added by the owner (connected peers, providers, new connections); the session never
  * dials anyone itself except through `SessionPeers.channel`.
@@ -80,8 +80,13 @@ export interface OriginSource {
 export interface SessionOptions {
   strategy: StrategyName
   pieceOrder: PieceOrder
-  /** Bytes requested, or received and not yet stored, at once across all peers. @default 64 MiB */
+  /**
+   * Bytes requested, or received and not yet stored, at once across all peers, requests to seeds
+   * (complete peers, while partial peers are connected) aside. @default 64 MiB
+   */
   maxInFlightBytes: number
+  /** Bytes requested from seeds at once (one piece each; at least one piece in all). @default 8 MiB */
+  seedReserveBytes: number
   /** Per-peer window bounds; the adaptive window aims at `windowSeconds` of the peer's rate. */
   minWindowBytes: number
   maxWindowBytes: number
@@ -142,6 +147,7 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   strategy: 'weighted',
   pieceOrder: 'rarest',
   maxInFlightBytes: 64 * 1024 * 1024,
+  seedReserveBytes: 8 * 1024 * 1024,
   minWindowBytes: 8 * 1024 * 1024,
   maxWindowBytes: 24 * 1024 * 1024,
   windowSeconds: 0.5,
@@ -436,31 +442,43 @@ export class FetchSession {
     if (peer.origin) return this.opts.originConcurrency * Math.max(...[1, ...this.target.needed().slice(0, 1).map(id => this.target.sizeOf(id))])
     // A seed serves every puller at once: one request each keeps it busy, and the rest of the
     // budget goes to partial peers, whose uplinks otherwise idle while requests queue at the seed.
-    if (peer.have === 'complete' && this.partialPeers() > 0) return 1
+    if (this.injects(peer)) return 1
     if (this.opts.strategy !== 'weighted' || peer.rate === 0) return Math.max(this.opts.minWindowBytes, Math.min(this.opts.maxWindowBytes, 16 * 1024 * 1024))
     return Math.max(this.opts.minWindowBytes, Math.min(this.opts.maxWindowBytes, peer.rate * this.opts.windowSeconds))
   }
 
-  /** Issues requests while some peer has window left and something to ask for. */
+  /** Whether `peer` is a seed this session asks one piece at a time (see `windowOf`): the swarm's only source of new pieces. */
+  private injects (peer: PeerState): boolean {
+    return !peer.origin && peer.have === 'complete' && this.partialPeers() > 0
+  }
+
+  /**
+   * Issues requests while some peer has window left and something to ask for. Requests to seeds
+   * (`injects`) have their own budget, `seedReserveBytes`: spent from `maxInFlightBytes`, they
+   * waited behind requests to partial peers, and the seed's uplink, the swarm's bottleneck, idled.
+   */
   private pump (): void {
     if (this.failure !== undefined) return
     if (this.target.done) { this.complete(); return }
     for (let guard = 0; guard < 10_000; guard++) {
-      const held = this.inflightBytes + this.storingBytes
-      if (held >= this.opts.maxInFlightBytes) return
+      let seedHeld = 0
+      for (const p of this.peers.values()) if (this.injects(p)) seedHeld += p.inflightBytes
+      const held = this.inflightBytes + this.storingBytes - seedHeld
+      const fits = (peer: PeerState, size: number): boolean => this.injects(peer)
+        ? seedHeld === 0 || seedHeld + size <= this.opts.seedReserveBytes
+        : held === 0 || held + size <= this.opts.maxInFlightBytes
       const eligible: PeerState[] = []
       for (const p of this.peers.values()) {
-        if (!p.gone && p.channel?.isOpen === true && (p.have === 'complete' || p.have instanceof Uint8Array) && p.inflightBytes < this.windowOf(p)) eligible.push(p)
+        if (!p.gone && p.channel?.isOpen === true && (p.have === 'complete' || p.have instanceof Uint8Array) && p.inflightBytes < this.windowOf(p) && fits(p, 1)) eligible.push(p)
       }
-      if (this.origin !== undefined && this.origin.inflight.size < this.opts.originConcurrency) eligible.push(this.origin)
+      if (this.origin !== undefined && this.origin.inflight.size < this.opts.originConcurrency && fits(this.origin, 1)) eligible.push(this.origin)
       let issued = false
       while (eligible.length > 0 && !issued) {
         const peer = this.selector.pick(eligible)
         if (peer === undefined) break
         const id = this.pickFor(peer)
         const size = id === undefined ? 0 : this.target.sizeOf(id)
-        if (id !== undefined && held > 0 && held + size > this.opts.maxInFlightBytes) return
-        if (id === undefined || (!peer.origin && peer.inflightBytes > 0 && peer.inflightBytes + size > this.windowOf(peer))) {
+        if (id === undefined || !fits(peer, size) || (!peer.origin && peer.inflightBytes > 0 && peer.inflightBytes + size > this.windowOf(peer))) {
           eligible.splice(eligible.indexOf(peer), 1)
           continue
         }

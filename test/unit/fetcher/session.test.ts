@@ -471,6 +471,27 @@ describe('FetchSession', () => {
     expect(tracker.max).toBeGreaterThan(3_000) // several requests were pipelined
   })
 
+  it('asks a seed at once though requests to partial peers fill maxInFlightBytes: seeds have their own seedReserveBytes', async () => {
+    // Pieces 10–19 exist only at the seed, the swarm's one source of them; its upload must not
+    // wait for this node's requests to partial peers (in the swarm benchmark the seed idled so).
+    const target = new FakeTarget(makeChunks(20, 2_000, 2_000))
+    const all = new InflightTracker()
+    const slow = ['a', 'b'].map(k => peer(k, target, { has: [...Array(10).keys()], delayMs: 400, tracker: all }))
+    const seed = peer('seed', target, { claims: 'complete', delayMs: 5, tracker: all })
+    const session = new FetchSession(target, fakePeers([...slow, seed]), new PeerScores(), {
+      ...FAST, maxInFlightBytes: 4_000, seedReserveBytes: 2_000, minWindowBytes: 50_000, maxWindowBytes: 50_000, requestTimeoutBaseMs: 2_000
+    })
+    const run = session.run()
+    for (const p of slow) session.addPeer(p.key)
+    await vi.waitFor(() => expect(slow.reduce((n, p) => n + p.wants.length, 0)).toBe(2), { timeout: 300, interval: 5 })
+    session.addPeer(seed.key)
+    await vi.waitFor(() => expect(seed.wants.length).toBeGreaterThan(0), { timeout: 150, interval: 5 })
+    expect(slow.reduce((n, p) => n + p.wants.length, 0)).toBe(2) // the partial peers' requests still fill the budget
+    await run
+    expectComplete(target)
+    expect(all.max).toBeLessThanOrEqual(4_000 + 2_000)
+  }, 15_000)
+
   it('counts blocks still being stored against maxInFlightBytes (a slow disk does not grow memory)', async () => {
     const target = new FakeTarget(makeChunks(40, 1_000, 3_000))
     const held = new InflightTracker()
