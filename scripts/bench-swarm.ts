@@ -3,7 +3,7 @@
  * host's uplink and downlink shaped with tbf (default 100 Mbit/s), one seed holding an F-MiB
  * version (default 256), and all N pulling it at once. Prints the time until the last host
  * completes as a ratio to the P2P lower bound max(F/u_seed, N·F/(u_seed + Σu_peers)), and the
- * seed's egress as a multiple of F (interface counters), and each daemon's CPU seconds (user+sys) and peak RSS. Each run is followed by a full TCP mesh
+ * seed's egress as a multiple of F (interface counters, and the chunk bytes it sent), and each daemon's CPU seconds (user+sys) and peak RSS. Each run is followed by a full TCP mesh
  * on the same links (baselines/swarm-mesh.ts: every byte available everywhere from the start), the
  * best any scheme can do over TCP here. Needs root; every namespace and process is removed at the end.
  *
@@ -17,6 +17,7 @@
  * when the run ends (requests, timeouts, DUPLICATE hints, sends: for chasing where time goes).
  */
 import '../src/polyfill.js'
+import { get } from 'node:http'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -28,6 +29,21 @@ import { DaemonProcess } from './lib/daemon-proc.js'
 import { createSwarm, SHAPING_ARGS, shapingOf, type Swarm } from './lib/netns.js'
 import { median } from './lib/proc.js'
 import { llamaTensors, writeSafetensors } from './lib/synth.js'
+
+/** Chunk bytes a daemon has sent to peers in all (its `shoal_bytes_sent_total`, from the RPC's /metrics). */
+async function chunkBytesSent (d: DaemonProcess): Promise<number> {
+  const body = await new Promise<string>((resolve, reject) => {
+    get({ socketPath: d.socket, path: '/metrics' }, res => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => { text += c })
+      res.on('end', () => resolve(text))
+    }).on('error', reject)
+  })
+  let sum = 0
+  for (const m of body.matchAll(/^shoal_bytes_sent_total\{[^}]*\} (\S+)$/gm)) sum += Number(m[1])
+  return sum
+}
 
 const { values } = parseArgs({
   options: {
@@ -87,11 +103,13 @@ try {
   const ratios: number[] = []
   const meshRatios: number[] = []
   const egress: number[] = []
+  const chunkEgress: number[] = []
   for (let run = 1; run <= runs; run++) {
     const pullers = await Promise.all(peerHosts.map(async (h, i) => await start(`run${run}-peer${i}`, h.ip, h.ns, [seedAddr])))
     const cpuOf = async (d: DaemonProcess): Promise<{ user: number, sys: number }> => await d.cpuSeconds()
     const cpu0 = await Promise.all([seed, ...pullers].map(cpuOf))
     const tx0 = await swarm.txBytes(seedHost)
+    const chunks0 = await chunkBytesSent(seed)
     const t0 = performance.now()
     const timeline: string[] = []
     const sampler = values.verbose === true ? (() => {
@@ -125,9 +143,11 @@ try {
     const cpu = (await Promise.all([seed, ...pullers].map(cpuOf))).map((c, i) => `${(c.user - (cpu0[i]?.user ?? 0)).toFixed(1)}+${(c.sys - (cpu0[i]?.sys ?? 0)).toFixed(1)}`)
     const rss = await Promise.all([seed, ...pullers].map(async d => Math.round(await d.peakRss() / MiB)))
     const sent = (await swarm.txBytes(seedHost)) - tx0
+    const chunkSent = (await chunkBytesSent(seed)) - chunks0
     ratios.push(last / bound)
     egress.push(sent / F)
-    console.log(`run ${run}: hosts done at ${done.map(s => s.toFixed(1)).join(', ')} s; last ${last.toFixed(1)} s = ${(last / bound).toFixed(2)}× bound; seed egress ${(sent / F).toFixed(2)}×F; CPU seconds (user+sys) seed ${cpu[0] ?? '?'}, pullers ${cpu.slice(1).join(' ')}; peak RSS MiB seed ${rss[0] ?? '?'}, pullers ${rss.slice(1).join(' ')}`)
+    chunkEgress.push(chunkSent / F)
+    console.log(`run ${run}: hosts done at ${done.map(s => s.toFixed(1)).join(', ')} s; last ${last.toFixed(1)} s = ${(last / bound).toFixed(2)}× bound; seed egress ${(sent / F).toFixed(2)}×F (chunk bytes ${(chunkSent / F).toFixed(2)}×F); CPU seconds (user+sys) seed ${cpu[0] ?? '?'}, pullers ${cpu.slice(1).join(' ')}; peak RSS MiB seed ${rss[0] ?? '?'}, pullers ${rss.slice(1).join(' ')}`)
     for (const d of pullers) await d.stop()
     await keepLogs(pullers)
     if (values.logs !== undefined) {
@@ -149,6 +169,7 @@ try {
     console.log(`shoal / mesh         ${(median(ratios) / median(meshRatios)).toFixed(2)}`)
   }
   console.log(`seed egress          ${median(egress).toFixed(2)}×F            (goal <= 1.1; plain HTTP 6.0×F, BitTorrent 1.3×F)`)
+  console.log(`  of which chunks    ${median(chunkEgress).toFixed(2)}×F            (chunk bytes the seed sent; the rest is TCP/IP headers, retransmissions, noise, yamux, requests)`)
 } finally {
   for (const d of daemons) await d.stop().catch(() => {})
   await keepLogs(daemons.filter(d => names.get(d) === 'seed')).catch(() => {})

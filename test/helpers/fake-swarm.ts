@@ -122,6 +122,8 @@ export interface FakePeerOptions {
    * a want is pending and not stalled: a slow link whose blocks are visibly on their way.
    */
   trickleBytes?: number
+  /** A want cancelled before its answer is due is still answered when due, through its `onLate` (a block already on the wire). */
+  deliverAfterCancel?: boolean
   /** With `trickleBytes`: bytes grow only in the first this many ms of each want, then go quiet until it is answered. */
   trickleForMs?: number
 }
@@ -140,6 +142,8 @@ export class FakePeer implements Channel {
   readonly aborted: ChunkId[] = []
   /** Ids delivered (possibly corrupted). */
   readonly delivered: ChunkId[] = []
+  /** Ids delivered after their want was cancelled (`deliverAfterCancel`), through `onLate`. */
+  readonly deliveredLate: ChunkId[] = []
   /** Blocks handed back through `release`. */
   readonly released: Uint8Array[][] = []
   /** Ids in flight when the channel closed. */
@@ -175,7 +179,7 @@ export class FakePeer implements Channel {
     return this.target.indicesOf(id).some(i => this.holdings.has(i))
   }
 
-  async want (id: ChunkId, signal?: AbortSignal, urgent = false, onQueued?: () => void): Promise<Uint8Array | Uint8Array[]> {
+  async want (id: ChunkId, signal?: AbortSignal, urgent = false, onQueued?: () => void, onLate?: (bytes: Uint8Array[]) => void): Promise<Uint8Array | Uint8Array[]> {
     if (!this.isOpen) throw new PeerGoneError('closed')
     signal?.throwIfAborted()
     if (this.options.duplicateUnlessUrgent === true && !urgent) {
@@ -206,6 +210,16 @@ export class FakePeer implements Channel {
         if (!this.pending.has(entry)) return
         this.aborted.push(id)
         entry.fail(new AbortedError('request cancelled'))
+        if (this.options.deliverAfterCancel === true && onLate !== undefined && this.holds(id)) {
+          const delay = typeof this.options.delayMs === 'function' ? this.options.delayMs(id) : this.options.delayMs ?? 1
+          const timer = setTimeout(() => {
+            this.timers.delete(timer)
+            this.delivered.push(id)
+            this.deliveredLate.push(id)
+            onLate([new Uint8Array(this.target.source.get(id)!)])
+          }, Math.max(0, entry.since + delay - Date.now()))
+          this.timers.add(timer)
+        }
       }
       this.pending.add(entry)
       signal?.addEventListener('abort', onAbort, { once: true })

@@ -3,8 +3,10 @@
  * over which any number of WANTs are pipelined and versions are watched.
  *
  * `want` resolves with the bytes the peer sent (the caller verifies them), or rejects with
- * `DontHaveError`, `PeerRequestError` or `PeerGoneError`; aborting its signal sends CANCEL. Every
- * block that arrives is answered with RECEIVED, which lets the server reuse that block's buffer.
+ * `DontHaveError`, `PeerRequestError` or `PeerGoneError`; aborting its signal sends CANCEL. A
+ * block the server had already begun sending still arrives: it goes to the request's `onLate`,
+ * if it has one (its bytes crossed the link anyway), else it is dropped. Every block that arrives
+ * is answered with RECEIVED, which lets the server reuse that block's buffer.
  * A channel is single-use: once its stream closes every pending request rejects, and the owner
  * opens a new channel when it needs the peer again.
  *
@@ -34,9 +36,14 @@ export type BlockBytes = Uint8Array[]
 
 interface Pending { resolve: (bytes: BlockBytes) => void, reject: (err: Error) => void, cleanup: () => void, onQueued?: () => void }
 
+/** Cancelled requests remembered for their late blocks, at most; the oldest is forgotten first. @default 64 */
+export const MAX_CANCELLED_REMEMBERED = 64
+
 export class PeerChannel {
   private readonly framed: FramedStream
   private readonly pending = new Map<number, Pending>()
+  /** Cancelled requests with an `onLate`, by request id, oldest first. */
+  private readonly cancelled = new Map<number, (bytes: BlockBytes) => void>()
   private readonly watchers = new Map<string, VersionWatcher>()
   private nextId = 1
   private closeListeners: Array<(err?: Error) => void> = []
@@ -74,8 +81,10 @@ export class PeerChannel {
   /**
    * `urgent`: serve even if the peer just sent this chunk to someone else (see `DUPLICATE`).
    * `onQueued`: called if the peer says the request waits for one of its upload slots (QUEUED).
+   * `onLate`: takes the block if it arrives after the request was cancelled (and then owns it, as
+   * the caller of `want` would: hand it back with `release`).
    */
-  async want (id: ChunkId, signal?: AbortSignal, urgent = false, onQueued?: () => void): Promise<BlockBytes> {
+  async want (id: ChunkId, signal?: AbortSignal, urgent = false, onQueued?: () => void, onLate?: (bytes: BlockBytes) => void): Promise<BlockBytes> {
     if (!this.framed.isOpen) throw new PeerGoneError('the stream to this peer is closed')
     signal?.throwIfAborted()
     const reqId = this.nextId
@@ -84,6 +93,7 @@ export class PeerChannel {
       const onAbort = (): void => {
         if (!this.pending.has(reqId)) return
         this.pending.delete(reqId)
+        if (onLate !== undefined) this.rememberCancelled(reqId, onLate)
         void this.send({ type: ChunkRequest.Type.CANCEL, id: reqId, cid: new Uint8Array(0), urgent: false }).catch(() => {})
         reject(new AbortedError('request cancelled'))
       }
@@ -132,7 +142,7 @@ export class PeerChannel {
         this.received(block.id)
         const pending = this.settle(block.id)
         if (pending !== undefined) pending.resolve(block.data)
-        else this.release(block.data) // cancelled meanwhile
+        else this.late(block.id, block.data)
         return
       }
       res = ChunkResponse.decode(frame)
@@ -142,14 +152,33 @@ export class PeerChannel {
     }
     this.load = res.load
     switch (res.type) {
-      case ChunkResponse.Type.BLOCK: this.received(res.id); this.settle(res.id)?.resolve([res.data]); break
-      case ChunkResponse.Type.DONT_HAVE: this.settle(res.id)?.reject(new DontHaveError('peer does not have the chunk')); break
-      case ChunkResponse.Type.ERROR: this.settle(res.id)?.reject(fromWire(res.code, res.message, res.holder)); break
+      case ChunkResponse.Type.BLOCK: {
+        this.received(res.id)
+        const pending = this.settle(res.id)
+        if (pending !== undefined) pending.resolve([res.data])
+        else this.late(res.id, [res.data])
+        break
+      }
+      case ChunkResponse.Type.DONT_HAVE: this.cancelled.delete(res.id); this.settle(res.id)?.reject(new DontHaveError('peer does not have the chunk')); break
+      case ChunkResponse.Type.ERROR: this.cancelled.delete(res.id); this.settle(res.id)?.reject(fromWire(res.code, res.message, res.holder)); break
       case ChunkResponse.Type.HAVE: this.onHave(res); break
       case ChunkResponse.Type.HAVE_UPDATE: this.watcherOf(res.version)?.onUpdate(res.indices); break
       case ChunkResponse.Type.QUEUED: this.pending.get(res.id)?.onQueued?.(); break
       default: break
     }
+  }
+
+  private rememberCancelled (reqId: number, onLate: (bytes: BlockBytes) => void): void {
+    this.cancelled.set(reqId, onLate)
+    if (this.cancelled.size > MAX_CANCELLED_REMEMBERED) this.cancelled.delete(this.cancelled.keys().next().value as number)
+  }
+
+  /** A block for a request no longer pending: to its `onLate` if it was cancelled with one, else dropped. */
+  private late (reqId: number, bytes: BlockBytes): void {
+    const onLate = this.cancelled.get(reqId)
+    this.cancelled.delete(reqId)
+    if (onLate !== undefined) onLate(bytes)
+    else this.release(bytes)
   }
 
   /** Tells the server a block has fully arrived (even one cancelled meanwhile), so it can reuse the block's buffer. */
@@ -184,6 +213,7 @@ export class PeerChannel {
   private shutdown (err?: Error): void {
     const reason = new PeerGoneError(`stream to peer closed${err !== undefined ? `: ${err.message}` : ''}`)
     for (const [id] of this.pending) this.settle(id)?.reject(reason)
+    this.cancelled.clear()
     this.watchers.clear()
     for (const l of this.closeListeners.splice(0)) l(err)
   }

@@ -4,7 +4,8 @@
  * - WANT: queued (at most `MAX_PENDING_PER_STREAM`, else `BUSY`), then served when the upload
  *   limiter grants a slot and the bytes: BLOCK with the verified bytes, or DONT_HAVE. A WANT that
  *   has to wait for the limiter is answered QUEUED first (the BLOCK follows).
- * - CANCEL: drops a queued or in-progress WANT; nothing is sent for it.
+ * - CANCEL: drops a queued or in-progress WANT; nothing is sent for it (a block already handed to
+ *   the stream still arrives, and the requester may keep it).
  * - RECEIVED: the requester has the whole BLOCK; its bytes go back to the source
  *   (`ChunkSource.release`) for reuse. Only then is it certain that no layer below (yamux, noise,
  *   the socket) still holds them: a send that has resolved may still sit in the noise layer's
@@ -60,7 +61,7 @@ export interface SendRecord {
   done: (sent: boolean) => void
   /** The peer confirmed with RECEIVED that the whole block arrived. */
   delivered: () => void
-  /** The peer cancelled the request: it will not keep the block, so the chunk is not held for it. */
+  /** The peer cancelled the request: it may not keep the block, so the chunk is not held for it. */
   cancelled: () => void
 }
 
@@ -72,7 +73,7 @@ export interface SendRecord {
  * A chunk is held while its send is on its way (at most `transitMs` past the start: a block can
  * wait long behind others on a slow link, but one stuck upload must not refuse a chunk to
  * everyone for ever), then `holdMs` from the recipient's RECEIVED. A send the recipient cancelled
- * holds nothing: that peer drops the block and will not pass it on.
+ * holds nothing: that peer keeps the block only if it still lacks the piece when it arrives.
  */
 export class RecentSends {
   private readonly sent = new Map<string, { to: string, started: number, deliveredAt?: number }>()

@@ -347,6 +347,35 @@ describe('FetchSession', () => {
     expect(recordOf(judge, 'flaky')?.offences.timeout).toBeGreaterThanOrEqual(1)
   }, 15_000) // ~4.5 s alone (the honest peer serves 30 pieces, 150 ms each), more on a loaded machine
 
+  it('uses a block that arrives after its request timed out, and cancels the request sent again', async () => {
+    // The only source answers after 350 ms; the request times out at ~200 ms and is sent again.
+    // The first block, already on the wire, still arrives at ~350 ms: it completes the pull.
+    const target = new FakeTarget(makeChunks(1, 3_000, 3_000))
+    const seed = peer('seed', target, { delayMs: 350, deliverAfterCancel: true })
+    const { run } = start(target, [seed], { noProgressTimeoutMs: 5_000, stallMs: 60_000 })
+    await run
+    expectComplete(target)
+    expect(seed.deliveredLate).toEqual([target.ids[0]])
+    expect(seed.aborted).toEqual([target.ids[0], target.ids[0]]) // the timed-out request, then the one sent again
+    await vi.waitFor(() => { expect(seed.released.length).toBe(2) }) // the second late block too, unused
+  }, 15_000)
+
+  it('hands back, unused, a late block whose piece came from another peer meanwhile', async () => {
+    const target = new FakeTarget(makeChunks(1, 3_000, 3_000))
+    const slow = peer('slow', target, { delayMs: 600, deliverAfterCancel: true })
+    const quick = peer('quick', target, { delayMs: 5 })
+    const session = new FetchSession(target, fakePeers([slow, quick]), new PeerScores(), { ...FAST, noProgressTimeoutMs: 5_000, stallMs: 60_000 })
+    const run = session.run()
+    session.addPeer(slow.key)
+    await vi.waitFor(() => { expect(slow.wants).toHaveLength(1) }, { timeout: 300, interval: 5 })
+    session.addPeer(quick.key)
+    await run
+    expectComplete(target)
+    await vi.waitFor(() => { expect(slow.deliveredLate).toHaveLength(1) }, { timeout: 2_000, interval: 10 })
+    await vi.waitFor(() => { expect(slow.released).toHaveLength(1) }, { timeout: 500, interval: 10 })
+    expect(quick.delivered).toEqual([target.ids[0]])
+  }, 15_000)
+
   it('re-requests elsewhere what a peer had in flight when its channel closed', async () => {
     const target = new FakeTarget(makeChunks(30, 1_000, 3_000))
     const quitter = peer('quitter', target, { delayMs: 10, closeAfter: 3 })

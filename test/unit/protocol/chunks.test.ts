@@ -6,6 +6,7 @@ import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { chunkIdOf, encodeBlock, type ChunkId, type VersionId } from '../../../src/core/digest.js'
 import { BufferPool } from '../../../src/core/buffer-pool.js'
+import { encodeBlock as blockFrame } from '../../../src/protocol/chunks/block.js'
 import { PeerChannel } from '../../../src/protocol/chunks/client.js'
 import { HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_PENDING_PER_STREAM, MAX_REQUEST_FRAME_BYTES, MAX_UNRECEIVED_PER_STREAM, POOLED_FRAME_MIN_BYTES } from '../../../src/protocol/chunks/constants.js'
 import { ChunkRequest, ChunkResponse } from '../../../src/protocol/chunks/pb/chunks.js'
@@ -211,6 +212,34 @@ describe('/shoal/chunks/1.0.0', () => {
     const channel = connect()
     const err = await rejection(channel.want(versionId('not-a-chunk') as string as ChunkId))
     expect(err).toMatchObject({ name: 'PeerRequestError', wireCode: 'BAD_REQUEST' })
+  })
+
+  it('a block that still arrives after its request was cancelled goes to the request\'s onLate; without one it is dropped', async () => {
+    const requests = frames(inbound)
+    const channel = new PeerChannel(outbound, 16 * 1024 * 1024)
+    const a = chunk(1)
+    const b = chunk(2)
+    const late: Uint8Array[][] = []
+    const cancelA = new AbortController()
+    const cancelB = new AbortController()
+    const wantA = channel.want(a.id, cancelA.signal, false, undefined, bytes => late.push(bytes))
+    const wantB = channel.want(b.id, cancelB.signal)
+    await vi.waitFor(() => { expect(requests.length).toBeGreaterThanOrEqual(2) })
+    const [idA, idB] = requests.slice(0, 2).map(f => ChunkRequest.decode(f).id)
+    cancelA.abort()
+    cancelB.abort()
+    expect((await rejection(wantA)).name).toBe('AbortedError')
+    expect((await rejection(wantB)).name).toBe('AbortedError')
+    // The server had already begun sending both blocks: they arrive after the CANCELs.
+    sendRaw(inbound, blockFrame(idA ?? 0, 0, a.bytes).subarray())
+    sendRaw(inbound, blockFrame(idB ?? 0, 0, b.bytes).subarray())
+    await vi.waitFor(() => { expect(late).toHaveLength(1) })
+    expect(joined(late[0] ?? [])).toEqual(a.bytes)
+    await sleep(20)
+    expect(late).toHaveLength(1)
+    // Each was acknowledged RECEIVED all the same, so the server reuses its buffer.
+    const received = requests.map(f => ChunkRequest.decode(f)).filter(r => r.type === ChunkRequest.Type.RECEIVED).map(r => r.id)
+    expect(received.sort()).toEqual([idA, idB].sort())
   })
 
   it('CANCEL aborts the server read and nothing is sent for it', async () => {
