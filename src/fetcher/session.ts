@@ -599,15 +599,20 @@ export class FetchSession {
     if (this.target.isMissing(id) && !this.requesters.has(id)) this.unrequested.add(id)
   }
 
-  private async onBlock (peer: PeerState, id: ChunkId, bytes: Uint8Array | Uint8Array[]): Promise<void> {
-    const size = byteLength(bytes)
-    if (this.extras.download !== undefined && peer.inflight.has(id)) await this.extras.download.take(size, this.controller.signal).catch(() => {})
-    if (!this.settle(peer, id)) return
+  /** Counts a whole block from `peer` (its rate, liveness and the session's history of it). */
+  private delivered (peer: PeerState, size: number): void {
     peer.lastBlockAt = Date.now()
     peer.receivedInTick += size
     peer.received += size
     const history = this.history.get(peer.key)
     if (history !== undefined) history.delivered += size
+  }
+
+  private async onBlock (peer: PeerState, id: ChunkId, bytes: Uint8Array | Uint8Array[]): Promise<void> {
+    const size = byteLength(bytes)
+    if (this.extras.download !== undefined && peer.inflight.has(id)) await this.extras.download.take(size, this.controller.signal).catch(() => {})
+    if (!this.settle(peer, id)) return
+    this.delivered(peer, size)
     this.storingBytes += size
     try {
       const stored = await this.target.put(id, bytes)
@@ -642,11 +647,7 @@ export class FetchSession {
     if (this.failure !== undefined || this.finished === undefined || !this.target.isMissing(id)) return
     const size = byteLength(bytes)
     await this.extras.download?.take(size, this.controller.signal).catch(() => {})
-    peer.lastBlockAt = Date.now()
-    peer.receivedInTick += size
-    peer.received += size
-    const history = this.history.get(peer.key)
-    if (history !== undefined) history.delivered += size
+    this.delivered(peer, size)
     this.storingBytes += size
     try {
       const stored = await this.target.put(id, bytes)
