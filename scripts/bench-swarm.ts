@@ -17,7 +17,6 @@
  * when the run ends (requests, timeouts, DUPLICATE hints, sends: for chasing where time goes).
  */
 import '../src/polyfill.js'
-import { get } from 'node:http'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -32,16 +31,9 @@ import { llamaTensors, writeSafetensors } from './lib/synth.js'
 
 /** Chunk bytes a daemon has sent to peers in all (its `shoal_bytes_sent_total`, from the RPC's /metrics). */
 async function chunkBytesSent (d: DaemonProcess): Promise<number> {
-  const body = await new Promise<string>((resolve, reject) => {
-    get({ socketPath: d.socket, path: '/metrics' }, res => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { text += c })
-      res.on('end', () => resolve(text))
-    }).on('error', reject)
-  })
+  const text = await new ShoalClient({ socketPath: d.socket }).metrics()
   let sum = 0
-  for (const m of body.matchAll(/^shoal_bytes_sent_total\{[^}]*\} (\S+)$/gm)) sum += Number(m[1])
+  for (const m of text.matchAll(/^shoal_bytes_sent_total\{[^}]*\} (\S+)$/gm)) sum += Number(m[1])
   return sum
 }
 

@@ -450,8 +450,8 @@ export class FetchSession {
   }
 
   /** Whether `peer` is a seed this session asks one piece at a time (see `windowOf`): the swarm's only source of new pieces. */
-  private injects (peer: PeerState): boolean {
-    return !peer.origin && peer.have === 'complete' && this.partialPeers() > 0
+  private injects (peer: PeerState, partial = this.partialPeers() > 0): boolean {
+    return partial && !peer.origin && peer.have === 'complete'
   }
 
   /**
@@ -463,10 +463,11 @@ export class FetchSession {
     if (this.failure !== undefined) return
     if (this.target.done) { this.complete(); return }
     for (let guard = 0; guard < 10_000; guard++) {
+      const partial = this.partialPeers() > 0
       let seedHeld = 0
-      for (const p of this.peers.values()) if (this.injects(p)) seedHeld += p.inflightBytes
+      for (const p of this.peers.values()) if (this.injects(p, partial)) seedHeld += p.inflightBytes
       const held = this.inflightBytes + this.storingBytes - seedHeld
-      const fits = (peer: PeerState, size: number): boolean => this.injects(peer)
+      const fits = (peer: PeerState, size: number): boolean => this.injects(peer, partial)
         ? seedHeld === 0 || seedHeld + size <= this.opts.seedReserveBytes
         : held === 0 || held + size <= this.opts.maxInFlightBytes
       const eligible: PeerState[] = []
@@ -599,41 +600,11 @@ export class FetchSession {
     if (this.target.isMissing(id) && !this.requesters.has(id)) this.unrequested.add(id)
   }
 
-  /** Counts a whole block from `peer` (its rate, liveness and the session's history of it). */
-  private delivered (peer: PeerState, size: number): void {
-    peer.lastBlockAt = Date.now()
-    peer.receivedInTick += size
-    peer.received += size
-    const history = this.history.get(peer.key)
-    if (history !== undefined) history.delivered += size
-  }
-
   private async onBlock (peer: PeerState, id: ChunkId, bytes: Uint8Array | Uint8Array[]): Promise<void> {
     const size = byteLength(bytes)
     if (this.extras.download !== undefined && peer.inflight.has(id)) await this.extras.download.take(size, this.controller.signal).catch(() => {})
     if (!this.settle(peer, id)) return
-    this.delivered(peer, size)
-    this.storingBytes += size
-    try {
-      const stored = await this.target.put(id, bytes)
-      this.extras.log?.debug({ peer: peer.key, chunk: id, size, stored }, 'chunk received')
-      peer.consecutiveTimeouts = 0
-      this.lastProgress = Date.now()
-      if (peer.origin) this.fromOrigin += size
-      else this.judge.credit(peer.key, size)
-      if (stored) this.cancelOthers(id)
-    } catch (err) {
-      if (err instanceof DigestMismatchError) {
-        this.punish(peer, 'corrupt', `sent bytes that do not hash to ${id}`)
-      } else {
-        this.fail(err as Error)
-        return
-      }
-      this.requeue(id)
-    } finally {
-      this.storingBytes -= size
-    }
-    this.pump()
+    await this.store(peer, id, bytes, size, false)
   }
 
   /**
@@ -647,20 +618,37 @@ export class FetchSession {
     if (this.failure !== undefined || this.finished === undefined || !this.target.isMissing(id)) return
     const size = byteLength(bytes)
     await this.extras.download?.take(size, this.controller.signal).catch(() => {})
-    this.delivered(peer, size)
+    await this.store(peer, id, bytes, size, true)
+  }
+
+  /** Counts a block from `peer` as delivered, verifies and writes it, and asks for more. */
+  private async store (peer: PeerState, id: ChunkId, bytes: Uint8Array | Uint8Array[], size: number, late: boolean): Promise<void> {
+    peer.lastBlockAt = Date.now()
+    peer.receivedInTick += size
+    peer.received += size
+    const history = this.history.get(peer.key)
+    if (history !== undefined) history.delivered += size
     this.storingBytes += size
     try {
       const stored = await this.target.put(id, bytes)
-      this.extras.log?.debug({ peer: peer.key, chunk: id, size, stored }, 'late chunk received')
-      if (!stored) return
+      this.extras.log?.debug({ peer: peer.key, chunk: id, size, stored, late }, 'chunk received')
+      if (late && !stored) return
       peer.consecutiveTimeouts = 0
       this.lastProgress = Date.now()
-      this.judge.credit(peer.key, size)
-      this.unrequested.delete(id)
-      this.cancelOthers(id)
+      if (peer.origin) this.fromOrigin += size
+      else this.judge.credit(peer.key, size)
+      if (stored) {
+        this.unrequested.delete(id) // a late block's piece may have been put back meanwhile
+        this.cancelOthers(id)
+      }
     } catch (err) {
-      if (err instanceof DigestMismatchError) this.punish(peer, 'corrupt', `sent bytes that do not hash to ${id}`)
-      else this.fail(err as Error)
+      if (err instanceof DigestMismatchError) {
+        this.punish(peer, 'corrupt', `sent bytes that do not hash to ${id}`)
+      } else {
+        this.fail(err as Error)
+        return
+      }
+      this.requeue(id)
     } finally {
       this.storingBytes -= size
     }

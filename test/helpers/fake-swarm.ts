@@ -175,6 +175,11 @@ export class FakePeer implements Channel {
     }
   }
 
+  /** How long after a want it is answered. */
+  private delayOf (id: ChunkId): number {
+    return typeof this.options.delayMs === 'function' ? this.options.delayMs(id) : this.options.delayMs ?? 1
+  }
+
   holds (id: ChunkId): boolean {
     return this.target.indicesOf(id).some(i => this.holdings.has(i))
   }
@@ -211,7 +216,7 @@ export class FakePeer implements Channel {
         this.aborted.push(id)
         entry.fail(new AbortedError('request cancelled'))
         if (this.options.deliverAfterCancel === true && onLate !== undefined && this.holds(id)) {
-          const delay = typeof this.options.delayMs === 'function' ? this.options.delayMs(id) : this.options.delayMs ?? 1
+          const delay = this.delayOf(id)
           const timer = setTimeout(() => {
             this.timers.delete(timer)
             this.delivered.push(id)
@@ -225,7 +230,7 @@ export class FakePeer implements Channel {
       signal?.addEventListener('abort', onAbort, { once: true })
       if (this.options.queued === true) queueMicrotask(() => { if (this.pending.has(entry)) onQueued?.() })
       if (this.options.stall === true || (this.options.stallAfter !== undefined && this.delivered.length >= this.options.stallAfter)) return
-      const delay = typeof this.options.delayMs === 'function' ? this.options.delayMs(id) : this.options.delayMs ?? 1
+      const delay = this.delayOf(id)
       answer.timer = setTimeout(() => {
         if (!this.pending.has(entry)) return
         if (!this.holds(id)) {
