@@ -81,7 +81,7 @@ try {
   console.log(`shoal pull           ${mb(pull)}    ${mb(pullCpu)}`)
   console.log(`ratio to libp2p      ${(pull / libp2p.mbps).toFixed(2)}×         ${(pullCpu / libp2p.cpuMbps).toFixed(2)}×   (goal >= 0.9)`)
   console.log(`ratio to raw TCP     ${(pull / raw.mbps).toFixed(2)}×`)
-  console.log(`verify + store cost  sha2-256 ${mb(cost.hashMbps)}, 4 MiB writes + fdatasync ${mb(cost.writeMbps)} per CPU-second`)
+  console.log(`verify + store cost  sha2-256 ${mb(cost.hashMbps)}, writes as a pull does them (${cost.direct ? 'direct' : 'buffered'}) + fdatasync ${mb(cost.writeMbps)} per CPU-second (through the page cache ${mb(cost.bufferedWriteMbps)})`)
   console.log(`verified ceiling     ${mb(ceiling)}    (${cores} cores shared by both ends: the bare stream's CPU plus hashing and writing every byte)`)
   console.log(`ratio to ceiling     ${(pull / ceiling).toFixed(2)}×         (the ceiling is ${(ceiling / libp2p.mbps).toFixed(2)}× the bare stream here)`)
   console.log(`peak RSS             seed ${(seedRss / MiB).toFixed(0)} MiB, puller ${(pullerRss / MiB).toFixed(0)} MiB`)

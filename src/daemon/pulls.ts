@@ -132,7 +132,7 @@ export class PullManager implements ChunkSource {
 
   async have (version: VersionId): Promise<HaveState | undefined> {
     const pull = this.active.get(version)
-    if (pull !== undefined) return pull.target.done ? { complete: true } : { complete: false, bits: pull.target.bits }
+    if (pull !== undefined) return pull.target.allPresent ? { complete: true } : { complete: false, bits: pull.target.bits }
     if (!await this.store.hasVersion(version)) return undefined
     const v = await this.store.resolve(`${(await this.store.index.versions.get(version))?.name ?? ''}@${version}`).catch(() => undefined)
     return v !== undefined && v.missing.length === 0 ? { complete: true } : undefined

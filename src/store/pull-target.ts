@@ -20,6 +20,7 @@ import { open, chmod, rename, rm, stat, type FileHandle } from 'node:fs/promises
 import { byteLength, type ChunkId, type FileDigest, type VersionId } from '../core/digest.js'
 import { DigestMismatchError } from '../core/errors.js'
 import { decodeManifest, type Manifest } from '../core/manifest.js'
+import { DirectWrites } from './direct-io.js'
 import { fsyncDir, isErrno, mapFsError } from './fsutil.js'
 import type { IndexOp } from './index-db.js'
 import type { ResolvedVersion, Store } from './store.js'
@@ -42,6 +43,8 @@ interface FileState {
   fh?: FileHandle
   /** The pending open of `fh`, shared by concurrent puts so the file is opened once. */
   opening?: Promise<FileHandle>
+  /** The file's O_DIRECT handle (see `direct-io.ts`); null where direct writes are not available. */
+  direct?: Promise<DirectWrites | null>
   dirty: boolean
 }
 
@@ -66,6 +69,8 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
   private flushQueued = false
   private presentBytes = 0
   private closed = false
+  /** Puts writing their bytes now. */
+  private readonly writing = new Set<Promise<void>>()
 
   private constructor (private readonly store: Store, readonly version: VersionId, readonly manifestBytes: Uint8Array) {
     super()
@@ -97,8 +102,14 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     return target
   }
 
+  /** Nothing is left to fetch (the last chunks may still be being written: see `allPresent`). */
   get done (): boolean {
     return this.missing.size === 0
+  }
+
+  /** Every chunk is written and servable: only now may this node tell peers it has the whole version. */
+  get allPresent (): boolean {
+    return this.presentBytes === this.totalBytes
   }
 
   get bytesPresent (): number {
@@ -158,24 +169,16 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     }
     if (!this.missing.delete(id)) return false
     const positions = this.positions.get(id) ?? []
-    const whole = bytes instanceof Uint8Array ? bytes : bytes.length === 1 ? bytes[0] : undefined
+    // `finish` waits for writes in progress: the last chunk to arrive is not always the last to be written.
+    const writing = this.write(positions, bytes, size)
+    this.writing.add(writing)
     try {
-      for (const p of positions) {
-        const file = this.files[p.file]
-        if (file === undefined || file.complete) continue
-        const fh = file.fh ?? await (file.opening ??= open(file.path, 'r+').then(
-          h => { file.fh = h; return h },
-          (err: unknown) => { file.opening = undefined; throw err }
-        ))
-        // One contiguous write when the bytes are in one buffer: several times cheaper in the
-        // kernel than a vectored write of the same bytes in many parts.
-        if (whole !== undefined) await fh.write(whole, 0, size, p.offset)
-        else await fh.writev(bytes as Uint8Array[], p.offset)
-        file.dirty = true
-      }
+      await writing
     } catch (err) {
       this.missing.add(id)
       throw mapFsError(err, `writing chunk ${id}`)
+    } finally {
+      this.writing.delete(writing)
     }
     const first = positions[0]
     if (first !== undefined) {
@@ -199,6 +202,28 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     else this.timer ??= setTimeout(() => { void this.flush().catch(() => {}) }, FLUSH_INTERVAL_MS)
     if (this.missing.size === 0) await this.finish()
     return true
+  }
+
+  /** Writes one chunk's bytes at each of its positions. */
+  private async write (positions: Position[], bytes: Uint8Array | readonly Uint8Array[], size: number): Promise<void> {
+    const whole = bytes instanceof Uint8Array ? bytes : bytes.length === 1 ? bytes[0] : undefined
+    for (const p of positions) {
+      const file = this.files[p.file]
+      if (file === undefined || file.complete) continue
+      const fh = file.fh ?? await (file.opening ??= open(file.path, 'r+').then(
+        h => { file.fh = h; return h },
+        (err: unknown) => { file.opening = undefined; throw err }
+      ))
+      file.dirty = true
+      const direct = await (file.direct ??= DirectWrites.open(file.path).then(d => d ?? null))
+      const how = direct === null ? 'refused' : await direct.write(fh, bytes, size, p.offset)
+      if (how === 'written') continue
+      if (how === 'refused') file.direct = Promise.resolve(null)
+      // One contiguous write when the bytes are in one buffer: several times cheaper in the
+      // kernel than a vectored write of the same bytes in many parts.
+      if (whole !== undefined) await fh.write(whole, 0, size, p.offset)
+      else await fh.writev(bytes as Uint8Array[], p.offset)
+    }
   }
 
   /** Fills needed chunks from other blobs of this store. Returns how many bytes were copied. */
@@ -254,7 +279,10 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     if (this.closed) return
     this.closed = true
     await this.flush().catch(() => {})
-    for (const f of this.files) await f.fh?.close().catch(() => {})
+    for (const f of this.files) {
+      await f.fh?.close().catch(() => {})
+      await closeDirect(f)
+    }
   }
 
   private markPresent (p: Pick<Position, 'file' | 'chunk' | 'global'>): void {
@@ -325,6 +353,11 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
   /** When every chunk is present: flush, promote files to blobs, import the version. */
   private async finish (): Promise<ResolvedVersion> {
     this.finished ??= (async () => {
+      while (this.writing.size > 0) await Promise.allSettled([...this.writing])
+      if (this.missing.size > 0) {
+        this.finished = undefined
+        throw new Error(`${this.missing.size} chunk(s) of ${this.version} failed to be written; the pull is not complete`)
+      }
       await this.flush()
       for (const [fi, f] of this.files.entries()) if (!f.complete) await this.finishFile(fi)
       const pull = await this.store.index.pulls.get(this.version)
@@ -352,6 +385,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       const fh = f.fh ?? await open(f.path, 'r+')
       await fh.sync()
       await fh.close()
+      await closeDirect(f)
       f.fh = undefined
       f.opening = undefined
       await chmod(f.path, 0o444)
@@ -369,4 +403,10 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     f.complete = true
     this.emit('file', file.path)
   }
+}
+
+async function closeDirect (file: FileState): Promise<void> {
+  const direct = await file.direct?.catch(() => null)
+  file.direct = undefined
+  await direct?.close().catch(() => {})
 }

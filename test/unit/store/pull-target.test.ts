@@ -248,6 +248,39 @@ describe('PullTarget', () => {
     expect(again.isMissing(unflushed)).toBe(true)
   })
 
+  it('completes only once every chunk is written, when the last chunk to arrive is not the last written', async () => {
+    // One 4 MiB chunk at 8 positions (identical tensors) takes many writes; the small chunks put
+    // meanwhile complete the set first, and their put finishes the pull.
+    const list = [t('norm', [64], 'norm', 'F32'), ...Array.from({ length: 8 }, (_, i) => t(`same.${i}`, [1024, 2048], 'same'))]
+    await writeModel(join(dir, 'big'), list)
+    v = await addPath(source, join(dir, 'big'), { name: 'big' })
+    manifestBytes = (await source.heads.manifest(v.version))!
+    const target = await open()
+    // Whenever the target says every chunk is present, every chunk has been announced (written).
+    const announced = new Set<number>()
+    target.on('have', indices => { for (const i of indices) announced.add(i) })
+    let claimedEarly = 0
+    let sawDoneBeforePresent = false
+    const watch = setInterval(() => {
+      if (target.allPresent && announced.size < target.totalChunks) claimedEarly++
+      if (target.done && !target.allPresent) sawDoneBeforePresent = true
+    }, 0)
+    const sizes = target.needed().map(id => [id, target.sizeOf(id)] as const).sort((a, b) => b[1] - a[1])
+    const [[big, bigSize], ...rest] = sizes as [readonly [ChunkId, number], ...Array<readonly [ChunkId, number]>]
+    expect(bigSize).toBe(4 * 1024 * 1024)
+    expect(target.indicesOf(big).length).toBe(8)
+    const bigPut = target.put(big, await fromSource(big))
+    await new Promise(resolve => setTimeout(resolve, 5))
+    for (const [id] of rest) await target.put(id, await fromSource(id))
+    expect(await bigPut).toBe(true)
+    clearInterval(watch)
+    await expectSnapshotIdentical(await target.completed())
+    expect(claimedEarly).toBe(0)
+    expect(target.allPresent).toBe(true)
+    // The window this guards: nothing left to fetch while the 4 MiB chunk's writes went on.
+    expect(sawDoneBeforePresent).toBe(true)
+  })
+
   it('copyLocal takes chunks the destination has in another version, without any put from the network', async () => {
     // The destination has an older version; the pulled one changes a quarter of the tensors.
     await writeModel(join(dir, 'old'), tensors())
