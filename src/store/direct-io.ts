@@ -28,7 +28,8 @@
  */
 import { constants } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
-import { isErrno } from './fsutil.js'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { isErrno, writeAt } from './fsutil.js'
 
 /** Alignment of offsets, lengths and buffer addresses for direct writes (a page). @default 4096 */
 export const DIRECT_ALIGN = 4096
@@ -72,45 +73,6 @@ class Stages {
 
 const stages = new Stages()
 
-type Bytes = Uint8Array | readonly Uint8Array[]
-
-/** Copies bytes `[from, from + target.byteLength)` of `bytes` into `target`. */
-function copyRange (bytes: Bytes, from: number, target: Uint8Array): void {
-  const parts = bytes instanceof Uint8Array ? [bytes] : bytes
-  let start = 0
-  let done = 0
-  for (const part of parts) {
-    const end = start + part.byteLength
-    if (end > from + done && done < target.byteLength) {
-      const at = from + done - start
-      const n = Math.min(part.byteLength - at, target.byteLength - done)
-      target.set(part.subarray(at, at + n), done)
-      done += n
-    }
-    start = end
-  }
-}
-
-/** Views of bytes `[from, to)` of `bytes`, without copying. */
-function sliceRange (bytes: Bytes, from: number, to: number): Uint8Array[] {
-  const parts = bytes instanceof Uint8Array ? [bytes] : bytes
-  const out: Uint8Array[] = []
-  let start = 0
-  for (const part of parts) {
-    const end = start + part.byteLength
-    const a = Math.max(from, start)
-    const b = Math.min(to, end)
-    if (a < b) out.push(part.subarray(a - start, b - start))
-    start = end
-  }
-  return out
-}
-
-async function writeAll (fh: FileHandle, parts: Uint8Array[], offset: number): Promise<void> {
-  if (parts.length === 1 && parts[0] !== undefined) await fh.write(parts[0], 0, parts[0].byteLength, offset)
-  else if (parts.length > 1) await fh.writev(parts, offset)
-}
-
 /** The O_DIRECT handle of one file being pulled. */
 export class DirectWrites {
   constructor (private readonly fh: FileHandle) {}
@@ -133,17 +95,21 @@ export class DirectWrites {
    * refused a direct write (EINVAL); the caller writes the whole range buffered, and should stop
    * trying this file.
    */
-  async write (buffered: FileHandle, bytes: Bytes, size: number, offset: number): Promise<'written' | 'short' | 'refused'> {
+  async write (buffered: FileHandle, bytes: Uint8Array | readonly Uint8Array[], size: number, offset: number): Promise<'written' | 'short' | 'refused'> {
     const a = Math.ceil(offset / DIRECT_ALIGN) * DIRECT_ALIGN
     const b = Math.floor((offset + size) / DIRECT_ALIGN) * DIRECT_ALIGN
     if (b - a < MIN_DIRECT_BYTES) return 'short'
+    const list = bytes instanceof Uint8Array ? new Uint8ArrayList(bytes) : new Uint8ArrayList(...bytes)
     for (let at = a; at < b; at += STAGE_BYTES) {
       const n = Math.min(STAGE_BYTES, b - at)
       const stage = await stages.take()
       try {
-        const view = stage.subarray(0, n)
-        copyRange(bytes, at - offset, view)
-        await this.fh.write(view, 0, n, at)
+        let filled = 0
+        for (const part of list.sublist(at - offset, at - offset + n)) {
+          stage.set(part, filled)
+          filled += part.byteLength
+        }
+        await this.fh.write(stage, 0, n, at)
       } catch (err) {
         if (isErrno(err, 'EINVAL')) return 'refused'
         throw err
@@ -151,8 +117,8 @@ export class DirectWrites {
         stages.give(stage)
       }
     }
-    await writeAll(buffered, sliceRange(bytes, 0, a - offset), offset)
-    await writeAll(buffered, sliceRange(bytes, b - offset, size), b)
+    await writeAt(buffered, [...list.sublist(0, a - offset)], offset)
+    await writeAt(buffered, [...list.sublist(b - offset, size)], b)
     return 'written'
   }
 

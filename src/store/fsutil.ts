@@ -1,5 +1,5 @@
 /** Small file-system helpers for durable writes: fsync of folders, atomic replace, error mapping. */
-import { lstat, open, readdir, rename, rm, mkdir, writeFile } from 'node:fs/promises'
+import { lstat, open, readdir, rename, rm, mkdir, writeFile, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { DiskFullError } from '../core/errors.js'
@@ -25,6 +25,16 @@ export async function writeFileAtomic (path: string, data: string | Uint8Array, 
     await rm(tmp, { force: true })
     throw mapFsError(err, `writing ${path}`)
   }
+}
+
+/**
+ * Writes `bytes` (one buffer, or parts in order) at `offset`. One contiguous write when they are in
+ * one buffer: several times cheaper in the kernel than a vectored write of the same bytes in parts.
+ */
+export async function writeAt (fh: FileHandle, bytes: Uint8Array | readonly Uint8Array[], offset: number): Promise<void> {
+  const whole = bytes instanceof Uint8Array ? bytes : bytes.length === 1 ? bytes[0] : undefined
+  if (whole !== undefined) await fh.write(whole, 0, whole.byteLength, offset)
+  else if (bytes.length > 1) await fh.writev(bytes as Uint8Array[], offset)
 }
 
 export function tmpName (prefix: string): string {

@@ -21,7 +21,7 @@ import { byteLength, type ChunkId, type FileDigest, type VersionId } from '../co
 import { DigestMismatchError } from '../core/errors.js'
 import { decodeManifest, type Manifest } from '../core/manifest.js'
 import { DirectWrites } from './direct-io.js'
-import { fsyncDir, isErrno, mapFsError } from './fsutil.js'
+import { fsyncDir, isErrno, mapFsError, writeAt } from './fsutil.js'
 import type { IndexOp } from './index-db.js'
 import type { ResolvedVersion, Store } from './store.js'
 
@@ -206,7 +206,6 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
 
   /** Writes one chunk's bytes at each of its positions. */
   private async write (positions: Position[], bytes: Uint8Array | readonly Uint8Array[], size: number): Promise<void> {
-    const whole = bytes instanceof Uint8Array ? bytes : bytes.length === 1 ? bytes[0] : undefined
     for (const p of positions) {
       const file = this.files[p.file]
       if (file === undefined || file.complete) continue
@@ -219,10 +218,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       const how = direct === null ? 'refused' : await direct.write(fh, bytes, size, p.offset)
       if (how === 'written') continue
       if (how === 'refused') file.direct = Promise.resolve(null)
-      // One contiguous write when the bytes are in one buffer: several times cheaper in the
-      // kernel than a vectored write of the same bytes in many parts.
-      if (whole !== undefined) await fh.write(whole, 0, size, p.offset)
-      else await fh.writev(bytes as Uint8Array[], p.offset)
+      await writeAt(fh, bytes, p.offset)
     }
   }
 

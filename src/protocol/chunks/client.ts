@@ -139,10 +139,7 @@ export class PeerChannel {
       const block = decodeBlock(frame)
       if (block !== undefined) {
         this.load = block.load
-        this.received(block.id)
-        const pending = this.settle(block.id)
-        if (pending !== undefined) pending.resolve(block.data)
-        else this.late(block.id, block.data)
+        this.deliver(block.id, block.data)
         return
       }
       res = ChunkResponse.decode(frame)
@@ -152,13 +149,7 @@ export class PeerChannel {
     }
     this.load = res.load
     switch (res.type) {
-      case ChunkResponse.Type.BLOCK: {
-        this.received(res.id)
-        const pending = this.settle(res.id)
-        if (pending !== undefined) pending.resolve([res.data])
-        else this.late(res.id, [res.data])
-        break
-      }
+      case ChunkResponse.Type.BLOCK: this.deliver(res.id, [res.data]); break
       case ChunkResponse.Type.DONT_HAVE: this.cancelled.delete(res.id); this.settle(res.id)?.reject(new DontHaveError('peer does not have the chunk')); break
       case ChunkResponse.Type.ERROR: this.cancelled.delete(res.id); this.settle(res.id)?.reject(fromWire(res.code, res.message, res.holder)); break
       case ChunkResponse.Type.HAVE: this.onHave(res); break
@@ -173,8 +164,14 @@ export class PeerChannel {
     if (this.cancelled.size > MAX_CANCELLED_REMEMBERED) this.cancelled.delete(this.cancelled.keys().next().value as number)
   }
 
-  /** A block for a request no longer pending: to its `onLate` if it was cancelled with one, else dropped. */
-  private late (reqId: number, bytes: BlockBytes): void {
+  /**
+   * A whole block arrived: acknowledged, then to its request, or, for a request no longer pending,
+   * to its `onLate` if it was cancelled with one, else dropped.
+   */
+  private deliver (reqId: number, bytes: BlockBytes): void {
+    this.received(reqId)
+    const pending = this.settle(reqId)
+    if (pending !== undefined) { pending.resolve(bytes); return }
     const onLate = this.cancelled.get(reqId)
     this.cancelled.delete(reqId)
     if (onLate !== undefined) onLate(bytes)
