@@ -42,7 +42,14 @@ export const PULL_PROGRESS_EVENT_MS = 1000
 /** @default 60 s — how often the disk quota is checked (also after every label switch) */
 export const QUOTA_CHECK_INTERVAL_MS = 60_000
 
-/** @default 16 MiB — bytes one pull may have requested at once from partial peers (seeds have `seedReserveBytes` besides); 24 and 32 MiB pulled the swarm benchmark ~4% faster but took the memory benchmark's daemon from 249 to 276 and 287 MiB */
+/**
+ * @default 16 MiB — bytes one pull may have requested at once from partial peers (seeds have
+ * `seedReserveBytes` besides). Larger budgets measured: 24 and 32 MiB pulled the swarm benchmark
+ * ~4% faster but took the memory benchmark's daemon from 249 to 276 and 287 MiB; 64 MiB, 324 MiB.
+ * 16 MiB plus 8 MiB for each partial peer after the first (48 MiB in the swarm benchmark): last
+ * host at 1.44–1.53× the bound against 1.50–1.53× (within the noise), swarm daemons' peak RSS
+ * 254–309 MiB against 204–261.
+ */
 export const MAX_PULL_IN_FLIGHT_BYTES = 16 * 1024 * 1024
 
 export class Daemon {
@@ -326,17 +333,10 @@ function uploadLimiter (slots: number, rate: number | undefined): UploadLimiter 
   const gate = new Slots(slots)
   const bucket = new TokenBucket(rate)
   return {
-    acquire: async (bytes, signal) => {
-      const release = await gate.acquire(signal)
-      try {
-        await bucket.take(bytes, signal)
-      } catch (err) {
-        release()
-        throw err
-      }
-      return release
-    },
-    wouldWait: bytes => gate.full || bucket.wouldWait(bytes),
+    slot: async signal => await gate.acquire(signal),
+    bandwidth: async (bytes, signal) => { await bucket.take(bytes, signal) },
+    slotWouldWait: () => gate.full,
+    bandwidthWouldWait: bytes => bucket.wouldWait(bytes),
     load: () => gate.inUse + gate.waiting
   }
 }

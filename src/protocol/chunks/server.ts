@@ -1,9 +1,10 @@
 /**
  * Serving side of `/shoal/chunks/1.0.0`: one `ServerSession` per inbound stream.
  *
- * - WANT: queued (at most `MAX_PENDING_PER_STREAM`, else `BUSY`), then served when the upload
- *   limiter grants a slot and the bytes: BLOCK with the verified bytes, or DONT_HAVE. A WANT that
- *   has to wait for the limiter is answered QUEUED first (the BLOCK follows).
+ * - WANT: queued (at most `MAX_PENDING_PER_STREAM`, else `BUSY`); when the upload limiter grants a
+ *   slot, the chunk is read (never before: waiting WANTs hold no bytes), and once the limiter
+ *   grants its bandwidth it is sent: BLOCK with the verified bytes, or DONT_HAVE. A WANT that has
+ *   to wait for the limiter is answered QUEUED first (the BLOCK follows).
  * - CANCEL: drops a queued or in-progress WANT; nothing is sent for it (a block already handed to
  *   the stream still arrives, and the requester may keep it).
  * - RECEIVED: the requester has the whole BLOCK; its bytes go back to the source
@@ -41,11 +42,18 @@ export interface ChunkSource {
   release?: (bytes: Uint8Array) => void
 }
 
-/** Upload limits: a slot and the bandwidth for one block. */
+/**
+ * Upload limits, in two steps: a slot, taken before the chunk is read (so a server holds at most
+ * as many chunks in memory as it has slots, however many WANTs wait), then the bandwidth for the
+ * block once its size is known.
+ */
 export interface UploadLimiter {
-  acquire: (bytes: number, signal: AbortSignal) => Promise<() => void>
-  /** Whether `acquire(bytes)` would wait now: the requester is then told QUEUED. */
-  wouldWait?: (bytes: number) => boolean
+  slot: (signal: AbortSignal) => Promise<() => void>
+  bandwidth: (bytes: number, signal: AbortSignal) => Promise<void>
+  /** Whether `slot()` would wait now: the requester is then told QUEUED. */
+  slotWouldWait?: () => boolean
+  /** Whether `bandwidth(bytes)` would wait now: the requester is then told QUEUED, if it was not already. */
+  bandwidthWouldWait?: (bytes: number) => boolean
   /** Uploads queued or running, reported to requesters. */
   load: () => number
 }
@@ -219,36 +227,37 @@ export class ServerSession {
   /** Serves one WANT; resolves true when the block was sent. */
   private async serve (reqId: number, id: ChunkId, signal: AbortSignal): Promise<boolean> {
     let release: (() => void) | undefined
+    let bytes: Uint8Array | undefined
+    let found: Uint8Array | undefined
+    let handedOver = false
     try {
+      // A request that waits for a slot or the rate cap is acknowledged (with the load counting
+      // it), so the requester can tell a busy server from a stalled one, whose silence gets it banned.
+      let queued = this.limiter.slotWouldWait?.() === true
+      const acquiring = this.limiter.slot(signal)
+      if (queued) void this.reply({ type: ChunkResponse.Type.QUEUED, id: reqId })
+      release = await acquiring
+      if (signal.aborted) return false
       if (this.faults?.oversize !== undefined) {
         await this.framed.send(new Uint8Array(this.faults.oversize))
         return false
       }
-      const found = this.faults?.noChunks === true ? undefined : await this.source.readChunk(id, signal)
-      const bytes = found === undefined && this.faults?.corrupt === true ? new Uint8Array(GARBAGE_BYTES) : found
-      if (signal.aborted) {
-        if (found !== undefined) this.source.release?.(found)
-        return false
-      }
+      found = this.faults?.noChunks === true ? undefined : await this.source.readChunk(id, signal)
+      bytes = found === undefined && this.faults?.corrupt === true ? new Uint8Array(GARBAGE_BYTES) : found
+      if (signal.aborted) return false
       if (bytes === undefined) {
         await this.reply({ type: ChunkResponse.Type.DONT_HAVE, id: reqId })
         return false
       }
-      // A request that waits for a slot or the rate cap is acknowledged (with the load counting
-      // it), so the requester can tell a busy server from a stalled one, whose silence gets it banned.
-      const waits = this.limiter.wouldWait?.(bytes.byteLength) === true
-      const acquiring = this.limiter.acquire(bytes.byteLength, signal)
-      if (waits) void this.reply({ type: ChunkResponse.Type.QUEUED, id: reqId })
-      release = await acquiring.catch((err: unknown) => {
-        this.source.release?.(bytes)
-        throw err
-      })
-      if (signal.aborted) {
-        this.source.release?.(bytes)
-        return false
+      if (!queued && this.limiter.bandwidthWouldWait?.(bytes.byteLength) === true) {
+        queued = true
+        void this.reply({ type: ChunkResponse.Type.QUEUED, id: reqId })
       }
+      await this.limiter.bandwidth(bytes.byteLength, signal)
+      if (signal.aborted) return false
       const data = this.faults?.corrupt === true && found !== undefined ? flipMiddleBit(bytes) : bytes
       this.awaitReceipt(reqId, bytes)
+      handedOver = true
       await this.framed.send(encodeBlock(reqId, this.limiter.load(), data))
       this.log.debug({ peer: this.remote, chunk: id, size: data.byteLength }, 'chunk sent')
       this.onSent?.(this.remote, data.byteLength, [...this.interests.keys()])
@@ -259,6 +268,8 @@ export class ServerSession {
       await this.reply({ type: ChunkResponse.Type.ERROR, id: reqId, code: WireCode.INTERNAL, message: 'could not read the chunk' }).catch(() => {})
       return false
     } finally {
+      // Bytes read but never handed to the stream go straight back; handed-over ones wait for RECEIVED.
+      if (!handedOver && found !== undefined) this.source.release?.(found)
       release?.()
     }
   }

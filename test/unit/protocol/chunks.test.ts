@@ -56,16 +56,21 @@ class FakeSource implements ChunkSource {
   }
 }
 
-/** Grants every slot at once and counts. */
+/** Grants every slot and all bandwidth at once, and counts: `acquired` holds the bytes of each bandwidth grant. */
 class CountingLimiter implements UploadLimiter {
   acquired: number[] = []
+  slots = 0
   active = 0
   released = 0
 
-  async acquire (bytes: number): Promise<() => void> {
-    this.acquired.push(bytes)
+  async slot (): Promise<() => void> {
+    this.slots++
     this.active++
     return () => { this.active--; this.released++ }
+  }
+
+  async bandwidth (bytes: number): Promise<void> {
+    this.acquired.push(bytes)
   }
 
   load (): number {
@@ -175,8 +180,9 @@ describe('/shoal/chunks/1.0.0', () => {
     const slots = new Slots(1)
     const hold = await slots.acquire()
     const queuedLimiter: UploadLimiter = {
-      acquire: async (_bytes, signal) => await slots.acquire(signal),
-      wouldWait: () => slots.full,
+      slot: async signal => await slots.acquire(signal),
+      bandwidth: async () => {},
+      slotWouldWait: () => slots.full,
       load: () => slots.inUse + slots.waiting
     }
     new ServerSession(inbound, 'peer-a', source, queuedLimiter, new RecentSends(), { debug () {} })
@@ -199,6 +205,39 @@ describe('/shoal/chunks/1.0.0', () => {
     expect(joined(await channel.want(free, undefined, false, () => { freeQueued = true }))).toEqual(freeBytes)
     expect(freeQueued).toBe(false)
     expect(queued).toBe(1)
+  })
+
+  it('WANTs waiting for an upload slot hold no bytes: the server reads at most one chunk per slot', async () => {
+    const slots = new Slots(2)
+    new ServerSession(inbound, 'peer-a', source, {
+      slot: async signal => await slots.acquire(signal),
+      bandwidth: async () => {},
+      slotWouldWait: () => slots.full,
+      load: () => slots.inUse + slots.waiting
+    }, new RecentSends(), { debug () {} })
+    const channel = new PeerChannel(outbound, 64 * 1024 * 1024)
+    const all = Array.from({ length: 12 }, (_, i) => chunk(40 + i))
+    for (const c of all) source.chunks.set(c.id, c.bytes)
+    // Reads are held until released one by one, as a slow disk would.
+    let reading = 0
+    let mostAtOnce = 0
+    const waiting: Array<() => void> = []
+    source.gate = async () => {
+      reading++
+      mostAtOnce = Math.max(mostAtOnce, reading)
+      await new Promise<void>(resolve => waiting.push(resolve))
+      reading--
+    }
+    let queued = 0
+    const wanted = all.map(async c => joined(await channel.want(c.id, undefined, false, () => { queued++ })))
+    await vi.waitFor(() => { expect(queued).toBe(10) })
+    expect(source.reads.length).toBe(2)
+    while (source.reads.length < all.length || waiting.length > 0) {
+      await vi.waitFor(() => { expect(waiting.length).toBeGreaterThan(0) })
+      waiting.shift()?.()
+    }
+    expect((await Promise.all(wanted)).map(b => b.byteLength)).toEqual(all.map(c => c.bytes.byteLength))
+    expect(mostAtOnce).toBe(2)
   })
 
   it('WANT of a chunk the server lacks → DONT_HAVE', async () => {
