@@ -48,20 +48,24 @@ try {
     const puller = await new DaemonProcess(home, [...listen, '--peer', addresses[0] ?? '']).start()
     daemons.push(puller)
     const client = new ShoalClient({ socketPath: puller.socket })
-    const cpu0 = (await puller.cpuSeconds()).total
-    const seedCpu0 = (await seed.cpuSeconds()).total
+    const cpu0 = await puller.cpuSeconds()
+    const seedCpu0 = await seed.cpuSeconds()
     const t0 = process.hrtime.bigint()
     await client.pull({ ref: `bench@${version}` })
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9
-    const cpu = (await puller.cpuSeconds()).total - cpu0
-    const seedCpu = (await seed.cpuSeconds()).total - seedCpu0
+    const cpuNow = await puller.cpuSeconds()
+    const seedNow = await seed.cpuSeconds()
+    const cpu = cpuNow.total - cpu0.total
+    const seedCpu = seedNow.total - seedCpu0.total
+    // user + sys: on this kind of VM the system part swings with how recently memory was touched.
+    const split = (now: { user: number, sys: number }, before: { user: number, sys: number }): string => `${(now.user - before.user).toFixed(2)} user + ${(now.sys - before.sys).toFixed(2)} sys`
     pullerRss = Math.max(pullerRss, await puller.peakRss())
     await puller.stop()
     await rm(home, { recursive: true, force: true })
     if (i === 0) { console.log(`warm-up pull: ${mb(size / seconds / 1e6)}`); continue }
     rates.push(size / seconds / 1e6)
     cpuRates.push(size / cpu / 1e6)
-    console.log(`pull ${i}: ${mb(size / seconds / 1e6)} (${seconds.toFixed(2)} s; puller CPU ${cpu.toFixed(2)} s → ${mb(size / cpu / 1e6)} per CPU-second; seed CPU ${seedCpu.toFixed(2)} s)`)
+    console.log(`pull ${i}: ${mb(size / seconds / 1e6)} (${seconds.toFixed(2)} s; puller CPU ${cpu.toFixed(2)} s (${split(cpuNow, cpu0)}) → ${mb(size / cpu / 1e6)} per CPU-second; seed CPU ${seedCpu.toFixed(2)} s (${split(seedNow, seedCpu0)}))`)
   }
   const seedRss = await seed.peakRss()
   await seed.stop()
