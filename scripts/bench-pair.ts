@@ -22,6 +22,11 @@ import { DaemonProcess } from './lib/daemon-proc.js'
 import { median } from './lib/proc.js'
 import { llamaTensors, writeSafetensors } from './lib/synth.js'
 
+/** CPU spent between two readings, split into user and system time (where a pull's CPU goes differs by run: the seed's swings are in user time). */
+function cpuSplit (now: { user: number, sys: number }, before: { user: number, sys: number }): string {
+  return `${(now.user - before.user).toFixed(2)} user + ${(now.sys - before.sys).toFixed(2)} sys`
+}
+
 const { values } = parseArgs({ options: { mib: { type: 'string', default: '1024' }, runs: { type: 'string', default: '3' } } })
 const MiB = 1024 * 1024
 const bytes = Number(values.mib) * MiB
@@ -57,15 +62,13 @@ try {
     const seedNow = await seed.cpuSeconds()
     const cpu = cpuNow.total - cpu0.total
     const seedCpu = seedNow.total - seedCpu0.total
-    // user + sys: on this kind of VM the system part swings with how recently memory was touched.
-    const split = (now: { user: number, sys: number }, before: { user: number, sys: number }): string => `${(now.user - before.user).toFixed(2)} user + ${(now.sys - before.sys).toFixed(2)} sys`
     pullerRss = Math.max(pullerRss, await puller.peakRss())
     await puller.stop()
     await rm(home, { recursive: true, force: true })
     if (i === 0) { console.log(`warm-up pull: ${mb(size / seconds / 1e6)}`); continue }
     rates.push(size / seconds / 1e6)
     cpuRates.push(size / cpu / 1e6)
-    console.log(`pull ${i}: ${mb(size / seconds / 1e6)} (${seconds.toFixed(2)} s; puller CPU ${cpu.toFixed(2)} s (${split(cpuNow, cpu0)}) → ${mb(size / cpu / 1e6)} per CPU-second; seed CPU ${seedCpu.toFixed(2)} s (${split(seedNow, seedCpu0)}))`)
+    console.log(`pull ${i}: ${mb(size / seconds / 1e6)} (${seconds.toFixed(2)} s; puller CPU ${cpu.toFixed(2)} s (${cpuSplit(cpuNow, cpu0)}) → ${mb(size / cpu / 1e6)} per CPU-second; seed CPU ${seedCpu.toFixed(2)} s (${cpuSplit(seedNow, seedCpu0)}))`)
   }
   const seedRss = await seed.peakRss()
   await seed.stop()

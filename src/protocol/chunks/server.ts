@@ -227,13 +227,12 @@ export class ServerSession {
   /** Serves one WANT; resolves true when the block was sent. */
   private async serve (reqId: number, id: ChunkId, signal: AbortSignal): Promise<boolean> {
     let release: (() => void) | undefined
-    let bytes: Uint8Array | undefined
     let found: Uint8Array | undefined
     let handedOver = false
     try {
       // A request that waits for a slot or the rate cap is acknowledged (with the load counting
       // it), so the requester can tell a busy server from a stalled one, whose silence gets it banned.
-      let queued = this.limiter.slotWouldWait?.() === true
+      const queued = this.limiter.slotWouldWait?.() === true
       const acquiring = this.limiter.slot(signal)
       if (queued) void this.reply({ type: ChunkResponse.Type.QUEUED, id: reqId })
       release = await acquiring
@@ -243,16 +242,13 @@ export class ServerSession {
         return false
       }
       found = this.faults?.noChunks === true ? undefined : await this.source.readChunk(id, signal)
-      bytes = found === undefined && this.faults?.corrupt === true ? new Uint8Array(GARBAGE_BYTES) : found
+      const bytes = found === undefined && this.faults?.corrupt === true ? new Uint8Array(GARBAGE_BYTES) : found
       if (signal.aborted) return false
       if (bytes === undefined) {
         await this.reply({ type: ChunkResponse.Type.DONT_HAVE, id: reqId })
         return false
       }
-      if (!queued && this.limiter.bandwidthWouldWait?.(bytes.byteLength) === true) {
-        queued = true
-        void this.reply({ type: ChunkResponse.Type.QUEUED, id: reqId })
-      }
+      if (!queued && this.limiter.bandwidthWouldWait?.(bytes.byteLength) === true) void this.reply({ type: ChunkResponse.Type.QUEUED, id: reqId })
       await this.limiter.bandwidth(bytes.byteLength, signal)
       if (signal.aborted) return false
       const data = this.faults?.corrupt === true && found !== undefined ? flipMiddleBit(bytes) : bytes

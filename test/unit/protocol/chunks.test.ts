@@ -59,12 +59,10 @@ class FakeSource implements ChunkSource {
 /** Grants every slot and all bandwidth at once, and counts: `acquired` holds the bytes of each bandwidth grant. */
 class CountingLimiter implements UploadLimiter {
   acquired: number[] = []
-  slots = 0
   active = 0
   released = 0
 
   async slot (): Promise<() => void> {
-    this.slots++
     this.active++
     return () => { this.active--; this.released++ }
   }
@@ -75,6 +73,16 @@ class CountingLimiter implements UploadLimiter {
 
   load (): number {
     return this.active
+  }
+}
+
+/** A limiter over `slots` with no rate cap, reporting the slots' load (as the daemon's does). */
+function slotsLimiter (slots: Slots): UploadLimiter {
+  return {
+    slot: async signal => await slots.acquire(signal),
+    bandwidth: async () => {},
+    slotWouldWait: () => slots.full,
+    load: () => slots.inUse + slots.waiting
   }
 }
 
@@ -179,13 +187,7 @@ describe('/shoal/chunks/1.0.0', () => {
   it('a WANT that waits for an upload slot is answered QUEUED at once, then BLOCK once a slot frees', async () => {
     const slots = new Slots(1)
     const hold = await slots.acquire()
-    const queuedLimiter: UploadLimiter = {
-      slot: async signal => await slots.acquire(signal),
-      bandwidth: async () => {},
-      slotWouldWait: () => slots.full,
-      load: () => slots.inUse + slots.waiting
-    }
-    new ServerSession(inbound, 'peer-a', source, queuedLimiter, new RecentSends(), { debug () {} })
+    new ServerSession(inbound, 'peer-a', source, slotsLimiter(slots), new RecentSends(), { debug () {} })
     const channel = new PeerChannel(outbound, 16 * 1024 * 1024)
     const { id, bytes } = chunk(1)
     source.chunks.set(id, bytes)
@@ -209,12 +211,7 @@ describe('/shoal/chunks/1.0.0', () => {
 
   it('WANTs waiting for an upload slot hold no bytes: the server reads at most one chunk per slot', async () => {
     const slots = new Slots(2)
-    new ServerSession(inbound, 'peer-a', source, {
-      slot: async signal => await slots.acquire(signal),
-      bandwidth: async () => {},
-      slotWouldWait: () => slots.full,
-      load: () => slots.inUse + slots.waiting
-    }, new RecentSends(), { debug () {} })
+    new ServerSession(inbound, 'peer-a', source, slotsLimiter(slots), new RecentSends(), { debug () {} })
     const channel = new PeerChannel(outbound, 64 * 1024 * 1024)
     const all = Array.from({ length: 12 }, (_, i) => chunk(40 + i))
     for (const c of all) source.chunks.set(c.id, c.bytes)
