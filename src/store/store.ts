@@ -102,7 +102,7 @@ export class Store {
    * Buffers for chunks read to be served: a new 4 MiB buffer per served chunk made the garbage
    * collector, not encryption, the largest cost of a seed sending at full speed.
    */
-  private readonly readPool = new BufferPool(MAX_CHUNK_SIZE, READ_POOL_BUFFERS)
+  private readonly readPool = new BufferPool(MAX_CHUNK_SIZE, { maxPooled: READ_POOL_BUFFERS, shared: false })
   /** Decoded manifests by version id (immutable, so never stale); bounded, oldest dropped first. */
   private readonly decoded = new Map<VersionId, Manifest>()
   /** Chunks verified and written by a pull but not yet durable/indexed: servable already. */

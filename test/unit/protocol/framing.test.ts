@@ -75,8 +75,9 @@ describe('FrameDecoder', () => {
 
 describe('BufferPool', () => {
   it('reuses buffers given back, ignores foreign and repeated gives, keeps at most `maxPooled`', () => {
-    const pool = new BufferPool(64, 1)
+    const pool = new BufferPool(64, { maxPooled: 1 })
     const a = pool.take(64)
+    expect(a.buffer).toBeInstanceOf(SharedArrayBuffer)
     const b = pool.take(10)
     expect(a.buffer).not.toBe(b.buffer)
     pool.give(a.subarray(5))
@@ -88,5 +89,17 @@ describe('BufferPool', () => {
     expect(c.byteLength).toBe(20)
     expect(pool.take(1).buffer).not.toBe(b.buffer)
     expect(() => pool.take(65)).toThrow(RangeError)
+  })
+
+  it('hands out ordinary ArrayBuffers when not shared, and reuses them the same way', () => {
+    const pool = new BufferPool(64, { shared: false })
+    const a = pool.take(32)
+    expect(a.buffer).toBeInstanceOf(ArrayBuffer)
+    expect(a.buffer).not.toBeInstanceOf(SharedArrayBuffer)
+    pool.give(a)
+    pool.give(new Uint8Array(64)) // not from this pool: ignored
+    const b = pool.take(64)
+    expect(b.buffer).toBe(a.buffer)
+    expect(pool.take(64).buffer).not.toBe(a.buffer)
   })
 })
