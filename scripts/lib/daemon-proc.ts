@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { DAEMON_NODE_FLAGS } from '../../src/daemon/runtime.js'
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)))
 export const CLI = join(ROOT, 'dist', 'cli', 'main.js')
@@ -27,7 +28,7 @@ export class DaemonProcess {
   /** Starts the daemon and waits until `shoal status` answers. */
   async start (timeoutMs = 20_000): Promise<this> {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`)
-    const [command, ...prefix] = [...this.wrap, process.execPath, ...profileArgs()]
+    const [command, ...prefix] = [...this.wrap, process.execPath, ...DAEMON_NODE_FLAGS, ...profileArgs()]
     // Tests and benchmarks stay on loopback (an ephemeral port) unless told where to listen.
     const listen = this.extraArgs.includes('--listen') ? [] : ['--listen', '/ip4/127.0.0.1/tcp/0']
     const child = spawn(command ?? process.execPath, [...prefix, CLI, 'daemon', ...listen, ...this.extraArgs], {

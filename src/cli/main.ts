@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
 /**
  * `shoal`: the admin CLI. Parsing and output only: every command but `daemon` talks to the daemon
  * through `ShoalClient` over the local socket. `--json` on every command prints one JSON document

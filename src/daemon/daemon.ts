@@ -35,6 +35,7 @@ import { LeaseTable } from './leases.js'
 import { Metrics } from './metrics.js'
 import { ServingService } from './serving.js'
 import { loadOrCreateToken } from './token.js'
+import { missingNodeFlags } from './runtime.js'
 import { SearchIndex } from '../store/search-index.js'
 
 /** @default 1 s — `pull.progress` events of a followed pull are sent at most this often */
@@ -285,6 +286,10 @@ export class Daemon {
 
   /** Runs until SIGTERM or SIGINT, then stops. */
   async runUntilSignalled (): Promise<void> {
+    const missing = missingNodeFlags()
+    if (missing.length > 0) {
+      this.log.warn({ missing }, 'node was started without the flags `shoal daemon` runs with, so peak memory is ~30 MiB higher: start it as `shoal daemon`, or pass them to node')
+    }
     await this.start()
     await new Promise<void>(resolve => {
       const onSignal = (signal: string): void => {
