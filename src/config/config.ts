@@ -33,6 +33,13 @@ export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/4077']
 export const DEFAULT_MAX_CONNECTIONS = 300
 /** Concurrent uploads served. @default 8 */
 export const DEFAULT_UPLOAD_SLOTS = 8
+/**
+ * Upload slots one peer may hold at once: a peer that stops reading holds every send it starts,
+ * so without a share it could take all of them. @default 4
+ */
+export const DEFAULT_UPLOAD_SLOTS_PER_PEER = 4
+/** @default 30 s — see `SEND_STALL_MS` (protocol/framing.ts) */
+export const DEFAULT_SEND_STALL_SECONDS = 30
 
 const multiaddrText = z.string().min(1).max(1024).refine(s => s.startsWith('/'), 'a multiaddr starts with /, e.g. /ip4/10.0.0.2/tcp/4077')
 const byteRate = z.number().int().positive().optional()
@@ -62,6 +69,10 @@ export const configFileSchema = z.strictObject({
     strategy: z.enum(['weighted', 'round-robin', 'random']).optional(),
     pieceOrder: z.enum(['rarest', 'in-order']).optional(),
     uploadSlots: z.number().int().positive().max(1024).optional(),
+    /** Upload slots one peer may hold at once. @default 4 */
+    uploadSlotsPerPeer: z.number().int().positive().max(1024).optional(),
+    /** Abort an upload stream whose peer reads nothing for this long. @default 30 */
+    sendStallSeconds: z.number().int().positive().max(3600).optional(),
     /** Bytes per second; unset = unlimited. */
     uploadRate: byteRate,
     downloadRate: byteRate,
@@ -94,6 +105,8 @@ export interface Config {
     strategy: 'weighted' | 'round-robin' | 'random'
     pieceOrder: 'rarest' | 'in-order'
     uploadSlots: number
+    uploadSlotsPerPeer: number
+    sendStallSeconds: number
     uploadRate?: number
     downloadRate?: number
     banSeconds: number
@@ -155,6 +168,8 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
       strategy: strategy.data ?? 'weighted',
       pieceOrder: t.pieceOrder ?? 'rarest',
       uploadSlots: t.uploadSlots ?? DEFAULT_UPLOAD_SLOTS,
+      uploadSlotsPerPeer: t.uploadSlotsPerPeer ?? DEFAULT_UPLOAD_SLOTS_PER_PEER,
+      sendStallSeconds: t.sendStallSeconds ?? DEFAULT_SEND_STALL_SECONDS,
       ...(t.uploadRate !== undefined ? { uploadRate: t.uploadRate } : {}),
       ...(t.downloadRate !== undefined ? { downloadRate: t.downloadRate } : {}),
       banSeconds: t.banSeconds ?? 600,

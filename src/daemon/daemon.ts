@@ -7,12 +7,12 @@
  */
 import type { Config } from '../config/config.js'
 import { SOCKET_MODE } from '../config/config.js'
-import { Slots, TokenBucket } from '../fetcher/bandwidth.js'
+import { TokenBucket, UploadLimits } from '../fetcher/bandwidth.js'
 import { OriginClient } from '../fetcher/origin.js'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
 import { PeerScores } from '../p2p/judge.js'
 import { createNode, type ShoalNode } from '../p2p/node.js'
-import { MAX_FRAME_BYTES, type ServerFaults, type UploadLimiter } from '../protocol/chunks/index.js'
+import { MAX_FRAME_BYTES, type ServerFaults } from '../protocol/chunks/index.js'
 import { routes } from '../rpc/api.js'
 import { RpcServer } from '../rpc/server.js'
 import { Store } from '../store/store.js'
@@ -122,8 +122,10 @@ export class Daemon {
         isBanned: peer => judge.isBanned(peer),
         chunks: {
           source: pulls,
-          limiter: uploadLimiter(config.transfer.uploadSlots, config.transfer.uploadRate),
+          limiter: new UploadLimits(config.transfer.uploadSlots, config.transfer.uploadSlotsPerPeer, config.transfer.uploadRate),
           maxInFlightBytes: MAX_PULL_IN_FLIGHT_BYTES,
+          sendStallMs: config.transfer.sendStallSeconds * 1000,
+          onPeerFault: (peer, offence, detail) => { judge.penalize(peer, offence, detail) },
           log: componentLogger(this.log, 'chunks'),
           onSent: (peer, bytes, versions) => {
             this.metrics?.bytesSent.inc({ peer }, bytes)
@@ -331,18 +333,6 @@ async function listening<T> (addresses: string[], starting: Promise<T>): Promise
       throw new InvalidInputError(`cannot listen on ${addresses.join(', ')}: ${(err as Error).message}; pass --listen with an address of this host`, { cause: err })
     }
     throw err
-  }
-}
-
-function uploadLimiter (slots: number, rate: number | undefined): UploadLimiter {
-  const gate = new Slots(slots)
-  const bucket = new TokenBucket(rate)
-  return {
-    slot: async signal => await gate.acquire(signal),
-    bandwidth: async (bytes, signal) => { await bucket.take(bytes, signal) },
-    slotWouldWait: () => gate.full,
-    bandwidthWouldWait: bytes => bucket.wouldWait(bytes),
-    load: () => gate.inUse + gate.waiting
   }
 }
 

@@ -247,3 +247,60 @@ function abortedError (signal: AbortSignal | undefined): AbortedError {
   const reason: unknown = signal?.reason
   return reason instanceof AbortedError ? reason : new AbortedError(undefined, { cause: reason })
 }
+
+/**
+ * Upload limits of a serving node, as the chunk server asks for them: a slot from `slots` shared
+ * by every peer, taken only after one of the requesting peer's own `perPeer` slots, then the bytes
+ * from the rate bucket. So one peer — one that stops reading, say, and holds every send it starts
+ * — holds at most `perPeer` of the node's slots, and the others keep being served.
+ */
+export class UploadLimits {
+  private readonly gate: Slots
+  private readonly bucket: TokenBucket
+  private readonly peers = new Map<string, Slots>()
+
+  constructor (slots: number, private readonly perPeer: number, rate?: number) {
+    this.gate = new Slots(slots)
+    this.bucket = new TokenBucket(rate)
+    if (!Number.isSafeInteger(perPeer) || perPeer < 1) throw new InvalidInputError(`slots per peer must be a positive integer, got ${perPeer}`)
+  }
+
+  /** Resolves with a release function once `peer` holds one of its own slots and one of the node's. */
+  async slot (signal: AbortSignal, peer = ''): Promise<() => void> {
+    const own = this.peers.get(peer) ?? new Slots(this.perPeer)
+    this.peers.set(peer, own)
+    let releaseOwn: (() => void) | undefined
+    try {
+      releaseOwn = await own.acquire(signal)
+      const releaseShared = await this.gate.acquire(signal)
+      const release = releaseOwn
+      return () => { releaseShared(); release(); this.forget(peer, own) }
+    } catch (err) {
+      releaseOwn?.()
+      this.forget(peer, own)
+      throw err
+    }
+  }
+
+  async bandwidth (bytes: number, signal: AbortSignal): Promise<void> {
+    await this.bucket.take(bytes, signal)
+  }
+
+  /** Whether `slot(peer)` would wait now. */
+  slotWouldWait (peer = ''): boolean {
+    return this.gate.full || this.peers.get(peer)?.full === true
+  }
+
+  bandwidthWouldWait (bytes: number): boolean {
+    return this.bucket.wouldWait(bytes)
+  }
+
+  /** Uploads running or waiting for a shared slot. */
+  load (): number {
+    return this.gate.inUse + this.gate.waiting
+  }
+
+  private forget (peer: string, own: Slots): void {
+    if (own.inUse === 0 && own.waiting === 0 && this.peers.get(peer) === own) this.peers.delete(peer)
+  }
+}

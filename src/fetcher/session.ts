@@ -64,8 +64,11 @@ export interface Target {
   originOf: (id: ChunkId) => { url: string, offset: number } | undefined
 }
 
-/** `timeout`: one late request (soft); `stall`: repeated timeouts with nothing ever delivered. */
-export type Offence = 'corrupt' | 'lie' | 'timeout' | 'stall' | 'protocol'
+/**
+ * `timeout`: one late request (soft); `stall`: repeated timeouts with nothing ever delivered;
+ * `unread`: as a requester, it stopped reading the blocks it asked this node for.
+ */
+export type Offence = 'corrupt' | 'lie' | 'timeout' | 'stall' | 'protocol' | 'unread'
 
 /** Daemon-wide memory of peers: credit, penalties, bans. */
 export interface PeerJudge {
@@ -118,6 +121,12 @@ export interface SessionOptions {
    * long from when it was sent before it is cancelled: the peer is busy, not stalled. @default 30 s
    */
   maxQueuedMs: number
+  /**
+   * While a peer that has missing pieces keeps answering QUEUED, the pull waits for it past
+   * `noProgressTimeoutMs`, up to this long without progress: a seed whose slots all serve others
+   * is busy, not gone (a peer could also say QUEUED for ever, hence the bound). @default 5 min
+   */
+  maxBusyWaitMs: number
   /** Origin requests at once. */
   originConcurrency: number
   /** A peer that answered DUPLICATE for a piece is not asked for it again for this long. */
@@ -161,6 +170,7 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   maxConsecutiveTimeouts: 3,
   stallMs: 30_000,
   maxQueuedMs: 30_000,
+  maxBusyWaitMs: 5 * 60_000,
   originConcurrency: 4,
   duplicateBackoffMs: 2_000,
   // As long as a server holds a chunk back after it arrived (DUPLICATE_HOLD_MS).
@@ -204,6 +214,8 @@ class PeerState implements SelectablePeer {
   consecutiveTimeouts = 0
   received = 0
   lastBlockAt = 0
+  /** When this peer last answered QUEUED to one of this session's requests. */
+  queuedAt = -Infinity
   /** The channel's `bytesReceived` at the last tick, and when it last grew. */
   blockBytesSeen = 0
   lastBytesAt = 0
@@ -237,7 +249,7 @@ export class FetchSession {
    * Per peer, for the whole session (kept when its channel closes and a new `PeerState` starts):
    * when it was first asked for a chunk, and the bytes of blocks it delivered.
    */
-  private readonly history = new Map<string, { firstAskedAt: number, delivered: number }>()
+  private readonly history = new Map<string, { firstAskedAt: number, delivered: number, queuedAt: number }>()
   private readonly unrequested: PieceSet<ChunkId>
   private readonly requesters = new Map<ChunkId, Set<string>>()
   /** Partial peers holding each chunk (complete peers are counted in `completePeers`). */
@@ -523,6 +535,13 @@ export class FetchSession {
     return now - req.started - expected
   }
 
+  /** Connected peers that answered QUEUED within `noProgressTimeoutMs`: busy serving others, not gone. */
+  private busyPeers (now: number): number {
+    let n = 0
+    for (const p of this.peers.values()) if (!p.gone && now - p.queuedAt < this.opts.noProgressTimeoutMs) n++
+    return n
+  }
+
   private partialPeers (): number {
     let n = 0
     for (const p of this.peers.values()) if (!p.gone && p.have instanceof Uint8Array) n++
@@ -536,7 +555,7 @@ export class FetchSession {
     const timeoutMs = this.opts.requestTimeoutBaseMs + 2000 * (peer.inflightBytes + size) / rate
     const timer = setTimeout(() => this.onTimeout(peer, id), timeoutMs)
     peer.inflight.set(id, { controller, size, started: Date.now(), timer })
-    if (!this.history.has(peer.key)) this.history.set(peer.key, { firstAskedAt: Date.now(), delivered: 0 })
+    if (!this.history.has(peer.key)) this.history.set(peer.key, { firstAskedAt: Date.now(), delivered: 0, queuedAt: -Infinity })
     peer.inflightBytes += size
     this.inflightBytes += size
     this.unrequested.delete(id)
@@ -558,6 +577,9 @@ export class FetchSession {
     const onQueued = (): void => {
       const req = peer.inflight.get(id)
       if (req !== undefined && req.controller === controller) req.queued = true
+      peer.queuedAt = Date.now()
+      const history = this.history.get(peer.key)
+      if (history !== undefined) history.queuedAt = peer.queuedAt
     }
     const onLate = (bytes: Uint8Array[]): void => {
       void this.onLateBlock(peer, id, bytes).finally(() => channel?.release?.(bytes))
@@ -711,14 +733,24 @@ export class FetchSession {
     }
     this.settle(peer, id)
     req.controller.abort()
+    this.requeue(id)
+    if (req.queued === true) {
+      // Busy, not stalling: it acknowledged the request and holds it for a slot. Ask elsewhere,
+      // and do not count it against the peer (a seed whose slots a hostile requester filled was
+      // banned as a staller by every honest puller waiting on it).
+      this.extras.log?.debug({ peer: peer.key, chunk: id, ms: now - req.started }, 'queued request cancelled: the peer is busy')
+      this.pump()
+      return
+    }
     this.extras.log?.debug({ peer: peer.key, chunk: id, ms: now - req.started }, 'request timed out')
     peer.consecutiveTimeouts++
-    this.requeue(id)
     // Nothing ever delivered counts across reconnects: a peer whose connection was cut and reopened
     // starts a new `PeerState`, but not a new record (a puller banned a busy seed so at 25 Mbit/s).
+    // A peer that said QUEUED within `stallMs` is busy, not stalling.
     const history = this.history.get(peer.key)
     const silentFor = now - (history?.firstAskedAt ?? now)
-    if (!peer.origin && peer.consecutiveTimeouts >= this.opts.maxConsecutiveTimeouts && silentFor >= this.opts.stallMs && history?.delivered === 0) {
+    const busy = now - (history?.queuedAt ?? -Infinity) < this.opts.stallMs
+    if (!peer.origin && peer.consecutiveTimeouts >= this.opts.maxConsecutiveTimeouts && silentFor >= this.opts.stallMs && history?.delivered === 0 && !busy) {
       this.punish(peer, 'stall', `${peer.consecutiveTimeouts} requests timed out and nothing received in ${Math.round(silentFor / 1000)} s`)
     } else if (!peer.origin) {
       this.judge.penalize(peer.key, 'timeout', `request for ${id} timed out`)
@@ -800,14 +832,21 @@ export class FetchSession {
     }
     this.extras.onProgress?.(this.progress())
     if (this.target.done) { this.complete(); return }
-    if (Date.now() - this.lastProgress > this.opts.noProgressTimeoutMs) {
-      const live = this.livePeers()
-      const missing = this.unrequested.size + this.requesters.size
-      const reason = live === 0
-        ? `no peer has ${this.target.version}${this.origin === undefined ? ' and no origin is listed' : ', and its origin did not answer'} (check --peer and the network)`
-        : `${live} peer(s) connected, but none delivered any of the ${missing} missing chunks for ${Math.round(this.opts.noProgressTimeoutMs / 1000)} s`
-      this.fail(new FetchStalledError(`pull of ${this.target.version} stalled: ${reason}`))
-      return
+    const idle = now - this.lastProgress
+    if (idle > this.opts.noProgressTimeoutMs) {
+      const busy = this.busyPeers(now)
+      if (busy === 0 || idle > this.opts.maxBusyWaitMs) {
+        const live = this.livePeers()
+        const missing = this.unrequested.size + this.requesters.size
+        const seconds = Math.round(idle / 1000)
+        const reason = live === 0
+          ? `no peer has ${this.target.version}${this.origin === undefined ? ' and no origin is listed' : ', and its origin did not answer'} (check --peer and the network)`
+          : busy > 0
+            ? `${busy} peer(s) that have it are busy: they answered QUEUED (every upload slot in use) but delivered none of the ${missing} missing chunks for ${seconds} s; try again later, or add peers`
+            : `${live} peer(s) connected, but none delivered any of the ${missing} missing chunks for ${seconds} s`
+        this.fail(new FetchStalledError(`pull of ${this.target.version} stalled: ${reason}`))
+        return
+      }
     }
     this.pump()
   }

@@ -6,7 +6,9 @@
  * - `lie` (claimed a chunk, then said it did not have it): banned at the fifth;
  * - `timeout` is soft (slow or overloaded is not malice);
  * - `stall` (timed out repeatedly without ever delivering): banned at once;
- * - `protocol` (oversized or undecodable frames, bad bitfields): banned at once.
+ * - `protocol` (oversized or undecodable frames, bad bitfields): banned at once;
+ * - `unread` (asked this node for blocks, then read nothing of them for `SEND_STALL_MS`, holding
+ *   upload slots meanwhile): banned at the second (the first may be a machine that was suspended).
  * A ban lasts `banMs`; the connection gater refuses the peer meanwhile and `onBan` hangs up on it.
  */
 import type { Offence, PeerJudge } from '../fetcher/session.js'
@@ -14,7 +16,7 @@ import type { Offence, PeerJudge } from '../fetcher/session.js'
 /** @default 10 min */
 export const DEFAULT_BAN_MS = 10 * 60_000
 
-export const BAN_RULES: Record<Offence, number> = { corrupt: 3, lie: 5, timeout: Infinity, stall: 1, protocol: 1 }
+export const BAN_RULES: Record<Offence, number> = { corrupt: 3, lie: 5, timeout: Infinity, stall: 1, protocol: 1, unread: 2 }
 
 export interface PeerRecord {
   peer: string

@@ -9,6 +9,9 @@
  *   frames are views of the received parts.
  * - Sending: `send` writes the varint length and the frame; when the stream asks for it, the next
  *   send waits for `drain`. Sends are serialised, so callers may send from several tasks.
+ * - A peer that stops reading cannot hold a sender for ever: while a send waits for `drain`, the
+ *   stream's write buffer must shrink at least once every `sendStallMs` (`SEND_STALL_MS`), else
+ *   the stream is aborted with `SendStalledError` (the peer's window stayed shut: it read nothing).
  *
  * Flow control is the protocols' job: a requester bounds what it has asked for, so a well-behaved
  * peer never has more than that in flight; the read buffer cap catches one that is not.
@@ -16,8 +19,24 @@
 import type { Stream } from '@libp2p/interface'
 import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { MalformedDataError } from '../core/errors.js'
+import { MalformedDataError, ShoalError } from '../core/errors.js'
 import type { BufferPool } from '../core/buffer-pool.js'
+
+/**
+ * A send waiting for the peer to read may see no progress (not one byte of its write buffer taken)
+ * for at most this long before the stream is aborted. An honest flow through a congested queue
+ * went silent for 20 s at 25 Mbit/s (retransmission timeouts backing off); one that stays silent
+ * longer is a peer that stopped reading, holding whatever the sender reserved for it.
+ * @default 30 s
+ */
+export const SEND_STALL_MS = 30_000
+/** How often a waiting send checks the write buffer for progress. @default 1 s */
+const DRAIN_POLL_MS = 1_000
+
+/** The peer read nothing of what this side had to send for `sendStallMs`: the stream was aborted. */
+export class SendStalledError extends ShoalError {
+  readonly code = 'SEND_STALLED'
+}
 
 export interface FramedStreamInit {
   /** Largest frame accepted. */
@@ -29,6 +48,8 @@ export interface FramedStreamInit {
   onClose: (err?: Error) => void
   /** Assemble frames of at least `minBytes` in buffers from `pool` (its buffers hold `maxFrameBytes`). */
   assemble?: { pool: BufferPool, minBytes: number }
+  /** See `SEND_STALL_MS`. @default SEND_STALL_MS */
+  sendStallMs?: number
 }
 
 /** Splits a byte stream into length-prefixed frames; see the module doc. */
@@ -141,10 +162,37 @@ export class FramedStream {
       if (this.closed) throw new Error('stream is closed')
       const prefix = varint.encode(frame.byteLength)
       const ok = this.stream.send(new Uint8ArrayList(prefix, frame))
-      if (!ok) await this.stream.onDrain()
+      if (!ok) await this.drained()
     })
     this.sending = next.catch(() => {})
     await next
+  }
+
+  /**
+   * Waits for `drain`, aborting the stream once its write buffer has not shrunk for `sendStallMs`.
+   * Progress, not a total deadline: a slow honest reader keeps taking bytes, however long the frame.
+   */
+  private async drained (): Promise<void> {
+    const stallMs = this.init.sendStallMs ?? SEND_STALL_MS
+    let waiting = this.stream.writeBufferLength
+    let progressAt = Date.now()
+    while (true) {
+      const poll = AbortSignal.timeout(Math.min(DRAIN_POLL_MS, stallMs))
+      try {
+        await this.stream.onDrain({ signal: poll })
+        return
+      } catch (err) {
+        if (!poll.aborted) throw err
+      }
+      const now = this.stream.writeBufferLength
+      if (now < waiting) progressAt = Date.now()
+      waiting = now
+      if (Date.now() - progressAt >= stallMs) {
+        const err = new SendStalledError(`the peer read nothing of ${waiting} bytes waiting to be sent for ${stallMs / 1000} s (it stopped reading)`)
+        this.abort(err)
+        throw err
+      }
+    }
   }
 
   abort (err: Error): void {

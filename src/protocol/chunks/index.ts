@@ -15,10 +15,11 @@ import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
 import { BufferPool } from '../../core/buffer-pool.js'
 import { PeerChannel } from './client.js'
 import { CHUNKS_PROTOCOL, MAX_FRAME_BYTES, MAX_INBOUND_STREAMS, STREAM_IDLE_TIMEOUT_MS } from './constants.js'
-import { RecentSends, ServerSession, type SentHook, type ChunkSource, type ServerFaults, type ServerLog, type UploadLimiter } from './server.js'
+import { RecentSends, ServerSession, type PeerFaultHook, type SentHook, type ChunkSource, type ServerFaults, type ServerLog, type UploadLimiter } from './server.js'
 
 export { PeerChannel, type VersionWatcher } from './client.js'
-export { RecentSends, type SentHook, type ChunkSource, type HaveState, type ServerFaults, type UploadLimiter } from './server.js'
+export { RecentSends, type PeerFaultHook, type SentHook, type ChunkSource, type HaveState, type ServerFaults, type UploadLimiter } from './server.js'
+export { SendStalledError, SEND_STALL_MS } from '../framing.js'
 export * from './constants.js'
 export * from './errors.js'
 
@@ -32,6 +33,10 @@ export interface ChunkExchangeInit {
   faults?: ServerFaults
   /** Metrics: called after each block sent. */
   onSent?: SentHook
+  /** See `SEND_STALL_MS`. @default SEND_STALL_MS */
+  sendStallMs?: number
+  /** Told of peers that misbehave on the serving side (the node's judge). */
+  onPeerFault?: PeerFaultHook
 }
 
 export interface ChunkExchangeComponents {
@@ -58,7 +63,10 @@ class ChunkExchangeService implements ChunkExchange, Startable {
   async start (): Promise<void> {
     await this.components.registrar.handle(CHUNKS_PROTOCOL, (stream, connection) => {
       stream.inactivityTimeout = STREAM_IDLE_TIMEOUT_MS
-      new ServerSession(stream, connection.remotePeer.toString(), this.init.source, this.init.limiter, this.recent, this.log, this.init.faults, this.init.onSent)
+      new ServerSession(stream, connection.remotePeer.toString(), this.init.source, this.init.limiter, this.recent, this.log, this.init.faults, this.init.onSent, {
+        ...(this.init.sendStallMs !== undefined ? { sendStallMs: this.init.sendStallMs } : {}),
+        ...(this.init.onPeerFault !== undefined ? { onFault: this.init.onPeerFault } : {})
+      })
     }, { maxInboundStreams: MAX_INBOUND_STREAMS })
   }
 

@@ -22,7 +22,7 @@ import { CID } from 'multiformats/cid'
 import type { Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { RAW_CODEC, DAG_CBOR_CODEC, type ChunkId, type VersionId } from '../../core/digest.js'
-import { FramedStream } from '../framing.js'
+import { FramedStream, SendStalledError } from '../framing.js'
 import { DUPLICATE_HOLD_MS, DUPLICATE_TRANSIT_MS, HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_INTERESTS_PER_STREAM, MAX_PENDING_PER_STREAM, MAX_RECENT_SENDS, MAX_REQUEST_FRAME_BYTES, MAX_UNRECEIVED_PER_STREAM } from './constants.js'
 import { encodeBlock } from './block.js'
 import { WireCode } from './errors.js'
@@ -48,10 +48,15 @@ export interface ChunkSource {
  * block once its size is known.
  */
 export interface UploadLimiter {
-  slot: (signal: AbortSignal) => Promise<() => void>
+  /**
+   * A slot for an upload to `peer`. A limiter SHOULD bound the slots one peer holds at once, so a
+   * peer that stops reading (every send it starts then waits, slot held, until `SEND_STALL_MS`)
+   * cannot take the node's upload from everyone else.
+   */
+  slot: (signal: AbortSignal, peer?: string) => Promise<() => void>
   bandwidth: (bytes: number, signal: AbortSignal) => Promise<void>
-  /** Whether `slot()` would wait now: the requester is then told QUEUED. */
-  slotWouldWait?: () => boolean
+  /** Whether `slot(peer)` would wait now: the requester is then told QUEUED. */
+  slotWouldWait?: (peer?: string) => boolean
   /** Whether `bandwidth(bytes)` would wait now: the requester is then told QUEUED, if it was not already. */
   bandwidthWouldWait?: (bytes: number) => boolean
   /** Uploads queued or running, reported to requesters. */
@@ -59,6 +64,9 @@ export interface UploadLimiter {
 }
 
 export interface ServerLog { debug: (obj: object, msg?: string) => void }
+
+/** Called when a peer misbehaves on the serving side: `unread` — it stopped reading what it asked for (`SendStalledError`). */
+export type PeerFaultHook = (peer: string, offence: 'unread', detail: string) => void
 
 /** Called after a block went out: who got it, how many bytes, and the versions that peer said it wants. */
 export type SentHook = (peer: string, bytes: number, versions: string[]) => void
@@ -161,13 +169,18 @@ export class ServerSession {
     private readonly recent: RecentSends,
     private readonly log: ServerLog,
     private readonly faults?: ServerFaults,
-    private readonly onSent?: SentHook
+    private readonly onSent?: SentHook,
+    options: { sendStallMs?: number, onFault?: PeerFaultHook } = {}
   ) {
     this.framed = new FramedStream(stream, {
       maxFrameBytes: MAX_REQUEST_FRAME_BYTES,
       maxBufferBytes: MAX_REQUEST_FRAME_BYTES * (MAX_PENDING_PER_STREAM + 16),
       onFrame: frame => this.onFrame(frame),
-      onClose: () => this.shutdown()
+      onClose: err => {
+        if (err instanceof SendStalledError) options.onFault?.(this.remote, 'unread', err.message)
+        this.shutdown()
+      },
+      ...(options.sendStallMs !== undefined ? { sendStallMs: options.sendStallMs } : {})
     })
   }
 
@@ -232,8 +245,8 @@ export class ServerSession {
     try {
       // A request that waits for a slot or the rate cap is acknowledged (with the load counting
       // it), so the requester can tell a busy server from a stalled one, whose silence gets it banned.
-      const queued = this.limiter.slotWouldWait?.() === true
-      const acquiring = this.limiter.slot(signal)
+      const queued = this.limiter.slotWouldWait?.(this.remote) === true
+      const acquiring = this.limiter.slot(signal, this.remote)
       if (queued) void this.reply({ type: ChunkResponse.Type.QUEUED, id: reqId })
       release = await acquiring
       if (signal.aborted) return false

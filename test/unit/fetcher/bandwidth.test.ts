@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { Slots, TokenBucket } from '../../../src/fetcher/bandwidth.js'
+import { Slots, TokenBucket, UploadLimits } from '../../../src/fetcher/bandwidth.js'
 
 /** Tracks when a promise settles, for asserting on it under fake timers. */
 function track<T> (p: Promise<T>): { done: boolean, error: unknown, value: T | undefined } {
@@ -209,5 +209,41 @@ describe('Slots', () => {
     for (const max of [0, -1, 1.5, Number.NaN]) {
       expect(() => new Slots(max)).toThrow(expect.objectContaining({ name: 'InvalidInputError' }))
     }
+  })
+})
+
+describe('UploadLimits', () => {
+  it('gives one peer at most its share of the slots; other peers still get the rest', async () => {
+    const limits = new UploadLimits(4, 2)
+    const signal = new AbortController().signal
+    const a1 = await limits.slot(signal, 'a')
+    await limits.slot(signal, 'a')
+    expect(limits.slotWouldWait('a')).toBe(true)
+    expect(limits.slotWouldWait('b')).toBe(false)
+    let third = false
+    const waiting = limits.slot(signal, 'a').then(release => { third = true; return release })
+    // b is served at once although a has a request waiting (a waits in its own queue).
+    await limits.slot(signal, 'b')
+    await limits.slot(signal, 'b')
+    expect(third).toBe(false)
+    expect(limits.load()).toBe(4)
+    expect(limits.slotWouldWait('c')).toBe(true)
+    a1()
+    await waiting
+    expect(third).toBe(true)
+  })
+
+  it('forgets a peer once it holds and waits for nothing; an aborted wait holds nothing', async () => {
+    const limits = new UploadLimits(1, 1)
+    const release = await limits.slot(new AbortController().signal, 'a')
+    const controller = new AbortController()
+    const waiting = limits.slot(controller.signal, 'b')
+    controller.abort()
+    await expect(waiting).rejects.toThrow()
+    release()
+    expect(limits.load()).toBe(0)
+    expect(limits.slotWouldWait('a')).toBe(false)
+    const again = await limits.slot(new AbortController().signal, 'b')
+    again()
   })
 })

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest'
 import { FetchSession, type SessionOptions } from '../../../src/fetcher/session.js'
 import { PeerScores } from '../../../src/p2p/judge.js'
 import { sameBytes } from '../../helpers/random.js'
+import { rejection } from '../../helpers/assert.js'
 import { FakeOrigin, FakePeer, FakeTarget, InflightTracker, fakePeers, makeChunks, type FakePeerOptions } from '../../helpers/fake-swarm.js'
 
 /** Small sizes and short deadlines; each test overrides what it is about. */
@@ -299,16 +300,32 @@ describe('FetchSession', () => {
     expect(judge.isBanned('busy')).toBe(false)
   })
 
-  it('a peer that keeps a QUEUED request past maxQueuedMs without sending is timed out like any other', async () => {
+  it('a peer that keeps a QUEUED request past maxQueuedMs is asked elsewhere, but is busy, not a staller: no offence', async () => {
+    // A seed whose upload slots a hostile requester holds answers every honest request QUEUED;
+    // the puller used to time those out and ban the seed as a staller.
     const target = new FakeTarget(makeChunks(4, 1_000, 2_000))
-    const hoarder = peer('hoarder', target, { stall: true, queued: true })
+    const busy = peer('busy', target, { stall: true, queued: true })
     const good = peer('good', target, { delayMs: 100 })
-    const { run, judge } = start(target, [hoarder, good], { requestTimeoutBaseMs: 200, maxQueuedMs: 600, noProgressTimeoutMs: 5_000, endgameMaxRequests: 1 })
+    const { run, judge } = start(target, [busy, good], { requestTimeoutBaseMs: 200, maxQueuedMs: 600, stallMs: 0, noProgressTimeoutMs: 5_000, endgameMaxRequests: 1 })
     await run
     expectComplete(target)
-    expect(hoarder.aborted.length).toBeGreaterThan(0)
-    expect(hoarder.delivered).toEqual([])
-    expect(judge.isBanned('hoarder')).toBe(true)
+    expect(busy.aborted.length).toBeGreaterThan(0)
+    expect(busy.delivered).toEqual([])
+    expect(judge.isBanned('busy')).toBe(false)
+    expect(recordOf(judge, 'busy')?.offences ?? {}).toEqual({})
+  })
+
+  it('waits past noProgressTimeoutMs while the only peer answers QUEUED, then fails saying it is busy', async () => {
+    const target = new FakeTarget(makeChunks(2, 1_000, 2_000))
+    const busy = peer('busy', target, { stall: true, queued: true })
+    const started = Date.now()
+    const { run, judge } = start(target, [busy], { requestTimeoutBaseMs: 200, maxQueuedMs: 400, stallMs: 0, noProgressTimeoutMs: 600, maxBusyWaitMs: 1_500 })
+    const err = await rejection(run)
+    expect(err.name).toBe('FetchStalledError')
+    expect(err.message).toMatch(/stalled: 1 peer\(s\) that have it are busy: they answered QUEUED \(every upload slot in use\) but delivered none of the 2 missing chunks for \d+ s; try again later, or add peers$/)
+    // It waited for the busy peer beyond the no-progress timeout, up to maxBusyWaitMs.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_500)
+    expect(recordOf(judge, 'busy')?.offences ?? {}).toEqual({})
   })
 
   it('waits for a slow peer whose blocks take longer than the deadline while their bytes keep arriving', async () => {

@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest'
 import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { BufferPool } from '../../../src/core/buffer-pool.js'
-import { FrameDecoder } from '../../../src/protocol/framing.js'
+import type { Stream } from '@libp2p/interface'
+import { FrameDecoder, FramedStream, SendStalledError } from '../../../src/protocol/framing.js'
+import { rejection } from '../../helpers/assert.js'
 import { seededBytes } from '../../helpers/random.js'
 
 const framed = (...frames: Uint8Array[]): Uint8Array => Buffer.concat(frames.flatMap(f => [varint.encode(f.byteLength), f]))
@@ -101,5 +103,74 @@ describe('BufferPool', () => {
     const b = pool.take(64)
     expect(b.buffer).toBe(a.buffer)
     expect(pool.take(64).buffer).not.toBe(a.buffer)
+  })
+})
+
+/**
+ * A stream whose peer reads only when told: every send needs a drain, which comes once
+ * `writeBufferLength` reaches 0; `read(n)` takes n bytes of it.
+ */
+class BackedUpStream {
+  maxReadBufferLength = 0
+  writeBufferLength = 0
+  aborted?: Error
+  private drain?: () => void
+  private readonly listeners = new Map<string, Array<(evt: unknown) => void>>()
+
+  addEventListener (type: string, fn: (evt: unknown) => void): void {
+    this.listeners.set(type, [...(this.listeners.get(type) ?? []), fn])
+  }
+
+  send (data: Uint8ArrayList): boolean {
+    this.writeBufferLength += data.byteLength
+    return false
+  }
+
+  async onDrain (options?: { signal?: AbortSignal }): Promise<void> {
+    if (this.writeBufferLength === 0) return
+    await new Promise<void>((resolve, reject) => {
+      this.drain = resolve
+      options?.signal?.addEventListener('abort', () => reject(options.signal?.reason), { once: true })
+    })
+  }
+
+  read (n: number): void {
+    this.writeBufferLength = Math.max(0, this.writeBufferLength - n)
+    if (this.writeBufferLength === 0) this.drain?.()
+  }
+
+  abort (err: Error): void {
+    this.aborted = err
+    for (const fn of this.listeners.get('close') ?? []) fn({ error: err })
+  }
+}
+
+describe('FramedStream sends', () => {
+  it('aborts the stream with SendStalledError when the peer reads nothing for sendStallMs', async () => {
+    const stream = new BackedUpStream()
+    let closedWith: Error | undefined
+    const framed = new FramedStream(stream as unknown as Stream, { maxFrameBytes: 1024, maxBufferBytes: 4096, onFrame: () => {}, onClose: err => { closedWith = err }, sendStallMs: 300 })
+    const started = Date.now()
+    const err = await rejection(framed.send(new Uint8Array(10_000)))
+    expect(err).toBeInstanceOf(SendStalledError)
+    expect(err.message).toBe('the peer read nothing of 10002 bytes waiting to be sent for 0.3 s (it stopped reading)')
+    expect(Date.now() - started).toBeGreaterThanOrEqual(300)
+    expect(stream.aborted).toBe(err)
+    expect(closedWith).toBe(err)
+    expect(framed.isOpen).toBe(false)
+  })
+
+  it('keeps waiting for a slow peer that reads a little at a time, however long the whole send takes', async () => {
+    const stream = new BackedUpStream()
+    const framed = new FramedStream(stream as unknown as Stream, { maxFrameBytes: 1024, maxBufferBytes: 4096, onFrame: () => {}, onClose: () => {}, sendStallMs: 750 })
+    // 5 reads of 2,000 bytes, 300 ms apart: 1.5 s in all, never 0.75 s without progress.
+    const reader = setInterval(() => stream.read(2_000), 300)
+    try {
+      await framed.send(new Uint8Array(10_000))
+    } finally {
+      clearInterval(reader)
+    }
+    expect(stream.aborted).toBeUndefined()
+    expect(framed.isOpen).toBe(true)
   })
 })
