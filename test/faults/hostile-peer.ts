@@ -21,7 +21,7 @@ import { encodeManifest, type Manifest, type ManifestFile } from '../../src/core
 import { chunkIdOf, fileDigest, type ChunkId, type VersionId } from '../../src/core/digest.js'
 import { Slots } from '../../src/fetcher/bandwidth.js'
 import { STREAM_WINDOW_BYTES, MAX_STREAM_WINDOW_BYTES } from '../../src/p2p/node.js'
-import { chunkExchange, type ChunkExchange, type ChunkSource, type UploadLimiter } from '../../src/protocol/chunks/index.js'
+import { CHUNKS_PROTOCOL, chunkExchange, type ChunkExchange, type ChunkSource, type UploadLimiter } from '../../src/protocol/chunks/index.js'
 import { headSync, type HeadSource, type HeadSync } from '../../src/protocol/heads/index.js'
 import { manifestExchange, type ManifestExchange, type ManifestSource } from '../../src/protocol/manifest/index.js'
 
@@ -37,6 +37,11 @@ export interface HostilePeerOptions {
   manifests?: ManifestSource
   /** What it offers on `/shoal/heads/1.0.0` (default: nothing; heads offered to it are kept in `received`). */
   heads?: HeadSource
+  /**
+   * Replaces the chunk server with a raw handler of `/shoal/chunks/1.0.0` streams opened to this
+   * peer (a requester's channel): for answers the real server never gives.
+   */
+  chunksHandler?: (stream: Stream) => void
 }
 
 type Services = { chunks: ChunkExchange, manifests: ManifestExchange, heads: HeadSync, pubsub: GossipSub, identify: unknown, ping: unknown }
@@ -79,6 +84,11 @@ export class HostilePeer {
         pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, scoreParams: { IPColocationFactorWeight: 0 } })
       }
     }) as unknown as Libp2p<Services>
+    if (options.chunksHandler !== undefined) {
+      const handler = options.chunksHandler
+      await node.unhandle(CHUNKS_PROTOCOL)
+      await node.handle(CHUNKS_PROTOCOL, stream => { handler(stream) }, { maxInboundStreams: 64 })
+    }
     ref.self = new HostilePeer(node)
     return ref.self
   }

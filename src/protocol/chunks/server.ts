@@ -22,6 +22,7 @@ import { CID } from 'multiformats/cid'
 import type { Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { RAW_CODEC, DAG_CBOR_CODEC, type ChunkId, type VersionId } from '../../core/digest.js'
+import { MalformedDataError } from '../../core/errors.js'
 import { FramedStream, SendStalledError } from '../framing.js'
 import { DUPLICATE_HOLD_MS, DUPLICATE_TRANSIT_MS, HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_INTERESTS_PER_STREAM, MAX_PENDING_PER_STREAM, MAX_RECENT_SENDS, MAX_REQUEST_FRAME_BYTES, MAX_UNRECEIVED_PER_STREAM } from './constants.js'
 import { encodeBlock } from './block.js'
@@ -189,7 +190,7 @@ export class ServerSession {
     try {
       req = ChunkRequest.decode(frame)
     } catch (err) {
-      this.framed.abort(new Error(`undecodable request: ${(err as Error).message}`))
+      this.framed.abort(new MalformedDataError(`undecodable request: ${(err as Error).message}`))
       return
     }
     switch (req.type) {
