@@ -110,6 +110,8 @@ interface Conn {
   failure?: WireError
   failureAnswered: boolean
   closing: boolean
+  /** The client sent its FIN: a stream starting now has nobody to go to. */
+  ended: boolean
 }
 
 export class RpcServer {
@@ -118,6 +120,8 @@ export class RpcServer {
   private readonly routes = new Map<string, Route>()
   private readonly sockets = new Set<Socket>()
   private readonly conns = new WeakMap<Duplex, Conn>()
+  /** Answers that are NDJSON or SSE streams: their operation ends when the client does. */
+  private readonly streaming = new WeakSet<ServerResponse>()
   private readonly limits: RpcLimits
   private readonly streams: Record<StreamKind, number> = { watch: 0, disk: 0, transfer: 0 }
   private requests = 0
@@ -209,13 +213,18 @@ export class RpcServer {
     server.setTimeout(l.stallTimeoutMs)
     // Answer a client that half-closes after its request instead of closing on it (Node's
     // default ends the connection at the client's FIN, before an asynchronous answer is written).
+    // A stream in progress still ends at the FIN: its client has gone (see 'end' below).
     ;(server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true
     const admitted = new Set<Socket>()
     server.on('connection', (socket: Socket) => {
-      const conn: Conn = { admitted: admitted.size < l.maxConnections, responses: new Set(), bodyReaders: new Set(), failureAnswered: false, closing: false }
+      const conn: Conn = { admitted: admitted.size < l.maxConnections, responses: new Set(), bodyReaders: new Set(), failureAnswered: false, closing: false, ended: false }
       if (conn.admitted) admitted.add(socket)
       this.conns.set(socket, conn)
       this.sockets.add(socket)
+      socket.on('end', () => {
+        conn.ended = true
+        for (const res of conn.responses) if (this.streaming.has(res)) res.destroy()
+      })
       socket.on('close', () => {
         admitted.delete(socket)
         this.sockets.delete(socket)
@@ -242,7 +251,7 @@ export class RpcServer {
     const socket = req.socket
     let conn = this.conns.get(socket)
     if (conn === undefined) {
-      conn = { admitted: true, responses: new Set(), bodyReaders: new Set(), failureAnswered: false, closing: false }
+      conn = { admitted: true, responses: new Set(), bodyReaders: new Set(), failureAnswered: false, closing: false, ended: false }
       this.conns.set(socket, conn)
     }
     const c = conn
@@ -400,6 +409,8 @@ export class RpcServer {
       return this.fail(req, res, err)
     }
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' })
+    this.streaming.add(res)
+    if (this.conns.get(req.socket)?.ended === true) res.destroy()
     res.flushHeaders()
     // A client that does not read: past the backlog the stream is closed, and the client's
     // reconnect with Last-Event-ID replays what it missed (or says `gone`).
@@ -429,6 +440,8 @@ export class RpcServer {
 
   private async ndjson (r: Route, req: IncomingMessage, res: ServerResponse, body: unknown, base: RouteContext): Promise<void> {
     res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' })
+    this.streaming.add(res)
+    if (this.conns.get(req.socket)?.ended === true) res.destroy()
     const write = (obj: object): void => { if (!res.writableEnded && !res.destroyed) res.write(`${JSON.stringify(obj, replacer)}\n`) }
     // Progress is a running report: a line a slow client has not taken yet is superseded by the
     // next, so past the backlog lines are dropped rather than buffered.

@@ -243,22 +243,23 @@ describe('RPC server: slow and greedy clients', () => {
     const gate = new Promise<void>(resolve => { release = resolve })
     const op = (path: string, holds: 'disk' | 'transfer'): Route => route({ method: 'POST', path, body: z.strictObject({}), stream: true, holds, handler: async () => { await gate; return { done: path } } })
     const { socketPath } = await serve([op('/v1/add', 'disk'), op('/v1/pull', 'transfer')], { streams: { disk: 1, transfer: 1 } })
-    const post = (path: string): string => `POST ${path} HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}`
-    const first = exchange({ socketPath }, post('/v1/add'))
-    const pull = exchange({ socketPath }, post('/v1/pull'))
+    // A stream's client keeps its side open (a FIN would end the stream); the server closes after the answer.
+    const post = (path: string): string => `POST ${path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}`
+    const first = exchange({ socketPath }, post('/v1/add'), { end: false })
+    const pull = exchange({ socketPath }, post('/v1/pull'), { end: false })
     let second: RawResponse | undefined
     await until('a second add is refused', async () => {
-      second = (await answers(socketPath, post('/v1/add')))[0]
+      second = (await answers(socketPath, post('/v1/add'), { end: false }))[0]
       return second?.status === 503
     })
     expect(wire(second)).toEqual({ code: 'BUSY', message: '1 add, verify and export operations are running, the most at once; retry when one finishes' })
-    const [pull2] = await answers(socketPath, post('/v1/pull'))
+    const [pull2] = await answers(socketPath, post('/v1/pull'), { end: false })
     expect(wire(pull2).message).toBe('1 pulls are running for RPC clients, the most at once; retry when one finishes')
     release()
     const lines = (x: { bytes: Buffer }): unknown[] => parseResponses(x.bytes).responses[0]!.body.toString().trim().split('\n').map(l => JSON.parse(l) as unknown)
     expect(lines(await first)).toEqual([{ type: 'result', result: { done: '/v1/add' } }])
     expect(lines(await pull)).toEqual([{ type: 'result', result: { done: '/v1/pull' } }])
-    const again = parseResponses((await exchange({ socketPath }, post('/v1/add'))).bytes).responses[0]
+    const again = parseResponses((await exchange({ socketPath }, post('/v1/add'), { end: false })).bytes).responses[0]
     expect(again?.status).toBe(200)
   })
 
@@ -295,12 +296,40 @@ describe('RPC server: slow and greedy clients', () => {
       }
     })
     const { socketPath } = await serve([chatty], { streamBacklogBytes: 64 * 1024 })
-    const x = await exchange({ socketPath }, 'POST /v1/verify HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}')
+    const x = await exchange({ socketPath }, 'POST /v1/verify HTTP/1.1\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}', { end: false })
     const lines = parseResponses(x.bytes).responses[0]!.body.toString().trim().split('\n').map(l => JSON.parse(l) as { type: string, i?: number })
     const progress = lines.filter(l => l.type === 'progress')
     expect(progress.length).toBeGreaterThan(0)
     expect(progress.length).toBeLessThan(5000)
     expect(lines.at(-1)).toEqual({ type: 'result', result: { checked: 5000 } })
+  })
+
+  it('a client that half-closes after a short request gets its answer; a stream ends when its client goes', async () => {
+    const aborted: string[] = []
+    const slow = route({ method: 'GET', path: '/v1/slow', handler: async () => { await new Promise(resolve => setTimeout(resolve, 50)); return { slow: true } } })
+    const op = route({
+      method: 'POST', path: '/v1/pull', body: z.strictObject({}), stream: true, holds: 'transfer',
+      handler: async (_b, ctx) => {
+        ctx.progress({ started: true })
+        await new Promise(resolve => ctx.signal.addEventListener('abort', resolve))
+        aborted.push('pull')
+        return {}
+      }
+    })
+    const { socketPath } = await serve([slow, op])
+    const [r] = await answers(socketPath, 'GET /v1/slow HTTP/1.1\r\n\r\n', { end: true })
+    expect(r?.json).toEqual({ slow: true })
+    for (const how of ['fin', 'destroy'] as const) {
+      const s = open({ socketPath })
+      s.on('error', () => {})
+      const started = new Promise(resolve => s.once('data', resolve))
+      s.write('POST /v1/pull HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}')
+      await started
+      if (how === 'fin') s.end()
+      else s.destroy()
+      await until(`the operation was aborted (${how})`, () => aborted.length === (how === 'fin' ? 1 : 2))
+      s.destroy()
+    }
   })
 
   it('an SSE check that refuses answers 400 with its message before the stream opens', async () => {
