@@ -33,10 +33,16 @@ export const MAX_HEADER_BYTES = 16 * 1024
 export const MAX_HEADER_COUNT = 64
 /**
  * @default 256 — connections served at once per listener (socket, TCP); a request on a connection
- * past it is answered 503 `BUSY` and the connection closed. Twice as many are dropped at accept,
- * so a flood of connections cannot exhaust the process's file descriptors.
+ * past it is answered 503 `BUSY` and the connection closed. Past `DROP_FACTOR` times as many,
+ * connections are dropped at accept, so a flood cannot exhaust the process's file descriptors.
  */
 export const DEFAULT_MAX_RPC_CONNECTIONS = 256
+/**
+ * @default 4 — open connections per listener, as a multiple of `maxConnections`, past which new
+ * ones are closed at accept without an answer (1,024 by default: a burst of a thousand clients
+ * all get an answer, 200 or 503)
+ */
+export const DROP_FACTOR = 4
 /** @default 256 — short requests (not streams) being handled at once; past it 503 `BUSY` */
 export const MAX_CONCURRENT_REQUESTS = 256
 /** @default 128 — open `/v1/watch` event streams (each holds a subscription to the event bus) */

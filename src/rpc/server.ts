@@ -21,8 +21,8 @@
  * - every input is bounded before it is acted on (`rpc/limits.ts`): header bytes and count, the
  *   time to send headers and body, the body size, connections, short requests and streams of each
  *   kind at once, and the bytes an answer may keep waiting for a client that does not read.
- *   Past a bound the client gets 408, 413, 431 or 503 `BUSY` (connections past twice the bound
- *   are dropped at accept); refusals are logged, at most once per `REFUSAL_LOG_MS` with counts.
+ *   Past a bound the client gets 408, 413, 431 or 503 `BUSY` (connections past `DROP_FACTOR`
+ *   times the bound are dropped at accept); refusals are logged, at most once per `REFUSAL_LOG_MS` with counts.
  *
  * Not a goal: fairness between local clients (one client may use every slot), HTTP/2, upgrades.
  */
@@ -34,7 +34,7 @@ import { chmod, rm } from 'node:fs/promises'
 import type { z } from 'zod'
 import { InvalidInputError, type ShoalError } from '../core/errors.js'
 import { BadRequestError, BusyError, HeadersTooLargeError, PayloadTooLargeError, RequestTimeoutError, statusOf, toWireError, type WireError } from './errors.js'
-import { rpcLimits, type RpcLimits, type RpcLimitsInit, type StreamKind } from './limits.js'
+import { DROP_FACTOR, rpcLimits, type RpcLimits, type RpcLimitsInit, type StreamKind } from './limits.js'
 import { MAX_BODY_BYTES } from './schemas.js'
 
 /** @default 15 s — SSE comment lines keep idle proxies and clients from timing out */
@@ -138,7 +138,7 @@ export class RpcServer {
     const server = this.httpServer('socket')
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
-      server.listen({ path: this.options.socket, backlog: this.limits.maxConnections * 2 }, () => { server.off('error', reject); resolve() })
+      server.listen({ path: this.options.socket, backlog: this.limits.maxConnections * DROP_FACTOR }, () => { server.off('error', reject); resolve() })
     })
     await chmod(this.options.socket, this.options.mode)
     this.server = server
@@ -151,7 +151,7 @@ export class RpcServer {
       })
       await new Promise<void>((resolve, reject) => {
         tcpServer.once('error', reject)
-        tcpServer.listen({ port: tcp.port, host: tcp.host, backlog: this.limits.maxConnections * 2 }, () => { tcpServer.off('error', reject); resolve() })
+        tcpServer.listen({ port: tcp.port, host: tcp.host, backlog: this.limits.maxConnections * DROP_FACTOR }, () => { tcpServer.off('error', reject); resolve() })
       })
       this.tcpServer = tcpServer
     }
@@ -207,7 +207,7 @@ export class RpcServer {
     })
     server.maxHeadersCount = l.maxHeaderCount
     // Past this many the kernel's connection is accepted and closed at once ('drop').
-    server.maxConnections = l.maxConnections * 2
+    server.maxConnections = l.maxConnections * DROP_FACTOR
     // A connection where nothing moves for this long is looked at (`stalled`); the keep-alive
     // timeout, which uses the same timer, comes there too.
     server.setTimeout(l.stallTimeoutMs)
@@ -230,7 +230,7 @@ export class RpcServer {
         this.sockets.delete(socket)
       })
     })
-    server.on('drop', () => { this.refusals.note(`connections dropped at accept: over twice rpc.maxConnections (${l.maxConnections * 2})`) })
+    server.on('drop', () => { this.refusals.note(`connections dropped at accept: over ${DROP_FACTOR} times rpc.maxConnections (${l.maxConnections * DROP_FACTOR})`) })
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => { this.clientError(err, socket) })
     server.on('timeout', (socket: Socket) => { this.stalled(socket) })
     // CONNECT and `Expect:` other than 100-continue get Node's bare answers (or none) otherwise.
