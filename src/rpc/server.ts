@@ -320,8 +320,10 @@ export class RpcServer {
   private unexpected (req: IncomingMessage, res: ServerResponse, err: unknown): void {
     const wire = toWireError(err)
     try {
-      const log = this.options.log.error ?? this.options.log.warn
-      log({ err: err instanceof Error ? err : wire, method: req.method, url: clip(req.url) }, 'RPC request handling failed')
+      const fields = { err: err instanceof Error ? err : wire, method: req.method, url: clip(req.url) }
+      // Called as methods: a pino logger needs its `this`.
+      if (this.options.log.error !== undefined) this.options.log.error(fields, 'RPC request handling failed')
+      else this.options.log.warn(fields, 'RPC request handling failed')
     } catch {
       // A failure that cannot even be logged is still answered below.
     }
@@ -408,9 +410,8 @@ export class RpcServer {
     } catch (err) {
       return this.fail(req, res, err)
     }
+    if (this.clientGone(req, res)) return
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' })
-    this.streaming.add(res)
-    if (this.conns.get(req.socket)?.ended === true) res.destroy()
     res.flushHeaders()
     // A client that does not read: past the backlog the stream is closed, and the client's
     // reconnect with Last-Event-ID replays what it missed (or says `gone`).
@@ -439,9 +440,8 @@ export class RpcServer {
   }
 
   private async ndjson (r: Route, req: IncomingMessage, res: ServerResponse, body: unknown, base: RouteContext): Promise<void> {
+    if (this.clientGone(req, res)) return
     res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' })
-    this.streaming.add(res)
-    if (this.conns.get(req.socket)?.ended === true) res.destroy()
     const write = (obj: object): void => { if (!res.writableEnded && !res.destroyed) res.write(`${JSON.stringify(obj, replacer)}\n`) }
     // Progress is a running report: a line a slow client has not taken yet is superseded by the
     // next, so past the backlog lines are dropped rather than buffered.
@@ -456,7 +456,18 @@ export class RpcServer {
     res.end()
   }
 
-  /** Answers a failure as `{ code, message }` with its status (an error line, once a stream started). */
+  /**
+   * Marks `res` as a stream, which ends when its client does; true (and `res` destroyed) when the
+   * client already sent its FIN, so the operation is not started for nobody.
+   */
+  private clientGone (req: IncomingMessage, res: ServerResponse): boolean {
+    this.streaming.add(res)
+    if (this.conns.get(req.socket)?.ended !== true) return false
+    res.destroy()
+    return true
+  }
+
+  /** Answers a failure as `{ code, message }` with its status. */
   private fail (req: IncomingMessage, res: ServerResponse, err: unknown): void {
     this.logFailure(req, err)
     const wire = toWireError(err)

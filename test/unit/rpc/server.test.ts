@@ -7,6 +7,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
 import { request } from 'node:http'
+import { pino } from 'pino'
 import { z } from 'zod'
 import { InvalidInputError } from '../../../src/core/errors.js'
 import { RpcServer, route, type Route, type RpcLog } from '../../../src/rpc/server.js'
@@ -95,6 +96,23 @@ describe('RPC server: every request gets an answer', () => {
     expect(wire(c).message).toMatch(/^internal error: .*circular/i)
     expect(logged.some(l => l.level === 'error' || l.level === 'warn')).toBe(true)
     await stillServes(socketPath)
+  })
+
+  it('a throw outside every handler (a bug in the server itself) is answered 500 and logged at error with its stack', async () => {
+    const lines: string[] = []
+    const log = pino({ level: 'debug' }, { write: (line: string) => { lines.push(line) } })
+    const broken = { ...route({ method: 'GET', path: '/v1/broken', handler: async () => ({}) }), get holds (): undefined { throw new Error('route table is broken') } }
+    const tmp = await tempDir('shoal-rpc-')
+    const server = new RpcServer({ socket: join(tmp.dir, 'rpc.sock'), mode: 0o600, routes: [version, broken], log })
+    await server.start()
+    cleanups.push(async () => { await server.stop(); await tmp.cleanup() })
+    const [r] = await answers(join(tmp.dir, 'rpc.sock'), 'GET /v1/broken HTTP/1.1\r\n\r\n')
+    expect(r?.status).toBe(500)
+    expect(wire(r)).toEqual({ code: 'INTERNAL', message: 'internal error: route table is broken' })
+    const logged = lines.map(l => JSON.parse(l) as { level: number, msg: string, err?: { stack?: string } }).find(l => l.msg === 'RPC request handling failed')
+    expect(logged?.level).toBe(50)
+    expect(logged?.err?.stack).toContain('route table is broken')
+    await stillServes(join(tmp.dir, 'rpc.sock'))
   })
 
   it('bytes that are not HTTP, CONNECT, an unknown Expect and HTTP/2 prefaces answer JSON, not Node bare pages', async () => {
