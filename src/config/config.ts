@@ -48,9 +48,9 @@ export const configFileSchema = z.strictObject({
     socket: z.string().min(1).max(1024).optional(),
     /** Also serve the RPC on loopback TCP (`127.0.0.1:4080`), bearer token in `<home>/rpc.token`. */
     tcp: z.string().max(64).optional(),
-    /** Connections served at once per listener; past it 503 BUSY (`rpc/limits.ts`). @default 256 */
+    /** Connections served at once per listener; past it 503 BUSY (`rpc/limits.ts`). @default 1024 */
     maxConnections: z.number().int().positive().max(65_536).optional(),
-    /** Open `/v1/watch` event streams at once; past it 503 BUSY. @default 128 */
+    /** Open `/v1/watch` event streams at once; past it 503 BUSY. @default 1024 */
     maxWatchers: z.number().int().positive().max(65_536).optional()
   }).optional(),
   log: z.strictObject({ level: logLevel.optional() }).optional(),

@@ -32,21 +32,23 @@ export const MAX_HEADER_BYTES = 16 * 1024
 /** @default 64 — header lines per request */
 export const MAX_HEADER_COUNT = 64
 /**
- * @default 256 — connections served at once per listener (socket, TCP); a request on a connection
- * past it is answered 503 `BUSY` and the connection closed. Past `DROP_FACTOR` times as many,
- * connections are dropped at accept, so a flood cannot exhaust the process's file descriptors.
+ * @default 1024 — connections served at once per listener (socket, TCP); a request on a connection
+ * past it is answered 503 `BUSY` and the connection closed. Every watcher holds one (a node's
+ * serving processes each keep a `/v1/watch` open; 500 on one daemon is tested). Past
+ * `DROP_FACTOR` times as many, connections are dropped at accept, so a flood cannot exhaust the
+ * process's file descriptors (each connection is one: with a low `ulimit -n`, lower this).
  */
-export const DEFAULT_MAX_RPC_CONNECTIONS = 256
+export const DEFAULT_MAX_RPC_CONNECTIONS = 1024
 /**
- * @default 4 — open connections per listener, as a multiple of `maxConnections`, past which new
- * ones are closed at accept without an answer (1,024 by default: a burst of a thousand clients
- * all get an answer, 200 or 503)
+ * @default 2 — open connections per listener, as a multiple of `maxConnections`, past which new
+ * ones are closed at accept without an answer; below it a burst of clients past `maxConnections`
+ * each get a 503 they can read
  */
-export const DROP_FACTOR = 4
+export const DROP_FACTOR = 2
 /** @default 256 — short requests (not streams) being handled at once; past it 503 `BUSY` */
 export const MAX_CONCURRENT_REQUESTS = 256
-/** @default 128 — open `/v1/watch` event streams (each holds a subscription to the event bus) */
-export const DEFAULT_MAX_WATCHERS = 128
+/** @default 1024 — open `/v1/watch` event streams (each holds a subscription to the event bus and a connection) */
+export const DEFAULT_MAX_WATCHERS = 1024
 /** @default 4 — `add`, `verify`, `export` running at once (each holds disk bandwidth and ~24 MiB of buffers) */
 export const MAX_DISK_OPERATIONS = 4
 /** @default 8 — `pull` and `resolve` with `ensure` running at once (each holds a pull's in-flight budget) */

@@ -13,12 +13,15 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { DAEMON_NODE_FLAGS } from '../../src/daemon/runtime.js'
 import { CRASH_EXIT_CODE } from '../../src/daemon/process-guard.js'
-import { DEFAULT_MAX_RPC_CONNECTIONS, HEADERS_TIMEOUT_MS } from '../../src/rpc/limits.js'
+import { HEADERS_TIMEOUT_MS } from '../../src/rpc/limits.js'
 import { MAX_QUERY_DEPTH } from '../../src/core/query.js'
 import { EXIT, Harness, expectExit, type DaemonProcess } from '../e2e/helpers.js'
 import { exchange, parseResponses, until, type Where } from '../helpers/http-raw.js'
 
 interface Answer { status: number, json: Record<string, unknown> }
+
+/** `rpc.maxConnections` of the daemon under attack (past twice it, connections are dropped unanswered). */
+const MAX_CONNECTIONS = 512
 
 /** One request through Node's client, one connection (no agent), within `timeoutMs`. */
 async function ask (where: Where, path: string, headers: Record<string, string> = {}, timeoutMs = 60_000): Promise<Answer> {
@@ -53,7 +56,8 @@ describe('local RPC under attack (real daemon)', () => {
 
   beforeAll(async () => {
     h = await Harness.create('faults-rpc')
-    const node = await h.node('victim', { config: { p2p: { dht: false }, rpc: { tcp: '127.0.0.1:0' } } })
+    // A bound of connections under the storm's 1,000 clients, so the storm meets it.
+    const node = await h.node('victim', { config: { p2p: { dht: false }, rpc: { tcp: '127.0.0.1:0', maxConnections: MAX_CONNECTIONS } } })
     d = node.d
     socket = { socketPath: d.socket }
     const ready = d.stderr.split('\n').filter(l => l.startsWith('{')).map(l => JSON.parse(l) as { msg?: string, rpcTcp?: string }).find(l => l.msg === 'shoal daemon ready')
@@ -123,7 +127,7 @@ describe('local RPC under attack (real daemon)', () => {
     expect(ok).toBeGreaterThan(0)
     await stillUp()
     const after = await rssKiB(pid)
-    console.log(`1,000 RPC clients: ${ok} answered 200, ${busy.length} 503 BUSY (bound ${DEFAULT_MAX_RPC_CONNECTIONS} connections); daemon VmRSS ${Math.round(before / 1024)} MiB before, ${Math.round(during / 1024)} MiB right after, ${Math.round(after / 1024)} MiB once served again`)
+    console.log(`1,000 RPC clients: ${ok} answered 200, ${busy.length} 503 BUSY (rpc.maxConnections ${MAX_CONNECTIONS}); daemon VmRSS ${Math.round(before / 1024)} MiB before, ${Math.round(during / 1024)} MiB right after, ${Math.round(after / 1024)} MiB once served again`)
     // Generous: the daemon idles at ~100-150 MiB; unbounded buffering of 1,000 clients would show far more.
     expect(after - before).toBeLessThan(256 * 1024)
     expect(d.child?.exitCode).toBeNull()
