@@ -9,15 +9,19 @@
  * - `SHOAL_TOKEN` the bearer token for an http `SHOAL_HOST` (`<home>/rpc.token`)
  * - `SHOAL_LOG_LEVEL`  `trace|debug|info|warn|error|fatal|silent`. @default `info`
  */
-import { readFile } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import { z } from 'zod'
 import { InvalidInputError } from '../core/errors.js'
 import { checkTrustRule, type TrustRule } from '../core/trust.js'
 import { DEFAULT_KEEP_LAST } from '../store/gc.js'
+import { DEFAULT_MAX_RPC_CONNECTIONS, DEFAULT_MAX_WATCHERS } from '../rpc/limits.js'
 
 export const CONFIG_FILE = 'config.json'
+/** @default 8 MiB — a larger `config.json` is refused before it is read (10,000 trust rules take ~4 MiB) */
+export const MAX_CONFIG_BYTES = 8 * 1024 * 1024
 /** @default 'shoal.sock' */
 export const SOCKET_FILE = 'shoal.sock'
 /** @default 'info' */
@@ -50,7 +54,11 @@ export const configFileSchema = z.strictObject({
     /** Socket path; relative paths are inside the home. */
     socket: z.string().min(1).max(1024).optional(),
     /** Also serve the RPC on loopback TCP (`127.0.0.1:4080`), bearer token in `<home>/rpc.token`. */
-    tcp: z.string().max(64).optional()
+    tcp: z.string().max(64).optional(),
+    /** Connections served at once per listener; past it 503 BUSY (`rpc/limits.ts`). @default 1024 */
+    maxConnections: z.number().int().positive().max(65_536).optional(),
+    /** Open `/v1/watch` event streams at once; past it 503 BUSY. @default 1024 */
+    maxWatchers: z.number().int().positive().max(65_536).optional()
   }).optional(),
   log: z.strictObject({ level: logLevel.optional() }).optional(),
   p2p: z.strictObject({
@@ -98,7 +106,7 @@ export const configFileSchema = z.strictObject({
 export interface Config {
   home: string
   socket: string
-  rpc: { tcp?: { host: string, port: number } }
+  rpc: { tcp?: { host: string, port: number }, maxConnections: number, maxWatchers: number }
   logLevel: z.infer<typeof logLevel>
   p2p: { listen: string[], peers: string[], mdns: boolean, dht: boolean, allow?: string[], maxConnections: number }
   transfer: {
@@ -138,8 +146,10 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
   const env = options.env ?? process.env
   const home = options.home !== undefined ? resolve(options.home) : defaultHome(env)
   const file = await readConfigFile(join(home, CONFIG_FILE))
-  const level = logLevel.safeParse(options.overrides?.logLevel ?? env.SHOAL_LOG_LEVEL ?? file.log?.level ?? DEFAULT_LOG_LEVEL)
-  if (!level.success) throw new InvalidInputError(`invalid log level; use one of ${logLevel.options.join(', ')}`)
+  const levelFrom = options.overrides?.logLevel !== undefined ? '--log-level' : nonEmpty(env.SHOAL_LOG_LEVEL) !== undefined ? 'SHOAL_LOG_LEVEL' : 'log.level'
+  const levelText = options.overrides?.logLevel ?? nonEmpty(env.SHOAL_LOG_LEVEL) ?? file.log?.level ?? DEFAULT_LOG_LEVEL
+  const level = logLevel.safeParse(levelText)
+  if (!level.success) throw new InvalidInputError(`${levelFrom} "${levelText.slice(0, 40)}" is not a log level; use one of ${logLevel.options.join(', ')}`)
   const o = options.overrides ?? {}
   const socket = o.socket ?? file.rpc?.socket ?? SOCKET_FILE
   const strategy = configFileSchema.shape.transfer.unwrap().shape.strategy.safeParse(o.strategy ?? file.transfer?.strategy ?? 'weighted')
@@ -154,7 +164,11 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
   return {
     home,
     socket: resolve(home, socket),
-    rpc: file.rpc?.tcp !== undefined ? { tcp: loopbackAddress(file.rpc.tcp) } : {},
+    rpc: {
+      ...(file.rpc?.tcp !== undefined ? { tcp: loopbackAddress(file.rpc.tcp) } : {}),
+      maxConnections: file.rpc?.maxConnections ?? DEFAULT_MAX_RPC_CONNECTIONS,
+      maxWatchers: file.rpc?.maxWatchers ?? DEFAULT_MAX_WATCHERS
+    },
     logLevel: level.data,
     p2p: {
       listen: o.listen !== undefined && o.listen.length > 0 ? o.listen : file.p2p?.listen ?? DEFAULT_LISTEN,
@@ -176,10 +190,34 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
       stallSeconds: t.stallSeconds ?? 60
     },
     follow: [...(file.follow ?? []), ...(o.follow ?? [])],
-    trust: (file.trust ?? []).map(r => checkTrustRule(r)),
+    trust: (file.trust ?? []).map((r, i) => configTrustRule(r, i)),
     labels: { keep: file.labels?.keep ?? DEFAULT_KEEP_LAST },
-    store: file.store?.quota !== undefined ? { quotaBytes: parseSize(file.store.quota) } : {}
+    store: file.store?.quota !== undefined ? { quotaBytes: quotaOf(file.store.quota) } : {}
   }
+}
+
+function nonEmpty (value: string | undefined): string | undefined {
+  return value === '' ? undefined : value
+}
+
+function configTrustRule (rule: { key: string, models: string }, i: number): TrustRule {
+  try {
+    return checkTrustRule(rule)
+  } catch (err) {
+    throw new InvalidInputError(`${CONFIG_FILE} trust.${i}: ${(err as Error).message}`, { cause: err })
+  }
+}
+
+/** `store.quota`: a whole number of bytes from 1 up to 2^53 - 1, or a size text. */
+function quotaOf (value: number | string): number {
+  let bytes: number
+  try {
+    bytes = parseSize(value)
+  } catch (err) {
+    throw new InvalidInputError(`${CONFIG_FILE} store.quota: ${(err as Error).message}`, { cause: err })
+  }
+  if (bytes < 1 || !Number.isSafeInteger(bytes)) throw new InvalidInputError(`${CONFIG_FILE} store.quota: ${JSON.stringify(value)} is ${bytes} bytes; use at least 1 byte and at most ${Number.MAX_SAFE_INTEGER}`)
+  return bytes
 }
 
 /** `127.0.0.1:4080`, `[::1]:4080`, `localhost:4080` → host and port; anything not loopback is refused. */
@@ -201,12 +239,36 @@ export function parseSize (value: number | string): number {
   return Math.round(Number(m[1]) * base ** power)
 }
 
+/**
+ * The config file, parsed and validated; `{}` when there is none. Its size is checked before it is
+ * read (`MAX_CONFIG_BYTES`); any other failure to read it is an error, never a silent default.
+ */
 async function readConfigFile (path: string): Promise<z.infer<typeof configFileSchema>> {
   let text: string
   try {
-    text = await readFile(path, 'utf8')
-  } catch {
-    return {}
+    // Non-blocking, so a FIFO (or a device) in its place is refused instead of waited on.
+    const file = await open(path, constants.O_RDONLY | constants.O_NONBLOCK)
+    try {
+      const st = await file.stat()
+      if (!st.isFile()) throw new InvalidInputError(`${path} is not a regular file`)
+      if (st.size > MAX_CONFIG_BYTES) throw new InvalidInputError(`${path} is ${st.size} bytes, over the ${MAX_CONFIG_BYTES}-byte limit for a config file`)
+      // One byte more than the size: a file that grows while it is read is noticed, not followed.
+      const buf = Buffer.alloc(st.size + 1)
+      let length = 0
+      for (;;) {
+        const { bytesRead } = await file.read(buf, length, buf.length - length, length)
+        length += bytesRead
+        if (bytesRead === 0 || length === buf.length) break
+      }
+      if (length !== st.size) throw new InvalidInputError(`${path} changed while it was read; try again`)
+      text = buf.subarray(0, length).toString('utf8')
+    } finally {
+      await file.close()
+    }
+  } catch (err) {
+    if (err instanceof InvalidInputError) throw err
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {}
+    throw new InvalidInputError(`cannot read ${path}: ${(err as Error).message}`, { cause: err })
   }
   let value: unknown
   try {
@@ -229,13 +291,28 @@ async function readConfigFile (path: string): Promise<z.infer<typeof configFileS
 export function clientTarget (env: NodeJS.ProcessEnv = process.env, home?: string): { socketPath: string } | { url: string, token: string } {
   const host = env.SHOAL_HOST
   if (host !== undefined && host !== '') {
-    if (host.startsWith('unix://')) return { socketPath: host.slice('unix://'.length) }
+    const shown = JSON.stringify(host.slice(0, 100))
+    if (host.startsWith('unix://')) {
+      const socketPath = host.slice('unix://'.length)
+      if (socketPath === '' || socketPath.includes('\0')) throw new InvalidInputError(`SHOAL_HOST ${shown} names no socket: use unix:///path/to/shoal.sock`)
+      return { socketPath }
+    }
     if (host.startsWith('http://')) {
+      let url: URL
+      try {
+        url = new URL(host)
+      } catch {
+        throw new InvalidInputError(`SHOAL_HOST ${shown} is not a URL: use http://127.0.0.1:<port>`)
+      }
+      if (url.port === '' || (url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.username !== '') {
+        throw new InvalidInputError(`SHOAL_HOST ${shown} must be just http://<host>:<port>, e.g. http://127.0.0.1:4080`)
+      }
       const token = env.SHOAL_TOKEN
       if (token === undefined || token === '') throw new InvalidInputError('SHOAL_HOST is an http:// address: set SHOAL_TOKEN to the token in <home>/rpc.token')
+      if (!/^[\x21-\x7e]{1,256}$/.test(token)) throw new InvalidInputError('SHOAL_TOKEN must be the token in <home>/rpc.token (printable characters, no spaces)')
       return { url: host, token }
     }
-    throw new InvalidInputError(`SHOAL_HOST must be unix:///path/to/shoal.sock or http://127.0.0.1:<port> (got ${host})`)
+    throw new InvalidInputError(`SHOAL_HOST must be unix:///path/to/shoal.sock or http://127.0.0.1:<port> (got ${shown})`)
   }
   return { socketPath: join(home ?? defaultHome(env), SOCKET_FILE) }
 }

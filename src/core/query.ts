@@ -26,7 +26,11 @@
  *
  * MUST hold: `parseQuery` either returns a query or throws `InvalidInputError` whose message names
  * the column of the offending token ("expected a value after '>' at column 17 (found the end of the query)"); it never throws
- * anything else, and its work is linear in the query (capped at `MAX_QUERY_LENGTH`).
+ * anything else, and its work is linear in the query (capped at `MAX_QUERY_LENGTH`). What a query
+ * may ask for is bounded before it is parsed: nesting (`MAX_QUERY_DEPTH`: parentheses and NOT,
+ * which the parser and the evaluator follow by recursion), conditions (`MAX_QUERY_CONDITIONS`:
+ * each is evaluated against every document) and ORDER BY keys (`MAX_ORDER_KEYS`). A compiled
+ * query evaluates AND and OR lists by loops, so its stack depth follows the nesting only.
  *
  * Structure similarity (`structureVector`, `similarity`): 1 for the same set of (tensor name,
  * shape) pairs; otherwise a weighted Jaccard estimate from the bottom-k sketches of
@@ -39,6 +43,12 @@ import { SKETCH_SIZE, decodeSketch, type SearchDoc } from './search-doc.js'
 export const MAX_QUERY_LENGTH = 4096
 /** @default 10_000 — largest `LIMIT` a query may ask for */
 export const MAX_QUERY_LIMIT = 10_000
+/** @default 64 — levels of parentheses and NOT, one inside the other */
+export const MAX_QUERY_DEPTH = 64
+/** @default 256 — comparisons and free-text terms in one query */
+export const MAX_QUERY_CONDITIONS = 256
+/** @default 8 — keys after ORDER BY */
+export const MAX_ORDER_KEYS = 8
 /** @default 0.8 — weight of the (name, shape) Jaccard estimate; names alone get the rest */
 export const SHAPE_WEIGHT = 0.8
 /** @default 0.99 — the best score of two structures that are not exactly the same */
@@ -149,11 +159,51 @@ function tokenize (input: string): Token[] {
 /** Parses a query (see the module doc). Throws `InvalidInputError` with the column. */
 export function parseQuery (input: string): Query {
   if (input.length > MAX_QUERY_LENGTH) throw new InvalidInputError(`the query is ${input.length} characters, over the ${MAX_QUERY_LENGTH}-character limit`)
-  return new Parser(tokenize(input)).query()
+  const tokens = tokenize(input)
+  checkNesting(tokens)
+  return new Parser(tokens).query()
+}
+
+/**
+ * Refuses a query nested deeper than `MAX_QUERY_DEPTH` before the recursive parser sees it. The
+ * depth counted is the parser's: each '(' and each NOT opens a level; a ')' closes its '(' and
+ * every NOT right before that '('; a term closes the NOTs right before it.
+ */
+function checkNesting (tokens: readonly Token[]): void {
+  let depth = 0
+  let deepest = 0
+  let deepestAt: Token | undefined
+  let nots = 0
+  const open: number[] = []
+  for (const t of tokens) {
+    if (t.kind === 'word' && t.text.toUpperCase() === 'NOT') {
+      nots++
+    } else if (t.kind === '(') {
+      open.push(nots + 1)
+      depth += nots + 1
+      nots = 0
+    } else if (t.kind === ')') {
+      depth -= open.pop() ?? 0
+      nots = 0
+      continue
+    } else {
+      nots = 0
+      continue
+    }
+    if (depth + nots > deepest) {
+      deepest = depth + nots
+      deepestAt = t
+    }
+  }
+  if (deepest > MAX_QUERY_DEPTH) {
+    throw new InvalidInputError(`the query nests ${deepest} levels deep (parentheses and NOT, deepest at column ${deepestAt?.column ?? 0}); at most ${MAX_QUERY_DEPTH} are allowed`)
+  }
 }
 
 class Parser {
   private at = 0
+  private depth = 0
+  private conditions = 0
   private readonly terms: string[] = []
 
   constructor (private readonly tokens: Token[]) {}
@@ -175,6 +225,7 @@ class Parser {
         if (this.isKeyword(this.peek(), 'ASC')) this.next()
         else if (this.isKeyword(this.peek(), 'DESC')) { this.next(); descending = true }
         order.push({ field, descending })
+        if (order.length > MAX_ORDER_KEYS) throw new InvalidInputError(`ORDER BY has more than ${MAX_ORDER_KEYS} keys (the ${order.length}th at column ${t.column}); at most ${MAX_ORDER_KEYS} are allowed`)
       } while (this.peek().kind === ',' && this.next() !== undefined)
     }
     if (this.isKeyword(this.peek(), 'LIMIT')) {
@@ -226,20 +277,17 @@ class Parser {
 
   private unary (): QueryNode {
     const t = this.peek()
-    if (this.isKeyword(t, 'NOT')) {
-      this.next()
-      this.operand(t)
-      return { type: 'not', node: this.unary() }
-    }
-    if (t.kind === '(') {
-      this.next()
-      if (this.peek().kind === ')') throw this.error("expected a condition inside '('", this.peek())
-      const inner = this.or()
-      const close = this.next()
-      if (close.kind !== ')') throw this.error(`expected ')' to close the '(' from column ${t.column}`, close)
-      return inner
+    if (this.isKeyword(t, 'NOT') || t.kind === '(') {
+      // checkNesting bounds this already; the parser holds to it on its own as well.
+      if (++this.depth > MAX_QUERY_DEPTH) throw new InvalidInputError(`the query nests more than ${MAX_QUERY_DEPTH} levels deep at column ${t.column}; at most ${MAX_QUERY_DEPTH} are allowed`)
+      try {
+        return this.nested(t)
+      } finally {
+        this.depth--
+      }
     }
     if (t.kind === 'word' || t.kind === 'string') {
+      if (++this.conditions > MAX_QUERY_CONDITIONS) throw this.error(`the query has more than ${MAX_QUERY_CONDITIONS} conditions; at most ${MAX_QUERY_CONDITIONS} are allowed`, t)
       this.next()
       const op = this.peek()
       if (op.kind === 'op') {
@@ -252,6 +300,20 @@ class Parser {
       return { type: 'text', text, column: t.column }
     }
     throw this.error('expected a condition', t)
+  }
+
+  /** NOT unary, or '(' expr ')'. */
+  private nested (t: Token): QueryNode {
+    this.next()
+    if (t.kind !== '(') {
+      this.operand(t)
+      return { type: 'not', node: this.unary() }
+    }
+    if (this.peek().kind === ')') throw this.error("expected a condition inside '('", this.peek())
+    const inner = this.or()
+    const close = this.next()
+    if (close.kind !== ')') throw this.error(`expected ')' to close the '(' from column ${t.column}`, close)
+    return inner
   }
 
   private comparison (fieldToken: Token): QueryNode {
@@ -284,6 +346,7 @@ class Parser {
       case 'count':
       case 'bytes': {
         const n = parseAmount(text, kind)
+        if (n === undefined && parseAmount(text, kind, { finite: false }) !== undefined) throw this.error(`${text.slice(0, 40)} is out of range for ${label}`, t)
         if (n === undefined) {
           const example = kind === 'bytes' ? '4096, 10GB or 4GiB' : '1000, 1e9, 7B or 1.5M'
           throw this.error(`expected a number for ${label} (like ${example})`, t)
@@ -362,14 +425,14 @@ const BYTE_UNITS: Readonly<Record<string, number>> = {
   '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40
 }
 
-/** `1e9`, `7B`, `1.5M` (counts) or `10GB`, `4GiB` (bytes); undefined when not a number. */
-export function parseAmount (text: string, units: 'count' | 'bytes'): number | undefined {
+/** `1e9`, `7B`, `1.5M` (counts) or `10GB`, `4GiB` (bytes); undefined when not a number, or (unless `finite: false`) not a finite one. */
+export function parseAmount (text: string, units: 'count' | 'bytes', options: { finite?: boolean } = {}): number | undefined {
   const m = /^(\d+(?:\.\d+)?|\.\d+)(?:e([+-]?\d+))?([a-z]*)$/i.exec(text)
   if (m === null) return undefined
   const scale = (units === 'bytes' ? BYTE_UNITS : COUNT_UNITS)[m[3]!.toLowerCase()]
   if (scale === undefined) return undefined
   const n = Number(`${m[1]!}${m[2] !== undefined ? `e${m[2]}` : ''}`) * scale
-  return Number.isFinite(n) ? n : undefined
+  return Number.isFinite(n) || options.finite === false ? n : undefined
 }
 
 const DAY_MS = 24 * 3600 * 1000
@@ -459,10 +522,21 @@ export type Predicate = (doc: PreparedDoc) => boolean
 export function compileQuery (node: QueryNode | undefined): Predicate {
   if (node === undefined) return () => true
   switch (node.type) {
-    case 'and':
-      return node.nodes.map(compileQuery).reduce((a, b) => d => a(d) && b(d))
-    case 'or':
-      return node.nodes.map(compileQuery).reduce((a, b) => d => a(d) || b(d))
+    case 'and': {
+      // A loop, not a chain of closures: the stack depth must not grow with the number of terms.
+      const all = node.nodes.map(compileQuery)
+      return d => {
+        for (const p of all) if (!p(d)) return false
+        return true
+      }
+    }
+    case 'or': {
+      const any = node.nodes.map(compileQuery)
+      return d => {
+        for (const p of any) if (p(d)) return true
+        return false
+      }
+    }
     case 'not': {
       const inner = compileQuery(node.node)
       return d => !inner(d)

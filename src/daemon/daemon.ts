@@ -36,6 +36,7 @@ import { Metrics } from './metrics.js'
 import { ServingService } from './serving.js'
 import { loadOrCreateToken } from './token.js'
 import { missingNodeFlags } from './runtime.js'
+import { guardProcess } from './process-guard.js'
 import { SearchIndex } from '../store/search-index.js'
 
 /** @default 1 s — `pull.progress` events of a followed pull are sent at most this often */
@@ -219,6 +220,7 @@ export class Daemon {
         socket: config.socket, mode: SOCKET_MODE,
         routes: routes(service, { watch: async o => { await serving.watch(o) }, metrics: async () => await metrics.text() }),
         log: componentLogger(this.log, 'rpc'),
+        limits: { maxConnections: config.rpc.maxConnections, streams: { watch: config.rpc.maxWatchers } },
         ...(tcp !== undefined ? { tcp } : {})
       })
       await this.rpc.start()
@@ -286,8 +288,14 @@ export class Daemon {
     }
   }
 
-  /** Runs until SIGTERM or SIGINT, then stops. */
+  /**
+   * Runs until SIGTERM or SIGINT, then stops. Owns the process: an unhandled rejection is logged
+   * and counted, an uncaught exception stops the daemon and exits non-zero (`process-guard.ts`).
+   */
   async runUntilSignalled (): Promise<void> {
+    let stopped: Promise<void> | undefined
+    const stop = async (): Promise<void> => { await (stopped ??= this.stop()) }
+    guardProcess({ log: this.log, onRejection: () => { this.metrics?.unhandledRejections.inc() }, stop })
     const missing = missingNodeFlags()
     if (missing.length > 0) {
       this.log.warn({ missing }, 'node was started without the flags `shoal daemon` runs with, so peak memory is ~30 MiB higher: start it as `shoal daemon`, or pass them to node')
@@ -303,7 +311,7 @@ export class Daemon {
       process.on('SIGTERM', onSignal)
       process.on('SIGINT', onSignal)
     })
-    await this.stop()
+    await stop()
   }
 }
 

@@ -29,6 +29,8 @@ export class Metrics {
   readonly pullDuration: Histogram<'outcome'>
   readonly labelMoves: Counter
   readonly rpcRequests: Counter<'route' | 'status'>
+  /** Promise rejections nothing handled (logged with their stack; the daemon keeps running). */
+  readonly unhandledRejections: Counter
 
   constructor (sources: MetricsSources) {
     const r = this.registry
@@ -44,6 +46,7 @@ export class Metrics {
     })
     this.labelMoves = new Counter({ name: 'shoal_label_moves_total', help: 'Local label switches', registers: [r] })
     this.rpcRequests = new Counter({ name: 'shoal_rpc_requests_total', help: 'RPC requests', labelNames: ['route', 'status'], registers: [r] })
+    this.unhandledRejections = new Counter({ name: 'shoal_unhandled_rejections_total', help: 'Promise rejections nothing handled, logged at error (the daemon kept running)', registers: [r] })
     new Gauge({ name: 'shoal_peers', help: 'Connected peers', registers: [r], collect () { this.set(sources.peers()) } })
     new Gauge({ name: 'shoal_leases', help: 'Leases held by serving processes', registers: [r], collect () { this.set(sources.leases()) } })
     new Gauge({ name: 'shoal_pulls_in_flight', help: 'Pulls running', registers: [r], collect () { this.set(sources.pullsInFlight()) } })

@@ -206,7 +206,7 @@ export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
           route({ method: 'GET', path: '/metrics', raw: true, handler: async () => await extras.metrics() })
         ]
       : []),
-    route({ method: 'POST', path: '/v1/resolve', body: resolveRequest, stream: true, handler: async (body, ctx) => body.ensure === true ? await api.resolveEnsure(body.ref, ctx.progress, ctx.signal) : await api.resolve(body.ref) }),
+    route({ method: 'POST', path: '/v1/resolve', body: resolveRequest, stream: true, holds: 'transfer', handler: async (body, ctx) => body.ensure === true ? await api.resolveEnsure(body.ref, ctx.progress, ctx.signal) : await api.resolve(body.ref) }),
     route({ method: 'GET', path: '/v1/leases', handler: async () => await api.leases() }),
     route({
       method: 'GET', path: '/v1/search',
@@ -222,13 +222,13 @@ export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
     route({ method: 'DELETE', path: '/v1/leases', body: leaseReleaseRequest, handler: async body => await api.releaseLease(body.id) }),
     route({ method: 'GET', path: '/v1/version', handler: async () => await api.version() }),
     route({ method: 'GET', path: '/v1/status', handler: async () => await api.status() }),
-    route({ method: 'POST', path: '/v1/add', body: addRequest, stream: true, handler: async (body, ctx) => await api.add(body, ctx.progress, ctx.signal) }),
+    route({ method: 'POST', path: '/v1/add', body: addRequest, stream: true, holds: 'disk', handler: async (body, ctx) => await api.add(body, ctx.progress, ctx.signal) }),
     route({ method: 'GET', path: '/v1/models', handler: async () => await api.models() }),
     route({ method: 'GET', path: '/v1/versions', handler: async (_b, ctx) => await api.versions(required(ctx.query, 'name')) }),
     route({ method: 'GET', path: '/v1/show', handler: async (_b, ctx) => await api.show(required(ctx.query, 'ref')) }),
-    route({ method: 'POST', path: '/v1/verify', body: verifyRequest, stream: true, handler: async (_b, ctx) => await api.verify(ctx.progress, ctx.signal) }),
+    route({ method: 'POST', path: '/v1/verify', body: verifyRequest, stream: true, holds: 'disk', handler: async (_b, ctx) => await api.verify(ctx.progress, ctx.signal) }),
     route({ method: 'POST', path: '/v1/gc', body: gcRequest, handler: async body => await api.gc(body) }),
-    route({ method: 'POST', path: '/v1/export', body: exportRequest, stream: true, handler: async (body, ctx) => await api.export(body, ctx.progress, ctx.signal) }),
+    route({ method: 'POST', path: '/v1/export', body: exportRequest, stream: true, holds: 'disk', handler: async (body, ctx) => await api.export(body, ctx.progress, ctx.signal) }),
     route({ method: 'POST', path: '/v1/labels', body: labelRequest, handler: async body => await api.setLabel(body) }),
     route({ method: 'DELETE', path: '/v1/labels', body: labelRemoveRequest, handler: async body => await api.removeLabel(body.name, body.label) }),
     route({ method: 'POST', path: '/v1/rollback', body: rollbackRequest, handler: async body => await api.rollback(body.ref, body.key) }),
@@ -245,7 +245,7 @@ export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
     route({ method: 'GET', path: '/v1/events', handler: async (_b, ctx) => await api.events(watchOptions(ctx.query, undefined).since, limitOf(ctx.query)) }),
     route({ method: 'POST', path: '/v1/pins', body: refRequest, handler: async body => await api.pin(body.ref) }),
     route({ method: 'DELETE', path: '/v1/pins', body: refRequest, handler: async body => await api.unpin(body.ref) }),
-    route({ method: 'POST', path: '/v1/pull', body: pullRequest, stream: true, handler: async (body, ctx) => await api.pull(body, ctx.progress, ctx.signal) }),
+    route({ method: 'POST', path: '/v1/pull', body: pullRequest, stream: true, holds: 'transfer', handler: async (body, ctx) => await api.pull(body, ctx.progress, ctx.signal) }),
     route({ method: 'GET', path: '/v1/peers', handler: async () => await api.peers() }),
     route({ method: 'GET', path: '/v1/id', handler: async () => await api.id() })
   ]

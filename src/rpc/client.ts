@@ -160,7 +160,8 @@ export class ShoalClient implements ShoalApi {
         }
       } catch (err) {
         if (aborted()) return
-        if (err instanceof RpcError && err.code !== 'UNREACHABLE') throw err
+        // A daemon at its bound of open streams (BUSY) is retried like one that is not there yet.
+        if (err instanceof RpcError && err.code !== 'UNREACHABLE' && err.code !== 'BUSY') throw err
         if (options.reconnect === false) throw err
       }
       if (options.reconnect === false) return

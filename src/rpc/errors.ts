@@ -16,6 +16,11 @@ const STATUS: Record<string, number> = {
   LOCKED: 423,
   PAYLOAD_TOO_LARGE: 413,
   METHOD_NOT_ALLOWED: 405,
+  UNAUTHORIZED: 401,
+  REQUEST_TIMEOUT: 408,
+  HEADERS_TOO_LARGE: 431,
+  EXPECTATION_FAILED: 417,
+  BUSY: 503,
   DIGEST_MISMATCH: 500,
   DISK_FULL: 507,
   ABORTED: 499,
@@ -28,10 +33,14 @@ export function statusOf (code: string): number {
 
 export interface WireError { code: string, message: string }
 
+/** The wire form of any thrown value; never throws itself (a value that cannot be described is INTERNAL). */
 export function toWireError (err: unknown): WireError {
-  if (err instanceof ShoalError) return { code: err.code, message: err.message }
-  if (err instanceof RpcError) return { code: err.code, message: err.message }
-  return { code: 'INTERNAL', message: `internal error: ${(err as Error)?.message ?? String(err)}` }
+  try {
+    if (err instanceof ShoalError || err instanceof RpcError) return { code: String(err.code), message: String(err.message) }
+    return { code: 'INTERNAL', message: `internal error: ${String((err as Error)?.message ?? err)}` }
+  } catch {
+    return { code: 'INTERNAL', message: 'internal error (the failure could not be described)' }
+  }
 }
 
 /** A failure reported by the daemon, or the daemon being unreachable (`code` `UNREACHABLE`). */
@@ -44,4 +53,24 @@ export class RpcError extends Error {
 
 export class PayloadTooLargeError extends ShoalError {
   readonly code = 'PAYLOAD_TOO_LARGE'
+}
+
+/** The daemon is at one of its RPC bounds (`rpc/limits.ts`); the same request later will do. */
+export class BusyError extends ShoalError {
+  readonly code = 'BUSY'
+}
+
+/** A request that is not HTTP the server can read (bad request line, headers or chunked framing). */
+export class BadRequestError extends ShoalError {
+  readonly code = 'BAD_REQUEST'
+}
+
+/** A request line and headers over `MAX_HEADER_BYTES` or `MAX_HEADER_COUNT`. */
+export class HeadersTooLargeError extends ShoalError {
+  readonly code = 'HEADERS_TOO_LARGE'
+}
+
+/** A request whose headers or body did not arrive within their deadlines (`rpc/limits.ts`). */
+export class RequestTimeoutError extends ShoalError {
+  readonly code = 'REQUEST_TIMEOUT'
 }

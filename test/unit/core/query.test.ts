@@ -3,7 +3,8 @@ import { chunkIdOf, fileDigest } from '../../../src/core/digest.js'
 import type { Manifest } from '../../../src/core/manifest.js'
 import type { Metadata } from '../../../src/core/metadata.js'
 import {
-  MAX_INEXACT_SIMILARITY, compareDocs, jaccard, matches, parseAmount, parseDate, parseQuery, prepareDoc, similarity, structureVector, textScore,
+  MAX_INEXACT_SIMILARITY, MAX_ORDER_KEYS, MAX_QUERY_CONDITIONS, MAX_QUERY_DEPTH,
+  compareDocs, compileQuery, jaccard, matches, parseAmount, parseDate, parseQuery, prepareDoc, similarity, structureVector, textScore,
   type QueryNode
 } from '../../../src/core/query.js'
 import { MAX_INDEXED_DESCRIPTION, MAX_SIGNATURE_TENSORS, SKETCH_SIZE, bottomK, searchDocOf, type SearchDoc } from '../../../src/core/search-doc.js'
@@ -256,6 +257,46 @@ describe('query parser', () => {
 
   it('refuses a query over the length cap', () => {
     expect(errorOf('a'.repeat(5000)).name).toBe('InvalidInputError')
+  })
+
+  it('refuses 4,000 nested parentheses saying how deep and the limit, instead of overflowing the stack', () => {
+    const err = errorOf('('.repeat(4000))
+    expect(err.name).toBe('InvalidInputError')
+    expect(err.message).toBe(`the query nests 4000 levels deep (parentheses and NOT, deepest at column 4000); at most ${MAX_QUERY_DEPTH} are allowed`)
+  })
+
+  it('counts each NOT and each parenthesis as a level, as the parser recurses, up to exactly the limit', () => {
+    const half = MAX_QUERY_DEPTH / 2
+    const deepest = `${'NOT '.repeat(half)}${'('.repeat(half)}name = a${')'.repeat(half)}`
+    const q = parseQuery(deepest)
+    expect(matches(doc({ model: 'a' }), q.where)).toBe(half % 2 === 0)
+    const err = errorOf(`NOT ${deepest}`)
+    expect(err.message).toBe(`the query nests ${MAX_QUERY_DEPTH + 1} levels deep (parentheses and NOT, deepest at column ${4 * half + 4 + half}); at most ${MAX_QUERY_DEPTH} are allowed`)
+    // Siblings do not add up: only what is open at once counts.
+    expect(parseQuery(Array.from({ length: 20 }, () => `NOT (${'('.repeat(60)}a${')'.repeat(60)})`).join(' OR ')).where?.type).toBe('or')
+  })
+
+  it('refuses more conditions and more ORDER BY keys than allowed, saying the limit', () => {
+    expect(parseQuery(Array(MAX_QUERY_CONDITIONS).fill('a').join(' ')).terms).toHaveLength(MAX_QUERY_CONDITIONS)
+    expect(errorOf(Array(MAX_QUERY_CONDITIONS + 1).fill('a').join(' ')).message)
+      .toBe(`the query has more than ${MAX_QUERY_CONDITIONS} conditions; at most ${MAX_QUERY_CONDITIONS} are allowed at column ${2 * MAX_QUERY_CONDITIONS + 1} (found 'a')`)
+    expect(parseQuery(`a ORDER BY ${Array(MAX_ORDER_KEYS).fill('name').join(', ')}`).order).toHaveLength(MAX_ORDER_KEYS)
+    expect(errorOf(`a ORDER BY ${Array(400).fill('name').join(',')}`).message)
+      .toBe(`ORDER BY has more than ${MAX_ORDER_KEYS} keys (the ${MAX_ORDER_KEYS + 1}th at column ${12 + 5 * MAX_ORDER_KEYS}); at most ${MAX_ORDER_KEYS} are allowed`)
+  })
+
+  it('says a number too large for a double is out of range', () => {
+    expect(errorOf('params > 1e999').message).toBe("1e999 is out of range for params at column 10 (found '1e999')")
+    expect(errorOf('size < 9e400GiB').message).toBe("9e400GiB is out of range for size at column 8 (found '9e400GiB')")
+  })
+
+  it('evaluates a very long AND or OR list (a tree built by hand) without deepening the stack', () => {
+    const term: QueryNode = { type: 'text', text: 'llama', column: 1 }
+    const miss: QueryNode = { type: 'text', text: 'absent', column: 1 }
+    const d = prepareDoc(doc({ model: 'llama-8b' }))
+    expect(compileQuery({ type: 'and', nodes: Array(50_000).fill(term) })(d)).toBe(true)
+    expect(compileQuery({ type: 'or', nodes: [...Array(50_000).fill(miss), term] })(d)).toBe(true)
+    expect(compileQuery({ type: 'and', nodes: [...Array(50_000).fill(term), miss] })(d)).toBe(false)
   })
 })
 

@@ -1,0 +1,88 @@
+/**
+ * The config file and environment: defaults in one place, and every bad value refused with a
+ * typed error that names the key or variable (never a silent default, never a raw TypeError).
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { execFileSync } from 'node:child_process'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { CONFIG_FILE, MAX_CONFIG_BYTES, clientTarget, loadConfig } from '../../../src/config/config.js'
+import { DEFAULT_MAX_RPC_CONNECTIONS, DEFAULT_MAX_WATCHERS } from '../../../src/rpc/limits.js'
+import { rejection } from '../../helpers/assert.js'
+import { tempDir } from '../../helpers/tmp.js'
+
+let home: string
+let cleanup: () => Promise<void>
+beforeEach(async () => { ({ dir: home, cleanup } = await tempDir('shoal-config-')) })
+afterEach(async () => { await cleanup() })
+
+async function withFile (content: unknown): Promise<void> {
+  await writeFile(join(home, CONFIG_FILE), typeof content === 'string' ? content : JSON.stringify(content))
+}
+
+async function refusal (env: NodeJS.ProcessEnv = {}): Promise<Error> {
+  const err = await rejection(loadConfig({ home, env }))
+  expect(err.name).toBe('InvalidInputError')
+  return err
+}
+
+describe('config', () => {
+  it('applies the RPC bounds from the file, else their defaults', async () => {
+    expect((await loadConfig({ home, env: {} })).rpc).toEqual({ maxConnections: DEFAULT_MAX_RPC_CONNECTIONS, maxWatchers: DEFAULT_MAX_WATCHERS })
+    await withFile({ rpc: { maxConnections: 1000, maxWatchers: 500, tcp: '127.0.0.1:4080' } })
+    expect((await loadConfig({ home, env: {} })).rpc).toEqual({ maxConnections: 1000, maxWatchers: 500, tcp: { host: '127.0.0.1', port: 4080 } })
+    await withFile({ rpc: { maxWatchers: 0 } })
+    expect((await refusal()).message).toBe(`${join(home, CONFIG_FILE)} is invalid at rpc.maxWatchers: Too small: expected number to be >0`)
+  })
+
+  it('names the variable or key of a bad log level', async () => {
+    expect((await refusal({ SHOAL_LOG_LEVEL: 'loud' })).message).toBe('SHOAL_LOG_LEVEL "loud" is not a log level; use one of trace, debug, info, warn, error, fatal, silent')
+    expect((await loadConfig({ home, env: { SHOAL_LOG_LEVEL: '' } })).logLevel).toBe('info')
+    expect((await rejection(loadConfig({ home, env: {}, overrides: { logLevel: 'loud' } }))).message).toMatch(/^--log-level "loud" is not a log level/)
+  })
+
+  it('names store.quota when it is not a size, is 0, or is past 2^53 bytes', async () => {
+    await withFile({ store: { quota: 'lots' } })
+    expect((await refusal()).message).toBe('config.json store.quota: "lots" is not a size; use bytes or e.g. "200GB", "1.5TiB"')
+    await withFile({ store: { quota: '0GB' } })
+    expect((await refusal()).message).toBe(`config.json store.quota: "0GB" is 0 bytes; use at least 1 byte and at most ${Number.MAX_SAFE_INTEGER}`)
+    await withFile({ store: { quota: '99999999999TiB' } })
+    expect((await refusal()).message).toMatch(/^config\.json store\.quota: "99999999999TiB" is \d.* bytes; use at least 1 byte/)
+    await withFile({ store: { quota: '1.5 TiB' } })
+    expect((await loadConfig({ home, env: {} })).store.quotaBytes).toBe(1.5 * 2 ** 40)
+  })
+
+  it('names the trust rule that is bad', async () => {
+    await withFile({ trust: [{ key: 'z6Mknot-a-key', models: '*' }] })
+    expect((await refusal()).message).toMatch(/^config\.json trust\.0: /)
+  })
+
+  it('refuses a config file it cannot read, instead of running on defaults', async () => {
+    await mkdir(join(home, CONFIG_FILE))
+    expect((await refusal()).message).toBe(`${join(home, CONFIG_FILE)} is not a regular file`)
+  })
+
+  it('refuses a FIFO in place of the file without waiting for a writer', async () => {
+    execFileSync('mkfifo', [join(home, CONFIG_FILE)])
+    expect((await refusal()).message).toBe(`${join(home, CONFIG_FILE)} is not a regular file`)
+  })
+
+  it('refuses a config file over the size bound before reading it', async () => {
+    await withFile(`{${' '.repeat(MAX_CONFIG_BYTES)}}`)
+    expect((await refusal()).message).toBe(`${join(home, CONFIG_FILE)} is ${MAX_CONFIG_BYTES + 2} bytes, over the ${MAX_CONFIG_BYTES}-byte limit for a config file`)
+  })
+})
+
+describe('clientTarget', () => {
+  it('refuses a SHOAL_HOST that is not a URL, names no socket, or carries a path, saying so', () => {
+    expect(() => clientTarget({ SHOAL_HOST: 'http://[', SHOAL_TOKEN: 't' })).toThrow('SHOAL_HOST "http://[" is not a URL: use http://127.0.0.1:<port>')
+    expect(() => clientTarget({ SHOAL_HOST: 'unix://' })).toThrow('SHOAL_HOST "unix://" names no socket: use unix:///path/to/shoal.sock')
+    expect(() => clientTarget({ SHOAL_HOST: 'http://127.0.0.1', SHOAL_TOKEN: 't' })).toThrow('SHOAL_HOST "http://127.0.0.1" must be just http://<host>:<port>, e.g. http://127.0.0.1:4080')
+    expect(() => clientTarget({ SHOAL_HOST: 'http://127.0.0.1:4080/v1?x', SHOAL_TOKEN: 't' })).toThrow(/must be just http:\/\/<host>:<port>/)
+    expect(clientTarget({ SHOAL_HOST: 'http://127.0.0.1:4080/', SHOAL_TOKEN: 'ab12' })).toEqual({ url: 'http://127.0.0.1:4080/', token: 'ab12' })
+  })
+
+  it('refuses a SHOAL_TOKEN that could not be sent in a header', () => {
+    expect(() => clientTarget({ SHOAL_HOST: 'http://127.0.0.1:4080', SHOAL_TOKEN: 'ab\ncd' })).toThrow('SHOAL_TOKEN must be the token in <home>/rpc.token (printable characters, no spaces)')
+  })
+})
