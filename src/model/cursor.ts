@@ -109,6 +109,23 @@ export class Cursor {
     this.pos += n
   }
 
+  /**
+   * Up to `max` bytes from `pos` without consuming them (fewer only where `limit` is nearer): a
+   * view valid until the next read. For decoders of variable-length fields (protobuf varints).
+   */
+  async peek (max: number, what: string): Promise<Uint8Array> {
+    const n = Math.min(max, this.limit - this.pos)
+    const i = await this.need(n, what)
+    return this.buf.subarray(i, i + n)
+  }
+
+  /** What is already buffered from `pos`, at most `max` bytes, without fetching (possibly empty). */
+  buffered (max: number): Uint8Array {
+    const rel = this.pos - this.bufStart
+    if (rel < 0 || rel >= this.buf.byteLength) return this.buf.subarray(0, 0)
+    return this.buf.subarray(rel, rel + Math.min(max, this.limit - this.pos))
+  }
+
   async bytes (n: number, what: string): Promise<Uint8Array> {
     const i = await this.need(n, what)
     this.pos += n

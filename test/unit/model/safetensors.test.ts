@@ -56,7 +56,7 @@ describe('readSafetensors', () => {
       await expectMalformed(read(concat(u64(1000), utf8('{}'))), /header length 1000/, /past the end/)
     })
     it('absurd header length', async () => {
-      await expectMalformed(read(concat(u64(2n ** 62n), utf8('{}'))), /exceeds the 100000000-byte limit/)
+      await expectMalformed(read(concat(u64(2n ** 62n), utf8('{}'))), /header length 4611686018427387904 is over the limit of 16777216 bytes/)
     })
     it('truncated header', async () => {
       const full = safetensors({ t: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, 4)
@@ -131,7 +131,7 @@ describe('readSafetensorsIndex', () => {
   })
 
   it('refuses a malformed index', async () => {
-    await expectMalformed(index('{"weight_map": '), /not valid UTF-8 JSON/)
+    await expectMalformed(index('{"weight_map": '), /not valid JSON/, /value is missing/)
     await expectMalformed(index({ metadata: {} }), /no "weight_map"/)
     await expectMalformed(index({ weight_map: { a: 1 } }), /not a file name/)
     await expectMalformed(index([]), /not a JSON object/)
