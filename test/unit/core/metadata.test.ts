@@ -28,4 +28,24 @@ describe('metadata', () => {
     expect(parseTags(['task=ner', 'english', 'k=a=b'])).toEqual({ task: 'ner', english: '', k: 'a=b' })
     expect(() => parseTags(['=x'])).toThrow(/invalid tag/)
   })
+
+  it('refuses control, bidirectional and invisible characters in names and short values, naming where and which', () => {
+    expect(() => parseMetadata({ tags: { 'a\u202eb': 'x' } }, 'shoal.json')).toThrow(/^shoal\.json is invalid at tags\["a\\u202eb"\]: key: contains U\+202E RIGHT-TO-LEFT OVERRIDE/)
+    expect(() => parseMetadata({ tags: { a: 'x\u200by' } }, 'shoal.json')).toThrow(/at tags\.a: contains U\+200B ZERO WIDTH SPACE/)
+    expect(() => parseMetadata({ framework: 'py\u0007' })).toThrow(/at framework: contains U\+0007, a control character/)
+    expect(() => parseMetadata({ inputs: [{ name: 'ids\u2066' }] })).toThrow(/at inputs\[0\]\.name: contains U\+2066/)
+    expect(() => parseMetadata({ hyperparameters: { 'l\u200dr': 1 } })).toThrow(/key: contains U\+200D ZERO WIDTH JOINER/)
+  })
+
+  it('prose keeps line breaks, tabs and right-to-left text but not text-reordering controls', () => {
+    expect(parseMetadata({ description: 'line 1\n\tline 2 — مدل بزرگ' }).description).toBe('line 1\n\tline 2 — مدل بزرگ')
+    expect(() => parseMetadata({ description: 'safe \u202e txt.exe' })).toThrow(/at description: contains U\+202E RIGHT-TO-LEFT OVERRIDE/)
+    expect(() => parseMetadata({ description: 'bell\u0007' })).toThrow(/at description: contains U\+0007/)
+  })
+
+  it('shows an unknown key escaped', () => {
+    const err = (() => { try { parseMetadata({ 'descr\u202eiption': 'x' }) } catch (e) { return e as Error } })()
+    expect(err?.message).toMatch(/descr\\u202eiption/)
+    expect(err?.message).not.toMatch(/\u202e/)
+  })
 })
