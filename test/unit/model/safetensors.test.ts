@@ -100,6 +100,10 @@ describe('readSafetensors', () => {
       }, 16)
       await expectMalformed(read(bytes), /"a" and "b" overlap/)
     })
+    it('names from the file appear escaped in the message, never raw', async () => {
+      const e = await expectMalformed(read(safetensors({ 'evil\u202eb': { dtype: 'F128', shape: [1], data_offsets: [0, 16] } })), /tensor "evil\\u202eb": unknown dtype/)
+      expect(e.message).not.toMatch(/\u202e/)
+    })
     it('non-string metadata', async () => {
       await expectMalformed(read(safetensors({ __metadata__: { n: 1 } })), /__metadata__ value for "n"/)
     })
@@ -128,6 +132,7 @@ describe('readSafetensorsIndex', () => {
     await expectMalformed(index({ weight_map: { a: 'C:\\x.safetensors' } }), /absolute/)
     await expectMalformed(index({ weight_map: { a: 'x\u0000.safetensors' } }), /NUL/)
     await expectMalformed(index({ weight_map: { a: '' } }), /empty/)
+    await expectMalformed(index({ weight_map: { a: 'model\u202egpj.safetensors' } }), /shard for tensor "a" "model\\u202egpj\.safetensors" contains U\+202E RIGHT-TO-LEFT OVERRIDE/)
   })
 
   it('refuses a malformed index', async () => {
