@@ -80,6 +80,20 @@ export function parseMetadata (value: unknown, source = 'metadata'): Metadata {
   return stripUndefined(result.data)
 }
 
+/**
+ * Parses the bytes of a metadata file (`shoal.json`, `--meta`): UTF-8 JSON, then `parseMetadata`.
+ * The caller bounds the size (`MAX_METADATA_FILE_BYTES`) before reading.
+ */
+export function parseMetadataFile (bytes: Uint8Array, label: string): Metadata {
+  let value: unknown
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
+  } catch (err) {
+    throw new InvalidInputError(escapeUnsafe(`${label} is not valid JSON: ${err instanceof SyntaxError ? err.message : 'it is not valid UTF-8'}`))
+  }
+  return parseMetadata(value, label)
+}
+
 /** `.name` for plain keys, `["…"]` (escaped, `printable`) for any other, `[3]` for an index. */
 function pathSegment (key: PropertyKey): string {
   if (typeof key === 'number') return `[${key}]`
@@ -105,8 +119,9 @@ export function parseTags (flags: readonly string[]): Record<string, string> {
   for (const flag of flags) {
     const eq = flag.indexOf('=')
     const key = eq < 0 ? flag : flag.slice(0, eq)
-    if (key.length === 0) throw new InvalidInputError(`invalid tag "${flag}": use key or key=value`)
-    tags[key] = eq < 0 ? '' : flag.slice(eq + 1)
+    if (key.length === 0) throw new InvalidInputError(`invalid tag "${printable(flag)}": use key or key=value`)
+    // An own property even for `__proto__`, so no tag is lost to the prototype.
+    Object.defineProperty(tags, key, { value: eq < 0 ? '' : flag.slice(eq + 1), enumerable: true, writable: true, configurable: true })
   }
   return tags
 }

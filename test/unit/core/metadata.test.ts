@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { mergeMetadata, parseMetadata, parseTags } from '../../../src/core/metadata.js'
+import { mergeMetadata, parseMetadata, parseMetadataFile, parseTags } from '../../../src/core/metadata.js'
 
 describe('metadata', () => {
   it('validates the typed fields', () => {
@@ -47,5 +47,17 @@ describe('metadata', () => {
     const err = (() => { try { parseMetadata({ 'descr\u202eiption': 'x' }) } catch (e) { return e as Error } })()
     expect(err?.message).toMatch(/descr\\u202eiption/)
     expect(err?.message).not.toMatch(/\u202e/)
+  })
+
+  it('keeps a __proto__ tag as a tag', () => {
+    const tags = parseTags(['__proto__=x'])
+    expect(Object.keys(tags)).toEqual(['__proto__'])
+    expect(Object.getPrototypeOf(tags)).toBe(Object.prototype)
+  })
+
+  it('reads metadata file bytes: UTF-8 JSON, named in every refusal', () => {
+    expect(parseMetadataFile(new TextEncoder().encode('{"task":"ner"}'), 'shoal.json')).toEqual({ task: 'ner' })
+    expect(() => parseMetadataFile(new Uint8Array([0x7b, 0xff, 0x7d]), 'shoal.json')).toThrow(/^shoal\.json is not valid JSON: it is not valid UTF-8$/)
+    expect(() => parseMetadataFile(new TextEncoder().encode('{"task":'), 'shoal.json')).toThrow(/^shoal\.json is not valid JSON: /)
   })
 })
