@@ -24,7 +24,7 @@ import { MAX_CHUNK_SIZE, fixedChunks, planTensorChunks } from '../core/chunking.
 import { AbortedError, InvalidInputError, MalformedModelError } from '../core/errors.js'
 import type { FileDigest } from '../core/digest.js'
 import { MAX_MANIFEST_BYTES, type FileStructureRecord, type JsonValue, type ManifestFile, type ModelSummary } from '../core/manifest.js'
-import { MAX_METADATA_FILE_BYTES, METADATA_FILE, mergeMetadata, parseMetadata, type Metadata } from '../core/metadata.js'
+import { MAX_METADATA_FILE_BYTES, METADATA_FILE, mergeMetadata, parseMetadata, parseMetadataFile, type Metadata } from '../core/metadata.js'
 import { checkLabel, checkModelName, escapeUnsafe } from '../core/names.js'
 import { readStructure } from '../model/index.js'
 import { MAX_TENSOR_COUNT } from '../model/limits.js'
@@ -401,7 +401,7 @@ async function readListedMetadata (file: SourceFile): Promise<Metadata> {
   checkMetadataSize(label, file.size)
   const src = await openListed(file)
   try {
-    return parseMetadataBytes(await src.read(0, src.size), label)
+    return parseMetadataFile(await src.read(0, src.size), label)
   } finally {
     await src.close()
   }
@@ -422,7 +422,7 @@ async function readMetaFile (path: string): Promise<Metadata> {
     checkMetadataSize(label, info.size)
     const bytes = new Uint8Array(info.size)
     const { bytesRead } = await handle.read(bytes, 0, info.size, 0)
-    return parseMetadataBytes(bytes.subarray(0, bytesRead), label)
+    return parseMetadataFile(bytes.subarray(0, bytesRead), label)
   } finally {
     await handle.close()
   }
@@ -433,14 +433,3 @@ function checkMetadataSize (label: string, size: number): void {
     throw new InvalidInputError(`${label} is ${size} bytes, over the limit of ${MAX_METADATA_FILE_BYTES} bytes for a metadata file`)
   }
 }
-
-function parseMetadataBytes (bytes: Uint8Array, label: string): Metadata {
-  let value: unknown
-  try {
-    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
-  } catch (err) {
-    throw new InvalidInputError(escapeUnsafe(`${label} is not valid JSON: ${err instanceof SyntaxError ? err.message : 'it is not valid UTF-8'}`))
-  }
-  return parseMetadata(value, label)
-}
-
