@@ -246,7 +246,7 @@ async function readStructures (files: SourceFile[], signal: AbortSignal | undefi
     manifestBytes += Math.ceil(file.size / MAX_CHUNK_SIZE) * MIN_CHUNK_RECORD_BYTES
     const src = await openListed(file)
     try {
-      const structure = await readStructure(file.path, src)
+      const structure = await readStructure(file.path, src, signal)
       tensors += structure.tensors.length
       if (tensors > MAX_TENSOR_COUNT) {
         throw new InvalidInputError(`the model's files declare more than ${MAX_TENSOR_COUNT} tensors in all (${file.path} brings them to ${tensors}), over the limit of ${MAX_TENSOR_COUNT} per version; nothing was added`)
