@@ -2,7 +2,7 @@
  * The daemon's implementation of the RPC API: each operation delegates to the store and the
  * ingest pipeline. It adds no storage logic of its own; it shapes answers for the wire.
  */
-import { addPath } from '../ingest/ingest.js'
+import { addPath, checkAddOptions } from '../ingest/ingest.js'
 import type { ActivateResult, EventsResult, ExportResult, HeadHistoryRow, HeadRow, IdResult, KeyExport, KeyRow, LabelResult, ModelRow, PeerRow, PinResult, Progress, ResolveResult, ShoalApi, ShowResult, StatusResult, TrustRow, VersionResult } from '../rpc/api.js'
 import type { HeadsService } from './heads-service.js'
 import type { ServingService } from './serving.js'
@@ -108,6 +108,8 @@ export class DaemonService implements ShoalApi {
   }
 
   async add (req: AddRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
+    // The label is published below, after the add: check it (and the rest) before any data is read.
+    checkAddOptions(req)
     const throttled = throttle(onProgress)
     const version = await addPath(this.store, req.path, {
       name: req.name,

@@ -1,29 +1,38 @@
 /**
  * `add`: turns a folder (or one file) into a stored, immutable version.
  *
- * Per file: read its structure without loading weights (`model/`), plan its chunks — tensor-aware
- * for safetensors, GGUF, ONNX and ONNX external data, content-defined (FastCDC) for everything else
- * — then stream it into a `BlobWriter`, which hashes and writes it. When every file is stored the
- * manifest is committed; until then nothing of the version is visible, and a failure (bad header,
- * disk full, abort) removes what this add wrote.
+ * Order, so that a refused add costs little and changes nothing:
+ * 1. everything that needs no file: the name, the label, the origin URL, the metadata given as
+ *    options and the `--meta` file (at most `MAX_METADATA_FILE_BYTES`, a regular file);
+ * 2. the walk (`ingest/walk.ts`), then `shoal.json` from the folder;
+ * 3. every file's structure, read without loading weights (`model/`), with the tensors of all files
+ *    at most `MAX_TENSOR_COUNT` and a lower bound of the manifest's size within `MAX_MANIFEST_BYTES`;
+ * 4. only then data: per file, plan its chunks — tensor-aware for safetensors, GGUF, ONNX and ONNX
+ *    external data, content-defined (FastCDC) for everything else — and stream it into a
+ *    `BlobWriter`, which hashes and writes it. When every file is stored the manifest is committed;
+ *    until then nothing of the version is visible, and a failure (bad header, disk full, abort)
+ *    removes what this add wrote.
+ * Every file is opened through `openListed`, which refuses anything but the file the walk saw.
  *
  * Reading, hashing and writing overlap: while one window is hashed, the next is read and the
  * previous one written (`WINDOW_BUFFERS` reused buffers of `WINDOW_SIZE`, read into directly).
  */
-import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { constants } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { FastCdc } from '../core/cdc.js'
-import { fixedChunks, planTensorChunks } from '../core/chunking.js'
+import { MAX_CHUNK_SIZE, fixedChunks, planTensorChunks } from '../core/chunking.js'
 import { AbortedError, InvalidInputError, MalformedModelError } from '../core/errors.js'
 import type { FileDigest } from '../core/digest.js'
-import type { FileStructureRecord, JsonValue, ManifestFile, ModelSummary } from '../core/manifest.js'
-import { METADATA_FILE, mergeMetadata, parseMetadata, type Metadata } from '../core/metadata.js'
+import { MAX_MANIFEST_BYTES, type FileStructureRecord, type JsonValue, type ManifestFile, type ModelSummary } from '../core/manifest.js'
+import { MAX_METADATA_FILE_BYTES, METADATA_FILE, mergeMetadata, parseMetadata, parseMetadataFile, type Metadata } from '../core/metadata.js'
+import { checkLabel, checkModelName, escapeUnsafe } from '../core/names.js'
 import { readStructure } from '../model/index.js'
-import { openFileSource, type FileSource } from '../model/source.js'
+import { MAX_TENSOR_COUNT } from '../model/limits.js'
+import type { FileSource } from '../model/source.js'
 import type { FileStructure, MetaValue, TensorInfo } from '../model/types.js'
 import type { BlobWriter } from '../store/blob-writer.js'
 import type { ResolvedVersion, Store } from '../store/store.js'
-import { listSourceFiles, type SourceFile } from './walk.js'
+import { listSourceFiles, openListed, type SourceFile } from './walk.js'
 
 /** Bytes read and written per step; holds whole chunks, so at least `MAX_CHUNK_SIZE`. @default 8 MiB */
 export const WINDOW_SIZE = 8 * 1024 * 1024
@@ -62,14 +71,29 @@ export interface AddProgress {
   totalFiles: number
 }
 
+/**
+ * Checks everything about an add that needs no file — name, label, origin, metadata options — and
+ * throws `InvalidInputError` saying what is wrong. `addPath` calls it first; a caller that applies
+ * part of the request itself (a label published as a head) calls it before `addPath` too.
+ */
+export function checkAddOptions (options: Pick<AddOptions, 'name' | 'label' | 'origin' | 'metadata'>): void {
+  checkModelName(options.name)
+  if (options.label !== undefined) checkLabel(options.label)
+  if (options.origin !== undefined) originBase(options.origin)
+  if (options.metadata !== undefined) parseMetadata(options.metadata, 'metadata options')
+}
+
 export async function addPath (store: Store, input: string, options: AddOptions): Promise<ResolvedVersion> {
-  const { files, root, single } = await listSourceFiles(input)
+  checkAddOptions(options)
+  const metaFile = options.metaFile === undefined ? undefined : await readMetaFile(options.metaFile)
+  const { files, single } = await listSourceFiles(input)
+  const own = single ? undefined : files.find(f => f.path === METADATA_FILE)
   const metadata = mergeMetadata(
-    single ? undefined : await readMetadataFile(join(root, METADATA_FILE), `${METADATA_FILE} in ${root}`, true),
-    options.metaFile === undefined ? undefined : await readMetadataFile(options.metaFile, options.metaFile, false),
+    own === undefined ? undefined : await readListedMetadata(own),
+    metaFile,
     options.metadata
   )
-  const structures = await readStructures(files)
+  const structures = await readStructures(files, options.signal)
   const external = externalDataAnchors(files, structures)
   const totalBytes = files.reduce((n, f) => n + f.size, 0)
   let bytes = 0
@@ -107,10 +131,15 @@ export async function addPath (store: Store, input: string, options: AddOptions)
 }
 
 async function storeFile (store: Store, file: SourceFile, plan: number[] | undefined, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<{ digest: FileDigest } & Awaited<ReturnType<BlobWriter['commit']>>> {
-  const src = await openFileSource(file.absolute)
-  const writer = await store.createBlobWriter()
+  const src = await openListed(file)
+  let writer: BlobWriter
   try {
-    if (src.size !== file.size) throw new InvalidInputError(`${file.path} changed size while being added; retry when it is complete`)
+    writer = await store.createBlobWriter()
+  } catch (err) {
+    await src.close()
+    throw err
+  }
+  try {
     if (plan !== undefined) await copyPlanned(src, writer, plan, signal, progress)
     else await copyCdc(src, writer, signal, progress)
     return await writer.commit()
@@ -202,18 +231,39 @@ async function copyWindows (src: FileSource, writer: BlobWriter, windows: Iterat
   }
 }
 
-async function readStructures (files: SourceFile[]): Promise<Map<string, FileStructure>> {
+/**
+ * Reads every file's structure. Across files, the tensors may number at most `MAX_TENSOR_COUNT`,
+ * and a lower bound of the manifest they make (tensor records, kept metadata, one chunk record per
+ * 4 MiB of data) must fit `MAX_MANIFEST_BYTES`: a model the store could not commit is refused
+ * before any data is copied.
+ */
+async function readStructures (files: SourceFile[], signal: AbortSignal | undefined): Promise<Map<string, FileStructure>> {
   const out = new Map<string, FileStructure>()
+  let tensors = 0
+  let manifestBytes = 0
   for (const file of files) {
-    const src = await openFileSource(file.absolute)
+    if (signal?.aborted === true) throw new AbortedError('add was cancelled')
+    manifestBytes += Math.ceil(file.size / MAX_CHUNK_SIZE) * MIN_CHUNK_RECORD_BYTES
+    const src = await openListed(file)
     try {
-      out.set(file.path, await readStructure(file.path, src))
+      const structure = await readStructure(file.path, src, signal)
+      tensors += structure.tensors.length
+      if (tensors > MAX_TENSOR_COUNT) {
+        throw new InvalidInputError(`the model's files declare more than ${MAX_TENSOR_COUNT} tensors in all (${file.path} brings them to ${tensors}), over the limit of ${MAX_TENSOR_COUNT} per version; nothing was added`)
+      }
+      manifestBytes += structureBytes(structure)
+      if (manifestBytes > MAX_MANIFEST_BYTES) {
+        throw new InvalidInputError(`the manifest of this model would take more than ${MAX_MANIFEST_BYTES} bytes (the limit) with ${file.path}: too many files, tensors or embedded metadata for one version; nothing was added`)
+      }
+      out.set(file.path, structure)
     } catch (err) {
       if (err instanceof MalformedModelError) {
         // Readers already name the file (by the path given to `readStructure`); say it once.
         const bare = err.message.replace(file.absolute, '').replace(/^:\s*/, '')
         const detail = bare.startsWith(`${file.path}: `) ? bare.slice(file.path.length + 2) : bare
-        throw new MalformedModelError(`${file.path}: ${detail} — the file looks damaged or incomplete; nothing was added`, { cause: err })
+        // A limit says itself what is wrong; anything else is a broken file.
+        const advice = /over the limit of/.test(detail) ? 'no real model needs that much' : 'the file looks damaged or incomplete'
+        throw new MalformedModelError(`${file.path}: ${detail} — ${advice}; nothing was added`, { cause: err })
       }
       throw err
     } finally {
@@ -221,6 +271,17 @@ async function readStructures (files: SourceFile[]): Promise<Map<string, FileStr
     }
   }
   return out
+}
+
+/** Bytes a chunk record takes in a manifest at least: a CID link of 36 bytes and a size. @default 40 */
+const MIN_CHUNK_RECORD_BYTES = 40
+
+/** A lower bound of the bytes a structure takes in a manifest: its tensors' names and fields, its metadata's keys and strings. */
+function structureBytes (s: FileStructure): number {
+  let n = 0
+  for (const t of s.tensors) n += t.name.length + t.dtype.length + t.shape.length + 4
+  for (const [k, v] of Object.entries(s.metadata)) n += k.length + (typeof v === 'string' ? v.length : 1)
+  return n
 }
 
 /** Tensor ranges that ONNX models place in external data files, by the data file's path. */
@@ -318,31 +379,57 @@ function summarize (files: ManifestFile[]): ModelSummary {
   }
 }
 
-function originUrl (base: string, path: string): string {
+/** The origin as a base URL (with a trailing `/`), or `InvalidInputError`. */
+function originBase (base: string): URL {
   let url: URL
   try {
     url = new URL(base.endsWith('/') ? base : `${base}/`)
   } catch {
-    throw new InvalidInputError(`origin ${base} is not a URL`)
+    throw new InvalidInputError(`origin ${escapeUnsafe(base)} is not a URL`)
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new InvalidInputError(`origin ${base} must be an http or https URL`)
-  return new URL(path.split('/').map(encodeURIComponent).join('/'), url).toString()
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new InvalidInputError(`origin ${escapeUnsafe(base)} must be an http or https URL`)
+  return url
 }
 
-async function readMetadataFile (path: string, label: string, optional: boolean): Promise<Metadata | undefined> {
-  let text: string
+function originUrl (base: string, path: string): string {
+  return new URL(path.split('/').map(encodeURIComponent).join('/'), originBase(base)).toString()
+}
+
+/** `shoal.json` from the folder, opened as the walk saw it. */
+async function readListedMetadata (file: SourceFile): Promise<Metadata> {
+  const label = `${METADATA_FILE} in the model folder`
+  checkMetadataSize(label, file.size)
+  const src = await openListed(file)
   try {
-    text = await readFile(path, 'utf8')
-  } catch {
-    if (optional) return undefined
-    throw new InvalidInputError(`cannot read metadata file ${path}`)
+    return parseMetadataFile(await src.read(0, src.size), label)
+  } finally {
+    await src.close()
   }
-  let value: unknown
+}
+
+/** The `--meta` file: a regular file (a FIFO or a device is refused without waiting on it), at most `MAX_METADATA_FILE_BYTES`. */
+async function readMetaFile (path: string): Promise<Metadata> {
+  const label = escapeUnsafe(path)
+  let handle
   try {
-    value = JSON.parse(text)
+    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK)
   } catch (err) {
-    throw new InvalidInputError(`${label} is not valid JSON: ${(err as Error).message}`)
+    throw new InvalidInputError(`cannot read metadata file ${label}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : 'no permission or not readable'}`)
   }
-  return parseMetadata(value, label)
+  try {
+    const info = await handle.stat()
+    if (!info.isFile()) throw new InvalidInputError(`metadata file ${label} is not a regular file`)
+    checkMetadataSize(label, info.size)
+    const bytes = new Uint8Array(info.size)
+    const { bytesRead } = await handle.read(bytes, 0, info.size, 0)
+    return parseMetadataFile(bytes.subarray(0, bytesRead), label)
+  } finally {
+    await handle.close()
+  }
 }
 
+function checkMetadataSize (label: string, size: number): void {
+  if (size > MAX_METADATA_FILE_BYTES) {
+    throw new InvalidInputError(`${label} is ${size} bytes, over the limit of ${MAX_METADATA_FILE_BYTES} bytes for a metadata file`)
+  }
+}

@@ -12,11 +12,17 @@
  * - total fetched bytes may be capped (`budget`), for formats whose structure has no size field.
  */
 import { MalformedModelError } from '../core/errors.js'
+import { escapeUnsafe, unsafeCharacter } from '../core/names.js'
 import { MAX_READ_WINDOW_BYTES, MIN_READ_WINDOW_BYTES } from './limits.js'
 import type { ByteSource } from './types.js'
 
+/**
+ * The error every reader throws: the file, then the problem. Names taken from the file appear in
+ * it with control, bidirectional and invisible characters escaped, so a message displays as what
+ * it says.
+ */
 export function malformed (file: string, problem: string): MalformedModelError {
-  return new MalformedModelError(`${file}: ${problem}`)
+  return new MalformedModelError(escapeUnsafe(`${file}: ${problem}`))
 }
 
 /** Converts a u64/i64 read from a file to a number, or throws if it is not a safe non-negative integer. */
@@ -29,12 +35,15 @@ export function toSafe (file: string, value: bigint, what: string): number {
 
 /**
  * Throws unless `path` is a plain relative path: non-empty, no NUL, not absolute (`/x`, `\x`,
- * `C:x`), and no `..` segment. Both `/` and `\` count as separators.
+ * `C:x`), no `..` segment, and no control, bidirectional or invisible format character
+ * (`unsafeCharacter`). Both `/` and `\` count as separators.
  */
 export function checkRelativePath (file: string, path: string, what: string): void {
   const bad = (why: string): never => { throw malformed(file, `${what} ${JSON.stringify(path)} ${why}`) }
   if (path.length === 0) bad('is empty')
   if (path.includes('\0')) bad('contains a NUL byte')
+  const unsafe = unsafeCharacter(path)
+  if (unsafe !== undefined) bad(`contains ${unsafe}`)
   if (/^[/\\]/.test(path) || /^[A-Za-z]:/.test(path)) bad('is an absolute path; it must be relative to the model folder')
   if (path.split(/[/\\]/).some(seg => seg === '..')) bad('contains a ".." segment; it must stay inside the model folder')
 }
@@ -107,6 +116,23 @@ export class Cursor {
       throw malformed(this.file, `${what} at offset ${this.pos} is ${n} bytes long but only ${end - this.pos} remain`)
     }
     this.pos += n
+  }
+
+  /**
+   * Up to `max` bytes from `pos` without consuming them (fewer only where `limit` is nearer): a
+   * view valid until the next read. For decoders of variable-length fields (protobuf varints).
+   */
+  async peek (max: number, what: string): Promise<Uint8Array> {
+    const n = Math.min(max, this.limit - this.pos)
+    const i = await this.need(n, what)
+    return this.buf.subarray(i, i + n)
+  }
+
+  /** What is already buffered from `pos`, at most `max` bytes, without fetching (possibly empty). */
+  buffered (max: number): Uint8Array {
+    const rel = this.pos - this.bufStart
+    if (rel < 0 || rel >= this.buf.byteLength) return this.buf.subarray(0, 0)
+    return this.buf.subarray(rel, rel + Math.min(max, this.limit - this.pos))
   }
 
   async bytes (n: number, what: string): Promise<Uint8Array> {

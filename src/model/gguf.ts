@@ -4,7 +4,11 @@
  * (default {@link GGUF_DEFAULT_ALIGNMENT}) and the data section.
  *
  * MUST hold, or `MalformedModelError`: counts, string lengths, array lengths and nesting within
- * `model/limits.ts`; every u64 we use as a number is a safe integer; value and ggml types are
+ * `model/limits.ts`, and so are the file's totals, each checked as it grows and before the bytes
+ * it counts are read: key and kept value bytes (`MAX_GGUF_METADATA_BYTES`), tensor-name bytes
+ * (`MAX_GGUF_TENSOR_NAME_BYTES`), array elements walked (`MAX_GGUF_ARRAY_ELEMENTS`) and the end
+ * of the header (`MAX_GGUF_HEADER_BYTES`); keys and tensor names are at most
+ * `MAX_GGUF_NAME_BYTES` each; every u64 we use as a number is a safe integer; value and ggml types are
  * known (types removed from ggml are refused, as ggml refuses them); shapes have at most
  * `MAX_GGUF_DIMS` dimensions, their element count does not overflow and the first dimension is a
  * multiple of the type's block size; offsets are aligned, inside the file and do not overlap;
@@ -12,14 +16,15 @@
  *
  * The header is walked through a buffered cursor and never held whole: arrays longer than
  * `MAX_INLINE_ARRAY_LENGTH` (tokenizer vocabularies) are skipped and summarised in metadata as
- * `[array <type> × <length>]`; kept values total at most `MAX_GGUF_METADATA_BYTES`.
+ * `[array <type> × <length>]`.
  * Shapes are reported in GGUF order (`ne[0]`, the innermost, first). Tensor byte lengths come
  * from the ggml block table: `elements / block × block bytes`.
  */
 import { Cursor, elementCount, malformed, parameterCount, setOwn } from './cursor.js'
 import {
-  MAX_GGUF_ARRAY_DEPTH, MAX_GGUF_ARRAY_LENGTH, MAX_GGUF_DIMS, MAX_GGUF_KV_COUNT, MAX_GGUF_METADATA_BYTES, MAX_GGUF_STRING_BYTES,
-  MAX_INLINE_ARRAY_LENGTH, MAX_INLINE_ARRAY_STRING_BYTES, MAX_TENSOR_COUNT
+  MAX_GGUF_ARRAY_DEPTH, MAX_GGUF_ARRAY_ELEMENTS, MAX_GGUF_ARRAY_LENGTH, MAX_GGUF_DIMS, MAX_GGUF_HEADER_BYTES, MAX_GGUF_KV_COUNT,
+  MAX_GGUF_METADATA_BYTES, MAX_GGUF_NAME_BYTES, MAX_GGUF_STRING_BYTES, MAX_GGUF_TENSOR_NAME_BYTES, MAX_INLINE_ARRAY_LENGTH,
+  MAX_INLINE_ARRAY_STRING_BYTES, MAX_TENSOR_COUNT
 } from './limits.js'
 import type { ByteSource, FileStructure, MetaValue, TensorInfo } from './types.js'
 
@@ -58,9 +63,31 @@ const MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8
 
 const utf8 = new TextDecoder('utf-8')
 
-async function readString (c: Cursor, what: string): Promise<string> {
+/** What one file has used of the totals in `model/limits.ts`, checked as each grows. */
+interface Totals {
+  /** Bytes of keys and kept values (`MAX_GGUF_METADATA_BYTES`). */
+  kept: number
+  /** Bytes of tensor names (`MAX_GGUF_TENSOR_NAME_BYTES`). */
+  names: number
+  /** Array elements walked (`MAX_GGUF_ARRAY_ELEMENTS`). */
+  elements: number
+}
+
+/** Throws unless the header still ends within `MAX_GGUF_HEADER_BYTES`. */
+function checkHeaderEnd (c: Cursor, what: string): void {
+  if (c.pos > MAX_GGUF_HEADER_BYTES) {
+    throw malformed(c.file, `the header reaches offset ${c.pos} at ${what}, over the limit of ${MAX_GGUF_HEADER_BYTES} bytes for key/values and tensor infos`)
+  }
+}
+
+/**
+ * Reads a string of at most `max` bytes. With `total`, its length is first added to that running
+ * total, which must stay within `limit`: checked before the bytes are read.
+ */
+async function readString (c: Cursor, what: string, max: number, total?: { add: (n: number) => void }): Promise<string> {
   const len = await c.u64n(`${what} length`)
-  if (len > MAX_GGUF_STRING_BYTES) throw malformed(c.file, `${what} is ${len} bytes, over the ${MAX_GGUF_STRING_BYTES}-byte limit`)
+  if (len > max) throw malformed(c.file, `${what} is ${len} bytes, over the limit of ${max} bytes`)
+  total?.add(len)
   return utf8.decode(await c.bytes(len, what))
 }
 
@@ -68,7 +95,7 @@ function safeOrBig (v: bigint): number | bigint {
   return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v
 }
 
-async function readScalar (c: Cursor, type: number, what: string): Promise<MetaValue> {
+async function readScalar (c: Cursor, type: number, what: string, kept: { add: (n: number) => void }): Promise<MetaValue> {
   switch (type) {
     case 0: return await c.u8(what)
     case 1: return await c.scalar('Int8', what)
@@ -82,7 +109,7 @@ async function readScalar (c: Cursor, type: number, what: string): Promise<MetaV
       if (b > 1) throw malformed(c.file, `${what} is a bool with byte value ${b} (must be 0 or 1)`)
       return b === 1
     }
-    case T_STRING: return await readString(c, what)
+    case T_STRING: return await readString(c, what, MAX_GGUF_STRING_BYTES, kept)
     case 10: return safeOrBig(await c.u64(what))
     case 11: return safeOrBig(await c.scalar('BigInt64', what) as bigint)
     case 12: return await c.scalar('Float64', what)
@@ -92,40 +119,71 @@ async function readScalar (c: Cursor, type: number, what: string): Promise<MetaV
 
 /**
  * Walks an array. Its values are kept only while the whole top-level array stays within
- * `MAX_INLINE_ARRAY_LENGTH` elements (counted across nesting, via `budget`) and short strings;
- * otherwise `values` is undefined and the caller keeps the summary.
+ * `MAX_INLINE_ARRAY_LENGTH` elements (counted across nesting, via `budget`) and strings of at most
+ * `MAX_INLINE_ARRAY_STRING_BYTES`; otherwise `values` is undefined and the caller keeps the
+ * summary. Strings that are not kept are skipped, never read.
  */
-async function walkArray (c: Cursor, what: string, depth: number, budget: { left: number }): Promise<{ values?: MetaValue[], summary: string }> {
+async function walkArray (c: Cursor, what: string, depth: number, budget: { left: number }, totals: Totals, kept: { add: (n: number) => void }): Promise<{ values?: MetaValue[], summary: string }> {
   if (depth > MAX_GGUF_ARRAY_DEPTH) throw malformed(c.file, `${what} nests arrays deeper than ${MAX_GGUF_ARRAY_DEPTH}`)
   const type = await c.u32(`${what} element type`)
   if (type >= VALUE_TYPES.length) throw malformed(c.file, `${what} has unknown element type ${type}`)
   const n = await c.u64n(`${what} length`)
-  if (n > MAX_GGUF_ARRAY_LENGTH) throw malformed(c.file, `${what} has ${n} elements, over the ${MAX_GGUF_ARRAY_LENGTH} limit`)
+  if (n > MAX_GGUF_ARRAY_LENGTH) throw malformed(c.file, `${what} has ${n} elements, over the limit of ${MAX_GGUF_ARRAY_LENGTH}`)
   const summary = `[array ${VALUE_TYPES[type] ?? type} × ${n}]`
   let values: MetaValue[] | undefined = n <= budget.left ? [] : undefined
   budget.left -= n
   const width = WIDTH[type]
   if (values === undefined && width !== undefined) {
     c.skip(n * width, what)
+    checkHeaderEnd(c, what)
     return { summary }
   }
+  // Only arrays walked element by element cost time per element.
+  totals.elements += n
+  if (totals.elements > MAX_GGUF_ARRAY_ELEMENTS) {
+    throw malformed(c.file, `${what} brings the arrays walked to ${totals.elements} elements, over the limit of ${MAX_GGUF_ARRAY_ELEMENTS} in one file`)
+  }
   for (let i = 0; i < n; i++) {
+    if (type === T_STRING && values === undefined && skipBufferedString(c)) continue
     const item = `${what}[${i}]`
-    if (type === T_STRING && values === undefined) {
+    if (type === T_STRING) {
       const len = await c.u64n(`${item} length`)
-      if (len > MAX_GGUF_STRING_BYTES) throw malformed(c.file, `${item} is ${len} bytes, over the ${MAX_GGUF_STRING_BYTES}-byte limit`)
-      c.skip(len, item)
+      if (len > MAX_GGUF_STRING_BYTES) throw malformed(c.file, `${item} is ${len} bytes, over the limit of ${MAX_GGUF_STRING_BYTES} bytes`)
+      if (len > MAX_INLINE_ARRAY_STRING_BYTES) values = undefined
+      if (values === undefined) {
+        c.skip(len, item)
+      } else {
+        kept.add(len)
+        values.push(utf8.decode(await c.bytes(len, item)))
+      }
     } else if (type === T_ARRAY) {
-      const inner = await walkArray(c, item, depth + 1, budget)
+      const inner = await walkArray(c, item, depth + 1, budget, totals, kept)
       if (inner.values === undefined) values = undefined
       values?.push(inner.values ?? [])
     } else {
-      const v = await readScalar(c, type, item)
-      if (typeof v === 'string' && v.length > MAX_INLINE_ARRAY_STRING_BYTES) values = undefined
-      values?.push(v)
+      const v = await readScalar(c, type, item, kept)
+      if (values !== undefined) {
+        if (type !== T_STRING) kept.add(8)
+        values.push(v)
+      }
     }
+    checkHeaderEnd(c, item)
   }
   return values !== undefined ? { values, summary } : { summary }
+}
+
+/**
+ * Skips one string of a summarised array when its length is already buffered and plainly within
+ * the limits; false (nothing consumed) sends the caller the slow way, which reads and checks it.
+ * Skipping vocabularies is most of a GGUF header walk.
+ */
+function skipBufferedString (c: Cursor): boolean {
+  const b = c.buffered(8)
+  if (b.length < 8 || (b[4] as number) !== 0 || (b[5] as number) !== 0 || (b[6] as number) !== 0 || (b[7] as number) !== 0) return false
+  const len = (b[0] as number) + (b[1] as number) * 0x100 + (b[2] as number) * 0x10000 + (b[3] as number) * 0x1000000
+  if (len > MAX_GGUF_STRING_BYTES || 8 + len > c.limit - c.pos || c.pos + 8 + len > MAX_GGUF_HEADER_BYTES) return false
+  c.pos += 8 + len
+  return true
 }
 
 function fail (c: Cursor, problem: string): never {
@@ -150,22 +208,28 @@ export async function readGguf (src: ByteSource, file = '<gguf>'): Promise<FileS
   if (minBytes > BigInt(src.size - c.pos)) fail(c, `kv_count ${kvCount} and tensor_count ${tensorCount} cannot fit in a ${src.size}-byte file`)
 
   const metadata: Record<string, MetaValue> = {}
-  let kept = 0
+  const totals: Totals = { kept: 0, names: 0, elements: 0 }
+  const kept = {
+    add: (n: number): void => {
+      totals.kept += n
+      if (totals.kept > MAX_GGUF_METADATA_BYTES) fail(c, `key/value metadata reaches ${totals.kept} bytes at offset ${c.pos}, over the limit of ${MAX_GGUF_METADATA_BYTES} bytes kept in memory`)
+    }
+  }
   for (let i = 0; i < kvCount; i++) {
-    const key = await readString(c, `key ${i}`)
+    const key = await readString(c, `key ${i}`, MAX_GGUF_NAME_BYTES, kept)
     if (Object.hasOwn(metadata, key)) fail(c, `key ${JSON.stringify(key)} appears twice`)
     const what = `value of ${JSON.stringify(key)}`
     const type = await c.u32(`${what} type`)
-    const start = c.pos
     let value: MetaValue
     if (type === T_ARRAY) {
-      const array = await walkArray(c, what, 1, { left: MAX_INLINE_ARRAY_LENGTH })
+      const array = await walkArray(c, what, 1, { left: MAX_INLINE_ARRAY_LENGTH }, totals, kept)
       value = array.values ?? array.summary
+      if (array.values === undefined) kept.add(array.summary.length)
     } else {
-      value = await readScalar(c, type, what)
+      value = await readScalar(c, type, what, kept)
+      if (type !== T_STRING) kept.add(8)
     }
-    kept += typeof value === 'string' && type === T_ARRAY ? value.length : c.pos - start
-    if (kept > MAX_GGUF_METADATA_BYTES) fail(c, `metadata values exceed the ${MAX_GGUF_METADATA_BYTES}-byte limit`)
+    checkHeaderEnd(c, what)
     setOwn(metadata, key, value)
   }
 
@@ -180,7 +244,16 @@ export async function readGguf (src: ByteSource, file = '<gguf>'): Promise<FileS
 
   const infos: Array<TensorInfo & { rel: number }> = []
   const names = new Set<string>()
-  for (let i = 0; i < tensorCount; i++) infos.push(await readTensorInfo(c, i, alignment, names))
+  const nameBytes = {
+    add: (n: number): void => {
+      totals.names += n
+      if (totals.names > MAX_GGUF_TENSOR_NAME_BYTES) fail(c, `tensor names reach ${totals.names} bytes at offset ${c.pos}, over the limit of ${MAX_GGUF_TENSOR_NAME_BYTES} bytes in all`)
+    }
+  }
+  for (let i = 0; i < tensorCount; i++) {
+    infos.push(await readTensorInfo(c, i, alignment, names, nameBytes))
+    checkHeaderEnd(c, `tensor ${i}`)
+  }
 
   const dataStart = Math.ceil(c.pos / alignment) * alignment
   const tensors: TensorInfo[] = infos.map(({ rel, ...t }) => {
@@ -208,8 +281,8 @@ export async function readGguf (src: ByteSource, file = '<gguf>'): Promise<FileS
   }
 }
 
-async function readTensorInfo (c: Cursor, i: number, alignment: number, names: Set<string>): Promise<TensorInfo & { rel: number }> {
-  const name = await readString(c, `tensor ${i} name`)
+async function readTensorInfo (c: Cursor, i: number, alignment: number, names: Set<string>, nameBytes: { add: (n: number) => void }): Promise<TensorInfo & { rel: number }> {
+  const name = await readString(c, `tensor ${i} name`, MAX_GGUF_NAME_BYTES, nameBytes)
   const what = `tensor ${JSON.stringify(name)}`
   if (names.has(name)) fail(c, `${what} is declared twice`)
   names.add(name)

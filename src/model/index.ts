@@ -5,8 +5,10 @@
  * `readStructure` picks a reader by name and magic (`detectFormat`); anything else is `other`,
  * with no tensors, and is chunked as plain bytes by the caller. ONNX external-data files are
  * `other` here: the ONNX model that references them carries their tensor ranges (`TensorInfo.file`).
- * Readers never throw anything but `MalformedModelError` for bad input; I/O errors pass through.
+ * Readers never throw anything but `MalformedModelError` for bad input; I/O errors pass through;
+ * an aborted read is an `AbortedError`.
  */
+import { AbortedError } from '../core/errors.js'
 import { readGguf } from './gguf.js'
 import { readOnnx } from './onnx.js'
 import { isSafetensorsIndexName, readSafetensorsIndex } from './safetensors-index.js'
@@ -33,8 +35,20 @@ export function detectFormat (path: string, firstBytes: Uint8Array): ModelFormat
   return 'other'
 }
 
-/** Reads the structure of one file; `relPath` names it in errors and picks the reader. */
-export async function readStructure (relPath: string, src: ByteSource): Promise<FileStructure> {
+/**
+ * Reads the structure of one file; `relPath` names it in errors and picks the reader. With a
+ * `signal`, every read from the file first checks it and throws `AbortedError` once it is aborted.
+ */
+export async function readStructure (relPath: string, source: ByteSource, signal?: AbortSignal): Promise<FileStructure> {
+  const src: ByteSource = signal === undefined
+    ? source
+    : {
+        size: source.size,
+        async read (offset, length) {
+          if (signal.aborted) throw new AbortedError(`reading ${relPath} was cancelled`)
+          return await source.read(offset, length)
+        }
+      }
   const first = await src.read(0, Math.min(SNIFF_BYTES, src.size))
   switch (detectFormat(relPath, first)) {
     case 'safetensors': return await readSafetensors(src, relPath)

@@ -12,14 +12,16 @@
  * MUST hold, or `MalformedModelError`: every varint and length fits its enclosing message and the
  * file; the model has a graph; initializers have a known `data_type`, at most `MAX_DIMS`
  * non-negative dims and, for fixed-size dtypes, `raw_data` / external `length` of exactly
- * elements × dtype size; total bytes fetched stay under `MAX_ONNX_BYTES_SCANNED`.
+ * elements × dtype size; total bytes fetched stay under `MAX_ONNX_BYTES_SCANNED`, fields visited
+ * under `MAX_ONNX_FIELDS`, strings kept in memory under `MAX_ONNX_KEPT_BYTES`. Nodes (and the
+ * attributes and `Constant` tensors inside them) are counted and skipped, never fetched.
  *
  * `headerLength` is the offset of the first embedded tensor payload (the file size when none):
  * ONNX interleaves structure and weights, so only the leading structure counts as header.
  * Not a goal: sparse initializers, subgraph initializers (inside `If`/`Loop` nodes), functions.
  */
 import { Cursor, checkRelativePath, elementCount, parameterCount, setOwn } from './cursor.js'
-import { MAX_DIMS, MAX_ONNX_BYTES_SCANNED, MAX_ONNX_STRING_BYTES, MAX_TENSOR_COUNT } from './limits.js'
+import { MAX_DIMS, MAX_ONNX_BYTES_SCANNED, MAX_ONNX_FIELDS, MAX_ONNX_KEPT_BYTES, MAX_ONNX_STRING_BYTES, MAX_TENSOR_COUNT } from './limits.js'
 import { ProtoReader, WIRE_LEN, WIRE_VARINT, type Tag } from './protobuf.js'
 import type { ByteSource, FileStructure, IoInfo, MetaValue, OnnxGraphSummary, TensorInfo } from './types.js'
 
@@ -48,17 +50,23 @@ function expectedBytes (dtype: number, shape: number[]): bigint | undefined {
 }
 
 export async function readOnnx (src: ByteSource, file = '<onnx>'): Promise<FileStructure> {
-  const pb = new ProtoReader(new Cursor(src, file, 0, MAX_ONNX_BYTES_SCANNED))
+  const pb = new ProtoReader(new Cursor(src, file, 0, MAX_ONNX_BYTES_SCANNED), MAX_ONNX_FIELDS)
   const end = src.size
   const graph: OnnxGraphSummary = { inputs: [], outputs: [], opsets: {}, nodeCount: 0 }
   const metadata: Record<string, MetaValue> = {}
   const tensors: TensorInfo[] = []
   let sawGraph = false
-  const text = async (e: number, what: string): Promise<string> => {
-    const s = await pb.string(e, what, MAX_ONNX_STRING_BYTES)
-    if (typeof s === 'number') return pb.fail(`${what} is ${s} bytes, over the ${MAX_ONNX_STRING_BYTES}-byte limit`)
+  let kept = 0
+  const keep = (s: string): string => {
+    kept += s.length
+    if (kept > MAX_ONNX_KEPT_BYTES) pb.fail(`names and metadata reach ${kept} characters at offset ${pb.pos}, over the limit of ${MAX_ONNX_KEPT_BYTES} kept in memory`)
     return s
   }
+  const text: TextReader = Object.assign(async (e: number, what: string): Promise<string> => {
+    const s = await pb.string(e, what, MAX_ONNX_STRING_BYTES)
+    if (typeof s === 'number') return pb.fail(`${what} is ${s} bytes, over the limit of ${MAX_ONNX_STRING_BYTES} bytes`)
+    return keep(s)
+  }, { keep })
 
   await pb.message(end, 'ModelProto', async (tag, e) => {
     const str = async (what: string): Promise<string> => { pb.expect(tag, WIRE_LEN, what); return await text(e, what) }
@@ -118,7 +126,8 @@ export async function readOnnx (src: ByteSource, file = '<onnx>'): Promise<FileS
   }
 }
 
-type TextReader = (end: number, what: string) => Promise<string>
+/** Reads a string field (refusing one over `MAX_ONNX_STRING_BYTES`); `keep` counts a string kept in memory. */
+type TextReader = ((end: number, what: string) => Promise<string>) & { keep: (s: string) => string }
 
 /** StringStringEntryProto: key = 1, value = 2. Over-long values are summarised. */
 async function readEntry (pb: ProtoReader, end: number, what: string, text: TextReader): Promise<[string, string]> {
@@ -129,7 +138,7 @@ async function readEntry (pb: ProtoReader, end: number, what: string, text: Text
     if (t.field === 2) {
       pb.expect(t, WIRE_LEN, `${what} value`)
       const v = await pb.string(e, `${what} value`, MAX_ONNX_STRING_BYTES)
-      value = typeof v === 'number' ? `[string × ${v} bytes]` : v
+      value = text.keep(typeof v === 'number' ? `[string × ${v} bytes]` : v)
       return true
     }
     return false
@@ -138,27 +147,32 @@ async function readEntry (pb: ProtoReader, end: number, what: string, text: Text
 }
 
 async function readGraph (pb: ProtoReader, end: number, graph: OnnxGraphSummary, tensors: TensorInfo[], text: TextReader): Promise<void> {
-  await pb.message(end, 'graph', async (tag, e) => {
-    switch (tag.field) {
-      case 1: graph.nodeCount++; return false
-      case 2: pb.expect(tag, WIRE_LEN, 'graph name'); graph.name = await text(e, 'graph name'); return true
-      case 5:
-        pb.expect(tag, WIRE_LEN, 'initializer')
-        if (tensors.length >= MAX_TENSOR_COUNT) pb.fail(`more than ${MAX_TENSOR_COUNT} initializers`)
-        tensors.push(await readTensor(pb, await pb.len(e, 'initializer'), text))
-        return true
-      case 11:
-      case 12: {
-        const list = tag.field === 11 ? graph.inputs : graph.outputs
-        const what = tag.field === 11 ? 'graph input' : 'graph output'
-        pb.expect(tag, WIRE_LEN, what)
-        if (list.length >= MAX_TENSOR_COUNT) pb.fail(`more than ${MAX_TENSOR_COUNT} ${what}s`)
-        list.push(await readValueInfo(pb, await pb.len(e, what), what, text))
-        return true
-      }
-      default: return false
-    }
+  await pb.message(end, 'graph', (tag, e) => {
+    // Nodes are most of a graph: counted and skipped without an await.
+    if (tag.field === 1) { graph.nodeCount++; return false }
+    return graphField(pb, tag, e, graph, tensors, text)
   })
+}
+
+async function graphField (pb: ProtoReader, tag: Tag, e: number, graph: OnnxGraphSummary, tensors: TensorInfo[], text: TextReader): Promise<boolean> {
+  switch (tag.field) {
+    case 2: pb.expect(tag, WIRE_LEN, 'graph name'); graph.name = await text(e, 'graph name'); return true
+    case 5:
+      pb.expect(tag, WIRE_LEN, 'initializer')
+      if (tensors.length >= MAX_TENSOR_COUNT) pb.fail(`more than ${MAX_TENSOR_COUNT} initializers`)
+      tensors.push(await readTensor(pb, await pb.len(e, 'initializer'), text))
+      return true
+    case 11:
+    case 12: {
+      const list = tag.field === 11 ? graph.inputs : graph.outputs
+      const what = tag.field === 11 ? 'graph input' : 'graph output'
+      pb.expect(tag, WIRE_LEN, what)
+      if (list.length >= MAX_TENSOR_COUNT) pb.fail(`more than ${MAX_TENSOR_COUNT} ${what}s`)
+      list.push(await readValueInfo(pb, await pb.len(e, what), what, text))
+      return true
+    }
+    default: return false
+  }
 }
 
 /** ValueInfoProto → TypeProto → TypeProto.Tensor → TensorShapeProto → Dimension. */
@@ -247,7 +261,7 @@ async function readTensor (pb: ProtoReader, end: number, text: TextReader): Prom
     if (t.field === 13) {
       pb.expect(t, WIRE_LEN, 'external_data')
       const [k, v] = await readEntry(pb, await pb.len(e, 'external_data'), 'external_data', text)
-      ext[k] = v
+      setOwn(ext, k, v)
       return true
     }
     if (t.field === 14) { pb.expect(t, WIRE_VARINT, 'data_location'); external = await pb.int(e, 'data_location') === DATA_LOCATION_EXTERNAL; return true }

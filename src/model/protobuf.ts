@@ -3,11 +3,16 @@
  * skips, each checked against the end of the enclosing message (and so against the file size).
  *
  * Contract: nothing is buffered beyond the cursor's window; a length-delimited field is only
- * brought into memory by `string`, which takes an explicit cap. Groups (wire types 3/4) are
+ * brought into memory by `string`, which takes an explicit cap; `message` visits at most
+ * `maxFields` fields over the reader's life, so a file of millions of tiny fields costs bounded time. Groups (wire types 3/4) are
  * refused, as proto3/ONNX never emit them. Not a goal: decoding arbitrary messages.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises'
 import type { Cursor } from './cursor.js'
 import { malformed } from './cursor.js'
+
+/** Fields visited between two turns given to the event loop (a tight loop when nodes are tiny). @default 65_536 */
+const FIELDS_PER_TURN = 65_536
 
 export const WIRE_VARINT = 0
 export const WIRE_FIXED64 = 1
@@ -20,7 +25,10 @@ const utf8 = new TextDecoder('utf-8')
 export interface Tag { field: number, wire: number }
 
 export class ProtoReader {
-  constructor (readonly c: Cursor) {}
+  private fields = 0
+
+  /** `maxFields`: most fields `message` may visit in all, skipped ones included (a bound on time). */
+  constructor (readonly c: Cursor, private readonly maxFields = Number.POSITIVE_INFINITY) {}
 
   get pos (): number { return this.c.pos }
 
@@ -30,14 +38,26 @@ export class ProtoReader {
 
   /** An unsigned varint of at most 10 bytes, as a 64-bit bigint; must end before `end`. */
   async varint (end: number, what: string): Promise<bigint> {
-    let result = 0n
-    for (let i = 0; i < 10; i++) {
-      if (this.c.pos >= end) this.fail(`truncated varint in ${what} at offset ${this.c.pos} (message or file ends at ${end})`)
-      const b = await this.c.u8(what)
-      result |= BigInt(b & 0x7f) << BigInt(7 * i)
-      if ((b & 0x80) === 0) return BigInt.asUintN(64, result)
+    if (this.c.pos >= end) this.fail(`truncated varint in ${what} at offset ${this.c.pos} (message or file ends at ${end})`)
+    const view = await this.c.peek(Math.min(10, end - this.c.pos), what)
+    // Up to 4 bytes (28 bits) in number arithmetic: tags, lengths and counts almost always fit.
+    let small = 0
+    for (let i = 0; i < view.length && i < 4; i++) {
+      const b = view[i] as number
+      small += (b & 0x7f) * 2 ** (7 * i)
+      if ((b & 0x80) === 0) { this.c.skip(i + 1, what); return BigInt(small) }
     }
-    return this.fail(`varint in ${what} at offset ${this.c.pos - 10} is longer than 10 bytes`)
+    let result = 0n
+    for (let i = 0; i < view.length; i++) {
+      const b = view[i] as number
+      result |= BigInt(b & 0x7f) << BigInt(7 * i)
+      if ((b & 0x80) === 0) {
+        this.c.skip(i + 1, what)
+        return BigInt.asUintN(64, result)
+      }
+    }
+    if (view.length < 10) this.fail(`truncated varint in ${what} at offset ${this.c.pos} (message or file ends at ${end})`)
+    return this.fail(`varint in ${what} at offset ${this.c.pos} is longer than 10 bytes`)
   }
 
   /** A varint-encoded int64 that must be a safe integer (negative allowed only if `signed`). */
@@ -93,14 +113,40 @@ export class ProtoReader {
   }
 
   /**
-   * Walks the fields of a message ending at `end`. `onField` returns false for fields it does
-   * not handle, which are skipped.
+   * Walks the fields of a message ending at `end`. `onField` returns false (or a promise of false)
+   * for fields it does not handle, which are skipped.
    */
-  async message (end: number, what: string, onField: (tag: Tag, end: number) => Promise<boolean>): Promise<void> {
+  async message (end: number, what: string, onField: (tag: Tag, end: number) => boolean | Promise<boolean>): Promise<void> {
     while (this.c.pos < end) {
-      const tag = await this.tag(end, what)
-      if (!await onField(tag, end)) await this.skip(tag, end, `${what} field ${tag.field}`)
+      if (++this.fields > this.maxFields) this.fail(`has more than ${this.maxFields} protobuf fields (nodes, tensor fields, dims...), over the limit of ${this.maxFields}`)
+      if (this.fields % FIELDS_PER_TURN === 0) await nextTurn()
+      const key = this.quickVarint(end)
+      const tag = key !== undefined && key >= 8 ? { field: Math.floor(key / 8), wire: key % 8 } : await this.tag(end, what)
+      const handled = onField(tag, end)
+      if (handled === true || (handled !== false && await handled)) continue
+      // Skipping a length-delimited field (a node, a weight) is most of a graph walk: no await when its length is buffered.
+      const length = tag.wire === WIRE_LEN ? this.quickVarint(end) : undefined
+      if (length !== undefined) this.c.skip(length, `${what} field ${tag.field}`, end)
+      else await this.skip(tag, end, `${what} field ${tag.field}`)
     }
     if (this.c.pos !== end) this.fail(`${what} overruns its declared end at ${end}`)
+  }
+
+  /**
+   * A varint of at most 4 bytes decoded from the cursor's buffer, consumed; undefined (nothing
+   * consumed) when it is longer or not buffered yet, for `varint` to read.
+   */
+  private quickVarint (end: number): number | undefined {
+    const view = this.c.buffered(Math.min(4, end - this.c.pos))
+    let v = 0
+    for (let i = 0; i < view.length; i++) {
+      const b = view[i] as number
+      v += (b & 0x7f) * 2 ** (7 * i)
+      if ((b & 0x80) === 0) {
+        this.c.pos += i + 1
+        return v
+      }
+    }
+    return undefined
   }
 }

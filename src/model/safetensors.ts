@@ -5,16 +5,24 @@
  * offsets relative to the data region at byte `8 + N`.
  *
  * MUST hold, or `MalformedModelError`: N ≤ `MAX_SAFETENSORS_HEADER_BYTES` and `8 + N` ≤ file size;
- * the header is a UTF-8 JSON object; every dtype is one safetensors defines; shapes are
- * non-negative integers (at most `MAX_DIMS`); `elements × dtype bits / 8 == end − begin`, computed
- * in bigint so overflow cannot hide; ranges lie inside the data region and do not overlap.
+ * the header is a UTF-8 JSON object of at most `MAX_TENSOR_COUNT` tensors, each entry at most
+ * `MAX_SAFETENSORS_ENTRY_BYTES` of JSON, no key twice; every dtype is one safetensors defines;
+ * shapes are non-negative integers (at most `MAX_DIMS`); `elements × dtype bits / 8 == end − begin`,
+ * computed in bigint so overflow cannot hide; ranges lie inside the data region and do not overlap.
  * Gaps between tensors are tolerated (the reference crate refuses them; we only need ranges).
+ *
+ * Bounded before anything is built: the header is never parsed whole; a scan counts its entries
+ * (refusing too many) and each entry is then parsed on its own (`model/json-object.ts`), giving the
+ * event loop a turn as it goes, so a daemon reading a 16 MiB header keeps answering.
  *
  * Reads exactly `8 + N` bytes. The architecture is a hint: `__metadata__` `modelspec.architecture`
  * / `architecture` if present, else guessed from tensor names (`architectureFrom` says which).
  */
-import { elementCount, malformed, parameterCount, setOwn, toSafe } from './cursor.js'
-import { MAX_DIMS, MAX_SAFETENSORS_HEADER_BYTES, MAX_TENSOR_COUNT } from './limits.js'
+import { elementCount, malformed, parameterCount, setOwn } from './cursor.js'
+import { breather, scanObject, type ObjectScan } from './json-object.js'
+import {
+  MAX_DIMS, MAX_JSON_DEPTH, MAX_SAFETENSORS_ENTRY_BYTES, MAX_SAFETENSORS_HEADER_BYTES, MAX_SAFETENSORS_METADATA_KEYS, MAX_TENSOR_COUNT
+} from './limits.js'
 import type { ByteSource, FileStructure, MetaValue, TensorInfo } from './types.js'
 
 /** Bits per element of every safetensors dtype (sub-byte types pack; the total must be whole bytes). */
@@ -73,44 +81,41 @@ export async function readSafetensors (src: ByteSource, file = '<safetensors>'):
   const lenBytes = await src.read(0, 8)
   const n = new DataView(lenBytes.buffer, lenBytes.byteOffset, 8).getBigUint64(0, true)
   if (n > BigInt(MAX_SAFETENSORS_HEADER_BYTES)) {
-    throw malformed(file, `safetensors header length ${n} exceeds the ${MAX_SAFETENSORS_HEADER_BYTES}-byte limit`)
+    throw malformed(file, `safetensors header length ${n} is over the limit of ${MAX_SAFETENSORS_HEADER_BYTES} bytes (real headers take about 100 bytes per tensor)`)
   }
-  const headerLen = toSafe(file, n, 'header length')
+  const headerLen = Number(n)
   if (8 + headerLen > src.size) {
     throw malformed(file, `safetensors header length ${headerLen} runs past the end of the file (${src.size} bytes; truncated?)`)
   }
-  const raw = await src.read(8, headerLen)
   let text: string
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(raw)
-  } catch {
-    throw malformed(file, 'safetensors header is not valid UTF-8')
-  }
-  let json: unknown
-  try {
-    json = JSON.parse(text)
+    text = new TextDecoder('utf-8', { fatal: true }).decode(await src.read(8, headerLen))
   } catch (err) {
-    throw malformed(file, `safetensors header is not valid JSON: ${(err as Error).message}`)
+    if (err instanceof TypeError) throw malformed(file, 'safetensors header is not valid UTF-8')
+    throw err
   }
-  if (!isRecord(json)) throw malformed(file, 'safetensors header is not a JSON object')
-
+  const header = await scanObject(text, 0, text.length, {
+    file, what: 'safetensors header', maxMembers: MAX_TENSOR_COUNT + 1, maxDepth: MAX_JSON_DEPTH
+  })
   const dataStart = 8 + headerLen
   const dataSize = src.size - dataStart
   const metadata: Record<string, MetaValue> = {}
   const tensors: TensorInfo[] = []
-  const entries = Object.entries(json)
-  if (entries.length > MAX_TENSOR_COUNT + 1) throw malformed(file, `${entries.length} header entries exceed the ${MAX_TENSOR_COUNT}-tensor limit`)
+  const pause = breather()
 
-  for (const [name, entry] of entries) {
+  for (let i = 0; i < header.count; i++) {
+    const name = header.key(i)
     if (name === METADATA_KEY) {
-      if (!isRecord(entry)) throw malformed(file, '__metadata__ is not an object of strings')
-      for (const [k, v] of Object.entries(entry)) {
-        if (typeof v !== 'string') throw malformed(file, `__metadata__ value for ${JSON.stringify(k)} is not a string`)
-        setOwn(metadata, k, v)
-      }
+      await readMetadata(header, i, file, metadata)
       continue
     }
-    tensors.push(parseEntry(file, name, entry, dataStart, dataSize))
+    if (tensors.length >= MAX_TENSOR_COUNT) throw malformed(file, `safetensors header declares more than ${MAX_TENSOR_COUNT} tensors, over the limit of ${MAX_TENSOR_COUNT}`)
+    const length = header.valueLength(i)
+    if (length > MAX_SAFETENSORS_ENTRY_BYTES) {
+      throw malformed(file, `tensor ${JSON.stringify(name)}: its entry is ${length} characters of JSON, over the limit of ${MAX_SAFETENSORS_ENTRY_BYTES} (a real entry is about 100)`)
+    }
+    tensors.push(parseEntry(file, name, header.value(i), dataStart, dataSize))
+    await pause()
   }
 
   tensors.sort((a, b) => a.offset - b.offset || a.length - b.length)
@@ -133,6 +138,19 @@ export async function readSafetensors (src: ByteSource, file = '<safetensors>'):
     dtypes: [...new Set(tensors.map(t => t.dtype))].sort(),
     ...(architecture !== undefined ? { architecture, architectureFrom: declared !== undefined ? 'metadata' as const : 'tensor-names' as const } : {}),
     metadata
+  }
+}
+
+/** `__metadata__`: an object of strings, read member by member like the header itself. */
+async function readMetadata (header: ObjectScan, i: number, file: string, into: Record<string, MetaValue>): Promise<void> {
+  if (header.valueStart(i) !== '{') throw malformed(file, '__metadata__ is not an object of strings')
+  const meta = await header.object(i, { file, what: 'safetensors __metadata__', maxMembers: MAX_SAFETENSORS_METADATA_KEYS, maxDepth: MAX_JSON_DEPTH })
+  const pause = breather()
+  for (let m = 0; m < meta.count; m++) {
+    const key = meta.key(m)
+    if (meta.valueStart(m) !== '"') throw malformed(file, `__metadata__ value for ${JSON.stringify(key)} is not a string`)
+    setOwn(into, key, meta.value(m) as string)
+    await pause()
   }
 }
 

@@ -10,7 +10,7 @@
  * same contract: bulk copies (`ingest/`) reuse a few window buffers instead of allocating (and
  * page-faulting in) a fresh one per read.
  */
-import { open } from 'node:fs/promises'
+import { open, type FileHandle } from 'node:fs/promises'
 import { MalformedModelError } from '../core/errors.js'
 import type { ByteSource } from './types.js'
 
@@ -31,32 +31,40 @@ export async function openFileSource (path: string): Promise<FileSource> {
   const handle = await open(path, 'r')
   try {
     const { size } = await handle.stat()
-    const readInto = async (buf: Uint8Array, offset: number): Promise<void> => {
-      const length = buf.byteLength
-      checkRange(path, size, offset, length)
-      let done = 0
-      while (done < length) {
-        const { bytesRead } = await handle.read(buf, done, length - done, offset + done)
-        if (bytesRead === 0) {
-          throw new MalformedModelError(`${path}: file ended at ${offset + done} while reading ${length} bytes at ${offset} (was it truncated while being read?)`)
-        }
-        done += bytesRead
-      }
-    }
-    return {
-      size,
-      readInto,
-      async read (offset, length) {
-        checkRange(path, size, offset, length)
-        const out = new Uint8Array(length)
-        await readInto(out, offset)
-        return out
-      },
-      async close () { await handle.close() }
-    }
+    return handleSource(handle, size, path)
   } catch (err) {
     await handle.close()
     throw err
+  }
+}
+
+/**
+ * A source over a file the caller opened (and checked): `size` is its size when opened, `label`
+ * names it in errors. `close()` closes the handle.
+ */
+export function handleSource (handle: FileHandle, size: number, label: string): FileSource {
+  const readInto = async (buf: Uint8Array, offset: number): Promise<void> => {
+    const length = buf.byteLength
+    checkRange(label, size, offset, length)
+    let done = 0
+    while (done < length) {
+      const { bytesRead } = await handle.read(buf, done, length - done, offset + done)
+      if (bytesRead === 0) {
+        throw new MalformedModelError(`${label}: file ended at ${offset + done} while reading ${length} bytes at ${offset} (was it truncated while being read?)`)
+      }
+      done += bytesRead
+    }
+  }
+  return {
+    size,
+    readInto,
+    async read (offset, length) {
+      checkRange(label, size, offset, length)
+      const out = new Uint8Array(length)
+      await readInto(out, offset)
+      return out
+    },
+    async close () { await handle.close() }
   }
 }
 

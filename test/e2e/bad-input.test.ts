@@ -10,7 +10,8 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ROOT } from '../../scripts/lib/daemon-proc.js'
-import { concat, pb, u64, utf8 } from '../unit/model/build.js'
+import { ShoalClient } from '../../src/rpc/client.js'
+import { concat, pb, u32, u64, utf8 } from '../unit/model/build.js'
 import { EXIT, Harness, expectConsistent, expectExit, listing, rawRequest, status, versionOf, writeModelFolder, type DaemonProcess } from './helpers.js'
 
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'models')
@@ -187,6 +188,57 @@ const CASES: BadCase[] = [
     message: [/meta\.json/, /hyperparameters/]
   },
   {
+    name: 'add --label ../x (refused before the version is committed or pinned)',
+    make: async dir => await writeModelFolder(dir),
+    args: ['--label', '../x'],
+    code: EXIT.INVALID,
+    message: [/invalid label "\.\.\/x"/]
+  },
+  {
+    name: 'a file name holding a right-to-left override',
+    make: async dir => {
+      await writeModelFolder(dir)
+      await writeFile(join(dir, 'evil\u202egpj.exe'), 'x')
+      return dir
+    },
+    code: EXIT.INVALID,
+    message: [/invalid file path "evil\\u202egpj\.exe": it contains U\+202E RIGHT-TO-LEFT OVERRIDE, a bidirectional control character/]
+  },
+  {
+    name: '--meta naming a FIFO (refused at once, not waited on)',
+    make: async dir => {
+      await writeModelFolder(dir)
+      execFileSync('mkfifo', [join(dir, '..', 'meta.json')])
+      return dir
+    },
+    args: ['--meta', 'META'],
+    code: EXIT.INVALID,
+    message: [/metadata file .*meta\.json is not a regular file/]
+  },
+  {
+    name: 'safetensors declaring a header over the 16 MiB limit',
+    make: async dir => await folderWith(dir, 'model.safetensors', concat(u64(16 * 1024 * 1024 + 1), utf8('{}'))),
+    code: EXIT.INVALID,
+    message: [/model\.safetensors: safetensors header length 16777217 is over the limit of 16777216 bytes/, /nothing was added/]
+  },
+  {
+    name: 'safetensors header of more tensors than the limit (tiny entries)',
+    make: async dir => {
+      const parts: string[] = []
+      for (let i = 0; i < 262_146; i++) parts.push(`"${i}":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}`)
+      const header = utf8(`{${parts.join(',')}}`)
+      return await folderWith(dir, 'model.safetensors', concat(u64(header.byteLength), header))
+    },
+    code: EXIT.INVALID,
+    message: [/model\.safetensors: safetensors header has more than 262145 entries, over the limit of 262145/]
+  },
+  {
+    name: 'GGUF declaring a 16 MiB tensor name',
+    make: async dir => await folderWith(dir, 'model.gguf', concat(utf8('GGUF'), u32(3), u64(1), u64(0), u64(16 * 1024 * 1024), new Uint8Array(4096))),
+    code: EXIT.INVALID,
+    message: [/model\.gguf: tensor 0 name is 16777216 bytes, over the limit of 1024 bytes/]
+  },
+  {
     name: 'an empty folder',
     make: async dir => { await mkdir(dir, { recursive: true }); return dir },
     code: EXIT.INVALID,
@@ -204,12 +256,14 @@ describe('bad input: clear error, nothing lost', () => {
   let h: Harness
   let d: DaemonProcess
   let baseline: Record<string, unknown>
+  let blobs: number
 
   beforeAll(async () => {
     h = await Harness.create('bad-input')
     d = await h.start(join(h.root, 'home'))
     versionOf(await d.cli(['add', await writeModelFolder(join(h.root, 'good'), { metadata: { task: 'text-generation' } }), '--name', 'good', '--label', 'prod', '--json']))
     baseline = await listing(d)
+    blobs = (await status(d)).store.blobs
   })
 
   afterAll(async () => { await h?.close() })
@@ -224,10 +278,13 @@ describe('bad input: clear error, nothing lost', () => {
       for (const re of c.message) expect(r.stderr).toMatch(re)
       expect(r.stderr).not.toMatch(/internal error/i)
       expect(r.stderr, 'the file is named once, not twice').not.toMatch(/(\S+): \1:/)
+      expect(r.stderr, 'no raw bidirectional or invisible character reaches the terminal').not.toMatch(/[\u202a-\u202e\u2066-\u2069\u200b-\u200f]/)
       const json = await d.cli(['add', path, '--name', c.modelName ?? 'bad', ...args, '--json'])
       expectExit(json, c.code)
       expect(JSON.parse(json.stdout)).toMatchObject({ error: { code: expect.any(String), message: expect.any(String) } })
       await expectConsistent(d, baseline)
+      // Refused before any data was read or stored: not a blob more (GC would remove one, but it was never written).
+      expect((await status(d)).store.blobs).toBe(blobs)
     })
   }
 
@@ -324,5 +381,49 @@ describe('bad input: clear error, nothing lost', () => {
       expect(r.status).toBe(200)
       await expectConsistent(d, baseline)
     })
+  })
+})
+
+describe('a large header within the limits does not hold the daemon', () => {
+  let h: Harness
+  let d: DaemonProcess
+
+  beforeAll(async () => {
+    h = await Harness.create('large-header')
+    d = await h.start(join(h.root, 'home'))
+  })
+  afterAll(async () => { await h?.close() })
+
+  it('status answers while an add reads a safetensors header of 100,000 tensors', async () => {
+    const dir = join(h.root, 'model')
+    const tensors = 100_000
+    const parts: string[] = []
+    for (let i = 0; i < tensors; i++) parts.push(`"model.layers.${i}.w":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}`)
+    const header = utf8(`{${parts.join(',')}}`)
+    await folderWith(dir, 'model.safetensors', concat(u64(header.byteLength), header))
+    await rawRequest(d.socket, 'GET', '/metrics') // starts the event-loop delay measurement afresh
+
+    // The walk and the header read come before the first progress event; copying and the commit after it.
+    const now: { phase: 'header' | 'copy and commit' | 'done' } = { phase: 'header' }
+    const add = new ShoalClient({ socketPath: d.socket }).add({ path: dir, name: 'big' }, () => { if (now.phase === 'header') now.phase = 'copy and commit' })
+      .finally(() => { now.phase = 'done' })
+    const answers: Array<{ ms: number, phase: string }> = []
+    // Back to back, no pause: each status goes out as soon as the previous one is answered.
+    while (now.phase !== 'done') {
+      const started = performance.now()
+      const r = await rawRequest(d.socket, 'GET', '/v1/status')
+      expect(r.status, r.text).toBe(200)
+      answers.push({ ms: performance.now() - started, phase: now.phase })
+    }
+    const result = await add
+    const lag = /^shoal_process_nodejs_eventloop_lag_max_seconds (\S+)$/m.exec((await rawRequest(d.socket, 'GET', '/metrics')).text)?.[1]
+    const summary = (which: string): string => {
+      const ms = answers.filter(a => a.phase === which).map(a => a.ms).sort((x, y) => x - y)
+      return `${ms.length} answers, latency median ${(ms[Math.floor(ms.length / 2)] ?? 0).toFixed(1)} ms, max ${(ms[ms.length - 1] ?? 0).toFixed(1)} ms`
+    }
+    console.log(`status during an add of a ${header.byteLength}-byte safetensors header: while reading the header ${summary('header')}; while copying and committing ${summary('copy and commit')}; daemon event-loop delay max over the add ${lag === undefined ? '?' : (Number(lag) * 1000).toFixed(0)} ms`)
+
+    expect(answers.filter(a => a.phase === 'header').length, 'status answered while the header was being read').toBeGreaterThan(0)
+    expect(result.structure.tensorCount).toBe(tensors)
   })
 })

@@ -62,3 +62,25 @@ export async function expectMalformed (p: Promise<unknown>, ...patterns: RegExp[
   for (const re of patterns) expect(e.message).toMatch(re)
   return e
 }
+
+/** Most bytes a reader may ask for in one read from a guarded source (`guardedSource`). */
+export const MAX_ONE_READ = 64 * 1024 * 1024
+
+/**
+ * A source of `size` bytes (default: `head`'s length) that holds `head` and zeros after it without
+ * allocating them, and that fails with a plain `Error` (not a typed one, so a fuzz property
+ * reports it) when a reader asks for more than `MAX_ONE_READ` bytes at once: a reader whose memory
+ * follows a declared length instead of its own limits is caught even for files of terabytes.
+ */
+export function guardedSource (head: Uint8Array, size = head.byteLength): ByteSource {
+  return {
+    size,
+    async read (offset, length) {
+      if (length > MAX_ONE_READ) throw new Error(`read of ${length} bytes at once (over ${MAX_ONE_READ})`)
+      if (!Number.isSafeInteger(offset) || offset < 0 || length < 0 || offset + length > size) throw new Error(`read of ${length} bytes at ${offset} is outside the ${size}-byte source (the reader did not check)`)
+      const out = new Uint8Array(length)
+      if (offset < head.byteLength) out.set(head.subarray(offset, Math.min(head.byteLength, offset + length)))
+      return out
+    }
+  }
+}

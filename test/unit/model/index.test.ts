@@ -5,7 +5,7 @@ import { describe, it, expect } from 'vitest'
 import { detectFormat, parameterCount, readStructure, summarize } from '../../../src/model/index.js'
 import { bufferSource, openFileSource } from '../../../src/model/source.js'
 import type { FileStructure } from '../../../src/model/types.js'
-import { expectMalformed, gguf, utf8 } from './build.js'
+import { concat, expectMalformed, gguf, joinBytes, u32, u64, utf8 } from './build.js'
 
 const none = new Uint8Array(0)
 
@@ -75,3 +75,17 @@ describe('summarize', () => {
     expect(parameterCount([t, { ...t, shape: [] }, { ...t, shape: [4, 0] }])).toBe(7)
   })
 })
+
+describe('readStructure with a signal', () => {
+  it('stops at the next read once aborted, with an AbortedError', async () => {
+    const controller = new AbortController()
+    const tokens = Array.from({ length: 20_000 }, (_, i) => gguf.str(`token-${i}`))
+    const bytes = concat(gguf.header(0, 1), gguf.str('tokenizer.ggml.tokens'), u32(9), u32(8), u64(tokens.length), joinBytes(tokens))
+    let reads = 0
+    const src = { size: bytes.byteLength, async read (offset: number, length: number) { if (++reads === 2) controller.abort(); return bytes.subarray(offset, offset + length) } }
+    const err = await readStructure('m.gguf', src, controller.signal).then(() => undefined, (e: unknown) => e as Error)
+    expect(err).toMatchObject({ name: 'AbortedError', message: 'reading m.gguf was cancelled' })
+    expect(reads).toBe(2)
+  })
+})
+

@@ -56,7 +56,7 @@ describe('readSafetensors', () => {
       await expectMalformed(read(concat(u64(1000), utf8('{}'))), /header length 1000/, /past the end/)
     })
     it('absurd header length', async () => {
-      await expectMalformed(read(concat(u64(2n ** 62n), utf8('{}'))), /exceeds the 100000000-byte limit/)
+      await expectMalformed(read(concat(u64(2n ** 62n), utf8('{}'))), /header length 4611686018427387904 is over the limit of 16777216 bytes/)
     })
     it('truncated header', async () => {
       const full = safetensors({ t: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, 4)
@@ -100,6 +100,10 @@ describe('readSafetensors', () => {
       }, 16)
       await expectMalformed(read(bytes), /"a" and "b" overlap/)
     })
+    it('names from the file appear escaped in the message, never raw', async () => {
+      const e = await expectMalformed(read(safetensors({ 'evil\u202eb': { dtype: 'F128', shape: [1], data_offsets: [0, 16] } })), /tensor "evil\\u202eb": unknown dtype/)
+      expect(e.message).not.toMatch(/\u202e/)
+    })
     it('non-string metadata', async () => {
       await expectMalformed(read(safetensors({ __metadata__: { n: 1 } })), /__metadata__ value for "n"/)
     })
@@ -128,10 +132,11 @@ describe('readSafetensorsIndex', () => {
     await expectMalformed(index({ weight_map: { a: 'C:\\x.safetensors' } }), /absolute/)
     await expectMalformed(index({ weight_map: { a: 'x\u0000.safetensors' } }), /NUL/)
     await expectMalformed(index({ weight_map: { a: '' } }), /empty/)
+    await expectMalformed(index({ weight_map: { a: 'model\u202egpj.safetensors' } }), /shard for tensor "a" "model\\u202egpj\.safetensors" contains U\+202E RIGHT-TO-LEFT OVERRIDE/)
   })
 
   it('refuses a malformed index', async () => {
-    await expectMalformed(index('{"weight_map": '), /not valid UTF-8 JSON/)
+    await expectMalformed(index('{"weight_map": '), /not valid JSON/, /value is missing/)
     await expectMalformed(index({ metadata: {} }), /no "weight_map"/)
     await expectMalformed(index({ weight_map: { a: 1 } }), /not a file name/)
     await expectMalformed(index([]), /not a JSON object/)
