@@ -1,7 +1,8 @@
 /**
  * Typed errors. One class per failure, each with a stable `code` that the RPC layer maps to an
  * HTTP status and the CLI to an exit code, in exactly one place each (`rpc/errors.ts`,
- * `cli/exit-codes.ts`). Tests assert on `name` or `code`, never on message text.
+ * `cli/exit-codes.ts`). Tests assert on `name` or `code` to tell failures apart, and on the
+ * message where a person reads it (a refusal must say what was wrong and what to do).
  */
 export abstract class ShoalError extends Error {
   abstract readonly code: string
