@@ -105,11 +105,11 @@ export function ensureBitTorrentTools (): void {
 /**
  * The piece size libtorrent chooses by itself for a torrent of `bytes` (a creator given piece
  * size 0): a power of two from 16 KiB to 16 MiB, the smallest piece p for which the size is at
- * most (2p/20)² — a piece list (20 bytes a piece) of about 2·√size bytes.
+ * most (2p/20)² rounded to a whole byte — a piece list (20 bytes a piece) of about 2·√size bytes.
  */
 export function defaultPieceBytes (bytes: number): number {
   let piece = 16 * 1024
-  while (piece < 16 * MiB && (piece / 10) ** 2 < bytes) piece *= 2
+  while (piece < 16 * MiB && Math.round((piece / 10) ** 2) < bytes) piece *= 2
   return piece
 }
 
