@@ -38,6 +38,7 @@
  * `--burst-kb`, `--latency-ms`: the tbf bucket depth and queue length (see scripts/lib/netns.ts).
  */
 import '../src/polyfill.js'
+import { execFileSync } from 'node:child_process'
 import { rmSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -319,6 +320,11 @@ async function cellFile (cell: Cell): Promise<{ folder: string, file: string, by
   return { folder, file, bytes: (await stat(file)).size, sha256: await sha256File(file) }
 }
 
+/** The type of the file system `path` is on (ext2/ext3, tmpfs, …), as `stat -f` names it. */
+function filesystemOf (path: string): string {
+  try { return execFileSync('stat', ['-f', '-c', '%T', path], { encoding: 'utf8' }).trim() } catch { return 'an unknown file system' }
+}
+
 const fmt = (xs: number[], digits = 2): string => xs.length === 0 ? '—' : median(xs).toFixed(digits)
 const paired = (rs: CellResult['runs'], a: 'shoal', b: 'aria2' | 'mesh', key: 'last' | 'cpuPerGiB'): number[] =>
   rs.flatMap(r => r[a]?.[key] !== undefined && r[b]?.[key] !== undefined ? [r[a][key] / r[b][key]] : [])
@@ -339,7 +345,7 @@ function printTable (): void {
   const line = (r: string[]): string => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`
   console.log('')
   console.log(`swarm benchmark: ${N} pullers + 1 seed, tbf up and down per host, shoal strategy ${values.strategy}; medians of ${runs} run(s) per cell; ` +
-    `page cache ${values['keep-page-cache'] === true ? 'kept' : 'dropped before each t0'}; ${loadNote()}`)
+    `files on ${filesystemOf(root)} (${root}); page cache ${values['keep-page-cache'] === true ? 'kept' : 'dropped before each t0'}; ${loadNote()}`)
   console.log(line(head))
   console.log(`| ${widths.map(w => '-'.repeat(w)).join(' | ')} |`)
   for (const r of rows) console.log(line(r))
