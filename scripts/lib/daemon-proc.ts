@@ -77,12 +77,9 @@ export class DaemonProcess {
     return result
   }
 
-  /** User, system and total CPU seconds of the daemon (all its threads), from /proc/<pid>/stat (ticks of 1/100 s). */
-  async cpuSeconds (): Promise<{ user: number, sys: number, total: number }> {
-    const text = await readFile(`/proc/${this.pid ?? 0}/stat`, 'utf8')
-    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
-    const [user, sys] = [Number(fields[11]) / 100, Number(fields[12]) / 100]
-    return { user, sys, total: user + sys }
+  /** User, system and total CPU seconds of the daemon (all its threads): `procCpuSeconds`. */
+  async cpuSeconds (): Promise<CpuSeconds> {
+    return await procCpuSeconds(this.pid ?? 0)
   }
 
   /** Peak resident set size (VmHWM) in bytes, from /proc. */
@@ -91,6 +88,24 @@ export class DaemonProcess {
     const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0)
     return kb * 1024
   }
+}
+
+export interface CpuSeconds { user: number, sys: number, total: number }
+
+/** Clock ticks per second of /proc's CPU times (USER_HZ): 100 on every Linux build this runs on. */
+const USER_HZ = 100
+
+/**
+ * User, system and total CPU seconds of process `pid` so far, all its threads together, from
+ * /proc/<pid>/stat (utime and stime). Every benchmark that compares CPU (shoal daemons, aria2,
+ * anything else) reads it here, so the figures are taken the same way.
+ */
+export async function procCpuSeconds (pid: number): Promise<CpuSeconds> {
+  const text = await readFile(`/proc/${pid}/stat`, 'utf8')
+  // The command name (field 2) is in parentheses and may hold spaces: count fields after it.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
+  const [user, sys] = [Number(fields[11]) / USER_HZ, Number(fields[12]) / USER_HZ]
+  return { user, sys, total: user + sys }
 }
 
 /**

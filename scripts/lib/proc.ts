@@ -4,7 +4,8 @@
  * JSON lines it prints on stdout, and stop it by pid. Also a process-wide registry of synchronous
  * cleanups that run on exit, SIGINT and SIGTERM, so nothing started here outlives the run.
  */
-import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { cpus, loadavg } from 'node:os'
 import { createInterface } from 'node:readline'
@@ -39,8 +40,10 @@ export function onExitCleanup (fn: () => void): () => void {
   if (!hooksInstalled) {
     hooksInstalled = true
     process.once('exit', runCleanups)
+    // `on`, not `once`: a second signal (`timeout` sends one to the process and one to its group)
+    // must not find the default action, which would kill the process before the cleanups ran.
     for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-      process.once(sig, () => { runCleanups(); process.exit(130) })
+      process.on(sig, () => { runCleanups(); process.exit(130) })
     }
   }
   cleanups.add(fn)
@@ -185,4 +188,14 @@ export function isMain (moduleUrl: string): boolean {
 /** "load 1.23/2 cores": printed beside figures, since other work on the machine moves them. */
 export function loadNote (): string {
   return `load ${loadavg()[0]!.toFixed(2)}/${cpus().length} cores`
+}
+
+/**
+ * Writes every dirty page back (`sync`) and drops the page cache, dentries and inodes
+ * (`3 > /proc/sys/vm/drop_caches`), so the next read of any file comes from the disk. Needs root;
+ * it acts on the whole machine (other work on it loses its cache too).
+ */
+export function dropPageCache (): void {
+  execFileSync('sync', [], { stdio: 'ignore' })
+  writeFileSync('/proc/sys/vm/drop_caches', '3')
 }
