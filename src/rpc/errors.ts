@@ -18,6 +18,7 @@ const STATUS: Record<string, number> = {
   METHOD_NOT_ALLOWED: 405,
   DIGEST_MISMATCH: 500,
   DISK_FULL: 507,
+  IO_ERROR: 500,
   ABORTED: 499,
   INTERNAL: 500
 }

@@ -20,11 +20,22 @@
  * - `leases`    lease id → lease record (see `daemon/leases.ts`): versions serving processes hold
  * - `meta`      `clock` → last `created` handed out; `schema` → index schema number
  *
- * Every multi-record change is one atomic batch written with `sync: true`, and is made only after
- * the bytes it points at are durable.
+ * MUST hold:
+ * - every change is one atomic batch written with `sync: true` through `commit` (nothing writes to
+ *   a sublevel directly), made only after the bytes it points at are durable, and answered only
+ *   once LevelDB has synced it;
+ * - commits run one at a time: a batch never reaches LevelDB after one that failed before the
+ *   write guard (`store/write-guard.ts`) has seen that failure;
+ * - after a disk failure no batch is written until the index has been closed and opened again
+ *   (repaired first if LevelDB reports corruption), with room on the disk: LevelDB's state after a
+ *   failed write is not trusted. While it reopens, reads and iterators in progress fail (rare: only
+ *   after a disk failure).
  */
 import type { AbstractLevel, AbstractSublevel } from 'abstract-level'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
+import { StorageIoError } from '../core/errors.js'
+import { diskFailure, failureDetail, type WriteContext } from './fsutil.js'
+import { WriteGuard } from './write-guard.js'
 
 export const INDEX_SCHEMA = 1
 
@@ -93,6 +104,19 @@ export type IndexOp =
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   | { type: 'del', sublevel: Sub<any>, key: string }
 
+/** What an index write does and keeps when the caller does not say. */
+export const INDEX_WRITE: WriteContext = { doing: 'updating the index', kept: 'the change was not recorded' }
+
+export interface IndexOptions {
+  /** The write guard; default: one that never finds room (unit tests of the index alone). */
+  guard?: WriteGuard
+  /** Repairs the LevelDB files when opening reports corruption (`ClassicLevel.repair`). */
+  repair?: () => Promise<void>
+  log?: { warn: (obj: object, msg?: string) => void, info: (obj: object, msg?: string) => void }
+}
+
+const silent = { warn () {}, info () {} }
+
 export class IndexDb {
   readonly chunks: Sub<ChunkLocation[]>
   readonly blobs: Sub<BlobRecord>
@@ -111,8 +135,14 @@ export class IndexDb {
   readonly search: Sub<import('../core/search-doc.js').SearchDoc>
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   readonly leases: Sub<any>
+  readonly guard: WriteGuard
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  private readonly sublevels: Array<Sub<any>>
+  /** The commit (or reopen) in progress; the next one waits for it. */
+  private writing: Promise<unknown> = Promise.resolve()
 
-  constructor (readonly db: Db) {
+  constructor (readonly db: Db, private readonly options: IndexOptions = {}) {
+    this.guard = options.guard ?? new WriteGuard(async () => 0, options.log ?? silent)
     this.chunks = db.sublevel('chunks', { valueEncoding: 'json' })
     this.blobs = db.sublevel('blobs', { valueEncoding: 'json' })
     this.manifests = db.sublevel('manifests', { valueEncoding: 'view' })
@@ -129,23 +159,82 @@ export class IndexDb {
     this.labelPins = db.sublevel('labelPins', { valueEncoding: 'json' })
     this.search = db.sublevel('search', { valueEncoding: 'json' })
     this.leases = db.sublevel('leases', { valueEncoding: 'json' })
+    this.sublevels = [this.chunks, this.blobs, this.manifests, this.versions, this.byModel, this.labels, this.pins, this.partials, this.pulls, this.meta, this.heads, this.headLog, this.known, this.labelPins, this.search, this.leases]
   }
 
   async open (): Promise<void> {
-    await this.db.open()
+    await this.openDb()
     const schema = await this.meta.get('schema')
-    if (schema === undefined) await this.meta.put('schema', INDEX_SCHEMA)
+    if (schema === undefined) await this.commit([{ type: 'put', sublevel: this.meta, key: 'schema', value: INDEX_SCHEMA }], { doing: 'creating the index', kept: 'the store was not created' })
     else if (schema !== INDEX_SCHEMA) throw new Error(`index schema ${String(schema)} is not supported by this build (expects ${INDEX_SCHEMA})`)
   }
 
   async close (): Promise<void> {
-    await this.db.close()
+    await this.serial(async () => { await this.db.close() })
   }
 
-  async commit (ops: IndexOp[]): Promise<void> {
+  /**
+   * Writes `ops` as one synced batch, after the commits before it. `what` goes into the error when
+   * the disk fails it (or failed an earlier write and the index could not be reopened yet).
+   */
+  async commit (ops: IndexOp[], what: WriteContext = INDEX_WRITE): Promise<void> {
     if (ops.length === 0) return
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
-    await this.db.batch(ops as any, { sync: true } as any)
+    await this.serial(async () => {
+      await this.reopenIfTripped(what)
+      try {
+        // eslint-disable-next-line @typescript-eslint/no-explicit-any
+        await this.db.batch(ops as any, { sync: true } as any)
+      } catch (err) {
+        throw this.guard.fail(err, what)
+      }
+    })
+  }
+
+  /**
+   * Resolves when the store may write: at once when no write has failed; otherwise once the index
+   * has been reopened cleanly (see the module doc). Throws the guard's refusal while there is no
+   * room. Writers of files call it before they start.
+   */
+  async writable (what: WriteContext): Promise<void> {
+    if (this.guard.tripped === undefined) return
+    await this.serial(async () => { await this.reopenIfTripped(what) })
+  }
+
+  private async reopenIfTripped (what: WriteContext): Promise<void> {
+    const free = await this.guard.roomToReopen(what)
+    if (free === undefined) return
+    try {
+      await this.db.close()
+      await this.openDb()
+      for (const sub of this.sublevels) await sub.open()
+    } catch (err) {
+      const mapped = this.guard.fail(err, { doing: 'reopening the index after a failed write', kept: what.kept })
+      throw err instanceof StorageIoError ? err : mapped
+    }
+    this.guard.cleared(free)
+  }
+
+  /** Opens LevelDB; when it reports corruption and a repair is available, repairs and opens again. */
+  private async openDb (): Promise<void> {
+    try {
+      await this.db.open()
+    } catch (err) {
+      const repair = this.options.repair
+      if (repair === undefined || !isCorruption(err)) throw err
+      this.options.log?.warn({ err: failureDetail(err) }, 'the index reports corruption: repairing it (LevelDB repair keeps every record it can read)')
+      try {
+        await repair()
+        await this.db.open()
+      } catch (again) {
+        throw new StorageIoError(`the index at its home is corrupt and could not be repaired (${failureDetail(again)}): restore it from a backup, or move index/ away and re-add or pull the models`, { cause: again })
+      }
+    }
+  }
+
+  private async serial<T> (fn: () => Promise<T>): Promise<T> {
+    const run = this.writing.then(fn)
+    this.writing = run.catch(() => {})
+    return await run
   }
 
   static modelKey (name: string, created: number, version: VersionId): string {
@@ -165,3 +254,12 @@ export class IndexDb {
     return await sub.keys({ gt: `${name}\0`, lt: `${name}\u0001` }).all()
   }
 }
+
+function isCorruption (err: unknown): boolean {
+  for (let at = err as { code?: unknown, cause?: unknown } | undefined; at !== undefined && at !== null; at = at.cause as typeof at) {
+    if (at.code === 'LEVEL_CORRUPTION') return true
+  }
+  return false
+}
+
+export { diskFailure }
