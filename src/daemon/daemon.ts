@@ -167,6 +167,8 @@ export class Daemon {
         afterSwitch: () => { void this.enforceQuota() }
       })
       this.activator = activator
+      // A switch the disk refused (full) is tried again once the store takes writes again.
+      store.onWritable(() => { for (const head of book.list()) void activator.reconcile(head.head.model, head.head.label) })
       // Manifests of versions named by heads are fetched (and checked) so this node can show them.
       book.onAccepted(a => {
         const version = a.head.head.version
@@ -210,7 +212,7 @@ export class Daemon {
       const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
       const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })
       const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search }, headOps, serving, {
-        keepLast: config.labels.keep, events: this.events, headCounters: () => book.counters, leased: () => leases.versions()
+        keepLast: config.labels.keep, events: this.events, headCounters: () => book.counters, leased: () => leases.versions(), log: componentLogger(this.log, 'service')
       })
       const tcp = config.rpc.tcp === undefined ? undefined : { ...config.rpc.tcp, token: await loadOrCreateToken(config.home) }
       this.rpc = new RpcServer({
