@@ -20,7 +20,7 @@ import { ChunkHasher, chunkIdFromSha256, fileDigest, type ChunkId, type FileDige
 import type { HashPool } from './hash-pool.js'
 import { InvalidInputError } from '../core/errors.js'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
-import { fsyncDir, mapFsError, pathExists, tmpName } from './fsutil.js'
+import { fsyncDir, mapFsError, pathExists, tmpName, writeFully } from './fsutil.js'
 import type { Layout } from './layout.js'
 
 /**
@@ -112,7 +112,7 @@ export class BlobWriter {
     await this.pending
     const at = this.position
     this.position += bytes.length
-    const write = this.fh.write(bytes, 0, bytes.length, at).catch((err: unknown) => { throw this.onFailure(err, 'writing a blob') })
+    const write = writeFully(this.fh, bytes, 0, bytes.length, at).catch((err: unknown) => { throw this.onFailure(err, 'writing a blob') })
     // The next append, commit or abort awaits it; until then a failure (ENOSPC) must not count as
     // an unhandled rejection, which would bring the whole daemon down.
     write.catch(() => {})
