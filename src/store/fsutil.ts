@@ -115,7 +115,7 @@ export function failureDetail (err: unknown): string {
  */
 export function diskError (kind: 'full' | 'io', what: WriteContext, cause: unknown, advice?: string): ShoalError {
   return kind === 'full'
-    ? new DiskFullError(`disk full while ${what.doing}: ${what.kept}; ${advice ?? 'free some space (shoal gc, or remove files) and retry'}`, { cause })
+    ? new DiskFullError(`disk full while ${what.doing} (${failureDetail(cause)}): ${what.kept}; ${advice ?? 'free some space (shoal gc, or remove files) and retry'}`, { cause })
     : new StorageIoError(`I/O error while ${what.doing} (${failureDetail(cause)}): ${what.kept}; ${advice ?? 'check the disk (dmesg), run shoal verify, and retry'}`, { cause })
 }
 

@@ -28,8 +28,9 @@
  *   write guard (`store/write-guard.ts`) has seen that failure;
  * - after a disk failure no batch is written until the index has been closed and opened again
  *   (repaired first if LevelDB reports corruption), with room on the disk: LevelDB's state after a
- *   failed write is not trusted. While it reopens, reads and iterators in progress fail (rare: only
- *   after a disk failure).
+ *   failed write is not trusted. Reads made while it reopens wait for it, except those that arrive
+ *   in the moment LevelDB closes (and iterators open across it), which fail: rare, only after a disk
+ *   failure, and the caller may retry.
  */
 import type { AbstractLevel, AbstractSublevel } from 'abstract-level'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
@@ -205,8 +206,14 @@ export class IndexDb {
     if (free === undefined) return
     try {
       await this.db.close()
-      await this.openDb()
-      for (const sub of this.sublevels) await sub.open()
+      // The sublevels start opening at once, so reads from here on wait for the index instead of
+      // failing; only those that arrived while LevelDB was closing have failed.
+      const opening = this.openDb()
+      const subs = this.sublevels.map(async sub => { await sub.open() })
+      await opening
+      await Promise.allSettled(subs)
+      // A repair in between (a second open) left them closed.
+      for (const sub of this.sublevels) if (sub.status !== 'open') await sub.open()
     } catch (err) {
       const mapped = this.guard.fail(err, { doing: 'reopening the index after a failed write', kept: what.kept })
       throw err instanceof StorageIoError ? err : mapped

@@ -121,7 +121,7 @@ export class WriteGuard {
     const advice = failure.kind === 'full'
       ? `${since}, and takes them again once ${mib(this.minFreeBytes)} are free on its disk (${mib(free)} now): remove files to make room and retry`
       : `${since}; check the disk (dmesg), and once ${mib(this.minFreeBytes)} are free on it the store reopens its index and takes writes again`
-    return this.mark(diskError(failure.kind, what, new Error(failure.detail), advice))
+    return this.mark(diskError(failure.kind, what, new Error('not attempted'), advice))
   }
 
   private mark (err: ShoalError): ShoalError {

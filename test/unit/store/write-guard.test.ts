@@ -56,14 +56,14 @@ describe('write guard', () => {
     free = 0
     const first = await rejection(store.pin('org/tiny', v2.version))
     expect(first.name).toBe('DiskFullError')
-    expect(first.message).toMatch(/^disk full while pinning org\/tiny@\w+: the pin was not recorded; free some space/)
+    expect(first.message).toMatch(/^disk full while pinning org\/tiny@\w+ \(IO error: \/home\/index\/000003\.log: No space left on device\): the pin was not recorded; free some space/)
 
     // The disk took writes again (LevelDB's did), but the index is not trusted until reopened.
     db.failBatches = undefined
     const batches = db.batches
     const refused = await rejection(store.setLabel('org/tiny', 'prod', v2.version))
     expect(refused.name).toBe('DiskFullError')
-    expect(refused.message).toMatch(/disk full while moving org\/tiny@prod to \w+: the label was not moved \(it still points at \w+\)/)
+    expect(refused.message).toMatch(/disk full while moving org\/tiny@prod to \w+ \(not attempted\): the label was not moved \(it still points at \w+\)/)
     expect(refused.message).toMatch(/the store has taken no writes since pinning org\/tiny@\w+ failed at .* \(IO error: .*No space left on device\), and takes them again once 16\.0 MiB are free on its disk \(0\.0 MiB now\)/)
     expect(db.batches, 'a refused write reaches the index').toBe(batches)
     expect((await readFile(store.layout.ref('org/tiny', 'prod'), 'utf8')).trim()).toBe(v1.version)
@@ -99,7 +99,7 @@ describe('write guard', () => {
     const model = join(dir, 'model')
     await writeFile(join(model, 'config.json'), '{"architectures":["LlamaForCausalLM"],"v":3}')
     const err = await rejection(addPath(store, model, { name: 'org/tiny' }))
-    expect(err.message).toMatch(/^disk full while recording org\/tiny@\w+: the version was not added and nothing partial was kept/)
+    expect(err.message).toMatch(/^disk full while recording org\/tiny@\w+ \(IO error: .*\): the version was not added and nothing partial was kept/)
     const snapshots = (await import('node:fs/promises')).readdir(store.layout.snapshots('org/tiny'))
     expect((await snapshots).sort()).toEqual([v1.version, v2.version].sort())
   })
@@ -166,9 +166,9 @@ describe('pull target after a failed index write', () => {
       free = 0
       const err = await rejection(target.flush())
       expect(err.name).toBe('DiskFullError')
-      expect(err.message).toMatch(/^disk full while recording chunks of org\/pulled@\w+: the chunks verified so far are kept in partial\/, and the pull resumes from them/)
+      expect(err.message).toMatch(/^disk full while recording chunks of org\/pulled@\w+ \(IO error: .*\): the chunks verified so far are kept in partial\/, and the pull resumes from them/)
       const refused = await rejection(target.put(ids[2]!, await chunk(ids[2]!)))
-      expect(refused.message).toMatch(/^disk full while writing chunk \w+ of org\/pulled@\w+: the chunks verified so far are kept in partial\//)
+      expect(refused.message).toMatch(/^disk full while writing chunk \w+ of org\/pulled@\w+ \(not attempted\): the chunks verified so far are kept in partial\//)
 
       db.failBatches = undefined
       free = GiB
