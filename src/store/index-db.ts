@@ -35,7 +35,7 @@
 import type { AbstractLevel, AbstractSublevel } from 'abstract-level'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 import { StorageIoError } from '../core/errors.js'
-import { diskFailure, failureDetail, type WriteContext } from './fsutil.js'
+import { failureDetail, type WriteContext } from './fsutil.js'
 import { WriteGuard } from './write-guard.js'
 
 export const INDEX_SCHEMA = 1
@@ -268,5 +268,3 @@ function isCorruption (err: unknown): boolean {
   }
   return false
 }
-
-export { diskFailure }

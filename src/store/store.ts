@@ -135,7 +135,7 @@ export class Store {
   private readonly fresh = new Map<ChunkId, { digest: FileDigest, offset: number, size: number }>()
   /** Label changes and the sync of `refs/` files with the index, one at a time. */
   private labelQueue: Promise<unknown> = Promise.resolve()
-  private readonly writableCheck: NodeJS.Timeout
+  private writableCheck?: NodeJS.Timeout
 
   private constructor (home: string, db: Db, private readonly log: Logger, options: StoreOptions & { repair?: () => Promise<void> }) {
     this.layout = new Layout(home)
@@ -144,10 +144,6 @@ export class Store {
     guard.onCleared(() => { void this.afterReopen().catch(err => { this.log.warn({ err: (err as Error).message }, 'bringing files in line with the reopened index failed') }) })
     this.heads = new HeadStore(this.index)
     this.lock = createMortice({ name: `shoal-store-${randomBytes(8).toString('hex')}`, singleProcess: true })
-    this.writableCheck = setInterval(() => {
-      if (guard.tripped !== undefined) void this.writable({ doing: 'looking for room to reopen the index', kept: 'nothing' }).catch(() => {})
-    }, WRITABLE_CHECK_MS)
-    this.writableCheck.unref()
   }
 
   /** Calls `listener` whenever the store takes writes again after a disk failure. */
@@ -188,6 +184,10 @@ export class Store {
       throw err
     }
     await store.recover()
+    store.writableCheck = setInterval(() => {
+      if (store.index.guard.tripped !== undefined) void store.writable({ doing: 'looking for room to reopen the index', kept: 'nothing' }).catch(() => {})
+    }, WRITABLE_CHECK_MS)
+    store.writableCheck.unref()
     return store
   }
 

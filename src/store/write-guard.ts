@@ -16,11 +16,12 @@
  * - while tripped, every write fails fast (before touching the disk) with one message naming the
  *   first failure, and nothing is acknowledged;
  * - the guard is cleared only by a clean reopen of the index (close, open — repaired when it
- *   reports corruption), tried at the next write, or by the caller's periodic `recover`, once the
- *   store's file system has `REOPEN_MIN_FREE_BYTES` free.
+ *   reports corruption), tried at the next write, or by the store's periodic check
+ *   (`WRITABLE_CHECK_MS`), once the store's file system has `REOPEN_MIN_FREE_BYTES` free.
  * The index runs the reopen (it owns LevelDB); this class holds the state and the words.
  *
- * Not a goal: telling a full disk from a full quota, or guessing how much room an operation needs.
+ * Not a goal: guessing how much room an operation needs. A full quota (EDQUOT) is not seen by
+ * statfs, so there each write reopens the index and fails again, rather than failing fast.
  */
 import { statfs } from 'node:fs/promises'
 import type { ShoalError } from '../core/errors.js'
