@@ -28,9 +28,9 @@
  *   write guard (`store/write-guard.ts`) has seen that failure;
  * - after a disk failure no batch is written until the index has been closed and opened again
  *   (repaired first if LevelDB reports corruption), with room on the disk: LevelDB's state after a
- *   failed write is not trusted. Reads made while it reopens wait for it, except those that arrive
- *   in the moment LevelDB closes (and iterators open across it), which fail: rare, only after a disk
- *   failure, and the caller may retry.
+ *   failed write is not trusted. A reopen first waits (up to `REOPEN_DRAIN_MS`) for the reads in
+ *   flight and the iterators open to finish; reads made meanwhile wait for the reopen, so no
+ *   reader sees the index closed (an iterator still open at the deadline is closed under it).
  */
 import type { AbstractLevel, AbstractSublevel } from 'abstract-level'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
@@ -105,6 +105,12 @@ export type IndexOp =
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   | { type: 'del', sublevel: Sub<any>, key: string }
 
+/**
+ * How long a reopen waits for reads in flight and open iterators before it closes LevelDB anyway.
+ * @default 5 s
+ */
+export const REOPEN_DRAIN_MS = 5_000
+
 /** What an index write does and keeps when the caller does not say. */
 export const INDEX_WRITE: WriteContext = { doing: 'updating the index', kept: 'the change was not recorded' }
 
@@ -141,6 +147,11 @@ export class IndexDb {
   private readonly sublevels: Array<Sub<any>>
   /** The commit (or reopen) in progress; the next one waits for it. */
   private writing: Promise<unknown> = Promise.resolve()
+  /** Set while the index is being reopened: reads wait for it. */
+  private reopening?: Promise<void>
+  /** Reads in flight and iterators open; a reopen waits for them. */
+  private reads = 0
+  private drained?: () => void
 
   constructor (readonly db: Db, private readonly options: IndexOptions = {}) {
     this.guard = options.guard ?? new WriteGuard(async () => 0, options.log ?? silent)
@@ -161,6 +172,7 @@ export class IndexDb {
     this.search = db.sublevel('search', { valueEncoding: 'json' })
     this.leases = db.sublevel('leases', { valueEncoding: 'json' })
     this.sublevels = [this.chunks, this.blobs, this.manifests, this.versions, this.byModel, this.labels, this.pins, this.partials, this.pulls, this.meta, this.heads, this.headLog, this.known, this.labelPins, this.search, this.leases]
+    for (const sub of this.sublevels) this.gateReads(sub)
   }
 
   async open (): Promise<void> {
@@ -204,21 +216,79 @@ export class IndexDb {
   private async reopenIfTripped (what: WriteContext): Promise<void> {
     const free = await this.guard.roomToReopen(what)
     if (free === undefined) return
+    let release = (): void => {}
+    this.reopening = new Promise(resolve => { release = resolve })
     try {
+      await this.drain()
       await this.db.close()
-      // The sublevels start opening at once, so reads from here on wait for the index instead of
-      // failing; only those that arrived while LevelDB was closing have failed.
-      const opening = this.openDb()
-      const subs = this.sublevels.map(async sub => { await sub.open() })
-      await opening
-      await Promise.allSettled(subs)
-      // A repair in between (a second open) left them closed.
-      for (const sub of this.sublevels) if (sub.status !== 'open') await sub.open()
+      await this.openDb()
+      for (const sub of this.sublevels) await sub.open()
     } catch (err) {
       const mapped = this.guard.fail(err, { doing: 'reopening the index after a failed write', kept: what.kept })
       throw err instanceof StorageIoError ? err : mapped
+    } finally {
+      this.reopening = undefined
+      release()
     }
     this.guard.cleared(free)
+  }
+
+  /** Resolves once no read is in flight and no iterator open, or after `REOPEN_DRAIN_MS`. */
+  private async drain (): Promise<void> {
+    if (this.reads === 0) return
+    await new Promise<void>(resolve => {
+      const timer = setTimeout(resolve, REOPEN_DRAIN_MS)
+      this.drained = () => { clearTimeout(timer); resolve() }
+    })
+    this.drained = undefined
+  }
+
+  private readDone (): void {
+    if (--this.reads === 0) this.drained?.()
+  }
+
+  /**
+   * Makes `sub`'s reads count as in flight, and wait while the index reopens: `get`, `getMany`,
+   * `has` and `hasMany` wait; `iterator`, `keys` and `values` called meanwhile return iterators
+   * that open once it is done.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  private gateReads (sub: Sub<any>): void {
+    const target = sub as unknown as Record<string, AnyFn>
+    const settled = async (): Promise<void> => { while (this.reopening !== undefined) await this.reopening }
+    for (const name of ['get', 'getMany', 'has', 'hasMany']) {
+      const read = (target[name] as AnyFn).bind(sub)
+      target[name] = async (...args: unknown[]) => {
+        await settled()
+        this.reads++
+        try {
+          return await read(...args)
+        } finally {
+          this.readDone()
+        }
+      }
+    }
+    for (const name of ['iterator', 'keys', 'values']) {
+      const open = (target[name] as AnyFn).bind(sub)
+      target[name] = (...args: unknown[]) => this.reopening === undefined
+        ? this.counted(open(...args))
+        : new LateIterator(async () => { await settled(); return this.counted(open(...args)) })
+    }
+  }
+
+  /** Counts `iterator` as a read until it is closed (as `for await` and `all()` do). */
+  private counted (iterator: IteratorLike): IteratorLike {
+    this.reads++
+    const close = iterator.close.bind(iterator)
+    let open = true
+    iterator.close = async () => {
+      if (open) {
+        open = false
+        this.readDone()
+      }
+      await close()
+    }
+    return iterator
   }
 
   /** Opens LevelDB; when it reports corruption and a repair is available, repairs and opens again. */
@@ -259,6 +329,46 @@ export class IndexDb {
   /** Keys of `sub` that start with `<name>\0`, in order. */
   async keysOf<V> (sub: Sub<V>, name: string): Promise<string[]> {
     return await sub.keys({ gt: `${name}\0`, lt: `${name}\u0001` }).all()
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyFn = (...args: any[]) => any
+
+/** What callers use of a LevelDB iterator. */
+interface IteratorLike {
+  next: () => Promise<unknown>
+  all: () => Promise<unknown[]>
+  close: () => Promise<void>
+  [Symbol.asyncIterator]: () => AsyncIterator<unknown>
+}
+
+/** An iterator asked for while the index reopens: the real one is opened after. */
+class LateIterator implements IteratorLike {
+  private real?: Promise<IteratorLike>
+
+  constructor (private readonly open: () => Promise<IteratorLike>) {}
+
+  private async iterator (): Promise<IteratorLike> {
+    return await (this.real ??= this.open())
+  }
+
+  async next (): Promise<unknown> {
+    return await (await this.iterator()).next()
+  }
+
+  async all (): Promise<unknown[]> {
+    return await (await this.iterator()).all()
+  }
+
+  async close (): Promise<void> {
+    await (await this.real)?.close()
+  }
+
+  async * [Symbol.asyncIterator] (): AsyncGenerator<unknown> {
+    // The real iterator's own generator closes it when the loop ends.
+    const real = await this.iterator()
+    yield * { [Symbol.asyncIterator]: () => real[Symbol.asyncIterator]() }
   }
 }
 

@@ -24,6 +24,8 @@ export class FaultyLevel extends MemoryLevel<string, unknown> {
   failBatches?: { error: Error, when?: (keys: string[]) => boolean }
   /** Errors the next opens throw, in order. */
   readonly failOpens: Error[] = []
+  /** How long an open takes (ms): a reopen that readers can run into. */
+  openDelayMs = 0
 
   get db (): Db {
     return this as unknown as Db
@@ -38,6 +40,7 @@ export class FaultyLevel extends MemoryLevel<string, unknown> {
 
   async _open (options: unknown): Promise<void> {
     this.opens++
+    if (this.openDelayMs > 0) await new Promise(resolve => setTimeout(resolve, this.openDelayMs))
     const error = this.failOpens.shift()
     if (error !== undefined) throw error
     await base._open.call(this, options)

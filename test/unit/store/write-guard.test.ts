@@ -121,6 +121,43 @@ describe('write guard', () => {
 })
 
 describe('index reopen', () => {
+  it('reads made while the index reopens wait for it, and an iterator open across it finishes first', async () => {
+    const db = new FaultyLevel()
+    const index = new IndexDb(db.db, { guard: new WriteGuard(async () => GiB, silent), log: silent })
+    await index.open()
+    await index.commit(Array.from({ length: 50 }, (_, i) => ({ type: 'put' as const, sublevel: index.versions, key: `v${String(i).padStart(2, '0')}`, value: { name: 'm', created: i, addedAt: i } })))
+    db.failBatches = { error: levelError() }
+    await expect(index.commit([{ type: 'put', sublevel: index.meta, key: 'a', value: 1 }])).rejects.toMatchObject({ name: 'DiskFullError' })
+    db.failBatches = undefined
+    db.openDelayMs = 50
+
+    // An iterator open when the reopen starts: the reopen waits for it to be read to the end.
+    const iterated = (async () => {
+      const keys: string[] = []
+      for await (const [key] of index.versions.iterator()) {
+        keys.push(key)
+        await new Promise(resolve => setImmediate(resolve))
+      }
+      return keys
+    })()
+    const reopened = index.commit([{ type: 'put', sublevel: index.meta, key: 'b', value: 2 }])
+    // Reads made while it reopens (LevelDB closed, then opening for 50 ms).
+    const reads: Array<Promise<unknown>> = []
+    for (let i = 0; i < 20; i++) {
+      reads.push(index.versions.get(`v${String(i).padStart(2, '0')}`))
+      reads.push(index.versions.keys({ limit: 3 }).all())
+      reads.push((async () => { const out = []; for await (const v of index.versions.values({ limit: 2 })) out.push(v); return out })())
+      await new Promise(resolve => setTimeout(resolve, 5))
+    }
+    await reopened
+    expect(db.closes).toBe(1)
+    expect(await iterated).toHaveLength(50)
+    const settled = await Promise.allSettled(reads)
+    expect(settled.filter(r => r.status === 'rejected')).toEqual([])
+    expect(await index.meta.get('b')).toBe(2)
+    await index.close()
+  })
+
   it('repairs an index that reports corruption when reopened, and says so when it cannot', async () => {
     const db = new FaultyLevel()
     let repairs = 0
