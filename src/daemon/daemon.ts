@@ -167,8 +167,14 @@ export class Daemon {
         afterSwitch: () => { void this.enforceQuota() }
       })
       this.activator = activator
-      // A switch the disk refused (full) is tried again once the store takes writes again.
-      store.onWritable(() => { for (const head of book.list()) void activator.reconcile(head.head.model, head.head.label) })
+      // A switch the disk refused is tried again once the store takes writes again: one pass at a
+      // time (a switch that fails again trips the store, and its next reopen must not start more).
+      let reapplying = false
+      store.onWritable(() => {
+        if (reapplying) return
+        reapplying = true
+        void Promise.allSettled(book.list().map(async head => { await activator.reconcile(head.head.model, head.head.label) })).finally(() => { reapplying = false })
+      })
       // Manifests of versions named by heads are fetched (and checked) so this node can show them.
       book.onAccepted(a => {
         const version = a.head.head.version
