@@ -28,6 +28,11 @@ export function mountTmpfs (dir: string, bytes: number): void {
   execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', dir], { stdio: 'pipe' })
 }
 
+/** Gives a mounted tmpfs a new size. */
+export function remount (dir: string, bytes: number): void {
+  execFileSync('mount', ['-o', `remount,size=${bytes}`, dir], { stdio: 'pipe' })
+}
+
 export function unmount (dir: string): void {
   execFileSync('umount', [dir], { stdio: 'pipe' })
 }
