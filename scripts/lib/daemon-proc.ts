@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { request } from 'node:http'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DAEMON_NODE_FLAGS } from '../../src/daemon/runtime.js'
@@ -44,8 +45,7 @@ export class DaemonProcess {
       const early = await Promise.race([exited, sleep(100).then(() => undefined)])
       if (early !== undefined) throw new Error(`daemon exited with ${early} during start:\n${this.stderr}`)
       // Only this child counts: another daemon may already answer on the same home's socket.
-      const status = await this.cli(['status', '--json'])
-      if (status.code === 0 && (JSON.parse(status.stdout) as { pid?: number }).pid === child.pid) return this
+      if (await statusPid(this.socket) === child.pid) return this
     }
     await this.stop('SIGKILL')
     throw new Error(`daemon did not answer within ${timeoutMs} ms:\n${this.stderr}`)
@@ -106,6 +106,31 @@ export async function procCpuSeconds (pid: number): Promise<CpuSeconds> {
   const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
   const [user, sys] = [Number(fields[11]) / USER_HZ, Number(fields[12]) / USER_HZ]
   return { user, sys, total: user + sys }
+}
+
+/**
+ * The pid `GET /v1/status` on `socket` answers with, or undefined while nothing answers. Asked in
+ * process: a `shoal status` per poll cost a node start each, most of a restart on a loaded machine.
+ */
+async function statusPid (socket: string): Promise<number | undefined> {
+  return await new Promise(resolve => {
+    const req = request({ socketPath: socket, path: '/v1/status', timeout: 2000 }, res => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (part: string) => { body += part })
+      res.on('error', () => { resolve(undefined) })
+      res.on('end', () => {
+        try {
+          resolve(res.statusCode === 200 ? (JSON.parse(body) as { pid?: number }).pid : undefined)
+        } catch {
+          resolve(undefined)
+        }
+      })
+    })
+    req.on('timeout', () => { req.destroy() })
+    req.on('error', () => { resolve(undefined) })
+    req.end()
+  })
 }
 
 /**

@@ -12,6 +12,18 @@ export abstract class ShoalError extends Error {
   }
 }
 
+/**
+ * The same failure in other words, e.g. with what an operation did before it failed: a
+ * `ShoalError` keeps its class (so its code), anything else becomes a plain `Error`.
+ */
+export function restated (err: unknown, message: string): Error {
+  if (err instanceof ShoalError) {
+    const Class = err.constructor as new (message: string, options?: { cause?: unknown }) => ShoalError
+    return new Class(message, { cause: err })
+  }
+  return new Error(message, { cause: err })
+}
+
 /** Input that does not fit the schema or the rules (bad ref, bad path, bad metadata). */
 export class InvalidInputError extends ShoalError {
   readonly code = 'INVALID_INPUT'
@@ -46,9 +58,20 @@ export class LockedError extends ShoalError {
   readonly code = 'LOCKED'
 }
 
-/** Out of disk space (ENOSPC / EDQUOT) while writing. Nothing partial is kept. */
+/**
+ * Out of disk space (ENOSPC / EDQUOT) while writing. The message says what was being written and
+ * what the operation kept (nothing partial for an add; verified chunks for a pull, to resume from).
+ */
 export class DiskFullError extends ShoalError {
   readonly code = 'DISK_FULL'
+}
+
+/**
+ * The disk failed a write for another reason than space (EIO, EROFS, or the index reporting an I/O
+ * error or corruption). Like `DiskFullError`, the message says what was kept.
+ */
+export class StorageIoError extends ShoalError {
+  readonly code = 'IO_ERROR'
 }
 
 export class AbortedError extends ShoalError {

@@ -170,6 +170,14 @@ export class Daemon {
         afterSwitch: () => { void this.enforceQuota() }
       })
       this.activator = activator
+      // A switch the disk refused is tried again once the store takes writes again: one pass at a
+      // time (a switch that fails again trips the store, and its next reopen must not start more).
+      let reapplying = false
+      store.onWritable(() => {
+        if (reapplying) return
+        reapplying = true
+        void Promise.allSettled(book.list().map(async head => { await activator.reconcile(head.head.model, head.head.label) })).finally(() => { reapplying = false })
+      })
       // Manifests of versions named by heads are fetched (and checked) so this node can show them.
       book.onAccepted(a => {
         const version = a.head.head.version
@@ -213,7 +221,7 @@ export class Daemon {
       const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
       const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })
       const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search }, headOps, serving, {
-        keepLast: config.labels.keep, events: this.events, headCounters: () => book.counters, leased: () => leases.versions()
+        keepLast: config.labels.keep, events: this.events, headCounters: () => book.counters, leased: () => leases.versions(), log: componentLogger(this.log, 'service')
       })
       const tcp = config.rpc.tcp === undefined ? undefined : { ...config.rpc.tcp, token: await loadOrCreateToken(config.home) }
       this.rpc = new RpcServer({

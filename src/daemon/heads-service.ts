@@ -5,7 +5,7 @@
  */
 import type { VersionId } from '../core/digest.js'
 import { isCid } from '../core/digest.js'
-import { ConflictError, InvalidInputError, NotFoundError } from '../core/errors.js'
+import { ConflictError, InvalidInputError, NotFoundError, restated } from '../core/errors.js'
 import type { Activation, SignedHead } from '../core/heads.js'
 import { checkPublisherKey } from '../core/heads.js'
 import { decodeManifest } from '../core/manifest.js'
@@ -37,7 +37,11 @@ export class HeadsService {
     return [...keys.list().map(k => ({ key: k.publicKey, models: '*' })), ...configTrust, ...trustFile.list()]
   }
 
-  /** Publishes a signed head moving `name@label` to a version this node holds, then applies it here. */
+  /**
+   * Publishes a signed head moving `name@label` to a version this node holds, then applies it here.
+   * Answers only once the local label is durably moved (or, for a cold or jittered head, staged);
+   * when the move fails after the head went out, the error says both.
+   */
   async setLabel (req: LabelRequest): Promise<LabelResult> {
     const { store } = this.deps
     checkLabel(req.label)
@@ -153,13 +157,20 @@ export class HeadsService {
       expect = req.expect === null ? null : await this.versionOf(name, req.expect)
       if (expect !== current) throw new ConflictError(`${name}@${label} points at ${current ?? 'nothing'}, not ${expect ?? 'nothing'}`)
     }
+    // A store that takes no writes could not move the local label: publish nothing then.
+    await store.writable({ doing: `publishing a head for ${name}@${label}`, kept: 'nothing was published' })
     const signed = await book.publish({
       model: name, label, version,
       activation: toActivation(req.activation),
       key: keys.signer(req.key),
       ...(expect !== undefined ? { expect: book.get(name, label) === undefined ? null : expect } : {})
     })
-    await activator.reconcile(name, label)
+    try {
+      await activator.reconcileNow(name, label)
+    } catch (err) {
+      const head = version === null ? `the head removing ${name}@${label}` : `the head moving ${name}@${label} to ${version}`
+      throw restated(err, `published ${head} (nodes that follow the label act on it), but this node's own label was not changed: ${(err as Error).message}; this node applies the head by itself once its store takes writes again (or at its next start)`)
+    }
     const h = signed.head
     return { name, label, version, previous: h.previous ?? (current === version ? null : current), stamp: `${h.stamp.wall}.${h.stamp.counter}`, publisher: h.publisher, activation: h.activation }
   }

@@ -4,8 +4,9 @@
  * the version and releases it when it lets go (the client does so on close). A holder that dies
  * stops renewing and its lease expires.
  *
- * Leases are kept in the index (`leases` sublevel) so a daemon restart does not drop them: the
- * holder's next renew finds its lease again. Expired leases are swept every `SWEEP_INTERVAL_MS`.
+ * Leases are kept in the index (`leases` sublevel, synced batches like every index write) so a
+ * daemon restart does not drop them: the holder's next renew finds its lease again. A lease is
+ * answered only once it is on disk. Expired leases are swept every `SWEEP_INTERVAL_MS`.
  */
 import { randomBytes } from 'node:crypto'
 import type { VersionId } from '../core/digest.js'
@@ -42,7 +43,7 @@ export class LeaseTable {
     const now = this.clock()
     for await (const [id, lease] of this.store.index.leases.iterator()) {
       if (lease.expiresAt > now) this.leases.set(id, lease)
-      else await this.store.index.leases.del(id)
+      else await this.drop(id).catch(() => {}) // an expired lease left on disk is dropped next time
     }
     this.timer = setInterval(() => { void this.sweep() }, SWEEP_INTERVAL_MS)
     this.timer.unref()
@@ -60,7 +61,7 @@ export class LeaseTable {
       id: randomBytes(12).toString('hex'), holder: req.holder, model: req.model, version: req.version, path: req.path,
       createdAt: now, expiresAt: now + ttl(req.ttlMs)
     }
-    await this.store.index.leases.put(lease.id, lease)
+    await this.store.index.commit([{ type: 'put', sublevel: this.store.index.leases, key: lease.id, value: lease }], { doing: `leasing ${req.model}@${req.version}`, kept: 'the lease was not taken' })
     this.leases.set(lease.id, lease)
     this.onChange?.(this.leases.size)
     return lease
@@ -69,16 +70,19 @@ export class LeaseTable {
   async renew (id: string, ttlMs?: number): Promise<Lease> {
     const lease = this.leases.get(id)
     if (lease === undefined || lease.expiresAt <= this.clock()) throw new NotFoundError(`lease ${id.slice(0, 32)} is unknown or expired; resolve and lease again`)
-    lease.expiresAt = this.clock() + ttl(ttlMs)
-    await this.store.index.leases.put(id, lease)
-    return { ...lease }
+    const renewed = { ...lease, expiresAt: this.clock() + ttl(ttlMs) }
+    await this.store.index.commit([{ type: 'put', sublevel: this.store.index.leases, key: id, value: renewed }], { doing: `renewing lease ${id.slice(0, 32)}`, kept: `the lease was not renewed (it expires at ${new Date(lease.expiresAt).toISOString()})` })
+    this.leases.set(id, renewed)
+    return { ...renewed }
   }
 
   async release (id: string): Promise<boolean> {
     const had = this.leases.delete(id)
     if (had) {
-      await this.store.index.leases.del(id)
       this.onChange?.(this.leases.size)
+      // Released in memory at once; a record the disk refuses to drop holds its version after a
+      // restart only until it expires.
+      await this.drop(id)
     }
     return had
   }
@@ -86,6 +90,10 @@ export class LeaseTable {
   list (): Lease[] {
     const now = this.clock()
     return [...this.leases.values()].filter(l => l.expiresAt > now).map(l => ({ ...l }))
+  }
+
+  private async drop (id: string): Promise<void> {
+    await this.store.index.commit([{ type: 'del', sublevel: this.store.index.leases, key: id }], { doing: `dropping lease ${id.slice(0, 32)}`, kept: 'the lease is released on this daemon, but after a restart its record holds the version until it expires' })
   }
 
   /** Versions GC must keep. */
@@ -98,7 +106,7 @@ export class LeaseTable {
     for (const [id, lease] of this.leases) {
       if (lease.expiresAt <= now) {
         this.leases.delete(id)
-        await this.store.index.leases.del(id).catch(() => {})
+        await this.drop(id).catch(() => {}) // dropped at the next start if the disk refuses it now
       }
     }
     this.onChange?.(this.leases.size)

@@ -1,6 +1,11 @@
 /**
  * The daemon's implementation of the RPC API: each operation delegates to the store and the
  * ingest pipeline. It adds no storage logic of its own; it shapes answers for the wire.
+ *
+ * An answer never claims more than reached the disk, nor less: an operation fails only when what it
+ * was asked to do was not done, and when a later step fails after an earlier one was kept (an add
+ * whose label could not be set), the error says which was kept. Derived data (the search index,
+ * reconciled with the store at every start) is refreshed best-effort and never fails an answer.
  */
 import { addPath, checkAddOptions } from '../ingest/ingest.js'
 import type { ActivateResult, EventsResult, ExportResult, HeadHistoryRow, HeadRow, IdResult, KeyExport, KeyRow, LabelResult, ModelRow, PeerRow, PinResult, Progress, ResolveResult, ShoalApi, ShowResult, StatusResult, TrustRow, VersionResult } from '../rpc/api.js'
@@ -11,6 +16,7 @@ import type { LeaseRow } from '../rpc/api.js'
 import type { EventBus } from './events.js'
 import type { HeadCounters } from '../heads/book.js'
 import { CID } from 'multiformats/cid'
+import { restated } from '../core/errors.js'
 import { checkLabel, parseRef } from '../core/names.js'
 import type { ShoalNode } from '../p2p/node.js'
 import type { PeerScores } from '../p2p/judge.js'
@@ -34,7 +40,7 @@ export class DaemonService implements ShoalApi {
     private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores, search: SearchIndex },
     private readonly headOps: HeadsService,
     private readonly serving: ServingService,
-    private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters, leased: () => string[] }
+    private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters, leased: () => string[], log?: { warn: (obj: object, msg?: string) => void } }
   ) {}
 
   async pull (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
@@ -54,7 +60,7 @@ export class DaemonService implements ShoalApi {
       throw err
     }
     this.options.events.emit('pull.completed', { model: v.name, version: v.version, via: 'request', ms: Date.now() - started })
-    await this.net.search.refresh(v.version)
+    await this.refreshSearch(v.version)
     this.options.events.emit('version.added', { model: v.name, version: v.version, via: 'pull' })
     return await this.toShow(v)
   }
@@ -120,11 +126,17 @@ export class DaemonService implements ShoalApi {
       ...(signal !== undefined ? { signal } : {}),
       onProgress: p => throttled({ ...p })
     })
-    await this.net.search.refresh(version.version)
+    await this.refreshSearch(version.version)
     announce(this.net.node, version.version)
     this.options.events.emit('version.added', { model: req.name, version: version.version, via: 'add' })
     // A label given at add time is published like any other: as a signed head.
-    if (req.label !== undefined) await this.headOps.setLabel({ name: req.name, label: req.label, version: version.version })
+    if (req.label !== undefined) {
+      try {
+        await this.headOps.setLabel({ name: req.name, label: req.label, version: version.version })
+      } catch (err) {
+        throw restated(err, `added ${req.name}@${version.version}${version.pinned ? ' (pinned)' : ''}, which is kept, but did not set ${req.name}@${req.label}: ${(err as Error).message}`)
+      }
+    }
     return await this.toShow(req.label !== undefined ? await this.store.resolve(`${req.name}@${version.version}`) : version)
   }
 
@@ -204,6 +216,13 @@ export class DaemonService implements ShoalApi {
     const v = await this.store.resolve(ref)
     await this.store.unpin(v.name, v.version)
     return { name: v.name, version: v.version, pinned: false }
+  }
+
+  /** Refreshes a version's search doc; a failure is logged (`SearchIndex.open` heals it). */
+  private async refreshSearch (version: string): Promise<void> {
+    await this.net.search.refresh(version).catch(err => {
+      this.options.log?.warn({ version, err: (err as Error).message }, 'search index update failed; it is rebuilt at the next start')
+    })
   }
 
   private async toShow (v: ResolvedVersion): Promise<ShowResult> {

@@ -135,6 +135,14 @@ export class Activator {
     })
   }
 
+  /**
+   * Like `reconcile`, but a step that fails (a switch the store could not write) is thrown to the
+   * caller instead of logged: a local publish answers with it.
+   */
+  async reconcileNow (model: string, label: string): Promise<void> {
+    await this.serial(model, label, async () => { await this.step(model, label) })
+  }
+
   /** Switches a staged label now (`shoal activate`). */
   async activate (model: string, label: string): Promise<{ version: VersionId | null, previous: VersionId | null }> {
     const head = this.deps.book.get(model, label)

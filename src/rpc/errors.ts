@@ -23,6 +23,7 @@ const STATUS: Record<string, number> = {
   BUSY: 503,
   DIGEST_MISMATCH: 500,
   DISK_FULL: 507,
+  IO_ERROR: 500,
   ABORTED: 499,
   INTERNAL: 500
 }

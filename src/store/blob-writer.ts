@@ -4,7 +4,8 @@
  * The caller decides where chunks end; the writer hashes every chunk itself (so ids are never taken
  * on trust), writes to a temporary file under `tmp/`, and on `commit` fsyncs, renames to
  * `blobs/<file digest>` (0444), fsyncs the folder, and only then returns the records the store
- * indexes. `abort` (or any failure) removes the temporary file: nothing partial is ever kept.
+ * indexes. `abort` (or any failure) removes the temporary file: nothing partial is ever kept. A disk
+ * failure is mapped by the store's `onFailure` (which trips its write guard).
  *
  * Throughput: `append` hashes on the calling thread while the previous append's write runs on the
  * libuv pool, so reading, hashing and writing overlap. The buffer given to `append` must stay
@@ -19,7 +20,7 @@ import { ChunkHasher, chunkIdFromSha256, fileDigest, type ChunkId, type FileDige
 import type { HashPool } from './hash-pool.js'
 import { InvalidInputError } from '../core/errors.js'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
-import { fsyncDir, mapFsError, pathExists, tmpName } from './fsutil.js'
+import { fsyncDir, mapFsError, pathExists, tmpName, writeFully } from './fsutil.js'
 import type { Layout } from './layout.js'
 
 /**
@@ -48,12 +49,24 @@ export class BlobWriter {
   private flushedAt = 0
   private done = false
 
-  private constructor (private readonly layout: Layout, private readonly fh: FileHandle, readonly tmpPath: string, private readonly pool?: HashPool) {}
+  private constructor (
+    private readonly layout: Layout,
+    private readonly fh: FileHandle,
+    readonly tmpPath: string,
+    private readonly pool: HashPool | undefined,
+    private readonly onFailure: (err: unknown, doing: string) => unknown
+  ) {}
 
-  static async create (layout: Layout, pool?: HashPool): Promise<BlobWriter> {
+  /** `onFailure` maps the error of a failed write (default `mapFsError`). */
+  static async create (layout: Layout, pool?: HashPool, onFailure: (err: unknown, doing: string) => unknown = mapFsError): Promise<BlobWriter> {
     const path = join(layout.tmp, tmpName('blob'))
-    const fh = await open(path, 'wx', 0o644)
-    return new BlobWriter(layout, fh, path, pool)
+    let fh
+    try {
+      fh = await open(path, 'wx', 0o644)
+    } catch (err) {
+      throw onFailure(err, 'creating a blob in tmp/')
+    }
+    return new BlobWriter(layout, fh, path, pool, onFailure)
   }
 
   /**
@@ -99,7 +112,7 @@ export class BlobWriter {
     await this.pending
     const at = this.position
     this.position += bytes.length
-    const write = this.fh.write(bytes, 0, bytes.length, at).catch((err: unknown) => { throw mapFsError(err, 'writing a blob') })
+    const write = writeFully(this.fh, bytes, 0, bytes.length, at).catch((err: unknown) => { throw this.onFailure(err, 'writing a blob') })
     // The next append, commit or abort awaits it; until then a failure (ENOSPC) must not count as
     // an unhandled rejection, which would bring the whole daemon down.
     write.catch(() => {})
@@ -126,7 +139,7 @@ export class BlobWriter {
       return { digest, size: this.position, chunks: this.chunks, created }
     } catch (err) {
       await this.abort()
-      throw mapFsError(err, 'storing a blob')
+      throw this.onFailure(err, 'storing a blob')
     }
   }
 
@@ -145,7 +158,7 @@ export class BlobWriter {
     this.flushedAt = upTo
     const flush = this.fh.datasync().then(
       () => { if (this.flushing === flush) this.flushing = undefined },
-      (err: unknown) => { throw mapFsError(err, 'writing a blob') }
+      (err: unknown) => { throw this.onFailure(err, 'writing a blob') }
     )
     // A failure is kept (not cleared) so that `commit` reports it; see `append` for the catch.
     flush.catch(() => {})

@@ -29,7 +29,7 @@
 import { constants } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { isErrno, writeAt } from './fsutil.js'
+import { isErrno, writeAt, writeFully } from './fsutil.js'
 
 /** Alignment of offsets, lengths and buffer addresses for direct writes (a page). @default 4096 */
 export const DIRECT_ALIGN = 4096
@@ -109,7 +109,9 @@ export class DirectWrites {
           stage.set(part, filled)
           filled += part.byteLength
         }
-        await this.fh.write(stage, 0, n, at)
+        // A short direct write goes on from where it stopped; an unaligned rest is refused
+        // (EINVAL) and the caller writes the whole range buffered.
+        await writeFully(this.fh, stage, 0, n, at)
       } catch (err) {
         if (isErrno(err, 'EINVAL')) return 'refused'
         throw err

@@ -10,7 +10,7 @@ import { dirname, join, resolve as resolvePath } from 'node:path'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
 import { chunkMatches } from '../core/digest.js'
 import { ConflictError, DigestMismatchError, NotFoundError } from '../core/errors.js'
-import { fsyncDir, mapFsError, pathExists, tmpName } from './fsutil.js'
+import { fsyncDir, mapFsError, pathExists, tmpName, writeFully } from './fsutil.js'
 import type { ResolvedVersion, Store } from './store.js'
 
 export interface ExportProgress { file: string, bytes: number, totalBytes: number }
@@ -47,7 +47,7 @@ export async function exportVersion (store: Store, ref: string, dest: string, op
           if (bytesRead !== chunk.size || !chunkMatches(view, chunk.id)) {
             throw new DigestMismatchError(`stored bytes of ${file.path} (chunk at offset ${offset}) are damaged; run shoal verify, then re-add or pull the version`)
           }
-          await out.write(view, 0, chunk.size, offset)
+          await writeFully(out, view, 0, chunk.size, offset)
           offset += chunk.size
           bytes += chunk.size
           options.onProgress?.({ file: file.path, bytes, totalBytes })

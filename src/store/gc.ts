@@ -133,7 +133,7 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
     if (dryRun) return report
 
     // Records go first: a crash after this leaves only unreferenced files, which start-up removes.
-    await store.index.commit(ops)
+    await store.index.commit(ops, { doing: 'removing the records of what gc collects', kept: 'nothing was removed' })
     for (const v of doomed) await rm(store.layout.snapshot(v.name, v.version), { recursive: true, force: true })
     for (const b of blobs) {
       store.reads.forget(store.layout.blob(b.digest))

@@ -35,7 +35,7 @@ export class HeadStore {
     ]
     const old = await this.index.headLog.keys({ gt: `${key}\0`, lt: `${key}\u0001`, reverse: true }).all()
     for (const k of old.slice(MAX_HEAD_HISTORY - 1)) ops.push({ type: 'del' as const, sublevel: this.index.headLog, key: k } as never)
-    await this.index.commit(ops)
+    await this.index.commit(ops, { doing: `recording a head of ${h.model}@${h.label}`, kept: 'the head was not accepted (nor published, nor passed on)' })
   }
 
   async get (model: string, label: string): Promise<StoredHead | undefined> {
@@ -59,7 +59,7 @@ export class HeadStore {
   async putKnownManifest (version: VersionId, bytes: Uint8Array): Promise<void> {
     decodeManifest(bytes, version)
     if (await this.index.manifests.get(version) !== undefined) return
-    await this.index.commit([{ type: 'put', sublevel: this.index.known, key: version, value: bytes }])
+    await this.index.commit([{ type: 'put', sublevel: this.index.known, key: version, value: bytes }], { doing: `keeping the manifest of ${version}`, kept: 'it was not kept' })
   }
 
   /** Manifest bytes of a version, stored or only known through a head. */

@@ -20,11 +20,23 @@
  * - `leases`    lease id → lease record (see `daemon/leases.ts`): versions serving processes hold
  * - `meta`      `clock` → last `created` handed out; `schema` → index schema number
  *
- * Every multi-record change is one atomic batch written with `sync: true`, and is made only after
- * the bytes it points at are durable.
+ * MUST hold:
+ * - every change is one atomic batch written with `sync: true` through `commit` (nothing writes to
+ *   a sublevel directly), made only after the bytes it points at are durable, and answered only
+ *   once LevelDB has synced it;
+ * - commits run one at a time: a batch never reaches LevelDB after one that failed before the
+ *   write guard (`store/write-guard.ts`) has seen that failure;
+ * - after a disk failure no batch is written until the index has been closed and opened again
+ *   (repaired first if LevelDB reports corruption), with room on the disk: LevelDB's state after a
+ *   failed write is not trusted. A reopen first waits (up to `REOPEN_DRAIN_MS`) for the reads in
+ *   flight and the iterators open to finish; reads made meanwhile wait for the reopen, so no
+ *   reader sees the index closed (an iterator still open at the deadline is closed under it).
  */
 import type { AbstractLevel, AbstractSublevel } from 'abstract-level'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
+import { StorageIoError } from '../core/errors.js'
+import { failureDetail, type WriteContext } from './fsutil.js'
+import { WriteGuard } from './write-guard.js'
 
 export const INDEX_SCHEMA = 1
 
@@ -93,6 +105,25 @@ export type IndexOp =
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   | { type: 'del', sublevel: Sub<any>, key: string }
 
+/**
+ * How long a reopen waits for reads in flight and open iterators before it closes LevelDB anyway.
+ * @default 5 s
+ */
+export const REOPEN_DRAIN_MS = 5_000
+
+/** What an index write does and keeps when the caller does not say. */
+export const INDEX_WRITE: WriteContext = { doing: 'updating the index', kept: 'the change was not recorded' }
+
+export interface IndexOptions {
+  /** The write guard; default: one that never finds room (unit tests of the index alone). */
+  guard?: WriteGuard
+  /** Repairs the LevelDB files when opening reports corruption (`ClassicLevel.repair`). */
+  repair?: () => Promise<void>
+  log?: { warn: (obj: object, msg?: string) => void, info: (obj: object, msg?: string) => void }
+}
+
+const silent = { warn () {}, info () {} }
+
 export class IndexDb {
   readonly chunks: Sub<ChunkLocation[]>
   readonly blobs: Sub<BlobRecord>
@@ -111,8 +142,19 @@ export class IndexDb {
   readonly search: Sub<import('../core/search-doc.js').SearchDoc>
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   readonly leases: Sub<any>
+  readonly guard: WriteGuard
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  private readonly sublevels: Array<Sub<any>>
+  /** The commit (or reopen) in progress; the next one waits for it. */
+  private writing: Promise<unknown> = Promise.resolve()
+  /** Set while the index is being reopened: reads wait for it. */
+  private reopening?: Promise<void>
+  /** Reads in flight and iterators open; a reopen waits for them. */
+  private reads = 0
+  private drained?: () => void
 
-  constructor (readonly db: Db) {
+  constructor (readonly db: Db, private readonly options: IndexOptions = {}) {
+    this.guard = options.guard ?? new WriteGuard(async () => 0, options.log ?? silent)
     this.chunks = db.sublevel('chunks', { valueEncoding: 'json' })
     this.blobs = db.sublevel('blobs', { valueEncoding: 'json' })
     this.manifests = db.sublevel('manifests', { valueEncoding: 'view' })
@@ -129,23 +171,147 @@ export class IndexDb {
     this.labelPins = db.sublevel('labelPins', { valueEncoding: 'json' })
     this.search = db.sublevel('search', { valueEncoding: 'json' })
     this.leases = db.sublevel('leases', { valueEncoding: 'json' })
+    this.sublevels = [this.chunks, this.blobs, this.manifests, this.versions, this.byModel, this.labels, this.pins, this.partials, this.pulls, this.meta, this.heads, this.headLog, this.known, this.labelPins, this.search, this.leases]
+    for (const sub of this.sublevels) this.gateReads(sub)
   }
 
   async open (): Promise<void> {
-    await this.db.open()
+    await this.openDb()
     const schema = await this.meta.get('schema')
-    if (schema === undefined) await this.meta.put('schema', INDEX_SCHEMA)
+    if (schema === undefined) await this.commit([{ type: 'put', sublevel: this.meta, key: 'schema', value: INDEX_SCHEMA }], { doing: 'creating the index', kept: 'the store was not created' })
     else if (schema !== INDEX_SCHEMA) throw new Error(`index schema ${String(schema)} is not supported by this build (expects ${INDEX_SCHEMA})`)
   }
 
   async close (): Promise<void> {
-    await this.db.close()
+    await this.serial(async () => { await this.db.close() })
   }
 
-  async commit (ops: IndexOp[]): Promise<void> {
+  /**
+   * Writes `ops` as one synced batch, after the commits before it. `what` goes into the error when
+   * the disk fails it (or failed an earlier write and the index could not be reopened yet).
+   */
+  async commit (ops: IndexOp[], what: WriteContext = INDEX_WRITE): Promise<void> {
     if (ops.length === 0) return
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
-    await this.db.batch(ops as any, { sync: true } as any)
+    await this.serial(async () => {
+      await this.reopenIfTripped(what)
+      try {
+        // eslint-disable-next-line @typescript-eslint/no-explicit-any
+        await this.db.batch(ops as any, { sync: true } as any)
+      } catch (err) {
+        throw this.guard.fail(err, what)
+      }
+    })
+  }
+
+  /**
+   * Resolves when the store may write: at once when no write has failed; otherwise once the index
+   * has been reopened cleanly (see the module doc). Throws the guard's refusal while there is no
+   * room. Writers of files call it before they start.
+   */
+  async writable (what: WriteContext): Promise<void> {
+    if (this.guard.tripped === undefined) return
+    await this.serial(async () => { await this.reopenIfTripped(what) })
+  }
+
+  private async reopenIfTripped (what: WriteContext): Promise<void> {
+    const free = await this.guard.roomToReopen(what)
+    if (free === undefined) return
+    let release = (): void => {}
+    this.reopening = new Promise(resolve => { release = resolve })
+    try {
+      await this.drain()
+      await this.db.close()
+      await this.openDb()
+      for (const sub of this.sublevels) await sub.open()
+    } catch (err) {
+      const mapped = this.guard.fail(err, { doing: 'reopening the index after a failed write', kept: what.kept })
+      throw err instanceof StorageIoError ? err : mapped
+    } finally {
+      this.reopening = undefined
+      release()
+    }
+    this.guard.cleared(free)
+  }
+
+  /** Resolves once no read is in flight and no iterator open, or after `REOPEN_DRAIN_MS`. */
+  private async drain (): Promise<void> {
+    if (this.reads === 0) return
+    await new Promise<void>(resolve => {
+      const timer = setTimeout(resolve, REOPEN_DRAIN_MS)
+      this.drained = () => { clearTimeout(timer); resolve() }
+    })
+    this.drained = undefined
+  }
+
+  private readDone (): void {
+    if (--this.reads === 0) this.drained?.()
+  }
+
+  /**
+   * Makes `sub`'s reads count as in flight, and wait while the index reopens: `get`, `getMany`,
+   * `has` and `hasMany` wait; `iterator`, `keys` and `values` called meanwhile return iterators
+   * that open once it is done.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  private gateReads (sub: Sub<any>): void {
+    const target = sub as unknown as Record<string, AnyFn>
+    const settled = async (): Promise<void> => { while (this.reopening !== undefined) await this.reopening }
+    for (const name of ['get', 'getMany', 'has', 'hasMany']) {
+      const read = (target[name] as AnyFn).bind(sub)
+      target[name] = async (...args: unknown[]) => {
+        await settled()
+        this.reads++
+        try {
+          return await read(...args)
+        } finally {
+          this.readDone()
+        }
+      }
+    }
+    for (const name of ['iterator', 'keys', 'values']) {
+      const open = (target[name] as AnyFn).bind(sub)
+      target[name] = (...args: unknown[]) => this.reopening === undefined
+        ? this.counted(open(...args))
+        : new LateIterator(async () => { await settled(); return this.counted(open(...args)) })
+    }
+  }
+
+  /** Counts `iterator` as a read until it is closed (as `for await` and `all()` do). */
+  private counted (iterator: IteratorLike): IteratorLike {
+    this.reads++
+    const close = iterator.close.bind(iterator)
+    let open = true
+    iterator.close = async () => {
+      if (open) {
+        open = false
+        this.readDone()
+      }
+      await close()
+    }
+    return iterator
+  }
+
+  /** Opens LevelDB; when it reports corruption and a repair is available, repairs and opens again. */
+  private async openDb (): Promise<void> {
+    try {
+      await this.db.open()
+    } catch (err) {
+      const repair = this.options.repair
+      if (repair === undefined || !isCorruption(err)) throw err
+      this.options.log?.warn({ err: failureDetail(err) }, 'the index reports corruption: repairing it (LevelDB repair keeps every record it can read)')
+      try {
+        await repair()
+        await this.db.open()
+      } catch (again) {
+        throw new StorageIoError(`the index at its home is corrupt and could not be repaired (${failureDetail(again)}): restore it from a backup, or move index/ away and re-add or pull the models`, { cause: again })
+      }
+    }
+  }
+
+  private async serial<T> (fn: () => Promise<T>): Promise<T> {
+    const run = this.writing.then(fn)
+    this.writing = run.catch(() => {})
+    return await run
   }
 
   static modelKey (name: string, created: number, version: VersionId): string {
@@ -164,4 +330,51 @@ export class IndexDb {
   async keysOf<V> (sub: Sub<V>, name: string): Promise<string[]> {
     return await sub.keys({ gt: `${name}\0`, lt: `${name}\u0001` }).all()
   }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyFn = (...args: any[]) => any
+
+/** What callers use of a LevelDB iterator. */
+interface IteratorLike {
+  next: () => Promise<unknown>
+  all: () => Promise<unknown[]>
+  close: () => Promise<void>
+  [Symbol.asyncIterator]: () => AsyncIterator<unknown>
+}
+
+/** An iterator asked for while the index reopens: the real one is opened after. */
+class LateIterator implements IteratorLike {
+  private real?: Promise<IteratorLike>
+
+  constructor (private readonly open: () => Promise<IteratorLike>) {}
+
+  private async iterator (): Promise<IteratorLike> {
+    return await (this.real ??= this.open())
+  }
+
+  async next (): Promise<unknown> {
+    return await (await this.iterator()).next()
+  }
+
+  async all (): Promise<unknown[]> {
+    return await (await this.iterator()).all()
+  }
+
+  async close (): Promise<void> {
+    await (await this.real)?.close()
+  }
+
+  async * [Symbol.asyncIterator] (): AsyncGenerator<unknown> {
+    // The real iterator's own generator closes it when the loop ends.
+    const real = await this.iterator()
+    yield * { [Symbol.asyncIterator]: () => real[Symbol.asyncIterator]() }
+  }
+}
+
+function isCorruption (err: unknown): boolean {
+  for (let at = err as { code?: unknown, cause?: unknown } | undefined; at !== undefined && at !== null; at = at.cause as typeof at) {
+    if (at.code === 'LEVEL_CORRUPTION') return true
+  }
+  return false
 }

@@ -21,7 +21,7 @@ import { byteLength, type ChunkId, type FileDigest, type VersionId } from '../co
 import { DigestMismatchError } from '../core/errors.js'
 import { decodeManifest, type Manifest } from '../core/manifest.js'
 import { DirectWrites } from './direct-io.js'
-import { fsyncDir, isErrno, mapFsError, writeAt } from './fsutil.js'
+import { fsyncDir, isErrno, writeAt, type WriteContext } from './fsutil.js'
 import type { IndexOp } from './index-db.js'
 import type { ResolvedVersion, Store } from './store.js'
 
@@ -29,6 +29,9 @@ import type { ResolvedVersion, Store } from './store.js'
 export const FLUSH_INTERVAL_MS = 500
 /** ...or after this many unflushed bytes. @default 64 MiB */
 export const FLUSH_BYTES = 64 * 1024 * 1024
+
+/** What a pull keeps when a write fails: part of its disk-full message. */
+export const PULL_KEPT = 'the chunks verified so far are kept in partial/, and the pull resumes from them when it is run again (or when the daemon restarts)'
 
 interface Position { file: number, chunk: number, global: number, offset: number }
 
@@ -167,6 +170,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     if (size !== this.sizes.get(id) || !await this.store.chunkMatches(bytes, id)) {
       throw new DigestMismatchError(`received bytes do not match chunk ${id}`)
     }
+    await this.store.writable(this.what(`writing chunk ${id} of ${this.manifest.name}@${this.version}`))
     if (!this.missing.delete(id)) return false
     const positions = this.positions.get(id) ?? []
     // `finish` waits for writes in progress: the last chunk to arrive is not always the last to be written.
@@ -176,7 +180,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       await writing
     } catch (err) {
       this.missing.add(id)
-      throw mapFsError(err, `writing chunk ${id}`)
+      throw this.failed(err, `writing chunk ${id} of ${this.manifest.name}@${this.version}`)
     } finally {
       this.writing.delete(writing)
     }
@@ -243,31 +247,51 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       const batch = this.unflushed
       if (batch.length === 0) return
       this.unflushed = []
+      const bytes = this.unflushedBytes
       this.unflushedBytes = 0
-      for (const file of this.files) {
-        if (file.dirty && file.fh !== undefined) {
-          file.dirty = false
-          await file.fh.datasync()
+      try {
+        for (const file of this.files) {
+          if (file.dirty && file.fh !== undefined) {
+            file.dirty = false
+            await file.fh.datasync()
+          }
         }
+        const ops: IndexOp[] = []
+        const byId = new Map<ChunkId, Position[]>()
+        for (const { id, position } of batch) byId.set(id, [...(byId.get(id) ?? []), position])
+        const ids = [...byId.keys()]
+        const existing = await this.store.index.chunks.getMany(ids)
+        ids.forEach((id, i) => {
+          const locations = existing[i] ?? []
+          for (const p of byId.get(id) ?? []) {
+            const digest = this.files[p.file]?.digest
+            if (digest !== undefined && !locations.some(([d, o]) => d === digest && o === p.offset)) locations.push([digest, p.offset, this.sizeOf(id)])
+          }
+          ops.push({ type: 'put', sublevel: this.store.index.chunks, key: id, value: locations })
+        })
+        await this.store.index.commit(ops, this.what(`recording chunks of ${this.manifest.name}@${this.version}`))
+        for (const id of ids) this.store.unmarkFresh(id)
+      } catch (err) {
+        // Not indexed: kept for the next flush, so `finish` cannot promote a file whose chunks
+        // were never recorded, and fails the pull while the disk refuses.
+        this.unflushed = [...batch, ...this.unflushed]
+        this.unflushedBytes += bytes
+        for (const file of this.files) if (file.fh !== undefined && !file.complete) file.dirty = true
+        throw this.failed(err, `recording chunks of ${this.manifest.name}@${this.version}`)
       }
-      const ops: IndexOp[] = []
-      const byId = new Map<ChunkId, Position[]>()
-      for (const { id, position } of batch) byId.set(id, [...(byId.get(id) ?? []), position])
-      const ids = [...byId.keys()]
-      const existing = await this.store.index.chunks.getMany(ids)
-      ids.forEach((id, i) => {
-        const locations = existing[i] ?? []
-        for (const p of byId.get(id) ?? []) {
-          const digest = this.files[p.file]?.digest
-          if (digest !== undefined && !locations.some(([d, o]) => d === digest && o === p.offset)) locations.push([digest, p.offset, this.sizeOf(id)])
-        }
-        ops.push({ type: 'put', sublevel: this.store.index.chunks, key: id, value: locations })
-      })
-      await this.store.index.commit(ops)
-      for (const id of ids) this.store.unmarkFresh(id)
     })
     this.flushing = run.catch(() => {})
     await run
+  }
+
+  /** The context of a failed write of this pull (see `PULL_KEPT`). */
+  private what (doing: string): WriteContext {
+    return { doing, kept: PULL_KEPT }
+  }
+
+  /** Maps a failed write: a disk failure trips the store's write guard and says what was kept. */
+  private failed (err: unknown, doing: string): unknown {
+    return this.store.failedWrite(err, this.what(doing))
   }
 
   /** Flushes and releases file handles; the pull can be resumed by `open` later. */
@@ -292,6 +316,8 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
 
   private async init (pin: boolean): Promise<void> {
     const { index, layout } = this.store
+    const what = { doing: `starting the pull of ${this.manifest.name}@${this.version}`, kept: 'nothing new was fetched (chunks verified by an earlier try stay in partial/ for the next one)' }
+    await this.store.writable(what)
     // The manifest is kept with the pull record so a restart can resume, and GC knows its blobs.
     const ops: IndexOp[] = [
       { type: 'put', sublevel: index.pulls, key: this.version, value: { name: this.manifest.name, startedAt: Date.now(), pin } },
@@ -313,12 +339,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       const record = await index.partials.get(file.digest)
       const exists = await stat(state.path).then(s => s.size === file.size, () => false)
       if (record === undefined || !exists) {
-        await rm(state.path, { force: true })
-        const fh = await open(state.path, 'w', 0o644)
-        await fh.truncate(file.size)
-        await fh.sync()
-        await fh.close()
-        await fsyncDir(layout.partial)
+        await createPartial(state.path, file.size, layout.partial).catch(err => { throw this.store.failedWrite(err, what) })
         ops.push({ type: 'put', sublevel: index.partials, key: file.digest, value: { size: file.size, chunks: file.chunks.map(c => [c.id, c.size]), startedAt: Date.now() } })
       } else {
         // Resume: a chunk indexed at this file's offset was verified and made durable before.
@@ -330,7 +351,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
         })
       }
     }
-    await index.commit(ops)
+    await index.commit(ops, what)
     for (const [id, positions] of this.positions) {
       if (positions.some(p => this.files[p.file]?.present[p.chunk] !== 1)) this.missing.add(id)
     }
@@ -357,8 +378,11 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       await this.flush()
       for (const [fi, f] of this.files.entries()) if (!f.complete) await this.finishFile(fi)
       const pull = await this.store.index.pulls.get(this.version)
-      const v = await this.store.importVersion(this.version, this.manifestBytes, { pin: pull?.pin ?? true })
-      await this.store.index.commit([{ type: 'del', sublevel: this.store.index.pulls, key: this.version }])
+      const v = await this.store.importVersion(this.version, this.manifestBytes, { pin: pull?.pin ?? true, kept: 'every file is stored, and the version is added when the pull is run again (or when the daemon restarts)' })
+      await this.store.index.commit([{ type: 'del', sublevel: this.store.index.pulls, key: this.version }], {
+        doing: `closing the pull of ${this.manifest.name}@${this.version}`,
+        kept: 'the version was added; its pull record is dropped when the pull is run again (or when the daemon restarts)'
+      })
       this.emit('complete')
       return v
     })()
@@ -388,17 +412,27 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       await rename(f.path, layout.blob(f.digest))
       await fsyncDir(layout.blobs)
     } catch (err) {
-      if (!isErrno(err, 'ENOENT') || await index.blobs.get(f.digest) === undefined) throw mapFsError(err, `completing ${f.digest}`)
+      if (!isErrno(err, 'ENOENT') || await index.blobs.get(f.digest) === undefined) throw this.failed(err, `completing ${f.path} of ${this.manifest.name}@${this.version}`)
     }
     const file = this.manifest.files[fi]
     if (file === undefined) return
     await index.commit([
       { type: 'put', sublevel: index.blobs, key: f.digest, value: { size: f.size, chunks: file.chunks.map(c => [c.id, c.size]), verifiedAt: Date.now() } },
       { type: 'del', sublevel: index.partials, key: f.digest }
-    ])
+    ], this.what(`recording ${f.path} of ${this.manifest.name}@${this.version}`))
     f.complete = true
     this.emit('file', file.path)
   }
+}
+
+/** A new sparse partial file of `size` bytes, durable with its folder entry. */
+async function createPartial (path: string, size: number, folder: string): Promise<void> {
+  await rm(path, { force: true })
+  const fh = await open(path, 'w', 0o644)
+  await fh.truncate(size)
+  await fh.sync()
+  await fh.close()
+  await fsyncDir(folder)
 }
 
 async function closeDirect (file: FileState): Promise<void> {

@@ -14,7 +14,12 @@
  * - a version becomes visible (listed, resolvable) only when every file's blob is stored and its
  *   snapshot folder is complete: the index batch that adds it is the last step of `commitVersion`;
  * - after a crash, `open` removes what no index record names (temporary files, orphan blobs and
- *   snapshots) and rebuilds missing snapshot links, so the store is consistent again.
+ *   snapshots) and rebuilds missing snapshot links, so the store is consistent again;
+ * - a write is acknowledged only once it is on disk. The first disk failure of any write (index or
+ *   file) trips the write guard (`store/write-guard.ts`): that operation fails with `DiskFullError`
+ *   or `StorageIoError` saying what it kept, every later write fails fast, and writes resume only
+ *   after the index has been reopened cleanly with room on the disk (then `refs/` files are synced
+ *   to the index again). On a full disk at start-up the store opens read-only in the same way.
  *
  * Concurrency: one process (LevelDB's lock). Operations that add hold a shared lock; `gc` and
  * removals hold it exclusively, so GC never sees an add half done.
@@ -27,14 +32,15 @@ import { BufferPool } from '../core/buffer-pool.js'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 import { chunkIdFromSha256, chunkMatches, isCid, parseCid, RAW_CODEC, SHA2_256 } from '../core/digest.js'
-import { ConflictError, InvalidInputError, LockedError, NotFoundError } from '../core/errors.js'
+import { ConflictError, DiskFullError, InvalidInputError, LockedError, NotFoundError, StorageIoError } from '../core/errors.js'
 import { decodeManifest, encodeManifest, type Manifest } from '../core/manifest.js'
 import { checkLabel, checkModelName, parseRef } from '../core/names.js'
 import { BlobWriter, type WrittenBlob } from './blob-writer.js'
-import { fsyncDir, pathExists, readdirSafe, tmpName, writeFileAtomic, mapFsError } from './fsutil.js'
+import { diskError, diskFailure, fsyncDir, NOTHING_KEPT, pathExists, readdirSafe, tmpName, writeFileAtomic, type WriteContext } from './fsutil.js'
 
-export { pathExists, readdirSafe }
+export { pathExists, readdirSafe, type WriteContext }
 import { IndexDb, MAX_LABEL_HISTORY, type Db, type IndexOp, type LabelRecord } from './index-db.js'
+import { WriteGuard } from './write-guard.js'
 import { Layout } from './layout.js'
 import { ReadCache } from './read-cache.js'
 import { HeadStore } from './heads.js'
@@ -81,6 +87,26 @@ export interface CommitOptions {
   pin?: boolean
 }
 
+export interface StoreOptions {
+  /** The index; default LevelDB at `<home>/index`. */
+  db?: Db
+  log?: Logger
+  /** Free bytes on the store's disk (see `WriteGuard`); default statfs of `home`. */
+  freeBytes?: () => Promise<number>
+  /** @default REOPEN_MIN_FREE_BYTES */
+  minFreeBytes?: number
+}
+
+/**
+ * How often a store that stopped taking writes (see `WriteGuard`) looks for room to reopen its
+ * index, so it takes writes again (and `onWritable` listeners run) without waiting for a write.
+ * @default 5 s
+ */
+export const WRITABLE_CHECK_MS = 5_000
+
+/** What an add keeps when one of its writes fails. */
+const ADD_KEPT = `the version was not added and ${NOTHING_KEPT}`
+
 /** @default 256 — decoded manifests kept in memory (`resolve` is on serving processes' hot path) */
 export const MANIFEST_CACHE_ENTRIES = 256
 
@@ -107,20 +133,43 @@ export class Store {
   private readonly decoded = new Map<VersionId, Manifest>()
   /** Chunks verified and written by a pull but not yet durable/indexed: servable already. */
   private readonly fresh = new Map<ChunkId, { digest: FileDigest, offset: number, size: number }>()
+  /** Label changes and the sync of `refs/` files with the index, one at a time. */
+  private labelQueue: Promise<unknown> = Promise.resolve()
+  private writableCheck?: NodeJS.Timeout
 
-  private constructor (home: string, db: Db, private readonly log: Logger) {
+  private constructor (home: string, db: Db, private readonly log: Logger, options: StoreOptions & { repair?: () => Promise<void> }) {
     this.layout = new Layout(home)
-    this.index = new IndexDb(db)
+    const guard = new WriteGuard(options.freeBytes ?? WriteGuard.freeBytesAt(home), log, options.minFreeBytes)
+    this.index = new IndexDb(db, { guard, log, ...(options.repair !== undefined ? { repair: options.repair } : {}) })
+    guard.onCleared(() => { void this.afterReopen().catch(err => { this.log.warn({ err: (err as Error).message }, 'bringing files in line with the reopened index failed') }) })
     this.heads = new HeadStore(this.index)
     this.lock = createMortice({ name: `shoal-store-${randomBytes(8).toString('hex')}`, singleProcess: true })
   }
 
+  /** Calls `listener` whenever the store takes writes again after a disk failure. */
+  onWritable (listener: () => void): void {
+    this.index.guard.onCleared(listener)
+  }
+
   /** Opens (creating if needed) the store in `home`. `db` defaults to LevelDB at `<home>/index`. */
-  static async open (home: string, options: { db?: Db, log?: Logger } = {}): Promise<Store> {
+  static async open (home: string, options: StoreOptions = {}): Promise<Store> {
     const layout = new Layout(home)
-    for (const dir of [home, layout.blobs, layout.models, layout.tmp, layout.quarantine, layout.partial]) await mkdir(dir, { recursive: true })
-    const db = options.db ?? new (await import('level')).Level<string, unknown>(layout.index) as unknown as Db
-    const store = new Store(home, db, options.log ?? silent)
+    try {
+      for (const dir of [home, layout.blobs, layout.models, layout.tmp, layout.quarantine, layout.partial]) await mkdir(dir, { recursive: true })
+    } catch (err) {
+      const kind = diskFailure(err)
+      if (kind !== undefined) throw diskError(kind, { doing: `creating the store's folders in ${home}`, kept: 'the daemon did not start' }, err)
+      throw err
+    }
+    let repair: (() => Promise<void>) | undefined
+    let db = options.db
+    if (db === undefined) {
+      const { Level } = await import('level')
+      db = new Level<string, unknown>(layout.index) as unknown as Db
+      // `level` is classic-level on Node; its typings leave out the static `repair`.
+      repair = async () => { await (Level as unknown as { repair: (location: string) => Promise<void> }).repair(layout.index) }
+    }
+    const store = new Store(home, db, options.log ?? silent, { ...options, ...(repair !== undefined ? { repair } : {}) })
     try {
       await store.index.open()
     } catch (err) {
@@ -128,14 +177,45 @@ export class Store {
       if (code === 'LEVEL_LOCKED') {
         throw new LockedError(`the store at ${home} is in use by another shoal daemon; stop it, or use another SHOAL_HOME`, { cause: err })
       }
+      const kind = diskFailure(err)
+      if (kind !== undefined && !(err instanceof DiskFullError || err instanceof StorageIoError)) {
+        throw diskError(kind, { doing: `opening the index in ${layout.index}`, kept: 'the daemon did not start (LevelDB replays its log into a new table when it opens, and that needs room)' }, err)
+      }
       throw err
     }
     await store.recover()
+    store.writableCheck = setInterval(() => {
+      if (store.index.guard.tripped !== undefined) void store.writable({ doing: 'looking for room to reopen the index', kept: 'nothing' }).catch(() => {})
+    }, WRITABLE_CHECK_MS)
+    store.writableCheck.unref()
     return store
+  }
+
+  /**
+   * Resolves when the store takes writes (see `WriteGuard`); otherwise throws `DiskFullError` or
+   * `StorageIoError` with `what`. For operations that check before they change anything.
+   */
+  async writable (what: WriteContext): Promise<void> {
+    await this.index.writable(what)
+  }
+
+  /**
+   * Maps the error of a failed write made on the store's behalf (a pull's partial files): a disk
+   * failure trips the write guard and becomes a typed error with `what`; others pass through.
+   */
+  failedWrite (err: unknown, what: WriteContext): unknown {
+    return this.index.guard.fail(err, what)
+  }
+
+  private async labelSerial<T> (fn: () => Promise<T>): Promise<T> {
+    const run = this.labelQueue.then(fn)
+    this.labelQueue = run.catch(() => {})
+    return await run
   }
 
   /** Waits for operations in progress to finish (or abort), then closes the index. */
   async close (): Promise<void> {
+    clearInterval(this.writableCheck)
     await this.withExclusive(async () => {
       this.reads.close()
       await this.hashPool?.close()
@@ -147,8 +227,10 @@ export class Store {
 
   /** A writer for one file's bytes; `indexBlob` makes it known once committed. */
   async createBlobWriter (): Promise<BlobWriter> {
+    const what = { doing: 'writing a blob', kept: ADD_KEPT }
+    await this.writable(what)
     this.hashPool ??= new HashPool()
-    return await BlobWriter.create(this.layout, this.hashPool)
+    return await BlobWriter.create(this.layout, this.hashPool, (err, doing) => this.failedWrite(err, { doing, kept: ADD_KEPT }))
   }
 
   /**
@@ -220,7 +302,7 @@ export class Store {
       locations.push([blob.digest, at, size])
       ops.push({ type: 'put', sublevel: this.index.chunks, key: id, value: locations })
     })
-    await this.index.commit(ops)
+    await this.index.commit(ops, { doing: `indexing blob ${blob.digest}`, kept: ADD_KEPT })
   }
 
   /**
@@ -239,46 +321,78 @@ export class Store {
       const labelled = options.label !== undefined ? await this.index.labels.get(IndexDb.pairKey(draft.name, options.label)) : undefined
       parent = labelled?.version ?? (await this.newest(draft.name))?.version ?? null
     }
-    const created = await this.nextTimestamp()
+    const created = await this.nextTimestamp({ doing: `recording a version of ${draft.name}`, kept: ADD_KEPT })
     const manifest: Manifest = { ...draft, created, parent }
     const { bytes, id } = encodeManifest(manifest)
     if (await this.index.versions.get(id) === undefined) {
-      await this.materialize(draft.name, id, manifest)
       const ops: IndexOp[] = [
         { type: 'put', sublevel: this.index.manifests, key: id, value: bytes },
         { type: 'put', sublevel: this.index.versions, key: id, value: { name: draft.name, created, addedAt: Date.now() } },
         { type: 'put', sublevel: this.index.byModel, key: IndexDb.modelKey(draft.name, created, id), value: '' }
       ]
       if (options.pin === true) ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(draft.name, id), value: { pinnedAt: Date.now() } })
-      await this.index.commit(ops)
+      await this.recordVersion(draft.name, id, manifest, ops, { doing: `recording ${draft.name}@${id}`, kept: ADD_KEPT })
     }
     if (options.label !== undefined) await this.setLabel(draft.name, options.label, id)
     return await this.resolve(`${draft.name}@${id}`)
   }
 
-  /** Points `name@label` at `version`. With `expect`, refuses unless the label currently points there. */
+  /**
+   * Points `name@label` at `version`. With `expect`, refuses unless the label currently points
+   * there. Resolves only once both the ref file and the index say so.
+   */
   async setLabel (name: string, label: string, version: VersionId, expect?: VersionId | null): Promise<LabelRecord> {
     checkLabel(label)
-    const record = await this.index.versions.get(version)
-    if (record === undefined || record.name !== name) throw new NotFoundError(`version ${version} of ${name} is not in this store`)
-    const key = IndexDb.pairKey(name, label)
-    const current = await this.index.labels.get(key)
-    if (expect !== undefined && (current?.version ?? null) !== expect) {
-      throw new ConflictError(`${name}@${label} points at ${current?.version ?? 'nothing'}, not ${expect ?? 'nothing'}`)
+    return await this.labelSerial(async () => {
+      const record = await this.index.versions.get(version)
+      if (record === undefined || record.name !== name) throw new NotFoundError(`version ${version} of ${name} is not in this store`)
+      const key = IndexDb.pairKey(name, label)
+      const current = await this.index.labels.get(key)
+      if (expect !== undefined && (current?.version ?? null) !== expect) {
+        throw new ConflictError(`${name}@${label} points at ${current?.version ?? 'nothing'}, not ${expect ?? 'nothing'}`)
+      }
+      if (current?.version === version) return current
+      const what = { doing: `moving ${name}@${label} to ${version}`, kept: `the label was not moved (it still points at ${current?.version ?? 'nothing'})` }
+      await this.writable(what)
+      const now = Date.now()
+      const history = current === undefined ? [] : [{ version: current.version, until: now }, ...current.history].slice(0, MAX_LABEL_HISTORY)
+      const next: LabelRecord = { version, updatedAt: now, history }
+      const ops: IndexOp[] = [{ type: 'put', sublevel: this.index.labels, key, value: next }]
+      if (await this.index.labelPins.get(key) !== undefined && await this.index.pins.get(IndexDb.pairKey(name, version)) === undefined) {
+        ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(name, version), value: { pinnedAt: now, via: label } })
+      }
+      // The ref file first: a crash before the index batch leaves the old target in the index, and
+      // start-up rewrites the file from the index. Either way one whole version id is visible.
+      await this.writeRef(name, label, version, what)
+      try {
+        await this.index.commit(ops, what)
+      } catch (err) {
+        // The ref file is ahead of the index: put it back (if that fails too, the sync that
+        // follows the index's reopen does it, or the next start-up).
+        await this.restoreRef(name, label, current?.version)
+        throw err
+      }
+      return next
+    })
+  }
+
+  /** Replaces `refs/<label>`; a disk failure trips the write guard. */
+  private async writeRef (name: string, label: string, version: VersionId, what: WriteContext): Promise<void> {
+    try {
+      await writeFileAtomic(this.layout.ref(name, label), `${version}\n`)
+    } catch (err) {
+      throw this.failedWrite(err, what)
     }
-    if (current?.version === version) return current
-    const now = Date.now()
-    const history = current === undefined ? [] : [{ version: current.version, until: now }, ...current.history].slice(0, MAX_LABEL_HISTORY)
-    const next: LabelRecord = { version, updatedAt: now, history }
-    const ops: IndexOp[] = [{ type: 'put', sublevel: this.index.labels, key, value: next }]
-    if (await this.index.labelPins.get(key) !== undefined && await this.index.pins.get(IndexDb.pairKey(name, version)) === undefined) {
-      ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(name, version), value: { pinnedAt: now, via: label } })
+  }
+
+  /** Best effort: `refs/<label>` back to `version` (or gone), after the index refused a change. */
+  private async restoreRef (name: string, label: string, version: VersionId | undefined): Promise<void> {
+    try {
+      if (version === undefined) await rm(this.layout.ref(name, label), { force: true })
+      else await writeFileAtomic(this.layout.ref(name, label), `${version}\n`)
+    } catch (err) {
+      this.log.warn({ model: name, label, err: (err as Error).message }, 'could not put a ref file back after a failed label change; it is synced with the index once writes resume')
     }
-    // The ref file first: a crash before the index batch leaves the old target in the index, and
-    // start-up rewrites the file from the index. Either way one whole version id is visible.
-    await writeFileAtomic(this.layout.ref(name, label), `${version}\n`)
-    await this.index.commit(ops)
-    return next
   }
 
   /** Pins `name@label`: the version it points at now, and every one it points at later. */
@@ -290,7 +404,7 @@ export class Store {
     if (current !== undefined && await this.index.pins.get(IndexDb.pairKey(name, current.version)) === undefined) {
       ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(name, current.version), value: { pinnedAt: now, via: label } })
     }
-    await this.index.commit(ops)
+    await this.index.commit(ops, { doing: `pinning ${name}@${label}`, kept: 'the pin was not recorded' })
     return current?.version
   }
 
@@ -302,7 +416,7 @@ export class Store {
     for await (const [pinKey, pin] of this.index.pins.iterator({ gt: `${name}\0`, lt: `${name}\u0001` })) {
       if (pin.via === label) ops.push({ type: 'del', sublevel: this.index.pins, key: pinKey })
     }
-    await this.index.commit(ops)
+    await this.index.commit(ops, { doing: `unpinning ${name}@${label}`, kept: 'the pin was kept' })
     return had
   }
 
@@ -319,20 +433,30 @@ export class Store {
 
   async removeLabel (name: string, label: string): Promise<void> {
     checkLabel(label)
-    await rm(this.layout.ref(name, label), { force: true })
-    await this.index.commit([{ type: 'del', sublevel: this.index.labels, key: IndexDb.pairKey(name, label) }])
+    await this.labelSerial(async () => {
+      const current = await this.index.labels.get(IndexDb.pairKey(name, label))
+      const what = { doing: `removing ${name}@${label}`, kept: `the label was not removed${current !== undefined ? ` (it still points at ${current.version})` : ''}` }
+      await this.writable(what)
+      await rm(this.layout.ref(name, label), { force: true })
+      try {
+        await this.index.commit([{ type: 'del', sublevel: this.index.labels, key: IndexDb.pairKey(name, label) }], what)
+      } catch (err) {
+        await this.restoreRef(name, label, current?.version)
+        throw err
+      }
+    })
   }
 
   async pin (name: string, version: VersionId): Promise<void> {
     const record = await this.index.versions.get(version)
     if (record === undefined || record.name !== name) throw new NotFoundError(`version ${version} of ${name} is not in this store`)
-    await this.index.commit([{ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(name, version), value: { pinnedAt: Date.now() } }])
+    await this.index.commit([{ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(name, version), value: { pinnedAt: Date.now() } }], { doing: `pinning ${name}@${version}`, kept: 'the pin was not recorded' })
   }
 
   async unpin (name: string, version: VersionId): Promise<boolean> {
     const key = IndexDb.pairKey(name, version)
     const had = await this.index.pins.get(key) !== undefined
-    await this.index.commit([{ type: 'del', sublevel: this.index.pins, key }])
+    await this.index.commit([{ type: 'del', sublevel: this.index.pins, key }], { doing: `unpinning ${name}@${version}`, kept: 'the pin was kept' })
     return had
   }
 
@@ -481,19 +605,21 @@ export class Store {
    * Makes a version received from elsewhere visible, with its own manifest (creation time and
    * parent as published). Every file's blob MUST already be indexed. Idempotent.
    */
-  async importVersion (version: VersionId, bytes: Uint8Array, options: { pin?: boolean } = {}): Promise<ResolvedVersion> {
+  async importVersion (version: VersionId, bytes: Uint8Array, options: { pin?: boolean, kept?: string } = {}): Promise<ResolvedVersion> {
     const manifest = decodeManifest(bytes, version)
     const missing = await this.missingFiles(manifest)
     if (missing.length > 0) throw new NotFoundError(`cannot import ${manifest.name}@${version}: missing ${missing.join(', ')}`)
     if (await this.index.versions.get(version) === undefined) {
-      await this.materialize(manifest.name, version, manifest)
       const ops: IndexOp[] = [
         { type: 'put', sublevel: this.index.manifests, key: version, value: bytes },
         { type: 'put', sublevel: this.index.versions, key: version, value: { name: manifest.name, created: manifest.created, addedAt: Date.now() } },
         { type: 'put', sublevel: this.index.byModel, key: IndexDb.modelKey(manifest.name, manifest.created, version), value: '' }
       ]
       if (options.pin === true) ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(manifest.name, version), value: { pinnedAt: Date.now() } })
-      await this.index.commit(ops)
+      await this.recordVersion(manifest.name, version, manifest, ops, {
+        doing: `recording ${manifest.name}@${version}`,
+        kept: options.kept ?? 'every file is stored, but the version was not added'
+      })
     }
     return await this.resolve(`${manifest.name}@${version}`)
   }
@@ -540,16 +666,35 @@ export class Store {
     }
   }
 
-  private async nextTimestamp (): Promise<number> {
+  private async nextTimestamp (what: WriteContext): Promise<number> {
     const last = (await this.index.meta.get('clock') as number | undefined) ?? 0
     const next = Math.max(Date.now(), last + 1)
-    await this.index.commit([{ type: 'put', sublevel: this.index.meta, key: 'clock', value: next }])
+    await this.index.commit([{ type: 'put', sublevel: this.index.meta, key: 'clock', value: next }], what)
     return next
+  }
+
+  /**
+   * Builds the version's snapshot, then commits `ops` (the records that make it visible). When
+   * either fails, a snapshot this call made is removed again, so nothing of the version shows.
+   */
+  private async recordVersion (name: string, version: VersionId, manifest: Manifest, ops: IndexOp[], what: WriteContext): Promise<void> {
+    await this.writable(what)
+    const existed = await pathExists(this.layout.snapshot(name, version))
+    try {
+      await this.materialize(name, version, manifest)
+      await this.index.commit(ops, what)
+    } catch (err) {
+      if (!existed) await rm(this.layout.snapshot(name, version), { recursive: true, force: true }).catch(() => {})
+      throw this.failedWrite(err, what)
+    }
   }
 
   // ---- snapshots and recovery ----------------------------------------------------------------
 
-  /** Builds `snapshots/<version>` in `tmp/`, fsyncs it, renames it into place. Idempotent. */
+  /**
+   * Builds `snapshots/<version>` in `tmp/`, fsyncs it, renames it into place. Idempotent. On a
+   * failure nothing of it is left in `tmp/`; the error is the file system's (callers map it).
+   */
   async materialize (name: string, version: VersionId, manifest: Manifest): Promise<string> {
     const final = this.layout.snapshot(name, version)
     if (await pathExists(final)) return final
@@ -570,14 +715,18 @@ export class Store {
       return final
     } catch (err) {
       await rm(tmp, { recursive: true, force: true })
-      throw mapFsError(err, `creating the snapshot of ${name}@${version}`)
+      throw err
     }
   }
 
-  /** Start-up repair after a crash: see the module doc. */
+  /**
+   * Start-up repair after a crash: see the module doc. On a full (or failing) disk the repairs
+   * that need to write are left for later: the write guard trips, the store opens read-only, and
+   * the next start-up (or, for `refs/`, the index's reopen) finishes them.
+   */
   private async recover (): Promise<void> {
     await rm(this.layout.tmp, { recursive: true, force: true })
-    await mkdir(this.layout.tmp, { recursive: true })
+    await this.repairing(async () => { await mkdir(this.layout.tmp, { recursive: true }) }, 'creating tmp/')
     const known = new Map<string, string>()
     for await (const [version, record] of this.index.versions.iterator()) known.set(version, record.name)
     // Orphan snapshots (a crash after the rename, before the index batch) go; missing ones are rebuilt.
@@ -594,7 +743,7 @@ export class Store {
       const path = this.layout.snapshot(name, version)
       if (await pathExists(path)) continue
       const bytes = await this.index.manifests.get(version)
-      if (bytes !== undefined) await this.materialize(name, version, decodeManifest(bytes, version))
+      if (bytes !== undefined) await this.repairing(async () => { await this.materialize(name, version, decodeManifest(bytes, version)) }, `rebuilding the snapshot of ${name}@${version}`)
     }
     // Blobs without a record (a crash between their rename and the index batch) are complete but
     // unreferenced: drop them, a retried add writes them again.
@@ -602,10 +751,12 @@ export class Store {
       const partial = await this.index.partials.get(digest)
       if (await this.index.blobs.get(digest) === undefined && partial !== undefined) {
         // A pulled file is renamed into blobs/ only once complete and fsynced: finish its promotion.
-        await this.index.commit([
-          { type: 'put', sublevel: this.index.blobs, key: digest, value: { size: partial.size, chunks: partial.chunks, verifiedAt: Date.now() } },
-          { type: 'del', sublevel: this.index.partials, key: digest }
-        ])
+        await this.repairing(async () => {
+          await this.index.commit([
+            { type: 'put', sublevel: this.index.blobs, key: digest, value: { size: partial.size, chunks: partial.chunks, verifiedAt: Date.now() } },
+            { type: 'del', sublevel: this.index.partials, key: digest }
+          ])
+        }, `recording the pulled blob ${digest}`)
         continue
       }
       if (await this.index.blobs.get(digest) === undefined) {
@@ -618,20 +769,60 @@ export class Store {
     for (const digest of await readdirSafe(this.layout.partial)) {
       if (await this.index.partials.get(digest) === undefined) await rm(this.layout.partialBlob(digest), { force: true })
     }
-    // Refs files follow the index.
-    for await (const [key, record] of this.index.labels.iterator()) {
-      const [name, label] = IndexDb.splitKey(key)
-      if (name === undefined || label === undefined) continue
-      const path = this.layout.ref(name, label)
-      const current = await readTextSafe(path)
-      if (current?.trim() !== record.version) await writeFileAtomic(path, `${record.version}\n`)
+    await this.repairing(async () => { await this.syncRefs() }, 'syncing refs/ with the index')
+  }
+
+  /**
+   * Runs one start-up repair; a disk failure trips the write guard and is logged instead of
+   * stopping the start, so a node on a full disk still serves what it holds.
+   */
+  private async repairing (fn: () => Promise<void>, doing: string): Promise<void> {
+    try {
+      await fn()
+    } catch (err) {
+      if (diskFailure(err) === undefined) throw err
+      const mapped = this.failedWrite(err, { doing, kept: 'left for when there is room' })
+      this.log.warn({ err: (mapped as Error).message }, 'start-up repair skipped: the store is read-only until there is room on its disk')
     }
+  }
+
+  /**
+   * After the index was reopened: a write that failed may have reached LevelDB's log after all (a
+   * failed sync), so a version can be recorded without its snapshot, and a ref file can be ahead of
+   * the index (see `setLabel`). Both follow the index again.
+   */
+  private async afterReopen (): Promise<void> {
+    for await (const [version, record] of this.index.versions.iterator()) {
+      if (await pathExists(this.layout.snapshot(record.name, version))) continue
+      const bytes = await this.index.manifests.get(version)
+      if (bytes !== undefined) await this.repairSnapshot(record.name, version, decodeManifest(bytes, version))
+    }
+    await this.syncRefs()
+  }
+
+  /** Rewrites every `refs/<label>` file that does not say what the index says. */
+  async syncRefs (): Promise<void> {
+    await this.labelSerial(async () => {
+      for await (const [key, record] of this.index.labels.iterator()) {
+        const [name, label] = IndexDb.splitKey(key)
+        if (name === undefined || label === undefined) continue
+        const path = this.layout.ref(name, label)
+        const current = await readTextSafe(path)
+        if (current?.trim() !== record.version) await this.writeRef(name, label, record.version, { doing: `syncing refs/${label} of ${name} with the index`, kept: 'the index still holds the label' })
+      }
+    })
   }
 
   /** Rebuilds a version's snapshot folder from its manifest. */
   async repairSnapshot (name: string, version: VersionId, manifest: Manifest): Promise<void> {
+    const what = { doing: `rebuilding the snapshot of ${name}@${version}`, kept: 'the snapshot was not rebuilt' }
+    await this.writable(what)
     await rm(this.layout.snapshot(name, version), { recursive: true, force: true })
-    await this.materialize(name, version, manifest)
+    try {
+      await this.materialize(name, version, manifest)
+    } catch (err) {
+      throw this.failedWrite(err, what)
+    }
   }
 
   /** Files of a manifest whose blobs are not (or no longer) in the store. */

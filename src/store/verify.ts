@@ -138,5 +138,5 @@ async function quarantine (store: Store, digest: FileDigest, chunks: Array<[Chun
     const rest = (locations[i] ?? []).filter(([d]) => d !== digest)
     ops.push(rest.length === 0 ? { type: 'del', sublevel: store.index.chunks, key: id } : { type: 'put', sublevel: store.index.chunks, key: id, value: rest })
   })
-  await store.index.commit(ops)
+  await store.index.commit(ops, { doing: `quarantining blob ${digest}`, kept: 'the blob was moved to quarantine/ but its records remain, so the next verify reports it missing' })
 }
