@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto'
 import * as dagCbor from '@ipld/dag-cbor'
 import { MemoryLevel } from 'memory-level'
 import { encodeBlock, type VersionId } from '../../../src/core/digest.js'
-import { publisherKeyOf, signHead, type Head, type PublisherKey, type SignedHead } from '../../../src/core/heads.js'
+import { MAX_STAMP_COUNTER, encodeHead, publisherKeyOf, signHead, type Head, type PublisherKey, type SignedHead } from '../../../src/core/heads.js'
 import { TrustPolicy } from '../../../src/core/trust.js'
 import { HeadBook, MAX_CLOCK_SKEW_MS, type AcceptedHead } from '../../../src/heads/book.js'
 import { HeadStore } from '../../../src/store/heads.js'
@@ -26,6 +26,12 @@ function signed (p: Publisher, over: Partial<Head> = {}): SignedHead {
     model: 'org/llama', label: 'prod', version: version(1), previous: null,
     stamp: { wall: T0, counter: 0 }, activation: { mode: 'hot' }, publisher: p.publisher, ...over
   }, p.key)
+}
+
+/** A head signed correctly over a body with `over` fields as given (past what `signHead` would allow). */
+function encodeRaw (p: Publisher, over: Record<string, unknown>): Uint8Array {
+  const body = dagCbor.encode({ ...dagCbor.decode(encodeHead(signed(p).head)) as Record<string, unknown>, ...over })
+  return dagCbor.encode({ head: body, sig: new Uint8Array(sign(null, body, p.key)) })
 }
 
 describe('HeadBook', () => {
@@ -152,6 +158,21 @@ describe('HeadBook', () => {
     expect(third.head.previous).toBe(version(3))
     expect(book.get('org/llama', 'prod')?.id).toBe(third.id)
     expect(accepted.map(a => a.via)).toEqual(['local', 'local', 'gossip', 'local'])
+  })
+
+  it('a trusted head stamped with counter 2^53 - 1 is refused as malformed, and publish still works', async () => {
+    const wedge = encodeRaw(alice, { stamp: [now, Number.MAX_SAFE_INTEGER] })
+    const outcome = await book.offer(wedge, { from: 'peer-a', via: 'gossip' })
+    expect(outcome).toMatchObject({ status: 'rejected', reason: 'malformed', message: expect.stringContaining('counter 9007199254740991 is over the limit') })
+    const published = await book.publish({ model: 'org/llama', label: 'prod', version: version(2), key: alice.key })
+    expect(published.head.stamp).toEqual({ wall: now, counter: 0 })
+  })
+
+  it('publishing above a head whose counter is at its cap moves to the next millisecond, counter 0', async () => {
+    await book.offer(signed(alice, { stamp: { wall: now, counter: MAX_STAMP_COUNTER } }).bytes, { via: 'gossip' })
+    const published = await book.publish({ model: 'org/llama', label: 'prod', version: version(2), key: alice.key })
+    expect(published.head.stamp).toEqual({ wall: now + 1, counter: 0 })
+    expect(book.get('org/llama', 'prod')?.id).toBe(published.id)
   })
 
   it('publish with expect refuses a mismatch with ConflictError and changes nothing', async () => {
