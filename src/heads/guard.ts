@@ -13,7 +13,8 @@
  *   every head before it stores or forwards it, so it never sends one. A head of a publisher this
  *   node does not trust is not an offence (a fleet may carry several publishers); it only costs
  *   budget, once per distinct head (the book remembers refused ids).
- * - a banned peer's heads are dropped unchecked.
+ * - a banned peer's heads are dropped unchecked. One peer's heads are taken one at a time, so the
+ *   ban that follows its third invalid head stops the heads it sent behind it.
  * - inbound anti-entropy exchanges are budgeted per peer too (`SYNCS_PER_SECOND`, `SYNC_BURST`).
  * State per peer is a few numbers; when more than `MAX_TRACKED_PEERS` are tracked, those whose
  * buckets are full again (nothing to remember) are forgotten.
@@ -68,7 +69,7 @@ export interface GuardOptions {
 }
 
 interface Bucket { tokens: number, at: number }
-interface PeerBudget { checks: Bucket, syncs: Bucket, /** Dropped in the current flood. */ flood: number }
+interface PeerBudget { checks: Bucket, syncs: Bucket, /** Dropped in the current flood. */ flood: number, /** The peer's offers, one after another. */ queue: Promise<unknown>, pending: number }
 
 export class HeadGuard {
   readonly counters: GuardCounters = { dropped: 0, syncsRefused: 0 }
@@ -89,11 +90,18 @@ export class HeadGuard {
 
   /** Offers a head `peer` sent to the book, within the peer's budget; see the module doc. */
   async offer (bytes: Uint8Array, peer: string, via: Exclude<AcceptedHead['via'], 'local' | 'disk'>): Promise<GuardOutcome> {
+    const budget = this.budget(peer)
+    budget.pending++
+    const run = budget.queue.then(async () => await this.decide(bytes, peer, via, budget)).finally(() => { budget.pending-- })
+    budget.queue = run.catch(() => {})
+    return await run
+  }
+
+  private async decide (bytes: Uint8Array, peer: string, via: Exclude<AcceptedHead['via'], 'local' | 'disk'>, budget: PeerBudget): Promise<GuardOutcome> {
     if (this.judge.isBanned(peer)) {
       this.counters.dropped++
       return { status: 'dropped', reason: 'banned' }
     }
-    const budget = this.budget(peer)
     refill(budget.checks, this.checkRate, this.checkBurst, this.clock())
     if (budget.checks.tokens >= this.checkBurst) budget.flood = 0
     if (!take(budget.checks, this.checkRate, this.checkBurst, this.clock())) {
@@ -130,7 +138,7 @@ export class HeadGuard {
     if (b === undefined) {
       if (this.peers.size >= MAX_TRACKED_PEERS) this.forgetIdle()
       const at = this.clock()
-      b = { checks: { tokens: this.checkBurst, at }, syncs: { tokens: this.syncBurst, at }, flood: 0 }
+      b = { checks: { tokens: this.checkBurst, at }, syncs: { tokens: this.syncBurst, at }, flood: 0, queue: Promise.resolve(), pending: 0 }
       this.peers.set(peer, b)
     }
     return b
@@ -142,7 +150,7 @@ export class HeadGuard {
     for (const [peer, b] of this.peers) {
       refill(b.checks, this.checkRate, this.checkBurst, now)
       refill(b.syncs, this.syncRate, this.syncBurst, now)
-      if (b.checks.tokens >= this.checkBurst && b.syncs.tokens >= this.syncBurst) this.peers.delete(peer)
+      if (b.pending === 0 && b.checks.tokens >= this.checkBurst && b.syncs.tokens >= this.syncBurst) this.peers.delete(peer)
     }
   }
 }

@@ -104,6 +104,14 @@ describe('HeadGuard', () => {
     expect(book.counters.signatureChecks).toBe(checks)
   })
 
+  it('stops at the ban: forged heads a peer sent at once behind its third are dropped unchecked', async () => {
+    const forge = (h: SignedHead): Uint8Array => dagCbor.encode({ head: h.body, sig: new Uint8Array(sign(null, h.body, stranger.key)) })
+    const forged = Array.from({ length: 10 }, (_, i) => forge(signed(alice, { label: `f${i}` })))
+    const outcomes = await Promise.all(forged.map(async b => await guard.offer(b, 'forger', 'gossip')))
+    expect(outcomes.map(o => o.status)).toEqual([...Array(3).fill('rejected'), ...Array(7).fill('dropped')])
+    expect(book.counters.signatureChecks).toBe(3)
+  })
+
   it('admits SYNC_BURST inbound exchanges from a peer at once, then SYNCS_PER_SECOND', () => {
     const admitted = Array.from({ length: SYNC_BURST + 5 }, () => guard.admitSync('p'))
     expect(admitted.filter(Boolean)).toHaveLength(SYNC_BURST)
