@@ -9,7 +9,7 @@
  * - `protocol` (oversized or undecodable frames, bad bitfields): banned at once;
  * - `head` (a malformed head, or one whose signature does not verify — an honest node never passes
  *   one on, since it checks every head before it forwards or stores it): banned at the third;
- * - `flood` (one per `FLOOD_DROPS_PER_OFFENCE` heads sent past the sender's budget, see
+ * - `flood` (one per `FLOOD_DROPS_PER_OFFENCE` heads gossiped past the sender's budget, see
  *   `heads/guard.ts`; heads of publishers this node does not trust cost budget but are not an
  *   offence in themselves): banned at the third.
  * A ban lasts `banMs`; the connection gater refuses the peer meanwhile and `onBan` hangs up on it.

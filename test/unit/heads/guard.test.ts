@@ -75,10 +75,17 @@ describe('HeadGuard', () => {
     expect(await guard.offer(untrustedHeads.at(-1)!, 'other', 'sync')).toMatchObject({ status: 'rejected', reason: 'untrusted' })
   })
 
-  it('bans a persistent flooder at its third flood offence', async () => {
-    for (const b of [...untrustedHeads.slice(0, HEAD_CHECK_BURST), ...junk(3 * FLOOD_DROPS_PER_OFFENCE)]) await guard.offer(b, 'flooder', 'sync')
+  it('bans a persistent gossip flooder at its third flood offence', async () => {
+    for (const b of [...untrustedHeads.slice(0, HEAD_CHECK_BURST), ...junk(3 * FLOOD_DROPS_PER_OFFENCE)]) await guard.offer(b, 'flooder', 'gossip')
     expect(judge.isBanned('flooder')).toBe(true)
-    expect(judge.list()[0]?.lastOffence).toMatch(/^flood: 3000 heads sent past its budget of 20 per second$/)
+    expect(judge.list()[0]?.lastOffence).toBe(`flood: ${3 * FLOOD_DROPS_PER_OFFENCE} heads sent past its budget of 20 per second`)
+  })
+
+  it('never makes an offence of heads dropped over budget on anti-entropy', async () => {
+    for (const b of [...untrustedHeads.slice(0, HEAD_CHECK_BURST), ...junk(5 * FLOOD_DROPS_PER_OFFENCE)]) await guard.offer(b, 'syncer', 'sync')
+    expect(judge.isBanned('syncer')).toBe(false)
+    expect(judge.list()).toEqual([])
+    expect(guard.counters.dropped).toBe(5 * FLOOD_DROPS_PER_OFFENCE)
   })
 
   it('costs an honest peer nothing for heads that are accepted, or refused before by id', async () => {
