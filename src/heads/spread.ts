@@ -6,13 +6,20 @@
  *   duplicate, stale or future one, one from a publisher this node does not trust, or one dropped
  *   over the sender's budget is `Ignore`d (not forwarded, no penalty: honest peers relay heads of
  *   publishers this node may not trust); a malformed or forged one is `Reject`ed (and the guard
- *   penalises the peer that relayed it). A head published here is re-announced after
- *   `REANNOUNCE_AFTER_MS`, since a publish before the mesh forms reaches nobody.
+ *   penalises the peer that relayed it). A head published here while this node knows no peer on
+ *   the topic is re-announced after `REANNOUNCE_AFTER_MS`, since such a publish reaches nobody;
+ *   otherwise gossip (mesh or fanout) and the rounds carry it, and a re-announce would be one more
+ *   message for every node of the fleet.
  * - **anti-entropy** (`/shoal/heads/1.0.0`): with every peer when it connects (on the connection
  *   that just identified), and with every connected peer every `SYNC_ROUND_MS` — one round trip
  *   when nothing changed (see `protocol/heads`). A peer that opened an exchange with this node
  *   within the round is skipped: that exchange compared both sets already. A head learnt this way
  *   is also gossiped once, so the rest of a healed partition hears of it at gossip speed.
+ *
+ * Why every `SYNC_ROUND_MS` with every peer: besides repairing what gossip missed within a round,
+ * a partition longer than `SYNC_ROUND_MS` + `SYNC_ANSWER_MS` is noticed before it heals, and one
+ * shorter than that is shorter than the retransmission backoff it causes, so either way a node
+ * hears of the heal within about 5 s.
  *
  * Healed partitions. A partition that drops packets leaves TCP connections open on both sides
  * with data waiting to be retransmitted; after the heal the kernel retransmits on its backoff
@@ -229,7 +236,9 @@ export class HeadSpreader {
 
   private onAccepted (a: AcceptedHead): void {
     if (a.via === 'local') {
+      const alone = this.node.services.pubsub.getSubscribers(HEADS_TOPIC).length === 0
       this.announce(a.head.bytes)
+      if (!alone) return
       for (const delay of REANNOUNCE_AFTER_MS) {
         this.later(delay, () => {
           // Only while it is still the winner: a newer head makes this one noise.
