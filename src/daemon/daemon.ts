@@ -26,9 +26,9 @@ import { TrustPolicy } from '../core/trust.js'
 import { HeadBook } from '../heads/book.js'
 import { KeyRing, TrustFile } from '../heads/keyring.js'
 import { HeadGuard } from '../heads/guard.js'
+import { headSource } from '../heads/source.js'
 import { HeadSpreader } from '../heads/spread.js'
 import { Activator, FollowRules } from '../heads/activator.js'
-import type { HeadSource, SyncEntry } from '../protocol/heads/index.js'
 import { collectGarbage } from '../store/gc.js'
 import { EventBus } from './events.js'
 import { HeadsService } from './heads-service.js'
@@ -304,36 +304,6 @@ export class Daemon {
       process.on('SIGINT', onSignal)
     })
     await this.stop()
-  }
-}
-
-/**
- * The head book as the anti-entropy protocol sees it. Heads from peers go through the guard (the
- * sender's budget, penalties for invalid heads) as gossiped ones do; inbound exchanges are
- * budgeted per peer, and each one admitted is reported (`inbound`) so the spreader skips that
- * peer in its next round. Entries are rebuilt only when a winner changed.
- */
-function headSource (book: HeadBook, guard: HeadGuard, policy: TrustPolicy, inbound: (peer: string) => void): HeadSource {
-  let cached: { revision: number, entries: SyncEntry[] } | undefined
-  return {
-    digest: () => book.digest(),
-    entries: () => {
-      if (cached?.revision !== book.revision) {
-        cached = { revision: book.revision, entries: book.list().map(h => ({ model: h.head.model, label: h.head.label, wall: h.head.stamp.wall, counter: h.head.stamp.counter, id: h.id })) }
-      }
-      return cached.entries
-    },
-    signed: (model, label) => book.get(model, label)?.bytes,
-    offer: async (bytes, peer) => {
-      const outcome = await guard.offer(bytes, peer, 'sync')
-      return outcome.status === 'dropped' || outcome.status === 'future' ? 'later' : 'settled'
-    },
-    admit: peer => {
-      if (!guard.admitSync(peer)) return false
-      inbound(peer)
-      return true
-    },
-    epoch: () => policy.epoch
   }
 }
 
