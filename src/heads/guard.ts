@@ -41,8 +41,9 @@ export const HEAD_CHECK_BURST = 512
  * @default 200 — gossiped heads dropped over budget in one flood that make one `flood` offence
  * (banned at the third, so after `HEAD_CHECK_BURST` + 600 heads of a flood). Each one cost
  * gossipsub a signature check (0.1–0.5 ms measured). A flood ends when the peer's bucket has
- * refilled to the brim; honest peers relay each head once, and reach it only if another publisher
- * moves labels faster than `HEAD_CHECKS_PER_SECOND` for minutes.
+ * refilled to the brim. An honest peer relays each head once: it would be banned only for
+ * relaying more than 1,112 heads this node does not take (another publisher's), faster than
+ * `HEAD_CHECKS_PER_SECOND`, in one go.
  */
 export const FLOOD_DROPS_PER_OFFENCE = 200
 /** @default 1 — inbound anti-entropy exchanges per second a peer may open, in the long run */

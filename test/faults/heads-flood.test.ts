@@ -213,6 +213,33 @@ describe('heads flooding a daemon', () => {
     expect(row?.offences ?? {}).toEqual({})
   })
 
+  it('an honest peer holding 600 heads of a publisher this node does not trust is neither penalised nor cut off', async () => {
+    // The honest node trusts the stranger (another publisher of its fleet) and this daemon's key.
+    const strangerKey = publisherKeyOf(createPublicKey(stranger))
+    const victimKey = publisherKeyOf(createPublicKey(publisher))
+    const before = await counts(victim)
+    const honest = await h.node('honest', { peers: [addr], config: { p2p: { dht: false }, trust: [{ key: strangerKey, models: '*' }, { key: victimKey, models: 'm' }] } })
+    await waitFor('the honest node connected', async () => (await peerRow(victim, honest.id))?.connected === true, 30_000)
+    // 600 heads reach the honest node at once; it relays them (gossip) and offers them (rounds).
+    const wall = Date.now()
+    const theirs = Array.from({ length: 600 }, (_, i) => rawHead(stranger, { model: 'other', label: `h${i}`, version, stamp: [wall, 0] }))
+    const injector = await HeadInjector.start()
+    peers.push(injector)
+    for (const part of [theirs.slice(0, 300), theirs.slice(300)]) await injector.push(honest.addr, part)
+    const id = honest.id
+    // Every one of them offered to this daemon at least once, over gossip and the rounds.
+    await waitFor('the 600 foreign heads refused as untrusted', async () => (await counts(victim)).rejected.untrusted - before.rejected.untrusted >= 600, 60_000)
+    // A move here still reaches the honest node.
+    const moved = await victim.json<LabelResult>(['label', 'set', 'm', 'canary', version])
+    await waitFor('the honest node holding m@canary', async () => (await get<Array<{ label: string, stamp: { wall: number, counter: number } }>>(honest.d, '/v1/heads')).some(r => r.label === 'canary' && `${r.stamp.wall}.${r.stamp.counter}` === moved.stamp), 30_000)
+    const after = await counts(victim)
+    const row = await peerRow(victim, id)
+    console.log(`heads from another publisher's fleet: 600 foreign heads, ${after.rejected.untrusted - before.rejected.untrusted} refused as untrusted (repeats by id), ${after.dropped - before.dropped} dropped over budget, ${after.signatureChecks - before.signatureChecks} signature checks`)
+    expect(row?.offences ?? {}).toEqual({})
+    expect(row?.bannedUntil).toBeUndefined()
+    expect(after.signatureChecks - before.signatureChecks).toBeLessThanOrEqual(1)
+  })
+
   it('forged heads of the trusted publisher: one signature check each until the sender is banned at the third', async () => {
     const wall = Date.now()
     const forged = (): Uint8Array[] => Array.from({ length: 50 }, (_, i) => rawHead(publisher, { model: 'm', label: 'prod', version, stamp: [wall + i, 0], previous: version }, true))
