@@ -125,6 +125,7 @@ program.command('status').helpGroup('Daemon:')
       for (const l of s.leases) console.log(`lease   ${l.holder} holds ${l.model}@${l.version} until ${new Date(l.expiresAt).toISOString()}`)
       for (const p of s.pulls) console.log(`pull    ${p.name}@${p.version} ${p.bytes}/${p.totalBytes} bytes`)
       console.log(`heads   ${s.heads.accepted} accepted, ${s.heads.duplicate} duplicate, ${s.heads.stale} stale, ${s.heads.future} from the future, rejected: ${r.malformed} malformed, ${r.signature} bad signature, ${r.untrusted} untrusted`)
+      console.log(`        ${s.heads.signatureChecks} signatures checked; over peers' budgets: ${s.heads.dropped} heads dropped unchecked, ${s.heads.syncsRefused} syncs refused`)
     })
   })
 

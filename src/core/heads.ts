@@ -7,11 +7,16 @@
  * as a *signed head*: the dag-cbor map `{ head: <body bytes>, sig: <64 bytes> }`.
  *
  * MUST hold (checked by `openSignedHead`, whatever the source):
- * - the envelope and the body decode, fit the schema and their size caps (`MAX_SIGNED_HEAD_BYTES`);
+ * - the envelope and the body decode, fit the schema and their size caps (`MAX_SIGNED_HEAD_BYTES`,
+ *   a stamp counter of at most `MAX_STAMP_COUNTER`, clock values up to `MAX_STAMP_WALL_MS`);
  * - the body is canonical: re-encoding the decoded head gives the same bytes, so one head has one
  *   encoding and one id;
  * - the signature verifies under the publisher key the body names.
- * Whether that key may move that model is policy (`core/trust.ts`), not part of decoding.
+ * `openSignedHead` is `decodeSignedHead` (size, envelope, schema: cheap, no signature) followed by
+ * `verifySignedHead` (canonical encoding and signature: the costly part), so that a receiver can
+ * drop a head on cheap grounds — an untrusted publisher, a stamp that loses — before paying for
+ * its signature. Whether that key may move that model is policy (`core/trust.ts`), not part of
+ * decoding.
  *
  * Ordering (`compareHeads`): per (model, label), the head with the greater stamp wins; equal
  * stamps are broken by the publisher key, then by the version id (a removal, `version: null`,
@@ -22,14 +27,15 @@
  * Stamps are hybrid logical clocks (`nextStamp`): `wall` is milliseconds since the epoch, `counter`
  * orders heads made within one millisecond or behind a clock that went backwards. A publisher
  * always stamps above the head it replaces, so a new head wins over the one it saw even if its
- * clock is behind.
+ * clock is behind; a counter at its cap moves the stamp to the next millisecond, so no accepted
+ * head can leave a label without a stamp above it.
  */
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto'
 import * as dagCbor from '@ipld/dag-cbor'
 import { base58btc } from 'multiformats/bases/base58'
 import { z } from 'zod'
 import { isCid, type VersionId } from './digest.js'
-import { BadSignatureError, MalformedDataError } from './errors.js'
+import { BadSignatureError, ConflictError, MalformedDataError } from './errors.js'
 import { checkLabel, checkModelName } from './names.js'
 
 export const HEAD_SCHEMA = 1
@@ -37,6 +43,19 @@ export const HEAD_SCHEMA = 1
 export const MAX_SIGNED_HEAD_BYTES = 4096
 /** @default 7 days — the longest jitter window a head may ask for */
 export const MAX_JITTER_MS = 7 * 24 * 3600 * 1000
+/**
+ * @default 2^32 − 1 — the largest stamp counter. A counter only counts heads stamped within one
+ * millisecond (or behind a clock that went backwards), and the sync wire carries it as a uint32;
+ * a head past it is malformed, so none can leave `nextStamp` without a stamp above it.
+ */
+export const MAX_STAMP_COUNTER = 2 ** 32 - 1
+/**
+ * @default 9999-12-31T23:59:59.999Z (253402300799999 ms) — the latest wall-clock time a stamp or a
+ * cold activation's `at` may name; past it a head is malformed (not merely `future`).
+ */
+export const MAX_STAMP_WALL_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999)
+/** Publisher keys parsed lately, so verifying many heads of one publisher parses its key once. */
+const KEY_CACHE_SIZE = 256
 /** Multicodec of an ed25519 public key (as in did:key). */
 const ED25519_PUB = [0xed, 0x01]
 /** DER prefix of an ed25519 SubjectPublicKeyInfo; the raw 32-byte key follows it. */
@@ -69,10 +88,13 @@ export interface Head {
   publisher: PublisherKey
 }
 
-/** A head with its verified encoding, as accepted from anywhere. */
-export interface SignedHead {
+/**
+ * A signed head that decoded and fits the schema (`decodeSignedHead`), its encoding and signature
+ * not checked yet: enough to decide on trust and ordering, never to store or pass on.
+ */
+export interface DecodedHead {
   head: Head
-  /** Canonical body bytes (what the signature covers). */
+  /** Body bytes as sent (what the signature covers, once `verifySignedHead` found them canonical). */
   body: Uint8Array
   signature: Uint8Array
   /** The envelope as sent and stored. */
@@ -81,8 +103,19 @@ export interface SignedHead {
   id: string
 }
 
+/** A head with its verified encoding, as accepted from anywhere. */
+export interface SignedHead extends DecodedHead {
+  /** Set by `verifySignedHead` and `signHead` only: the body is canonical and the signature verified. */
+  readonly verified: true
+}
+
 const versionText = z.string().max(256).refine(isCid, 'not a CID')
-const u53 = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)
+const wallClock = z.number().int().nonnegative().max(MAX_STAMP_WALL_MS, {
+  error: issue => `wall ${String(issue.input)} is past 9999-12-31 (${MAX_STAMP_WALL_MS} ms); a head cannot be stamped or activated that late`
+})
+const counter = z.number().int().nonnegative().max(MAX_STAMP_COUNTER, {
+  error: issue => `counter ${String(issue.input)} is over the limit of ${MAX_STAMP_COUNTER}`
+})
 const jitter = z.number().int().nonnegative().max(MAX_JITTER_MS).optional()
 
 const bodySchema = z.strictObject({
@@ -91,10 +124,10 @@ const bodySchema = z.strictObject({
   label: z.string().max(64),
   version: versionText.nullable(),
   previous: versionText.nullable(),
-  stamp: z.tuple([u53, u53]),
+  stamp: z.tuple([wallClock, counter]),
   activation: z.discriminatedUnion('mode', [
     z.strictObject({ mode: z.literal('hot'), jitter }),
-    z.strictObject({ mode: z.literal('cold'), at: u53.optional(), jitter })
+    z.strictObject({ mode: z.literal('cold'), at: wallClock.optional(), jitter })
   ]),
   publisher: z.string().max(128)
 })
@@ -170,14 +203,24 @@ export function signHead (head: Head, privateKey: KeyObject): SignedHead {
   const body = encodeHead(head)
   const signature = new Uint8Array(sign(null, body, privateKey))
   const bytes = dagCbor.encode({ head: body, sig: signature })
-  return { head, body, signature, bytes, id: idOf(bytes) }
+  return { head, body, signature, bytes, id: idOf(bytes), verified: true }
 }
 
 /**
  * Decodes and checks a signed head from anywhere (peer, disk): size, schema, canonical body,
- * signature. Throws `MalformedDataError` saying what is wrong.
+ * signature (`decodeSignedHead`, then `verifySignedHead`). Throws `MalformedDataError` or
+ * `BadSignatureError` saying what is wrong.
  */
 export function openSignedHead (bytes: Uint8Array): SignedHead {
+  return verifySignedHead(decodeSignedHead(bytes))
+}
+
+/**
+ * The cheap half of `openSignedHead`: size, envelope and body schema, no signature. What it
+ * returns MAY be forged; use it to drop a head early (untrusted, stale), never to keep one.
+ * Throws `MalformedDataError` saying what is wrong.
+ */
+export function decodeSignedHead (bytes: Uint8Array): DecodedHead {
   if (bytes.length > MAX_SIGNED_HEAD_BYTES) throw new MalformedDataError(`signed head of ${bytes.length} bytes is over the ${MAX_SIGNED_HEAD_BYTES}-byte limit`)
   let envelope: unknown
   try {
@@ -207,18 +250,40 @@ export function openSignedHead (bytes: Uint8Array): SignedHead {
       : { mode: 'cold', ...(b.activation.at !== undefined ? { at: b.activation.at } : {}), ...(b.activation.jitter !== undefined ? { jitterMs: b.activation.jitter } : {}) },
     publisher: b.publisher as PublisherKey
   }
+  return { head, body: env.data.head, signature: env.data.sig, bytes, id: idOf(bytes) }
+}
+
+/**
+ * The costly half of `openSignedHead`: the body is the canonical encoding of the head (names and
+ * CIDs checked on the way) and the signature verifies under the publisher key it names.
+ * Throws `MalformedDataError` or `BadSignatureError`.
+ */
+export function verifySignedHead (decoded: DecodedHead): SignedHead {
+  const { head, body, signature } = decoded
   let canonical: Uint8Array
   try {
     canonical = encodeHead(head)
   } catch (err) {
     throw new MalformedDataError(`head body is invalid: ${(err as Error).message}`)
   }
-  if (!equalBytes(canonical, env.data.head)) throw new MalformedDataError('head body is not canonically encoded')
-  const key = publicKeyFrom(head.publisher)
-  if (env.data.sig.length !== 64 || !verify(null, env.data.head, key, env.data.sig)) {
+  if (!equalBytes(canonical, body)) throw new MalformedDataError('head body is not canonically encoded')
+  if (signature.length !== 64 || !verify(null, body, cachedKey(head.publisher), signature)) {
     throw new BadSignatureError(`bad signature on ${head.model}@${head.label} (publisher ${head.publisher})`)
   }
-  return { head, body: env.data.head, signature: env.data.sig, bytes, id: idOf(bytes) }
+  return { ...decoded, verified: true }
+}
+
+const keyCache = new Map<string, KeyObject>()
+
+/** `publicKeyFrom`, remembering the last `KEY_CACHE_SIZE` keys (the publisher was checked by `encodeHead`). */
+function cachedKey (publisher: PublisherKey): KeyObject {
+  let key = keyCache.get(publisher)
+  if (key === undefined) {
+    key = publicKeyFrom(publisher)
+    if (keyCache.size >= KEY_CACHE_SIZE) keyCache.delete(keyCache.keys().next().value as string)
+    keyCache.set(publisher, key)
+  }
+  return key
 }
 
 /**
@@ -269,12 +334,17 @@ function compareText (a: string, b: string): number {
 
 /**
  * The hybrid-logical-clock step for a new head: above the node's clock, above every stamp it has
- * seen for that label (`above`), and at wall-clock time when the clock is ahead of both.
+ * seen for that label (`above`), and at wall-clock time when the clock is ahead of both. A counter
+ * at `MAX_STAMP_COUNTER` moves to the next millisecond instead. Throws `ConflictError` only when
+ * the newest stamp is the last one there is (`MAX_STAMP_WALL_MS`, counter at its cap).
  */
 export function nextStamp (now: number, ...above: Array<Stamp | undefined>): Stamp {
   let top: Stamp = { wall: 0, counter: 0 }
   for (const s of above) if (s !== undefined && compareStamps(s, top) > 0) top = s
-  return now > top.wall ? { wall: now, counter: 0 } : { wall: top.wall, counter: top.counter + 1 }
+  if (now > top.wall && now <= MAX_STAMP_WALL_MS) return { wall: now, counter: 0 }
+  if (top.counter < MAX_STAMP_COUNTER) return { wall: top.wall, counter: top.counter + 1 }
+  if (top.wall < MAX_STAMP_WALL_MS) return { wall: top.wall + 1, counter: 0 }
+  throw new ConflictError(`no later stamp than ${top.wall}.${top.counter} exists (the end of year 9999 with the counter at its limit), so no head can replace the current one`)
 }
 
 /** `<model>\0<label>`: the key a head is stored and compared under. */

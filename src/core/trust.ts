@@ -6,6 +6,10 @@
  * `org/*`: every model of `org`; `llama-*`). A head is trusted when at least one rule matches its
  * publisher and its model. There is no implicit trust beyond the rules; the daemon adds a rule for
  * the keys its own home created (see `heads/keyring.ts`).
+ *
+ * `allows` is what a node asks of every head it is offered, before it pays for the signature, so
+ * it is cheap: one map lookup on the publisher key, then that key's compiled patterns. `epoch`
+ * changes whenever the rules do, so callers can drop what they remembered under the old rules.
  */
 import { InvalidInputError } from './errors.js'
 import { checkPublisherKey, type PublisherKey } from './heads.js'
@@ -32,15 +36,31 @@ export function checkTrustRule (rule: { key: string, models: string }): TrustRul
 }
 
 export function patternMatches (pattern: string, model: string): boolean {
+  return compilePattern(pattern).test(model)
+}
+
+function compilePattern (pattern: string): RegExp {
   const parts = pattern.split('*').map(p => p.replace(/[.\\+?^${}()|[\]/-]/g, '\\$&'))
-  return new RegExp(`^${parts.join('.*')}$`).test(model)
+  return new RegExp(`^${parts.join('.*')}$`)
 }
 
 export class TrustPolicy {
-  constructor (private rules: TrustRule[] = []) {}
+  private rules: TrustRule[] = []
+  private byKey = new Map<string, RegExp[]>()
+  private generation = 0
+
+  constructor (rules: TrustRule[] = []) {
+    this.replace(rules)
+  }
 
   allows (publisher: PublisherKey, model: string): boolean {
-    return this.rules.some(r => r.key === publisher && patternMatches(r.models, model))
+    const patterns = this.byKey.get(publisher)
+    return patterns !== undefined && patterns.some(p => p.test(model))
+  }
+
+  /** Changes (increments) every time the rules are replaced. */
+  get epoch (): number {
+    return this.generation
   }
 
   list (): TrustRule[] {
@@ -48,6 +68,10 @@ export class TrustPolicy {
   }
 
   replace (rules: TrustRule[]): void {
+    const byKey = new Map<string, RegExp[]>()
+    for (const r of rules) byKey.set(r.key, [...(byKey.get(r.key) ?? []), compilePattern(r.models)])
     this.rules = [...rules]
+    this.byKey = byKey
+    this.generation++
   }
 }

@@ -25,9 +25,10 @@ import { CID } from 'multiformats/cid'
 import { TrustPolicy } from '../core/trust.js'
 import { HeadBook } from '../heads/book.js'
 import { KeyRing, TrustFile } from '../heads/keyring.js'
+import { HeadGuard } from '../heads/guard.js'
+import { headSource } from '../heads/source.js'
 import { HeadSpreader } from '../heads/spread.js'
 import { Activator, FollowRules } from '../heads/activator.js'
-import type { HeadSource } from '../protocol/heads/index.js'
 import { collectGarbage } from '../store/gc.js'
 import { EventBus } from './events.js'
 import { HeadsService } from './heads-service.js'
@@ -95,6 +96,7 @@ export class Daemon {
           void this.node?.hangUp(peerIdFromString(peer)).catch(() => {})
         }
       })
+      const guard = new HeadGuard(book, judge, { log: componentLogger(this.log, 'heads') })
       this.origin = new OriginClient({ logger: componentLogger(this.log, 'origin') })
       const pulls = new PullManager(store, judge, {
         session: {
@@ -135,7 +137,7 @@ export class Daemon {
           ...testFaults(this.log)
         },
         manifests: { manifest: async version => await store.heads.manifest(version) },
-        heads: headSource(book, judge)
+        heads: headSource(book, guard, policy, peer => { this.spreader?.noteInbound(peer) })
       }))
       this.node = node
       this.stopNode = stop
@@ -199,7 +201,7 @@ export class Daemon {
         if ((e.type === 'label.moved' || e.type === 'head.accepted') && model !== undefined) refreshSearch(async () => await search.refreshLabels(model))
       })
       await activator.start()
-      this.spreader = new HeadSpreader(node, book, headLog)
+      this.spreader = new HeadSpreader(node, book, guard, headLog, { maxConnections: config.p2p.maxConnections })
       this.spreader.start()
       if (config.store.quotaBytes !== undefined) this.quotaTimer = setInterval(() => { void this.enforceQuota() }, QUOTA_CHECK_INTERVAL_MS)
       const leases = new LeaseTable(store)
@@ -210,7 +212,7 @@ export class Daemon {
         leases: () => leases.list().length,
         pullsInFlight: () => pulls.list().length,
         store: async () => await store.totals(),
-        heads: () => book.counters,
+        heads: () => ({ ...book.counters, ...guard.counters }),
         bytesReceivedByPeer: () => judge.list().map(r => ({ peer: r.peer, bytes: r.bytesReceived }))
       })
       this.metrics = metrics
@@ -221,7 +223,7 @@ export class Daemon {
       const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
       const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })
       const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search }, headOps, serving, {
-        keepLast: config.labels.keep, events: this.events, headCounters: () => book.counters, leased: () => leases.versions(), log: componentLogger(this.log, 'service')
+        keepLast: config.labels.keep, events: this.events, headCounters: () => ({ ...book.counters, ...guard.counters }), leased: () => leases.versions(), log: componentLogger(this.log, 'service')
       })
       const tcp = config.rpc.tcp === undefined ? undefined : { ...config.rpc.tcp, token: await loadOrCreateToken(config.home) }
       this.rpc = new RpcServer({
@@ -320,19 +322,6 @@ export class Daemon {
       process.on('SIGINT', onSignal)
     })
     await stop()
-  }
-}
-
-/** The head book as the anti-entropy protocol sees it; peers sending forged heads are penalised. */
-function headSource (book: HeadBook, judge: PeerScores): HeadSource {
-  return {
-    digest: () => book.digest(),
-    entries: () => book.list().map(h => ({ model: h.head.model, label: h.head.label, wall: h.head.stamp.wall, counter: h.head.stamp.counter, id: h.id })),
-    signed: (model, label) => book.get(model, label)?.bytes,
-    offer: async (bytes, peer) => {
-      const outcome = await book.offer(bytes, { from: peer, via: 'sync' })
-      if (outcome.status === 'rejected' && outcome.reason !== 'untrusted') judge.penalize(peer, 'corrupt', `sent a ${outcome.reason} head: ${outcome.message}`)
-    }
   }
 }
 

@@ -15,7 +15,7 @@ export interface MetricsSources {
   pullsInFlight: () => number
   /** Store totals; called at most once per scrape. */
   store: () => Promise<{ bytes: number, blobs: number, versions: number }>
-  heads: () => { accepted: number, duplicate: number, stale: number, future: number, rejected: Record<string, number> }
+  heads: () => { accepted: number, duplicate: number, stale: number, future: number, rejected: Record<string, number>, signatureChecks: number, dropped: number, syncsRefused: number }
   bytesReceivedByPeer: () => Array<{ peer: string, bytes: number }>
 }
 
@@ -66,8 +66,11 @@ export class Metrics {
         this.set({ outcome: 'stale', reason: '' }, h.stale)
         this.set({ outcome: 'future', reason: '' }, h.future)
         for (const [reason, n] of Object.entries(h.rejected)) this.set({ outcome: 'rejected', reason }, n)
+        this.set({ outcome: 'dropped', reason: 'budget' }, h.dropped)
       }
     })
+    new Gauge({ name: 'shoal_head_signature_checks_total', help: 'Signatures of offered heads verified (only heads that would win are checked)', registers: [r], collect () { this.set(sources.heads().signatureChecks) } })
+    new Gauge({ name: 'shoal_head_syncs_refused_total', help: 'Inbound head syncs refused: the peer was over its budget or banned', registers: [r], collect () { this.set(sources.heads().syncsRefused) } })
     const storeGauge = new Gauge({ name: 'shoal_store_bytes', help: 'Bytes of stored blobs', registers: [r] })
     const blobsGauge = new Gauge({ name: 'shoal_store_blobs', help: 'Stored blobs', registers: [r] })
     const versionsGauge = new Gauge({ name: 'shoal_store_versions', help: 'Stored versions', registers: [r] })

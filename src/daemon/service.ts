@@ -15,6 +15,7 @@ import type { SearchIndex, SearchResult } from '../store/search-index.js'
 import type { LeaseRow } from '../rpc/api.js'
 import type { EventBus } from './events.js'
 import type { HeadCounters } from '../heads/book.js'
+import type { GuardCounters } from '../heads/guard.js'
 import { CID } from 'multiformats/cid'
 import { restated } from '../core/errors.js'
 import { checkLabel, parseRef } from '../core/names.js'
@@ -40,7 +41,7 @@ export class DaemonService implements ShoalApi {
     private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores, search: SearchIndex },
     private readonly headOps: HeadsService,
     private readonly serving: ServingService,
-    private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters, leased: () => string[], log?: { warn: (obj: object, msg?: string) => void } }
+    private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters & GuardCounters, leased: () => string[], log?: { warn: (obj: object, msg?: string) => void } }
   ) {}
 
   async pull (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {

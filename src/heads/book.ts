@@ -2,38 +2,56 @@
  * The head book: what this node believes each label points at.
  *
  * Every head, whatever brought it (gossip, anti-entropy, a local publish, the disk at start-up),
- * goes through `offer`, which decides in this order:
- * 1. `rejected` — it does not decode, is not canonical, its signature does not verify
- *    (`openSignedHead`), or no trust rule lets its publisher move its model. Counted per reason;
- *    the sender may be penalised by the caller.
- * 2. `future` — its stamp is more than `MAX_CLOCK_SKEW_MS` ahead of this node's clock: ignored for
+ * goes through `offer`, which decides in this order, cheapest checks first, so that the signature
+ * (the costly check) is verified only for a head that would win:
+ * 1. `rejected` `malformed` — over the size cap, or it does not decode or fit the schema
+ *    (`decodeSignedHead`);
+ * 2. `rejected` `untrusted` — no trust rule lets its publisher move its model (a map lookup). The
+ *    ids of the last `REFUSED_IDS_KEPT` such heads are remembered until the trust rules change, so
+ *    the same bytes offered again are refused on their hash alone (`known: true`);
+ * 3. `future` — its stamp is more than `MAX_CLOCK_SKEW_MS` ahead of this node's clock: ignored for
  *    now (anti-entropy offers it again later), so one publisher with a clock far ahead cannot
- *    freeze a label.
- * 3. `duplicate` — it is the head already held; `stale` — it loses to it under `compareHeads`
- *    (older, or a replay). Ignored and counted.
- * 4. `accepted` — it wins: it is stored (with history) and listeners hear of it.
+ *    freeze a label;
+ * 4. `duplicate` — it is the head already held (same id); `stale` — it loses to it under
+ *    `compareHeads` (older, or a replay). Ignored and counted, signature unchecked: neither is kept;
+ * 5. `rejected` `malformed` / `signature` — not canonically encoded, or the signature does not
+ *    verify (`verifySignedHead`, counted in `signatureChecks`);
+ * 6. `accepted` — it wins: it is stored (with history) and listeners hear of it.
+ * Rejections are counted per reason; the caller may penalise the sender (`heads/guard.ts`).
  * Offers are processed one at a time, so two heads for the same label never race.
  *
- * The book keeps the winners in memory too (a few hundred bytes per label).
+ * The book keeps the winners in memory too (a few hundred bytes per label), and their digest,
+ * recomputed only when a winner changes.
  */
 import { EventEmitter } from 'node:events'
 import { BadSignatureError, ConflictError, InvalidInputError, NotFoundError } from '../core/errors.js'
-import type { KeyObject } from 'node:crypto'
+import { createHash, type KeyObject } from 'node:crypto'
 import type { VersionId } from '../core/digest.js'
-import { compareHeads, headKey, headSetDigest, nextStamp, openSignedHead, publisherKeyOf, signHead, type Activation, type SignedHead } from '../core/heads.js'
+import {
+  MAX_SIGNED_HEAD_BYTES, compareHeads, decodeSignedHead, headKey, headSetDigest, nextStamp, openSignedHead, publisherKeyOf, signHead, verifySignedHead,
+  type Activation, type DecodedHead, type SignedHead
+} from '../core/heads.js'
 import type { TrustPolicy } from '../core/trust.js'
 import type { HeadStore } from '../store/heads.js'
 import { createPublicKey } from 'node:crypto'
 
 /** @default 5 minutes — how far ahead of this node's clock a head's stamp may be */
 export const MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
+/**
+ * @default 10,000 — ids of heads refused as untrusted that the book remembers (about 1 MiB), so
+ * a peer that holds heads of publishers this node does not trust (an honest fleet with several
+ * publishers) costs a hash, not a decode, each time it offers them again.
+ */
+export const REFUSED_IDS_KEPT = 10_000
 
 export type RejectReason = 'malformed' | 'signature' | 'untrusted'
 
 export type OfferOutcome =
   | { status: 'accepted', head: SignedHead, replaced?: SignedHead }
-  | { status: 'duplicate' | 'stale' | 'future', head: SignedHead }
-  | { status: 'rejected', reason: RejectReason, message: string }
+  /** Not kept, so the signature was not checked: `head` may be forged. */
+  | { status: 'duplicate' | 'stale' | 'future', head: DecodedHead }
+  /** `known`: refused before under the same trust rules (by id, nothing decoded). */
+  | { status: 'rejected', reason: RejectReason, message: string, known?: boolean }
 
 export interface HeadCounters {
   accepted: number
@@ -41,6 +59,8 @@ export interface HeadCounters {
   stale: number
   future: number
   rejected: Record<RejectReason, number>
+  /** Signatures verified for offered heads (the costly check; only heads that would win get it). */
+  signatureChecks: number
 }
 
 export interface AcceptedHead {
@@ -72,14 +92,21 @@ export class HeadBook {
   private readonly winners = new Map<string, SignedHead>()
   private readonly events = new EventEmitter()
   private queue: Promise<unknown> = Promise.resolve()
-  readonly counters: HeadCounters = { accepted: 0, duplicate: 0, stale: 0, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 } }
+  /** Ids refused as untrusted under the rules of `refusedEpoch`, oldest first. */
+  private readonly refused = new Set<string>()
+  private refusedEpoch: number
+  private cachedDigest?: Uint8Array
+  private changes = 0
+  readonly counters: HeadCounters = { accepted: 0, duplicate: 0, stale: 0, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 }, signatureChecks: 0 }
 
   private constructor (
     private readonly store: HeadStore,
     private readonly trust: TrustPolicy,
     private readonly clock: () => number,
     private readonly log: BookLogger
-  ) {}
+  ) {
+    this.refusedEpoch = trust.epoch
+  }
 
   /** Loads the stored winners (re-checking each: a head on disk is not trusted as it stands). */
   static async open (store: HeadStore, trust: TrustPolicy, options: { clock?: () => number, log: BookLogger }): Promise<HeadBook> {
@@ -151,9 +178,15 @@ export class HeadBook {
     return [...this.winners.values()]
   }
 
-  /** Digest of the whole set of winners (see `headSetDigest`). */
+  /** Increments whenever a winner changes, so callers can cache what they derive from `list()`. */
+  get revision (): number {
+    return this.changes
+  }
+
+  /** Digest of the whole set of winners (see `headSetDigest`); recomputed only after a change. */
   digest (): Uint8Array {
-    return headSetDigest([...this.winners.values()].map(h => h.id))
+    this.cachedDigest ??= headSetDigest([...this.winners.values()].map(h => h.id))
+    return this.cachedDigest
   }
 
   async history (model: string, label: string): Promise<SignedHead[]> {
@@ -172,39 +205,65 @@ export class HeadBook {
   }
 
   private async decide (bytes: Uint8Array, source: { from?: string, via: AcceptedHead['via'] }): Promise<OfferOutcome> {
-    let head: SignedHead
-    try {
-      head = openSignedHead(bytes)
-    } catch (err) {
-      const reason: RejectReason = err instanceof BadSignatureError ? 'signature' : 'malformed'
-      this.counters.rejected[reason]++
-      this.log.debug({ from: source.from, reason, err: (err as Error).message }, 'head rejected')
-      return { status: 'rejected', reason, message: (err as Error).message }
+    if (this.trust.epoch !== this.refusedEpoch) {
+      this.refused.clear()
+      this.refusedEpoch = this.trust.epoch
     }
-    const h = head.head
+    const id = bytes.length <= MAX_SIGNED_HEAD_BYTES ? createHash('sha256').update(bytes).digest('hex') : undefined
+    if (id !== undefined && this.refused.has(id)) {
+      this.counters.rejected.untrusted++
+      return { status: 'rejected', reason: 'untrusted', message: 'refused before: its publisher is not trusted for its model', known: true }
+    }
+    let decoded: DecodedHead
+    try {
+      decoded = decodeSignedHead(bytes)
+    } catch (err) {
+      return this.reject('malformed', err as Error, source)
+    }
+    const h = decoded.head
     if (!this.trust.allows(h.publisher, h.model)) {
       this.counters.rejected.untrusted++
-      const message = `publisher ${h.publisher} is not trusted for ${h.model}`
+      this.remember(decoded.id)
       this.log.debug({ from: source.from, model: h.model, label: h.label, publisher: h.publisher }, 'head from an untrusted key rejected')
-      return { status: 'rejected', reason: 'untrusted', message }
+      return { status: 'rejected', reason: 'untrusted', message: `publisher ${h.publisher} is not trusted for ${h.model}` }
     }
     if (h.stamp.wall > this.clock() + MAX_CLOCK_SKEW_MS) {
       this.counters.future++
-      return { status: 'future', head }
+      return { status: 'future', head: decoded }
     }
     const key = headKey(h.model, h.label)
     const current = this.winners.get(key)
     if (current !== undefined) {
-      if (current.id === head.id) { this.counters.duplicate++; return { status: 'duplicate', head } }
-      if (compareHeads(h, current.head) <= 0) { this.counters.stale++; return { status: 'stale', head } }
+      if (current.id === decoded.id) { this.counters.duplicate++; return { status: 'duplicate', head: decoded } }
+      if (compareHeads(h, current.head) <= 0) { this.counters.stale++; return { status: 'stale', head: decoded } }
+    }
+    let head: SignedHead
+    try {
+      this.counters.signatureChecks++
+      head = verifySignedHead(decoded)
+    } catch (err) {
+      return this.reject(err instanceof BadSignatureError ? 'signature' : 'malformed', err as Error, source)
     }
     await this.store.put(head, { receivedAt: this.clock(), ...(source.from !== undefined ? { from: source.from } : {}) })
     this.winners.set(key, head)
+    this.changes++
+    this.cachedDigest = undefined
     this.counters.accepted++
     this.log.info({ model: h.model, label: h.label, version: h.version, stamp: `${h.stamp.wall}.${h.stamp.counter}`, from: source.from, via: source.via }, 'head accepted')
     const accepted: AcceptedHead = { head, via: source.via, ...(current !== undefined ? { replaced: current } : {}), ...(source.from !== undefined ? { from: source.from } : {}) }
     this.events.emit('accepted', accepted)
     return { status: 'accepted', head, ...(current !== undefined ? { replaced: current } : {}) }
+  }
+
+  private reject (reason: RejectReason, err: Error, source: { from?: string }): OfferOutcome {
+    this.counters.rejected[reason]++
+    this.log.debug({ from: source.from, reason, err: err.message }, 'head rejected')
+    return { status: 'rejected', reason, message: err.message }
+  }
+
+  private remember (id: string): void {
+    if (this.refused.size >= REFUSED_IDS_KEPT) this.refused.delete(this.refused.values().next().value as string)
+    this.refused.add(id)
   }
 
   private async serialised<T> (fn: () => Promise<T>): Promise<T> {

@@ -8,20 +8,29 @@
  * - `stall` (timed out repeatedly without ever delivering): banned at once;
  * - `protocol` (oversized or undecodable frames, bad bitfields): banned at once;
  * - `unread` (asked this node for blocks, then read nothing of them for `SEND_STALL_MS`, holding
- *   upload slots meanwhile): banned at the second (the first may be a machine that was suspended).
+ *   upload slots meanwhile): banned at the second (the first may be a machine that was suspended);
+ * - `head` (a malformed head, or one whose signature does not verify — an honest node never passes
+ *   one on, since it checks every head before it forwards or stores it): banned at the third;
+ * - `flood` (one per `FLOOD_DROPS_PER_OFFENCE` heads gossiped past the sender's budget, see
+ *   `heads/guard.ts`; heads of publishers this node does not trust cost budget but are not an
+ *   offence in themselves): banned at the third.
  * A ban lasts `banMs`; the connection gater refuses the peer meanwhile and `onBan` hangs up on it.
  */
 import type { Offence, PeerJudge } from '../fetcher/session.js'
 
+/** Offences of peers that send heads (`heads/guard.ts`, `HeadJudge`). */
+export type HeadOffence = 'head' | 'flood'
+export type JudgeOffence = Offence | HeadOffence
+
 /** @default 10 min */
 export const DEFAULT_BAN_MS = 10 * 60_000
 
-export const BAN_RULES: Record<Offence, number> = { corrupt: 3, lie: 5, timeout: Infinity, stall: 1, protocol: 1, unread: 2 }
+export const BAN_RULES: Record<JudgeOffence, number> = { corrupt: 3, lie: 5, timeout: Infinity, stall: 1, protocol: 1, unread: 2, head: 3, flood: 3 }
 
 export interface PeerRecord {
   peer: string
   bytesReceived: number
-  offences: Partial<Record<Offence, number>>
+  offences: Partial<Record<JudgeOffence, number>>
   bannedUntil?: number
   lastOffence?: string
 }
@@ -36,7 +45,7 @@ export class PeerScores implements PeerJudge {
     return until !== undefined && until > this.now()
   }
 
-  penalize (peer: string, offence: Offence, detail: string): boolean {
+  penalize (peer: string, offence: JudgeOffence, detail: string): boolean {
     const record = this.record(peer)
     const kind = offence
     record.offences[kind] = (record.offences[kind] ?? 0) + 1

@@ -64,8 +64,14 @@ export interface StatusResult {
   socket: string
   uptimeSeconds: number
   store: { models: number, versions: number, blobs: number, bytes: number }
-  /** Heads offered to this node since start, by outcome. */
-  heads: { accepted: number, duplicate: number, stale: number, future: number, rejected: { malformed: number, signature: number, untrusted: number } }
+  /**
+   * Heads offered to this node since start, by outcome; the signatures that cost; and what peers
+   * sent past their budgets (dropped unchecked, see `heads/guard.ts`).
+   */
+  heads: {
+    accepted: number, duplicate: number, stale: number, future: number, rejected: { malformed: number, signature: number, untrusted: number }
+    signatureChecks: number, dropped: number, syncsRefused: number
+  }
   /** Who holds which version (serving processes). */
   leases: Array<{ holder: string, model: string, version: string, expiresAt: number }>
   pulls: Array<{ name: string, version: string, bytes: number, totalBytes: number }>

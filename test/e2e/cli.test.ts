@@ -47,7 +47,7 @@ describe('shoal CLI against a real daemon', () => {
     expect(versions).toHaveLength(1)
     expect(versions[0]).toMatchObject({ name: 'tiny', version: v1, labels: ['prod'], pinned: true, complete: true, files: 3 })
     // The label was published as a signed head, accepted by this node.
-    expect((await status(d)).heads).toEqual({ accepted: 1, duplicate: 0, stale: 0, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 } })
+    expect((await status(d)).heads).toEqual({ accepted: 1, duplicate: 0, stale: 0, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 }, signatureChecks: 1, dropped: 0, syncsRefused: 0 })
   })
 
   it('show lists files with format, tensors, parameter count and metadata, by every kind of ref', async () => {

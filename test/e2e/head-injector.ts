@@ -47,7 +47,7 @@ export class HeadInjector {
       digest: () => randomBytes(32),
       entries: () => [...(ref.self?.adverts.values() ?? [])].map(a => ({ model: a.model, label: a.label, wall: a.wall, counter: a.counter, id: idOf(a.bytes) })),
       signed: (model, label) => ref.self?.adverts.get(`${model}\0${label}`)?.bytes,
-      offer: async bytes => { ref.self?.received.push(bytes) }
+      offer: async bytes => { ref.self?.received.push(bytes); return 'settled' }
     }
     const node = await createLibp2p({
       addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },

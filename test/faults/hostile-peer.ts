@@ -68,7 +68,7 @@ export class HostilePeer {
       digest: () => new Uint8Array(32),
       entries: () => [],
       signed: () => undefined,
-      offer: async bytes => { ref.self?.received.push(bytes) }
+      offer: async bytes => { ref.self?.received.push(bytes); return 'settled' }
     }
     const node = await createLibp2p({
       addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },

@@ -46,7 +46,7 @@ describe('rpc', () => {
     expect((await client.version()).api).toBe('v1')
     const status = await client.status()
     expect(status.pid).toBe(process.pid)
-    expect(status.heads).toEqual({ accepted: 0, duplicate: 0, stale: 0, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 } })
+    expect(status.heads).toEqual({ accepted: 0, duplicate: 0, stale: 0, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 }, signatureChecks: 0, dropped: 0, syncsRefused: 0 })
     expect((await stat(socket)).mode & 0o777).toBe(0o660)
   })
 

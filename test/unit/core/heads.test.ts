@@ -3,7 +3,7 @@ import { createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node
 import * as dagCbor from '@ipld/dag-cbor'
 import { encodeBlock, type VersionId } from '../../../src/core/digest.js'
 import {
-  HEAD_SCHEMA, MAX_JITTER_MS, MAX_SIGNED_HEAD_BYTES, activationTime, checkPublisherKey, compareHeads, compareStamps, encodeHead, headSetDigest,
+  HEAD_SCHEMA, MAX_JITTER_MS, MAX_SIGNED_HEAD_BYTES, MAX_STAMP_COUNTER, MAX_STAMP_WALL_MS, activationTime, checkPublisherKey, compareHeads, compareStamps, encodeHead, headSetDigest,
   jitterOffset, nextStamp, openSignedHead, publicKeyFrom, publisherKeyOf, signHead, type Activation, type Head, type PublisherKey, type SignedHead, type Stamp
 } from '../../../src/core/heads.js'
 import { seeded } from '../../helpers/random.js'
@@ -143,6 +143,41 @@ describe('signed heads', () => {
     expect(() => encodeHead(head(alice, { version: 'nope' as VersionId }))).toThrow(expect.objectContaining({ name: 'MalformedDataError' }))
     expect(() => encodeHead(head(alice, { activation: { mode: 'hot', jitterMs: MAX_JITTER_MS + 1 } }))).toThrow(expect.objectContaining({ name: 'MalformedDataError' }))
     expect(() => encodeHead(head(alice, { stamp: { wall: -5, counter: 0 } }))).toThrow(expect.objectContaining({ name: 'MalformedDataError' }))
+  })
+})
+
+describe('stamp bounds', () => {
+  const alice = newPublisher()
+  const withStamp = (wall: number, counter: number): Uint8Array => envelope(dagCbor.encode({ ...body(head(alice)), stamp: [wall, counter] }), alice.key)
+
+  it('a counter over MAX_STAMP_COUNTER (2^32 - 1) is malformed, and the message names the limit', () => {
+    for (const counter of [Number.MAX_SAFE_INTEGER, MAX_STAMP_COUNTER + 1]) {
+      const err = refusal(withStamp(1_790_000_000_000, counter)) as Error
+      expect(err).toMatchObject({ name: 'MalformedDataError' })
+      expect(err.message).toContain(`counter ${counter} is over the limit of ${MAX_STAMP_COUNTER}`)
+    }
+    expect(openSignedHead(withStamp(1_790_000_000_000, MAX_STAMP_COUNTER)).head.stamp.counter).toBe(MAX_STAMP_COUNTER)
+  })
+
+  it('a wall clock past MAX_STAMP_WALL_MS (year 9999) is malformed, for the stamp and a cold `at`', () => {
+    const err = refusal(withStamp(Number.MAX_SAFE_INTEGER, 0)) as Error
+    expect(err).toMatchObject({ name: 'MalformedDataError' })
+    expect(err.message).toContain(`wall ${Number.MAX_SAFE_INTEGER} is past 9999-12-31`)
+    const at = envelope(dagCbor.encode({ ...body(head(alice)), activation: { mode: 'cold', at: MAX_STAMP_WALL_MS + 1 } }), alice.key)
+    expect(refusal(at)).toMatchObject({ name: 'MalformedDataError', message: expect.stringContaining('past 9999-12-31') })
+    expect(() => encodeHead(head(alice, { stamp: { wall: MAX_STAMP_WALL_MS + 1, counter: 0 } }))).toThrow(expect.objectContaining({ name: 'MalformedDataError' }))
+    expect(openSignedHead(withStamp(MAX_STAMP_WALL_MS, 0)).head.stamp.wall).toBe(MAX_STAMP_WALL_MS)
+  })
+
+  it('nextStamp moves to the next millisecond, counter 0, when the counter is at its cap', () => {
+    expect(nextStamp(1_000, { wall: 5_000, counter: MAX_STAMP_COUNTER })).toEqual({ wall: 5_001, counter: 0 })
+    expect(nextStamp(5_000, { wall: 5_000, counter: MAX_STAMP_COUNTER - 1 })).toEqual({ wall: 5_000, counter: MAX_STAMP_COUNTER })
+  })
+
+  it('nextStamp refuses with a ConflictError, saying why, when no stamp is left above the current one', () => {
+    expect(() => nextStamp(1_000, { wall: MAX_STAMP_WALL_MS, counter: MAX_STAMP_COUNTER })).toThrow(expect.objectContaining({
+      name: 'ConflictError', message: expect.stringContaining('no later stamp')
+    }))
   })
 })
 

@@ -89,4 +89,12 @@ describe('TrustPolicy', () => {
     policy.replace([])
     expect(policy.allows(alice, 'x')).toBe(false)
   })
+
+  it('changes its epoch whenever the rules are replaced', () => {
+    const policy = new TrustPolicy([{ key: alice, models: '*' }])
+    const first = policy.epoch
+    policy.replace([{ key: alice, models: '*' }, { key: alice, models: 'org/*' }])
+    expect(policy.epoch).toBeGreaterThan(first)
+    expect(policy.allows(alice, 'x')).toBe(true)
+  })
 })

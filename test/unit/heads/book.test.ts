@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto'
 import * as dagCbor from '@ipld/dag-cbor'
 import { MemoryLevel } from 'memory-level'
 import { encodeBlock, type VersionId } from '../../../src/core/digest.js'
-import { publisherKeyOf, signHead, type Head, type PublisherKey, type SignedHead } from '../../../src/core/heads.js'
+import { MAX_STAMP_COUNTER, encodeHead, publisherKeyOf, signHead, type Head, type PublisherKey, type SignedHead } from '../../../src/core/heads.js'
 import { TrustPolicy } from '../../../src/core/trust.js'
 import { HeadBook, MAX_CLOCK_SKEW_MS, type AcceptedHead } from '../../../src/heads/book.js'
 import { HeadStore } from '../../../src/store/heads.js'
@@ -26,6 +26,12 @@ function signed (p: Publisher, over: Partial<Head> = {}): SignedHead {
     model: 'org/llama', label: 'prod', version: version(1), previous: null,
     stamp: { wall: T0, counter: 0 }, activation: { mode: 'hot' }, publisher: p.publisher, ...over
   }, p.key)
+}
+
+/** A head signed correctly over a body with `over` fields as given (past what `signHead` would allow). */
+function encodeRaw (p: Publisher, over: Record<string, unknown>): Uint8Array {
+  const body = dagCbor.encode({ ...dagCbor.decode(encodeHead(signed(p).head)) as Record<string, unknown>, ...over })
+  return dagCbor.encode({ head: body, sig: new Uint8Array(sign(null, body, p.key)) })
 }
 
 describe('HeadBook', () => {
@@ -64,7 +70,7 @@ describe('HeadBook', () => {
     // A replay of the older head after the newer one is stale.
     expect(await book.offer(h1.bytes, { from: 'peer-a', via: 'gossip' })).toMatchObject({ status: 'stale' })
     expect(book.get('org/llama', 'prod')?.id).toBe(h2.id)
-    expect(book.counters).toEqual({ accepted: 2, duplicate: 1, stale: 1, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 } })
+    expect(book.counters).toEqual({ accepted: 2, duplicate: 1, stale: 1, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 }, signatureChecks: 2 })
     expect(accepted.map(a => [a.head.id, a.via, a.from, a.replaced?.id])).toEqual([[h1.id, 'gossip', 'peer-a', undefined], [h2.id, 'gossip', undefined, h1.id]])
     expect(await book.receivedAt('org/llama', 'prod')).toBe(now)
   })
@@ -102,6 +108,46 @@ describe('HeadBook', () => {
     expect(book.get('org/llama', 'prod')).toBeUndefined()
     expect(await new HeadStore(index).get('org/llama', 'prod')).toBeUndefined()
     expect(accepted).toHaveLength(1)
+  })
+
+  it('checks trust, the clock and the order before the signature: only a head that would win costs a signature check', async () => {
+    const current = signed(alice, { stamp: { wall: T0, counter: 5 } })
+    await book.offer(current.bytes, { via: 'gossip' })
+    expect(book.counters.signatureChecks).toBe(1)
+    // Forged: a correct body with a signature by someone else (64 random-looking bytes).
+    const forge = (h: SignedHead): Uint8Array => dagCbor.encode({ head: h.body, sig: new Uint8Array(sign(null, h.body, newPublisher().key)) })
+    const untrusted = signed(newPublisher(), { stamp: { wall: T0 + 10, counter: 0 } })
+    const older = signed(alice, { stamp: { wall: T0, counter: 1 }, version: version(9) })
+    const ahead = signed(alice, { stamp: { wall: now + MAX_CLOCK_SKEW_MS + 1, counter: 0 } })
+    for (const bytes of [untrusted.bytes, forge(untrusted), forge(older), forge(ahead), current.bytes]) await book.offer(bytes, { from: 'peer-x', via: 'gossip' })
+    expect(book.counters).toMatchObject({ rejected: { untrusted: 2, signature: 0 }, stale: 1, future: 1, duplicate: 1, signatureChecks: 1 })
+    // A forged head that would win is the one kind that costs a check, and is refused by it.
+    expect(await book.offer(forge(signed(alice, { stamp: { wall: T0 + 1, counter: 0 } })), { via: 'gossip' })).toMatchObject({ status: 'rejected', reason: 'signature' })
+    expect(book.counters.signatureChecks).toBe(2)
+    expect(book.get('org/llama', 'prod')?.id).toBe(current.id)
+  })
+
+  it('refuses an untrusted head offered again by its id alone, until the trust rules change', async () => {
+    const h = signed(mallory, { model: 'org/llama' })
+    const first = await book.offer(h.bytes, { from: 'peer-a', via: 'sync' })
+    expect(first).toMatchObject({ status: 'rejected', reason: 'untrusted' })
+    expect(first).not.toHaveProperty('known')
+    expect(await book.offer(h.bytes, { from: 'peer-b', via: 'sync' })).toMatchObject({ status: 'rejected', reason: 'untrusted', known: true })
+    expect(book.counters.rejected.untrusted).toBe(2)
+    trust.replace([...trust.list(), { key: mallory.publisher, models: 'org/*' }])
+    expect(await book.offer(h.bytes, { from: 'peer-a', via: 'sync' })).toMatchObject({ status: 'accepted' })
+  })
+
+  it('keeps its digest until a winner changes, and counts the changes in revision', async () => {
+    const empty = book.digest()
+    expect(book.digest()).toBe(empty)
+    await book.offer(signed(alice).bytes, { via: 'gossip' })
+    expect(book.revision).toBe(1)
+    const one = book.digest()
+    expect(Buffer.from(one).equals(Buffer.from(empty))).toBe(false)
+    await book.offer(signed(alice).bytes, { via: 'gossip' })
+    expect(book.revision).toBe(1)
+    expect(book.digest()).toBe(one)
   })
 
   it('ignores a head stamped more than MAX_CLOCK_SKEW_MS ahead, and takes it once the clock catches up', async () => {
@@ -152,6 +198,21 @@ describe('HeadBook', () => {
     expect(third.head.previous).toBe(version(3))
     expect(book.get('org/llama', 'prod')?.id).toBe(third.id)
     expect(accepted.map(a => a.via)).toEqual(['local', 'local', 'gossip', 'local'])
+  })
+
+  it('a trusted head stamped with counter 2^53 - 1 is refused as malformed, and publish still works', async () => {
+    const wedge = encodeRaw(alice, { stamp: [now, Number.MAX_SAFE_INTEGER] })
+    const outcome = await book.offer(wedge, { from: 'peer-a', via: 'gossip' })
+    expect(outcome).toMatchObject({ status: 'rejected', reason: 'malformed', message: expect.stringContaining('counter 9007199254740991 is over the limit') })
+    const published = await book.publish({ model: 'org/llama', label: 'prod', version: version(2), key: alice.key })
+    expect(published.head.stamp).toEqual({ wall: now, counter: 0 })
+  })
+
+  it('publishing above a head whose counter is at its cap moves to the next millisecond, counter 0', async () => {
+    await book.offer(signed(alice, { stamp: { wall: now, counter: MAX_STAMP_COUNTER } }).bytes, { via: 'gossip' })
+    const published = await book.publish({ model: 'org/llama', label: 'prod', version: version(2), key: alice.key })
+    expect(published.head.stamp).toEqual({ wall: now + 1, counter: 0 })
+    expect(book.get('org/llama', 'prod')?.id).toBe(published.id)
   })
 
   it('publish with expect refuses a mismatch with ConflictError and changes nothing', async () => {

@@ -1,9 +1,8 @@
 import { describe, expect, it, vi } from 'vitest'
-import { BAN_RULES, DEFAULT_BAN_MS, PeerScores } from '../../../src/p2p/judge.js'
-import type { Offence } from '../../../src/fetcher/session.js'
+import { BAN_RULES, DEFAULT_BAN_MS, PeerScores, type JudgeOffence } from '../../../src/p2p/judge.js'
 
 /** Offences needed before `penalize` first returns true (or Infinity). */
-function strikesToBan (offence: Offence, limit = 50): number {
+function strikesToBan (offence: JudgeOffence, limit = 50): number {
   const scores = new PeerScores()
   for (let i = 1; i <= limit; i++) if (scores.penalize('peer', offence, 'test')) return i
   return Infinity
@@ -17,6 +16,14 @@ describe('PeerScores', () => {
     expect(strikesToBan('protocol')).toBe(1)
     expect(strikesToBan('timeout', 1_000)).toBe(Infinity)
     expect(BAN_RULES).toMatchObject({ corrupt: 3, lie: 5, stall: 1, protocol: 1, timeout: Infinity })
+  })
+
+  it('bans a sender of invalid heads at the third, and a flooder at its third flood offence', () => {
+    expect(strikesToBan('head')).toBe(3)
+    expect(strikesToBan('flood')).toBe(3)
+    const scores = new PeerScores()
+    scores.penalize('a', 'head', 'sent a signature head: bad signature')
+    expect(scores.list()[0]).toMatchObject({ offences: { head: 1 }, lastOffence: 'head: sent a signature head: bad signature' })
   })
 
   it('counts offences per peer and per kind', () => {
