@@ -77,6 +77,8 @@ export interface PullRecord {
   name: string
   startedAt: number
   pin: boolean
+  /** Attempts that failed so far; the pull is given up at `transfer.maxPullAttempts`. */
+  attempts?: number
 }
 
 /** @default 100 */
