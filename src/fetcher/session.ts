@@ -64,8 +64,12 @@ export interface Target {
   originOf: (id: ChunkId) => { url: string, offset: number } | undefined
 }
 
-/** `timeout`: one late request (soft); `stall`: repeated timeouts with nothing ever delivered. */
-export type Offence = 'corrupt' | 'lie' | 'timeout' | 'stall' | 'protocol'
+/**
+ * `timeout`: one late request (soft); `stall`: repeated timeouts with nothing ever delivered;
+ * `manifest`: served a manifest that is not the one asked for (bytes that do not hash to the
+ * version id) or not a valid one (not canonical, not decodable, schema or invariants broken).
+ */
+export type Offence = 'corrupt' | 'lie' | 'timeout' | 'stall' | 'protocol' | 'manifest'
 
 /** Daemon-wide memory of peers: credit, penalties, bans. */
 export interface PeerJudge {

@@ -6,7 +6,10 @@
  * - `lie` (claimed a chunk, then said it did not have it): banned at the fifth;
  * - `timeout` is soft (slow or overloaded is not malice);
  * - `stall` (timed out repeatedly without ever delivering): banned at once;
- * - `protocol` (oversized or undecodable frames, bad bitfields): banned at once.
+ * - `protocol` (oversized or undecodable frames, bad bitfields): banned at once;
+ * - `manifest` (a manifest that does not hash to the version asked for, is not canonical or is
+ *   invalid): banned at once. An honest node serves only manifests it checked the same way; one
+ *   over this node's size limits is not an offence (another node's limits may be higher).
  * A ban lasts `banMs`; the connection gater refuses the peer meanwhile and `onBan` hangs up on it.
  */
 import type { Offence, PeerJudge } from '../fetcher/session.js'
@@ -14,7 +17,7 @@ import type { Offence, PeerJudge } from '../fetcher/session.js'
 /** @default 10 min */
 export const DEFAULT_BAN_MS = 10 * 60_000
 
-export const BAN_RULES: Record<Offence, number> = { corrupt: 3, lie: 5, timeout: Infinity, stall: 1, protocol: 1 }
+export const BAN_RULES: Record<Offence, number> = { corrupt: 3, lie: 5, timeout: Infinity, stall: 1, protocol: 1, manifest: 1 }
 
 export interface PeerRecord {
   peer: string
