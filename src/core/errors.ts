@@ -77,3 +77,11 @@ export class TooLargeError extends ShoalError {
     super(message, options)
   }
 }
+
+/** A pull stopped by `shoal pull --cancel`: its record and partial data are gone. */
+export class PullCancelledError extends AbortedError {}
+
+/** A pull dropped after `transfer.maxPullAttempts` failed attempts; `shoal pull` starts it afresh. */
+export class PullGivenUpError extends ShoalError {
+  readonly code = 'PULL_GIVEN_UP'
+}
