@@ -3,7 +3,7 @@
  * ingest pipeline. It adds no storage logic of its own; it shapes answers for the wire.
  */
 import { addPath } from '../ingest/ingest.js'
-import type { ActivateResult, EventsResult, ExportResult, HeadHistoryRow, HeadRow, IdResult, KeyExport, KeyRow, LabelResult, ModelRow, PeerRow, PinResult, Progress, ResolveResult, ShoalApi, ShowResult, StatusResult, TrustRow, VersionResult } from '../rpc/api.js'
+import type { ActivateResult, EventsResult, ExportResult, HeadHistoryRow, HeadRow, IdResult, KeyExport, KeyRow, LabelResult, ModelRow, PeerRow, PinResult, Progress, PullCancelResult, ResolveResult, ShoalApi, ShowResult, StatusResult, TrustRow, VersionResult } from '../rpc/api.js'
 import type { HeadsService } from './heads-service.js'
 import type { ServingService } from './serving.js'
 import type { SearchIndex, SearchResult } from '../store/search-index.js'
@@ -59,6 +59,10 @@ export class DaemonService implements ShoalApi {
     return await this.toShow(v)
   }
 
+  async cancelPull (ref: string, signal?: AbortSignal): Promise<PullCancelResult> {
+    return await this.net.pulls.cancel(ref, signal)
+  }
+
   async search (query: string, options: { limit?: number, similar?: string } = {}): Promise<SearchResult> {
     const { search } = this.net
     const limit = options.limit !== undefined ? { limit: options.limit } : {}
@@ -103,7 +107,10 @@ export class DaemonService implements ShoalApi {
       store,
       heads: this.options.headCounters(),
       leases: this.serving.leaseList().map(l => ({ holder: l.holder, model: l.model, version: l.version, expiresAt: l.expiresAt })),
-      pulls: this.net.pulls.list().map(p => ({ name: p.name, version: p.version, bytes: p.bytes, totalBytes: p.totalBytes }))
+      pulls: [
+        ...this.net.pulls.listChecking().map(p => ({ ...p, bytes: 0, totalBytes: 0, state: 'checking' as const })),
+        ...this.net.pulls.list().map(p => ({ name: p.name, version: p.version, bytes: p.bytes, totalBytes: p.totalBytes, state: 'fetching' as const }))
+      ]
     }
   }
 

@@ -44,6 +44,8 @@ export interface VersionRecord {
   created: number
   /** When this store got it (ms); differs from `created` for pulled versions. */
   addedAt: number
+  /** Made by `add` on this node: the origins its manifest lists are the operator's own. */
+  local?: boolean
 }
 
 export interface LabelRecord {

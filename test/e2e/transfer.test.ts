@@ -139,7 +139,8 @@ describe('transfer', () => {
       await publisher.stop()
       // Restarted as a node that holds the manifest but serves no chunk.
       const seed = await h.node('o-seed', { env: { SHOAL_TEST_FAULTS: 'nochunks' } })
-      const puller = await h.node('o-puller', { peers: [seed.addr] })
+      // The manifest came from another node: its origin is used only because the puller allows it.
+      const puller = await h.node('o-puller', { peers: [seed.addr], config: { transfer: { origins: [origin.url('')] } } })
       await pullAndCheck(puller.d, `m@${version}`, source)
       expect(origin.stats.bytes).toBeGreaterThanOrEqual(48 * MiB)
       const rows = await puller.d.json<PeerRow[]>(['peers'])
