@@ -97,6 +97,9 @@ describe('PullTarget', () => {
     await expectSnapshotIdentical(await dest.resolve(`tiny@${v.version}`))
     expect(await dest.index.pulls.get(v.version)).toBeUndefined()
     expect(await dest.index.partials.get(v.manifest.files[0]!.digest)).toBeUndefined()
+    // Added there, pulled here: only the source's record says its origins are the operator's own.
+    expect((await source.index.versions.get(v.version))?.local).toBe(true)
+    expect((await dest.index.versions.get(v.version))?.local).toBeUndefined()
   })
 
   it('reads chunks to serve into pooled buffers, reused once handed back with releaseChunk', async () => {
