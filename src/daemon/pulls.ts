@@ -483,7 +483,7 @@ export class PullManager implements ChunkSource {
       // Asked everyone connected already: start over with them next round.
       if (fresh.length <= MANIFEST_ASK_PEERS) asked.clear()
     }
-    throw new NotFoundError(`no reachable peer has a valid manifest of ${version}; check --peer and that a peer holds the version`)
+    throw new NotFoundError(`no reachable peer has the manifest of ${version} (bytes that hash to that id); check --peer and that a peer holds the version`)
     /** A manifest refused for what it is ends the search (every copy is the same bytes); anything else tries further. */
     function keep (err: unknown): undefined {
       if (err instanceof TooLargeError || err instanceof MalformedDataError || err instanceof AbortedError) throw err

@@ -196,7 +196,7 @@ describe('faults: peer-controlled manifests and pulls', () => {
     expect(r.stderr).toContain(`version ${version} names an invalid manifest, which cannot be pulled`)
     expect(r.stderr).toContain(`chunk ${id} is listed with two sizes, 100 bytes (in a.bin) and 200 bytes (in b.bin)`)
     expectExit(s, EXIT.NOT_FOUND)
-    expect(s.stderr).toContain(`no reachable peer has a valid manifest of ${real.id}`)
+    expect(s.stderr).toContain(`no reachable peer has the manifest of ${real.id} (bytes that hash to that id)`)
     const rows = await plain.d.json<PeerRow[]>(['peers'])
     for (const [peer, why] of [[sizes, 'served an invalid manifest'], [swap, `served bytes that do not hash to version ${real.id}`]] as const) {
       const row = rows.find(x => x.peerId === peer.peerId)
