@@ -7,8 +7,9 @@
  * A pull is accepted in this order, each step before anything costlier: the manifest's bytes
  * (at most `MAX_MANIFEST_BYTES` on the wire) hash to the version id (else the sender is penalised
  * and the next peer asked); it decodes within `ManifestLimits` and is valid, off the event loop
- * (`ManifestDecoder`; invalid → the sender is penalised, too large → refused, no penalty); the
- * disk has room (`PullTarget.open`). Only then are records, files and per-chunk state created.
+ * (`ManifestFinder`, `ManifestDecoder`; invalid → the sender is penalised, too large → refused, no
+ * penalty); the disk has room (`PullTarget.open`). Only then are records, files and per-chunk
+ * state created.
  *
  * Origins (web seeds): those of a version this node added (`add --origin`) are the operator's own;
  * those of any other manifest only when `transfer.origins` allows them. Each pull asks its origins
@@ -24,12 +25,10 @@
  */
 import { CID } from 'multiformats/cid'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { PeerId } from '@libp2p/interface'
 import type { ChunkId, VersionId } from '../core/digest.js'
 import { parseCid } from '../core/digest.js'
-import { blockMatches } from '../core/digest.js'
-import { AbortedError, InvalidInputError, MalformedDataError, NotFoundError, PullCancelledError, PullGivenUpError, TooLargeError } from '../core/errors.js'
-import { DEFAULT_MANIFEST_LIMITS, type Manifest, type ManifestLimits } from '../core/manifest.js'
+import { AbortedError, InvalidInputError, NotFoundError, PullCancelledError, PullGivenUpError } from '../core/errors.js'
+import { DEFAULT_MANIFEST_LIMITS, type ManifestLimits } from '../core/manifest.js'
 import { parseRef } from '../core/names.js'
 import { OriginAllowList } from '../core/origins.js'
 import type { TokenBucket } from '../fetcher/bandwidth.js'
@@ -42,6 +41,7 @@ import type { ResolvedVersion, Store } from '../store/store.js'
 import { DEFAULT_MAX_PULL_ATTEMPTS } from '../config/config.js'
 import type { Logger } from './logger.js'
 import { ManifestDecoder } from './manifest-decoder.js'
+import { ManifestFinder } from './manifest-finder.js'
 
 /**
  * How often a running pull asks the DHT for more providers: quickly at first (the peers that start
@@ -49,23 +49,8 @@ import { ManifestDecoder } from './manifest-decoder.js'
  * @default [250, 500, 1000, 2000, 4000, 10000] ms, the last repeating
  */
 export const PROVIDER_QUERY_SCHEDULE_MS = [250, 500, 1000, 2000, 4000, 10_000]
-/** @default 5 s — how long to look for a manifest among DHT providers */
-export const MANIFEST_PROVIDER_TIMEOUT_MS = 5_000
-/** @default 5 s — one peer's answer to a manifest request */
-export const MANIFEST_ASK_TIMEOUT_MS = 5_000
-/** @default [0, 250, 500, 1000, 2000, 4000] ms — waits before each round of asking for a manifest */
-export const MANIFEST_RETRY_MS = [0, 250, 500, 1000, 2000, 4000]
 /** @default 20 — providers asked for per query */
 export const MAX_PROVIDERS_PER_QUERY = 20
-/**
- * Peers asked for a manifest at once, per round: each may answer with up to `MAX_MANIFEST_BYTES`
- * (32 MiB), which is held until it is checked. Those not asked yet go first.
- * @default 8
- */
-export const MANIFEST_ASK_PEERS = 8
-
-/** Which limit a `TooLargeError` hit, as the config key that raises it. */
-const LIMIT_KEYS: Record<string, string> = { chunks: 'transfer.maxManifestChunks', size: 'transfer.maxVersionBytes' }
 
 export interface PullProgress extends SessionProgress {
   version: string
@@ -113,6 +98,7 @@ export class PullManager implements ChunkSource {
   private readonly checking = new Map<string, { name: string, controller: AbortController }>()
   private readonly watchers = new Map<string, Set<(indices: number[]) => void>>()
   private readonly decoder: ManifestDecoder
+  private readonly finder: ManifestFinder
   private node?: ShoalNode
   private stopped = false
 
@@ -123,6 +109,10 @@ export class PullManager implements ChunkSource {
     private readonly log: Logger
   ) {
     this.decoder = options.decoder ?? new ManifestDecoder()
+    this.finder = new ManifestFinder({
+      judge, decoder: this.decoder, limits: () => this.limits, log, stopped: () => this.stopped,
+      ...(options.onRejected !== undefined ? { onRejected: options.onRejected } : {})
+    }, MAX_PROVIDERS_PER_QUERY)
   }
 
   attach (node: ShoalNode): void {
@@ -269,8 +259,8 @@ export class PullManager implements ChunkSource {
     const local = record?.local === true
     const stored = await this.store.heads.manifest(version)
     const { bytes, manifest } = stored !== undefined
-      ? { bytes: stored, manifest: await this.decode(stored, version, local ? undefined : this.limits, signal) }
-      : await this.fetchManifest(version, signal)
+      ? { bytes: stored, manifest: await this.finder.decode(stored, version, local ? undefined : this.limits, signal) }
+      : await this.finder.find(node, version, signal)
     if (manifest.name !== name) throw new InvalidInputError(`version ${version} is ${manifest.name}, not ${name}`)
     const t1 = Date.now()
     const allowed = local ? () => true : (url: string) => this.options.origins?.allows(url) === true
@@ -361,17 +351,6 @@ export class PullManager implements ChunkSource {
     return this.options.limits ?? DEFAULT_MANIFEST_LIMITS
   }
 
-  /** Decodes off the event loop; a limit hit names the config key that raises it. */
-  private async decode (bytes: Uint8Array, version: VersionId, limits: ManifestLimits | undefined, signal?: AbortSignal): Promise<Manifest> {
-    try {
-      return await this.decoder.decode(bytes, version, limits, signal)
-    } catch (err) {
-      const key = err instanceof TooLargeError && err.limit !== undefined ? LIMIT_KEYS[err.limit] : undefined
-      if (key !== undefined) throw new TooLargeError(`refusing to pull ${version}: ${(err as Error).message} (${key} in config.json raises it)`, (err as TooLargeError).limit, { cause: err })
-      throw err
-    }
-  }
-
   /**
    * Counts a failed attempt of a recorded pull; at `maxPullAttempts` gives it up (discards it).
    * Returns the error for the caller to throw.
@@ -413,90 +392,6 @@ export class PullManager implements ChunkSource {
     }
   }
 
-  /**
-   * Asks connected peers (`MANIFEST_ASK_PEERS` at a time, those not asked yet first), then DHT
-   * providers, for the manifest. The first answer whose bytes hash to `version` is decoded and
-   * checked once (identical bytes from others need no second look); a peer whose bytes do not
-   * hash, or are not a valid manifest, is penalised. A head reaches a node by gossip in
-   * milliseconds, often before any neighbour has fetched the manifest it names, so a miss is
-   * retried after each of `MANIFEST_RETRY_MS`.
-   *
-   * @throws TooLargeError over the limits (no penalty: another node's limits may be higher)
-   * @throws NotFoundError when no peer had a valid one
-   */
-  private async fetchManifest (version: VersionId, signal?: AbortSignal): Promise<{ bytes: Uint8Array, manifest: Manifest }> {
-    const node = this.node
-    if (node === undefined) throw new Error('the node is not running')
-    const asked = new Set<string>()
-    const ask = async (peer: PeerId): Promise<Uint8Array | undefined> => {
-      const key = peer.toString()
-      if (this.judge.isBanned(key)) return undefined
-      asked.add(key)
-      try {
-        const timeout = AbortSignal.timeout(MANIFEST_ASK_TIMEOUT_MS)
-        const bytes = await node.services.manifests.fetch(peer, version, signal === undefined ? timeout : AbortSignal.any([signal, timeout]))
-        if (bytes === undefined) return undefined
-        if (!blockMatches(bytes, version)) {
-          this.penalize(key, `served bytes that do not hash to version ${version}`)
-          return undefined
-        }
-        return bytes
-      } catch (err) {
-        this.log.debug({ peer: key, err: (err as Error).message }, 'manifest fetch failed')
-        return undefined
-      }
-    }
-    const check = async (from: PeerId[]): Promise<{ bytes: Uint8Array, manifest: Manifest } | undefined> => {
-      const got = await first(from, ask)
-      if (got === undefined) return undefined
-      try {
-        return { bytes: got.bytes, manifest: await this.decode(got.bytes, version, this.limits, signal) }
-      } catch (err) {
-        if (err instanceof MalformedDataError) {
-          this.penalize(got.peer.toString(), `served an invalid manifest for ${version}: ${err.message}`)
-          // The bytes hash to the id: every copy anywhere is the same invalid manifest.
-          throw new MalformedDataError(`version ${version} names an invalid manifest, which cannot be pulled: ${err.message}`, { cause: err })
-        }
-        throw err
-      }
-    }
-    for (const [round, wait] of MANIFEST_RETRY_MS.entries()) {
-      if (wait > 0) await sleep(wait, signal)
-      if (this.stopped) break
-      const fresh = node.getPeers().filter(p => !asked.has(p.toString()))
-      const found = await check(shuffle(fresh).slice(0, MANIFEST_ASK_PEERS)).catch(keep)
-      if (found !== undefined) return found
-      if (round !== 0 && round !== MANIFEST_RETRY_MS.length - 1) continue
-      try {
-        const providers: PeerId[] = []
-        for await (const provider of node.contentRouting.findProviders(CID.parse(version), { signal: AbortSignal.timeout(MANIFEST_PROVIDER_TIMEOUT_MS) })) {
-          if (provider.id.equals(node.peerId)) continue
-          await node.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
-          providers.push(provider.id)
-          if (providers.length >= MAX_PROVIDERS_PER_QUERY) break
-        }
-        const fromProviders = await check(providers.slice(0, MANIFEST_ASK_PEERS)).catch(keep)
-        if (fromProviders !== undefined) return fromProviders
-      } catch (err) {
-        this.log.debug({ err: (err as Error).message }, 'provider query for a manifest ended')
-      }
-      // Asked everyone connected already: start over with them next round.
-      if (fresh.length <= MANIFEST_ASK_PEERS) asked.clear()
-    }
-    throw new NotFoundError(`no reachable peer has the manifest of ${version} (bytes that hash to that id); check --peer and that a peer holds the version`)
-    /** A manifest refused for what it is ends the search (every copy is the same bytes); anything else tries further. */
-    function keep (err: unknown): undefined {
-      if (err instanceof TooLargeError || err instanceof MalformedDataError || err instanceof AbortedError) throw err
-      return undefined
-    }
-  }
-
-  private penalize (peer: string, detail: string): void {
-    this.options.onRejected?.('manifest')
-    const banned = this.judge.penalize(peer, 'manifest', detail)
-    this.log.info({ peer, offence: 'manifest', detail, banned }, 'peer misbehaved')
-  }
-
   private progressOf (pull: ActivePull, p: SessionProgress): PullProgress {
     const files = pull.target.fileProgress()
     return {
@@ -505,36 +400,3 @@ export class PullManager implements ChunkSource {
     }
   }
 }
-
-/** The first of `peers` whose `ask` answers with bytes; undefined when none does. */
-async function first (peers: PeerId[], ask: (peer: PeerId) => Promise<Uint8Array | undefined>): Promise<{ peer: PeerId, bytes: Uint8Array } | undefined> {
-  if (peers.length === 0) return undefined
-  return await new Promise(resolve => {
-    let left = peers.length
-    for (const peer of peers) {
-      void ask(peer).then(bytes => {
-        left--
-        if (bytes !== undefined) resolve({ peer, bytes })
-        else if (left === 0) resolve(undefined)
-      })
-    }
-  })
-}
-
-function shuffle<T> (items: T[]): T[] {
-  for (let i = items.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1))
-    ;[items[i], items[j]] = [items[j] as T, items[i] as T]
-  }
-  return items
-}
-
-async function sleep (ms: number, signal?: AbortSignal): Promise<void> {
-  signal?.throwIfAborted()
-  await new Promise<void>((resolve, reject) => {
-    const onAbort = (): void => { clearTimeout(timer); reject(new AbortedError()) }
-    const timer = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve() }, ms)
-    signal?.addEventListener('abort', onAbort, { once: true })
-  })
-}
-
