@@ -96,7 +96,13 @@ program.command('pull').helpGroup('Peers:')
   .description('fetch a version from peers (and origins), verified chunk by chunk')
   .argument('<ref>', 'name@<version id>')
   .option('--no-pin', 'do not pin the pulled version')
-  .action(async (ref: string, opts: { pin: boolean }) => {
+  .option('--cancel', 'stop this pull (running or recorded to resume) and remove its partial data')
+  .action(async (ref: string, opts: { pin: boolean, cancel?: boolean }) => {
+    if (opts.cancel === true) {
+      const r = await (await client()).cancelPull(ref)
+      out(r, () => console.log(`cancelled the pull of ${r.name}@${r.version}${r.running ? '' : ' (it was not running)'}; removed ${r.files} partial file${r.files === 1 ? '' : 's'} (${r.bytes} bytes)`))
+      return
+    }
     const json = globals().json === true
     const bar = pullProgress(!json)
     try {
@@ -123,7 +129,7 @@ program.command('status').helpGroup('Daemon:')
       console.log(`store   ${s.store.models} models, ${s.store.versions} versions, ${s.store.blobs} blobs`)
       const r = s.heads.rejected
       for (const l of s.leases) console.log(`lease   ${l.holder} holds ${l.model}@${l.version} until ${new Date(l.expiresAt).toISOString()}`)
-      for (const p of s.pulls) console.log(`pull    ${p.name}@${p.version} ${p.bytes}/${p.totalBytes} bytes`)
+      for (const p of s.pulls) console.log(p.state === 'checking' ? `pull    ${p.name}@${p.version} checking its manifest` : `pull    ${p.name}@${p.version} ${p.bytes}/${p.totalBytes} bytes`)
       console.log(`heads   ${s.heads.accepted} accepted, ${s.heads.duplicate} duplicate, ${s.heads.stale} stale, ${s.heads.future} from the future, rejected: ${r.malformed} malformed, ${r.signature} bad signature, ${r.untrusted} untrusted`)
       console.log(`        ${s.heads.signatureChecks} signatures checked; over peers' budgets: ${s.heads.dropped} heads dropped unchecked, ${s.heads.syncsRefused} syncs refused`)
     })

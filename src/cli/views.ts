@@ -65,7 +65,8 @@ export function printGc (r: GcReport): void {
   const verb = r.dryRun ? 'would remove' : 'removed'
   for (const v of r.versions) console.log(`${verb} version ${v.name}@${v.version} (${bytes(v.size)})`)
   for (const b of r.blobs) console.log(`${verb} blob ${b.digest} (${bytes(b.size)})`)
-  console.log(`${verb} ${r.versions.length} versions, ${r.blobs.length} blobs, ${bytes(r.bytes)}`)
+  for (const p of r.partials) console.log(`${verb} partial file ${p.digest} of an abandoned pull (${bytes(p.size)})`)
+  console.log(`${verb} ${r.versions.length} versions, ${r.blobs.length} blobs, ${r.partials.length} partial files, ${bytes(r.bytes)}`)
 }
 
 export function printPeers (rows: PeerRow[]): void {

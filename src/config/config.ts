@@ -15,7 +15,10 @@ import { homedir } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import { z } from 'zod'
 import { InvalidInputError } from '../core/errors.js'
+import { DEFAULT_MAX_MANIFEST_CHUNKS, DEFAULT_MAX_VERSION_BYTES } from '../core/manifest.js'
+import { checkOriginEntry, MAX_ORIGIN_URL_LENGTH } from '../core/origins.js'
 import { checkTrustRule, type TrustRule } from '../core/trust.js'
+import { DEFAULT_ORIGIN_MAX_FAILURES } from '../fetcher/origin.js'
 import { DEFAULT_KEEP_LAST } from '../store/gc.js'
 import { DEFAULT_MAX_RPC_CONNECTIONS, DEFAULT_MAX_WATCHERS } from '../rpc/limits.js'
 
@@ -44,6 +47,8 @@ export const DEFAULT_UPLOAD_SLOTS = 8
 export const DEFAULT_UPLOAD_SLOTS_PER_PEER = 4
 /** @default 30 s — see `SEND_STALL_MS` (protocol/framing.ts) */
 export const DEFAULT_SEND_STALL_SECONDS = 30
+/** Failed attempts before a pull is given up and its partial data removed. @default 10 */
+export const DEFAULT_MAX_PULL_ATTEMPTS = 10
 
 const multiaddrText = z.string().min(1).max(1024).refine(s => s.startsWith('/'), 'a multiaddr starts with /, e.g. /ip4/10.0.0.2/tcp/4077')
 const byteRate = z.number().int().positive().optional()
@@ -87,7 +92,21 @@ export const configFileSchema = z.strictObject({
     /** How long a misbehaving peer stays banned. @default 600 */
     banSeconds: z.number().int().positive().optional(),
     /** Fail a pull that receives nothing for this long. @default 60 */
-    stallSeconds: z.number().int().positive().optional()
+    stallSeconds: z.number().int().positive().optional(),
+    /**
+     * Origins (web seeds) a manifest from another node may make this node fetch from: hosts
+     * (`models.example.com`, `10.0.0.5:8080`) or http(s) URL prefixes. Empty: only the origins of
+     * versions added here. @default []
+     */
+    origins: z.array(z.string().max(MAX_ORIGIN_URL_LENGTH)).max(1024).optional(),
+    /** Failed requests to one origin in one pull before the pull stops asking it. @default 8 */
+    originMaxFailures: z.number().int().positive().max(10_000).optional(),
+    /** Chunks a manifest from another node may list. @default 500000 */
+    maxManifestChunks: z.number().int().positive().optional(),
+    /** Bytes a version from another node may hold: a number or a size such as "2TiB". @default 2 TiB */
+    maxVersionBytes: z.union([z.number().int().positive(), z.string().max(32)]).optional(),
+    /** Failed attempts before a pull is given up (its partial data removed). @default 10 */
+    maxPullAttempts: z.number().int().positive().max(10_000).optional()
   }).optional(),
   /** `name@label` patterns whose heads this node pulls and activates (`*` matches anything). */
   follow: z.array(followSpec).max(1024).optional(),
@@ -119,6 +138,11 @@ export interface Config {
     downloadRate?: number
     banSeconds: number
     stallSeconds: number
+    origins: string[]
+    originMaxFailures: number
+    maxManifestChunks: number
+    maxVersionBytes: number
+    maxPullAttempts: number
   }
   follow: string[]
   trust: TrustRule[]
@@ -161,6 +185,13 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
     if (!multiaddrText.safeParse(ma).success) throw new InvalidInputError(`"${ma}" is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/4077)`)
   }
   const t = file.transfer ?? {}
+  for (const [i, entry] of (t.origins ?? []).entries()) {
+    try {
+      checkOriginEntry(entry)
+    } catch (err) {
+      throw new InvalidInputError(`${join(home, CONFIG_FILE)} is invalid at transfer.origins.${i}: ${(err as Error).message}`)
+    }
+  }
   return {
     home,
     socket: resolve(home, socket),
@@ -187,7 +218,12 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
       ...(t.uploadRate !== undefined ? { uploadRate: t.uploadRate } : {}),
       ...(t.downloadRate !== undefined ? { downloadRate: t.downloadRate } : {}),
       banSeconds: t.banSeconds ?? 600,
-      stallSeconds: t.stallSeconds ?? 60
+      stallSeconds: t.stallSeconds ?? 60,
+      origins: t.origins ?? [],
+      originMaxFailures: t.originMaxFailures ?? DEFAULT_ORIGIN_MAX_FAILURES,
+      maxManifestChunks: t.maxManifestChunks ?? DEFAULT_MAX_MANIFEST_CHUNKS,
+      maxVersionBytes: t.maxVersionBytes !== undefined ? parseSize(t.maxVersionBytes) : DEFAULT_MAX_VERSION_BYTES,
+      maxPullAttempts: t.maxPullAttempts ?? DEFAULT_MAX_PULL_ATTEMPTS
     },
     follow: [...(file.follow ?? []), ...(o.follow ?? [])],
     trust: (file.trust ?? []).map((r, i) => configTrustRule(r, i)),

@@ -90,3 +90,22 @@ export class BadSignatureError extends ShoalError {
 export class UntrustedError extends ShoalError {
   readonly code = 'UNTRUSTED'
 }
+
+/**
+ * Data over a size or count limit (a manifest with more chunks or bytes than this node accepts).
+ * Not the sender's fault: the same data may be fine for a node with higher limits.
+ */
+export class TooLargeError extends ShoalError {
+  readonly code = 'PAYLOAD_TOO_LARGE'
+  constructor (message: string, readonly limit?: string, options?: { cause?: unknown }) {
+    super(message, options)
+  }
+}
+
+/** A pull stopped by `shoal pull --cancel`: its record and partial data are gone. */
+export class PullCancelledError extends AbortedError {}
+
+/** A pull dropped after `transfer.maxPullAttempts` failed attempts; `shoal pull` starts it afresh. */
+export class PullGivenUpError extends ShoalError {
+  readonly code = 'PULL_GIVEN_UP'
+}

@@ -9,13 +9,25 @@
  *
  * Invariants: files sorted by path, paths unique and safe (`checkRelativePath`), no path both a
  * file and a folder; each file's chunk sizes are positive, at most `MAX_CHUNK_SIZE`, and add up to
- * its size; its digest is `fileDigest(chunks)`; chunk ids are raw CIDs of a supported hash.
+ * its size; its digest is `fileDigest(chunks)`; chunk ids are raw CIDs of a supported hash; one
+ * chunk id has one size everywhere it occurs in the version (an id names one sequence of bytes:
+ * two sizes for one id would make a version that can never complete, or one "complete" with
+ * bytes missing from a file).
+ *
+ * Limits: the encoded bytes are at most `MAX_MANIFEST_BYTES` (checked first, before hashing or
+ * decoding). A manifest from a peer is decoded with `ManifestLimits` (chunk count, version size,
+ * checked on the decoded dag-cbor before the schema is), so an oversized one costs one decode and a
+ * walk over its file list, never the schema's work or anything the pull would allocate.
+ *
+ * Cost: decoding is linear in the chunk count. Chunk ids are read from the CIDs the decoder made
+ * (never parsed again from text), file digests are hashed from the decoded chunk lists, and the
+ * canonical check re-encodes the decoded value, not a rebuilt one.
  */
 import { CID } from 'multiformats/cid'
 import { z } from 'zod'
 import { MAX_CHUNK_SIZE } from './chunking.js'
-import { type ChunkId, type FileDigest, type VersionId, RAW_CODEC, encodeBlock, fileDigest, parseCid, blockMatches } from './digest.js'
-import { MalformedDataError } from './errors.js'
+import { type ChunkId, type FileDigest, type VersionId, RAW_CODEC, SHA2_256, SUPPORTED_HASHES, encodeBlock, fileDigest, parseCid, blockMatches } from './digest.js'
+import { MalformedDataError, TooLargeError } from './errors.js'
 import { metadataSchema, type Metadata } from './metadata.js'
 import { checkModelName, checkRelativePath } from './names.js'
 import * as dagCbor from '@ipld/dag-cbor'
@@ -25,6 +37,25 @@ export const MANIFEST_SCHEMA = 1
 export const MAX_MANIFEST_BYTES = 32 * 1024 * 1024
 /** @default 100_000 files in one version */
 export const MAX_FILES = 100_000
+/**
+ * Chunks a manifest from a peer may list (`transfer.maxManifestChunks`). A 1 TB model is about
+ * 262,000 pieces of 4 MiB plus one chunk per small tensor (tens of thousands in the largest
+ * published checkpoints).
+ * @default 500_000
+ */
+export const DEFAULT_MAX_MANIFEST_CHUNKS = 500_000
+/** Bytes a version from a peer may hold, all files together (`transfer.maxVersionBytes`). @default 2 TiB */
+export const DEFAULT_MAX_VERSION_BYTES = 2 * 1024 ** 4
+
+/** What a node accepts from others; local manifests (its own `add`) are not limited. */
+export interface ManifestLimits {
+  /** Chunk entries over all files (a chunk listed twice counts twice). */
+  maxChunks: number
+  /** Sum of the file sizes. */
+  maxVersionBytes: number
+}
+
+export const DEFAULT_MANIFEST_LIMITS: ManifestLimits = { maxChunks: DEFAULT_MAX_MANIFEST_CHUNKS, maxVersionBytes: DEFAULT_MAX_VERSION_BYTES }
 
 export interface ChunkRef { id: ChunkId, size: number }
 
@@ -77,7 +108,8 @@ const fileSchema = z.strictObject({
   size: z.number().int().nonnegative(),
   digest: z.string(),
   format: formatSchema,
-  chunks: z.array(z.strictObject({ id: z.string(), size: z.number().int().positive().max(MAX_CHUNK_SIZE) })),
+  /** `{ id, size }` each; checked entry by entry in `validate` (`checkChunk`), not by the schema. */
+  chunks: z.array(z.unknown()),
   structure: fileStructureSchema.optional(),
   /** HTTP(S) URLs serving this file's bytes with Range support (a web seed). */
   origins: z.array(z.string().url().max(2048)).max(16).optional()
@@ -104,7 +136,7 @@ export const manifestSchema = z.strictObject({
   structure: summarySchema
 })
 
-export type ManifestFile = z.infer<typeof fileSchema> & { digest: FileDigest, chunks: ChunkRef[] }
+export type ManifestFile = Omit<z.infer<typeof fileSchema>, 'digest' | 'chunks'> & { digest: FileDigest, chunks: ChunkRef[] }
 export type Manifest = Omit<z.infer<typeof manifestSchema>, 'files' | 'parent' | 'metadata'> & {
   parent: VersionId | null
   files: ManifestFile[]
@@ -115,16 +147,21 @@ export type Manifest = Omit<z.infer<typeof manifestSchema>, 'files' | 'parent' |
 export function encodeManifest (manifest: Manifest): { bytes: Uint8Array, id: VersionId } {
   const valid = validateManifest(manifest)
   const { bytes, cid } = encodeBlock(toCbor(valid))
-  if (bytes.length > MAX_MANIFEST_BYTES) throw new MalformedDataError(`manifest is ${bytes.length} bytes, over the ${MAX_MANIFEST_BYTES}-byte cap`)
+  if (bytes.length > MAX_MANIFEST_BYTES) throw new TooLargeError(`manifest is ${bytes.length} bytes, over the ${MAX_MANIFEST_BYTES}-byte cap`, 'bytes')
   return { bytes, id: cid }
 }
 
 /**
  * Decodes and validates manifest bytes. With `expectedId`, also checks that the bytes hash to it
  * and are canonical (re-encoding gives the same bytes), so a peer cannot pass off other content.
+ * With `limits` (a manifest from a peer), refuses one over them with `TooLargeError` before the
+ * schema is checked.
+ *
+ * @throws TooLargeError over `MAX_MANIFEST_BYTES` or `limits` (`limit`: `bytes`, `chunks`, `files`, `size`)
+ * @throws MalformedDataError for anything else wrong: hash, encoding, schema, invariants
  */
-export function decodeManifest (bytes: Uint8Array, expectedId?: VersionId): Manifest {
-  if (bytes.length > MAX_MANIFEST_BYTES) throw new MalformedDataError(`manifest is ${bytes.length} bytes, over the ${MAX_MANIFEST_BYTES}-byte cap`)
+export function decodeManifest (bytes: Uint8Array, expectedId?: VersionId, limits?: ManifestLimits): Manifest {
+  if (bytes.length > MAX_MANIFEST_BYTES) throw new TooLargeError(`manifest is ${bytes.length} bytes, over the ${MAX_MANIFEST_BYTES}-byte cap`, 'bytes')
   if (expectedId !== undefined && !blockMatches(bytes, expectedId)) {
     throw new MalformedDataError(`manifest bytes do not hash to version id ${expectedId}`)
   }
@@ -132,16 +169,42 @@ export function decodeManifest (bytes: Uint8Array, expectedId?: VersionId): Mani
   try {
     raw = dagCbor.decode(bytes)
   } catch (err) {
-    throw new MalformedDataError(`manifest is not valid dag-cbor: ${(err as Error).message}`)
+    throw new MalformedDataError(`manifest is not valid dag-cbor: ${(err as Error)?.message ?? String(err)}`)
   }
-  const manifest = validateManifest(fromCbor(raw))
-  if (expectedId !== undefined && encodeBlock(toCbor(manifest)).cid !== expectedId) {
-    throw new MalformedDataError('manifest is not canonically encoded')
-  }
-  return manifest
+  checkLimits(raw, limits)
+  if (expectedId !== undefined && !sameBytes(reencode(raw), bytes)) throw new MalformedDataError('manifest is not canonically encoded')
+  const { value, digests } = fromCbor(raw)
+  return validate(value, digests)
 }
 
+/** Checks a manifest value (as built by `add`) against the schema and every invariant. */
 export function validateManifest (value: unknown): Manifest {
+  return validate(value)
+}
+
+/**
+ * Counts what `raw` (decoded, not yet validated) lists against `limits`: files, chunk entries and
+ * declared bytes. Anything of the wrong shape is left to the schema.
+ */
+function checkLimits (raw: unknown, limits: ManifestLimits | undefined): void {
+  if (limits === undefined || typeof raw !== 'object' || raw === null) return
+  const files = (raw as { files?: unknown }).files
+  if (!Array.isArray(files)) return
+  if (files.length > MAX_FILES) throw new TooLargeError(`manifest lists ${files.length} files, over the limit of ${MAX_FILES}`, 'files')
+  let chunks = 0
+  let size = 0
+  for (const f of files as unknown[]) {
+    if (typeof f !== 'object' || f === null) continue
+    const list = (f as { chunks?: unknown }).chunks
+    if (Array.isArray(list)) chunks += list.length
+    const declared = (f as { size?: unknown }).size
+    if (typeof declared === 'number' && declared > 0) size += declared
+  }
+  if (chunks > limits.maxChunks) throw new TooLargeError(`manifest lists ${chunks} chunks, over the limit of ${limits.maxChunks}`, 'chunks')
+  if (size > limits.maxVersionBytes) throw new TooLargeError(`manifest declares ${size} bytes, over the limit of ${limits.maxVersionBytes} bytes for one version`, 'size')
+}
+
+function validate (value: unknown, digests?: ReadonlyArray<FileDigest | undefined>): Manifest {
   const parsed = manifestSchema.safeParse(value)
   if (!parsed.success) {
     const issue = parsed.error.issues[0]
@@ -151,20 +214,29 @@ export function validateManifest (value: unknown): Manifest {
   guard(() => checkModelName(m.name))
   if (m.parent !== null) guard(() => parseCid(m.parent as string))
   const seen = new Set<string>()
+  /** Each chunk id's size and the file it was first seen in: one id, one size. */
+  const sizes = new Map<ChunkId, { size: number, path: string }>()
   let previous = ''
-  for (const file of m.files) {
+  for (const [fi, file] of m.files.entries()) {
     guard(() => checkRelativePath(file.path))
     if (file.path <= previous) throw new MalformedDataError(`manifest files are not sorted by path, or "${file.path}" repeats`)
     previous = file.path
     seen.add(file.path)
     let total = 0
-    for (const chunk of file.chunks) {
-      const cid = guard(() => parseCid(chunk.id))
-      if (cid.code !== RAW_CODEC) throw new MalformedDataError(`chunk ${chunk.id} of ${file.path} is not a raw-codec id`)
-      total += chunk.size
+    const chunks = file.chunks as unknown[]
+    for (let ci = 0; ci < chunks.length; ci++) {
+      // From `decodeManifest` the id was checked on its CID already (`fromCbor`).
+      checkChunk(chunks[ci], file.path, ci, digests === undefined)
+      const { id, size } = chunks[ci] as ChunkRef
+      const first = sizes.get(id)
+      if (first === undefined) sizes.set(id, { size, path: file.path })
+      else if (first.size !== size) {
+        throw new MalformedDataError(`chunk ${id} is listed with two sizes, ${first.size} bytes (in ${first.path}) and ${size} bytes (in ${file.path}); one chunk id names one sequence of bytes`)
+      }
+      total += size
     }
     if (total !== file.size) throw new MalformedDataError(`chunks of ${file.path} add up to ${total} bytes, but its size is ${file.size}`)
-    if (fileDigest(file.chunks) !== file.digest) throw new MalformedDataError(`digest of ${file.path} does not match its chunk list`)
+    if ((digests?.[fi] ?? fileDigest(file.chunks)) !== file.digest) throw new MalformedDataError(`digest of ${file.path} does not match its chunk list`)
   }
   for (const path of seen) {
     for (let i = path.indexOf('/'); i > 0; i = path.indexOf('/', i + 1)) {
@@ -172,6 +244,27 @@ export function validateManifest (value: unknown): Manifest {
     }
   }
   return m
+}
+
+/** One `{ id, size }` entry of a file's chunk list; `parseId`: check the id text too. */
+function checkChunk (chunk: unknown, path: string, index: number, parseId: boolean): void {
+  if (typeof chunk !== 'object' || chunk === null) throw new MalformedDataError(`chunk ${index} of ${path} is not an [id, size] pair`)
+  const { id, size } = chunk as { id?: unknown, size?: unknown }
+  let keys = 0
+  for (const _ in chunk) keys++
+  if (keys !== 2) throw new MalformedDataError(`chunk ${index} of ${path} has fields other than id and size`)
+  if (typeof id !== 'string') throw new MalformedDataError(`chunk ${index} of ${path} has no chunk id`)
+  if (typeof size !== 'number' || !Number.isInteger(size) || size < 1 || size > MAX_CHUNK_SIZE) {
+    throw new MalformedDataError(`chunk ${index} of ${path} has size ${String(size)}; a chunk is 1 to ${MAX_CHUNK_SIZE} bytes`)
+  }
+  if (parseId) checkChunkCid(guard(() => parseCid(id)), `chunk ${index} of ${path}`)
+}
+
+/** A chunk id is a raw-codec CIDv1 of a supported hash, with a digest of that hash's length. */
+function checkChunkCid (cid: CID, at: string): void {
+  if (cid.version !== 1 || cid.code !== RAW_CODEC) throw new MalformedDataError(`${at} is not a raw-codec CIDv1`)
+  if (!SUPPORTED_HASHES.has(cid.multihash.code)) throw new MalformedDataError(`${at} uses hash 0x${cid.multihash.code.toString(16)}, which this build cannot verify`)
+  if (cid.multihash.code === SHA2_256 && cid.multihash.size !== 32) throw new MalformedDataError(`${at} has a ${cid.multihash.size}-byte sha2-256 digest, not 32`)
 }
 
 /** Manifest → dag-cbor data model: chunk ids become CID links, empty optionals are dropped. */
@@ -182,21 +275,68 @@ function toCbor (m: Manifest): unknown {
   })
 }
 
-function fromCbor (raw: unknown): unknown {
-  if (typeof raw !== 'object' || raw === null || !Array.isArray((raw as { files?: unknown }).files)) return raw
-  const m = raw as { files: Array<{ chunks?: unknown }> }
-  return {
-    ...m,
-    files: m.files.map(f => {
-      if (typeof f !== 'object' || f === null || !Array.isArray(f.chunks)) return f
-      return {
-        ...f,
-        chunks: f.chunks.map((c: unknown) => Array.isArray(c) && c.length === 2 && c[0] instanceof CID
-          ? { id: c[0].toString(), size: c[1] }
-          : { id: null, size: null })
-      }
+/**
+ * dag-cbor data model → manifest value: each `[CID, size]` becomes `{ id, size }` (the id checked
+ * on the CID and written as text without parsing it again), and each file's digest is hashed from
+ * its decoded chunk list. Entries of the wrong shape are left for `validate` to refuse.
+ */
+function fromCbor (raw: unknown): { value: unknown, digests?: Array<FileDigest | undefined> } {
+  if (typeof raw !== 'object' || raw === null || !Array.isArray((raw as { files?: unknown }).files)) return { value: raw }
+  const m = raw as { files: unknown[] }
+  const digests: Array<FileDigest | undefined> = []
+  const files = m.files.map((f, fi) => {
+    if (typeof f !== 'object' || f === null || !Array.isArray((f as { chunks?: unknown }).chunks)) return f
+    const path = typeof (f as { path?: unknown }).path === 'string' ? (f as { path: string }).path : `file ${fi}`
+    const list = (f as { chunks: unknown[] }).chunks
+    const chunks = list.map((c, ci) => {
+      if (!Array.isArray(c) || c.length !== 2 || !(c[0] instanceof CID)) throw new MalformedDataError(`chunk ${ci} of ${path} is not an [id, size] pair`)
+      checkChunkCid(c[0], `chunk ${ci} of ${path}`)
+      return { id: cidText(c[0]), size: c[1] as unknown }
     })
+    digests[fi] = encodeBlock(list).cid
+    return { ...f, chunks }
+  })
+  return { value: { ...m, files }, digests }
+}
+
+/** Re-encodes a decoded value; a value the encoder refuses was not canonical dag-cbor. */
+function reencode (raw: unknown): Uint8Array {
+  try {
+    return dagCbor.encode(raw)
+  } catch (err) {
+    throw new MalformedDataError(`manifest is not canonically encoded: ${(err as Error)?.message ?? String(err)}`)
   }
+}
+
+function sameBytes (a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+const BASE32 = Array.from('abcdefghijklmnopqrstuvwxyz234567', c => c.charCodeAt(0))
+
+/**
+ * `cid.toString()` for a CIDv1 (multibase `b`, RFC 4648 base32, lower case, no padding), several
+ * times faster than the general multibase encoder: a large manifest holds hundreds of thousands.
+ */
+export function cidText (cid: CID): string {
+  const bytes = cid.bytes
+  const out = new Array<number>(1 + Math.ceil(bytes.length * 8 / 5))
+  out[0] = 0x62 // 'b'
+  let n = 1
+  let value = 0
+  let bits = 0
+  for (let i = 0; i < bytes.length; i++) {
+    value = ((value << 8) | (bytes[i] as number)) & 0xfff
+    bits += 8
+    while (bits >= 5) {
+      bits -= 5
+      out[n++] = BASE32[(value >>> bits) & 31] as number
+    }
+  }
+  if (bits > 0) out[n++] = BASE32[(value << (5 - bits)) & 31] as number
+  return String.fromCharCode.apply(null, out)
 }
 
 function dropUndefined (value: unknown): unknown {

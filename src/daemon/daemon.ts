@@ -16,13 +16,14 @@ import { MAX_FRAME_BYTES, type ServerFaults } from '../protocol/chunks/index.js'
 import { routes } from '../rpc/api.js'
 import { RpcServer } from '../rpc/server.js'
 import { Store } from '../store/store.js'
-import { ConflictError, InvalidInputError } from '../core/errors.js'
+import { ConflictError, InvalidInputError, MalformedDataError } from '../core/errors.js'
 import { componentLogger, createLogger, type Logger } from './logger.js'
 import { PullManager } from './pulls.js'
 import { DaemonService } from './service.js'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { CID } from 'multiformats/cid'
 import { TrustPolicy } from '../core/trust.js'
+import { OriginAllowList } from '../core/origins.js'
 import { HeadBook } from '../heads/book.js'
 import { KeyRing, TrustFile } from '../heads/keyring.js'
 import { HeadGuard } from '../heads/guard.js'
@@ -106,6 +107,11 @@ export class Daemon {
           noProgressTimeoutMs: config.transfer.stallSeconds * 1000
         },
         origin: this.origin,
+        origins: new OriginAllowList(config.transfer.origins),
+        originMaxFailures: config.transfer.originMaxFailures,
+        limits: { maxChunks: config.transfer.maxManifestChunks, maxVersionBytes: config.transfer.maxVersionBytes },
+        maxPullAttempts: config.transfer.maxPullAttempts,
+        onGiveUp: info => { this.events.emit('pull.failed', { model: info.name, version: info.version, gaveUp: true, attempts: info.attempts, error: info.error, retry: info.retry }) },
         onReceived: (model, _peer, bytes) => {
           this.metrics?.chunksVerified.inc()
           this.metrics?.bytesReceivedByModel.inc({ model }, bytes)
@@ -188,7 +194,10 @@ export class Daemon {
           if (await store.heads.manifest(version) !== undefined) return
           const bytes = await node.services.manifests.fetch(peerIdFromString(a.from ?? ''), version).catch(() => undefined)
           if (bytes === undefined) return
-          await store.heads.putKnownManifest(version, bytes)
+          await store.heads.putKnownManifest(version, bytes).catch(err => {
+            if (err instanceof MalformedDataError) judge.penalize(a.from ?? '', 'manifest', `served an invalid manifest for ${version}: ${err.message}`)
+            throw err
+          })
           await search.refresh(version)
         })().catch(err => headLog.debug({ version, err: (err as Error).message }, 'manifest from a peer refused'))
       })

@@ -4,24 +4,44 @@
  * the version, and peers that connect later. Several requests for the same version join one pull.
  * Pulls interrupted by a crash or a stop are resumed at start-up from their verified chunks.
  *
+ * A pull is accepted in this order, each step before anything costlier: the manifest's bytes
+ * (at most `MAX_MANIFEST_BYTES` on the wire) hash to the version id (else the sender is penalised
+ * and the next peer asked); it decodes within `ManifestLimits` and is valid, off the event loop
+ * (`ManifestFinder`, `ManifestDecoder`; invalid → the sender is penalised, too large → refused, no
+ * penalty); the disk has room (`PullTarget.open`). Only then are records, files and per-chunk
+ * state created.
+ *
+ * Origins (web seeds): those of a version this node added (`add --origin`) are the operator's own;
+ * those of any other manifest only when `transfer.origins` allows them. Each pull asks its origins
+ * through its own `OriginBudget` (backoff, failure cap).
+ *
+ * A failed attempt (the session stalled, a write failed, a resumed pull refused) counts in the
+ * pull's record; at `maxPullAttempts` the pull is given up: discarded like a cancelled one
+ * (`cancel`, `PullTarget.discard`), reported through `onGiveUp`, and `PullGivenUpError` says how
+ * to try again. A stop of the daemon is not an attempt.
+ *
  * Also the node's `ChunkSource`: what it can serve and what it has of each version, including
  * versions it is still pulling (pieces are served the moment they are verified).
  */
 import { CID } from 'multiformats/cid'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { PeerId } from '@libp2p/interface'
 import type { ChunkId, VersionId } from '../core/digest.js'
 import { parseCid } from '../core/digest.js'
-import { InvalidInputError, NotFoundError } from '../core/errors.js'
-import { decodeManifest } from '../core/manifest.js'
+import { AbortedError, InvalidInputError, NotFoundError, PullCancelledError, PullGivenUpError } from '../core/errors.js'
+import { DEFAULT_MANIFEST_LIMITS, type ManifestLimits } from '../core/manifest.js'
 import { parseRef } from '../core/names.js'
+import { OriginAllowList } from '../core/origins.js'
 import type { TokenBucket } from '../fetcher/bandwidth.js'
-import { FetchSession, type OriginSource, type PeerJudge, type SessionOptions, type SessionProgress } from '../fetcher/session.js'
+import { OriginBudget, type OriginClient } from '../fetcher/origin.js'
+import { FetchSession, FetchStalledError, type PeerJudge, type SessionOptions, type SessionProgress } from '../fetcher/session.js'
 import type { ShoalNode } from '../p2p/node.js'
 import type { ChunkSource, HaveState } from '../protocol/chunks/index.js'
 import { PullTarget } from '../store/pull-target.js'
 import type { ResolvedVersion, Store } from '../store/store.js'
+import { DEFAULT_MAX_PULL_ATTEMPTS } from '../config/config.js'
 import type { Logger } from './logger.js'
+import { ManifestDecoder } from './manifest-decoder.js'
+import { ManifestFinder } from './manifest-finder.js'
 
 /**
  * How often a running pull asks the DHT for more providers: quickly at first (the peers that start
@@ -29,12 +49,6 @@ import type { Logger } from './logger.js'
  * @default [250, 500, 1000, 2000, 4000, 10000] ms, the last repeating
  */
 export const PROVIDER_QUERY_SCHEDULE_MS = [250, 500, 1000, 2000, 4000, 10_000]
-/** @default 5 s — how long to look for a manifest among DHT providers */
-export const MANIFEST_PROVIDER_TIMEOUT_MS = 5_000
-/** @default 5 s — one peer's answer to a manifest request */
-export const MANIFEST_ASK_TIMEOUT_MS = 5_000
-/** @default [0, 250, 500, 1000, 2000, 4000] ms — waits before each round of asking for a manifest */
-export const MANIFEST_RETRY_MS = [0, 250, 500, 1000, 2000, 4000]
 /** @default 20 — providers asked for per query */
 export const MAX_PROVIDERS_PER_QUERY = 20
 
@@ -46,32 +60,60 @@ export interface PullProgress extends SessionProgress {
 
 interface ActivePull {
   finished?: boolean
+  /** Set by `cancel`: the pull's end is not a failed attempt, and its data goes. */
+  cancelled?: boolean
+  readonly controller: AbortController
   target: PullTarget
   session: FetchSession
   done: Promise<ResolvedVersion>
   listeners: Set<(p: PullProgress) => void>
 }
 
+export interface PullManagerOptions {
+  session: Partial<SessionOptions>
+  /** The daemon's origin client; each pull wraps it in its own `OriginBudget`. */
+  origin?: Pick<OriginClient, 'fetchRange'>
+  /** Origins a manifest from elsewhere may use (`transfer.origins`). @default none */
+  origins?: OriginAllowList
+  /** @default DEFAULT_ORIGIN_MAX_FAILURES (`transfer.originMaxFailures`) */
+  originMaxFailures?: number
+  /** What a manifest from a peer may hold. @default DEFAULT_MANIFEST_LIMITS */
+  limits?: ManifestLimits
+  /** @default DEFAULT_MAX_PULL_ATTEMPTS */
+  maxPullAttempts?: number
+  download?: TokenBucket
+  /** Metrics: verified bytes received for a model from a peer; chunks refused. */
+  onReceived?: (model: string, peer: string, bytes: number) => void
+  onRejected?: (offence: string) => void
+  /** A pull was given up (its data is gone): for the `pull.failed` event. */
+  onGiveUp?: (info: { name: string, version: VersionId, attempts: number, error: string, retry: string }) => void
+  /** @default a `ManifestDecoder` of its own */
+  decoder?: ManifestDecoder
+}
+
 export class PullManager implements ChunkSource {
   private readonly active = new Map<string, ActivePull>()
   private readonly starting = new Map<string, Promise<ActivePull>>()
+  /** Versions whose pull is being accepted (manifest fetched and checked), for `status` and `cancel`. */
+  private readonly checking = new Map<string, { name: string, controller: AbortController }>()
   private readonly watchers = new Map<string, Set<(indices: number[]) => void>>()
+  private readonly decoder: ManifestDecoder
+  private readonly finder: ManifestFinder
   private node?: ShoalNode
   private stopped = false
 
   constructor (
     private readonly store: Store,
     private readonly judge: PeerJudge,
-    private readonly options: {
-      session: Partial<SessionOptions>
-      origin?: OriginSource
-      download?: TokenBucket
-      /** Metrics: verified bytes received for a model from a peer; chunks refused. */
-      onReceived?: (model: string, peer: string, bytes: number) => void
-      onRejected?: (offence: string) => void
-    },
+    private readonly options: PullManagerOptions,
     private readonly log: Logger
-  ) {}
+  ) {
+    this.decoder = options.decoder ?? new ManifestDecoder()
+    this.finder = new ManifestFinder({
+      judge, decoder: this.decoder, limits: () => this.limits, log, stopped: () => this.stopped,
+      ...(options.onRejected !== undefined ? { onRejected: options.onRejected } : {})
+    }, MAX_PROVIDERS_PER_QUERY)
+  }
 
   attach (node: ShoalNode): void {
     this.node = node
@@ -115,9 +157,46 @@ export class PullManager implements ChunkSource {
     return [...this.active.values()].map(p => this.progressOf(p, p.session.progress()))
   }
 
+  /** Pulls being accepted: their manifest is being fetched and checked. */
+  listChecking (): Array<{ name: string, version: string }> {
+    return [...this.checking].map(([version, { name }]) => ({ name, version }))
+  }
+
+  /**
+   * Stops the pull of `name@<version id>` (running, being accepted, or only recorded) and drops its
+   * record and partial data; whoever waits on it gets `PullCancelledError`.
+   * @throws NotFoundError when no such pull runs or is recorded
+   */
+  async cancel (ref: string, signal?: AbortSignal): Promise<{ name: string, version: VersionId, running: boolean, files: number, bytes: number }> {
+    const { name, selector } = parseRef(ref)
+    if (selector === undefined) throw new InvalidInputError(`give the version whose pull to cancel: ${name}@<version id>`)
+    const version = parseCid(selector).toString() as VersionId
+    const starting = this.starting.get(version)
+    this.checking.get(version)?.controller.abort(new PullCancelledError(`the pull of ${name}@${version} was cancelled`))
+    if (starting !== undefined) await starting.catch(() => {})
+    signal?.throwIfAborted()
+    const pull = this.active.get(version)
+    if (pull !== undefined) {
+      if (pull.target.manifest.name !== name) throw new InvalidInputError(`the pull of ${version} is of ${pull.target.manifest.name}, not ${name}`)
+      pull.cancelled = true
+      pull.controller.abort()
+      await pull.done.catch(() => {})
+    }
+    const record = await this.store.index.pulls.get(version)
+    if (pull === undefined && record === undefined && starting === undefined) {
+      throw new NotFoundError(`no pull of ${name}@${version} is running or recorded here (shoal status lists the pulls in progress)`)
+    }
+    if (record !== undefined && record.name !== name) throw new InvalidInputError(`the pull of ${version} is of ${record.name}, not ${name}`)
+    const freed = await PullTarget.discard(this.store, version)
+    const running = pull !== undefined || starting !== undefined
+    this.log.info({ version, name, running, ...freed }, 'pull cancelled; its record and partial data were removed')
+    return { name, version, running, ...freed }
+  }
+
   async stop (): Promise<void> {
     this.stopped = true
     for (const pull of this.active.values()) await pull.target.close()
+    await this.decoder.close()
   }
 
   // ---- ChunkSource ---------------------------------------------------------------------------
@@ -153,28 +232,56 @@ export class PullManager implements ChunkSource {
   private async start (name: string, version: VersionId, pin: boolean): Promise<ActivePull> {
     const existing = this.active.get(version) ?? await this.starting.get(version)
     if (existing !== undefined) return existing
-    const starting = this.open(name, version, pin)
+    // Not the requester's signal: requests join one pull, which outlives any of them (and resumes).
+    const controller = new AbortController()
+    const starting = this.open(name, version, pin, controller.signal)
     this.starting.set(version, starting)
+    this.checking.set(version, { name, controller })
     try {
       return await starting
+    } catch (err) {
+      this.starting.delete(version)
+      // A recorded pull (resumed, or failed before) that cannot even be opened is an attempt too.
+      if (!(err instanceof AbortedError) && !this.stopped && await this.store.index.pulls.get(version) !== undefined) throw await this.attemptFailed(name, version, err)
+      throw err
     } finally {
       this.starting.delete(version)
+      this.checking.delete(version)
     }
   }
 
-  private async open (name: string, version: VersionId, pin: boolean): Promise<ActivePull> {
+  private async open (name: string, version: VersionId, pin: boolean, signal?: AbortSignal): Promise<ActivePull> {
     const node = this.node
     if (node === undefined || this.stopped) throw new Error('the node is not running')
     const t0 = Date.now()
-    const bytes = await this.store.heads.manifest(version) ?? await this.fetchManifest(version)
-    const manifest = decodeManifest(bytes, version)
+    const record = await this.store.index.versions.get(version)
+    // A version this node added: its manifest and its origins are the operator's own.
+    const local = record?.local === true
+    const stored = await this.store.heads.manifest(version)
+    const { bytes, manifest } = stored !== undefined
+      ? { bytes: stored, manifest: await this.finder.decode(stored, version, local ? undefined : this.limits, signal) }
+      : await this.finder.find(node, version, signal)
     if (manifest.name !== name) throw new InvalidInputError(`version ${version} is ${manifest.name}, not ${name}`)
     const t1 = Date.now()
-    const target = await PullTarget.open(this.store, version, bytes, { pin })
+    const allowed = local ? () => true : (url: string) => this.options.origins?.allows(url) === true
+    signal?.throwIfAborted()
+    const target = await PullTarget.open(this.store, version, bytes, { pin, manifest, origins: allowed })
+    try {
+      return await this.run(name, version, target, local, allowed, t0, t1)
+    } catch (err) {
+      await target.close()
+      throw err
+    }
+  }
+
+  /** Starts fetching into an opened target; returns the pull, whose `done` settles when it ends. */
+  private async run (name: string, version: VersionId, target: PullTarget, local: boolean, allowed: (url: string) => boolean, t0: number, t1: number): Promise<ActivePull> {
+    const node = this.node
+    if (node === undefined || this.stopped) throw new Error('the node is not running')
     target.on('have', indices => { for (const l of this.watchers.get(version) ?? []) l(indices) })
     const t2 = Date.now()
     await target.copyLocal()
-    this.log.debug({ version, manifestMs: t1 - t0, openMs: t2 - t1, copyLocalMs: Date.now() - t2 }, 'pull opened')
+    this.log.debug({ version, manifestMs: t1 - t0, openMs: t2 - t1, copyLocalMs: Date.now() - t2, chunks: target.totalChunks }, 'pull opened')
     const listeners = new Set<(p: PullProgress) => void>()
     const base = this.judge
     const judge: PeerJudge = {
@@ -182,15 +289,28 @@ export class PullManager implements ChunkSource {
       credit: (peer, bytes) => { base.credit(peer, bytes); this.options.onReceived?.(name, peer, bytes) },
       penalize: (peer, offence, detail) => { this.options.onRejected?.(offence); return base.penalize(peer, offence, detail) }
     }
+    const origin = this.options.origin === undefined
+      ? undefined
+      : new OriginBudget(this.options.origin, {
+        ...(this.options.originMaxFailures !== undefined ? { maxFailures: this.options.originMaxFailures } : {}),
+        ...(local ? {} : { allowRedirect: allowed }),
+        logger: this.log
+      })
     const session = new FetchSession(target, {
       channel: async (peer, signal) => await node.services.chunks.channel(peerIdFromString(peer), signal)
     }, judge, this.options.session, {
-      ...(this.options.origin !== undefined ? { origin: this.options.origin } : {}),
+      ...(origin !== undefined ? { origin } : {}),
       ...(this.options.download !== undefined ? { download: this.options.download } : {}),
       onProgress: p => { const full = this.progressOf(pull, p); for (const l of listeners) l(full) },
       log: this.log
     })
-    const pull: ActivePull = { target, session, listeners, done: undefined as unknown as Promise<ResolvedVersion> }
+    const pull: ActivePull = { target, session, listeners, controller: new AbortController(), done: undefined as unknown as Promise<ResolvedVersion> }
+    const unused = new Set(target.manifest.files.flatMap(f => (f.origins ?? []).filter(u => !allowed(u))))
+    if (unused.size > 0) this.log.info({ version, origins: [...unused].slice(0, 4), count: unused.size }, 'the manifest lists origins this node does not allow (transfer.origins); they are not used')
+    /** A stall says why origins did not help, when the manifest listed some this node does not use. */
+    const explained = (err: unknown): unknown => err instanceof FetchStalledError && unused.size > 0
+      ? new FetchStalledError(`${err.message}; its manifest lists ${unused.size} origin URL(s) this node does not use (add their hosts to transfer.origins in config.json to allow them)`, { cause: err })
+      : err
     const cid = CID.parse(version)
     void node.contentRouting.provide(cid, { signal: AbortSignal.timeout(30_000) }).catch(() => {})
     for (const peer of node.getPeers()) session.addPeer(peer.toString())
@@ -204,21 +324,55 @@ export class PullManager implements ChunkSource {
     void this.discover(cid, session)
     next()
     pull.done = (async () => {
+      let failure: unknown
       try {
-        await session.run()
+        await session.run(pull.controller.signal)
         const v = await target.completed()
-        this.log.info({ version, name, bytes: target.totalBytes }, 'pull complete')
+        this.log.info({ version, name, bytes: target.totalBytes, ...(origin !== undefined && origin.stats().length > 0 ? { origins: origin.stats() } : {}) }, 'pull complete')
         return v
+      } catch (err) {
+        failure = err
       } finally {
         pull.finished = true
         clearTimeout(discovery)
         this.active.delete(version)
         await target.close()
       }
+      if (pull.cancelled === true) throw new PullCancelledError(`the pull of ${name}@${version} was cancelled; its partial data was removed`, { cause: failure })
+      if (this.stopped) throw failure
+      throw await this.attemptFailed(name, version, explained(failure))
     })()
     pull.done.catch(() => {})
     this.active.set(version, pull)
     return pull
+  }
+
+  private get limits (): ManifestLimits {
+    return this.options.limits ?? DEFAULT_MANIFEST_LIMITS
+  }
+
+  /**
+   * Counts a failed attempt of a recorded pull; at `maxPullAttempts` gives it up (discards it).
+   * Returns the error for the caller to throw.
+   */
+  private async attemptFailed (name: string, version: VersionId, failure: unknown): Promise<Error> {
+    const err = failure instanceof Error ? failure : new Error(String(failure))
+    const record = await this.store.index.pulls.get(version).catch(() => undefined)
+    if (record === undefined) return err
+    const attempts = (record.attempts ?? 0) + 1
+    const max = this.options.maxPullAttempts ?? DEFAULT_MAX_PULL_ATTEMPTS
+    if (attempts < max) {
+      await this.store.index.pulls.put(version, { ...record, attempts })
+      this.log.info({ version, name, attempts, max, err: err.message }, 'pull attempt failed; it will be resumed')
+      return err
+    }
+    // Not while another attempt has started meanwhile (a new request joined after this one failed).
+    if (this.active.has(version) || this.starting.has(version)) return err
+    await PullTarget.discard(this.store, version)
+    const retry = `shoal pull ${name}@${version}`
+    this.log.warn({ version, name, attempts, err: err.message, retry }, 'pull given up after too many failed attempts; its partial data was removed')
+    this.options.onGiveUp?.({ name, version, attempts, error: err.message, retry })
+    return new PullGivenUpError(`gave up pulling ${name}@${version} after ${attempts} failed attempts (last: ${err.message}); its partial data was removed. To try again: ${retry}`, { cause: err })
   }
 
   /** Finds providers of the version in the DHT and offers them to the session. */
@@ -236,64 +390,6 @@ export class PullManager implements ChunkSource {
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'provider query ended')
     }
-  }
-
-  /**
-   * Asks every connected peer at once, then DHT providers, for the manifest; the bytes must hash to
-   * `version`. A head reaches a node by gossip in milliseconds, often before any neighbour has
-   * fetched the manifest it names, so a miss is retried after each of `MANIFEST_RETRY_MS`.
-   */
-  private async fetchManifest (version: VersionId): Promise<Uint8Array> {
-    const node = this.node
-    if (node === undefined) throw new Error('the node is not running')
-    const asked = new Set<string>()
-    const ask = async (peer: PeerId): Promise<Uint8Array | undefined> => {
-      if (this.judge.isBanned(peer.toString())) return undefined
-      asked.add(peer.toString())
-      try {
-        const bytes = await node.services.manifests.fetch(peer, version, AbortSignal.timeout(MANIFEST_ASK_TIMEOUT_MS))
-        if (bytes === undefined) return undefined
-        decodeManifest(bytes, version)
-        return bytes
-      } catch (err) {
-        this.log.debug({ peer: peer.toString(), err: (err as Error).message }, 'manifest fetch failed')
-        return undefined
-      }
-    }
-    const first = async (peers: PeerId[]): Promise<Uint8Array | undefined> => {
-      if (peers.length === 0) return undefined
-      return await new Promise(resolve => {
-        let left = peers.length
-        for (const peer of peers) {
-          void ask(peer).then(bytes => {
-            left--
-            if (bytes !== undefined) resolve(bytes)
-            else if (left === 0) resolve(undefined)
-          })
-        }
-      })
-    }
-    for (const [round, wait] of MANIFEST_RETRY_MS.entries()) {
-      if (wait > 0) await new Promise(resolve => setTimeout(resolve, wait))
-      if (this.stopped) break
-      const bytes = await first(node.getPeers())
-      if (bytes !== undefined) return bytes
-      if (round !== 0 && round !== MANIFEST_RETRY_MS.length - 1) continue
-      try {
-        const providers: PeerId[] = []
-        for await (const provider of node.contentRouting.findProviders(CID.parse(version), { signal: AbortSignal.timeout(MANIFEST_PROVIDER_TIMEOUT_MS) })) {
-          if (provider.id.equals(node.peerId)) continue
-          await node.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
-          providers.push(provider.id)
-          if (providers.length >= MAX_PROVIDERS_PER_QUERY) break
-        }
-        const found = await first(providers)
-        if (found !== undefined) return found
-      } catch (err) {
-        this.log.debug({ err: (err as Error).message }, 'provider query for a manifest ended')
-      }
-    }
-    throw new NotFoundError(`no reachable peer has the manifest of ${version} (asked ${asked.size}); check --peer and that a peer holds the version`)
   }
 
   private progressOf (pull: ActivePull, p: SessionProgress): PullProgress {

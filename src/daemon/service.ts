@@ -8,7 +8,7 @@
  * reconciled with the store at every start) is refreshed best-effort and never fails an answer.
  */
 import { addPath, checkAddOptions } from '../ingest/ingest.js'
-import type { ActivateResult, EventsResult, ExportResult, HeadHistoryRow, HeadRow, IdResult, KeyExport, KeyRow, LabelResult, ModelRow, PeerRow, PinResult, Progress, ResolveResult, ShoalApi, ShowResult, StatusResult, TrustRow, VersionResult } from '../rpc/api.js'
+import type { ActivateResult, EventsResult, ExportResult, HeadHistoryRow, HeadRow, IdResult, KeyExport, KeyRow, LabelResult, ModelRow, PeerRow, PinResult, Progress, PullCancelResult, ResolveResult, ShoalApi, ShowResult, StatusResult, TrustRow, VersionResult } from '../rpc/api.js'
 import type { HeadsService } from './heads-service.js'
 import type { ServingService } from './serving.js'
 import type { SearchIndex, SearchResult } from '../store/search-index.js'
@@ -66,6 +66,10 @@ export class DaemonService implements ShoalApi {
     return await this.toShow(v)
   }
 
+  async cancelPull (ref: string, signal?: AbortSignal): Promise<PullCancelResult> {
+    return await this.net.pulls.cancel(ref, signal)
+  }
+
   async search (query: string, options: { limit?: number, similar?: string } = {}): Promise<SearchResult> {
     const { search } = this.net
     const limit = options.limit !== undefined ? { limit: options.limit } : {}
@@ -110,7 +114,10 @@ export class DaemonService implements ShoalApi {
       store,
       heads: this.options.headCounters(),
       leases: this.serving.leaseList().map(l => ({ holder: l.holder, model: l.model, version: l.version, expiresAt: l.expiresAt })),
-      pulls: this.net.pulls.list().map(p => ({ name: p.name, version: p.version, bytes: p.bytes, totalBytes: p.totalBytes }))
+      pulls: [
+        ...this.net.pulls.listChecking().map(p => ({ ...p, bytes: 0, totalBytes: 0, state: 'checking' as const })),
+        ...this.net.pulls.list().map(p => ({ name: p.name, version: p.version, bytes: p.bytes, totalBytes: p.totalBytes, state: 'fetching' as const }))
+      ]
     }
   }
 

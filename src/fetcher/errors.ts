@@ -12,9 +12,12 @@ import { ShoalError } from '../core/errors.js'
  * - `protocol`: the server answered but broke the contract (wrong `Content-Range`, a 200 for a
  *   range it did not send exactly, more or fewer bytes than asked, an encoded body);
  * - `redirect`: too many redirects, or a redirect without a usable `Location`;
- * - `unsupported-url`: not an absolute `http:` or `https:` URL (also for redirect targets).
+ * - `unsupported-url`: not an absolute `http:` or `https:` URL (also for redirect targets);
+ * - `not-allowed`: a redirect to a URL the caller does not allow (off the `transfer.origins` list);
+ * - `backoff`: not asked at all: the origin failed recently (exponential backoff) or too often in
+ *   this pull (`OriginBudget`).
  */
-export type OriginErrorReason = 'status' | 'timeout' | 'network' | 'protocol' | 'redirect' | 'unsupported-url'
+export type OriginErrorReason = 'status' | 'timeout' | 'network' | 'protocol' | 'redirect' | 'unsupported-url' | 'not-allowed' | 'backoff'
 
 /**
  * An origin could not serve a byte range. `retryable` is true for failures worth another attempt

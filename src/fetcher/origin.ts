@@ -102,7 +102,15 @@ export interface OriginClientInit {
 
 export interface FetchRangeOptions {
   signal?: AbortSignal
+  /** Extra attempts after a retryable failure, instead of the client's `retries`. */
+  retries?: number
+  /** Called before every HTTP request the call sends (retries and redirect hops included). */
+  onRequest?: (url: string) => void
+  /** A redirect target this refuses fails the call (`not-allowed`) before it is requested. */
+  allowRedirect?: (url: string) => boolean
 }
+
+type RequestHooks = Pick<FetchRangeOptions, 'onRequest' | 'allowRedirect'>
 
 const silent: OriginLogger = { debug () {} }
 
@@ -145,15 +153,17 @@ export class OriginClient {
       throw new InvalidInputError(`bad range length ${length} (1..${MAX_ORIGIN_RANGE_BYTES})`)
     }
     const target = parseOriginUrl(url)
+    const retries = options.retries === undefined ? this.retries : nonNegativeInteger('retries', options.retries)
+    const hooks: RequestHooks = { ...(options.onRequest !== undefined ? { onRequest: options.onRequest } : {}), ...(options.allowRedirect !== undefined ? { allowRedirect: options.allowRedirect } : {}) }
     const { signal, dispose } = this.linkSignal(options.signal)
     try {
       for (let attempt = 0; ; attempt++) {
         throwIfAborted(signal)
         try {
-          return await this.attempt(target, offset, length, signal, 0)
+          return await this.attempt(target, offset, length, signal, 0, hooks)
         } catch (err) {
           if (signal.aborted) throw abortedError(signal)
-          if (!(err instanceof OriginError) || !err.retryable || attempt >= this.retries) throw err
+          if (!(err instanceof OriginError) || !err.retryable || attempt >= retries) throw err
           const delay = backoff(this.retryDelayMs, attempt)
           this.logger.debug({ url: target.origin, offset, length, attempt: attempt + 1, delay, reason: err.reason, status: err.status }, 'origin request failed; retrying')
           await sleep(delay, signal)
@@ -195,9 +205,10 @@ export class OriginClient {
   }
 
   /** One request (following redirects); settles exactly once. */
-  private attempt (url: URL, offset: number, length: number, signal: AbortSignal, redirects: number): Promise<Uint8Array> {
+  private attempt (url: URL, offset: number, length: number, signal: AbortSignal, redirects: number, hooks: RequestHooks): Promise<Uint8Array> {
     return new Promise<Uint8Array>((resolve, reject) => {
       const href = url.href
+      hooks.onRequest?.(href)
       const https = url.protocol === 'https:'
       const req = (https ? httpsRequest : httpRequest)(url, {
         method: 'GET',
@@ -253,9 +264,13 @@ export class OriginClient {
             fail(err as Error)
             return
           }
+          if (hooks.allowRedirect !== undefined && !hooks.allowRedirect(next.href)) {
+            fail(new OriginError(`refusing a redirect to ${next.protocol}//${next.host}, which is not an allowed origin`, { reason: 'not-allowed', url: href, status }))
+            return
+          }
           if (!done()) return
           drain(res, this.stallTimeoutMs)
-          resolve(this.attempt(next, offset, length, signal, redirects + 1))
+          resolve(this.attempt(next, offset, length, signal, redirects + 1, hooks))
           return
         }
 
@@ -417,4 +432,137 @@ function positiveInteger (name: string, value: number): number {
 function nonNegativeInteger (name: string, value: number): number {
   if (!Number.isSafeInteger(value) || value < 0) throw new InvalidInputError(`${name} must be a non-negative integer, got ${value}`)
   return value
+}
+
+/** @default 8 — failed requests to one origin in one pull before the pull stops asking it (`transfer.originMaxFailures`) */
+export const DEFAULT_ORIGIN_MAX_FAILURES = 8
+/** @default 1 s — wait after an origin's first failure; doubled for each failure in a row, jittered */
+export const ORIGIN_BACKOFF_BASE_MS = 1_000
+/** @default 60 s — longest wait between two requests to a failing origin */
+export const ORIGIN_BACKOFF_MAX_MS = 60_000
+
+export interface OriginBudgetInit {
+  /** @default DEFAULT_ORIGIN_MAX_FAILURES */
+  maxFailures?: number
+  /** @default ORIGIN_BACKOFF_BASE_MS */
+  backoffBaseMs?: number
+  /** @default ORIGIN_BACKOFF_MAX_MS */
+  backoffMaxMs?: number
+  /** Redirect targets that may be followed (for a remote manifest: the `transfer.origins` list). */
+  allowRedirect?: (url: string) => boolean
+  logger?: { info: (obj: object, msg?: string) => void, debug: (obj: object, msg?: string) => void }
+  now?: () => number
+}
+
+interface OriginState { requests: number, failures: number, streak: number, nextAt: number, inflight: number, succeeded: boolean }
+
+/**
+ * One pull's use of its origins, wrapped around the daemon's `OriginClient` (a decorator, as a
+ * retry or rate limit wraps a backend). Per origin (scheme, host and port):
+ * - it is asked one request at a time until a request succeeds, and again after every failure, so
+ *   a dead or refusing origin sees one request per backoff period, never a burst;
+ * - after a failure it is not asked for `backoffBaseMs × 2^(failures in a row − 1)` (capped at
+ *   `backoffMaxMs`, jittered to 50–100%);
+ * - after `maxFailures` failed requests (bytes that did not hash count: `refused`) it is not asked
+ *   again in this pull.
+ * The client's own retries are off (`retries: 0`): every retry goes through this backoff. So one
+ * pull sends an origin at most `maxFailures` failing calls plus one successful call per chunk it
+ * serves (a chunk that arrived is never asked again), each call at most 1 + `MAX_ORIGIN_REDIRECTS`
+ * HTTP requests.
+ */
+export class OriginBudget {
+  private readonly states = new Map<string, OriginState>()
+  private readonly keys = new Map<string, string>()
+  private readonly maxFailures: number
+  private readonly baseMs: number
+  private readonly maxMs: number
+
+  constructor (private readonly client: Pick<OriginClient, 'fetchRange'>, private readonly init: OriginBudgetInit = {}) {
+    this.maxFailures = positiveInteger('maxFailures', init.maxFailures ?? DEFAULT_ORIGIN_MAX_FAILURES)
+    this.baseMs = nonNegativeInteger('backoffBaseMs', init.backoffBaseMs ?? ORIGIN_BACKOFF_BASE_MS)
+    this.maxMs = nonNegativeInteger('backoffMaxMs', init.backoffMaxMs ?? ORIGIN_BACKOFF_MAX_MS)
+  }
+
+  /** Whether `url` may be asked now: its origin is neither backing off, nor given up, nor probing. */
+  usable (url: string): boolean {
+    const s = this.states.get(this.keyOf(url))
+    if (s === undefined) return true
+    if (s.failures >= this.maxFailures || this.now() < s.nextAt) return false
+    return s.inflight === 0 || (s.succeeded && s.streak === 0)
+  }
+
+  /** The bytes `url` returned did not hash to the chunk: a failed request like any other. */
+  refused (url: string): void {
+    this.failed(this.state(this.keyOf(url)), this.keyOf(url), 'bytes that do not hash to the chunk')
+  }
+
+  /** Requests sent and failures, per origin (for logs and tests). */
+  stats (): Array<{ origin: string, requests: number, failures: number }> {
+    return [...this.states].map(([origin, s]) => ({ origin, requests: s.requests, failures: s.failures }))
+  }
+
+  async fetchRange (url: string, offset: number, length: number, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
+    const key = this.keyOf(url)
+    const s = this.state(key)
+    if (!this.usable(url)) {
+      throw new OriginError(s.failures >= this.maxFailures ? `origin given up for this pull after ${s.failures} failed requests` : 'origin is backing off after a failure', { reason: 'backoff', url })
+    }
+    s.inflight++
+    try {
+      const bytes = await this.client.fetchRange(url, offset, length, {
+        ...(options.signal !== undefined ? { signal: options.signal } : {}),
+        retries: 0,
+        onRequest: () => { s.requests++ },
+        ...(this.init.allowRedirect !== undefined ? { allowRedirect: this.init.allowRedirect } : {})
+      })
+      s.succeeded = true
+      s.streak = 0
+      s.nextAt = 0
+      return bytes
+    } catch (err) {
+      if (!(err instanceof AbortedError) && options.signal?.aborted !== true) this.failed(s, key, (err as Error).message)
+      throw err
+    } finally {
+      s.inflight--
+    }
+  }
+
+  private failed (s: OriginState, key: string, why: string): void {
+    s.failures++
+    s.streak++
+    const ceiling = Math.min(this.maxMs, this.baseMs * 2 ** (s.streak - 1))
+    s.nextAt = this.now() + Math.round(ceiling * (0.5 + Math.random() / 2))
+    if (s.failures === this.maxFailures) {
+      this.init.logger?.info({ origin: key, failures: s.failures, requests: s.requests, err: why }, 'origin given up for this pull: too many failed requests')
+    } else {
+      this.init.logger?.debug({ origin: key, failures: s.failures, backoffMs: s.nextAt - this.now(), err: why }, 'origin request failed; backing off')
+    }
+  }
+
+  private state (key: string): OriginState {
+    let s = this.states.get(key)
+    if (s === undefined) {
+      s = { requests: 0, failures: 0, streak: 0, nextAt: 0, inflight: 0, succeeded: false }
+      this.states.set(key, s)
+    }
+    return s
+  }
+
+  /** Scheme, host and port of `url` (cached: asked for every candidate piece). */
+  private keyOf (url: string): string {
+    let key = this.keys.get(url)
+    if (key === undefined) {
+      try {
+        key = new URL(url).origin
+      } catch {
+        key = url
+      }
+      if (this.keys.size < 100_000) this.keys.set(url, key)
+    }
+    return key
+  }
+
+  private now (): number {
+    return this.init.now?.() ?? Date.now()
+  }
 }

@@ -66,9 +66,11 @@ export interface Target {
 
 /**
  * `timeout`: one late request (soft); `stall`: repeated timeouts with nothing ever delivered;
- * `unread`: as a requester, it stopped reading the blocks it asked this node for.
+ * `unread`: as a requester, it stopped reading the blocks it asked this node for;
+ * `manifest`: served a manifest that is not the one asked for (bytes that do not hash to the
+ * version id) or not a valid one (not canonical, not decodable, schema or invariants broken).
  */
-export type Offence = 'corrupt' | 'lie' | 'timeout' | 'stall' | 'protocol' | 'unread'
+export type Offence = 'corrupt' | 'lie' | 'timeout' | 'stall' | 'protocol' | 'unread' | 'manifest'
 
 /** Daemon-wide memory of peers: credit, penalties, bans. */
 export interface PeerJudge {
@@ -80,6 +82,10 @@ export interface PeerJudge {
 
 export interface OriginSource {
   fetchRange: (url: string, offset: number, length: number, options: { signal?: AbortSignal }) => Promise<Uint8Array>
+  /** Whether `url` may be asked now (`OriginBudget`: not backing off, not given up); absent = always. */
+  usable?: (url: string) => boolean
+  /** `url` sent bytes that do not hash to the chunk asked for. */
+  refused?: (url: string) => void
 }
 
 export interface SessionOptions {
@@ -422,7 +428,10 @@ export class FetchSession {
   }
 
   private peerHas (peer: PeerState, id: ChunkId): boolean {
-    if (peer.origin) return this.target.originOf(id) !== undefined && (this.availability(id) === 0 || this.livePeers() === 0)
+    if (peer.origin) {
+      const where = this.target.originOf(id)
+      return where !== undefined && this.extras.origin?.usable?.(where.url) !== false && (this.availability(id) === 0 || this.livePeers() === 0)
+    }
     if (peer.have === 'complete') return true
     if (!(peer.have instanceof Uint8Array)) return false
     return this.indicesOf(id).some(i => peer.hasIndex(i))
@@ -597,6 +606,11 @@ export class FetchSession {
     )
   }
 
+  private refuseOrigin (id: ChunkId): void {
+    const where = this.target.originOf(id)
+    if (where !== undefined) this.extras.origin?.refused?.(where.url)
+  }
+
   private async fetchOrigin (id: ChunkId, signal: AbortSignal): Promise<Uint8Array | Uint8Array[]> {
     const where = this.target.originOf(id)
     if (where === undefined || this.extras.origin === undefined) throw new Error('no origin for this chunk')
@@ -665,6 +679,7 @@ export class FetchSession {
       }
     } catch (err) {
       if (err instanceof DigestMismatchError) {
+        if (peer.origin) this.refuseOrigin(id)
         this.punish(peer, 'corrupt', `sent bytes that do not hash to ${id}`)
       } else {
         this.fail(err as Error)

@@ -6,7 +6,10 @@
  * steps for one label at once):
  * 1. the local label already points at the head's version → `active`;
  * 2. the version is not complete here: if this node follows the label (`FollowRules`), pull it
- *    (`pulling`; on failure `failed`, retried after `PULL_RETRY_MS`), else leave it (`remote`);
+ *    (`pulling`; on failure `failed`, retried after `PULL_RETRY_MS`, doubled for each failure of
+ *    the same head in a row up to `PULL_RETRY_MAX_MS`; never when the pull was cancelled or given
+ *    up, whose data is gone: a new head, a restart or `shoal resolve --ensure` tries again), else
+ *    leave it (`remote`);
  * 3. the version is complete and verified: work out when to switch (`activationTime`: hot at once,
  *    cold at `at` or by hand, plus this node's jitter). Not yet → `staged` (event
  *    `version.staged` for cold heads) with a timer; due → switch the label (`Store.setLabel`: the
@@ -22,7 +25,7 @@
  */
 import { activationTime, headKey, type SignedHead } from '../core/heads.js'
 import type { VersionId } from '../core/digest.js'
-import { ConflictError, NotFoundError } from '../core/errors.js'
+import { ConflictError, NotFoundError, PullCancelledError, PullGivenUpError } from '../core/errors.js'
 import { patternMatches } from '../core/trust.js'
 import type { EventBus } from '../daemon/events.js'
 import type { BookLogger, HeadBook } from './book.js'
@@ -36,6 +39,13 @@ import type { BookLogger, HeadBook } from './book.js'
  * @default 5 s
  */
 export const PULL_RETRY_MS = 5_000
+/**
+ * Longest wait between retries of one head's pull: each failure in a row doubles the wait from
+ * `PULL_RETRY_MS`, so a pull that keeps failing (no peer has the version, a full disk) costs a
+ * request round every few minutes, not every 5 s.
+ * @default 5 min
+ */
+export const PULL_RETRY_MAX_MS = 5 * 60_000
 
 export type SlotState = 'active' | 'pulling' | 'staged' | 'waiting' | 'failed' | 'remote'
 
@@ -49,6 +59,8 @@ export interface LabelSlot {
   /** When the node may switch (ms), for `staged` and `waiting`. */
   activateAt?: number
   error?: string
+  /** Failed pulls of this head in a row (the retry waits grow with it). */
+  failures?: number
   completedAt?: number
   stagedEmitted?: boolean
   timer?: NodeJS.Timeout
@@ -210,13 +222,20 @@ export class Activator {
       const pulling = slot
       const started = this.now()
       this.deps.events.emit('pull.started', { model, label, version: target })
-      const failed = (message: string): void => {
+      const failed = (message: string, final = false): void => {
         if (this.slots.get(key) !== pulling || pulling.state !== 'pulling') return
         pulling.state = 'failed'
-        pulling.error = message
-        this.deps.log.warn({ model, label, version: target, err: message }, 'pull for a followed label failed; retrying later')
         clearTimeout(pulling.timer)
-        pulling.timer = setTimeout(() => { void this.reconcile(model, label) }, PULL_RETRY_MS)
+        if (final) {
+          pulling.error = `${message} (to pull it and move the label: shoal resolve --ensure ${model}@${label})`
+          this.deps.log.warn({ model, label, version: target, err: message }, 'pull for a followed label was cancelled or given up; not retrying')
+          return
+        }
+        pulling.error = message
+        pulling.failures = (pulling.failures ?? 0) + 1
+        const wait = Math.min(PULL_RETRY_MAX_MS, PULL_RETRY_MS * 2 ** (pulling.failures - 1))
+        this.deps.log.warn({ model, label, version: target, err: message, retryInMs: wait }, 'pull for a followed label failed; retrying later')
+        pulling.timer = setTimeout(() => { void this.reconcile(model, label) }, wait)
       }
       this.deps.puller.pull(model, target).then(
         async () => {
@@ -228,7 +247,7 @@ export class Activator {
         },
         err => {
           this.deps.events.emit('pull.failed', { model, label, version: target, error: (err as Error).message })
-          failed((err as Error).message)
+          failed((err as Error).message, err instanceof PullGivenUpError || err instanceof PullCancelledError)
         }
       ).catch(err => {
         this.deps.log.warn({ model, label, version: target, err: (err as Error).message }, 'checking a finished pull failed')

@@ -9,6 +9,9 @@
  * - `protocol` (oversized or undecodable frames, bad bitfields): banned at once;
  * - `unread` (asked this node for blocks, then read nothing of them for `SEND_STALL_MS`, holding
  *   upload slots meanwhile): banned at the second (the first may be a machine that was suspended);
+ * - `manifest` (a manifest that does not hash to the version asked for, is not canonical or is
+ *   invalid): banned at once. An honest node serves only manifests it checked the same way; one
+ *   over this node's size limits is not an offence (another node's limits may be higher);
  * - `head` (a malformed head, or one whose signature does not verify — an honest node never passes
  *   one on, since it checks every head before it forwards or stores it): banned at the third;
  * - `flood` (one per `FLOOD_DROPS_PER_OFFENCE` heads gossiped past the sender's budget, see
@@ -25,7 +28,7 @@ export type JudgeOffence = Offence | HeadOffence
 /** @default 10 min */
 export const DEFAULT_BAN_MS = 10 * 60_000
 
-export const BAN_RULES: Record<JudgeOffence, number> = { corrupt: 3, lie: 5, timeout: Infinity, stall: 1, protocol: 1, unread: 2, head: 3, flood: 3 }
+export const BAN_RULES: Record<JudgeOffence, number> = { corrupt: 3, lie: 5, timeout: Infinity, stall: 1, protocol: 1, unread: 2, manifest: 1, head: 3, flood: 3 }
 
 export interface PeerRecord {
   peer: string

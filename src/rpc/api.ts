@@ -18,6 +18,7 @@
  * | POST /v1/pins            | `refRequest`                 | {@link PinResult}          |
  * | DELETE /v1/pins          | `refRequest`                 | {@link PinResult}          |
  * | POST /v1/pull            | `pullRequest`                | NDJSON → {@link ShowResult}|
+ * | DELETE /v1/pull          | `pullCancelRequest`          | {@link PullCancelResult}   |
  * | GET  /v1/peers           |                              | {@link PeerRow}[]          |
  * | GET  /v1/id              |                              | {@link IdResult}           |
  * | GET  /v1/heads           |                              | {@link HeadRow}[]          |
@@ -51,7 +52,7 @@ import type { SearchResult } from '../store/search-index.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
 import { route, type Route, type SseEvent } from './server.js'
-import { addRequest, exportRequest, gcRequest, keyRequest, labelRemoveRequest, labelRequest, pullRequest, refRequest, rollbackRequest, trustRemoveRequest, trustRequest, verifyRequest, resolveRequest, leaseRequest, leaseRenewRequest, leaseReleaseRequest, WATCH_TYPES, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest, type PullRequest } from './schemas.js'
+import { addRequest, exportRequest, gcRequest, keyRequest, labelRemoveRequest, labelRequest, pullCancelRequest, pullRequest, refRequest, rollbackRequest, trustRemoveRequest, trustRequest, verifyRequest, resolveRequest, leaseRequest, leaseRenewRequest, leaseReleaseRequest, WATCH_TYPES, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest, type PullRequest } from './schemas.js'
 import type { Activation, Stamp } from '../core/heads.js'
 import type { DaemonEvent, EventType } from '../daemon/events.js'
 
@@ -74,8 +75,12 @@ export interface StatusResult {
   }
   /** Who holds which version (serving processes). */
   leases: Array<{ holder: string, model: string, version: string, expiresAt: number }>
-  pulls: Array<{ name: string, version: string, bytes: number, totalBytes: number }>
+  /** `checking`: its manifest is being fetched and checked; `fetching`: chunks are coming. */
+  pulls: Array<{ name: string, version: string, bytes: number, totalBytes: number, state: 'checking' | 'fetching' }>
 }
+
+/** A cancelled pull: whether it was running (else only recorded), and the partial data removed. */
+export interface PullCancelResult { name: string, version: string, running: boolean, files: number, bytes: number }
 
 export interface ShowFile {
   path: string
@@ -193,6 +198,7 @@ export interface ShoalApi {
   pin: (ref: string) => Promise<PinResult>
   unpin: (ref: string) => Promise<PinResult>
   pull: (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<ShowResult>
+  cancelPull: (ref: string, signal?: AbortSignal) => Promise<PullCancelResult>
   peers: () => Promise<PeerRow[]>
   id: () => Promise<IdResult>
 }
@@ -252,6 +258,7 @@ export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
     route({ method: 'POST', path: '/v1/pins', body: refRequest, handler: async body => await api.pin(body.ref) }),
     route({ method: 'DELETE', path: '/v1/pins', body: refRequest, handler: async body => await api.unpin(body.ref) }),
     route({ method: 'POST', path: '/v1/pull', body: pullRequest, stream: true, holds: 'transfer', handler: async (body, ctx) => await api.pull(body, ctx.progress, ctx.signal) }),
+    route({ method: 'DELETE', path: '/v1/pull', body: pullCancelRequest, handler: async (body, ctx) => await api.cancelPull(body.ref, ctx.signal) }),
     route({ method: 'GET', path: '/v1/peers', handler: async () => await api.peers() }),
     route({ method: 'GET', path: '/v1/id', handler: async () => await api.id() })
   ]

@@ -16,7 +16,7 @@ import type { GcReport } from '../store/gc.js'
 import type { SearchResult } from '../store/search-index.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
-import type { LeaseRow, ActivateResult, EventsResult, HeadHistoryRow, HeadRow, KeyExport, KeyRow, ResolveResult, TrustRow, ExportResult, IdResult, LabelResult, ModelRow, PeerRow, PinResult, Progress, ShoalApi, ShowResult, StatusResult, VersionResult } from './api.js'
+import type { LeaseRow, ActivateResult, EventsResult, HeadHistoryRow, HeadRow, KeyExport, KeyRow, ResolveResult, TrustRow, ExportResult, IdResult, LabelResult, ModelRow, PeerRow, PinResult, Progress, PullCancelResult, ShoalApi, ShowResult, StatusResult, VersionResult } from './api.js'
 import { RpcError } from './errors.js'
 import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest } from './schemas.js'
 
@@ -86,6 +86,11 @@ export class ShoalClient implements ShoalApi {
 
   async pull (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
     return await this.stream('/v1/pull', req, onProgress, signal)
+  }
+
+  /** Stops the pull of `name@<version id>` and removes its record and partial data (`NOT_FOUND` when there is none). */
+  async cancelPull (ref: string, signal?: AbortSignal): Promise<PullCancelResult> {
+    return await this.call('DELETE', '/v1/pull', { ref }, signal)
   }
 
   async peers (): Promise<PeerRow[]> { return await this.call('GET', '/v1/peers') }
@@ -181,8 +186,8 @@ export class ShoalClient implements ShoalApi {
   }
 
   /** One request, one JSON answer. */
-  async call<T> (method: string, path: string, body?: unknown): Promise<T> {
-    const res = await this.send(method, path, body)
+  async call<T> (method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+    const res = await this.send(method, path, body, signal)
     const text = await readAll(res)
     const value = parseJson(text, res.statusCode ?? 0)
     if ((res.statusCode ?? 500) >= 400) {

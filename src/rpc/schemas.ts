@@ -60,6 +60,8 @@ export type LabelRequest = z.infer<typeof labelRequest>
 
 export const pullRequest = z.strictObject({ ref, pin: z.boolean().optional() })
 export type PullRequest = z.infer<typeof pullRequest>
+/** `DELETE /v1/pull`: stop the pull of `name@<version id>` and drop its record and partial data. */
+export const pullCancelRequest = z.strictObject({ ref })
 
 export const resolveRequest = z.strictObject({ ref, ensure: z.boolean().optional() })
 export const leaseRequest = z.strictObject({

@@ -11,19 +11,30 @@
  * removed, with its chunk locations. Leftover temporary files go too. `dryRun` reports the same
  * plan and changes nothing.
  *
- * Runs under the store's exclusive lock, so it never races an add.
+ * Partial files (`partial/`) of pulls that will not resume go too: those no pull record names
+ * (a cancelled or given-up pull whose removal was interrupted, a crash before the record), unless
+ * a pull open in this process is writing them (`pullingFiles`). Partials of a recorded pull stay,
+ * even while it is not running: it is resumed at the next start or retry.
+ *
+ * Runs under the store's exclusive lock, so it never races an add. Pulls do not take the lock:
+ * the partials are listed before the pull records are read and `pullingFiles` is taken after, and
+ * a pull registers its files before it writes its records, so a pull starting meanwhile is seen.
  */
-import { rm, chmod } from 'node:fs/promises'
+import { rm, chmod, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 import { decodeManifest } from '../core/manifest.js'
 import { IndexDb, type IndexOp } from './index-db.js'
+import { dropPartials, pullingFiles } from './pull-target.js'
 import { readdirSafe, type Store } from './store.js'
 
 export interface GcReport {
   dryRun: boolean
   versions: Array<{ name: string, version: VersionId, size: number }>
   blobs: Array<{ digest: FileDigest, size: number }>
+  /** Partial files of pulls that will not resume (`size`: bytes they take on disk). */
+  partials: Array<{ digest: FileDigest, size: number }>
+  /** Bytes freed: blobs and partial files. */
   bytes: number
   /** With a quota: bytes held by blobs before and after. */
   quota?: { limit: number, before: number, after: number }
@@ -54,12 +65,24 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
       for (const h of record.history) lastUsed.set(h.version, Math.max(lastUsed.get(h.version) ?? 0, h.until))
     }
 
+    // Listed before the pull records are read (see the module doc).
+    const partialCandidates = new Set<string>([...await store.index.partials.keys().all(), ...await readdirSafe(store.layout.partial)])
     const referenced = new Set<string>()
+    const pulled = new Set<string>()
     // Pulls in progress (their files may already be blobs) keep what they need.
     for await (const version of store.index.pulls.keys()) {
       keep.add(version)
       const bytes = await store.index.manifests.get(version)
-      for (const f of bytes === undefined ? [] : decodeManifest(bytes).files) referenced.add(f.digest)
+      for (const f of bytes === undefined ? [] : decodeManifest(bytes).files) {
+        referenced.add(f.digest)
+        pulled.add(f.digest)
+      }
+    }
+    const live = pullingFiles(store)
+    const partials: GcReport['partials'] = []
+    for (const digest of partialCandidates) {
+      if (pulled.has(digest) || live.has(digest) || await store.index.blobs.get(digest) !== undefined) continue
+      partials.push({ digest, size: await stat(store.layout.partialBlob(digest)).then(s => s.blocks * 512, () => 0) })
     }
     const candidates: Array<{ name: string, version: VersionId, created: number, size: number, digests: string[], used: number }> = []
     for await (const [version, record] of store.index.versions.iterator()) {
@@ -129,11 +152,13 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
       ops.push(rest.length === 0 ? { type: 'del', sublevel: store.index.chunks, key: id } : { type: 'put', sublevel: store.index.chunks, key: id, value: rest })
     })
 
-    const report: GcReport = { dryRun, versions: doomed, blobs, bytes: blobs.reduce((n, b) => n + b.size, 0), ...(quota !== undefined ? { quota } : {}) }
+    const freed = blobs.reduce((n, b) => n + b.size, 0) + partials.reduce((n, p) => n + p.size, 0)
+    const report: GcReport = { dryRun, versions: doomed, blobs, partials, bytes: freed, ...(quota !== undefined ? { quota } : {}) }
     if (dryRun) return report
 
     // Records go first: a crash after this leaves only unreferenced files, which start-up removes.
     await store.index.commit(ops, { doing: 'removing the records of what gc collects', kept: 'nothing was removed' })
+    await dropPartials(store, partials.map(p => p.digest))
     for (const v of doomed) await rm(store.layout.snapshot(v.name, v.version), { recursive: true, force: true })
     for (const b of blobs) {
       store.reads.forget(store.layout.blob(b.digest))

@@ -56,6 +56,8 @@ export interface VersionRecord {
   created: number
   /** When this store got it (ms); differs from `created` for pulled versions. */
   addedAt: number
+  /** Made by `add` on this node: the origins its manifest lists are the operator's own. */
+  local?: boolean
 }
 
 export interface LabelRecord {
@@ -89,6 +91,8 @@ export interface PullRecord {
   name: string
   startedAt: number
   pin: boolean
+  /** Attempts that failed so far; the pull is given up at `transfer.maxPullAttempts`. */
+  attempts?: number
 }
 
 /** @default 100 */

@@ -3,22 +3,38 @@
  * turns them into blobs, then into a visible version.
  *
  * MUST hold:
- * - `put` verifies the bytes against the chunk id before writing anything (verify on put);
+ * - `put` verifies the bytes against the chunk id before writing anything (verify on put), and
+ *   writes them only where the manifest lists that id with exactly that many bytes;
  * - a chunk is servable (`Store.readChunk`) as soon as it is written and verified; it is indexed
  *   (and so survives a crash) after the file's data is fdatasync'ed, in batches (`flush`);
  * - after a crash, verified chunks that were indexed are kept and the pull resumes from them;
  *   anything not indexed is fetched again;
- * - a file becomes a blob (fsync, rename into `blobs/`) only when all its chunks are present, and
- *   the version becomes visible (`importVersion`) only when all its files are blobs.
+ * - a file becomes a blob (fsync, rename into `blobs/`) only when it is proven whole (below), and
+ *   the version becomes visible (`importVersion`) only when all its files are blobs;
+ * - nothing is written before the pull is accepted: `open` checks the free space in `partial/`
+ *   against what the pull still needs (`DiskFullError` saying both) before any record or file.
+ *   Partial files are never preallocated or extended to their size: they grow as chunks land
+ *   (a 2.7 TB manifest had left a 2.7 TB sparse file behind).
+ *
+ * Whole, proven structurally rather than by re-hashing: the manifest's chunk sizes add up to the
+ * file size and one id has one size (`core/manifest.ts`), so the chunk positions tile the file
+ * exactly; a position is marked present only after bytes that hashed to its id, of exactly its
+ * size, were written there (or, on resume, when the index says so with that size); a file is
+ * promoted only when every position is present and its length on disk is its size. Re-hashing
+ * each file before promotion would prove the same at the cost of reading every pulled byte again.
  *
  * Chunk positions: the same chunk id may occur several times in a version (padding, repeated
  * tensors); one `put` fills every position. Chunks the store already holds elsewhere are copied
  * locally (`copyLocal`), never fetched.
+ *
+ * `discard` removes a pull that will not be resumed (cancelled, given up): its record, its partial
+ * files and their chunk locations. `gc` reclaims what a pull left without a record.
  */
 import { EventEmitter } from 'node:events'
-import { open, chmod, rename, rm, stat, type FileHandle } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { open, chmod, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises'
 import { byteLength, type ChunkId, type FileDigest, type VersionId } from '../core/digest.js'
-import { DigestMismatchError } from '../core/errors.js'
+import { DigestMismatchError, DiskFullError } from '../core/errors.js'
 import { decodeManifest, type Manifest } from '../core/manifest.js'
 import { DirectWrites } from './direct-io.js'
 import { fsyncDir, isErrno, writeAt, type WriteContext } from './fsutil.js'
@@ -33,7 +49,27 @@ export const FLUSH_BYTES = 64 * 1024 * 1024
 /** What a pull keeps when a write fails: part of its disk-full message. */
 export const PULL_KEPT = 'the chunks verified so far are kept in partial/, and the pull resumes from them when it is run again (or when the daemon restarts)'
 
-interface Position { file: number, chunk: number, global: number, offset: number }
+/** Where a chunk goes: file, index in the file's list, index in the version, byte offset, and its size there. */
+interface Position { file: number, chunk: number, global: number, offset: number, size: number }
+
+export interface PullTargetOptions {
+  /** Pin the version once complete. @default true */
+  pin?: boolean
+  /** `decodeManifest(manifestBytes, version)`, when the caller has it already (a large manifest costs seconds to decode). */
+  manifest?: Manifest
+  /** Which origin URLs of the manifest may be used (`originOf`). @default none */
+  origins?: (url: string) => boolean
+  /** Free bytes in `dir`. @default the file system's count for unprivileged users (statfs) */
+  freeBytes?: (dir: string) => Promise<number>
+}
+
+/** Files of pulls open in this process, per store: `gc` leaves them alone. */
+const openFiles = new WeakMap<Store, Map<FileDigest, number>>()
+
+/** Digests of files that pulls open in this process are writing (their partials are live). */
+export function pullingFiles (store: Store): ReadonlySet<FileDigest> {
+  return new Set(openFiles.get(store)?.keys())
+}
 
 interface FileState {
   digest: FileDigest
@@ -42,6 +78,10 @@ interface FileState {
   /** Per chunk of the file: present (written and verified). */
   present: Uint8Array
   remaining: number
+  /** Bytes of the chunks present: the file's size once whole. */
+  presentBytes: number
+  /** `partial/` was fsynced since this file was created (by its first write). */
+  dirSynced?: boolean
   complete: boolean
   fh?: FileHandle
   /** The pending open of `fh`, shared by concurrent puts so the file is opened once. */
@@ -75,16 +115,16 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
   /** Puts writing their bytes now. */
   private readonly writing = new Set<Promise<void>>()
 
-  private constructor (private readonly store: Store, readonly version: VersionId, readonly manifestBytes: Uint8Array) {
+  private constructor (private readonly store: Store, readonly version: VersionId, readonly manifestBytes: Uint8Array, manifest: Manifest, private readonly originAllowed: (url: string) => boolean) {
     super()
-    this.manifest = decodeManifest(manifestBytes, version)
+    this.manifest = manifest
     let global = 0
     let bytes = 0
     for (const [fi, file] of this.manifest.files.entries()) {
       let offset = 0
       for (const [ci, c] of file.chunks.entries()) {
         const list = this.positions.get(c.id) ?? []
-        list.push({ file: fi, chunk: ci, global, offset })
+        list.push({ file: fi, chunk: ci, global, offset, size: c.size })
         this.positions.set(c.id, list)
         this.sizes.set(c.id, c.size)
         this.ids.push(c.id)
@@ -96,13 +136,51 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     this.totalChunks = global
     this.totalBytes = bytes
     this.bits = new Uint8Array(Math.ceil(global / 8))
+    const files = openFiles.get(store) ?? new Map<FileDigest, number>()
+    openFiles.set(store, files)
+    for (const f of this.manifest.files) files.set(f.digest, (files.get(f.digest) ?? 0) + 1)
   }
 
-  /** Opens (or resumes) the pull of `version`. The manifest bytes MUST hash to `version`. */
-  static async open (store: Store, version: VersionId, manifestBytes: Uint8Array, options: { pin?: boolean } = {}): Promise<PullTarget> {
-    const target = new PullTarget(store, version, manifestBytes)
-    await target.init(options.pin ?? true)
+  /**
+   * Opens (or resumes) the pull of `version`. The manifest bytes MUST hash to `version`.
+   *
+   * @throws DiskFullError when `partial/` has less free space than the pull still needs; nothing is written then
+   */
+  static async open (store: Store, version: VersionId, manifestBytes: Uint8Array, options: PullTargetOptions = {}): Promise<PullTarget> {
+    const manifest = options.manifest ?? decodeManifest(manifestBytes, version)
+    await checkSpace(store, version, manifest, options.freeBytes ?? freeBytes)
+    const target = new PullTarget(store, version, manifestBytes, manifest, options.origins ?? (() => false))
+    try {
+      await target.init(options.pin ?? true)
+    } catch (err) {
+      await target.close()
+      throw err
+    }
     return target
+  }
+
+  /**
+   * Removes a pull that will not be resumed: its record, the partial files no other recorded pull
+   * needs, their chunk locations, and its manifest unless the version is stored. Call it only
+   * once the pull's target is closed. Idempotent.
+   */
+  static async discard (store: Store, version: VersionId): Promise<{ files: number, bytes: number }> {
+    const { index } = store
+    const bytes = await index.manifests.get(version)
+    const manifest = bytes === undefined ? undefined : decodeManifest(bytes, version)
+    const ops: IndexOp[] = [{ type: 'del', sublevel: index.pulls, key: version }]
+    if (await index.versions.get(version) === undefined) ops.push({ type: 'del', sublevel: index.manifests, key: version })
+    // Files another recorded pull also needs stay.
+    const shared = new Set<FileDigest>()
+    for await (const [other] of index.pulls.iterator()) {
+      if (other === version) continue
+      const b = await index.manifests.get(other)
+      if (b !== undefined) for (const f of decodeManifest(b, other).files) shared.add(f.digest)
+    }
+    const live = pullingFiles(store)
+    const drop = [...new Set((manifest?.files ?? []).map(f => f.digest))].filter(d => !shared.has(d) && !live.has(d))
+    const freed = await dropPartials(store, drop, ops)
+    return { files: freed.length, bytes: freed.reduce((n, f) => n + f.bytes, 0) }
   }
 
   /** Nothing is left to fetch (the last chunks may still be being written: see `allPresent`). */
@@ -141,10 +219,10 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     return this.ids[index]
   }
 
-  /** The first origin URL of a file holding `id`, with the chunk's offset in it. */
+  /** The first allowed origin URL of a file holding `id` (`PullTargetOptions.origins`), with the chunk's offset in it. */
   originOf (id: ChunkId): { url: string, offset: number } | undefined {
     for (const p of this.positions.get(id) ?? []) {
-      const url = this.manifest.files[p.file]?.origins?.[0]
+      const url = this.manifest.files[p.file]?.origins?.find(u => this.originAllowed(u))
       if (url !== undefined) return { url, offset: p.offset }
     }
     return undefined
@@ -173,6 +251,11 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     await this.store.writable(this.what(`writing chunk ${id} of ${this.manifest.name}@${this.version}`))
     if (!this.missing.delete(id)) return false
     const positions = this.positions.get(id) ?? []
+    // One id, one size (the manifest was checked so); a position of another size is never written.
+    if (positions.some(p => p.size !== size)) {
+      this.missing.add(id)
+      throw new DigestMismatchError(`chunk ${id} is ${size} bytes, but the manifest lists it with another size`)
+    }
     // `finish` waits for writes in progress: the last chunk to arrive is not always the last to be written.
     const writing = this.write(positions, bytes, size)
     this.writing.add(writing)
@@ -213,7 +296,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     for (const p of positions) {
       const file = this.files[p.file]
       if (file === undefined || file.complete) continue
-      const fh = file.fh ?? await (file.opening ??= open(file.path, 'r+').then(
+      const fh = file.fh ?? await (file.opening ??= open(file.path, constants.O_RDWR | constants.O_CREAT, 0o644).then(
         h => { file.fh = h; return h },
         (err: unknown) => { file.opening = undefined; throw err }
       ))
@@ -249,13 +332,19 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       this.unflushed = []
       const bytes = this.unflushedBytes
       this.unflushedBytes = 0
+      let created = false
       try {
         for (const file of this.files) {
           if (file.dirty && file.fh !== undefined) {
             file.dirty = false
             await file.fh.datasync()
+            created ||= file.dirSynced !== true
+            file.dirSynced = true
           }
         }
+        // A partial file is created by its first write: its name must be durable before any
+        // location inside it is indexed.
+        if (created) await fsyncDir(this.store.layout.partial)
         const ops: IndexOp[] = []
         const byId = new Map<ChunkId, Position[]>()
         for (const { id, position } of batch) byId.set(id, [...(byId.get(id) ?? []), position])
@@ -298,6 +387,12 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
+    const files = openFiles.get(this.store)
+    for (const f of this.manifest.files) {
+      const n = (files?.get(f.digest) ?? 1) - 1
+      if (n <= 0) files?.delete(f.digest)
+      else files?.set(f.digest, n)
+    }
     await this.flush().catch(() => {})
     for (const f of this.files) {
       await f.fh?.close().catch(() => {})
@@ -305,13 +400,16 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     }
   }
 
+  /** Bytes that hashed to the chunk at `p`, of exactly its size, are written there. */
   private markPresent (p: Pick<Position, 'file' | 'chunk' | 'global'>): void {
     const file = this.files[p.file]
     if (file === undefined || file.present[p.chunk] === 1) return
     file.present[p.chunk] = 1
     file.remaining--
+    const size = this.manifest.files[p.file]?.chunks[p.chunk]?.size ?? 0
+    file.presentBytes += size
     this.bits[p.global >> 3]! |= 0x80 >> (p.global & 7)
-    this.presentBytes += this.manifest.files[p.file]?.chunks[p.chunk]?.size ?? 0
+    this.presentBytes += size
   }
 
   private async init (pin: boolean): Promise<void> {
@@ -319,8 +417,10 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     const what = { doing: `starting the pull of ${this.manifest.name}@${this.version}`, kept: 'nothing new was fetched (chunks verified by an earlier try stay in partial/ for the next one)' }
     await this.store.writable(what)
     // The manifest is kept with the pull record so a restart can resume, and GC knows its blobs.
+    // A resumed pull keeps its record (when it started, the attempts that failed).
+    const record = await index.pulls.get(this.version)
     const ops: IndexOp[] = [
-      { type: 'put', sublevel: index.pulls, key: this.version, value: { name: this.manifest.name, startedAt: Date.now(), pin } },
+      { type: 'put', sublevel: index.pulls, key: this.version, value: { ...record, name: this.manifest.name, startedAt: record?.startedAt ?? Date.now(), pin } },
       { type: 'put', sublevel: index.manifests, key: this.version, value: this.manifestBytes }
     ]
     let base = 0
@@ -329,24 +429,34 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       const at = (chunk: number): Pick<Position, 'file' | 'chunk' | 'global'> => ({ file: fi, chunk, global: first + chunk })
       base += file.chunks.length
       const present = new Uint8Array(file.chunks.length)
-      const state: FileState = { digest: file.digest, path: layout.partialBlob(file.digest), size: file.size, present, remaining: file.chunks.length, complete: false, dirty: false }
+      const state: FileState = { digest: file.digest, path: layout.partialBlob(file.digest), size: file.size, present, remaining: file.chunks.length, presentBytes: 0, complete: false, dirty: false }
       this.files.push(state)
       if (await index.blobs.get(file.digest) !== undefined) {
         state.complete = true
         file.chunks.forEach((_, ci) => this.markPresent(at(ci)))
         continue
       }
-      const record = await index.partials.get(file.digest)
-      const exists = await stat(state.path).then(s => s.size === file.size, () => false)
-      if (record === undefined || !exists) {
-        await createPartial(state.path, file.size, layout.partial).catch(err => { throw this.store.failedWrite(err, what) })
+      const partial = await index.partials.get(file.digest)
+      // A partial file grows as chunks land; one longer than the file is not ours to resume.
+      const length = await stat(state.path).then(s => s.size, () => undefined)
+      if (partial === undefined || length === undefined || length > file.size) {
+        await rm(state.path, { force: true })
         ops.push({ type: 'put', sublevel: index.partials, key: file.digest, value: { size: file.size, chunks: file.chunks.map(c => [c.id, c.size]), startedAt: Date.now() } })
+        // Locations into a partial file that is gone (or not ours) name bytes that are not there.
+        const ids = [...new Set(file.chunks.map(c => c.id))]
+        const locations = await index.chunks.getMany(ids)
+        ids.forEach((id, i) => {
+          const all = locations[i]
+          const rest = all?.filter(([d]) => d !== file.digest)
+          if (all === undefined || rest === undefined || rest.length === all.length) return
+          ops.push(rest.length === 0 ? { type: 'del', sublevel: index.chunks, key: id } : { type: 'put', sublevel: index.chunks, key: id, value: rest })
+        })
       } else {
-        // Resume: a chunk indexed at this file's offset was verified and made durable before.
+        // Resume: a chunk indexed at this file's offset, with its size, was verified and made durable before.
         const locations = await index.chunks.getMany(file.chunks.map(c => c.id))
         let offset = 0
         file.chunks.forEach((c, ci) => {
-          if ((locations[ci] ?? []).some(([d, o]) => d === file.digest && o === offset)) this.markPresent(at(ci))
+          if ((locations[ci] ?? []).some(([d, o, size]) => d === file.digest && o === offset && size === c.size)) this.markPresent(at(ci))
           offset += c.size
         })
       }
@@ -377,6 +487,8 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       }
       await this.flush()
       for (const [fi, f] of this.files.entries()) if (!f.complete) await this.finishFile(fi)
+      const unproven = this.files.find(f => !f.complete)
+      if (unproven !== undefined) throw new Error(`${unproven.path} of ${this.version} is not whole; the version is not made visible`)
       const pull = await this.store.index.pulls.get(this.version)
       const v = await this.store.importVersion(this.version, this.manifestBytes, { pin: pull?.pin ?? true, kept: 'every file is stored, and the version is added when the pull is run again (or when the daemon restarts)' })
       await this.store.index.commit([{ type: 'del', sublevel: this.store.index.pulls, key: this.version }], {
@@ -401,8 +513,17 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     const f = this.files[fi]
     if (f === undefined || f.complete) return
     const { index, layout } = this.store
+    // Whole: every position holds verified bytes of exactly its size, and they tile the file.
+    if (f.remaining !== 0 || f.presentBytes !== f.size || f.present.some(b => b !== 1)) {
+      throw new DigestMismatchError(`${f.digest} is not whole (${f.presentBytes} of ${f.size} bytes verified); it stays partial`)
+    }
     try {
-      const fh = f.fh ?? await open(f.path, 'r+')
+      const fh = f.fh ?? await open(f.path, constants.O_RDWR | constants.O_CREAT, 0o644)
+      const length = (await fh.stat()).size
+      if (length !== f.size) {
+        if (f.fh === undefined) await fh.close()
+        throw new DigestMismatchError(`${f.path} is ${length} bytes on disk, not ${f.size}; it stays partial`)
+      }
       await fh.sync()
       await fh.close()
       await closeDirect(f)
@@ -412,6 +533,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       await rename(f.path, layout.blob(f.digest))
       await fsyncDir(layout.blobs)
     } catch (err) {
+      if (err instanceof DigestMismatchError) throw err
       if (!isErrno(err, 'ENOENT') || await index.blobs.get(f.digest) === undefined) throw this.failed(err, `completing ${f.path} of ${this.manifest.name}@${this.version}`)
     }
     const file = this.manifest.files[fi]
@@ -426,17 +548,79 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
 }
 
 /** A new sparse partial file of `size` bytes, durable with its folder entry. */
-async function createPartial (path: string, size: number, folder: string): Promise<void> {
-  await rm(path, { force: true })
-  const fh = await open(path, 'w', 0o644)
-  await fh.truncate(size)
-  await fh.sync()
-  await fh.close()
-  await fsyncDir(folder)
-}
-
 async function closeDirect (file: FileState): Promise<void> {
   const direct = await file.direct?.catch(() => null)
   file.direct = undefined
   await direct?.close().catch(() => {})
 }
+
+/**
+ * Removes partial files, their records and the chunk locations that point into them, then commits
+ * `ops` with those removals. Digests that are blobs are left alone (their locations are the blob's).
+ */
+export async function dropPartials (store: Store, digests: readonly FileDigest[], ops: IndexOp[] = []): Promise<Array<{ digest: FileDigest, bytes: number }>> {
+  const { index, layout } = store
+  const dropped: Array<{ digest: FileDigest, bytes: number }> = []
+  const chunkIds = new Set<ChunkId>()
+  for (const digest of digests) {
+    if (await index.blobs.get(digest) !== undefined) continue
+    const record = await index.partials.get(digest)
+    const on = await stat(layout.partialBlob(digest)).then(s => s.blocks * 512, () => undefined)
+    if (record === undefined && on === undefined) continue
+    for (const [id] of record?.chunks ?? []) chunkIds.add(id)
+    ops.push({ type: 'del', sublevel: index.partials, key: digest })
+    dropped.push({ digest, bytes: on ?? 0 })
+  }
+  const gone = new Set(dropped.map(d => d.digest))
+  const ids = [...chunkIds]
+  const locations = ids.length === 0 ? [] : await index.chunks.getMany(ids)
+  ids.forEach((id, i) => {
+    const all = locations[i]
+    if (all === undefined) return
+    const rest = all.filter(([d]) => !gone.has(d))
+    if (rest.length === all.length) return
+    ops.push(rest.length === 0 ? { type: 'del', sublevel: index.chunks, key: id } : { type: 'put', sublevel: index.chunks, key: id, value: rest })
+    if (rest.length === 0) store.unmarkFresh(id)
+  })
+  // Records first: a crash after this leaves files without records, which start-up removes.
+  await index.commit(ops)
+  for (const { digest } of dropped) {
+    store.reads.forget(layout.partialBlob(digest))
+    await rm(layout.partialBlob(digest), { force: true })
+  }
+  return dropped
+}
+
+/** Refuses a pull whose missing files need more bytes than `partial/` has free. */
+async function checkSpace (store: Store, version: VersionId, manifest: Manifest, free: (dir: string) => Promise<number>): Promise<void> {
+  const { index, layout } = store
+  let needed = 0
+  const seen = new Set<FileDigest>()
+  for (const f of manifest.files) {
+    if (seen.has(f.digest)) continue
+    seen.add(f.digest)
+    if (await index.blobs.get(f.digest) !== undefined) continue
+    // What a resumed partial file holds already is on disk.
+    const held = await index.partials.get(f.digest) === undefined ? 0 : await stat(layout.partialBlob(f.digest)).then(s => Math.min(f.size, s.blocks * 512), () => 0)
+    needed += f.size - held
+  }
+  if (needed === 0) return
+  const available = await free(layout.partial)
+  if (needed > available) {
+    throw new DiskFullError(`pulling ${manifest.name}@${version} needs ${formatBytes(needed)} more disk space in ${layout.partial}, but only ${formatBytes(available)} is free; free some space (shoal gc removes unused versions) and pull again`)
+  }
+}
+
+async function freeBytes (dir: string): Promise<number> {
+  const s = await statfs(dir)
+  return s.bavail * s.bsize
+}
+
+function formatBytes (n: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB']
+  let v = n
+  let u = 0
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++ }
+  return u === 0 ? `${n} bytes` : `${v.toFixed(1)} ${units[u]} (${n} bytes)`
+}
+

@@ -327,7 +327,7 @@ export class Store {
     if (await this.index.versions.get(id) === undefined) {
       const ops: IndexOp[] = [
         { type: 'put', sublevel: this.index.manifests, key: id, value: bytes },
-        { type: 'put', sublevel: this.index.versions, key: id, value: { name: draft.name, created, addedAt: Date.now() } },
+        { type: 'put', sublevel: this.index.versions, key: id, value: { name: draft.name, created, addedAt: Date.now(), local: true } },
         { type: 'put', sublevel: this.index.byModel, key: IndexDb.modelKey(draft.name, created, id), value: '' }
       ]
       if (options.pin === true) ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(draft.name, id), value: { pinnedAt: Date.now() } })

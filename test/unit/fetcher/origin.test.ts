@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises'
 import { createServer, type Server, type Socket } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { OriginClient } from '../../../src/fetcher/origin.js'
+import { OriginBudget, OriginClient } from '../../../src/fetcher/origin.js'
 import { OriginError } from '../../../src/fetcher/errors.js'
 import { startOriginServer, type OriginServer } from '../../helpers/origin-server.js'
 import { tempDir } from '../../helpers/tmp.js'
@@ -160,6 +160,14 @@ describe('OriginClient', () => {
     expect(server.stats.requests).toBe(3)
   })
 
+  it('takes the retry count per call, and reports every request it sends', async () => {
+    server.setFaults({ status: 503 })
+    const seen: string[] = []
+    await expect(client.fetchRange(server.url('model.bin'), 0, 10, { retries: 0, onRequest: url => seen.push(url) })).rejects.toMatchObject({ name: 'OriginError', status: 503 })
+    expect(server.stats.requests).toBe(1)
+    expect(seen).toEqual([server.url('model.bin')])
+  })
+
   it('gives up on 5xx after the configured retries', async () => {
     server.setFaults({ status: 503 })
     const err = await rejection(client.fetchRange(server.url('model.bin'), 0, 10))
@@ -202,6 +210,16 @@ describe('OriginClient', () => {
       expect(front.stats.requests).toBe(1)
     })
 
+    it('refuses a redirect the caller does not allow, before requesting it', async () => {
+      front.setFaults({ redirectTo: server.url('model.bin') })
+      const seen: string[] = []
+      const err = await client.fetchRange(front.url('x'), 0, 10, { allowRedirect: () => false, onRequest: url => seen.push(url) }).then(() => undefined, (e: unknown) => e as OriginError)
+      expect(err).toMatchObject({ name: 'OriginError', reason: 'not-allowed' })
+      expect(err?.message).toContain('which is not an allowed origin')
+      expect(server.stats.requests).toBe(0)
+      expect(seen).toEqual([front.url('x')])
+    })
+
     it(`gives up after too many redirects`, async () => {
       front.setFaults({ redirectTo: front.url('loop') })
       await expect(client.fetchRange(front.url('loop'), 0, 10)).rejects.toMatchObject({ name: 'OriginError', reason: 'redirect' })
@@ -209,3 +227,82 @@ describe('OriginClient', () => {
     })
   })
 })
+
+describe('OriginBudget', () => {
+  /** A client whose answers the test scripts: each call resolves or rejects when told to. */
+  class ScriptedClient {
+    readonly calls: Array<{ url: string, resolve: (b: Uint8Array) => void, reject: (e: Error) => void }> = []
+    async fetchRange (url: string, _offset: number, _length: number, options: { retries?: number, onRequest?: (url: string) => void } = {}): Promise<Uint8Array> {
+      expect(options.retries).toBe(0)
+      options.onRequest?.(url)
+      return await new Promise((resolve, reject) => { this.calls.push({ url, resolve, reject }) })
+    }
+  }
+  const failure = (url: string): OriginError => new OriginError('origin server error', { reason: 'status', url, status: 500, retryable: true })
+  const A = 'http://127.0.0.1:9/internal/a'
+  const B = 'http://127.0.0.1:9/internal/b'
+
+  it('asks a new or failing origin one request at a time, several once one succeeded', async () => {
+    const client = new ScriptedClient()
+    let now = 0
+    const budget = new OriginBudget(client, { now: () => now, backoffBaseMs: 1_000 })
+    expect(budget.usable(A)).toBe(true)
+    const first = budget.fetchRange(A, 0, 1)
+    expect(budget.usable(B)).toBe(false) // same origin: one probe at a time
+    client.calls[0]!.resolve(new Uint8Array(1))
+    await first
+    const many = [budget.fetchRange(A, 0, 1), budget.fetchRange(B, 0, 1)]
+    expect(budget.usable(A)).toBe(true)
+    for (const c of client.calls.slice(1)) c.resolve(new Uint8Array(1))
+    await Promise.all(many)
+    now = 5
+    const failing = budget.fetchRange(A, 0, 1)
+    client.calls[3]!.reject(failure(A))
+    await expect(failing).rejects.toMatchObject({ reason: 'status' })
+    expect(budget.usable(A)).toBe(false)
+    now += 1_000
+    expect(budget.usable(A)).toBe(true)
+    const probe = budget.fetchRange(A, 0, 1)
+    expect(budget.usable(B)).toBe(false) // after a failure: one probe again until a success
+    client.calls[4]!.resolve(new Uint8Array(1))
+    await probe
+  })
+
+  it('backs off exponentially per origin (capped), gives it up after maxFailures, and never calls it while it waits', async () => {
+    const client = new ScriptedClient()
+    let now = 0
+    const budget = new OriginBudget(client, { now: () => now, backoffBaseMs: 1_000, backoffMaxMs: 4_000, maxFailures: 5 })
+    const waits: number[] = []
+    for (let i = 0; i < 5; i++) {
+      const call = budget.fetchRange(A, 0, 1)
+      client.calls[i]!.reject(failure(A))
+      await expect(call).rejects.toMatchObject({ name: 'OriginError' })
+      let waited = 0
+      while (!budget.usable(A) && waited < 10_000) { now += 10; waited += 10 }
+      waits.push(waited)
+    }
+    expect(client.calls).toHaveLength(5)
+    // Jittered to 50-100% of 1, 2, 4, 4 s; the fifth failure gives the origin up for good.
+    expect(waits[0]).toBeGreaterThanOrEqual(500); expect(waits[0]).toBeLessThanOrEqual(1_000)
+    expect(waits[1]).toBeGreaterThanOrEqual(1_000); expect(waits[1]).toBeLessThanOrEqual(2_000)
+    expect(waits[2]).toBeGreaterThanOrEqual(2_000); expect(waits[2]).toBeLessThanOrEqual(4_000)
+    expect(waits[3]).toBeGreaterThanOrEqual(2_000); expect(waits[3]).toBeLessThanOrEqual(4_000)
+    expect(waits[4]).toBe(10_000)
+    await expect(budget.fetchRange(B, 0, 1)).rejects.toMatchObject({ name: 'OriginError', reason: 'backoff', message: expect.stringContaining('origin given up for this pull after 5 failed requests') })
+    expect(budget.stats()).toEqual([{ origin: 'http://127.0.0.1:9', requests: 5, failures: 5 }])
+  })
+
+  it('counts bytes that did not hash (refused) as a failure, and a cancelled request as none', async () => {
+    const client = new ScriptedClient()
+    const budget = new OriginBudget(client, { maxFailures: 1 })
+    const controller = new AbortController()
+    const cancelled = budget.fetchRange(A, 0, 1, { signal: controller.signal })
+    controller.abort()
+    client.calls[0]!.reject(new Error('aborted'))
+    await expect(cancelled).rejects.toThrow()
+    expect(budget.usable(A)).toBe(true)
+    budget.refused(A)
+    expect(budget.usable(A)).toBe(false)
+  })
+})
+

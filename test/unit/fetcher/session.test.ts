@@ -1,4 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
+import { OriginError } from '../../../src/fetcher/errors.js'
+import { OriginBudget } from '../../../src/fetcher/origin.js'
 import { FetchSession, type SessionOptions } from '../../../src/fetcher/session.js'
 import { PeerScores } from '../../../src/p2p/judge.js'
 import { sameBytes } from '../../helpers/random.js'
@@ -495,6 +497,46 @@ describe('FetchSession', () => {
     const oddBytes = odd.reduce((n, id) => n + target.sizeOf(id), 0)
     expect(session.progress().fromOrigin).toBe(origin.bytes)
     expect(origin.bytes).toBeGreaterThanOrEqual(oddBytes)
+  })
+
+  it('a failing origin is asked one request at a time, after a growing backoff, and given up after maxFailures', async () => {
+    // A manifest's origin pointing at a service that always fails: without a budget, every
+    // failure re-queued the piece and the next pump asked again at once (45,546 GETs in 16 s).
+    const target = new FakeTarget(makeChunks(10, 1_000, 3_000), true)
+    const calls: number[] = []
+    let inflight = 0
+    let maxInflight = 0
+    const failing = {
+      fetchRange: async (url: string) => {
+        calls.push(Date.now())
+        maxInflight = Math.max(maxInflight, ++inflight)
+        await new Promise(resolve => setTimeout(resolve, 5))
+        inflight--
+        throw new OriginError('origin server error', { reason: 'status', url, status: 500, retryable: true })
+      }
+    }
+    const budget = new OriginBudget(failing, { backoffBaseMs: 200, maxFailures: 3 })
+    // What the session asks of the budget: it must not ask while the origin waits or is given up.
+    let asked = 0
+    const origin = { fetchRange: async (...a: Parameters<OriginBudget['fetchRange']>) => { asked++; return await budget.fetchRange(...a) }, usable: (url: string) => budget.usable(url), refused: (url: string) => { budget.refused(url) } }
+    const { run } = start(target, [], { noProgressTimeoutMs: 2_000 }, { origin })
+    await expect(run).rejects.toMatchObject({ name: 'FetchStalledError', message: expect.stringContaining('its origin did not answer') })
+    expect(calls).toHaveLength(3)
+    expect(asked).toBe(3)
+    expect(maxInflight).toBe(1)
+    // 50-100% of 200 ms, then of 400 ms (timers may only fire late).
+    expect(calls[1]! - calls[0]!).toBeGreaterThanOrEqual(100)
+    expect(calls[2]! - calls[1]!).toBeGreaterThanOrEqual(200)
+  })
+
+  it('an origin that sends bytes that do not hash is refused through its budget', async () => {
+    const target = new FakeTarget(makeChunks(4, 1_000, 3_000), true)
+    let calls = 0
+    const lying = { fetchRange: async (_url: string, _offset: number, length: number) => { calls++; return new Uint8Array(length) } }
+    const origin = new OriginBudget(lying, { backoffBaseMs: 0, maxFailures: 2 })
+    const { run } = start(target, [], { noProgressTimeoutMs: 1_000 }, { origin })
+    await expect(run).rejects.toMatchObject({ name: 'FetchStalledError' })
+    expect(calls).toBe(2)
   })
 
   it('completes from the origin alone when no peer is there', async () => {

@@ -5,7 +5,8 @@ import { encodeBlock, type VersionId } from '../../../src/core/digest.js'
 import { jitterOffset, publisherKeyOf, type Activation, type SignedHead } from '../../../src/core/heads.js'
 import { TrustPolicy } from '../../../src/core/trust.js'
 import { EventBus, type DaemonEvent } from '../../../src/daemon/events.js'
-import { Activator, FollowRules, PULL_RETRY_MS, type LabelTarget, type VersionPuller } from '../../../src/heads/activator.js'
+import { Activator, FollowRules, PULL_RETRY_MAX_MS, PULL_RETRY_MS, type LabelTarget, type VersionPuller } from '../../../src/heads/activator.js'
+import { PullCancelledError, PullGivenUpError } from '../../../src/core/errors.js'
 import { HeadBook } from '../../../src/heads/book.js'
 import { HeadStore } from '../../../src/store/heads.js'
 import { IndexDb, type Db } from '../../../src/store/index-db.js'
@@ -281,6 +282,43 @@ describe('Activator', () => {
     await settle()
     await activator.reconcile(MODEL, 'prod')
     expect(labels.calls).toEqual([`set ${MODEL}@prod ${version(1)}`])
+  })
+
+  it('retries a head whose pull keeps failing after waits that double, up to PULL_RETRY_MAX_MS', async () => {
+    await start()
+    await publish('prod', version(1))
+    const waits: number[] = []
+    for (let i = 0; i < 9; i++) {
+      puller.pulls[i]!.reject(new Error('no peer has it'))
+      await settle()
+      let waited = 0
+      while (puller.pulls.length === i + 1 && waited < 2 * PULL_RETRY_MAX_MS) {
+        await vi.advanceTimersByTimeAsync(1_000)
+        await settle()
+        waited += 1_000
+      }
+      waits.push(waited)
+    }
+    expect(waits).toEqual([5, 10, 20, 40, 80, 160, 300, 300, 300].map(s => s * 1000))
+  })
+
+  it('does not retry a pull that was given up or cancelled, and says how to try again', async () => {
+    await start(['org/*'])
+    await publish('prod', version(1))
+    await publish('canary', version(2))
+    const byVersion = (v: VersionId): FakePuller['pulls'][number] => puller.pulls.find(p => p.version === v)!
+    byVersion(version(1)).reject(new PullGivenUpError(`gave up pulling ${MODEL}@${version(1)} after 10 failed attempts (last: stalled); its partial data was removed. To try again: shoal pull ${MODEL}@${version(1)}`))
+    byVersion(version(2)).reject(new PullCancelledError(`the pull of ${MODEL}@${version(2)} was cancelled; its partial data was removed`))
+    await settle()
+    const before = puller.pulls.length
+    await vi.advanceTimersByTimeAsync(2 * PULL_RETRY_MAX_MS)
+    await settle()
+    expect(puller.pulls).toHaveLength(before)
+    expect(activator.slot(MODEL, 'prod')).toMatchObject({ state: 'failed', error: expect.stringContaining(`To try again: shoal pull ${MODEL}@${version(1)} (to pull it and move the label: shoal resolve --ensure ${MODEL}@prod)`) })
+    expect(activator.slot(MODEL, 'canary')).toMatchObject({ state: 'failed', error: expect.stringContaining('was cancelled') })
+    // A new head for the label tries again.
+    await publish('prod', version(3))
+    expect(puller.pulls.at(-1)?.version).toBe(version(3))
   })
 
   it('a pull that finishes without the version complete (e.g. removed meanwhile) is not left pulling forever', async () => {

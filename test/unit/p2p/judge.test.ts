@@ -9,13 +9,14 @@ function strikesToBan (offence: JudgeOffence, limit = 50): number {
 }
 
 describe('PeerScores', () => {
-  it('bans at the third corrupt chunk, the fifth lie, the first stall or protocol violation, never for timeouts', () => {
+  it('bans at the third corrupt chunk, the fifth lie, the first stall, protocol violation or invalid manifest, never for timeouts', () => {
+    expect(strikesToBan('manifest')).toBe(1)
     expect(strikesToBan('corrupt')).toBe(3)
     expect(strikesToBan('lie')).toBe(5)
     expect(strikesToBan('stall')).toBe(1)
     expect(strikesToBan('protocol')).toBe(1)
     expect(strikesToBan('timeout', 1_000)).toBe(Infinity)
-    expect(BAN_RULES).toMatchObject({ corrupt: 3, lie: 5, stall: 1, protocol: 1, timeout: Infinity })
+    expect(BAN_RULES).toMatchObject({ corrupt: 3, lie: 5, stall: 1, protocol: 1, manifest: 1, timeout: Infinity })
   })
 
   it('bans a sender of invalid heads at the third, and a flooder at its third flood offence', () => {

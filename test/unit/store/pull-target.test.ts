@@ -7,7 +7,10 @@ import { MAX_CHUNK_SIZE } from '../../../src/core/chunking.js'
 import { addPath } from '../../../src/ingest/ingest.js'
 import { collectGarbage } from '../../../src/store/gc.js'
 import type { Db } from '../../../src/store/index-db.js'
-import { PullTarget } from '../../../src/store/pull-target.js'
+import { PullTarget, pullingFiles } from '../../../src/store/pull-target.js'
+import { chunkIdOf, encodeBlock, fileDigest } from '../../../src/core/digest.js'
+import type { Manifest, ManifestFile } from '../../../src/core/manifest.js'
+import { CID } from 'multiformats/cid'
 import type { ResolvedVersion, Store } from '../../../src/store/store.js'
 import { changeTensors, writeSafetensors, type SynthTensor } from '../../../scripts/lib/synth.js'
 import { sameBytes } from '../../helpers/random.js'
@@ -94,6 +97,9 @@ describe('PullTarget', () => {
     await expectSnapshotIdentical(await dest.resolve(`tiny@${v.version}`))
     expect(await dest.index.pulls.get(v.version)).toBeUndefined()
     expect(await dest.index.partials.get(v.manifest.files[0]!.digest)).toBeUndefined()
+    // Added there, pulled here: only the source's record says its origins are the operator's own.
+    expect((await source.index.versions.get(v.version))?.local).toBe(true)
+    expect((await dest.index.versions.get(v.version))?.local).toBeUndefined()
   })
 
   it('reads chunks to serve into pooled buffers, reused once handed back with releaseChunk', async () => {
@@ -147,11 +153,8 @@ describe('PullTarget', () => {
     expect(await dest.readChunk(id)).toBeUndefined()
     await target.flush()
     expect(await dest.index.chunks.get(id)).toBeUndefined()
-    // Nothing reached the partial file: it is still all zeros.
-    for (const f of v.manifest.files) {
-      const partial = await readFile(dest.layout.partialBlob(f.digest))
-      expect(partial.every(b => b === 0)).toBe(true)
-    }
+    // Nothing reached a partial file: none exists yet (a file is created by its first write).
+    for (const f of v.manifest.files) expect(existsSync(dest.layout.partialBlob(f.digest))).toBe(false)
     expect(await target.put(id, good)).toBe(true)
   })
 
@@ -337,4 +340,124 @@ describe('PullTarget', () => {
     await new Promise(resolve => setTimeout(resolve, 20))
     expect(await handles()).toBe(baseline)
   })
+
+  it('refuses a pull that needs more space than is free, saying both, and writes nothing', async () => {
+    const err = await PullTarget.open(dest, v.version, manifestBytes, { freeBytes: async () => 1000 }).then(() => undefined, (e: unknown) => e as Error)
+    expect(err).toMatchObject({ name: 'DiskFullError', code: 'DISK_FULL' })
+    const needed = v.manifest.files.reduce((n, f) => n + f.size, 0)
+    expect(err?.message).toContain(`pulling tiny@${v.version} needs`)
+    expect(err?.message).toContain(`(${needed} bytes) more disk space in ${dest.layout.partial}, but only 1000 bytes is free`)
+    expect(err?.message).toContain('shoal gc')
+    expect(await dest.index.pulls.get(v.version)).toBeUndefined()
+    expect(await dest.index.manifests.get(v.version)).toBeUndefined()
+    expect(await readdir(dest.layout.partial)).toEqual([])
+    // Exactly enough is enough; files already stored count for nothing.
+    const target = await PullTarget.open(dest, v.version, manifestBytes, { freeBytes: async () => needed })
+    targets.push(target)
+  })
+
+  it('preallocates nothing: a partial file grows as chunks land', async () => {
+    const target = await open()
+    expect(await readdir(dest.layout.partial)).toEqual([])
+    const big = v.manifest.files.find(f => f.path === 'model.safetensors')!
+    const first = big.chunks[0]!
+    await target.put(first.id, await fromSource(first.id))
+    await target.flush()
+    const s = await stat(dest.layout.partialBlob(big.digest))
+    expect(s.size).toBeLessThan(big.size)
+    expect(s.blocks * 512).toBeLessThan(big.size)
+  })
+
+  it('with one id listed at two sizes (a manifest that skipped validation), never makes a file whole with bytes missing', async () => {
+    // X is 100 bytes. a.bin lists it as 100 bytes, b.bin as 200: whichever size put() checks, the
+    // other position must not be filled with 100 bytes and counted as 200.
+    const x = new Uint8Array(100).fill(7)
+    const id = chunkIdOf(x)
+    const sized: Record<string, number> = { 'a.bin': 100, 'b.bin': 200 }
+    for (const order of [['a.bin', 'b.bin'], ['b.bin', 'a.bin']]) {
+      const files = order.map(path => ({ path, size: sized[path]!, digest: fileDigest([{ id, size: sized[path]! }]), format: 'other', chunks: [{ id, size: sized[path]! }] }) as ManifestFile)
+      const forged: Manifest = { schema: 1, name: 'forged', created: 1, parent: null, files, metadata: {}, structure: { formats: ['other'], parameterCount: 0, dtypes: [], tensorCount: 0, totalSize: 300 } }
+      const { bytes, cid } = encodeBlock({ ...forged, files: files.map(f => ({ ...f, chunks: f.chunks.map(c => [CID.parse(c.id), c.size]) })) })
+      const target = await PullTarget.open(dest, cid, bytes, { manifest: forged })
+      targets.push(target)
+      await expect(target.put(id, x)).rejects.toMatchObject({ name: 'DigestMismatchError' })
+      expect(target.bytesPresent).toBe(0)
+      expect(target.allPresent).toBe(false)
+      for (const f of files) expect(await dest.index.blobs.get(f.digest)).toBeUndefined()
+      expect(await dest.hasVersion(cid)).toBe(false)
+    }
+  })
+
+  it('keeps the record of a resumed pull (when it started, the attempts that failed)', async () => {
+    const first = await open()
+    await first.close()
+    const record = (await dest.index.pulls.get(v.version))!
+    await dest.index.pulls.put(v.version, { ...record, attempts: 2 })
+    await open()
+    expect(await dest.index.pulls.get(v.version)).toEqual({ ...record, attempts: 2 })
+  })
+
+  it('offers only the origins it is told to allow', async () => {
+    const m = structuredClone(v.manifest)
+    m.files = m.files.map(f => ({ ...f, origins: ['http://127.0.0.1:9/internal/' + f.path, 'https://models.example.com/tiny/' + f.path] }))
+    const { bytes, cid } = encodeBlock({ ...m, files: m.files.map(f => ({ ...f, chunks: f.chunks.map(c => [CID.parse(c.id), c.size]) })) })
+    const none = await PullTarget.open(dest, cid, bytes)
+    targets.push(none)
+    const id = none.needed()[0]!
+    expect(none.originOf(id)).toBeUndefined()
+    await none.close()
+    const some = await PullTarget.open(dest, cid, bytes, { origins: url => url.startsWith('https://models.example.com/') })
+    targets.push(some)
+    expect(some.originOf(id)?.url).toMatch(/^https:\/\/models\.example\.com\/tiny\//)
+  })
+
+  it('discard removes the record, the partial files and their chunk locations', async () => {
+    const target = await open()
+    const needed = target.needed()
+    for (const id of needed.slice(0, 4)) await target.put(id, await fromSource(id))
+    await target.flush()
+    expect(pullingFiles(dest).size).toBeGreaterThan(0)
+    await target.close()
+    expect(pullingFiles(dest).size).toBe(0)
+    const partialFiles = await readdir(dest.layout.partial)
+    expect(partialFiles.length).toBeGreaterThan(0)
+    const freed = await PullTarget.discard(dest, v.version)
+    expect(freed.files).toBe(partialFiles.length)
+    expect(await dest.index.pulls.get(v.version)).toBeUndefined()
+    expect(await dest.index.manifests.get(v.version)).toBeUndefined()
+    expect(await readdir(dest.layout.partial)).toEqual([])
+    for (const f of v.manifest.files) expect(await dest.index.partials.get(f.digest)).toBeUndefined()
+    for (const id of needed.slice(0, 4)) {
+      expect(await dest.index.chunks.get(id)).toBeUndefined()
+      expect(await dest.readChunk(id)).toBeUndefined()
+    }
+    // Idempotent; and a new pull starts from nothing.
+    await PullTarget.discard(dest, v.version)
+    const again = await open()
+    expect(new Set(again.needed())).toEqual(new Set(needed))
+  })
+
+  it('gc reclaims partial files no pull record names, and keeps those of recorded or open pulls', async () => {
+    const target = await open()
+    const needed = target.needed()
+    for (const id of needed.slice(0, 4)) await target.put(id, await fromSource(id))
+    await target.flush()
+    // Open: kept. Closed but recorded (to be resumed): kept.
+    expect((await collectGarbage(dest)).partials).toEqual([])
+    await target.close()
+    expect((await collectGarbage(dest)).partials).toEqual([])
+    // The record gone (a cancel interrupted before its files went): reclaimed, with their locations.
+    await dest.index.pulls.del(v.version)
+    const files = await readdir(dest.layout.partial)
+    await writeFile(join(dest.layout.partial, 'bafyreiorphanwithoutanyrecordatall'), 'x')
+    const dry = await collectGarbage(dest, { dryRun: true })
+    expect(dry.partials.map(p => p.digest).sort()).toEqual([...files, 'bafyreiorphanwithoutanyrecordatall'].sort())
+    expect(await readdir(dest.layout.partial)).toHaveLength(files.length + 1)
+    const report = await collectGarbage(dest)
+    expect(report.partials).toHaveLength(files.length + 1)
+    expect(report.bytes).toBeGreaterThan(0)
+    expect(await readdir(dest.layout.partial)).toEqual([])
+    for (const id of needed.slice(0, 4)) expect(await dest.index.chunks.get(id)).toBeUndefined()
+  })
 })
+
