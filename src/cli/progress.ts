@@ -20,6 +20,7 @@ export function progressBar (label: string, enabled: boolean): ProgressSink {
   const t0 = Date.now()
   return {
     update (p) {
+      if (queuedNotice(p)) return
       const done = Number(p.bytes ?? 0)
       const total = Number(p.totalBytes ?? 0)
       const secs = Math.max((Date.now() - t0) / 1000, 0.001)
@@ -46,6 +47,7 @@ export function pullProgress (enabled: boolean): ProgressSink {
   let stopped = false
   return {
     update (p) {
+      if (queuedNotice(p)) return
       const done = Number(p.bytes ?? 0)
       const all = Number(p.totalBytes ?? 0)
       const payload = { label: 'total', done: bytes(done), all: bytes(all), speed: `${bytes(Number(p.rate ?? 0))}/s`, extra: `${String(p.peers ?? 0)} peers` }
@@ -65,4 +67,11 @@ export function pullProgress (enabled: boolean): ProgressSink {
       multi.stop()
     }
   }
+}
+
+/** The daemon runs as many adds (or pulls) at once as it may; this one waits in line: say so, once. */
+function queuedNotice (p: Record<string, unknown>): boolean {
+  if (p.phase !== 'queued') return false
+  process.stderr.write(`waiting for a place: ${String(p.ahead ?? 0)} ahead in line\n`)
+  return true
 }

@@ -124,6 +124,8 @@ export class RpcServer {
   private readonly streaming = new WeakSet<ServerResponse>()
   private readonly limits: RpcLimits
   private readonly streams: Record<StreamKind, number> = { watch: 0, disk: 0, transfer: 0 }
+  /** Requests waiting for a place among their kind (`disk`, `transfer`), oldest first. */
+  private readonly queues: Record<StreamKind, Array<() => void>> = { watch: [], disk: [], transfer: [] }
   private requests = 0
   private readonly refusals: RefusalLog
 
@@ -351,13 +353,13 @@ export class RpcServer {
         message: known ? `${req.method ?? ''} is not allowed on ${target.path}` : `no such endpoint: ${req.method ?? ''} ${clip(target.path, 100)} (this daemon speaks /v1)`
       })
     }
-    const release = this.admit(r)
-    if (typeof release === 'string') {
+    const ticket = this.admit(r)
+    if (typeof ticket === 'string') {
       req.resume()
-      this.refusals.note(release)
-      return sendJson(res, 503, toWireError(new BusyError(release)))
+      this.refusals.note(ticket)
+      return sendJson(res, 503, toWireError(new BusyError(ticket)))
     }
-    res.once('close', release)
+    res.once('close', ticket.release)
     const aborter = new AbortController()
     res.on('close', () => { if (!res.writableFinished) aborter.abort() })
     let body: unknown
@@ -368,6 +370,8 @@ export class RpcServer {
     }
     const base = { query: target.query, headers: req.headers, signal: aborter.signal, progress: () => {}, event: () => {} }
     if (r.sse === true) return await this.sse(r, req, res, body, base)
+    if (ticket.queued !== undefined && r.stream === true) return await this.ndjson(r, req, res, body, base, ticket.queued)
+    if (ticket.queued !== undefined) await ticket.queued.ready
     if (r.raw === true) {
       try {
         const out = await r.handler(body, base) as { contentType: string, body: string }
@@ -389,19 +393,39 @@ export class RpcServer {
 
   /**
    * Takes a place for a request: among its route's kind of stream, or among short requests.
-   * Returns the release, or the message of the refusal when that bound is reached.
+   * Returns the release, or the message of the refusal when that bound is reached. An `add` or a
+   * `pull` past its kind's bound waits in line (`queued` resolves when it may start), up to
+   * `QUEUE_FACTOR` times the bound waiting; only past that is it refused. Event streams are not
+   * queued: a watcher past `rpc.maxWatchers` is refused at once.
    */
-  private admit (r: Route): (() => void) | string {
+  private admit (r: Route): { release: () => void, queued?: { ahead: number, ready: Promise<void> } } | string {
     const kind = r.holds ?? (r.sse === true ? 'watch' : undefined)
     if (kind === undefined) {
       if (this.requests >= this.limits.maxRequests) return `the daemon is handling ${this.limits.maxRequests} requests at once, its most; retry in a moment`
       this.requests++
-      return once(() => { this.requests-- })
+      return { release: once(() => { this.requests-- }) }
     }
     const most = this.limits.streams[kind]
-    if (this.streams[kind] >= most) return STREAM_BUSY[kind](most)
-    this.streams[kind]++
-    return once(() => { this.streams[kind]-- })
+    const start = (): () => void => {
+      this.streams[kind]++
+      return once(() => {
+        this.streams[kind]--
+        this.queues[kind].shift()?.()
+      })
+    }
+    if (this.streams[kind] < most && this.queues[kind].length === 0) return { release: start() }
+    const queue = this.queues[kind]
+    if (kind === 'watch' || queue.length >= most * QUEUE_FACTOR) return STREAM_BUSY[kind](most, queue.length)
+    let release = (): void => {}
+    let started = false
+    let entry = (): void => {}
+    const ready = new Promise<void>(resolve => {
+      entry = () => { started = true; release = start(); resolve() }
+      queue.push(entry)
+    })
+    const ahead = queue.length - 1
+    // Gone before its turn: out of the line; after: its place passes on.
+    return { release: once(() => { if (started) release(); else queue.splice(queue.indexOf(entry), 1) }), queued: { ahead, ready } }
   }
 
   private async sse (r: Route, req: IncomingMessage, res: ServerResponse, body: unknown, base: RouteContext): Promise<void> {
@@ -439,13 +463,19 @@ export class RpcServer {
     }
   }
 
-  private async ndjson (r: Route, req: IncomingMessage, res: ServerResponse, body: unknown, base: RouteContext): Promise<void> {
+  private async ndjson (r: Route, req: IncomingMessage, res: ServerResponse, body: unknown, base: RouteContext, queued?: { ahead: number, ready: Promise<void> }): Promise<void> {
     if (this.clientGone(req, res)) return
     res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' })
     const write = (obj: object): void => { if (!res.writableEnded && !res.destroyed) res.write(`${JSON.stringify(obj, replacer)}\n`) }
     // Progress is a running report: a line a slow client has not taken yet is superseded by the
     // next, so past the backlog lines are dropped rather than buffered.
     const progress = (e: object): void => { if (res.writableLength <= this.limits.streamBacklogBytes) write({ type: 'progress', ...e }) }
+    if (queued !== undefined) {
+      // Waits in line, telling its client so; a client that goes meanwhile leaves the line.
+      progress({ phase: 'queued', ahead: queued.ahead })
+      await Promise.race([queued.ready, new Promise<void>(resolve => { base.signal.addEventListener('abort', () => resolve(), { once: true }) })])
+      if (base.signal.aborted) { res.end(); return }
+    }
     try {
       const result = await r.handler(body, { ...base, progress })
       write({ type: 'result', result })
@@ -481,10 +511,13 @@ export class RpcServer {
   }
 }
 
-const STREAM_BUSY: Record<StreamKind, (most: number) => string> = {
+/** @default 16 — requests that may wait in line for a place of their kind, as a multiple of the kind's bound */
+export const QUEUE_FACTOR = 16
+
+const STREAM_BUSY: Record<StreamKind, (most: number, waiting: number) => string> = {
   watch: most => `${most} event streams are open, the most (rpc.maxWatchers); close one or raise rpc.maxWatchers`,
-  disk: most => `${most} add, verify and export operations are running, the most at once; retry when one finishes`,
-  transfer: most => `${most} pulls are running for RPC clients, the most at once; retry when one finishes`
+  disk: (most, waiting) => `${most} add, verify and export operations are running and ${waiting} wait for a place, the most at once; retry when one finishes`,
+  transfer: (most, waiting) => `${most} pulls are running for RPC clients and ${waiting} wait for a place, the most at once; retry when one finishes`
 }
 
 /**

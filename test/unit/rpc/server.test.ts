@@ -10,7 +10,7 @@ import { request } from 'node:http'
 import { pino } from 'pino'
 import { z } from 'zod'
 import { InvalidInputError } from '../../../src/core/errors.js'
-import { RpcServer, route, type Route, type RpcLog } from '../../../src/rpc/server.js'
+import { QUEUE_FACTOR, RpcServer, route, type Route, type RpcLog } from '../../../src/rpc/server.js'
 import type { RpcLimitsInit } from '../../../src/rpc/limits.js'
 import { exchange, open, parseResponses, until, type RawResponse } from '../../helpers/http-raw.js'
 import { tempDir } from '../../helpers/tmp.js'
@@ -256,29 +256,86 @@ describe('RPC server: slow and greedy clients', () => {
     await stillServes(socketPath)
   })
 
-  it('long operations past their kind\'s bound are answered 503 BUSY saying which; others kinds and later ones run', async () => {
+  it('long operations past their kind\'s bound wait in line, told so; past the line they are answered 503 BUSY saying which', async () => {
     let release!: () => void
     const gate = new Promise<void>(resolve => { release = resolve })
-    const op = (path: string, holds: 'disk' | 'transfer'): Route => route({ method: 'POST', path, body: z.strictObject({}), stream: true, holds, handler: async () => { await gate; return { done: path } } })
+    let started = 0
+    const op = (path: string, holds: 'disk' | 'transfer'): Route => route({ method: 'POST', path, body: z.strictObject({}), stream: true, holds, handler: async () => { started++; await gate; return { done: path } } })
     const { socketPath } = await serve([op('/v1/add', 'disk'), op('/v1/pull', 'transfer')], { streams: { disk: 1, transfer: 1 } })
     // A stream's client keeps its side open (a FIN would end the stream); the server closes after the answer.
     const post = (path: string): string => `POST ${path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}`
     const first = exchange({ socketPath }, post('/v1/add'), { end: false })
     const pull = exchange({ socketPath }, post('/v1/pull'), { end: false })
-    let second: RawResponse | undefined
-    await until('a second add is refused', async () => {
-      second = (await answers(socketPath, post('/v1/add'), { end: false }))[0]
-      return second?.status === 503
+    await until('the first add and the pull to start', async () => started === 2)
+    // One running and QUEUE_FACTOR (16) in line per place; the next is refused.
+    const waiting = Array.from({ length: QUEUE_FACTOR }, () => exchange({ socketPath }, post('/v1/add'), { end: false }))
+    let refused: RawResponse | undefined
+    await until('an add past the line is refused', async () => {
+      refused = (await answers(socketPath, post('/v1/add'), { end: false }))[0]
+      return refused?.status === 503
     })
-    expect(wire(second)).toEqual({ code: 'BUSY', message: '1 add, verify and export operations are running, the most at once; retry when one finishes' })
-    const [pull2] = await answers(socketPath, post('/v1/pull'), { end: false })
-    expect(wire(pull2).message).toBe('1 pulls are running for RPC clients, the most at once; retry when one finishes')
+    expect(wire(refused)).toEqual({ code: 'BUSY', message: `1 add, verify and export operations are running and ${QUEUE_FACTOR} wait for a place, the most at once; retry when one finishes` })
+    expect(started).toBe(2)
     release()
     const lines = (x: { bytes: Buffer }): unknown[] => parseResponses(x.bytes).responses[0]!.body.toString().trim().split('\n').map(l => JSON.parse(l) as unknown)
     expect(lines(await first)).toEqual([{ type: 'result', result: { done: '/v1/add' } }])
     expect(lines(await pull)).toEqual([{ type: 'result', result: { done: '/v1/pull' } }])
+    const queued = await Promise.all(waiting)
+    queued.forEach((x, i) => expect(lines(x)).toEqual([{ type: 'progress', phase: 'queued', ahead: i }, { type: 'result', result: { done: '/v1/add' } }]))
+    expect(started).toBe(2 + QUEUE_FACTOR)
     const again = parseResponses((await exchange({ socketPath }, post('/v1/add'), { end: false })).bytes).responses[0]
     expect(again?.status).toBe(200)
+  })
+
+  it('a queued request whose client goes leaves the line; the ones behind it move up', async () => {
+    let release!: () => void
+    const gate = new Promise<void>(resolve => { release = resolve })
+    let started = 0
+    const add = route({ method: 'POST', path: '/v1/add', body: z.strictObject({}), stream: true, holds: 'disk', handler: async () => { started++; await gate; return { n: started } } })
+    const { socketPath } = await serve([add], { streams: { disk: 1 } })
+    const post = `POST /v1/add HTTP/1.1\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}`
+    const first = exchange({ socketPath }, post, { end: false })
+    await until('the first add to start', async () => started === 1)
+    const leaver = open({ socketPath })
+    leaver.on('error', () => {})
+    leaver.write(post)
+    await until('the leaver to be told it is queued', async () => leaver.bytesRead > 0)
+    const behind = open({ socketPath })
+    behind.on('error', () => {})
+    const behindBytes: Buffer[] = []
+    behind.on('data', (b: Buffer) => behindBytes.push(b))
+    behind.write(post)
+    await until('the one behind to be told it is queued', async () => behindBytes.length > 0)
+    leaver.destroy()
+    await until('the leaver\'s connection to be gone', async () => leaver.closed)
+    // The line shrank: a newcomer has only the one behind ahead of it.
+    const client = (): { socket: ReturnType<typeof open>, bytes: () => Buffer } => {
+      const socket = open({ socketPath })
+      const parts: Buffer[] = []
+      socket.on('error', () => {})
+      socket.on('data', (b: Buffer) => parts.push(b))
+      socket.write(post)
+      return { socket, bytes: () => Buffer.concat(parts) }
+    }
+    const lineOf = (bytes: Buffer): unknown[] => parseResponses(bytes).responses[0]!.body.toString().trim().split('\n').map(l => JSON.parse(l) as unknown)
+    let last = client()
+    await until('the newcomer to be told its place', async () => last.bytes().includes('"queued"'))
+    if (last.bytes().includes('"ahead":2')) {
+      // The server had not yet seen the leaver go when the newcomer arrived: ask again.
+      last.socket.destroy()
+      await until('the newcomer\'s first connection to be gone', async () => last.socket.closed)
+      last = client()
+      await until('the newcomer to be told its place', async () => last.bytes().includes('"queued"'))
+    }
+    release()
+    await first
+    await until('the newcomer to finish', async () => last.bytes().includes('"result"'))
+    expect(lineOf(last.bytes())).toEqual([{ type: 'progress', phase: 'queued', ahead: 1 }, { type: 'result', result: { n: 3 } }])
+    last.socket.destroy()
+    await until('the one behind to finish', async () => Buffer.concat(behindBytes).includes('"result"'))
+    expect(lineOf(Buffer.concat(behindBytes))).toEqual([{ type: 'progress', phase: 'queued', ahead: 1 }, { type: 'result', result: { n: 2 } }])
+    behind.destroy()
+    expect(started).toBe(3)
   })
 
   it('an event stream whose client stops reading is closed past the backlog, and its handler is aborted', async () => {
