@@ -281,6 +281,8 @@ export class RpcServer {
       return
     }
     if (conn.failure !== undefined) return
+    // A body still being read out after its answer will not end now.
+    for (const res of conn.responses) lingering.get(res.req)?.()
     const failure = clientFailure(err, this.limits)
     conn.failure = toWireError(failure)
     this.refusals.note(conn.failure.code === 'BAD_REQUEST' ? 'malformed HTTP' : conn.failure.code)
@@ -501,7 +503,9 @@ export class RpcServer {
   private fail (req: IncomingMessage, res: ServerResponse, err: unknown): void {
     this.logFailure(req, err)
     const wire = toWireError(err)
-    sendJson(res, statusOf(wire.code), wire)
+    // A connection whose bytes failed (a deadline, bad framing) ends after this answer; a request
+    // refused on its own (too large, bad JSON) lets its body be read out first (see `sendJson`).
+    sendJson(res, statusOf(wire.code), wire, this.conns.get(req.socket)?.failure !== undefined)
   }
 
   private logFailure (req: IncomingMessage, err: unknown): void {
@@ -620,9 +624,38 @@ function sendJson (res: ServerResponse, status: number, body: unknown | WireErro
   }
   const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' }
   if (status === 503) headers['retry-after'] = 1
-  if (close || bodyPending(res.req)) headers.connection = 'close'
+  if (close) headers.connection = 'close'
   res.writeHead(status, headers)
-  res.end(text)
+  if (close || !bodyPending(res.req)) {
+    res.end(text)
+    return
+  }
+  // Refused before its body was read: the answer goes out whole at once (its length is set, so the
+  // client can read it), but the response ends only once the rest of the body has been read and
+  // dropped. Ending it earlier lets Node close the connection under a client still sending (a
+  // client that asked for `Connection: close` does), which then sees a reset instead of the answer.
+  // Past `LINGER_MAX_BYTES` more, the connection is cut off.
+  res.write(text)
+  linger(res.req, () => res.end())
+}
+
+/** @default 8 MiB — body bytes a refused request may still send, read and dropped, before its connection is closed */
+const LINGER_MAX_BYTES = 8 * 1024 * 1024
+
+/** Ends each lingering answer whose body will never end (its connection failed): see `clientError`. */
+const lingering = new WeakMap<IncomingMessage, () => void>()
+
+function linger (req: IncomingMessage, end: () => void): void {
+  const done = once(() => { lingering.delete(req); end() })
+  lingering.set(req, done)
+  let drained = 0
+  req.on('data', (part: Buffer) => {
+    drained += part.byteLength
+    if (drained > LINGER_MAX_BYTES) req.socket.destroy()
+  })
+  req.once('end', done)
+  req.once('close', done)
+  req.resume()
 }
 
 /** A request whose body has not been read to its end (a refusal answered before reading it). */

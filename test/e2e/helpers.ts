@@ -200,18 +200,24 @@ export async function rawRequest (socketPath: string, method: string, path: stri
     const headers: Record<string, string | number> = body === undefined
       ? {}
       : options.chunked === true ? { 'content-type': 'application/json' } : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }
-    const req = request({ socketPath, method, path, headers }, res => {
+    // A connection of its own (no keep-alive pool): a request refused before its body was sent
+    // may still be writing when the answer has come, and a pooled socket's late error would
+    // surface outside the test. Errors once answered are the refusal's, not the test's.
+    let answered = false
+    const req = request({ socketPath, method, path, headers, agent: false }, res => {
       const parts: Buffer[] = []
       res.on('data', (p: Buffer) => parts.push(p))
       res.on('error', reject)
       res.on('end', () => {
+        answered = true
         const text = Buffer.concat(parts).toString('utf8')
         let json: unknown
         try { json = JSON.parse(text) } catch { json = undefined }
         resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json })
+        req.destroy()
       })
     })
-    req.on('error', reject)
+    req.on('error', err => { if (!answered) reject(err) })
     if (body !== undefined && options.chunked === true) {
       // Several writes, so the body goes out in chunks.
       for (let at = 0; at < body.length; at += 64 * 1024) req.write(body.slice(at, at + 64 * 1024))
