@@ -51,6 +51,14 @@ export class DiskFullError extends ShoalError {
   readonly code = 'DISK_FULL'
 }
 
+/**
+ * The peer read nothing of what this side had to send for the send-stall time (`SEND_STALL_MS`):
+ * the stream or connection was closed. Thrown by the libp2p framing and by the bulk channel.
+ */
+export class SendStalledError extends ShoalError {
+  readonly code = 'SEND_STALLED'
+}
+
 export class AbortedError extends ShoalError {
   readonly code = 'ABORTED'
   constructor (message = 'the operation was aborted', options?: { cause?: unknown }) {
