@@ -93,3 +93,10 @@ export const SEND_WRITE_BYTES = 256 * 1024
 export const SCRATCH_BYTES = 64 * 1024
 /** See `SCRATCH_BYTES`. @default 16 KiB */
 export const DIRECT_READ_MIN_BYTES = 16 * 1024
+/**
+ * Encrypted data is decrypted in slices of at most this many bytes: each `decipher.update` returns
+ * a new buffer, and slices this small stay short-lived and in cache on their way into the pooled
+ * buffer (a direct read can bring a megabyte at once).
+ * @default 64 KiB
+ */
+export const DECRYPT_SLICE_BYTES = 64 * 1024

@@ -16,14 +16,15 @@
  *   bytes of a frame whose tag fails are never handed on (its buffer goes back to the pool).
  * - After a throw the reader is finished: the caller closes the connection and calls `close()`.
  *
- * Encrypted data is decrypted as it arrives, read by read: `decipher.update` always returns a new
- * buffer (node:crypto cannot decrypt into a given one), so each read costs one allocation of its
- * own size and a copy of the plaintext into the pooled buffer, in place of the ciphertext.
+ * Encrypted data is decrypted as it arrives, read by read, in slices of `DECRYPT_SLICE_BYTES`:
+ * `decipher.update` always returns a new buffer (node:crypto cannot decrypt into a given one), so
+ * each slice costs one allocation of its size and a copy of the plaintext into the pooled buffer,
+ * over the ciphertext it came from.
  */
 import { createDecipheriv, type DecipherGCM, type KeyObject } from 'node:crypto'
 import { MalformedDataError } from '../../core/errors.js'
 import type { BufferPool } from '../../core/buffer-pool.js'
-import { DIRECT_READ_MIN_BYTES, HEADER_BYTES, NONCE_BYTES, SCRATCH_BYTES, TAG_BYTES } from './constants.js'
+import { DECRYPT_SLICE_BYTES, DIRECT_READ_MIN_BYTES, HEADER_BYTES, NONCE_BYTES, SCRATCH_BYTES, TAG_BYTES } from './constants.js'
 import { decodeHeader, nonceOf, type BulkFrame } from './wire.js'
 
 export interface FrameReaderInit {
@@ -193,11 +194,15 @@ export class FrameReader {
     if (this.dataLen === 0) this.dataDone()
   }
 
+  /** Decrypts in slices of `DECRYPT_SLICE_BYTES`, each copied into the target where its plaintext belongs. */
   private decrypt (ciphertext: Uint8Array): void {
-    const out = this.decipher!.update(ciphertext)
-    if (this.plain + out.byteLength > this.dataLen) this.fail(`frame ${this.frames} decrypted to more bytes than it declared`)
-    this.target.set(out, this.plain)
-    this.plain += out.byteLength
+    const decipher = this.decipher!
+    for (let at = 0; at < ciphertext.byteLength; at += DECRYPT_SLICE_BYTES) {
+      const out = decipher.update(ciphertext.subarray(at, at + DECRYPT_SLICE_BYTES))
+      if (this.plain + out.byteLength > this.dataLen) this.fail(`frame ${this.frames} decrypted to more bytes than it declared`)
+      this.target.set(out, this.plain)
+      this.plain += out.byteLength
+    }
   }
 
   private dataDone (): void {
