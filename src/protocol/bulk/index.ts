@@ -32,6 +32,11 @@
  *   nonce is used twice under a key.
  * - Every failure is a typed error with a message a person can act on; no socket event can throw
  *   out of this module.
+ * - Waits that belong to this module have deadlines: the hello (`helloTimeoutMs`), a connect
+ *   (`timeoutMs`), every send and a sender's close (`sendStallMs` without progress), an offer
+ *   (`offerTtlMs`). An open connection with nothing to send, or a receiver waiting for frames, is
+ *   the owner's to close: its control stream's requests have their own deadlines, and
+ *   `BulkReceiver.bytesReceived` shows frames arriving.
  *
  * @example
  * ```ts

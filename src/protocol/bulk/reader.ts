@@ -160,6 +160,8 @@ export class FrameReader {
     this.finished = true
     this.releaseTarget()
     this.decipher = undefined
+    this.section = 'header' // `readBuffer` hands out the scratch buffer, never a view of a given-back one
+    this.have = 0
   }
 
   private headerDone (): void {

@@ -12,6 +12,7 @@ import {
   BulkClosedError, BulkUnavailableError, HEADER_BYTES, HELLO_BYTES, HelloAnswer, MAX_BULK_DATA_BYTES, MAX_PROOF_BYTES, TAG_BYTES, bulkService, connectBulk,
   type BulkFrame, type BulkInit, type BulkReceiver, type BulkSender, type BulkService
 } from '../../../src/protocol/bulk/index.js'
+import { FrameReader } from '../../../src/protocol/bulk/reader.js'
 import { encodeHeader, encodeHello } from '../../../src/protocol/bulk/wire.js'
 import { until } from '../../helpers/http-raw.js'
 import { rejection } from '../../helpers/assert.js'
@@ -181,6 +182,22 @@ describe('bulk channel: frames', () => {
     await until('both frames were handed on', () => got.length === 2)
     expect(got.map(g => g.index)).toEqual([0, 1])
     expect(sameBytes(got[0]!.data, seededBytes(100 * KiB, 1))).toBe(true)
+  })
+
+  it('FrameReader: large data is read straight into the pooled buffer; once closed it names only its scratch buffer', () => {
+    const pool = new CountingPool(MAX_BULK_DATA_BYTES)
+    const reader = new FrameReader({ pool, maxDataBytes: MAX_BULK_DATA_BYTES, maxProofBytes: MAX_PROOF_BYTES, onFrame: () => {} })
+    const frame = frameBytes(1, 2, new Uint8Array(0), seededBytes(100 * KiB, 3))
+    reader.push(frame.subarray(0, HEADER_BYTES + 10))
+    const into = reader.readBuffer()
+    expect(into.buffer.byteLength).toBe(pool.size) // a view of the frame's pooled buffer
+    expect(into.byteLength).toBe(100 * KiB - 10)
+    reader.close()
+    expect(pool.given).toBe(1)
+    // The socket may ask for one more buffer after a close: never a view of the buffer given back.
+    const after = reader.readBuffer()
+    expect(after.byteLength).toBe(64 * KiB)
+    expect(after.buffer).not.toBe(into.buffer)
   })
 
   it('refuses a frame over the caps at the sender, without closing the connection', async () => {
