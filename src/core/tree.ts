@@ -23,6 +23,15 @@ import { MalformedDataError } from './errors.js'
 
 /** Bytes of one hash in a tree. */
 export const TREE_HASH_BYTES = 32
+/** The smallest block size a version may use. @default 16 KiB (BitTorrent v2's block) */
+export const MIN_BLOCK_SIZE = 16 * 1024
+/** The largest: a whole chunk (`MAX_CHUNK_SIZE`), the geometry of versions made before blocks. @default 4 MiB */
+export const MAX_BLOCK_SIZE = 4 * 1024 * 1024
+
+/** Whether `n` is a block size a version may use: a power of two from `MIN_BLOCK_SIZE` to `MAX_BLOCK_SIZE`. */
+export function isBlockSize (n: number): boolean {
+  return Number.isInteger(n) && n >= MIN_BLOCK_SIZE && n <= MAX_BLOCK_SIZE && (n & (n - 1)) === 0
+}
 
 const LEAF_PREFIX = Uint8Array.of(0x00)
 const NODE_PREFIX = Uint8Array.of(0x01)

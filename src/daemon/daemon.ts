@@ -13,6 +13,8 @@ import { loadOrCreateIdentity } from '../p2p/identity.js'
 import { PeerScores } from '../p2p/judge.js'
 import { createNode, type ShoalNode } from '../p2p/node.js'
 import { MAX_FRAME_BYTES, type ServerFaults } from '../protocol/chunks/index.js'
+import { bulkService, type BulkService } from '../protocol/bulk/index.js'
+import { BufferPool } from '../core/buffer-pool.js'
 import { routes } from '../rpc/api.js'
 import { RpcServer } from '../rpc/server.js'
 import { Store } from '../store/store.js'
@@ -61,6 +63,7 @@ export class Daemon {
   private rpc?: RpcServer
   private pulls?: PullManager
   private stopNode?: () => Promise<void>
+  private bulk?: BulkService
   private origin?: OriginClient
   private spreader?: HeadSpreader
   private activator?: Activator
@@ -120,6 +123,9 @@ export class Daemon {
         ...(config.transfer.downloadRate !== undefined ? { download: new TokenBucket(config.transfer.downloadRate) } : {})
       }, componentLogger(this.log, 'pulls'))
       this.pulls = pulls
+      // Block receive buffers, shared by the libp2p streams and the bulk channel's connections.
+      const pool = new BufferPool(MAX_FRAME_BYTES)
+      const bulk = await this.startBulk(pool)
       const { node, stop } = await listening(config.p2p.listen, createNode({
         privateKey: await loadOrCreateIdentity(config.home),
         listen: config.p2p.listen,
@@ -135,6 +141,8 @@ export class Daemon {
           maxInFlightBytes: MAX_PULL_IN_FLIGHT_BYTES,
           sendStallMs: config.transfer.sendStallSeconds * 1000,
           onPeerFault: (peer, offence, detail) => { judge.penalize(peer, offence, detail) },
+          pool,
+          ...(bulk !== undefined ? { bulk } : {}),
           log: componentLogger(this.log, 'chunks'),
           onSent: (peer, bytes, versions) => {
             this.metrics?.bytesSent.inc({ peer }, bytes)
@@ -268,9 +276,28 @@ export class Daemon {
     this.activator?.stop()
     await this.pulls?.stop()
     await this.stopNode?.()
+    await this.bulk?.stop()
     this.origin?.close()
     await this.store?.close()
     this.log.info({}, 'shoal daemon stopped')
+  }
+
+  /**
+   * The bulk channel (`transfer.bulk`), listening; undefined when it is off or cannot listen (blocks
+   * then stay on the libp2p streams, and the log says why).
+   */
+  private async startBulk (pool: BufferPool): Promise<BulkService | undefined> {
+    const { bulk, encrypt, sendStallSeconds } = this.config.transfer
+    if (!bulk.enabled) return undefined
+    const service = bulkService({ host: bulk.host, port: bulk.port, ephemeralIfTaken: bulk.ephemeralIfTaken, encrypt, pool, sendStallMs: sendStallSeconds * 1000, log: componentLogger(this.log, 'bulk') })
+    try {
+      await service.start()
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'the bulk channel is off: blocks go on the libp2p streams')
+      return undefined
+    }
+    this.bulk = service
+    return service
   }
 
   /** Counts bytes sent for a version under its model name (looked up once, then cached). */

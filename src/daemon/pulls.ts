@@ -35,8 +35,9 @@ import type { TokenBucket } from '../fetcher/bandwidth.js'
 import { OriginBudget, type OriginClient } from '../fetcher/origin.js'
 import { FetchSession, FetchStalledError, type PeerJudge, type SessionOptions, type SessionProgress } from '../fetcher/session.js'
 import type { ShoalNode } from '../p2p/node.js'
-import type { ChunkSource, HaveState } from '../protocol/chunks/index.js'
-import { PullTarget } from '../store/pull-target.js'
+import type { ChunkSource, HaveState, HaveUpdate, Span } from '../protocol/chunks/index.js'
+import { PullTarget, proofsFrom } from '../store/pull-target.js'
+import { blockCount, leafHash } from '../core/tree.js'
 import type { ResolvedVersion, Store } from '../store/store.js'
 import { DEFAULT_MAX_PULL_ATTEMPTS } from '../config/config.js'
 import type { Logger } from './logger.js'
@@ -49,6 +50,8 @@ import { ManifestFinder } from './manifest-finder.js'
  * @default [250, 500, 1000, 2000, 4000, 10000] ms, the last repeating
  */
 export const PROVIDER_QUERY_SCHEDULE_MS = [250, 500, 1000, 2000, 4000, 10_000]
+/** @default 1024 — leaf layers kept for serving (16 hashes each at 256 KiB blocks: ~0.5 MiB in all) */
+export const MAX_LEAF_LAYERS = 1024
 /** @default 20 — providers asked for per query */
 export const MAX_PROVIDERS_PER_QUERY = 20
 
@@ -96,7 +99,9 @@ export class PullManager implements ChunkSource {
   private readonly starting = new Map<string, Promise<ActivePull>>()
   /** Versions whose pull is being accepted (manifest fetched and checked), for `status` and `cancel`. */
   private readonly checking = new Map<string, { name: string, controller: AbortController }>()
-  private readonly watchers = new Map<string, Set<(indices: number[]) => void>>()
+  private readonly watchers = new Map<string, Set<(update: HaveUpdate) => void>>()
+  /** Leaf layers computed for serving chunks the store holds, by `<chunk>/<block size>`, oldest first. */
+  private readonly leafLayers = new Map<string, Uint8Array[]>()
   private readonly decoder: ManifestDecoder
   private readonly finder: ManifestFinder
   private node?: ShoalNode
@@ -201,8 +206,49 @@ export class PullManager implements ChunkSource {
 
   // ---- ChunkSource ---------------------------------------------------------------------------
 
-  async readChunk (id: ChunkId): Promise<Uint8Array | undefined> {
-    return await this.store.readChunk(id, { pooled: true })
+  /**
+   * Verified blocks of `id`: from a pull that is assembling that chunk (cut-through: blocks
+   * verified before the chunk is whole), else from the store with proofs from the chunk's leaf
+   * layer (the pull's own, or computed from the bytes and kept in `leafLayers`).
+   */
+  async readSpan (id: ChunkId, blockSize: number, first: number, count: number): Promise<Span | undefined> {
+    for (const pull of this.active.values()) {
+      if (pull.target.blockSize !== blockSize || !pull.target.isAssembling(id)) continue
+      const span = pull.target.readBlocks(id, first, count)
+      if (span !== undefined) return span
+    }
+    const bytes = await this.store.readChunk(id, { pooled: true })
+    if (bytes === undefined) return undefined
+    const n = blockCount(bytes.byteLength, blockSize)
+    if (first + count > n) {
+      this.store.releaseChunk(bytes)
+      return undefined
+    }
+    const start = first * blockSize
+    const data = bytes.subarray(start, Math.min(bytes.byteLength, (first + count) * blockSize))
+    if (n === 1) return { data, proofs: [new Uint8Array(0)] }
+    const leaves = this.leavesFor(id, blockSize, bytes)
+    return { data, proofs: proofsFrom(leaves, first, count) }
+  }
+
+  /** The leaf layer of a chunk in `blockSize` geometry: a pull's, or computed once and kept (bounded). */
+  private leavesFor (id: ChunkId, blockSize: number, bytes: Uint8Array): Uint8Array[] {
+    for (const pull of this.active.values()) {
+      const own = pull.target.blockSize === blockSize ? pull.target.leavesOf(id) : undefined
+      if (own !== undefined) return own
+    }
+    const key = `${id}/${blockSize}`
+    const known = this.leafLayers.get(key)
+    if (known !== undefined) {
+      this.leafLayers.delete(key)
+      this.leafLayers.set(key, known)
+      return known
+    }
+    const leaves: Uint8Array[] = []
+    for (let at = 0; at < bytes.byteLength; at += blockSize) leaves.push(leafHash(bytes.subarray(at, Math.min(bytes.byteLength, at + blockSize))))
+    this.leafLayers.set(key, leaves)
+    if (this.leafLayers.size > MAX_LEAF_LAYERS) this.leafLayers.delete(this.leafLayers.keys().next().value as string)
+    return leaves
   }
 
   release (bytes: Uint8Array): void {
@@ -211,13 +257,13 @@ export class PullManager implements ChunkSource {
 
   async have (version: VersionId): Promise<HaveState | undefined> {
     const pull = this.active.get(version)
-    if (pull !== undefined) return pull.target.allPresent ? { complete: true } : { complete: false, bits: pull.target.bits }
+    if (pull !== undefined) return pull.target.allPresent ? { complete: true } : { complete: false, bits: pull.target.bits, ranges: pull.target.blockRanges() }
     if (!await this.store.hasVersion(version)) return undefined
     const v = await this.store.resolve(`${(await this.store.index.versions.get(version))?.name ?? ''}@${version}`).catch(() => undefined)
     return v !== undefined && v.missing.length === 0 ? { complete: true } : undefined
   }
 
-  watch (version: VersionId, listener: (indices: number[]) => void): () => void {
+  watch (version: VersionId, listener: (update: HaveUpdate) => void): () => void {
     const set = this.watchers.get(version) ?? new Set()
     set.add(listener)
     this.watchers.set(version, set)
@@ -278,7 +324,8 @@ export class PullManager implements ChunkSource {
   private async run (name: string, version: VersionId, target: PullTarget, local: boolean, allowed: (url: string) => boolean, t0: number, t1: number): Promise<ActivePull> {
     const node = this.node
     if (node === undefined || this.stopped) throw new Error('the node is not running')
-    target.on('have', indices => { for (const l of this.watchers.get(version) ?? []) l(indices) })
+    target.on('have', chunks => { for (const l of this.watchers.get(version) ?? []) l({ chunks, ranges: [] }) })
+    target.on('blocks', ranges => { for (const l of this.watchers.get(version) ?? []) l({ chunks: [], ranges }) })
     const t2 = Date.now()
     await target.copyLocal()
     this.log.debug({ version, manifestMs: t1 - t0, openMs: t2 - t1, copyLocalMs: Date.now() - t2, chunks: target.totalChunks }, 'pull opened')

@@ -1,10 +1,21 @@
 /**
- * The receiving end of a pull: writes verified chunks of one version into `partial/` files and
- * turns them into blobs, then into a visible version.
+ * The receiving end of a pull: verifies blocks as they arrive, assembles them into chunks, writes
+ * verified chunks of one version into `partial/` files and turns them into blobs, then into a
+ * visible version.
+ *
+ * Blocks (`putBlock`): a chunk of several blocks is assembled in memory, in one pooled buffer per
+ * chunk in progress (`MAX_ASSEMBLING` of them at most at once; the scheduler finishes chunks it
+ * started). Each block is checked against the chunk's tree root from the manifest by its proof
+ * (`core/tree.ts`, the leaf hashed on a worker) before it counts, and from then on it is
+ * servable to peers with its proof (cut-through: `readBlocks`, announced by the `blocks` event).
+ * When the last block is in, the whole chunk is hashed once more and must match its id — so the
+ * store never indexes bytes under an id they do not have, whatever root a manifest claims — then
+ * it is written like a chunk that came whole. A chunk of one block is verified by its id alone.
+ * A crash loses the chunks being assembled (at most `MAX_ASSEMBLING` × 4 MiB); whole chunks resume.
  *
  * MUST hold:
- * - `put` verifies the bytes against the chunk id before writing anything (verify on put), and
- *   writes them only where the manifest lists that id with exactly that many bytes;
+ * - `put` and `putBlock` verify the bytes before anything is written or counted (verify on put),
+ *   and a chunk is written only where the manifest lists that id with exactly that many bytes;
  * - a chunk is servable (`Store.readChunk`) as soon as it is written and verified; it is indexed
  *   (and so survives a crash) after the file's data is fdatasync'ed, in batches (`flush`);
  * - after a crash, verified chunks that were indexed are kept and the pull resumes from them;
@@ -33,9 +44,13 @@
 import { EventEmitter } from 'node:events'
 import { constants } from 'node:fs'
 import { open, chmod, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises'
+import { BufferPool } from '../core/buffer-pool.js'
+import { MAX_CHUNK_SIZE } from '../core/chunking.js'
 import { byteLength, type ChunkId, type FileDigest, type VersionId } from '../core/digest.js'
-import { DigestMismatchError, DiskFullError } from '../core/errors.js'
+import { DigestMismatchError, DiskFullError, MalformedDataError } from '../core/errors.js'
 import { decodeManifest, type Manifest } from '../core/manifest.js'
+import { blockCount, blockRange, equalBytes, joinHashes, proofOf, rootFromProof, splitHashes } from '../core/tree.js'
+import { LeafPool } from './leaf-pool.js'
 import { DirectWrites } from './direct-io.js'
 import { fsyncDir, isErrno, writeAt, type WriteContext } from './fsutil.js'
 import type { IndexOp } from './index-db.js'
@@ -45,6 +60,39 @@ import type { ResolvedVersion, Store } from './store.js'
 export const FLUSH_INTERVAL_MS = 500
 /** ...or after this many unflushed bytes. @default 64 MiB */
 export const FLUSH_BYTES = 64 * 1024 * 1024
+
+/**
+ * Chunks a pull assembles from blocks at once (each holds one buffer of `MAX_CHUNK_SIZE`); the
+ * scheduler starts no new chunk past it. @default 8
+ */
+export const MAX_ASSEMBLING = 8
+
+/** Assembly buffers, shared by every pull of the process (`SharedArrayBuffer`s: hashed on workers). */
+const assemblyPool = new BufferPool(MAX_CHUNK_SIZE, { maxPooled: MAX_ASSEMBLING })
+let leafPool: LeafPool | undefined
+
+/** A chunk being assembled from its blocks. */
+interface Assembly {
+  buffer: Uint8Array
+  /** Per block: verified and in the buffer. */
+  present: Uint8Array
+  count: number
+  /** Per block: its leaf hash and proof, once verified. */
+  leaves: Array<Uint8Array | undefined>
+  proofs: Array<Uint8Array | undefined>
+  /** Blocks being verified now: a second copy waits for the first's outcome. */
+  verifying: Map<number, Promise<boolean>>
+}
+
+/** The block geometry of a manifest: its `blockSize` (schema 2), or one block per chunk (schema 1). */
+export function blockSizeOf (manifest: Manifest): number {
+  return (manifest as { blockSize?: number }).blockSize ?? MAX_CHUNK_SIZE
+}
+
+/** The tree root of a chunk entry of a manifest (schema 2, chunks of more than one block). */
+export function chunkRootOf (chunk: { id: ChunkId, size: number }): Uint8Array | undefined {
+  return (chunk as { root?: Uint8Array }).root
+}
 
 /** What a pull keeps when a write fails: part of its disk-full message. */
 export const PULL_KEPT = 'the chunks verified so far are kept in partial/, and the pull resumes from them when it is run again (or when the daemon restarts)'
@@ -91,7 +139,14 @@ interface FileState {
   dirty: boolean
 }
 
-export interface PullTargetEvents { have: [indices: number[]], file: [path: string], complete: [] }
+export interface PullTargetEvents {
+  /** Chunks now whole and written, by global index. */
+  have: [indices: number[]]
+  /** Blocks now verified (servable) of a chunk in progress, at each global index of the chunk. */
+  blocks: [ranges: Array<{ chunk: number, first: number, count: number }>]
+  file: [path: string]
+  complete: []
+}
 
 export class PullTarget extends EventEmitter<PullTargetEvents> {
   readonly manifest: Manifest
@@ -114,6 +169,12 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
   private closed = false
   /** Puts writing their bytes now. */
   private readonly writing = new Set<Promise<void>>()
+  /** The version's block size. */
+  readonly blockSize: number
+  private readonly roots = new Map<ChunkId, Uint8Array>()
+  private readonly assembling = new Map<ChunkId, Assembly>()
+  /** Leaf layers of chunks assembled by this pull (for proofs when serving them). */
+  private readonly leafLayers = new Map<ChunkId, Uint8Array[]>()
 
   private constructor (private readonly store: Store, readonly version: VersionId, readonly manifestBytes: Uint8Array, manifest: Manifest, private readonly originAllowed: (url: string) => boolean) {
     super()
@@ -127,6 +188,8 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
         list.push({ file: fi, chunk: ci, global, offset, size: c.size })
         this.positions.set(c.id, list)
         this.sizes.set(c.id, c.size)
+        const root = chunkRootOf(c)
+        if (root !== undefined) this.roots.set(c.id, root)
         this.ids.push(c.id)
         offset += c.size
         global++
@@ -136,6 +199,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     this.totalChunks = global
     this.totalBytes = bytes
     this.bits = new Uint8Array(Math.ceil(global / 8))
+    this.blockSize = blockSizeOf(manifest)
     const files = openFiles.get(store) ?? new Map<FileDigest, number>()
     openFiles.set(store, files)
     for (const f of this.manifest.files) files.set(f.digest, (files.get(f.digest) ?? 0) + 1)
@@ -228,6 +292,139 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     return undefined
   }
 
+  /** Whether block `index` of `id` still has to be fetched (not verified here). */
+  blockMissing (id: ChunkId, index: number): boolean {
+    if (!this.missing.has(id)) return false
+    return this.assembling.get(id)?.present[index] !== 1
+  }
+
+  /** Chunks being assembled now; the scheduler starts no new chunk at `MAX_ASSEMBLING`. */
+  get assemblingCount (): number {
+    return this.assembling.size
+  }
+
+  /** Whether chunk `id` is being assembled (some of its blocks are here). */
+  isAssembling (id: ChunkId): boolean {
+    return this.assembling.has(id)
+  }
+
+  /**
+   * Verified blocks `[first, first + count)` of a chunk in progress, copied out, with their proofs
+   * (joined); undefined unless every one of them is here. For serving before the chunk is whole.
+   */
+  readBlocks (id: ChunkId, first: number, count: number): { data: Uint8Array, proofs: Uint8Array[] } | undefined {
+    const a = this.assembling.get(id)
+    if (a === undefined || first + count > a.present.length) return undefined
+    for (let i = first; i < first + count; i++) if (a.present[i] !== 1) return undefined
+    const size = this.sizeOf(id)
+    const start = first * this.blockSize
+    const end = Math.min(size, (first + count) * this.blockSize)
+    return { data: a.buffer.slice(start, end), proofs: a.proofs.slice(first, first + count).map(p => p ?? new Uint8Array(0)) }
+  }
+
+  /** The verified blocks of the chunks being assembled, as ranges at every global index of each chunk (for HAVE). */
+  blockRanges (): Array<{ chunk: number, first: number, count: number }> {
+    const out: Array<{ chunk: number, first: number, count: number }> = []
+    for (const [id, a] of this.assembling) {
+      for (const p of this.positions.get(id) ?? []) {
+        let start = -1
+        for (let i = 0; i <= a.present.length; i++) {
+          const here = i < a.present.length && a.present[i] === 1
+          if (here && start < 0) start = i
+          if (!here && start >= 0) { out.push({ chunk: p.global, first: start, count: i - start }); start = -1 }
+        }
+      }
+    }
+    return out
+  }
+
+  /** The leaf layer of a chunk this pull assembled (undefined for others: the store computes those). */
+  leavesOf (id: ChunkId): Uint8Array[] | undefined {
+    return this.leafLayers.get(id)
+  }
+
+  /**
+   * Verifies one block against its chunk's tree and keeps it; once every block of the chunk is in
+   * and the whole chunk matches its id, writes the chunk (`put`). A chunk of one block is `put`
+   * directly. Returns false when the block was not needed. Throws `DigestMismatchError` when the
+   * bytes are not the block (or, with the last block, when the whole chunk does not match its id:
+   * the manifest bound this id to another chunk's tree).
+   */
+  async putBlock (id: ChunkId, index: number, bytes: Uint8Array | readonly Uint8Array[], proof: Uint8Array): Promise<boolean> {
+    if (!this.missing.has(id)) return false
+    const size = this.sizes.get(id) ?? 0
+    const n = blockCount(size, this.blockSize)
+    if (n <= 1) return await this.put(id, bytes)
+    const root = this.roots.get(id)
+    if (root === undefined) throw new MalformedDataError(`chunk ${id} has ${n} blocks but the manifest gives no tree root for it`)
+    if (!Number.isInteger(index) || index < 0 || index >= n) throw new DigestMismatchError(`block ${index} of chunk ${id} does not exist (it has ${n})`)
+    const [offset, length] = blockRange(size, this.blockSize, index)
+    if (byteLength(bytes) !== length) throw new DigestMismatchError(`block ${index} of chunk ${id} is ${length} bytes, not ${byteLength(bytes)}`)
+    let a = this.assembling.get(id)
+    if (a === undefined) {
+      a = { buffer: assemblyPool.take(size), present: new Uint8Array(n), count: 0, leaves: new Array(n), proofs: new Array(n), verifying: new Map() }
+      this.assembling.set(id, a)
+    }
+    const assembly = a
+    // A copy of this block already being verified: its outcome decides (two copies must never
+    // share the buffer's bytes while one is checked).
+    while (assembly.verifying.has(index)) await assembly.verifying.get(index)
+    if (assembly.present[index] === 1 || this.assembling.get(id) !== assembly) return false
+    const verifying = (async (): Promise<boolean> => {
+      const view = assembly.buffer.subarray(offset, offset + length)
+      copyParts(bytes, view)
+      leafPool ??= new LeafPool()
+      const leaf = await leafPool.leaf(view)
+      let path: Uint8Array[]
+      try {
+        path = splitHashes(proof)
+      } catch {
+        return false
+      }
+      const got = rootFromProof(leaf, index, n, path)
+      if (got === undefined || !equalBytes(got, root)) return false
+      assembly.present[index] = 1
+      assembly.count++
+      assembly.leaves[index] = leaf
+      assembly.proofs[index] = new Uint8Array(proof)
+      return true
+    })()
+    assembly.verifying.set(index, verifying)
+    let ok: boolean
+    try {
+      ok = await verifying
+    } finally {
+      assembly.verifying.delete(index)
+    }
+    if (!ok) {
+      if (assembly.count === 0 && assembly.verifying.size === 0) this.dropAssembly(id)
+      throw new DigestMismatchError(`block ${index} of chunk ${id} does not match the chunk's tree`)
+    }
+    this.emit('blocks', (this.positions.get(id) ?? []).map(p => ({ chunk: p.global, first: index, count: 1 })))
+    if (assembly.count < n) return true
+    // Whole: it must be the chunk its id names, then it is written like any whole chunk.
+    const whole = assembly.buffer.subarray(0, size)
+    if (!await this.store.chunkMatches(whole, id)) {
+      this.dropAssembly(id)
+      throw new MalformedDataError(`chunk ${id} assembled from blocks that match the manifest's tree root does not match its own id: the manifest of ${this.manifest.name}@${this.version} binds the id to another chunk's tree`)
+    }
+    this.leafLayers.set(id, assembly.leaves as Uint8Array[])
+    try {
+      await this.store.writable(this.what(`writing chunk ${id} of ${this.manifest.name}@${this.version}`))
+      await this.storeChunk(id, whole, size)
+    } finally {
+      this.dropAssembly(id)
+    }
+    return true
+  }
+
+  private dropAssembly (id: ChunkId): void {
+    const a = this.assembling.get(id)
+    if (a === undefined) return
+    this.assembling.delete(id)
+    assemblyPool.give(a.buffer)
+  }
+
   /** Per-file progress, for display. */
   fileProgress (): Array<{ path: string, size: number, bytes: number }> {
     return this.manifest.files.map((f, i) => {
@@ -249,6 +446,14 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       throw new DigestMismatchError(`received bytes do not match chunk ${id}`)
     }
     await this.store.writable(this.what(`writing chunk ${id} of ${this.manifest.name}@${this.version}`))
+    const stored = await this.storeChunk(id, bytes, size)
+    if (stored) this.dropAssembly(id)
+    return stored
+  }
+
+
+  /** Writes verified bytes of chunk `id` at every position it occupies. */
+  private async storeChunk (id: ChunkId, bytes: Uint8Array | readonly Uint8Array[], size: number): Promise<boolean> {
     if (!this.missing.delete(id)) return false
     const positions = this.positions.get(id) ?? []
     // One id, one size (the manifest was checked so); a position of another size is never written.
@@ -387,6 +592,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
+    for (const id of [...this.assembling.keys()]) this.dropAssembly(id)
     const files = openFiles.get(this.store)
     for (const f of this.manifest.files) {
       const n = (files?.get(f.digest) ?? 1) - 1
@@ -622,5 +828,20 @@ function formatBytes (n: number): string {
   let u = 0
   while (v >= 1024 && u < units.length - 1) { v /= 1024; u++ }
   return u === 0 ? `${n} bytes` : `${v.toFixed(1)} ${units[u]} (${n} bytes)`
+}
+
+
+/** Copies `parts` (in order) into `target`, which is exactly as long. */
+function copyParts (parts: Uint8Array | readonly Uint8Array[], target: Uint8Array): void {
+  if (parts instanceof Uint8Array) { target.set(parts); return }
+  let at = 0
+  for (const part of parts) { target.set(part, at); at += part.byteLength }
+}
+
+/** Proofs of every block of a chunk from its leaf layer (for serving a chunk this pull assembled). */
+export function proofsFrom (leaves: readonly Uint8Array[], first: number, count: number): Uint8Array[] {
+  const out: Uint8Array[] = []
+  for (let i = first; i < first + count; i++) out.push(joinHashes(proofOf(leaves, i)))
+  return out
 }
 

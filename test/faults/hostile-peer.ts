@@ -19,6 +19,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { encodeManifest, type Manifest, type ManifestFile } from '../../src/core/manifest.js'
 import { chunkIdOf, fileDigest, type ChunkId, type VersionId } from '../../src/core/digest.js'
+import { blockCount, joinHashes, leafHash, proofOf } from '../../src/core/tree.js'
 import { Slots } from '../../src/fetcher/bandwidth.js'
 import { STREAM_WINDOW_BYTES, MAX_STREAM_WINDOW_BYTES } from '../../src/p2p/node.js'
 import { CHUNKS_PROTOCOL, chunkExchange, type ChunkExchange, type ChunkSource, type UploadLimiter } from '../../src/protocol/chunks/index.js'
@@ -59,7 +60,10 @@ export class HostilePeer {
   static async start (options: HostilePeerOptions = {}): Promise<HostilePeer> {
     const ref: { self?: HostilePeer } = {}
     const chunks: ChunkSource = options.chunks ?? {
-      readChunk: async id => ref.self?.chunks.get(id),
+      readSpan: async (id, blockSize, first, count) => {
+        const bytes = ref.self?.chunks.get(id)
+        return bytes === undefined ? undefined : spanOf(bytes, blockSize, first, count)
+      },
       have: async version => ref.self?.manifests.has(version) === true ? { complete: true } : undefined,
       watch: () => () => {}
     }
@@ -160,4 +164,14 @@ export function manifestOf (name: string, files: ManifestFile[], extra: Partial<
     structure: { formats: ['other'], parameterCount: 0, dtypes: [], tensorCount: 0, totalSize },
     ...extra
   } as Manifest
+}
+
+/** Blocks `[first, first + count)` of `chunk` in `blockSize` geometry, with their proofs: what an honest server sends. */
+export function spanOf (chunk: Uint8Array, blockSize: number, first: number, count: number): { data: Uint8Array, proofs: Uint8Array[] } | undefined {
+  const n = blockCount(chunk.byteLength, blockSize)
+  if (first + count > n) return undefined
+  const data = chunk.subarray(first * blockSize, Math.min(chunk.byteLength, (first + count) * blockSize))
+  if (n === 1) return { data, proofs: [new Uint8Array(0)] }
+  const leaves = Array.from({ length: n }, (_, i) => leafHash(chunk.subarray(i * blockSize, Math.min(chunk.byteLength, (i + 1) * blockSize))))
+  return { data, proofs: Array.from({ length: count }, (_, i) => joinHashes(proofOf(leaves, first + i))) }
 }

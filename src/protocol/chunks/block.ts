@@ -1,9 +1,9 @@
 /**
- * The hot path of `/shoal/chunks/1.0.0`: BLOCK responses are encoded and decoded without copying
- * the chunk. The wire format is the ordinary `ChunkResponse` protobuf — a sender writes the small
- * fields with protons and appends field 3 (`data`) itself, which protobuf allows in any order; a
- * receiver scans the fields and takes `data` as a view of the received parts. Every other message
- * goes through protons.
+ * The hot path of `/shoal/chunks/2.0.0`: BLOCK responses are encoded and decoded without copying
+ * the block. The wire format is the ordinary `ChunkResponse` protobuf — a sender writes the small
+ * fields (type, id, load, index, proof) with protons and appends field 3 (`data`) itself, which
+ * protobuf allows in any order; a receiver scans the fields and takes `data` and `proof` as views of
+ * the received parts. Every other message goes through protons.
  */
 import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
@@ -11,22 +11,25 @@ import { ChunkResponse } from './pb/chunks.js'
 
 const DATA_TAG = (3 << 3) | 2
 
+/** One block on its way: the request it answers, its index in the chunk, its proof and bytes. */
+export interface BlockFrame { id: number, load: number, index: number, proof: Uint8Array, data: Uint8Array[] }
+
 /** A BLOCK frame for `data`, sharing its bytes. */
-export function encodeBlock (id: number, load: number, data: Uint8Array): Uint8ArrayList {
-  const head = ChunkResponse.encode({ type: ChunkResponse.Type.BLOCK, id, load } as ChunkResponse)
+export function encodeBlock (id: number, load: number, index: number, proof: Uint8Array, data: Uint8Array): Uint8ArrayList {
+  const head = ChunkResponse.encode({ type: ChunkResponse.Type.BLOCK, id, load, index, proof } as unknown as ChunkResponse)
   return new Uint8ArrayList(head, Uint8Array.of(DATA_TAG), varint.encode(data.byteLength), data)
 }
-
-export interface DecodedBlock { id: number, load: number, data: Uint8Array[] }
 
 /**
  * Decodes a BLOCK frame without joining its parts; returns undefined for any other message type
  * (decode those with `ChunkResponse.decode`). Throws on a truncated or malformed frame.
  */
-export function decodeBlock (frame: Uint8ArrayList): DecodedBlock | undefined {
+export function decodeBlock (frame: Uint8ArrayList): BlockFrame | undefined {
   let pos = 0
   let id = 0
   let load = 0
+  let index = 0
+  let proof: Uint8Array = new Uint8Array(0)
   let data: Uint8ArrayList | undefined
   const end = frame.byteLength
   const readVarint = (): number => {
@@ -50,15 +53,17 @@ export function decodeBlock (frame: Uint8ArrayList): DecodedBlock | undefined {
       if (field === 1 && value !== 0) return undefined
       if (field === 2) id = value
       else if (field === 9) load = value
+      else if (field === 11) index = value
     } else if (wire === 2) {
       const length = readVarint()
       if (pos + length > end) throw new Error('length-delimited field past the end of the frame')
       if (field === 3) data = frame.sublist(pos, pos + length)
+      else if (field === 12) proof = frame.subarray(pos, pos + length)
       pos += length
     } else if (wire === 1) pos += 8
     else if (wire === 5) pos += 4
     else throw new Error(`unsupported wire type ${wire}`)
   }
   if (pos !== end) throw new Error('frame ends inside a field')
-  return { id, load, data: data === undefined ? [] : [...data] }
+  return { id, load, index, proof, data: data === undefined ? [] : [...data] }
 }

@@ -1,17 +1,22 @@
 /**
- * Requesting side of `/shoal/chunks/1.0.0`: a `PeerChannel` is one outbound stream to one peer,
+ * Requesting side of `/shoal/chunks/2.0.0`: a `PeerChannel` is one outbound stream to one peer,
  * over which any number of WANTs are pipelined and versions are watched.
  *
- * `want` resolves with the bytes the peer sent (the caller verifies them), or rejects with
- * `DontHaveError`, `PeerRequestError` or `PeerGoneError`; aborting its signal sends CANCEL. A
- * block the server had already begun sending still arrives: it goes to the request's `onLate`,
- * if it has one (its bytes crossed the link anyway), else it is dropped. Every block that arrives
- * is answered with RECEIVED, which lets the server reuse that block's buffer.
- * A channel is single-use: once its stream closes every pending request rejects, and the owner
- * opens a new channel when it needs the peer again.
+ * A WANT asks for a span of blocks of one chunk. Each block is handed to the request's `onBlock`
+ * as it arrives (unverified: the caller verifies it against its manifest's tree), so a block can
+ * be checked, stored and passed on before the rest of its chunk has come; `want` resolves once
+ * every block of the span was handed over, or rejects with `DontHaveError`, `PeerRequestError` or
+ * `PeerGoneError`; aborting its signal sends CANCEL. Blocks the server had already sent still
+ * arrive: they go to the request's `onLate`, if it has one, else they are dropped. Once every block
+ * of a span has arrived the channel answers RECEIVED, which lets the server reuse its buffer.
  *
- * Given a `BufferPool`, blocks arrive in pooled buffers: the bytes `want` resolves with belong to
- * the caller, who hands them back with `release` once done (forgetting to only costs reuse).
+ * Blocks come on the stream, or — once the server offered one and this side reached it — on the
+ * bulk channel (`protocol/bulk/`); the two are the same to a request. A bulk connection that fails
+ * or closes only sends blocks back to the stream. A channel is single-use: once its stream closes
+ * every pending request rejects, and the owner opens a new channel when it needs the peer again.
+ *
+ * Given a `BufferPool`, blocks arrive in pooled buffers: the bytes handed over belong to the
+ * caller, who gives them back with `release` once done (forgetting to only costs reuse).
  */
 import { CID } from 'multiformats/cid'
 import type { Stream } from '@libp2p/interface'
@@ -19,22 +24,54 @@ import type { Uint8ArrayList } from 'uint8arraylist'
 import type { ChunkId, VersionId } from '../../core/digest.js'
 import { AbortedError, MalformedDataError } from '../../core/errors.js'
 import type { BufferPool } from '../../core/buffer-pool.js'
+import type { BulkReceiver } from '../bulk/index.js'
 import { decodeBlock } from './block.js'
 import { FramedStream } from '../framing.js'
-import { MAX_FRAME_BYTES, POOLED_FRAME_MIN_BYTES, READ_BUFFER_SLACK_BYTES } from './constants.js'
+import { MAX_FRAME_BYTES, MAX_HAVE_RANGES, MAX_SPAN_BLOCKS, POOLED_FRAME_MIN_BYTES, READ_BUFFER_SLACK_BYTES } from './constants.js'
 import { DontHaveError, PeerGoneError, fromWire } from './errors.js'
-import { ChunkRequest, ChunkResponse } from './pb/chunks.js'
-import type { HaveState } from './server.js'
+import { ChunkRequest, ChunkResponse, type BlockRange } from './pb/chunks.js'
+import type { HaveState, HaveUpdate } from './server.js'
 
 export interface VersionWatcher {
   onHave: (state: HaveState | undefined) => void
-  onUpdate: (indices: number[]) => void
+  onUpdate: (update: HaveUpdate) => void
 }
 
-/** Chunk bytes as received: the parts of the frame, not joined. */
+/** Bytes of one block as received: the parts of its frame, not joined. */
 export type BlockBytes = Uint8Array[]
 
-interface Pending { resolve: (bytes: BlockBytes) => void, reject: (err: Error) => void, cleanup: () => void, onQueued?: () => void }
+/** A span of blocks of one chunk, in the geometry of the version being pulled. */
+export interface Span { chunk: ChunkId, first: number, count: number, blockSize: number }
+
+/** One block of a span as it arrives: its index in the chunk, its proof (k × 32 bytes) and bytes. */
+export interface BlockArrival { index: number, proof: Uint8Array, data: BlockBytes }
+
+export interface WantOptions {
+  signal?: AbortSignal
+  /** Serve even if the peer just sent this chunk to someone else (see `DUPLICATE`). */
+  urgent?: boolean
+  /** The peer says the request waits for one of its upload slots (QUEUED). */
+  onQueued?: () => void
+  /** Each block of the span, as it arrives (the caller then owns its bytes). */
+  onBlock: (block: BlockArrival) => void
+  /** Blocks that arrive after the request was cancelled (the caller then owns their bytes). */
+  onLate?: (block: BlockArrival) => void
+}
+
+/** Asks the peter for a bulk connection and dials it; undefined when there is none to be had. */
+export type BulkDialer = (offer: { port: number, token: Uint8Array, key: Uint8Array | undefined }, signal: AbortSignal) => Promise<BulkReceiver | undefined>
+
+interface Pending {
+  span: Span
+  /** Block indices still to come. */
+  left: Set<number>
+  onBlock: (block: BlockArrival) => void
+  onQueued?: () => void
+  onLate?: (block: BlockArrival) => void
+  resolve: () => void
+  reject: (err: Error) => void
+  cleanup: () => void
+}
 
 /** Cancelled requests remembered for their late blocks, at most; the oldest is forgotten first. @default 64 */
 export const MAX_CANCELLED_REMEMBERED = 64
@@ -42,11 +79,13 @@ export const MAX_CANCELLED_REMEMBERED = 64
 export class PeerChannel {
   private readonly framed: FramedStream
   private readonly pending = new Map<number, Pending>()
-  /** Cancelled requests with an `onLate`, by request id, oldest first. */
-  private readonly cancelled = new Map<number, (bytes: BlockBytes) => void>()
+  /** Cancelled requests with an `onLate`, by request id, oldest first: blocks still to come. */
+  private readonly cancelled = new Map<number, { left: Set<number>, onLate: (block: BlockArrival) => void }>()
   private readonly watchers = new Map<string, VersionWatcher>()
   private nextId = 1
   private closeListeners: Array<(err?: Error) => void> = []
+  private bulk?: BulkReceiver
+  private bulkBytesBefore = 0
   /** Last load the peer reported. */
   load = 0
 
@@ -68,9 +107,14 @@ export class PeerChannel {
     return this.framed.isOpen
   }
 
-  /** Bytes of blocks received on this stream so far, blocks still arriving included (not HAVE updates or other small messages). */
+  /** Bytes of blocks received from this peer so far, blocks still arriving included (not HAVE updates or other small messages). */
   get bytesReceived (): number {
-    return this.framed.largeFrameBytes
+    return this.framed.largeFrameBytes + this.bulkBytesBefore + (this.bulk?.bytesReceived ?? 0)
+  }
+
+  /** Whether blocks come on a bulk connection now. */
+  get bulkOpen (): boolean {
+    return this.bulk?.isOpen === true
   }
 
   onClose (listener: (err?: Error) => void): void {
@@ -78,34 +122,39 @@ export class PeerChannel {
     else this.closeListeners.push(listener)
   }
 
-  /**
-   * `urgent`: serve even if the peer just sent this chunk to someone else (see `DUPLICATE`).
-   * `onQueued`: called if the peer says the request waits for one of its upload slots (QUEUED).
-   * `onLate`: takes the block if it arrives after the request was cancelled (and then owns it, as
-   * the caller of `want` would: hand it back with `release`).
-   */
-  async want (id: ChunkId, signal?: AbortSignal, urgent = false, onQueued?: () => void, onLate?: (bytes: BlockBytes) => void): Promise<BlockBytes> {
+  /** Asks for the blocks of `span`; see the module doc. */
+  async want (span: Span, options: WantOptions): Promise<void> {
     if (!this.framed.isOpen) throw new PeerGoneError('the stream to this peer is closed')
+    if (span.count < 1 || span.count > MAX_SPAN_BLOCKS) throw new RangeError(`a span has 1 to ${MAX_SPAN_BLOCKS} blocks, not ${span.count}`)
+    const { signal } = options
     signal?.throwIfAborted()
     const reqId = this.nextId
     this.nextId = this.nextId >= 0xffff_fff0 ? 1 : this.nextId + 1
-    return await new Promise<BlockBytes>((resolve, reject) => {
+    await new Promise<void>((resolve, reject) => {
+      const left = new Set<number>()
+      for (let i = span.first; i < span.first + span.count; i++) left.add(i)
       const onAbort = (): void => {
-        if (!this.pending.has(reqId)) return
+        const p = this.pending.get(reqId)
+        if (p === undefined) return
         this.pending.delete(reqId)
-        if (onLate !== undefined) this.rememberCancelled(reqId, onLate)
-        void this.send({ type: ChunkRequest.Type.CANCEL, id: reqId, cid: new Uint8Array(0), urgent: false }).catch(() => {})
+        if (options.onLate !== undefined) this.rememberCancelled(reqId, p.left, options.onLate)
+        void this.send({ type: ChunkRequest.Type.CANCEL, id: reqId }).catch(() => {})
         reject(new AbortedError('request cancelled'))
       }
       signal?.addEventListener('abort', onAbort, { once: true })
-      this.pending.set(reqId, { resolve, reject, cleanup: () => signal?.removeEventListener('abort', onAbort), ...(onQueued !== undefined ? { onQueued } : {}) })
-      this.send({ type: ChunkRequest.Type.WANT, id: reqId, cid: CID.parse(id).bytes, urgent }).catch((err: unknown) => {
+      this.pending.set(reqId, {
+        span, left, onBlock: options.onBlock, resolve, reject,
+        cleanup: () => signal?.removeEventListener('abort', onAbort),
+        ...(options.onQueued !== undefined ? { onQueued: options.onQueued } : {}),
+        ...(options.onLate !== undefined ? { onLate: options.onLate } : {})
+      })
+      this.send({ type: ChunkRequest.Type.WANT, id: reqId, cid: CID.parse(span.chunk).bytes, urgent: options.urgent === true, first: span.first, count: span.count, blockSize: span.blockSize }).catch((err: unknown) => {
         this.settle(reqId)?.reject(new PeerGoneError(`could not send a request: ${(err as Error).message}`))
       })
     })
   }
 
-  /** Hands back the buffers of a block `want` resolved with; its bytes MUST NOT be used after. */
+  /** Hands back the buffers of a block; its bytes MUST NOT be used after. */
   release (bytes: BlockBytes): void {
     if (this.pool !== undefined) for (const part of bytes) this.pool.give(part)
   }
@@ -113,13 +162,47 @@ export class PeerChannel {
   /** Asks what the peer has of `version` and to be kept posted. */
   async watch (version: VersionId, watcher: VersionWatcher): Promise<void> {
     this.watchers.set(version, watcher)
-    await this.send({ type: ChunkRequest.Type.INTEREST, id: 0, cid: CID.parse(version).bytes })
+    await this.send({ type: ChunkRequest.Type.INTEREST, cid: CID.parse(version).bytes })
   }
 
   async unwatch (version: VersionId): Promise<void> {
     if (!this.watchers.delete(version)) return
-    await this.send({ type: ChunkRequest.Type.UNINTEREST, id: 0, cid: CID.parse(version).bytes }).catch(() => {})
+    await this.send({ type: ChunkRequest.Type.UNINTEREST, cid: CID.parse(version).bytes }).catch(() => {})
   }
+
+  /**
+   * Asks the peer for a bulk connection and, if it offers one, dials it with `dial`; from then on
+   * blocks may come on it. Resolves true when blocks will come on it. Never throws: the stream
+   * stays the way in.
+   */
+  async openBulk (dial: BulkDialer, signal: AbortSignal): Promise<boolean> {
+    if (this.bulk !== undefined || !this.framed.isOpen) return this.bulkOpen
+    const offered = new Promise<ChunkResponse | undefined>(resolve => {
+      this.bulkAnswer = resolve
+      signal.addEventListener('abort', () => resolve(undefined), { once: true })
+    })
+    try {
+      await this.send({ type: ChunkRequest.Type.BULK })
+      const offer = await offered
+      if (offer === undefined || offer.type !== ChunkResponse.Type.BULK || !this.framed.isOpen) return false
+      const receiver = await dial({ port: offer.port, token: offer.token, key: offer.key.byteLength > 0 ? offer.key : undefined }, signal).catch(() => undefined)
+      if (receiver === undefined) return false
+      if (!this.framed.isOpen) { receiver.close(); return false }
+      this.bulk = receiver
+      receiver.onFrame(frame => this.deliver(frame.reqId, frame.index, frame.proof, [frame.data]))
+      receiver.onClose(() => {
+        this.bulkBytesBefore += receiver.bytesReceived
+        if (this.bulk === receiver) this.bulk = undefined
+      })
+      return true
+    } catch {
+      return false
+    } finally {
+      this.bulkAnswer = undefined
+    }
+  }
+
+  private bulkAnswer?: (res: ChunkResponse | undefined) => void
 
   abort (err: Error): void {
     this.framed.abort(err)
@@ -129,8 +212,8 @@ export class PeerChannel {
     await this.framed.close()
   }
 
-  private async send (req: { type: ChunkRequest.Type, id: number, cid: Uint8Array, urgent?: boolean }): Promise<void> {
-    await this.framed.send(ChunkRequest.encode(req as ChunkRequest))
+  private async send (req: Partial<ChunkRequest> & { type: ChunkRequest.Type }): Promise<void> {
+    await this.framed.send(ChunkRequest.encode({ id: 0, cid: new Uint8Array(0), urgent: false, first: 0, count: 0, blockSize: 0, ...req } as ChunkRequest))
   }
 
   private onFrame (frame: Uint8ArrayList): void {
@@ -139,56 +222,80 @@ export class PeerChannel {
       const block = decodeBlock(frame)
       if (block !== undefined) {
         this.load = block.load
-        this.deliver(block.id, block.data)
+        this.deliver(block.id, block.index, block.proof, block.data)
         return
       }
-      res = ChunkResponse.decode(frame)
+      res = ChunkResponse.decode(frame, { limits: { indices: MAX_HAVE_RANGES, ranges: MAX_HAVE_RANGES } })
     } catch (err) {
       this.framed.abort(new MalformedDataError(`undecodable response: ${(err as Error).message}`))
       return
     }
     this.load = res.load
     switch (res.type) {
-      case ChunkResponse.Type.BLOCK: this.deliver(res.id, [res.data]); break
-      case ChunkResponse.Type.DONT_HAVE: this.cancelled.delete(res.id); this.settle(res.id)?.reject(new DontHaveError('peer does not have the chunk')); break
-      case ChunkResponse.Type.ERROR: this.cancelled.delete(res.id); this.settle(res.id)?.reject(fromWire(res.code, res.message, res.holder)); break
+      case ChunkResponse.Type.BLOCK: this.deliver(res.id, res.index, res.proof, [res.data]); break
+      case ChunkResponse.Type.DONT_HAVE: this.cancelled.delete(res.id); this.settle(res.id)?.reject(new DontHaveError('peer does not have every block of the span')); break
+      case ChunkResponse.Type.ERROR:
+        if (res.id === 0 && this.bulkAnswer !== undefined) { this.bulkAnswer(res); break }
+        this.cancelled.delete(res.id)
+        this.settle(res.id)?.reject(fromWire(res.code, res.message, res.holder))
+        break
       case ChunkResponse.Type.HAVE: this.onHave(res); break
-      case ChunkResponse.Type.HAVE_UPDATE: this.watcherOf(res.version)?.onUpdate(res.indices); break
+      case ChunkResponse.Type.HAVE_UPDATE: this.watcherOf(res.version)?.onUpdate({ chunks: res.indices, ranges: res.ranges }); break
       case ChunkResponse.Type.QUEUED: this.pending.get(res.id)?.onQueued?.(); break
+      case ChunkResponse.Type.BULK: this.bulkAnswer?.(res); break
       default: break
     }
   }
 
-  private rememberCancelled (reqId: number, onLate: (bytes: BlockBytes) => void): void {
-    this.cancelled.set(reqId, onLate)
+  private rememberCancelled (reqId: number, left: Set<number>, onLate: (block: BlockArrival) => void): void {
+    this.cancelled.set(reqId, { left, onLate })
     if (this.cancelled.size > MAX_CANCELLED_REMEMBERED) this.cancelled.delete(this.cancelled.keys().next().value as number)
   }
 
   /**
-   * A whole block arrived: acknowledged, then to its request, or, for a request no longer pending,
-   * to its `onLate` if it was cancelled with one, else dropped.
+   * One block arrived: to its request (which resolves once its last block came, and is then
+   * acknowledged), or, for a request no longer pending, to its `onLate` if it was cancelled with
+   * one, else dropped. A block the request did not ask for (another index, a repeat) is a broken
+   * protocol: the stream is aborted.
    */
-  private deliver (reqId: number, bytes: BlockBytes): void {
-    this.received(reqId)
-    const pending = this.settle(reqId)
-    if (pending !== undefined) { pending.resolve(bytes); return }
-    const onLate = this.cancelled.get(reqId)
-    this.cancelled.delete(reqId)
-    if (onLate !== undefined) onLate(bytes)
-    else this.release(bytes)
+  private deliver (reqId: number, index: number, proof: Uint8Array, data: BlockBytes): void {
+    const pending = this.pending.get(reqId)
+    if (pending !== undefined) {
+      if (!pending.left.delete(index)) {
+        this.release(data)
+        this.framed.abort(new MalformedDataError(`peer sent block ${index} for request ${reqId}, which did not ask for it`))
+        return
+      }
+      pending.onBlock({ index, proof, data })
+      if (pending.left.size === 0) {
+        this.received(reqId)
+        this.settle(reqId)?.resolve()
+      }
+      return
+    }
+    const cancelled = this.cancelled.get(reqId)
+    if (cancelled !== undefined && cancelled.left.delete(index)) {
+      if (cancelled.left.size === 0) {
+        this.cancelled.delete(reqId)
+        this.received(reqId)
+      }
+      cancelled.onLate({ index, proof, data })
+      return
+    }
+    this.release(data)
   }
 
-  /** Tells the server a block has fully arrived (even one cancelled meanwhile), so it can reuse the block's buffer. */
+  /** Tells the server every block of `reqId` has arrived (even one cancelled meanwhile), so it can reuse the span's buffer. */
   private received (reqId: number): void {
-    void this.send({ type: ChunkRequest.Type.RECEIVED, id: reqId, cid: new Uint8Array(0) }).catch(() => {})
+    void this.send({ type: ChunkRequest.Type.RECEIVED, id: reqId }).catch(() => {})
   }
 
   private onHave (res: ChunkResponse): void {
     const watcher = this.watcherOf(res.version)
     if (watcher === undefined) return
     if (res.complete) watcher.onHave({ complete: true })
-    else if (res.data.byteLength === 0) watcher.onHave(undefined)
-    else watcher.onHave({ complete: false, bits: res.data })
+    else if (res.data.byteLength === 0 && res.ranges.length === 0) watcher.onHave(undefined)
+    else watcher.onHave({ complete: false, bits: res.data, ranges: res.ranges })
   }
 
   private watcherOf (versionBytes: Uint8Array): VersionWatcher | undefined {
@@ -212,6 +319,10 @@ export class PeerChannel {
     for (const [id] of this.pending) this.settle(id)?.reject(reason)
     this.cancelled.clear()
     this.watchers.clear()
+    this.bulk?.close()
+    this.bulkAnswer?.(undefined)
     for (const l of this.closeListeners.splice(0)) l(err)
   }
 }
+
+export type { BlockRange }

@@ -2,18 +2,25 @@ import { MAX_CHUNK_SIZE } from '../../core/chunking.js'
 
 export const PROTOCOL_PREFIX = 'shoal'
 export const PROTOCOL_NAME = 'chunks'
-export const PROTOCOL_VERSION = '1.0.0'
-/** `/shoal/chunks/1.0.0` */
+export const PROTOCOL_VERSION = '2.0.0'
+/** `/shoal/chunks/2.0.0` (1.0.0 moved whole chunks; its peers are told to upgrade, see `OLD_CHUNKS_PROTOCOLS`) */
 export const CHUNKS_PROTOCOL = `/${PROTOCOL_PREFIX}/${PROTOCOL_NAME}/${PROTOCOL_VERSION}`
 
+/** Versions of this protocol older nodes speak; a peer that speaks only these runs an older shoal. */
+export const OLD_CHUNKS_PROTOCOLS = [`/${PROTOCOL_PREFIX}/${PROTOCOL_NAME}/1.0.0`]
+
 /**
- * Largest response frame: one chunk plus its envelope. A HAVE bitfield of
- * `MAX_CHUNK_SIZE * 8` chunks fits too.
+ * Largest response frame: one block (at most a whole chunk, for versions whose geometry is one block
+ * per chunk) with its proof and envelope. A HAVE bitfield of `MAX_CHUNK_SIZE * 8` chunks fits too.
  * @default MAX_CHUNK_SIZE + 64 KiB
  */
 export const MAX_FRAME_BYTES = MAX_CHUNK_SIZE + 64 * 1024
 /** @default 4 KiB — requests carry one CID */
 export const MAX_REQUEST_FRAME_BYTES = 4 * 1024
+/** Blocks one WANT may ask for (its span). @default 64 */
+export const MAX_SPAN_BLOCKS = 64
+/** Blocks of chunks in progress one HAVE or HAVE_UPDATE may list in ranges, at most. @default 65536 */
+export const MAX_HAVE_RANGES = 65_536
 /** Requests one stream may have queued or in progress at the server; more are refused (`BUSY`). @default 64 */
 export const MAX_PENDING_PER_STREAM = 64
 /**

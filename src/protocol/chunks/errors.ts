@@ -14,7 +14,9 @@ export const WireCode = {
    */
   DUPLICATE: 'DUPLICATE',
   /** The server failed to read its own copy. */
-  INTERNAL: 'INTERNAL'
+  INTERNAL: 'INTERNAL',
+  /** The server offers no bulk connection (none configured, or past its caps): blocks stay on the stream. */
+  BULK_OFF: 'BULK_OFF'
 } as const
 
 /** The peer has no verified copy of the chunk. */

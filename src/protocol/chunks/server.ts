@@ -1,19 +1,25 @@
 /**
- * Serving side of `/shoal/chunks/1.0.0`: one `ServerSession` per inbound stream.
+ * Serving side of `/shoal/chunks/2.0.0`: one `ServerSession` per inbound stream.
  *
- * - WANT: queued (at most `MAX_PENDING_PER_STREAM`, else `BUSY`); when the upload limiter grants a
- *   slot, the chunk is read (never before: waiting WANTs hold no bytes), and once the limiter
- *   grants its bandwidth it is sent: BLOCK with the verified bytes, or DONT_HAVE. A WANT that has
- *   to wait for the limiter is answered QUEUED first (the BLOCK follows).
- * - CANCEL: drops a queued or in-progress WANT; nothing is sent for it (a block already handed to
- *   the stream still arrives, and the requester may keep it).
- * - RECEIVED: the requester has the whole BLOCK; its bytes go back to the source
+ * - WANT (a span: blocks `[first, first + count)` of a chunk, in the requester's block size):
+ *   queued (at most `MAX_PENDING_PER_STREAM`, else `BUSY`); when the upload limiter grants a slot,
+ *   the span is read (never before: waiting WANTs hold no bytes) with the proof of each block, and
+ *   once the limiter grants its bandwidth its blocks are sent, one BLOCK per block in order, or
+ *   DONT_HAVE for the span. A WANT that has to wait for the limiter is answered QUEUED first.
+ * - BULK: with a bulk channel (`protocol/bulk/`), the session offers the peer a connection (port,
+ *   single-use token, key — over this noise-secured stream, so only that peer learns them); once
+ *   the peer connects, BLOCK payloads go there and everything else stays here. Without one, or
+ *   past its caps, it answers ERROR `BULK_OFF` and blocks stay on this stream.
+ * - CANCEL: drops a queued or in-progress WANT; nothing more is sent for it (blocks already handed
+ *   to the stream still arrive, and the requester may keep them).
+ * - RECEIVED: the requester has every block of the span; its bytes go back to the source
  *   (`ChunkSource.release`) for reuse. Only then is it certain that no layer below (yamux, noise,
- *   the socket) still holds them: a send that has resolved may still sit in the noise layer's
- *   write buffer, unencrypted.
- * - INTEREST: answers HAVE (bitfield or `complete`), then streams HAVE_UPDATE batches as chunks
- *   of that version become available here, so a requester can fetch a piece the moment it is
- *   verified. UNINTEREST stops them.
+ *   the socket) still holds them. Spans sent on a bulk connection are handed back as soon as the
+ *   kernel took them.
+ * - INTEREST: answers HAVE (whole chunks as a bitfield, or `complete`, and the verified blocks of
+ *   chunks in progress as ranges), then streams HAVE_UPDATE batches as chunks and blocks of that
+ *   version become available here, so a requester can fetch a block the moment it is verified
+ *   (cut-through). UNINTEREST stops them.
  *
  * The session never reads storage: it calls the injected `ChunkSource`, which MUST return only
  * verified bytes. Every response carries `load` (uploads queued or running here).
@@ -23,30 +29,42 @@ import type { Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { RAW_CODEC, DAG_CBOR_CODEC, type ChunkId, type VersionId } from '../../core/digest.js'
 import { MalformedDataError } from '../../core/errors.js'
+import { isBlockSize } from '../../core/tree.js'
+import type { BulkOffer, BulkSender } from '../bulk/index.js'
 import { FramedStream, SendStalledError } from '../framing.js'
-import { DUPLICATE_HOLD_MS, DUPLICATE_TRANSIT_MS, HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_INTERESTS_PER_STREAM, MAX_PENDING_PER_STREAM, MAX_RECENT_SENDS, MAX_REQUEST_FRAME_BYTES, MAX_UNRECEIVED_PER_STREAM } from './constants.js'
+import { DUPLICATE_HOLD_MS, DUPLICATE_TRANSIT_MS, HAVE_UPDATE_INTERVAL_MS, MAX_FRAME_BYTES, MAX_HAVE_RANGES, MAX_INTERESTS_PER_STREAM, MAX_PENDING_PER_STREAM, MAX_RECENT_SENDS, MAX_REQUEST_FRAME_BYTES, MAX_SPAN_BLOCKS, MAX_UNRECEIVED_PER_STREAM } from './constants.js'
 import { encodeBlock } from './block.js'
 import { WireCode } from './errors.js'
-import { ChunkRequest, ChunkResponse } from './pb/chunks.js'
+import { ChunkRequest, ChunkResponse, type BlockRange } from './pb/chunks.js'
 
-export type HaveState = { complete: true } | { complete: false, bits: Uint8Array }
+/** What a node has of a version: all of it, or whole chunks (a bitfield over its chunk list) and verified blocks of chunks in progress. */
+export type HaveState = { complete: true } | { complete: false, bits: Uint8Array, ranges: BlockRange[] }
+
+/** What became available since: chunks now whole (global indices), blocks now verified. */
+export interface HaveUpdate { chunks: number[], ranges: BlockRange[] }
+
+/** The verified bytes of a span (contiguous) and the proof of each of its blocks (joined audit paths). */
+export interface Span { data: Uint8Array, proofs: Uint8Array[] }
 
 /** What the serving side needs from the node: verified bytes and availability. */
 export interface ChunkSource {
-  /** Verified bytes of a chunk, or undefined when this node has none. */
-  readChunk: (id: ChunkId, signal: AbortSignal) => Promise<Uint8Array | undefined>
+  /**
+   * Verified bytes of blocks `[first, first + count)` of chunk `id`, cut in blocks of `blockSize`,
+   * with their proofs; undefined when this node lacks any of them.
+   */
+  readSpan: (id: ChunkId, blockSize: number, first: number, count: number, signal: AbortSignal) => Promise<Span | undefined>
   /** What this node has of a version, or undefined when it knows nothing of it. */
   have: (version: VersionId) => Promise<HaveState | undefined>
-  /** Calls `listener` with global chunk indices of `version` as they become available. */
-  watch: (version: VersionId, listener: (indices: number[]) => void) => () => void
-  /** Takes back bytes `readChunk` returned once the peer has received them (optional: reuse only). */
+  /** Calls `listener` as chunks and blocks of `version` become available. */
+  watch: (version: VersionId, listener: (update: HaveUpdate) => void) => () => void
+  /** Takes back bytes `readSpan` returned once the peer has received them (optional: reuse only). */
   release?: (bytes: Uint8Array) => void
 }
 
 /**
- * Upload limits, in two steps: a slot, taken before the chunk is read (so a server holds at most
- * as many chunks in memory as it has slots, however many WANTs wait), then the bandwidth for the
- * block once its size is known.
+ * Upload limits, in two steps: a slot, taken before the span is read (so a server holds at most
+ * as many spans in memory as it has slots, however many WANTs wait), then the bandwidth for the
+ * span once its size is known.
  */
 export interface UploadLimiter {
   /**
@@ -69,8 +87,11 @@ export interface ServerLog { debug: (obj: object, msg?: string) => void }
 /** Called when a peer misbehaves on the serving side: `unread` — it stopped reading what it asked for (`SendStalledError`). */
 export type PeerFaultHook = (peer: string, offence: 'unread', detail: string) => void
 
-/** Called after a block went out: who got it, how many bytes, and the versions that peer said it wants. */
+/** Called after a span went out: who got it, how many bytes, and the versions that peer said it wants. */
 export type SentHook = (peer: string, bytes: number, versions: string[]) => void
+
+/** Makes a bulk offer for a peer (the node's `BulkService.offer`); throws when it cannot. */
+export type BulkOfferer = (peer: string, signal: AbortSignal) => BulkOffer
 
 /** What a server learns about one send of a chunk, for `RecentSends`. */
 export interface SendRecord {
@@ -153,14 +174,27 @@ export interface ServerFaults {
 /** Garbage sent by a corrupting node that has no copy. @default 64 KiB */
 const GARBAGE_BYTES = 64 * 1024
 
+export interface ServerSessionOptions {
+  faults?: ServerFaults
+  onSent?: SentHook
+  sendStallMs?: number
+  onFault?: PeerFaultHook
+  /** Offers bulk connections (the node's bulk channel); absent: blocks stay on the stream. */
+  bulk?: BulkOfferer
+}
+
 export class ServerSession {
   private readonly framed: FramedStream
   private readonly pending = new Map<number, AbortController>()
-  /** Bytes of blocks sent and not yet RECEIVED, by request id, oldest first. */
+  /** Bytes of spans sent and not yet RECEIVED, by request id, oldest first. */
   private readonly unreceived = new Map<number, Uint8Array>()
   /** Sends whose RECEIVED or CANCEL has not come yet, by request id, oldest first (see `RecentSends`). */
   private readonly sends = new Map<number, SendRecord>()
-  private readonly interests = new Map<string, { stop: () => void, batch: number[], timer?: NodeJS.Timeout }>()
+  private readonly interests = new Map<string, { stop: () => void, chunks: number[], ranges: BlockRange[], timer?: NodeJS.Timeout }>()
+  /** The bulk connection blocks go on, once the peer connected. */
+  private bulk?: BulkSender
+  private bulkOffered = false
+  private readonly closed = new AbortController()
 
   constructor (
     stream: Stream,
@@ -169,9 +203,7 @@ export class ServerSession {
     private readonly limiter: UploadLimiter,
     private readonly recent: RecentSends,
     private readonly log: ServerLog,
-    private readonly faults?: ServerFaults,
-    private readonly onSent?: SentHook,
-    options: { sendStallMs?: number, onFault?: PeerFaultHook } = {}
+    private readonly options: ServerSessionOptions = {}
   ) {
     this.framed = new FramedStream(stream, {
       maxFrameBytes: MAX_REQUEST_FRAME_BYTES,
@@ -183,6 +215,10 @@ export class ServerSession {
       },
       ...(options.sendStallMs !== undefined ? { sendStallMs: options.sendStallMs } : {})
     })
+  }
+
+  private get faults (): ServerFaults | undefined {
+    return this.options.faults
   }
 
   private onFrame (frame: Uint8ArrayList): void {
@@ -204,27 +240,33 @@ export class ServerSession {
       case ChunkRequest.Type.INTEREST: void this.interest(req); break
       case ChunkRequest.Type.UNINTEREST: this.uninterest(req); break
       case ChunkRequest.Type.RECEIVED: this.received(req.id); break
-      default: this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.BAD_REQUEST, message: 'unknown request type' })
+      case ChunkRequest.Type.BULK: this.offerBulk(); break
+      default: void this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.BAD_REQUEST, message: 'unknown request type' })
     }
   }
 
   private want (req: ChunkRequest): void {
     const id = parseCid(req.cid, RAW_CODEC)
     if (id === undefined) {
-      this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.BAD_REQUEST, message: 'cid is not a raw-codec CIDv1' })
+      void this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.BAD_REQUEST, message: 'cid is not a raw-codec CIDv1' })
+      return
+    }
+    if (req.count < 1 || req.count > MAX_SPAN_BLOCKS || !isBlockSize(req.blockSize) || req.first > 0xffff) {
+      void this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.BAD_REQUEST, message: `a span is 1 to ${MAX_SPAN_BLOCKS} blocks of a power-of-two block size from 16 KiB to 4 MiB (got ${req.count} blocks from ${req.first} of ${req.blockSize} bytes)` })
       return
     }
     if (this.pending.size >= MAX_PENDING_PER_STREAM || this.pending.has(req.id)) {
-      this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.BUSY, message: `more than ${MAX_PENDING_PER_STREAM} requests pending` })
+      void this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.BUSY, message: `more than ${MAX_PENDING_PER_STREAM} requests pending` })
       return
     }
     if (this.faults?.stall === true) return
-    const holder = req.urgent ? undefined : this.recent.holderOf(id, this.remote)
+    const key = `${id}/${req.first}`
+    const holder = req.urgent ? undefined : this.recent.holderOf(key, this.remote)
     if (holder !== undefined) {
       void this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.DUPLICATE, message: 'just sent to another peer; fetch it there', holder })
       return
     }
-    const sending = this.recent.start(id, this.remote)
+    const sending = this.recent.start(key, this.remote)
     this.sends.set(req.id, sending)
     if (this.sends.size > MAX_PENDING_PER_STREAM + MAX_UNRECEIVED_PER_STREAM) this.sends.delete(this.sends.keys().next().value as number)
     const controller = new AbortController()
@@ -233,15 +275,15 @@ export class ServerSession {
       sending.done(sent)
       if (!sent && this.sends.get(req.id) === sending) this.sends.delete(req.id)
     }
-    void this.serve(req.id, id, controller.signal).then(finished, () => { finished(false) }).finally(() => {
+    void this.serve(req.id, id, req.blockSize, req.first, req.count, controller.signal).then(finished, () => { finished(false) }).finally(() => {
       if (this.pending.get(req.id) === controller) this.pending.delete(req.id)
     })
   }
 
-  /** Serves one WANT; resolves true when the block was sent. */
-  private async serve (reqId: number, id: ChunkId, signal: AbortSignal): Promise<boolean> {
+  /** Serves one WANT; resolves true when its blocks were sent. */
+  private async serve (reqId: number, id: ChunkId, blockSize: number, first: number, count: number, signal: AbortSignal): Promise<boolean> {
     let release: (() => void) | undefined
-    let found: Uint8Array | undefined
+    let span: Span | undefined
     let handedOver = false
     try {
       // A request that waits for a slot or the rate cap is acknowledged (with the load counting
@@ -255,31 +297,42 @@ export class ServerSession {
         await this.framed.send(new Uint8Array(this.faults.oversize))
         return false
       }
-      found = this.faults?.noChunks === true ? undefined : await this.source.readChunk(id, signal)
-      const bytes = found === undefined && this.faults?.corrupt === true ? new Uint8Array(GARBAGE_BYTES) : found
+      span = this.faults?.noChunks === true ? undefined : await this.source.readSpan(id, blockSize, first, count, signal)
       if (signal.aborted) return false
-      if (bytes === undefined) {
+      if (span === undefined && this.faults?.corrupt !== true) {
         await this.reply({ type: ChunkResponse.Type.DONT_HAVE, id: reqId })
         return false
       }
-      if (!queued && this.limiter.bandwidthWouldWait?.(bytes.byteLength) === true) void this.reply({ type: ChunkResponse.Type.QUEUED, id: reqId })
-      await this.limiter.bandwidth(bytes.byteLength, signal)
+      const data = span?.data ?? new Uint8Array(GARBAGE_BYTES)
+      if (!queued && this.limiter.bandwidthWouldWait?.(data.byteLength) === true) void this.reply({ type: ChunkResponse.Type.QUEUED, id: reqId })
+      await this.limiter.bandwidth(data.byteLength, signal)
       if (signal.aborted) return false
-      const data = this.faults?.corrupt === true && found !== undefined ? flipMiddleBit(bytes) : bytes
-      this.awaitReceipt(reqId, bytes)
-      handedOver = true
-      await this.framed.send(encodeBlock(reqId, this.limiter.load(), data))
-      this.log.debug({ peer: this.remote, chunk: id, size: data.byteLength }, 'chunk sent')
-      this.onSent?.(this.remote, data.byteLength, [...this.interests.keys()])
+      const bytes = this.faults?.corrupt === true && span !== undefined ? flipMiddleBit(data) : data
+      const bulk = this.bulk?.isOpen === true ? this.bulk : undefined
+      if (bulk === undefined && span !== undefined) this.awaitReceipt(reqId, span.data)
+      handedOver = bulk === undefined
+      let at = 0
+      for (let i = 0; i < count; i++) {
+        const size = span === undefined ? bytes.byteLength : Math.min(blockSize, bytes.byteLength - at)
+        const block = bytes.subarray(at, at + size)
+        const proof = span?.proofs[i] ?? new Uint8Array(0)
+        if (bulk !== undefined) await bulk.send({ reqId, index: first + i }, proof, block, { signal })
+        else await this.framed.send(encodeBlock(reqId, this.limiter.load(), first + i, proof, block))
+        at += size
+        if (signal.aborted) return false
+      }
+      this.log.debug({ peer: this.remote, chunk: id, first, count, size: bytes.byteLength, bulk: bulk !== undefined }, 'span sent')
+      this.options.onSent?.(this.remote, bytes.byteLength, [...this.interests.keys()])
       return true
     } catch (err) {
       if (signal.aborted || !this.framed.isOpen) return false
-      this.log.debug({ err, chunk: id }, 'serving a chunk failed')
-      await this.reply({ type: ChunkResponse.Type.ERROR, id: reqId, code: WireCode.INTERNAL, message: 'could not read the chunk' }).catch(() => {})
+      this.log.debug({ err, chunk: id }, 'serving a span failed')
+      await this.reply({ type: ChunkResponse.Type.ERROR, id: reqId, code: WireCode.INTERNAL, message: 'could not read or send the span' }).catch(() => {})
       return false
     } finally {
-      // Bytes read but never handed to the stream go straight back; handed-over ones wait for RECEIVED.
-      if (!handedOver && found !== undefined) this.source.release?.(found)
+      // Bytes read but never handed to the stream (or sent on a bulk connection, whose send
+      // resolves once the kernel has them) go straight back; the stream's wait for RECEIVED.
+      if (!handedOver && span !== undefined) this.source.release?.(span.data)
       release?.()
     }
   }
@@ -300,6 +353,33 @@ export class ServerSession {
     this.source.release?.(bytes)
   }
 
+  /** Answers BULK: an offer (once per stream), then blocks go on the connection the peer opens. */
+  private offerBulk (): void {
+    const offerer = this.options.bulk
+    if (offerer === undefined || this.bulkOffered) {
+      void this.reply({ type: ChunkResponse.Type.ERROR, code: WireCode.BULK_OFF, message: offerer === undefined ? 'this node has no bulk channel (transfer.bulk.enabled is false, or its port could not be bound)' : 'a bulk connection was already offered on this stream' })
+      return
+    }
+    this.bulkOffered = true
+    let offer: BulkOffer
+    try {
+      offer = offerer(this.remote, this.closed.signal)
+    } catch (err) {
+      void this.reply({ type: ChunkResponse.Type.ERROR, code: WireCode.BULK_OFF, message: (err as Error).message })
+      return
+    }
+    void this.reply({ type: ChunkResponse.Type.BULK, port: offer.port, token: offer.token, key: offer.key ?? new Uint8Array(0) })
+    void offer.connected.then(sender => {
+      if (sender === undefined) return
+      if (!this.framed.isOpen) { sender.abort(new Error('the control stream closed')); return }
+      this.bulk = sender
+      sender.onClose(err => {
+        if (this.bulk === sender) this.bulk = undefined
+        if (err instanceof SendStalledError) this.options.onFault?.(this.remote, 'unread', err.message)
+      })
+    }, () => {})
+  }
+
   private async interest (req: ChunkRequest): Promise<void> {
     const version = parseCid(req.cid, DAG_CBOR_CODEC)
     if (version === undefined || this.interests.size >= MAX_INTERESTS_PER_STREAM) {
@@ -307,10 +387,11 @@ export class ServerSession {
       return
     }
     if (this.interests.has(version)) return
-    const entry: { stop: () => void, batch: number[], timer?: NodeJS.Timeout } = { stop: () => {}, batch: [] }
+    const entry: { stop: () => void, chunks: number[], ranges: BlockRange[], timer?: NodeJS.Timeout } = { stop: () => {}, chunks: [], ranges: [] }
     this.interests.set(version, entry)
-    entry.stop = this.source.watch(version, indices => {
-      entry.batch.push(...indices)
+    entry.stop = this.source.watch(version, update => {
+      entry.chunks.push(...update.chunks)
+      entry.ranges.push(...update.ranges)
       entry.timer ??= setTimeout(() => this.flush(version), HAVE_UPDATE_INTERVAL_MS)
     })
     const asked = Date.now()
@@ -320,7 +401,7 @@ export class ServerSession {
     const versionBytes = req.cid
     if (state === undefined) await this.reply({ type: ChunkResponse.Type.HAVE, version: versionBytes, data: new Uint8Array(0) })
     else if (state.complete) await this.reply({ type: ChunkResponse.Type.HAVE, version: versionBytes, complete: true })
-    else await this.reply({ type: ChunkResponse.Type.HAVE, version: versionBytes, data: state.bits })
+    else await this.reply({ type: ChunkResponse.Type.HAVE, version: versionBytes, data: state.bits, ranges: state.ranges.slice(0, MAX_HAVE_RANGES) })
     this.log.debug({ peer: this.remote, version, ms: Date.now() - asked, complete: state?.complete }, 'HAVE sent')
   }
 
@@ -328,8 +409,11 @@ export class ServerSession {
     const entry = this.interests.get(version)
     if (entry === undefined) return
     entry.timer = undefined
-    const indices = entry.batch.splice(0)
-    if (indices.length > 0) void this.reply({ type: ChunkResponse.Type.HAVE_UPDATE, version: CID.parse(version).bytes, indices }).catch(() => {})
+    const chunks = entry.chunks.splice(0)
+    const ranges = entry.ranges.splice(0)
+    for (let at = 0; at < Math.max(chunks.length, ranges.length); at += MAX_HAVE_RANGES) {
+      void this.reply({ type: ChunkResponse.Type.HAVE_UPDATE, version: CID.parse(version).bytes, indices: chunks.slice(at, at + MAX_HAVE_RANGES), ranges: ranges.slice(at, at + MAX_HAVE_RANGES) }).catch(() => {})
+    }
   }
 
   private uninterest (req: ChunkRequest): void {
@@ -344,6 +428,7 @@ export class ServerSession {
   private async reply (res: Reply): Promise<void> {
     const frame = ChunkResponse.encode({
       id: 0, data: new Uint8Array(0), version: new Uint8Array(0), indices: [], complete: false, code: '', message: '', holder: '',
+      index: 0, proof: new Uint8Array(0), ranges: [], port: 0, token: new Uint8Array(0), key: new Uint8Array(0),
       ...res,
       load: this.limiter.load()
     } as unknown as ChunkResponse)
@@ -352,6 +437,7 @@ export class ServerSession {
   }
 
   private shutdown (): void {
+    this.closed.abort()
     for (const c of this.pending.values()) c.abort()
     this.pending.clear()
     // Whatever was not RECEIVED may still be referenced below; the garbage collector takes it.
@@ -361,6 +447,8 @@ export class ServerSession {
     this.sends.clear()
     for (const e of this.interests.values()) { e.stop(); clearTimeout(e.timer) }
     this.interests.clear()
+    this.bulk?.abort(new Error('the control stream closed'))
+    this.bulk = undefined
   }
 }
 
@@ -370,10 +458,14 @@ interface Reply {
   data?: Uint8Array
   version?: Uint8Array
   indices?: number[]
+  ranges?: BlockRange[]
   complete?: boolean
   code?: string
   message?: string
   holder?: string
+  port?: number
+  token?: Uint8Array
+  key?: Uint8Array
 }
 
 function flipMiddleBit (bytes: Uint8Array): Uint8Array {

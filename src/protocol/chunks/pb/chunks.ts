@@ -8,6 +8,9 @@ export interface ChunkRequest {
   id: number
   cid: Uint8Array<ArrayBuffer>
   urgent: boolean
+  first: number
+  count: number
+  blockSize: number
 }
 
 export namespace ChunkRequest {
@@ -16,7 +19,8 @@ export namespace ChunkRequest {
     CANCEL = 'CANCEL',
     INTEREST = 'INTEREST',
     UNINTEREST = 'UNINTEREST',
-    RECEIVED = 'RECEIVED'
+    RECEIVED = 'RECEIVED',
+    BULK = 'BULK'
   }
 
   enum __TypeValues {
@@ -24,7 +28,8 @@ export namespace ChunkRequest {
     CANCEL = 1,
     INTEREST = 2,
     UNINTEREST = 3,
-    RECEIVED = 4
+    RECEIVED = 4,
+    BULK = 5
   }
 
   export namespace Type {
@@ -62,6 +67,21 @@ export namespace ChunkRequest {
           w.bool(obj.urgent)
         }
 
+        if ((obj.first != null && obj.first !== 0)) {
+          w.uint32(40)
+          w.uint32(obj.first)
+        }
+
+        if ((obj.count != null && obj.count !== 0)) {
+          w.uint32(48)
+          w.uint32(obj.count)
+        }
+
+        if ((obj.blockSize != null && obj.blockSize !== 0)) {
+          w.uint32(56)
+          w.uint32(obj.blockSize)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -70,7 +90,10 @@ export namespace ChunkRequest {
           type: Type.WANT,
           id: 0,
           cid: uint8ArrayAlloc(0),
-          urgent: false
+          urgent: false,
+          first: 0,
+          count: 0,
+          blockSize: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -93,6 +116,18 @@ export namespace ChunkRequest {
             }
             case 4: {
               obj.urgent = reader.bool()
+              break
+            }
+            case 5: {
+              obj.first = reader.uint32()
+              break
+            }
+            case 6: {
+              obj.count = reader.uint32()
+              break
+            }
+            case 7: {
+              obj.blockSize = reader.uint32()
               break
             }
             default: {
@@ -138,6 +173,27 @@ export namespace ChunkRequest {
               }
               break
             }
+            case 5: {
+              yield {
+                field: `${prefix}.first`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 6: {
+              yield {
+                field: `${prefix}.count`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 7: {
+              yield {
+                field: `${prefix}.blockSize`,
+                value: reader.uint32()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -170,6 +226,21 @@ export namespace ChunkRequest {
     value: boolean
   }
 
+  export interface ChunkRequestFirstFieldEvent {
+    field: '$.first'
+    value: number
+  }
+
+  export interface ChunkRequestCountFieldEvent {
+    field: '$.count'
+    value: number
+  }
+
+  export interface ChunkRequestBlockSizeFieldEvent {
+    field: '$.blockSize'
+    value: number
+  }
+
   export function encode (obj: Partial<ChunkRequest>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, ChunkRequest.codec())
   }
@@ -178,8 +249,143 @@ export namespace ChunkRequest {
     return decodeMessage(buf, ChunkRequest.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkRequest>): Generator<ChunkRequestTypeFieldEvent | ChunkRequestIdFieldEvent | ChunkRequestCidFieldEvent | ChunkRequestUrgentFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkRequest>): Generator<ChunkRequestTypeFieldEvent | ChunkRequestIdFieldEvent | ChunkRequestCidFieldEvent | ChunkRequestUrgentFieldEvent | ChunkRequestFirstFieldEvent | ChunkRequestCountFieldEvent | ChunkRequestBlockSizeFieldEvent> {
     return streamMessage(buf, ChunkRequest.codec(), opts)
+  }
+}
+
+export interface BlockRange {
+  chunk: number
+  first: number
+  count: number
+}
+
+export namespace BlockRange {
+  let _codec: Codec<BlockRange>
+
+  export const codec = (): Codec<BlockRange> => {
+    if (_codec == null) {
+      _codec = message<BlockRange>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.chunk != null && obj.chunk !== 0)) {
+          w.uint32(8)
+          w.uint32(obj.chunk)
+        }
+
+        if ((obj.first != null && obj.first !== 0)) {
+          w.uint32(16)
+          w.uint32(obj.first)
+        }
+
+        if ((obj.count != null && obj.count !== 0)) {
+          w.uint32(24)
+          w.uint32(obj.count)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          chunk: 0,
+          first: 0,
+          count: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.chunk = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.first = reader.uint32()
+              break
+            }
+            case 3: {
+              obj.count = reader.uint32()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.chunk`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.first`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.count`,
+                value: reader.uint32()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface BlockRangeChunkFieldEvent {
+    field: '$.chunk'
+    value: number
+  }
+
+  export interface BlockRangeFirstFieldEvent {
+    field: '$.first'
+    value: number
+  }
+
+  export interface BlockRangeCountFieldEvent {
+    field: '$.count'
+    value: number
+  }
+
+  export function encode (obj: Partial<BlockRange>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, BlockRange.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<BlockRange>): BlockRange {
+    return decodeMessage(buf, BlockRange.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<BlockRange>): Generator<BlockRangeChunkFieldEvent | BlockRangeFirstFieldEvent | BlockRangeCountFieldEvent> {
+    return streamMessage(buf, BlockRange.codec(), opts)
   }
 }
 
@@ -194,6 +400,12 @@ export interface ChunkResponse {
   message: string
   load: number
   holder: string
+  index: number
+  proof: Uint8Array<ArrayBuffer>
+  ranges: BlockRange[]
+  port: number
+  token: Uint8Array<ArrayBuffer>
+  key: Uint8Array<ArrayBuffer>
 }
 
 export namespace ChunkResponse {
@@ -203,7 +415,8 @@ export namespace ChunkResponse {
     ERROR = 'ERROR',
     HAVE = 'HAVE',
     HAVE_UPDATE = 'HAVE_UPDATE',
-    QUEUED = 'QUEUED'
+    QUEUED = 'QUEUED',
+    BULK = 'BULK'
   }
 
   enum __TypeValues {
@@ -212,7 +425,8 @@ export namespace ChunkResponse {
     ERROR = 2,
     HAVE = 3,
     HAVE_UPDATE = 4,
-    QUEUED = 5
+    QUEUED = 5,
+    BULK = 6
   }
 
   export namespace Type {
@@ -282,6 +496,38 @@ export namespace ChunkResponse {
           w.string(obj.holder)
         }
 
+        if ((obj.index != null && obj.index !== 0)) {
+          w.uint32(88)
+          w.uint32(obj.index)
+        }
+
+        if ((obj.proof != null && obj.proof.byteLength > 0)) {
+          w.uint32(98)
+          w.bytes(obj.proof)
+        }
+
+        if (obj.ranges != null && obj.ranges.length > 0) {
+          for (const value of obj.ranges) {
+            w.uint32(106)
+            BlockRange.codec().encode(value, w)
+          }
+        }
+
+        if ((obj.port != null && obj.port !== 0)) {
+          w.uint32(112)
+          w.uint32(obj.port)
+        }
+
+        if ((obj.token != null && obj.token.byteLength > 0)) {
+          w.uint32(122)
+          w.bytes(obj.token)
+        }
+
+        if ((obj.key != null && obj.key.byteLength > 0)) {
+          w.uint32(130)
+          w.bytes(obj.key)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -296,7 +542,13 @@ export namespace ChunkResponse {
           code: '',
           message: '',
           load: 0,
-          holder: ''
+          holder: '',
+          index: 0,
+          proof: uint8ArrayAlloc(0),
+          ranges: [],
+          port: 0,
+          token: uint8ArrayAlloc(0),
+          key: uint8ArrayAlloc(0)
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -349,6 +601,36 @@ export namespace ChunkResponse {
               obj.holder = reader.string()
               break
             }
+            case 11: {
+              obj.index = reader.uint32()
+              break
+            }
+            case 12: {
+              obj.proof = reader.bytes()
+              break
+            }
+            case 13: {
+              if (opts.limits?.ranges != null && obj.ranges.length === opts.limits.ranges) {
+                throw new MaxLengthError('Decode error - repeated field "ranges" had too many elements')
+              }
+
+              obj.ranges.push(BlockRange.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.ranges$
+              }))
+              break
+            }
+            case 14: {
+              obj.port = reader.uint32()
+              break
+            }
+            case 15: {
+              obj.token = reader.bytes()
+              break
+            }
+            case 16: {
+              obj.key = reader.bytes()
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -359,7 +641,8 @@ export namespace ChunkResponse {
         return obj
       }, function * (reader, length, prefix, opts = {}) {
         const obj = {
-          indices: 0
+          indices: 0,
+          ranges: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -446,6 +729,59 @@ export namespace ChunkResponse {
               }
               break
             }
+            case 11: {
+              yield {
+                field: `${prefix}.index`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 12: {
+              yield {
+                field: `${prefix}.proof`,
+                value: reader.bytes()
+              }
+              break
+            }
+            case 13: {
+              if (opts.limits?.ranges != null && obj.ranges === opts.limits.ranges) {
+                throw new MaxLengthError('Streaming decode error - repeated field "ranges" had too many elements')
+              }
+
+              for (const evt of BlockRange.codec().stream(reader, reader.uint32(), `${prefix}.ranges[]`, {
+                limits: opts.limits?.ranges$
+              })) {
+                yield {
+                  ...evt,
+                  index: obj.ranges
+                }
+              }
+
+              obj.ranges++
+
+              break
+            }
+            case 14: {
+              yield {
+                field: `${prefix}.port`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 15: {
+              yield {
+                field: `${prefix}.token`,
+                value: reader.bytes()
+              }
+              break
+            }
+            case 16: {
+              yield {
+                field: `${prefix}.key`,
+                value: reader.bytes()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -509,6 +845,49 @@ export namespace ChunkResponse {
     value: string
   }
 
+  export interface ChunkResponseIndexFieldEvent {
+    field: '$.index'
+    value: number
+  }
+
+  export interface ChunkResponseProofFieldEvent {
+    field: '$.proof'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface ChunkResponseRangesChunkFieldEvent {
+    field: '$.ranges[].chunk'
+    value: number
+    index: number
+  }
+
+  export interface ChunkResponseRangesFirstFieldEvent {
+    field: '$.ranges[].first'
+    value: number
+    index: number
+  }
+
+  export interface ChunkResponseRangesCountFieldEvent {
+    field: '$.ranges[].count'
+    value: number
+    index: number
+  }
+
+  export interface ChunkResponsePortFieldEvent {
+    field: '$.port'
+    value: number
+  }
+
+  export interface ChunkResponseTokenFieldEvent {
+    field: '$.token'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface ChunkResponseKeyFieldEvent {
+    field: '$.key'
+    value: Uint8Array<ArrayBuffer>
+  }
+
   export function encode (obj: Partial<ChunkResponse>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, ChunkResponse.codec())
   }
@@ -517,7 +896,7 @@ export namespace ChunkResponse {
     return decodeMessage(buf, ChunkResponse.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkResponse>): Generator<ChunkResponseTypeFieldEvent | ChunkResponseIdFieldEvent | ChunkResponseDataFieldEvent | ChunkResponseVersionFieldEvent | ChunkResponseIndicesFieldEvent | ChunkResponseCompleteFieldEvent | ChunkResponseCodeFieldEvent | ChunkResponseMessageFieldEvent | ChunkResponseLoadFieldEvent | ChunkResponseHolderFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkResponse>): Generator<ChunkResponseTypeFieldEvent | ChunkResponseIdFieldEvent | ChunkResponseDataFieldEvent | ChunkResponseVersionFieldEvent | ChunkResponseIndicesFieldEvent | ChunkResponseCompleteFieldEvent | ChunkResponseCodeFieldEvent | ChunkResponseMessageFieldEvent | ChunkResponseLoadFieldEvent | ChunkResponseHolderFieldEvent | ChunkResponseIndexFieldEvent | ChunkResponseProofFieldEvent | ChunkResponseRangesChunkFieldEvent | ChunkResponseRangesFirstFieldEvent | ChunkResponseRangesCountFieldEvent | ChunkResponsePortFieldEvent | ChunkResponseTokenFieldEvent | ChunkResponseKeyFieldEvent> {
     return streamMessage(buf, ChunkResponse.codec(), opts)
   }
 }
