@@ -166,6 +166,8 @@ interface Request {
   started: number
   timer: NodeJS.Timeout
   queued?: boolean
+  /** Blocks of it being verified and stored: the request is settled only after them. */
+  arrivals: Array<Promise<void>>
 }
 
 class PeerState implements SelectablePeer {
@@ -536,7 +538,7 @@ export class FetchSession {
     const rate = peer.rate > 0 ? peer.rate : this.opts.initialRateBytesPerSecond
     const timeoutMs = this.opts.requestTimeoutBaseMs + 2000 * (peer.inflightBytes + size) / rate
     const timer = setTimeout(() => this.onTimeout(peer, piece), timeoutMs)
-    const req: Request = { controller, size, span: size, started: Date.now(), timer }
+    const req: Request = { controller, size, span: size, started: Date.now(), timer, arrivals: [] }
     peer.inflight.set(piece, req)
     if (!this.history.has(peer.key)) this.history.set(peer.key, { firstAskedAt: Date.now(), delivered: 0, queuedAt: -Infinity })
     peer.inflightBytes += size
@@ -567,10 +569,12 @@ export class FetchSession {
       signal: controller.signal,
       urgent,
       onQueued,
-      onBlock: arrival => { void this.onArrival(peer, piece, req, arrival, channel) },
+      onBlock: arrival => { req.arrivals.push(this.onArrival(peer, piece, req, arrival, channel)) },
       onLate: arrival => { void this.onArrival(peer, piece, undefined, arrival, channel) }
     }).then(
-      () => {
+      async () => {
+        // What the blocks proved (a corrupt one cancels the rest) decides before the request ends.
+        await Promise.allSettled(req.arrivals)
         if (!this.settle(peer, piece, req)) return
         // Every block came; any still missing (refused as not needed meanwhile) go back in.
         this.requeue(piece)

@@ -1,11 +1,17 @@
 /**
  * In-memory stand-ins for a `FetchSession`'s collaborators: a `Target` that verifies like a
- * `PullTarget` (sha-256 chunk ids, `DigestMismatchError` on bad bytes), scriptable fake peers
- * (`Channel`s) that can be slow, corrupt, lying, stalling or closing, and a fake origin.
+ * `PullTarget` (sha-256 chunk ids, block trees, `DigestMismatchError` on bad bytes), scriptable fake
+ * peers (`Channel`s) that can be slow, corrupt, lying, stalling or closing, and a fake origin.
+ *
+ * By default a chunk is one block (the geometry of versions made before blocks); a target made
+ * with a smaller `blockSize` cuts chunks into blocks with tree roots, and fake peers then send
+ * each block with its proof.
  */
+import { MAX_CHUNK_SIZE } from '../../src/core/chunking.js'
 import { chunkIdOf, chunkMatches, type ChunkId, type VersionId } from '../../src/core/digest.js'
 import { AbortedError, DigestMismatchError } from '../../src/core/errors.js'
-import type { Channel, OriginSource, Target } from '../../src/fetcher/session.js'
+import { blockCount, blockMatches, joinHashes, leafHash, proofOf, rootOf, splitHashes } from '../../src/core/tree.js'
+import type { Arrival, Channel, OriginSource, Span, Target } from '../../src/fetcher/session.js'
 import { DontHaveError, PeerGoneError, PeerRequestError } from '../../src/protocol/chunks/errors.js'
 import { seededBytes } from './random.js'
 
@@ -18,15 +24,67 @@ export class FakeTarget implements Target {
   readonly source = new Map<ChunkId, Uint8Array>()
   readonly stored = new Map<ChunkId, Uint8Array>()
   readonly totalBytes: number
-  /** Every `put` call, in order, with its outcome. */
+  /** Every `put` call (a whole chunk, or its last block), in order, with its outcome. */
   readonly puts: Array<{ id: ChunkId, result: 'stored' | 'duplicate' | 'mismatch' }> = []
+  /** Every block stored, in order, as `id/index`. */
+  readonly blocks: string[] = []
   private readonly missing: Set<ChunkId>
+  /** Tree roots and leaves of chunks of more than one block. */
+  readonly roots = new Map<ChunkId, Uint8Array>()
+  readonly leaves = new Map<ChunkId, Uint8Array[]>()
+  private readonly present = new Map<ChunkId, Set<number>>()
 
-  constructor (chunks: Uint8Array[], private readonly origins = false) {
+  constructor (chunks: Uint8Array[], private readonly origins = false, readonly blockSize = MAX_CHUNK_SIZE) {
     this.ids = chunks.map(c => chunkIdOf(c))
-    chunks.forEach((c, i) => this.source.set(this.ids[i]!, c))
+    chunks.forEach((c, i) => {
+      const id = this.ids[i]!
+      this.source.set(id, c)
+      const n = blockCount(c.byteLength, blockSize)
+      if (n > 1) {
+        const leaves = Array.from({ length: n }, (_, b) => leafHash(c.subarray(b * blockSize, Math.min(c.byteLength, (b + 1) * blockSize))))
+        this.leaves.set(id, leaves)
+        this.roots.set(id, rootOf(leaves))
+      }
+    })
     this.totalBytes = chunks.reduce((n, c) => n + c.byteLength, 0)
     this.missing = new Set(this.ids)
+  }
+
+  blockMissing (id: ChunkId, index: number): boolean {
+    return this.missing.has(id) && this.present.get(id)?.has(index) !== true
+  }
+
+  /** Blocks `[first, first + count)` of `id` as an honest peer sends them: bytes and proof. */
+  spanOf (span: Span): Arrival[] {
+    const chunk = this.source.get(span.chunk)!
+    const leaves = this.leaves.get(span.chunk)
+    const out: Arrival[] = []
+    for (let b = span.first; b < span.first + span.count; b++) {
+      const data = chunk.slice(b * this.blockSize, Math.min(chunk.byteLength, (b + 1) * this.blockSize))
+      out.push({ index: b, proof: leaves === undefined ? new Uint8Array(0) : joinHashes(proofOf(leaves, b)), data: [data] })
+    }
+    return out
+  }
+
+  async putBlock (id: ChunkId, index: number, parts: Uint8Array | readonly Uint8Array[], proof: Uint8Array): Promise<boolean> {
+    const root = this.roots.get(id)
+    if (root === undefined) return await this.put(id, parts)
+    await Promise.resolve()
+    if (!this.blockMissing(id, index)) return false
+    const n = this.leaves.get(id)!.length
+    if (!blockMatches(parts, index, n, splitHashes(proof), root)) {
+      this.puts.push({ id, result: 'mismatch' })
+      throw new DigestMismatchError(`block ${index} does not match the tree of ${id}`)
+    }
+    const got = this.present.get(id) ?? new Set<number>()
+    got.add(index)
+    this.present.set(id, got)
+    this.blocks.push(`${id}/${index}`)
+    if (got.size < n) return true
+    this.missing.delete(id)
+    this.stored.set(id, this.source.get(id)!)
+    this.puts.push({ id, result: 'stored' })
+    return true
   }
 
   get totalChunks (): number { return this.ids.length }
@@ -126,6 +184,8 @@ export interface FakePeerOptions {
   deliverAfterCancel?: boolean
   /** With `trickleBytes`: bytes grow only in the first this many ms of each want, then go quiet until it is answered. */
   trickleForMs?: number
+  /** Sends only the first this many blocks of each span, then nothing more for it (a peer cut off mid-span). */
+  blocksPerSpan?: number
 }
 
 interface PendingWant { id: ChunkId, since: number, fail: (err: Error) => void }
@@ -134,8 +194,9 @@ export class FakePeer implements Channel {
   isOpen = true
   readonly load: number
   readonly holdings = new Set<number>()
-  /** Every `want`, in order. */
+  /** Every `want`, in order (its chunk), and its span. */
   readonly wants: ChunkId[] = []
+  readonly spans: Span[] = []
   /** Wants answered DUPLICATE (`duplicateUnlessUrgent`). */
   readonly refused: ChunkId[] = []
   /** Wants whose signal was aborted before they were answered. */
@@ -184,20 +245,29 @@ export class FakePeer implements Channel {
     return this.target.indicesOf(id).some(i => this.holdings.has(i))
   }
 
-  async want (id: ChunkId, signal?: AbortSignal, urgent = false, onQueued?: () => void, onLate?: (bytes: Uint8Array[]) => void): Promise<Uint8Array | Uint8Array[]> {
+  async want (span: Span, options: { signal?: AbortSignal, urgent?: boolean, onQueued?: () => void, onBlock: (b: Arrival) => void, onLate?: (b: Arrival) => void }): Promise<void> {
+    const { signal, onQueued, onBlock, onLate } = options
+    const id = span.chunk
     if (!this.isOpen) throw new PeerGoneError('closed')
     signal?.throwIfAborted()
-    if (this.options.duplicateUnlessUrgent === true && !urgent) {
+    if (this.options.duplicateUnlessUrgent === true && options.urgent !== true) {
       this.refused.push(id)
       throw new PeerRequestError('DUPLICATE', 'just sent to another peer', this.options.duplicateHolder)
     }
     this.wants.push(id)
+    this.spans.push(span)
     if (!this.holds(id) && (this.options.claims ?? 'holdings') === 'holdings') this.unannounced.push(id)
-    const size = this.target.sizeOf(id)
+    const blocks = this.target.spanOf(span)
+    const size = blocks.reduce((n, b) => n + b.data[0]!.byteLength, 0)
     this.inflightBytes += size
     this.maxInflightBytes = Math.max(this.maxInflightBytes, this.inflightBytes)
     this.options.tracker?.add(size)
-    return await new Promise<Uint8Array | Uint8Array[]>((resolve, reject) => {
+    const shaped = (b: Arrival, i: number): Arrival => {
+      const bytes = b.data[0]!
+      if (this.options.corrupt === true && i === 0) bytes[0] = bytes[0]! ^ 0xff
+      return { ...b, data: this.options.inParts === true && bytes.byteLength > 1 ? [bytes.subarray(0, 1), bytes.subarray(1)] : [bytes] }
+    }
+    await new Promise<void>((resolve, reject) => {
       const answer: { timer?: NodeJS.Timeout } = {}
       const entry: PendingWant = {
         id,
@@ -221,7 +291,7 @@ export class FakePeer implements Channel {
             this.timers.delete(timer)
             this.delivered.push(id)
             this.deliveredLate.push(id)
-            onLate([new Uint8Array(this.target.source.get(id)!)])
+            blocks.forEach((b, i) => onLate(shaped(b, i)))
           }, Math.max(0, entry.since + delay - Date.now()))
           this.timers.add(timer)
         }
@@ -237,11 +307,15 @@ export class FakePeer implements Channel {
           entry.fail(new DontHaveError('peer does not have the chunk'))
           return
         }
+        const cut = this.options.blocksPerSpan
+        if (cut !== undefined && cut < blocks.length) {
+          blocks.slice(0, cut).forEach((b, i) => onBlock(shaped(b, i)))
+          return
+        }
         finish()
-        const bytes = new Uint8Array(this.target.source.get(id)!)
-        if (this.options.corrupt === true) bytes[0] = bytes[0]! ^ 0xff
         this.delivered.push(id)
-        resolve(this.options.inParts === true ? [bytes.subarray(0, 1), bytes.subarray(1)] : bytes)
+        blocks.forEach((b, i) => onBlock(shaped(b, i)))
+        resolve()
         if (this.options.closeAfter !== undefined && this.delivered.length >= this.options.closeAfter) this.close(new Error('connection reset'))
       }, delay)
       this.timers.add(answer.timer)
@@ -255,13 +329,13 @@ export class FakePeer implements Channel {
     else {
       const bits = new Uint8Array(Math.ceil(this.target.totalChunks / 8))
       for (const i of claims === 'holdings' ? this.holdings : claims) bits[i >> 3]! |= 0x80 >> (i & 7)
-      watcher.onHave({ complete: false, bits })
+      watcher.onHave({ complete: false, bits, ranges: [] })
     }
     for (const update of this.options.updates ?? []) {
       const timer = setTimeout(() => {
         if (!this.isOpen) return
         for (const i of update.indices) this.holdings.add(i)
-        watcher.onUpdate(update.indices)
+        watcher.onUpdate({ chunks: update.indices, ranges: [] })
       }, update.afterMs)
       this.timers.add(timer)
     }

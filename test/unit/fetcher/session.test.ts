@@ -11,7 +11,7 @@ import { FakeOrigin, FakePeer, FakeTarget, InflightTracker, fakePeers, makeChunk
 const FAST: Partial<SessionOptions> = {
   requestTimeoutBaseMs: 200,
   noProgressTimeoutMs: 1_500,
-  minRateBytesPerSecond: 1e9,
+  initialRateBytesPerSecond: 1e9,
   minWindowBytes: 8_000,
   maxWindowBytes: 8_000,
   // The chunks here are a few KB: let DUPLICATE apply to them as to real 4 MiB pieces.
@@ -324,7 +324,7 @@ describe('FetchSession', () => {
     const { run, judge } = start(target, [busy], { requestTimeoutBaseMs: 200, maxQueuedMs: 400, stallMs: 0, noProgressTimeoutMs: 600, maxBusyWaitMs: 1_500 })
     const err = await rejection(run)
     expect(err.name).toBe('FetchStalledError')
-    expect(err.message).toMatch(/stalled: 1 peer\(s\) that have it are busy: they answered QUEUED \(every upload slot in use\) but delivered none of the 2 missing chunks for \d+ s; try again later, or add peers$/)
+    expect(err.message).toMatch(/stalled: 1 peer\(s\) that have it are busy: they answered QUEUED \(every upload slot in use\) but delivered none of the 2 missing pieces for \d+ s; try again later, or add peers$/)
     // It waited for the busy peer beyond the no-progress timeout, up to maxBusyWaitMs.
     expect(Date.now() - started).toBeGreaterThanOrEqual(1_500)
     expect(recordOf(judge, 'busy')?.offences ?? {}).toEqual({})
@@ -603,6 +603,63 @@ describe('FetchSession', () => {
       expect(p.maxInflightBytes).toBeGreaterThan(0)
     }
     expect(Math.max(...peers.map(p => p.maxInflightBytes))).toBeGreaterThan(3_000)
+  })
+
+  describe('chunks of several blocks', () => {
+    // Blocks of 512 bytes, pieces of two blocks: chunks of 1–3 KB have 2 to 6 blocks.
+    const BLOCKS: Partial<SessionOptions> = { spanBytes: 1024 }
+
+    it('fetches every block by pieces, each verified by its proof, several peers filling one chunk', async () => {
+      const target = new FakeTarget(makeChunks(12, 1_000, 3_000), false, 512)
+      const peers = ['a', 'b', 'c'].map(k => peer(k, target, { delayMs: 5 }))
+      const { run } = start(target, peers, BLOCKS)
+      await run
+      expectComplete(target)
+      const blocks = target.ids.reduce((n, id) => n + Math.ceil(target.sizeOf(id) / 512), 0)
+      expect(target.blocks).toHaveLength(blocks)
+      // Every span asked for is at most two blocks; some chunk got its pieces from two peers.
+      const spans = peers.flatMap(p => p.spans)
+      expect(Math.max(...spans.map(s => s.count))).toBeLessThanOrEqual(2)
+      expect(spans.every(s => s.blockSize === 512)).toBe(true)
+      const byChunk = new Map<string, Set<string>>()
+      for (const p of peers) for (const s of p.spans) byChunk.set(s.chunk, (byChunk.get(s.chunk) ?? new Set()).add(p.key))
+      expect([...byChunk.values()].some(who => who.size > 1)).toBe(true)
+    })
+
+    it('refuses a corrupt block at that block, asks its piece again elsewhere, and bans the sender at the third', async () => {
+      const target = new FakeTarget(makeChunks(8, 2_000, 3_000), false, 512)
+      const bad = peer('bad', target, { corrupt: true, delayMs: 1 })
+      const good = peer('good', target, { delayMs: 20 })
+      const { run, judge } = start(target, [bad, good], BLOCKS)
+      await run
+      expectComplete(target)
+      expect(target.puts.filter(p => p.result === 'mismatch').length).toBeGreaterThanOrEqual(3)
+      expect(judge.isBanned('bad')).toBe(true)
+      expect(recordOf(judge, 'bad')?.lastOffence).toMatch(/^corrupt: sent bytes that are not block \d+ of /)
+    })
+
+    it('asks again only for the blocks a cut-off request did not bring', async () => {
+      const target = new FakeTarget([makeChunks(1, 4_000, 4_000)[0]!], false, 512)
+      // Eight blocks in one piece; this peer sends the first three blocks of every span, then nothing.
+      const cut = peer('cut', target, { blocksPerSpan: 3, delayMs: 1 })
+      const rescue = peer('rescue', target, { delayMs: 1 })
+      const session = new FetchSession(target, fakePeers([cut, rescue]), new PeerScores(), { ...FAST, spanBytes: 4096, requestTimeoutBaseMs: 100, maxRequestAgeMs: 150 })
+      const run = session.run()
+      session.addPeer('cut')
+      while (cut.spans.length === 0) await new Promise(resolve => setTimeout(resolve, 5))
+      session.addPeer('rescue')
+      await run
+      expectComplete(target)
+      const spans = [...cut.spans, ...rescue.spans]
+      expect(spans[0]).toMatchObject({ first: 0, count: 8 })
+      // No block that arrived was asked for again: every later span starts past the blocks delivered.
+      let delivered = 3
+      for (const s of spans.slice(1)) {
+        expect(s.first).toBeGreaterThanOrEqual(delivered)
+        delivered = Math.max(delivered, s.first + Math.min(3, s.count))
+      }
+      expect(target.blocks).toHaveLength(8)
+    })
   })
 
   it('does not add banned peers', async () => {
