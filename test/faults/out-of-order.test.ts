@@ -29,7 +29,7 @@ const MiB = 1024 * 1024
 interface PeerRow { peerId: string, bannedUntil?: number, offences: Record<string, number>, lastOffence?: string }
 
 const frame = (bytes: Uint8Array | Uint8ArrayList): Uint8ArrayList => new Uint8ArrayList(varint.encode(bytes.byteLength), bytes)
-const request = (r: Partial<ChunkRequest>): Uint8ArrayList => frame(ChunkRequest.encode({ type: ChunkRequest.Type.WANT, id: 0, cid: new Uint8Array(0), urgent: false, ...r } as ChunkRequest))
+const request = (r: Partial<ChunkRequest>): Uint8ArrayList => frame(ChunkRequest.encode({ type: ChunkRequest.Type.WANT, id: 0, cid: new Uint8Array(0), urgent: false, ...r }))
 const response = (r: Partial<ChunkResponse>): Uint8ArrayList => frame(ChunkResponse.encode({
   type: ChunkResponse.Type.BLOCK, id: 0, data: new Uint8Array(0), version: new Uint8Array(0), indices: [], complete: false, code: '', message: '', load: 0, holder: '', ...r
 } as ChunkResponse))
@@ -76,7 +76,7 @@ describe('a peer that sends every message out of order', () => {
         sendAll(stream, [
           response({ type: ChunkResponse.Type.HAVE_UPDATE, version: versionCid, indices: [0, 1, 2, 10_000_000] }),
           response({ type: ChunkResponse.Type.BLOCK, id: 77, data: junk }),
-          frame(encodeBlock(12345, 3, junk)),
+          frame(encodeBlock(12345, 3, 0, new Uint8Array(0), junk)),
           response({ type: ChunkResponse.Type.QUEUED, id: 999 }),
           response({ type: ChunkResponse.Type.DONT_HAVE, id: 1000 }),
           response({ type: ChunkResponse.Type.ERROR, id: 1001, code: 'NO_SUCH_CODE', message: 'x'.repeat(1000) }),

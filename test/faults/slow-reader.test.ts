@@ -22,8 +22,10 @@ import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { decodeManifest } from '../../src/core/manifest.js'
-import { CHUNKS_PROTOCOL } from '../../src/protocol/chunks/constants.js'
+import { blockCount } from '../../src/core/tree.js'
+import { CHUNKS_PROTOCOL, MAX_SPAN_BLOCKS } from '../../src/protocol/chunks/constants.js'
 import { ChunkRequest } from '../../src/protocol/chunks/pb/chunks.js'
+import { blockSizeOf } from '../../src/store/pull-target.js'
 import { Harness, writeModelFolder } from '../e2e/helpers.js'
 import { HostilePeer } from './hostile-peer.js'
 
@@ -61,18 +63,23 @@ describe('a requester that stops reading', () => {
     const seed = await h.node('seed', { config: { p2p, transfer: { sendStallSeconds: 5 } } })
     const { version } = await seed.d.json<{ version: string }>(['add', model, '--name', 'm'])
 
-    // The attacker learns the chunk ids from the seed's manifest, as any peer can.
+    // The attacker learns the chunks and their block size from the seed's manifest, as any peer
+    // can, and asks for whole chunks (as many blocks of each as one span may hold).
     const seedId = peerIdFromString(seed.id)
     await attacker.dial(seed.addr)
     const manifestBytes = await attacker.node.services.manifests.fetch(seedId, version)
-    const ids = decodeManifest(manifestBytes!, version).files.flatMap(f => f.chunks.map(c => c.id))
+    const manifest = decodeManifest(manifestBytes!, version)
+    const blockSize = blockSizeOf(manifest)
+    const chunks = manifest.files.flatMap(f => f.chunks)
     const streams: Stream[] = []
     for (let s = 0; s < STREAMS; s++) {
       const stream = await attacker.stream(seed.addr, CHUNKS_PROTOCOL)
       stream.maxReadBufferLength = 512 * MiB
       stream.pause() // never read: no window updates, so the seed's sends stop at the first window
       for (let i = 0; i < WANTS_PER_STREAM; i++) {
-        const frame = ChunkRequest.encode({ type: ChunkRequest.Type.WANT, id: i + 1, cid: CID.parse(ids[(s * WANTS_PER_STREAM + i) % ids.length]!).bytes, urgent: true })
+        const c = chunks[(s * WANTS_PER_STREAM + i) % chunks.length]!
+        const count = Math.min(MAX_SPAN_BLOCKS, blockCount(c.size, blockSize))
+        const frame = ChunkRequest.encode({ type: ChunkRequest.Type.WANT, id: i + 1, cid: CID.parse(c.id).bytes, urgent: true, first: 0, count, blockSize })
         stream.send(new Uint8ArrayList(varint.encode(frame.byteLength), frame))
       }
       streams.push(stream)
