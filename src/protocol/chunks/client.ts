@@ -8,12 +8,17 @@
  * every block of the span was handed over, or rejects with `DontHaveError`, `PeerRequestError` or
  * `PeerGoneError`; aborting its signal sends CANCEL. Blocks the server had already sent still
  * arrive: they go to the request's `onLate`, if it has one, else they are dropped. Once every block
- * of a span has arrived the channel answers RECEIVED, which lets the server reuse its buffer.
+ * of a span has arrived (a cancelled one's too) the channel answers RECEIVED, which lets the server
+ * reuse its buffer.
  *
  * Blocks come on the stream, or — once the server offered one and this side reached it — on the
  * bulk channel (`protocol/bulk/`); the two are the same to a request. A bulk connection that fails
- * or closes only sends blocks back to the stream. A channel is single-use: once its stream closes
- * every pending request rejects, and the owner opens a new channel when it needs the peer again.
+ * or closes only sends blocks back to the stream: what was on it is lost, so every request still
+ * waiting for blocks is asked again on the stream (a new WANT for the blocks it lacks, the old one
+ * cancelled; a block that then comes twice counts once), and every WANT sent while no bulk
+ * connection is up says `stream`, so the server never sends on one this side has closed. A
+ * channel is single-use: once its stream closes every pending request rejects, and the owner
+ * opens a new channel when it needs the peer again.
  *
  * Given a `BufferPool`, blocks arrive in pooled buffers: the bytes handed over belong to the
  * caller, who gives them back with `release` once done (forgetting to only costs reuse).
@@ -62,6 +67,11 @@ export interface WantOptions {
 export type BulkDialer = (offer: { port: number, token: Uint8Array, key: Uint8Array | undefined }, signal: AbortSignal) => Promise<BulkReceiver | undefined>
 
 interface Pending {
+  /** The id its blocks come under now; earlier ids (asked again after a bulk connection closed) in `superseded`. */
+  id: number
+  /** Ids this request was sent under before, whose blocks still count. */
+  old: number[]
+  urgent: boolean
   span: Span
   /** Block indices still to come. */
   left: Set<number>
@@ -79,8 +89,10 @@ export const MAX_CANCELLED_REMEMBERED = 64
 export class PeerChannel {
   private readonly framed: FramedStream
   private readonly pending = new Map<number, Pending>()
-  /** Cancelled requests with an `onLate`, by request id, oldest first: blocks still to come. */
-  private readonly cancelled = new Map<number, { left: Set<number>, onLate: (block: BlockArrival) => void }>()
+  /** Cancelled requests, by request id, oldest first: blocks still to come (to `onLate`, or dropped). */
+  private readonly cancelled = new Map<number, { left: Set<number>, onLate?: (block: BlockArrival) => void }>()
+  /** Requests asked again under a new id, by their old ids: blocks still coming under those count. */
+  private readonly superseded = new Map<number, Pending>()
   private readonly watchers = new Map<string, VersionWatcher>()
   private nextId = 1
   private closeListeners: Array<(err?: Error) => void> = []
@@ -117,10 +129,14 @@ export class PeerChannel {
     return this.bulk?.isOpen === true
   }
 
+  /** Calls `listener` once the stream closes (at once if it has), with what broke it, if anything. */
   onClose (listener: (err?: Error) => void): void {
-    if (!this.framed.isOpen) listener()
+    if (!this.framed.isOpen) listener(this.closeError)
     else this.closeListeners.push(listener)
   }
+
+  /** What broke the stream, once it closed. */
+  private closeError?: Error
 
   /** Asks for the blocks of `span`; see the module doc. */
   async want (span: Span, options: WantOptions): Promise<void> {
@@ -128,30 +144,73 @@ export class PeerChannel {
     if (span.count < 1 || span.count > MAX_SPAN_BLOCKS) throw new RangeError(`a span has 1 to ${MAX_SPAN_BLOCKS} blocks, not ${span.count}`)
     const { signal } = options
     signal?.throwIfAborted()
-    const reqId = this.nextId
-    this.nextId = this.nextId >= 0xffff_fff0 ? 1 : this.nextId + 1
     await new Promise<void>((resolve, reject) => {
       const left = new Set<number>()
       for (let i = span.first; i < span.first + span.count; i++) left.add(i)
       const onAbort = (): void => {
-        const p = this.pending.get(reqId)
-        if (p === undefined) return
-        this.pending.delete(reqId)
-        if (options.onLate !== undefined) this.rememberCancelled(reqId, p.left, options.onLate)
-        void this.send({ type: ChunkRequest.Type.CANCEL, id: reqId }).catch(() => {})
+        if (this.pending.get(p.id) !== p) return
+        this.settle(p.id)
+        for (const id of [p.id, ...p.old]) {
+          this.rememberCancelled(id, p.left, options.onLate)
+          void this.send({ type: ChunkRequest.Type.CANCEL, id }).catch(() => {})
+        }
         reject(new AbortedError('request cancelled'))
       }
       signal?.addEventListener('abort', onAbort, { once: true })
-      this.pending.set(reqId, {
+      const p: Pending = {
+        id: this.takeId(), old: [], urgent: options.urgent === true,
         span, left, onBlock: options.onBlock, resolve, reject,
         cleanup: () => signal?.removeEventListener('abort', onAbort),
         ...(options.onQueued !== undefined ? { onQueued: options.onQueued } : {}),
         ...(options.onLate !== undefined ? { onLate: options.onLate } : {})
-      })
-      this.send({ type: ChunkRequest.Type.WANT, id: reqId, cid: CID.parse(span.chunk).bytes, urgent: options.urgent === true, first: span.first, count: span.count, blockSize: span.blockSize }).catch((err: unknown) => {
-        this.settle(reqId)?.reject(new PeerGoneError(`could not send a request: ${(err as Error).message}`))
-      })
+      }
+      this.pending.set(p.id, p)
+      this.sendWant(p, span.first, span.count)
     })
+  }
+
+  private takeId (): number {
+    const id = this.nextId
+    if (this.nextId >= 0xffff_fff0) {
+      this.nextId = 1
+      this.idsWrapped = true
+    } else {
+      this.nextId++
+    }
+    return id
+  }
+
+  /** Request ids started again from 1 (after 2³² requests): every id may have been made. */
+  private idsWrapped = false
+
+  private sendWant (p: Pending, first: number, count: number): void {
+    const id = p.id
+    this.send({ type: ChunkRequest.Type.WANT, id, cid: CID.parse(p.span.chunk).bytes, urgent: p.urgent, first, count, blockSize: p.span.blockSize, stream: !this.bulkOpen }).catch((err: unknown) => {
+      if (this.pending.get(id) === p) this.settle(id)?.reject(new PeerGoneError(`could not send a request: ${(err as Error).message}`))
+    })
+  }
+
+  /**
+   * The bulk connection closed: blocks that were on it are lost, and the server may not know yet.
+   * Every request still waiting is asked again on the stream, for the blocks it lacks (one span
+   * from the first to the last of them), under a new id; the old one is cancelled, and its blocks
+   * that still come count.
+   */
+  private askAgainOnStream (): void {
+    for (const p of [...this.pending.values()]) {
+      if (this.pending.get(p.id) !== p || p.left.size === 0) continue
+      let first = Infinity
+      let last = -1
+      for (const i of p.left) { first = Math.min(first, i); last = Math.max(last, i) }
+      const old = p.id
+      this.pending.delete(old)
+      this.superseded.set(old, p)
+      p.old.push(old)
+      p.id = this.takeId()
+      this.pending.set(p.id, p)
+      void this.send({ type: ChunkRequest.Type.CANCEL, id: old }).catch(() => {})
+      this.sendWant(p, first, last - first + 1)
+    }
   }
 
   /** Hands back the buffers of a block; its bytes MUST NOT be used after. */
@@ -192,7 +251,9 @@ export class PeerChannel {
       receiver.onFrame(frame => this.deliver(frame.reqId, frame.index, frame.proof, [frame.data]))
       receiver.onClose(() => {
         this.bulkBytesBefore += receiver.bytesReceived
-        if (this.bulk === receiver) this.bulk = undefined
+        if (this.bulk !== receiver) return
+        this.bulk = undefined
+        if (this.framed.isOpen) this.askAgainOnStream()
       })
       return true
     } catch {
@@ -247,8 +308,8 @@ export class PeerChannel {
     }
   }
 
-  private rememberCancelled (reqId: number, left: Set<number>, onLate: (block: BlockArrival) => void): void {
-    this.cancelled.set(reqId, { left, onLate })
+  private rememberCancelled (reqId: number, left: Set<number>, onLate: ((block: BlockArrival) => void) | undefined): void {
+    this.cancelled.set(reqId, onLate !== undefined ? { left, onLate } : { left })
     if (this.cancelled.size > MAX_CANCELLED_REMEMBERED) this.cancelled.delete(this.cancelled.keys().next().value as number)
   }
 
@@ -256,20 +317,23 @@ export class PeerChannel {
    * One block arrived: to its request (which resolves once its last block came, and is then
    * acknowledged), or, for a request no longer pending, to its `onLate` if it was cancelled with
    * one, else dropped. A block the request did not ask for (another index, a repeat) is a broken
-   * protocol: the stream is aborted.
+   * protocol: the stream is aborted — except a repeat of a request asked again after its bulk
+   * connection closed, whose blocks may come both ways.
    */
   private deliver (reqId: number, index: number, proof: Uint8Array, data: BlockBytes): void {
-    const pending = this.pending.get(reqId)
+    const pending = this.pending.get(reqId) ?? this.superseded.get(reqId)
     if (pending !== undefined) {
       if (!pending.left.delete(index)) {
         this.release(data)
+        const { first, count } = pending.span
+        if (pending.old.length > 0 && index >= first && index < first + count) return
         this.framed.abort(new MalformedDataError(`peer sent block ${index} for request ${reqId}, which did not ask for it`))
         return
       }
       pending.onBlock({ index, proof, data })
       if (pending.left.size === 0) {
-        this.received(reqId)
-        this.settle(reqId)?.resolve()
+        for (const id of [pending.id, ...pending.old]) this.received(id)
+        this.settle(pending.id)?.resolve()
       }
       return
     }
@@ -279,10 +343,16 @@ export class PeerChannel {
         this.cancelled.delete(reqId)
         this.received(reqId)
       }
-      cancelled.onLate({ index, proof, data })
+      if (cancelled.onLate !== undefined) cancelled.onLate({ index, proof, data })
+      else this.release(data)
       return
     }
     this.release(data)
+    // A request forgotten since (settled, or cancelled long ago) may still get blocks; one never
+    // made may not.
+    if (!this.idsWrapped && (reqId === 0 || reqId >= this.nextId)) {
+      this.framed.abort(new MalformedDataError(`peer sent block ${index} for request ${reqId}, which was never made`))
+    }
   }
 
   /** Tells the server every block of `reqId` has arrived (even one cancelled meanwhile), so it can reuse the span's buffer. */
@@ -310,14 +380,17 @@ export class PeerChannel {
     const p = this.pending.get(reqId)
     if (p === undefined) return undefined
     this.pending.delete(reqId)
+    for (const id of p.old) this.superseded.delete(id)
     p.cleanup()
     return p
   }
 
   private shutdown (err?: Error): void {
+    this.closeError = err
     const reason = new PeerGoneError(`stream to peer closed${err !== undefined ? `: ${err.message}` : ''}`)
     for (const [id] of this.pending) this.settle(id)?.reject(reason)
     this.cancelled.clear()
+    this.superseded.clear()
     this.watchers.clear()
     this.bulk?.close()
     this.bulkAnswer?.(undefined)

@@ -275,13 +275,13 @@ export class ServerSession {
       sending.done(sent)
       if (!sent && this.sends.get(req.id) === sending) this.sends.delete(req.id)
     }
-    void this.serve(req.id, id, req.blockSize, req.first, req.count, controller.signal).then(finished, () => { finished(false) }).finally(() => {
+    void this.serve(req.id, id, req.blockSize, req.first, req.count, req.stream, controller.signal).then(finished, () => { finished(false) }).finally(() => {
       if (this.pending.get(req.id) === controller) this.pending.delete(req.id)
     })
   }
 
   /** Serves one WANT; resolves true when its blocks were sent. */
-  private async serve (reqId: number, id: ChunkId, blockSize: number, first: number, count: number, signal: AbortSignal): Promise<boolean> {
+  private async serve (reqId: number, id: ChunkId, blockSize: number, first: number, count: number, onStream: boolean, signal: AbortSignal): Promise<boolean> {
     let release: (() => void) | undefined
     let span: Span | undefined
     let handedOver = false
@@ -308,7 +308,7 @@ export class ServerSession {
       await this.limiter.bandwidth(data.byteLength, signal)
       if (signal.aborted) return false
       const bytes = this.faults?.corrupt === true && span !== undefined ? flipMiddleBit(data) : data
-      const bulk = this.bulk?.isOpen === true ? this.bulk : undefined
+      let bulk = !onStream && this.bulk?.isOpen === true ? this.bulk : undefined
       if (bulk === undefined && span !== undefined) this.awaitReceipt(reqId, span.data)
       handedOver = bulk === undefined
       let at = 0
@@ -316,8 +316,20 @@ export class ServerSession {
         const size = span === undefined ? bytes.byteLength : Math.min(blockSize, bytes.byteLength - at)
         const block = bytes.subarray(at, at + size)
         const proof = span?.proofs[i] ?? new Uint8Array(0)
-        if (bulk !== undefined) await bulk.send({ reqId, index: first + i }, proof, block, { signal })
-        else await this.framed.send(encodeBlock(reqId, this.limiter.load(), first + i, proof, block))
+        if (bulk !== undefined) {
+          try {
+            await bulk.send({ reqId, index: first + i }, proof, block, { signal })
+          } catch (err) {
+            if (signal.aborted) return false
+            // The bulk connection broke: this block and the rest go on the stream (the requester
+            // counts a block that came both ways once), which then holds the bytes until RECEIVED.
+            this.log.debug({ peer: this.remote, err: (err as Error).message, chunk: id, index: first + i }, 'bulk send failed: the rest of the span goes on the stream')
+            bulk = undefined
+            if (span !== undefined) this.awaitReceipt(reqId, span.data)
+            handedOver = true
+          }
+        }
+        if (bulk === undefined) await this.framed.send(encodeBlock(reqId, this.limiter.load(), first + i, proof, block))
         at += size
         if (signal.aborted) return false
       }

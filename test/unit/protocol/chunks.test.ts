@@ -465,6 +465,18 @@ describe('/shoal/chunks/2.0.0', () => {
     }
   })
 
+  it('a block for a request never made aborts the stream with MalformedDataError; a listener added after the close is told why', async () => {
+    const channel = new PeerChannel(outbound, 16 * MiB)
+    const c = chunk(10, 2 * BS)
+    const span = spanOf(c.bytes, BS, 0, 2)!
+    sendRaw(inbound, blockFrame(77, 0, 0, span.proofs[0]!, blockOf(c.bytes, BS, 0)).subarray())
+    await vi.waitFor(() => { expect(channel.isOpen).toBe(false) })
+    let closedWith: Error | undefined
+    channel.onClose(err => { closedWith = err })
+    expect(closedWith).toBeInstanceOf(MalformedDataError)
+    expect(closedWith?.message).toBe('peer sent block 0 for request 77, which was never made')
+  })
+
   /** A requester with two spans of two blocks, A (with `onLate`) and B (without), both cancelled before any block came. */
   async function twoCancelled (): Promise<{ channel: PeerChannel, requests: Uint8ArrayList[], late: Got[], sendA: () => void, sendB: () => void, idA: number, idB: number, a: { id: ChunkId, bytes: Uint8Array } }> {
     const requests = frames(inbound)
@@ -506,11 +518,8 @@ describe('/shoal/chunks/2.0.0', () => {
     expect(channel.isOpen).toBe(true)
   })
 
-  // Known defect (a regression from 1.0.0, where every block was acknowledged): a span cancelled
-  // without `onLate` is forgotten, so when its blocks still arrive no RECEIVED goes back and the
-  // server keeps its buffer until MAX_UNRECEIVED_PER_STREAM pushes it out. Passes (and `.fails`
-  // goes) once client.ts remembers such spans too.
-  it.fails('a span cancelled without onLate whose blocks still arrive is acknowledged RECEIVED', async () => {
+  // As in 1.0.0, where every block was acknowledged: the server may reuse the span's buffer.
+  it('a span cancelled without onLate whose blocks still arrive is acknowledged RECEIVED', async () => {
     const { requests, sendA, sendB, idB } = await twoCancelled()
     sendB()
     sendA()
@@ -877,10 +886,8 @@ describe('bulk connections for BLOCK payloads', () => {
     expect(channel.isOpen).toBe(true)
   }
 
-  // Known defect: the server answers ERROR INTERNAL ("could not read or send the span") for the
-  // rest of a span whose bulk send fails, instead of sending it on the stream. Passes (and
-  // `.fails` goes) once server.ts falls back.
-  it.fails('a bulk connection that breaks while the server sends a span: the rest of the span comes on the stream, and later spans too', async () => {
+  // The server sends the rest of a span whose bulk send fails on the stream.
+  it('a bulk connection that breaks while the server sends a span: the rest of the span comes on the stream, and later spans too', async () => {
     const received = frames(outbound)
     const { channel, dial, ends } = await withBulk(true, 3)
     expect(await channel.openBulk(dial, AbortSignal.timeout(30_000))).toBe(true)
@@ -895,10 +902,8 @@ describe('bulk connections for BLOCK payloads', () => {
     await laterSpansOnTheStream(channel, received)
   }, 30_000)
 
-  // Known defect: a requester whose bulk connection closes keeps waiting for the blocks that were
-  // on it (the server took them as sent); the request hangs until the caller's own deadline.
-  // Passes (and `.fails` goes) once client.ts asks again for, or fails, what the connection lost.
-  it.fails('a bulk connection the requester closes mid-span: the span completes or fails with a typed error at once (never hangs), and later spans come on the stream', async () => {
+  // The requester asks again on the stream for what the closed connection lost.
+  it('a bulk connection the requester closes mid-span: the span completes or fails with a typed error at once (never hangs), and later spans come on the stream', async () => {
     const received = frames(outbound)
     const { channel, dial, ends } = await withBulk(true)
     expect(await channel.openBulk(dial, AbortSignal.timeout(30_000))).toBe(true)
@@ -912,6 +917,22 @@ describe('bulk connections for BLOCK payloads', () => {
     else expectVerified(got.sort((a, b) => a.index - b.index), c.bytes, BS, 0, 8)
     await laterSpansOnTheStream(channel, received)
   }, 30_000)
+
+  it('a WANT marked stream is served on the stream while a bulk connection is up (the requester has none of its own)', async () => {
+    const received = frames(outbound)
+    const { channel, dial, ends } = await withBulk(false)
+    expect(await channel.openBulk(dial, AbortSignal.timeout(30_000))).toBe(true)
+    await vi.waitFor(() => { expect(ends.sender).toBeDefined() })
+    const c = chunk(18, 2 * BS)
+    source.chunks.set(c.id, c.bytes)
+    // Through the channel first (on the bulk connection), so the raw request's id is one it made.
+    expectVerified(await fetchSpan(channel, { chunk: c.id, first: 0, count: 2, blockSize: BS }), c.bytes, BS, 0, 2)
+    expect(ends.receiver!.frames).toBe(2)
+    sendRaw(outbound, ChunkRequest.encode({ type: ChunkRequest.Type.WANT, id: 1, cid: CID.parse(c.id).bytes, urgent: false, first: 0, count: 2, blockSize: BS, stream: true }))
+    await vi.waitFor(() => { expect(received.filter(f => decodeBlock(f)?.id === 1)).toHaveLength(2) })
+    expect(ends.receiver!.frames).toBe(2)
+    expect(channel.isOpen).toBe(true)
+  })
 
   it('a bulk connection closed between spans: the next span comes on the stream', async () => {
     const received = frames(outbound)

@@ -11,6 +11,7 @@ export interface ChunkRequest {
   first: number
   count: number
   blockSize: number
+  stream: boolean
 }
 
 export namespace ChunkRequest {
@@ -82,6 +83,11 @@ export namespace ChunkRequest {
           w.uint32(obj.blockSize)
         }
 
+        if ((obj.stream != null && obj.stream !== false)) {
+          w.uint32(64)
+          w.bool(obj.stream)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -93,7 +99,8 @@ export namespace ChunkRequest {
           urgent: false,
           first: 0,
           count: 0,
-          blockSize: 0
+          blockSize: 0,
+          stream: false
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -128,6 +135,10 @@ export namespace ChunkRequest {
             }
             case 7: {
               obj.blockSize = reader.uint32()
+              break
+            }
+            case 8: {
+              obj.stream = reader.bool()
               break
             }
             default: {
@@ -194,6 +205,13 @@ export namespace ChunkRequest {
               }
               break
             }
+            case 8: {
+              yield {
+                field: `${prefix}.stream`,
+                value: reader.bool()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -241,6 +259,11 @@ export namespace ChunkRequest {
     value: number
   }
 
+  export interface ChunkRequestStreamFieldEvent {
+    field: '$.stream'
+    value: boolean
+  }
+
   export function encode (obj: Partial<ChunkRequest>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, ChunkRequest.codec())
   }
@@ -249,7 +272,7 @@ export namespace ChunkRequest {
     return decodeMessage(buf, ChunkRequest.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkRequest>): Generator<ChunkRequestTypeFieldEvent | ChunkRequestIdFieldEvent | ChunkRequestCidFieldEvent | ChunkRequestUrgentFieldEvent | ChunkRequestFirstFieldEvent | ChunkRequestCountFieldEvent | ChunkRequestBlockSizeFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkRequest>): Generator<ChunkRequestTypeFieldEvent | ChunkRequestIdFieldEvent | ChunkRequestCidFieldEvent | ChunkRequestUrgentFieldEvent | ChunkRequestFirstFieldEvent | ChunkRequestCountFieldEvent | ChunkRequestBlockSizeFieldEvent | ChunkRequestStreamFieldEvent> {
     return streamMessage(buf, ChunkRequest.codec(), opts)
   }
 }
