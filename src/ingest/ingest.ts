@@ -23,7 +23,7 @@ import { FastCdc } from '../core/cdc.js'
 import { MAX_CHUNK_SIZE, fixedChunks, planTensorChunks } from '../core/chunking.js'
 import { AbortedError, InvalidInputError, MalformedModelError } from '../core/errors.js'
 import type { FileDigest } from '../core/digest.js'
-import { MAX_MANIFEST_BYTES, type FileStructureRecord, type JsonValue, type ManifestFile, type ModelSummary } from '../core/manifest.js'
+import { MANIFEST_SCHEMA, MAX_BLOCK_SIZE, MAX_MANIFEST_BYTES, type FileStructureRecord, type JsonValue, type ManifestFile, type ModelSummary } from '../core/manifest.js'
 import { MAX_METADATA_FILE_BYTES, METADATA_FILE, mergeMetadata, parseMetadata, parseMetadataFile, type Metadata } from '../core/metadata.js'
 import { checkLabel, checkModelName, escapeUnsafe } from '../core/names.js'
 import { readStructure } from '../model/index.js'
@@ -124,7 +124,7 @@ export async function addPath (store: Store, input: string, options: AddOptions)
       })
     }
     return await store.commitVersion(
-      { schema: 1, name: options.name, files: entries, metadata, structure: summarize(entries) },
+      { schema: MANIFEST_SCHEMA, blockSize: MAX_BLOCK_SIZE, name: options.name, files: entries, metadata, structure: summarize(entries) },
       { ...(options.label !== undefined ? { label: options.label } : {}), pin: options.pin ?? true }
     )
   })

@@ -376,7 +376,7 @@ describe('PullTarget', () => {
     const sized: Record<string, number> = { 'a.bin': 100, 'b.bin': 200 }
     for (const order of [['a.bin', 'b.bin'], ['b.bin', 'a.bin']]) {
       const files = order.map(path => ({ path, size: sized[path]!, digest: fileDigest([{ id, size: sized[path]! }]), format: 'other', chunks: [{ id, size: sized[path]! }] }) as ManifestFile)
-      const forged: Manifest = { schema: 1, name: 'forged', created: 1, parent: null, files, metadata: {}, structure: { formats: ['other'], parameterCount: 0, dtypes: [], tensorCount: 0, totalSize: 300 } }
+      const forged: Manifest = { schema: 2, blockSize: 256 * 1024, name: 'forged', created: 1, parent: null, files, metadata: {}, structure: { formats: ['other'], parameterCount: 0, dtypes: [], tensorCount: 0, totalSize: 300 } }
       const { bytes, cid } = encodeBlock({ ...forged, files: files.map(f => ({ ...f, chunks: f.chunks.map(c => [CID.parse(c.id), c.size]) })) })
       const target = await PullTarget.open(dest, cid, bytes, { manifest: forged })
       targets.push(target)
