@@ -1,7 +1,7 @@
 /**
  * The store's side of blocks: `add` records leaf layers whose roots are the manifest's, `readSpan`
  * serves blocks with proofs that verify against those roots (from the cache, the index, or
- * computed from the chunk once).
+ * computed from the chunk once), `verify` repairs a wrong layer and `gc` drops unused ones.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
@@ -13,10 +13,12 @@ import { chunkRefOf, DEFAULT_BLOCK_SIZE, type ChunkRef, type Manifest } from '..
 import { blockCount, blockMatches, blockRange, splitHashes } from '../../../src/core/tree.js'
 import { addPath } from '../../../src/ingest/ingest.js'
 import { BlobWriter } from '../../../src/store/blob-writer.js'
+import { collectGarbage } from '../../../src/store/gc.js'
 import { HashPool } from '../../../src/store/hash-pool.js'
 import type { Db } from '../../../src/store/index-db.js'
 import { layerRoot, leavesKey } from '../../../src/store/leaves.js'
 import { Store } from '../../../src/store/store.js'
+import { verifyStore } from '../../../src/store/verify.js'
 import { writeSafetensors, type SynthTensor } from '../../../scripts/lib/synth.js'
 import { sameBytes, seededBytes } from '../../helpers/random.js'
 import { tempDir } from '../../helpers/tmp.js'
@@ -272,6 +274,75 @@ describe('store: blocks, leaf layers, readSpan', () => {
     expect(op).toMatchObject({ type: 'put', key: leavesKey(ref.id, 32 * KiB) })
   })
 
+  it('verify rewrites a layer that does not match the chunk\'s bytes, removes impossible ones, and a second run is clean', async () => {
+    const v = await addPath(store, model, { name: 'org/blocks', blockSize: BLOCK })
+    const chunks = await chunksOf(v.manifest)
+    const { ref, bytes } = chunks.find(c => blockCount(c.ref.size, BLOCK) === 3)!
+    const small = chunks.find(c => c.ref.size <= BLOCK)!.ref
+    const good = (await layerOf(ref.id))!
+    const bad = Uint8Array.from(good)
+    bad[40] = bad[40]! ^ 1
+    // Served once, so the cache holds the right layer; then the index gets a wrong one.
+    await store.readSpan(ref.id, BLOCK, 0, 1)
+    await store.index.commit([
+      { type: 'put', sublevel: store.index.leaves, key: leavesKey(ref.id, BLOCK), value: bad },
+      { type: 'put', sublevel: store.index.leaves, key: leavesKey(small.id, BLOCK), value: new Uint8Array(64) },
+      { type: 'put', sublevel: store.index.leaves, key: leavesKey(ref.id, 20_000), value: new Uint8Array(64) }
+    ])
+    const report = await verifyStore(store)
+    expect(report.problems).toEqual(expect.arrayContaining([
+      { kind: 'leaves-mismatch', subject: ref.id, detail: `the leaf layer at ${BLOCK}-byte blocks does not match the chunk's bytes; it was rewritten from them` },
+      { kind: 'leaves-mismatch', subject: small.id, detail: `a leaf layer is recorded at ${BLOCK}-byte blocks, but the chunk is one block at that size; it was removed` },
+      { kind: 'leaves-mismatch', subject: ref.id, detail: 'a leaf layer is recorded at 20000-byte blocks, which no manifest may declare; it was removed' }
+    ]))
+    expect(report.problems).toHaveLength(3)
+    expect(report.quarantined).toEqual([])
+    expect(sameBytes(await layerOf(ref.id), good)).toBe(true)
+    expect(await layerOf(small.id)).toBeUndefined()
+    expect(await store.index.leaves.get(leavesKey(ref.id, 20_000))).toBeUndefined()
+    expect((await verifyStore(store)).problems).toEqual([])
+    // What is served after a restart proves the blocks again.
+    await store.close()
+    store = await open()
+    const span = await store.readSpan(ref.id, BLOCK, 1, 1)
+    expect(blockMatches(span!.data, 1, 3, splitHashes(span!.proofs[0]!), chunkRefOf(bytes, BLOCK).root!)).toBe(true)
+  })
+
+  it('verify drops the layers of a quarantined blob\'s chunks that nothing else holds', async () => {
+    const v = await addPath(store, model, { name: 'org/blocks', blockSize: BLOCK })
+    const file = v.manifest.files.find(f => f.path === 'tokenizer.bin')!
+    const blob = store.layout.blob(file.digest)
+    await chmod(blob, 0o644)
+    const bytes = await readFile(blob)
+    bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff
+    await writeFile(blob, bytes)
+    const report = await verifyStore(store)
+    expect(report.quarantined).toEqual([file.digest])
+    for (const c of file.chunks) expect(await layerOf(c.id)).toBeUndefined()
+    const other = v.manifest.files.find(f => f.path === 'model.safetensors')!.chunks.find(c => c.size > BLOCK)!
+    expect(await layerOf(other.id)).toBeDefined()
+  })
+
+  it('gc drops the layers of chunks no blob holds any more, and layers of chunks the store never held; shared chunks keep theirs', async () => {
+    const kept = await addPath(store, join(model, 'model.safetensors'), { name: 'org/kept', blockSize: BLOCK })
+    const doomed = await addPath(store, model, { name: 'org/doomed', blockSize: BLOCK, pin: false })
+    const stranger = chunkRefOf(seededBytes(50 * KiB, 99), BLOCK)
+    await store.index.commit([store.leavesOp(stranger.id, BLOCK, new Uint8Array(4 * 32))])
+    const gone = doomed.manifest.files.find(f => f.path === 'tokenizer.bin')!.chunks.filter(c => c.size > BLOCK)
+    expect(gone.length).toBeGreaterThan(0)
+    for (const c of gone) expect(await layerOf(c.id)).toBeDefined()
+
+    const dry = await collectGarbage(store, { dryRun: true })
+    expect(dry.versions.map(x => x.version)).toEqual([doomed.version])
+    for (const c of gone) expect(await layerOf(c.id)).toBeDefined()
+
+    await collectGarbage(store)
+    for (const c of gone) expect(await layerOf(c.id)).toBeUndefined()
+    expect(await layerOf(stranger.id)).toBeUndefined()
+    for (const c of kept.manifest.files[0]!.chunks.filter(c => c.size > BLOCK)) {
+      expect(sameBytes(layerRoot((await layerOf(c.id))!), c.root)).toBe(true)
+    }
+  })
 })
 
 describe('index schema', () => {
