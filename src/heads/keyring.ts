@@ -7,6 +7,12 @@
  * - `trust.json`: rules added with `shoal trust add` (`[{ "key": "z6Mk…", "models": "org/*" }]`),
  *   written atomically. The daemon's trust is: every key in `keys/` for every model, then the
  *   rules of `config.json` (`trust`), then `trust.json`.
+ *
+ * MUST hold: a change that answered success is in force and on disk. Each change (a key created,
+ * a rule added or removed) runs alone, one after another in the order asked, and starts from what
+ * the one before left: two `trust add` requests at once used to both start from the same list, and
+ * the second write dropped the first rule (the node then refused that publisher's heads for good).
+ * A change whose write failed leaves the file and the list as they were, and the next one runs.
  */
 import { generateKeyPairSync, createPublicKey, type KeyObject } from 'node:crypto'
 import { mkdir, readFile, readdir, chmod } from 'node:fs/promises'
@@ -24,7 +30,20 @@ const KEY_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/
 
 export interface KeyInfo { name: string, publicKey: PublisherKey }
 
+/** Runs changes one at a time, in the order they were asked; a failed one does not stop the next. */
+class Serial {
+  private tail: Promise<unknown> = Promise.resolve()
+
+  async run<T> (fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn, fn)
+    this.tail = run.catch(() => {})
+    return await run
+  }
+}
+
 export class KeyRing {
+  private readonly changes = new Serial()
+
   private constructor (private readonly dir: string, private readonly keys: Map<string, KeyObject>) {}
 
   /** Loads `<home>/keys`, creating it and the default key when the home has no key yet. */
@@ -48,13 +67,15 @@ export class KeyRing {
 
   async create (name: string): Promise<KeyInfo> {
     if (!KEY_NAME.test(name)) throw new InvalidInputError(`invalid key name "${name.slice(0, 80)}": use 1-64 lower-case letters, digits, '.', '_' or '-'`)
-    if (this.keys.has(name)) throw new ConflictError(`a key named ${name} exists already`)
-    const { privateKey } = generateKeyPairSync('ed25519')
-    const path = join(this.dir, `${name}.pem`)
-    await writeFileAtomic(path, privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, 0o600)
-    await chmod(path, 0o600)
-    this.keys.set(name, privateKey)
-    return { name, publicKey: publisherKeyOf(createPublicKey(privateKey)) }
+    return await this.changes.run(async () => {
+      if (this.keys.has(name)) throw new ConflictError(`a key named ${name} exists already`)
+      const { privateKey } = generateKeyPairSync('ed25519')
+      const path = join(this.dir, `${name}.pem`)
+      await writeFileAtomic(path, privateKey.export({ format: 'pem', type: 'pkcs8' }) as string, 0o600)
+      await chmod(path, 0o600)
+      this.keys.set(name, privateKey)
+      return { name, publicKey: publisherKeyOf(createPublicKey(privateKey)) }
+    })
   }
 
   list (): KeyInfo[] {
@@ -79,6 +100,8 @@ export class KeyRing {
 
 /** `trust.json`: the rules added at run time. */
 export class TrustFile {
+  private readonly changes = new Serial()
+
   private constructor (private readonly path: string, private rules: TrustRule[]) {}
 
   static async open (home: string): Promise<TrustFile> {
@@ -103,18 +126,23 @@ export class TrustFile {
     return [...this.rules]
   }
 
+  /** Adds `rule` unless it is there already (false then). */
   async add (rule: TrustRule): Promise<boolean> {
-    if (this.rules.some(r => r.key === rule.key && r.models === rule.models)) return false
-    await this.save([...this.rules, rule])
-    return true
+    return await this.changes.run(async () => {
+      if (this.rules.some(r => r.key === rule.key && r.models === rule.models)) return false
+      await this.save([...this.rules, rule])
+      return true
+    })
   }
 
   /** Removes the key's rules for `models`, or all its rules. Returns how many went. */
   async remove (key: PublisherKey, models?: string): Promise<number> {
-    const kept = this.rules.filter(r => !(r.key === key && (models === undefined || r.models === models)))
-    const removed = this.rules.length - kept.length
-    if (removed > 0) await this.save(kept)
-    return removed
+    return await this.changes.run(async () => {
+      const kept = this.rules.filter(r => !(r.key === key && (models === undefined || r.models === models)))
+      const removed = this.rules.length - kept.length
+      if (removed > 0) await this.save(kept)
+      return removed
+    })
   }
 
   private async save (rules: TrustRule[]): Promise<void> {

@@ -125,7 +125,13 @@ describe('heads across a partition that heals', () => {
     const all = [...sideA, ...sideB]
     // Both publishers are trusted everywhere.
     const keys = await Promise.all([a0, b0].map(async p => (await p.d.json<Array<{ name: string, publicKey: string }>>(['keys', 'list']))[0]!.publicKey))
+    // All at once, as a fleet script would: each add that exits 0 must be in force (two at once on
+    // one node used to lose one, and that node then refused one half's heads for good).
     await Promise.all(all.flatMap(n => keys.map(async k => await n.d.json(['trust', 'add', k, 'm']))))
+    for (const n of all) {
+      const rules = await n.d.json<Array<{ key: string, models: string }>>(['trust', 'list'])
+      for (const k of keys) expect(rules.some(r => r.key === k && (r.models === 'm' || r.models === '*')), `${n.name} trusts ${k} after trust add exited 0`).toBe(true)
+    }
     const [vA, vB] = await Promise.all([a0, b0].map(async (p, i) => {
       const dir = await writeModelFolder(await h.dir(`model-${i}`), { bytes: 64 * 1024, seed: `partition-${i}` })
       return (await p.d.json<{ version: string }>(['add', dir, '--name', 'm'])).version
