@@ -1,10 +1,13 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { execFileSync } from 'node:child_process'
 import { createPublicKey, generateKeyPairSync } from 'node:crypto'
-import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { publisherKeyOf, privateKeyFromPem, type PublisherKey } from '../../../src/core/heads.js'
-import { KEYS_DIR, KeyRing, TRUST_FILE, TrustFile } from '../../../src/heads/keyring.js'
+import { InvalidInputError } from '../../../src/core/errors.js'
+import { KEYS_DIR, KeyRing, MAX_KEY_FILE_BYTES, MAX_TRUST_FILE_BYTES, MAX_TRUST_RULES, TRUST_FILE, TrustFile } from '../../../src/heads/keyring.js'
+import { rejection } from '../../helpers/assert.js'
 
 const newKey = (): PublisherKey => publisherKeyOf(createPublicKey(generateKeyPairSync('ed25519').privateKey))
 
@@ -95,5 +98,89 @@ describe('KeyRing', () => {
     expect((await readdir(join(home, KEYS_DIR))).sort()).toEqual(['default.pem', 'k1.pem', 'k2.pem', 'k3.pem'])
     const reopened = (await KeyRing.open(home)).list()
     for (const k of made) expect(reopened.find(r => r.name === k.name)?.publicKey).toBe(k.publicKey)
+  })
+})
+
+describe('reading trust.json and keys/', () => {
+  let home: string
+
+  beforeEach(async () => { home = await mkdtemp(join(tmpdir(), 'shoal-trust-read-')) })
+  afterEach(async () => { await rm(home, { recursive: true, force: true }) })
+
+  const path = (): string => join(home, TRUST_FILE)
+  const openWith = async (text: string): Promise<TrustFile> => {
+    await writeFile(path(), text)
+    return await TrustFile.open(home)
+  }
+
+  it('starts with no rules when there is no trust.json', async () => {
+    expect((await TrustFile.open(home)).list()).toEqual([])
+  })
+
+  it('refuses entries that are not {key, models} objects of strings, naming the entry', async () => {
+    const key = newKey()
+    const cases: Array<[string, RegExp]> = [
+      ['[null]', /trust\.json entry 0 is not a \{"key", "models"\} object/],
+      [JSON.stringify([{ key, models: 'm' }, 'x']), /trust\.json entry 1 is not a \{"key", "models"\} object/],
+      [JSON.stringify([{ key: 5, models: 'm' }]), /trust\.json entry 0: "key" must be a publisher key as text \(z6Mk…\)/],
+      [JSON.stringify([{ key, models: 7 }]), /trust\.json entry 0: "models" must be a model-name pattern as text/],
+      [JSON.stringify([{ key, models: 'm', extra: 1 }]), /trust\.json entry 0 has a field "extra"; a rule has only "key" and "models"/],
+      [JSON.stringify([{ key: 'z6Mkbad', models: 'm' }]), /trust\.json entry 0: /],
+      ['{"key": 1}', /must be a list of \{"key", "models"\} rules/],
+      ['[', /is not valid JSON/]
+    ]
+    for (const [text, message] of cases) {
+      const err = await rejection(openWith(text))
+      expect(err, text).toBeInstanceOf(InvalidInputError)
+      expect((err as Error).message, text).toMatch(message)
+      expect((err as Error).message, text).toContain(path())
+    }
+  })
+
+  it('refuses a trust.json over its size limit before reading it, saying the limit', async () => {
+    await writeFile(path(), Buffer.alloc(MAX_TRUST_FILE_BYTES + 1, 0x20))
+    const err = await rejection(TrustFile.open(home))
+    expect(err).toBeInstanceOf(InvalidInputError)
+    expect((err as Error).message).toBe(`${path()} is ${MAX_TRUST_FILE_BYTES + 1} bytes, over the ${MAX_TRUST_FILE_BYTES}-byte limit for trust.json; it holds at most ${MAX_TRUST_RULES} rules`)
+  })
+
+  it('refuses a trust.json of more rules than the limit, and an add past it, saying what to do', async () => {
+    const key = newKey()
+    const rules = Array.from({ length: MAX_TRUST_RULES }, (_, i) => ({ key, models: `m${i}` }))
+    const err = await rejection(openWith(JSON.stringify([...rules, { key, models: 'one-more' }])))
+    expect((err as Error).message).toBe(`${path()} holds ${MAX_TRUST_RULES + 1} rules, over the limit of ${MAX_TRUST_RULES}; use patterns (org/*) for fewer rules`)
+    const full = await openWith(JSON.stringify(rules))
+    const refused = await rejection(full.add({ key, models: 'one-more' }))
+    expect(refused).toBeInstanceOf(InvalidInputError)
+    expect((refused as Error).message).toBe(`trust.json holds ${MAX_TRUST_RULES} rules, the most allowed; remove some (shoal trust rm) or use patterns (org/*) for fewer rules`)
+    expect(full.list()).toHaveLength(MAX_TRUST_RULES)
+    // An existing rule is still "added" (nothing to do).
+    expect(await full.add({ key, models: 'm0' })).toBe(false)
+  })
+
+  it('refuses a trust.json that cannot be read instead of starting without its rules (a later add would overwrite them)', async () => {
+    await mkdir(path())
+    const err = await rejection(TrustFile.open(home))
+    expect(err).toBeInstanceOf(InvalidInputError)
+    expect((err as Error).message).toBe(`${path()} is not a regular file; move it away or put the trust rules back in it`)
+  })
+
+  it('refuses a FIFO in place of trust.json or a key at once, instead of waiting on it', async () => {
+    execFileSync('mkfifo', [path()])
+    const err = await rejection(TrustFile.open(home))
+    expect((err as Error).message).toBe(`${path()} is not a regular file; move it away or put the trust rules back in it`)
+    await rm(path())
+    await mkdir(join(home, KEYS_DIR), { recursive: true })
+    execFileSync('mkfifo', [join(home, KEYS_DIR, 'stuck.pem')])
+    const keyErr = await rejection(KeyRing.open(home))
+    expect(keyErr).toBeInstanceOf(InvalidInputError)
+    expect((keyErr as Error).message).toBe(`publisher key ${join(home, KEYS_DIR, 'stuck.pem')} is not a regular file; move it away or fix it`)
+  })
+
+  it('refuses a key file over its size limit before reading it', async () => {
+    await mkdir(join(home, KEYS_DIR), { recursive: true })
+    await writeFile(join(home, KEYS_DIR, 'big.pem'), Buffer.alloc(MAX_KEY_FILE_BYTES + 1, 0x41))
+    const err = await rejection(KeyRing.open(home))
+    expect((err as Error).message).toBe(`publisher key ${join(home, KEYS_DIR, 'big.pem')} is ${MAX_KEY_FILE_BYTES + 1} bytes, over the ${MAX_KEY_FILE_BYTES}-byte limit for a key file; move it away or fix it`)
   })
 })
