@@ -10,6 +10,10 @@
  * `FRESH_DIAL_SPACING_MS`; after the heal the next SYN gets through, the new connection carries one
  * exchange both ways, and each side gossips what it learnt to its half. The old connections would
  * have waited for TCP's retransmission backoff (up to ~25 s after 30 s of loss).
+ *
+ * Every node is given both publishers' keys with `trust add`, all at once; the test checks they
+ * are in force before it starts, since a node missing one (two adds at once used to lose one)
+ * refuses that publisher's heads for good, which looks like a half that does not spread heads.
  */
 import { execFileSync } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
