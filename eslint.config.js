@@ -25,6 +25,13 @@ export default tseslint.config(
     }
   },
   {
+    // The bulk channel is plain TCP beside libp2p: node:net, node:crypto and core/ only.
+    files: ['src/protocol/bulk/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: ['libp2p', '@libp2p/*', '@chainsafe/*', '../framing.js', '../chunks/*', '../heads/*', '../manifest/*', '../../store/*', '../../fetcher/*', '../../p2p/*', '../../daemon/*', '../../rpc/*', '../../cli/*', '../../config/*', 'node:fs', 'node:fs/*'] }]
+    }
+  },
+  {
     files: ['src/cli/**/*.ts'],
     rules: {
       'no-console': 'off',

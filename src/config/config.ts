@@ -11,6 +11,7 @@
  */
 import { constants } from 'node:fs'
 import { open } from 'node:fs/promises'
+import { isIP } from 'node:net'
 import { homedir } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import { z } from 'zod'
@@ -49,6 +50,12 @@ export const DEFAULT_UPLOAD_SLOTS_PER_PEER = 4
 export const DEFAULT_SEND_STALL_SECONDS = 30
 /** Failed attempts before a pull is given up and its partial data removed. @default 10 */
 export const DEFAULT_MAX_PULL_ATTEMPTS = 10
+/** The bulk channel (block payloads on a second TCP connection, `protocol/bulk/`). @default true */
+export const DEFAULT_BULK_ENABLED = true
+/** AES-256-GCM on bulk connections. @default true */
+export const DEFAULT_ENCRYPT = true
+/** The default bulk port is the p2p port plus this. @default 1 */
+export const BULK_PORT_OFFSET = 1
 
 const multiaddrText = z.string().min(1).max(1024).refine(s => s.startsWith('/'), 'a multiaddr starts with /, e.g. /ip4/10.0.0.2/tcp/4077')
 const byteRate = z.number().int().positive().optional()
@@ -106,7 +113,18 @@ export const configFileSchema = z.strictObject({
     /** Bytes a version from another node may hold: a number or a size such as "2TiB". @default 2 TiB */
     maxVersionBytes: z.union([z.number().int().positive(), z.string().max(32)]).optional(),
     /** Failed attempts before a pull is given up (its partial data removed). @default 10 */
-    maxPullAttempts: z.number().int().positive().max(10_000).optional()
+    maxPullAttempts: z.number().int().positive().max(10_000).optional(),
+    bulk: z.strictObject({
+      /** Send and receive block payloads on a bulk TCP connection beside libp2p. @default true */
+      enabled: z.boolean().optional(),
+      /**
+       * `host:port` the bulk channel listens on (an IP address, IPv6 in brackets; port 0: any
+       * free port). @default the host of the first TCP p2p listen address, its port + 1
+       */
+      listen: z.string().min(1).max(64).optional()
+    }).optional(),
+    /** Encrypt bulk connections (AES-256-GCM); false only on a network where every host is trusted. @default true */
+    encrypt: z.boolean().optional()
   }).optional(),
   /** `name@label` patterns whose heads this node pulls and activates (`*` matches anything). */
   follow: z.array(followSpec).max(1024).optional(),
@@ -143,11 +161,23 @@ export interface Config {
     maxManifestChunks: number
     maxVersionBytes: number
     maxPullAttempts: number
+    bulk: BulkConfig
+    encrypt: boolean
   }
   follow: string[]
   trust: TrustRule[]
   labels: { keep: number }
   store: { quotaBytes?: number }
+}
+
+/** Where the bulk channel listens; see `bulkListenAddress`. */
+export interface BulkConfig {
+  enabled: boolean
+  host: string
+  /** 0: an ephemeral port. */
+  port: number
+  /** True for the default address: a taken port falls back to an ephemeral one (the offer carries the port). */
+  ephemeralIfTaken: boolean
 }
 
 export interface ConfigOverrides {
@@ -192,6 +222,7 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
       throw new InvalidInputError(`${join(home, CONFIG_FILE)} is invalid at transfer.origins.${i}: ${(err as Error).message}`)
     }
   }
+  const listen = o.listen !== undefined && o.listen.length > 0 ? o.listen : file.p2p?.listen ?? DEFAULT_LISTEN
   return {
     home,
     socket: resolve(home, socket),
@@ -202,7 +233,7 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
     },
     logLevel: level.data,
     p2p: {
-      listen: o.listen !== undefined && o.listen.length > 0 ? o.listen : file.p2p?.listen ?? DEFAULT_LISTEN,
+      listen,
       peers: [...(file.p2p?.peers ?? []), ...(o.peers ?? [])],
       mdns: o.mdns ?? file.p2p?.mdns ?? false,
       dht: file.p2p?.dht ?? true,
@@ -223,7 +254,9 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
       originMaxFailures: t.originMaxFailures ?? DEFAULT_ORIGIN_MAX_FAILURES,
       maxManifestChunks: t.maxManifestChunks ?? DEFAULT_MAX_MANIFEST_CHUNKS,
       maxVersionBytes: t.maxVersionBytes !== undefined ? parseSize(t.maxVersionBytes) : DEFAULT_MAX_VERSION_BYTES,
-      maxPullAttempts: t.maxPullAttempts ?? DEFAULT_MAX_PULL_ATTEMPTS
+      maxPullAttempts: t.maxPullAttempts ?? DEFAULT_MAX_PULL_ATTEMPTS,
+      bulk: { enabled: t.bulk?.enabled ?? DEFAULT_BULK_ENABLED, ...bulkListenAddress(listen, t.bulk?.listen) },
+      encrypt: t.encrypt ?? DEFAULT_ENCRYPT
     },
     follow: [...(file.follow ?? []), ...(o.follow ?? [])],
     trust: (file.trust ?? []).map((r, i) => configTrustRule(r, i)),
@@ -254,6 +287,35 @@ function quotaOf (value: number | string): number {
   }
   if (bytes < 1 || !Number.isSafeInteger(bytes)) throw new InvalidInputError(`${CONFIG_FILE} store.quota: ${JSON.stringify(value)} is ${bytes} bytes; use at least 1 byte and at most ${Number.MAX_SAFE_INTEGER}`)
   return bytes
+}
+
+/**
+ * Where the bulk channel listens. `transfer.bulk.listen` when set (`10.0.0.2:4078`, `[::]:4078`;
+ * port 0 for any free port), used as given. Otherwise the host of the first `/ip4/…/tcp/…` or
+ * `/ip6/…/tcp/…` p2p listen address with its port + `BULK_PORT_OFFSET` (4077 → 4078), so one
+ * firewall rule covers a pair of ports; an ephemeral port when that p2p port is 0 (or 65535),
+ * and `0.0.0.0` with an ephemeral port when no p2p address is TCP over IP. A default port that
+ * turns out to be taken is replaced by an ephemeral one at start (`ephemeralIfTaken`); an explicit
+ * one is not.
+ */
+export function bulkListenAddress (p2pListen: readonly string[], explicit?: string): Omit<BulkConfig, 'enabled'> {
+  if (explicit !== undefined) {
+    const m = /^(?:\[([0-9A-Fa-f:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(explicit)
+    const host = m?.[1] ?? m?.[2] ?? ''
+    const port = Number(m?.[3])
+    if (m === null || isIP(host) === 0 || port > 65535) {
+      throw new InvalidInputError(`${CONFIG_FILE} transfer.bulk.listen ${JSON.stringify(explicit.slice(0, 80))} must be an IP address and a port, e.g. 0.0.0.0:4078, [::]:4078 or 10.0.0.2:4078 (port 0: any free port)`)
+    }
+    return { host, port, ephemeralIfTaken: false }
+  }
+  for (const ma of p2pListen) {
+    const m = /^\/(ip4|ip6)\/([^/]+)\/tcp\/(\d{1,5})$/.exec(ma)
+    if (m === null || isIP(m[2]!) === 0) continue
+    const p2pPort = Number(m[3])
+    const port = p2pPort === 0 || p2pPort + BULK_PORT_OFFSET > 65535 ? 0 : p2pPort + BULK_PORT_OFFSET
+    return { host: m[2]!, port, ephemeralIfTaken: true }
+  }
+  return { host: '0.0.0.0', port: 0, ephemeralIfTaken: true }
 }
 
 /** `127.0.0.1:4080`, `[::1]:4080`, `localhost:4080` → host and port; anything not loopback is refused. */

@@ -74,6 +74,14 @@ export class StorageIoError extends ShoalError {
   readonly code = 'IO_ERROR'
 }
 
+/**
+ * The peer read nothing of what this side had to send for the send-stall time (`SEND_STALL_MS`):
+ * the stream or connection was closed. Thrown by the libp2p framing and by the bulk channel.
+ */
+export class SendStalledError extends ShoalError {
+  readonly code = 'SEND_STALLED'
+}
+
 export class AbortedError extends ShoalError {
   readonly code = 'ABORTED'
   constructor (message = 'the operation was aborted', options?: { cause?: unknown }) {

@@ -19,7 +19,7 @@
 import type { Stream } from '@libp2p/interface'
 import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { MalformedDataError, ShoalError } from '../core/errors.js'
+import { MalformedDataError, SendStalledError } from '../core/errors.js'
 import type { BufferPool } from '../core/buffer-pool.js'
 
 /**
@@ -33,10 +33,7 @@ export const SEND_STALL_MS = 30_000
 /** How often a waiting send checks the write buffer for progress. @default 1 s */
 const DRAIN_POLL_MS = 1_000
 
-/** The peer read nothing of what this side had to send for `sendStallMs`: the stream was aborted. */
-export class SendStalledError extends ShoalError {
-  readonly code = 'SEND_STALLED'
-}
+export { SendStalledError }
 
 export interface FramedStreamInit {
   /** Largest frame accepted. */

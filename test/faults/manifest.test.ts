@@ -242,7 +242,7 @@ describe('faults: peer-controlled manifests and pulls', () => {
     expect(sawChecking).toBe(true)
     expect(cliSawChecking).toBe(true)
     expectExit(r, EXIT.DISK_FULL)
-    expect(r.stderr).toMatch(new RegExp(`pulling org/huge@${id} needs .* \\(${chunksForDisk * 4 * MiB} bytes\\) more disk space in .*/partial, but only .* is free; free some space`))
+    expect(r.stderr).toMatch(new RegExp(`disk full for the pull of org/huge@${id}: it needs .* \\(${chunksForDisk * 4 * MiB} bytes\\) more in .*/partial, but only .* is free; nothing new was fetched .*; free some space`))
     expect(await listDir(join(plain.d.home, 'partial'))).toEqual([])
     expect((await plain.d.json<StatusResult>(['status'])).pulls).toEqual([])
     // Not the peer's fault.

@@ -19,7 +19,7 @@ const FULL = {
   rpc: { socket: 'shoal.sock', tcp: '127.0.0.1:4080', maxConnections: 512, maxWatchers: 64 },
   log: { level: 'warn' },
   p2p: { listen: ['/ip4/0.0.0.0/tcp/4077'], peers: ['/ip4/10.0.0.2/tcp/4077'], mdns: false, dht: true, allow: ['12D3KooWExample'], maxConnections: 100 },
-  transfer: { strategy: 'weighted', pieceOrder: 'rarest', uploadSlots: 8, uploadRate: 1_000_000, downloadRate: 2_000_000, banSeconds: 600, stallSeconds: 60 },
+  transfer: { strategy: 'weighted', pieceOrder: 'rarest', uploadSlots: 8, uploadRate: 1_000_000, downloadRate: 2_000_000, banSeconds: 600, stallSeconds: 60, bulk: { enabled: true, listen: '0.0.0.0:4078' }, encrypt: true },
   follow: ['llama-8b@prod', 'org/*@prod'],
   trust: [{ key: 'z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK', models: 'org/*' }],
   labels: { keep: 3 },

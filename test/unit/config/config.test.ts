@@ -67,6 +67,31 @@ describe('config', () => {
     expect((await refusal()).message).toBe(`${join(home, CONFIG_FILE)} is not a regular file`)
   })
 
+  it('bulk channel: on by default, encrypted, on the p2p port + 1 of the first TCP listen address with an ephemeral fallback', async () => {
+    const t = (await loadConfig({ home, env: {} })).transfer
+    expect(t.encrypt).toBe(true)
+    expect(t.bulk).toEqual({ enabled: true, host: '0.0.0.0', port: 4078, ephemeralIfTaken: true })
+    const listen = async (...addrs: string[]): Promise<unknown> => (await loadConfig({ home, env: {}, overrides: { listen: addrs } })).transfer.bulk
+    expect(await listen('/ip4/127.0.0.1/tcp/0')).toEqual({ enabled: true, host: '127.0.0.1', port: 0, ephemeralIfTaken: true })
+    expect(await listen('/ip6/::/tcp/9000')).toEqual({ enabled: true, host: '::', port: 9001, ephemeralIfTaken: true })
+    expect(await listen('/ip4/10.0.0.1/tcp/65535')).toEqual({ enabled: true, host: '10.0.0.1', port: 0, ephemeralIfTaken: true })
+    expect(await listen('/ip4/10.0.0.1/tcp/4001/ws', '/dns4/example.org/tcp/4001', '/ip4/10.0.0.1/tcp/4001')).toEqual({ enabled: true, host: '10.0.0.1', port: 4002, ephemeralIfTaken: true })
+    expect(await listen('/ip4/10.0.0.1/udp/4001/quic-v1')).toEqual({ enabled: true, host: '0.0.0.0', port: 0, ephemeralIfTaken: true })
+  })
+
+  it('bulk channel: an explicit transfer.bulk.listen is used as given; encrypt and enabled can be turned off', async () => {
+    await withFile({ transfer: { bulk: { enabled: false, listen: '[::1]:5000' }, encrypt: false } })
+    const t = (await loadConfig({ home, env: {} })).transfer
+    expect(t.bulk).toEqual({ enabled: false, host: '::1', port: 5000, ephemeralIfTaken: false })
+    expect(t.encrypt).toBe(false)
+    for (const bad of ['localhost:4078', '10.0.0.2', '10.0.0.2:70000', '999.0.0.1:1']) {
+      await withFile({ transfer: { bulk: { listen: bad } } })
+      expect((await refusal()).message).toBe(`config.json transfer.bulk.listen "${bad}" must be an IP address and a port, e.g. 0.0.0.0:4078, [::]:4078 or 10.0.0.2:4078 (port 0: any free port)`)
+    }
+    await withFile({ transfer: { bulk: { port: 1 } } })
+    expect((await refusal()).message).toMatch(/is invalid at transfer\.bulk: Unrecognized key: "port"/)
+  })
+
   it('refuses a config file over the size bound before reading it', async () => {
     await withFile(`{${' '.repeat(MAX_CONFIG_BYTES)}}`)
     expect((await refusal()).message).toBe(`${join(home, CONFIG_FILE)} is ${MAX_CONFIG_BYTES + 2} bytes, over the ${MAX_CONFIG_BYTES}-byte limit for a config file`)
