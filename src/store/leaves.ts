@@ -10,7 +10,8 @@
  *
  * `LeafLayer` keeps the tree's inner nodes beside the leaves: `proofOf` of `core/tree.ts`
  * recomputes the sibling subtrees of every proof (about n hashes each, n² for a chunk served
- * whole), while the 2n − 1 nodes of the tree, computed once with `nodeHash`, make each proof a
+ * whole), while the 2n − 1 nodes of the tree, computed once with `nodeHash` and held in two
+ * buffers (so the cache's byte count is what the layer takes), make each proof a
  * walk of ⌈log2 n⌉ lookups. Its proofs are checked against `proofOf` by the unit tests.
  *
  * `LeafHasher` computes a layer incrementally from bytes given in any pieces (the add path that
@@ -65,19 +66,24 @@ export function checkLayer (id: ChunkId, blockSize: number, leaves: Uint8Array, 
 /** A chunk's leaf layer with its tree, for proofs. Immutable. */
 export class LeafLayer {
   readonly count: number
-  /** Inner nodes by subtree, key `lo * (count + 1) + hi`. */
-  private readonly nodes = new Map<number, Uint8Array>()
+  /**
+   * The n − 1 inner nodes, back to back in one buffer. Each inner node splits its leaves at its
+   * own point (`lo + k`, k the largest power of two below its width), and no two share one, so
+   * the node over `[lo, hi)` lives at slot `lo + k − 1`.
+   */
+  private readonly nodes: Uint8Array
   readonly root: Uint8Array
 
   constructor (readonly leaves: Uint8Array) {
     this.count = leaves.byteLength / TREE_HASH_BYTES
     if (!Number.isInteger(this.count) || this.count < 1) throw new InvalidInputError(`${leaves.byteLength} bytes are not a leaf layer`)
-    this.root = this.node(0, this.count)
+    this.nodes = new Uint8Array((this.count - 1) * TREE_HASH_BYTES)
+    this.root = this.build(0, this.count)
   }
 
   /** Bytes this layer holds in memory (leaves and inner nodes), for the cache's bound. */
   get bytes (): number {
-    return this.leaves.byteLength + this.nodes.size * TREE_HASH_BYTES
+    return this.leaves.byteLength + this.nodes.byteLength
   }
 
   /** The audit path of leaf `index`, leaf-up, joined (the wire form): what `proofOf` gives, joined. */
@@ -101,16 +107,21 @@ export class LeafLayer {
     return out
   }
 
-  /** The hash of the subtree over leaves `[lo, hi)` (RFC 6962 split), memoised. */
+  /** The hash of the subtree over leaves `[lo, hi)` (RFC 6962 split), built by the constructor. */
   private node (lo: number, hi: number): Uint8Array {
     if (hi - lo === 1) return this.leaves.subarray(lo * TREE_HASH_BYTES, (lo + 1) * TREE_HASH_BYTES)
-    const key = lo * (this.count + 1) + hi
-    const known = this.nodes.get(key)
-    if (known !== undefined) return known
+    const at = (lo + largestPowerOfTwoBelow(hi - lo) - 1) * TREE_HASH_BYTES
+    return this.nodes.subarray(at, at + TREE_HASH_BYTES)
+  }
+
+  /** Hashes the subtree over `[lo, hi)` and its inner nodes into `nodes`; returns its hash. */
+  private build (lo: number, hi: number): Uint8Array {
+    if (hi - lo === 1) return this.node(lo, hi)
     const k = largestPowerOfTwoBelow(hi - lo)
-    const h = nodeHash(this.node(lo, lo + k), this.node(lo + k, hi))
-    this.nodes.set(key, h)
-    return h
+    const h = nodeHash(this.build(lo, lo + k), this.build(lo + k, hi))
+    const slot = this.node(lo, hi)
+    slot.set(h)
+    return slot
   }
 }
 
