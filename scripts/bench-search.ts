@@ -29,7 +29,7 @@ import { parseArgs } from 'node:util'
 import { Level } from 'level'
 import { chunkIdOf, fileDigest, type ChunkId, type VersionId } from '../src/core/digest.js'
 import { publisherKeyOf, signHead } from '../src/core/heads.js'
-import { encodeManifest, type Manifest } from '../src/core/manifest.js'
+import { encodeManifest, MAX_BLOCK_SIZE, type Manifest } from '../src/core/manifest.js'
 import { similarity, structureVector } from '../src/core/query.js'
 import { IndexDb, type Db, type IndexOp } from '../src/store/index-db.js'
 import { SearchIndex } from '../src/store/search-index.js'
@@ -161,7 +161,9 @@ function synthManifest (i: number): { manifest: Manifest, family: Family } {
   const size = chunks.length * 4 * MiB
   const name = `${pick(ORGS)}/${pick(family.names)}-${(params / 1e9).toFixed(1)}b-${pick(WORDS)}-${i}`
   const manifest: Manifest = {
-    schema: 1,
+    // One block per chunk: the chunk ids are drawn from a pool, with no bytes to build trees from.
+    schema: 2,
+    blockSize: MAX_BLOCK_SIZE,
     name,
     created: Date.UTC(2025, 0, 1) + Math.floor(rand() * 540 * 86_400_000),
     parent: null,

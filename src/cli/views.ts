@@ -29,6 +29,7 @@ export function printShow (v: ShowResult, tensorsPerFile: number): void {
   console.log(`  path        ${v.path}`)
   if (v.parentShared !== undefined) console.log(`  dedup       ${(v.parentShared.bytes * 100).toFixed(1)}% of bytes (${(v.parentShared.chunks * 100).toFixed(1)}% of chunks) shared with the parent version`)
   console.log(`  size        ${bytes(s.totalSize)} in ${v.files.length} files`)
+  console.log(`  blocks      ${bytes(v.blockSize)} (manifest schema ${v.schema})`)
   console.log(`  formats     ${s.formats.join(', ')}`)
   console.log(`  parameters  ${count(s.parameterCount)} (${s.parameterCount}) in ${s.tensorCount} tensors; dtypes ${s.dtypes.join(', ') || '-'}`)
   if (s.architecture !== undefined) console.log(`  architecture ${s.architecture}`)

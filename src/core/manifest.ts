@@ -7,17 +7,33 @@
  * - Every decode validates the schema and the invariants below (`decodeManifest`); a manifest
  *   from disk or from a peer is never trusted as it stands.
  *
+ * Schemas. `add` writes schema 2: a top-level `blockSize` (a power of two from `MIN_BLOCK_SIZE` to
+ * `MAX_BLOCK_SIZE`) cuts every chunk into blocks from its start (the last may be short), and a
+ * chunk of more than one block carries the root of its block tree (`core/tree.ts`), so each block
+ * can be verified on its own. Schema 1 (versions made before block trees) is still read, unchanged,
+ * so its version ids stay what they were: its geometry is one block per chunk (`blockSizeOf` is
+ * `MAX_CHUNK_SIZE`), verified by the chunk id. Code that moves blocks asks `blockSizeOf` and
+ * `chunkRootOf` and never looks at `schema`.
+ *
  * Invariants: files sorted by path, paths unique and safe (`checkRelativePath`), no path both a
  * file and a folder; each file's chunk sizes are positive, at most `MAX_CHUNK_SIZE`, and add up to
- * its size; its digest is `fileDigest(chunks)`; chunk ids are raw CIDs of a supported hash; one
- * chunk id has one size everywhere it occurs in the version (an id names one sequence of bytes:
- * two sizes for one id would make a version that can never complete, or one "complete" with
- * bytes missing from a file).
+ * its size; its digest is `fileDigest(chunks)` (ids and sizes only: roots do not change a file's
+ * digest, so a file's blob is shared by versions of either schema); chunk ids are raw CIDs of a
+ * supported hash; a chunk entry has a 32-byte root exactly when the chunk has more than one block;
+ * one chunk id has one size and one root everywhere it occurs in the version (an id names one
+ * sequence of bytes: two sizes for one id would make a version that can never complete, or one
+ * "complete" with bytes missing from a file; two roots would make honest blocks fail somewhere).
+ * A root is not checked against bytes here (there are none): a block that does not fold to it is
+ * refused on receipt, and a chunk whose blocks fold to it but whose bytes do not hash to its id is
+ * refused whole when it completes.
  *
  * Limits: the encoded bytes are at most `MAX_MANIFEST_BYTES` (checked first, before hashing or
- * decoding). A manifest from a peer is decoded with `ManifestLimits` (chunk count, version size,
- * checked on the decoded dag-cbor before the schema is), so an oversized one costs one decode and a
- * walk over its file list, never the schema's work or anything the pull would allocate.
+ * decoding). A root adds 34 bytes to a chunk entry of about 47: a 1 TiB model of 4 MiB pieces
+ * (262,144 entries, each with a root) encodes to about 21 MB of chunk entries, within the cap with
+ * room for its tensor records. A manifest from a peer is decoded with `ManifestLimits` (chunk
+ * count, version size, checked on the decoded dag-cbor before the schema is), so an oversized one
+ * costs one decode and a walk over its file list, never the schema's work or anything the pull
+ * would allocate.
  *
  * Cost: decoding is linear in the chunk count. Chunk ids are read from the CIDs the decoder made
  * (never parsed again from text), file digests are hashed from the decoded chunk lists, and the
@@ -26,14 +42,28 @@
 import { CID } from 'multiformats/cid'
 import { z } from 'zod'
 import { MAX_CHUNK_SIZE } from './chunking.js'
-import { type ChunkId, type FileDigest, type VersionId, RAW_CODEC, SHA2_256, SUPPORTED_HASHES, encodeBlock, fileDigest, parseCid, blockMatches } from './digest.js'
-import { MalformedDataError, TooLargeError } from './errors.js'
+import { type ChunkId, type FileDigest, type VersionId, RAW_CODEC, SHA2_256, SUPPORTED_HASHES, chunkIdOf, encodeBlock, fileDigest, parseCid, blockMatches } from './digest.js'
+import { InvalidInputError, MalformedDataError, TooLargeError } from './errors.js'
+import { TREE_HASH_BYTES, blockCount, blockRange, equalBytes, leafHash, rootOf } from './tree.js'
 import { metadataSchema, type Metadata } from './metadata.js'
 import { checkModelName, checkRelativePath } from './names.js'
 import * as dagCbor from '@ipld/dag-cbor'
 
-export const MANIFEST_SCHEMA = 1
-/** @default 32 MiB — a 100 GB model at 4 MiB chunks needs about 1 MiB */
+/** The schema `add` writes (block trees); `decodeManifest` also reads `SCHEMA_1_MANIFEST`. */
+export const MANIFEST_SCHEMA = 2
+/** Versions made before block trees: one block per chunk, no roots. */
+export const SCHEMA_1_MANIFEST = 1
+/** The smallest block size a manifest may declare. @default 16 KiB */
+export const MIN_BLOCK_SIZE = 16 * 1024
+/** The largest block size a manifest may declare: a whole chunk. @default 4 MiB (`MAX_CHUNK_SIZE`) */
+export const MAX_BLOCK_SIZE = MAX_CHUNK_SIZE
+/**
+ * The block size `add` writes into new manifests. Chosen by measurement (`bench:pair`,
+ * `bench:swarm`); nothing else may assume its value: readers take `blockSizeOf(manifest)`.
+ * @default 256 KiB
+ */
+export const DEFAULT_BLOCK_SIZE = 256 * 1024
+/** @default 32 MiB — a 100 GB model at 4 MiB chunks needs about 2 MiB (1 MiB without block-tree roots) */
 export const MAX_MANIFEST_BYTES = 32 * 1024 * 1024
 /** @default 100_000 files in one version */
 export const MAX_FILES = 100_000
@@ -57,7 +87,11 @@ export interface ManifestLimits {
 
 export const DEFAULT_MANIFEST_LIMITS: ManifestLimits = { maxChunks: DEFAULT_MAX_MANIFEST_CHUNKS, maxVersionBytes: DEFAULT_MAX_VERSION_BYTES }
 
-export interface ChunkRef { id: ChunkId, size: number }
+/**
+ * One chunk of a file. `root`: the root of its block tree (`TREE_HASH_BYTES` bytes), present
+ * exactly when the chunk has more than one block of its manifest's `blockSize`.
+ */
+export interface ChunkRef { id: ChunkId, size: number, root?: Uint8Array }
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue }
 const jsonValue: z.ZodType<JsonValue> = z.lazy(() => z.union([
@@ -108,7 +142,7 @@ const fileSchema = z.strictObject({
   size: z.number().int().nonnegative(),
   digest: z.string(),
   format: formatSchema,
-  /** `{ id, size }` each; checked entry by entry in `validate` (`checkChunk`), not by the schema. */
+  /** `{ id, size, root? }` each; checked entry by entry in `validate` (`checkChunk`), not by the schema. */
   chunks: z.array(z.unknown()),
   structure: fileStructureSchema.optional(),
   /** HTTP(S) URLs serving this file's bytes with Range support (a web seed). */
@@ -126,7 +160,9 @@ export const summarySchema = z.strictObject({
 export type ModelSummary = z.infer<typeof summarySchema>
 
 export const manifestSchema = z.strictObject({
-  schema: z.literal(MANIFEST_SCHEMA),
+  schema: z.union([z.literal(SCHEMA_1_MANIFEST), z.literal(MANIFEST_SCHEMA)]),
+  /** Bytes per block (schema 2 only; checked in `validate` with the message it deserves). */
+  blockSize: z.unknown().optional(),
   name: z.string(),
   /** Milliseconds since the epoch; strictly increasing per store (`versions by timestamp`). */
   created: z.number().int().nonnegative(),
@@ -137,18 +173,82 @@ export const manifestSchema = z.strictObject({
 })
 
 export type ManifestFile = Omit<z.infer<typeof fileSchema>, 'digest' | 'chunks'> & { digest: FileDigest, chunks: ChunkRef[] }
-export type Manifest = Omit<z.infer<typeof manifestSchema>, 'files' | 'parent' | 'metadata'> & {
+export type Manifest = Omit<z.infer<typeof manifestSchema>, 'files' | 'parent' | 'metadata' | 'blockSize'> & {
+  /** Schema 2: bytes per block, a power of two from `MIN_BLOCK_SIZE` to `MAX_BLOCK_SIZE`. Schema 1: absent. */
+  blockSize?: number
   parent: VersionId | null
   files: ManifestFile[]
   metadata: Metadata
 }
 
-/** Canonical bytes and version id of a manifest. Validates first: an invalid manifest has no id. */
+/**
+ * Canonical bytes and version id of a schema-2 manifest. Validates first: an invalid manifest has
+ * no id. A schema-1 manifest is refused: nothing new is made in the old schema (see
+ * `encodeSchema1Manifest`).
+ */
 export function encodeManifest (manifest: Manifest): { bytes: Uint8Array, id: VersionId } {
+  if (manifest.schema !== MANIFEST_SCHEMA) throw new InvalidInputError(`new manifests are written in schema ${MANIFEST_SCHEMA}, not ${String(manifest.schema)}`)
+  return encodeValid(manifest)
+}
+
+/**
+ * Canonical bytes and version id of a schema-1 manifest, as versions were made before block trees.
+ * Only for tests and tools that need such versions (a store or a peer holding old versions);
+ * `add` never writes one.
+ */
+export function encodeSchema1Manifest (manifest: Manifest): { bytes: Uint8Array, id: VersionId } {
+  if (manifest.schema !== SCHEMA_1_MANIFEST) throw new InvalidInputError(`encodeSchema1Manifest writes schema ${SCHEMA_1_MANIFEST}, not ${String(manifest.schema)}`)
+  return encodeValid(manifest)
+}
+
+function encodeValid (manifest: Manifest): { bytes: Uint8Array, id: VersionId } {
   const valid = validateManifest(manifest)
   const { bytes, cid } = encodeBlock(toCbor(valid))
   if (bytes.length > MAX_MANIFEST_BYTES) throw new TooLargeError(`manifest is ${bytes.length} bytes, over the ${MAX_MANIFEST_BYTES}-byte cap`, 'bytes')
   return { bytes, id: cid }
+}
+
+/**
+ * Bytes per block of `manifest`'s chunks: its `blockSize` (schema 2), or `MAX_CHUNK_SIZE` for
+ * schema 1, where every chunk is one block verified by its id.
+ */
+export function blockSizeOf (manifest: Pick<Manifest, 'schema' | 'blockSize'>): number {
+  return manifest.schema === SCHEMA_1_MANIFEST ? MAX_CHUNK_SIZE : manifest.blockSize ?? MAX_CHUNK_SIZE
+}
+
+/** The root of a chunk's block tree, or undefined for a one-block chunk (verified by its id). */
+export function chunkRootOf (chunk: ChunkRef): Uint8Array | undefined {
+  return chunk.root
+}
+
+/**
+ * The manifest entry of a chunk of `bytes` at `blockSize`: its id, its size and, for more than one
+ * block, the root of its block tree. Hashes on the calling thread (`add` hashes on workers); for
+ * tools, tests and small chunks.
+ */
+export function chunkRefOf (bytes: Uint8Array, blockSize: number): ChunkRef {
+  const id = chunkIdOf(bytes)
+  const n = blockCount(bytes.byteLength, blockSize)
+  if (n <= 1) return { id, size: bytes.byteLength }
+  const leaves: Uint8Array[] = []
+  for (let i = 0; i < n; i++) {
+    const [offset, length] = blockRange(bytes.byteLength, blockSize, i)
+    leaves.push(leafHash(bytes.subarray(offset, offset + length)))
+  }
+  const root = rootOf(leaves)
+  // A plain Uint8Array, as `decodeManifest` gives (node:crypto's digests are Buffers).
+  return { id, size: bytes.byteLength, root: new Uint8Array(root.buffer, root.byteOffset, root.byteLength) }
+}
+
+/** Whether `size` is a block size a manifest may declare (a power of two within the bounds). */
+export function isBlockSize (size: unknown): size is number {
+  return typeof size === 'number' && Number.isInteger(size) && size >= MIN_BLOCK_SIZE && size <= MAX_BLOCK_SIZE && (size & (size - 1)) === 0
+}
+
+/** `size` if it is a valid block size, else `InvalidInputError` saying what a block size is. */
+export function checkBlockSize (size: unknown): number {
+  if (!isBlockSize(size)) throw new InvalidInputError(`block size ${String(size)} is not a power of two from ${MIN_BLOCK_SIZE} to ${MAX_BLOCK_SIZE} bytes`)
+  return size
 }
 
 /**
@@ -213,9 +313,17 @@ function validate (value: unknown, digests?: ReadonlyArray<FileDigest | undefine
   const m = parsed.data as Manifest
   guard(() => checkModelName(m.name))
   if (m.parent !== null) guard(() => parseCid(m.parent as string))
+  if (m.schema === SCHEMA_1_MANIFEST) {
+    if (m.blockSize !== undefined) throw new MalformedDataError('manifest is invalid at blockSize: a schema-1 manifest has no block size (one block per chunk)')
+  } else if (m.blockSize === undefined) {
+    throw new MalformedDataError(`manifest is invalid at blockSize: a schema-${MANIFEST_SCHEMA} manifest declares its block size, a power of two from ${MIN_BLOCK_SIZE} to ${MAX_BLOCK_SIZE} bytes`)
+  } else if (!isBlockSize(m.blockSize)) {
+    throw new MalformedDataError(`manifest is invalid at blockSize: ${typeof m.blockSize === 'number' ? m.blockSize : typeof m.blockSize} is not a power of two from ${MIN_BLOCK_SIZE} to ${MAX_BLOCK_SIZE} bytes`)
+  }
+  const blockSize = blockSizeOf(m)
   const seen = new Set<string>()
-  /** Each chunk id's size and the file it was first seen in: one id, one size. */
-  const sizes = new Map<ChunkId, { size: number, path: string }>()
+  /** Each chunk id's size, root and the file it was first seen in: one id, one size, one root. */
+  const sizes = new Map<ChunkId, { size: number, root: Uint8Array | undefined, path: string }>()
   let previous = ''
   for (const [fi, file] of m.files.entries()) {
     guard(() => checkRelativePath(file.path))
@@ -226,12 +334,14 @@ function validate (value: unknown, digests?: ReadonlyArray<FileDigest | undefine
     const chunks = file.chunks as unknown[]
     for (let ci = 0; ci < chunks.length; ci++) {
       // From `decodeManifest` the id was checked on its CID already (`fromCbor`).
-      checkChunk(chunks[ci], file.path, ci, digests === undefined)
-      const { id, size } = chunks[ci] as ChunkRef
+      checkChunk(chunks[ci], file.path, ci, digests === undefined, blockSize)
+      const { id, size, root } = chunks[ci] as ChunkRef
       const first = sizes.get(id)
-      if (first === undefined) sizes.set(id, { size, path: file.path })
+      if (first === undefined) sizes.set(id, { size, root, path: file.path })
       else if (first.size !== size) {
         throw new MalformedDataError(`chunk ${id} is listed with two sizes, ${first.size} bytes (in ${first.path}) and ${size} bytes (in ${file.path}); one chunk id names one sequence of bytes`)
+      } else if (first.root !== undefined && root !== undefined && !equalBytes(first.root, root)) {
+        throw new MalformedDataError(`chunk ${id} is listed with two block-tree roots, ${hex(first.root)} (in ${first.path}) and ${hex(root)} (in ${file.path}); one chunk id names one sequence of bytes, so one tree`)
       }
       total += size
     }
@@ -246,16 +356,29 @@ function validate (value: unknown, digests?: ReadonlyArray<FileDigest | undefine
   return m
 }
 
-/** One `{ id, size }` entry of a file's chunk list; `parseId`: check the id text too. */
-function checkChunk (chunk: unknown, path: string, index: number, parseId: boolean): void {
+/**
+ * One `{ id, size, root? }` entry of a file's chunk list; `parseId`: check the id text too. The
+ * root is there exactly when the chunk has more than one block of `blockSize`.
+ */
+function checkChunk (chunk: unknown, path: string, index: number, parseId: boolean, blockSize: number): void {
   if (typeof chunk !== 'object' || chunk === null) throw new MalformedDataError(`chunk ${index} of ${path} is not an [id, size] pair`)
-  const { id, size } = chunk as { id?: unknown, size?: unknown }
+  const { id, size, root } = chunk as { id?: unknown, size?: unknown, root?: unknown }
   let keys = 0
-  for (const _ in chunk) keys++
-  if (keys !== 2) throw new MalformedDataError(`chunk ${index} of ${path} has fields other than id and size`)
+  for (const key in chunk) if (key !== 'root' || root !== undefined) keys++
+  if (keys !== (root === undefined ? 2 : 3)) throw new MalformedDataError(`chunk ${index} of ${path} has fields other than id, size and root`)
   if (typeof id !== 'string') throw new MalformedDataError(`chunk ${index} of ${path} has no chunk id`)
   if (typeof size !== 'number' || !Number.isInteger(size) || size < 1 || size > MAX_CHUNK_SIZE) {
     throw new MalformedDataError(`chunk ${index} of ${path} has size ${String(size)}; a chunk is 1 to ${MAX_CHUNK_SIZE} bytes`)
+  }
+  if (size > blockSize) {
+    if (root === undefined) throw new MalformedDataError(`chunk ${index} of ${path} has ${Math.ceil(size / blockSize)} blocks of ${blockSize} bytes but no block-tree root`)
+    if (!(root instanceof Uint8Array) || root.byteLength !== TREE_HASH_BYTES) {
+      throw new MalformedDataError(`chunk ${index} of ${path} has a root of ${root instanceof Uint8Array ? `${root.byteLength} bytes` : typeof root}, not ${TREE_HASH_BYTES} bytes`)
+    }
+  } else if (root !== undefined) {
+    throw new MalformedDataError(blockSize === MAX_CHUNK_SIZE
+      ? `chunk ${index} of ${path} has a block-tree root, but every chunk of this manifest is one block, verified by its id`
+      : `chunk ${index} of ${path} has a block-tree root, but at ${size} bytes it is one block of ${blockSize}, verified by its id`)
   }
   if (parseId) checkChunkCid(guard(() => parseCid(id)), `chunk ${index} of ${path}`)
 }
@@ -267,18 +390,22 @@ function checkChunkCid (cid: CID, at: string): void {
   if (cid.multihash.code === SHA2_256 && cid.multihash.size !== 32) throw new MalformedDataError(`${at} has a ${cid.multihash.size}-byte sha2-256 digest, not 32`)
 }
 
-/** Manifest → dag-cbor data model: chunk ids become CID links, empty optionals are dropped. */
+/**
+ * Manifest → dag-cbor data model: chunk ids become CID links, a chunk with a root is
+ * `[CID, size, root bytes]`, empty optionals are dropped.
+ */
 function toCbor (m: Manifest): unknown {
   return dropUndefined({
     ...m,
-    files: m.files.map(f => ({ ...f, chunks: f.chunks.map(c => [CID.parse(c.id), c.size]) }))
+    files: m.files.map(f => ({ ...f, chunks: f.chunks.map(c => c.root === undefined ? [CID.parse(c.id), c.size] : [CID.parse(c.id), c.size, c.root]) }))
   })
 }
 
 /**
- * dag-cbor data model → manifest value: each `[CID, size]` becomes `{ id, size }` (the id checked
- * on the CID and written as text without parsing it again), and each file's digest is hashed from
- * its decoded chunk list. Entries of the wrong shape are left for `validate` to refuse.
+ * dag-cbor data model → manifest value: each `[CID, size]` becomes `{ id, size }` and each
+ * `[CID, size, root]` `{ id, size, root }` (the id checked on the CID and written as text without
+ * parsing it again), and each file's digest is hashed from its decoded chunk list (ids and sizes).
+ * Entries of the wrong shape are left for `validate` to refuse.
  */
 function fromCbor (raw: unknown): { value: unknown, digests?: Array<FileDigest | undefined> } {
   if (typeof raw !== 'object' || raw === null || !Array.isArray((raw as { files?: unknown }).files)) return { value: raw }
@@ -288,12 +415,15 @@ function fromCbor (raw: unknown): { value: unknown, digests?: Array<FileDigest |
     if (typeof f !== 'object' || f === null || !Array.isArray((f as { chunks?: unknown }).chunks)) return f
     const path = typeof (f as { path?: unknown }).path === 'string' ? (f as { path: string }).path : `file ${fi}`
     const list = (f as { chunks: unknown[] }).chunks
+    let rooted = false
     const chunks = list.map((c, ci) => {
-      if (!Array.isArray(c) || c.length !== 2 || !(c[0] instanceof CID)) throw new MalformedDataError(`chunk ${ci} of ${path} is not an [id, size] pair`)
+      if (!Array.isArray(c) || (c.length !== 2 && c.length !== 3) || !(c[0] instanceof CID)) throw new MalformedDataError(`chunk ${ci} of ${path} is not an [id, size] pair or an [id, size, root] triple`)
       checkChunkCid(c[0], `chunk ${ci} of ${path}`)
-      return { id: cidText(c[0]), size: c[1] as unknown }
+      if (c.length === 2) return { id: cidText(c[0]), size: c[1] as unknown }
+      rooted = true
+      return { id: cidText(c[0]), size: c[1] as unknown, root: c[2] as unknown }
     })
-    digests[fi] = encodeBlock(list).cid
+    digests[fi] = encodeBlock(rooted ? list.map(c => (c as unknown[]).length === 3 ? (c as unknown[]).slice(0, 2) : c) : list).cid
     return { ...f, chunks }
   })
   return { value: { ...m, files }, digests }
@@ -346,6 +476,10 @@ function dropUndefined (value: unknown): unknown {
     return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined).map(([k, v]) => [k, dropUndefined(v)]))
   }
   return value
+}
+
+function hex (bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
 }
 
 function guard<T> (fn: () => T): T {

@@ -18,6 +18,7 @@ import type { HeadCounters } from '../heads/book.js'
 import type { GuardCounters } from '../heads/guard.js'
 import { CID } from 'multiformats/cid'
 import { restated } from '../core/errors.js'
+import { blockSizeOf } from '../core/manifest.js'
 import { checkLabel, parseRef } from '../core/names.js'
 import type { ShoalNode } from '../p2p/node.js'
 import type { PeerScores } from '../p2p/judge.js'
@@ -271,7 +272,7 @@ function labelOf (ref: string): { name: string, label: string } | undefined {
 function toShow (v: ResolvedVersion): ShowResult {
   const m = v.manifest
   return {
-    name: v.name, version: v.version, created: m.created, parent: m.parent, path: v.path,
+    name: v.name, version: v.version, schema: m.schema, blockSize: blockSizeOf(m), created: m.created, parent: m.parent, path: v.path,
     labels: v.labels, pinned: v.pinned, complete: v.missing.length === 0, missing: v.missing,
     metadata: m.metadata, structure: m.structure,
     files: m.files.map(f => ({

@@ -9,7 +9,9 @@
  *    at most `MAX_TENSOR_COUNT` and a lower bound of the manifest's size within `MAX_MANIFEST_BYTES`;
  * 4. only then data: per file, plan its chunks — tensor-aware for safetensors, GGUF, ONNX and ONNX
  *    external data, content-defined (FastCDC) for everything else — and stream it into a
- *    `BlobWriter`, which hashes and writes it. When every file is stored the manifest is committed;
+ *    `BlobWriter`, which hashes and writes it, and computes the block tree of every chunk of more
+ *    than one block in the same task (roots for the manifest, leaf layers for the index, recorded
+ *    with the file's blob). When every file is stored the manifest (schema 2) is committed;
  *    until then nothing of the version is visible, and a failure (bad header, disk full, abort)
  *    removes what this add wrote.
  * Every file is opened through `openListed`, which refuses anything but the file the walk saw.
@@ -23,7 +25,7 @@ import { FastCdc } from '../core/cdc.js'
 import { MAX_CHUNK_SIZE, fixedChunks, planTensorChunks } from '../core/chunking.js'
 import { AbortedError, InvalidInputError, MalformedModelError } from '../core/errors.js'
 import type { FileDigest } from '../core/digest.js'
-import { MAX_MANIFEST_BYTES, type FileStructureRecord, type JsonValue, type ManifestFile, type ModelSummary } from '../core/manifest.js'
+import { checkBlockSize, DEFAULT_BLOCK_SIZE, MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, type ChunkRef, type FileStructureRecord, type JsonValue, type ManifestFile, type ModelSummary } from '../core/manifest.js'
 import { MAX_METADATA_FILE_BYTES, METADATA_FILE, mergeMetadata, parseMetadata, parseMetadataFile, type Metadata } from '../core/metadata.js'
 import { checkLabel, checkModelName, escapeUnsafe } from '../core/names.js'
 import { readStructure } from '../model/index.js'
@@ -57,6 +59,8 @@ export interface AddOptions {
   origin?: string
   /** Pin the new version so GC keeps it. @default true */
   pin?: boolean
+  /** Bytes per block of the new manifest (a power of two, 16 KiB to 4 MiB). @default DEFAULT_BLOCK_SIZE */
+  blockSize?: number
   signal?: AbortSignal
   onProgress?: (progress: AddProgress) => void
 }
@@ -76,8 +80,9 @@ export interface AddProgress {
  * throws `InvalidInputError` saying what is wrong. `addPath` calls it first; a caller that applies
  * part of the request itself (a label published as a head) calls it before `addPath` too.
  */
-export function checkAddOptions (options: Pick<AddOptions, 'name' | 'label' | 'origin' | 'metadata'>): void {
+export function checkAddOptions (options: Pick<AddOptions, 'name' | 'label' | 'origin' | 'metadata' | 'blockSize'>): void {
   checkModelName(options.name)
+  if (options.blockSize !== undefined) checkBlockSize(options.blockSize)
   if (options.label !== undefined) checkLabel(options.label)
   if (options.origin !== undefined) originBase(options.origin)
   if (options.metadata !== undefined) parseMetadata(options.metadata, 'metadata options')
@@ -85,6 +90,7 @@ export function checkAddOptions (options: Pick<AddOptions, 'name' | 'label' | 'o
 
 export async function addPath (store: Store, input: string, options: AddOptions): Promise<ResolvedVersion> {
   checkAddOptions(options)
+  const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE
   const metaFile = options.metaFile === undefined ? undefined : await readMetaFile(options.metaFile)
   const { files, single } = await listSourceFiles(input)
   const own = single ? undefined : files.find(f => f.path === METADATA_FILE)
@@ -93,7 +99,7 @@ export async function addPath (store: Store, input: string, options: AddOptions)
     metaFile,
     options.metadata
   )
-  const structures = await readStructures(files, options.signal)
+  const structures = await readStructures(files, blockSize, options.signal)
   const external = externalDataAnchors(files, structures)
   const totalBytes = files.reduce((n, f) => n + f.size, 0)
   let bytes = 0
@@ -110,31 +116,36 @@ export async function addPath (store: Store, input: string, options: AddOptions)
           ? planTensorChunks(file.size, structure.headerLength, structure.tensors.filter(t => t.file === undefined))
           : undefined
       const base = bytes
-      const blob = await storeFile(store, file, plan, options.signal, done => {
+      const blob = await storeFile(store, file, plan, blockSize, options.signal, done => {
         options.onProgress?.({ file: file.path, fileBytes: done, fileSize: file.size, bytes: base + done, totalBytes, files: i, totalFiles: files.length })
       })
       bytes += file.size
       hold(blob.digest)
       await store.indexBlob(blob)
       entries.push({
-        path: file.path, size: file.size, digest: blob.digest, chunks: blob.chunks,
+        path: file.path, size: file.size, digest: blob.digest, chunks: blob.chunks.map(chunkRef),
         ...(options.origin !== undefined ? { origins: [originUrl(options.origin, file.path)] } : {}),
         format: anchors !== undefined ? 'onnx-data' : structure?.format ?? 'other',
         ...(structure !== undefined && structure.format !== 'other' ? { structure: toRecord(structure) } : {})
       })
     }
     return await store.commitVersion(
-      { schema: 1, name: options.name, files: entries, metadata, structure: summarize(entries) },
+      { schema: MANIFEST_SCHEMA, blockSize, name: options.name, files: entries, metadata, structure: summarize(entries) },
       { ...(options.label !== undefined ? { label: options.label } : {}), pin: options.pin ?? true }
     )
   })
 }
 
-async function storeFile (store: Store, file: SourceFile, plan: number[] | undefined, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<{ digest: FileDigest } & Awaited<ReturnType<BlobWriter['commit']>>> {
+/** A written chunk as its manifest lists it: id, size and, for more than one block, its root. */
+function chunkRef (c: ChunkRef): ChunkRef {
+  return c.root === undefined ? { id: c.id, size: c.size } : { id: c.id, size: c.size, root: c.root }
+}
+
+async function storeFile (store: Store, file: SourceFile, plan: number[] | undefined, blockSize: number, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<{ digest: FileDigest } & Awaited<ReturnType<BlobWriter['commit']>>> {
   const src = await openListed(file)
   let writer: BlobWriter
   try {
-    writer = await store.createBlobWriter()
+    writer = await store.createBlobWriter({ blockSize })
   } catch (err) {
     await src.close()
     throw err
@@ -234,16 +245,17 @@ async function copyWindows (src: FileSource, writer: BlobWriter, windows: Iterat
 /**
  * Reads every file's structure. Across files, the tensors may number at most `MAX_TENSOR_COUNT`,
  * and a lower bound of the manifest they make (tensor records, kept metadata, one chunk record per
- * 4 MiB of data) must fit `MAX_MANIFEST_BYTES`: a model the store could not commit is refused
- * before any data is copied.
+ * 4 MiB of data, with a root when 4 MiB is more than one block) must fit `MAX_MANIFEST_BYTES`: a
+ * model the store could not commit is refused before any data is copied.
  */
-async function readStructures (files: SourceFile[], signal: AbortSignal | undefined): Promise<Map<string, FileStructure>> {
+async function readStructures (files: SourceFile[], blockSize: number, signal: AbortSignal | undefined): Promise<Map<string, FileStructure>> {
   const out = new Map<string, FileStructure>()
   let tensors = 0
   let manifestBytes = 0
+  const recordBytes = MIN_CHUNK_RECORD_BYTES + (blockSize < MAX_CHUNK_SIZE ? ROOT_RECORD_BYTES : 0)
   for (const file of files) {
     if (signal?.aborted === true) throw new AbortedError('add was cancelled')
-    manifestBytes += Math.ceil(file.size / MAX_CHUNK_SIZE) * MIN_CHUNK_RECORD_BYTES
+    manifestBytes += Math.ceil(file.size / MAX_CHUNK_SIZE) * recordBytes
     const src = await openListed(file)
     try {
       const structure = await readStructure(file.path, src, signal)
@@ -275,6 +287,8 @@ async function readStructures (files: SourceFile[], signal: AbortSignal | undefi
 
 /** Bytes a chunk record takes in a manifest at least: a CID link of 36 bytes and a size. @default 40 */
 const MIN_CHUNK_RECORD_BYTES = 40
+/** Bytes a block-tree root adds to a chunk record: 32 and its byte-string header. @default 34 */
+const ROOT_RECORD_BYTES = 34
 
 /** A lower bound of the bytes a structure takes in a manifest: its tensors' names and fields, its metadata's keys and strings. */
 function structureBytes (s: FileStructure): number {

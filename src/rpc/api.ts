@@ -94,6 +94,10 @@ export interface ShowFile {
 export interface ShowResult {
   name: string
   version: string
+  /** The manifest's schema: 2 (block trees), or 1 for versions made before them. */
+  schema: number
+  /** Bytes per block: the manifest's `blockSize`, or the whole chunk (4 MiB) for schema 1. */
+  blockSize: number
   created: number
   parent: string | null
   path: string

@@ -193,6 +193,14 @@ export class RpcServer {
       requireHostHeader: false
     }, (req, res) => {
       const conn = this.track(req, res)
+      const coding = req.headers['transfer-encoding']
+      if (coding !== undefined && !/(?:^|,)[ \t]*chunked[ \t]*$/i.test(coding)) {
+        // RFC 9112 §6.3: without chunked as the last coding the body runs to the end of the
+        // connection, which a client that keeps it open never reaches.
+        this.refusals.note('Transfer-Encoding without chunked last')
+        sendJson(res, 400, { code: 'BAD_REQUEST', message: `Transfer-Encoding: ${clip(coding, 64)} does not end in chunked, so the body's length cannot be known; send Content-Length or Transfer-Encoding: chunked` }, true)
+        return
+      }
       if (authorized !== undefined && !authorized(req)) {
         req.resume()
         this.refusals.note('unauthorized (TCP without the token)')

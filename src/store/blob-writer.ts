@@ -7,6 +7,11 @@
  * indexes. `abort` (or any failure) removes the temporary file: nothing partial is ever kept. A disk
  * failure is mapped by the store's `onFailure` (which trips its write guard).
  *
+ * Block trees: given a block size (`BlobWriterOptions.blockSize`), the writer also computes, in the
+ * same task that hashes a chunk, the leaf hashes of the chunk's blocks (`store/leaves.ts`) and the
+ * root of their tree, for every chunk of more than one block: the manifest gets the root, the
+ * index the leaf layer (`Store.indexBlob`).
+ *
  * Throughput: `append` hashes on the calling thread while the previous append's write runs on the
  * libuv pool, so reading, hashing and writing overlap. The buffer given to `append` must stay
  * untouched until the next `append` (or `commit`) resolves. Every `FLUSH_INTERVAL` bytes a
@@ -20,7 +25,9 @@ import { ChunkHasher, chunkIdFromSha256, fileDigest, type ChunkId, type FileDige
 import type { HashPool } from './hash-pool.js'
 import { InvalidInputError } from '../core/errors.js'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
+import { checkBlockSize, type ChunkRef } from '../core/manifest.js'
 import { fsyncDir, mapFsError, pathExists, tmpName, writeFully } from './fsutil.js'
+import { layerRoot, LeafHasher } from './leaves.js'
 import type { Layout } from './layout.js'
 
 /**
@@ -29,17 +36,33 @@ import type { Layout } from './layout.js'
  */
 export const FLUSH_INTERVAL = 256 * 1024 * 1024
 
+/** A chunk as written: a manifest's `ChunkRef` (with its root) and, for the index, its leaf layer. */
+export interface WrittenChunk extends ChunkRef {
+  /** Leaf hashes of its blocks, concatenated; present exactly when `root` is. */
+  leaves?: Uint8Array
+}
+
 export interface WrittenBlob {
   digest: FileDigest
   size: number
-  chunks: Array<{ id: ChunkId, size: number }>
+  chunks: WrittenChunk[]
+  /** The block size the chunks' trees were computed at; 0 when none were (see `BlobWriterOptions`). */
+  blockSize: number
   /** False when identical bytes were already stored (the fresh copy replaced them). */
   created: boolean
 }
 
+export interface BlobWriterOptions {
+  /** Cut chunks into blocks of this size and compute their trees; 0 (the default) computes none. */
+  blockSize?: number
+  /** Maps the error of a failed write (default `mapFsError`). */
+  onFailure?: (err: unknown, doing: string) => unknown
+}
+
 export class BlobWriter {
   private readonly hasher = new ChunkHasher()
-  private readonly chunks: Array<{ id: ChunkId, size: number }> = []
+  private readonly leafHasher: LeafHasher | undefined
+  private readonly chunks: WrittenChunk[] = []
   private chunkBytes = 0
   private position = 0
   private pending: Promise<unknown> = Promise.resolve()
@@ -54,11 +77,16 @@ export class BlobWriter {
     private readonly fh: FileHandle,
     readonly tmpPath: string,
     private readonly pool: HashPool | undefined,
-    private readonly onFailure: (err: unknown, doing: string) => unknown
-  ) {}
+    private readonly onFailure: (err: unknown, doing: string) => unknown,
+    private readonly blockSize: number
+  ) {
+    if (blockSize > 0) this.leafHasher = new LeafHasher(blockSize)
+  }
 
-  /** `onFailure` maps the error of a failed write (default `mapFsError`). */
-  static async create (layout: Layout, pool?: HashPool, onFailure: (err: unknown, doing: string) => unknown = mapFsError): Promise<BlobWriter> {
+  static async create (layout: Layout, pool?: HashPool, options: BlobWriterOptions = {}): Promise<BlobWriter> {
+    const blockSize = options.blockSize ?? 0
+    if (blockSize !== 0) checkBlockSize(blockSize)
+    const onFailure = options.onFailure ?? mapFsError
     const path = join(layout.tmp, tmpName('blob'))
     let fh
     try {
@@ -66,7 +94,7 @@ export class BlobWriter {
     } catch (err) {
       throw onFailure(err, 'creating a blob in tmp/')
     }
-    return new BlobWriter(layout, fh, path, pool, onFailure)
+    return new BlobWriter(layout, fh, path, pool, onFailure, blockSize)
   }
 
   /**
@@ -81,9 +109,15 @@ export class BlobWriter {
       for (const end of ends) {
         if (end <= from || end > bytes.length) throw new InvalidInputError(`chunk end ${end} is out of order or past the buffer`)
         if (end - from > MAX_CHUNK_SIZE) throw new InvalidInputError(`a chunk of ${end - from} bytes is over the ${MAX_CHUNK_SIZE}-byte cap`)
-        const slot = { id: '' as ChunkId, size: end - from }
+        const slot: WrittenChunk = { id: '' as ChunkId, size: end - from }
         this.chunks.push(slot)
-        hashes.push(this.pool.sha256(bytes.subarray(from, end)).then(d => { slot.id = chunkIdFromSha256(d) }))
+        hashes.push(this.pool.hashChunk(bytes.subarray(from, end), this.blockSize).then(h => {
+          slot.id = chunkIdFromSha256(h.digest)
+          if (h.leaves !== undefined) {
+            slot.root = layerRoot(h.leaves)
+            slot.leaves = h.leaves
+          }
+        }))
         from = end
       }
       // The previous window's hashes finish before this append resolves, so the caller may reuse
@@ -97,11 +131,13 @@ export class BlobWriter {
     for (const end of ends) {
       if (end <= start || end > bytes.length) throw new InvalidInputError(`chunk end ${end} is out of order or past the buffer`)
       this.hasher.update(bytes.subarray(start, end))
+      this.leafHasher?.update(bytes.subarray(start, end))
       this.closeChunk(this.chunkBytes + end - start)
       start = end
     }
     if (start < bytes.length) {
       this.hasher.update(bytes.subarray(start))
+      this.leafHasher?.update(bytes.subarray(start))
       this.chunkBytes += bytes.length - start
       if (this.chunkBytes > MAX_CHUNK_SIZE) throw new InvalidInputError(`a chunk grew past ${MAX_CHUNK_SIZE} bytes`)
     }
@@ -136,7 +172,7 @@ export class BlobWriter {
       await chmod(this.tmpPath, 0o444)
       await rename(this.tmpPath, target)
       await fsyncDir(this.layout.blobs)
-      return { digest, size: this.position, chunks: this.chunks, created }
+      return { digest, size: this.position, chunks: this.chunks, blockSize: this.blockSize, created }
     } catch (err) {
       await this.abort()
       throw this.onFailure(err, 'storing a blob')
@@ -167,7 +203,8 @@ export class BlobWriter {
 
   private closeChunk (size: number): void {
     if (size > MAX_CHUNK_SIZE) throw new InvalidInputError(`a chunk of ${size} bytes is over the ${MAX_CHUNK_SIZE}-byte cap`)
-    this.chunks.push({ id: this.hasher.digest(), size })
+    const leaves = this.leafHasher?.finish()
+    this.chunks.push(leaves === undefined ? { id: this.hasher.digest(), size } : { id: this.hasher.digest(), size, root: layerRoot(leaves), leaves })
     this.chunkBytes = 0
   }
 }

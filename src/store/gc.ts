@@ -8,7 +8,9 @@
  * records, snapshot folder — or, with `quotaBytes`, only as many of them as it takes to bring the
  * blobs under the quota, least recently used first (last time a label pointed at it, else when it
  * arrived). Then every blob that no kept version references and no operation in progress holds is
- * removed, with its chunk locations. Leftover temporary files go too. `dryRun` reports the same
+ * removed, with its chunk locations. A chunk's leaf layers (`leaves`) go with its last location,
+ * and so do layers of chunks no blob or partial file holds any more (a cancelled pull drops its
+ * chunks' locations, not their layers). Leftover temporary files go too. `dryRun` reports the same
  * plan and changes nothing.
  *
  * Partial files (`partial/`) of pulls that will not resume go too: those no pull record names
@@ -19,12 +21,15 @@
  * Runs under the store's exclusive lock, so it never races an add. Pulls do not take the lock:
  * the partials are listed before the pull records are read and `pullingFiles` is taken after, and
  * a pull registers its files before it writes its records, so a pull starting meanwhile is seen.
+ * A layer a running pull records between gc's reads and its commit may be dropped with an older
+ * copy: it is only a cache of the chunk's bytes and is computed again when next served.
  */
 import { rm, chmod, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 import { decodeManifest } from '../core/manifest.js'
 import { IndexDb, type IndexOp } from './index-db.js'
+import { splitLeavesKey } from './leaves.js'
 import { dropPartials, pullingFiles } from './pull-target.js'
 import { readdirSafe, type Store } from './store.js'
 
@@ -146,11 +151,14 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
     }
     const ids = [...chunkDrops.keys()]
     const locations = ids.length === 0 ? [] : await store.index.chunks.getMany(ids)
+    const unheld = new Set<ChunkId>()
     ids.forEach((id, i) => {
       const gone = chunkDrops.get(id) ?? new Set()
       const rest = (locations[i] ?? []).filter(([d]) => !gone.has(d))
+      if (rest.length === 0) unheld.add(id)
       ops.push(rest.length === 0 ? { type: 'del', sublevel: store.index.chunks, key: id } : { type: 'put', sublevel: store.index.chunks, key: id, value: rest })
     })
+    ops.push(...await layersToDrop(store, unheld))
 
     const freed = blobs.reduce((n, b) => n + b.size, 0) + partials.reduce((n, p) => n + p.size, 0)
     const report: GcReport = { dryRun, versions: doomed, blobs, partials, bytes: freed, ...(quota !== undefined ? { quota } : {}) }
@@ -169,4 +177,27 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
     for (const entry of await readdirSafe(store.layout.tmp)) await rm(join(store.layout.tmp, entry), { recursive: true, force: true })
     return report
   })
+}
+
+/**
+ * Deletes for every leaf layer whose chunk nothing holds once this collection is done: those of
+ * `unheld` (their last location goes now) and those with no location at all. One pass over the
+ * layers' keys, one index read for the chunks they name.
+ */
+async function layersToDrop (store: Store, unheld: ReadonlySet<ChunkId>): Promise<IndexOp[]> {
+  const byChunk = new Map<ChunkId, string[]>()
+  for await (const key of store.index.leaves.keys()) {
+    const id = splitLeavesKey(key)?.[0] ?? key
+    const keys = byChunk.get(id)
+    if (keys === undefined) byChunk.set(id, [key])
+    else keys.push(key)
+  }
+  const ops: IndexOp[] = []
+  const others = [...byChunk.keys()].filter(id => !unheld.has(id))
+  const held = others.length === 0 ? [] : await store.index.chunks.getMany(others)
+  const doomed = [...unheld, ...others.filter((_, i) => held[i] === undefined)]
+  for (const id of doomed) {
+    for (const key of byChunk.get(id) ?? []) ops.push({ type: 'del', sublevel: store.index.leaves, key })
+  }
+  return ops
 }

@@ -2,8 +2,14 @@
  * sha2-256 on worker threads, so hashing runs beside the event loop (and beside the file reads and
  * writes on the libuv pool) instead of on it. Works on memory the caller shares
  * (`SharedArrayBuffer`): nothing is copied to the worker. Used by `BlobWriter` for whole chunks in
- * shared window buffers and by `Store.chunkMatches` for pulled chunks in pooled receive buffers;
- * everything else hashes on the calling thread.
+ * shared window buffers, by `Store.chunkMatches` for pulled chunks in pooled receive buffers, and
+ * by the store for the leaf layers it computes from stored chunks; everything else hashes on the
+ * calling thread.
+ *
+ * One task hashes one chunk: its sha2-256 (its id) and, given a block size smaller than the chunk,
+ * the leaf hash of each block (`leafHash` of `core/tree.ts`: sha2-256 of 0x00 and the block), in
+ * one walk over the bytes, block by block, so the second hash of a block reads it from the cache.
+ * The worker's leaf formula is checked against `leafHash` by the unit tests.
  */
 import { Worker } from 'node:worker_threads'
 
@@ -13,14 +19,43 @@ export const HASH_WORKERS = 2
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads')
 const { createHash } = require('node:crypto')
-parentPort.on('message', ({ id, buffer, offset, length }) => {
-  parentPort.postMessage({ id, digest: createHash('sha256').update(new Uint8Array(buffer, offset, length)).digest() })
+const LEAF_PREFIX = Uint8Array.of(0)
+parentPort.on('message', ({ id, buffer, offset, length, blockSize }) => {
+  try {
+    const bytes = new Uint8Array(buffer, offset, length)
+    const whole = createHash('sha256')
+    let leaves
+    if (blockSize > 0 && length > blockSize) {
+      const count = Math.ceil(length / blockSize)
+      leaves = new Uint8Array(count * 32)
+      for (let i = 0; i < count; i++) {
+        const block = bytes.subarray(i * blockSize, Math.min(length, (i + 1) * blockSize))
+        whole.update(block)
+        leaves.set(createHash('sha256').update(LEAF_PREFIX).update(block).digest(), i * 32)
+      }
+    } else {
+      whole.update(bytes)
+    }
+    parentPort.postMessage({ id, digest: whole.digest(), leaves })
+  } catch (err) {
+    parentPort.postMessage({ id, error: String(err && err.message || err) })
+  }
 })
 `
 
+/** What one task gives back. */
+export interface ChunkHashes {
+  /** sha2-256 of the whole chunk. */
+  digest: Uint8Array
+  /** Leaf hashes of its blocks, concatenated (32 bytes each), when it has more than one block. */
+  leaves?: Uint8Array
+}
+
+interface Waiting { resolve: (h: ChunkHashes) => void, reject: (e: Error) => void }
+
 export class HashPool {
   private readonly workers: Worker[] = []
-  private readonly waiting = new Map<number, { resolve: (d: Uint8Array) => void, reject: (e: Error) => void }>()
+  private readonly waiting = new Map<number, Waiting>()
   private nextId = 0
   private turn = 0
 
@@ -28,10 +63,11 @@ export class HashPool {
     for (let i = 0; i < size; i++) {
       const worker = new Worker(WORKER_SOURCE, { eval: true })
       worker.unref()
-      worker.on('message', ({ id, digest }: { id: number, digest: Uint8Array }) => {
+      worker.on('message', ({ id, digest, leaves, error }: { id: number, digest?: Uint8Array, leaves?: Uint8Array, error?: string }) => {
         const w = this.waiting.get(id)
         this.waiting.delete(id)
-        w?.resolve(digest)
+        if (error !== undefined || digest === undefined) w?.reject(new Error(`hashing on a worker failed: ${error ?? 'no digest'}`))
+        else w?.resolve(leaves === undefined ? { digest } : { digest, leaves })
       })
       worker.on('error', err => { for (const w of this.waiting.values()) w.reject(err); this.waiting.clear() })
       this.workers.push(worker)
@@ -40,13 +76,21 @@ export class HashPool {
 
   /** The sha2-256 digest of `view`, which MUST be backed by a SharedArrayBuffer and stay unchanged until this resolves. */
   async sha256 (view: Uint8Array): Promise<Uint8Array> {
+    return (await this.hashChunk(view, 0)).digest
+  }
+
+  /**
+   * The digest of chunk `view` and, when `blockSize` > 0 and the chunk is longer than one block,
+   * its blocks' leaf hashes. Same contract on `view` as `sha256`.
+   */
+  async hashChunk (view: Uint8Array, blockSize: number): Promise<ChunkHashes> {
     if (!(view.buffer instanceof SharedArrayBuffer)) throw new TypeError('HashPool hashes shared memory only')
     const id = this.nextId++
     const worker = this.workers[this.turn++ % this.workers.length]
     if (worker === undefined) throw new Error('hash pool is closed')
-    return await new Promise<Uint8Array>((resolve, reject) => {
+    return await new Promise<ChunkHashes>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject })
-      worker.postMessage({ id, buffer: view.buffer, offset: view.byteOffset, length: view.byteLength })
+      worker.postMessage({ id, buffer: view.buffer, offset: view.byteOffset, length: view.byteLength, blockSize })
     })
   }
 

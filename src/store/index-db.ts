@@ -18,7 +18,15 @@
  * - `labelPins` `<name>\0<label>` → {@link PinRecord}: every version the label points at is pinned
  * - `search`    version id → `SearchDoc` (`core/search-doc.ts`): derived search records (`store/search-index.ts`)
  * - `leases`    lease id → lease record (see `daemon/leases.ts`): versions serving processes hold
+ * - `leaves`    `<chunk id>\0<block size>` → the leaf hashes of the chunk's blocks at that size,
+ *               concatenated (n × 32 bytes; `store/leaves.ts`): what proofs are served from. Written
+ *               with the chunk's location (add, pull) or when first needed; kept while some blob or
+ *               partial file holds the chunk
  * - `meta`      `clock` → last `created` handed out; `schema` → index schema number
+ *
+ * Schema history (`meta` `schema`, upgraded at `open`): 1 → 2 added `leaves`; an index of schema 1
+ * has none, and layers are computed when first needed, so the upgrade only writes the number. An
+ * index of a newer schema is refused (the build that wrote it knows records this one does not).
  *
  * MUST hold:
  * - every change is one atomic batch written with `sync: true` through `commit` (nothing writes to
@@ -38,7 +46,7 @@ import { StorageIoError } from '../core/errors.js'
 import { failureDetail, type WriteContext } from './fsutil.js'
 import { WriteGuard } from './write-guard.js'
 
-export const INDEX_SCHEMA = 1
+export const INDEX_SCHEMA = 2
 
 /** `[file digest, offset, size]`: a verified copy of a chunk inside a blob or partial file. */
 export type ChunkLocation = [FileDigest, number, number]
@@ -146,6 +154,7 @@ export class IndexDb {
   readonly search: Sub<import('../core/search-doc.js').SearchDoc>
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   readonly leases: Sub<any>
+  readonly leaves: Sub<Uint8Array>
   readonly guard: WriteGuard
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   private readonly sublevels: Array<Sub<any>>
@@ -175,7 +184,8 @@ export class IndexDb {
     this.labelPins = db.sublevel('labelPins', { valueEncoding: 'json' })
     this.search = db.sublevel('search', { valueEncoding: 'json' })
     this.leases = db.sublevel('leases', { valueEncoding: 'json' })
-    this.sublevels = [this.chunks, this.blobs, this.manifests, this.versions, this.byModel, this.labels, this.pins, this.partials, this.pulls, this.meta, this.heads, this.headLog, this.known, this.labelPins, this.search, this.leases]
+    this.leaves = db.sublevel('leaves', { valueEncoding: 'view' })
+    this.sublevels = [this.chunks, this.blobs, this.manifests, this.versions, this.byModel, this.labels, this.pins, this.partials, this.pulls, this.meta, this.heads, this.headLog, this.known, this.labelPins, this.search, this.leases, this.leaves]
     for (const sub of this.sublevels) this.gateReads(sub)
   }
 
@@ -183,7 +193,13 @@ export class IndexDb {
     await this.openDb()
     const schema = await this.meta.get('schema')
     if (schema === undefined) await this.commit([{ type: 'put', sublevel: this.meta, key: 'schema', value: INDEX_SCHEMA }], { doing: 'creating the index', kept: 'the store was not created' })
-    else if (schema !== INDEX_SCHEMA) throw new Error(`index schema ${String(schema)} is not supported by this build (expects ${INDEX_SCHEMA})`)
+    else if (schema === 1) {
+      // 1 → 2: the `leaves` sublevel is new and starts empty (layers are computed when needed).
+      await this.commit([{ type: 'put', sublevel: this.meta, key: 'schema', value: INDEX_SCHEMA }], { doing: 'upgrading the index to schema 2', kept: 'the index stays at schema 1; the next start tries again' })
+      this.options.log?.info({ from: 1, to: INDEX_SCHEMA }, 'index upgraded')
+    } else if (schema !== INDEX_SCHEMA) {
+      throw new StorageIoError(`the index has schema ${String(schema)}, which this build does not read (it reads schema ${INDEX_SCHEMA} and upgrades 1): run the shoal release that wrote it, or a newer one`)
+    }
   }
 
   async close (): Promise<void> {

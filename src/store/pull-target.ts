@@ -813,7 +813,7 @@ async function checkSpace (store: Store, version: VersionId, manifest: Manifest,
   if (needed === 0) return
   const available = await free(layout.partial)
   if (needed > available) {
-    throw new DiskFullError(`pulling ${manifest.name}@${version} needs ${formatBytes(needed)} more disk space in ${layout.partial}, but only ${formatBytes(available)} is free; free some space (shoal gc removes unused versions) and pull again`)
+    throw new DiskFullError(`disk full for the pull of ${manifest.name}@${version}: it needs ${formatBytes(needed)} more in ${layout.partial}, but only ${formatBytes(available)} is free; nothing new was fetched (chunks verified by an earlier try stay in partial/ for the next one); free some space (shoal gc removes unused versions) and pull again`)
   }
 }
 

@@ -5,10 +5,13 @@
  *
  * MUST hold:
  * - bytes are named by what they hash to: `BlobWriter` and `PullTarget` hash every chunk before
- *   writing it, so what the index (or the fresh map) names was verified once. `readChunk` trusts
- *   that and does not re-hash: integrity at rest (disk rot, tampering) is `verify`'s job, and every
- *   receiver verifies what it gets anyway, so damaged bytes are refused by the next hop (which
- *   penalises this node as corrupt) and never used;
+ *   writing it, so what the index (or the fresh map) names was verified once. `readChunk` and
+ *   `readSpan` trust that and do not re-hash: integrity at rest (disk rot, tampering) is `verify`'s
+ *   job, and every receiver verifies what it gets anyway, so damaged bytes are refused by the next
+ *   hop (which penalises this node as corrupt) and never used;
+ * - a chunk's leaf layer (`leaves` sublevel, `store/leaves.ts`) is only ever made from bytes that
+ *   hash to its id, and is recorded in the same batch as the chunk's location when `add` or a pull
+ *   made it; one missing is computed when first served (`store/leaf-store.ts`);
  * - an index record is committed only after the bytes it names are durable (fsync + rename +
  *   fsync of the folder), in one atomic `sync` batch;
  * - a version becomes visible (listed, resolvable) only when every file's blob is stored and its
@@ -33,9 +36,12 @@ import { MAX_CHUNK_SIZE } from '../core/chunking.js'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 import { chunkIdFromSha256, chunkMatches, isCid, parseCid, RAW_CODEC, SHA2_256 } from '../core/digest.js'
 import { ConflictError, DiskFullError, InvalidInputError, LockedError, NotFoundError, StorageIoError } from '../core/errors.js'
-import { decodeManifest, encodeManifest, type Manifest } from '../core/manifest.js'
+import { checkBlockSize, decodeManifest, encodeManifest, type Manifest } from '../core/manifest.js'
 import { checkLabel, checkModelName, parseRef } from '../core/names.js'
+import { blockCount, blockRange } from '../core/tree.js'
 import { BlobWriter, type WrittenBlob } from './blob-writer.js'
+import { LeafStore } from './leaf-store.js'
+import { checkLayer, leavesKey } from './leaves.js'
 import { diskError, diskFailure, fsyncDir, NOTHING_KEPT, pathExists, readdirSafe, tmpName, writeFileAtomic, type WriteContext } from './fsutil.js'
 
 export { pathExists, readdirSafe, type WriteContext }
@@ -112,6 +118,19 @@ export const MANIFEST_CACHE_ENTRIES = 256
 
 export type ManifestDraft = Omit<Manifest, 'created' | 'parent'> & { parent?: VersionId | null }
 
+/** Blocks of one chunk read to be served (`Store.readSpan`). */
+export interface Span {
+  /** The blocks' bytes, back to back (the last block of the chunk may be short). */
+  data: Uint8Array
+  /** One joined audit path per block (`count` of them), empty for a chunk of one block. */
+  proofs: Uint8Array[]
+}
+
+/** Where verified bytes of a chunk live. */
+interface Located { digest: FileDigest, offset: number, size: number }
+
+const NO_PROOF = new Uint8Array(0)
+
 export class Store {
   readonly layout: Layout
   readonly index: IndexDb
@@ -136,6 +155,8 @@ export class Store {
   /** Label changes and the sync of `refs/` files with the index, one at a time. */
   private labelQueue: Promise<unknown> = Promise.resolve()
   private writableCheck?: NodeJS.Timeout
+  /** Leaf layers for serving proofs: cache, index, computed from the chunk (see `store/leaf-store.ts`). */
+  private readonly leafLayers: LeafStore
 
   private constructor (home: string, db: Db, private readonly log: Logger, options: StoreOptions & { repair?: () => Promise<void> }) {
     this.layout = new Layout(home)
@@ -143,6 +164,12 @@ export class Store {
     this.index = new IndexDb(db, { guard, log, ...(options.repair !== undefined ? { repair: options.repair } : {}) })
     guard.onCleared(() => { void this.afterReopen().catch(err => { this.log.warn({ err: (err as Error).message }, 'bringing files in line with the reopened index failed') }) })
     this.heads = new HeadStore(this.index)
+    this.leafLayers = new LeafStore({
+      index: this.index,
+      hashPool: () => (this.hashPool ??= new HashPool()),
+      readWhole: async (id, into) => await this.readLocated(await this.locate(id), 0, into.byteLength, { take: () => into, give: () => {} }),
+      log
+    })
     this.lock = createMortice({ name: `shoal-store-${randomBytes(8).toString('hex')}`, singleProcess: true })
   }
 
@@ -225,12 +252,18 @@ export class Store {
 
   // ---- writing -------------------------------------------------------------------------------
 
-  /** A writer for one file's bytes; `indexBlob` makes it known once committed. */
-  async createBlobWriter (): Promise<BlobWriter> {
+  /**
+   * A writer for one file's bytes; `indexBlob` makes it known once committed. With `blockSize`, it
+   * also computes the block trees of the chunks (roots for the manifest, layers for the index).
+   */
+  async createBlobWriter (options: { blockSize?: number } = {}): Promise<BlobWriter> {
     const what = { doing: 'writing a blob', kept: ADD_KEPT }
     await this.writable(what)
     this.hashPool ??= new HashPool()
-    return await BlobWriter.create(this.layout, this.hashPool, (err, doing) => this.failedWrite(err, { doing, kept: ADD_KEPT }))
+    return await BlobWriter.create(this.layout, this.hashPool, {
+      ...(options.blockSize !== undefined ? { blockSize: options.blockSize } : {}),
+      onFailure: (err, doing) => this.failedWrite(err, { doing, kept: ADD_KEPT })
+    })
   }
 
   /**
@@ -282,7 +315,10 @@ export class Store {
     return this.inflight.has(digest)
   }
 
-  /** Records a committed blob and where each of its chunks lives (after its bytes are durable). */
+  /**
+   * Records a committed blob, where each of its chunks lives (after its bytes are durable) and the
+   * leaf layers the writer computed, in one batch.
+   */
   async indexBlob (blob: WrittenBlob): Promise<void> {
     const ops: IndexOp[] = [{
       type: 'put', sublevel: this.index.blobs, key: blob.digest,
@@ -302,7 +338,36 @@ export class Store {
       locations.push([blob.digest, at, size])
       ops.push({ type: 'put', sublevel: this.index.chunks, key: id, value: locations })
     })
+    const layers = new Set<ChunkId>()
+    for (const c of blob.chunks) {
+      if (c.leaves === undefined || layers.has(c.id)) continue
+      layers.add(c.id)
+      ops.push(this.leavesOp(c.id, blob.blockSize, c.leaves, c.size))
+    }
     await this.index.commit(ops, { doing: `indexing blob ${blob.digest}`, kept: ADD_KEPT })
+  }
+
+  /**
+   * The index op that records chunk `id`'s leaf layer at `blockSize` (its blocks' leaf hashes,
+   * concatenated), for a caller to put in its own batch beside the chunk's location (a pull's
+   * flush). `leaves` MUST come from bytes that hash to `id`. Checked for shape (see `checkLayer`;
+   * `chunkSize`, when given, fixes the leaf count).
+   * @throws InvalidInputError for a block size or a layer of the wrong shape
+   */
+  leavesOp (id: ChunkId, blockSize: number, leaves: Uint8Array, chunkSize?: number): IndexOp {
+    return { type: 'put', sublevel: this.index.leaves, key: leavesKey(id, blockSize), value: checkLayer(id, blockSize, leaves, chunkSize) }
+  }
+
+  /** Records chunk `id`'s leaf layer on its own (see `leavesOp`) and keeps it in memory for serving. */
+  async recordLeaves (id: ChunkId, blockSize: number, leaves: Uint8Array, options: { chunkSize?: number, kept?: string } = {}): Promise<void> {
+    const op = this.leavesOp(id, blockSize, leaves, options.chunkSize)
+    await this.index.commit([op], { doing: `recording the leaf layer of chunk ${id}`, kept: options.kept ?? 'the layer is computed again when needed' })
+    this.leafLayers.remember(id, blockSize, leaves)
+  }
+
+  /** Forgets the cached leaf layers of chunk `id` (its index records were replaced or dropped). */
+  forgetLeaves (id: ChunkId): void {
+    this.leafLayers.forget(id)
   }
 
   /**
@@ -556,22 +621,75 @@ export class Store {
    * were verified when written and are not re-hashed here (see the module doc).
    */
   async readChunk (id: ChunkId, options: { pooled?: boolean } = {}): Promise<Uint8Array | undefined> {
+    const candidates = await this.locate(id)
+    const size = candidates[0]?.size
+    if (size === undefined) return undefined
+    return await this.readLocated(candidates, 0, size, options.pooled === true ? this.readPool : undefined)
+  }
+
+  /**
+   * Blocks `[first, first + count)` of chunk `id` cut at `blockSize`, to serve: their bytes in one
+   * read from wherever the chunk's verified bytes live (as `readChunk`; with `pooled`, in a read
+   * buffer the caller hands back with `releaseChunk`), and one proof per block from the chunk's
+   * leaf layer (cache, index, or computed from the chunk once: see `store/leaf-store.ts`). A chunk
+   * of one block at `blockSize` (every chunk of a schema-1 manifest, at `MAX_CHUNK_SIZE`) needs no
+   * layer: its proof is empty and its id verifies it. Undefined when the store does not hold the
+   * chunk (or its bytes no longer match its id).
+   * @throws InvalidInputError for a block size a manifest may not declare, or blocks outside the chunk
+   * @throws AbortedError when `signal` aborts while a layer is being computed
+   */
+  async readSpan (id: ChunkId, blockSize: number, first: number, count: number, options: { pooled?: boolean, signal?: AbortSignal } = {}): Promise<Span | undefined> {
+    checkBlockSize(blockSize)
+    if (!Number.isInteger(first) || !Number.isInteger(count) || first < 0 || count < 1) {
+      throw new InvalidInputError(`blocks ${first} + ${count} of chunk ${id} are not a span: the first block is 0 or more, the count 1 or more`)
+    }
+    const candidates = await this.locate(id)
+    const size = candidates[0]?.size
+    if (size === undefined) return undefined
+    const blocks = blockCount(size, blockSize)
+    if (first + count > blocks) {
+      throw new InvalidInputError(`blocks ${first} to ${first + count - 1} of chunk ${id} are outside it: at ${size} bytes it has ${blocks} blocks of ${blockSize}`)
+    }
+    let proofs: Uint8Array[]
+    if (blocks === 1) proofs = [NO_PROOF]
+    else {
+      const layer = await this.leafLayers.get(id, blockSize, size, options.signal)
+      if (layer === undefined) return undefined
+      proofs = []
+      for (let i = first; i < first + count; i++) proofs.push(layer.proof(i))
+    }
+    const [start] = blockRange(size, blockSize, first)
+    const [lastStart, lastLength] = blockRange(size, blockSize, first + count - 1)
+    const data = await this.readLocated(candidates, start, lastStart + lastLength - start, options.pooled === true ? this.readPool : undefined)
+    return data === undefined ? undefined : { data, proofs }
+  }
+
+  /** Where verified bytes of chunk `id` live: a fresh (pulled, not yet indexed) copy first. */
+  private async locate (id: ChunkId): Promise<Located[]> {
     const fresh = this.fresh.get(id)
-    const candidates: Array<{ digest: FileDigest, offset: number, size: number }> = fresh !== undefined ? [fresh] : []
+    const candidates: Located[] = fresh !== undefined ? [fresh] : []
     for (const [digest, offset, size] of await this.index.chunks.get(id) ?? []) candidates.push({ digest, offset, size })
+    return candidates
+  }
+
+  /**
+   * Reads `length` bytes at `start` inside the chunk from the first of `candidates` that has them,
+   * into a buffer of `buffers` when given (handed back when nothing could be read), or undefined.
+   */
+  private async readLocated (candidates: Located[], start: number, length: number, buffers?: { take: (length: number) => Uint8Array, give: (buffer: Uint8Array) => void }): Promise<Uint8Array | undefined> {
     for (const c of candidates) {
-      const size = c.size
-      const into = options.pooled === true && size <= this.readPool.size ? this.readPool.take(size) : undefined
+      if (start + length > c.size) continue
+      const into = buffers !== undefined && length <= MAX_CHUNK_SIZE ? buffers.take(length) : undefined
       // A partial file becomes a blob by rename: try the blob, then the partial, then the blob
       // again. A partial gone between the first two opens was renamed meanwhile; without the
       // third try a chunk that was announced would be answered DONT_HAVE (and the server judged
       // a liar by the requester).
       const blob = this.layout.blob(c.digest)
       for (const path of [blob, this.layout.partialBlob(c.digest), blob]) {
-        const bytes = await this.reads.read(path, c.offset, size, into).catch(() => { this.reads.forget(path) })
+        const bytes = await this.reads.read(path, c.offset + start, length, into).catch(() => { this.reads.forget(path) })
         if (bytes !== undefined) return bytes
       }
-      if (into !== undefined) this.readPool.give(into)
+      if (into !== undefined) buffers?.give(into)
     }
     return undefined
   }

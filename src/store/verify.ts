@@ -8,18 +8,26 @@
  * are reported as damaged (their snapshot links then dangle: a loader sees a missing file, never a
  * corrupt one). Re-adding the files, or pulling the version from a peer, repairs them.
  *
+ * Leaf layers (`leaves`): when a chunk that has layers is re-hashed and matches its id, each of
+ * its layers is computed from the same bytes and compared; a wrong one is rewritten (or deleted,
+ * for a block size at which the chunk is one block) and reported. Layers of chunks the store no
+ * longer holds (after a quarantine, or a cancelled pull) are dropped without a report: they are
+ * unused, not wrong.
+ *
  * Idempotent: a second run on a clean store reports nothing.
  */
 import { open, rename, chmod, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { chunkMatches, type ChunkId, type FileDigest, type VersionId } from '../core/digest.js'
-import { decodeManifest } from '../core/manifest.js'
+import { decodeManifest, isBlockSize } from '../core/manifest.js'
+import { equalBytes } from '../core/tree.js'
 import { isErrno, tmpName } from './fsutil.js'
 import type { IndexOp } from './index-db.js'
+import { LeafHasher, leavesKey, splitLeavesKey } from './leaves.js'
 import type { Store } from './store.js'
 
 export interface VerifyProblem {
-  kind: 'blob-missing' | 'blob-size' | 'chunk-mismatch' | 'manifest-invalid' | 'snapshot-link' | 'blob-unrecorded'
+  kind: 'blob-missing' | 'blob-size' | 'chunk-mismatch' | 'manifest-invalid' | 'snapshot-link' | 'blob-unrecorded' | 'leaves-mismatch'
   /** The blob, version or path concerned. */
   subject: string
   detail: string
@@ -45,9 +53,19 @@ export async function verifyStore (store: Store, options: { onProgress?: (p: Ver
     const totalBytes = blobs.reduce((n, [, b]) => n + b.size, 0)
     const bad = new Set<FileDigest>()
     const buf = Buffer.allocUnsafe(4 * 1024 * 1024)
+    const layers = await layerSizes(store)
+    const layerOps: IndexOp[] = []
+    const checkLayers = async (id: ChunkId, bytes: Uint8Array): Promise<void> => {
+      const sizes = layers.get(id)
+      if (sizes === undefined) return
+      layers.delete(id) // once per chunk, from its first good copy
+      const fixes = await checkChunkLayers(store, id, bytes, sizes, report)
+      layerOps.push(...fixes)
+      if (fixes.length > 0) store.forgetLeaves(id)
+    }
     for (const [digest, record] of blobs) {
       options.signal?.throwIfAborted()
-      const problem = await checkBlob(store.layout.blob(digest), record.size, record.chunks, buf, report)
+      const problem = await checkBlob(store.layout.blob(digest), record.size, record.chunks, buf, report, checkLayers)
       report.blobs++
       options.onProgress?.({ bytes: report.bytes, totalBytes, blobs: report.blobs, totalBlobs: blobs.length })
       if (problem !== undefined) {
@@ -55,10 +73,12 @@ export async function verifyStore (store: Store, options: { onProgress?: (p: Ver
         bad.add(digest)
       }
     }
+    await store.index.commit(layerOps, { doing: 'repairing leaf layers', kept: 'the wrong layers stay recorded; the next verify reports them again' })
     for (const digest of bad) {
       await quarantine(store, digest, blobs.find(([d]) => d === digest)?.[1].chunks ?? [])
       report.quarantined.push(digest)
     }
+    await dropUnheldLayers(store)
     for await (const [version, record] of store.index.versions.iterator()) {
       report.versions++
       const bytes = await store.index.manifests.get(version)
@@ -87,7 +107,7 @@ export async function verifyStore (store: Store, options: { onProgress?: (p: Ver
   })
 }
 
-async function checkBlob (path: string, size: number, chunks: Array<[ChunkId, number]>, buf: Buffer, report: VerifyReport): Promise<Omit<VerifyProblem, 'subject'> | undefined> {
+async function checkBlob (path: string, size: number, chunks: Array<[ChunkId, number]>, buf: Buffer, report: VerifyReport, onGoodChunk: (id: ChunkId, bytes: Uint8Array) => Promise<void>): Promise<Omit<VerifyProblem, 'subject'> | undefined> {
   let fh
   try {
     fh = await open(path, 'r')
@@ -112,12 +132,68 @@ async function checkBlob (path: string, size: number, chunks: Array<[ChunkId, nu
       if (done !== length || !chunkMatches(view, id)) {
         return { kind: 'chunk-mismatch', detail: `chunk ${id} at offset ${offset} of ${path} does not match its id` }
       }
+      await onGoodChunk(id, view)
       offset += length
     }
     return undefined
   } finally {
     await fh.close()
   }
+}
+
+/** Block sizes of the recorded leaf layers, by chunk. */
+async function layerSizes (store: Store): Promise<Map<ChunkId, number[]>> {
+  const out = new Map<ChunkId, number[]>()
+  for await (const key of store.index.leaves.keys()) {
+    const split = splitLeavesKey(key)
+    if (split === undefined) continue
+    const [id, size] = split
+    const sizes = out.get(id)
+    if (sizes === undefined) out.set(id, [size])
+    else sizes.push(size)
+  }
+  return out
+}
+
+/**
+ * Compares chunk `id`'s recorded layers (at `sizes`) with the layers of `bytes` (which hash to
+ * `id`); returns the ops that repair the wrong ones and reports each.
+ */
+async function checkChunkLayers (store: Store, id: ChunkId, bytes: Uint8Array, sizes: number[], report: VerifyReport): Promise<IndexOp[]> {
+  const ops: IndexOp[] = []
+  const stored = await store.index.leaves.getMany(sizes.map(size => leavesKey(id, size)))
+  sizes.forEach((blockSize, i) => {
+    const key = leavesKey(id, blockSize)
+    if (!isBlockSize(blockSize)) {
+      report.problems.push({ kind: 'leaves-mismatch', subject: id, detail: `a leaf layer is recorded at ${blockSize}-byte blocks, which no manifest may declare; it was removed` })
+      ops.push({ type: 'del', sublevel: store.index.leaves, key })
+      return
+    }
+    const hasher = new LeafHasher(blockSize)
+    hasher.update(bytes)
+    const expected = hasher.finish()
+    const have = stored[i]
+    if (have === undefined || (expected !== undefined && equalBytes(have, expected))) return
+    if (expected === undefined) {
+      report.problems.push({ kind: 'leaves-mismatch', subject: id, detail: `a leaf layer is recorded at ${blockSize}-byte blocks, but the chunk is one block at that size; it was removed` })
+      ops.push({ type: 'del', sublevel: store.index.leaves, key })
+    } else {
+      report.problems.push({ kind: 'leaves-mismatch', subject: id, detail: `the leaf layer at ${blockSize}-byte blocks does not match the chunk's bytes; it was rewritten from them` })
+      ops.push(store.leavesOp(id, blockSize, expected, bytes.byteLength))
+    }
+  })
+  return ops
+}
+
+/** Drops the layers of chunks that no blob or partial file holds (not reported: unused, not wrong). */
+async function dropUnheldLayers (store: Store): Promise<void> {
+  const keys = await store.index.leaves.keys().all()
+  if (keys.length === 0) return
+  const ids = keys.map(key => splitLeavesKey(key)?.[0] ?? key)
+  const held = await store.index.chunks.getMany([...new Set(ids)])
+  const heldIds = new Set([...new Set(ids)].filter((_, i) => held[i] !== undefined))
+  const ops: IndexOp[] = keys.filter((_, i) => !heldIds.has(ids[i] as ChunkId)).map(key => ({ type: 'del', sublevel: store.index.leaves, key }))
+  await store.index.commit(ops, { doing: 'dropping leaf layers of chunks no longer stored', kept: 'those layers stay recorded (unused)' })
 }
 
 /** Moves a bad blob aside and forgets its records; chunk locations pointing at it are dropped. */

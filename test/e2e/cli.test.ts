@@ -7,6 +7,8 @@ import { lstat, readFile, readlink, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { changeTensors, llamaTensors, writeSafetensors } from '../../scripts/lib/synth.js'
+import { bytes } from '../../src/cli/format.js'
+import { DEFAULT_BLOCK_SIZE } from '../../src/core/manifest.js'
 import type { LabelResult, ModelRow, PinResult, ShowResult } from '../../src/rpc/api.js'
 import type { GcReport } from '../../src/store/gc.js'
 import type { VersionInfo } from '../../src/store/store.js'
@@ -59,6 +61,9 @@ describe('shoal CLI against a real daemon', () => {
     }
     const v = shown[0] as ShowResult
     expect(v.name).toBe('tiny')
+    // `add` writes manifest schema 2: blocks of DEFAULT_BLOCK_SIZE, each verified on its own.
+    expect(v.schema).toBe(2)
+    expect(v.blockSize).toBe(DEFAULT_BLOCK_SIZE)
     expect(v.metadata).toEqual(METADATA)
     expect(v.files.map(f => [f.path, f.format])).toEqual([['config.json', 'other'], ['model.safetensors', 'safetensors'], ['shoal.json', 'other']])
     const model = v.files.find(f => f.path === 'model.safetensors')
@@ -74,6 +79,7 @@ describe('shoal CLI against a real daemon', () => {
     const human = await d.cli(['show', 'tiny@prod'])
     expectExit(human, 0)
     expect(human.stdout).toContain('model.embed_tokens.weight')
+    expect(human.stdout).toContain(`blocks      ${bytes(DEFAULT_BLOCK_SIZE)} (manifest schema 2)`)
   })
 
   it('export writes byte-identical files', async () => {

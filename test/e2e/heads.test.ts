@@ -615,6 +615,39 @@ describe('version heads', () => {
       await Promise.all([pub.d.stop(), follower.d.stop()])
     })
 
+    // A fleet script adds its publishers' keys in parallel. Two `trust add` at once used to both
+    // start from the same list, so one rule was lost although its command exited 0, and the node
+    // refused that publisher's heads for good (one half of a healed partition never took the
+    // other half's heads: `test/faults/heads-partition.test.ts`).
+    it('trust rules added at the same time are all in force and in trust.json: a head of each publisher is taken', async () => {
+      const n = await h.node('trust-many')
+      const v1 = await addVersion(n.d, dirs.v1!)
+      const publishers = Array.from({ length: 6 }, () => {
+        const { privateKey } = generateKeyPairSync('ed25519')
+        return { key: privateKey, publisher: publisherKeyOf(createPublicKey(privateKey)) }
+      })
+      const added = await Promise.all(publishers.map(async p => await n.d.cli(['trust', 'add', p.publisher, 'm', '--json'])))
+      for (const r of added) expectExit(r, 0)
+      const want = publishers.map(p => ({ key: p.publisher, models: 'm' }))
+      const listed = (await n.d.json<Array<{ key: string, models: string, source: string }>>(['trust', 'list'])).filter(r => r.source === 'trust-file').map(({ key, models }) => ({ key, models }))
+      expect(listed, 'trust list after six trust add that exited 0').toEqual(expect.arrayContaining(want))
+      expect(listed).toHaveLength(want.length)
+      const file = JSON.parse(await readFile(join(n.d.home, 'trust.json'), 'utf8')) as unknown[]
+      expect(file).toEqual(expect.arrayContaining(want))
+      expect(file).toHaveLength(want.length)
+      // Each publisher moves a label of its own; the daemon takes every one of them.
+      const inj = await HeadInjector.start()
+      injectors.push(inj)
+      const stamp = { wall: Date.now(), counter: 0 }
+      await inj.push(n.addr, publishers.map((p, i) => signHead({ model: 'm', label: `t${i}`, version: v1, previous: null, stamp, activation: { mode: 'hot' }, publisher: p.publisher }, p.key).bytes))
+      await waitFor('a head of every newly trusted publisher', async () => {
+        const rows = await api<HeadRow[]>(n.d, 'GET', '/v1/heads')
+        return publishers.every((p, i) => rows.some(r => r.model === 'm' && r.label === `t${i}` && r.publisher === p.publisher))
+      }, 10_000)
+      expect((await statusOf(n.d)).heads.rejected.untrusted).toBe(0)
+      await n.d.stop()
+    })
+
     it('two trusted heads with the same stamp: every node keeps the same one, whichever it heard first', async () => {
       const a = await h.node('tie-a')
       const keyA = await publisherKey(a.d)

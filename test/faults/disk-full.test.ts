@@ -50,7 +50,7 @@ describe.skipIf(NO_TMPFS !== undefined)(`disk full${NO_TMPFS !== undefined ? ` (
   /** Versions the source holds, for pulls. */
   const pulls: Array<{ name: string, version: string }> = []
   let nextPull = 0
-  /** A version of many small files: its manifest (tens of KiB) makes a pull's first index write. */
+  /** A version of many small files of one content: its manifest (tens of KiB) makes a pull's first index write. */
   let many = ''
   let nextAdd = 0
   /** What exited 0: versions that must stay (pinned), and where `prod` must point. */
@@ -73,7 +73,8 @@ describe.skipIf(NO_TMPFS !== undefined)(`disk full${NO_TMPFS !== undefined ? ` (
       }),
       (async () => {
         const folder = await h.dir('many')
-        for (let i = 0; i < 200; i++) await writeFile(join(folder, `part-${String(i).padStart(3, '0')}.bin`), `${i}\n`.repeat(50))
+        // One content in every file: the pull needs 100 bytes of room, its manifest record far more.
+        for (let i = 0; i < 400; i++) await writeFile(join(folder, `part-${String(i).padStart(3, '0')}.bin`), 'same\n'.repeat(20))
         many = versionOf(await source.d.cli(['add', folder, '--name', 'full/many', '--json']))
       })()
     ])
@@ -256,7 +257,8 @@ describe.skipIf(NO_TMPFS !== undefined)(`disk full${NO_TMPFS !== undefined ? ` (
     const pull = { name: 'full/many', version: many }
     // A write with room, so the store takes writes again if an earlier test left it refusing them.
     expectExit(await d.cli(['pin', `full/base@${base[0]!}`]), 0)
-    await fill(mnt, 0)
+    // Room for the pull's one file (its free-space check passes), not for its manifest record.
+    await fill(mnt, 8 * KiB)
     const r = await d.cli(['pull', `${pull.name}@${pull.version}`, '--json'])
     expectExit(r, EXIT.DISK_FULL)
     expect(r.stderr, r.stderr).toMatch(/disk full while starting the pull of full\/many@\w+ \(IO error: .*\/index\/[^)]*: No space left on device\): nothing new was fetched/)

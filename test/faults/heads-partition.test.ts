@@ -10,6 +10,10 @@
  * `FRESH_DIAL_SPACING_MS`; after the heal the next SYN gets through, the new connection carries one
  * exchange both ways, and each side gossips what it learnt to its half. The old connections would
  * have waited for TCP's retransmission backoff (up to ~25 s after 30 s of loss).
+ *
+ * Every node is given both publishers' keys with `trust add`, all at once; the test checks they
+ * are in force before it starts, since a node missing one (two adds at once used to lose one)
+ * refuses that publisher's heads for good, which looks like a half that does not spread heads.
  */
 import { execFileSync } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -125,7 +129,13 @@ describe('heads across a partition that heals', () => {
     const all = [...sideA, ...sideB]
     // Both publishers are trusted everywhere.
     const keys = await Promise.all([a0, b0].map(async p => (await p.d.json<Array<{ name: string, publicKey: string }>>(['keys', 'list']))[0]!.publicKey))
+    // All at once, as a fleet script would: each add that exits 0 must be in force (two at once on
+    // one node used to lose one, and that node then refused one half's heads for good).
     await Promise.all(all.flatMap(n => keys.map(async k => await n.d.json(['trust', 'add', k, 'm']))))
+    for (const n of all) {
+      const rules = await n.d.json<Array<{ key: string, models: string }>>(['trust', 'list'])
+      for (const k of keys) expect(rules.some(r => r.key === k && (r.models === 'm' || r.models === '*')), `${n.name} trusts ${k} after trust add exited 0`).toBe(true)
+    }
     const [vA, vB] = await Promise.all([a0, b0].map(async (p, i) => {
       const dir = await writeModelFolder(await h.dir(`model-${i}`), { bytes: 64 * 1024, seed: `partition-${i}` })
       return (await p.d.json<{ version: string }>(['add', dir, '--name', 'm'])).version

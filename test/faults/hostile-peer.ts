@@ -17,8 +17,8 @@ import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
-import { encodeManifest, type Manifest, type ManifestFile } from '../../src/core/manifest.js'
-import { chunkIdOf, fileDigest, type ChunkId, type VersionId } from '../../src/core/digest.js'
+import { chunkRefOf, DEFAULT_BLOCK_SIZE, encodeManifest, MANIFEST_SCHEMA, type ChunkRef, type Manifest, type ManifestFile } from '../../src/core/manifest.js'
+import { fileDigest, type ChunkId, type VersionId } from '../../src/core/digest.js'
 import { blockCount, joinHashes, leafHash, proofOf } from '../../src/core/tree.js'
 import { Slots } from '../../src/fetcher/bandwidth.js'
 import { STREAM_WINDOW_BYTES, MAX_STREAM_WINDOW_BYTES } from '../../src/p2p/node.js'
@@ -138,24 +138,28 @@ export function openLimiter (slots: number): UploadLimiter {
   }
 }
 
-/** A manifest file entry for `bytes` cut into `chunkSize` pieces (format `other`), plus the chunks by id. */
-export function fileOf (path: string, bytes: Uint8Array, chunkSize = 1024 * 1024): { file: ManifestFile, chunks: Map<ChunkId, Uint8Array> } {
+/**
+ * A manifest file entry for `bytes` cut into `chunkSize` pieces (format `other`), with the roots of
+ * their block trees at `blockSize` (the manifest's, `manifestOf`'s default), plus the chunks by id.
+ */
+export function fileOf (path: string, bytes: Uint8Array, chunkSize = 1024 * 1024, blockSize = DEFAULT_BLOCK_SIZE): { file: ManifestFile, chunks: Map<ChunkId, Uint8Array> } {
   const chunks = new Map<ChunkId, Uint8Array>()
-  const refs: Array<{ id: ChunkId, size: number }> = []
+  const refs: ChunkRef[] = []
   for (let at = 0; at < bytes.byteLength; at += chunkSize) {
     const piece = bytes.subarray(at, Math.min(bytes.byteLength, at + chunkSize))
-    const id = chunkIdOf(piece)
-    chunks.set(id, piece)
-    refs.push({ id, size: piece.byteLength })
+    const ref = chunkRefOf(piece, blockSize)
+    chunks.set(ref.id, piece)
+    refs.push(ref)
   }
   return { file: { path, size: bytes.byteLength, digest: fileDigest(refs), format: 'other', chunks: refs } as ManifestFile, chunks }
 }
 
-/** A minimal valid manifest of `files` for model `name`. */
+/** A minimal valid manifest (schema 2, `DEFAULT_BLOCK_SIZE` unless `extra` says) of `files` for model `name`. */
 export function manifestOf (name: string, files: ManifestFile[], extra: Partial<Manifest> = {}): Manifest {
   const totalSize = files.reduce((n, f) => n + f.size, 0)
   return {
-    schema: 1,
+    schema: MANIFEST_SCHEMA,
+    blockSize: DEFAULT_BLOCK_SIZE,
     name,
     created: Date.now(),
     parent: null,

@@ -24,7 +24,7 @@ import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { encodeBlock, RAW_CODEC, type VersionId } from '../../src/core/digest.js'
-import { DEFAULT_MAX_MANIFEST_CHUNKS, type Manifest, type ManifestFile } from '../../src/core/manifest.js'
+import { DEFAULT_BLOCK_SIZE, DEFAULT_MAX_MANIFEST_CHUNKS, type Manifest, type ManifestFile } from '../../src/core/manifest.js'
 import { ShoalClient } from '../../src/rpc/client.js'
 import type { StatusResult } from '../../src/rpc/api.js'
 import { EXIT, Harness, expectExit, listDir, type DaemonProcess } from '../e2e/helpers.js'
@@ -37,23 +37,26 @@ interface EventRow { type: string, data: Record<string, unknown> }
 
 /** A manifest in the dag-cbor data model, encoded without any check: what a hostile peer can send. */
 function rawManifest (m: Manifest): { bytes: Uint8Array, id: VersionId } {
-  const { bytes, cid } = encodeBlock({ ...m, files: m.files.map(f => ({ ...f, chunks: f.chunks.map(c => [CID.parse(c.id), c.size]) })) })
+  const { bytes, cid } = encodeBlock({ ...m, files: m.files.map(f => ({ ...f, chunks: f.chunks.map(c => c.root === undefined ? [CID.parse(c.id), c.size] : [CID.parse(c.id), c.size, c.root]) })) })
   return { bytes, id: cid }
 }
 
-/** A valid manifest of `chunks` 4 MiB chunks of random ids, built straight in the data model (fast). */
+/**
+ * A valid manifest (schema 2) of `chunks` 4 MiB chunks of random ids and roots, built straight in
+ * the data model (fast).
+ */
 function hugeManifest (name: string, chunks: number, perFile = 20_000): { bytes: Uint8Array, id: VersionId } {
   const files = []
   const digests = randomBytes(32 * chunks)
+  const roots = randomBytes(32 * chunks)
   for (let f = 0; f * perFile < chunks; f++) {
-    const list = Array.from({ length: Math.min(perFile, chunks - f * perFile) }, (_, i) => {
-      const at = 32 * (f * perFile + i)
-      return [CID.create(1, RAW_CODEC, Digest.create(0x12, digests.subarray(at, at + 32))), 4 * MiB]
-    })
-    files.push({ path: `shard-${String(f).padStart(5, '0')}.bin`, size: list.length * 4 * MiB, digest: encodeBlock(list).cid, format: 'other', chunks: list })
+    const ats = Array.from({ length: Math.min(perFile, chunks - f * perFile) }, (_, i) => 32 * (f * perFile + i))
+    const ids = ats.map(at => CID.create(1, RAW_CODEC, Digest.create(0x12, digests.subarray(at, at + 32))))
+    const list = ids.map((id, i) => [id, 4 * MiB, roots.subarray(ats[i]!, ats[i]! + 32)])
+    files.push({ path: `shard-${String(f).padStart(5, '0')}.bin`, size: list.length * 4 * MiB, digest: encodeBlock(ids.map(id => [id, 4 * MiB])).cid, format: 'other', chunks: list })
   }
   const totalSize = files.reduce((n, f) => n + f.size, 0)
-  const { bytes, cid } = encodeBlock({ schema: 1, name, created: 1, parent: null, files, metadata: {}, structure: { formats: ['other'], parameterCount: 0, dtypes: [], tensorCount: 0, totalSize } })
+  const { bytes, cid } = encodeBlock({ schema: 2, blockSize: DEFAULT_BLOCK_SIZE, name, created: 1, parent: null, files, metadata: {}, structure: { formats: ['other'], parameterCount: 0, dtypes: [], tensorCount: 0, totalSize } })
   return { bytes, id: cid }
 }
 
@@ -239,7 +242,7 @@ describe('faults: peer-controlled manifests and pulls', () => {
     expect(sawChecking).toBe(true)
     expect(cliSawChecking).toBe(true)
     expectExit(r, EXIT.DISK_FULL)
-    expect(r.stderr).toMatch(new RegExp(`pulling org/huge@${id} needs .* \\(${chunksForDisk * 4 * MiB} bytes\\) more disk space in .*/partial, but only .* is free; free some space`))
+    expect(r.stderr).toMatch(new RegExp(`disk full for the pull of org/huge@${id}: it needs .* \\(${chunksForDisk * 4 * MiB} bytes\\) more in .*/partial, but only .* is free; nothing new was fetched .*; free some space`))
     expect(await listDir(join(plain.d.home, 'partial'))).toEqual([])
     expect((await plain.d.json<StatusResult>(['status'])).pulls).toEqual([])
     // Not the peer's fault.

@@ -86,6 +86,21 @@ describe('local RPC under attack (real daemon)', () => {
     expect(d.child?.exitCode).toBeNull()
   })
 
+  it('a body whose length cannot be known (Transfer-Encoding not ending in chunked) answers 400 and closes, not waiting for the client to hang up', async () => {
+    for (const coding of ['gzip', 'identity', 'gzip, br']) {
+      const x = await exchange(socket, `GET /v1/peers HTTP/1.1\r\nTransfer-Encoding: ${coding}\r\n\r\nsome bytes`, { end: false, timeoutMs: 10_000 })
+      expect(x.closed, `Transfer-Encoding: ${coding}`).toBe(true)
+      const [r] = parseResponses(x.bytes).responses
+      expect(r?.status).toBe(400)
+      expect(r?.json).toEqual({ code: 'BAD_REQUEST', message: `Transfer-Encoding: ${coding} does not end in chunked, so the body's length cannot be known; send Content-Length or Transfer-Encoding: chunked` })
+    }
+    // Chunked before another coding the HTTP parser refuses itself.
+    const x = await exchange(socket, 'GET /v1/peers HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n', { end: false, timeoutMs: 10_000 })
+    expect(x.closed).toBe(true)
+    expect(parseResponses(x.bytes).responses[0]?.json).toMatchObject({ code: 'BAD_REQUEST', message: expect.stringMatching(/Transfer-Encoding/) })
+    await stillUp()
+  })
+
   it(`slowloris: connections dripping their headers do not block other clients, and are answered 408 after ${HEADERS_TIMEOUT_MS / 1000} s`, async () => {
     const request = 'GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n\r\n'
     // One byte a second: each would take ~40 s to finish its headers.

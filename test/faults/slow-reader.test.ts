@@ -25,7 +25,7 @@ import { decodeManifest } from '../../src/core/manifest.js'
 import { blockCount } from '../../src/core/tree.js'
 import { CHUNKS_PROTOCOL, MAX_SPAN_BLOCKS } from '../../src/protocol/chunks/constants.js'
 import { ChunkRequest } from '../../src/protocol/chunks/pb/chunks.js'
-import { blockSizeOf } from '../../src/store/pull-target.js'
+import { blockSizeOf } from '../../src/core/manifest.js'
 import { Harness, writeModelFolder } from '../e2e/helpers.js'
 import { HostilePeer } from './hostile-peer.js'
 

@@ -4,13 +4,19 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { encode as cborEncode } from 'cborg'
 import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
+import { MAX_CHUNK_SIZE } from '../../../src/core/chunking.js'
 import { chunkIdOf, encodeBlock, fileDigest, RAW_CODEC } from '../../../src/core/digest.js'
-import { cidText, decodeManifest, encodeManifest, type Manifest } from '../../../src/core/manifest.js'
+import { blockSizeOf, chunkRefOf, chunkRootOf, cidText, decodeManifest, DEFAULT_BLOCK_SIZE, encodeManifest, encodeSchema1Manifest, MAX_MANIFEST_BYTES, type ChunkRef, type Manifest, type ManifestFile } from '../../../src/core/manifest.js'
+import { blockCount, blockMatches, blockRange, leafHash, proofOf, rootOf } from '../../../src/core/tree.js'
+import { seededBytes } from '../../helpers/random.js'
+
+const KiB = 1024
 
 function sampleManifest (): Manifest {
   const chunks = [Buffer.from('header'), Buffer.from('tensor-a'), Buffer.from('tensor-b')].map(b => ({ id: chunkIdOf(b), size: b.length }))
   return {
-    schema: 1,
+    schema: 2,
+    blockSize: DEFAULT_BLOCK_SIZE,
     name: 'org/model',
     created: 1_790_000_000_000,
     parent: null,
@@ -127,5 +133,143 @@ describe('manifest', () => {
 
 /** A manifest in the dag-cbor data model, encoded without any check (what a hostile peer can send). */
 function toCbor (m: Manifest): unknown {
-  return { ...m, files: m.files.map(f => ({ ...f, chunks: f.chunks.map(c => [CID.parse(c.id), c.size]) })) }
+  return { ...m, files: m.files.map(f => ({ ...f, chunks: f.chunks.map(c => c.root === undefined ? [CID.parse(c.id), c.size] : [CID.parse(c.id), c.size, c.root]) })) }
 }
+
+/** A file of `pieces` (one chunk each) at `blockSize`, roots computed. */
+function fileOf (path: string, pieces: Uint8Array[], blockSize: number): ManifestFile {
+  const chunks = pieces.map(p => chunkRefOf(p, blockSize))
+  return { path, size: chunks.reduce((n, c) => n + c.size, 0), digest: fileDigest(chunks), format: 'other', chunks }
+}
+
+/** A schema-2 manifest at 16 KiB blocks: a chunk of 3 blocks (short last), one of exactly 2, one of 1. */
+function blockManifest (): Manifest {
+  const pieces = [seededBytes(40 * KiB + 5, 1), seededBytes(32 * KiB, 2), seededBytes(100, 3)]
+  return { ...sampleManifest(), blockSize: 16 * KiB, files: [fileOf('weights.bin', pieces, 16 * KiB)], structure: { ...sampleManifest().structure, formats: ['other'], totalSize: 72 * KiB + 105 } }
+}
+
+/** Bytes of `blockManifest` with `mutate` applied to its data model, encoded without any check. */
+function forged (mutate: (raw: { blockSize?: unknown, schema?: unknown, files: Array<{ chunks: unknown[][] }> }) => void): Uint8Array {
+  const raw = toCbor(blockManifest()) as { files: Array<{ chunks: unknown[][] }> }
+  mutate(raw)
+  return dagCbor.encode(raw)
+}
+
+describe('manifest schema 2: block trees', () => {
+  it('a chunk of more than one block carries the root of its blocks\' tree; one of one block has none', () => {
+    const m = blockManifest()
+    const [three, two, one] = m.files[0]!.chunks as [ChunkRef, ChunkRef, ChunkRef]
+    const bytes = seededBytes(40 * KiB + 5, 1)
+    const leaves = [0, 1, 2].map(i => { const [at, n] = blockRange(bytes.byteLength, 16 * KiB, i); return leafHash(bytes.subarray(at, at + n)) })
+    expect(Buffer.from(chunkRootOf(three)!).equals(Buffer.from(rootOf(leaves)))).toBe(true)
+    expect(chunkRootOf(two)).toHaveLength(32)
+    expect(chunkRootOf(one)).toBeUndefined()
+    // Every block of the chunk, with its proof, folds to the root the manifest carries.
+    for (let i = 0; i < 3; i++) {
+      const [at, n] = blockRange(bytes.byteLength, 16 * KiB, i)
+      expect(blockMatches(bytes.subarray(at, at + n), i, 3, proofOf(leaves, i), chunkRootOf(three)!)).toBe(true)
+    }
+  })
+
+  it('round-trips with the block size and the roots, as canonical dag-cbor with the roots as bytes', () => {
+    const m = blockManifest()
+    const { bytes, id } = encodeManifest(m)
+    const back = decodeManifest(bytes, id)
+    expect(back).toEqual(m)
+    expect(blockSizeOf(back)).toBe(16 * KiB)
+    const raw = dagCbor.decode(bytes) as { schema: number, blockSize: number, files: Array<{ chunks: unknown[][] }> }
+    expect(raw.schema).toBe(2)
+    expect(raw.blockSize).toBe(16 * KiB)
+    expect(raw.files[0]!.chunks.map(c => c.length)).toEqual([3, 3, 2])
+    expect(raw.files[0]!.chunks[0]![2]).toBeInstanceOf(Uint8Array)
+  })
+
+  it('a file\'s digest is the same with or without roots, so its blob is shared across schemas and block sizes', () => {
+    const pieces = [seededBytes(40 * KiB + 5, 1), seededBytes(100, 3)]
+    const at16 = fileOf('w.bin', pieces, 16 * KiB)
+    const at32 = fileOf('w.bin', pieces, 32 * KiB)
+    const flat = pieces.map(p => ({ id: chunkIdOf(p), size: p.byteLength }))
+    expect(at16.digest).toBe(fileDigest(flat))
+    expect(at32.digest).toBe(at16.digest)
+    expect(Buffer.from(at16.chunks[0]!.root!).equals(Buffer.from(at32.chunks[0]!.root!))).toBe(false)
+  })
+
+  it.each([
+    ['a root of 31 bytes', (raw: Parameters<Parameters<typeof forged>[0]>[0]) => { raw.files[0]!.chunks[0]![2] = new Uint8Array(31) }, 'chunk 0 of weights.bin has a root of 31 bytes, not 32 bytes'],
+    ['a root that is not bytes', (raw: Parameters<Parameters<typeof forged>[0]>[0]) => { raw.files[0]!.chunks[0]![2] = 'abc' }, 'chunk 0 of weights.bin has a root of string, not 32 bytes'],
+    ['a root on a one-block chunk', (raw: Parameters<Parameters<typeof forged>[0]>[0]) => { raw.files[0]!.chunks[2]!.push(new Uint8Array(32)) }, 'chunk 2 of weights.bin has a block-tree root, but at 100 bytes it is one block of 16384, verified by its id'],
+    ['a multi-block chunk without its root', (raw: Parameters<Parameters<typeof forged>[0]>[0]) => { raw.files[0]!.chunks[1]!.pop() }, 'chunk 1 of weights.bin has 2 blocks of 16384 bytes but no block-tree root'],
+    ['a block size that is not a power of two', (raw: Parameters<Parameters<typeof forged>[0]>[0]) => { raw.blockSize = 20_000 }, 'manifest is invalid at blockSize: 20000 is not a power of two from 16384 to 4194304 bytes'],
+    ['a block size below 16 KiB', (raw: Parameters<Parameters<typeof forged>[0]>[0]) => { raw.blockSize = 8 * KiB }, 'manifest is invalid at blockSize: 8192 is not a power of two from 16384 to 4194304 bytes'],
+    ['a block size above 4 MiB', (raw: Parameters<Parameters<typeof forged>[0]>[0]) => { raw.blockSize = 8 * 1024 * KiB }, 'manifest is invalid at blockSize: 8388608 is not a power of two from 16384 to 4194304 bytes'],
+    ['a block size that is not a number', (raw: Parameters<Parameters<typeof forged>[0]>[0]) => { raw.blockSize = '16384' }, 'manifest is invalid at blockSize: string is not a power of two'],
+    ['a schema-2 manifest without a block size', (raw: Parameters<Parameters<typeof forged>[0]>[0]) => { delete raw.blockSize }, 'manifest is invalid at blockSize: a schema-2 manifest declares its block size'],
+    ['a schema-1 manifest with a block size', (raw: Parameters<Parameters<typeof forged>[0]>[0]) => { raw.schema = 1 }, 'manifest is invalid at blockSize: a schema-1 manifest has no block size'],
+    ['a schema-1 manifest with roots', (raw: Parameters<Parameters<typeof forged>[0]>[0]) => { raw.schema = 1; delete raw.blockSize }, 'chunk 0 of weights.bin has a block-tree root, but every chunk of this manifest is one block, verified by its id'],
+    ['a chunk entry of four elements', (raw: Parameters<Parameters<typeof forged>[0]>[0]) => { raw.files[0]!.chunks[0]!.push(1) }, 'chunk 0 of weights.bin is not an [id, size] pair or an [id, size, root] triple'],
+    ['an unknown schema', (raw: Parameters<Parameters<typeof forged>[0]>[0]) => { raw.schema = 3 }, 'manifest is invalid at schema']
+  ])('refuses %s, saying what is wrong (MalformedDataError)', (_what, mutate, message) => {
+    const bytes = forged(mutate)
+    expect(() => decodeManifest(bytes)).toThrow(expect.objectContaining({ name: 'MalformedDataError', message: expect.stringContaining(message) }))
+  })
+
+  it('refuses one chunk id listed with two roots, naming the chunk, both roots and the files', () => {
+    const bytes = seededBytes(40 * KiB, 9)
+    const good = chunkRefOf(bytes, 16 * KiB)
+    const foreign = { ...good, root: new Uint8Array(32).fill(0xab) }
+    const m = blockManifest()
+    m.files = [
+      { path: 'a.bin', size: good.size, digest: fileDigest([good]), format: 'other', chunks: [good] },
+      { path: 'b.bin', size: good.size, digest: fileDigest([foreign]), format: 'other', chunks: [foreign] }
+    ]
+    const message = `chunk ${good.id} is listed with two block-tree roots, ${Buffer.from(good.root!).toString('hex')} (in a.bin) and ${'ab'.repeat(32)} (in b.bin)`
+    expect(() => encodeManifest(m)).toThrow(message)
+    const raw = encodeBlock(toCbor(m))
+    expect(() => decodeManifest(raw.bytes, raw.cid)).toThrow(expect.objectContaining({ name: 'MalformedDataError', message: expect.stringContaining(message) }))
+  })
+
+  it('new manifests are schema 2: encodeManifest refuses schema 1, which only encodeSchema1Manifest writes', () => {
+    const old = { ...sampleManifest(), schema: 1 as const, blockSize: undefined }
+    expect(() => encodeManifest(old)).toThrow(expect.objectContaining({ name: 'InvalidInputError', message: 'new manifests are written in schema 2, not 1' }))
+    expect(() => encodeSchema1Manifest(sampleManifest())).toThrow(expect.objectContaining({ name: 'InvalidInputError' }))
+    expect(decodeManifest(encodeSchema1Manifest(old).bytes).schema).toBe(1)
+  })
+
+  it('schema 1 still decodes, with the same version id as before block trees, as one block per chunk', () => {
+    // Built and encoded by the build before schema 2; its id must not change.
+    const pieces = [Buffer.from('header'), Buffer.alloc(5000, 1), Buffer.alloc(70_000, 2)]
+    const chunks = pieces.map(b => ({ id: chunkIdOf(b), size: b.length }))
+    const old: Manifest = {
+      schema: 1, name: 'org/old', created: 1_780_000_000_000, parent: null,
+      files: [{ path: 'weights.bin', size: 75006, digest: fileDigest(chunks), format: 'other', chunks }],
+      metadata: { description: 'made before block trees' },
+      structure: { formats: ['other'], parameterCount: 0, dtypes: [], tensorCount: 0, totalSize: 75006 }
+    }
+    const { bytes, id } = encodeSchema1Manifest(old)
+    expect(id).toBe('bafyreifhzhc2jwzlk47yfaw47bhyz4nkf4rjhuo4utw724h26sqw567il4')
+    expect(bytes).toHaveLength(430)
+    const back = decodeManifest(bytes, id)
+    expect(back).toEqual(old)
+    expect(blockSizeOf(back)).toBe(MAX_CHUNK_SIZE)
+    for (const c of back.files[0]!.chunks) {
+      expect(chunkRootOf(c)).toBeUndefined()
+      expect(blockCount(c.size, blockSizeOf(back))).toBe(1)
+    }
+  })
+
+  it('a 1 TiB model at the default block size fits the byte cap and the chunk limit', () => {
+    // 262,144 chunks of 4 MiB, each with a root, in 64 files of 16 GiB with 31 tensor records each:
+    // one file is encoded, and the manifest is 64 of them (the rest is a few hundred bytes).
+    const root = new Uint8Array(32).fill(7)
+    const digests = seededBytes(32 * 4096, 11)
+    const chunks = Array.from({ length: 4096 }, (_, i) => [CID.create(1, RAW_CODEC, Digest.create(0x12, digests.subarray(32 * i, 32 * i + 32))), MAX_CHUNK_SIZE, root])
+    const tensors = Array.from({ length: 31 }, (_, t) => ({ name: `model.layers.10.mlp.experts.${t}.down_proj.weight`, dtype: 'BF16', shape: [7168, 2048], offset: t * 29_360_128, length: 29_360_128 }))
+    const file = { path: 'model-00010-of-00064.safetensors', size: 4096 * MAX_CHUNK_SIZE, digest: CID.parse(fileDigest([])), format: 'safetensors', chunks, structure: { headerLength: 1, tensors, parameterCount: 1, dtypes: ['BF16'], metadata: {} } }
+    const perFile = dagCbor.encode(file).byteLength
+    const rootless = dagCbor.encode({ ...file, chunks: chunks.map(c => c.slice(0, 2)) }).byteLength
+    // A root adds 34 bytes to an entry of about 47.
+    expect((perFile - rootless) / 4096).toBe(34)
+    expect(64 * 4096).toBeLessThan(500_000)
+    expect(64 * perFile + dagCbor.encode(sampleManifest()).byteLength).toBeLessThan(MAX_MANIFEST_BYTES * 0.7)
+  })
+})

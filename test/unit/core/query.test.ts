@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { chunkIdOf, fileDigest } from '../../../src/core/digest.js'
-import type { Manifest } from '../../../src/core/manifest.js'
+import { DEFAULT_BLOCK_SIZE, type Manifest } from '../../../src/core/manifest.js'
 import type { Metadata } from '../../../src/core/metadata.js'
 import {
   MAX_INEXACT_SIMILARITY, MAX_ORDER_KEYS, MAX_QUERY_CONDITIONS, MAX_QUERY_DEPTH,
@@ -19,7 +19,8 @@ function manifest (o: { name: string, created?: number, tensors?: Tensors, metad
   const format = o.format ?? 'safetensors'
   const params = tensors.reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0)
   return {
-    schema: 1,
+    schema: 2,
+    blockSize: DEFAULT_BLOCK_SIZE,
     name: o.name,
     created: o.created ?? Date.UTC(2026, 0, 10),
     parent: null,

@@ -6,16 +6,17 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { encodeBlock, RAW_CODEC } from '../../../src/core/digest.js'
 import { ManifestDecoder } from '../../../src/daemon/manifest-decoder.js'
 
-/** A valid manifest of `chunks` chunks (4 MiB each), built straight in the dag-cbor data model. */
+/** A valid manifest (schema 2) of `chunks` chunks (4 MiB each, random roots), built straight in the dag-cbor data model. */
 function bigManifest (chunks: number, perFile = 10_000): { bytes: Uint8Array, id: string } {
   const files = []
   for (let f = 0; f * perFile < chunks; f++) {
-    const list = Array.from({ length: Math.min(perFile, chunks - f * perFile) }, () => [CID.create(1, RAW_CODEC, Digest.create(0x12, randomBytes(32))), 4 * 1024 * 1024])
+    const ids = Array.from({ length: Math.min(perFile, chunks - f * perFile) }, () => CID.create(1, RAW_CODEC, Digest.create(0x12, randomBytes(32))))
+    const list = ids.map(id => [id, 4 * 1024 * 1024, randomBytes(32)])
     const size = list.length * 4 * 1024 * 1024
-    files.push({ path: `f${String(f).padStart(4, '0')}.bin`, size, digest: CID.parse(encodeBlock(list).cid).toString(), format: 'other', chunks: list })
+    files.push({ path: `f${String(f).padStart(4, '0')}.bin`, size, digest: CID.parse(encodeBlock(ids.map(id => [id, 4 * 1024 * 1024])).cid).toString(), format: 'other', chunks: list })
   }
   const totalSize = files.reduce((n, f) => n + f.size, 0)
-  const { bytes, cid } = encodeBlock({ schema: 1, name: 'org/big', created: 1, parent: null, files, metadata: {}, structure: { formats: ['other'], parameterCount: 0, dtypes: [], tensorCount: 0, totalSize } })
+  const { bytes, cid } = encodeBlock({ schema: 2, blockSize: 256 * 1024, name: 'org/big', created: 1, parent: null, files, metadata: {}, structure: { formats: ['other'], parameterCount: 0, dtypes: [], tensorCount: 0, totalSize } })
   return { bytes, id: cid }
 }
 

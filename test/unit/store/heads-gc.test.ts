@@ -184,8 +184,10 @@ describe('label pins and GC of label history and quota', () => {
   })
 
   it('dryRun reports the plan and changes nothing', async () => {
+    // `a` arrives first, so the quota takes it (with equal times the order was the version ids').
     at(0)
     const a = await version()
+    at(500)
     const b = await version()
     at(1_000)
     const blobsBefore = (await readdir(store.layout.blobs)).sort()

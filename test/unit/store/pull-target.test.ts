@@ -345,8 +345,8 @@ describe('PullTarget', () => {
     const err = await PullTarget.open(dest, v.version, manifestBytes, { freeBytes: async () => 1000 }).then(() => undefined, (e: unknown) => e as Error)
     expect(err).toMatchObject({ name: 'DiskFullError', code: 'DISK_FULL' })
     const needed = v.manifest.files.reduce((n, f) => n + f.size, 0)
-    expect(err?.message).toContain(`pulling tiny@${v.version} needs`)
-    expect(err?.message).toContain(`(${needed} bytes) more disk space in ${dest.layout.partial}, but only 1000 bytes is free`)
+    expect(err?.message).toContain(`disk full for the pull of tiny@${v.version}: it needs`)
+    expect(err?.message).toContain(`(${needed} bytes) more in ${dest.layout.partial}, but only 1000 bytes is free`)
     expect(err?.message).toContain('shoal gc')
     expect(await dest.index.pulls.get(v.version)).toBeUndefined()
     expect(await dest.index.manifests.get(v.version)).toBeUndefined()
@@ -376,7 +376,7 @@ describe('PullTarget', () => {
     const sized: Record<string, number> = { 'a.bin': 100, 'b.bin': 200 }
     for (const order of [['a.bin', 'b.bin'], ['b.bin', 'a.bin']]) {
       const files = order.map(path => ({ path, size: sized[path]!, digest: fileDigest([{ id, size: sized[path]! }]), format: 'other', chunks: [{ id, size: sized[path]! }] }) as ManifestFile)
-      const forged: Manifest = { schema: 1, name: 'forged', created: 1, parent: null, files, metadata: {}, structure: { formats: ['other'], parameterCount: 0, dtypes: [], tensorCount: 0, totalSize: 300 } }
+      const forged: Manifest = { schema: 2, blockSize: 256 * 1024, name: 'forged', created: 1, parent: null, files, metadata: {}, structure: { formats: ['other'], parameterCount: 0, dtypes: [], tensorCount: 0, totalSize: 300 } }
       const { bytes, cid } = encodeBlock({ ...forged, files: files.map(f => ({ ...f, chunks: f.chunks.map(c => [CID.parse(c.id), c.size]) })) })
       const target = await PullTarget.open(dest, cid, bytes, { manifest: forged })
       targets.push(target)

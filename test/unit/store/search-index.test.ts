@@ -3,7 +3,7 @@ import { generateKeyPairSync } from 'node:crypto'
 import { join } from 'node:path'
 import { chunkIdOf, fileDigest, type VersionId } from '../../../src/core/digest.js'
 import { publisherKeyOf, signHead } from '../../../src/core/heads.js'
-import { encodeManifest, type Manifest } from '../../../src/core/manifest.js'
+import { DEFAULT_BLOCK_SIZE, encodeManifest, type Manifest } from '../../../src/core/manifest.js'
 import type { Metadata } from '../../../src/core/metadata.js'
 import { SEARCH_DOC_SCHEMA } from '../../../src/core/search-doc.js'
 import { IndexDb, type Db } from '../../../src/store/index-db.js'
@@ -37,7 +37,8 @@ function manifest (name: string, o: { tensors?: Tensors, metadata?: Metadata, cr
   const format = o.format ?? 'safetensors'
   const params = o.params ?? tensors.reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0)
   const m: Manifest = {
-    schema: 1,
+    schema: 2,
+    blockSize: DEFAULT_BLOCK_SIZE,
     name,
     created: o.created ?? Date.UTC(2026, 0, 1) + seq * 1000,
     parent: null,
