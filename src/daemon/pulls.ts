@@ -37,7 +37,7 @@ import { FetchSession, FetchStalledError, type PeerJudge, type SessionOptions, t
 import type { ShoalNode } from '../p2p/node.js'
 import type { ChunkSource, HaveState, HaveUpdate, Span } from '../protocol/chunks/index.js'
 import { PullTarget, proofsFrom } from '../store/pull-target.js'
-import { blockCount, leafHash } from '../core/tree.js'
+import { blockCount } from '../core/tree.js'
 import type { ResolvedVersion, Store } from '../store/store.js'
 import { DEFAULT_MAX_PULL_ATTEMPTS } from '../config/config.js'
 import type { Logger } from './logger.js'
@@ -50,8 +50,6 @@ import { ManifestFinder } from './manifest-finder.js'
  * @default [250, 500, 1000, 2000, 4000, 10000] ms, the last repeating
  */
 export const PROVIDER_QUERY_SCHEDULE_MS = [250, 500, 1000, 2000, 4000, 10_000]
-/** @default 1024 — leaf layers kept for serving (16 hashes each at 256 KiB blocks: ~0.5 MiB in all) */
-export const MAX_LEAF_LAYERS = 1024
 /** @default 20 — providers asked for per query */
 export const MAX_PROVIDERS_PER_QUERY = 20
 
@@ -100,8 +98,6 @@ export class PullManager implements ChunkSource {
   /** Versions whose pull is being accepted (manifest fetched and checked), for `status` and `cancel`. */
   private readonly checking = new Map<string, { name: string, controller: AbortController }>()
   private readonly watchers = new Map<string, Set<(update: HaveUpdate) => void>>()
-  /** Leaf layers computed for serving chunks the store holds, by `<chunk>/<block size>`, oldest first. */
-  private readonly leafLayers = new Map<string, Uint8Array[]>()
   private readonly decoder: ManifestDecoder
   private readonly finder: ManifestFinder
   private node?: ShoalNode
@@ -208,47 +204,29 @@ export class PullManager implements ChunkSource {
 
   /**
    * Verified blocks of `id`: from a pull that is assembling that chunk (cut-through: blocks
-   * verified before the chunk is whole), else from the store with proofs from the chunk's leaf
-   * layer (the pull's own, or computed from the bytes and kept in `leafLayers`).
+   * verified before the chunk is whole), else from the store (`Store.readSpan`: proofs from the
+   * chunk's leaf layer), with the layer a pull just built when it has it (it reaches the index
+   * with the chunk's location, at the pull's next flush).
    */
   async readSpan (id: ChunkId, blockSize: number, first: number, count: number): Promise<Span | undefined> {
+    let own: Uint8Array[] | undefined
     for (const pull of this.active.values()) {
-      if (pull.target.blockSize !== blockSize || !pull.target.isAssembling(id)) continue
-      const span = pull.target.readBlocks(id, first, count)
-      if (span !== undefined) return span
+      if (pull.target.blockSize !== blockSize) continue
+      if (pull.target.isAssembling(id)) {
+        const span = pull.target.readBlocks(id, first, count)
+        if (span !== undefined) return span
+      }
+      own ??= pull.target.leavesOf(id)
     }
+    if (own === undefined) return await this.store.readSpan(id, blockSize, first, count, { pooled: true })
     const bytes = await this.store.readChunk(id, { pooled: true })
     if (bytes === undefined) return undefined
-    const n = blockCount(bytes.byteLength, blockSize)
-    if (first + count > n) {
+    if (first + count > blockCount(bytes.byteLength, blockSize)) {
       this.store.releaseChunk(bytes)
       return undefined
     }
-    const start = first * blockSize
-    const data = bytes.subarray(start, Math.min(bytes.byteLength, (first + count) * blockSize))
-    if (n === 1) return { data, proofs: [new Uint8Array(0)] }
-    const leaves = this.leavesFor(id, blockSize, bytes)
-    return { data, proofs: proofsFrom(leaves, first, count) }
-  }
-
-  /** The leaf layer of a chunk in `blockSize` geometry: a pull's, or computed once and kept (bounded). */
-  private leavesFor (id: ChunkId, blockSize: number, bytes: Uint8Array): Uint8Array[] {
-    for (const pull of this.active.values()) {
-      const own = pull.target.blockSize === blockSize ? pull.target.leavesOf(id) : undefined
-      if (own !== undefined) return own
-    }
-    const key = `${id}/${blockSize}`
-    const known = this.leafLayers.get(key)
-    if (known !== undefined) {
-      this.leafLayers.delete(key)
-      this.leafLayers.set(key, known)
-      return known
-    }
-    const leaves: Uint8Array[] = []
-    for (let at = 0; at < bytes.byteLength; at += blockSize) leaves.push(leafHash(bytes.subarray(at, Math.min(bytes.byteLength, at + blockSize))))
-    this.leafLayers.set(key, leaves)
-    if (this.leafLayers.size > MAX_LEAF_LAYERS) this.leafLayers.delete(this.leafLayers.keys().next().value as string)
-    return leaves
+    const data = bytes.subarray(first * blockSize, Math.min(bytes.byteLength, (first + count) * blockSize))
+    return { data, proofs: proofsFrom(own, first, count) }
   }
 
   release (bytes: Uint8Array): void {

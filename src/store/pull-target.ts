@@ -48,7 +48,7 @@ import { BufferPool } from '../core/buffer-pool.js'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
 import { byteLength, type ChunkId, type FileDigest, type VersionId } from '../core/digest.js'
 import { DigestMismatchError, DiskFullError, MalformedDataError } from '../core/errors.js'
-import { decodeManifest, type Manifest } from '../core/manifest.js'
+import { blockSizeOf, chunkRootOf, decodeManifest, type Manifest } from '../core/manifest.js'
 import { blockCount, blockRange, equalBytes, joinHashes, proofOf, rootFromProof, splitHashes } from '../core/tree.js'
 import { LeafPool } from './leaf-pool.js'
 import { DirectWrites } from './direct-io.js'
@@ -82,16 +82,6 @@ interface Assembly {
   proofs: Array<Uint8Array | undefined>
   /** Blocks being verified now: a second copy waits for the first's outcome. */
   verifying: Map<number, Promise<boolean>>
-}
-
-/** The block geometry of a manifest: its `blockSize` (schema 2), or one block per chunk (schema 1). */
-export function blockSizeOf (manifest: Manifest): number {
-  return (manifest as { blockSize?: number }).blockSize ?? MAX_CHUNK_SIZE
-}
-
-/** The tree root of a chunk entry of a manifest (schema 2, chunks of more than one block). */
-export function chunkRootOf (chunk: { id: ChunkId, size: number }): Uint8Array | undefined {
-  return (chunk as { root?: Uint8Array }).root
 }
 
 /** What a pull keeps when a write fails: part of its disk-full message. */
@@ -338,7 +328,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     return out
   }
 
-  /** The leaf layer of a chunk this pull assembled (undefined for others: the store computes those). */
+  /** The leaf layer of a chunk this pull assembled and has not yet recorded in the index (undefined for others: the store has those). */
   leavesOf (id: ChunkId): Uint8Array[] | undefined {
     return this.leafLayers.get(id)
   }
@@ -562,9 +552,16 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
             if (digest !== undefined && !locations.some(([d, o]) => d === digest && o === p.offset)) locations.push([digest, p.offset, this.sizeOf(id)])
           }
           ops.push({ type: 'put', sublevel: this.store.index.chunks, key: id, value: locations })
+          // The leaf layer the chunk was verified with, beside its location: serving it later
+          // needs no second pass over its bytes.
+          const leaves = this.leafLayers.get(id)
+          if (leaves !== undefined && leaves.length > 1) ops.push(this.store.leavesOp(id, this.blockSize, joinHashes(leaves), this.sizeOf(id)))
         })
         await this.store.index.commit(ops, this.what(`recording chunks of ${this.manifest.name}@${this.version}`))
-        for (const id of ids) this.store.unmarkFresh(id)
+        for (const id of ids) {
+          this.store.unmarkFresh(id)
+          this.leafLayers.delete(id)
+        }
       } catch (err) {
         // Not indexed: kept for the next flush, so `finish` cannot promote a file whose chunks
         // were never recorded, and fails the pull while the disk refuses.
