@@ -47,6 +47,13 @@ export interface SessionOptions {
   maxInFlightBytes: number
   /** Bytes requested from seeds at once (one piece each; at least one piece in all). @default 8 MiB */
   seedReserveBytes: number
+  /**
+   * Requests in flight to one peer at once, whatever their bytes: below what a server queues per
+   * stream (`MAX_PENDING_PER_STREAM`, 64), past which it answers BUSY, with room for CANCELs it
+   * has not read yet. Small pieces (tensors of 128 KiB) filled the byte window with 160 requests,
+   * and 129 of one pull's came back BUSY. @default 48
+   */
+  maxRequestsPerPeer: number
   /** Per-peer window bounds; the adaptive window aims at `windowSeconds` of the peer's rate. */
   minWindowBytes: number
   maxWindowBytes: number
@@ -115,6 +122,7 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   spanBytes: 1024 * 1024,
   maxInFlightBytes: 64 * 1024 * 1024,
   seedReserveBytes: 8 * 1024 * 1024,
+  maxRequestsPerPeer: 48,
   minWindowBytes: 8 * 1024 * 1024,
   maxWindowBytes: 24 * 1024 * 1024,
   windowSeconds: 0.5,
@@ -458,7 +466,7 @@ export class FetchSession {
         : held === 0 || held + size <= this.opts.maxInFlightBytes
       const eligible: PeerState[] = []
       for (const p of this.peers.values()) {
-        if (!p.gone && p.channel?.isOpen === true && p.holdings.known && p.inflightBytes < this.windowOf(p) && fits(p, 1)) eligible.push(p)
+        if (!p.gone && p.channel?.isOpen === true && p.holdings.known && p.inflightBytes < this.windowOf(p) && p.inflight.size < this.opts.maxRequestsPerPeer && fits(p, 1)) eligible.push(p)
       }
       if (this.origin !== undefined && this.origin.inflight.size < this.opts.originConcurrency && fits(this.origin, 1)) eligible.push(this.origin)
       let issued = false

@@ -559,6 +559,19 @@ describe('FetchSession', () => {
     expect(tracker.max).toBeGreaterThan(3_000) // several requests were pipelined
   })
 
+  it('never has more than maxRequestsPerPeer requests in flight to one peer, however small its pieces', async () => {
+    // Pieces of 1,000 bytes: the byte window alone would allow 1,000 requests (a server queues 64).
+    const target = new FakeTarget(makeChunks(300, 1_000, 1_000))
+    const tracker = new InflightTracker()
+    const only = peer('only', target, { delayMs: 20, tracker })
+    const { run, judge } = start(target, [only], { maxInFlightBytes: 1_000_000, minWindowBytes: 1_000_000, maxWindowBytes: 1_000_000, maxRequestsPerPeer: 48 })
+    await run
+    expectComplete(target)
+    expect(tracker.max).toBeLessThanOrEqual(48 * 1_000)
+    expect(tracker.max).toBeGreaterThan(24 * 1_000) // pipelined up to the cap
+    expect(recordOf(judge, 'only')?.offences ?? {}).toEqual({})
+  })
+
   it('asks a seed at once though requests to partial peers fill maxInFlightBytes: seeds have their own seedReserveBytes', async () => {
     // Pieces 10–19 exist only at the seed, the swarm's one source of them; its upload must not
     // wait for this node's requests to partial peers (in the swarm benchmark the seed idled so).
