@@ -304,6 +304,11 @@ export class PullManager implements ChunkSource {
     if (node === undefined || this.stopped) throw new Error('the node is not running')
     target.on('have', chunks => { for (const l of this.watchers.get(version) ?? []) l({ chunks, ranges: [] }) })
     target.on('blocks', ranges => { for (const l of this.watchers.get(version) ?? []) l({ chunks: [], ranges }) })
+    let recorded = 0
+    target.on('recorded', (chunks, bytes) => {
+      recorded += bytes
+      this.log.debug({ version, chunks, bytes, recorded }, 'chunks recorded')
+    })
     const t2 = Date.now()
     await target.copyLocal()
     this.log.debug({ version, manifestMs: t1 - t0, openMs: t2 - t1, copyLocalMs: Date.now() - t2, chunks: target.totalChunks }, 'pull opened')

@@ -135,6 +135,8 @@ export interface PullTargetEvents {
   /** Blocks now verified (servable) of a chunk in progress, at each global index of the chunk. */
   blocks: [ranges: Array<{ chunk: number, first: number, count: number }>]
   file: [path: string]
+  /** A flush recorded `chunks` chunks (`bytes` bytes) in the index: they survive a crash from now on. */
+  recorded: [chunks: number, bytes: number]
   complete: []
 }
 
@@ -562,6 +564,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
           this.store.unmarkFresh(id)
           this.leafLayers.delete(id)
         }
+        this.emit('recorded', batch.length, bytes)
       } catch (err) {
         // Not indexed: kept for the next flush, so `finish` cannot promote a file whose chunks
         // were never recorded, and fails the pull while the disk refuses.

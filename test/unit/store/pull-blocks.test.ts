@@ -10,6 +10,7 @@ import type { ChunkId } from '../../../src/core/digest.js'
 import { blockSizeOf, chunkRootOf, type ChunkRef } from '../../../src/core/manifest.js'
 import { blockCount, blockMatches, splitHashes } from '../../../src/core/tree.js'
 import { addPath } from '../../../src/ingest/ingest.js'
+import type { Db } from '../../../src/store/index-db.js'
 import { leavesKey } from '../../../src/store/leaves.js'
 import { PullTarget } from '../../../src/store/pull-target.js'
 import type { ResolvedVersion, Store } from '../../../src/store/store.js'
@@ -22,6 +23,7 @@ describe('PullTarget blocks', () => {
   let cleanup: () => Promise<void>
   let source: Store
   let dest: Store
+  let destDb: Db
   let v: ResolvedVersion
   let manifestBytes: Uint8Array
   let blockSize: number
@@ -32,7 +34,7 @@ describe('PullTarget blocks', () => {
   beforeEach(async () => {
     ({ dir, cleanup } = await tempDir())
     ;({ store: source } = await memoryStore(join(dir, 'source')))
-    ;({ store: dest } = await memoryStore(join(dir, 'dest')))
+    ;({ store: dest, db: destDb } = await memoryStore(join(dir, 'dest')))
     await mkdir(join(dir, 'model'))
     // Two tensors of 1 MiB and one that is not a whole number of blocks: chunks of several blocks, the last one short.
     const tensors: SynthTensor[] = [
@@ -147,5 +149,23 @@ describe('PullTarget blocks', () => {
       const data = span!.data.subarray(i * blockSize, Math.min(c.size, (i + 1) * blockSize))
       expect(blockMatches(data, i, n, splitHashes(span!.proofs[i]!), chunkRootOf(c)!)).toBe(true)
     }
+  })
+
+  it('resumes after a restart: chunks assembled from blocks and flushed are kept, only the rest is needed', async () => {
+    const first = await open()
+    const needed = first.needed()
+    for (const c of multi) {
+      for (let i = 0; i < blockCount(c.size, blockSize); i++) {
+        const b = await blockOf(c.id, i)
+        await first.putBlock(c.id, i, b.data, b.proof)
+      }
+    }
+    await first.flush()
+    await first.close()
+    await dest.close()
+    ;({ store: dest } = await memoryStore(join(dir, 'dest'), destDb))
+    const again = await open()
+    const ids = new Set(multi.map(c => c.id))
+    expect(new Set(again.needed())).toEqual(new Set(needed.filter(id => !ids.has(id))))
   })
 })
