@@ -62,7 +62,6 @@ export class HashPool {
   constructor (size = HASH_WORKERS) {
     for (let i = 0; i < size; i++) {
       const worker = new Worker(WORKER_SOURCE, { eval: true })
-      worker.unref()
       worker.on('message', ({ id, digest, leaves, error }: { id: number, digest?: Uint8Array, leaves?: Uint8Array, error?: string }) => {
         const w = this.waiting.get(id)
         this.waiting.delete(id)
@@ -70,6 +69,8 @@ export class HashPool {
         else w?.resolve(leaves === undefined ? { digest } : { digest, leaves })
       })
       worker.on('error', err => { for (const w of this.waiting.values()) w.reject(err); this.waiting.clear() })
+      // After the listeners: adding a 'message' listener refs the worker's port again.
+      worker.unref()
       this.workers.push(worker)
     }
   }

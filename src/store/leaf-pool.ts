@@ -28,13 +28,14 @@ export class LeafPool {
   constructor (size = LEAF_WORKERS) {
     for (let i = 0; i < size; i++) {
       const worker = new Worker(WORKER_SOURCE, { eval: true })
-      worker.unref()
       worker.on('message', ({ id, digest }: { id: number, digest: Uint8Array }) => {
         const w = this.waiting.get(id)
         this.waiting.delete(id)
         w?.resolve(digest)
       })
       worker.on('error', err => { for (const w of this.waiting.values()) w.reject(err); this.waiting.clear() })
+      // After the listeners: adding a 'message' listener refs the worker's port again.
+      worker.unref()
       this.workers.push(worker)
     }
   }
