@@ -20,44 +20,74 @@
  */
 
 /**
- * Buffers kept for reuse at most (one pull's in-flight budget of 4 MiB chunks, and a little more);
- * more may be out at once, they are simply not kept.
+ * Buffers of the largest size kept for reuse at most (one pull's in-flight budget of 4 MiB
+ * chunks, and a little more); as bytes, the bound of every size class together. More may be out at
+ * once; they are simply not kept.
  * @default 8
  */
 export const MAX_POOLED_BUFFERS = 8
 
+/**
+ * @default 64 KiB — the smallest buffer a pool hands out. A request is served from the smallest
+ * power of two (from this up to the pool's `size`) that holds it: a 256 KiB block takes a 256 KiB
+ * buffer, not a 4 MiB one. With one size for every frame, each block of a pull took (and zeroed)
+ * a buffer of the largest frame, and the puller's peak RSS reached 1.2 GiB.
+ */
+export const MIN_BUFFER_CLASS = 64 * 1024
+
 export interface BufferPoolOptions {
-  /** Buffers kept for reuse at most. @default {@link MAX_POOLED_BUFFERS} */
+  /** Largest buffers kept for reuse at most, as a byte bound over every size class. @default {@link MAX_POOLED_BUFFERS} */
   maxPooled?: number
   /** `SharedArrayBuffer`s (for hashing on worker threads) or ordinary `ArrayBuffer`s. @default true */
   shared?: boolean
 }
 
 export class BufferPool {
-  private readonly free: ArrayBufferLike[] = []
+  /** Free buffers by their byte length (a size class). */
+  private readonly free = new Map<number, ArrayBufferLike[]>()
+  private freeBytes = 0
   /** Buffers handed out and not given back (weakly: one never given back is simply collected). */
   private readonly out = new WeakSet<ArrayBufferLike>()
-  private readonly maxPooled: number
+  private readonly maxPooledBytes: number
   private readonly shared: boolean
 
-  /** `size`: bytes of every buffer, the largest length `take` accepts. */
+  /** `size`: bytes of the largest buffer, the largest length `take` accepts. */
   constructor (readonly size: number, options: BufferPoolOptions = {}) {
-    this.maxPooled = options.maxPooled ?? MAX_POOLED_BUFFERS
+    this.maxPooledBytes = (options.maxPooled ?? MAX_POOLED_BUFFERS) * size
     this.shared = options.shared ?? true
   }
 
   /** A view of `length` bytes (at most `size`) at the start of a buffer now owned by the caller. */
   take (length: number): Uint8Array {
     if (length > this.size) throw new RangeError(`${length} bytes asked of a pool of ${this.size}-byte buffers`)
-    const buffer = this.free.pop() ?? (this.shared ? new SharedArrayBuffer(this.size) : new ArrayBuffer(this.size))
+    const bytes = classOf(length, this.size)
+    let buffer = this.free.get(bytes)?.pop()
+    if (buffer !== undefined) this.freeBytes -= bytes
+    else buffer = this.shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes)
     this.out.add(buffer)
     return new Uint8Array(buffer, 0, length)
+  }
+
+  /** Whether the buffer behind `view` is one this pool handed out and has not had back. */
+  isOut (view: Uint8Array): boolean {
+    return this.out.has(view.buffer)
   }
 
   /** Hands back the buffer behind `view` (any view of it); ignored unless it is out. */
   give (view: Uint8Array): void {
     const buffer = view.buffer
     if (!this.out.delete(buffer)) return
-    if (this.free.length < this.maxPooled) this.free.push(buffer)
+    if (this.freeBytes + buffer.byteLength > this.maxPooledBytes) return
+    const list = this.free.get(buffer.byteLength)
+    if (list === undefined) this.free.set(buffer.byteLength, [buffer])
+    else list.push(buffer)
+    this.freeBytes += buffer.byteLength
   }
+}
+
+/** The size class of a buffer for `length` bytes: the smallest power of two from MIN_BUFFER_CLASS that holds it, or `size`. */
+function classOf (length: number, size: number): number {
+  let bytes = MIN_BUFFER_CLASS
+  while (bytes < length) bytes *= 2
+  return Math.min(bytes, size)
 }

@@ -228,9 +228,8 @@ describe('store: blocks, leaf layers, readSpan', () => {
     const { ref, bytes } = (await chunksOf(v.manifest)).find(c => c.ref.size === MAX_CHUNK_SIZE)!
     const a = await store.readSpan(ref.id, BLOCK, 3, 5, { pooled: true })
     expect(sameBytes(a?.data, bytes.subarray(3 * BLOCK, 8 * BLOCK))).toBe(true)
-    expect(a!.data.buffer.byteLength).toBe(MAX_CHUNK_SIZE)
     store.releaseChunk(a!.data)
-    const b = await store.readSpan(ref.id, BLOCK, 0, 1, { pooled: true })
+    const b = await store.readSpan(ref.id, BLOCK, 3, 5, { pooled: true })
     expect(b!.data.buffer).toBe(a!.data.buffer)
     store.releaseChunk(b!.data)
   })
