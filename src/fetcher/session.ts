@@ -229,6 +229,12 @@ export class FetchSession {
    */
   private readonly history = new Map<string, PeerHistory>()
   private readonly unrequested: PieceSet<number>
+  /**
+   * Chunks with a piece requested, oldest first: their other pieces are asked for before any new
+   * chunk is started (libtorrent's partial pieces first), so few chunks are assembled at once —
+   * each holds a chunk-sized buffer until its last block is verified.
+   */
+  private readonly started = new Set<ChunkId>()
   private readonly requesters = new Map<number, Set<string>>()
   private readonly availability: Availability
   /** Blocks of each piece still missing here. */
@@ -491,9 +497,10 @@ export class FetchSession {
     // A complete peer (a seed) is asked only for pieces no partial peer holds yet, so its upload
     // goes to what the swarm lacks; partial peers redistribute the rest.
     const seedOnly = peer.holdings.complete && peer.origin === undefined && this.partialPeers() > 0
-    const fresh = this.picker.pick(this.unrequested, piece =>
-      this.peerHas(peer, piece) && !((peer.deferred.get(piece) ?? 0) > now) && (!seedOnly || this.availability.partialHolders(piece) === 0),
-    piece => this.availability.of(piece))
+    const may = (piece: number): boolean => this.peerHas(peer, piece) && !((peer.deferred.get(piece) ?? 0) > now) && (!seedOnly || this.availability.partialHolders(piece) === 0)
+    const open = this.pickStarted(may)
+    if (open !== undefined) return open
+    const fresh = this.picker.pick(this.unrequested, may, piece => this.availability.of(piece))
     if (fresh !== undefined || this.unrequested.size > 0 || peer.origin !== undefined) return fresh
     // Endgame: nothing unrequested; duplicate the piece whose request is latest (in flight longer
     // than its peer's rate predicts), so the tail does not wait on one slow peer.
@@ -506,6 +513,20 @@ export class FetchSession {
       if (late > latest) { best = piece; latest = late }
     }
     return best
+  }
+
+  /** An unrequested piece of a chunk already started that `may` allows; chunks with none left are forgotten. */
+  private pickStarted (may: (piece: number) => boolean): number | undefined {
+    for (const chunk of this.started) {
+      let left = false
+      for (const piece of this.table.ofChunk(chunk)) {
+        if (!this.unrequested.has(piece)) continue
+        left = true
+        if (may(piece)) return piece
+      }
+      if (!left) this.started.delete(chunk)
+    }
+    return undefined
   }
 
   /** How long a request has been in flight beyond the time its peer needs for one such piece. */
@@ -552,6 +573,7 @@ export class FetchSession {
     peer.inflightBytes += size
     this.inflightBytes += size
     this.unrequested.delete(piece)
+    this.started.add(p.chunk)
     const who = this.requesters.get(piece) ?? new Set()
     who.add(peer.key)
     this.requesters.set(piece, who)
