@@ -77,6 +77,7 @@ export function printPeers (rows: PeerRow[]): void {
     Object.entries(r.offences).map(([k, n]) => `${k}×${n}`).join(' '),
     r.bannedUntil !== undefined ? time(r.bannedUntil) : '', r.addresses[0] ?? ''
   ])))
+  for (const r of rows) if (r.note !== undefined) console.log(`${shortId(r.peerId)}: ${r.note}`)
 }
 
 function stamp (s: Stamp): string {

@@ -317,7 +317,8 @@ export class PullManager implements ChunkSource {
     const judge: PeerJudge = {
       isBanned: peer => base.isBanned(peer),
       credit: (peer, bytes) => { base.credit(peer, bytes); this.options.onReceived?.(name, peer, bytes) },
-      penalize: (peer, offence, detail) => { this.options.onRejected?.(offence); return base.penalize(peer, offence, detail) }
+      penalize: (peer, offence, detail) => { this.options.onRejected?.(offence); return base.penalize(peer, offence, detail) },
+      note: (peer, detail) => { base.note?.(peer, detail) }
     }
     const origin = this.options.origin === undefined
       ? undefined

@@ -92,7 +92,8 @@ export class DaemonService implements ShoalApi {
       rows.set(r.peer, {
         ...row, bytesReceived: r.bytesReceived, offences: r.offences as Record<string, number>,
         ...(r.bannedUntil !== undefined && r.bannedUntil > Date.now() ? { bannedUntil: r.bannedUntil } : {}),
-        ...(r.lastOffence !== undefined ? { lastOffence: r.lastOffence } : {})
+        ...(r.lastOffence !== undefined ? { lastOffence: r.lastOffence } : {}),
+        ...(r.note !== undefined ? { note: r.note } : {})
       })
     }
     return [...rows.values()]

@@ -148,6 +148,8 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
 export const ENDGAME_LATE_PIECES = 2
 /** How often rates, progress and stalls are checked. @default 250 ms */
 export const TICK_MS = 250
+/** @default 8 — peers that could not be used named in a stalled pull's message, at most */
+export const MAX_UNUSABLE_NAMED = 8
 /** Weight of the newest rate sample. @default 0.3 */
 export const RATE_EWMA = 0.3
 
@@ -235,6 +237,14 @@ export class FetchSession {
    * each holds a chunk-sized buffer until its last block is verified.
    */
   private readonly started = new Set<ChunkId>()
+  /**
+   * Pieces a partial peer was asked for and did not deliver (timed out, refused, gone): a seed may
+   * be asked for them though partial peers claim them (a partial peer that claims pieces and
+   * goes silent otherwise holds them out of the seed's reach for good).
+   */
+  private readonly failedAtPartial = new Set<number>()
+  /** Peers that could not be used, and why (an older shoal, unreachable): said when the pull stalls. */
+  private readonly unusable = new Map<string, string>()
   private readonly requesters = new Map<number, Set<string>>()
   private readonly availability: Availability
   /** Blocks of each piece still missing here. */
@@ -344,7 +354,14 @@ export class FetchSession {
         onUpdate: update => this.onUpdate(peer, update)
       })
     } catch (err) {
-      this.extras.log?.debug({ peer: peer.key, err: (err as Error).message }, 'could not reach peer')
+      const message = (err as Error).message
+      if ((err as Error).name === 'OldPeerError') {
+        if (!this.unusable.has(peer.key)) this.extras.log?.info({ peer: peer.key, err: message }, 'peer runs an older shoal: not used')
+        this.judge.note?.(peer.key, message)
+      } else {
+        this.extras.log?.debug({ peer: peer.key, err: message }, 'could not reach peer')
+      }
+      if (this.unusable.size < MAX_UNUSABLE_NAMED || this.unusable.has(peer.key)) this.unusable.set(peer.key, message)
       this.dropPeer(peer)
     }
   }
@@ -497,7 +514,7 @@ export class FetchSession {
     // A complete peer (a seed) is asked only for pieces no partial peer holds yet, so its upload
     // goes to what the swarm lacks; partial peers redistribute the rest.
     const seedOnly = peer.holdings.complete && peer.origin === undefined && this.partialPeers() > 0
-    const may = (piece: number): boolean => this.peerHas(peer, piece) && !((peer.deferred.get(piece) ?? 0) > now) && (!seedOnly || this.availability.partialHolders(piece) === 0)
+    const may = (piece: number): boolean => this.peerHas(peer, piece) && !((peer.deferred.get(piece) ?? 0) > now) && (!seedOnly || this.availability.partialHolders(piece) === 0 || this.failedAtPartial.has(piece))
     const open = this.pickStarted(may)
     if (open !== undefined) return open
     const fresh = this.picker.pick(this.unrequested, may, piece => this.availability.of(piece))
@@ -508,7 +525,7 @@ export class FetchSession {
     let latest = 0
     for (const [piece, who] of this.requesters) {
       if (who.has(peer.key) || who.size >= this.opts.endgameMaxRequests || !this.peerHas(peer, piece)) continue
-      if (seedOnly && this.availability.partialHolders(piece) > 0) continue
+      if (seedOnly && this.availability.partialHolders(piece) > 0 && !this.failedAtPartial.has(piece)) continue
       const late = Math.min(...[...who].map(key => this.lateness(key, piece, now)))
       if (late > latest) { best = piece; latest = late }
     }
@@ -564,8 +581,10 @@ export class FetchSession {
     }
     const size = span.bytes
     const controller = new AbortController()
+    // A silent peer's rate decays toward 0: the deadline is capped (past 2³¹ ms a timer fires at
+    // once, and every request to the peer then timed out as soon as it was made).
     const rate = peer.rate > 0 ? peer.rate : this.opts.initialRateBytesPerSecond
-    const timeoutMs = this.opts.requestTimeoutBaseMs + 2000 * (peer.inflightBytes + size) / rate
+    const timeoutMs = Math.min(this.opts.maxRequestAgeMs, this.opts.requestTimeoutBaseMs + 2000 * (peer.inflightBytes + size) / rate)
     const timer = setTimeout(() => this.onTimeout(peer, piece), timeoutMs)
     const req: Request = { controller, size, span: size, started: Date.now(), timer, arrivals: [] }
     peer.inflight.set(piece, req)
@@ -711,8 +730,14 @@ export class FetchSession {
     }
   }
 
+  /** A partial peer did not deliver `piece`: seeds may be asked for it from now on. */
+  private failedAt (peer: PeerState, piece: number): void {
+    if (peer.origin === undefined && !peer.holdings.complete) this.failedAtPartial.add(piece)
+  }
+
   private onRequestError (peer: PeerState, piece: number, req: Request, err: Error): void {
     if (!this.settle(peer, piece, req)) return
+    this.failedAt(peer, piece)
     const name = err.name
     const p = this.table.pieces[piece]
     if (name === 'DontHaveError') {
@@ -756,6 +781,7 @@ export class FetchSession {
     }
     this.settle(peer, piece, req)
     req.controller.abort()
+    this.failedAt(peer, piece)
     this.requeue(piece)
     if (req.queued === true) {
       // Busy, not stalling: it acknowledged the request and holds it for a slot. Ask elsewhere,
@@ -791,6 +817,7 @@ export class FetchSession {
     for (const [piece, req] of [...peer.inflight]) {
       this.settle(peer, piece, req)
       req.controller.abort()
+      this.failedAt(peer, piece)
       this.requeue(piece)
     }
     if (err instanceof MalformedDataError) this.judge.penalize(peer.key, 'protocol', err.message)
@@ -835,8 +862,11 @@ export class FetchSession {
         const live = this.livePeers()
         const missing = this.unrequested.size + this.requesters.size
         const seconds = Math.round(idle / 1000)
+        const unusable = [...this.unusable].map(([key, why]) => `${key}: ${why}`).join('; ')
         const reason = live === 0
-          ? `no peer has ${this.target.version}${this.origin === undefined ? ' and no origin is listed' : ', and its origin did not answer'} (check --peer and the network)`
+          ? unusable !== ''
+            ? `no peer it could use has ${this.target.version} (${unusable})`
+            : `no peer has ${this.target.version}${this.origin === undefined ? ' and no origin is listed' : ', and its origin did not answer'} (check --peer and the network)`
           : busy > 0
             ? `${busy} peer(s) that have it are busy: they answered QUEUED (every upload slot in use) but delivered none of the ${missing} missing pieces for ${seconds} s; try again later, or add peers`
             : `${live} peer(s) connected, but none delivered any of the ${missing} missing pieces for ${seconds} s`

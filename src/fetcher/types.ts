@@ -85,6 +85,8 @@ export interface PeerJudge {
   /** Records an offence; returns true when the peer is now banned. */
   penalize: (peer: string, offence: Offence, detail: string) => boolean
   credit: (peer: string, bytes: number) => void
+  /** Records why a peer cannot be used when that is no offence (an older shoal). */
+  note?: (peer: string, detail: string) => void
 }
 
 export interface OriginSource {

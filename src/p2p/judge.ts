@@ -36,6 +36,8 @@ export interface PeerRecord {
   offences: Partial<Record<JudgeOffence, number>>
   bannedUntil?: number
   lastOffence?: string
+  /** Why the peer cannot be used, when that is no offence (it runs an older shoal). */
+  note?: string
 }
 
 export class PeerScores implements PeerJudge {
@@ -59,6 +61,10 @@ export class PeerScores implements PeerJudge {
       return true
     }
     return this.isBanned(peer)
+  }
+
+  note (peer: string, detail: string): void {
+    this.record(peer).note = detail
   }
 
   credit (peer: string, bytes: number): void {

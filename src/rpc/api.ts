@@ -167,6 +167,8 @@ export interface PeerRow {
   offences: Record<string, number>
   bannedUntil?: number
   lastOffence?: string
+  /** Why the peer is not used, when that is no offence (it runs an older shoal). */
+  note?: string
 }
 
 export interface ShoalApi {

@@ -18,8 +18,7 @@
  * own services (`hostile-peer.ts`) in this process, on the host's loopback.
  *
  * Every wait polls a condition under a deadline; no case asserts a speed. Most daemons log at
- * debug level: the order of their log lines is what shows where the blocks went. Defects found
- * here are expected failures (`it.fails`), each with what goes wrong and what should happen.
+ * debug level: the order of their log lines is what shows where the blocks went.
  */
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
@@ -363,20 +362,12 @@ describe('the data plane under faults (/shoal/chunks/2.0.0, bulk channel)', () =
         expect(about.some(l => names(l.err as string)), JSON.stringify(about)).toBe(true)
       })
 
-      // Defect: the puller explains the old peer (`OldPeerError`: "peer … does not speak
-      // /shoal/chunks/2.0.0 (it speaks /shoal/chunks/1.0.0: it runs an older shoal); upgrade it …")
-      // only in a debug line ("could not reach peer", fetcher/session.ts `connect`): at the default
-      // level (info) the log says nothing of it. The data plane's design (chunks 2.0.0, mixed
-      // versions) says the node logs and records it.
-      it.fails('the old peer is reported in the log at the default level, naming both versions and saying to upgrade', async () => {
+      it('the old peer is reported in the log at the default level, naming both versions and saying to upgrade', async () => {
         const shown = log.filter(l => (l.level ?? 0) >= 30 && JSON.stringify(l).includes(old.peerId))
         expect(shown.some(l => names(JSON.stringify(l))), `info-or-above lines about the old peer: ${JSON.stringify(shown)}`).toBe(true)
       })
 
-      // Defect: nothing records an old peer for `shoal peers` (its row has no offence, no note):
-      // the OldPeerError is dropped in fetcher/session.ts `connect`. The data plane's design
-      // (chunks 2.0.0, mixed versions) says `shoal peers` shows it.
-      it.fails('shoal peers shows the old peer as running an older shoal', async () => {
+      it('shoal peers shows the old peer as running an older shoal', async () => {
         const r = await puller.d.cli(['peers'])
         expect(r.code, r.stderr).toBe(0)
         const line = r.stdout.split('\n').find(l => l.includes(old.peerId.slice(-12))) ?? ''
@@ -385,11 +376,7 @@ describe('the data plane under faults (/shoal/chunks/2.0.0, bulk channel)', () =
       })
     })
 
-    // Defect: with only an old peer the pull fails after `stallSeconds` with "stalled: no peer has
-    // <version> and no origin is listed (check --peer and the network)": wrong (a peer has it) and
-    // no help (it does not say the peer runs an older shoal). It should name both protocol
-    // versions and say to upgrade that peer.
-    it.fails('alone: the pull fails with an error naming both protocol versions and saying to upgrade', async () => {
+    it('alone: the pull fails with an error naming both protocol versions and saying to upgrade', async () => {
       const puller = await node('old-only-puller', { config: { p2p, transfer: { stallSeconds: 5 } } })
       await connectOld(puller)
       const r = await puller.d.cli(['pull', `m@${version}`])
@@ -459,14 +446,7 @@ describe('the data plane under faults (/shoal/chunks/2.0.0, bulk channel)', () =
       console.log(`silent seed: asked for ${silent.asked()} spans (served ${SERVED}); on record ${JSON.stringify(row?.offences)}`)
     })
 
-    // Defect (fetcher/session.ts `pickFor`): while a partial peer is connected, a seed is asked
-    // only for pieces no partial peer holds ("seedOnly"), in the endgame too. A partial peer that
-    // claims pieces and never sends them (hung, or hostile) makes them unobtainable from the seed
-    // for as long as it stays connected: its requests time out (a soft offence, never a ban), the
-    // pieces go back to it, and the pull fails "stalled: 2 peer(s) connected, but none delivered
-    // any of the N missing pieces for 15 s" (every resumed attempt alike), though the seed has
-    // them all. A piece whose request timed out at a partial peer should be asked of the seed.
-    it.fails('a peer pulling the same version, beside an honest seed: the pull completes from the seed', async () => {
+    it('a peer pulling the same version, beside an honest seed: the pull completes from the seed', async () => {
       const { r, model } = scenarios.partialBeside
       await expectPulledIdentical(r, model)
     })
@@ -480,16 +460,7 @@ describe('the data plane under faults (/shoal/chunks/2.0.0, bulk channel)', () =
       expect(row?.bannedUntil, 'a slow or hung peer is not banned for timeouts').toBeUndefined()
     })
 
-    // Defect (fetcher/session.ts `request`): a request's deadline is `requestTimeoutBaseMs +
-    // 2000 × (bytes ahead + span) / rate`, with `rate` the peer's moving average, which decays by
-    // `RATE_EWMA` every tick while a silent peer holds requests. About 9 s after its last byte the
-    // deadline passes 2^31 - 1 ms, and Node runs such a timer after 1 ms (TimeoutOverflowWarning):
-    // each request to the silent peer then "times out" at once, goes back, is asked of the same
-    // peer again, and so on, thousands of times a second until the pull ends (one run: 6,292
-    // timeouts, each a `timeout` on the peer's record, in 3 s). Before that, a request to it gets
-    // a deadline of hours. A deadline should be bounded (e.g. by `maxRequestAgeMs`) and never
-    // below the base. (Beside an honest seed it shows too, when the pull lasts long enough.)
-    it.fails('alone: no request times out before its deadline (requestTimeoutBaseMs at least), and no timer overflows', async () => {
+    it('alone: no request times out before its deadline (requestTimeoutBaseMs at least), and no timer overflows', async () => {
       const { puller, log } = scenarios.partialAlone
       const timedOut = log.filter(l => l.msg === 'request timed out')
       expect(timedOut.length).toBeGreaterThan(0)
