@@ -40,10 +40,13 @@ export interface PeerRates {
 
 /**
  * Twice the time `bytes` take at the peer's long-run rate, at most `maxRateAllowanceMs`; 0 before
- * it delivered anything and was measured for `minRateSampleMs`.
+ * bytes of blocks came from it and it was measured for `minRateSampleMs`. Bytes still arriving
+ * count, not only whole blocks: a peer whose first block is slow in coming has been sending too
+ * (before, its first block had only the base, and was kept only when the tick that noticed its
+ * last bytes came late enough).
  */
 export function twoSpansMs (peer: PeerRates, bytes: number, o: LivenessOptions): number {
-  const rate = peer.received > 0 && peer.busyMs >= o.minRateSampleMs ? peer.busyBytes * 1000 / peer.busyMs : 0
+  const rate = peer.busyBytes > 0 && peer.busyMs >= o.minRateSampleMs ? peer.busyBytes * 1000 / peer.busyMs : 0
   return rate > 0 ? Math.min(o.maxRateAllowanceMs, 2000 * bytes / rate) : 0
 }
 
