@@ -8,7 +8,7 @@
 import '../polyfill.js'
 import { resolve } from 'node:path'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
-import { clientTarget, loadConfig } from '../config/config.js'
+import { clientTarget, loadConfig, parseSize } from '../config/config.js'
 import { ShoalError } from '../core/errors.js'
 import { parseTags, type Metadata } from '../core/metadata.js'
 import { parseRef } from '../core/names.js'
@@ -148,7 +148,14 @@ program.command('add').helpGroup('Models:')
   .option('--tag <tag>', 'metadata: tag as key=value or key (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
   .option('--origin <url>', 'HTTP(S) base URL serving the same files (web seed for pullers)')
   .option('--no-pin', 'do not pin the new version (GC may then remove it unless labelled)')
-  .action(async (path: string, opts: { name: string, label?: string, meta?: string, description?: string, framework?: string, task?: string, license?: string, tag: string[], pin: boolean, origin?: string }) => {
+  .option('--block-size <size>', 'bytes per verified block, a power of two from 16KiB to 4MiB (default 256KiB)', (v: string) => {
+    try {
+      return parseSize(v)
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message)
+    }
+  })
+  .action(async (path: string, opts: { name: string, label?: string, meta?: string, description?: string, framework?: string, task?: string, license?: string, tag: string[], pin: boolean, origin?: string, blockSize?: number }) => {
     const metadata: Metadata = {
       ...(opts.description !== undefined ? { description: opts.description } : {}),
       ...(opts.framework !== undefined ? { framework: opts.framework } : {}),
@@ -163,6 +170,7 @@ program.command('add').helpGroup('Models:')
         ...(opts.label !== undefined ? { label: opts.label } : {}),
         ...(opts.meta !== undefined ? { metaFile: resolve(opts.meta) } : {}),
         ...(opts.origin !== undefined ? { origin: opts.origin } : {}),
+        ...(opts.blockSize !== undefined ? { blockSize: opts.blockSize } : {}),
         ...(Object.keys(metadata).length > 0 ? { metadata } : {})
       }, p => bar.update(p))
       bar.stop()

@@ -133,6 +133,7 @@ export class DaemonService implements ShoalApi {
       ...(req.metaFile !== undefined ? { metaFile: req.metaFile } : {}),
       ...(req.origin !== undefined ? { origin: req.origin } : {}),
       ...(req.pin !== undefined ? { pin: req.pin } : {}),
+      ...(req.blockSize !== undefined ? { blockSize: req.blockSize } : {}),
       ...(signal !== undefined ? { signal } : {}),
       onProgress: p => throttled({ ...p })
     })

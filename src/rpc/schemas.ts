@@ -19,7 +19,9 @@ export const addRequest = z.strictObject({
   metadata: metadataSchema.optional(),
   metaFile: absolutePath.optional(),
   origin: z.string().url().max(2048).optional(),
-  pin: z.boolean().optional()
+  pin: z.boolean().optional(),
+  /** Bytes per block of the version's block trees (a power of two from 16 KiB to 4 MiB); default 256 KiB. */
+  blockSize: z.number().int().positive().max(4 * 1024 * 1024).optional()
 })
 
 export const refRequest = z.strictObject({ ref })

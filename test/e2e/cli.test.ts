@@ -211,6 +211,20 @@ describe('shoal CLI against a real daemon', () => {
     expect((await d.json<ShowResult>(['show', 'tiny@canary'])).version).toBe(canary)
   })
 
+  it('add --block-size sets the block size of the version\'s trees; a size that is not one is refused saying what a block size is', async () => {
+    const id = versionOf(await d.cli(['add', src, '--name', 'tiny-blocks', '--block-size', '64KiB', '--no-pin', '--json']))
+    expect((await d.json<ShowResult>(['show', `tiny-blocks@${id}`])).blockSize).toBe(64 * 1024)
+    const bad = await d.cli(['add', src, '--name', 'tiny-blocks', '--block-size', '100000'])
+    expect(bad.code).not.toBe(0)
+    expect(bad.stderr).toContain('block size 100000 is not a power of two from 16384 to 4194304 bytes')
+    const junk = await d.cli(['add', src, '--name', 'tiny-blocks', '--block-size', 'big'])
+    expect(junk.code).not.toBe(0)
+    expect(junk.stderr).toContain('"big" is not a size')
+    // Unpinned and unlabelled: gc takes it, and the store is as the other tests expect.
+    expectExit(await d.cli(['gc']), 0)
+    expect((await d.json<ModelRow[]>(['ls'])).map(m => m.name)).toEqual(['tiny'])
+  })
+
   it('an unknown ref exits 4', async () => {
     for (const ref of ['tiny@nosuchlabel', 'nosuchmodel', `tiny@${'b'.repeat(12)}`]) {
       const r = await d.cli(['show', ref, '--json'])
