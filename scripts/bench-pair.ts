@@ -7,7 +7,7 @@
  * durable pull on this machine (baselines/verify-cost.ts): when both ends share the cores, hashing
  * and writing every byte take CPU a bare stream spends on the transfer.
  *
- *   npm run bench:pair -- [--mib 1024] [--runs 3]
+ *   npm run bench:pair -- [--mib 1024] [--runs 3] [--block-size 256KiB]
  */
 import '../src/polyfill.js'
 import { mkdtemp, rm, mkdir } from 'node:fs/promises'
@@ -27,7 +27,7 @@ function cpuSplit (now: { user: number, sys: number }, before: { user: number, s
   return `${(now.user - before.user).toFixed(2)} user + ${(now.sys - before.sys).toFixed(2)} sys`
 }
 
-const { values } = parseArgs({ options: { mib: { type: 'string', default: '1024' }, runs: { type: 'string', default: '3' } } })
+const { values } = parseArgs({ options: { mib: { type: 'string', default: '1024' }, runs: { type: 'string', default: '3' }, 'block-size': { type: 'string' } } })
 const MiB = 1024 * 1024
 const bytes = Number(values.mib) * MiB
 const runs = Number(values.runs)
@@ -41,7 +41,7 @@ try {
   const listen = ['--listen', '/ip4/127.0.0.1/tcp/0']
   const seed = await new DaemonProcess(join(root, 'seed'), listen).start()
   daemons.push(seed)
-  const { version, structure } = await seed.json<{ version: string, structure: { totalSize: number } }>(['add', join(root, 'model'), '--name', 'bench'])
+  const { version, structure } = await seed.json<{ version: string, structure: { totalSize: number } }>(['add', join(root, 'model'), '--name', 'bench', ...(values['block-size'] !== undefined ? ['--block-size', values['block-size']] : [])])
   const size = structure.totalSize
   const { addresses } = await seed.json<{ addresses: string[] }>(['id'])
 
@@ -81,7 +81,7 @@ try {
   const pull = median(rates)
   const pullCpu = median(cpuRates)
   console.log('')
-  console.log(`shoal pair benchmark (${(size / MiB).toFixed(0)} MiB over loopback, median of ${runs}; load average ${loadavg()[0]?.toFixed(2) ?? '?'})`)
+  console.log(`shoal pair benchmark (${(size / MiB).toFixed(0)} MiB over loopback, block size ${values['block-size'] ?? 'default'}, median of ${runs}; load average ${loadavg()[0]?.toFixed(2) ?? '?'})`)
   console.log('                     wall-clock    per receiver CPU-second')
   console.log(`raw TCP              ${mb(raw.mbps)}    ${mb(raw.cpuMbps)}`)
   console.log(`bare libp2p stream   ${mb(libp2p.mbps)}    ${mb(libp2p.cpuMbps)}   (tcp + noise + yamux, one stream)`)
