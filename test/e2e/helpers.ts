@@ -173,6 +173,20 @@ export async function listing (d: DaemonProcess): Promise<Record<string, unknown
 }
 
 /**
+ * Polls `probe` every `everyMs` until it gives a value (not undefined), which it returns; fails
+ * naming `what` after `timeoutMs`. For waiting on a condition, never a fixed sleep.
+ */
+export async function until<T> (what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await probe()
+    if (value !== undefined) return value
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, everyMs))
+  }
+}
+
+/**
  * The store is consistent: `verify` is clean, the listing is `expected` (no partial version
  * appeared), `tmp/` is empty and every file in `blobs/` is a blob the index records.
  */

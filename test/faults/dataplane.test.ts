@@ -34,7 +34,7 @@ import { DEFAULT_SESSION_OPTIONS } from '../../src/fetcher/session.js'
 import { CONNECT_TIMEOUT_MS } from '../../src/protocol/bulk/constants.js'
 import { BULK_SETUP_MS, CHUNKS_PROTOCOL, OLD_CHUNKS_PROTOCOLS, type ChunkSource } from '../../src/protocol/chunks/index.js'
 import type { PeerRow, StatusResult } from '../../src/rpc/api.js'
-import { Harness, rawRequest, writeModelFolder, type CliResult, type DaemonProcess } from '../e2e/helpers.js'
+import { Harness, rawRequest, until, writeModelFolder, type CliResult, type DaemonProcess } from '../e2e/helpers.js'
 import { HostilePeer, openLimiter, spanOf } from './hostile-peer.js'
 
 const MiB = 1024 * 1024
@@ -53,16 +53,6 @@ function logOf (d: DaemonProcess): LogLine[] {
     try { out.push(JSON.parse(line) as LogLine) } catch { /* a line still being written */ }
   }
   return out
-}
-
-async function until<T> (what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const value = await probe()
-    if (value !== undefined) return value
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
 }
 
 async function sha256Of (path: string): Promise<string> {

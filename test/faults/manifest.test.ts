@@ -27,7 +27,7 @@ import { encodeBlock, RAW_CODEC, type VersionId } from '../../src/core/digest.js
 import { DEFAULT_BLOCK_SIZE, DEFAULT_MAX_MANIFEST_CHUNKS, type Manifest, type ManifestFile } from '../../src/core/manifest.js'
 import { ShoalClient } from '../../src/rpc/client.js'
 import type { StatusResult } from '../../src/rpc/api.js'
-import { EXIT, Harness, expectExit, listDir, type DaemonProcess } from '../e2e/helpers.js'
+import { until, EXIT, Harness, expectExit, listDir, type DaemonProcess } from '../e2e/helpers.js'
 import { HostilePeer, fileOf, manifestOf } from './hostile-peer.js'
 
 const MiB = 1024 * 1024
@@ -58,17 +58,6 @@ function hugeManifest (name: string, chunks: number, perFile = 20_000): { bytes:
   const totalSize = files.reduce((n, f) => n + f.size, 0)
   const { bytes, cid } = encodeBlock({ schema: 2, blockSize: DEFAULT_BLOCK_SIZE, name, created: 1, parent: null, files, metadata: {}, structure: { formats: ['other'], parameterCount: 0, dtypes: [], tensorCount: 0, totalSize } })
   return { bytes, id: cid }
-}
-
-/** Polls `check` until it returns a value, or fails after `ms` saying what it waited for. */
-async function until<T> (what: string, check: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const value = await check()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
 }
 
 /** An HTTP server that answers every request 503 and notes when each came: the "internal URL". */

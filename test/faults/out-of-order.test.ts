@@ -21,7 +21,7 @@ import { HEADS_PROTOCOL } from '../../src/protocol/heads/index.js'
 import { SyncMessage } from '../../src/protocol/heads/pb/heads.js'
 import { MANIFEST_PROTOCOL } from '../../src/protocol/manifest/index.js'
 import { ManifestRequest, ManifestResponse } from '../../src/protocol/manifest/pb/manifest.js'
-import { Harness, writeModelFolder } from '../e2e/helpers.js'
+import { until, Harness, writeModelFolder } from '../e2e/helpers.js'
 import { HostilePeer } from './hostile-peer.js'
 
 const MiB = 1024 * 1024
@@ -39,16 +39,6 @@ function sendAll (stream: Stream, frames: Uint8ArrayList[]): void {
   for (const f of frames) {
     try { stream.send(f) } catch { return } // the daemon may already have hung up: that is an answer too
   }
-}
-
-async function until<T> (what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const value = await probe()
-    if (value !== undefined) return value
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  throw new Error(`timed out waiting for ${what}`)
 }
 
 describe('a peer that sends every message out of order', () => {

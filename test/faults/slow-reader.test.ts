@@ -26,7 +26,7 @@ import { blockCount } from '../../src/core/tree.js'
 import { CHUNKS_PROTOCOL, MAX_SPAN_BLOCKS } from '../../src/protocol/chunks/constants.js'
 import { ChunkRequest } from '../../src/protocol/chunks/pb/chunks.js'
 import { blockSizeOf } from '../../src/core/manifest.js'
-import { Harness, writeModelFolder } from '../e2e/helpers.js'
+import { until, Harness, writeModelFolder } from '../e2e/helpers.js'
 import { HostilePeer } from './hostile-peer.js'
 
 const MiB = 1024 * 1024
@@ -34,16 +34,6 @@ const STREAMS = 4
 const WANTS_PER_STREAM = 60
 
 interface PeerRow { peerId: string, bytesReceived: number, bannedUntil?: number, offences: Record<string, number>, lastOffence?: string }
-
-async function until<T> (what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const value = await probe()
-    if (value !== undefined) return value
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
 
 describe('a requester that stops reading', () => {
   let h: Harness
