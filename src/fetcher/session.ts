@@ -54,11 +54,6 @@ export interface SessionOptions {
    * and 129 of one pull's came back BUSY. @default 48
    */
   maxRequestsPerPeer: number
-  /**
-   * Chunks of several blocks assembled in memory at once (the target's `assemblingCount`), past
-   * which no new one is started: each holds a chunk-sized buffer (the store's `MAX_ASSEMBLING`). @default 8
-   */
-  maxAssembling: number
   /** Per-peer window bounds; the adaptive window aims at `windowSeconds` of the peer's rate. */
   minWindowBytes: number
   maxWindowBytes: number
@@ -128,7 +123,6 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   maxInFlightBytes: 64 * 1024 * 1024,
   seedReserveBytes: 8 * 1024 * 1024,
   maxRequestsPerPeer: 48,
-  maxAssembling: 8,
   minWindowBytes: 8 * 1024 * 1024,
   maxWindowBytes: 24 * 1024 * 1024,
   windowSeconds: 0.5,
@@ -243,8 +237,6 @@ export class FetchSession {
    * each holds a chunk-sized buffer until its last block is verified.
    */
   private readonly started = new Set<ChunkId>()
-  /** Chunks of several blocks with a piece asked for, until whole: at most `maxAssembling`. */
-  private readonly open = new Set<ChunkId>()
   /**
    * Pieces a partial peer was asked for and did not deliver (timed out, refused, gone): a seed may
    * be asked for them though partial peers claim them (a partial peer that claims pieces and
@@ -525,11 +517,7 @@ export class FetchSession {
     const may = (piece: number): boolean => this.peerHas(peer, piece) && !((peer.deferred.get(piece) ?? 0) > now) && (!seedOnly || this.availability.partialHolders(piece) === 0 || this.failedAtPartial.has(piece))
     const open = this.pickStarted(may)
     if (open !== undefined) return open
-    // At `maxAssembling` chunks of several blocks open, no new one is started: its blocks would
-    // hold one more chunk-sized buffer until its last one came.
-    const full = this.openChunks() >= this.opts.maxAssembling
-    const fresh = this.picker.pick(this.unrequested, full ? piece => may(piece) && this.oneBlock(piece) : may, piece => this.availability.of(piece))
-    if (fresh === undefined && full && this.unrequested.size > 0) return undefined
+    const fresh = this.picker.pick(this.unrequested, may, piece => this.availability.of(piece))
     if (fresh !== undefined || this.unrequested.size > 0 || peer.origin !== undefined) return fresh
     // Endgame: nothing unrequested; duplicate the piece whose request is latest (in flight longer
     // than its peer's rate predicts), so the tail does not wait on one slow peer.
@@ -542,17 +530,6 @@ export class FetchSession {
       if (late > latest) { best = piece; latest = late }
     }
     return best
-  }
-
-  /** Chunks of several blocks asked for and not yet whole (each assembled in a chunk-sized buffer). */
-  private openChunks (): number {
-    for (const chunk of this.open) if (!this.target.isMissing(chunk)) this.open.delete(chunk)
-    return this.open.size
-  }
-
-  /** Whether `piece` is a whole chunk of one block (written without assembling). */
-  private oneBlock (piece: number): boolean {
-    return this.target.sizeOf(this.table.pieces[piece]!.chunk) <= this.target.blockSize
   }
 
   /** An unrequested piece of a chunk already started that `may` allows; chunks with none left are forgotten. */
@@ -616,7 +593,6 @@ export class FetchSession {
     this.inflightBytes += size
     this.unrequested.delete(piece)
     this.started.add(p.chunk)
-    if (!this.oneBlock(piece)) this.open.add(p.chunk)
     const who = this.requesters.get(piece) ?? new Set()
     who.add(peer.key)
     this.requesters.set(piece, who)

@@ -62,12 +62,8 @@ export const FLUSH_INTERVAL_MS = 500
 export const FLUSH_BYTES = 64 * 1024 * 1024
 
 /**
- * Chunks a pull assembles from blocks at once (each holds one buffer of `MAX_CHUNK_SIZE`), and
- * assembly buffers kept for reuse: the scheduler starts no new chunk of several blocks past its
- * own `maxAssembling` (the same 8: chunks of several blocks asked for and not yet whole), so
- * assembly holds at most 32 MiB. (The memory benchmark's middle daemon peaked at 344–354 MiB
- * with and without this bound: its peak is elsewhere.)
- * @default 8
+ * Chunks a pull assembles from blocks at once (each holds one buffer of `MAX_CHUNK_SIZE`); the
+ * scheduler starts no new chunk past it. @default 8
  */
 export const MAX_ASSEMBLING = 8
 
@@ -294,6 +290,10 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     return this.assembling.get(id)?.present[index] !== 1
   }
 
+  /** Chunks being assembled now; the scheduler starts no new chunk at `MAX_ASSEMBLING`. */
+  get assemblingCount (): number {
+    return this.assembling.size
+  }
 
   /** Whether chunk `id` is being assembled (some of its blocks are here). */
   isAssembling (id: ChunkId): boolean {

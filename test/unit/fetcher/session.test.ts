@@ -639,24 +639,6 @@ describe('FetchSession', () => {
       expect([...byChunk.values()].some(who => who.size > 1)).toBe(true)
     })
 
-    it('never has more than maxAssembling chunks of several blocks asked for and not yet whole', async () => {
-      const target = new FakeTarget(makeChunks(20, 2_000, 3_000), false, 512)
-      const fakes = ['a', 'b', 'c'].map(k => peer(k, target, { delayMs: 20 }))
-      // Chunks asked for (a span of theirs sent to some peer) and not yet whole, at each block's arrival.
-      let most = 0
-      const putBlock = target.putBlock.bind(target)
-      target.putBlock = async (...args) => {
-        const open = new Set(fakes.flatMap(f => f.spans.map(s => s.chunk)).filter(id => target.isMissing(id)))
-        most = Math.max(most, open.size)
-        return await putBlock(...args)
-      }
-      const { run } = start(target, fakes, { ...BLOCKS, maxAssembling: 2, minWindowBytes: 100_000, maxWindowBytes: 100_000 })
-      await run
-      expectComplete(target)
-      expect(most).toBeGreaterThan(0)
-      expect(most).toBeLessThanOrEqual(2)
-    })
-
     it('refuses a corrupt block at that block, asks its piece again elsewhere, and bans the sender at the third', async () => {
       const target = new FakeTarget(makeChunks(8, 2_000, 3_000), false, 512)
       const bad = peer('bad', target, { corrupt: true, delayMs: 1 })
