@@ -16,6 +16,7 @@
  *   sudo npm run bench:swarm -- [--cells 25:st256,100:bin256] [--runs 1] [--peers 6]
  *     [--skip-shoal] [--skip-aria2] [--skip-mesh] [--keep-page-cache]
  *     [--strategy weighted] [--slots K] [--logs <dir>] [--verbose] [--burst-kb K] [--latency-ms L]
+ *     [--transfer '{"encrypt":false}']
  *   sudo npm run bench:swarm -- --rate 100 --mib 64      # one cell: 100 Mbit/s, 64 MiB safetensors
  *
  * `--cells`: comma-separated `<Mbit/s>:<file>`, the file being `st<MiB>` (a llama-shaped
@@ -36,6 +37,7 @@
  * aria2 at info level, written to `<dir>/<cell>-run<r>-<host>.log`, plus each host's TCP counters.
  * `--verbose`: shoal's per-second seed and puller rates and what each puller got from whom.
  * `--burst-kb`, `--latency-ms`: the tbf bucket depth and queue length (see scripts/lib/netns.ts).
+ * `--transfer`: JSON merged into every daemon's `transfer` config (e.g. `{"encrypt":false}`).
  */
 import '../src/polyfill.js'
 import { execFileSync } from 'node:child_process'
@@ -102,6 +104,7 @@ const { values } = parseArgs({
     strategy: { type: 'string', default: 'weighted' },
     verbose: { type: 'boolean', default: false },
     slots: { type: 'string' },
+    transfer: { type: 'string' },
     logs: { type: 'string' },
     'skip-shoal': { type: 'boolean', default: false },
     'skip-aria2': { type: 'boolean', default: false },
@@ -111,6 +114,7 @@ const { values } = parseArgs({
   }
 })
 const N = Number(values.peers)
+const extraTransfer = values.transfer !== undefined ? JSON.parse(values.transfer) as Record<string, unknown> : {}
 const runs = Number(values.runs)
 const cells = (values.cells ?? (values.mib !== undefined || values.rate !== undefined
   ? `${values.rate ?? 100}:st${values.mib ?? 256}`
@@ -176,7 +180,7 @@ async function runShoal (cell: Cell, run: number, folder: string, fileBytes: num
     const u = swarm.rateBytesPerSec
     const [seedHost, ...peerHosts] = swarm.hosts
     if (seedHost === undefined) throw new Error('no hosts')
-    const config = JSON.stringify({ transfer: { strategy: values.strategy, ...(values.slots !== undefined ? { uploadSlots: Number(values.slots) } : {}) } })
+    const config = JSON.stringify({ transfer: { strategy: values.strategy, ...(values.slots !== undefined ? { uploadSlots: Number(values.slots) } : {}), ...extraTransfer } })
     const start = async (name: string, ip: string, ns: string, peers: string[]): Promise<DaemonProcess> => {
       const home = join(homes, name)
       await mkdir(home, { recursive: true })

@@ -29,7 +29,7 @@ export class DaemonProcess {
   /** Starts the daemon and waits until `shoal status` answers. */
   async start (timeoutMs = 20_000): Promise<this> {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`)
-    const [command, ...prefix] = [...this.wrap, process.execPath, ...DAEMON_NODE_FLAGS, ...profileArgs()]
+    const [command, ...prefix] = [...this.wrap, process.execPath, ...(process.env.SHOAL_NODE_FLAGS !== undefined ? process.env.SHOAL_NODE_FLAGS.split(' ').filter(f => f !== '') : DAEMON_NODE_FLAGS), ...profileArgs()]
     // Tests and benchmarks stay on loopback (an ephemeral port) unless told where to listen.
     const listen = this.extraArgs.includes('--listen') ? [] : ['--listen', '/ip4/127.0.0.1/tcp/0']
     const child = spawn(command ?? process.execPath, [...prefix, CLI, 'daemon', ...listen, ...this.extraArgs], {
@@ -134,6 +134,8 @@ async function statusPid (socket: string): Promise<number | undefined> {
 }
 
 /**
+ * `SHOAL_NODE_FLAGS='<flags>'` starts every daemon here with those node flags instead of
+ * `DAEMON_NODE_FLAGS` (to measure a V8 setting against the shipped one in the same benchmark).
  * `SHOAL_PROFILE_DIR=<dir>` makes every daemon started here write a V8 CPU profile into `dir` when
  * it exits (benchmarks stop daemons with SIGTERM, which exits normally).
  */
