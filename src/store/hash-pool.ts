@@ -9,7 +9,12 @@
  * One task hashes one chunk: its sha2-256 (its id) and, given a block size smaller than the chunk,
  * the leaf hash of each block (`leafHash` of `core/tree.ts`: sha2-256 of 0x00 and the block), in
  * one walk over the bytes, block by block, so the second hash of a block reads it from the cache.
- * The worker's leaf formula is checked against `leafHash` by the unit tests.
+ * Or it hashes one received block's leaf alone (`leaf`): a pull verifies every block this way
+ * before it counts. The worker's leaf formula is checked against `leafHash` by the unit tests.
+ *
+ * One pool per store does both jobs: each worker is a V8 isolate of its own (~10 MiB resident
+ * before any work), and a pull hashes blocks as they arrive while adds hash whole chunks, so two
+ * pools would mostly sit beside each other.
  */
 import { Worker } from 'node:worker_threads'
 
@@ -23,6 +28,10 @@ const LEAF_PREFIX = Uint8Array.of(0)
 parentPort.on('message', ({ id, buffer, offset, length, blockSize }) => {
   try {
     const bytes = new Uint8Array(buffer, offset, length)
+    if (blockSize < 0) {
+      parentPort.postMessage({ id, digest: createHash('sha256').update(LEAF_PREFIX).update(bytes).digest() })
+      return
+    }
     const whole = createHash('sha256')
     let leaves
     if (blockSize > 0 && length > blockSize) {
@@ -85,6 +94,17 @@ export class HashPool {
    * its blocks' leaf hashes. Same contract on `view` as `sha256`.
    */
   async hashChunk (view: Uint8Array, blockSize: number): Promise<ChunkHashes> {
+    if (blockSize < 0) throw new RangeError(`block size ${blockSize} is negative`)
+    return await this.post(view, blockSize)
+  }
+
+  /** The leaf hash of one block (`leafHash` of `core/tree.ts`). Same contract on `view` as `sha256`. */
+  async leaf (view: Uint8Array): Promise<Uint8Array> {
+    return (await this.post(view, -1)).digest
+  }
+
+  /** One task; `blockSize` -1 asks for the leaf hash of `view`. */
+  private async post (view: Uint8Array, blockSize: number): Promise<ChunkHashes> {
     if (!(view.buffer instanceof SharedArrayBuffer)) throw new TypeError('HashPool hashes shared memory only')
     const id = this.nextId++
     const worker = this.workers[this.turn++ % this.workers.length]

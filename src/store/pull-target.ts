@@ -6,7 +6,7 @@
  * Blocks (`putBlock`): a chunk of several blocks is assembled in memory, in one pooled buffer per
  * chunk in progress (a few at once: the scheduler finishes chunks it
  * started). Each block is checked against the chunk's tree root from the manifest by its proof
- * (`core/tree.ts`, the leaf hashed on a worker) before it counts, and from then on it is
+ * (`core/tree.ts`, the leaf hashed on the store's worker pool) before it counts, and from then on it is
  * servable to peers with its proof (cut-through: `readBlocks`, announced by the `blocks` event).
  * When the last block is in, the whole chunk is hashed once more and must match its id — so the
  * store never indexes bytes under an id they do not have, whatever root a manifest claims — then
@@ -50,7 +50,6 @@ import { byteLength, type ChunkId, type FileDigest, type VersionId } from '../co
 import { DigestMismatchError, DiskFullError, MalformedDataError } from '../core/errors.js'
 import { blockSizeOf, chunkRootOf, decodeManifest, type Manifest } from '../core/manifest.js'
 import { blockCount, blockRange, equalBytes, joinHashes, proofOf, rootFromProof, splitHashes } from '../core/tree.js'
-import { LeafPool } from './leaf-pool.js'
 import { DirectWrites } from './direct-io.js'
 import { fsyncDir, isErrno, writeAt, type WriteContext } from './fsutil.js'
 import type { IndexOp } from './index-db.js'
@@ -72,7 +71,6 @@ export const MAX_ASSEMBLING = 8
 
 /** Assembly buffers, shared by every pull of the process (`SharedArrayBuffer`s: hashed on workers). */
 const assemblyPool = new BufferPool(MAX_CHUNK_SIZE, { maxPooled: MAX_ASSEMBLING })
-let leafPool: LeafPool | undefined
 
 /** A chunk being assembled from its blocks. */
 interface Assembly {
@@ -363,8 +361,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     const verifying = (async (): Promise<boolean> => {
       const view = assembly.buffer.subarray(offset, offset + length)
       copyParts(bytes, view)
-      leafPool ??= new LeafPool()
-      const leaf = await leafPool.leaf(view)
+      const leaf = await this.store.leafHash(view)
       let path: Uint8Array[]
       try {
         path = splitHashes(proof)

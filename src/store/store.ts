@@ -38,7 +38,7 @@ import { chunkIdFromSha256, chunkMatches, isCid, parseCid, RAW_CODEC, SHA2_256 }
 import { ConflictError, DiskFullError, InvalidInputError, LockedError, NotFoundError, StorageIoError } from '../core/errors.js'
 import { checkBlockSize, decodeManifest, encodeManifest, type Manifest } from '../core/manifest.js'
 import { checkLabel, checkModelName, parseRef } from '../core/names.js'
-import { blockCount, blockRange } from '../core/tree.js'
+import { blockCount, blockRange, leafHash } from '../core/tree.js'
 import { BlobWriter, type WrittenBlob } from './blob-writer.js'
 import { LeafStore } from './leaf-store.js'
 import { checkLayer, leavesKey } from './leaves.js'
@@ -278,6 +278,17 @@ export class Store {
     if (cid.code !== RAW_CODEC || cid.multihash.code !== SHA2_256) return chunkMatches(bytes, id)
     this.hashPool ??= new HashPool()
     return chunkIdFromSha256(await this.hashPool.sha256(whole)) === id
+  }
+
+  /**
+   * The leaf hash (`core/tree.ts`) of one received block: on the worker pool when the block is one
+   * view of shared memory, else on this thread. The bytes MUST stay unchanged until this resolves.
+   */
+  async leafHash (block: Uint8Array | readonly Uint8Array[]): Promise<Uint8Array> {
+    const view = block instanceof Uint8Array ? block : block.length === 1 ? block[0] : undefined
+    if (view === undefined || !(view.buffer instanceof SharedArrayBuffer)) return leafHash(block)
+    this.hashPool ??= new HashPool()
+    return await this.hashPool.leaf(view)
   }
 
   /**

@@ -69,6 +69,14 @@ describe('leaf layers', () => {
     expect((await pool.hashChunk(shared(seededBytes(40_000, 3)), 0)).leaves).toBeUndefined()
   })
 
+  it('the hash workers give leafHash of one received block, of any size, for the pull to fold with its proof', async () => {
+    for (const size of [0, 1, 100, 16 * KiB, 256 * KiB + 7]) {
+      const bytes = seededBytes(size, size + 1)
+      expect(sameBytes(await pool.leaf(shared(bytes)), leafHash(bytes)), `size ${size}`).toBe(true)
+    }
+    await expect(pool.leaf(seededBytes(10, 1))).rejects.toThrow('HashPool hashes shared memory only')
+  })
+
   it('keys name the chunk and the block size; checkLayer refuses layers of the wrong shape, saying what is wrong', () => {
     expect(splitLeavesKey(leavesKey('bafkreiabc', 262144))).toEqual(['bafkreiabc', 262144])
     expect(splitLeavesKey('junk')).toBeUndefined()
