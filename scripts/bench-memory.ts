@@ -3,10 +3,12 @@
  * (default 4) from a seed while serving it onward to a second puller at the same time. The middle
  * daemon's VmHWM (peak resident set, from /proc) is the figure; goal ≤ 256 MiB.
  *
- *   npm run bench:memory -- [--gib 4]
+ *   npm run bench:memory -- [--gib 4] [--transfer '{"encrypt":false}']
+ *
+ * `--transfer`: JSON written as every daemon's `transfer` config.
  */
 import '../src/polyfill.js'
-import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -14,13 +16,18 @@ import { ShoalClient } from '../src/rpc/client.js'
 import { DaemonProcess } from './lib/daemon-proc.js'
 import { llamaTensors, writeSafetensors } from './lib/synth.js'
 
-const { values } = parseArgs({ options: { gib: { type: 'string', default: '4' } } })
+const { values } = parseArgs({ options: { gib: { type: 'string', default: '4' }, transfer: { type: 'string' } } })
 const GiB = 1024 ** 3
 const MiB = 1024 ** 2
 const root = await mkdtemp(join(tmpdir(), 'shoal-bench-memory-'))
 const daemons: DaemonProcess[] = []
 const start = async (name: string, peers: string[]): Promise<DaemonProcess> => {
-  const d = new DaemonProcess(join(root, name), peers.flatMap(p => ['--peer', p]))
+  const home = join(root, name)
+  if (values.transfer !== undefined) {
+    await mkdir(home, { recursive: true })
+    await writeFile(join(home, 'config.json'), JSON.stringify({ transfer: JSON.parse(values.transfer) as unknown }))
+  }
+  const d = new DaemonProcess(home, peers.flatMap(p => ['--peer', p]))
   daemons.push(d)
   return await d.start()
 }
