@@ -83,15 +83,10 @@ export class FrameDecoder {
       if (this.buffer.byteLength > this.init.maxBufferBytes) {
         throw new MalformedDataError(`read buffer over ${this.init.maxBufferBytes} bytes`)
       }
-      let length: number
-      try {
-        length = varint.decode(this.buffer)
-      } catch (err) {
-        if (err instanceof RangeError) return // the length prefix has not fully arrived
-        throw err
-      }
+      const decoded = readPrefix(this.buffer)
+      if (decoded === undefined) return // the length prefix has not fully arrived
+      const { length, prefix } = decoded
       if (length > this.init.maxFrameBytes) throw new MalformedDataError(`frame of ${length} bytes over the ${this.init.maxFrameBytes}-byte cap`)
-      const prefix = varint.encodingLength(length)
       const assemble = this.init.assemble
       if (assemble !== undefined && length >= assemble.minBytes) {
         this.buffer.consume(prefix)
@@ -112,6 +107,33 @@ export class FrameDecoder {
     this.target = undefined
   }
 }
+
+/**
+ * The varint length prefix at the start of `list` and its size in bytes; undefined while it has not
+ * fully arrived.
+ * Throws `MalformedDataError` for a prefix longer than a 53-bit length. Reads byte by byte through
+ * the parts, without `Uint8ArrayList.get` (which looks for the part from the first one each time:
+ * a list of many small parts made the prefix cost more than the frame).
+ */
+export function readPrefix (list: Uint8ArrayList): { length: number, prefix: number } | undefined {
+  let value = 0
+  let scale = 1
+  let read = 0
+  for (const part of list) {
+    for (let i = 0; i < part.byteLength; i++) {
+      const byte = part[i]!
+      value += (byte & 0x7f) * scale
+      read++
+      if ((byte & 0x80) === 0) return { length: value, prefix: read }
+      if (read >= MAX_PREFIX_BYTES) throw new MalformedDataError(`a length prefix of more than ${MAX_PREFIX_BYTES} bytes`)
+      scale *= 128
+    }
+  }
+  return undefined
+}
+
+/** Bytes of the longest varint length prefix read (7 bits each: 2^56, past any frame cap). */
+const MAX_PREFIX_BYTES = 8
 
 /** Copies the first `count` bytes of `list` into `target` at `offset`. */
 function copyInto (list: Uint8ArrayList, count: number, target: Uint8Array, offset: number): void {

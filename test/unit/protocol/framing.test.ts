@@ -3,7 +3,7 @@ import * as varint from 'uint8-varint'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { BufferPool } from '../../../src/core/buffer-pool.js'
 import type { Stream } from '@libp2p/interface'
-import { FrameDecoder, FramedStream, SendStalledError } from '../../../src/protocol/framing.js'
+import { FrameDecoder, FramedStream, readPrefix, SendStalledError } from '../../../src/protocol/framing.js'
 import { rejection } from '../../helpers/assert.js'
 import { seededBytes } from '../../helpers/random.js'
 
@@ -172,5 +172,19 @@ describe('FramedStream sends', () => {
     }
     expect(stream.aborted).toBeUndefined()
     expect(framed.isOpen).toBe(true)
+  })
+})
+
+describe('readPrefix', () => {
+  it('reads a varint length prefix across parts, says when it has not fully arrived, and refuses one past 8 bytes', () => {
+    for (const n of [0, 1, 127, 128, 300, 16_383, 16_384, 4 * 1024 * 1024 + 65_536, 2 ** 40]) {
+      const bytes = varint.encode(n)
+      const parts = new Uint8ArrayList(...Array.from(bytes, b => Uint8Array.of(b)), Uint8Array.of(9, 9))
+      expect(readPrefix(parts)).toEqual({ length: n, prefix: bytes.byteLength })
+      expect(readPrefix(new Uint8ArrayList(bytes.subarray(0, bytes.byteLength - 1)))).toBeUndefined()
+    }
+    // A non-minimal prefix is read as sent: its length counts all its bytes.
+    expect(readPrefix(new Uint8ArrayList(Uint8Array.of(0x80, 0x00)))).toEqual({ length: 0, prefix: 2 })
+    expect(() => readPrefix(new Uint8ArrayList(new Uint8Array(9).fill(0x80)))).toThrow('a length prefix of more than 8 bytes')
   })
 })
