@@ -16,9 +16,11 @@
  * - `planes2`, `planes4` (2- and 4-byte floats: bf16, fp16; fp32): byte grouping. Value i's byte k
  *   goes to plane k, so the sign-and-exponent bytes of float weights (2–6 bits of entropy) sit
  *   together, apart from the mantissa bytes (close to 8 bits, not worth coding). Body: for each
- *   plane, a mode byte (0 stored: the plane's bytes; 1 Huffman: a u32 little-endian length and a
- *   `core/huffman.ts` stream), then the `length mod width` bytes that make no whole value, as they
- *   are. Each plane is coded only when that makes it smaller.
+ *   plane, a mode byte, then 0 stored: the plane's bytes; 1 Huffman: a u32 little-endian length
+ *   and a `core/huffman.ts` stream; 2 deflate: a u32 little-endian length and a raw deflate
+ *   stream (zlib, Huffman only, for planes over `FAST_HUFFMAN_MAX_BITS` bits a value). Then the
+ *   `length mod width` bytes that make no whole value, as they are. Each plane is coded only when
+ *   that makes it smaller.
  * - `deflate` (everything else: headers, int tensors, tokenizer files): a raw deflate stream
  *   (`node:zlib`, level `DEFLATE_LEVEL`).
  *
@@ -40,7 +42,7 @@
 import { posix } from 'node:path'
 import { constants as zlibConstants, deflateRawSync, inflateRawSync } from 'node:zlib'
 import { DecodedTooLargeError, InvalidInputError, MalformedDataError, TruncatedDataError, UnknownCodecError } from './errors.js'
-import { huffmanDecode, huffmanEncode } from './huffman.js'
+import { huffmanDecode, huffmanEncode, huffmanPlan } from './huffman.js'
 import type { ManifestFile } from './manifest.js'
 
 export type CodecName = 'raw' | 'planes2' | 'planes4' | 'deflate'
@@ -64,6 +66,15 @@ export const DEFLATE_LEVEL = 6
 
 const PLANE_STORED = 0
 const PLANE_HUFFMAN = 1
+const PLANE_DEFLATE = 2
+/**
+ * Planes whose code averages more bits per value than this go to zlib's Huffman-only deflate
+ * instead of shoal's coder: shoal's decodes up to four values per table lookup, which beats zlib
+ * on low-entropy planes (bf16's and fp32's sign-and-exponent bytes, ~2.7 bits) but not on fp16's
+ * (~5.5 bits: two values per lookup). Measured with `bench:compress --variants`.
+ * @default 4
+ */
+export const FAST_HUFFMAN_MAX_BITS = 4
 
 /** Dtype names (safetensors, GGUF, ONNX) of 2-byte and 4-byte floats. */
 const TWO_BYTE_FLOATS = new Set(['BF16', 'F16', 'BFLOAT16', 'FLOAT16'])
@@ -171,19 +182,19 @@ export function decodeBlock (encoded: Uint8Array, options: DecodeOptions): Uint8
   return out
 }
 
-function inflateInto (body: Uint8Array, out: Uint8Array): void {
+function inflateInto (body: Uint8Array, out: Uint8Array, what = 'a deflate block'): void {
   let inflated: Buffer
   try {
     // The cap makes zlib stop (and throw) past the declared length instead of growing its output.
     inflated = inflateRawSync(body, { maxOutputLength: Math.max(1, out.length), finishFlush: zlibConstants.Z_SYNC_FLUSH })
   } catch (err) {
     const code = (err as { code?: string }).code
-    if (code === 'ERR_BUFFER_TOO_LARGE') throw new DecodedTooLargeError(`a deflate block inflates past its declared ${out.length} bytes`, { cause: err })
-    throw new MalformedDataError(`a deflate block does not inflate: ${(err as Error).message}`, { cause: err })
+    if (code === 'ERR_BUFFER_TOO_LARGE') throw new DecodedTooLargeError(`${what} inflates past its declared ${out.length} bytes`, { cause: err })
+    throw new MalformedDataError(`${what} does not inflate: ${(err as Error).message}`, { cause: err })
   }
   if (inflated.length !== out.length) {
     const Class = inflated.length < out.length ? TruncatedDataError : DecodedTooLargeError
-    throw new Class(`a deflate block inflates to ${inflated.length} bytes, not the ${out.length} it declares`)
+    throw new Class(`${what} inflates to ${inflated.length} bytes, not the ${out.length} it declares`)
   }
   out.set(inflated)
 }
@@ -196,15 +207,14 @@ function encodePlanes (block: Uint8Array, width: 2 | 4): Uint8Array | undefined 
   const parts: Uint8Array[] = []
   let coded = 0
   for (const plane of planes) {
-    // Coded only when the stream and its length field take less than the plane itself.
-    const stream = count === 0 ? undefined : huffmanEncode(plane, count - 4)
-    if (stream === undefined) {
+    const coding = count === 0 ? undefined : codePlane(plane)
+    if (coding === undefined) {
       parts.push(Uint8Array.of(PLANE_STORED), plane)
     } else {
       const head = new Uint8Array(5)
-      head[0] = PLANE_HUFFMAN
-      new DataView(head.buffer).setUint32(1, stream.length, true)
-      parts.push(head, stream)
+      head[0] = coding.mode
+      new DataView(head.buffer).setUint32(1, coding.stream.length, true)
+      parts.push(head, coding.stream)
       coded++
     }
   }
@@ -214,6 +224,19 @@ function encodePlanes (block: Uint8Array, width: 2 | 4): Uint8Array | undefined 
   let at = 0
   for (const p of parts) { out.set(p, at); at += p.length }
   return out
+}
+
+/**
+ * A plane coded by the coder that suits it, or undefined when coding does not make it smaller
+ * than storing it (a stream and its 4-byte length against the plane's bytes).
+ */
+function codePlane (plane: Uint8Array): { mode: number, stream: Uint8Array } | undefined {
+  const limit = plane.length - 4
+  const plan = huffmanPlan(plane)
+  if (plan.bytes >= limit) return undefined
+  if (plan.bytes * 8 <= plane.length * FAST_HUFFMAN_MAX_BITS) return { mode: PLANE_HUFFMAN, stream: huffmanEncode(plane, plan) }
+  const stream = deflateRawSync(plane, { strategy: zlibConstants.Z_HUFFMAN_ONLY })
+  return stream.length < limit ? { mode: PLANE_DEFLATE, stream } : undefined
 }
 
 // Decoded Huffman planes, reused across calls (grown to the largest plane seen: at most
@@ -233,14 +256,16 @@ function decodePlanes (body: Uint8Array, width: 2 | 4, out: Uint8Array): void {
       if (at + count > body.length) throw new TruncatedDataError(`${what}: ${count} stored bytes declared, ${body.length - at} left`)
       planes.push(body.subarray(at, at + count))
       at += count
-    } else if (mode === PLANE_HUFFMAN) {
+    } else if (mode === PLANE_HUFFMAN || mode === PLANE_DEFLATE) {
       if (at + 4 > body.length) throw new TruncatedDataError(`${what}: the block ends inside the stream length`)
       const length = view.getUint32(at, true)
       at += 4
       if (length > body.length - at) throw new TruncatedDataError(`${what}: a ${length}-byte stream declared, ${body.length - at} bytes left`)
       let buf = scratch[p]
       if (buf === undefined || buf.length < count) { buf = new Uint8Array(count); scratch[p] = buf }
-      huffmanDecode(body.subarray(at, at + length), count, buf, 0, what)
+      const stream = body.subarray(at, at + length)
+      if (mode === PLANE_HUFFMAN) huffmanDecode(stream, count, buf, 0, what)
+      else inflateInto(stream, buf.subarray(0, count), what)
       planes.push(buf)
       at += length
     } else {

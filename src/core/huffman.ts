@@ -99,40 +99,55 @@ function canonicalCodes (lengths: Uint8Array, codes: Uint16Array): void {
   }
 }
 
-/** Bytes `huffmanEncode` would write for `plane`, given its histogram and code lengths. */
-function encodedBytes (counts: Uint32Array, lengths: Uint8Array): number {
-  let bits = 0
-  for (let s = 0; s < 256; s++) bits += counts[s]! * lengths[s]!
-  return CODE_LENGTHS_BYTES + Math.ceil(bits / 8)
-}
-
-/** The byte histogram of `bytes`. */
-export function histogram (bytes: Uint8Array): Uint32Array {
-  const counts = new Uint32Array(256)
-  for (let i = 0; i < bytes.length; i++) counts[bytes[i]!]!++
-  return counts
-}
-
 /**
- * `plane` coded as a stream (see the module doc), or undefined when the stream would not be
- * smaller than `limit` bytes (the caller then stores the plane as it is).
+ * The byte histogram of `bytes`. Four tables counted in turn and added up: a run of one value
+ * (common in an exponent plane) would otherwise make each increment wait for the one before.
  */
-export function huffmanEncode (plane: Uint8Array, limit = Infinity): Uint8Array | undefined {
+export function histogram (bytes: Uint8Array): Int32Array {
+  const c0 = new Int32Array(256)
+  const c1 = new Int32Array(256)
+  const c2 = new Int32Array(256)
+  const c3 = new Int32Array(256)
+  const whole = bytes.length - (bytes.length % 4)
+  for (let i = 0; i < whole; i += 4) {
+    c0[bytes[i]!]!++
+    c1[bytes[i + 1]!]!++
+    c2[bytes[i + 2]!]!++
+    c3[bytes[i + 3]!]!++
+  }
+  for (let i = whole; i < bytes.length; i++) c0[bytes[i]!]!++
+  for (let s = 0; s < 256; s++) c0[s] = c0[s]! + c1[s]! + c2[s]! + c3[s]!
+  return c0
+}
+
+/** A plane's code lengths and the bytes its stream takes (table included). */
+export interface HuffmanPlan { lengths: Uint8Array, bytes: number }
+
+export function huffmanPlan (plane: Uint8Array): HuffmanPlan {
   const counts = histogram(plane)
   const lengths = codeLengths(counts)
-  const size = encodedBytes(counts, lengths)
-  if (size >= limit) return undefined
+  let bits = 0
+  for (let s = 0; s < 256; s++) bits += counts[s]! * lengths[s]!
+  return { lengths, bytes: CODE_LENGTHS_BYTES + Math.ceil(bits / 8) }
+}
+
+/** `plane` coded as a stream (see the module doc), with the code `plan` gives. */
+export function huffmanEncode (plane: Uint8Array, plan: HuffmanPlan = huffmanPlan(plane)): Uint8Array {
+  const { lengths } = plan
   const codes = new Uint16Array(256)
   canonicalCodes(lengths, codes)
-  const out = new Uint8Array(size)
+  // Code and length of each symbol in one entry: one load per value.
+  const entries = new Int32Array(256)
+  for (let s = 0; s < 256; s++) entries[s] = codes[s]! | (lengths[s]! << 16)
+  const out = new Uint8Array(plan.bytes)
   for (let s = 0; s < 256; s += 2) out[s >>> 1] = lengths[s]! | (lengths[s + 1]! << 4)
   let at = CODE_LENGTHS_BYTES
   let buf = 0
   let bits = 0
   for (let i = 0; i < plane.length; i++) {
-    const s = plane[i]!
-    buf |= codes[s]! << bits
-    bits += lengths[s]!
+    const e = entries[plane[i]!]!
+    buf |= (e & 0xffff) << bits
+    bits += e >>> 16
     if (bits >= 16) {
       out[at++] = buf & 0xff
       out[at++] = (buf >>> 8) & 0xff
