@@ -204,3 +204,31 @@ export function testData (kind: TestDataKind, bytes: number, seed: number): Uint
     case 'random': return randomBytes(bytes, seed)
   }
 }
+
+/** One tensor of a generated safetensors file: `bytes` of `kind` drawn from `seed`. */
+export interface WeightTensorSpec { name: string, dtype: WeightDtype, bytes: number, seed: number }
+
+/**
+ * The bytes of a safetensors file holding `tensors` drawn like trained weights (in order, no
+ * padding between them; the header padded with spaces to 8 bytes, as writers do).
+ */
+export function weightSafetensors (tensors: readonly WeightTensorSpec[]): Uint8Array {
+  const header: Record<string, unknown> = {}
+  const data: Uint8Array[] = []
+  let offset = 0
+  for (const t of tensors) {
+    const bytes = weightTensor(t.dtype, t.bytes, t.seed)
+    const width = t.dtype === 'F32' ? 4 : 2
+    header[t.name] = { dtype: t.dtype, shape: [bytes.length / width], data_offsets: [offset, offset + bytes.length] }
+    data.push(bytes)
+    offset += bytes.length
+  }
+  let json = JSON.stringify(header)
+  json += ' '.repeat((8 - (json.length % 8)) % 8)
+  const out = new Uint8Array(8 + json.length + offset)
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true)
+  out.set(new TextEncoder().encode(json), 8)
+  let at = 8 + json.length
+  for (const d of data) { out.set(d, at); at += d.length }
+  return out
+}

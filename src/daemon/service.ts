@@ -25,6 +25,7 @@ import type { PeerScores } from '../p2p/judge.js'
 import type { PullManager } from './pulls.js'
 import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest } from '../rpc/schemas.js'
 import { exportVersion } from '../store/export.js'
+import { compressVersion, type ColdReport } from '../store/cold.js'
 import { collectGarbage, type GcReport } from '../store/gc.js'
 import type { ResolvedVersion, Store, VersionInfo } from '../store/store.js'
 import { verifyStore, type VerifyReport } from '../store/verify.js'
@@ -174,6 +175,12 @@ export class DaemonService implements ShoalApi {
     return report
   }
 
+  /** Keeps a version compressed (see `store/cold.ts`); refuses one a label, lease, pull or the rollback window needs. */
+  async compress (ref: string): Promise<ColdReport> {
+    const v = await this.store.resolve(ref)
+    return await compressVersion(this.store, v.version, { keepLast: this.options.keepLast })
+  }
+
   async export (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ExportResult> {
     const throttled = throttle(onProgress)
     const out = await exportVersion(this.store, req.ref, req.dest, {
@@ -275,7 +282,7 @@ function toShow (v: ResolvedVersion): ShowResult {
   const m = v.manifest
   return {
     name: v.name, version: v.version, schema: m.schema, blockSize: blockSizeOf(m), created: m.created, parent: m.parent, path: v.path,
-    labels: v.labels, pinned: v.pinned, complete: v.missing.length === 0, missing: v.missing,
+    labels: v.labels, pinned: v.pinned, complete: v.missing.length === 0, missing: v.missing, ...(v.cold ? { cold: true } : {}),
     metadata: m.metadata, structure: m.structure,
     files: m.files.map(f => ({
       path: f.path, size: f.size, digest: f.digest, format: f.format, chunks: f.chunks.length,

@@ -10,7 +10,7 @@ import { collectGarbage } from '../../../src/store/gc.js'
 import type { Db } from '../../../src/store/index-db.js'
 import { Store } from '../../../src/store/store.js'
 import { verifyStore } from '../../../src/store/verify.js'
-import { testData } from '../../../scripts/lib/weights.js'
+import { testData, weightSafetensors } from '../../../scripts/lib/weights.js'
 import { memoryStore, tempDir } from '../../helpers/tmp.js'
 
 const MiB = 1024 * 1024
@@ -18,17 +18,7 @@ const sha = async (path: string): Promise<string> => createHash('sha256').update
 
 /** A safetensors file of bf16 tensors drawn like trained weights, one per seed (1 MiB each). */
 async function writeWeights (path: string, seeds: number[]): Promise<void> {
-  const header: Record<string, unknown> = {}
-  let offset = 0
-  for (const seed of seeds) {
-    header[`t${seed}`] = { dtype: 'BF16', shape: [512, 1024], data_offsets: [offset, offset + MiB] }
-    offset += MiB
-  }
-  let json = JSON.stringify(header)
-  json += ' '.repeat((8 - (json.length % 8)) % 8)
-  const head = Buffer.alloc(8)
-  head.writeBigUInt64LE(BigInt(json.length))
-  await writeFile(path, Buffer.concat([head, Buffer.from(json), ...seeds.map(s => testData('BF16', MiB, s))]))
+  await writeFile(path, weightSafetensors(seeds.map(seed => ({ name: `t${seed}`, dtype: 'BF16', bytes: MiB, seed }))))
 }
 
 async function refusal (fn: () => Promise<unknown>): Promise<Error> {

@@ -1,0 +1,80 @@
+/**
+ * Cold versions between real daemon processes over TCP on loopback: `shoal compress` keeps an old
+ * version compressed (and refuses, saying why, one a label holds), `shoal ls` shows the bytes saved,
+ * a peer pulls the cold version from that form byte-identical, `resolve` without `--ensure` refuses
+ * it, and `export` and `resolve --ensure` bring its files back byte-identical; `verify` stays clean.
+ */
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { weightSafetensors } from '../../scripts/lib/weights.js'
+import type { VersionInfo } from '../../src/store/store.js'
+import { EXIT, expectConsistent, expectExit, Harness, listDir, treeDigests } from './helpers.js'
+
+const MiB = 1024 * 1024
+
+/** A model folder of bf16 tensors drawn like trained weights (1 MiB each, one per seed). */
+async function writeWeightFolder (dir: string, seeds: number[]): Promise<Record<string, string>> {
+  await writeFile(join(dir, 'model.safetensors'), weightSafetensors(seeds.map(seed => ({ name: `layer.${seed}.weight`, dtype: 'BF16', bytes: MiB, seed }))))
+  await writeFile(join(dir, 'config.json'), `${JSON.stringify({ architectures: ['LlamaForCausalLM'], vocab: Array.from({ length: 2000 }, (_, i) => `tok${i}`) })}\n`)
+  return await treeDigests(dir)
+}
+
+describe('cold versions', () => {
+  let h: Harness
+  beforeAll(async () => { h = await Harness.create('cold') })
+  afterAll(async () => { await h.close() })
+
+  it('compresses an old version, serves a peer from it, and brings its files back on export and resolve --ensure', async () => {
+    const seed = await h.node('seed', { config: { labels: { keep: 1 } } })
+    const model = await h.dir('model')
+    const v1Files = await writeWeightFolder(model, [1, 2, 3, 4, 5, 6, 7, 8])
+    const v1 = (await seed.d.json<{ version: string }>(['add', model, '--name', 'w', '--label', 'prod'])).version
+    await writeWeightFolder(model, [1, 2, 3, 4, 5, 6, 7, 9])
+    const v2 = (await seed.d.json<{ version: string }>(['add', model, '--name', 'w', '--label', 'prod'])).version
+
+    const refused = await seed.d.cli(['compress', 'w@prod'])
+    expectExit(refused, EXIT.CONFLICT)
+    expect(refused.stderr).toContain(`w@${v2} cannot be compressed: w@prod points at it; move the label first`)
+
+    const report = await seed.d.json<{ rawBytes: number, storedBytes: number, chunks: number }>(['compress', `w@${v1}`])
+    // v1 shares seven of its eight tensors with v2, which stays: only its own chunks are written.
+    expect(report.chunks).toBeLessThanOrEqual(3)
+    expect(report.storedBytes).toBeLessThan(0.3 * report.rawBytes)
+    const rows = await seed.d.json<VersionInfo[]>(['ls', 'w'])
+    const cold = rows.find(r => r.version === v1)!
+    expect(cold.complete).toBe(true)
+    expect(cold.cold!.savedBytes).toBe(report.rawBytes - report.storedBytes)
+    expect(await listDir(join(seed.d.home, 'models', 'models--w', 'snapshots'))).toEqual([v2])
+    const text = await seed.d.cli(['ls', 'w'])
+    expect(text.stdout).toMatch(/compressed \(saves [\d.]+ [KM]i?B\)/)
+
+    const notHere = await seed.d.cli(['resolve', `w@${v1}`])
+    expectExit(notHere, EXIT.CONFLICT)
+    expect(notHere.stderr).toContain(`w@${v1} is kept compressed on this node; resolve it with --ensure to bring its files back`)
+
+    // A peer pulls the cold version: blocks come from the cold chunk files and v2's blob.
+    const puller = await h.node('puller', { peers: [seed.addr] })
+    const pulled = await puller.d.cli(['pull', `w@${v1}`, '--json'])
+    expectExit(pulled, 0)
+    const result = pulled.stdout.trim().split('\n').map(l => JSON.parse(l) as { type: string, result?: { path: string } }).find(l => l.type === 'result')?.result
+    expect(await treeDigests(result!.path, { followLinks: true })).toEqual(v1Files)
+    await puller.d.stop()
+
+    await expectConsistent(seed.d)
+    const out = await h.dir('export')
+    expectExit(await seed.d.cli(['export', `w@${v1}`, out]), 0)
+    expect(await treeDigests(out)).toEqual(v1Files)
+    const again = await seed.d.json<{ path: string }>(['resolve', `w@${v1}`])
+    expect(await treeDigests(again.path, { followLinks: true })).toEqual(v1Files)
+
+    // Compressed again, resolve --ensure brings it back for a serving process.
+    await seed.d.json(['compress', `w@${v1}`])
+    const ensured = await seed.d.cli(['resolve', `w@${v1}`, '--ensure', '--json'])
+    expectExit(ensured, 0)
+    const { path } = JSON.parse(ensured.stdout) as { path: string }
+    expect(await treeDigests(path, { followLinks: true })).toEqual(v1Files)
+    await expectConsistent(seed.d)
+    await seed.d.stop()
+  })
+})
