@@ -228,6 +228,28 @@ async function chunkBytes (store: Store, id: ChunkId): Promise<Uint8Array | unde
 }
 
 /**
+ * Versions nothing has needed for `idleMs` at `now`, least recently used first: no label points at
+ * them, and the last time one did (else when they arrived) is that long ago; cold ones left out.
+ * `compressVersion` still checks the rest (rollback window, leases, pulls).
+ */
+export async function coldCandidates (store: Store, options: { idleMs: number, now?: number }): Promise<VersionId[]> {
+  const now = options.now ?? Date.now()
+  const targets = new Set<string>()
+  const lastUsed = new Map<string, number>()
+  for await (const record of store.index.labels.values()) {
+    targets.add(record.version)
+    for (const h of record.history) lastUsed.set(h.version, Math.max(lastUsed.get(h.version) ?? 0, h.until))
+  }
+  const out: Array<{ version: VersionId, used: number }> = []
+  for await (const [version, record] of store.index.versions.iterator()) {
+    if (targets.has(version) || await store.index.cold.get(version) !== undefined) continue
+    const used = Math.max(record.addedAt, lastUsed.get(version) ?? 0)
+    if (now - used >= options.idleMs) out.push({ version: version as VersionId, used })
+  }
+  return out.sort((a, b) => a.used - b.used).map(c => c.version)
+}
+
+/**
  * For GC: the chunks of kept cold versions that only `doomedBlobs` hold and no cold file holds yet,
  * with where each sits (they MUST be written to `cold/` before those blobs go); and the cold chunk
  * files no kept cold version needs (they go).

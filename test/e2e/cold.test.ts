@@ -3,13 +3,14 @@
  * version compressed (and refuses, saying why, one a label holds), `shoal ls` shows the bytes saved,
  * a peer pulls the cold version from that form byte-identical, `resolve` without `--ensure` refuses
  * it, and `export` and `resolve --ensure` bring its files back byte-identical; `verify` stays clean.
+ * With `store.compress`, a version is compressed once a label leaves it, and a rollback brings it back.
  */
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { weightSafetensors } from '../../scripts/lib/weights.js'
 import type { VersionInfo } from '../../src/store/store.js'
-import { EXIT, expectConsistent, expectExit, Harness, listDir, treeDigests } from './helpers.js'
+import { EXIT, expectConsistent, expectExit, Harness, listDir, treeDigests, until } from './helpers.js'
 
 const MiB = 1024 * 1024
 
@@ -76,5 +77,23 @@ describe('cold versions', () => {
     expect(await treeDigests(path, { followLinks: true })).toEqual(v1Files)
     await expectConsistent(seed.d)
     await seed.d.stop()
+  })
+
+  it('with store.compress, compresses the version a label left, and a rollback brings it back', async () => {
+    const node = await h.node('auto', { config: { labels: { keep: 1 }, store: { compress: true, compressAfter: 0 } } })
+    const model = await h.dir('auto-model')
+    const v1Files = await writeWeightFolder(model, [21, 22, 23])
+    const v1 = (await node.d.json<{ version: string }>(['add', model, '--name', 'w', '--label', 'prod'])).version
+    await writeWeightFolder(model, [21, 22, 24])
+    const v2 = (await node.d.json<{ version: string }>(['add', model, '--name', 'w', '--label', 'prod'])).version
+    const isCold = (version: string) => async () => (await node.d.json<VersionInfo[]>(['ls', 'w'])).find(r => r.version === version && r.cold !== undefined)
+    await until(`${v1} compressed after prod moved to ${v2}`, isCold(v1), 30_000)
+    expectExit(await node.d.cli(['rollback', 'w@prod']), 0)
+    const prod = await node.d.json<{ version: string, path: string }>(['resolve', 'w@prod'])
+    expect(prod.version).toBe(v1)
+    expect(await treeDigests(prod.path, { followLinks: true })).toEqual(v1Files)
+    await until(`${v2} compressed after the rollback`, isCold(v2), 30_000)
+    await expectConsistent(node.d)
+    await node.d.stop()
   })
 })

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { addPath } from '../../../src/ingest/ingest.js'
 import type { VersionId } from '../../../src/core/digest.js'
-import { compressVersion } from '../../../src/store/cold.js'
+import { coldCandidates, compressVersion } from '../../../src/store/cold.js'
 import { exportVersion } from '../../../src/store/export.js'
 import { collectGarbage } from '../../../src/store/gc.js'
 import type { Db } from '../../../src/store/index-db.js'
@@ -147,6 +147,23 @@ describe('cold versions', () => {
     expect(v.version).toBe(a.version)
     expect(v.cold).toBe(false)
     expect(await sha(join(v.path, 'model.safetensors'))).toBe(original)
+  })
+
+  it('lists versions nothing has needed for a while, least recently used first, label targets and cold ones left out', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [41])
+    const a = await addPath(store, model, { name: 'w', label: 'prod' })
+    await writeWeights(join(model, 'model.safetensors'), [42])
+    const b = await addPath(store, model, { name: 'w' })
+    await writeWeights(join(model, 'model.safetensors'), [43])
+    const c = await addPath(store, model, { name: 'w', label: 'prod' })
+    const now = Date.now()
+    // a left prod just now; b arrived before that; c is prod's target.
+    expect(await coldCandidates(store, { idleMs: 0, now })).toEqual([b.version, a.version])
+    expect(await coldCandidates(store, { idleMs: 3600_000, now })).toEqual([])
+    expect(await coldCandidates(store, { idleMs: 3600_000, now: now + 3600_000 })).toEqual([b.version, a.version])
+    await compressVersion(store, b.version, { keepLast: 1 })
+    expect(await coldCandidates(store, { idleMs: 0, now })).toEqual([a.version])
+    expect(c.version).not.toBe(a.version)
   })
 
   it('start-up removes cold files no record names and the snapshot of a cold version', async () => {
