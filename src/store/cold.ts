@@ -125,6 +125,10 @@ export async function compressVersion (store: Store, version: VersionId, options
     const ids = [...new Set([...dropped.values()].flatMap(b => b.chunks.map(([id]) => id)))]
     const locations = ids.length === 0 ? [] : await store.index.chunks.getMany(ids)
     const already = ids.length === 0 ? [] : await store.index.coldChunks.getMany(ids)
+    // Only a blob that stays counts as holding a chunk: a partial file can be dropped with its pull.
+    const holders = [...new Set(locations.flatMap(l => (l ?? []).map(([d]) => d)))].filter(d => !dropped.has(d))
+    const blobRecords = holders.length === 0 ? [] : await store.index.blobs.getMany(holders)
+    const staying = new Set(holders.filter((_, i) => blobRecords[i] !== undefined))
     let storedBytes = 0
     let written = 0
     for (let i = 0; i < ids.length; i++) {
@@ -132,7 +136,7 @@ export async function compressVersion (store: Store, version: VersionId, options
       const id = ids[i]!
       const rest = (locations[i] ?? []).filter(([d]) => !dropped.has(d))
       ops.push(rest.length === 0 ? { type: 'del', sublevel: store.index.chunks, key: id } : { type: 'put', sublevel: store.index.chunks, key: id, value: rest })
-      if (rest.length > 0 || already[i] !== undefined) continue
+      if (rest.some(([d]) => staying.has(d)) || already[i] !== undefined) continue
       const bytes = await store.readChunk(id)
       if (bytes === undefined) throw new NotFoundError(`chunk ${id} of ${name}@${version} is not readable; run shoal verify`)
       const where = placement.get(id)
@@ -250,11 +254,11 @@ export async function coldCandidates (store: Store, options: { idleMs: number, n
 }
 
 /**
- * For GC: the chunks of kept cold versions that only `doomedBlobs` hold and no cold file holds yet,
- * with where each sits (they MUST be written to `cold/` before those blobs go); and the cold chunk
- * files no kept cold version needs (they go).
+ * For GC: of `losing` (chunks no blob that stays will hold), those kept cold versions need and no
+ * cold file holds yet, with where each sits (they MUST be written to `cold/` before their blobs
+ * go); and the cold chunk files no kept cold version needs (they go).
  */
-export async function coldChunksToKeep (store: Store, keptCold: readonly VersionId[], unheld: ReadonlySet<ChunkId>): Promise<{ write: Map<ChunkId, { dtype: string | undefined, blockSize: number }>, drop: ChunkId[] }> {
+export async function coldChunksToKeep (store: Store, keptCold: readonly VersionId[], losing: ReadonlySet<ChunkId>): Promise<{ write: Map<ChunkId, { dtype: string | undefined, blockSize: number }>, drop: ChunkId[] }> {
   const needed = new Map<ChunkId, { dtype: string | undefined, blockSize: number }>()
   for (const version of keptCold) {
     const manifest = await store.manifestOf(version)
@@ -262,7 +266,7 @@ export async function coldChunksToKeep (store: Store, keptCold: readonly Version
     for (const [id, where] of chunkPlacement(manifest)) if (!needed.has(id)) needed.set(id, where)
   }
   const write = new Map<ChunkId, { dtype: string | undefined, blockSize: number }>()
-  const candidates = [...unheld].filter(id => needed.has(id))
+  const candidates = [...losing].filter(id => needed.has(id))
   const have = candidates.length === 0 ? [] : await store.index.coldChunks.getMany(candidates)
   candidates.forEach((id, i) => { if (have[i] === undefined) write.set(id, needed.get(id)!) })
   const drop: ChunkId[] = []

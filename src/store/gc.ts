@@ -152,8 +152,9 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
 
     const blobs: GcReport['blobs'] = []
     const chunkDrops = new Map<ChunkId, Set<FileDigest>>()
+    const stayingBlobs = new Set<string>()
     for await (const [digest, record] of store.index.blobs.iterator()) {
-      if (referenced.has(digest) || store.isHeld(digest)) continue
+      if (referenced.has(digest) || store.isHeld(digest)) { stayingBlobs.add(digest); continue }
       blobs.push({ digest, size: record.size })
       ops.push({ type: 'del', sublevel: store.index.blobs, key: digest })
       for (const [id] of record.chunks) chunkDrops.set(id, (chunkDrops.get(id) ?? new Set()).add(digest))
@@ -161,10 +162,13 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
     const ids = [...chunkDrops.keys()]
     const locations = ids.length === 0 ? [] : await store.index.chunks.getMany(ids)
     const unheld = new Set<ChunkId>()
+    // Chunks no blob that stays holds (a partial file can go with its pull): cold versions keep theirs.
+    const losing = new Set<ChunkId>()
     ids.forEach((id, i) => {
       const gone = chunkDrops.get(id) ?? new Set()
       const rest = (locations[i] ?? []).filter(([d]) => !gone.has(d))
       if (rest.length === 0) unheld.add(id)
+      if (!rest.some(([d]) => stayingBlobs.has(d))) losing.add(id)
       ops.push(rest.length === 0 ? { type: 'del', sublevel: store.index.chunks, key: id } : { type: 'put', sublevel: store.index.chunks, key: id, value: rest })
     })
     // Cold versions that stay keep their chunks (see the module doc).
@@ -174,7 +178,7 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
       if (gone.has(version as VersionId)) ops.push({ type: 'del', sublevel: store.index.cold, key: version })
       else keptCold.push(version as VersionId)
     }
-    const cold = await coldChunksToKeep(store, keptCold, unheld)
+    const cold = await coldChunksToKeep(store, keptCold, losing)
     const dropSizes = cold.drop.length === 0 ? [] : await store.index.coldChunks.getMany(cold.drop)
     for (const id of cold.drop) ops.push({ type: 'del', sublevel: store.index.coldChunks, key: id })
     for (const id of cold.write.keys()) unheld.delete(id)

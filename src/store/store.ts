@@ -47,7 +47,7 @@ import { diskError, diskFailure, fsyncDir, NOTHING_KEPT, pathExists, readdirSafe
 export { pathExists, readdirSafe, type WriteContext }
 import { IndexDb, MAX_LABEL_HISTORY, type Db, type IndexOp, type LabelRecord } from './index-db.js'
 import { WriteGuard } from './write-guard.js'
-import { decodeColdBlocks, decodeColdChunk, parseColdChunk } from './cold-chunks.js'
+import { decodeColdBlocks, decodeColdChunk, parseColdChunk, type ColdChunkView } from './cold-chunks.js'
 import { rematerializeVersion } from './cold.js'
 import { Layout } from './layout.js'
 import { ReadCache } from './read-cache.js'
@@ -638,7 +638,8 @@ export class Store {
     const candidates = await this.locate(id)
     const size = candidates[0]?.size
     if (size === undefined) return await this.readCold(id)
-    return await this.readLocated(candidates, 0, size, options.pooled === true ? this.readPool : undefined)
+    // A blob compressed away between the lookup and the read: its chunk is in cold/ by then.
+    return await this.readLocated(candidates, 0, size, options.pooled === true ? this.readPool : undefined) ?? await this.readCold(id)
   }
 
   /**
@@ -650,6 +651,18 @@ export class Store {
     if (file === undefined) return undefined
     try {
       return decodeColdChunk(file, id, into)
+    } catch (err) {
+      this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
+      return undefined
+    }
+  }
+
+  /** The parsed cold file of chunk `id`, or undefined (none, or not well-formed: logged). */
+  private async coldView (id: ChunkId): Promise<ColdChunkView | undefined> {
+    const file = await this.coldFile(id)
+    if (file === undefined) return undefined
+    try {
+      return parseColdChunk(file, id)
     } catch (err) {
       this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
       return undefined
@@ -678,14 +691,7 @@ export class Store {
       throw new InvalidInputError(`blocks ${first} + ${count} of chunk ${id} are not a span: the first block is 0 or more, the count 1 or more`)
     }
     const candidates = await this.locate(id)
-    const cold = candidates.length === 0 ? await this.coldFile(id) : undefined
-    let coldView
-    try {
-      coldView = cold === undefined ? undefined : parseColdChunk(cold, id)
-    } catch (err) {
-      this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
-      return undefined
-    }
+    let coldView = candidates.length === 0 ? await this.coldView(id) : undefined
     const size = candidates[0]?.size ?? coldView?.size
     if (size === undefined) return undefined
     const blocks = blockCount(size, blockSize)
@@ -702,21 +708,24 @@ export class Store {
     }
     const [start] = blockRange(size, blockSize, first)
     const [lastStart, lastLength] = blockRange(size, blockSize, first + count - 1)
-    if (coldView !== undefined) {
-      // Decode the cold blocks that cover the span (unhashed: the proofs let the receiver check them).
-      const from = Math.floor(start / coldView.blockSize)
-      const to = Math.floor((lastStart + lastLength - 1) / coldView.blockSize)
-      try {
-        const decoded = decodeColdBlocks(coldView, from, to - from + 1, new Uint8Array((to - from + 1) * coldView.blockSize), id)
-        const at = start - from * coldView.blockSize
-        return { data: decoded.subarray(at, at + lastStart + lastLength - start), proofs }
-      } catch (err) {
-        this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
-        return undefined
-      }
+    if (coldView === undefined) {
+      const data = await this.readLocated(candidates, start, lastStart + lastLength - start, options.pooled === true ? this.readPool : undefined)
+      if (data !== undefined) return { data, proofs }
+      // A blob compressed away between the lookup and the read: its chunk is in cold/ by then.
+      coldView = await this.coldView(id)
+      if (coldView === undefined || coldView.size !== size) return undefined
     }
-    const data = await this.readLocated(candidates, start, lastStart + lastLength - start, options.pooled === true ? this.readPool : undefined)
-    return data === undefined ? undefined : { data, proofs }
+    // Decode the cold blocks that cover the span (unhashed: the proofs let the receiver check them).
+    const from = Math.floor(start / coldView.blockSize)
+    const to = Math.floor((lastStart + lastLength - 1) / coldView.blockSize)
+    try {
+      const decoded = decodeColdBlocks(coldView, from, to - from + 1, new Uint8Array((to - from + 1) * coldView.blockSize), id)
+      const at = start - from * coldView.blockSize
+      return { data: decoded.subarray(at, at + lastStart + lastLength - start), proofs }
+    } catch (err) {
+      this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
+      return undefined
+    }
   }
 
   /** Where verified bytes of chunk `id` live: a fresh (pulled, not yet indexed) copy first. */

@@ -166,6 +166,58 @@ describe('cold versions', () => {
     expect(c.version).not.toBe(a.version)
   })
 
+  it('does not count on a partial file to hold a cold version\'s chunk (a pull can drop it)', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [51, 52])
+    const a = await addPath(store, model, { name: 'w' })
+    const file = a.manifest.files[0]!
+    const shared = file.chunks[1]!
+    // The chunk is also being pulled into a partial file (a location without a blob record).
+    const partial = 'bafkreipartialpullxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'
+    const locations = await store.index.chunks.get(shared.id)
+    await store.index.commit([{ type: 'put', sublevel: store.index.chunks, key: shared.id, value: [...locations!, [partial, 0, shared.size]] }])
+    const report = await compressVersion(store, a.version, { keepLast: 1 })
+    expect(await store.index.coldChunks.get(shared.id)).toMatchObject({ size: shared.size })
+    expect(report.chunks).toBe(3)
+    // The partial's location stays (its pull still uses it).
+    expect(await store.index.chunks.get(shared.id)).toEqual([[partial, 0, shared.size]])
+  })
+
+  it('serves a span from cold/ when the blob it looked up was compressed away before the read', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [61])
+    const a = await addPath(store, model, { name: 'w' })
+    const file = a.manifest.files[0]!
+    const chunk = file.chunks[1]!
+    const before = await store.readSpan(chunk.id, 256 * 1024, 0, 1)
+    const stale = await store.index.chunks.get(chunk.id)
+    await compressVersion(store, a.version, { keepLast: 1 })
+    // The lookup saw the blob (a location read before the compression's batch); the file is gone.
+    await store.index.commit([{ type: 'put', sublevel: store.index.chunks, key: chunk.id, value: stale! }])
+    const span = await store.readSpan(chunk.id, 256 * 1024, 0, 1)
+    expect(span).toBeDefined()
+    expect(Buffer.from(span!.data).equals(Buffer.from(before!.data))).toBe(true)
+    expect(Buffer.from((await store.readChunk(chunk.id))!).equals(Buffer.from(testData('BF16', MiB, 61)))).toBe(true)
+  })
+
+  it('gc writes a cold version\'s chunk to cold/ when the blob going held it and only a partial file holds it besides', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [71, 72])
+    const base = await addPath(store, model, { name: 'w', label: 'prod', pin: false })
+    await writeWeights(join(model, 'model.safetensors'), [71, 73])
+    const tune = await addPath(store, model, { name: 'w', pin: true })
+    await compressVersion(store, tune.version, { keepLast: 1 })
+    const shared = base.manifest.files[0]!.chunks[1]!
+    expect(await store.index.coldChunks.get(shared.id)).toBeUndefined()
+    const partial = 'bafkreipartialpullxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'
+    const locations = await store.index.chunks.get(shared.id)
+    await store.index.commit([{ type: 'put', sublevel: store.index.chunks, key: shared.id, value: [...locations!, [partial, 0, shared.size]] }])
+    await store.removeLabel('w', 'prod')
+    const gc = await collectGarbage(store, { keepLast: 1 })
+    expect(gc.versions.map(v => v.version)).toEqual([base.version])
+    expect(await store.index.coldChunks.get(shared.id)).toMatchObject({ size: shared.size })
+    await store.index.commit([{ type: 'del', sublevel: store.index.chunks, key: shared.id }]) // the pull is cancelled
+    await store.rematerialize(tune.version)
+    expect((await store.resolve(`w@${tune.version}`)).cold).toBe(false)
+  })
+
   it('start-up removes cold files no record names and the snapshot of a cold version', async () => {
     await writeWeights(join(model, 'model.safetensors'), [21])
     const a = await addPath(store, model, { name: 'w' })
