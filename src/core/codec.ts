@@ -17,10 +17,8 @@
  *   goes to plane k, so the sign-and-exponent bytes of float weights (2–6 bits of entropy) sit
  *   together, apart from the mantissa bytes (close to 8 bits, not worth coding). Body: for each
  *   plane, a mode byte, then 0 stored: the plane's bytes; 1 Huffman: a u32 little-endian length
- *   and a `core/huffman.ts` stream; 2 deflate: a u32 little-endian length and a raw deflate
- *   stream (zlib, Huffman only, for planes over `FAST_HUFFMAN_MAX_BITS` bits a value). Then the
- *   `length mod width` bytes that make no whole value, as they are. Each plane is coded only when
- *   that makes it smaller.
+ *   and a `core/huffman.ts` stream. Then the `length mod width` bytes that make no whole value,
+ *   as they are. A plane is coded only when that saves at least `MIN_SAVING` of it.
  * - `deflate` (everything else: headers, int tensors, tokenizer files): a raw deflate stream
  *   (`node:zlib`, level `DEFLATE_LEVEL`).
  *
@@ -59,22 +57,13 @@ const NAME_BY_ID = new Map(CODEC_NAMES.map(name => [CODECS[name].id, name]))
 
 /** Bytes of the header that opens every encoded block. */
 export const CODEC_HEADER_BYTES = 6
-/** @default 0.03 — the least fraction of a tensor's first block a codec must save to be used for the tensor */
+/** @default 0.03 — the least fraction of a tensor's first block a codec must save to be used for the tensor, and of a byte plane to be coded */
 export const MIN_SAVING = 0.03
 /** @default 6 — zlib level of the `deflate` codec */
 export const DEFLATE_LEVEL = 6
 
 const PLANE_STORED = 0
 const PLANE_HUFFMAN = 1
-const PLANE_DEFLATE = 2
-/**
- * Planes whose code averages more bits per value than this go to zlib's Huffman-only deflate
- * instead of shoal's coder: shoal's decodes up to four values per table lookup, which beats zlib
- * on low-entropy planes (bf16's and fp32's sign-and-exponent bytes, ~2.7 bits) but not on fp16's
- * (~5.5 bits: two values per lookup). Measured with `bench:compress --variants`.
- * @default 4
- */
-export const FAST_HUFFMAN_MAX_BITS = 4
 
 /** Dtype names (safetensors, GGUF, ONNX) of 2-byte and 4-byte floats. */
 const TWO_BYTE_FLOATS = new Set(['BF16', 'F16', 'BFLOAT16', 'FLOAT16'])
@@ -182,7 +171,8 @@ export function decodeBlock (encoded: Uint8Array, options: DecodeOptions): Uint8
   return out
 }
 
-function inflateInto (body: Uint8Array, out: Uint8Array, what = 'a deflate block'): void {
+function inflateInto (body: Uint8Array, out: Uint8Array): void {
+  const what = 'a deflate block'
   let inflated: Buffer
   try {
     // The cap makes zlib stop (and throw) past the declared length instead of growing its output.
@@ -227,16 +217,13 @@ function encodePlanes (block: Uint8Array, width: 2 | 4): Uint8Array | undefined 
 }
 
 /**
- * A plane coded by the coder that suits it, or undefined when coding does not make it smaller
- * than storing it (a stream and its 4-byte length against the plane's bytes).
+ * A plane as a Huffman stream, or undefined when that saves less than `MIN_SAVING` of it: a plane
+ * close to 8 bits a value (mantissa bytes) would cost a slow decode for next to nothing.
  */
 function codePlane (plane: Uint8Array): { mode: number, stream: Uint8Array } | undefined {
-  const limit = plane.length - 4
   const plan = huffmanPlan(plane)
-  if (plan.bytes >= limit) return undefined
-  if (plan.bytes * 8 <= plane.length * FAST_HUFFMAN_MAX_BITS) return { mode: PLANE_HUFFMAN, stream: huffmanEncode(plane, plan) }
-  const stream = deflateRawSync(plane, { strategy: zlibConstants.Z_HUFFMAN_ONLY })
-  return stream.length < limit ? { mode: PLANE_DEFLATE, stream } : undefined
+  if (plan.bytes + 4 > plane.length * (1 - MIN_SAVING)) return undefined
+  return { mode: PLANE_HUFFMAN, stream: huffmanEncode(plane, plan) }
 }
 
 // Decoded Huffman planes, reused across calls (grown to the largest plane seen: at most
@@ -256,16 +243,14 @@ function decodePlanes (body: Uint8Array, width: 2 | 4, out: Uint8Array): void {
       if (at + count > body.length) throw new TruncatedDataError(`${what}: ${count} stored bytes declared, ${body.length - at} left`)
       planes.push(body.subarray(at, at + count))
       at += count
-    } else if (mode === PLANE_HUFFMAN || mode === PLANE_DEFLATE) {
+    } else if (mode === PLANE_HUFFMAN) {
       if (at + 4 > body.length) throw new TruncatedDataError(`${what}: the block ends inside the stream length`)
       const length = view.getUint32(at, true)
       at += 4
       if (length > body.length - at) throw new TruncatedDataError(`${what}: a ${length}-byte stream declared, ${body.length - at} bytes left`)
       let buf = scratch[p]
       if (buf === undefined || buf.length < count) { buf = new Uint8Array(count); scratch[p] = buf }
-      const stream = body.subarray(at, at + length)
-      if (mode === PLANE_HUFFMAN) huffmanDecode(stream, count, buf, 0, what)
-      else inflateInto(stream, buf.subarray(0, count), what)
+      huffmanDecode(body.subarray(at, at + length), count, buf, 0, what)
       planes.push(buf)
       at += length
     } else {

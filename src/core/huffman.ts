@@ -6,17 +6,22 @@
  * arrives (measured in `bench:compress`).
  *
  * Stream: `CODE_LENGTHS_BYTES` bytes of code lengths (256 four-bit lengths, symbol 2k in the low
- * nibble of byte k, 0 = symbol absent), then the codes of the symbols, least significant bit first
- * (as deflate packs them), zero bits to the end of the last byte. Codes are canonical: assigned in
- * order of (length, symbol), so the lengths alone define them.
+ * nibble of byte k, 0 = symbol absent), then the byte lengths of the first `STREAMS - 1` bit
+ * streams (u32 little-endian each), then `STREAMS` bit streams back to back, the last taking the
+ * rest. The values are cut into `STREAMS` runs of ⌈count / STREAMS⌉ (the last may be shorter); run
+ * k is coded, least significant bit first (as deflate packs codes), in stream k, zero bits to the
+ * end of its last byte. Codes are canonical: assigned in order of (length, symbol), so the lengths
+ * alone define them. Four streams decoded in one loop keep four independent chains of loads and
+ * shifts in flight: about twice the speed of one stream here (zstd's Huffman does the same).
  *
  * Contract:
  * - `huffmanEncode` codes any bytes; a plane of one distinct value still gets a complete code (two
  *   symbols of one bit each).
  * - `huffmanDecode` decodes exactly `count` symbols into `out` and never writes past `count`. It
  *   refuses, with `MalformedDataError`, lengths over `MAX_CODE_BITS` or that do not make a complete
- *   prefix code, and a stream that ends before `count` symbols (`TruncatedDataError`) or goes on
- *   after them. So every 12-bit pattern decodes to a symbol: the hot loop has no invalid case.
+ *   prefix code, stream lengths that do not fit, and a stream that ends before its run of symbols
+ *   (`TruncatedDataError`) or goes on after it. Every 12-bit pattern decodes to a symbol: the hot
+ *   loops have no invalid case.
  * - Memory is bounded by the caller: the output is the caller's; the tables are `2^TABLE_BITS`
  *   entries, reused across calls (this module is synchronous, so never re-entered).
  *
@@ -34,6 +39,15 @@ const TABLE_SIZE = 1 << TABLE_BITS
 const TABLE_MASK = TABLE_SIZE - 1
 /** Symbols one lookup of the multi-symbol table gives at most (they are written as one 32-bit store). */
 const SYMBOLS_PER_LOOKUP = 4
+/** Bit streams a plane is coded in, decoded side by side. */
+export const STREAMS = 4
+/** Bytes before the first bit stream: the code lengths and the lengths of all streams but the last. */
+export const STREAM_HEADER_BYTES = CODE_LENGTHS_BYTES + 4 * (STREAMS - 1)
+
+/** Values in each run (the last run may have fewer). */
+function runLength (count: number): number {
+  return Math.ceil(count / STREAMS)
+}
 
 /** Code lengths for `counts` (256 entries), none over `MAX_CODE_BITS`, forming a complete prefix code. */
 export function codeLengths (counts: ArrayLike<number>): Uint8Array {
@@ -100,35 +114,51 @@ function canonicalCodes (lengths: Uint8Array, codes: Uint16Array): void {
 }
 
 /**
- * The byte histogram of `bytes`. Four tables counted in turn and added up: a run of one value
- * (common in an exponent plane) would otherwise make each increment wait for the one before.
+ * The byte histogram of each of the `STREAMS` runs of `bytes`. The runs are counted side by side,
+ * into four tables: a run of one value (common in an exponent plane) in one table would make each
+ * increment wait for the one before.
  */
-export function histogram (bytes: Uint8Array): Int32Array {
-  const c0 = new Int32Array(256)
-  const c1 = new Int32Array(256)
-  const c2 = new Int32Array(256)
-  const c3 = new Int32Array(256)
-  const whole = bytes.length - (bytes.length % 4)
-  for (let i = 0; i < whole; i += 4) {
+function runHistograms (bytes: Uint8Array): Int32Array[] {
+  const tables = Array.from({ length: STREAMS }, () => new Int32Array(256))
+  const run = runLength(bytes.length)
+  const [c0, c1, c2, c3] = tables as [Int32Array, Int32Array, Int32Array, Int32Array]
+  // Positions i where all four runs have a value; the rest of each run after.
+  const whole = Math.max(0, Math.min(run, bytes.length - (STREAMS - 1) * run))
+  for (let i = 0; i < whole; i++) {
     c0[bytes[i]!]!++
-    c1[bytes[i + 1]!]!++
-    c2[bytes[i + 2]!]!++
-    c3[bytes[i + 3]!]!++
+    c1[bytes[i + run]!]!++
+    c2[bytes[i + 2 * run]!]!++
+    c3[bytes[i + 3 * run]!]!++
   }
-  for (let i = whole; i < bytes.length; i++) c0[bytes[i]!]!++
-  for (let s = 0; s < 256; s++) c0[s] = c0[s]! + c1[s]! + c2[s]! + c3[s]!
-  return c0
+  for (let k = 0; k < STREAMS; k++) {
+    const table = tables[k]!
+    for (let i = k * run + whole; i < Math.min(bytes.length, (k + 1) * run); i++) table[bytes[i]!]!++
+  }
+  return tables
 }
 
-/** A plane's code lengths and the bytes its stream takes (table included). */
-export interface HuffmanPlan { lengths: Uint8Array, bytes: number }
+/** The byte histogram of `bytes`. */
+export function histogram (bytes: Uint8Array): Int32Array {
+  const tables = runHistograms(bytes)
+  const out = new Int32Array(256)
+  for (const t of tables) for (let s = 0; s < 256; s++) out[s] = out[s]! + t[s]!
+  return out
+}
+
+/** A plane's code lengths, the bytes of each bit stream, and the bytes the whole stream takes. */
+export interface HuffmanPlan { lengths: Uint8Array, streams: number[], bytes: number }
 
 export function huffmanPlan (plane: Uint8Array): HuffmanPlan {
-  const counts = histogram(plane)
+  const tables = runHistograms(plane)
+  const counts = new Int32Array(256)
+  for (const t of tables) for (let s = 0; s < 256; s++) counts[s] = counts[s]! + t[s]!
   const lengths = codeLengths(counts)
-  let bits = 0
-  for (let s = 0; s < 256; s++) bits += counts[s]! * lengths[s]!
-  return { lengths, bytes: CODE_LENGTHS_BYTES + Math.ceil(bits / 8) }
+  const streams = tables.map(t => {
+    let bits = 0
+    for (let s = 0; s < 256; s++) bits += t[s]! * lengths[s]!
+    return Math.ceil(bits / 8)
+  })
+  return { lengths, streams, bytes: STREAM_HEADER_BYTES + streams.reduce((n, b) => n + b, 0) }
 }
 
 /** `plane` coded as a stream (see the module doc), with the code `plan` gives. */
@@ -140,25 +170,32 @@ export function huffmanEncode (plane: Uint8Array, plan: HuffmanPlan = huffmanPla
   const entries = new Int32Array(256)
   for (let s = 0; s < 256; s++) entries[s] = codes[s]! | (lengths[s]! << 16)
   const out = new Uint8Array(plan.bytes)
+  const view = new DataView(out.buffer)
   for (let s = 0; s < 256; s += 2) out[s >>> 1] = lengths[s]! | (lengths[s + 1]! << 4)
-  let at = CODE_LENGTHS_BYTES
-  let buf = 0
-  let bits = 0
-  for (let i = 0; i < plane.length; i++) {
-    const e = entries[plane[i]!]!
-    buf |= (e & 0xffff) << bits
-    bits += e >>> 16
-    if (bits >= 16) {
-      out[at++] = buf & 0xff
-      out[at++] = (buf >>> 8) & 0xff
-      buf >>>= 16
-      bits -= 16
+  for (let k = 0; k < STREAMS - 1; k++) view.setUint32(CODE_LENGTHS_BYTES + 4 * k, plan.streams[k]!, true)
+  const run = runLength(plane.length)
+  let at = STREAM_HEADER_BYTES
+  for (let k = 0; k < STREAMS; k++) {
+    const end = at + plan.streams[k]!
+    let buf = 0
+    let bits = 0
+    for (let i = k * run; i < Math.min(plane.length, (k + 1) * run); i++) {
+      const e = entries[plane[i]!]!
+      buf |= (e & 0xffff) << bits
+      bits += e >>> 16
+      if (bits >= 16) {
+        out[at++] = buf & 0xff
+        out[at++] = (buf >>> 8) & 0xff
+        buf >>>= 16
+        bits -= 16
+      }
     }
-  }
-  while (bits > 0) {
-    out[at++] = buf & 0xff
-    buf >>>= 8
-    bits -= 8
+    while (bits > 0) {
+      out[at++] = buf & 0xff
+      buf >>>= 8
+      bits -= 8
+    }
+    at = end
   }
   return out
 }
@@ -214,24 +251,87 @@ function buildTables (stream: Uint8Array, what: string): void {
   }
 }
 
+/** Where one bit stream's decoding is: input position and end, bit buffer, output position and end. */
+interface Cursor { at: number, end: number, buf: number, bits: number, op: number, stop: number }
+
 /**
  * Decodes a stream into exactly `count` symbols at `out[offset…]`. `what` names the data in error
  * messages. `out` must hold `offset + count` bytes.
  */
 export function huffmanDecode (stream: Uint8Array, count: number, out: Uint8Array, offset: number, what: string): void {
-  if (stream.length < CODE_LENGTHS_BYTES) throw new TruncatedDataError(`${what}: ${stream.length} bytes, shorter than the ${CODE_LENGTHS_BYTES}-byte Huffman table`)
+  if (stream.length < STREAM_HEADER_BYTES) throw new TruncatedDataError(`${what}: ${stream.length} bytes, shorter than the ${STREAM_HEADER_BYTES}-byte Huffman header`)
   buildTables(stream, what)
-  const end = stream.length
+  const head = new DataView(stream.buffer, stream.byteOffset, stream.byteLength)
+  const run = runLength(count)
+  const cursors: Cursor[] = []
+  let at = STREAM_HEADER_BYTES
+  for (let k = 0; k < STREAMS; k++) {
+    const length = k < STREAMS - 1 ? head.getUint32(CODE_LENGTHS_BYTES + 4 * k, true) : stream.length - at
+    if (length > stream.length - at) throw new TruncatedDataError(`${what}: Huffman stream ${k} of ${length} bytes runs past the end`)
+    cursors.push({ at, end: at + length, buf: 0, bits: 0, op: Math.min(count, k * run), stop: Math.min(count, (k + 1) * run) })
+    at += length
+  }
   const view = new DataView(out.buffer, out.byteOffset + offset, count)
-  let at = CODE_LENGTHS_BYTES
-  let buf = 0
-  let bits = 0
-  let op = 0
-  // Fast path: at least 16 bits in hand (12 needed), four bytes of room in the output. `buf` stays
-  // below 2^31 (at most 31 bits), so it remains a small integer for the JIT.
-  while (op + SYMBOLS_PER_LOOKUP <= count) {
+  fourStreams(stream, view, cursors as [Cursor, Cursor, Cursor, Cursor])
+  cursors.forEach((c, k) => {
+    oneStream(stream, view, c)
+    tail(stream, out, offset, c, k, what)
+  })
+  // Each stream must end exactly where its run does: bytes left over are not padding.
+  let start = STREAM_HEADER_BYTES
+  cursors.forEach((c, k) => {
+    const used = Math.ceil((c.at * 8 - c.bits - start * 8) / 8)
+    const length = c.end - start
+    if (used !== length) throw new MalformedDataError(`${what}: ${length - used} bytes follow the last value of Huffman stream ${k}`)
+    start = c.end
+  })
+}
+
+/**
+ * The four streams side by side while each has two input bytes and four bytes of output room: the
+ * same steps as `oneStream`, four independent chains at once.
+ */
+function fourStreams (stream: Uint8Array, view: DataView, [c0, c1, c2, c3]: [Cursor, Cursor, Cursor, Cursor]): void {
+  let a0 = c0.at; let a1 = c1.at; let a2 = c2.at; let a3 = c3.at
+  let b0 = 0; let b1 = 0; let b2 = 0; let b3 = 0
+  let n0 = 0; let n1 = 0; let n2 = 0; let n3 = 0
+  let o0 = c0.op; let o1 = c1.op; let o2 = c2.op; let o3 = c3.op
+  const e0 = c0.end - 2; const e1 = c1.end - 2; const e2 = c2.end - 2; const e3 = c3.end - 2
+  const s0 = c0.stop - SYMBOLS_PER_LOOKUP; const s1 = c1.stop - SYMBOLS_PER_LOOKUP; const s2 = c2.stop - SYMBOLS_PER_LOOKUP; const s3 = c3.stop - SYMBOLS_PER_LOOKUP
+  while (o0 <= s0 && o1 <= s1 && o2 <= s2 && o3 <= s3) {
+    if (n0 < 16) { if (a0 > e0) break; b0 |= (stream[a0]! | (stream[a0 + 1]! << 8)) << n0; a0 += 2; n0 += 16 }
+    if (n1 < 16) { if (a1 > e1) break; b1 |= (stream[a1]! | (stream[a1 + 1]! << 8)) << n1; a1 += 2; n1 += 16 }
+    if (n2 < 16) { if (a2 > e2) break; b2 |= (stream[a2]! | (stream[a2 + 1]! << 8)) << n2; a2 += 2; n2 += 16 }
+    if (n3 < 16) { if (a3 > e3) break; b3 |= (stream[a3]! | (stream[a3 + 1]! << 8)) << n3; a3 += 2; n3 += 16 }
+    const i0 = b0 & TABLE_MASK; const i1 = b1 & TABLE_MASK; const i2 = b2 & TABLE_MASK; const i3 = b3 & TABLE_MASK
+    const m0 = meta[i0]!; const m1 = meta[i1]!; const m2 = meta[i2]!; const m3 = meta[i3]!
+    view.setInt32(o0, multi[i0]!, true)
+    view.setInt32(o1, multi[i1]!, true)
+    view.setInt32(o2, multi[i2]!, true)
+    view.setInt32(o3, multi[i3]!, true)
+    o0 += m0 & 7; o1 += m1 & 7; o2 += m2 & 7; o3 += m3 & 7
+    b0 >>>= m0 >>> 3; n0 -= m0 >>> 3
+    b1 >>>= m1 >>> 3; n1 -= m1 >>> 3
+    b2 >>>= m2 >>> 3; n2 -= m2 >>> 3
+    b3 >>>= m3 >>> 3; n3 -= m3 >>> 3
+  }
+  c0.at = a0; c0.buf = b0; c0.bits = n0; c0.op = o0
+  c1.at = a1; c1.buf = b1; c1.bits = n1; c1.op = o1
+  c2.at = a2; c2.buf = b2; c2.bits = n2; c2.op = o2
+  c3.at = a3; c3.buf = b3; c3.bits = n3; c3.op = o3
+}
+
+/**
+ * One stream, several symbols per lookup, while it has 16 bits in hand (12 needed) and four bytes
+ * of output room. `buf` stays below 2^31 (at most 31 bits), so it remains a small integer.
+ */
+function oneStream (stream: Uint8Array, view: DataView, c: Cursor): void {
+  let { at, buf, bits, op } = c
+  const last = c.end - 2
+  const stop = c.stop - SYMBOLS_PER_LOOKUP
+  while (op <= stop) {
     if (bits < 16) {
-      if (at + 2 > end) break
+      if (at > last) break
       buf |= (stream[at]! | (stream[at + 1]! << 8)) << bits
       at += 2
       bits += 16
@@ -244,21 +344,23 @@ export function huffmanDecode (stream: Uint8Array, count: number, out: Uint8Arra
     buf >>>= len
     bits -= len
   }
-  // The rest one symbol at a time, with every length checked against the bits that are left.
-  while (op < count) {
-    while (bits <= 23 && at < end) {
+  c.at = at; c.buf = buf; c.bits = bits; c.op = op
+}
+
+/** The rest of a stream's run one symbol at a time, every length checked against the bits left. */
+function tail (stream: Uint8Array, out: Uint8Array, offset: number, c: Cursor, k: number, what: string): void {
+  let { at, buf, bits, op } = c
+  while (op < c.stop) {
+    while (bits <= 23 && at < c.end) {
       buf |= stream[at++]! << bits
       bits += 8
     }
     const entry = single[buf & TABLE_MASK]!
     const len = entry >>> 8
-    if (len > bits) throw new TruncatedDataError(`${what}: the Huffman stream ends after ${op} of ${count} values`)
+    if (len > bits) throw new TruncatedDataError(`${what}: Huffman stream ${k} ends before value ${op} (its run ends at ${c.stop})`)
     out[offset + op++] = entry & 0xff
     buf >>>= len
     bits -= len
   }
-  const consumedBits = (at - CODE_LENGTHS_BYTES) * 8 - bits
-  if (Math.ceil(consumedBits / 8) !== end - CODE_LENGTHS_BYTES) {
-    throw new MalformedDataError(`${what}: ${end - CODE_LENGTHS_BYTES - Math.ceil(consumedBits / 8)} bytes follow the last of ${count} values`)
-  }
+  c.at = at; c.buf = buf; c.bits = bits; c.op = op
 }

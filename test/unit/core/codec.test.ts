@@ -102,10 +102,12 @@ describe('block codecs', () => {
     expect(bf16.ratio).toBeLessThan(0.68)
     const f16 = ratio('F16', 'F16')
     expect(f16.codec).toBe('planes2')
-    // fp16's sign-and-exponent plane (~5.5 bits a value) goes to zlib's Huffman-only deflate (mode 2).
-    const f16Block = encodeBlock(testData('F16', BLOCK, 11), 'planes2')
-    expect(f16Block[CODEC_HEADER_BYTES + 1 + BLOCK / 2]).toBe(2)
-    expect(encodeBlock(testData('BF16', BLOCK, 11), 'planes2')[CODEC_HEADER_BYTES + 1 + BLOCK / 2]).toBe(1)
+    // Mantissa planes are stored (mode 0), sign-and-exponent planes Huffman-coded (mode 1).
+    for (const kind of ['F16', 'BF16'] as const) {
+      const encoded = encodeBlock(testData(kind, BLOCK, 11), 'planes2')
+      expect(encoded[CODEC_HEADER_BYTES]).toBe(0)
+      expect(encoded[CODEC_HEADER_BYTES + 1 + BLOCK / 2]).toBe(1)
+    }
     expect(f16.ratio).toBeLessThan(0.86)
     const f32 = ratio('F32', 'F32')
     expect(f32.codec).toBe('planes4')
@@ -170,15 +172,15 @@ describe('block codecs refuse bad input with a typed error that says what was wr
     const err = refusal(() => decodeBlock(block(CODECS.deflate.id, 1, BLOCK, bomb), { maxSize: BLOCK }))
     expect(err).toBeInstanceOf(DecodedTooLargeError)
     expect(err.message).toBe('a deflate block inflates past its declared 262144 bytes')
-    // The same inside a byte plane: plane 0 stored, plane 1 a Huffman-only deflate stream (mode 2).
+    // A byte plane has no deflate mode: its values are counted, never inflated.
     const plane0 = new Uint8Array(1 + 500)
     const plane1 = new Uint8Array(5 + bomb.length)
     plane1[0] = 2
     new DataView(plane1.buffer).setUint32(1, bomb.length, true)
     plane1.set(bomb, 5)
     const inPlane = refusal(() => decodeBlock(block(CODECS.planes2.id, 1, 1000, Buffer.concat([plane0, plane1])), { maxSize: BLOCK }))
-    expect(inPlane).toBeInstanceOf(DecodedTooLargeError)
-    expect(inPlane.message).toBe('plane 1 of a planes2 block inflates past its declared 500 bytes')
+    expect(inPlane).toBeInstanceOf(MalformedDataError)
+    expect(inPlane.message).toBe('plane 1 of a planes2 block: unknown plane mode 2')
     const short = refusal(() => decodeBlock(block(CODECS.deflate.id, 1, 1000, deflateRawSync(new Uint8Array(999))), { maxSize: BLOCK }))
     expect(short).toBeInstanceOf(TruncatedDataError)
     expect(short.message).toBe('a deflate block inflates to 999 bytes, not the 1000 it declares')

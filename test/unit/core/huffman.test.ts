@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { CODE_LENGTHS_BYTES, codeLengths, huffmanDecode, huffmanEncode, huffmanPlan, MAX_CODE_BITS } from '../../../src/core/huffman.js'
+import { codeLengths, huffmanDecode, huffmanEncode, huffmanPlan, MAX_CODE_BITS, STREAM_HEADER_BYTES, STREAMS } from '../../../src/core/huffman.js'
 import { TruncatedDataError } from '../../../src/core/errors.js'
 
 const kraft = (lengths: Uint8Array): number => lengths.reduce((sum, l) => sum + (l > 0 ? 2 ** -l : 0), 0)
@@ -26,15 +26,24 @@ describe('huffman', () => {
     }), { numRuns: 100 })
     const plane = Uint8Array.from({ length: 1000 }, (_, i) => (i * 37) & 0xff)
     const stream = huffmanEncode(plane)
-    expect(() => huffmanDecode(stream.subarray(0, stream.length - 1), plane.length, new Uint8Array(1000), 0, 'plane x')).toThrow(new TruncatedDataError('plane x: the Huffman stream ends after 999 of 1000 values'))
-    expect(() => huffmanDecode(stream.subarray(0, 100), 0, new Uint8Array(0), 0, 'plane x')).toThrow(`plane x: 100 bytes, shorter than the ${CODE_LENGTHS_BYTES}-byte Huffman table`)
+    // The last stream holds the last run: cut one byte and its last value is missing.
+    expect(() => huffmanDecode(stream.subarray(0, stream.length - 1), plane.length, new Uint8Array(1000), 0, 'plane x')).toThrow(new TruncatedDataError('plane x: Huffman stream 3 ends before value 999 (its run ends at 1000)'))
+    expect(() => huffmanDecode(stream.subarray(0, 100), 0, new Uint8Array(0), 0, 'plane x')).toThrow(`plane x: 100 bytes, shorter than the ${STREAM_HEADER_BYTES}-byte Huffman header`)
+    // A stream length that runs past the end, and bytes after a stream's last value.
+    const lying = Uint8Array.from(stream)
+    new DataView(lying.buffer).setUint32(128, stream.length, true)
+    expect(() => huffmanDecode(lying, plane.length, new Uint8Array(1000), 0, 'plane x')).toThrow(`plane x: Huffman stream 0 of ${stream.length} bytes runs past the end`)
+    const padded = new Uint8Array(stream.length + 2)
+    padded.set(stream)
+    expect(() => huffmanDecode(padded, plane.length, new Uint8Array(1000), 0, 'plane x')).toThrow('plane x: 2 bytes follow the last value of Huffman stream 3')
   })
 
   it('plans the exact size of a stream before writing it', () => {
     const noise = Uint8Array.from({ length: 4096 }, (_, i) => (Math.imul(i, 2654435761) >>> 24) & 0xff)
     expect(huffmanPlan(noise).bytes).toBeGreaterThanOrEqual(noise.length)
-    expect(huffmanPlan(new Uint8Array(4096)).bytes).toBe(CODE_LENGTHS_BYTES + 512)
-    for (const plane of [noise, new Uint8Array(4096), Uint8Array.from({ length: 999 }, (_, i) => i % 3)]) {
+    // One value: one bit each, 1,024 values a stream.
+    expect(huffmanPlan(new Uint8Array(4096)).bytes).toBe(STREAM_HEADER_BYTES + STREAMS * 128)
+    for (const plane of [noise, new Uint8Array(4096), Uint8Array.from({ length: 999 }, (_, i) => i % 3), Uint8Array.of(7), new Uint8Array(0), Uint8Array.of(1, 2, 3, 4, 5, 6)]) {
       expect(huffmanEncode(plane).length).toBe(huffmanPlan(plane).bytes)
     }
   })
