@@ -4,13 +4,14 @@
  * a peer pulls the cold version from that form byte-identical, `resolve` without `--ensure` refuses
  * it, and `export` and `resolve --ensure` bring its files back byte-identical; `verify` stays clean.
  * With `store.compress`, a version is compressed once a label leaves it, and a rollback brings it back.
+ * A daemon killed with SIGKILL while compressing or re-materializing leaves the previous form.
  */
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { weightSafetensors } from '../../scripts/lib/weights.js'
 import type { VersionInfo } from '../../src/store/store.js'
-import { EXIT, expectConsistent, expectExit, Harness, listDir, treeDigests, until } from './helpers.js'
+import { EXIT, expectConsistent, expectExit, Harness, listDir, treeDigests, until, type CliResult } from './helpers.js'
 
 const MiB = 1024 * 1024
 
@@ -95,5 +96,42 @@ describe('cold versions', () => {
     await until(`${v2} compressed after the rollback`, isCold(v2), 30_000)
     await expectConsistent(node.d)
     await node.d.stop()
+  })
+
+  it('kill -9 while compressing, then while re-materializing: the previous form stays and verify is clean', async () => {
+    const d = await h.start(await h.dir('crash-home'))
+    const model = await h.dir('crash-model')
+    const files = await writeWeightFolder(model, Array.from({ length: 24 }, (_, i) => 100 + i))
+    const version = (await d.json<{ version: string }>(['add', model, '--name', 'w'])).version
+    const cold = join(d.home, 'cold')
+    const killWhen = async (run: Promise<CliResult>, what: string, moment: () => Promise<boolean>): Promise<void> => {
+      let finished: CliResult | undefined
+      void run.then(r => { finished = r })
+      await until(what, async () => {
+        if (finished !== undefined) throw new Error(`the command ended (exit ${finished.code}) before ${what}: ${finished.stderr}`)
+        return await moment() ? true : undefined
+      }, 60_000, 5)
+      expect(await d.stop('SIGKILL')).toBe('SIGKILL')
+      expectExit(await run, EXIT.UNREACHABLE)
+      await d.start()
+    }
+
+    // Killed after some cold files were written, before the batch: the version is as it was.
+    await killWhen(d.cli(['compress', `w@${version}`]), 'two cold chunk files written', async () => (await listDir(cold)).length >= 2)
+    expect(await listDir(cold)).toEqual([])
+    expect((await d.json<VersionInfo[]>(['ls', 'w']))[0]!.cold).toBeUndefined()
+    expect(await treeDigests((await d.json<{ path: string }>(['resolve', `w@${version}`])).path, { followLinks: true })).toEqual(files)
+    await expectConsistent(d)
+
+    // Compressed; killed while export re-materializes its weights: it stays compressed, whole.
+    await d.json(['compress', `w@${version}`])
+    const out = await h.dir('crash-export')
+    await killWhen(d.cli(['export', `w@${version}`, out]), 'a blob being re-materialized', async () => (await listDir(join(d.home, 'tmp'))).some(n => n.startsWith('blob-')))
+    expect((await d.json<VersionInfo[]>(['ls', 'w']))[0]!.cold).toBeDefined()
+    await expectConsistent(d)
+    expectExit(await d.cli(['export', `w@${version}`, out, '--overwrite']), 0)
+    expect(await treeDigests(out)).toEqual(files)
+    await expectConsistent(d)
+    await d.stop()
   })
 })
