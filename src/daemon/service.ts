@@ -244,7 +244,8 @@ export class DaemonService implements ShoalApi {
   }
 
   private async toShow (v: ResolvedVersion): Promise<ShowResult> {
-    const show = toShow(v)
+    const record = v.cold ? await this.store.index.cold.get(v.version) : undefined
+    const show = { ...toShow(v), ...(record !== undefined ? { cold: { at: record.at, savedBytes: record.rawBytes - record.storedBytes } } : {}) }
     if (v.manifest.parent === null) return show
     const parent = await this.store.resolve(`${v.name}@${v.manifest.parent}`).catch(() => undefined)
     if (parent === undefined) return show
@@ -282,7 +283,7 @@ function toShow (v: ResolvedVersion): ShowResult {
   const m = v.manifest
   return {
     name: v.name, version: v.version, schema: m.schema, blockSize: blockSizeOf(m), created: m.created, parent: m.parent, path: v.path,
-    labels: v.labels, pinned: v.pinned, complete: v.missing.length === 0, missing: v.missing, ...(v.cold ? { cold: true } : {}),
+    labels: v.labels, pinned: v.pinned, complete: v.missing.length === 0, missing: v.missing,
     metadata: m.metadata, structure: m.structure,
     files: m.files.map(f => ({
       path: f.path, size: f.size, digest: f.digest, format: f.format, chunks: f.chunks.length,

@@ -107,8 +107,8 @@ export interface ShowResult {
   pinned: boolean
   complete: boolean
   missing: string[]
-  /** Kept compressed (cold): `path` exists once something re-materializes it. */
-  cold?: boolean
+  /** Kept compressed (cold) since `at`, saving `savedBytes`: `path` exists once something re-materializes it. */
+  cold?: { at: number, savedBytes: number }
   metadata: Metadata
   structure: ModelSummary
   files: ShowFile[]

@@ -50,6 +50,9 @@ describe('cold versions', () => {
     expect(await listDir(join(seed.d.home, 'models', 'models--w', 'snapshots'))).toEqual([v2])
     const text = await seed.d.cli(['ls', 'w'])
     expect(text.stdout).toMatch(/compressed \(saves [\d.]+ [KM]i?B\)/)
+    const shown = await seed.d.json<{ cold?: { savedBytes: number } }>(['show', `w@${v1}`])
+    expect(shown.cold?.savedBytes).toBe(report.rawBytes - report.storedBytes)
+    expect((await seed.d.cli(['show', `w@${v1}`])).stdout).toMatch(/compressed {2}since .*, saves [\d.]+ [KM]i?B/)
 
     const notHere = await seed.d.cli(['resolve', `w@${v1}`])
     expectExit(notHere, EXIT.CONFLICT)
