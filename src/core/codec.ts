@@ -40,7 +40,7 @@
 import { posix } from 'node:path'
 import { constants as zlibConstants, deflateRawSync, inflateRawSync } from 'node:zlib'
 import { DecodedTooLargeError, InvalidInputError, MalformedDataError, TruncatedDataError, UnknownCodecError } from './errors.js'
-import { huffmanDecode, huffmanEncode, huffmanPlan } from './huffman.js'
+import { huffmanDecode, huffmanEncode, huffmanPlan, STREAM_HEADER_BYTES } from './huffman.js'
 import type { ManifestFile } from './manifest.js'
 
 export type CodecName = 'raw' | 'planes2' | 'planes4' | 'deflate'
@@ -64,6 +64,14 @@ export const DEFLATE_LEVEL = 6
 
 const PLANE_STORED = 0
 const PLANE_HUFFMAN = 1
+/**
+ * A coded high plane of a two-byte pair is joined while it is decoded when its codes average at
+ * most this many bits (bf16's ~2.7: four values a lookup, each lookup writing eight output bytes);
+ * above it (fp16's ~5.5: two values a lookup) half of those writes are wasted, and decoding the
+ * plane first, then joining, is faster (`docs/decisions/0001-block-codecs.md`).
+ * @default 4
+ */
+const PAIRS_MAX_BITS = 4
 
 /** Dtype names (safetensors, GGUF, ONNX) of 2-byte and 4-byte floats. */
 const TWO_BYTE_FLOATS = new Set(['BF16', 'F16', 'BFLOAT16', 'FLOAT16'])
@@ -233,7 +241,8 @@ const scratch: Uint8Array[] = []
 function decodePlanes (body: Uint8Array, width: 2 | 4, out: Uint8Array): void {
   const count = Math.floor(out.length / width)
   const view = new DataView(body.buffer, body.byteOffset, body.byteLength)
-  const planes: Uint8Array[] = []
+  // Where each plane is: stored bytes or a Huffman stream.
+  const found: Array<{ coded: boolean, bytes: Uint8Array, what: string }> = []
   let at = 0
   for (let p = 0; p < width; p++) {
     const what = `plane ${p} of a planes${width} block`
@@ -241,17 +250,14 @@ function decodePlanes (body: Uint8Array, width: 2 | 4, out: Uint8Array): void {
     const mode = body[at++]!
     if (mode === PLANE_STORED) {
       if (at + count > body.length) throw new TruncatedDataError(`${what}: ${count} stored bytes declared, ${body.length - at} left`)
-      planes.push(body.subarray(at, at + count))
+      found.push({ coded: false, bytes: body.subarray(at, at + count), what })
       at += count
     } else if (mode === PLANE_HUFFMAN) {
       if (at + 4 > body.length) throw new TruncatedDataError(`${what}: the block ends inside the stream length`)
       const length = view.getUint32(at, true)
       at += 4
       if (length > body.length - at) throw new TruncatedDataError(`${what}: a ${length}-byte stream declared, ${body.length - at} bytes left`)
-      let buf = scratch[p]
-      if (buf === undefined || buf.length < count) { buf = new Uint8Array(count); scratch[p] = buf }
-      huffmanDecode(body.subarray(at, at + length), count, buf, 0, what)
-      planes.push(buf)
+      found.push({ coded: true, bytes: body.subarray(at, at + length), what })
       at += length
     } else {
       throw new MalformedDataError(`${what}: unknown plane mode ${mode}`)
@@ -262,7 +268,20 @@ function decodePlanes (body: Uint8Array, width: 2 | 4, out: Uint8Array): void {
     const Class = body.length - at < tail ? TruncatedDataError : MalformedDataError
     throw new Class(`a planes${width} block has ${body.length - at} bytes after its planes, not the ${tail} its length leaves`)
   }
-  joinPlanes(planes, width, count, out)
+  const [low, high] = found as [typeof found[0], typeof found[0]]
+  if (width === 2 && !low.coded && high.coded && (high.bytes.length - STREAM_HEADER_BYTES) * 8 <= count * PAIRS_MAX_BITS) {
+    // bf16: the exponent plane decoded straight into place beside the mantissa bytes.
+    huffmanDecode(high.bytes, count, out, 0, high.what, low.bytes)
+  } else {
+    const planes = found.map((plane, p) => {
+      if (!plane.coded) return plane.bytes
+      let buf = scratch[p]
+      if (buf === undefined || buf.length < count) { buf = new Uint8Array(count); scratch[p] = buf }
+      huffmanDecode(plane.bytes, count, buf, 0, plane.what)
+      return buf
+    })
+    joinPlanes(planes, width, count, out)
+  }
   out.set(body.subarray(at), count * width)
 }
 

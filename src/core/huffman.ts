@@ -257,8 +257,12 @@ interface Cursor { at: number, end: number, buf: number, bits: number, op: numbe
 /**
  * Decodes a stream into exactly `count` symbols at `out[offset…]`. `what` names the data in error
  * messages. `out` must hold `offset + count` bytes.
+ *
+ * With `low` (a plane of `count` bytes), writes pairs instead: `out[offset + 2i] = low[i]` and
+ * `out[offset + 2i + 1]` = symbol i, so a two-byte plane pair is joined as it is decoded (`out`
+ * must then hold `offset + 2 · count` bytes).
  */
-export function huffmanDecode (stream: Uint8Array, count: number, out: Uint8Array, offset: number, what: string): void {
+export function huffmanDecode (stream: Uint8Array, count: number, out: Uint8Array, offset: number, what: string, low?: Uint8Array): void {
   if (stream.length < STREAM_HEADER_BYTES) throw new TruncatedDataError(`${what}: ${stream.length} bytes, shorter than the ${STREAM_HEADER_BYTES}-byte Huffman header`)
   buildTables(stream, what)
   const head = new DataView(stream.buffer, stream.byteOffset, stream.byteLength)
@@ -271,12 +275,22 @@ export function huffmanDecode (stream: Uint8Array, count: number, out: Uint8Arra
     cursors.push({ at, end: at + length, buf: 0, bits: 0, op: Math.min(count, k * run), stop: Math.min(count, (k + 1) * run) })
     at += length
   }
-  const view = new DataView(out.buffer, out.byteOffset + offset, count)
-  fourStreams(stream, view, cursors as [Cursor, Cursor, Cursor, Cursor])
-  cursors.forEach((c, k) => {
-    oneStream(stream, view, c)
-    tail(stream, out, offset, c, k, what)
-  })
+  if (low === undefined) {
+    const view = new DataView(out.buffer, out.byteOffset + offset, count)
+    fourStreams(stream, view, cursors as [Cursor, Cursor, Cursor, Cursor])
+    cursors.forEach((c, k) => {
+      oneStream(stream, view, c)
+      tail(stream, out, offset, c, k, what)
+    })
+  } else {
+    const view = new DataView(out.buffer, out.byteOffset + offset, 2 * count)
+    const lows = new DataView(low.buffer, low.byteOffset, count)
+    fourStreamPairs(stream, view, lows, cursors as [Cursor, Cursor, Cursor, Cursor])
+    cursors.forEach((c, k) => {
+      oneStreamPairs(stream, view, lows, c)
+      tailPairs(stream, out, offset, low, c, k, what)
+    })
+  }
   // Each stream must end exactly where its run does: bytes left over are not padding.
   let start = STREAM_HEADER_BYTES
   cursors.forEach((c, k) => {
@@ -285,6 +299,90 @@ export function huffmanDecode (stream: Uint8Array, count: number, out: Uint8Arra
     if (used !== length) throw new MalformedDataError(`${what}: ${length - used} bytes follow the last value of Huffman stream ${k}`)
     start = c.end
   })
+}
+
+/**
+ * `fourStreams` writing pairs: each lookup's four symbols (some past the ones it decoded, written
+ * over by the next lookup) go to the odd bytes of eight output bytes whose even bytes are the
+ * next four bytes of `low`: two 32-bit stores.
+ */
+function fourStreamPairs (stream: Uint8Array, view: DataView, low: DataView, [c0, c1, c2, c3]: [Cursor, Cursor, Cursor, Cursor]): void {
+  let a0 = c0.at; let a1 = c1.at; let a2 = c2.at; let a3 = c3.at
+  let b0 = 0; let b1 = 0; let b2 = 0; let b3 = 0
+  let n0 = 0; let n1 = 0; let n2 = 0; let n3 = 0
+  let o0 = c0.op; let o1 = c1.op; let o2 = c2.op; let o3 = c3.op
+  const e0 = c0.end - 2; const e1 = c1.end - 2; const e2 = c2.end - 2; const e3 = c3.end - 2
+  const s0 = c0.stop - SYMBOLS_PER_LOOKUP; const s1 = c1.stop - SYMBOLS_PER_LOOKUP; const s2 = c2.stop - SYMBOLS_PER_LOOKUP; const s3 = c3.stop - SYMBOLS_PER_LOOKUP
+  while (o0 <= s0 && o1 <= s1 && o2 <= s2 && o3 <= s3) {
+    if (n0 < 16) { if (a0 > e0) break; b0 |= (stream[a0]! | (stream[a0 + 1]! << 8)) << n0; a0 += 2; n0 += 16 }
+    if (n1 < 16) { if (a1 > e1) break; b1 |= (stream[a1]! | (stream[a1 + 1]! << 8)) << n1; a1 += 2; n1 += 16 }
+    if (n2 < 16) { if (a2 > e2) break; b2 |= (stream[a2]! | (stream[a2 + 1]! << 8)) << n2; a2 += 2; n2 += 16 }
+    if (n3 < 16) { if (a3 > e3) break; b3 |= (stream[a3]! | (stream[a3 + 1]! << 8)) << n3; a3 += 2; n3 += 16 }
+    const i0 = b0 & TABLE_MASK; const i1 = b1 & TABLE_MASK; const i2 = b2 & TABLE_MASK; const i3 = b3 & TABLE_MASK
+    const m0 = meta[i0]!; const m1 = meta[i1]!; const m2 = meta[i2]!; const m3 = meta[i3]!
+    pairs(view, 2 * o0, low.getUint32(o0, true), multi[i0]!)
+    pairs(view, 2 * o1, low.getUint32(o1, true), multi[i1]!)
+    pairs(view, 2 * o2, low.getUint32(o2, true), multi[i2]!)
+    pairs(view, 2 * o3, low.getUint32(o3, true), multi[i3]!)
+    o0 += m0 & 7; o1 += m1 & 7; o2 += m2 & 7; o3 += m3 & 7
+    b0 >>>= m0 >>> 3; n0 -= m0 >>> 3
+    b1 >>>= m1 >>> 3; n1 -= m1 >>> 3
+    b2 >>>= m2 >>> 3; n2 -= m2 >>> 3
+    b3 >>>= m3 >>> 3; n3 -= m3 >>> 3
+  }
+  c0.at = a0; c0.buf = b0; c0.bits = n0; c0.op = o0
+  c1.at = a1; c1.buf = b1; c1.bits = n1; c1.op = o1
+  c2.at = a2; c2.buf = b2; c2.bits = n2; c2.op = o2
+  c3.at = a3; c3.buf = b3; c3.bits = n3; c3.op = o3
+}
+
+/** Four low bytes `l` and four symbols `h`, interleaved into eight bytes at `at`. */
+function pairs (view: DataView, at: number, l: number, h: number): void {
+  view.setUint32(at, (l & 0xff) | ((h & 0xff) << 8) | ((l & 0xff00) << 8) | ((h & 0xff00) << 16), true)
+  view.setUint32(at + 4, ((l >>> 16) & 0xff) | ((h >>> 8) & 0xff00) | ((l >>> 8) & 0xff0000) | (h & 0xff000000), true)
+}
+
+/** `oneStream` writing pairs (see `fourStreamPairs`). */
+function oneStreamPairs (stream: Uint8Array, view: DataView, low: DataView, c: Cursor): void {
+  let { at, buf, bits, op } = c
+  const last = c.end - 2
+  const stop = c.stop - SYMBOLS_PER_LOOKUP
+  while (op <= stop) {
+    if (bits < 16) {
+      if (at > last) break
+      buf |= (stream[at]! | (stream[at + 1]! << 8)) << bits
+      at += 2
+      bits += 16
+    }
+    const idx = buf & TABLE_MASK
+    const m = meta[idx]!
+    pairs(view, 2 * op, low.getUint32(op, true), multi[idx]!)
+    op += m & 7
+    const len = m >>> 3
+    buf >>>= len
+    bits -= len
+  }
+  c.at = at; c.buf = buf; c.bits = bits; c.op = op
+}
+
+/** `tail` writing pairs (`low[i]`, symbol i). */
+function tailPairs (stream: Uint8Array, out: Uint8Array, offset: number, low: Uint8Array, c: Cursor, k: number, what: string): void {
+  let { at, buf, bits, op } = c
+  while (op < c.stop) {
+    while (bits <= 23 && at < c.end) {
+      buf |= stream[at++]! << bits
+      bits += 8
+    }
+    const entry = single[buf & TABLE_MASK]!
+    const len = entry >>> 8
+    if (len > bits) throw new TruncatedDataError(`${what}: Huffman stream ${k} ends before value ${op} (its run ends at ${c.stop})`)
+    out[offset + 2 * op] = low[op]!
+    out[offset + 2 * op + 1] = entry & 0xff
+    op++
+    buf >>>= len
+    bits -= len
+  }
+  c.at = at; c.buf = buf; c.bits = bits; c.op = op
 }
 
 /**

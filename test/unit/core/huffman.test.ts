@@ -38,6 +38,22 @@ describe('huffman', () => {
     expect(() => huffmanDecode(padded, plane.length, new Uint8Array(1000), 0, 'plane x')).toThrow('plane x: 2 bytes follow the last value of Huffman stream 3')
   })
 
+  it('joins a decoded plane with a low plane as it decodes, pair by pair, at any length', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 3000 }), fc.nat({ max: 255 }), fc.integer({ min: 0, max: 5 }), (plane, salt, offset) => {
+      // Low-entropy planes (the case this is for) and arbitrary ones.
+      const high = Uint8Array.from(plane, (b, i) => (salt & 1) === 0 ? b : (b & 3) + (i % 5 === 0 ? salt : 0))
+      const low = Uint8Array.from(high, (_, i) => (i * 31 + salt) & 0xff)
+      const out = new Uint8Array(offset + 2 * high.length + 3).fill(0xaa)
+      huffmanDecode(huffmanEncode(high), high.length, out, offset, 'test', low)
+      for (let i = 0; i < high.length; i++) {
+        expect(out[offset + 2 * i]).toBe(low[i])
+        expect(out[offset + 2 * i + 1]).toBe(high[i])
+      }
+      expect(out[offset + 2 * high.length]).toBe(0xaa)
+      if (offset > 0) expect(out[offset - 1]).toBe(0xaa)
+    }), { numRuns: 100 })
+  })
+
   it('plans the exact size of a stream before writing it', () => {
     const noise = Uint8Array.from({ length: 4096 }, (_, i) => (Math.imul(i, 2654435761) >>> 24) & 0xff)
     expect(huffmanPlan(noise).bytes).toBeGreaterThanOrEqual(noise.length)
