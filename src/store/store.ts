@@ -17,7 +17,11 @@
  * - a version becomes visible (listed, resolvable) only when every file's blob is stored and its
  *   snapshot folder is complete: the index batch that adds it is the last step of `commitVersion`;
  * - after a crash, `open` removes what no index record names (temporary files, orphan blobs and
- *   snapshots) and rebuilds missing snapshot links, so the store is consistent again;
+ *   snapshots, cold chunk files) and rebuilds missing snapshot links (a cold version has none: its
+ *   snapshot is removed instead), so the store is consistent again;
+ * - a cold (compressed) version is complete: every chunk of it is in a blob that stays or in
+ *   `cold/` (`store/cold.ts`), and reads fall back to `cold/` (`readChunk`, `readSpan`); a label
+ *   only ever points at a materialized version (`setLabel` re-materializes first);
  * - a write is acknowledged only once it is on disk. The first disk failure of any write (index or
  *   file) trips the write guard (`store/write-guard.ts`): that operation fails with `DiskFullError`
  *   or `StorageIoError` saying what it kept, every later write fails fast, and writes resume only
