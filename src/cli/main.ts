@@ -16,7 +16,7 @@ import { ShoalClient } from '../rpc/client.js'
 import { RpcError } from '../rpc/errors.js'
 import { SHOAL_VERSION } from '../version.js'
 import { EXIT, exitCodeFor } from './exit-codes.js'
-import { printSearch, printLeases, printGc, printHeadHistory, printHeads, printKeys, printLabelResult, printModels, printPeers, printShow, printTrust, printVerify, printVersions } from './views.js'
+import { printSearch, printLeases, printCompress, printGc, printHeadHistory, printHeads, printKeys, printLabelResult, printModels, printPeers, printShow, printTrust, printVerify, printVersions } from './views.js'
 import { parseDuration, parseTime } from './time.js'
 import { progressBar, pullProgress } from './progress.js'
 
@@ -232,6 +232,14 @@ program.command('gc').helpGroup('Store:')
   .action(async (opts: { dryRun?: boolean }) => {
     const report = await (await client()).gc({ dryRun: opts.dryRun === true })
     out(report, () => printGc(report))
+  })
+
+program.command('compress').helpGroup('Store:')
+  .description('keep a version compressed until something needs its files (not one a label, lease or the rollback window holds)')
+  .argument('<ref>', 'name@<version id>, or a name or label that resolves to it')
+  .action(async (ref: string) => {
+    const r = await (await client()).compress(ref)
+    out(r, () => printCompress(r))
   })
 
 program.command('export').helpGroup('Models:')

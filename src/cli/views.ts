@@ -2,6 +2,7 @@
 import type { SearchResult } from '../store/search-index.js'
 import type { LeaseRow, HeadHistoryRow, HeadRow, KeyRow, LabelResult, ModelRow, PeerRow, ShowResult, TrustRow } from '../rpc/api.js'
 import type { Activation, Stamp } from '../core/heads.js'
+import type { ColdReport } from '../store/cold.js'
 import type { GcReport } from '../store/gc.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
@@ -17,7 +18,8 @@ export function printModels (models: ModelRow[]): void {
 
 export function printVersions (versions: VersionInfo[]): void {
   console.log(table(['version', 'created', 'size', 'files', 'labels', 'pinned', 'state'], versions.map(v => [
-    v.version, time(v.created), bytes(v.size), v.files, v.labels.join(', '), v.pinned ? 'yes' : '', v.complete ? 'ok' : pc.red('damaged')
+    v.version, time(v.created), bytes(v.size), v.files, v.labels.join(', '), v.pinned ? 'yes' : '',
+    !v.complete ? pc.red('damaged') : v.cold !== undefined ? `compressed (saves ${bytes(v.cold.savedBytes)})` : 'ok'
   ])))
 }
 
@@ -26,7 +28,8 @@ export function printShow (v: ShowResult, tensorsPerFile: number): void {
   console.log(`${pc.bold(v.name)}@${v.version}`)
   console.log(`  created     ${time(v.created)}${v.parent !== null ? `  (parent ${shortId(v.parent)})` : ''}`)
   console.log(`  labels      ${v.labels.join(', ') || '-'}${v.pinned ? '   pinned' : ''}${v.complete ? '' : pc.red(`   DAMAGED: missing ${v.missing.join(', ')}`)}`)
-  console.log(`  path        ${v.path}`)
+  console.log(`  path        ${v.path}${v.cold !== undefined ? pc.dim('   (compressed: resolve --ensure or export brings its files back)') : ''}`)
+  if (v.cold !== undefined) console.log(`  compressed  since ${time(v.cold.at)}, saves ${bytes(v.cold.savedBytes)}`)
   if (v.parentShared !== undefined) console.log(`  dedup       ${(v.parentShared.bytes * 100).toFixed(1)}% of bytes (${(v.parentShared.chunks * 100).toFixed(1)}% of chunks) shared with the parent version`)
   console.log(`  size        ${bytes(s.totalSize)} in ${v.files.length} files`)
   console.log(`  blocks      ${bytes(v.blockSize)} (manifest schema ${v.schema})`)
@@ -62,11 +65,16 @@ export function printVerify (r: VerifyReport): void {
   if (r.damaged.length > 0) console.log(`damaged versions (re-add or pull them): ${r.damaged.join(', ')}`)
 }
 
+export function printCompress (r: ColdReport): void {
+  console.log(`compressed ${r.name}@${r.version}: ${bytes(r.rawBytes)} of files removed, ${bytes(r.storedBytes)} of compressed chunks written (${r.chunks} chunks), ${bytes(r.rawBytes - r.storedBytes)} saved`)
+}
+
 export function printGc (r: GcReport): void {
   const verb = r.dryRun ? 'would remove' : 'removed'
   for (const v of r.versions) console.log(`${verb} version ${v.name}@${v.version} (${bytes(v.size)})`)
   for (const b of r.blobs) console.log(`${verb} blob ${b.digest} (${bytes(b.size)})`)
   for (const p of r.partials) console.log(`${verb} partial file ${p.digest} of an abandoned pull (${bytes(p.size)})`)
+  if (r.cold !== undefined) console.log(`${r.dryRun ? 'would write' : 'wrote'} ${r.cold.written} compressed chunks that compressed versions need from blobs going now; ${verb} ${r.cold.removed} no compressed version needs (${bytes(r.cold.removedBytes)})`)
   console.log(`${verb} ${r.versions.length} versions, ${r.blobs.length} blobs, ${r.partials.length} partial files, ${bytes(r.bytes)}`)
 }
 

@@ -136,9 +136,16 @@ export const configFileSchema = z.strictObject({
   }).optional(),
   store: z.strictObject({
     /** Disk quota for blobs: a number of bytes or a size such as "200GB" / "1.5TiB". Unset: none. */
-    quota: z.union([z.number().int().positive(), z.string().max(32)]).optional()
+    quota: z.union([z.number().int().positive(), z.string().max(32)]).optional(),
+    /** Keep versions nothing needs compressed, once they have been so for `compressAfter` (`store/cold.ts`). @default false */
+    compress: z.boolean().optional(),
+    /** How long: seconds, or a duration such as "30m", "12h", "7d". @default DEFAULT_COMPRESS_AFTER_MS (7 days) */
+    compressAfter: z.union([z.number().nonnegative(), z.string().max(32)]).optional()
   }).optional()
 })
+
+/** @default 7 days — how long a version nothing needs waits before `store.compress` compresses it */
+export const DEFAULT_COMPRESS_AFTER_MS = 7 * 24 * 3600 * 1000
 
 export interface Config {
   home: string
@@ -167,7 +174,8 @@ export interface Config {
   follow: string[]
   trust: TrustRule[]
   labels: { keep: number }
-  store: { quotaBytes?: number }
+  /** `compressAfterMs`: set when `store.compress` is on. */
+  store: { quotaBytes?: number, compressAfterMs?: number }
 }
 
 /** Where the bulk channel listens; see `bulkListenAddress`. */
@@ -261,8 +269,26 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
     follow: [...(file.follow ?? []), ...(o.follow ?? [])],
     trust: (file.trust ?? []).map((r, i) => configTrustRule(r, i)),
     labels: { keep: file.labels?.keep ?? DEFAULT_KEEP_LAST },
-    store: file.store?.quota !== undefined ? { quotaBytes: quotaOf(file.store.quota) } : {}
+    store: {
+      ...(file.store?.quota !== undefined ? { quotaBytes: quotaOf(file.store.quota) } : {}),
+      ...compressionOf(file.store)
+    }
   }
+}
+
+/** `store.compress` and `store.compressAfter` → how long a version waits before it is compressed, when on. */
+function compressionOf (store: { compress?: boolean, compressAfter?: number | string } | undefined): { compressAfterMs?: number } {
+  if (store?.compress !== true) {
+    if (store?.compressAfter !== undefined) throw new InvalidInputError(`${CONFIG_FILE} store.compressAfter is set but store.compress is not true; set "compress": true to compress versions automatically`)
+    return {}
+  }
+  const after = store.compressAfter
+  if (after === undefined) return { compressAfterMs: DEFAULT_COMPRESS_AFTER_MS }
+  if (typeof after === 'number') return { compressAfterMs: Math.round(after * 1000) }
+  const m = /^(\d+(?:\.\d+)?)\s*(s|m|h|d)$/.exec(after.trim())
+  if (m === null) throw new InvalidInputError(`${CONFIG_FILE} store.compressAfter: ${JSON.stringify(after)} is not a duration; use seconds or e.g. "30m", "12h", "7d"`)
+  const unit = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's' | 'm' | 'h' | 'd']
+  return { compressAfterMs: Math.round(Number(m[1]) * unit) }
 }
 
 function nonEmpty (value: string | undefined): string | undefined {

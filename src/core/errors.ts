@@ -39,6 +39,21 @@ export class MalformedDataError extends ShoalError {
   readonly code = 'MALFORMED_DATA'
 }
 
+/** Encoded data that ends before what it declares (a truncated block, a cut stream). */
+export class TruncatedDataError extends MalformedDataError {}
+
+/**
+ * An encoded block that names a codec, or a codec version, this node does not know or did not
+ * accept. The sender chose a codec the receiver never offered (or runs a newer shoal).
+ */
+export class UnknownCodecError extends MalformedDataError {}
+
+/**
+ * An encoded block that declares (or would decode to) more bytes than the receiver's bound, the
+ * block size: a decompression bomb, refused before the output is allocated.
+ */
+export class DecodedTooLargeError extends MalformedDataError {}
+
 /** Bytes whose digest is not the id they were stored or sent under. */
 export class DigestMismatchError extends ShoalError {
   readonly code = 'DIGEST_MISMATCH'

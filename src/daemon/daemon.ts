@@ -32,6 +32,7 @@ import { HeadGuard } from '../heads/guard.js'
 import { headSource } from '../heads/source.js'
 import { HeadSpreader } from '../heads/spread.js'
 import { Activator, FollowRules } from '../heads/activator.js'
+import { coldCandidates, compressVersion } from '../store/cold.js'
 import { collectGarbage } from '../store/gc.js'
 import { EventBus } from './events.js'
 import { HeadsService } from './heads-service.js'
@@ -47,6 +48,8 @@ import { SearchIndex } from '../store/search-index.js'
 export const PULL_PROGRESS_EVENT_MS = 1000
 /** @default 60 s — how often the disk quota is checked (also after every label switch) */
 export const QUOTA_CHECK_INTERVAL_MS = 60_000
+/** @default 60 s — how often `store.compress` looks for versions to compress (and after every label switch) */
+export const COMPRESS_CHECK_INTERVAL_MS = 60_000
 
 /**
  * @default 16 MiB — bytes one pull may have requested at once from partial peers (seeds have
@@ -69,6 +72,8 @@ export class Daemon {
   private activator?: Activator
   private quotaTimer?: NodeJS.Timeout
   private quotaRunning = false
+  private compressTimer?: NodeJS.Timeout
+  private compressRunning = false
   private leases?: LeaseTable
   private readonly models = new Map<string, string>()
   private readonly modelLookups = new Map<string, { bytes: number }>()
@@ -183,7 +188,7 @@ export class Daemon {
         follows: new FollowRules(config.follow),
         nodeId: node.peerId.toString(),
         log: headLog,
-        afterSwitch: () => { void this.enforceQuota() }
+        afterSwitch: () => { void this.enforceQuota().then(async () => { await this.compressIdle() }) }
       })
       this.activator = activator
       // A switch the disk refused is tried again once the store takes writes again: one pass at a
@@ -221,6 +226,7 @@ export class Daemon {
       this.spreader = new HeadSpreader(node, book, guard, headLog, { maxConnections: config.p2p.maxConnections })
       this.spreader.start()
       if (config.store.quotaBytes !== undefined) this.quotaTimer = setInterval(() => { void this.enforceQuota() }, QUOTA_CHECK_INTERVAL_MS)
+      if (config.store.compressAfterMs !== undefined) this.compressTimer = setInterval(() => { void this.compressIdle() }, COMPRESS_CHECK_INTERVAL_MS)
       const leases = new LeaseTable(store)
       await leases.start()
       this.leases = leases
@@ -271,6 +277,7 @@ export class Daemon {
   async stop (): Promise<void> {
     await this.rpc?.stop()
     clearInterval(this.quotaTimer)
+    clearInterval(this.compressTimer)
     this.leases?.stop()
     this.spreader?.stop()
     this.activator?.stop()
@@ -331,6 +338,33 @@ export class Daemon {
       this.log.warn({ err: (err as Error).message }, 'quota GC failed')
     } finally {
       this.quotaRunning = false
+    }
+  }
+
+  /**
+   * With `store.compress` on, compresses the versions nothing has needed for `compressAfter`, least
+   * recently used first, one at a time; one that is not eligible (rollback window, lease, pull) is
+   * skipped until the next look.
+   */
+  private async compressIdle (): Promise<void> {
+    const idleMs = this.config.store.compressAfterMs
+    const store = this.store
+    if (idleMs === undefined || store === undefined || this.compressRunning) return
+    this.compressRunning = true
+    try {
+      for (const version of await coldCandidates(store, { idleMs })) {
+        try {
+          const r = await compressVersion(store, version, { keepLast: this.config.labels.keep })
+          this.log.info({ model: r.name, version, rawBytes: r.rawBytes, storedBytes: r.storedBytes }, 'compressed a version nothing needs')
+        } catch (err) {
+          if (!(err instanceof ConflictError)) throw err
+          this.log.debug({ version, reason: err.message }, 'not compressed')
+        }
+      }
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'compressing idle versions failed')
+    } finally {
+      this.compressRunning = false
     }
   }
 

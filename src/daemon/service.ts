@@ -25,6 +25,7 @@ import type { PeerScores } from '../p2p/judge.js'
 import type { PullManager } from './pulls.js'
 import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest } from '../rpc/schemas.js'
 import { exportVersion } from '../store/export.js'
+import { compressVersion, type ColdReport } from '../store/cold.js'
 import { collectGarbage, type GcReport } from '../store/gc.js'
 import type { ResolvedVersion, Store, VersionInfo } from '../store/store.js'
 import { verifyStore, type VerifyReport } from '../store/verify.js'
@@ -174,6 +175,12 @@ export class DaemonService implements ShoalApi {
     return report
   }
 
+  /** Keeps a version compressed (see `store/cold.ts`); refuses one a label, lease, pull or the rollback window needs. */
+  async compress (ref: string): Promise<ColdReport> {
+    const v = await this.store.resolve(ref)
+    return await compressVersion(this.store, v.version, { keepLast: this.options.keepLast })
+  }
+
   async export (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ExportResult> {
     const throttled = throttle(onProgress)
     const out = await exportVersion(this.store, req.ref, req.dest, {
@@ -237,7 +244,8 @@ export class DaemonService implements ShoalApi {
   }
 
   private async toShow (v: ResolvedVersion): Promise<ShowResult> {
-    const show = toShow(v)
+    const record = v.cold ? await this.store.index.cold.get(v.version) : undefined
+    const show = { ...toShow(v), ...(record !== undefined ? { cold: { at: record.at, savedBytes: record.rawBytes - record.storedBytes } } : {}) }
     if (v.manifest.parent === null) return show
     const parent = await this.store.resolve(`${v.name}@${v.manifest.parent}`).catch(() => undefined)
     if (parent === undefined) return show

@@ -4,11 +4,12 @@
  *
  * `resolve` with `ensure`: for `name@<version id>` pulls the version if needed; for `name@label`
  * answers the local label when it points at a complete version, else pulls the version the
- * label's head names and waits until the label points at it. It never answers a partial snapshot.
+ * label's head names and waits until the label points at it. A version kept compressed (cold) is
+ * re-materialized first. It never answers a partial snapshot, nor a cold version's missing one.
  */
 import type { VersionId } from '../core/digest.js'
 import { isCid } from '../core/digest.js'
-import { NotFoundError } from '../core/errors.js'
+import { ConflictError, NotFoundError } from '../core/errors.js'
 import { parseRef } from '../core/names.js'
 import type { Activator } from '../heads/activator.js'
 import type { HeadBook } from '../heads/book.js'
@@ -36,6 +37,8 @@ export class ServingService {
     if (options.ensure !== true) return toResult(await this.complete(ref))
     const { name, selector } = parseRef(ref)
     for (let round = 0; round < MAX_ENSURE_ROUNDS; round++) {
+      const here = await this.deps.store.resolve(ref).catch(() => undefined)
+      if (here?.cold === true) await this.deps.store.rematerialize(here.version, options.signal !== undefined ? { signal: options.signal } : {})
       const local = await this.complete(ref).catch(() => undefined)
       if (local !== undefined) return toResult(local)
       let version: VersionId | undefined
@@ -98,10 +101,14 @@ export class ServingService {
     }
   }
 
-  /** A complete version for `ref` (the local label for `name@label`), else NotFoundError. */
+  /**
+   * A complete, materialized version for `ref` (the local label for `name@label`), else
+   * NotFoundError (not here or incomplete) or ConflictError (kept compressed).
+   */
   private async complete (ref: string): Promise<ResolvedVersion> {
     const v = await this.deps.store.resolve(ref)
     if (v.missing.length > 0) throw new NotFoundError(`${v.name}@${v.version} is not complete on this node (missing ${v.missing.length} files)`)
+    if (v.cold) throw new ConflictError(`${v.name}@${v.version} is kept compressed on this node; resolve it with --ensure to bring its files back`)
     return v
   }
 }

@@ -12,6 +12,7 @@
  * | GET  /v1/show            | `?ref=`                      | {@link ShowResult}         |
  * | POST /v1/verify          | `{}`                         | NDJSON → `VerifyReport`    |
  * | POST /v1/gc              | `gcRequest`                  | `GcReport`                 |
+ * | POST /v1/compress        | `refRequest`                 | `ColdReport`               |
  * | POST /v1/export          | `exportRequest`              | NDJSON → {@link ExportResult} |
  * | POST /v1/labels          | `labelRequest`               | {@link LabelResult}        |
  * | DELETE /v1/labels        | `labelRemoveRequest`         | `{}`                       |
@@ -47,6 +48,7 @@
 import { InvalidInputError } from '../core/errors.js'
 import type { FileStructureRecord, ModelSummary } from '../core/manifest.js'
 import type { Metadata } from '../core/metadata.js'
+import type { ColdReport } from '../store/cold.js'
 import type { GcReport } from '../store/gc.js'
 import type { SearchResult } from '../store/search-index.js'
 import type { VersionInfo } from '../store/store.js'
@@ -105,6 +107,8 @@ export interface ShowResult {
   pinned: boolean
   complete: boolean
   missing: string[]
+  /** Kept compressed (cold) since `at`, saving `savedBytes`: `path` exists once something re-materializes it. */
+  cold?: { at: number, savedBytes: number }
   metadata: Metadata
   structure: ModelSummary
   files: ShowFile[]
@@ -180,6 +184,7 @@ export interface ShoalApi {
   show: (ref: string) => Promise<ShowResult>
   verify: (onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<VerifyReport>
   gc: (req: GcRequest) => Promise<GcReport>
+  compress: (ref: string) => Promise<ColdReport>
   export: (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<ExportResult>
   setLabel: (req: LabelRequest) => Promise<LabelResult>
   removeLabel: (name: string, label: string) => Promise<LabelResult>
@@ -246,6 +251,7 @@ export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
     route({ method: 'GET', path: '/v1/show', handler: async (_b, ctx) => await api.show(required(ctx.query, 'ref')) }),
     route({ method: 'POST', path: '/v1/verify', body: verifyRequest, stream: true, holds: 'disk', handler: async (_b, ctx) => await api.verify(ctx.progress, ctx.signal) }),
     route({ method: 'POST', path: '/v1/gc', body: gcRequest, handler: async body => await api.gc(body) }),
+    route({ method: 'POST', path: '/v1/compress', body: refRequest, handler: async body => await api.compress(body.ref) }),
     route({ method: 'POST', path: '/v1/export', body: exportRequest, stream: true, holds: 'disk', handler: async (body, ctx) => await api.export(body, ctx.progress, ctx.signal) }),
     route({ method: 'POST', path: '/v1/labels', body: labelRequest, handler: async body => await api.setLabel(body) }),
     route({ method: 'DELETE', path: '/v1/labels', body: labelRemoveRequest, handler: async body => await api.removeLabel(body.name, body.label) }),

@@ -12,6 +12,7 @@
  * when no daemon answers on the socket.
  */
 import { request } from 'node:http'
+import type { ColdReport } from '../store/cold.js'
 import type { GcReport } from '../store/gc.js'
 import type { SearchResult } from '../store/search-index.js'
 import type { VersionInfo } from '../store/store.js'
@@ -54,6 +55,7 @@ export class ShoalClient implements ShoalApi {
   async versions (name: string): Promise<VersionInfo[]> { return await this.call('GET', `/v1/versions?name=${encodeURIComponent(name)}`) }
   async show (ref: string): Promise<ShowResult> { return await this.call('GET', `/v1/show?ref=${encodeURIComponent(ref)}`) }
   async gc (req: GcRequest): Promise<GcReport> { return await this.call('POST', '/v1/gc', req) }
+  async compress (ref: string): Promise<ColdReport> { return await this.call('POST', '/v1/compress', { ref }) }
   async setLabel (req: LabelRequest): Promise<LabelResult> { return await this.call('POST', '/v1/labels', req) }
   async removeLabel (name: string, label: string): Promise<LabelResult> { return await this.call('DELETE', '/v1/labels', { name, label }) }
   async rollback (ref: string, key?: string): Promise<LabelResult> { return await this.call('POST', '/v1/rollback', { ref, ...(key !== undefined ? { key } : {}) }) }

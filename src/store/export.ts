@@ -3,7 +3,7 @@
  * added. Every chunk is re-hashed on the way out, so damaged bytes are never exported. All or
  * nothing: every file is first written to a temporary name beside its destination and fsynced;
  * only when all are complete are they renamed into place. Existing files are not overwritten unless
- * `overwrite` is set.
+ * `overwrite` is set. A version kept compressed is re-materialized first.
  */
 import { mkdir, open, rename, rm } from 'node:fs/promises'
 import { dirname, join, resolve as resolvePath } from 'node:path'
@@ -16,7 +16,11 @@ import type { ResolvedVersion, Store } from './store.js'
 export interface ExportProgress { file: string, bytes: number, totalBytes: number }
 
 export async function exportVersion (store: Store, ref: string, dest: string, options: { overwrite?: boolean, onProgress?: (p: ExportProgress) => void, signal?: AbortSignal } = {}): Promise<ResolvedVersion & { dest: string }> {
-  const version = await store.resolve(ref)
+  let version = await store.resolve(ref)
+  if (version.cold) {
+    await store.rematerialize(version.version, options.signal !== undefined ? { signal: options.signal } : {})
+    version = await store.resolve(`${version.name}@${version.version}`)
+  }
   if (version.missing.length > 0) {
     throw new NotFoundError(`${version.name}@${version.version} is damaged (missing ${version.missing.join(', ')}); re-add or pull it first`)
   }

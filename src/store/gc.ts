@@ -23,6 +23,11 @@
  * a pull registers its files before it writes its records, so a pull starting meanwhile is seen.
  * A layer a running pull records between gc's reads and its commit may be dropped with an older
  * copy: it is only a cache of the chunk's bytes and is computed again when next served.
+ *
+ * Cold versions (`store/cold.ts`) are kept or removed by the same rules. Their chunks stay held: a
+ * chunk a kept cold version needs that only a blob going now holds is written to `cold/` first
+ * (re-hashed), in the same collection; cold chunk files no kept cold version needs go (with their
+ * records and leaf layers).
  */
 import { rm, chmod, stat } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -30,6 +35,8 @@ import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 import { decodeManifest } from '../core/manifest.js'
 import { IndexDb, type IndexOp } from './index-db.js'
 import { splitLeavesKey } from './leaves.js'
+import { coldChunksToKeep } from './cold.js'
+import { writeColdChunk } from './cold-chunks.js'
 import { dropPartials, pullingFiles } from './pull-target.js'
 import { readdirSafe, type Store } from './store.js'
 
@@ -43,6 +50,8 @@ export interface GcReport {
   bytes: number
   /** With a quota: bytes held by blobs before and after. */
   quota?: { limit: number, before: number, after: number }
+  /** Cold chunk files written (chunks kept cold versions need, from blobs going now) and removed. */
+  cold?: { written: number, removed: number, removedBytes: number }
 }
 
 export interface GcOptions {
@@ -143,8 +152,9 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
 
     const blobs: GcReport['blobs'] = []
     const chunkDrops = new Map<ChunkId, Set<FileDigest>>()
+    const stayingBlobs = new Set<string>()
     for await (const [digest, record] of store.index.blobs.iterator()) {
-      if (referenced.has(digest) || store.isHeld(digest)) continue
+      if (referenced.has(digest) || store.isHeld(digest)) { stayingBlobs.add(digest); continue }
       blobs.push({ digest, size: record.size })
       ops.push({ type: 'del', sublevel: store.index.blobs, key: digest })
       for (const [id] of record.chunks) chunkDrops.set(id, (chunkDrops.get(id) ?? new Set()).add(digest))
@@ -152,17 +162,44 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
     const ids = [...chunkDrops.keys()]
     const locations = ids.length === 0 ? [] : await store.index.chunks.getMany(ids)
     const unheld = new Set<ChunkId>()
+    // Chunks no blob that stays holds (a partial file can go with its pull): cold versions keep theirs.
+    const losing = new Set<ChunkId>()
     ids.forEach((id, i) => {
       const gone = chunkDrops.get(id) ?? new Set()
       const rest = (locations[i] ?? []).filter(([d]) => !gone.has(d))
       if (rest.length === 0) unheld.add(id)
+      if (!rest.some(([d]) => stayingBlobs.has(d))) losing.add(id)
       ops.push(rest.length === 0 ? { type: 'del', sublevel: store.index.chunks, key: id } : { type: 'put', sublevel: store.index.chunks, key: id, value: rest })
     })
-    ops.push(...await layersToDrop(store, unheld))
+    // Cold versions that stay keep their chunks (see the module doc).
+    const gone = new Set(doomed.map(d => d.version))
+    const keptCold: VersionId[] = []
+    for await (const version of store.index.cold.keys()) {
+      if (gone.has(version as VersionId)) ops.push({ type: 'del', sublevel: store.index.cold, key: version })
+      else keptCold.push(version as VersionId)
+    }
+    const cold = await coldChunksToKeep(store, keptCold, losing)
+    const dropSizes = cold.drop.length === 0 ? [] : await store.index.coldChunks.getMany(cold.drop)
+    for (const id of cold.drop) ops.push({ type: 'del', sublevel: store.index.coldChunks, key: id })
+    for (const id of cold.write.keys()) unheld.delete(id)
+    ops.push(...await layersToDrop(store, unheld, new Set(cold.drop)))
 
-    const freed = blobs.reduce((n, b) => n + b.size, 0) + partials.reduce((n, p) => n + p.size, 0)
-    const report: GcReport = { dryRun, versions: doomed, blobs, partials, bytes: freed, ...(quota !== undefined ? { quota } : {}) }
+    const removedBytes = dropSizes.reduce((n, r) => n + (r?.stored ?? 0), 0)
+    const freed = blobs.reduce((n, b) => n + b.size, 0) + partials.reduce((n, p) => n + p.size, 0) + removedBytes
+    const report: GcReport = {
+      dryRun, versions: doomed, blobs, partials, bytes: freed,
+      ...(quota !== undefined ? { quota } : {}),
+      ...(cold.write.size + cold.drop.length > 0 ? { cold: { written: cold.write.size, removed: cold.drop.length, removedBytes } } : {})
+    }
     if (dryRun) return report
+
+    for (const [id, where] of cold.write) {
+      // From the blob about to go: re-hashed by the writer, durable before the records change.
+      const bytes = await store.readChunk(id)
+      if (bytes === undefined) throw new Error(`chunk ${id}, which a compressed version needs, could not be read before its blob is collected; nothing was removed`)
+      const stored = await writeColdChunk(store.layout.cold, store.layout.tmp, id, bytes, { blockSize: where.blockSize, ...(where.dtype !== undefined ? { dtype: where.dtype } : {}) })
+      ops.push({ type: 'put', sublevel: store.index.coldChunks, key: id, value: { size: bytes.length, stored } })
+    }
 
     // Records go first: a crash after this leaves only unreferenced files, which start-up removes.
     await store.index.commit(ops, { doing: 'removing the records of what gc collects', kept: 'nothing was removed' })
@@ -173,6 +210,7 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
       await chmod(store.layout.blob(b.digest), 0o644).catch(() => {})
       await rm(store.layout.blob(b.digest), { force: true })
     }
+    for (const id of cold.drop) await rm(store.layout.coldChunk(id), { force: true })
     // Nothing that writes to tmp/ runs while GC holds the exclusive lock.
     for (const entry of await readdirSafe(store.layout.tmp)) await rm(join(store.layout.tmp, entry), { recursive: true, force: true })
     return report
@@ -181,10 +219,11 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
 
 /**
  * Deletes for every leaf layer whose chunk nothing holds once this collection is done: those of
- * `unheld` (their last location goes now) and those with no location at all. One pass over the
- * layers' keys, one index read for the chunks they name.
+ * `unheld` (their last location goes now) and those with no location at all, unless a cold chunk
+ * file that stays (not in `coldDropped`) holds the chunk. One pass over the layers' keys, one index
+ * read for the chunks they name.
  */
-async function layersToDrop (store: Store, unheld: ReadonlySet<ChunkId>): Promise<IndexOp[]> {
+async function layersToDrop (store: Store, unheld: ReadonlySet<ChunkId>, coldDropped: ReadonlySet<ChunkId>): Promise<IndexOp[]> {
   const byChunk = new Map<ChunkId, string[]>()
   for await (const key of store.index.leaves.keys()) {
     const id = splitLeavesKey(key)?.[0] ?? key
@@ -195,7 +234,9 @@ async function layersToDrop (store: Store, unheld: ReadonlySet<ChunkId>): Promis
   const ops: IndexOp[] = []
   const others = [...byChunk.keys()].filter(id => !unheld.has(id))
   const held = others.length === 0 ? [] : await store.index.chunks.getMany(others)
-  const doomed = [...unheld, ...others.filter((_, i) => held[i] === undefined)]
+  const candidates = [...unheld, ...others.filter((_, i) => held[i] === undefined)]
+  const cold = candidates.length === 0 ? [] : await store.index.coldChunks.getMany(candidates)
+  const doomed = candidates.filter((id, i) => cold[i] === undefined || coldDropped.has(id))
   for (const id of doomed) {
     for (const key of byChunk.get(id) ?? []) ops.push({ type: 'del', sublevel: store.index.leaves, key })
   }

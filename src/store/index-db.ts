@@ -22,11 +22,15 @@
  *               concatenated (n × 32 bytes; `store/leaves.ts`): what proofs are served from. Written
  *               with the chunk's location (add, pull) or when first needed; kept while some blob or
  *               partial file holds the chunk
+ * - `cold`      version id → {@link ColdRecord}: a version kept compressed (`store/cold.ts`)
+ * - `coldChunks` chunk id → {@link ColdChunkRecord}: a chunk kept in `cold/<chunk id>`
  * - `meta`      `clock` → last `created` handed out; `schema` → index schema number
  *
  * Schema history (`meta` `schema`, upgraded at `open`): 1 → 2 added `leaves`; an index of schema 1
- * has none, and layers are computed when first needed, so the upgrade only writes the number. An
- * index of a newer schema is refused (the build that wrote it knows records this one does not).
+ * has none, and layers are computed when first needed, so the upgrade only writes the number.
+ * 3 (`COLD_SCHEMA`) is written by the first compression, in its batch: an index that holds cold
+ * versions must not be opened by a build that would take them for damaged ones. An index of a
+ * newer schema is refused (the build that wrote it knows records this one does not).
  *
  * MUST hold:
  * - every change is one atomic batch written with `sync: true` through `commit` (nothing writes to
@@ -47,6 +51,8 @@ import { failureDetail, type WriteContext } from './fsutil.js'
 import { WriteGuard } from './write-guard.js'
 
 export const INDEX_SCHEMA = 2
+/** The schema of an index that holds cold versions (`cold`, `coldChunks`). */
+export const COLD_SCHEMA = 3
 
 /** `[file digest, offset, size]`: a verified copy of a chunk inside a blob or partial file. */
 export type ChunkLocation = [FileDigest, number, number]
@@ -103,6 +109,23 @@ export interface PullRecord {
   attempts?: number
 }
 
+/** A version kept compressed: its snapshot and the blobs only it needed are gone. */
+export interface ColdRecord {
+  /** When it was compressed (ms). */
+  at: number
+  /** Bytes of the blobs removed. */
+  rawBytes: number
+  /** Bytes of the cold chunk files written for it (chunks other cold versions had written are not counted again). */
+  storedBytes: number
+}
+
+/** A chunk kept in `cold/<chunk id>`. */
+export interface ColdChunkRecord {
+  size: number
+  /** Bytes of its file. */
+  stored: number
+}
+
 /** @default 100 */
 export const MAX_LABEL_HISTORY = 100
 
@@ -155,6 +178,8 @@ export class IndexDb {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   readonly leases: Sub<any>
   readonly leaves: Sub<Uint8Array>
+  readonly cold: Sub<ColdRecord>
+  readonly coldChunks: Sub<ColdChunkRecord>
   readonly guard: WriteGuard
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   private readonly sublevels: Array<Sub<any>>
@@ -185,7 +210,9 @@ export class IndexDb {
     this.search = db.sublevel('search', { valueEncoding: 'json' })
     this.leases = db.sublevel('leases', { valueEncoding: 'json' })
     this.leaves = db.sublevel('leaves', { valueEncoding: 'view' })
-    this.sublevels = [this.chunks, this.blobs, this.manifests, this.versions, this.byModel, this.labels, this.pins, this.partials, this.pulls, this.meta, this.heads, this.headLog, this.known, this.labelPins, this.search, this.leases, this.leaves]
+    this.cold = db.sublevel('cold', { valueEncoding: 'json' })
+    this.coldChunks = db.sublevel('coldChunks', { valueEncoding: 'json' })
+    this.sublevels = [this.chunks, this.blobs, this.manifests, this.versions, this.byModel, this.labels, this.pins, this.partials, this.pulls, this.meta, this.heads, this.headLog, this.known, this.labelPins, this.search, this.leases, this.leaves, this.cold, this.coldChunks]
     for (const sub of this.sublevels) this.gateReads(sub)
   }
 
@@ -197,8 +224,8 @@ export class IndexDb {
       // 1 → 2: the `leaves` sublevel is new and starts empty (layers are computed when needed).
       await this.commit([{ type: 'put', sublevel: this.meta, key: 'schema', value: INDEX_SCHEMA }], { doing: 'upgrading the index to schema 2', kept: 'the index stays at schema 1; the next start tries again' })
       this.options.log?.info({ from: 1, to: INDEX_SCHEMA }, 'index upgraded')
-    } else if (schema !== INDEX_SCHEMA) {
-      throw new StorageIoError(`the index has schema ${String(schema)}, which this build does not read (it reads schema ${INDEX_SCHEMA} and upgrades 1): run the shoal release that wrote it, or a newer one`)
+    } else if (schema !== INDEX_SCHEMA && schema !== COLD_SCHEMA) {
+      throw new StorageIoError(`the index has schema ${String(schema)}, which this build does not read (it reads schemas ${INDEX_SCHEMA} and ${COLD_SCHEMA} and upgrades 1): run the shoal release that wrote it, or a newer one`)
     }
   }
 

@@ -12,6 +12,7 @@
  *     snapshots/<version id>/<path>   relative symlink to ../../../blobs/<file digest>
  *     refs/<label>              the version id a label points at (replaced by rename)
  *   partial/<file digest>       files being pulled: verified chunks at their offsets (sparse)
+ *   cold/<chunk id>             chunks only cold versions hold, encoded (`store/cold-chunks.ts`)
  *   tmp/                        work in progress; emptied at start-up
  *   quarantine/                 bytes that failed verification, kept for inspection
  * ```
@@ -26,6 +27,7 @@ export class Layout {
   readonly tmp: string
   readonly quarantine: string
   readonly partial: string
+  readonly cold: string
 
   constructor (readonly home: string) {
     this.index = join(home, 'index')
@@ -34,6 +36,11 @@ export class Layout {
     this.tmp = join(home, 'tmp')
     this.quarantine = join(home, 'quarantine')
     this.partial = join(home, 'partial')
+    this.cold = join(home, 'cold')
+  }
+
+  coldChunk (id: string): string {
+    return join(this.cold, id)
   }
 
   blob (digest: string): string {

@@ -17,7 +17,11 @@
  * - a version becomes visible (listed, resolvable) only when every file's blob is stored and its
  *   snapshot folder is complete: the index batch that adds it is the last step of `commitVersion`;
  * - after a crash, `open` removes what no index record names (temporary files, orphan blobs and
- *   snapshots) and rebuilds missing snapshot links, so the store is consistent again;
+ *   snapshots, cold chunk files) and rebuilds missing snapshot links (a cold version has none: its
+ *   snapshot is removed instead), so the store is consistent again;
+ * - a cold (compressed) version is complete: every chunk of it is in a blob that stays or in
+ *   `cold/` (`store/cold.ts`), and reads fall back to `cold/` (`readChunk`, `readSpan`); a label
+ *   only ever points at a materialized version (`setLabel` re-materializes first);
  * - a write is acknowledged only once it is on disk. The first disk failure of any write (index or
  *   file) trips the write guard (`store/write-guard.ts`): that operation fails with `DiskFullError`
  *   or `StorageIoError` saying what it kept, every later write fails fast, and writes resume only
@@ -47,6 +51,8 @@ import { diskError, diskFailure, fsyncDir, NOTHING_KEPT, pathExists, readdirSafe
 export { pathExists, readdirSafe, type WriteContext }
 import { IndexDb, MAX_LABEL_HISTORY, type Db, type IndexOp, type LabelRecord } from './index-db.js'
 import { WriteGuard } from './write-guard.js'
+import { decodeColdBlocks, decodeColdChunk, parseColdChunk, type ColdChunkView } from './cold-chunks.js'
+import { rematerializeVersion } from './cold.js'
 import { Layout } from './layout.js'
 import { ReadCache } from './read-cache.js'
 import { HeadStore } from './heads.js'
@@ -74,6 +80,8 @@ export interface VersionInfo {
   files: number
   /** False when a file's bytes were lost (quarantined by verify); such a version is not served. */
   complete: boolean
+  /** Kept compressed (`store/cold.ts`): no snapshot until something re-materializes it. */
+  cold?: { at: number, savedBytes: number }
 }
 
 export interface ResolvedVersion {
@@ -86,6 +94,8 @@ export interface ResolvedVersion {
   pinned: boolean
   /** Files whose bytes are not in the store (see `VersionInfo.complete`). */
   missing: string[]
+  /** Kept compressed: `path` does not exist until `rematerialize` (see `store/cold.ts`). */
+  cold: boolean
 }
 
 export interface CommitOptions {
@@ -167,7 +177,7 @@ export class Store {
     this.leafLayers = new LeafStore({
       index: this.index,
       hashPool: () => (this.hashPool ??= new HashPool()),
-      readWhole: async (id, into) => await this.readLocated(await this.locate(id), 0, into.byteLength, { take: () => into, give: () => {} }),
+      readWhole: async (id, into) => await this.readLocated(await this.locate(id), 0, into.byteLength, { take: () => into, give: () => {} }) ?? await this.readCold(id, into),
       log
     })
     this.lock = createMortice({ name: `shoal-store-${randomBytes(8).toString('hex')}`, singleProcess: true })
@@ -182,7 +192,7 @@ export class Store {
   static async open (home: string, options: StoreOptions = {}): Promise<Store> {
     const layout = new Layout(home)
     try {
-      for (const dir of [home, layout.blobs, layout.models, layout.tmp, layout.quarantine, layout.partial]) await mkdir(dir, { recursive: true })
+      for (const dir of [home, layout.blobs, layout.models, layout.tmp, layout.quarantine, layout.partial, layout.cold]) await mkdir(dir, { recursive: true })
     } catch (err) {
       const kind = diskFailure(err)
       if (kind !== undefined) throw diskError(kind, { doing: `creating the store's folders in ${home}`, kept: 'the daemon did not start' }, err)
@@ -419,6 +429,8 @@ export class Store {
    */
   async setLabel (name: string, label: string, version: VersionId, expect?: VersionId | null): Promise<LabelRecord> {
     checkLabel(label)
+    // A label only points at a materialized version: a cold one comes back first.
+    if (await this.index.cold.get(version) !== undefined) await this.rematerialize(version)
     return await this.labelSerial(async () => {
       const record = await this.index.versions.get(version)
       if (record === undefined || record.name !== name) throw new NotFoundError(`version ${version} of ${name} is not in this store`)
@@ -500,11 +512,16 @@ export class Store {
     return await this.index.labelPins.get(IndexDb.pairKey(name, label)) !== undefined
   }
 
-  /** True when the version is recorded and every file's bytes are in the store. */
+  /** True when the version is recorded and every file's bytes are in the store (a cold version's are). */
   async isComplete (version: VersionId): Promise<boolean> {
     const manifest = await this.manifestOf(version)
     if (manifest === undefined || await this.index.versions.get(version) === undefined) return false
-    return (await this.missingFiles(manifest)).length === 0
+    return (await this.missingFiles(manifest, version)).length === 0
+  }
+
+  /** Brings a cold version back to files and a snapshot (`store/cold.ts`); others are left as they are. */
+  async rematerialize (version: VersionId, options: { signal?: AbortSignal } = {}): Promise<void> {
+    await rematerializeVersion(this, version, options)
   }
 
   async removeLabel (name: string, label: string): Promise<void> {
@@ -599,8 +616,9 @@ export class Store {
     return {
       name, version, manifest, labels,
       path: this.layout.snapshot(name, version),
-      missing: await this.missingFiles(manifest),
-      pinned: await this.index.pins.get(IndexDb.pairKey(name, version)) !== undefined
+      missing: await this.missingFiles(manifest, version),
+      pinned: await this.index.pins.get(IndexDb.pairKey(name, version)) !== undefined,
+      cold: await this.index.cold.get(version) !== undefined
     }
   }
 
@@ -634,8 +652,41 @@ export class Store {
   async readChunk (id: ChunkId, options: { pooled?: boolean } = {}): Promise<Uint8Array | undefined> {
     const candidates = await this.locate(id)
     const size = candidates[0]?.size
-    if (size === undefined) return undefined
-    return await this.readLocated(candidates, 0, size, options.pooled === true ? this.readPool : undefined)
+    if (size === undefined) return await this.readCold(id)
+    // A blob compressed away between the lookup and the read: its chunk is in cold/ by then.
+    return await this.readLocated(candidates, 0, size, options.pooled === true ? this.readPool : undefined) ?? await this.readCold(id)
+  }
+
+  /**
+   * A chunk only `cold/` holds, decoded and re-hashed (into `into` when given), or undefined when
+   * there is none or its file is damaged (logged; `verify` quarantines it).
+   */
+  private async readCold (id: ChunkId, into?: Uint8Array): Promise<Uint8Array | undefined> {
+    const file = await this.coldFile(id)
+    if (file === undefined) return undefined
+    try {
+      return decodeColdChunk(file, id, into)
+    } catch (err) {
+      this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
+      return undefined
+    }
+  }
+
+  /** The parsed cold file of chunk `id`, or undefined (none, or not well-formed: logged). */
+  private async coldView (id: ChunkId): Promise<ColdChunkView | undefined> {
+    const file = await this.coldFile(id)
+    if (file === undefined) return undefined
+    try {
+      return parseColdChunk(file, id)
+    } catch (err) {
+      this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
+      return undefined
+    }
+  }
+
+  private async coldFile (id: ChunkId): Promise<Uint8Array | undefined> {
+    if (await this.index.coldChunks.get(id) === undefined) return undefined
+    return await readFile(this.layout.coldChunk(id)).catch(() => undefined)
   }
 
   /**
@@ -655,7 +706,8 @@ export class Store {
       throw new InvalidInputError(`blocks ${first} + ${count} of chunk ${id} are not a span: the first block is 0 or more, the count 1 or more`)
     }
     const candidates = await this.locate(id)
-    const size = candidates[0]?.size
+    let coldView = candidates.length === 0 ? await this.coldView(id) : undefined
+    const size = candidates[0]?.size ?? coldView?.size
     if (size === undefined) return undefined
     const blocks = blockCount(size, blockSize)
     if (first + count > blocks) {
@@ -671,8 +723,24 @@ export class Store {
     }
     const [start] = blockRange(size, blockSize, first)
     const [lastStart, lastLength] = blockRange(size, blockSize, first + count - 1)
-    const data = await this.readLocated(candidates, start, lastStart + lastLength - start, options.pooled === true ? this.readPool : undefined)
-    return data === undefined ? undefined : { data, proofs }
+    if (coldView === undefined) {
+      const data = await this.readLocated(candidates, start, lastStart + lastLength - start, options.pooled === true ? this.readPool : undefined)
+      if (data !== undefined) return { data, proofs }
+      // A blob compressed away between the lookup and the read: its chunk is in cold/ by then.
+      coldView = await this.coldView(id)
+      if (coldView === undefined || coldView.size !== size) return undefined
+    }
+    // Decode the cold blocks that cover the span (unhashed: the proofs let the receiver check them).
+    const from = Math.floor(start / coldView.blockSize)
+    const to = Math.floor((lastStart + lastLength - 1) / coldView.blockSize)
+    try {
+      const decoded = decodeColdBlocks(coldView, from, to - from + 1, new Uint8Array((to - from + 1) * coldView.blockSize), id)
+      const at = start - from * coldView.blockSize
+      return { data: decoded.subarray(at, at + lastStart + lastLength - start), proofs }
+    } catch (err) {
+      this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
+      return undefined
+    }
   }
 
   /** Where verified bytes of chunk `id` live: a fresh (pulled, not yet indexed) copy first. */
@@ -718,7 +786,8 @@ export class Store {
   async heldChunks (ids: readonly ChunkId[]): Promise<Set<ChunkId>> {
     if (ids.length === 0) return new Set()
     const locations = await this.index.chunks.getMany([...ids])
-    return new Set(ids.filter((id, i) => this.fresh.has(id) || locations[i] !== undefined))
+    const cold = await this.index.coldChunks.getMany([...ids])
+    return new Set(ids.filter((id, i) => this.fresh.has(id) || locations[i] !== undefined || cold[i] !== undefined))
   }
 
   /** Marks a verified chunk written into a partial file as servable before it is indexed. */
@@ -786,12 +855,14 @@ export class Store {
     const manifest = await this.manifestOf(version)
     if (record === undefined || manifest === undefined) throw new NotFoundError(`version ${version} is missing from the index`)
     const allLabels = labels ?? Object.entries(await this.labels(name)).filter(([, v]) => v === version).map(([l]) => l)
+    const cold = await this.index.cold.get(version)
     return {
       name, version, created: record.created, addedAt: record.addedAt, labels: allLabels,
       pinned: await this.index.pins.get(IndexDb.pairKey(name, version)) !== undefined,
       size: manifest.files.reduce((n, f) => n + f.size, 0),
       files: manifest.files.length,
-      complete: (await this.missingFiles(manifest)).length === 0
+      complete: (await this.missingFiles(manifest, version)).length === 0,
+      ...(cold !== undefined ? { cold: { at: cold.at, savedBytes: cold.rawBytes - cold.storedBytes } } : {})
     }
   }
 
@@ -868,8 +939,14 @@ export class Store {
         }
       }
     }
+    const cold = new Set<string>(await this.index.cold.keys().all())
     for (const [version, name] of known) {
       const path = this.layout.snapshot(name, version)
+      if (cold.has(version)) {
+        // A crash after a compression's batch, before its snapshot went (or while re-materializing).
+        if (await pathExists(path)) await this.repairing(async () => { await rm(path, { recursive: true, force: true }) }, `removing the snapshot of the compressed ${name}@${version}`)
+        continue
+      }
       if (await pathExists(path)) continue
       const bytes = await this.index.manifests.get(version)
       if (bytes !== undefined) await this.repairing(async () => { await this.materialize(name, version, decodeManifest(bytes, version)) }, `rebuilding the snapshot of ${name}@${version}`)
@@ -893,6 +970,10 @@ export class Store {
         await chmod(this.layout.blob(digest), 0o644).catch(() => {})
         await rm(this.layout.blob(digest), { force: true })
       }
+    }
+    // Cold chunk files without a record (a compression interrupted before its batch) go.
+    for (const id of await readdirSafe(this.layout.cold)) {
+      if (await this.index.coldChunks.get(id) === undefined) await rm(this.layout.coldChunk(id), { force: true })
     }
     // Partial files without a record (a crash before the record was written) go.
     for (const digest of await readdirSafe(this.layout.partial)) {
@@ -922,6 +1003,7 @@ export class Store {
    */
   private async afterReopen (): Promise<void> {
     for await (const [version, record] of this.index.versions.iterator()) {
+      if (await this.index.cold.get(version) !== undefined) continue
       if (await pathExists(this.layout.snapshot(record.name, version))) continue
       const bytes = await this.index.manifests.get(version)
       if (bytes !== undefined) await this.repairSnapshot(record.name, version, decodeManifest(bytes, version))
@@ -954,8 +1036,12 @@ export class Store {
     }
   }
 
-  /** Files of a manifest whose blobs are not (or no longer) in the store. */
-  async missingFiles (manifest: Manifest): Promise<string[]> {
+  /**
+   * Files of a manifest whose blobs are not (or no longer) in the store. Given the version: none for
+   * a cold version (its chunks are held; `rematerialize` brings its files back).
+   */
+  async missingFiles (manifest: Manifest, version?: VersionId): Promise<string[]> {
+    if (version !== undefined && await this.index.cold.get(version) !== undefined) return []
     const records = await this.index.blobs.getMany(manifest.files.map(f => f.digest))
     return manifest.files.filter((_, i) => records[i] === undefined).map(f => f.path)
   }

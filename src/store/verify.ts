@@ -14,6 +14,11 @@
  * longer holds (after a quarantine, or a cancelled pull) are dropped without a report: they are
  * unused, not wrong.
  *
+ * Cold chunk files (`cold/`): each is decoded and re-hashed; one that fails is moved to
+ * `quarantine/` and its record removed, and the cold versions that needed it are reported damaged.
+ * A cold version has no snapshot and needs no blob of its own: its chunks must be held (a blob or a
+ * cold file), not its files.
+ *
  * Idempotent: a second run on a clean store reports nothing.
  */
 import { open, rename, chmod, stat } from 'node:fs/promises'
@@ -22,12 +27,13 @@ import { chunkMatches, type ChunkId, type FileDigest, type VersionId } from '../
 import { decodeManifest, isBlockSize } from '../core/manifest.js'
 import { equalBytes } from '../core/tree.js'
 import { isErrno, tmpName } from './fsutil.js'
+import { readColdChunk } from './cold-chunks.js'
 import type { IndexOp } from './index-db.js'
 import { LeafHasher, leavesKey, splitLeavesKey } from './leaves.js'
 import type { Store } from './store.js'
 
 export interface VerifyProblem {
-  kind: 'blob-missing' | 'blob-size' | 'chunk-mismatch' | 'manifest-invalid' | 'snapshot-link' | 'blob-unrecorded' | 'leaves-mismatch'
+  kind: 'blob-missing' | 'blob-size' | 'chunk-mismatch' | 'manifest-invalid' | 'snapshot-link' | 'blob-unrecorded' | 'leaves-mismatch' | 'cold-chunk'
   /** The blob, version or path concerned. */
   subject: string
   detail: string
@@ -73,11 +79,24 @@ export async function verifyStore (store: Store, options: { onProgress?: (p: Ver
         bad.add(digest)
       }
     }
-    await store.index.commit(layerOps, { doing: 'repairing leaf layers', kept: 'the wrong layers stay recorded; the next verify reports them again' })
+    await store.index.commit(layerOps.splice(0), { doing: 'repairing leaf layers', kept: 'the wrong layers stay recorded; the next verify reports them again' })
     for (const digest of bad) {
       await quarantine(store, digest, blobs.find(([d]) => d === digest)?.[1].chunks ?? [])
       report.quarantined.push(digest)
     }
+    for await (const [id] of store.index.coldChunks.iterator()) {
+      options.signal?.throwIfAborted()
+      try {
+        const bytes = await readColdChunk(store.layout.coldChunk(id), id as ChunkId)
+        report.chunks++
+        report.bytes += bytes.length
+        await checkLayers(id as ChunkId, bytes)
+      } catch (err) {
+        report.problems.push({ kind: 'cold-chunk', subject: id, detail: `${(err as Error).message}; moved to quarantine/` })
+        await quarantineCold(store, id as ChunkId)
+      }
+    }
+    await store.index.commit(layerOps.splice(0), { doing: 'repairing leaf layers', kept: 'the wrong layers stay recorded; the next verify reports them again' })
     await dropUnheldLayers(store)
     for await (const [version, record] of store.index.versions.iterator()) {
       report.versions++
@@ -92,6 +111,16 @@ export async function verifyStore (store: Store, options: { onProgress?: (p: Ver
         continue
       }
       let damaged = false
+      if (await store.index.cold.get(version) !== undefined) {
+        const ids = [...new Set(manifest.files.flatMap(f => f.chunks.map(c => c.id)))]
+        const held = await store.heldChunks(ids)
+        const lost = ids.filter(id => !held.has(id))
+        if (lost.length > 0) {
+          report.problems.push({ kind: 'cold-chunk', subject: `${record.name}@${version}`, detail: `${lost.length} of its chunks are in no blob and no cold file (first: ${lost[0]})` })
+          report.damaged.push(`${record.name}@${version}`)
+        }
+        continue
+      }
       for (const file of manifest.files) {
         if (bad.has(file.digest) || await store.index.blobs.get(file.digest) === undefined) {
           damaged = true
@@ -191,9 +220,20 @@ async function dropUnheldLayers (store: Store): Promise<void> {
   if (keys.length === 0) return
   const ids = keys.map(key => splitLeavesKey(key)?.[0] ?? key)
   const held = await store.index.chunks.getMany([...new Set(ids)])
-  const heldIds = new Set([...new Set(ids)].filter((_, i) => held[i] !== undefined))
+  const cold = await store.index.coldChunks.getMany([...new Set(ids)])
+  const heldIds = new Set([...new Set(ids)].filter((_, i) => held[i] !== undefined || cold[i] !== undefined))
   const ops: IndexOp[] = keys.filter((_, i) => !heldIds.has(ids[i] as ChunkId)).map(key => ({ type: 'del', sublevel: store.index.leaves, key }))
   await store.index.commit(ops, { doing: 'dropping leaf layers of chunks no longer stored', kept: 'those layers stay recorded (unused)' })
+}
+
+/** Moves a bad cold chunk file aside and forgets its record. */
+async function quarantineCold (store: Store, id: ChunkId): Promise<void> {
+  try {
+    await rename(store.layout.coldChunk(id), join(store.layout.quarantine, tmpName(`cold-${id}`)))
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw err
+  }
+  await store.index.commit([{ type: 'del', sublevel: store.index.coldChunks, key: id }], { doing: `quarantining cold chunk ${id}`, kept: 'the file was moved to quarantine/ but its record remains, so the next verify reports it again' })
 }
 
 /** Moves a bad blob aside and forgets its records; chunk locations pointing at it are dropped. */

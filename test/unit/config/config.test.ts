@@ -41,6 +41,20 @@ describe('config', () => {
     expect((await rejection(loadConfig({ home, env: {}, overrides: { logLevel: 'loud' } }))).message).toMatch(/^--log-level "loud" is not a log level/)
   })
 
+  it('turns store.compress on with compressAfter in seconds or a duration, and names a bad one', async () => {
+    expect((await loadConfig({ home, env: {} })).store).toEqual({})
+    await withFile({ store: { compress: true } })
+    expect((await loadConfig({ home, env: {} })).store).toEqual({ compressAfterMs: 7 * 24 * 3600 * 1000 })
+    await withFile({ store: { compress: true, compressAfter: '12h' } })
+    expect((await loadConfig({ home, env: {} })).store.compressAfterMs).toBe(12 * 3600 * 1000)
+    await withFile({ store: { compress: true, compressAfter: 90 } })
+    expect((await loadConfig({ home, env: {} })).store.compressAfterMs).toBe(90_000)
+    await withFile({ store: { compress: true, compressAfter: 'soon' } })
+    expect((await refusal()).message).toBe('config.json store.compressAfter: "soon" is not a duration; use seconds or e.g. "30m", "12h", "7d"')
+    await withFile({ store: { compressAfter: '1d' } })
+    expect((await refusal()).message).toBe('config.json store.compressAfter is set but store.compress is not true; set "compress": true to compress versions automatically')
+  })
+
   it('names store.quota when it is not a size, is 0, or is past 2^53 bytes', async () => {
     await withFile({ store: { quota: 'lots' } })
     expect((await refusal()).message).toBe('config.json store.quota: "lots" is not a size; use bytes or e.g. "200GB", "1.5TiB"')

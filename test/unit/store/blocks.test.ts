@@ -354,10 +354,10 @@ describe('index schema', () => {
       expect(await store.index.meta.get('schema')).toBe(2)
       await store.close()
       const newer = new MemoryLevel() as unknown as Db
-      await newer.sublevel<string, unknown>('meta', { valueEncoding: 'json' }).put('schema', 3)
+      await newer.sublevel<string, unknown>('meta', { valueEncoding: 'json' }).put('schema', 4)
       await expect(Store.open(join(dir, 'b'), { db: newer })).rejects.toMatchObject({
         name: 'StorageIoError',
-        message: 'the index has schema 3, which this build does not read (it reads schema 2 and upgrades 1): run the shoal release that wrote it, or a newer one'
+        message: 'the index has schema 4, which this build does not read (it reads schemas 2 and 3 and upgrades 1): run the shoal release that wrote it, or a newer one'
       })
     } finally {
       await cleanup()

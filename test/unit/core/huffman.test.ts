@@ -1,0 +1,66 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { codeLengths, huffmanDecode, huffmanEncode, huffmanPlan, MAX_CODE_BITS, STREAM_HEADER_BYTES, STREAMS } from '../../../src/core/huffman.js'
+import { TruncatedDataError } from '../../../src/core/errors.js'
+
+const kraft = (lengths: Uint8Array): number => lengths.reduce((sum, l) => sum + (l > 0 ? 2 ** -l : 0), 0)
+
+describe('huffman', () => {
+  it('gives complete prefix codes no deeper than MAX_CODE_BITS for any histogram', () => {
+    const skewed = Array.from({ length: 256 }, (_, s) => (s < 40 ? Math.floor(2 ** (40 - s) / 2 ** 10) + 1 : 0))
+    fc.assert(fc.property(fc.oneof(fc.array(fc.nat(), { minLength: 256, maxLength: 256 }), fc.constant(skewed), fc.constant(new Array<number>(256).fill(0))), counts => {
+      const lengths = codeLengths(counts)
+      expect(Math.max(...lengths)).toBeLessThanOrEqual(MAX_CODE_BITS)
+      expect(kraft(lengths)).toBe(1)
+      counts.forEach((c, s) => { if (c > 0) expect(lengths[s]).toBeGreaterThan(0) })
+    }), { numRuns: 100 })
+    expect(Math.max(...codeLengths(skewed))).toBe(MAX_CODE_BITS)
+  })
+
+  it('round-trips any bytes, and refuses a stream cut before the last value', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 2000 }), plane => {
+      const stream = huffmanEncode(plane)
+      const out = new Uint8Array(plane.length + 3)
+      huffmanDecode(stream, plane.length, out, 3, 'test')
+      expect(Buffer.from(out.subarray(3)).equals(Buffer.from(plane))).toBe(true)
+    }), { numRuns: 100 })
+    const plane = Uint8Array.from({ length: 1000 }, (_, i) => (i * 37) & 0xff)
+    const stream = huffmanEncode(plane)
+    // The last stream holds the last run: cut one byte and its last value is missing.
+    expect(() => huffmanDecode(stream.subarray(0, stream.length - 1), plane.length, new Uint8Array(1000), 0, 'plane x')).toThrow(new TruncatedDataError('plane x: Huffman stream 3 ends before value 999 (its run ends at 1000)'))
+    expect(() => huffmanDecode(stream.subarray(0, 100), 0, new Uint8Array(0), 0, 'plane x')).toThrow(`plane x: 100 bytes, shorter than the ${STREAM_HEADER_BYTES}-byte Huffman header`)
+    // A stream length that runs past the end, and bytes after a stream's last value.
+    const lying = Uint8Array.from(stream)
+    new DataView(lying.buffer).setUint32(128, stream.length, true)
+    expect(() => huffmanDecode(lying, plane.length, new Uint8Array(1000), 0, 'plane x')).toThrow(`plane x: Huffman stream 0 of ${stream.length} bytes runs past the end`)
+    const padded = new Uint8Array(stream.length + 2)
+    padded.set(stream)
+    expect(() => huffmanDecode(padded, plane.length, new Uint8Array(1000), 0, 'plane x')).toThrow('plane x: 2 bytes follow the last value of Huffman stream 3')
+  })
+
+  it('joins a decoded plane with a low plane as it decodes, pair by pair, at any length', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 3000 }), fc.nat({ max: 255 }), fc.integer({ min: 0, max: 5 }), (plane, salt, offset) => {
+      // Low-entropy planes (the case this is for) and arbitrary ones.
+      const high = Uint8Array.from(plane, (b, i) => (salt & 1) === 0 ? b : (b & 3) + (i % 5 === 0 ? salt : 0))
+      const low = Uint8Array.from(high, (_, i) => (i * 31 + salt) & 0xff)
+      const out = new Uint8Array(offset + 2 * high.length + 3).fill(0xaa)
+      huffmanDecode(huffmanEncode(high), high.length, out, offset, 'test', low)
+      for (let i = 0; i < high.length; i++) {
+        expect(out[offset + 2 * i]).toBe(low[i])
+        expect(out[offset + 2 * i + 1]).toBe(high[i])
+      }
+      expect(out[offset + 2 * high.length]).toBe(0xaa)
+      if (offset > 0) expect(out[offset - 1]).toBe(0xaa)
+    }), { numRuns: 100 })
+  })
+
+  it('plans the exact size of a stream before writing it', () => {
+    const noise = Uint8Array.from({ length: 4096 }, (_, i) => (Math.imul(i, 2654435761) >>> 24) & 0xff)
+    expect(huffmanPlan(noise).bytes).toBeGreaterThanOrEqual(noise.length)
+    // One value: one bit each, 1,024 values a stream.
+    expect(huffmanPlan(new Uint8Array(4096)).bytes).toBe(STREAM_HEADER_BYTES + STREAMS * 128)
+    for (const plane of [noise, new Uint8Array(4096), Uint8Array.from({ length: 999 }, (_, i) => i % 3), Uint8Array.of(7), new Uint8Array(0), Uint8Array.of(1, 2, 3, 4, 5, 6)]) {
+      expect(huffmanEncode(plane).length).toBe(huffmanPlan(plane).bytes)
+    }
+  })
+})

@@ -1,0 +1,252 @@
+import { createHash } from 'node:crypto'
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { addPath } from '../../../src/ingest/ingest.js'
+import type { VersionId } from '../../../src/core/digest.js'
+import { coldCandidates, compressVersion } from '../../../src/store/cold.js'
+import { exportVersion } from '../../../src/store/export.js'
+import { collectGarbage } from '../../../src/store/gc.js'
+import type { Db } from '../../../src/store/index-db.js'
+import { Store } from '../../../src/store/store.js'
+import { verifyStore } from '../../../src/store/verify.js'
+import { testData, weightSafetensors } from '../../../scripts/lib/weights.js'
+import { memoryStore, tempDir } from '../../helpers/tmp.js'
+
+const MiB = 1024 * 1024
+const sha = async (path: string): Promise<string> => createHash('sha256').update(await readFile(path)).digest('hex')
+
+/** A safetensors file of bf16 tensors drawn like trained weights, one per seed (1 MiB each). */
+async function writeWeights (path: string, seeds: number[]): Promise<void> {
+  await writeFile(path, weightSafetensors(seeds.map(seed => ({ name: `t${seed}`, dtype: 'BF16', bytes: MiB, seed }))))
+}
+
+async function refusal (fn: () => Promise<unknown>): Promise<Error> {
+  try {
+    await fn()
+  } catch (err) {
+    return err as Error
+  }
+  throw new Error('expected a refusal')
+}
+
+describe('cold versions', () => {
+  let dir: string
+  let cleanup: () => Promise<void>
+  let store: Store
+  let db: Db
+  let home: string
+  let model: string
+
+  beforeEach(async () => {
+    ({ dir, cleanup } = await tempDir())
+    home = join(dir, 'home')
+    ;({ store, db } = await memoryStore(home))
+    model = join(dir, 'model')
+    await mkdir(model)
+  })
+
+  afterEach(async () => {
+    await store.close().catch(() => {})
+    await cleanup()
+  })
+
+  it('compresses an unlabelled bf16 version to two thirds, serves its chunks, and exports it byte-identical', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [1, 2, 3, 4])
+    const v = await addPath(store, model, { name: 'w', pin: true })
+    const original = await sha(join(v.path, 'model.safetensors'))
+    const file = v.manifest.files[0]!
+    const report = await compressVersion(store, v.version, { keepLast: 3 })
+    expect(report.rawBytes).toBe(file.size)
+    expect(report.storedBytes / report.rawBytes).toBeLessThan(0.72)
+    expect(report.blobs).toBe(1)
+    expect(await readdir(store.layout.blobs)).toEqual([])
+    expect(await readdir(store.layout.snapshots('w'))).toEqual([])
+    expect(await store.index.meta.get('schema')).toBe(3)
+
+    const resolved = await store.resolve(`w@${v.version}`)
+    expect(resolved.cold).toBe(true)
+    expect(resolved.missing).toEqual([])
+    expect(await store.isComplete(v.version)).toBe(true)
+    const [info] = await store.versions('w')
+    expect(info!.cold!.savedBytes).toBe(report.rawBytes - report.storedBytes)
+    // Peers are served from the cold form: whole chunks and spans of blocks with their proofs.
+    const tensorChunk = file.chunks[1]!
+    expect((await store.heldChunks(file.chunks.map(c => c.id))).size).toBe(new Set(file.chunks.map(c => c.id)).size)
+    const whole = await store.readChunk(tensorChunk.id)
+    expect(createHash('sha256').update(whole!).digest('hex')).toBe(createHash('sha256').update(testData('BF16', MiB, 1)).digest('hex'))
+    const span = await store.readSpan(tensorChunk.id, 256 * 1024, 1, 2)
+    expect(Buffer.from(span!.data).equals(Buffer.from(whole!.subarray(256 * 1024, 768 * 1024)))).toBe(true)
+    expect(span!.proofs).toHaveLength(2)
+
+    const out = join(dir, 'out')
+    await exportVersion(store, `w@${v.version}`, out)
+    expect(await sha(join(out, 'model.safetensors'))).toBe(original)
+    // Exporting brought it back: a materialized version again.
+    const back = await store.resolve(`w@${v.version}`)
+    expect(back.cold).toBe(false)
+    expect(await sha(join(back.path, 'model.safetensors'))).toBe(original)
+    expect(await readdir(store.layout.tmp)).toEqual([])
+  })
+
+  it('refuses, saying why, a labelled version, one in a label\'s rollback window, one leased, and one already compressed', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [5])
+    const a = await addPath(store, model, { name: 'w', label: 'prod' })
+    const labelled = await refusal(() => compressVersion(store, a.version, { keepLast: 3 }))
+    expect(labelled.name).toBe('ConflictError')
+    expect(labelled.message).toBe(`w@${a.version} cannot be compressed: w@prod points at it; move the label first`)
+    await writeWeights(join(model, 'model.safetensors'), [6])
+    const b = await addPath(store, model, { name: 'w', label: 'prod' })
+    expect((await refusal(() => compressVersion(store, a.version, { keepLast: 3 }))).message)
+      .toBe(`w@${a.version} cannot be compressed: it is among the last 3 versions of w@prod (labels.keep), kept ready for a rollback`)
+    await store.index.commit([{ type: 'put', sublevel: store.index.leases, key: 'l1', value: { holder: 'server-1', model: 'w', version: a.version, path: '', createdAt: 0, expiresAt: Date.now() + 60_000 } }])
+    expect((await refusal(() => compressVersion(store, a.version, { keepLast: 1 }))).message)
+      .toBe(`w@${a.version} cannot be compressed: a lease of server-1 holds it`)
+    await store.index.commit([{ type: 'del', sublevel: store.index.leases, key: 'l1' }])
+    await compressVersion(store, a.version, { keepLast: 1 })
+    expect((await refusal(() => compressVersion(store, a.version, { keepLast: 1 }))).message).toBe(`w@${a.version} is already compressed`)
+    // Nothing of the refusals changed b.
+    expect((await store.resolve('w@prod')).version).toBe(b.version)
+  })
+
+  it('a cold fine-tune costs only its changed chunks while its base is kept, and keeps them when gc removes the base', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    const base = await addPath(store, model, { name: 'w', label: 'prod', pin: false })
+    await writeWeights(join(model, 'model.safetensors'), [1, 2, 3, 4, 5, 6, 7, 8, 9, 99])
+    const tune = await addPath(store, model, { name: 'w', pin: false })
+    const tuned = await sha(join(tune.path, 'model.safetensors'))
+    const report = await compressVersion(store, tune.version, { keepLast: 1 })
+    const size = tune.manifest.files[0]!.size
+    expect(report.chunks).toBe(2) // the changed tensor and the header
+    expect(report.storedBytes / size).toBeLessThan(0.1)
+    // The base goes: its blob held nine chunks the cold fine-tune needs; they are kept in cold/ first.
+    await store.removeLabel('w', 'prod')
+    await store.pin('w', tune.version)
+    const gc = await collectGarbage(store, { keepLast: 1 })
+    expect(gc.versions.map(x => x.version)).toEqual([base.version])
+    expect(gc.cold).toEqual({ written: 9, removed: 0, removedBytes: 0 })
+    expect(await readdir(store.layout.blobs)).toEqual([])
+    expect((await verifyStore(store)).problems).toEqual([])
+    await store.rematerialize(tune.version)
+    expect(await sha(join(store.layout.snapshot('w', tune.version), 'model.safetensors'))).toBe(tuned)
+    // Nothing cold is needed any more: gc removes the cold files.
+    const after = await collectGarbage(store, { keepLast: 1 })
+    expect(after.cold).toEqual({ written: 0, removed: 11, removedBytes: expect.any(Number) })
+    expect(await readdir(store.layout.cold)).toEqual([])
+  })
+
+  it('moving a label to a cold version brings it back first (activation, rollback)', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [11, 12])
+    const a = await addPath(store, model, { name: 'w', label: 'prod' })
+    const original = await sha(join(a.path, 'model.safetensors'))
+    await writeWeights(join(model, 'model.safetensors'), [13])
+    await addPath(store, model, { name: 'w', label: 'prod' })
+    await compressVersion(store, a.version, { keepLast: 1 })
+    await store.setLabel('w', 'prod', a.version)
+    const v = await store.resolve('w@prod')
+    expect(v.version).toBe(a.version)
+    expect(v.cold).toBe(false)
+    expect(await sha(join(v.path, 'model.safetensors'))).toBe(original)
+  })
+
+  it('lists versions nothing has needed for a while, least recently used first, label targets and cold ones left out', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [41])
+    const a = await addPath(store, model, { name: 'w', label: 'prod' })
+    await writeWeights(join(model, 'model.safetensors'), [42])
+    const b = await addPath(store, model, { name: 'w' })
+    await writeWeights(join(model, 'model.safetensors'), [43])
+    const c = await addPath(store, model, { name: 'w', label: 'prod' })
+    const now = Date.now()
+    // a left prod just now; b arrived before that; c is prod's target.
+    expect(await coldCandidates(store, { idleMs: 0, now })).toEqual([b.version, a.version])
+    expect(await coldCandidates(store, { idleMs: 3600_000, now })).toEqual([])
+    expect(await coldCandidates(store, { idleMs: 3600_000, now: now + 3600_000 })).toEqual([b.version, a.version])
+    await compressVersion(store, b.version, { keepLast: 1 })
+    expect(await coldCandidates(store, { idleMs: 0, now })).toEqual([a.version])
+    expect(c.version).not.toBe(a.version)
+  })
+
+  it('does not count on a partial file to hold a cold version\'s chunk (a pull can drop it)', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [51, 52])
+    const a = await addPath(store, model, { name: 'w' })
+    const file = a.manifest.files[0]!
+    const shared = file.chunks[1]!
+    // The chunk is also being pulled into a partial file (a location without a blob record).
+    const partial = 'bafkreipartialpullxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'
+    const locations = await store.index.chunks.get(shared.id)
+    await store.index.commit([{ type: 'put', sublevel: store.index.chunks, key: shared.id, value: [...locations!, [partial, 0, shared.size]] }])
+    const report = await compressVersion(store, a.version, { keepLast: 1 })
+    expect(await store.index.coldChunks.get(shared.id)).toMatchObject({ size: shared.size })
+    expect(report.chunks).toBe(3)
+    // The partial's location stays (its pull still uses it).
+    expect(await store.index.chunks.get(shared.id)).toEqual([[partial, 0, shared.size]])
+  })
+
+  it('serves a span from cold/ when the blob it looked up was compressed away before the read', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [61])
+    const a = await addPath(store, model, { name: 'w' })
+    const file = a.manifest.files[0]!
+    const chunk = file.chunks[1]!
+    const before = await store.readSpan(chunk.id, 256 * 1024, 0, 1)
+    const stale = await store.index.chunks.get(chunk.id)
+    await compressVersion(store, a.version, { keepLast: 1 })
+    // The lookup saw the blob (a location read before the compression's batch); the file is gone.
+    await store.index.commit([{ type: 'put', sublevel: store.index.chunks, key: chunk.id, value: stale! }])
+    const span = await store.readSpan(chunk.id, 256 * 1024, 0, 1)
+    expect(span).toBeDefined()
+    expect(Buffer.from(span!.data).equals(Buffer.from(before!.data))).toBe(true)
+    expect(Buffer.from((await store.readChunk(chunk.id))!).equals(Buffer.from(testData('BF16', MiB, 61)))).toBe(true)
+  })
+
+  it('gc writes a cold version\'s chunk to cold/ when the blob going held it and only a partial file holds it besides', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [71, 72])
+    const base = await addPath(store, model, { name: 'w', label: 'prod', pin: false })
+    await writeWeights(join(model, 'model.safetensors'), [71, 73])
+    const tune = await addPath(store, model, { name: 'w', pin: true })
+    await compressVersion(store, tune.version, { keepLast: 1 })
+    const shared = base.manifest.files[0]!.chunks[1]!
+    expect(await store.index.coldChunks.get(shared.id)).toBeUndefined()
+    const partial = 'bafkreipartialpullxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'
+    const locations = await store.index.chunks.get(shared.id)
+    await store.index.commit([{ type: 'put', sublevel: store.index.chunks, key: shared.id, value: [...locations!, [partial, 0, shared.size]] }])
+    await store.removeLabel('w', 'prod')
+    const gc = await collectGarbage(store, { keepLast: 1 })
+    expect(gc.versions.map(v => v.version)).toEqual([base.version])
+    expect(await store.index.coldChunks.get(shared.id)).toMatchObject({ size: shared.size })
+    await store.index.commit([{ type: 'del', sublevel: store.index.chunks, key: shared.id }]) // the pull is cancelled
+    await store.rematerialize(tune.version)
+    expect((await store.resolve(`w@${tune.version}`)).cold).toBe(false)
+  })
+
+  it('start-up removes cold files no record names and the snapshot of a cold version', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [21])
+    const a = await addPath(store, model, { name: 'w' })
+    await compressVersion(store, a.version, { keepLast: 1 })
+    await store.close()
+    await writeFile(join(home, 'cold', 'bafkreiorphan'), 'x')
+    await mkdir(join(home, 'models', 'models--w', 'snapshots', a.version), { recursive: true })
+    store = await Store.open(home, { db })
+    expect(await readdir(store.layout.cold)).not.toContain('bafkreiorphan')
+    expect(await readdir(store.layout.snapshots('w'))).toEqual([])
+    expect((await store.resolve(`w@${a.version}`)).cold).toBe(true)
+  })
+
+  it('verify decodes every cold chunk; a damaged one is quarantined and its version reported damaged', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [31, 32])
+    const a = await addPath(store, model, { name: 'w' })
+    await compressVersion(store, a.version, { keepLast: 1 })
+    expect((await verifyStore(store)).problems).toEqual([])
+    const id = a.manifest.files[0]!.chunks[2]!.id
+    const path = store.layout.coldChunk(id)
+    const bytes = await readFile(path)
+    bytes[bytes.length - 100]! ^= 0xff
+    await writeFile(path, bytes)
+    const report = await verifyStore(store)
+    expect(report.problems[0]).toMatchObject({ kind: 'cold-chunk', subject: id })
+    expect(report.problems[0]!.detail).toMatch(/moved to quarantine\/$/)
+    expect(report.damaged).toEqual([`w@${a.version}`])
+    expect(await readdir(store.layout.cold)).not.toContain(id)
+    await expect(store.rematerialize(a.version as VersionId)).rejects.toMatchObject({ name: 'NotFoundError' })
+    expect(await readdir(store.layout.blobs)).toEqual([])
+  })
+})
