@@ -20,18 +20,17 @@
  * by the periodic re-resolve).
  *
  * Where the daemon is: `--socket <path>`, else `SHOAL_HOST` (`unix:///…`, or `http://127.0.0.1:<port>`
- * with `SHOAL_TOKEN`), else `<home>/shoal.sock` with home = `--home`, `$SHOAL_HOME` or
- * `$XDG_DATA_HOME/shoal` — the same rules as the `shoal` CLI. Logs are JSON lines on stderr.
+ * with `SHOAL_TOKEN`), else the socket of the home (`rpc.socket` in its config.json, else `shoal.sock`)
+ * with home = `--home`, `$SHOAL_HOME` or `$XDG_DATA_HOME/shoal` — the same rules as the `shoal` CLI. Logs are JSON lines on stderr.
  * SIGTERM/SIGINT: stop accepting, let in-flight requests finish, release sessions and leases, exit 0.
  *
  * Not a goal: batching, several inputs of different dtypes (every input is float32), auth.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import { homedir } from 'node:os'
-import { isAbsolute, join, resolve as resolvePath } from 'node:path'
+import { join, resolve as resolvePath } from 'node:path'
 import { parseArgs } from 'node:util'
 import { InferenceSession, Tensor } from 'onnxruntime-node'
-import { RpcError, ShoalClient } from 'shoal'
+import { RpcError, ShoalClient, clientTarget } from 'shoal'
 
 type LeaseHandle = Awaited<ReturnType<ShoalClient['holdLease']>>
 type Mode = 'hot' | 'cold'
@@ -70,18 +69,15 @@ function fail (message: string): never {
   process.exit(2)
 }
 
-/** The daemon's address, by the same rules as the CLI (`clientTarget` in src/config/config.ts). */
+/** The daemon's address: `--socket`, else the CLI's rules (`clientTarget`: SHOAL_HOST, else the home's `rpc.socket`). */
 function daemonTarget (): ConstructorParameters<typeof ShoalClient>[0] {
   if (args.socket !== undefined) return { socketPath: resolvePath(args.socket) }
-  const host = process.env.SHOAL_HOST
-  if (host !== undefined && host !== '' && args.home === undefined) {
-    if (host.startsWith('unix://')) return { socketPath: host.slice('unix://'.length) }
-    if (host.startsWith('http://') && process.env.SHOAL_TOKEN !== undefined) return { url: host, token: process.env.SHOAL_TOKEN }
-    fail('SHOAL_HOST must be unix:///path/to/shoal.sock, or http://127.0.0.1:<port> with SHOAL_TOKEN set')
+  try {
+    // --home names the daemon to use, whatever SHOAL_HOST says.
+    return args.home !== undefined ? clientTarget({ ...process.env, SHOAL_HOST: '' }, args.home) : clientTarget()
+  } catch (err) {
+    fail((err as Error).message)
   }
-  const xdg = process.env.XDG_DATA_HOME
-  const home = args.home ?? process.env.SHOAL_HOME ?? join(xdg !== undefined && isAbsolute(xdg) ? xdg : join(homedir(), '.local', 'share'), 'shoal')
-  return { socketPath: join(resolvePath(home), 'shoal.sock') }
 }
 
 const modelName = args.model ?? fail('--model <name> is required')

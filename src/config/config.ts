@@ -12,8 +12,7 @@
 import { constants } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { isIP } from 'node:net'
-import { homedir } from 'node:os'
-import { isAbsolute, join, resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import { z } from 'zod'
 import { InvalidInputError } from '../core/errors.js'
 import { DEFAULT_MAX_MANIFEST_CHUNKS, DEFAULT_MAX_VERSION_BYTES } from '../core/manifest.js'
@@ -22,12 +21,13 @@ import { checkTrustRule, type TrustRule } from '../core/trust.js'
 import { DEFAULT_ORIGIN_MAX_FAILURES } from '../fetcher/origin.js'
 import { DEFAULT_KEEP_LAST } from '../store/gc.js'
 import { DEFAULT_MAX_RPC_CONNECTIONS, DEFAULT_MAX_WATCHERS } from '../rpc/limits.js'
+import { CONFIG_FILE, SOCKET_FILE, defaultHome } from '../rpc/target.js'
 
-export const CONFIG_FILE = 'config.json'
+/** Where clients find the daemon lives beside the client (`rpc/target.ts`), so a client loads no config schema. */
+export { CONFIG_FILE, SOCKET_FILE, clientTarget, defaultHome } from '../rpc/target.js'
+
 /** @default 8 MiB — a larger `config.json` is refused before it is read (10,000 trust rules take ~4 MiB) */
 export const MAX_CONFIG_BYTES = 8 * 1024 * 1024
-/** @default 'shoal.sock' */
-export const SOCKET_FILE = 'shoal.sock'
 /** @default 'info' */
 export const DEFAULT_LOG_LEVEL = 'info'
 /** @default 0o660 — owner and group may use the RPC socket */
@@ -188,12 +188,6 @@ export interface ConfigOverrides {
   mdns?: boolean
   strategy?: string
   follow?: string[]
-}
-
-export function defaultHome (env: NodeJS.ProcessEnv = process.env): string {
-  if (env.SHOAL_HOME !== undefined && env.SHOAL_HOME !== '') return resolve(env.SHOAL_HOME)
-  const data = env.XDG_DATA_HOME !== undefined && isAbsolute(env.XDG_DATA_HOME) ? env.XDG_DATA_HOME : join(homedir(), '.local', 'share')
-  return join(data, 'shoal')
 }
 
 export async function loadConfig (options: { home?: string, env?: NodeJS.ProcessEnv, overrides?: ConfigOverrides } = {}): Promise<Config> {
@@ -380,37 +374,4 @@ async function readConfigFile (path: string): Promise<z.infer<typeof configFileS
     throw new InvalidInputError(`${path} is invalid at ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? ''}`)
   }
   return parsed.data
-}
-
-/**
- * Where the CLI connects: `SHOAL_HOST` (`unix:///path` or `http://127.0.0.1:4080` with the token in
- * `SHOAL_TOKEN`) or the home's socket.
- */
-export function clientTarget (env: NodeJS.ProcessEnv = process.env, home?: string): { socketPath: string } | { url: string, token: string } {
-  const host = env.SHOAL_HOST
-  if (host !== undefined && host !== '') {
-    const shown = JSON.stringify(host.slice(0, 100))
-    if (host.startsWith('unix://')) {
-      const socketPath = host.slice('unix://'.length)
-      if (socketPath === '' || socketPath.includes('\0')) throw new InvalidInputError(`SHOAL_HOST ${shown} names no socket: use unix:///path/to/shoal.sock`)
-      return { socketPath }
-    }
-    if (host.startsWith('http://')) {
-      let url: URL
-      try {
-        url = new URL(host)
-      } catch {
-        throw new InvalidInputError(`SHOAL_HOST ${shown} is not a URL: use http://127.0.0.1:<port>`)
-      }
-      if (url.port === '' || (url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.username !== '') {
-        throw new InvalidInputError(`SHOAL_HOST ${shown} must be just http://<host>:<port>, e.g. http://127.0.0.1:4080`)
-      }
-      const token = env.SHOAL_TOKEN
-      if (token === undefined || token === '') throw new InvalidInputError('SHOAL_HOST is an http:// address: set SHOAL_TOKEN to the token in <home>/rpc.token')
-      if (!/^[\x21-\x7e]{1,256}$/.test(token)) throw new InvalidInputError('SHOAL_TOKEN must be the token in <home>/rpc.token (printable characters, no spaces)')
-      return { url: host, token }
-    }
-    throw new InvalidInputError(`SHOAL_HOST must be unix:///path/to/shoal.sock or http://127.0.0.1:<port> (got ${shown})`)
-  }
-  return { socketPath: join(home ?? defaultHome(env), SOCKET_FILE) }
 }
