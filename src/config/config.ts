@@ -22,6 +22,9 @@ import { DEFAULT_ORIGIN_MAX_FAILURES } from '../fetcher/origin.js'
 import { DEFAULT_KEEP_LAST } from '../store/gc.js'
 import { DEFAULT_MAX_RPC_CONNECTIONS, DEFAULT_MAX_WATCHERS } from '../rpc/limits.js'
 import { CONFIG_FILE, SOCKET_FILE, defaultHome } from '../rpc/target.js'
+import { parseSize } from '../core/size.js'
+
+export { parseSize } from '../core/size.js'
 
 /** Where clients find the daemon lives beside the client (`rpc/target.ts`), so a client loads no config schema. */
 export { CONFIG_FILE, SOCKET_FILE, clientTarget, defaultHome } from '../rpc/target.js'
@@ -318,17 +321,6 @@ export function loopbackAddress (text: string): { host: string, port: number } {
   const port = Number(m?.[3])
   if (m === null || port > 65535) throw new InvalidInputError(`rpc.tcp "${text}" must be a loopback address with a port (127.0.0.1:4080 or [::1]:4080): the RPC is never exposed beyond this host`)
   return { host: m[1] ?? m[2] ?? '127.0.0.1', port }
-}
-
-/** `123`, `"200GB"`, `"1.5 TiB"` → bytes (k/M/G/T are powers of 1000, Ki/Mi/Gi/Ti of 1024). */
-export function parseSize (value: number | string): number {
-  if (typeof value === 'number') return value
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([kKMGT]i?)?B?\s*$/.exec(value)
-  if (m === null) throw new InvalidInputError(`"${value}" is not a size; use bytes or e.g. "200GB", "1.5TiB"`)
-  const unit = m[2] ?? ''
-  const power = { '': 0, k: 1, K: 1, M: 2, G: 3, T: 4 }[unit[0] ?? ''] ?? 0
-  const base = unit.endsWith('i') ? 1024 : 1000
-  return Math.round(Number(m[1]) * base ** power)
 }
 
 /**

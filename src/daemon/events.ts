@@ -9,11 +9,12 @@
  */
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
+import type { EventType } from '../rpc/event-types.js'
 
 /** @default 10_000 events kept for replay */
 export const EVENT_HISTORY = 10_000
 
-export type EventType = 'label.moved' | 'version.staged' | 'version.removed' | 'version.added' | 'head.accepted' | 'pull.started' | 'pull.completed' | 'pull.failed' | 'pull.progress'
+export type { EventType }
 
 export interface DaemonEvent {
   /** `<boot>-<seq>` */

@@ -4,6 +4,7 @@
  */
 import { z } from 'zod'
 import { metadataSchema } from '../core/metadata.js'
+import { WATCH_TYPES } from './event-types.js'
 
 export const API_VERSION = 'v1'
 /** @default 1 MiB — request bodies are small JSON documents */
@@ -74,4 +75,4 @@ export const leaseRequest = z.strictObject({
 })
 export const leaseRenewRequest = z.strictObject({ id: z.string().regex(/^[0-9a-f]{24}$/, 'a lease id is 24 hex characters'), ttlSeconds: z.number().int().min(1).max(3600).optional() })
 export const leaseReleaseRequest = z.strictObject({ id: z.string().regex(/^[0-9a-f]{24}$/, 'a lease id is 24 hex characters') })
-export const WATCH_TYPES = ['label.moved', 'version.staged', 'version.removed', 'version.added', 'head.accepted', 'pull.started', 'pull.completed', 'pull.failed', 'pull.progress'] as const
+export { WATCH_TYPES }

@@ -1,0 +1,208 @@
+/**
+ * The CLI program with an in-memory client: what a person reads on stdout and stderr, and the exit
+ * code, for usage errors, `--json`, help texts and the messages issue 16 found missing or wrong.
+ * (Against a real daemon: test/e2e/cli.test.ts and test/e2e/cli-ux.test.ts.)
+ */
+import { describe, expect, it } from 'vitest'
+import type { Command } from 'commander'
+import { buildProgram, runCli, type CliClient, type CliIo } from '../../../src/cli/program.js'
+import type { HeadRow, PeerRow, StatusResult } from '../../../src/rpc/api.js'
+import { WATCH_TYPES } from '../../../src/rpc/event-types.js'
+
+interface Run { code: number, stdout: string, stderr: string, calls: string[] }
+
+const STATUS = {
+  version: '0.1.0', pid: 1, home: '/h', socket: '/h/shoal.sock', uptimeSeconds: 1,
+  store: { models: 0, versions: 0, blobs: 0, bytes: 0 },
+  heads: { accepted: 0, duplicate: 0, stale: 0, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 }, signatureChecks: 0, dropped: 0, syncsRefused: 0 },
+  untrusted: [], leases: [], pulls: []
+} satisfies StatusResult
+
+function fakeClient (calls: string[], overrides: Partial<CliClient>): CliClient {
+  const base: Partial<CliClient> = {
+    models: async () => [],
+    status: async () => STATUS,
+    heads: async () => [],
+    peers: async () => [],
+    version: async () => ({ version: '0.1.0', api: 'v1', node: 'v20' }),
+    ...overrides
+  }
+  return new Proxy(base, {
+    get (target, prop: string) {
+      const fn = (target as Record<string, unknown>)[prop]
+      if (typeof fn !== 'function') return async () => { throw new Error(`unexpected call ${prop}`) }
+      return (...args: unknown[]) => { calls.push(prop); return (fn as (...a: unknown[]) => unknown)(...args) }
+    }
+  }) as CliClient
+}
+
+async function cli (argv: string[], overrides: Partial<CliClient> = {}, extra: { interrupt?: (fire: () => void) => void } = {}): Promise<Run> {
+  let stdout = ''
+  let stderr = ''
+  const calls: string[] = []
+  const io: CliIo = {
+    out: t => { stdout += t },
+    err: t => { stderr += t },
+    env: { SHOAL_HOME: '/nonexistent-shoal-home' },
+    stderrTTY: false,
+    connect: () => fakeClient(calls, overrides),
+    onInterrupt: handler => { extra.interrupt?.(handler); return () => {} }
+  }
+  const code = await runCli(argv, io)
+  return { code, stdout, stderr, calls }
+}
+
+describe('usage errors found inside an action (issue 16, bug 1)', () => {
+  it.each([
+    [['label', 'set', 'tiny', 'prod', 'abc', '--at', '+1m'], 'shoal: --at needs --cold (a hot switch happens at once)\n'],
+    [['label', 'set', 'tiny', 'prod', 'abc', '--jitter', '5x'], 'shoal: --jitter: "5x" is not a duration; use e.g. 30s, 10m, 2h\n'],
+    [['label', 'set', 'tiny', 'prod', 'abc', '--cold', '--at', 'tomorrow'], 'shoal: --at: "tomorrow" is not a time; use ISO 8601 (2026-12-01T09:00:00Z) or +10m\n']
+  ])('%j prints what was wrong and exits 2, sending nothing', async (argv, message) => {
+    const r = await cli(argv)
+    expect(r).toMatchObject({ code: 2, stdout: '', stderr: message, calls: [] })
+    const j = await cli(['--json', ...argv])
+    expect(j.code).toBe(2)
+    expect(JSON.parse(j.stdout)).toEqual({ error: { code: 'USAGE', message: message.replace(/^shoal: /, '').trim() } })
+  })
+})
+
+describe('--json everywhere (issue 16, bug 6)', () => {
+  it('an unknown command prints one JSON error on stdout and the message on stderr', async () => {
+    const r = await cli(['--json', 'bogus'])
+    expect(r.code).toBe(2)
+    expect(JSON.parse(r.stdout)).toEqual({ error: { code: 'USAGE', message: "unknown command 'bogus'" } })
+    expect(r.stderr).toContain("error: unknown command 'bogus'")
+  })
+
+  it('--json --version prints JSON', async () => {
+    const r = await cli(['--json', '--version'])
+    expect(r.code).toBe(0)
+    expect(JSON.parse(r.stdout)).toEqual({ client: { version: expect.stringMatching(/^\d+\.\d+\.\d+/) } })
+  })
+
+  it('--no-color is taken, before or after the command, and --json output stays JSON', async () => {
+    for (const argv of [['--json', 'ls', '--no-color'], ['--no-color', '--json', 'ls']]) {
+      const r = await cli(argv)
+      expect(r.code, argv.join(' ')).toBe(0)
+      expect(JSON.parse(r.stdout)).toEqual([])
+    }
+  })
+
+  it('show --tensors abc and --limit abc are refused, naming the option', async () => {
+    const show = await cli(['show', 'tiny', '--tensors', 'abc'])
+    expect(show.code).toBe(2)
+    expect(show.stderr).toContain("error: option '--tensors <n>' argument 'abc' is invalid. Give a whole number from 0 to 1000000.")
+    expect(show.calls).toEqual([])
+    const search = await cli(['search', 'x', '--limit', 'abc'])
+    expect(search.code).toBe(2)
+    expect(search.stderr).toContain("option '--limit <n>' argument 'abc' is invalid")
+    const events = await cli(['--json', 'events', '--limit', '0'])
+    expect(JSON.parse(events.stdout)).toEqual({ error: { code: 'USAGE', message: "option '--limit <n>' argument '0' is invalid. Give a whole number from 1 to 10000." } })
+  })
+
+  it('a daemon error prints its code and message as JSON and exits with its code', async () => {
+    const { RpcError } = await import('../../../src/rpc/errors.js')
+    const r = await cli(['--json', 'show', 'nope'], { show: async () => { throw new RpcError('NOT_FOUND', 'no model nope') } })
+    expect(r.code).toBe(4)
+    expect(JSON.parse(r.stdout)).toEqual({ error: { code: 'NOT_FOUND', message: 'no model nope' } })
+    expect(r.stderr).toBe('shoal: no model nope\n')
+  })
+})
+
+async function help (argv: string[]): Promise<string> {
+  const r = await cli([...argv, '--help'])
+  expect(r.code, argv.join(' ')).toBe(0)
+  return r.stdout
+}
+
+describe('help texts (issue 16, bug 7)', () => {
+  it('repeatable options show no (default: []) and the listen default once', async () => {
+    const text = await help(['daemon'])
+    expect(text).not.toContain('(default: [])')
+    const listen = /\n {2}--listen[\s\S]*?(?=\n {2}--)/.exec(text)?.[0] ?? ''
+    expect(listen.replace(/\s+/g, ' ')).toBe(' --listen <multiaddr> listen address, repeatable (default: /ip4/0.0.0.0/tcp/4077)')
+    expect(await help(['add'])).not.toContain('(default: [])')
+  })
+
+  it('label set describes every argument', async () => {
+    const text = await help(['label', 'set'])
+    expect(text).toMatch(/name\s+model name, e\.g\. llama-8b/)
+    expect(text).toMatch(/label\s+label to move, e\.g\. prod/)
+    expect(text).toMatch(/version\s+version id, unique prefix, or another label/)
+  })
+
+  it('watch --types lists every event type, version.added included', async () => {
+    const text = (await help(['watch'])).replace(/\s+/g, '')
+    expect(text).toContain(WATCH_TYPES.join(','))
+    expect(WATCH_TYPES).toContain('version.added')
+  })
+
+  it('watch --types refuses a type that does not exist, listing the ones that do', async () => {
+    const r = await cli(['watch', '--types', 'label.moved,version.add'])
+    expect(r.code).toBe(2)
+    expect(r.stderr).toBe(`shoal: --types: unknown event type "version.add"; use ${WATCH_TYPES.join(', ')}\n`)
+  })
+
+  it('every command has --help with an example', async () => {
+    const program = buildProgram({ out: () => {}, err: () => {}, env: {}, stderrTTY: false, connect: () => { throw new Error('no') }, onInterrupt: () => () => {} }, () => {})
+    const paths: string[][] = []
+    const walk = (c: Command, path: string[]): void => { for (const sub of c.commands) { paths.push([...path, sub.name()]); walk(sub, [...path, sub.name()]) } }
+    walk(program, [])
+    expect(paths.length).toBeGreaterThan(25)
+    for (const path of paths) expect(await help(path), path.join(' ')).toMatch(/\nExamples:\n {2}\$ shoal /)
+  })
+})
+
+describe('shoal heads with none (issue 16, bug 8)', () => {
+  it('says heads were refused as untrusted, with the trust add command for each publisher', async () => {
+    const r = await cli(['heads'], {
+      heads: async () => [] as HeadRow[],
+      peers: async () => [{ peerId: '12D3KooWpeer', connected: true } as PeerRow],
+      status: async () => ({ ...STATUS, heads: { ...STATUS.heads, rejected: { ...STATUS.heads.rejected, untrusted: 3 } }, untrusted: [{ publisher: 'z6MkPublisher', model: 'llama-8b' }] })
+    })
+    expect(r.code).toBe(0)
+    expect(r.stdout).toBe([
+      'no heads: this node refused 3 heads because no trust rule here lets their publisher move that model.',
+      'To accept them, trust the publisher for the model (quote patterns with *):',
+      "  shoal trust add z6MkPublisher 'llama-8b'",
+      ''
+    ].join('\n'))
+  })
+
+  it('with peers connected and nothing refused, says no peer offered one', async () => {
+    const r = await cli(['heads'], { peers: async () => [{ peerId: 'a', connected: true } as PeerRow, { peerId: 'b', connected: false } as PeerRow] })
+    expect(r.stdout).toBe('no heads yet: none of the 1 connected peer has offered one; publish one with shoal label set\n')
+  })
+})
+
+describe('shoal pull (issue 16, bugs 2 and 9)', () => {
+  it('says at once that it is finding peers, with how many are connected and have it', async () => {
+    const r = await cli(['pull', 'tiny@bafkreiabc'], {
+      pull: async (_req, onProgress) => {
+        onProgress?.({ type: 'progress', phase: 'finding', connected: 2, have: 0 })
+        onProgress?.({ type: 'progress', phase: 'finding', connected: 2, have: 0 })
+        onProgress?.({ type: 'progress', phase: 'finding', connected: 2, have: 1 })
+        return { name: 'tiny', version: 'bafkreiabc', path: '/p' } as Awaited<ReturnType<CliClient['pull']>>
+      }
+    })
+    expect(r.code).toBe(0)
+    expect(r.stderr).toBe('finding peers (2 connected, 0 have it)\nfinding peers (2 connected, 1 have it)\n')
+    expect(r.stdout).toBe('pulled tiny@bafkreiabc → /p\n')
+  })
+
+  it('Ctrl-C leaves the pull to the daemon, says so and how to stop it, and exits 130', async () => {
+    let fire: () => void = () => {}
+    const r = await cli(['pull', 'tiny@bafkreiabc'], {
+      pull: async (_req, onProgress, signal) => {
+        onProgress?.({ type: 'progress', phase: 'finding', connected: 1, have: 1 })
+        fire()
+        return await new Promise((_resolve, reject) => {
+          if (signal?.aborted === true) reject(new Error('aborted'))
+          signal?.addEventListener('abort', () => reject(new Error('aborted')))
+        })
+      }
+    }, { interrupt: f => { fire = f } })
+    expect(r.code).toBe(130)
+    expect(r.stderr).toContain('interrupted: the daemon goes on pulling tiny@bafkreiabc in the background (shoal status shows it; shoal pull tiny@bafkreiabc --cancel stops it)')
+  })
+})
