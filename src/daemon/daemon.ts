@@ -236,17 +236,19 @@ export class Daemon {
       this.events.subscribe(e => {
         if (e.type === 'label.moved') metrics.labelMoves.inc()
         if (e.type === 'pull.completed' && typeof e.data.ms === 'number') metrics.pullDuration.observe({ outcome: 'completed' }, e.data.ms / 1000)
+        if (e.type === 'pull.failed' && typeof e.data.ms === 'number') metrics.pullDuration.observe({ outcome: e.data.outcome === 'cancelled' ? 'cancelled' : 'failed' }, e.data.ms / 1000)
       })
       const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
       const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })
       const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search }, headOps, serving, {
-        keepLast: config.labels.keep, events: this.events, headCounters: () => ({ ...book.counters, ...guard.counters }), leased: () => leases.versions(), log: componentLogger(this.log, 'service')
+        keepLast: config.labels.keep, events: this.events, headCounters: () => ({ ...book.counters, ...guard.counters }), untrusted: () => book.untrusted(), leased: () => leases.versions(), log: componentLogger(this.log, 'service')
       })
       const tcp = config.rpc.tcp === undefined ? undefined : { ...config.rpc.tcp, token: await loadOrCreateToken(config.home) }
       this.rpc = new RpcServer({
         socket: config.socket, mode: SOCKET_MODE,
         routes: routes(service, { watch: async o => { await serving.watch(o) }, metrics: async () => await metrics.text() }),
         log: componentLogger(this.log, 'rpc'),
+        onAnswered: (route, status) => { metrics.rpcRequests.inc({ route, status: String(status) }) },
         limits: { maxConnections: config.rpc.maxConnections, streams: { watch: config.rpc.maxWatchers } },
         ...(tcp !== undefined ? { tcp } : {})
       })

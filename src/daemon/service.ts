@@ -17,7 +17,7 @@ import type { EventBus } from './events.js'
 import type { HeadCounters } from '../heads/book.js'
 import type { GuardCounters } from '../heads/guard.js'
 import { CID } from 'multiformats/cid'
-import { restated } from '../core/errors.js'
+import { AbortedError, PullCancelledError, restated } from '../core/errors.js'
 import { blockSizeOf } from '../core/manifest.js'
 import { checkLabel, parseRef } from '../core/names.js'
 import type { ShoalNode } from '../p2p/node.js'
@@ -42,13 +42,22 @@ export class DaemonService implements ShoalApi {
     private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores, search: SearchIndex },
     private readonly headOps: HeadsService,
     private readonly serving: ServingService,
-    private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters & GuardCounters, leased: () => string[], log?: { warn: (obj: object, msg?: string) => void } }
+    private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters & GuardCounters, untrusted: () => Array<{ publisher: string, model: string }>, leased: () => string[], log?: { warn: (obj: object, msg?: string) => void, info: (obj: object, msg?: string) => void } }
   ) {}
 
+  /**
+   * Pulls `name@<version id>`. A pull outlives its request (`PullManager`): when the client leaves
+   * (Ctrl-C, a closed connection), the pull goes on in the background and its end is still
+   * reported: `pull.completed` and `version.added` (and the search index, and the pull-duration
+   * metric, which follow those events), or `pull.failed` with its `outcome`. `pull.failed` is never
+   * sent only because a client left.
+   */
   async pull (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
     const throttled = throttle(onProgress)
     const started = Date.now()
     const { name, selector } = parseRef(req.ref)
+    // At once, before the manifest is looked for (which may take a while with no peer that has it).
+    onProgress?.({ phase: 'finding', connected: this.net.node.getPeers().length, have: 0 })
     this.options.events.emit('pull.started', { model: name, version: selector ?? null, via: 'request' })
     let v: ResolvedVersion
     try {
@@ -58,13 +67,30 @@ export class DaemonService implements ShoalApi {
         ...(signal !== undefined ? { signal } : {})
       })
     } catch (err) {
-      this.options.events.emit('pull.failed', { model: name, version: selector ?? null, via: 'request', error: (err as Error).message })
-      throw err
+      if (signal?.aborted !== true || err instanceof PullCancelledError) {
+        this.pullFailed(name, selector, started, err)
+        throw err
+      }
+      this.options.log?.info({ ref: req.ref }, 'the client that asked for this pull left; the pull goes on in the background')
+      void this.net.pulls.pull(req.ref, { pin: req.pin ?? true }).then(
+        async done => { await this.pullCompleted(done, started) },
+        failure => { this.pullFailed(name, selector, started, failure) }
+      ).catch(failure => { this.options.log?.warn({ ref: req.ref, err: (failure as Error).message }, 'recording the end of a background pull failed') })
+      throw new AbortedError(`the client left; the pull of ${req.ref} goes on in the background`, { cause: err })
     }
+    await this.pullCompleted(v, started)
+    return await this.toShow(v)
+  }
+
+  private async pullCompleted (v: ResolvedVersion, started: number): Promise<void> {
     this.options.events.emit('pull.completed', { model: v.name, version: v.version, via: 'request', ms: Date.now() - started })
     await this.refreshSearch(v.version)
     this.options.events.emit('version.added', { model: v.name, version: v.version, via: 'pull' })
-    return await this.toShow(v)
+  }
+
+  private pullFailed (name: string, version: string | undefined, started: number, err: unknown): void {
+    const outcome = err instanceof PullCancelledError ? 'cancelled' : 'failed'
+    this.options.events.emit('pull.failed', { model: name, version: version ?? null, via: 'request', outcome, ms: Date.now() - started, error: (err as Error).message })
   }
 
   async cancelPull (ref: string, signal?: AbortSignal): Promise<PullCancelResult> {
@@ -115,6 +141,7 @@ export class DaemonService implements ShoalApi {
       uptimeSeconds: Math.round((Date.now() - this.started) / 1000),
       store,
       heads: this.options.headCounters(),
+      untrusted: this.options.untrusted(),
       leases: this.serving.leaseList().map(l => ({ holder: l.holder, model: l.model, version: l.version, expiresAt: l.expiresAt })),
       pulls: [
         ...this.net.pulls.listChecking().map(p => ({ ...p, bytes: 0, totalBytes: 0, state: 'checking' as const })),

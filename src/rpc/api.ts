@@ -73,6 +73,8 @@ export interface StatusResult {
     accepted: number, duplicate: number, stale: number, future: number, rejected: { malformed: number, signature: number, untrusted: number }
     signatureChecks: number, dropped: number, syncsRefused: number
   }
+  /** Publishers (with a model) whose heads were refused as untrusted under the current rules, most recent last. */
+  untrusted: Array<{ publisher: string, model: string }>
   /** Who holds which version (serving processes). */
   leases: Array<{ holder: string, model: string, version: string, expiresAt: number }>
   /** `checking`: its manifest is being fetched and checked; `fetching`: chunks are coming. */

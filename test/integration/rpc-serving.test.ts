@@ -570,6 +570,22 @@ describe('rpc serving endpoints', () => {
       expect(metricValue(await client.metrics(), 'shoal_leases')).toBe(leases)
       expect((await raw({ socketPath: socket }, 'POST', '/metrics', '{}')).json.code).toBe('METHOD_NOT_ALLOWED')
     })
+
+    it('counts RPC requests by route and status, keeps totals as counters, and names process metrics once', async () => {
+      const shows = (text: string, status: string): number => metricValue(text, `shoal_rpc_requests_total{route="GET /v1/show",status="${status}"}`) ?? 0
+      const before = await client.metrics()
+      await client.show('m@prod')
+      await client.show('nope').catch(() => {})
+      const after = await eventually('the two show requests in /metrics', async () => {
+        const text = await client.metrics()
+        return shows(text, '200') === shows(before, '200') + 1 && shows(text, '404') === shows(before, '404') + 1 ? text : undefined
+      })
+      for (const name of ['shoal_rpc_requests_total', 'shoal_heads_total', 'shoal_bytes_received_total', 'shoal_head_signature_checks_total', 'shoal_head_syncs_refused_total']) {
+        expect(after, name).toMatch(new RegExp(`^# TYPE ${name} counter$`, 'm'))
+      }
+      expect(after).toMatch(/^shoal_process_cpu_seconds_total \S+$/m)
+      expect(after).not.toContain('shoal_process_process_')
+    })
   })
 })
 
