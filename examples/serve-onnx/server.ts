@@ -323,8 +323,7 @@ function health (res: ServerResponse): void {
 }
 
 async function main (): Promise<void> {
-  // The newest event id before resolving: the watch replays from there, so no move is missed.
-  const mark = (await shoal.events(undefined, 1)).events.at(-1)?.id
+  // first.cursor: the newest event id before the label was read; the watch replays from there, so no move is missed.
   const first = await shoal.resolveEnsure(labelRef, p => { log('info', 'pulling', { bytes: p.bytes, totalBytes: p.totalBytes }) })
   current = await load(first.version)
   log('info', 'loaded', { version: current.version, path: first.path, loadMs: current.loadMs, inputs: current.session.inputNames, outputs: current.session.outputNames })
@@ -348,7 +347,7 @@ async function main (): Promise<void> {
   log('info', 'listening', { host: args.host, port: typeof address === 'object' && address !== null ? address.port : port, model: modelName, label, mode, version: current.version })
 
   const aborter = new AbortController()
-  const watching = watchEvents(mark, aborter.signal)
+  const watching = watchEvents(first.cursor, aborter.signal)
   const backstop = setInterval(() => { enqueue('periodic re-resolve', async () => { await reconcile('periodic') }) }, RECONCILE_INTERVAL_MS)
 
   const shutdown = async (signal: string): Promise<void> => {

@@ -44,6 +44,14 @@ export class EventBus {
     return event
   }
 
+  /**
+   * The id of the newest event (`<boot>-0` before any): `since` this cursor replays every event
+   * that comes after the moment it was read.
+   */
+  cursor (): string {
+    return `${this.boot}-${this.seq}`
+  }
+
   subscribe (listener: (e: DaemonEvent) => void): () => void {
     this.emitter.on('event', listener)
     return () => { this.emitter.off('event', listener) }

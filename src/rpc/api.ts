@@ -150,7 +150,15 @@ export interface HeadRow {
 
 export interface HeadHistoryRow { version: string | null, previous: string | null, stamp: Stamp, publisher: string, activation: Activation }
 export interface ActivateResult { name: string, label: string, version: string | null, previous: string | null }
-export interface ResolveResult { model: string, version: string, path: string, labels: string[], files: Array<{ path: string, size: number, digest: string }> }
+export interface ResolveResult {
+  model: string
+  version: string
+  path: string
+  labels: string[]
+  files: Array<{ path: string, size: number, digest: string }>
+  /** The newest event id before the version was read: `watch({ since: cursor })` misses no later label move. */
+  cursor: string
+}
 export interface KeyRow { name: string, publicKey: string, trusted: string[] }
 export interface TrustRow { key: string, models: string, source: 'home-key' | 'config' | 'trust-file' }
 export interface EventsResult { events: DaemonEvent[], gone: boolean }

@@ -408,6 +408,24 @@ describe('rpc serving endpoints', () => {
   })
 
   describe('GET /v1/watch', () => {
+    it('watching from the cursor resolve returns replays a label move made in between', async () => {
+      await moveCanary()
+      const r = await client.resolve('w@canary')
+      expect(r.cursor).toMatch(EVENT_ID)
+      const target = await moveCanary()
+      const aborter = new AbortController()
+      const events = client.watch({ types: ['label.moved'], model: 'w', since: r.cursor, signal: aborter.signal, reconnect: false })
+      try {
+        // Moves replay in order; the one made after resolve is among them, so it cannot be missed.
+        let moved
+        for await (const e of events) if (e.data.version === target) { moved = e; break }
+        expect(moved).toMatchObject({ event: 'label.moved', data: { model: 'w', label: 'canary', version: target } })
+      } finally {
+        aborter.abort()
+        await events.return(undefined)
+      }
+    })
+
     it('streams text/event-stream: ready, then label.moved with an id', async () => {
       const s = await openSse({ socketPath: socket }, '/v1/watch')
       try {
