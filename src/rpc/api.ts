@@ -41,6 +41,7 @@
  * | GET  /v1/watch           | `?types=a,b&model=&since=`, `Last-Event-ID` | server-sent events |
  * | GET  /metrics            |                              | Prometheus text            |
  * | GET  /v1/search          | `?q=&limit=&similar=name@v`  | {@link SearchResult}       |
+ * | GET  /v1/openapi.json    |                              | this table as OpenAPI 3.1 (`openapi.ts`) |
  *
  * `POST /v1/labels` publishes a signed head (see `core/heads.ts`) and `DELETE /v1/labels` a removal.
  */
@@ -52,6 +53,8 @@ import type { SearchResult } from '../store/search-index.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
 import { route, type Route, type SseEvent } from './server.js'
+import { openApiDocument } from './openapi.js'
+import { SHOAL_VERSION } from '../version.js'
 import { addRequest, exportRequest, gcRequest, keyRequest, labelRemoveRequest, labelRequest, pullCancelRequest, pullRequest, refRequest, rollbackRequest, trustRemoveRequest, trustRequest, verifyRequest, resolveRequest, leaseRequest, leaseRenewRequest, leaseReleaseRequest, WATCH_TYPES, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest, type PullRequest } from './schemas.js'
 import type { Activation, Stamp } from '../core/heads.js'
 import type { DaemonEvent, EventType } from '../daemon/events.js'
@@ -227,7 +230,9 @@ export interface ServerExtras {
 
 /** Binds the API to endpoints. */
 export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
-  return [
+  let described: Record<string, unknown> | undefined
+  const list: Route[] = [
+    route({ method: 'GET', path: '/v1/openapi.json', handler: async () => (described ??= openApiDocument(list, SHOAL_VERSION)) }),
     ...(extras !== undefined
       ? [
           route({ method: 'GET', path: '/v1/watch', sse: true, check: ctx => { watchOptions(ctx.query, ctx.headers['last-event-id']) }, handler: async (_b, ctx) => { await extras.watch({ ...watchOptions(ctx.query, ctx.headers['last-event-id']), send: ctx.event, signal: ctx.signal }) } }),
@@ -278,6 +283,7 @@ export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
     route({ method: 'GET', path: '/v1/peers', handler: async () => await api.peers() }),
     route({ method: 'GET', path: '/v1/id', handler: async () => await api.id() })
   ]
+  return list
 }
 
 function watchOptions (query: URLSearchParams, lastEventId: string | string[] | undefined): { since?: string, types?: EventType[], model?: string } {

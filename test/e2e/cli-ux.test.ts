@@ -6,13 +6,13 @@
  * it is finding peers. Two daemons, shared by every case: a seed and a puller whose download
  * rate is limited, so a pull lasts long enough to be interrupted.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { encodeBlock } from '../../src/core/digest.js'
 import type { EventsResult } from '../../src/rpc/api.js'
 import type { SearchResult } from '../../src/store/search-index.js'
-import { CLI, Harness, rawRequest, runCli, until, versionOf, writeModelFolder, type DaemonProcess } from './helpers.js'
+import { CLI, Harness, ROOT, rawRequest, runCli, until, versionOf, writeModelFolder, type DaemonProcess } from './helpers.js'
 
 /** A `shoal` process whose output can be watched while it runs, and signalled. */
 class Running {
@@ -126,6 +126,13 @@ describe('the shoal binary, as a person uses it', () => {
     // The client leaving is not logged as a failure with a stack.
     expect(puller.stderr).toContain('the client that asked for this pull left; the pull goes on in the background')
     expect(puller.stderr).not.toMatch(/"stack"/)
+  })
+
+  // The Python example speaks to the same daemon over its socket (skipped only where there is no python3).
+  it.skipIf(spawnSync('python3', ['--version']).status !== 0)('the Python client example resolves the pulled version, with a cursor', async () => {
+    const r = spawnSync('python3', [join(ROOT, 'examples', 'python-client', 'shoal_client.py'), 'resolve', `tiny@${version}`], { env: { ...process.env, SHOAL_HOME: puller.home }, encoding: 'utf8' })
+    expect(r.stderr).toBe('')
+    expect(JSON.parse(r.stdout)).toEqual({ version, path: expect.stringContaining(`/snapshots/${version}`), cursor: expect.stringMatching(/^[0-9a-f]+-\d+$/) })
   })
 
   it('a pull says at once that it is finding peers', async () => {
