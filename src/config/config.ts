@@ -129,6 +129,13 @@ export const configFileSchema = z.strictObject({
     /** Encrypt bulk connections (AES-256-GCM); false only on a network where every host is trusted. @default true */
     encrypt: z.boolean().optional()
   }).optional(),
+  metrics: z.strictObject({
+    /**
+     * Also serve `GET /metrics` (only that, no token) on this `host:port` (an IP address, IPv6 in
+     * brackets; port 0: any free port), for Prometheus. Unset: metrics only on the RPC.
+     */
+    listen: z.string().min(1).max(64).optional()
+  }).optional(),
   /** `name@label` patterns whose heads this node pulls and activates (`*` matches anything). */
   follow: z.array(followSpec).max(1024).optional(),
   /** Publisher keys allowed to move models: `[{ "key": "z6Mk…", "models": "org/*" }]`. */
@@ -167,6 +174,8 @@ export interface Config {
     bulk: BulkConfig
     encrypt: boolean
   }
+  /** `metrics.listen`: where `GET /metrics` is also served, without a token. */
+  metrics: { listen?: { host: string, port: number } }
   follow: string[]
   trust: TrustRule[]
   labels: { keep: number }
@@ -255,6 +264,7 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
       bulk: { enabled: t.bulk?.enabled ?? DEFAULT_BULK_ENABLED, ...bulkListenAddress(listen, t.bulk?.listen) },
       encrypt: t.encrypt ?? DEFAULT_ENCRYPT
     },
+    metrics: file.metrics?.listen !== undefined ? { listen: hostPort(file.metrics.listen, 'metrics.listen', '0.0.0.0:9464, [::]:9464 or 10.0.0.2:9464') } : {},
     follow: [...(file.follow ?? []), ...(o.follow ?? [])],
     trust: (file.trust ?? []).map((r, i) => configTrustRule(r, i)),
     labels: { keep: file.labels?.keep ?? DEFAULT_KEEP_LAST },
@@ -296,15 +306,7 @@ function quotaOf (value: number | string): number {
  * one is not.
  */
 export function bulkListenAddress (p2pListen: readonly string[], explicit?: string): Omit<BulkConfig, 'enabled'> {
-  if (explicit !== undefined) {
-    const m = /^(?:\[([0-9A-Fa-f:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(explicit)
-    const host = m?.[1] ?? m?.[2] ?? ''
-    const port = Number(m?.[3])
-    if (m === null || isIP(host) === 0 || port > 65535) {
-      throw new InvalidInputError(`${CONFIG_FILE} transfer.bulk.listen ${JSON.stringify(explicit.slice(0, 80))} must be an IP address and a port, e.g. 0.0.0.0:4078, [::]:4078 or 10.0.0.2:4078 (port 0: any free port)`)
-    }
-    return { host, port, ephemeralIfTaken: false }
-  }
+  if (explicit !== undefined) return { ...hostPort(explicit, 'transfer.bulk.listen', '0.0.0.0:4078, [::]:4078 or 10.0.0.2:4078'), ephemeralIfTaken: false }
   for (const ma of p2pListen) {
     const m = /^\/(ip4|ip6)\/([^/]+)\/tcp\/(\d{1,5})$/.exec(ma)
     if (m === null || isIP(m[2]!) === 0) continue
@@ -313,6 +315,17 @@ export function bulkListenAddress (p2pListen: readonly string[], explicit?: stri
     return { host: m[2]!, port, ephemeralIfTaken: true }
   }
   return { host: '0.0.0.0', port: 0, ephemeralIfTaken: true }
+}
+
+/** `10.0.0.2:4078`, `[::]:4078` → host and port, or an error naming the key with examples. */
+function hostPort (text: string, key: string, examples: string): { host: string, port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(text)
+  const host = m?.[1] ?? m?.[2] ?? ''
+  const port = Number(m?.[3])
+  if (m === null || isIP(host) === 0 || port > 65535) {
+    throw new InvalidInputError(`${CONFIG_FILE} ${key} ${JSON.stringify(text.slice(0, 80))} must be an IP address and a port, e.g. ${examples} (port 0: any free port)`)
+  }
+  return { host, port }
 }
 
 /** `127.0.0.1:4080`, `[::1]:4080`, `localhost:4080` → host and port; anything not loopback is refused. */

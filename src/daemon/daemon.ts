@@ -37,6 +37,8 @@ import { EventBus } from './events.js'
 import { HeadsService } from './heads-service.js'
 import { LeaseTable } from './leases.js'
 import { Metrics } from './metrics.js'
+import { MetricsServer } from './metrics-server.js'
+import { SHOAL_VERSION } from '../version.js'
 import { ServingService } from './serving.js'
 import { loadOrCreateToken } from './token.js'
 import { missingNodeFlags } from './runtime.js'
@@ -61,6 +63,9 @@ export const MAX_PULL_IN_FLIGHT_BYTES = 16 * 1024 * 1024
 export class Daemon {
   private store?: Store
   private rpc?: RpcServer
+  private metricsServer?: MetricsServer
+  /** Where `metrics.listen` serves `GET /metrics` (the port chosen when 0 was asked). */
+  private metricsAddress?: string
   private pulls?: PullManager
   private stopNode?: () => Promise<void>
   private bulk?: BulkService
@@ -230,7 +235,9 @@ export class Daemon {
         pullsInFlight: () => pulls.list().length,
         store: async () => await store.totals(),
         heads: () => ({ ...book.counters, ...guard.counters }),
-        bytesReceivedByPeer: () => judge.list().map(r => ({ peer: r.peer, bytes: r.bytesReceived }))
+        bytesReceivedByPeer: () => judge.list().map(r => ({ peer: r.peer, bytes: r.bytesReceived })),
+        labels: async () => await store.allLabels(),
+        build: { version: SHOAL_VERSION, node: process.version }
       })
       this.metrics = metrics
       this.events.subscribe(e => {
@@ -241,7 +248,7 @@ export class Daemon {
       const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
       const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })
       const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search }, headOps, serving, {
-        keepLast: config.labels.keep, events: this.events, headCounters: () => ({ ...book.counters, ...guard.counters }), untrusted: () => book.untrusted(), leased: () => leases.versions(), log: componentLogger(this.log, 'service')
+        keepLast: config.labels.keep, events: this.events, headCounters: () => ({ ...book.counters, ...guard.counters }), untrusted: () => book.untrusted(), metrics: () => this.metricsAddress, leased: () => leases.versions(), log: componentLogger(this.log, 'service')
       })
       const tcp = config.rpc.tcp === undefined ? undefined : { ...config.rpc.tcp, token: await loadOrCreateToken(config.home) }
       this.rpc = new RpcServer({
@@ -253,6 +260,11 @@ export class Daemon {
         ...(tcp !== undefined ? { tcp } : {})
       })
       await this.rpc.start()
+      const metricsListen = config.metrics.listen
+      if (metricsListen !== undefined) {
+        this.metricsServer = new MetricsServer({ ...metricsListen, text: async () => await metrics.text(), log: this.log })
+        this.metricsAddress = await this.metricsServer.start()
+      }
       await pulls.resumeAll()
       // Provider records for what this node holds (kad-dht re-provides them while the node runs).
       if (config.p2p.dht) {
@@ -272,6 +284,7 @@ export class Daemon {
 
   async stop (): Promise<void> {
     await this.rpc?.stop()
+    await this.metricsServer?.stop()
     clearInterval(this.quotaTimer)
     this.leases?.stop()
     this.spreader?.stop()

@@ -19,6 +19,10 @@ export interface MetricsSources {
   store: () => Promise<{ bytes: number, blobs: number, versions: number }>
   heads: () => { accepted: number, duplicate: number, stale: number, future: number, rejected: Record<string, number>, signatureChecks: number, dropped: number, syncsRefused: number }
   bytesReceivedByPeer: () => Array<{ peer: string, bytes: number }>
+  /** Local labels and their versions; called at most once per scrape. */
+  labels: () => Promise<Array<{ model: string, label: string, version: string }>>
+  /** For `shoal_build_info`. */
+  build: { version: string, node: string }
 }
 
 export class Metrics {
@@ -92,11 +96,22 @@ export class Metrics {
     })
     new Counter({ name: 'shoal_head_signature_checks_total', help: 'Signatures of offered heads verified (only heads that would win are checked)', registers: [r], collect () { grow(this, 'signatureChecks', {}, sources.heads().signatureChecks) } })
     new Counter({ name: 'shoal_head_syncs_refused_total', help: 'Inbound head syncs refused: the peer was over its budget or banned', registers: [r], collect () { grow(this, 'syncsRefused', {}, sources.heads().syncsRefused) } })
+    new Gauge({ name: 'shoal_build_info', help: 'shoal and Node.js versions of this daemon (always 1)', labelNames: ['version', 'node'], registers: [r] }).set(sources.build, 1)
+    const labelInfo = new Gauge({ name: 'shoal_label_version_info', help: 'The version each local label points at (always 1): a fleet has converged when every node shows the same version', labelNames: ['model', 'label', 'version'], registers: [r] })
     const storeGauge = new Gauge({ name: 'shoal_store_bytes', help: 'Bytes of stored blobs', registers: [r] })
     const blobsGauge = new Gauge({ name: 'shoal_store_blobs', help: 'Stored blobs', registers: [r] })
     const versionsGauge = new Gauge({ name: 'shoal_store_versions', help: 'Stored versions', registers: [r] })
     // One store walk per scrape (in text()) feeds the three store gauges.
     this.refreshStore = async () => {
+      const labels = await sources.labels()
+      labelInfo.reset()
+      for (const l of labels) labelInfo.set({ model: l.model, label: l.label, version: l.version }, 1)
+      // Bytes sent by peer: a peer the judge no longer lists loses its series, as for bytes received.
+      const known = new Set(sources.bytesReceivedByPeer().map(p => p.peer))
+      for (const v of (await this.bytesSent.get()).values) {
+        const peer = String(v.labels.peer ?? '')
+        if (!known.has(peer)) this.bytesSent.remove({ peer })
+      }
       const s = await sources.store()
       storeGauge.set(s.bytes)
       blobsGauge.set(s.blobs)

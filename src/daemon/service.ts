@@ -42,7 +42,7 @@ export class DaemonService implements ShoalApi {
     private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores, search: SearchIndex },
     private readonly headOps: HeadsService,
     private readonly serving: ServingService,
-    private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters & GuardCounters, untrusted: () => Array<{ publisher: string, model: string }>, leased: () => string[], log?: { warn: (obj: object, msg?: string) => void, info: (obj: object, msg?: string) => void } }
+    private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters & GuardCounters, untrusted: () => Array<{ publisher: string, model: string }>, metrics: () => string | undefined, leased: () => string[], log?: { warn: (obj: object, msg?: string) => void, info: (obj: object, msg?: string) => void } }
   ) {}
 
   /**
@@ -142,6 +142,7 @@ export class DaemonService implements ShoalApi {
       store,
       heads: this.options.headCounters(),
       untrusted: this.options.untrusted(),
+      ...(this.options.metrics() !== undefined ? { metrics: this.options.metrics() } : {}),
       leases: this.serving.leaseList().map(l => ({ holder: l.holder, model: l.model, version: l.version, expiresAt: l.expiresAt })),
       pulls: [
         ...this.net.pulls.listChecking().map(p => ({ ...p, bytes: 0, totalBytes: 0, state: 'checking' as const })),

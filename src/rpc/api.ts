@@ -78,6 +78,8 @@ export interface StatusResult {
   }
   /** Publishers (with a model) whose heads were refused as untrusted under the current rules, most recent last. */
   untrusted: Array<{ publisher: string, model: string }>
+  /** Where `GET /metrics` is also served without a token (`metrics.listen`), when set. */
+  metrics?: string
   /** Who holds which version (serving processes). */
   leases: Array<{ holder: string, model: string, version: string, expiresAt: number }>
   /** `checking`: its manifest is being fetched and checked; `fetching`: chunks are coming. */

@@ -565,6 +565,16 @@ export class Store {
     return out
   }
 
+  /** Every local label and the version it points at (one read of the labels; for metrics). */
+  async allLabels (): Promise<Array<{ model: string, label: string, version: VersionId }>> {
+    const out: Array<{ model: string, label: string, version: VersionId }> = []
+    for await (const [key, value] of this.index.labels.iterator()) {
+      const [model, label] = IndexDb.splitKey(key)
+      if (model !== undefined && label !== undefined) out.push({ model, label, version: value.version })
+    }
+    return out
+  }
+
   async labelRecord (name: string, label: string): Promise<LabelRecord | undefined> {
     return await this.index.labels.get(IndexDb.pairKey(checkModelName(name), checkLabel(label)))
   }

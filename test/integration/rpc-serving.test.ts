@@ -19,6 +19,7 @@ import type { DaemonEvent } from '../../src/daemon/events.js'
 import type { LeaseRow, ShowResult } from '../../src/rpc/api.js'
 import { parseSse, ShoalClient } from '../../src/rpc/client.js'
 import { eventually, raw, startDaemon, type Target } from '../helpers/rpc.js'
+import { SHOAL_VERSION } from '../../src/version.js'
 import { tempDir } from '../helpers/tmp.js'
 
 /** POST of an NDJSON route: the status and every line, parsed. */
@@ -126,6 +127,8 @@ describe('rpc serving endpoints', () => {
     ({ dir, cleanup } = await tempDir('shoal-serving-'))
     const home = join(dir, 'home')
     socket = join(home, 'shoal.sock')
+    await mkdir(home)
+    await writeFile(join(home, 'config.json'), JSON.stringify({ metrics: { listen: '127.0.0.1:0' } }))
     daemon = await startDaemon(home)
     client = new ShoalClient({ socketPath: socket })
     model = join(dir, 'model')
@@ -603,6 +606,36 @@ describe('rpc serving endpoints', () => {
       }
       expect(after).toMatch(/^shoal_process_cpu_seconds_total \S+$/m)
       expect(after).not.toContain('shoal_process_process_')
+    })
+
+    it('shows which version each label points at and the build, for a fleet view', async () => {
+      await client.setLabel({ name: 'w', label: 'fleet', version: wa.version })
+      const text = await eventually('w@fleet in /metrics', async () => {
+        const t = await client.metrics()
+        return t.includes(`shoal_label_version_info{model="w",label="fleet",version="${wa.version}"} 1`) ? t : undefined
+      })
+      expect(text).toContain(`shoal_label_version_info{model="m",label="prod",version="${v.version}"} 1`)
+      expect(text).toMatch(new RegExp(`^shoal_build_info\\{version="${SHOAL_VERSION.replace(/\./g, '\\.')}",node="${process.version.replace(/\./g, '\\.')}"\\} 1$`, 'm'))
+      await client.setLabel({ name: 'w', label: 'fleet', version: wb.version })
+      const moved = await eventually('w@fleet moved in /metrics', async () => {
+        const t = await client.metrics()
+        return t.includes(`shoal_label_version_info{model="w",label="fleet",version="${wb.version}"} 1`) ? t : undefined
+      })
+      // The old series is gone: one version per label.
+      expect(moved).not.toContain(`shoal_label_version_info{model="w",label="fleet",version="${wa.version}"}`)
+    })
+
+    it('serves GET /metrics without a token on metrics.listen, and nothing else there', async () => {
+      const address = (await client.status()).metrics ?? ''
+      expect(address).toMatch(/^127\.0\.0\.1:\d+$/)
+      const port = Number(address.split(':')[1])
+      const ok = await raw({ port }, 'GET', '/metrics')
+      expect(ok.status).toBe(200)
+      expect(ok.text).toMatch(/^# TYPE shoal_build_info gauge$/m)
+      const other = await raw({ port }, 'GET', '/v1/status')
+      expect(other.status).toBe(404)
+      expect(other.json).toEqual({ code: 'NOT_FOUND', message: 'this listener serves GET /metrics only' })
+      expect((await raw({ port }, 'POST', '/metrics', '{}')).json.code).toBe('METHOD_NOT_ALLOWED')
     })
   })
 })
