@@ -11,6 +11,7 @@ const io: CliIo = {
   out: text => { process.stdout.write(text) },
   err: text => { process.stderr.write(text) },
   env: process.env,
+  stdoutTTY: process.stdout.isTTY === true,
   stderrTTY: process.stderr.isTTY === true,
   connect: target => new ShoalClient(target),
   onInterrupt: handler => {

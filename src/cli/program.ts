@@ -23,6 +23,7 @@ import { WATCH_TYPES } from '../rpc/event-types.js'
 import { clientTarget, type ClientTarget } from '../rpc/target.js'
 import { SHOAL_VERSION } from '../version.js'
 import { EXIT, exitCodeFor } from './exit-codes.js'
+import { configureFormat, formatRows } from './format.js'
 import { progressBar, pullProgress } from './progress.js'
 import { parseDuration, parseTime } from './time.js'
 import { renderGc, renderHeadHistory, renderHeads, renderKeys, renderLabelResult, renderLeases, renderModels, renderPeers, renderSearch, renderShow, renderTrust, renderVerify, renderVersions } from './views.js'
@@ -37,6 +38,8 @@ export interface CliIo {
   /** Writes to stderr as given. */
   err: (text: string) => void
   env: NodeJS.ProcessEnv
+  /** Whether stdout is a terminal: tables with rules and relative times, else plain columns. */
+  stdoutTTY?: boolean
   /** Whether stderr is a terminal (progress bars, notices). */
   stderrTTY: boolean
   connect: (target: ClientTarget) => CliClient
@@ -49,6 +52,15 @@ export interface CliIo {
 export interface DaemonOptions { home?: string, socket?: string, logLevel?: string, listen: string[], peers: string[], follow: string[], mdns?: boolean, strategy?: string }
 
 interface Globals { json?: boolean, home?: string, color?: boolean }
+
+interface ListOptions { quiet?: boolean, format?: string }
+
+/** `-q` and `--format` on a command that lists rows; `id` names what `-q` prints. */
+function listOptions (command: Command, id: string): Command {
+  return command
+    .option('-q, --quiet', `print only ${id}, one per line`)
+    .option('--format <template>', 'a template per row ({{.field}}, e.g. \'{{.version}}\\t{{.size}}\'), or fields as columns (version,size)')
+}
 
 /** `--json` given before the command's own arguments end (`--` stops option parsing). */
 function jsonRequested (argv: string[]): boolean {
@@ -74,6 +86,7 @@ function examples (...lines: string[]): string {
  */
 export async function runCli (argv: string[], io: CliIo): Promise<number> {
   const json = jsonRequested(argv)
+  configureFormat({ tty: io.stdoutTTY === true })
   let exitCode: number = EXIT.OK
   let printed = false
   const program = buildProgram(io, code => { exitCode = code }, () => { printed = true })
@@ -135,6 +148,11 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
     if (json()) io.out(`${JSON.stringify(value, null, 2)}\n`)
     else print(human())
   }
+  /** A list: JSON, ids only (`-q`), `--format`, or the human table. */
+  const list = <T>(rows: readonly T[], opts: ListOptions, id: (row: T) => string, human: () => string, value: unknown = rows): void => {
+    if (json()) out(value, human)
+    else if (opts.quiet === true) { if (rows.length > 0) print(rows.map(id).join('\n')) } else if (opts.format !== undefined) { if (rows.length > 0) print(formatRows(rows, opts.format)) } else print(human())
+  }
 
   program.command('daemon').helpGroup('Daemon:')
     .description('run the daemon in the foreground (stops on SIGTERM/SIGINT)')
@@ -178,12 +196,12 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
       out(r, () => [r.peerId, ...r.addresses.map(a => `  ${a}`)].join('\n'))
     })
 
-  program.command('peers').helpGroup('Peers:')
-    .description('list connected and remembered peers, with bytes received, offences and bans')
-    .addHelpText('after', examples('shoal peers', 'shoal peers --json'))
-    .action(async () => {
+  listOptions(program.command('peers').helpGroup('Peers:')
+    .description('list connected and remembered peers, with bytes received, offences and bans'), 'peer ids')
+    .addHelpText('after', examples('shoal peers', 'shoal peers --json', 'shoal peers --format peerId,connected,bytesReceived'))
+    .action(async (opts: ListOptions) => {
       const rows = await client().peers()
-      out(rows, () => renderPeers(rows))
+      list(rows, opts, r => r.peerId, () => renderPeers(rows))
     })
 
   program.command('pull').helpGroup('Peers:')
@@ -295,18 +313,18 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
       }
     })
 
-  program.command('ls').helpGroup('Models:')
+  listOptions(program.command('ls').helpGroup('Models:')
     .description('list models, or the versions of one model (oldest first)')
-    .argument('[name]', 'model name')
-    .addHelpText('after', examples('shoal ls', 'shoal ls llama-8b'))
-    .action(async (name?: string) => {
+    .argument('[name]', 'model name'), 'model names, or version ids')
+    .addHelpText('after', examples('shoal ls', 'shoal ls llama-8b', 'shoal ls llama-8b -q', "shoal ls llama-8b --format '{{.version}}\\t{{.size}}'"))
+    .action(async (name: string | undefined, opts: ListOptions) => {
       const c = client()
       if (name === undefined) {
         const models = await c.models()
-        out(models, () => renderModels(models))
+        list(models, opts, m => m.name, () => renderModels(models))
       } else {
         const versions = await c.versions(parseRef(name).name)
-        out(versions, () => renderVersions(versions))
+        list(versions, opts, v => v.version, () => renderVersions(versions))
       }
     })
 
@@ -320,18 +338,18 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
       out(v, () => renderShow(v, opts.tensors ?? 20))
     })
 
-  program.command('search').helpGroup('Models:')
+  listOptions(program.command('search').helpGroup('Models:')
     .description('find models by what they are: free text and filters, e.g. framework = "onnx" AND params > 1e9 ORDER BY created DESC LIMIT 5')
     .argument('[query...]', 'free text and/or filters (fields: name, description, framework, task, license, architecture, dtype, params, format, label, tags.<key>, created, updated, size, files, tensors, local); AND, OR, NOT, ( ), ORDER BY, LIMIT')
     .option('--similar <ref>', 'rank versions by how compatible their structure is with this one (same tensor names and shapes first)')
-    .option('--limit <n>', 'at most this many rows', integer(1, 10_000))
+    .option('--limit <n>', 'at most this many rows', integer(1, 10_000)), 'name@version')
     .addHelpText('after', examples('shoal search llama', `shoal search 'framework = "onnx" AND params > 1e9'`, 'shoal search --similar llama-8b@prod'))
-    .action(async (words: string[], opts: { similar?: string, limit?: number }) => {
+    .action(async (words: string[], opts: ListOptions & { similar?: string, limit?: number }) => {
       const r = await client().search(words.join(' '), {
         ...(opts.similar !== undefined ? { similar: opts.similar } : {}),
         ...(opts.limit !== undefined ? { limit: opts.limit } : {})
       })
-      out(r, () => renderSearch(r, opts.similar !== undefined))
+      list(r.rows, opts, row => `${row.model}@${row.version}`, () => renderSearch(r, opts.similar !== undefined), r)
     })
 
   program.command('verify').helpGroup('Store:')
@@ -430,13 +448,13 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
       out(r, () => r.version === r.previous ? `${r.name}@${r.label} already at ${r.version ?? 'nothing'}` : `${r.name}@${r.label} → ${r.version ?? 'nothing'} (was ${r.previous ?? 'nothing'})`)
     })
 
-  program.command('heads').helpGroup('Labels and heads:')
-    .description('the heads this node believes, with stamps, and where its local labels are')
-    .addHelpText('after', examples('shoal heads'))
-    .action(async () => {
+  listOptions(program.command('heads').helpGroup('Labels and heads:')
+    .description('the heads this node believes, with stamps, and where its local labels are'), 'name@label')
+    .addHelpText('after', examples('shoal heads', "shoal heads --format '{{.model}}@{{.label}} {{.version}} {{.state}}'"))
+    .action(async (opts: ListOptions) => {
       const c = client()
       const rows = await c.heads()
-      if (json() || rows.length > 0) { out(rows, () => renderHeads(rows)); return }
+      if (json() || rows.length > 0 || opts.quiet === true || opts.format !== undefined) { list(rows, opts, r => `${r.model}@${r.label}`, () => renderHeads(rows)); return }
       const s = await c.status()
       const peers = (await c.peers()).filter(p => p.connected).length
       print(renderHeads(rows, { peers, untrusted: s.heads.rejected.untrusted, publishers: s.untrusted ?? [] }))
@@ -492,21 +510,21 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
       }
     })
 
-  program.command('leases').helpGroup('Serving processes:')
-    .description('versions held by serving processes (GC keeps them)')
-    .addHelpText('after', examples('shoal leases'))
-    .action(async () => {
+  listOptions(program.command('leases').helpGroup('Serving processes:')
+    .description('versions held by serving processes (GC keeps them)'), 'lease ids')
+    .addHelpText('after', examples('shoal leases', 'shoal leases -q'))
+    .action(async (opts: ListOptions) => {
       const rows = await client().leases()
-      out(rows, () => renderLeases(rows))
+      list(rows, opts, r => r.id, () => renderLeases(rows))
     })
 
   const keys = program.command('keys').helpGroup('Keys and trust:').description("this home's publisher keys")
     .addHelpText('after', examples('shoal keys list', 'shoal keys export'))
-  keys.command('list').description('list publisher keys and what they are trusted for')
-    .addHelpText('after', examples('shoal keys list'))
-    .action(async () => {
+  listOptions(keys.command('list').description('list publisher keys and what they are trusted for'), 'public keys')
+    .addHelpText('after', examples('shoal keys list', 'shoal keys list -q'))
+    .action(async (opts: ListOptions) => {
       const rows = await client().keys()
-      out(rows, () => renderKeys(rows))
+      list(rows, opts, r => r.publicKey, () => renderKeys(rows))
     })
   keys.command('new').description('create a publisher key').argument('<name>', 'key name')
     .addHelpText('after', examples('shoal keys new release'))
@@ -525,11 +543,11 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
 
   const trust = program.command('trust').helpGroup('Keys and trust:').description('which publisher keys may move which models')
     .addHelpText('after', examples('shoal trust list', "shoal trust add z6Mk… 'llama-*'"))
-  trust.command('list').description('list trust rules and where each comes from')
-    .addHelpText('after', examples('shoal trust list'))
-    .action(async () => {
+  listOptions(trust.command('list').description('list trust rules and where each comes from'), 'keys')
+    .addHelpText('after', examples('shoal trust list', 'shoal trust list --format key,models'))
+    .action(async (opts: ListOptions) => {
       const rows = await client().trust()
-      out(rows, () => renderTrust(rows))
+      list(rows, opts, r => r.key, () => renderTrust(rows))
     })
   trust.command('add').description('trust a key for models matching a pattern (* matches anything)')
     .argument('<key>', 'publisher key (z6Mk…)').argument('[models]', 'model-name pattern; quote it so the shell leaves * alone', '*')
@@ -546,17 +564,17 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
       out(r, () => `removed ${r.removed} rule(s)`)
     })
 
-  program.command('events').helpGroup('Serving processes:')
+  listOptions(program.command('events').helpGroup('Serving processes:')
     .description('recent daemon events (label.moved, version.staged, version.removed, …)')
     .option('--since <id>', 'only events after this id')
-    .option('--limit <n>', 'at most this many (default: 100)', integer(1, 10_000))
-    .addHelpText('after', examples('shoal events', 'shoal events --since <id> --json'))
-    .action(async (opts: { since?: string, limit?: number }) => {
+    .option('--limit <n>', 'at most this many (default: 100)', integer(1, 10_000)), 'event ids')
+    .addHelpText('after', examples('shoal events', 'shoal events --since <id> --json', "shoal events --format '{{.id}} {{.type}} {{.data.version}}'"))
+    .action(async (opts: ListOptions & { since?: string, limit?: number }) => {
       const r = await client().events(opts.since, opts.limit ?? 100)
-      out(r, () => [
+      list(r.events, opts, e => e.id, () => [
         ...(r.gone ? ['(events before that id are gone; re-read the state)'] : []),
         ...r.events.map(e => `${new Date(e.time).toISOString()} ${e.id} ${e.type} ${JSON.stringify(e.data)}`)
-      ].join('\n'))
+      ].join('\n'), r)
     })
 
   program.command('pin').helpGroup('Store:').description('keep a version through GC; name@label keeps every version the label points at').argument('<ref>', 'name@label or name@<version id>')

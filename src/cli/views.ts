@@ -20,7 +20,7 @@ export function renderModels (models: ModelRow[]): string {
 export function renderVersions (versions: VersionInfo[]): string {
   const lines: string[] = []
   lines.push(table(['version', 'created', 'size', 'files', 'labels', 'pinned', 'state'], versions.map(v => [
-    v.version, time(v.created), bytes(v.size), v.files, v.labels.join(', '), v.pinned ? 'yes' : '', v.complete ? 'ok' : pc.red('damaged')
+    shortId(v.version), time(v.created), bytes(v.size), v.files, v.labels.join(', '), v.pinned ? 'yes' : '', v.complete ? 'ok' : pc.red('damaged')
   ])))
   return lines.join('\n')
 }
@@ -127,7 +127,7 @@ export function renderHeads (rows: HeadRow[], none?: NoHeadsContext): string {
 export function renderHeadHistory (rows: HeadHistoryRow[]): string {
   const lines: string[] = []
   lines.push(table(['stamp', 'version', 'previous', 'activation', 'publisher'], rows.map(r => [
-    stamp(r.stamp), r.version === null ? '(removed)' : r.version, r.previous ?? '', activation(r.activation), shortId(r.publisher)
+    stamp(r.stamp), r.version === null ? '(removed)' : shortId(r.version), r.previous !== null ? shortId(r.previous) : '', activation(r.activation), shortId(r.publisher)
   ])))
   return lines.join('\n')
 }

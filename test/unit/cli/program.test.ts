@@ -206,3 +206,26 @@ describe('shoal pull (issue 16, bugs 2 and 9)', () => {
     expect(r.stderr).toContain('interrupted: the daemon goes on pulling tiny@bafkreiabc in the background (shoal status shows it; shoal pull tiny@bafkreiabc --cancel stops it)')
   })
 })
+
+describe('lists: -q and --format (issue 16, CLI conventions)', () => {
+  const versions = [
+    { name: 'tiny', version: 'bafkreiaaaaaaaaaaaaaaaaaaaa', created: 1, size: 2048, files: 1, labels: ['prod'], pinned: true, complete: true },
+    { name: 'tiny', version: 'bafkreibbbbbbbbbbbbbbbbbbbb', created: 2, size: 4096, files: 1, labels: [], pinned: false, complete: true }
+  ] as unknown as Awaited<ReturnType<CliClient['versions']>>
+
+  it('-q prints only the ids, one per line', async () => {
+    const r = await cli(['ls', 'tiny', '-q'], { versions: async () => versions })
+    expect(r.stdout).toBe('bafkreiaaaaaaaaaaaaaaaaaaaa\nbafkreibbbbbbbbbbbbbbbbbbbb\n')
+  })
+
+  it('--format applies a template, or prints fields as columns', async () => {
+    expect((await cli(['ls', 'tiny', '--format', '{{.version}} {{.size}}'], { versions: async () => versions })).stdout).toBe('bafkreiaaaaaaaaaaaaaaaaaaaa 2048\nbafkreibbbbbbbbbbbbbbbbbbbb 4096\n')
+    expect((await cli(['ls', 'tiny', '--format', 'version,pinned'], { versions: async () => versions })).stdout).toBe('VERSION                       PINNED\nbafkreiaaaaaaaaaaaaaaaaaaaa   true\nbafkreibbbbbbbbbbbbbbbbbbbb   false\n')
+  })
+
+  it('tables off a terminal are plain columns with 12-character ids', async () => {
+    const r = await cli(['ls', 'tiny'], { versions: async () => versions })
+    expect(r.stdout.split('\n')[0]).toMatch(/^VERSION\s+CREATED\s+SIZE\s+FILES\s+LABELS\s+PINNED\s+STATE$/)
+    expect(r.stdout.split('\n')[1]).toMatch(/^bafkreiaaaaa {3}1970-01-01 00:00:00Z {3}2\.0 KiB/)
+  })
+})
