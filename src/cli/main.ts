@@ -12,6 +12,16 @@ const io: CliIo = {
   err: text => { process.stderr.write(text) },
   env: process.env,
   stdoutTTY: process.stdout.isTTY === true,
+  stdinTTY: process.stdin.isTTY === true,
+  confirm: async question => {
+    const { createInterface } = await import('node:readline/promises')
+    const rl = createInterface({ input: process.stdin, output: process.stderr })
+    try {
+      return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim())
+    } finally {
+      rl.close()
+    }
+  },
   stderrTTY: process.stderr.isTTY === true,
   connect: target => new ShoalClient(target),
   onInterrupt: handler => {

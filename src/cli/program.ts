@@ -23,7 +23,8 @@ import { WATCH_TYPES } from '../rpc/event-types.js'
 import { clientTarget, type ClientTarget } from '../rpc/target.js'
 import { SHOAL_VERSION } from '../version.js'
 import { EXIT, exitCodeFor } from './exit-codes.js'
-import { configureFormat, formatRows } from './format.js'
+import { completionScript, SHELLS } from './completion.js'
+import { bytes, configureFormat, formatRows } from './format.js'
 import { progressBar, pullProgress } from './progress.js'
 import { parseDuration, parseTime } from './time.js'
 import { renderGc, renderHeadHistory, renderHeads, renderKeys, renderLabelResult, renderLeases, renderModels, renderPeers, renderSearch, renderShow, renderTrust, renderVerify, renderVersions } from './views.js'
@@ -42,6 +43,10 @@ export interface CliIo {
   stdoutTTY?: boolean
   /** Whether stderr is a terminal (progress bars, notices). */
   stderrTTY: boolean
+  /** Whether stdin is a terminal: only then does a command ask before deleting. */
+  stdinTTY?: boolean
+  /** Asks a yes/no question on the terminal; true for yes. */
+  confirm?: (question: string) => Promise<boolean>
   connect: (target: ClientTarget) => CliClient
   /** Calls `handler` on Ctrl-C (instead of the default exit); returns a function that stops that. */
   onInterrupt: (handler: () => void) => () => void
@@ -187,6 +192,12 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
         'error' in daemon ? `daemon  not reachable: ${daemon.error}` : `daemon  ${daemon.version} (api ${daemon.api}, node ${daemon.node})`
       ].join('\n'))
     })
+
+  program.command('completion').helpGroup('Daemon:')
+    .description('print a shell completion script (commands, options, model names)')
+    .argument('<shell>', `${SHELLS.join(', ')}`)
+    .addHelpText('after', examples('shoal completion bash > /etc/bash_completion.d/shoal', 'source <(shoal completion bash)        # in ~/.bashrc', 'shoal completion zsh > "${fpath[1]}/_shoal"', 'shoal completion fish > ~/.config/fish/completions/shoal.fish'))
+    .action((shell: string) => { io.out(completionScript(program, shell)) })
 
   program.command('id').helpGroup('Peers:')
     .description("print this node's peer id and listen addresses")
@@ -366,9 +377,21 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
   program.command('gc').helpGroup('Store:')
     .description('remove versions that are not pinned, labelled, kept for rollback or leased, and unreferenced data')
     .option('--dry-run', 'list what would be removed, remove nothing')
-    .addHelpText('after', examples('shoal gc --dry-run', 'shoal gc'))
-    .action(async (opts: { dryRun?: boolean }) => {
-      const report = await client().gc({ dryRun: opts.dryRun === true })
+    .option('-y, --yes', 'do not ask before removing (on a terminal, gc shows what it would remove and asks)')
+    .addHelpText('after', examples('shoal gc --dry-run', 'shoal gc', 'shoal gc --yes'))
+    .action(async (opts: { dryRun?: boolean, yes?: boolean }) => {
+      const c = client()
+      const ask = opts.dryRun !== true && opts.yes !== true && !json() && io.stdinTTY === true && io.confirm !== undefined
+      if (ask) {
+        const plan = await c.gc({ dryRun: true })
+        if (plan.versions.length + plan.blobs.length + plan.partials.length === 0) { print('nothing to remove'); return }
+        print(renderGc(plan))
+        if (await io.confirm?.(`Remove ${plan.versions.length} versions, ${plan.blobs.length} blobs, ${plan.partials.length} partial files (${bytes(plan.bytes)})?`) !== true) {
+          print('nothing removed')
+          return
+        }
+      }
+      const report = await c.gc({ dryRun: opts.dryRun === true })
       out(report, () => renderGc(report))
     })
 

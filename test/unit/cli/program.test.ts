@@ -36,7 +36,7 @@ function fakeClient (calls: string[], overrides: Partial<CliClient>): CliClient 
   }) as CliClient
 }
 
-async function cli (argv: string[], overrides: Partial<CliClient> = {}, extra: { interrupt?: (fire: () => void) => void } = {}): Promise<Run> {
+async function cli (argv: string[], overrides: Partial<CliClient> = {}, extra: { interrupt?: (fire: () => void) => void, answer?: boolean, questions?: string[] } = {}): Promise<Run> {
   let stdout = ''
   let stderr = ''
   const calls: string[] = []
@@ -46,7 +46,8 @@ async function cli (argv: string[], overrides: Partial<CliClient> = {}, extra: {
     env: { SHOAL_HOME: '/nonexistent-shoal-home' },
     stderrTTY: false,
     connect: () => fakeClient(calls, overrides),
-    onInterrupt: handler => { extra.interrupt?.(handler); return () => {} }
+    onInterrupt: handler => { extra.interrupt?.(handler); return () => {} },
+    ...(extra.answer !== undefined ? { stdinTTY: true, confirm: async (q: string) => { extra.questions?.push(q); return extra.answer === true } } : {})
   }
   const code = await runCli(argv, io)
   return { code, stdout, stderr, calls }
@@ -227,5 +228,38 @@ describe('lists: -q and --format (issue 16, CLI conventions)', () => {
     const r = await cli(['ls', 'tiny'], { versions: async () => versions })
     expect(r.stdout.split('\n')[0]).toMatch(/^VERSION\s+CREATED\s+SIZE\s+FILES\s+LABELS\s+PINNED\s+STATE$/)
     expect(r.stdout.split('\n')[1]).toMatch(/^bafkreiaaaaa {3}1970-01-01 00:00:00Z {3}2\.0 KiB/)
+  })
+})
+
+describe('gc asks on a terminal (issue 16, CLI conventions)', () => {
+  const plan = { dryRun: true, versions: [{ name: 'tiny', version: 'bafkreiold', size: 2048 }], blobs: [{ digest: 'd1', size: 2048 }], partials: [], bytes: 2048 } as unknown as Awaited<ReturnType<CliClient['gc']>>
+  const gc = (runs: boolean[]): Partial<CliClient> => ({ gc: async req => { runs.push(req.dryRun === true); return { ...plan, dryRun: req.dryRun === true } } })
+
+  it('shows what it would remove and removes nothing on no', async () => {
+    const runs: boolean[] = []
+    const questions: string[] = []
+    const r = await cli(['gc'], gc(runs), { answer: false, questions })
+    expect(runs).toEqual([true])
+    expect(questions).toEqual(['Remove 1 versions, 1 blobs, 0 partial files (2.0 KiB)?'])
+    expect(r.stdout).toContain('would remove version tiny@bafkreiold (2.0 KiB)')
+    expect(r.stdout).toMatch(/nothing removed\n$/)
+  })
+
+  it('removes on yes, and --yes does not ask', async () => {
+    const runs: boolean[] = []
+    await cli(['gc'], gc(runs), { answer: true })
+    expect(runs).toEqual([true, false])
+    const quiet: boolean[] = []
+    const questions: string[] = []
+    const r = await cli(['gc', '--yes'], gc(quiet), { answer: false, questions })
+    expect(quiet).toEqual([false])
+    expect(questions).toEqual([])
+    expect(r.stdout).toContain('removed version tiny@bafkreiold')
+  })
+
+  it('does not ask when stdin is not a terminal (scripts), as before', async () => {
+    const runs: boolean[] = []
+    await cli(['gc'], gc(runs))
+    expect(runs).toEqual([false])
   })
 })
