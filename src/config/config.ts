@@ -8,6 +8,7 @@
  *                 (the loopback TCP port, `rpc.tcp`; with `SHOAL_TOKEN`). @default `unix://<home>/shoal.sock`
  * - `SHOAL_TOKEN` the bearer token for an http `SHOAL_HOST` (`<home>/rpc.token`)
  * - `SHOAL_LOG_LEVEL`  `trace|debug|info|warn|error|fatal|silent`. @default `info`
+ * - `SHOAL_LOG_FORMAT` `json|pretty` (daemon/logger.ts). @default pretty when stderr is a terminal, else json
  */
 import { constants } from 'node:fs'
 import { open } from 'node:fs/promises'
