@@ -217,10 +217,10 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
 
   program.command('pull').helpGroup('Peers:')
     .description('fetch a version from peers (and origins), verified chunk by chunk')
-    .argument('<ref>', 'name@<version id>')
+    .argument('<ref>', 'name@<version id>, name@label (the version its head names), name@<unique prefix> or name (latest, else newest)')
     .option('--no-pin', 'do not pin the pulled version')
     .option('--cancel', 'stop this pull (running or recorded to resume) and remove its partial data')
-    .addHelpText('after', examples('shoal pull llama-8b@bafkrei…', 'shoal pull llama-8b@bafkrei… --cancel'))
+    .addHelpText('after', examples('shoal pull llama-8b@prod', 'shoal pull llama-8b@bafkreihdwdce', 'shoal pull llama-8b@bafkreihdwdce --cancel'))
     .action(async (ref: string, opts: { pin: boolean, cancel?: boolean }) => {
       const c = client()
       if (opts.cancel === true) {

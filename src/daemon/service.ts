@@ -17,7 +17,8 @@ import type { EventBus } from './events.js'
 import type { HeadCounters } from '../heads/book.js'
 import type { GuardCounters } from '../heads/guard.js'
 import { CID } from 'multiformats/cid'
-import { AbortedError, PullCancelledError, restated } from '../core/errors.js'
+import { AbortedError, NotFoundError, PullCancelledError, restated } from '../core/errors.js'
+import { isCid } from '../core/digest.js'
 import { blockSizeOf } from '../core/manifest.js'
 import { checkLabel, parseRef } from '../core/names.js'
 import type { ShoalNode } from '../p2p/node.js'
@@ -52,7 +53,8 @@ export class DaemonService implements ShoalApi {
    * metric, which follow those events), or `pull.failed` with its `outcome`. `pull.failed` is never
    * sent only because a client left.
    */
-  async pull (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
+  async pull (request: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
+    const req = { ...request, ref: await this.pullRef(request.ref) }
     const throttled = throttle(onProgress)
     const started = Date.now()
     const { name, selector } = parseRef(req.ref)
@@ -82,6 +84,27 @@ export class DaemonService implements ShoalApi {
     return await this.toShow(v)
   }
 
+  /**
+   * `name@<version id>` for any ref, as the other commands take them: a version id as given; a
+   * label by the head this node holds for it (what followers pull), else the local label; a unique
+   * prefix of 8+ characters, or a bare name (its `latest`, else its newest version), among the
+   * versions this node knows (stored, or named by heads).
+   */
+  private async pullRef (ref: string): Promise<string> {
+    const { name, selector } = parseRef(ref)
+    if (selector !== undefined && isCid(selector)) return ref
+    if (selector !== undefined) {
+      const head = (await this.headOps.heads()).find(h => h.model === name && h.label === selector)
+      if (head !== undefined && head.version !== null) return `${name}@${head.version}`
+    }
+    try {
+      return `${name}@${this.net.search.resolve(ref)}`
+    } catch (err) {
+      if (err instanceof NotFoundError) throw new NotFoundError(`${err.message}: give ${name}@<version id> to pull a version this node has not heard of`, { cause: err })
+      throw err
+    }
+  }
+
   private async pullCompleted (v: ResolvedVersion, started: number): Promise<void> {
     this.options.events.emit('pull.completed', { model: v.name, version: v.version, via: 'request', ms: Date.now() - started })
     await this.refreshSearch(v.version)
@@ -94,7 +117,8 @@ export class DaemonService implements ShoalApi {
   }
 
   async cancelPull (ref: string, signal?: AbortSignal): Promise<PullCancelResult> {
-    return await this.net.pulls.cancel(ref, signal)
+    const { selector } = parseRef(ref)
+    return await this.net.pulls.cancel(selector !== undefined && isCid(selector) ? ref : await this.pullRef(ref), signal)
   }
 
   async search (query: string, options: { limit?: number, similar?: string } = {}): Promise<SearchResult> {

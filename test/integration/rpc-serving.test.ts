@@ -167,6 +167,18 @@ describe('rpc serving endpoints', () => {
     return target
   }
 
+  describe('POST /v1/pull takes refs as the other commands do', () => {
+    it('a label, a unique prefix and a bare name name the version to pull', async () => {
+      for (const ref of ['m@prod', `m@${v.version.slice(0, 12)}`, 'm', `m@${v.version}`]) {
+        expect((await client.pull({ ref })).version, ref).toBe(v.version)
+      }
+    })
+
+    it('refuses a ref it cannot place, saying how to name a version', async () => {
+      await expect(client.pull({ ref: 'nope@prod' })).rejects.toMatchObject({ code: 'NOT_FOUND', message: 'no model named nope is known here: give nope@<version id> to pull a version this node has not heard of' })
+    })
+  })
+
   describe('POST /v1/resolve', () => {
     it('answers a local label as an NDJSON result line, plain and with ensure', async () => {
       for (const body of [{ ref: 'm@prod' }, { ref: 'm@prod', ensure: false }, { ref: 'm@prod', ensure: true }]) {
