@@ -27,7 +27,7 @@ import { completionScript, SHELLS } from './completion.js'
 import { bytes, configureFormat, formatRows } from './format.js'
 import { progressBar, pullProgress } from './progress.js'
 import { parseDuration, parseTime } from './time.js'
-import { renderGc, renderHeadHistory, renderHeads, renderKeys, renderLabelResult, renderLeases, renderModels, renderPeers, renderSearch, renderShow, renderTrust, renderVerify, renderVersions } from './views.js'
+import { renderDf, renderGc, renderHeadHistory, renderHeads, renderKeys, renderLabelResult, renderLeases, renderModels, renderPeers, renderSearch, renderShow, renderTrust, renderVerify, renderVersions } from './views.js'
 
 /** What the CLI needs of a client: the public methods of `ShoalClient`. */
 export type CliClient = Pick<ShoalClient, keyof ShoalClient>
@@ -393,6 +393,24 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
       }
       const report = await c.gc({ dryRun: opts.dryRun === true })
       out(report, () => renderGc(report))
+    })
+
+  program.command('rm').helpGroup('Store:')
+    .description('remove a version now (refused when labelled, pinned or leased, saying why, unless --force)')
+    .argument('<ref>', 'name@<version id>, name@<unique prefix>, name@label or name')
+    .option('-f, --force', 'remove it even when labelled (its local labels go), pinned or leased')
+    .addHelpText('after', examples('shoal rm llama-8b@bafkreihdwdce', 'shoal rm llama-8b@canary --force'))
+    .action(async (ref: string, opts: { force?: boolean }) => {
+      const r = await client().removeVersion({ ref, ...(opts.force === true ? { force: true } : {}) })
+      out(r, () => `removed ${r.name}@${r.version} (${bytes(r.bytes)} freed)${r.overrode.length > 0 ? `; it was ${r.overrode.join(', ')}` : ''}`)
+    })
+
+  listOptions(program.command('df').helpGroup('Store:')
+    .description('disk usage by model and version: size, shared with other versions, unique to it; what gc would free'), 'version refs')
+    .addHelpText('after', examples('shoal df', 'shoal df --format name,version,unique'))
+    .action(async (opts: ListOptions) => {
+      const r = await client().df()
+      list(r.versions, opts, v => `${v.name}@${v.version}`, () => renderDf(r), r)
     })
 
   program.command('export').helpGroup('Models:')

@@ -1,6 +1,6 @@
 /** Human renderings of RPC answers: each returns the text to print (no trailing newline). */
 import type { SearchResult } from '../store/search-index.js'
-import type { LeaseRow, HeadHistoryRow, HeadRow, KeyRow, LabelResult, ModelRow, PeerRow, ShowResult, TrustRow } from '../rpc/api.js'
+import type { DfResult, LeaseRow, HeadHistoryRow, HeadRow, KeyRow, LabelResult, ModelRow, PeerRow, ShowResult, TrustRow } from '../rpc/api.js'
 import type { Activation, Stamp } from '../core/heads.js'
 import type { GcReport } from '../store/gc.js'
 import type { VersionInfo } from '../store/store.js'
@@ -175,5 +175,19 @@ function noHeads (c: NoHeadsContext | undefined): string {
     lines.push('To accept them, trust the publisher for the model (quote patterns with *):')
     for (const p of c.publishers) lines.push(`  shoal trust add ${p.publisher} '${p.model}'`)
   }
+  return lines.join('\n')
+}
+
+export function renderDf (r: DfResult): string {
+  const lines: string[] = []
+  if (r.versions.length === 0) return 'no versions stored'
+  lines.push(table(['model', 'version', 'created', 'size', 'shared', 'unique', 'labels', 'pinned'], r.versions.map(v => [
+    v.name, shortId(v.version), time(v.created), bytes(v.size), bytes(v.shared), bytes(v.unique), v.labels.join(', '), v.pinned ? 'yes' : ''
+  ])))
+  lines.push('')
+  lines.push(table(['model', 'versions', 'size', 'unique'], r.models.map(m => [m.name, m.versions, bytes(m.size), bytes(m.unique)])))
+  lines.push('')
+  lines.push(`blobs ${r.blobs.count} (${bytes(r.blobs.bytes)}); reclaimable by shoal gc: ${bytes(r.reclaimable)}`)
+  lines.push(pc.dim('shared: in blobs other versions use too; unique: only this version uses (what shoal rm frees)'))
   return lines.join('\n')
 }

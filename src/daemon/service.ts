@@ -8,7 +8,7 @@
  * reconciled with the store at every start) is refreshed best-effort and never fails an answer.
  */
 import { addPath, checkAddOptions } from '../ingest/ingest.js'
-import type { ActivateResult, EventsResult, ExportResult, HeadHistoryRow, HeadRow, IdResult, KeyExport, KeyRow, LabelResult, ModelRow, PeerRow, PinResult, Progress, PullCancelResult, ResolveResult, ShoalApi, ShowResult, StatusResult, TrustRow, VersionResult } from '../rpc/api.js'
+import type { DfResult, RemoveResult, ActivateResult, EventsResult, ExportResult, HeadHistoryRow, HeadRow, IdResult, KeyExport, KeyRow, LabelResult, ModelRow, PeerRow, PinResult, Progress, PullCancelResult, ResolveResult, ShoalApi, ShowResult, StatusResult, TrustRow, VersionResult } from '../rpc/api.js'
 import type { HeadsService } from './heads-service.js'
 import type { ServingService } from './serving.js'
 import type { SearchIndex, SearchResult } from '../store/search-index.js'
@@ -17,14 +17,15 @@ import type { EventBus } from './events.js'
 import type { HeadCounters } from '../heads/book.js'
 import type { GuardCounters } from '../heads/guard.js'
 import { CID } from 'multiformats/cid'
-import { AbortedError, NotFoundError, PullCancelledError, restated } from '../core/errors.js'
+import { AbortedError, ConflictError, NotFoundError, PullCancelledError, restated } from '../core/errors.js'
+import { diskUsage } from '../store/usage.js'
 import { isCid } from '../core/digest.js'
 import { blockSizeOf } from '../core/manifest.js'
 import { checkLabel, parseRef } from '../core/names.js'
 import type { ShoalNode } from '../p2p/node.js'
 import type { PeerScores } from '../p2p/judge.js'
 import type { PullManager } from './pulls.js'
-import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest } from '../rpc/schemas.js'
+import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest, RemoveRequest } from '../rpc/schemas.js'
 import { exportVersion } from '../store/export.js'
 import { collectGarbage, type GcReport } from '../store/gc.js'
 import type { ResolvedVersion, Store, VersionInfo } from '../store/store.js'
@@ -224,6 +225,40 @@ export class DaemonService implements ShoalApi {
     const report = await collectGarbage(this.store, { dryRun: req.dryRun === true, keepLast: this.options.keepLast, keep: this.options.leased() })
     if (!report.dryRun) for (const v of report.versions) this.options.events.emit('version.removed', { model: v.name, version: v.version })
     return report
+  }
+
+  /**
+   * Removes one version (`shoal rm`). Refused with `ConflictError` naming what keeps it — local
+   * labels, a pin, leases — unless `force`, which drops those labels (locally: a followed label's
+   * head would pull the version again), its pin and its leases. Never while it is being pulled.
+   */
+  async removeVersion (req: RemoveRequest): Promise<RemoveResult> {
+    const v = await this.store.resolve(req.ref)
+    const short = `${v.name}@${v.version.slice(0, 12)}`
+    if (this.net.pulls.list().some(p => p.version === v.version) || this.net.pulls.listChecking().some(p => p.version === v.version)) {
+      throw new ConflictError(`${short} is being pulled; stop that first with shoal pull ${v.name}@${v.version} --cancel`)
+    }
+    const leases = this.serving.leaseList().filter(l => l.version === v.version)
+    const reasons = [
+      ...(v.labels.length > 0 ? [`labelled ${v.labels.join(', ')}`] : []),
+      ...(v.pinned ? ['pinned'] : []),
+      ...(leases.length > 0 ? [`leased by ${leases.map(l => l.holder).join(', ')}`] : [])
+    ]
+    if (reasons.length > 0 && req.force !== true) {
+      throw new ConflictError(`${short} is ${reasons.join(', ')}: nothing was removed. To remove it anyway: shoal rm --force ${req.ref}${v.labels.length > 0 ? ` (its local labels go too; move them first with shoal label set ${v.name} <label> <version> to keep them)` : ''}`)
+    }
+    for (const label of v.labels) await this.store.removeLabel(v.name, label)
+    if (v.pinned) await this.store.unpin(v.name, v.version)
+    for (const l of leases) await this.serving.release(l.id)
+    const report = await collectGarbage(this.store, { only: [v.version] })
+    for (const r of report.versions) this.options.events.emit('version.removed', { model: r.name, version: r.version, via: 'rm' })
+    return { name: v.name, version: v.version, overrode: req.force === true ? reasons : [], labels: v.labels, bytes: report.bytes }
+  }
+
+  async df (): Promise<DfResult> {
+    const usage = await diskUsage(this.store)
+    const plan = await collectGarbage(this.store, { dryRun: true, keepLast: this.options.keepLast, keep: this.options.leased() })
+    return { ...usage, reclaimable: plan.bytes }
   }
 
   async export (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ExportResult> {

@@ -12,6 +12,8 @@
  * | GET  /v1/show            | `?ref=`                      | {@link ShowResult}         |
  * | POST /v1/verify          | `{}`                         | NDJSON → `VerifyReport`    |
  * | POST /v1/gc              | `gcRequest`                  | `GcReport`                 |
+ * | DELETE /v1/versions      | `removeRequest`              | {@link RemoveResult}       |
+ * | GET  /v1/df              |                              | {@link DfResult}           |
  * | POST /v1/export          | `exportRequest`              | NDJSON → {@link ExportResult} |
  * | POST /v1/labels          | `labelRequest`               | {@link LabelResult}        |
  * | DELETE /v1/labels        | `labelRemoveRequest`         | `{}`                       |
@@ -52,10 +54,11 @@ import type { GcReport } from '../store/gc.js'
 import type { SearchResult } from '../store/search-index.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
+import type { DiskUsage } from '../store/usage.js'
 import { route, type Route, type SseEvent } from './server.js'
 import { openApiDocument } from './openapi.js'
 import { SHOAL_VERSION } from '../version.js'
-import { addRequest, exportRequest, gcRequest, keyRequest, labelRemoveRequest, labelRequest, pullCancelRequest, pullRequest, refRequest, rollbackRequest, trustRemoveRequest, trustRequest, verifyRequest, resolveRequest, leaseRequest, leaseRenewRequest, leaseReleaseRequest, WATCH_TYPES, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest, type PullRequest } from './schemas.js'
+import { addRequest, removeRequest, exportRequest, gcRequest, keyRequest, labelRemoveRequest, labelRequest, pullCancelRequest, pullRequest, refRequest, rollbackRequest, trustRemoveRequest, trustRequest, verifyRequest, resolveRequest, leaseRequest, leaseRenewRequest, leaseReleaseRequest, WATCH_TYPES, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest, type PullRequest, type RemoveRequest } from './schemas.js'
 import type { Activation, Stamp } from '../core/heads.js'
 import type { DaemonEvent, EventType } from '../daemon/events.js'
 
@@ -84,6 +87,24 @@ export interface StatusResult {
   leases: Array<{ holder: string, model: string, version: string, expiresAt: number }>
   /** `checking`: its manifest is being fetched and checked; `fetching`: chunks are coming. */
   pulls: Array<{ name: string, version: string, bytes: number, totalBytes: number, state: 'checking' | 'fetching' }>
+}
+
+/** A removed version (`shoal rm`): what kept it that `force` overrode, and the bytes freed. */
+export interface RemoveResult {
+  name: string
+  version: string
+  /** What kept it (labelled prod, pinned, leased by …); empty when nothing did. */
+  overrode: string[]
+  /** Local labels that pointed at it and were removed with it. */
+  labels: string[]
+  /** Bytes of blobs only it used, now freed. */
+  bytes: number
+}
+
+/** `shoal df`: usage by version and model, the store's blobs, and what gc would free now. */
+export interface DfResult extends DiskUsage {
+  /** Bytes `shoal gc` would free now. */
+  reclaimable: number
 }
 
 /** A cancelled pull: whether it was running (else only recorded), and the partial data removed. */
@@ -195,6 +216,8 @@ export interface ShoalApi {
   show: (ref: string) => Promise<ShowResult>
   verify: (onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<VerifyReport>
   gc: (req: GcRequest) => Promise<GcReport>
+  removeVersion: (req: RemoveRequest) => Promise<RemoveResult>
+  df: () => Promise<DfResult>
   export: (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<ExportResult>
   setLabel: (req: LabelRequest) => Promise<LabelResult>
   removeLabel: (name: string, label: string) => Promise<LabelResult>
@@ -263,6 +286,8 @@ export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
     route({ method: 'GET', path: '/v1/show', handler: async (_b, ctx) => await api.show(required(ctx.query, 'ref')) }),
     route({ method: 'POST', path: '/v1/verify', body: verifyRequest, stream: true, holds: 'disk', handler: async (_b, ctx) => await api.verify(ctx.progress, ctx.signal) }),
     route({ method: 'POST', path: '/v1/gc', body: gcRequest, handler: async body => await api.gc(body) }),
+    route({ method: 'DELETE', path: '/v1/versions', body: removeRequest, handler: async body => await api.removeVersion(body) }),
+    route({ method: 'GET', path: '/v1/df', handler: async () => await api.df() }),
     route({ method: 'POST', path: '/v1/export', body: exportRequest, stream: true, holds: 'disk', handler: async (body, ctx) => await api.export(body, ctx.progress, ctx.signal) }),
     route({ method: 'POST', path: '/v1/labels', body: labelRequest, handler: async body => await api.setLabel(body) }),
     route({ method: 'DELETE', path: '/v1/labels', body: labelRemoveRequest, handler: async body => await api.removeLabel(body.name, body.label) }),

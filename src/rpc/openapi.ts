@@ -38,6 +38,8 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'GET /v1/show': { summary: 'A version: metadata, files and tensor structure', answer: 'ShowResult', query: [ref] },
   'POST /v1/verify': { summary: 'Re-hash everything stored; quarantine what does not match (NDJSON)', answer: 'VerifyReport' },
   'POST /v1/gc': { summary: 'Remove what nothing keeps (dryRun: only report)', answer: 'GcReport' },
+  'DELETE /v1/versions': { summary: 'Remove one version (refused when labelled, pinned or leased unless force, saying why)', answer: 'RemoveResult' },
+  'GET /v1/df': { summary: 'Disk usage by model and version: size, shared, unique; what gc would free', answer: 'DfResult' },
   'POST /v1/export': { summary: "Write a version's files into a folder (NDJSON)", answer: 'ExportResult' },
   'POST /v1/labels': { summary: 'Publish a signed head moving name@label', answer: 'LabelResult' },
   'DELETE /v1/labels': { summary: 'Publish a removal of name@label', answer: 'LabelResult' },

@@ -66,6 +66,10 @@ export type PullRequest = z.infer<typeof pullRequest>
 /** `DELETE /v1/pull`: stop the pull of `name@<version id>` and drop its record and partial data. */
 export const pullCancelRequest = z.strictObject({ ref })
 
+/** `DELETE /v1/versions`: remove one version; `force` also when labelled, pinned or leased. */
+export const removeRequest = z.strictObject({ ref, force: z.boolean().optional() })
+export type RemoveRequest = z.infer<typeof removeRequest>
+
 export const resolveRequest = z.strictObject({ ref, ensure: z.boolean().optional() })
 export const leaseRequest = z.strictObject({
   ref,

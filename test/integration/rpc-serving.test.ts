@@ -167,6 +167,41 @@ describe('rpc serving endpoints', () => {
     return target
   }
 
+  describe('rm and df', () => {
+    it('df shows what versions share and what is their own; rm refuses a pinned version saying why, and --force removes it', async () => {
+      const folder = join(dir, 'r-model')
+      await mkdir(folder)
+      await writeSafetensors(join(folder, 'model.safetensors'), llamaTensors(1 << 19, { hidden: 64, vocab: 300, seedPrefix: 'rm' }))
+      const ra = await client.add({ path: folder, name: 'r' })
+      const rb = await client.add({ path: folder, name: 'r', pin: false })
+      const size = ra.structure.totalSize
+      const df = await client.df()
+      const rows = df.versions.filter(x => x.name === 'r')
+      expect(rows.map(x => [x.version, x.size, x.shared, x.unique, x.pinned])).toEqual([[ra.version, size, size, 0, true], [rb.version, size, size, 0, false]])
+      expect(df.models.find(m => m.name === 'r')).toEqual({ name: 'r', versions: 2, size: 2 * size, unique: 0 })
+      expect(df.blobs.count).toBeGreaterThan(0)
+
+      // Unpinned, unlabelled: removed; its blobs stay, the other version uses them.
+      expect(await client.removeVersion({ ref: `r@${rb.version}` })).toEqual({ name: 'r', version: rb.version, overrode: [], labels: [], bytes: 0 })
+      await expect(client.removeVersion({ ref: `r@${ra.version}` })).rejects.toMatchObject({
+        code: 'CONFLICT',
+        message: `r@${ra.version.slice(0, 12)} is pinned: nothing was removed. To remove it anyway: shoal rm --force r@${ra.version}`
+      })
+      expect((await client.versions('r')).map(x => x.version)).toEqual([ra.version])
+      const forced = await client.removeVersion({ ref: `r@${ra.version.slice(0, 12)}`, force: true })
+      expect(forced).toMatchObject({ name: 'r', version: ra.version, overrode: ['pinned'] })
+      expect(forced.bytes).toBeGreaterThanOrEqual(size)
+      await expect(client.versions('r')).rejects.toMatchObject({ code: 'NOT_FOUND' })
+      expect((await client.df()).versions.filter(x => x.name === 'r')).toEqual([])
+      const removed = (await client.events()).events.filter(e => e.type === 'version.removed' && e.data.model === 'r').map(e => e.data.version)
+      expect(removed).toEqual([rb.version, ra.version])
+    })
+
+    it('refuses to remove a labelled version, naming the labels', async () => {
+      await expect(client.removeVersion({ ref: 'm@prod' })).rejects.toMatchObject({ code: 'CONFLICT', message: expect.stringMatching(/^m@\S{12} is labelled prod, pinned: nothing was removed\. To remove it anyway: shoal rm --force m@prod \(its local labels go too/) })
+    })
+  })
+
   describe('POST /v1/pull takes refs as the other commands do', () => {
     it('a label, a unique prefix and a bare name name the version to pull', async () => {
       for (const ref of ['m@prod', `m@${v.version.slice(0, 12)}`, 'm', `m@${v.version}`]) {
