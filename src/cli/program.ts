@@ -318,7 +318,7 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
           ...(Object.keys(metadata).length > 0 ? { metadata } : {})
         }, p => bar.update(p))
         bar.stop()
-        out(v, () => `added ${v.name}@${v.version}${v.labels.length > 0 ? ` (${v.labels.join(', ')})` : ''}`)
+        out(v, () => `${v.existing === true ? 'already here, same content: ' : 'added '}${v.name}@${v.version}${v.labels.length > 0 ? ` (${v.labels.join(', ')})` : ''}`)
       } finally {
         bar.stop()
       }

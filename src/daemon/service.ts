@@ -192,7 +192,7 @@ export class DaemonService implements ShoalApi {
     })
     await this.refreshSearch(version.version)
     announce(this.net.node, version.version)
-    this.options.events.emit('version.added', { model: req.name, version: version.version, via: 'add' })
+    if (version.existing !== true) this.options.events.emit('version.added', { model: req.name, version: version.version, via: 'add' })
     // A label given at add time is published like any other: as a signed head.
     if (req.label !== undefined) {
       try {
@@ -201,7 +201,8 @@ export class DaemonService implements ShoalApi {
         throw restated(err, `added ${req.name}@${version.version}${version.pinned ? ' (pinned)' : ''}, which is kept, but did not set ${req.name}@${req.label}: ${(err as Error).message}`)
       }
     }
-    return await this.toShow(req.label !== undefined ? await this.store.resolve(`${req.name}@${version.version}`) : version)
+    const shown = await this.toShow(req.label !== undefined ? await this.store.resolve(`${req.name}@${version.version}`) : version)
+    return version.existing === true ? { ...shown, existing: true } : shown
   }
 
   async models (): Promise<ModelRow[]> {

@@ -138,6 +138,8 @@ export interface ShowResult {
   files: ShowFile[]
   /** Fractions (0–1) of this version's chunks, and of its bytes, that its parent also has. */
   parentShared?: { chunks: number, bytes: number }
+  /** `add` only: the folder was the same content as this version, already here (no new version). */
+  existing?: boolean
 }
 
 export interface ModelRow { name: string, versions: number, labels: Record<string, string>, newest: VersionInfo }

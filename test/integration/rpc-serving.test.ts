@@ -136,7 +136,7 @@ describe('rpc serving endpoints', () => {
     await writeSafetensors(join(model, 'model.safetensors'), llamaTensors(1 << 20, { hidden: 64, vocab: 500 }))
     v = await client.add({ path: model, name: 'm', label: 'prod', metadata: { task: 'demo' } })
     wa = await client.add({ path: model, name: 'w' })
-    wb = await client.add({ path: model, name: 'w' })
+    wb = await client.add({ path: model, name: 'w', metadata: { description: 'w, again' } })
     expect(wa.version).not.toBe(wb.version)
   })
 
@@ -173,7 +173,7 @@ describe('rpc serving endpoints', () => {
       await mkdir(folder)
       await writeSafetensors(join(folder, 'model.safetensors'), llamaTensors(1 << 19, { hidden: 64, vocab: 300, seedPrefix: 'rm' }))
       const ra = await client.add({ path: folder, name: 'r' })
-      const rb = await client.add({ path: folder, name: 'r', pin: false })
+      const rb = await client.add({ path: folder, name: 'r', pin: false, metadata: { description: 'rb' } })
       const size = ra.structure.totalSize
       const df = await client.df()
       const rows = df.versions.filter(x => x.name === 'r')
@@ -575,7 +575,7 @@ describe('rpc serving endpoints', () => {
         await onlyW.until(e => e.event === 'label.moved' && e.data.version === tw)
         await movesOfW.until(e => e.event === 'label.moved' && e.data.version === tw)
         // A version added to w: w's stream hears it, the type-filtered one and m's do not.
-        const added = await client.add({ path: join(model, 'model.safetensors'), name: 'w' })
+        const added = await client.add({ path: join(model, 'model.safetensors'), name: 'w', metadata: { description: 'added while watching' } })
         await onlyW.until(e => e.event === 'version.added' && e.data.version === added.version)
         const tw2 = await moveCanary()
         await movesOfW.until(e => e.event === 'label.moved' && e.data.version === tw2)
@@ -747,7 +747,7 @@ describe('rpc over loopback TCP', () => {
     await mkdir(model)
     await writeSafetensors(join(model, 'model.safetensors'), llamaTensors(1 << 19, { hidden: 64, vocab: 500 }))
     const a = await client.add({ path: model, name: 't', label: 'prod' })
-    const b = await client.add({ path: model, name: 't' })
+    const b = await client.add({ path: model, name: 't', metadata: { description: 'b' } })
     expect((await client.resolveEnsure('t@prod')).version).toBe(a.version)
     const lease = await client.lease('t@prod', 'tcp-test', 30)
     expect((await client.leases()).map(l => l.id)).toContain(lease.id)
