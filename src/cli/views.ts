@@ -38,6 +38,11 @@ export function renderShow (v: ShowResult, tensorsPerFile: number): string {
   lines.push(`  formats     ${s.formats.join(', ')}`)
   lines.push(`  parameters  ${count(s.parameterCount)} (${s.parameterCount}) in ${s.tensorCount} tensors; dtypes ${s.dtypes.join(', ') || '-'}`)
   if (s.architecture !== undefined) lines.push(`  architecture ${s.architecture}`)
+  for (const f of v.files) {
+    // Hugging Face config files: what they declare (model_type, torch_dtype, generation defaults).
+    const meta = f.format === 'other' ? Object.entries(f.structure?.metadata ?? {}) : []
+    if (meta.length > 0) lines.push(`  ${f.path.padEnd(11)} ${meta.map(([k, x]) => `${k}=${typeof x === 'string' ? x : JSON.stringify(x)}`).join(' ')}`)
+  }
   const m = v.metadata
   for (const key of ['description', 'framework', 'task', 'license'] as const) {
     if (m[key] !== undefined) lines.push(`  ${key.padEnd(11)} ${m[key]}`)
@@ -48,7 +53,7 @@ export function renderShow (v: ShowResult, tensorsPerFile: number): string {
   if (m.outputs !== undefined) lines.push(`  outputs     ${m.outputs.map(i => `${i.name}${i.shape !== undefined ? `[${i.shape.join(',')}]` : ''}`).join(', ')}`)
   lines.push('')
   lines.push(table(['file', 'format', 'size', 'chunks', 'tensors', 'params'], v.files.map(f => [
-    f.path, f.format, bytes(f.size), f.chunks, f.structure?.tensors.length ?? '', f.structure !== undefined ? count(f.structure.parameterCount) : ''
+    f.path, f.format, bytes(f.size), f.chunks, f.format === 'other' ? '' : f.structure?.tensors.length ?? '', f.structure !== undefined && f.format !== 'other' ? count(f.structure.parameterCount) : ''
   ])))
   for (const f of v.files) {
     const tensors = f.structure?.tensors ?? []
