@@ -25,6 +25,7 @@ import { SHOAL_VERSION } from '../version.js'
 import { EXIT, exitCodeFor } from './exit-codes.js'
 import { completionScript, SHELLS } from './completion.js'
 import { bytes, configureFormat, formatRows } from './format.js'
+import { hfHubCache, listHfCache } from './hf-cache.js'
 import { progressBar, pullProgress } from './progress.js'
 import { parseDuration, parseTime } from './time.js'
 import { renderDf, renderGc, renderHeadHistory, renderHeads, renderKeys, renderLabelResult, renderLeases, renderModels, renderPeers, renderSearch, renderShow, renderTrust, renderVerify, renderVersions } from './views.js'
@@ -324,6 +325,39 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
       }
     })
 
+  program.command('import-hf').helpGroup('Models:')
+    .description('add every model of a Hugging Face hub cache: each snapshot its refs name, labelled by the ref (main, …)')
+    .argument('[dir]', 'the hub cache (default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub)')
+    .option('--no-pin', 'do not pin the imported versions')
+    .option('--dry-run', 'list what would be imported, import nothing')
+    .addHelpText('after', examples('shoal import-hf', 'shoal import-hf ~/.cache/huggingface/hub --dry-run'))
+    .action(async (dir: string | undefined, opts: { pin: boolean, dryRun?: boolean }) => {
+      const hub = resolve(dir ?? hfHubCache(io.env))
+      const listing = await listHfCache(hub)
+      const imported: Array<{ name: string, revision: string, labels: string[], version?: string, existing?: boolean }> = []
+      const skipped = [...listing.skipped]
+      const c = client()
+      for (const snap of listing.snapshots) {
+        if (opts.dryRun === true) { imported.push({ name: snap.name, revision: snap.revision, labels: snap.labels }); continue }
+        try {
+          const [first, ...rest] = snap.labels
+          const v = await c.add({ path: snap.path, name: snap.name, pin: opts.pin, ...(first !== undefined ? { label: first } : {}) })
+          for (const label of rest) await c.setLabel({ name: snap.name, label, version: v.version })
+          imported.push({ name: snap.name, revision: snap.revision, labels: snap.labels, version: v.version, existing: v.existing === true })
+        } catch (err) {
+          skipped.push({ what: `${snap.name} (revision ${snap.revision.slice(0, 12)})`, why: (err as Error).message })
+        }
+      }
+      if (skipped.length > 0 && opts.dryRun !== true) setExit(EXIT.ERROR)
+      out({ hub, imported, skipped }, () => [
+        ...(listing.snapshots.length === 0 ? [`no model snapshots in ${hub}`] : []),
+        ...imported.map(i => opts.dryRun === true
+          ? `would import ${i.name} from revision ${i.revision.slice(0, 12)}${i.labels.length > 0 ? ` (${i.labels.join(', ')})` : ''}`
+          : `${i.existing === true ? 'already here' : 'imported'} ${i.name}@${i.version ?? ''}${i.labels.length > 0 ? ` (${i.labels.join(', ')})` : ''} from revision ${i.revision.slice(0, 12)}`),
+        ...skipped.map(x => `skipped ${x.what}: ${x.why}`)
+      ].join('\n'))
+    })
+
   listOptions(program.command('ls').helpGroup('Models:')
     .description('list models, or the versions of one model (oldest first)')
     .argument('[name]', 'model name'), 'model names, or version ids')
@@ -414,16 +448,19 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
     })
 
   program.command('export').helpGroup('Models:')
-    .description("write a version's files into a folder, byte-identical to what was added")
+    .description("write a version's files into a folder, byte-identical to what was added; --hf: into a Hugging Face hub cache")
     .argument('<ref>', 'name, name@label or name@<version id>')
-    .argument('<dir>', 'destination folder')
+    .argument('[dir]', 'destination folder; with --hf the hub cache (default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub)')
     .option('--overwrite', 'replace existing files')
-    .addHelpText('after', examples('shoal export llama-8b@prod ./out'))
-    .action(async (ref: string, dir: string, opts: { overwrite?: boolean }) => {
+    .option('--hf', 'write models--<org>--<name>/{blobs,snapshots,refs} so transformers and huggingface_hub load it offline (HF_HUB_OFFLINE=1)')
+    .addHelpText('after', examples('shoal export llama-8b@prod ./out', 'shoal export --hf llama-8b@prod', 'HF_HUB_OFFLINE=1 python -c "from transformers import AutoModel; AutoModel.from_pretrained(\'llama-8b\')"'))
+    .action(async (ref: string, dir: string | undefined, opts: { overwrite?: boolean, hf?: boolean }) => {
+      if (dir === undefined && opts.hf !== true) throw new UsageError('give the destination folder: shoal export <ref> <dir> (or --hf for the Hugging Face cache)')
+      const dest = resolve(dir ?? hfHubCache(io.env))
       const bar = progressBar('exporting', !json())
-      const r = await client().export({ ref, dest: resolve(dir), overwrite: opts.overwrite === true }, p => bar.update(p))
+      const r = await client().export({ ref, dest, overwrite: opts.overwrite === true, ...(opts.hf === true ? { layout: 'hf' as const } : {}) }, p => bar.update(p))
       bar.stop()
-      out(r, () => `exported ${r.name}@${r.version} to ${r.dest} (${r.files} files)`)
+      out(r, () => `exported ${r.name}@${r.version} to ${r.dest} (${r.files} files)${opts.hf === true ? `; load it as ${r.name} with HF_HUB_OFFLINE=1${dir !== undefined ? ` HF_HUB_CACHE=${dest}` : ''}` : ''}`)
     })
 
   const label = program.command('label').helpGroup('Labels and heads:').description('move labels fleet-wide with signed heads; show their history')

@@ -265,7 +265,7 @@ export class DaemonService implements ShoalApi {
   async export (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ExportResult> {
     const throttled = throttle(onProgress)
     const out = await exportVersion(this.store, req.ref, req.dest, {
-      overwrite: req.overwrite === true, onProgress: p => throttled({ ...p }), ...(signal !== undefined ? { signal } : {})
+      overwrite: req.overwrite === true, onProgress: p => throttled({ ...p }), ...(signal !== undefined ? { signal } : {}), ...(req.layout !== undefined ? { layout: req.layout } : {})
     })
     return { name: out.name, version: out.version, dest: out.dest, files: out.manifest.files.length, bytes: out.manifest.files.reduce((n, f) => n + f.size, 0) }
   }

@@ -27,7 +27,8 @@ export const addRequest = z.strictObject({
 
 export const refRequest = z.strictObject({ ref })
 
-export const exportRequest = z.strictObject({ ref, dest: absolutePath, overwrite: z.boolean().optional() })
+/** `layout: 'hf'`: `dest` is a Hugging Face hub cache folder; the version goes in as `models--<org>--<name>`. */
+export const exportRequest = z.strictObject({ ref, dest: absolutePath, overwrite: z.boolean().optional(), layout: z.enum(['files', 'hf']).optional() })
 
 export const gcRequest = z.strictObject({ dryRun: z.boolean().optional() })
 

@@ -128,6 +128,20 @@ describe('the shoal binary, as a person uses it', () => {
     expect(puller.stderr).not.toMatch(/"stack"/)
   })
 
+  it('export --hf writes a hub cache entry that import-hf reads back as the same version', async () => {
+    const hub = join(h.root, 'hub')
+    const out = await puller.json<{ dest: string }>(['export', '--hf', `tiny@${version}`, hub])
+    expect(out.dest).toMatch(/\/models--tiny\/snapshots\/[0-9a-f]{40}$/)
+    const back = await puller.json<{ imported: Array<{ name: string, version: string, existing: boolean, labels: string[] }>, skipped: unknown[] }>(['import-hf', hub])
+    expect(back).toMatchObject({ imported: [{ name: 'tiny', version, existing: true, labels: ['main'] }], skipped: [] })
+    // A Hugging Face loader reads it offline (where huggingface_hub is installed).
+    const probe = spawnSync('python3', ['-c', 'import huggingface_hub'])
+    if (probe.status === 0) {
+      const r = spawnSync('python3', ['-c', `from huggingface_hub import snapshot_download; print(snapshot_download('tiny', cache_dir='${hub}', local_files_only=True))`], { env: { ...process.env, HF_HUB_OFFLINE: '1' }, encoding: 'utf8' })
+      expect(r.stdout.trim()).toBe(out.dest)
+    }
+  })
+
   // The Python example speaks to the same daemon over its socket (skipped only where there is no python3).
   it.skipIf(spawnSync('python3', ['--version']).status !== 0)('the Python client example resolves the pulled version, with a cursor', async () => {
     const r = spawnSync('python3', [join(ROOT, 'examples', 'python-client', 'shoal_client.py'), 'resolve', `tiny@${version}`], { env: { ...process.env, SHOAL_HOME: puller.home }, encoding: 'utf8' })

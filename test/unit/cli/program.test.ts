@@ -3,7 +3,10 @@
  * code, for usage errors, `--json`, help texts and the messages issue 16 found missing or wrong.
  * (Against a real daemon: test/e2e/cli.test.ts and test/e2e/cli-ux.test.ts.)
  */
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
+import { tempDir } from '../../helpers/tmp.js'
 import type { Command } from 'commander'
 import { buildProgram, runCli, type CliClient, type CliIo } from '../../../src/cli/program.js'
 import type { HeadRow, PeerRow, StatusResult } from '../../../src/rpc/api.js'
@@ -261,5 +264,58 @@ describe('gc asks on a terminal (issue 16, CLI conventions)', () => {
     const runs: boolean[] = []
     await cli(['gc'], gc(runs))
     expect(runs).toEqual([false])
+  })
+})
+
+describe('shoal import-hf (issue 16, Hugging Face on-ramp)', () => {
+  it('adds each snapshot its refs name, labelled by the refs, and reports what it skipped', async () => {
+    const { dir, cleanup } = await tempDir('shoal-import-hf-')
+    try {
+      const rev = 'c'.repeat(40)
+      const repo = join(dir, 'models--meta-llama--Llama-3.2-1B')
+      await mkdir(join(repo, 'snapshots', rev), { recursive: true })
+      await mkdir(join(repo, 'refs'))
+      await writeFile(join(repo, 'refs', 'main'), rev)
+      await writeFile(join(repo, 'refs', 'v1.0'), rev)
+      await writeFile(join(repo, 'refs', 'Release'), rev)
+      await mkdir(join(dir, 'models--broken', 'snapshots', 'd'.repeat(40)), { recursive: true })
+      const adds: unknown[] = []
+      const labels: unknown[] = []
+      const r = await cli(['import-hf', dir], {
+        add: async req => {
+          adds.push(req)
+          if (req.name === 'broken') throw new Error('model.safetensors: the file looks damaged')
+          return { name: req.name, version: 'bafyv1', labels: ['main'] } as unknown as Awaited<ReturnType<CliClient['add']>>
+        },
+        setLabel: async req => { labels.push(req); return {} as Awaited<ReturnType<CliClient['setLabel']>> }
+      })
+      expect(adds).toEqual([
+        { path: join(dir, 'models--broken', 'snapshots', 'd'.repeat(40)), name: 'broken', pin: true },
+        { path: join(repo, 'snapshots', rev), name: 'meta-llama/Llama-3.2-1B', pin: true, label: 'main' }
+      ])
+      expect(labels).toEqual([{ name: 'meta-llama/Llama-3.2-1B', label: 'v1.0', version: 'bafyv1' }])
+      expect(r.stdout).toBe([
+        `imported meta-llama/Llama-3.2-1B@bafyv1 (main, v1.0) from revision ${rev.slice(0, 12)}`,
+        `skipped broken (revision ${'d'.repeat(12)}): model.safetensors: the file looks damaged`,
+        ''
+      ].join('\n'))
+      expect(r.code).toBe(1)
+    } finally {
+      await cleanup()
+    }
+  })
+
+  it('says where it looked when the cache is not there', async () => {
+    const r = await cli(['import-hf', '/nonexistent-hf-cache'])
+    expect(r.code).toBe(6)
+    expect(r.stderr).toBe('shoal: cannot read the Hugging Face cache /nonexistent-hf-cache: ENOENT (give the hub folder, e.g. ~/.cache/huggingface/hub)\n')
+  })
+
+  it('export --hf without a folder writes to the hub cache of the environment', async () => {
+    let dest = ''
+    await cli(['export', '--hf', 'tiny@prod'], { export: async req => { dest = req.dest; return { name: 'tiny', version: 'v', dest: req.dest, files: 1, bytes: 1 } } })
+    expect(dest).toMatch(/\/huggingface\/hub$/)
+    const r = await cli(['export', 'tiny@prod'])
+    expect(r.stderr).toBe('shoal: give the destination folder: shoal export <ref> <dir> (or --hf for the Hugging Face cache)\n')
   })
 })

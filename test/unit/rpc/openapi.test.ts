@@ -86,7 +86,7 @@ describe('the OpenAPI document', () => {
       const V = 'bafyreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku'
       const commands = [
         ['version'], ['id'], ['peers'], ['status'], ['ls'], ['ls', 'tiny'], ['show', 'tiny@prod'], ['search', 'framework', '=', '"onnx"', '--limit', '5'],
-        ['search', '--similar', `tiny@${V}`], ['verify'], ['gc', '--dry-run'], ['export', 'tiny@prod', join(dir, 'out')],
+        ['search', '--similar', `tiny@${V}`], ['verify'], ['gc', '--dry-run'], ['export', 'tiny@prod', join(dir, 'out')], ['export', '--hf', 'tiny@prod', join(dir, 'hub')],
         ['add', join(dir, 'model'), '--name', 'tiny', '--label', 'prod', '--tag', 'task=chat', '--description', 'a model', '--block-size', '1MiB'],
         ['label', 'set', 'tiny', 'prod', V, '--cold', '--at', '+1m', '--jitter', '30s', '--expect', 'none'], ['label', 'set', 'tiny', 'prod', V],
         ['label', 'rm', 'tiny', 'canary'], ['label', 'history', 'tiny@prod'], ['rollback', 'tiny@prod'], ['activate', 'tiny@prod'], ['heads'],
