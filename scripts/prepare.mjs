@@ -3,6 +3,7 @@
 // from the packed tarball, which carries dist/; a production-only install in the container image).
 import { existsSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
+import process from 'node:process'
 
 if (!existsSync('src') || !existsSync('tsconfig.build.json') || !existsSync('node_modules/typescript')) process.exit(0)
 const r = spawnSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' })
