@@ -64,9 +64,19 @@ export class DaemonService implements ShoalApi {
     this.options.events.emit('pull.started', { model: name, version: selector ?? null, via: 'request' })
     let v: ResolvedVersion
     try {
+      let finding: string | undefined = ''
       v = await this.net.pulls.pull(req.ref, {
         pin: req.pin ?? true,
-        onProgress: p => throttled({ ...p }),
+        onProgress: p => {
+          // Until the first bytes arrive, each change of how many peers are connected and have it.
+          if (finding !== undefined && p.bytes === 0) {
+            const line = { phase: 'finding', connected: this.net.node.getPeers().length, have: p.peers }
+            const key = `${line.connected} ${line.have}`
+            if (key !== finding) onProgress?.(line)
+            finding = key
+          } else finding = undefined
+          throttled({ ...p })
+        },
         ...(signal !== undefined ? { signal } : {})
       })
     } catch (err) {
