@@ -236,6 +236,7 @@ export class Daemon {
         store: async () => await store.totals(),
         heads: () => ({ ...book.counters, ...guard.counters }),
         bytesReceivedByPeer: () => judge.list().map(r => ({ peer: r.peer, bytes: r.bytesReceived })),
+        connectedPeers: () => node.getPeers().map(String),
         labels: async () => await store.allLabels(),
         build: { version: SHOAL_VERSION, node: process.version }
       })

@@ -5,9 +5,9 @@
  * tests, benchmarks — keep separate figures. Counters are bumped where things happen; gauges that
  * mirror state (peers, leases, store size, pulls) are read at scrape time by `collect` callbacks,
  * so they are never stale; totals kept by other components (bytes by peer, heads by outcome) are
- * counters grown at scrape time by what those totals grew. Peer labels are peer ids: a fleet node
- * talks to at most `p2p.maxConnections` peers, which bounds the series, and a peer the judge no
- * longer lists loses its series.
+ * counters grown at scrape time by what those totals grew. Peer labels are peer ids, of connected
+ * peers only: a fleet node talks to at most `p2p.maxConnections` peers, which bounds the series,
+ * and a peer that disconnects loses its series at the next scrape (they start again if it returns).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
@@ -19,6 +19,8 @@ export interface MetricsSources {
   store: () => Promise<{ bytes: number, blobs: number, versions: number }>
   heads: () => { accepted: number, duplicate: number, stale: number, future: number, rejected: Record<string, number>, signatureChecks: number, dropped: number, syncsRefused: number }
   bytesReceivedByPeer: () => Array<{ peer: string, bytes: number }>
+  /** Peers connected now: per-peer series of any other peer are dropped at the next scrape. */
+  connectedPeers: () => Iterable<string>
   /** Local labels and their versions; called at most once per scrape. */
   labels: () => Promise<Array<{ model: string, label: string, version: string }>>
   /** For `shoal_build_info`. */
@@ -63,7 +65,8 @@ export class Metrics {
     new Counter({
       name: 'shoal_bytes_received_total', help: 'Verified chunk bytes received, by peer (peers this node no longer knows are dropped)', labelNames: ['peer'], registers: [r],
       collect () {
-        const now = new Map(sources.bytesReceivedByPeer().map(p => [p.peer, p.bytes]))
+        const connected = new Set(sources.connectedPeers())
+        const now = new Map(sources.bytesReceivedByPeer().filter(p => connected.has(p.peer)).map(p => [p.peer, p.bytes]))
         for (const peer of received.keys()) {
           if (!now.has(peer)) { this.remove({ peer }); received.delete(peer) }
         }
@@ -106,8 +109,8 @@ export class Metrics {
       const labels = await sources.labels()
       labelInfo.reset()
       for (const l of labels) labelInfo.set({ model: l.model, label: l.label, version: l.version }, 1)
-      // Bytes sent by peer: a peer the judge no longer lists loses its series, as for bytes received.
-      const known = new Set(sources.bytesReceivedByPeer().map(p => p.peer))
+      // Bytes sent by peer: a peer that is gone loses its series, as for bytes received.
+      const known = new Set(sources.connectedPeers())
       for (const v of (await this.bytesSent.get()).values) {
         const peer = String(v.labels.peer ?? '')
         if (!known.has(peer)) this.bytesSent.remove({ peer })
