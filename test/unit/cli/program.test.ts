@@ -319,3 +319,28 @@ describe('shoal import-hf (issue 16, Hugging Face on-ramp)', () => {
     expect(r.stderr).toBe('shoal: give the destination folder: shoal export <ref> <dir> (or --hf for the Hugging Face cache)\n')
   })
 })
+
+describe('shoal rm and shoal df (issue 16, CLI conventions)', () => {
+  it('rm says what it freed and what it overrode; a refusal exits 5 with the daemon\'s reason', async () => {
+    const r = await cli(['rm', 'tiny@bafyold', '--force'], { removeVersion: async req => ({ name: 'tiny', version: 'bafyold', overrode: req.force === true ? ['pinned'] : [], labels: [], bytes: 2048 }) })
+    expect(r.stdout).toBe('removed tiny@bafyold (2.0 KiB freed); it was pinned\n')
+    const { RpcError } = await import('../../../src/rpc/errors.js')
+    const refused = await cli(['rm', 'tiny@prod'], { removeVersion: async () => { throw new RpcError('CONFLICT', 'tiny@bafyold is labelled prod: nothing was removed. To remove it anyway: shoal rm --force tiny@prod') } })
+    expect(refused).toMatchObject({ code: 5, stderr: 'shoal: tiny@bafyold is labelled prod: nothing was removed. To remove it anyway: shoal rm --force tiny@prod\n' })
+  })
+
+  it('df shows size, shared and unique per version and model, and what gc would free', async () => {
+    const df = {
+      versions: [{ name: 'tiny', version: 'bafkreiaaaaaaaaaaaaaa', created: 0, size: 4096, shared: 1024, unique: 3072, labels: ['prod'], pinned: true }],
+      models: [{ name: 'tiny', versions: 1, size: 4096, unique: 3072 }],
+      blobs: { count: 2, bytes: 4096 },
+      reclaimable: 512
+    }
+    const r = await cli(['df'], { df: async () => df })
+    const lines = r.stdout.split('\n')
+    expect(lines[0]).toMatch(/^MODEL\s+VERSION\s+CREATED\s+SIZE\s+SHARED\s+UNIQUE\s+LABELS\s+PINNED$/)
+    expect(lines[1]).toMatch(/^tiny\s+bafkreiaaaaa\s+1970-01-01 00:00:00Z\s+4\.0 KiB\s+1\.0 KiB\s+3\.0 KiB\s+prod\s+yes$/)
+    expect(r.stdout).toContain('blobs 2 (4.0 KiB); reclaimable by shoal gc: 512 B')
+    expect((await cli(['df', '-q'], { df: async () => df })).stdout).toBe('tiny@bafkreiaaaaaaaaaaaaaa\n')
+  })
+})
