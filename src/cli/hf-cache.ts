@@ -42,7 +42,7 @@ export interface HfSnapshot {
 export interface HfCacheListing { snapshots: HfSnapshot[], skipped: Array<{ what: string, why: string }> }
 
 /** Every model snapshot of the cache at `hub`: those its refs name, else every snapshot folder. */
-export async function listHfCache (hub: string): Promise<HfCacheListing> {
+export async function listHfCache (hub: string, signal?: AbortSignal): Promise<HfCacheListing> {
   const entries = await readdir(hub).catch((err: NodeJS.ErrnoException) => {
     throw new InvalidInputError(`cannot read the Hugging Face cache ${hub}: ${err.code ?? err.message} (give the hub folder, e.g. ~/.cache/huggingface/hub)`)
   })
@@ -51,6 +51,7 @@ export async function listHfCache (hub: string): Promise<HfCacheListing> {
   if (repos.length > MAX_HF_REPOS) skipped.push({ what: hub, why: `more than ${MAX_HF_REPOS} models; only the first ${MAX_HF_REPOS} are imported` })
   const snapshots: HfSnapshot[] = []
   for (const repo of repos.slice(0, MAX_HF_REPOS)) {
+    signal?.throwIfAborted()
     const name = repo.slice('models--'.length).split('--').join('/')
     try {
       checkModelName(name)

@@ -266,8 +266,9 @@ export class DaemonService implements ShoalApi {
     return { name: v.name, version: v.version, overrode: req.force === true ? reasons : [], labels: v.labels, bytes: report.bytes }
   }
 
-  async df (): Promise<DfResult> {
-    const usage = await diskUsage(this.store)
+  async df (signal?: AbortSignal): Promise<DfResult> {
+    const usage = await diskUsage(this.store, signal)
+    signal?.throwIfAborted()
     const plan = await collectGarbage(this.store, { dryRun: true, keepLast: this.options.keepLast, keep: this.options.leased() })
     return { ...usage, reclaimable: plan.bytes }
   }

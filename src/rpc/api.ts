@@ -219,7 +219,7 @@ export interface ShoalApi {
   verify: (onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<VerifyReport>
   gc: (req: GcRequest) => Promise<GcReport>
   removeVersion: (req: RemoveRequest) => Promise<RemoveResult>
-  df: () => Promise<DfResult>
+  df: (signal?: AbortSignal) => Promise<DfResult>
   export: (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<ExportResult>
   setLabel: (req: LabelRequest) => Promise<LabelResult>
   removeLabel: (name: string, label: string) => Promise<LabelResult>
@@ -289,7 +289,7 @@ export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
     route({ method: 'POST', path: '/v1/verify', body: verifyRequest, stream: true, holds: 'disk', handler: async (_b, ctx) => await api.verify(ctx.progress, ctx.signal) }),
     route({ method: 'POST', path: '/v1/gc', body: gcRequest, handler: async body => await api.gc(body) }),
     route({ method: 'DELETE', path: '/v1/versions', body: removeRequest, handler: async body => await api.removeVersion(body) }),
-    route({ method: 'GET', path: '/v1/df', handler: async () => await api.df() }),
+    route({ method: 'GET', path: '/v1/df', handler: async (_b, ctx) => await api.df(ctx.signal) }),
     route({ method: 'POST', path: '/v1/export', body: exportRequest, stream: true, holds: 'disk', handler: async (body, ctx) => await api.export(body, ctx.progress, ctx.signal) }),
     route({ method: 'POST', path: '/v1/labels', body: labelRequest, handler: async body => await api.setLabel(body) }),
     route({ method: 'DELETE', path: '/v1/labels', body: labelRemoveRequest, handler: async body => await api.removeLabel(body.name, body.label) }),

@@ -56,7 +56,7 @@ export class ShoalClient implements ShoalApi {
   async gc (req: GcRequest): Promise<GcReport> { return await this.call('POST', '/v1/gc', req) }
   /** Removes one version; refused (CONFLICT, saying why) when labelled, pinned or leased, unless `force`. */
   async removeVersion (req: RemoveRequest): Promise<RemoveResult> { return await this.call('DELETE', '/v1/versions', req) }
-  async df (): Promise<DfResult> { return await this.call('GET', '/v1/df') }
+  async df (signal?: AbortSignal): Promise<DfResult> { return await this.call('GET', '/v1/df', undefined, signal) }
   async setLabel (req: LabelRequest): Promise<LabelResult> { return await this.call('POST', '/v1/labels', req) }
   async removeLabel (name: string, label: string): Promise<LabelResult> { return await this.call('DELETE', '/v1/labels', { name, label }) }
   async rollback (ref: string, key?: string): Promise<LabelResult> { return await this.call('POST', '/v1/rollback', { ref, ...(key !== undefined ? { key } : {}) }) }

@@ -30,13 +30,14 @@ export interface DiskUsage {
   blobs: { count: number, bytes: number }
 }
 
-export async function diskUsage (store: Store): Promise<DiskUsage> {
+export async function diskUsage (store: Store, signal?: AbortSignal): Promise<DiskUsage> {
   const sizes = new Map<string, number>()
   for await (const [digest, record] of store.index.blobs.iterator()) sizes.set(digest, record.size)
   const users = new Map<string, number>()
   const rows: Array<Omit<VersionUsage, 'shared' | 'unique'> & { digests: Set<string> }> = []
   const labelsOf = new Map<string, Record<string, string>>()
   for await (const [version, record] of store.index.versions.iterator()) {
+    signal?.throwIfAborted()
     const bytes = await store.index.manifests.get(version)
     if (bytes === undefined) continue
     const files = decodeManifest(bytes).files
