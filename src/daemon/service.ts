@@ -80,7 +80,9 @@ export class DaemonService implements ShoalApi {
         ...(signal !== undefined ? { signal } : {})
       })
     } catch (err) {
-      if (signal?.aborted !== true || err instanceof PullCancelledError) {
+      // The client left (the wait for the pull was aborted with the request's reason), or the pull itself ended.
+      const left = signal?.aborted === true && err === signal.reason
+      if (!left) {
         this.pullFailed(name, selector, started, err)
         throw err
       }
