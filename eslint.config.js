@@ -2,7 +2,7 @@ import js from '@eslint/js'
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', 'test/fixtures/**', 'src/protocol/*/pb/*.ts', '.tmp/**', 'bench-out/**', '.shoal-demo/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', 'test/fixtures/**', 'src/protocol/*/pb/*.ts', 'examples/*/dist/**', '.tmp/**', 'bench-out/**', '.shoal-demo/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -49,8 +49,8 @@ async function runJson<T> (daemon: DaemonProcess, args: string[]): Promise<T> {
 
 /** Starts examples/serve-onnx against a daemon's home; resolves once it listens. */
 async function startServer (home: string): Promise<{ child: ChildProcess, port: number }> {
-  const args = ['--import', 'tsx', join(ROOT, 'examples', 'serve-onnx', 'server.ts'), '--model', 'demo/linear', '--label', 'prod', '--mode', 'hot', '--port', '0']
-  console.log(`$ node ${args.slice(2).join(' ')}   (SHOAL_HOME=${home})`)
+  const args = [join(ROOT, 'examples', 'serve-onnx', 'dist', 'server.js'), '--model', 'demo/linear', '--label', 'prod', '--mode', 'hot', '--port', '0']
+  console.log(`$ node ${args.join(' ')}   (SHOAL_HOME=${home})`)
   const child = spawn(process.execPath, args, { env: { ...process.env, SHOAL_HOME: home }, stdio: ['ignore', 'ignore', 'pipe'], cwd: ROOT })
   return await new Promise((resolve, reject) => {
     let text = ''
@@ -171,17 +171,21 @@ try {
   await waitAll([edge], l1.version, 60_000, 'demo/linear@prod')
   const server = await startServer(edge.home)
   try {
-    const x = [[1, 2, 3, 4]]
-    const answer = async (): Promise<{ version: string, outputs: { y: { data: number[] } } }> => await (await fetch(`http://127.0.0.1:${server.port}/infer`, { method: 'POST', body: JSON.stringify({ x }) })).json() as never
+    // The KServe v2 inference protocol.
+    const request = { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }] }
+    const answer = async (): Promise<{ version: string, y: number[] }> => {
+      const r = await (await fetch(`http://127.0.0.1:${server.port}/v2/models/demo%2Flinear/infer`, { method: 'POST', body: JSON.stringify(request) })).json() as { model_version: string, outputs: Array<{ name: string, data: number[] }> }
+      return { version: r.model_version, y: r.outputs.find(o => o.name === 'y')?.data ?? [] }
+    }
     const a1 = await answer()
-    console.log(`$ curl -d '{"x":[[1,2,3,4]]}' :${server.port}/infer   → version ${a1.version.slice(0, 16)}…, y = ${JSON.stringify(a1.outputs.y.data.map(v => Number(v.toFixed(3))))}`)
+    console.log(`$ curl -d '${JSON.stringify(request)}' :${server.port}/v2/models/demo%2Flinear/infer   → model_version ${a1.version.slice(0, 16)}…, y = ${JSON.stringify(a1.y.map(v => Number(v.toFixed(3))))}`)
     await run(edge, ['leases'])
     const l2 = await runJson<Shown>(daemon, ['add', join(base, 'linear-2'), '--name', 'demo/linear', '--json'])
     await run(daemon, ['label', 'set', 'demo/linear', 'prod', l2.version])
     let a2 = a1
     const deadline = Date.now() + 30_000
     while (a2.version !== l2.version && Date.now() < deadline) { await sleep(100); a2 = await answer() }
-    console.log(`the server switched without dropping a request → version ${a2.version.slice(0, 16)}…, y = ${JSON.stringify(a2.outputs.y.data.map(v => Number(v.toFixed(3))))}`)
+    console.log(`the server switched without dropping a request → model_version ${a2.version.slice(0, 16)}…, y = ${JSON.stringify(a2.y.map(v => Number(v.toFixed(3))))}`)
     await run(edge, ['leases'])
   } finally {
     server.child.kill('SIGTERM')

@@ -1,12 +1,13 @@
 /**
  * serve-onnx: a small inference server that follows a shoal label.
  *
- *   node --import tsx examples/serve-onnx/server.ts --model demo/linear --label prod --mode hot --port 8080
+ *   npm run build:examples && node examples/serve-onnx/dist/server.js --model demo/linear --label prod --mode hot --port 8080
  *
  * Start-up: `resolveEnsure(model@label)` (pulls the version if this node lacks it), a lease on that
  * version (so `shoal gc` keeps it while it is loaded), `<snapshot>/model.onnx` opened with
- * onnxruntime, then `POST /infer` and `GET /health` on `--port`. It watches the daemon's events for
- * its model:
+ * onnxruntime, then the KServe v2 inference protocol on `--port` (`POST /v2/models/<model>/infer`,
+ * model metadata and readiness, `/v2/health/live|ready`), `/ready`, `/metrics` (Prometheus) and
+ * `/health` (what it serves, switches). It watches the daemon's events for its model:
  *
  * - hot: on `label.moved` it leases and loads the new version beside the old one, then switches.
  * - cold: on `version.staged` it preloads (lease + session) the staged version; on `label.moved` it
@@ -20,18 +21,17 @@
  * by the periodic re-resolve).
  *
  * Where the daemon is: `--socket <path>`, else `SHOAL_HOST` (`unix:///…`, or `http://127.0.0.1:<port>`
- * with `SHOAL_TOKEN`), else `<home>/shoal.sock` with home = `--home`, `$SHOAL_HOME` or
- * `$XDG_DATA_HOME/shoal` — the same rules as the `shoal` CLI. Logs are JSON lines on stderr.
+ * with `SHOAL_TOKEN`), else the socket of the home (`rpc.socket` in its config.json, else `shoal.sock`)
+ * with home = `--home`, `$SHOAL_HOME` or `$XDG_DATA_HOME/shoal` — the same rules as the `shoal` CLI. Logs are JSON lines on stderr.
  * SIGTERM/SIGINT: stop accepting, let in-flight requests finish, release sessions and leases, exit 0.
  *
  * Not a goal: batching, several inputs of different dtypes (every input is float32), auth.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import { homedir } from 'node:os'
-import { isAbsolute, join, resolve as resolvePath } from 'node:path'
+import { join, resolve as resolvePath } from 'node:path'
 import { parseArgs } from 'node:util'
 import { InferenceSession, Tensor } from 'onnxruntime-node'
-import { RpcError, ShoalClient } from 'shoal'
+import { RpcError, ShoalClient, clientTarget } from 'shoal'
 
 type LeaseHandle = Awaited<ReturnType<ShoalClient['holdLease']>>
 type Mode = 'hot' | 'cold'
@@ -70,18 +70,15 @@ function fail (message: string): never {
   process.exit(2)
 }
 
-/** The daemon's address, by the same rules as the CLI (`clientTarget` in src/config/config.ts). */
+/** The daemon's address: `--socket`, else the CLI's rules (`clientTarget`: SHOAL_HOST, else the home's `rpc.socket`). */
 function daemonTarget (): ConstructorParameters<typeof ShoalClient>[0] {
   if (args.socket !== undefined) return { socketPath: resolvePath(args.socket) }
-  const host = process.env.SHOAL_HOST
-  if (host !== undefined && host !== '' && args.home === undefined) {
-    if (host.startsWith('unix://')) return { socketPath: host.slice('unix://'.length) }
-    if (host.startsWith('http://') && process.env.SHOAL_TOKEN !== undefined) return { url: host, token: process.env.SHOAL_TOKEN }
-    fail('SHOAL_HOST must be unix:///path/to/shoal.sock, or http://127.0.0.1:<port> with SHOAL_TOKEN set')
+  try {
+    // --home names the daemon to use, whatever SHOAL_HOST says.
+    return args.home !== undefined ? clientTarget({ ...process.env, SHOAL_HOST: '' }, args.home) : clientTarget()
+  } catch (err) {
+    fail((err as Error).message)
   }
-  const xdg = process.env.XDG_DATA_HOME
-  const home = args.home ?? process.env.SHOAL_HOME ?? join(xdg !== undefined && isAbsolute(xdg) ? xdg : join(homedir(), '.local', 'share'), 'shoal')
-  return { socketPath: join(resolvePath(home), 'shoal.sock') }
 }
 
 const modelName = args.model ?? fail('--model <name> is required')
@@ -149,6 +146,9 @@ let staged: Loaded | undefined
 const retiring = new Set<Promise<void>>()
 let switches = 0
 let served = 0
+/** Answers of /v2/models/<model>/infer by HTTP status, and the seconds they took in all (for /metrics). */
+const requests = new Map<number, number>()
+let seconds = 0
 let lastSwitch: Record<string, unknown> | undefined
 let stopping = false
 
@@ -227,24 +227,25 @@ async function watchEvents (since: string | undefined, signal: AbortSignal): Pro
 // ---- start-up --------------------------------------------------------------------------------
 
 /** Flattens a rectangular nested array of numbers; returns values and dims. */
-function toTensor (value: unknown, what: string): Tensor {
-  const dims: number[] = []
-  for (let v = value; Array.isArray(v); v = v[0]) dims.push(v.length)
-  const count = dims.reduce((n, d) => n * d, 1)
-  if (dims.length === 0 || count === 0) throw new InputError(`${what} must be a non-empty (nested) array of numbers`)
-  const data = new Float32Array(count)
-  let at = 0
-  const walk = (v: unknown, depth: number): void => {
-    if (depth === dims.length) {
-      if (typeof v !== 'number' || !Number.isFinite(v)) throw new InputError(`${what} holds a value that is not a finite number`)
-      data[at++] = v
-      return
-    }
-    if (!Array.isArray(v) || v.length !== dims[depth]) throw new InputError(`${what} is not rectangular`)
-    for (const item of v) walk(item, depth + 1)
+/** @default 1,048,576 — values one input may hold */
+const MAX_INPUT_VALUES = 1 << 20
+
+/** A KServe v2 input's `data` (flat row-major, or nested) with its `shape` as a float32 tensor. */
+function toTensor (data: unknown, shape: unknown, what: string): Tensor {
+  if (!Array.isArray(shape) || shape.length === 0 || shape.length > 8 || !shape.every(d => Number.isInteger(d) && d > 0)) {
+    throw new InputError(`${what}: "shape" must be 1 to 8 positive whole numbers`)
   }
-  walk(value, 0)
-  return new Tensor('float32', data, dims)
+  const dims = shape as number[]
+  const count = dims.reduce((n, d) => n * d, 1)
+  if (count > MAX_INPUT_VALUES) throw new InputError(`${what}: shape [${dims.join(', ')}] holds more than ${MAX_INPUT_VALUES} values`)
+  const flat = Array.isArray(data) ? data.flat(dims.length) : undefined
+  if (flat === undefined || flat.length !== count) throw new InputError(`${what}: "data" must hold ${count} numbers for shape [${dims.join(', ')}] (flat or nested)`)
+  const values = new Float32Array(count)
+  for (const [i, v] of flat.entries()) {
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new InputError(`${what}: "data" holds a value that is not a finite number`)
+    values[i] = v
+  }
+  return new Tensor('float32', values, dims)
 }
 
 /** A request body or input the model cannot take (answered 400). */
@@ -276,23 +277,43 @@ function send (res: ServerResponse, status: number, body: unknown): void {
   res.end(text)
 }
 
+/** KServe v2 datatypes this server takes and gives (every input is float32). */
+const DATATYPE = 'FP32'
+
 /**
- * `POST /infer` with `{ "<input name>": [[…], …] }` (every model input, as nested float arrays) →
- * `{ model, label, version, outputs: { "<name>": { dims, data } }, ms }`.
+ * `POST /v2/models/<model>/infer` (the KServe v2 inference protocol):
+ * `{ id?, inputs: [{ name, shape, datatype: "FP32", data }] }` with `data` flat (row-major) or
+ * nested → `{ model_name, model_version, id?, outputs: [{ name, shape, datatype, data }] }`.
+ * Failures answer `{ error }` (400 for the caller's input, 503 while stopping).
  */
 async function infer (req: IncomingMessage, res: ServerResponse): Promise<void> {
   const started = performance.now()
-  if (stopping) { req.resume(); return send(res, 503, { error: 'shutting down' }) }
+  const done = (status: number, body: unknown): void => {
+    send(res, status, body)
+    requests.set(status, (requests.get(status) ?? 0) + 1)
+    seconds += (performance.now() - started) / 1000
+  }
+  if (stopping) { req.resume(); return done(503, { error: 'shutting down' }) }
   let feeds: Record<string, Tensor>
+  let id: string | undefined
   try {
     const body = await readJson(req)
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InputError('the body must be a JSON object of input name → array')
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InputError('the body must be a KServe v2 inference request: { "inputs": [{ "name", "shape", "datatype": "FP32", "data" }] }')
+    const request = body as { id?: unknown, inputs?: unknown }
+    if (request.id !== undefined && typeof request.id !== 'string') throw new InputError('"id" must be a string')
+    id = request.id
+    if (!Array.isArray(request.inputs) || request.inputs.length === 0) throw new InputError('"inputs" must be a non-empty array of { name, shape, datatype, data }')
     feeds = {}
-    for (const [name, value] of Object.entries(body)) feeds[name] = toTensor(value, `input "${name}"`)
+    for (const input of request.inputs as unknown[]) {
+      const { name, shape, datatype, data } = (input ?? {}) as { name?: unknown, shape?: unknown, datatype?: unknown, data?: unknown }
+      if (typeof name !== 'string' || name === '') throw new InputError('every input needs a "name"')
+      if (datatype !== DATATYPE) throw new InputError(`input "${name}": datatype must be ${DATATYPE}`)
+      feeds[name] = toTensor(data, shape, `input "${name}"`)
+    }
   } catch (err) {
-    return send(res, 400, { error: err instanceof Error ? err.message : String(err) })
+    return done(400, { error: err instanceof Error ? err.message : String(err) })
   }
-  if (stopping) return send(res, 503, { error: 'shutting down' })
+  if (stopping) return done(503, { error: 'shutting down' })
   // The model is chosen here, synchronously, and kept until the run ends.
   const m = current
   try {
@@ -301,14 +322,50 @@ async function infer (req: IncomingMessage, res: ServerResponse): Promise<void> 
       if (missing.length > 0) throw new InputError(`missing input(s): ${missing.join(', ')}; the model takes ${session.inputNames.join(', ')}`)
       return await session.run(feeds)
     })
-    const outputs: Record<string, { dims: readonly number[], data: number[] }> = {}
-    for (const [name, t] of Object.entries(result)) outputs[name] = { dims: t.dims, data: Array.from(t.data as Float32Array, Number) }
+    const outputs = Object.entries(result).map(([name, t]) => ({ name, shape: t.dims, datatype: DATATYPE, data: Array.from(t.data as Float32Array, Number) }))
     served++
-    send(res, 200, { model: modelName, label, version: m.version, outputs, ms: Math.round((performance.now() - started) * 100) / 100 })
+    done(200, { model_name: modelName, model_version: m.version, ...(id !== undefined ? { id } : {}), outputs })
   } catch (err) {
     // onnxruntime rejects inputs of the wrong shape or name: the caller's mistake.
-    send(res, 400, { error: err instanceof Error ? err.message : String(err), version: m.version })
+    done(400, { error: err instanceof Error ? err.message : String(err), model_version: m.version })
   }
+}
+
+/** `GET /v2/models/<model>`: KServe v2 model metadata of the version being served. */
+function metadata (res: ServerResponse): void {
+  const session = current.session
+  send(res, 200, {
+    name: modelName,
+    versions: [current.version],
+    platform: 'onnxruntime_onnx',
+    inputs: session.inputNames.map(name => ({ name, datatype: DATATYPE, shape: [-1] })),
+    outputs: session.outputNames.map(name => ({ name, datatype: DATATYPE, shape: [-1] }))
+  })
+}
+
+/** Prometheus text: requests by status, their total time, switches, the version served. */
+function metrics (res: ServerResponse): void {
+  const esc = (v: string): string => v.replace(/["\\\n]/g, c => c === '\n' ? '\\n' : `\\${c}`)
+  const lines = [
+    '# HELP serve_onnx_requests_total Inference requests answered, by HTTP status',
+    '# TYPE serve_onnx_requests_total counter',
+    ...[...requests].map(([status, n]) => `serve_onnx_requests_total{status="${status}"} ${n}`),
+    '# HELP serve_onnx_request_seconds_total Time spent answering inference requests',
+    '# TYPE serve_onnx_request_seconds_total counter',
+    `serve_onnx_request_seconds_total ${seconds}`,
+    '# HELP serve_onnx_switches_total Version switches',
+    '# TYPE serve_onnx_switches_total counter',
+    `serve_onnx_switches_total ${switches}`,
+    '# HELP serve_onnx_inflight Inference requests running',
+    '# TYPE serve_onnx_inflight gauge',
+    `serve_onnx_inflight ${current.active}`,
+    '# HELP serve_onnx_model_info The version being served (always 1)',
+    '# TYPE serve_onnx_model_info gauge',
+    `serve_onnx_model_info{model="${esc(modelName)}",label="${esc(label)}",version="${esc(current.version)}"} 1`
+  ]
+  const text = `${lines.join('\n')}\n`
+  res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4', 'content-length': Buffer.byteLength(text) })
+  res.end(text)
 }
 
 function health (res: ServerResponse): void {
@@ -327,8 +384,7 @@ function health (res: ServerResponse): void {
 }
 
 async function main (): Promise<void> {
-  // The newest event id before resolving: the watch replays from there, so no move is missed.
-  const mark = (await shoal.events(undefined, 1)).events.at(-1)?.id
+  // first.cursor: the newest event id before the label was read; the watch replays from there, so no move is missed.
   const first = await shoal.resolveEnsure(labelRef, p => { log('info', 'pulling', { bytes: p.bytes, totalBytes: p.totalBytes }) })
   current = await load(first.version)
   log('info', 'loaded', { version: current.version, path: first.path, loadMs: current.loadMs, inputs: current.session.inputNames, outputs: current.session.outputNames })
@@ -338,10 +394,29 @@ async function main (): Promise<void> {
     if (head?.version != null) { const v = head.version; enqueue(`preload of ${v}`, async () => { await preload(v) }) }
   }
 
+  const modelPath = `/v2/models/${encodeURIComponent(modelName)}`
+  const base = `/v2/models/${modelName}`
   const server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0]
-    if (req.method === 'POST' && path === '/infer') void infer(req, res)
-    else if (req.method === 'GET' && path === '/health') { req.resume(); health(res) } else { req.resume(); send(res, 404, { error: 'POST /infer or GET /health' }) }
+    let path: string
+    try {
+      // The model name may come encoded (demo%2Flinear) or as it is (demo/linear).
+      path = decodeURIComponent((req.url ?? '/').split('?')[0] ?? '/').replace(/\/+$/, '')
+    } catch {
+      req.resume()
+      send(res, 400, { error: 'the request path is not valid percent-encoding' })
+      return
+    }
+    const ours = path === base ? '' : path.startsWith(`${base}/`) ? path.slice(base.length) : undefined
+    if (req.method === 'POST' && ours === '/infer') { void infer(req, res); return }
+    req.resume()
+    if (req.method !== 'GET') { send(res, 405, { error: `${req.method ?? ''} is not allowed on ${path}` }); return }
+    if (ours === '') metadata(res)
+    else if (ours === '/ready' || path === '/v2/health/ready' || path === '/ready') send(res, stopping ? 503 : 200, { name: modelName, ready: !stopping })
+    else if (path === '/v2/health/live') send(res, 200, { live: true })
+    else if (path === '/v2') send(res, 200, { name: 'serve-onnx', version: '1', extensions: [] })
+    else if (path === '/metrics') metrics(res)
+    else if (path === '/health') health(res)
+    else send(res, 404, { error: `no such endpoint: POST ${modelPath}/infer, GET ${modelPath}, ${modelPath}/ready, /v2/health/live, /v2/health/ready (/ready), /metrics or /health` })
   })
   server.keepAliveTimeout = 30_000
   await new Promise<void>((resolve, reject) => {
@@ -352,7 +427,7 @@ async function main (): Promise<void> {
   log('info', 'listening', { host: args.host, port: typeof address === 'object' && address !== null ? address.port : port, model: modelName, label, mode, version: current.version })
 
   const aborter = new AbortController()
-  const watching = watchEvents(mark, aborter.signal)
+  const watching = watchEvents(first.cursor, aborter.signal)
   const backstop = setInterval(() => { enqueue('periodic re-resolve', async () => { await reconcile('periodic') }) }, RECONCILE_INTERVAL_MS)
 
   const shutdown = async (signal: string): Promise<void> => {

@@ -9,11 +9,14 @@ export const EXIT = {
   INVALID: 6,
   /** `verify` found problems. */
   DAMAGED: 7,
-  DISK_FULL: 8
+  DISK_FULL: 8,
+  /** Ctrl-C (128 + SIGINT), as shells report it. */
+  INTERRUPTED: 130
 } as const
 
 export function exitCodeFor (code: string): number {
   switch (code) {
+    case 'USAGE': return EXIT.USAGE
     case 'UNREACHABLE': return EXIT.UNREACHABLE
     case 'NOT_FOUND': return EXIT.NOT_FOUND
     case 'CONFLICT': case 'LOCKED': return EXIT.CONFLICT

@@ -1,6 +1,6 @@
-/** Human renderings of RPC answers. */
+/** Human renderings of RPC answers: each returns the text to print (no trailing newline). */
 import type { SearchResult } from '../store/search-index.js'
-import type { LeaseRow, HeadHistoryRow, HeadRow, KeyRow, LabelResult, ModelRow, PeerRow, ShowResult, TrustRow } from '../rpc/api.js'
+import type { DfResult, LeaseRow, HeadHistoryRow, HeadRow, KeyRow, LabelResult, ModelRow, PeerRow, ShowResult, TrustRow } from '../rpc/api.js'
 import type { Activation, Stamp } from '../core/heads.js'
 import type { ColdReport } from '../store/cold.js'
 import type { GcReport } from '../store/gc.js'
@@ -8,84 +8,101 @@ import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
 import { bytes, count, pc, shortId, table, time } from './format.js'
 
-export function printModels (models: ModelRow[]): void {
-  if (models.length === 0) { console.log('no models yet: shoal add <folder> --name <name>'); return }
-  console.log(table(['model', 'versions', 'newest', 'created', 'size', 'labels'], models.map(m => [
+export function renderModels (models: ModelRow[]): string {
+  const lines: string[] = []
+  if (models.length === 0) return 'no models yet: shoal add <folder> --name <name>'
+  lines.push(table(['model', 'versions', 'newest', 'created', 'size', 'labels'], models.map(m => [
     m.name, m.versions, shortId(m.newest.version), time(m.newest.created), bytes(m.newest.size),
     Object.entries(m.labels).map(([l, v]) => `${l}→${shortId(v)}`).join(' ')
   ])))
+  return lines.join('\n')
 }
 
-export function printVersions (versions: VersionInfo[]): void {
-  console.log(table(['version', 'created', 'size', 'files', 'labels', 'pinned', 'state'], versions.map(v => [
-    v.version, time(v.created), bytes(v.size), v.files, v.labels.join(', '), v.pinned ? 'yes' : '',
+export function renderVersions (versions: VersionInfo[]): string {
+  const lines: string[] = []
+  lines.push(table(['version', 'created', 'size', 'files', 'labels', 'pinned', 'state'], versions.map(v => [
+    shortId(v.version), time(v.created), bytes(v.size), v.files, v.labels.join(', '), v.pinned ? 'yes' : '',
     !v.complete ? pc.red('damaged') : v.cold !== undefined ? `compressed (saves ${bytes(v.cold.savedBytes)})` : 'ok'
   ])))
+  return lines.join('\n')
 }
 
-export function printShow (v: ShowResult, tensorsPerFile: number): void {
+export function renderShow (v: ShowResult, tensorsPerFile: number): string {
+  const lines: string[] = []
   const s = v.structure
-  console.log(`${pc.bold(v.name)}@${v.version}`)
-  console.log(`  created     ${time(v.created)}${v.parent !== null ? `  (parent ${shortId(v.parent)})` : ''}`)
-  console.log(`  labels      ${v.labels.join(', ') || '-'}${v.pinned ? '   pinned' : ''}${v.complete ? '' : pc.red(`   DAMAGED: missing ${v.missing.join(', ')}`)}`)
-  console.log(`  path        ${v.path}${v.cold !== undefined ? pc.dim('   (compressed: resolve --ensure or export brings its files back)') : ''}`)
-  if (v.cold !== undefined) console.log(`  compressed  since ${time(v.cold.at)}, saves ${bytes(v.cold.savedBytes)}`)
-  if (v.parentShared !== undefined) console.log(`  dedup       ${(v.parentShared.bytes * 100).toFixed(1)}% of bytes (${(v.parentShared.chunks * 100).toFixed(1)}% of chunks) shared with the parent version`)
-  console.log(`  size        ${bytes(s.totalSize)} in ${v.files.length} files`)
-  console.log(`  blocks      ${bytes(v.blockSize)} (manifest schema ${v.schema})`)
-  console.log(`  formats     ${s.formats.join(', ')}`)
-  console.log(`  parameters  ${count(s.parameterCount)} (${s.parameterCount}) in ${s.tensorCount} tensors; dtypes ${s.dtypes.join(', ') || '-'}`)
-  if (s.architecture !== undefined) console.log(`  architecture ${s.architecture}`)
+  lines.push(`${pc.bold(v.name)}@${v.version}`)
+  lines.push(`  created     ${time(v.created)}${v.parent !== null ? `  (parent ${shortId(v.parent)})` : ''}`)
+  lines.push(`  labels      ${v.labels.join(', ') || '-'}${v.pinned ? '   pinned' : ''}${v.complete ? '' : pc.red(`   DAMAGED: missing ${v.missing.join(', ')}`)}`)
+  lines.push(`  path        ${v.path}${v.cold !== undefined ? pc.dim('   (compressed: resolve --ensure or export brings its files back)') : ''}`)
+  if (v.cold !== undefined) lines.push(`  compressed  since ${time(v.cold.at)}, saves ${bytes(v.cold.savedBytes)}`)
+  if (v.parentShared !== undefined) lines.push(`  dedup       ${(v.parentShared.bytes * 100).toFixed(1)}% of bytes (${(v.parentShared.chunks * 100).toFixed(1)}% of chunks) shared with the parent version`)
+  lines.push(`  size        ${bytes(s.totalSize)} in ${v.files.length} files`)
+  lines.push(`  blocks      ${bytes(v.blockSize)} (manifest schema ${v.schema})`)
+  lines.push(`  formats     ${s.formats.join(', ')}`)
+  lines.push(`  parameters  ${count(s.parameterCount)} (${s.parameterCount}) in ${s.tensorCount} tensors; dtypes ${s.dtypes.join(', ') || '-'}`)
+  if (s.architecture !== undefined) lines.push(`  architecture ${s.architecture}`)
+  for (const f of v.files) {
+    // Hugging Face config files: what they declare (model_type, torch_dtype, generation defaults).
+    const meta = f.format === 'other' ? Object.entries(f.structure?.metadata ?? {}) : []
+    if (meta.length > 0) lines.push(`  ${f.path.padEnd(11)} ${meta.map(([k, x]) => `${k}=${typeof x === 'string' ? x : JSON.stringify(x)}`).join(' ')}`)
+  }
   const m = v.metadata
   for (const key of ['description', 'framework', 'task', 'license'] as const) {
-    if (m[key] !== undefined) console.log(`  ${key.padEnd(11)} ${m[key]}`)
+    if (m[key] !== undefined) lines.push(`  ${key.padEnd(11)} ${m[key]}`)
   }
-  if (m.tags !== undefined) console.log(`  tags        ${Object.entries(m.tags).map(([k, t]) => t === '' ? k : `${k}=${t}`).join(' ')}`)
-  if (m.hyperparameters !== undefined) console.log(`  hyperparams ${JSON.stringify(m.hyperparameters)}`)
-  if (m.inputs !== undefined) console.log(`  inputs      ${m.inputs.map(i => `${i.name}${i.shape !== undefined ? `[${i.shape.join(',')}]` : ''}`).join(', ')}`)
-  if (m.outputs !== undefined) console.log(`  outputs     ${m.outputs.map(i => `${i.name}${i.shape !== undefined ? `[${i.shape.join(',')}]` : ''}`).join(', ')}`)
-  console.log('')
-  console.log(table(['file', 'format', 'size', 'chunks', 'tensors', 'params'], v.files.map(f => [
-    f.path, f.format, bytes(f.size), f.chunks, f.structure?.tensors.length ?? '', f.structure !== undefined ? count(f.structure.parameterCount) : ''
+  if (m.tags !== undefined) lines.push(`  tags        ${Object.entries(m.tags).map(([k, t]) => t === '' ? k : `${k}=${t}`).join(' ')}`)
+  if (m.hyperparameters !== undefined) lines.push(`  hyperparams ${JSON.stringify(m.hyperparameters)}`)
+  if (m.inputs !== undefined) lines.push(`  inputs      ${m.inputs.map(i => `${i.name}${i.shape !== undefined ? `[${i.shape.join(',')}]` : ''}`).join(', ')}`)
+  if (m.outputs !== undefined) lines.push(`  outputs     ${m.outputs.map(i => `${i.name}${i.shape !== undefined ? `[${i.shape.join(',')}]` : ''}`).join(', ')}`)
+  lines.push('')
+  lines.push(table(['file', 'format', 'size', 'chunks', 'tensors', 'params'], v.files.map(f => [
+    f.path, f.format, bytes(f.size), f.chunks, f.format === 'other' ? '' : f.structure?.tensors.length ?? '', f.structure !== undefined && f.format !== 'other' ? count(f.structure.parameterCount) : ''
   ])))
   for (const f of v.files) {
     const tensors = f.structure?.tensors ?? []
     if (tensors.length === 0) continue
-    console.log(`\n${pc.bold(f.path)}${f.structure?.architecture !== undefined ? ` (${f.structure.architecture})` : ''}`)
-    console.log(table(['tensor', 'dtype', 'shape', 'size'], tensors.slice(0, tensorsPerFile).map(t => [t.name, t.dtype, `[${t.shape.join(', ')}]`, bytes(t.length)])))
-    if (tensors.length > tensorsPerFile) console.log(pc.dim(`  … ${tensors.length - tensorsPerFile} more (--tensors N, or --json)`))
+    lines.push(`\n${pc.bold(f.path)}${f.structure?.architecture !== undefined ? ` (${f.structure.architecture})` : ''}`)
+    lines.push(table(['tensor', 'dtype', 'shape', 'size'], tensors.slice(0, tensorsPerFile).map(t => [t.name, t.dtype, `[${t.shape.join(', ')}]`, bytes(t.length)])))
+    if (tensors.length > tensorsPerFile) lines.push(pc.dim(`  … ${tensors.length - tensorsPerFile} more (--tensors N, or --json)`))
   }
+  return lines.join('\n')
 }
 
-export function printVerify (r: VerifyReport): void {
-  console.log(`checked ${r.blobs} blobs (${bytes(r.bytes)}, ${r.chunks} chunks) and ${r.versions} versions`)
-  if (r.problems.length === 0) { console.log(pc.green('store is consistent')); return }
-  for (const p of r.problems) console.log(`${pc.red(p.kind)} ${p.subject}: ${p.detail}`)
-  if (r.quarantined.length > 0) console.log(`quarantined ${r.quarantined.length} blobs (kept under quarantine/)`)
-  if (r.damaged.length > 0) console.log(`damaged versions (re-add or pull them): ${r.damaged.join(', ')}`)
+export function renderVerify (r: VerifyReport): string {
+  const lines: string[] = []
+  lines.push(`checked ${r.blobs} blobs (${bytes(r.bytes)}, ${r.chunks} chunks) and ${r.versions} versions`)
+  if (r.problems.length === 0) { lines.push(pc.green('store is consistent')); return lines.join('\n') }
+  for (const p of r.problems) lines.push(`${pc.red(p.kind)} ${p.subject}: ${p.detail}`)
+  if (r.quarantined.length > 0) lines.push(`quarantined ${r.quarantined.length} blobs (kept under quarantine/)`)
+  if (r.damaged.length > 0) lines.push(`damaged versions (re-add or pull them): ${r.damaged.join(', ')}`)
+  return lines.join('\n')
 }
 
-export function printCompress (r: ColdReport): void {
-  console.log(`compressed ${r.name}@${r.version}: ${bytes(r.rawBytes)} of files removed, ${bytes(r.storedBytes)} of compressed chunks written (${r.chunks} chunks), ${bytes(r.rawBytes - r.storedBytes)} saved`)
+export function renderCompress (r: ColdReport): string {
+  return `compressed ${r.name}@${r.version}: ${bytes(r.rawBytes)} of files removed, ${bytes(r.storedBytes)} of compressed chunks written (${r.chunks} chunks), ${bytes(r.rawBytes - r.storedBytes)} saved`
 }
 
-export function printGc (r: GcReport): void {
+export function renderGc (r: GcReport): string {
+  const lines: string[] = []
   const verb = r.dryRun ? 'would remove' : 'removed'
-  for (const v of r.versions) console.log(`${verb} version ${v.name}@${v.version} (${bytes(v.size)})`)
-  for (const b of r.blobs) console.log(`${verb} blob ${b.digest} (${bytes(b.size)})`)
-  for (const p of r.partials) console.log(`${verb} partial file ${p.digest} of an abandoned pull (${bytes(p.size)})`)
-  if (r.cold !== undefined) console.log(`${r.dryRun ? 'would write' : 'wrote'} ${r.cold.written} compressed chunks that compressed versions need from blobs going now; ${verb} ${r.cold.removed} no compressed version needs (${bytes(r.cold.removedBytes)})`)
-  console.log(`${verb} ${r.versions.length} versions, ${r.blobs.length} blobs, ${r.partials.length} partial files, ${bytes(r.bytes)}`)
+  for (const v of r.versions) lines.push(`${verb} version ${v.name}@${v.version} (${bytes(v.size)})`)
+  for (const b of r.blobs) lines.push(`${verb} blob ${b.digest} (${bytes(b.size)})`)
+  for (const p of r.partials) lines.push(`${verb} partial file ${p.digest} of an abandoned pull (${bytes(p.size)})`)
+  if (r.cold !== undefined) lines.push(`${r.dryRun ? 'would write' : 'wrote'} ${r.cold.written} compressed chunks that compressed versions need from blobs going now; ${verb} ${r.cold.removed} no compressed version needs (${bytes(r.cold.removedBytes)})`)
+  lines.push(`${verb} ${r.versions.length} versions, ${r.blobs.length} blobs, ${r.partials.length} partial files, ${bytes(r.bytes)}`)
+  return lines.join('\n')
 }
 
-export function printPeers (rows: PeerRow[]): void {
-  if (rows.length === 0) { console.log('no peers: start the daemon with --peer <multiaddr>, or --mdns on a LAN'); return }
-  console.log(table(['peer', 'connected', 'received', 'offences', 'banned until', 'address'], rows.map(r => [
+export function renderPeers (rows: PeerRow[]): string {
+  const lines: string[] = []
+  if (rows.length === 0) return 'no peers: start the daemon with --peer <multiaddr>, or --mdns on a LAN'
+  lines.push(table(['peer', 'connected', 'received', 'offences', 'banned until', 'address'], rows.map(r => [
     shortId(r.peerId), r.connected ? 'yes' : '', bytes(r.bytesReceived),
     Object.entries(r.offences).map(([k, n]) => `${k}×${n}`).join(' '),
     r.bannedUntil !== undefined ? time(r.bannedUntil) : '', r.addresses[0] ?? ''
   ])))
-  for (const r of rows) if (r.note !== undefined) console.log(`${shortId(r.peerId)}: ${r.note}`)
+  for (const r of rows) if (r.note !== undefined) lines.push(`${shortId(r.peerId)}: ${r.note}`)
+  return lines.join('\n')
 }
 
 function stamp (s: Stamp): string {
@@ -98,46 +115,92 @@ function activation (a: Activation): string {
   return `cold ${a.at !== undefined ? `at ${time(a.at)}` : 'manual'}${jitter}`
 }
 
-export function printLabelResult (r: LabelResult): void {
+export function renderLabelResult (r: LabelResult): string {
+  const lines: string[] = []
   const to = r.version ?? 'nothing (removed)'
-  console.log(`${r.name}@${r.label} → ${to}${r.previous !== null ? ` (was ${r.previous})` : ''}`)
-  if (r.stamp !== undefined) console.log(pc.dim(`signed by ${r.publisher ?? '?'}, stamp ${r.stamp}${r.activation !== undefined ? `, ${activation(r.activation)}` : ''}`))
+  lines.push(`${r.name}@${r.label} → ${to}${r.previous !== null ? ` (was ${r.previous})` : ''}`)
+  if (r.stamp !== undefined) lines.push(pc.dim(`signed by ${r.publisher ?? '?'}, stamp ${r.stamp}${r.activation !== undefined ? `, ${activation(r.activation)}` : ''}`))
+  return lines.join('\n')
 }
 
-export function printHeads (rows: HeadRow[]): void {
-  if (rows.length === 0) { console.log('no heads yet: publish one with shoal label set, or connect to peers that have some'); return }
-  console.log(table(['label', 'head', 'local', 'state', 'stamp', 'activation', 'publisher'], rows.map(r => [
+/** Why a node holds no heads, from its status: nothing offered yet, or heads refused as untrusted. */
+export interface NoHeadsContext { peers: number, untrusted: number, publishers: Array<{ publisher: string, model: string }> }
+
+export function renderHeads (rows: HeadRow[], none?: NoHeadsContext): string {
+  const lines: string[] = []
+  if (rows.length === 0) return noHeads(none)
+  lines.push(table(['label', 'head', 'local', 'state', 'stamp', 'activation', 'publisher'], rows.map(r => [
     `${r.model}@${r.label}`, r.version === null ? '(removed)' : shortId(r.version), r.local === null ? '' : shortId(r.local),
     `${r.state}${r.followed ? '' : pc.dim(' (not followed)')}${r.error !== undefined ? ` ${r.error}` : ''}`,
     stamp(r.stamp), activation(r.activation) + (r.activateAt !== undefined ? ` → ${time(r.activateAt)}` : ''), shortId(r.publisher)
   ])))
+  return lines.join('\n')
 }
 
-export function printHeadHistory (rows: HeadHistoryRow[]): void {
-  console.log(table(['stamp', 'version', 'previous', 'activation', 'publisher'], rows.map(r => [
-    stamp(r.stamp), r.version === null ? '(removed)' : r.version, r.previous ?? '', activation(r.activation), shortId(r.publisher)
+export function renderHeadHistory (rows: HeadHistoryRow[]): string {
+  const lines: string[] = []
+  lines.push(table(['stamp', 'version', 'previous', 'activation', 'publisher'], rows.map(r => [
+    stamp(r.stamp), r.version === null ? '(removed)' : shortId(r.version), r.previous !== null ? shortId(r.previous) : '', activation(r.activation), shortId(r.publisher)
   ])))
+  return lines.join('\n')
 }
 
-export function printKeys (rows: KeyRow[]): void {
-  console.log(table(['name', 'public key', 'trusted here for'], rows.map(r => [r.name, r.publicKey, r.trusted.join(', ')])))
+export function renderKeys (rows: KeyRow[]): string {
+  const lines: string[] = []
+  lines.push(table(['name', 'public key', 'trusted here for'], rows.map(r => [r.name, r.publicKey, r.trusted.join(', ')])))
+  return lines.join('\n')
 }
 
-export function printTrust (rows: TrustRow[]): void {
-  console.log(table(['key', 'models', 'from'], rows.map(r => [r.key, r.models, r.source])))
+export function renderTrust (rows: TrustRow[]): string {
+  const lines: string[] = []
+  lines.push(table(['key', 'models', 'from'], rows.map(r => [r.key, r.models, r.source])))
+  return lines.join('\n')
 }
 
-export function printLeases (rows: LeaseRow[]): void {
-  if (rows.length === 0) { console.log('no leases'); return }
-  console.log(table(['holder', 'version', 'expires', 'id'], rows.map(r => [r.holder, `${r.model}@${shortId(r.version)}`, time(r.expiresAt), r.id])))
+export function renderLeases (rows: LeaseRow[]): string {
+  const lines: string[] = []
+  if (rows.length === 0) return 'no leases'
+  lines.push(table(['holder', 'version', 'expires', 'id'], rows.map(r => [r.holder, `${r.model}@${shortId(r.version)}`, time(r.expiresAt), r.id])))
+  return lines.join('\n')
 }
 
-export function printSearch (r: SearchResult, similar: boolean): void {
-  if (r.rows.length === 0) { console.log('no match'); return }
-  console.log(table([...(similar ? ['score'] : []), 'model', 'version', 'created', 'params', 'size', 'framework', 'task', 'architecture', 'labels', 'here'], r.rows.map(row => [
+export function renderSearch (r: SearchResult, similar: boolean): string {
+  const lines: string[] = []
+  if (r.rows.length === 0) return 'no match'
+  lines.push(table([...(similar ? ['score'] : []), 'model', 'version', 'created', 'params', 'size', 'framework', 'task', 'architecture', 'labels', 'here'], r.rows.map(row => [
     ...(similar ? [(row.score ?? 0).toFixed(2)] : []),
     row.model, shortId(row.version), time(row.created), row.params > 0 ? count(row.params) : '', bytes(row.size),
     row.framework ?? '', row.task ?? '', row.architecture ?? '', row.labels.join(', '), row.local ? 'yes' : 'no'
   ])))
-  if (r.total > r.rows.length) console.log(pc.dim(`${r.rows.length} of ${r.total}`))
+  if (r.total > r.rows.length) lines.push(pc.dim(`${r.rows.length} of ${r.total}`))
+  return lines.join('\n')
+}
+
+function noHeads (c: NoHeadsContext | undefined): string {
+  if (c === undefined || c.untrusted === 0) {
+    return c !== undefined && c.peers > 0
+      ? `no heads yet: none of the ${c.peers} connected peer${c.peers === 1 ? '' : 's'} has offered one; publish one with shoal label set`
+      : 'no heads yet: publish one with shoal label set, or connect to peers that have some'
+  }
+  const lines = [`no heads: this node refused ${c.untrusted} head${c.untrusted === 1 ? '' : 's'} because no trust rule here lets their publisher move that model.`]
+  if (c.publishers.length === 0) lines.push("To accept them, trust the publisher's key (shoal keys export on the publishing node prints it): shoal trust add <key> '<model pattern>'")
+  else {
+    lines.push('To accept them, trust the publisher for the model (quote patterns with *):')
+    for (const p of c.publishers) lines.push(`  shoal trust add ${p.publisher} '${p.model}'`)
+  }
+  return lines.join('\n')
+}
+
+export function renderDf (r: DfResult): string {
+  const lines: string[] = []
+  if (r.versions.length === 0) return 'no versions stored'
+  lines.push(table(['model', 'version', 'created', 'size', 'shared', 'unique', 'labels', 'pinned'], r.versions.map(v => [
+    v.name, shortId(v.version), time(v.created), bytes(v.size), bytes(v.shared), bytes(v.unique), v.labels.join(', '), v.pinned ? 'yes' : ''
+  ])))
+  lines.push('')
+  lines.push(table(['model', 'versions', 'size', 'unique'], r.models.map(m => [m.name, m.versions, bytes(m.size), bytes(m.unique)])))
+  lines.push('')
+  lines.push(`blobs ${r.blobs.count} (${bytes(r.blobs.bytes)}); reclaimable by shoal gc: ${bytes(r.reclaimable)}`)
+  lines.push(pc.dim('shared: in blobs other versions use too; unique: only this version uses (what shoal rm frees)'))
+  return lines.join('\n')
 }

@@ -8,12 +8,12 @@
  *                 (the loopback TCP port, `rpc.tcp`; with `SHOAL_TOKEN`). @default `unix://<home>/shoal.sock`
  * - `SHOAL_TOKEN` the bearer token for an http `SHOAL_HOST` (`<home>/rpc.token`)
  * - `SHOAL_LOG_LEVEL`  `trace|debug|info|warn|error|fatal|silent`. @default `info`
+ * - `SHOAL_LOG_FORMAT` `json|pretty` (daemon/logger.ts). @default pretty when stderr is a terminal, else json
  */
 import { constants } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { isIP } from 'node:net'
-import { homedir } from 'node:os'
-import { isAbsolute, join, resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import { z } from 'zod'
 import { InvalidInputError } from '../core/errors.js'
 import { DEFAULT_MAX_MANIFEST_CHUNKS, DEFAULT_MAX_VERSION_BYTES } from '../core/manifest.js'
@@ -22,12 +22,16 @@ import { checkTrustRule, type TrustRule } from '../core/trust.js'
 import { DEFAULT_ORIGIN_MAX_FAILURES } from '../fetcher/origin.js'
 import { DEFAULT_KEEP_LAST } from '../store/gc.js'
 import { DEFAULT_MAX_RPC_CONNECTIONS, DEFAULT_MAX_WATCHERS } from '../rpc/limits.js'
+import { CONFIG_FILE, SOCKET_FILE, defaultHome } from '../rpc/target.js'
+import { parseSize } from '../core/size.js'
 
-export const CONFIG_FILE = 'config.json'
+export { parseSize } from '../core/size.js'
+
+/** Where clients find the daemon lives beside the client (`rpc/target.ts`), so a client loads no config schema. */
+export { CONFIG_FILE, SOCKET_FILE, clientTarget, defaultHome } from '../rpc/target.js'
+
 /** @default 8 MiB — a larger `config.json` is refused before it is read (10,000 trust rules take ~4 MiB) */
 export const MAX_CONFIG_BYTES = 8 * 1024 * 1024
-/** @default 'shoal.sock' */
-export const SOCKET_FILE = 'shoal.sock'
 /** @default 'info' */
 export const DEFAULT_LOG_LEVEL = 'info'
 /** @default 0o660 — owner and group may use the RPC socket */
@@ -126,6 +130,13 @@ export const configFileSchema = z.strictObject({
     /** Encrypt bulk connections (AES-256-GCM); false only on a network where every host is trusted. @default true */
     encrypt: z.boolean().optional()
   }).optional(),
+  metrics: z.strictObject({
+    /**
+     * Also serve `GET /metrics` (only that, no token) on this `host:port` (an IP address, IPv6 in
+     * brackets; port 0: any free port), for Prometheus. Unset: metrics only on the RPC.
+     */
+    listen: z.string().min(1).max(64).optional()
+  }).optional(),
   /** `name@label` patterns whose heads this node pulls and activates (`*` matches anything). */
   follow: z.array(followSpec).max(1024).optional(),
   /** Publisher keys allowed to move models: `[{ "key": "z6Mk…", "models": "org/*" }]`. */
@@ -171,6 +182,8 @@ export interface Config {
     bulk: BulkConfig
     encrypt: boolean
   }
+  /** `metrics.listen`: where `GET /metrics` is also served, without a token. */
+  metrics: { listen?: { host: string, port: number } }
   follow: string[]
   trust: TrustRule[]
   labels: { keep: number }
@@ -196,12 +209,6 @@ export interface ConfigOverrides {
   mdns?: boolean
   strategy?: string
   follow?: string[]
-}
-
-export function defaultHome (env: NodeJS.ProcessEnv = process.env): string {
-  if (env.SHOAL_HOME !== undefined && env.SHOAL_HOME !== '') return resolve(env.SHOAL_HOME)
-  const data = env.XDG_DATA_HOME !== undefined && isAbsolute(env.XDG_DATA_HOME) ? env.XDG_DATA_HOME : join(homedir(), '.local', 'share')
-  return join(data, 'shoal')
 }
 
 export async function loadConfig (options: { home?: string, env?: NodeJS.ProcessEnv, overrides?: ConfigOverrides } = {}): Promise<Config> {
@@ -266,6 +273,7 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
       bulk: { enabled: t.bulk?.enabled ?? DEFAULT_BULK_ENABLED, ...bulkListenAddress(listen, t.bulk?.listen) },
       encrypt: t.encrypt ?? DEFAULT_ENCRYPT
     },
+    metrics: file.metrics?.listen !== undefined ? { listen: hostPort(file.metrics.listen, 'metrics.listen', '0.0.0.0:9464, [::]:9464 or 10.0.0.2:9464') } : {},
     follow: [...(file.follow ?? []), ...(o.follow ?? [])],
     trust: (file.trust ?? []).map((r, i) => configTrustRule(r, i)),
     labels: { keep: file.labels?.keep ?? DEFAULT_KEEP_LAST },
@@ -325,15 +333,7 @@ function quotaOf (value: number | string): number {
  * one is not.
  */
 export function bulkListenAddress (p2pListen: readonly string[], explicit?: string): Omit<BulkConfig, 'enabled'> {
-  if (explicit !== undefined) {
-    const m = /^(?:\[([0-9A-Fa-f:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(explicit)
-    const host = m?.[1] ?? m?.[2] ?? ''
-    const port = Number(m?.[3])
-    if (m === null || isIP(host) === 0 || port > 65535) {
-      throw new InvalidInputError(`${CONFIG_FILE} transfer.bulk.listen ${JSON.stringify(explicit.slice(0, 80))} must be an IP address and a port, e.g. 0.0.0.0:4078, [::]:4078 or 10.0.0.2:4078 (port 0: any free port)`)
-    }
-    return { host, port, ephemeralIfTaken: false }
-  }
+  if (explicit !== undefined) return { ...hostPort(explicit, 'transfer.bulk.listen', '0.0.0.0:4078, [::]:4078 or 10.0.0.2:4078'), ephemeralIfTaken: false }
   for (const ma of p2pListen) {
     const m = /^\/(ip4|ip6)\/([^/]+)\/tcp\/(\d{1,5})$/.exec(ma)
     if (m === null || isIP(m[2]!) === 0) continue
@@ -344,23 +344,23 @@ export function bulkListenAddress (p2pListen: readonly string[], explicit?: stri
   return { host: '0.0.0.0', port: 0, ephemeralIfTaken: true }
 }
 
+/** `10.0.0.2:4078`, `[::]:4078` → host and port, or an error naming the key with examples. */
+function hostPort (text: string, key: string, examples: string): { host: string, port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(text)
+  const host = m?.[1] ?? m?.[2] ?? ''
+  const port = Number(m?.[3])
+  if (m === null || isIP(host) === 0 || port > 65535) {
+    throw new InvalidInputError(`${CONFIG_FILE} ${key} ${JSON.stringify(text.slice(0, 80))} must be an IP address and a port, e.g. ${examples} (port 0: any free port)`)
+  }
+  return { host, port }
+}
+
 /** `127.0.0.1:4080`, `[::1]:4080`, `localhost:4080` → host and port; anything not loopback is refused. */
 export function loopbackAddress (text: string): { host: string, port: number } {
   const m = /^(?:\[(::1)\]|(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost)):(\d{1,5})$/.exec(text)
   const port = Number(m?.[3])
   if (m === null || port > 65535) throw new InvalidInputError(`rpc.tcp "${text}" must be a loopback address with a port (127.0.0.1:4080 or [::1]:4080): the RPC is never exposed beyond this host`)
   return { host: m[1] ?? m[2] ?? '127.0.0.1', port }
-}
-
-/** `123`, `"200GB"`, `"1.5 TiB"` → bytes (k/M/G/T are powers of 1000, Ki/Mi/Gi/Ti of 1024). */
-export function parseSize (value: number | string): number {
-  if (typeof value === 'number') return value
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([kKMGT]i?)?B?\s*$/.exec(value)
-  if (m === null) throw new InvalidInputError(`"${value}" is not a size; use bytes or e.g. "200GB", "1.5TiB"`)
-  const unit = m[2] ?? ''
-  const power = { '': 0, k: 1, K: 1, M: 2, G: 3, T: 4 }[unit[0] ?? ''] ?? 0
-  const base = unit.endsWith('i') ? 1024 : 1000
-  return Math.round(Number(m[1]) * base ** power)
 }
 
 /**
@@ -406,37 +406,4 @@ async function readConfigFile (path: string): Promise<z.infer<typeof configFileS
     throw new InvalidInputError(`${path} is invalid at ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? ''}`)
   }
   return parsed.data
-}
-
-/**
- * Where the CLI connects: `SHOAL_HOST` (`unix:///path` or `http://127.0.0.1:4080` with the token in
- * `SHOAL_TOKEN`) or the home's socket.
- */
-export function clientTarget (env: NodeJS.ProcessEnv = process.env, home?: string): { socketPath: string } | { url: string, token: string } {
-  const host = env.SHOAL_HOST
-  if (host !== undefined && host !== '') {
-    const shown = JSON.stringify(host.slice(0, 100))
-    if (host.startsWith('unix://')) {
-      const socketPath = host.slice('unix://'.length)
-      if (socketPath === '' || socketPath.includes('\0')) throw new InvalidInputError(`SHOAL_HOST ${shown} names no socket: use unix:///path/to/shoal.sock`)
-      return { socketPath }
-    }
-    if (host.startsWith('http://')) {
-      let url: URL
-      try {
-        url = new URL(host)
-      } catch {
-        throw new InvalidInputError(`SHOAL_HOST ${shown} is not a URL: use http://127.0.0.1:<port>`)
-      }
-      if (url.port === '' || (url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.username !== '') {
-        throw new InvalidInputError(`SHOAL_HOST ${shown} must be just http://<host>:<port>, e.g. http://127.0.0.1:4080`)
-      }
-      const token = env.SHOAL_TOKEN
-      if (token === undefined || token === '') throw new InvalidInputError('SHOAL_HOST is an http:// address: set SHOAL_TOKEN to the token in <home>/rpc.token')
-      if (!/^[\x21-\x7e]{1,256}$/.test(token)) throw new InvalidInputError('SHOAL_TOKEN must be the token in <home>/rpc.token (printable characters, no spaces)')
-      return { url: host, token }
-    }
-    throw new InvalidInputError(`SHOAL_HOST must be unix:///path/to/shoal.sock or http://127.0.0.1:<port> (got ${shown})`)
-  }
-  return { socketPath: join(home ?? defaultHome(env), SOCKET_FILE) }
 }

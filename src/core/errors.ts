@@ -29,6 +29,11 @@ export class InvalidInputError extends ShoalError {
   readonly code = 'INVALID_INPUT'
 }
 
+/** A command line the CLI cannot run: a bad option value or combination (exit 2). */
+export class UsageError extends ShoalError {
+  readonly code = 'USAGE'
+}
+
 /** A model file whose header is truncated, inconsistent or hostile. */
 export class MalformedModelError extends ShoalError {
   readonly code = 'MALFORMED_MODEL'

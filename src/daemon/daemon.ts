@@ -38,6 +38,8 @@ import { EventBus } from './events.js'
 import { HeadsService } from './heads-service.js'
 import { LeaseTable } from './leases.js'
 import { Metrics } from './metrics.js'
+import { MetricsServer } from './metrics-server.js'
+import { SHOAL_VERSION } from '../version.js'
 import { ServingService } from './serving.js'
 import { loadOrCreateToken } from './token.js'
 import { missingNodeFlags } from './runtime.js'
@@ -64,6 +66,9 @@ export const MAX_PULL_IN_FLIGHT_BYTES = 16 * 1024 * 1024
 export class Daemon {
   private store?: Store
   private rpc?: RpcServer
+  private metricsServer?: MetricsServer
+  /** Where `metrics.listen` serves `GET /metrics` (the port chosen when 0 was asked). */
+  private metricsAddress?: string
   private pulls?: PullManager
   private stopNode?: () => Promise<void>
   private bulk?: BulkService
@@ -236,27 +241,37 @@ export class Daemon {
         pullsInFlight: () => pulls.list().length,
         store: async () => await store.totals(),
         heads: () => ({ ...book.counters, ...guard.counters }),
-        bytesReceivedByPeer: () => judge.list().map(r => ({ peer: r.peer, bytes: r.bytesReceived }))
+        bytesReceivedByPeer: () => judge.list().map(r => ({ peer: r.peer, bytes: r.bytesReceived })),
+        connectedPeers: () => node.getPeers().map(String),
+        labels: async () => await store.allLabels(),
+        build: { version: SHOAL_VERSION, node: process.version }
       })
       this.metrics = metrics
       this.events.subscribe(e => {
         if (e.type === 'label.moved') metrics.labelMoves.inc()
         if (e.type === 'pull.completed' && typeof e.data.ms === 'number') metrics.pullDuration.observe({ outcome: 'completed' }, e.data.ms / 1000)
+        if (e.type === 'pull.failed' && typeof e.data.ms === 'number') metrics.pullDuration.observe({ outcome: e.data.outcome === 'cancelled' ? 'cancelled' : 'failed' }, e.data.ms / 1000)
       })
       const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
       const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })
       const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search }, headOps, serving, {
-        keepLast: config.labels.keep, events: this.events, headCounters: () => ({ ...book.counters, ...guard.counters }), leased: () => leases.versions(), log: componentLogger(this.log, 'service')
+        keepLast: config.labels.keep, events: this.events, headCounters: () => ({ ...book.counters, ...guard.counters }), untrusted: () => book.untrusted(), metrics: () => this.metricsAddress, leased: () => leases.versions(), log: componentLogger(this.log, 'service')
       })
       const tcp = config.rpc.tcp === undefined ? undefined : { ...config.rpc.tcp, token: await loadOrCreateToken(config.home) }
       this.rpc = new RpcServer({
         socket: config.socket, mode: SOCKET_MODE,
         routes: routes(service, { watch: async o => { await serving.watch(o) }, metrics: async () => await metrics.text() }),
         log: componentLogger(this.log, 'rpc'),
+        onAnswered: (route, status) => { metrics.rpcRequests.inc({ route, status: String(status) }) },
         limits: { maxConnections: config.rpc.maxConnections, streams: { watch: config.rpc.maxWatchers } },
         ...(tcp !== undefined ? { tcp } : {})
       })
       await this.rpc.start()
+      const metricsListen = config.metrics.listen
+      if (metricsListen !== undefined) {
+        this.metricsServer = new MetricsServer({ ...metricsListen, text: async () => await metrics.text(), log: this.log })
+        this.metricsAddress = await this.metricsServer.start()
+      }
       await pulls.resumeAll()
       // Provider records for what this node holds (kad-dht re-provides them while the node runs).
       if (config.p2p.dht) {
@@ -276,6 +291,7 @@ export class Daemon {
 
   async stop (): Promise<void> {
     await this.rpc?.stop()
+    await this.metricsServer?.stop()
     clearInterval(this.quotaTimer)
     clearInterval(this.compressTimer)
     this.leases?.stop()

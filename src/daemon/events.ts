@@ -9,11 +9,12 @@
  */
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
+import type { EventType } from '../rpc/event-types.js'
 
 /** @default 10_000 events kept for replay */
 export const EVENT_HISTORY = 10_000
 
-export type EventType = 'label.moved' | 'version.staged' | 'version.removed' | 'version.added' | 'head.accepted' | 'pull.started' | 'pull.completed' | 'pull.failed' | 'pull.progress'
+export type { EventType }
 
 export interface DaemonEvent {
   /** `<boot>-<seq>` */
@@ -41,6 +42,14 @@ export class EventBus {
     if (this.ring.length > this.history) this.ring.splice(0, this.ring.length - this.history)
     this.emitter.emit('event', event)
     return event
+  }
+
+  /**
+   * The id of the newest event (`<boot>-0` before any): `since` this cursor replays every event
+   * that comes after the moment it was read.
+   */
+  cursor (): string {
+    return `${this.boot}-${this.seq}`
   }
 
   subscribe (listener: (e: DaemonEvent) => void): () => void {

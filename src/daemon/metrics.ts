@@ -4,8 +4,10 @@
  * One registry per daemon (not prom-client's global one), so several daemons in one process —
  * tests, benchmarks — keep separate figures. Counters are bumped where things happen; gauges that
  * mirror state (peers, leases, store size, pulls) are read at scrape time by `collect` callbacks,
- * so they are never stale. Peer labels are peer ids: a fleet node talks to at most
- * `p2p.maxConnections` peers, which bounds the series.
+ * so they are never stale; totals kept by other components (bytes by peer, heads by outcome) are
+ * counters grown at scrape time by what those totals grew. Peer labels are peer ids, of connected
+ * peers only: a fleet node talks to at most `p2p.maxConnections` peers, which bounds the series,
+ * and a peer that disconnects loses its series at the next scrape (they start again if it returns).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
@@ -17,6 +19,12 @@ export interface MetricsSources {
   store: () => Promise<{ bytes: number, blobs: number, versions: number }>
   heads: () => { accepted: number, duplicate: number, stale: number, future: number, rejected: Record<string, number>, signatureChecks: number, dropped: number, syncsRefused: number }
   bytesReceivedByPeer: () => Array<{ peer: string, bytes: number }>
+  /** Peers connected now: per-peer series of any other peer are dropped at the next scrape. */
+  connectedPeers: () => Iterable<string>
+  /** Local labels and their versions; called at most once per scrape. */
+  labels: () => Promise<Array<{ model: string, label: string, version: string }>>
+  /** For `shoal_build_info`. */
+  build: { version: string, node: string }
 }
 
 export class Metrics {
@@ -34,7 +42,8 @@ export class Metrics {
 
   constructor (sources: MetricsSources) {
     const r = this.registry
-    collectDefaultMetrics({ register: r, prefix: 'shoal_process_' })
+    // shoal_process_cpu_seconds_total, shoal_nodejs_heap_size_used_bytes, …
+    collectDefaultMetrics({ register: r, prefix: 'shoal_' })
     this.bytesSent = new Counter({ name: 'shoal_bytes_sent_total', help: 'Chunk bytes sent to peers', labelNames: ['peer'], registers: [r] })
     this.bytesReceivedByModel = new Counter({ name: 'shoal_model_bytes_received_total', help: 'Verified chunk bytes received, by model', labelNames: ['model'], registers: [r] })
     this.bytesSentByModel = new Counter({ name: 'shoal_model_bytes_sent_total', help: 'Chunk bytes sent, by model (when the request named a version)', labelNames: ['model'], registers: [r] })
@@ -50,32 +59,62 @@ export class Metrics {
     new Gauge({ name: 'shoal_peers', help: 'Connected peers', registers: [r], collect () { this.set(sources.peers()) } })
     new Gauge({ name: 'shoal_leases', help: 'Leases held by serving processes', registers: [r], collect () { this.set(sources.leases()) } })
     new Gauge({ name: 'shoal_pulls_in_flight', help: 'Pulls running', registers: [r], collect () { this.set(sources.pullsInFlight()) } })
-    new Gauge({
-      name: 'shoal_bytes_received_total', help: 'Verified chunk bytes received, by peer (a counter kept by the peer judge)', labelNames: ['peer'], registers: [r],
+    // Totals kept elsewhere (the peer judge, the head book and guard) become counters here: each
+    // scrape adds what they grew by since the last one. A peer that is gone loses its series.
+    const received = new Map<string, number>()
+    new Counter({
+      name: 'shoal_bytes_received_total', help: 'Verified chunk bytes received, by peer (peers this node no longer knows are dropped)', labelNames: ['peer'], registers: [r],
       collect () {
-        this.reset()
-        for (const p of sources.bytesReceivedByPeer()) this.set({ peer: p.peer }, p.bytes)
+        const connected = new Set(sources.connectedPeers())
+        const now = new Map(sources.bytesReceivedByPeer().filter(p => connected.has(p.peer)).map(p => [p.peer, p.bytes]))
+        for (const peer of received.keys()) {
+          if (!now.has(peer)) { this.remove({ peer }); received.delete(peer) }
+        }
+        for (const [peer, bytes] of now) {
+          const before = received.get(peer) ?? 0
+          if (bytes < before) this.remove({ peer })
+          this.inc({ peer }, bytes < before ? bytes : bytes - before)
+          received.set(peer, bytes)
+        }
       }
     })
-    new Gauge({
+    const heads = new Map<string, number>()
+    const grow = (counter: Counter<string>, key: string, labels: Record<string, string>, total: number): void => {
+      const before = heads.get(key) ?? 0
+      if (total > before) counter.inc(labels, total - before)
+      else counter.inc(labels, 0)
+      heads.set(key, Math.max(before, total))
+    }
+    new Counter({
       name: 'shoal_heads_total', help: 'Heads offered to this node since start, by outcome', labelNames: ['outcome', 'reason'], registers: [r],
       collect () {
         const h = sources.heads()
-        this.set({ outcome: 'accepted', reason: '' }, h.accepted)
-        this.set({ outcome: 'duplicate', reason: '' }, h.duplicate)
-        this.set({ outcome: 'stale', reason: '' }, h.stale)
-        this.set({ outcome: 'future', reason: '' }, h.future)
-        for (const [reason, n] of Object.entries(h.rejected)) this.set({ outcome: 'rejected', reason }, n)
-        this.set({ outcome: 'dropped', reason: 'budget' }, h.dropped)
+        grow(this, 'accepted', { outcome: 'accepted', reason: '' }, h.accepted)
+        grow(this, 'duplicate', { outcome: 'duplicate', reason: '' }, h.duplicate)
+        grow(this, 'stale', { outcome: 'stale', reason: '' }, h.stale)
+        grow(this, 'future', { outcome: 'future', reason: '' }, h.future)
+        for (const [reason, n] of Object.entries(h.rejected)) grow(this, `rejected ${reason}`, { outcome: 'rejected', reason }, n)
+        grow(this, 'dropped', { outcome: 'dropped', reason: 'budget' }, h.dropped)
       }
     })
-    new Gauge({ name: 'shoal_head_signature_checks_total', help: 'Signatures of offered heads verified (only heads that would win are checked)', registers: [r], collect () { this.set(sources.heads().signatureChecks) } })
-    new Gauge({ name: 'shoal_head_syncs_refused_total', help: 'Inbound head syncs refused: the peer was over its budget or banned', registers: [r], collect () { this.set(sources.heads().syncsRefused) } })
+    new Counter({ name: 'shoal_head_signature_checks_total', help: 'Signatures of offered heads verified (only heads that would win are checked)', registers: [r], collect () { grow(this, 'signatureChecks', {}, sources.heads().signatureChecks) } })
+    new Counter({ name: 'shoal_head_syncs_refused_total', help: 'Inbound head syncs refused: the peer was over its budget or banned', registers: [r], collect () { grow(this, 'syncsRefused', {}, sources.heads().syncsRefused) } })
+    new Gauge({ name: 'shoal_build_info', help: 'shoal and Node.js versions of this daemon (always 1)', labelNames: ['version', 'node'], registers: [r] }).set(sources.build, 1)
+    const labelInfo = new Gauge({ name: 'shoal_label_version_info', help: 'The version each local label points at (always 1): a fleet has converged when every node shows the same version', labelNames: ['model', 'label', 'version'], registers: [r] })
     const storeGauge = new Gauge({ name: 'shoal_store_bytes', help: 'Bytes of stored blobs', registers: [r] })
     const blobsGauge = new Gauge({ name: 'shoal_store_blobs', help: 'Stored blobs', registers: [r] })
     const versionsGauge = new Gauge({ name: 'shoal_store_versions', help: 'Stored versions', registers: [r] })
     // One store walk per scrape (in text()) feeds the three store gauges.
     this.refreshStore = async () => {
+      const labels = await sources.labels()
+      labelInfo.reset()
+      for (const l of labels) labelInfo.set({ model: l.model, label: l.label, version: l.version }, 1)
+      // Bytes sent by peer: a peer that is gone loses its series, as for bytes received.
+      const known = new Set(sources.connectedPeers())
+      for (const v of (await this.bytesSent.get()).values) {
+        const peer = String(v.labels.peer ?? '')
+        if (!known.has(peer)) this.bytesSent.remove({ peer })
+      }
       const s = await sources.store()
       storeGauge.set(s.bytes)
       blobsGauge.set(s.blobs)

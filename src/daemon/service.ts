@@ -8,7 +8,7 @@
  * reconciled with the store at every start) is refreshed best-effort and never fails an answer.
  */
 import { addPath, checkAddOptions } from '../ingest/ingest.js'
-import type { ActivateResult, EventsResult, ExportResult, HeadHistoryRow, HeadRow, IdResult, KeyExport, KeyRow, LabelResult, ModelRow, PeerRow, PinResult, Progress, PullCancelResult, ResolveResult, ShoalApi, ShowResult, StatusResult, TrustRow, VersionResult } from '../rpc/api.js'
+import type { DfResult, RemoveResult, ActivateResult, EventsResult, ExportResult, HeadHistoryRow, HeadRow, IdResult, KeyExport, KeyRow, LabelResult, ModelRow, PeerRow, PinResult, Progress, PullCancelResult, ResolveResult, ShoalApi, ShowResult, StatusResult, TrustRow, VersionResult } from '../rpc/api.js'
 import type { HeadsService } from './heads-service.js'
 import type { ServingService } from './serving.js'
 import type { SearchIndex, SearchResult } from '../store/search-index.js'
@@ -17,13 +17,15 @@ import type { EventBus } from './events.js'
 import type { HeadCounters } from '../heads/book.js'
 import type { GuardCounters } from '../heads/guard.js'
 import { CID } from 'multiformats/cid'
-import { restated } from '../core/errors.js'
+import { AbortedError, ConflictError, NotFoundError, PullCancelledError, restated } from '../core/errors.js'
+import { diskUsage } from '../store/usage.js'
+import { isCid } from '../core/digest.js'
 import { blockSizeOf } from '../core/manifest.js'
 import { checkLabel, parseRef } from '../core/names.js'
 import type { ShoalNode } from '../p2p/node.js'
 import type { PeerScores } from '../p2p/judge.js'
 import type { PullManager } from './pulls.js'
-import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest } from '../rpc/schemas.js'
+import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest, RemoveRequest } from '../rpc/schemas.js'
 import { exportVersion } from '../store/export.js'
 import { compressVersion, type ColdReport } from '../store/cold.js'
 import { collectGarbage, type GcReport } from '../store/gc.js'
@@ -43,33 +45,94 @@ export class DaemonService implements ShoalApi {
     private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores, search: SearchIndex },
     private readonly headOps: HeadsService,
     private readonly serving: ServingService,
-    private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters & GuardCounters, leased: () => string[], log?: { warn: (obj: object, msg?: string) => void } }
+    private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters & GuardCounters, untrusted: () => Array<{ publisher: string, model: string }>, metrics: () => string | undefined, leased: () => string[], log?: { warn: (obj: object, msg?: string) => void, info: (obj: object, msg?: string) => void } }
   ) {}
 
-  async pull (req: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
+  /**
+   * Pulls `name@<version id>`. A pull outlives its request (`PullManager`): when the client leaves
+   * (Ctrl-C, a closed connection), the pull goes on in the background and its end is still
+   * reported: `pull.completed` and `version.added` (and the search index, and the pull-duration
+   * metric, which follow those events), or `pull.failed` with its `outcome`. `pull.failed` is never
+   * sent only because a client left.
+   */
+  async pull (request: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
+    const req = { ...request, ref: await this.pullRef(request.ref) }
     const throttled = throttle(onProgress)
     const started = Date.now()
     const { name, selector } = parseRef(req.ref)
+    // At once, before the manifest is looked for (which may take a while with no peer that has it).
+    onProgress?.({ phase: 'finding', connected: this.net.node.getPeers().length, have: 0 })
     this.options.events.emit('pull.started', { model: name, version: selector ?? null, via: 'request' })
     let v: ResolvedVersion
     try {
+      let finding: string | undefined = ''
       v = await this.net.pulls.pull(req.ref, {
         pin: req.pin ?? true,
-        onProgress: p => throttled({ ...p }),
+        onProgress: p => {
+          // Until the first bytes arrive, each change of how many peers are connected and have it.
+          if (finding !== undefined && p.bytes === 0) {
+            const line = { phase: 'finding', connected: this.net.node.getPeers().length, have: p.peers }
+            const key = `${line.connected} ${line.have}`
+            if (key !== finding) onProgress?.(line)
+            finding = key
+          } else finding = undefined
+          throttled({ ...p })
+        },
         ...(signal !== undefined ? { signal } : {})
       })
     } catch (err) {
-      this.options.events.emit('pull.failed', { model: name, version: selector ?? null, via: 'request', error: (err as Error).message })
-      throw err
+      // The client left (the wait for the pull was aborted with the request's reason), or the pull itself ended.
+      const left = signal?.aborted === true && err === signal.reason
+      if (!left) {
+        this.pullFailed(name, selector, started, err)
+        throw err
+      }
+      this.options.log?.info({ ref: req.ref }, 'the client that asked for this pull left; the pull goes on in the background')
+      void this.net.pulls.pull(req.ref, { pin: req.pin ?? true }).then(
+        async done => { await this.pullCompleted(done, started) },
+        failure => { this.pullFailed(name, selector, started, failure) }
+      ).catch(failure => { this.options.log?.warn({ ref: req.ref, err: (failure as Error).message }, 'recording the end of a background pull failed') })
+      throw new AbortedError(`the client left; the pull of ${req.ref} goes on in the background`, { cause: err })
     }
-    this.options.events.emit('pull.completed', { model: v.name, version: v.version, via: 'request', ms: Date.now() - started })
-    await this.refreshSearch(v.version)
-    this.options.events.emit('version.added', { model: v.name, version: v.version, via: 'pull' })
+    await this.pullCompleted(v, started)
     return await this.toShow(v)
   }
 
+  /**
+   * `name@<version id>` for any ref, as the other commands take them: a version id as given; a
+   * label by the head this node holds for it (what followers pull), else the local label; a unique
+   * prefix of 8+ characters, or a bare name (its `latest`, else its newest version), among the
+   * versions this node knows (stored, or named by heads).
+   */
+  private async pullRef (ref: string): Promise<string> {
+    const { name, selector } = parseRef(ref)
+    if (selector !== undefined && isCid(selector)) return ref
+    if (selector !== undefined) {
+      const head = (await this.headOps.heads()).find(h => h.model === name && h.label === selector)
+      if (head !== undefined && head.version !== null) return `${name}@${head.version}`
+    }
+    try {
+      return `${name}@${this.net.search.resolve(ref)}`
+    } catch (err) {
+      if (err instanceof NotFoundError) throw new NotFoundError(`${err.message}: give ${name}@<version id> to pull a version this node has not heard of`, { cause: err })
+      throw err
+    }
+  }
+
+  private async pullCompleted (v: ResolvedVersion, started: number): Promise<void> {
+    this.options.events.emit('pull.completed', { model: v.name, version: v.version, via: 'request', ms: Date.now() - started })
+    await this.refreshSearch(v.version)
+    this.options.events.emit('version.added', { model: v.name, version: v.version, via: 'pull' })
+  }
+
+  private pullFailed (name: string, version: string | undefined, started: number, err: unknown): void {
+    const outcome = err instanceof PullCancelledError ? 'cancelled' : 'failed'
+    this.options.events.emit('pull.failed', { model: name, version: version ?? null, via: 'request', outcome, ms: Date.now() - started, error: (err as Error).message })
+  }
+
   async cancelPull (ref: string, signal?: AbortSignal): Promise<PullCancelResult> {
-    return await this.net.pulls.cancel(ref, signal)
+    const { selector } = parseRef(ref)
+    return await this.net.pulls.cancel(selector !== undefined && isCid(selector) ? ref : await this.pullRef(ref), signal)
   }
 
   async search (query: string, options: { limit?: number, similar?: string } = {}): Promise<SearchResult> {
@@ -116,6 +179,8 @@ export class DaemonService implements ShoalApi {
       uptimeSeconds: Math.round((Date.now() - this.started) / 1000),
       store,
       heads: this.options.headCounters(),
+      untrusted: this.options.untrusted(),
+      ...(this.options.metrics() !== undefined ? { metrics: this.options.metrics() } : {}),
       leases: this.serving.leaseList().map(l => ({ holder: l.holder, model: l.model, version: l.version, expiresAt: l.expiresAt })),
       pulls: [
         ...this.net.pulls.listChecking().map(p => ({ ...p, bytes: 0, totalBytes: 0, state: 'checking' as const })),
@@ -140,7 +205,7 @@ export class DaemonService implements ShoalApi {
     })
     await this.refreshSearch(version.version)
     announce(this.net.node, version.version)
-    this.options.events.emit('version.added', { model: req.name, version: version.version, via: 'add' })
+    if (version.existing !== true) this.options.events.emit('version.added', { model: req.name, version: version.version, via: 'add' })
     // A label given at add time is published like any other: as a signed head.
     if (req.label !== undefined) {
       try {
@@ -149,7 +214,8 @@ export class DaemonService implements ShoalApi {
         throw restated(err, `added ${req.name}@${version.version}${version.pinned ? ' (pinned)' : ''}, which is kept, but did not set ${req.name}@${req.label}: ${(err as Error).message}`)
       }
     }
-    return await this.toShow(req.label !== undefined ? await this.store.resolve(`${req.name}@${version.version}`) : version)
+    const shown = await this.toShow(req.label !== undefined ? await this.store.resolve(`${req.name}@${version.version}`) : version)
+    return version.existing === true ? { ...shown, existing: true } : shown
   }
 
   async models (): Promise<ModelRow[]> {
@@ -181,10 +247,45 @@ export class DaemonService implements ShoalApi {
     return await compressVersion(this.store, v.version, { keepLast: this.options.keepLast })
   }
 
+  /**
+   * Removes one version (`shoal rm`). Refused with `ConflictError` naming what keeps it — local
+   * labels, a pin, leases — unless `force`, which drops those labels (locally: a followed label's
+   * head would pull the version again), its pin and its leases. Never while it is being pulled.
+   */
+  async removeVersion (req: RemoveRequest): Promise<RemoveResult> {
+    const v = await this.store.resolve(req.ref)
+    const short = `${v.name}@${v.version.slice(0, 12)}`
+    if (this.net.pulls.list().some(p => p.version === v.version) || this.net.pulls.listChecking().some(p => p.version === v.version)) {
+      throw new ConflictError(`${short} is being pulled; stop that first with shoal pull ${v.name}@${v.version} --cancel`)
+    }
+    const leases = this.serving.leaseList().filter(l => l.version === v.version)
+    const reasons = [
+      ...(v.labels.length > 0 ? [`labelled ${v.labels.join(', ')}`] : []),
+      ...(v.pinned ? ['pinned'] : []),
+      ...(leases.length > 0 ? [`leased by ${leases.map(l => l.holder).join(', ')}`] : [])
+    ]
+    if (reasons.length > 0 && req.force !== true) {
+      throw new ConflictError(`${short} is ${reasons.join(', ')}: nothing was removed. To remove it anyway: shoal rm --force ${req.ref}${v.labels.length > 0 ? ` (its local labels go too; move them first with shoal label set ${v.name} <label> <version> to keep them)` : ''}`)
+    }
+    for (const label of v.labels) await this.store.removeLabel(v.name, label)
+    if (v.pinned) await this.store.unpin(v.name, v.version)
+    for (const l of leases) await this.serving.release(l.id)
+    const report = await collectGarbage(this.store, { only: [v.version] })
+    for (const r of report.versions) this.options.events.emit('version.removed', { model: r.name, version: r.version, via: 'rm' })
+    return { name: v.name, version: v.version, overrode: req.force === true ? reasons : [], labels: v.labels, bytes: report.bytes }
+  }
+
+  async df (signal?: AbortSignal): Promise<DfResult> {
+    const usage = await diskUsage(this.store, signal)
+    signal?.throwIfAborted()
+    const plan = await collectGarbage(this.store, { dryRun: true, keepLast: this.options.keepLast, keep: this.options.leased() })
+    return { ...usage, reclaimable: plan.bytes }
+  }
+
   async export (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ExportResult> {
     const throttled = throttle(onProgress)
     const out = await exportVersion(this.store, req.ref, req.dest, {
-      overwrite: req.overwrite === true, onProgress: p => throttled({ ...p }), ...(signal !== undefined ? { signal } : {})
+      overwrite: req.overwrite === true, onProgress: p => throttled({ ...p }), ...(signal !== undefined ? { signal } : {}), ...(req.layout !== undefined ? { layout: req.layout } : {})
     })
     return { name: out.name, version: out.version, dest: out.dest, files: out.manifest.files.length, bytes: out.manifest.files.reduce((n, f) => n + f.size, 0) }
   }

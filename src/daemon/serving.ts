@@ -33,7 +33,13 @@ export class ServingService {
     events: EventBus
   }) {}
 
+  /**
+   * The complete local version of `ref`, with `cursor`: the newest event id before it was read, so
+   * `watch({ since: cursor })` replays any label move that came after (none falls between the two).
+   */
   async resolve (ref: string, options: { ensure?: boolean, onProgress?: (p: Progress) => void, signal?: AbortSignal } = {}): Promise<ResolveResult> {
+    const cursor = this.deps.events.cursor()
+    const toResult = (v: ResolvedVersion): ResolveResult => resultOf(v, cursor)
     if (options.ensure !== true) return toResult(await this.complete(ref))
     const { name, selector } = parseRef(ref)
     for (let round = 0; round < MAX_ENSURE_ROUNDS; round++) {
@@ -113,9 +119,9 @@ export class ServingService {
   }
 }
 
-function toResult (v: ResolvedVersion): ResolveResult {
+function resultOf (v: ResolvedVersion, cursor: string): ResolveResult {
   return {
-    model: v.name, version: v.version, path: v.path, labels: v.labels,
+    model: v.name, version: v.version, path: v.path, labels: v.labels, cursor,
     files: v.manifest.files.map(f => ({ path: f.path, size: f.size, digest: f.digest }))
   }
 }

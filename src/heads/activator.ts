@@ -246,7 +246,7 @@ export class Activator {
           else void this.reconcile(model, label)
         },
         err => {
-          this.deps.events.emit('pull.failed', { model, label, version: target, error: (err as Error).message })
+          this.deps.events.emit('pull.failed', { model, label, version: target, outcome: err instanceof PullCancelledError ? 'cancelled' : 'failed', ms: this.now() - started, error: (err as Error).message })
           failed((err as Error).message, err instanceof PullGivenUpError || err instanceof PullCancelledError)
         }
       ).catch(err => {

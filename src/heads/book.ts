@@ -44,6 +44,9 @@ export const MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
  */
 export const REFUSED_IDS_KEPT = 10_000
 
+/** @default 8 — publisher and model pairs refused as untrusted that the book names (`untrusted()`) */
+export const MAX_UNTRUSTED_SHOWN = 8
+
 export type RejectReason = 'malformed' | 'signature' | 'untrusted'
 
 export type OfferOutcome =
@@ -97,6 +100,8 @@ export class HeadBook {
   private refusedEpoch: number
   private cachedDigest?: Uint8Array
   private changes = 0
+  /** Publishers (with a model) whose heads were refused as untrusted, newest last, at most `MAX_UNTRUSTED_SHOWN`. */
+  private readonly untrustedSeen = new Map<string, { publisher: string, model: string }>()
   readonly counters: HeadCounters = { accepted: 0, duplicate: 0, stale: 0, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 }, signatureChecks: 0 }
 
   private constructor (
@@ -204,9 +209,26 @@ export class HeadBook {
     return (await this.store.get(model, label))?.receivedAt
   }
 
+  /**
+   * Publishers whose heads this node refused as untrusted under the current trust rules, with a
+   * model each (at most `MAX_UNTRUSTED_SHOWN`, most recent last): what `shoal heads` names when it
+   * holds none, so an operator can trust the right key.
+   */
+  untrusted (): Array<{ publisher: string, model: string }> {
+    return [...this.untrustedSeen.values()]
+  }
+
+  private noteUntrusted (publisher: string, model: string): void {
+    const key = `${publisher}\0${model}`
+    this.untrustedSeen.delete(key)
+    this.untrustedSeen.set(key, { publisher, model })
+    if (this.untrustedSeen.size > MAX_UNTRUSTED_SHOWN) this.untrustedSeen.delete(this.untrustedSeen.keys().next().value ?? '')
+  }
+
   private async decide (bytes: Uint8Array, source: { from?: string, via: AcceptedHead['via'] }): Promise<OfferOutcome> {
     if (this.trust.epoch !== this.refusedEpoch) {
       this.refused.clear()
+      this.untrustedSeen.clear()
       this.refusedEpoch = this.trust.epoch
     }
     const id = bytes.length <= MAX_SIGNED_HEAD_BYTES ? createHash('sha256').update(bytes).digest('hex') : undefined
@@ -224,6 +246,7 @@ export class HeadBook {
     if (!this.trust.allows(h.publisher, h.model)) {
       this.counters.rejected.untrusted++
       this.remember(decoded.id)
+      this.noteUntrusted(h.publisher, h.model)
       this.log.debug({ from: source.from, model: h.model, label: h.label, publisher: h.publisher }, 'head from an untrusted key rejected')
       return { status: 'rejected', reason: 'untrusted', message: `publisher ${h.publisher} is not trusted for ${h.model}` }
     }

@@ -126,7 +126,8 @@ export async function addPath (store: Store, input: string, options: AddOptions)
         path: file.path, size: file.size, digest: blob.digest, chunks: blob.chunks.map(chunkRef),
         ...(options.origin !== undefined ? { origins: [originUrl(options.origin, file.path)] } : {}),
         format: anchors !== undefined ? 'onnx-data' : structure?.format ?? 'other',
-        ...(structure !== undefined && structure.format !== 'other' ? { structure: toRecord(structure) } : {})
+        // A plain file keeps a structure only when it has metadata to say (a Hugging Face config).
+        ...(structure !== undefined && (structure.format !== 'other' || Object.keys(structure.metadata).length > 0) ? { structure: toRecord(structure) } : {})
       })
     }
     return await store.commitVersion(

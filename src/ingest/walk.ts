@@ -4,7 +4,8 @@
  *
  * `listSourceFiles`: every name valid UTF-8 and a valid relative path (`core/names.ts`: no `..`,
  * no control, bidirectional or invisible character), no special files, no symlink that leaves the
- * folder. A symlink to a file inside the folder is stored as a regular file with the link's path;
+ * folder — or, for a cache snapshot (Hugging Face hub or shoal's own), its cache's blob folder
+ * (`cacheBlobFolders`). A symlink to a file inside is stored as a regular file with the link's path;
  * a symlink to a folder is refused (it could form cycles). At most `MAX_WALK_ENTRIES` entries are
  * looked at. Anything refused is an `InvalidInputError` naming the entry.
  *
@@ -22,7 +23,7 @@
  */
 import { constants } from 'node:fs'
 import { lstat, open, opendir, readlink, realpath, stat, type FileHandle } from 'node:fs/promises'
-import { basename, join, relative, sep } from 'node:path'
+import { basename, dirname, join, relative, sep } from 'node:path'
 import { InvalidInputError } from '../core/errors.js'
 import { MAX_FILES } from '../core/manifest.js'
 import { checkRelativePath, escapeUnsafe, printable } from '../core/names.js'
@@ -65,17 +66,33 @@ export async function listSourceFiles (input: string): Promise<{ root: string, f
   if (!info.isDirectory()) throw new InvalidInputError(`${escapeUnsafe(input)} is neither a file nor a folder`)
   const root = await realpath(input)
   const files: SourceFile[] = []
-  await walk(root, root, files, { entries: 0 })
+  await walk(root, root, files, { entries: 0, linkRoots: [root, ...cacheBlobFolders(root)] })
   if (files.length === 0) throw new InvalidInputError(`${escapeUnsafe(input)} has no files to add`)
   files.sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0)
   return { root, files, single: false }
+}
+
+/**
+ * Where the links of a cache snapshot point, besides the snapshot itself: a folder
+ * `…/models--<org>--<name>/snapshots/<rev>` (the Hugging Face hub cache, and shoal's own
+ * `$SHOAL_HOME/models/…`) holds symlinks into its cache's blob folder, `<repo>/blobs` for the hub
+ * and `$SHOAL_HOME/blobs` for shoal. Only those folders are added to what links may reach; a link
+ * anywhere else is still refused.
+ */
+export function cacheBlobFolders (root: string): string[] {
+  const snapshots = dirname(root)
+  const repo = dirname(snapshots)
+  if (basename(snapshots) !== 'snapshots' || !/^(models|datasets|spaces)--./.test(basename(repo))) return []
+  const folders = [join(repo, 'blobs')]
+  if (basename(dirname(repo)) === 'models') folders.push(join(dirname(dirname(repo)), 'blobs'))
+  return folders
 }
 
 function changedWhileListing (path: string): InvalidInputError {
   return new InvalidInputError(`${path} changed while the folder was being listed; add it again once nothing is changing the folder`)
 }
 
-async function walk (root: string, dir: string, out: SourceFile[], seen: { entries: number }): Promise<void> {
+async function walk (root: string, dir: string, out: SourceFile[], seen: { entries: number, linkRoots: string[] }): Promise<void> {
   const shownDir = escapeUnsafe(relative(root, dir) === '' ? root : relative(root, dir))
   let entries
   try {
@@ -105,8 +122,9 @@ async function walk (root: string, dir: string, out: SourceFile[], seen: { entri
       } catch {
         throw new InvalidInputError(`${path} is a broken symlink: fix or remove it before adding`)
       }
-      if (!target.startsWith(root + sep)) {
-        throw new InvalidInputError(`${path} is a symlink to ${escapeUnsafe(target)}, outside ${escapeUnsafe(root)}: copy the file in instead`)
+      if (!seen.linkRoots.some(r => target.startsWith(r + sep))) {
+        const also = seen.linkRoots.length > 1 ? ` and its cache's ${seen.linkRoots.slice(1).map(escapeUnsafe).join(', ')}` : ''
+        throw new InvalidInputError(`${path} is a symlink to ${escapeUnsafe(target)}, outside ${escapeUnsafe(root)}${also}: copy the file in instead`)
       }
       // The target's real path has no symlink in it; lstat does not follow one swapped in since.
       const info = await lstat(target, { bigint: true }).catch(() => { throw changedWhileListing(path) })

@@ -3,13 +3,15 @@
  * and ONNX files, read from headers only (see the contract in `model/types.ts`).
  *
  * `readStructure` picks a reader by name and magic (`detectFormat`); anything else is `other`,
- * with no tensors, and is chunked as plain bytes by the caller. ONNX external-data files are
+ * with no tensors (a top-level Hugging Face `config.json` / `generation_config.json` with the
+ * metadata `hf-config.ts` keeps), and is chunked as plain bytes by the caller. ONNX external-data files are
  * `other` here: the ONNX model that references them carries their tensor ranges (`TensorInfo.file`).
  * Readers never throw anything but `MalformedModelError` for bad input; I/O errors pass through;
  * an aborted read is an `AbortedError`.
  */
 import { AbortedError } from '../core/errors.js'
 import { readGguf } from './gguf.js'
+import { isHfConfigName, readHfConfig } from './hf-config.js'
 import { readOnnx } from './onnx.js'
 import { isSafetensorsIndexName, readSafetensorsIndex } from './safetensors-index.js'
 import { readSafetensors } from './safetensors.js'
@@ -55,7 +57,7 @@ export async function readStructure (relPath: string, source: ByteSource, signal
     case 'safetensors-index': return await readSafetensorsIndex(src, relPath)
     case 'gguf': return await readGguf(src, relPath)
     case 'onnx': return await readOnnx(src, relPath)
-    default: return { format: 'other', headerLength: 0, tensors: [], parameterCount: 0, dtypes: [], metadata: {} }
+    default: return isHfConfigName(relPath) ? await readHfConfig(src, relPath) : { format: 'other', headerLength: 0, tensors: [], parameterCount: 0, dtypes: [], metadata: {} }
   }
 }
 

@@ -13,6 +13,8 @@
  * | POST /v1/verify          | `{}`                         | NDJSON → `VerifyReport`    |
  * | POST /v1/gc              | `gcRequest`                  | `GcReport`                 |
  * | POST /v1/compress        | `refRequest`                 | `ColdReport`               |
+ * | DELETE /v1/versions      | `removeRequest`              | {@link RemoveResult}       |
+ * | GET  /v1/df              |                              | {@link DfResult}           |
  * | POST /v1/export          | `exportRequest`              | NDJSON → {@link ExportResult} |
  * | POST /v1/labels          | `labelRequest`               | {@link LabelResult}        |
  * | DELETE /v1/labels        | `labelRemoveRequest`         | `{}`                       |
@@ -42,6 +44,7 @@
  * | GET  /v1/watch           | `?types=a,b&model=&since=`, `Last-Event-ID` | server-sent events |
  * | GET  /metrics            |                              | Prometheus text            |
  * | GET  /v1/search          | `?q=&limit=&similar=name@v`  | {@link SearchResult}       |
+ * | GET  /v1/openapi.json    |                              | this table as OpenAPI 3.1 (`openapi.ts`) |
  *
  * `POST /v1/labels` publishes a signed head (see `core/heads.ts`) and `DELETE /v1/labels` a removal.
  */
@@ -53,8 +56,11 @@ import type { GcReport } from '../store/gc.js'
 import type { SearchResult } from '../store/search-index.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
+import type { DiskUsage } from '../store/usage.js'
 import { route, type Route, type SseEvent } from './server.js'
-import { addRequest, exportRequest, gcRequest, keyRequest, labelRemoveRequest, labelRequest, pullCancelRequest, pullRequest, refRequest, rollbackRequest, trustRemoveRequest, trustRequest, verifyRequest, resolveRequest, leaseRequest, leaseRenewRequest, leaseReleaseRequest, WATCH_TYPES, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest, type PullRequest } from './schemas.js'
+import { openApiDocument } from './openapi.js'
+import { SHOAL_VERSION } from '../version.js'
+import { addRequest, removeRequest, exportRequest, gcRequest, keyRequest, labelRemoveRequest, labelRequest, pullCancelRequest, pullRequest, refRequest, rollbackRequest, trustRemoveRequest, trustRequest, verifyRequest, resolveRequest, leaseRequest, leaseRenewRequest, leaseReleaseRequest, WATCH_TYPES, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest, type PullRequest, type RemoveRequest } from './schemas.js'
 import type { Activation, Stamp } from '../core/heads.js'
 import type { DaemonEvent, EventType } from '../daemon/events.js'
 
@@ -75,10 +81,32 @@ export interface StatusResult {
     accepted: number, duplicate: number, stale: number, future: number, rejected: { malformed: number, signature: number, untrusted: number }
     signatureChecks: number, dropped: number, syncsRefused: number
   }
+  /** Publishers (with a model) whose heads were refused as untrusted under the current rules, most recent last. */
+  untrusted: Array<{ publisher: string, model: string }>
+  /** Where `GET /metrics` is also served without a token (`metrics.listen`), when set. */
+  metrics?: string
   /** Who holds which version (serving processes). */
   leases: Array<{ holder: string, model: string, version: string, expiresAt: number }>
   /** `checking`: its manifest is being fetched and checked; `fetching`: chunks are coming. */
   pulls: Array<{ name: string, version: string, bytes: number, totalBytes: number, state: 'checking' | 'fetching' }>
+}
+
+/** A removed version (`shoal rm`): what kept it that `force` overrode, and the bytes freed. */
+export interface RemoveResult {
+  name: string
+  version: string
+  /** What kept it (labelled prod, pinned, leased by …); empty when nothing did. */
+  overrode: string[]
+  /** Local labels that pointed at it and were removed with it. */
+  labels: string[]
+  /** Bytes of blobs only it used, now freed. */
+  bytes: number
+}
+
+/** `shoal df`: usage by version and model, the store's blobs, and what gc would free now. */
+export interface DfResult extends DiskUsage {
+  /** Bytes `shoal gc` would free now. */
+  reclaimable: number
 }
 
 /** A cancelled pull: whether it was running (else only recorded), and the partial data removed. */
@@ -114,6 +142,8 @@ export interface ShowResult {
   files: ShowFile[]
   /** Fractions (0–1) of this version's chunks, and of its bytes, that its parent also has. */
   parentShared?: { chunks: number, bytes: number }
+  /** `add` only: the folder was the same content as this version, already here (no new version). */
+  existing?: boolean
 }
 
 export interface ModelRow { name: string, versions: number, labels: Record<string, string>, newest: VersionInfo }
@@ -152,7 +182,15 @@ export interface HeadRow {
 
 export interface HeadHistoryRow { version: string | null, previous: string | null, stamp: Stamp, publisher: string, activation: Activation }
 export interface ActivateResult { name: string, label: string, version: string | null, previous: string | null }
-export interface ResolveResult { model: string, version: string, path: string, labels: string[], files: Array<{ path: string, size: number, digest: string }> }
+export interface ResolveResult {
+  model: string
+  version: string
+  path: string
+  labels: string[]
+  files: Array<{ path: string, size: number, digest: string }>
+  /** The newest event id before the version was read: `watch({ since: cursor })` misses no later label move. */
+  cursor: string
+}
 export interface KeyRow { name: string, publicKey: string, trusted: string[] }
 export interface TrustRow { key: string, models: string, source: 'home-key' | 'config' | 'trust-file' }
 export interface EventsResult { events: DaemonEvent[], gone: boolean }
@@ -185,6 +223,8 @@ export interface ShoalApi {
   verify: (onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<VerifyReport>
   gc: (req: GcRequest) => Promise<GcReport>
   compress: (ref: string) => Promise<ColdReport>
+  removeVersion: (req: RemoveRequest) => Promise<RemoveResult>
+  df: (signal?: AbortSignal) => Promise<DfResult>
   export: (req: ExportRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal) => Promise<ExportResult>
   setLabel: (req: LabelRequest) => Promise<LabelResult>
   removeLabel: (name: string, label: string) => Promise<LabelResult>
@@ -222,7 +262,9 @@ export interface ServerExtras {
 
 /** Binds the API to endpoints. */
 export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
-  return [
+  let described: Record<string, unknown> | undefined
+  const list: Route[] = [
+    route({ method: 'GET', path: '/v1/openapi.json', handler: async () => (described ??= openApiDocument(list, SHOAL_VERSION)) }),
     ...(extras !== undefined
       ? [
           route({ method: 'GET', path: '/v1/watch', sse: true, check: ctx => { watchOptions(ctx.query, ctx.headers['last-event-id']) }, handler: async (_b, ctx) => { await extras.watch({ ...watchOptions(ctx.query, ctx.headers['last-event-id']), send: ctx.event, signal: ctx.signal }) } }),
@@ -252,6 +294,8 @@ export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
     route({ method: 'POST', path: '/v1/verify', body: verifyRequest, stream: true, holds: 'disk', handler: async (_b, ctx) => await api.verify(ctx.progress, ctx.signal) }),
     route({ method: 'POST', path: '/v1/gc', body: gcRequest, handler: async body => await api.gc(body) }),
     route({ method: 'POST', path: '/v1/compress', body: refRequest, handler: async body => await api.compress(body.ref) }),
+    route({ method: 'DELETE', path: '/v1/versions', body: removeRequest, handler: async body => await api.removeVersion(body) }),
+    route({ method: 'GET', path: '/v1/df', handler: async (_b, ctx) => await api.df(ctx.signal) }),
     route({ method: 'POST', path: '/v1/export', body: exportRequest, stream: true, holds: 'disk', handler: async (body, ctx) => await api.export(body, ctx.progress, ctx.signal) }),
     route({ method: 'POST', path: '/v1/labels', body: labelRequest, handler: async body => await api.setLabel(body) }),
     route({ method: 'DELETE', path: '/v1/labels', body: labelRemoveRequest, handler: async body => await api.removeLabel(body.name, body.label) }),
@@ -274,6 +318,7 @@ export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
     route({ method: 'GET', path: '/v1/peers', handler: async () => await api.peers() }),
     route({ method: 'GET', path: '/v1/id', handler: async () => await api.id() })
   ]
+  return list
 }
 
 function watchOptions (query: URLSearchParams, lastEventId: string | string[] | undefined): { since?: string, types?: EventType[], model?: string } {

@@ -17,9 +17,9 @@ import type { GcReport } from '../store/gc.js'
 import type { SearchResult } from '../store/search-index.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
-import type { LeaseRow, ActivateResult, EventsResult, HeadHistoryRow, HeadRow, KeyExport, KeyRow, ResolveResult, TrustRow, ExportResult, IdResult, LabelResult, ModelRow, PeerRow, PinResult, Progress, PullCancelResult, ShoalApi, ShowResult, StatusResult, VersionResult } from './api.js'
+import type { DfResult, RemoveResult, LeaseRow, ActivateResult, EventsResult, HeadHistoryRow, HeadRow, KeyExport, KeyRow, ResolveResult, TrustRow, ExportResult, IdResult, LabelResult, ModelRow, PeerRow, PinResult, Progress, PullCancelResult, ShoalApi, ShowResult, StatusResult, VersionResult } from './api.js'
 import { RpcError } from './errors.js'
-import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest } from './schemas.js'
+import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest, RemoveRequest } from './schemas.js'
 
 /** The daemon's unix socket, or its loopback TCP port with the token from `<home>/rpc.token`. */
 export type ShoalClientOptions = { socketPath: string } | { url: string, token: string }
@@ -56,6 +56,9 @@ export class ShoalClient implements ShoalApi {
   async show (ref: string): Promise<ShowResult> { return await this.call('GET', `/v1/show?ref=${encodeURIComponent(ref)}`) }
   async gc (req: GcRequest): Promise<GcReport> { return await this.call('POST', '/v1/gc', req) }
   async compress (ref: string): Promise<ColdReport> { return await this.call('POST', '/v1/compress', { ref }) }
+  /** Removes one version; refused (CONFLICT, saying why) when labelled, pinned or leased, unless `force`. */
+  async removeVersion (req: RemoveRequest): Promise<RemoveResult> { return await this.call('DELETE', '/v1/versions', req) }
+  async df (signal?: AbortSignal): Promise<DfResult> { return await this.call('GET', '/v1/df', undefined, signal) }
   async setLabel (req: LabelRequest): Promise<LabelResult> { return await this.call('POST', '/v1/labels', req) }
   async removeLabel (name: string, label: string): Promise<LabelResult> { return await this.call('DELETE', '/v1/labels', { name, label }) }
   async rollback (ref: string, key?: string): Promise<LabelResult> { return await this.call('POST', '/v1/rollback', { ref, ...(key !== undefined ? { key } : {}) }) }

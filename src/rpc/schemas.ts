@@ -4,6 +4,7 @@
  */
 import { z } from 'zod'
 import { metadataSchema } from '../core/metadata.js'
+import { WATCH_TYPES } from './event-types.js'
 
 export const API_VERSION = 'v1'
 /** @default 1 MiB — request bodies are small JSON documents */
@@ -26,7 +27,8 @@ export const addRequest = z.strictObject({
 
 export const refRequest = z.strictObject({ ref })
 
-export const exportRequest = z.strictObject({ ref, dest: absolutePath, overwrite: z.boolean().optional() })
+/** `layout: 'hf'`: `dest` is a Hugging Face hub cache folder; the version goes in as `models--<org>--<name>`. */
+export const exportRequest = z.strictObject({ ref, dest: absolutePath, overwrite: z.boolean().optional(), layout: z.enum(['files', 'hf']).optional() })
 
 export const gcRequest = z.strictObject({ dryRun: z.boolean().optional() })
 
@@ -65,6 +67,10 @@ export type PullRequest = z.infer<typeof pullRequest>
 /** `DELETE /v1/pull`: stop the pull of `name@<version id>` and drop its record and partial data. */
 export const pullCancelRequest = z.strictObject({ ref })
 
+/** `DELETE /v1/versions`: remove one version; `force` also when labelled, pinned or leased. */
+export const removeRequest = z.strictObject({ ref, force: z.boolean().optional() })
+export type RemoveRequest = z.infer<typeof removeRequest>
+
 export const resolveRequest = z.strictObject({ ref, ensure: z.boolean().optional() })
 export const leaseRequest = z.strictObject({
   ref,
@@ -74,4 +80,4 @@ export const leaseRequest = z.strictObject({
 })
 export const leaseRenewRequest = z.strictObject({ id: z.string().regex(/^[0-9a-f]{24}$/, 'a lease id is 24 hex characters'), ttlSeconds: z.number().int().min(1).max(3600).optional() })
 export const leaseReleaseRequest = z.strictObject({ id: z.string().regex(/^[0-9a-f]{24}$/, 'a lease id is 24 hex characters') })
-export const WATCH_TYPES = ['label.moved', 'version.staged', 'version.removed', 'version.added', 'head.accepted', 'pull.started', 'pull.completed', 'pull.failed', 'pull.progress'] as const
+export { WATCH_TYPES }

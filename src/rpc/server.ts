@@ -97,6 +97,11 @@ export interface RpcServerOptions {
   /** Bounds on what clients may send and hold; unset ones take their defaults (`rpc/limits.ts`). */
   limits?: RpcLimitsInit
   log: RpcLog
+  /**
+   * Told of every request routed by `handle` once its answer is done or abandoned: the route
+   * (`GET /v1/show`; `other` for a path no route has, so the label set stays bounded) and the status.
+   */
+  onAnswered?: (route: string, status: number) => void
 }
 
 /** One connection: the answers in progress on it, and a client error waiting for them. */
@@ -347,6 +352,8 @@ export class RpcServer {
   }
 
   private async handle (req: IncomingMessage, res: ServerResponse, conn: Conn): Promise<void> {
+    let routeName = 'other'
+    res.once('close', () => { this.options.onAnswered?.(routeName, res.statusCode) })
     let target: { path: string, query: URLSearchParams }
     try {
       target = requestTarget(req.url)
@@ -355,6 +362,7 @@ export class RpcServer {
       return this.fail(req, res, err)
     }
     const r = this.routes.get(`${req.method ?? ''} ${target.path}`)
+    if (r !== undefined) routeName = `${r.method} ${r.path}`
     if (r === undefined) {
       const known = [...this.routes.values()].some(x => x.path === target.path)
       req.resume()

@@ -5,17 +5,39 @@
  * only when all are complete are they renamed into place. Existing files are not overwritten unless
  * `overwrite` is set. A version kept compressed is re-materialized first.
  */
-import { mkdir, open, rename, rm } from 'node:fs/promises'
-import { dirname, join, resolve as resolvePath } from 'node:path'
+import { createHash } from 'node:crypto'
+import { mkdir, open, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises'
+import { dirname, join, relative, resolve as resolvePath } from 'node:path'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
 import { chunkMatches } from '../core/digest.js'
 import { ConflictError, DigestMismatchError, NotFoundError } from '../core/errors.js'
 import { fsyncDir, mapFsError, pathExists, tmpName, writeFully } from './fsutil.js'
+import type { ManifestFile } from '../core/manifest.js'
 import type { ResolvedVersion, Store } from './store.js'
 
 export interface ExportProgress { file: string, bytes: number, totalBytes: number }
 
-export async function exportVersion (store: Store, ref: string, dest: string, options: { overwrite?: boolean, onProgress?: (p: ExportProgress) => void, signal?: AbortSignal } = {}): Promise<ResolvedVersion & { dest: string }> {
+export interface ExportOptions {
+  overwrite?: boolean
+  /**
+   * `hf`: write a Hugging Face hub cache entry under `dest` (a hub folder), which `transformers` and
+   * `huggingface_hub` load offline: `models--<org>--<name>/blobs/<file digest>` (each distinct file
+   * once), `snapshots/<revision>/<path>` as relative symlinks to them, and `refs/main` and
+   * `refs/<label>` for each local label of the version holding `<revision>`, 40 hex characters
+   * derived from the version id (`hfRevision`). Blobs already there are kept (named by content);
+   * a snapshot file that points elsewhere is a conflict unless `overwrite`. @default 'files'
+   */
+  layout?: 'files' | 'hf'
+  onProgress?: (p: ExportProgress) => void
+  signal?: AbortSignal
+}
+
+/** The hub-cache revision of a version: 40 hex characters (the form of a git commit id), from its id. */
+export function hfRevision (version: string): string {
+  return createHash('sha1').update(version).digest('hex')
+}
+
+export async function exportVersion (store: Store, ref: string, dest: string, options: ExportOptions = {}): Promise<ResolvedVersion & { dest: string }> {
   let version = await store.resolve(ref)
   if (version.cold) {
     await store.rematerialize(version.version, options.signal !== undefined ? { signal: options.signal } : {})
@@ -24,7 +46,14 @@ export async function exportVersion (store: Store, ref: string, dest: string, op
   if (version.missing.length > 0) {
     throw new NotFoundError(`${version.name}@${version.version} is damaged (missing ${version.missing.join(', ')}); re-add or pull it first`)
   }
+  if (options.layout === 'hf') return await exportHf(store, version, resolvePath(dest), options)
   const root = resolvePath(dest)
+  await writeFiles(store, version, root, options)
+  return { ...version, dest: root }
+}
+
+/** Writes the version's files under `root` by their paths: all or nothing (see the module doc). */
+async function writeFiles (store: Store, version: ResolvedVersion, root: string, options: ExportOptions): Promise<void> {
   await mkdir(root, { recursive: true })
   const totalBytes = version.manifest.files.reduce((n, f) => n + f.size, 0)
   let bytes = 0
@@ -70,5 +99,42 @@ export async function exportVersion (store: Store, ref: string, dest: string, op
     for (const { tmp } of staged) await rm(tmp, { force: true })
     throw mapFsError(err, `exporting ${version.name}@${version.version}`)
   }
-  return { ...version, dest: root }
+}
+
+async function exportHf (store: Store, version: ResolvedVersion, hub: string, options: ExportOptions): Promise<ResolvedVersion & { dest: string }> {
+  const repo = join(hub, `models--${version.name.replace('/', '--')}`)
+  const revision = hfRevision(version.version)
+  const snapshot = join(repo, 'snapshots', revision)
+  const blobs = join(repo, 'blobs')
+  const links = version.manifest.files.map(f => ({ path: join(snapshot, f.path), target: relative(dirname(join(snapshot, f.path)), join(blobs, f.digest)) }))
+  for (const link of links) {
+    const existing = await readlink(link.path).catch(() => undefined)
+    if (existing === undefined ? await pathExists(link.path) : existing !== link.target) {
+      if (options.overwrite !== true) throw new ConflictError(`${link.path} already exists and is not this version's file; remove it or pass --overwrite`)
+    }
+  }
+  // Each distinct file once, as blobs/<digest>, written and verified like any export.
+  const missing = new Map<string, ManifestFile>()
+  for (const f of version.manifest.files) if (!missing.has(f.digest) && !await pathExists(join(blobs, f.digest))) missing.set(f.digest, f)
+  const asFiles: ResolvedVersion = { ...version, manifest: { ...version.manifest, files: [...missing.values()].map(f => ({ ...f, path: f.digest })) } }
+  if (asFiles.manifest.files.length > 0) await writeFiles(store, asFiles, blobs, { overwrite: false, ...(options.onProgress !== undefined ? { onProgress: options.onProgress } : {}), ...(options.signal !== undefined ? { signal: options.signal } : {}) })
+  try {
+    for (const link of links) {
+      await mkdir(dirname(link.path), { recursive: true })
+      if (await readlink(link.path).catch(() => undefined) === link.target) continue
+      await rm(link.path, { force: true })
+      await symlink(link.target, link.path)
+    }
+    await fsyncDir(snapshot)
+    await mkdir(join(repo, 'refs'), { recursive: true })
+    for (const ref of new Set(['main', ...version.labels])) {
+      const tmp = join(repo, 'refs', `.${tmpName('shoal-ref')}`)
+      await writeFile(tmp, revision)
+      await rename(tmp, join(repo, 'refs', ref))
+    }
+    await fsyncDir(join(repo, 'refs'))
+  } catch (err) {
+    throw mapFsError(err, `exporting ${version.name}@${version.version} as a Hugging Face cache entry`)
+  }
+  return { ...version, dest: snapshot }
 }

@@ -61,6 +61,12 @@ export interface GcOptions {
   keepLast?: number
   /** Remove only least-recently-used versions, until blobs take at most this many bytes. */
   quotaBytes?: number
+  /**
+   * Remove exactly these versions (`shoal rm`), whatever pins, labels or rollback history keep;
+   * every other version is kept, and a version being pulled is never removed. The caller decides
+   * what may go. Blobs go only when no kept version uses them.
+   */
+  only?: Iterable<VersionId>
 }
 
 /** @default 3 — a label's current version and the two before it */
@@ -69,6 +75,7 @@ export const DEFAULT_KEEP_LAST = 3
 export async function collectGarbage (store: Store, options: GcOptions = {}): Promise<GcReport> {
   const dryRun = options.dryRun === true
   const keepLast = Math.max(1, options.keepLast ?? DEFAULT_KEEP_LAST)
+  const only = options.only === undefined ? undefined : new Set<string>(options.only)
   return await store.withExclusive(async () => {
     const keep = new Set<string>(options.keep ?? [])
     const lastUsed = new Map<string, number>()
@@ -83,9 +90,11 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
     const partialCandidates = new Set<string>([...await store.index.partials.keys().all(), ...await readdirSafe(store.layout.partial)])
     const referenced = new Set<string>()
     const pulled = new Set<string>()
+    const pulling = new Set<string>()
     // Pulls in progress (their files may already be blobs) keep what they need.
     for await (const version of store.index.pulls.keys()) {
       keep.add(version)
+      pulling.add(version)
       const bytes = await store.index.manifests.get(version)
       for (const f of bytes === undefined ? [] : decodeManifest(bytes).files) {
         referenced.add(f.digest)
@@ -102,7 +111,7 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
     for await (const [version, record] of store.index.versions.iterator()) {
       const bytes = await store.index.manifests.get(version)
       const manifest = bytes === undefined ? undefined : decodeManifest(bytes)
-      if (keep.has(version)) {
+      if (only !== undefined ? !only.has(version) || pulling.has(version) : keep.has(version)) {
         for (const f of manifest?.files ?? []) referenced.add(f.digest)
         continue
       }

@@ -48,6 +48,11 @@ import { LeafStore } from './leaf-store.js'
 import { checkLayer, leavesKey } from './leaves.js'
 import { diskError, diskFailure, fsyncDir, NOTHING_KEPT, pathExists, readdirSafe, tmpName, writeFileAtomic, type WriteContext } from './fsutil.js'
 
+/** @default 64 — versions of the model an add compares its content with (newest first) */
+export const MAX_SAME_CONTENT_CHECKS = 64
+/** @default 32 — bytes two manifests of the same content may differ by (their created and parent fields) */
+const SAME_CONTENT_SLACK_BYTES = 32
+
 export { pathExists, readdirSafe, type WriteContext }
 import { IndexDb, MAX_LABEL_HISTORY, type Db, type IndexOp, type LabelRecord } from './index-db.js'
 import { WriteGuard } from './write-guard.js'
@@ -96,6 +101,8 @@ export interface ResolvedVersion {
   missing: string[]
   /** Kept compressed: `path` does not exist until `rematerialize` (see `store/cold.ts`). */
   cold: boolean
+  /** Set by `commitVersion` when the draft was the same content as this version, already here. */
+  existing?: boolean
 }
 
 export interface CommitOptions {
@@ -392,6 +399,25 @@ export class Store {
   }
 
   /**
+   * A version of `draft.name` whose manifest is `draft` with its own `created` and `parent`: the
+   * same files, metadata and block size. The newest `MAX_SAME_CONTENT_CHECKS` versions are looked
+   * at; a manifest whose length differs from the draft's by more than a timestamp could is not decoded.
+   */
+  private async sameContent (draft: ManifestDraft): Promise<VersionId | undefined> {
+    const probe = encodeManifest({ ...draft, created: 0, parent: null }).bytes.length
+    const keys = (await this.index.keysOf(this.index.byModel, draft.name)).reverse().slice(0, MAX_SAME_CONTENT_CHECKS)
+    for (const key of keys) {
+      const version = IndexDb.splitKey(key)[2] as VersionId | undefined
+      const bytes = version === undefined ? undefined : await this.index.manifests.get(version)
+      if (version === undefined || bytes === undefined || Math.abs(bytes.length - probe) > SAME_CONTENT_SLACK_BYTES) continue
+      const m = decodeManifest(bytes)
+      if (m.schema !== draft.schema) continue
+      if (encodeManifest({ ...draft, created: m.created, parent: m.parent }).id === version) return version
+    }
+    return undefined
+  }
+
+  /**
    * Makes a version visible: stamps `created` (strictly increasing in this store), sets the parent
    * (the label's current target, else the model's newest version), encodes the manifest, builds the
    * snapshot folder, and commits the index in one batch. Every file's blob MUST already be indexed.
@@ -401,6 +427,16 @@ export class Store {
     if (options.label !== undefined) checkLabel(options.label)
     for (const file of draft.files) {
       if (await this.index.blobs.get(file.digest) === undefined) throw new NotFoundError(`blob ${file.digest} for ${file.path} is not in the store`)
+    }
+    const same = draft.parent === undefined ? await this.sameContent(draft) : undefined
+    if (same !== undefined) {
+      // The same content (files, metadata, block size) as a version already here: that version,
+      // with its `created` unchanged, as docker and ollama give the same digest.
+      if (options.pin === true && await this.index.pins.get(IndexDb.pairKey(draft.name, same)) === undefined) {
+        await this.index.commit([{ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(draft.name, same), value: { pinnedAt: Date.now() } }], { doing: `pinning ${draft.name}@${same}`, kept: 'the version, unpinned' })
+      }
+      if (options.label !== undefined) await this.setLabel(draft.name, options.label, same)
+      return { ...await this.resolve(`${draft.name}@${same}`), existing: true }
     }
     let parent = draft.parent
     if (parent === undefined) {
@@ -589,6 +625,16 @@ export class Store {
     const out: Record<string, VersionId> = {}
     for await (const [key, value] of this.index.labels.iterator({ gt: `${name}\0`, lt: `${name}\u0001` })) {
       out[IndexDb.splitKey(key)[1] ?? ''] = value.version
+    }
+    return out
+  }
+
+  /** Every local label and the version it points at (one read of the labels; for metrics). */
+  async allLabels (): Promise<Array<{ model: string, label: string, version: VersionId }>> {
+    const out: Array<{ model: string, label: string, version: VersionId }> = []
+    for await (const [key, value] of this.index.labels.iterator()) {
+      const [model, label] = IndexDb.splitKey(key)
+      if (model !== undefined && label !== undefined) out.push({ model, label, version: value.version })
     }
     return out
   }

@@ -416,7 +416,7 @@ describe('a large header within the limits does not hold the daemon', () => {
       answers.push({ ms: performance.now() - started, phase: now.phase })
     }
     const result = await add
-    const lag = /^shoal_process_nodejs_eventloop_lag_max_seconds (\S+)$/m.exec((await rawRequest(d.socket, 'GET', '/metrics')).text)?.[1]
+    const lag = /^shoal_nodejs_eventloop_lag_max_seconds (\S+)$/m.exec((await rawRequest(d.socket, 'GET', '/metrics')).text)?.[1]
     const summary = (which: string): string => {
       const ms = answers.filter(a => a.phase === which).map(a => a.ms).sort((x, y) => x - y)
       return `${ms.length} answers, latency median ${(ms[Math.floor(ms.length / 2)] ?? 0).toFixed(1)} ms, max ${(ms[ms.length - 1] ?? 0).toFixed(1)} ms`

@@ -109,9 +109,19 @@ describe('shoal CLI against a real daemon', () => {
     expect((await readFile(join(d.home, 'models', 'models--tiny', 'refs', 'prod'), 'utf8')).trim()).toBe(v1)
   })
 
-  it('a second add of the same folder is a new version that stores no new blobs', async () => {
+  it('adding the same folder again returns the same version, created unchanged (same content, same id)', async () => {
     const before = await status(d)
-    v2 = versionOf(await d.cli(['add', src, '--name', 'tiny', '--json']))
+    const first = await d.json<ShowResult>(['show', `tiny@${v1}`])
+    const again = await d.json<ShowResult>(['add', src, '--name', 'tiny'])
+    expect(again).toMatchObject({ version: v1, created: first.created, existing: true })
+    expect((await status(d)).store.versions).toBe(before.store.versions)
+    const human = await d.cli(['add', src, '--name', 'tiny'])
+    expect(human.stdout).toBe(`already here, same content: tiny@${v1} (prod)\n`)
+  })
+
+  it('a second add of the same files with other metadata is a new version that stores no new blobs', async () => {
+    const before = await status(d)
+    v2 = versionOf(await d.cli(['add', src, '--name', 'tiny', '--description', 'the second version', '--json']))
     expect(v2).not.toBe(v1)
     const after = await status(d)
     expect(after.store.blobs).toBe(before.store.blobs)
@@ -198,7 +208,7 @@ describe('shoal CLI against a real daemon', () => {
     const canary = (await d.json<ShowResult>(['show', 'tiny@canary'])).version
     expect(await d.json<PinResult>(['pin', 'tiny@canary'])).toEqual({ name: 'tiny', version: canary, pinned: true, label: 'canary' })
     expect((await d.json<ShowResult>(['show', `tiny@${canary}`])).pinned).toBe(true)
-    const v3 = versionOf(await d.cli(['add', src, '--name', 'tiny', '--no-pin', '--json']))
+    const v3 = versionOf(await d.cli(['add', src, '--name', 'tiny', '--description', 'the third version', '--no-pin', '--json']))
     expectExit(await d.cli(['label', 'set', 'tiny', 'canary', v3]), 0)
     expect((await d.json<ShowResult>(['show', `tiny@${v3}`])).pinned).toBe(true)
     expect(await d.json<PinResult>(['unpin', 'tiny@canary'])).toEqual({ name: 'tiny', version: v3, pinned: false, label: 'canary' })

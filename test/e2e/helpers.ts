@@ -16,7 +16,7 @@ import { changeTensors, llamaTensors, writeSafetensors } from '../../scripts/lib
 import type { StatusResult } from '../../src/rpc/api.js'
 import type { VerifyReport } from '../../src/store/verify.js'
 
-export { CLI, DaemonProcess, runCli, sleep, type CliResult } from '../../scripts/lib/daemon-proc.js'
+export { CLI, DaemonProcess, ROOT, runCli, sleep, type CliResult } from '../../scripts/lib/daemon-proc.js'
 export { EXIT } from '../../src/cli/exit-codes.js'
 
 /** Fails the whole file early, with the fix, when the CLI was not built. */

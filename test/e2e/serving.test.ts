@@ -5,6 +5,7 @@
  * leased version. Then 500 event watchers on one daemon: all hear a move, one reconnects with
  * Last-Event-ID and gets the replay, and an id from before a restart answers `gone`.
  */
+import { existsSync } from 'node:fs'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { Agent, request } from 'node:http'
 import { join } from 'node:path'
@@ -18,7 +19,8 @@ import type { GcReport } from '../../src/store/gc.js'
 import { eventually } from '../helpers/rpc.js'
 import { Harness, expectExit, sleep, versionOf, type DaemonProcess } from './helpers.js'
 
-const SERVER = join(ROOT, 'examples', 'serve-onnx', 'server.ts')
+/** The example as a team would run it: built JS (npm run build:examples), no tsx at run time. */
+const SERVER = join(ROOT, 'examples', 'serve-onnx', 'dist', 'server.js')
 const MODEL = 'lin'
 const INPUT = [1, 2, 3, 4]
 /** @default 8 — concurrent clients looping on each server */
@@ -31,14 +33,15 @@ async function until<T> (what: string, probe: () => Promise<T | undefined>, time
   return await eventually(what, probe, timeoutMs, 50)
 }
 
-/** The example server as a child process (tsx, `import … from 'shoal'` resolved by the package's exports). */
+/** The example server as a child process (built JS; `import … from 'shoal'` resolved by the package's exports). */
 class ServerProcess {
   stderr = ''
   port = 0
   private constructor (readonly child: ChildProcess, readonly mode: string) {}
 
   static async start (home: string, mode: 'hot' | 'cold'): Promise<ServerProcess> {
-    const child = spawn(process.execPath, ['--import', 'tsx', SERVER, '--model', MODEL, '--label', 'prod', '--mode', mode, '--port', '0'], {
+    if (!existsSync(SERVER)) throw new Error(`${SERVER} is missing: run npm run build:examples first`)
+    const child = spawn(process.execPath, [SERVER, '--model', MODEL, '--label', 'prod', '--mode', mode, '--port', '0'], {
       cwd: ROOT, env: { ...process.env, SHOAL_HOME: home }, stdio: ['ignore', 'ignore', 'pipe']
     })
     const s = new ServerProcess(child, mode)
@@ -55,11 +58,15 @@ class ServerProcess {
   get holder (): string { return `serve-onnx ${MODEL}@prod pid ${this.child.pid ?? 0}` }
 
   async health (): Promise<{ version: string, staged: string | null, switches: number, lastSwitch: { from: string, to: string, preloaded: boolean } | null }> {
+    return JSON.parse((await this.get('/health')).text) as never
+  }
+
+  async get (path: string): Promise<{ status: number, text: string }> {
     return await new Promise((resolve, reject) => {
-      request({ host: '127.0.0.1', port: this.port, path: '/health' }, res => {
+      request({ host: '127.0.0.1', port: this.port, path }, res => {
         let text = ''
         res.on('data', (d: Buffer) => { text += d.toString() })
-        res.on('end', () => { try { resolve(JSON.parse(text)) } catch (err) { reject(err) } })
+        res.on('end', () => { resolve({ status: res.statusCode ?? 0, text }) })
       }).on('error', reject).end()
     })
   }
@@ -82,18 +89,21 @@ function load (port: number): { answers: Answer[], stop: () => Promise<void> } {
   const agent = new Agent({ keepAlive: true, maxSockets: CLIENTS })
   const answers: Answer[] = []
   let running = true
-  const body = JSON.stringify({ x: [INPUT] })
+  // The KServe v2 inference protocol.
+  const body = JSON.stringify({ id: 'load', inputs: [{ name: 'x', shape: [1, INPUT.length], datatype: 'FP32', data: INPUT }] })
+  const path = `/v2/models/${encodeURIComponent(MODEL)}/infer`
   const once = async (): Promise<Answer> => {
     const start = performance.now()
     return await new Promise<Answer>(resolve => {
-      const req = request({ host: '127.0.0.1', port, path: '/infer', method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, res => {
+      const req = request({ host: '127.0.0.1', port, path, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, res => {
         let text = ''
         res.on('data', (d: Buffer) => { text += d.toString() })
         res.on('end', () => {
           const end = performance.now()
           try {
-            const r = JSON.parse(text) as { version?: string, outputs?: { y?: { data: number[] } }, error?: string }
-            resolve({ start, end, status: res.statusCode ?? 0, ...(r.version !== undefined ? { version: r.version } : {}), ...(r.outputs?.y !== undefined ? { y: r.outputs.y.data } : {}), ...(r.error !== undefined ? { error: r.error } : {}) })
+            const r = JSON.parse(text) as { model_name?: string, model_version?: string, id?: string, outputs?: Array<{ name: string, shape: number[], datatype: string, data: number[] }>, error?: string }
+            const y = r.outputs?.find(o => o.name === 'y' && o.datatype === 'FP32' && o.shape.length === 2 && o.shape[0] === 1 && r.model_name === MODEL && r.id === 'load')
+            resolve({ start, end, status: res.statusCode ?? 0, ...(r.model_version !== undefined ? { version: r.model_version } : {}), ...(y !== undefined ? { y: y.data } : {}), ...(r.error !== undefined ? { error: r.error } : {}) })
           } catch {
             resolve({ start, end, status: res.statusCode ?? 0, error: `not JSON: ${text.slice(0, 200)}` })
           }
@@ -233,6 +243,27 @@ describe('serving: the ONNX example follows a label under load', () => {
       console.log(`${both[i]!.mode} server: ${l.answers.length} requests, 0 failed, by version ${JSON.stringify(counts)}`)
     }
     console.log(`hot moves: label set → both servers answering with the new version in ${moved.map(ms => `${Math.round(ms)} ms`).join(', ')}`)
+
+    // What an orchestrator and Prometheus ask of it.
+    for (const s of both) {
+      expect(await s.get('/ready')).toEqual({ status: 200, text: JSON.stringify({ name: MODEL, ready: true }) })
+      expect((await s.get('/v2/health/live')).status).toBe(200)
+      const meta = JSON.parse((await s.get(`/v2/models/${encodeURIComponent(MODEL)}`)).text) as { name: string, versions: string[], inputs: Array<{ name: string }> }
+      expect(meta).toMatchObject({ name: MODEL, versions: [versions[4]], inputs: [{ name: 'x', datatype: 'FP32' }] })
+      const metrics = (await s.get('/metrics')).text
+      expect(metrics).toContain(`serve_onnx_model_info{model="${MODEL}",label="prod",version="${versions[4]!}"} 1`)
+      expect(Number(/^serve_onnx_requests_total\{status="200"\} (\d+)$/m.exec(metrics)?.[1])).toBe(loads[both.indexOf(s)]!.answers.length)
+      expect(/^serve_onnx_switches_total (\d+)$/m.exec(metrics)?.[1]).toBe('4')
+      const bad = await new Promise<{ status: number, text: string }>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port: s.port, method: 'POST', path: `/v2/models/${encodeURIComponent(MODEL)}/infer` }, res => {
+          let text = ''
+          res.on('data', (d: Buffer) => { text += d.toString() })
+          res.on('end', () => { resolve({ status: res.statusCode ?? 0, text }) })
+        }).on('error', reject)
+        req.end(JSON.stringify({ inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3] }] }))
+      })
+      expect(bad).toEqual({ status: 400, text: JSON.stringify({ error: 'input "x": "data" must hold 4 numbers for shape [1, 4] (flat or nested)' }) })
+    }
 
     // SIGTERM: in-flight work finishes, leases are released, exit 0.
     for (const s of both) expect(await s.stop()).toBe(0)

@@ -19,6 +19,7 @@ import type { DaemonEvent } from '../../src/daemon/events.js'
 import type { LeaseRow, ShowResult } from '../../src/rpc/api.js'
 import { parseSse, ShoalClient } from '../../src/rpc/client.js'
 import { eventually, raw, startDaemon, type Target } from '../helpers/rpc.js'
+import { SHOAL_VERSION } from '../../src/version.js'
 import { tempDir } from '../helpers/tmp.js'
 
 /** POST of an NDJSON route: the status and every line, parsed. */
@@ -126,6 +127,8 @@ describe('rpc serving endpoints', () => {
     ({ dir, cleanup } = await tempDir('shoal-serving-'))
     const home = join(dir, 'home')
     socket = join(home, 'shoal.sock')
+    await mkdir(home)
+    await writeFile(join(home, 'config.json'), JSON.stringify({ metrics: { listen: '127.0.0.1:0' } }))
     daemon = await startDaemon(home)
     client = new ShoalClient({ socketPath: socket })
     model = join(dir, 'model')
@@ -133,7 +136,7 @@ describe('rpc serving endpoints', () => {
     await writeSafetensors(join(model, 'model.safetensors'), llamaTensors(1 << 20, { hidden: 64, vocab: 500 }))
     v = await client.add({ path: model, name: 'm', label: 'prod', metadata: { task: 'demo' } })
     wa = await client.add({ path: model, name: 'w' })
-    wb = await client.add({ path: model, name: 'w' })
+    wb = await client.add({ path: model, name: 'w', metadata: { description: 'w, again' } })
     expect(wa.version).not.toBe(wb.version)
   })
 
@@ -163,6 +166,53 @@ describe('rpc serving endpoints', () => {
     canary = target
     return target
   }
+
+  describe('rm and df', () => {
+    it('df shows what versions share and what is their own; rm refuses a pinned version saying why, and --force removes it', async () => {
+      const folder = join(dir, 'r-model')
+      await mkdir(folder)
+      await writeSafetensors(join(folder, 'model.safetensors'), llamaTensors(1 << 19, { hidden: 64, vocab: 300, seedPrefix: 'rm' }))
+      const ra = await client.add({ path: folder, name: 'r' })
+      const rb = await client.add({ path: folder, name: 'r', pin: false, metadata: { description: 'rb' } })
+      const size = ra.structure.totalSize
+      const df = await client.df()
+      const rows = df.versions.filter(x => x.name === 'r')
+      expect(rows.map(x => [x.version, x.size, x.shared, x.unique, x.pinned])).toEqual([[ra.version, size, size, 0, true], [rb.version, size, size, 0, false]])
+      expect(df.models.find(m => m.name === 'r')).toEqual({ name: 'r', versions: 2, size: 2 * size, unique: 0 })
+      expect(df.blobs.count).toBeGreaterThan(0)
+
+      // Unpinned, unlabelled: removed; its blobs stay, the other version uses them.
+      expect(await client.removeVersion({ ref: `r@${rb.version}` })).toEqual({ name: 'r', version: rb.version, overrode: [], labels: [], bytes: 0 })
+      await expect(client.removeVersion({ ref: `r@${ra.version}` })).rejects.toMatchObject({
+        code: 'CONFLICT',
+        message: `r@${ra.version.slice(0, 12)} is pinned: nothing was removed. To remove it anyway: shoal rm --force r@${ra.version}`
+      })
+      expect((await client.versions('r')).map(x => x.version)).toEqual([ra.version])
+      const forced = await client.removeVersion({ ref: `r@${ra.version.slice(0, 12)}`, force: true })
+      expect(forced).toMatchObject({ name: 'r', version: ra.version, overrode: ['pinned'] })
+      expect(forced.bytes).toBeGreaterThanOrEqual(size)
+      await expect(client.versions('r')).rejects.toMatchObject({ code: 'NOT_FOUND' })
+      expect((await client.df()).versions.filter(x => x.name === 'r')).toEqual([])
+      const removed = (await client.events()).events.filter(e => e.type === 'version.removed' && e.data.model === 'r').map(e => e.data.version)
+      expect(removed).toEqual([rb.version, ra.version])
+    })
+
+    it('refuses to remove a labelled version, naming the labels', async () => {
+      await expect(client.removeVersion({ ref: 'm@prod' })).rejects.toMatchObject({ code: 'CONFLICT', message: expect.stringMatching(/^m@\S{12} is labelled prod, pinned: nothing was removed\. To remove it anyway: shoal rm --force m@prod \(its local labels go too/) })
+    })
+  })
+
+  describe('POST /v1/pull takes refs as the other commands do', () => {
+    it('a label, a unique prefix and a bare name name the version to pull', async () => {
+      for (const ref of ['m@prod', `m@${v.version.slice(0, 12)}`, 'm', `m@${v.version}`]) {
+        expect((await client.pull({ ref })).version, ref).toBe(v.version)
+      }
+    })
+
+    it('refuses a ref it cannot place, saying how to name a version', async () => {
+      await expect(client.pull({ ref: 'nope@prod' })).rejects.toMatchObject({ code: 'NOT_FOUND', message: 'no model named nope is known here: give nope@<version id> to pull a version this node has not heard of' })
+    })
+  })
 
   describe('POST /v1/resolve', () => {
     it('answers a local label as an NDJSON result line, plain and with ensure', async () => {
@@ -408,6 +458,24 @@ describe('rpc serving endpoints', () => {
   })
 
   describe('GET /v1/watch', () => {
+    it('watching from the cursor resolve returns replays a label move made in between', async () => {
+      await moveCanary()
+      const r = await client.resolve('w@canary')
+      expect(r.cursor).toMatch(EVENT_ID)
+      const target = await moveCanary()
+      const aborter = new AbortController()
+      const events = client.watch({ types: ['label.moved'], model: 'w', since: r.cursor, signal: aborter.signal, reconnect: false })
+      try {
+        // Moves replay in order; the one made after resolve is among them, so it cannot be missed.
+        let moved
+        for await (const e of events) if (e.data.version === target) { moved = e; break }
+        expect(moved).toMatchObject({ event: 'label.moved', data: { model: 'w', label: 'canary', version: target } })
+      } finally {
+        aborter.abort()
+        await events.return(undefined)
+      }
+    })
+
     it('streams text/event-stream: ready, then label.moved with an id', async () => {
       const s = await openSse({ socketPath: socket }, '/v1/watch')
       try {
@@ -507,7 +575,7 @@ describe('rpc serving endpoints', () => {
         await onlyW.until(e => e.event === 'label.moved' && e.data.version === tw)
         await movesOfW.until(e => e.event === 'label.moved' && e.data.version === tw)
         // A version added to w: w's stream hears it, the type-filtered one and m's do not.
-        const added = await client.add({ path: join(model, 'model.safetensors'), name: 'w' })
+        const added = await client.add({ path: join(model, 'model.safetensors'), name: 'w', metadata: { description: 'added while watching' } })
         await onlyW.until(e => e.event === 'version.added' && e.data.version === added.version)
         const tw2 = await moveCanary()
         await movesOfW.until(e => e.event === 'label.moved' && e.data.version === tw2)
@@ -569,6 +637,52 @@ describe('rpc serving endpoints', () => {
       }
       expect(metricValue(await client.metrics(), 'shoal_leases')).toBe(leases)
       expect((await raw({ socketPath: socket }, 'POST', '/metrics', '{}')).json.code).toBe('METHOD_NOT_ALLOWED')
+    })
+
+    it('counts RPC requests by route and status, keeps totals as counters, and names process metrics once', async () => {
+      const shows = (text: string, status: string): number => metricValue(text, `shoal_rpc_requests_total{route="GET /v1/show",status="${status}"}`) ?? 0
+      const before = await client.metrics()
+      await client.show('m@prod')
+      await client.show('nope').catch(() => {})
+      const after = await eventually('the two show requests in /metrics', async () => {
+        const text = await client.metrics()
+        return shows(text, '200') === shows(before, '200') + 1 && shows(text, '404') === shows(before, '404') + 1 ? text : undefined
+      })
+      for (const name of ['shoal_rpc_requests_total', 'shoal_heads_total', 'shoal_bytes_received_total', 'shoal_head_signature_checks_total', 'shoal_head_syncs_refused_total']) {
+        expect(after, name).toMatch(new RegExp(`^# TYPE ${name} counter$`, 'm'))
+      }
+      expect(after).toMatch(/^shoal_process_cpu_seconds_total \S+$/m)
+      expect(after).not.toContain('shoal_process_process_')
+    })
+
+    it('shows which version each label points at and the build, for a fleet view', async () => {
+      await client.setLabel({ name: 'w', label: 'fleet', version: wa.version })
+      const text = await eventually('w@fleet in /metrics', async () => {
+        const t = await client.metrics()
+        return t.includes(`shoal_label_version_info{model="w",label="fleet",version="${wa.version}"} 1`) ? t : undefined
+      })
+      expect(text).toContain(`shoal_label_version_info{model="m",label="prod",version="${v.version}"} 1`)
+      expect(text).toMatch(new RegExp(`^shoal_build_info\\{version="${SHOAL_VERSION.replace(/\./g, '\\.')}",node="${process.version.replace(/\./g, '\\.')}"\\} 1$`, 'm'))
+      await client.setLabel({ name: 'w', label: 'fleet', version: wb.version })
+      const moved = await eventually('w@fleet moved in /metrics', async () => {
+        const t = await client.metrics()
+        return t.includes(`shoal_label_version_info{model="w",label="fleet",version="${wb.version}"} 1`) ? t : undefined
+      })
+      // The old series is gone: one version per label.
+      expect(moved).not.toContain(`shoal_label_version_info{model="w",label="fleet",version="${wa.version}"}`)
+    })
+
+    it('serves GET /metrics without a token on metrics.listen, and nothing else there', async () => {
+      const address = (await client.status()).metrics ?? ''
+      expect(address).toMatch(/^127\.0\.0\.1:\d+$/)
+      const port = Number(address.split(':')[1])
+      const ok = await raw({ port }, 'GET', '/metrics')
+      expect(ok.status).toBe(200)
+      expect(ok.text).toMatch(/^# TYPE shoal_build_info gauge$/m)
+      const other = await raw({ port }, 'GET', '/v1/status')
+      expect(other.status).toBe(404)
+      expect(other.json).toEqual({ code: 'NOT_FOUND', message: 'this listener serves GET /metrics only' })
+      expect((await raw({ port }, 'POST', '/metrics', '{}')).json.code).toBe('METHOD_NOT_ALLOWED')
     })
   })
 })
@@ -633,7 +747,7 @@ describe('rpc over loopback TCP', () => {
     await mkdir(model)
     await writeSafetensors(join(model, 'model.safetensors'), llamaTensors(1 << 19, { hidden: 64, vocab: 500 }))
     const a = await client.add({ path: model, name: 't', label: 'prod' })
-    const b = await client.add({ path: model, name: 't' })
+    const b = await client.add({ path: model, name: 't', metadata: { description: 'b' } })
     expect((await client.resolveEnsure('t@prod')).version).toBe(a.version)
     const lease = await client.lease('t@prod', 'tcp-test', 30)
     expect((await client.leases()).map(l => l.id)).toContain(lease.id)

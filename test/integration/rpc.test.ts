@@ -83,7 +83,7 @@ describe('rpc', () => {
 
   it('publishes heads, stages a cold one until activate, keeps history, rolls back, resolves', async () => {
     const a = await client.add({ path: model, name: 'h', label: 'prod' })
-    const b = await client.add({ path: model, name: 'h', pin: false })
+    const b = await client.add({ path: model, name: 'h', pin: false, metadata: { description: 'b' } })
     const accepted = (await client.status()).heads.accepted
     const [key] = await client.keys()
     const row = (await client.heads()).find(r => r.model === 'h' && r.label === 'prod')
@@ -119,7 +119,7 @@ describe('rpc', () => {
   it('pins a label (each version it points at) and unpins it', async () => {
     const a = await client.add({ path: model, name: 'p', label: 'prod', pin: false })
     expect(await client.pin('p@prod')).toEqual({ name: 'p', version: a.version, pinned: true, label: 'prod' })
-    const b = await client.add({ path: model, name: 'p', pin: false })
+    const b = await client.add({ path: model, name: 'p', pin: false, metadata: { description: 'b' } })
     await client.setLabel({ name: 'p', label: 'prod', version: b.version })
     expect((await client.show(`p@${b.version}`)).pinned).toBe(true)
     expect(await client.unpin('p@prod')).toEqual({ name: 'p', version: b.version, pinned: false, label: 'prod' })

@@ -124,4 +124,22 @@ describe('clientTarget', () => {
   it('refuses a SHOAL_TOKEN that could not be sent in a header', () => {
     expect(() => clientTarget({ SHOAL_HOST: 'http://127.0.0.1:4080', SHOAL_TOKEN: 'ab\ncd' })).toThrow('SHOAL_TOKEN must be the token in <home>/rpc.token (printable characters, no spaces)')
   })
+
+  it('uses the socket rpc.socket names in the home\'s config.json, as the daemon does', async () => {
+    await withFile(JSON.stringify({ rpc: { socket: 'run/daemon.sock' } }))
+    expect(clientTarget({}, home)).toEqual({ socketPath: join(home, 'run/daemon.sock') })
+    expect(clientTarget({ SHOAL_HOME: home })).toEqual({ socketPath: join(home, 'run/daemon.sock') })
+    expect(clientTarget({}, home)).toEqual({ socketPath: (await loadConfig({ home })).socket })
+    await withFile(JSON.stringify({ rpc: { socket: '/abs/d.sock' } }))
+    expect(clientTarget({}, home)).toEqual({ socketPath: '/abs/d.sock' })
+    await withFile('{}')
+    expect(clientTarget({}, home)).toEqual({ socketPath: join(home, 'shoal.sock') })
+  })
+
+  it('refuses a config.json it cannot use, naming the file and what to fix', async () => {
+    await withFile('{ nope')
+    expect(() => clientTarget({}, home)).toThrow(`${join(home, CONFIG_FILE)} is not valid JSON`)
+    await withFile(JSON.stringify({ rpc: { socket: 7 } }))
+    expect(() => clientTarget({}, home)).toThrow(`${join(home, CONFIG_FILE)} is invalid at rpc.socket: give the socket path as a string (relative paths are inside the home)`)
+  })
 })

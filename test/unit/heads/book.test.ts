@@ -5,7 +5,7 @@ import { MemoryLevel } from 'memory-level'
 import { encodeBlock, type VersionId } from '../../../src/core/digest.js'
 import { MAX_STAMP_COUNTER, encodeHead, publisherKeyOf, signHead, type Head, type PublisherKey, type SignedHead } from '../../../src/core/heads.js'
 import { TrustPolicy } from '../../../src/core/trust.js'
-import { HeadBook, MAX_CLOCK_SKEW_MS, type AcceptedHead } from '../../../src/heads/book.js'
+import { HeadBook, MAX_CLOCK_SKEW_MS, MAX_UNTRUSTED_SHOWN, type AcceptedHead } from '../../../src/heads/book.js'
 import { HeadStore } from '../../../src/store/heads.js'
 import { IndexDb, type Db } from '../../../src/store/index-db.js'
 import { rejection } from '../../helpers/assert.js'
@@ -91,6 +91,21 @@ describe('HeadBook', () => {
     expect(book2.get('org/llama', 'prod')?.id).toBe(book.get('org/llama', 'prod')?.id)
     expect(Buffer.from(book2.digest()).equals(Buffer.from(book.digest()))).toBe(true)
     await other.close()
+  })
+
+  it('names the publishers (with a model) whose heads it refused as untrusted, most recent last, bounded', async () => {
+    const stranger = newPublisher()
+    await book.offer(signed(mallory).bytes, { via: 'gossip' })
+    await book.offer(signed(stranger, { model: 'org/other' }).bytes, { via: 'sync' })
+    await book.offer(signed(mallory, { stamp: { wall: T0, counter: 1 } }).bytes, { via: 'gossip' })
+    expect(book.untrusted()).toEqual([{ publisher: stranger.publisher, model: 'org/other' }, { publisher: mallory.publisher, model: 'org/llama' }])
+    for (let i = 0; i < MAX_UNTRUSTED_SHOWN + 3; i++) await book.offer(signed(newPublisher()).bytes, { via: 'gossip' })
+    expect(book.untrusted()).toHaveLength(MAX_UNTRUSTED_SHOWN)
+    expect(book.untrusted().map(u => u.publisher)).not.toContain(stranger.publisher)
+    // New trust rules: what was refused under the old ones is forgotten.
+    trust.replace([{ key: alice.publisher, models: 'org/*' }])
+    await book.offer(signed(mallory, { stamp: { wall: T0, counter: 2 } }).bytes, { via: 'gossip' })
+    expect(book.untrusted()).toEqual([{ publisher: mallory.publisher, model: 'org/llama' }])
   })
 
   it('rejects malformed, forged and untrusted heads by reason, and stores none of them', async () => {

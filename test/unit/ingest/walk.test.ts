@@ -111,3 +111,61 @@ describe('walk, then open only what the walk saw', () => {
     await expectRefused(listSourceFiles(model), /U\+200B ZERO WIDTH SPACE/)
   })
 })
+
+describe('cache snapshots: links into the cache\'s own blobs are followed, others refused', () => {
+  let dir: string
+  let cleanup: () => Promise<void>
+  beforeEach(async () => { ({ dir, cleanup } = await tempDir('shoal-walk-cache-')) })
+  afterEach(async () => { await cleanup() })
+
+  /** A Hugging Face hub cache: `hub/models--org--tiny/{blobs/<sha>, snapshots/<rev>/<file> → ../../blobs/<sha>}`. */
+  async function hubSnapshot (): Promise<string> {
+    const repo = join(dir, 'hub', 'models--org--tiny')
+    const snapshot = join(repo, 'snapshots', 'abc123')
+    await mkdir(join(repo, 'blobs'), { recursive: true })
+    await mkdir(join(snapshot, 'sub'), { recursive: true })
+    await writeFile(join(repo, 'blobs', 'aaa'), '{"model_type":"llama"}')
+    await writeFile(join(repo, 'blobs', 'bbb'), 'weights')
+    await symlink('../../blobs/aaa', join(snapshot, 'config.json'))
+    await symlink('../../../blobs/bbb', join(snapshot, 'sub', 'model.bin'))
+    return snapshot
+  }
+
+  it('lists a hub snapshot whose files are links into blobs/, under the links\' names', async () => {
+    const snapshot = await hubSnapshot()
+    const { files } = await listSourceFiles(snapshot)
+    expect(files.map(f => [f.path, f.size])).toEqual([['config.json', 22], ['sub/model.bin', 7]])
+    const src = await openListed(files[0] as SourceFile)
+    try {
+      expect(Buffer.from(await src.read(0, src.size)).toString()).toBe('{"model_type":"llama"}')
+    } finally {
+      await src.close()
+    }
+  })
+
+  it('lists a snapshot of a shoal home, whose links go to $SHOAL_HOME/blobs', async () => {
+    const home = join(dir, 'home')
+    const snapshot = join(home, 'models', 'models--tiny', 'snapshots', 'bafyversion')
+    await mkdir(join(home, 'blobs'), { recursive: true })
+    await mkdir(snapshot, { recursive: true })
+    await writeFile(join(home, 'blobs', 'digest1'), 'bytes')
+    await symlink('../../../../blobs/digest1', join(snapshot, 'model.safetensors'))
+    expect((await listSourceFiles(snapshot)).files.map(f => f.path)).toEqual(['model.safetensors'])
+  })
+
+  it('still refuses a link in a snapshot that leaves the cache, saying where it points', async () => {
+    const snapshot = await hubSnapshot()
+    await writeFile(join(dir, 'secret.txt'), SECRET)
+    await symlink(join(dir, 'secret.txt'), join(snapshot, 'leak.txt'))
+    await expectRefused(listSourceFiles(snapshot), /^leak\.txt is a symlink to .*secret\.txt, outside .*snapshots\/abc123 and its cache's .*models--org--tiny\/blobs: copy the file in instead$/)
+  })
+
+  it('does not widen what links may reach for a folder that is not a snapshot', async () => {
+    const model = join(dir, 'plain')
+    await mkdir(join(dir, 'blobs'), { recursive: true })
+    await mkdir(model)
+    await writeFile(join(dir, 'blobs', 'x'), 'x')
+    await symlink('../blobs/x', join(model, 'x'))
+    await expectRefused(listSourceFiles(model), /^x is a symlink to .*blobs\/x, outside .*plain: copy the file in instead$/)
+  })
+})

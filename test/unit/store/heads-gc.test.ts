@@ -172,7 +172,7 @@ describe('label pins and GC of label history and quota', () => {
     at(0)
     const a = (await addPath(store, file, { name: 'm', pin: false })).version
     at(1_000)
-    const b = (await addPath(store, file, { name: 'm', pin: false })).version
+    const b = (await addPath(store, file, { name: 'm', pin: false, metadata: { description: 'b' } })).version
     await store.setLabel('m', 'prod', b)
     at(2_000)
     const c = await version('m', 5_000)

@@ -53,10 +53,23 @@ describe('store', () => {
     expect(await readdir(store.layout.tmp)).toEqual([])
   })
 
-  it('stores each file once: a second add of the same bytes adds a version and no blob', async () => {
+  it('same content, same id: adding the same folder again returns that version, created unchanged', async () => {
+    const a = await addPath(store, model, { name: 'tiny', pin: false })
+    const blobs = (await readdir(store.layout.blobs)).length
+    const again = await addPath(store, model, { name: 'tiny', label: 'prod' })
+    expect(again).toMatchObject({ version: a.version, existing: true, labels: ['prod'], pinned: true })
+    expect(again.manifest.created).toBe(a.manifest.created)
+    expect((await readdir(store.layout.blobs)).length).toBe(blobs)
+    expect((await store.versions('tiny')).map(v => v.version)).toEqual([a.version])
+    // Other metadata, or another block size, is another version.
+    expect((await addPath(store, model, { name: 'tiny', metadata: { description: 'other' } })).version).not.toBe(a.version)
+    expect((await addPath(store, model, { name: 'tiny', blockSize: 64 * 1024 })).version).not.toBe(a.version)
+  })
+
+  it('stores each file once: an add of the same bytes with other metadata adds a version and no blob', async () => {
     const a = await addPath(store, model, { name: 'tiny' })
     const blobs = (await readdir(store.layout.blobs)).length
-    const b = await addPath(store, model, { name: 'tiny' })
+    const b = await addPath(store, model, { name: 'tiny', metadata: { description: 'b' } })
     expect(b.version).not.toBe(a.version)
     expect(b.manifest.parent).toBe(a.version)
     expect(b.manifest.created).toBeGreaterThan(a.manifest.created)
@@ -66,7 +79,7 @@ describe('store', () => {
 
   it('moves labels with compare-and-swap and keeps their history', async () => {
     const a = await addPath(store, model, { name: 'tiny', label: 'prod' })
-    const b = await addPath(store, model, { name: 'tiny' })
+    const b = await addPath(store, model, { name: 'tiny', metadata: { description: 'b' } })
     await expect(store.setLabel('tiny', 'prod', b.version, b.version)).rejects.toMatchObject({ name: 'ConflictError' })
     const record = await store.setLabel('tiny', 'prod', b.version, a.version)
     expect(record.history[0]?.version).toBe(a.version)

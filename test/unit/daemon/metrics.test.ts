@@ -1,0 +1,55 @@
+/**
+ * Metrics with in-memory sources: totals other components keep are counters that only grow, and
+ * per-peer series are of connected peers: one that disconnects loses them at the next scrape.
+ */
+import { describe, expect, it } from 'vitest'
+import { Metrics } from '../../../src/daemon/metrics.js'
+
+function metrics (state: { connected: string[], received: Array<{ peer: string, bytes: number }>, accepted: number }): Metrics {
+  return new Metrics({
+    peers: () => state.connected.length,
+    leases: () => 0,
+    pullsInFlight: () => 0,
+    store: async () => ({ bytes: 0, blobs: 0, versions: 0 }),
+    heads: () => ({ accepted: state.accepted, duplicate: 0, stale: 0, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 }, signatureChecks: 0, dropped: 0, syncsRefused: 0 }),
+    bytesReceivedByPeer: () => state.received,
+    connectedPeers: () => state.connected,
+    labels: async () => [{ model: 'm', label: 'prod', version: 'bafyv1' }],
+    build: { version: '1.2.3', node: 'v24.0.0' }
+  })
+}
+
+const value = (text: string, series: string): number | undefined => {
+  const line = text.split('\n').find(l => l.startsWith(`${series} `))
+  return line === undefined ? undefined : Number(line.slice(series.length + 1))
+}
+
+describe('metrics', () => {
+  it('per-peer series belong to connected peers; a peer that goes loses them', async () => {
+    const state = { connected: ['A', 'B'], received: [{ peer: 'A', bytes: 100 }, { peer: 'B', bytes: 50 }], accepted: 1 }
+    const m = metrics(state)
+    m.bytesSent.inc({ peer: 'A' }, 7)
+    m.bytesSent.inc({ peer: 'B' }, 9)
+    let text = (await m.text()).body
+    expect(value(text, 'shoal_bytes_received_total{peer="A"}')).toBe(100)
+    expect(value(text, 'shoal_bytes_received_total{peer="B"}')).toBe(50)
+    state.connected = ['B']
+    state.received = [{ peer: 'A', bytes: 100 }, { peer: 'B', bytes: 80 }]
+    text = (await m.text()).body
+    expect(text).not.toContain('peer="A"')
+    expect(value(text, 'shoal_bytes_received_total{peer="B"}')).toBe(80)
+    expect(value(text, 'shoal_bytes_sent_total{peer="B"}')).toBe(9)
+  })
+
+  it('heads by outcome is a counter that follows the book; build and label info are 1', async () => {
+    const state = { connected: [], received: [], accepted: 3 }
+    const m = metrics(state)
+    expect(value((await m.text()).body, 'shoal_heads_total{outcome="accepted",reason=""}')).toBe(3)
+    state.accepted = 5
+    const text = (await m.text()).body
+    expect(value(text, 'shoal_heads_total{outcome="accepted",reason=""}')).toBe(5)
+    expect(text).toMatch(/^# TYPE shoal_heads_total counter$/m)
+    expect(value(text, 'shoal_build_info{version="1.2.3",node="v24.0.0"}')).toBe(1)
+    expect(value(text, 'shoal_label_version_info{model="m",label="prod",version="bafyv1"}')).toBe(1)
+  })
+})
