@@ -92,7 +92,7 @@ describe('the OpenAPI document', () => {
         ['label', 'rm', 'tiny', 'canary'], ['label', 'history', 'tiny@prod'], ['rollback', 'tiny@prod'], ['activate', 'tiny@prod'], ['heads'],
         ['resolve', 'tiny@prod'], ['resolve', 'tiny@prod', '--ensure'], ['leases'], ['keys', 'list'], ['keys', 'new', 'release'], ['keys', 'export', 'release', '--private'],
         ['trust', 'list'], ['trust', 'add', 'z6MkKey', 'llama-*'], ['trust', 'rm', 'z6MkKey'], ['events', '--since', 'abc123-4', '--limit', '10'],
-        ['pin', 'tiny@prod'], ['rm', `tiny@${V}`, '--force'], ['df'], ['unpin', `tiny@${V}`], ['pull', `tiny@${V}`, '--no-pin'], ['pull', `tiny@${V}`, '--cancel']
+        ['pin', 'tiny@prod'], ['rm', `tiny@${V}`, '--force'], ['df'], ['compress', `tiny@${V}`], ['unpin', `tiny@${V}`], ['pull', `tiny@${V}`, '--no-pin'], ['pull', `tiny@${V}`, '--cancel']
       ]
       for (const argv of commands) await runCli(['--json', ...argv], io)
       const client = new ShoalClient({ socketPath: socket })
