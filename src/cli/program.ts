@@ -142,7 +142,7 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
     .option('--json', 'print one JSON document on stdout (errors too)')
     .option('--home <dir>', 'shoal home (default: $SHOAL_HOME, else $XDG_DATA_HOME/shoal)')
     .option('--no-color', 'no colours (as NO_COLOR=1)')
-    .showHelpAfterError()
+    .showHelpAfterError('(see shoal --help, or shoal <command> --help for its usage and examples)')
     .exitOverride()
     .addHelpText('after', examples('shoal daemon &', 'shoal add ./llama-8b --name llama-8b --label prod', 'shoal ls', 'shoal show llama-8b@prod', 'shoal <command> --help'))
 

@@ -78,6 +78,14 @@ describe('--json everywhere (issue 16, bug 6)', () => {
     expect(r.stderr).toContain("error: unknown command 'bogus'")
   })
 
+  it('a usage error says where help is, as docker does, instead of printing the whole help', async () => {
+    for (const [argv, message] of [[['bogus'], "error: unknown command 'bogus'"], [['label', 'set', 'tiny'], "error: missing required argument 'label'"]] as const) {
+      const r = await cli([...argv])
+      expect(r.code, argv.join(' ')).toBe(2)
+      expect(r.stderr).toBe(`${message}\n(see shoal --help, or shoal <command> --help for its usage and examples)\n`)
+    }
+  })
+
   it('--json --version prints JSON', async () => {
     const r = await cli(['--json', '--version'])
     expect(r.code).toBe(0)
