@@ -6,17 +6,9 @@ import { AbortedError, DigestMismatchError, MalformedDataError, TruncatedDataErr
 import { COLD_FORMAT, decodeColdBlocks, decodeColdChunk, encodeColdChunk, maxColdFileBytes, parseColdChunk, readColdChunk, writeColdChunk } from '../../../src/store/cold-chunks.js'
 import { testData } from '../../../scripts/lib/weights.js'
 import { tempDir } from '../../helpers/tmp.js'
+import { rejection } from '../../helpers/assert.js'
 
 const KiB = 1024
-
-async function refusal (fn: () => Promise<unknown>): Promise<Error> {
-  try {
-    await fn()
-  } catch (err) {
-    return err as Error
-  }
-  throw new Error('expected a refusal')
-}
 
 describe('cold chunk files', () => {
   let dir: string
@@ -50,7 +42,7 @@ describe('cold chunk files', () => {
   it('refuses to keep bytes under an id they do not hash to, and writes nothing', async () => {
     const bytes = testData('BF16', 64 * KiB, 3)
     const other = chunkIdOf(testData('BF16', 64 * KiB, 4))
-    const err = await refusal(() => writeColdChunk(dir, dir, other, bytes, { blockSize: 16 * KiB }))
+    const err = await rejection(writeColdChunk(dir, dir, other, bytes, { blockSize: 16 * KiB }))
     expect(err).toBeInstanceOf(DigestMismatchError)
     expect(err.message).toBe(`refusing to keep bytes as cold chunk ${other}: they do not hash to it`)
     expect(await readdir(dir)).toEqual([])
@@ -58,7 +50,7 @@ describe('cold chunk files', () => {
 
   it('stops when aborted, leaving no file', async () => {
     const bytes = testData('F32', 64 * KiB, 5)
-    const err = await refusal(() => writeColdChunk(dir, dir, chunkIdOf(bytes), bytes, { blockSize: 16 * KiB, signal: AbortSignal.abort() }))
+    const err = await rejection(writeColdChunk(dir, dir, chunkIdOf(bytes), bytes, { blockSize: 16 * KiB, signal: AbortSignal.abort() }))
     expect(err).toBeInstanceOf(AbortedError)
     expect(await readdir(dir)).toEqual([])
   })
@@ -70,12 +62,12 @@ describe('cold chunk files', () => {
     const flipped = Uint8Array.from(file)
     flipped[file.length - 10]! ^= 1
     await writeFile(join(dir, 'flipped'), flipped)
-    const damaged = await refusal(() => readColdChunk(join(dir, 'flipped'), id))
+    const damaged = await rejection(readColdChunk(join(dir, 'flipped'), id))
     expect(damaged).toBeInstanceOf(DigestMismatchError)
     expect(damaged.message).toBe(`cold chunk ${id} decodes to bytes that do not hash to its id: the file is damaged`)
 
     await writeFile(join(dir, 'cut'), file.subarray(0, file.length - 1))
-    const cut = await refusal(() => readColdChunk(join(dir, 'cut'), id))
+    const cut = await rejection(readColdChunk(join(dir, 'cut'), id))
     expect(cut).toBeInstanceOf(TruncatedDataError)
     expect(cut.message).toBe(`cold chunk ${id}: block 2 of ${file.length - 17 - 12 - 2 * (16 * KiB + 6)} bytes runs past the end of the file`)
 
@@ -100,7 +92,7 @@ describe('cold chunk files', () => {
     const path = join(dir, 'huge')
     await writeFile(path, '')
     await truncate(path, maxColdFileBytes + 1)
-    const err = await refusal(() => readColdChunk(path, chunkIdOf(new Uint8Array(1))))
+    const err = await rejection(readColdChunk(path, chunkIdOf(new Uint8Array(1))))
     expect(err).toBeInstanceOf(MalformedDataError)
     expect(err.message).toMatch(new RegExp(`^cold chunk \\S+ is ${maxColdFileBytes + 1} bytes, more than any chunk's cold file can be \\(${maxColdFileBytes}\\)$`))
   })

@@ -12,6 +12,7 @@ import { Store } from '../../../src/store/store.js'
 import { verifyStore } from '../../../src/store/verify.js'
 import { testData, weightSafetensors } from '../../../scripts/lib/weights.js'
 import { memoryStore, tempDir } from '../../helpers/tmp.js'
+import { rejection } from '../../helpers/assert.js'
 
 const MiB = 1024 * 1024
 const sha = async (path: string): Promise<string> => createHash('sha256').update(await readFile(path)).digest('hex')
@@ -19,15 +20,6 @@ const sha = async (path: string): Promise<string> => createHash('sha256').update
 /** A safetensors file of bf16 tensors drawn like trained weights, one per seed (1 MiB each). */
 async function writeWeights (path: string, seeds: number[]): Promise<void> {
   await writeFile(path, weightSafetensors(seeds.map(seed => ({ name: `t${seed}`, dtype: 'BF16', bytes: MiB, seed }))))
-}
-
-async function refusal (fn: () => Promise<unknown>): Promise<Error> {
-  try {
-    await fn()
-  } catch (err) {
-    return err as Error
-  }
-  throw new Error('expected a refusal')
 }
 
 describe('cold versions', () => {
@@ -92,19 +84,19 @@ describe('cold versions', () => {
   it('refuses, saying why, a labelled version, one in a label\'s rollback window, one leased, and one already compressed', async () => {
     await writeWeights(join(model, 'model.safetensors'), [5])
     const a = await addPath(store, model, { name: 'w', label: 'prod' })
-    const labelled = await refusal(() => compressVersion(store, a.version, { keepLast: 3 }))
+    const labelled = await rejection(compressVersion(store, a.version, { keepLast: 3 }))
     expect(labelled.name).toBe('ConflictError')
     expect(labelled.message).toBe(`w@${a.version} cannot be compressed: w@prod points at it; move the label first`)
     await writeWeights(join(model, 'model.safetensors'), [6])
     const b = await addPath(store, model, { name: 'w', label: 'prod' })
-    expect((await refusal(() => compressVersion(store, a.version, { keepLast: 3 }))).message)
+    expect((await rejection(compressVersion(store, a.version, { keepLast: 3 }))).message)
       .toBe(`w@${a.version} cannot be compressed: it is among the last 3 versions of w@prod (labels.keep), kept ready for a rollback`)
     await store.index.commit([{ type: 'put', sublevel: store.index.leases, key: 'l1', value: { holder: 'server-1', model: 'w', version: a.version, path: '', createdAt: 0, expiresAt: Date.now() + 60_000 } }])
-    expect((await refusal(() => compressVersion(store, a.version, { keepLast: 1 }))).message)
+    expect((await rejection(compressVersion(store, a.version, { keepLast: 1 }))).message)
       .toBe(`w@${a.version} cannot be compressed: a lease of server-1 holds it`)
     await store.index.commit([{ type: 'del', sublevel: store.index.leases, key: 'l1' }])
     await compressVersion(store, a.version, { keepLast: 1 })
-    expect((await refusal(() => compressVersion(store, a.version, { keepLast: 1 }))).message).toBe(`w@${a.version} is already compressed`)
+    expect((await rejection(compressVersion(store, a.version, { keepLast: 1 }))).message).toBe(`w@${a.version} is already compressed`)
     // Nothing of the refusals changed b.
     expect((await store.resolve('w@prod')).version).toBe(b.version)
   })
