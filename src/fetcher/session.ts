@@ -150,6 +150,13 @@ export const ENDGAME_LATE_PIECES = 2
 export const TICK_MS = 250
 /** @default 8 — peers that could not be used named in a stalled pull's message, at most */
 export const MAX_UNUSABLE_NAMED = 8
+/**
+ * Peers a session dials because a seed's DUPLICATE named them as the holder of a piece: each is
+ * dialed once; past this many, a DUPLICATE naming a new one is treated as naming an unreachable
+ * peer (the piece is asked for urgently). A hostile seed cannot make a puller dial without bound.
+ * @default 64
+ */
+export const MAX_DIALED_HOLDERS = 64
 /** Weight of the newest rate sample. @default 0.3 */
 export const RATE_EWMA = 0.3
 
@@ -205,6 +212,8 @@ class PeerState implements SelectablePeer {
   readonly deferred = new Map<number, number>()
   /** When this peer first answered DUPLICATE for each piece. */
   readonly firstDuplicate = new Map<number, number>()
+  /** The peer each DUPLICATE named as holding the piece now (when it named one). */
+  readonly holderOf = new Map<number, string>()
 
   constructor (readonly key: string, totalChunks: number, pieces: number, readonly origin?: OriginChannel) {
     this.holdings = new Holdings(totalChunks)
@@ -245,6 +254,8 @@ export class FetchSession {
   private readonly failedAtPartial = new Set<number>()
   /** Peers that could not be used, and why (an older shoal, unreachable): said when the pull stalls. */
   private readonly unusable = new Map<string, string>()
+  /** Peers dialed because a DUPLICATE named them (`MAX_DIALED_HOLDERS`). */
+  private readonly dialedHolders = new Set<string>()
   private readonly requesters = new Map<number, Set<string>>()
   private readonly availability: Availability
   /** Blocks of each piece still missing here. */
@@ -436,6 +447,21 @@ export class FetchSession {
     return p !== undefined && !p.gone && p.holdings.state !== 'none'
   }
 
+  /**
+   * Whether the peer a DUPLICATE named may pass the piece on here: a source of this pull, or one
+   * not yet known, which is dialed now (once, `MAX_DIALED_HOLDERS`). With no peer named, whether
+   * any partial peer is connected. A holder whose dial fails frees the pieces deferred for it
+   * (`dropPeer`), so they are asked for urgently at once.
+   */
+  private mayReachHolder (holder: string | undefined): boolean {
+    if (holder === undefined) return this.partialPeers() > 0
+    if (this.mayPassOn(holder)) return true
+    if (this.peers.has(holder) || this.dialedHolders.has(holder) || this.dialedHolders.size >= MAX_DIALED_HOLDERS) return false
+    this.dialedHolders.add(holder)
+    this.addPeer(holder)
+    return this.mayPassOn(holder)
+  }
+
   private livePeers (): number {
     let n = 0
     for (const p of this.peers.values()) if (!p.gone && p.holdings.known) n++
@@ -596,15 +622,16 @@ export class FetchSession {
     const who = this.requesters.get(piece) ?? new Set()
     who.add(peer.key)
     this.requesters.set(piece, who)
-    // Urgent in the endgame, for a small chunk (`superSeedMinBytes`), when no partial peer is
-    // connected (nobody else could pass the piece on, so DUPLICATE would only delay it), and to a
-    // partial peer (every puller needs every piece, so its upload is never spent twice; holding it
-    // back only idles its uplink). Otherwise a retry after DUPLICATE is refused again while the
-    // first copy is still on its way, so a seed's upload is not spent twice; `duplicateGiveUpMs`
-    // after the first refusal it is urgent, since the copy evidently does not reach this node
-    // another way (no stall on a hint).
+    // Urgent in the endgame, for a small chunk (`superSeedMinBytes`), and to a partial peer
+    // (every puller needs every piece, so its upload is never spent twice; holding it back only
+    // idles its uplink). To a seed a request is urgent only once DUPLICATE cannot help: the peer
+    // it named cannot be reached from here (or none was named and no partial peer is connected),
+    // or `duplicateGiveUpMs` passed since the first refusal and the copy evidently does not reach
+    // this node another way (no stall on a hint). Until then a retry is refused again while the
+    // first copy is still on its way, so the seed's upload, the swarm's bottleneck, is not spent
+    // twice on one piece — also in the first seconds of a pull, before the pullers know each other.
     peer.deferred.delete(piece)
-    const urgent = who.size > 1 || !peer.holdings.complete || this.target.sizeOf(p.chunk) < this.opts.superSeedMinBytes || this.partialPeers() === 0 ||
+    const urgent = who.size > 1 || !peer.holdings.complete || this.target.sizeOf(p.chunk) < this.opts.superSeedMinBytes ||
       Date.now() - (peer.firstDuplicate.get(piece) ?? Infinity) >= this.opts.duplicateGiveUpMs + twoSpansMs(peer, size, this.opts)
     this.extras.log?.debug({ peer: peer.key, chunk: p.chunk, first: span.first, count: span.count, size, urgent, peerInflight: peer.inflightBytes, inflight: this.inflightBytes, storing: this.storingBytes }, 'span requested')
     const channel = peer.channel as Channel
@@ -748,14 +775,15 @@ export class FetchSession {
       this.extras.log?.debug({ chunk: p?.chunk, err: err.message }, 'origin request failed')
     } else if (name === 'PeerRequestError' && (err as { wireCode?: string }).wireCode === 'DUPLICATE') {
       const holder = (err as { holder?: string }).holder
-      if (holder !== undefined && !this.mayPassOn(holder)) {
-        // The peer the chunk went to is not one of this pull's sources, so the hint cannot help
-        // here: ask urgently at once.
+      if (!this.mayReachHolder(holder)) {
+        // Nobody connected here could pass the piece on, and the peer named (if any) cannot be
+        // reached: the hint cannot help, so ask urgently at once.
         peer.firstDuplicate.set(piece, -Infinity)
-        this.extras.log?.debug({ peer: peer.key, chunk: p?.chunk, holder }, 'DUPLICATE for a peer not connected here: asking urgently')
+        this.extras.log?.debug({ peer: peer.key, chunk: p?.chunk, holder }, 'DUPLICATE for a peer not reachable here: asking urgently')
       } else {
         peer.deferred.set(piece, Date.now() + this.opts.duplicateBackoffMs)
         if (!peer.firstDuplicate.has(piece)) peer.firstDuplicate.set(piece, Date.now())
+        if (holder !== undefined) peer.holderOf.set(piece, holder)
         this.extras.log?.debug({ peer: peer.key, chunk: p?.chunk, holder }, 'piece deferred: DUPLICATE')
       }
     } else if (name === 'PeerRequestError') {
@@ -822,6 +850,15 @@ export class FetchSession {
     }
     if (err instanceof MalformedDataError) this.judge.penalize(peer.key, 'protocol', err.message)
     this.peers.delete(peer.key)
+    // Pieces a seed held back for this peer to pass on: it cannot now, so they are asked again.
+    for (const other of this.peers.values()) {
+      for (const [piece, holder] of other.holderOf) {
+        if (holder !== peer.key) continue
+        other.holderOf.delete(piece)
+        other.deferred.delete(piece)
+        other.firstDuplicate.set(piece, -Infinity)
+      }
+    }
     this.pump()
   }
 

@@ -84,7 +84,23 @@ describe('FetchSession', () => {
     expect(new Set(seed.refused).size).toBe(6)
   })
 
-  it('asks a seed urgently at once when its DUPLICATE names a peer that is not a source here (it cannot pass the piece on)', async () => {
+  it('keeps to a seed\'s DUPLICATE from the first request, dialing the holder it names and taking the pieces there', async () => {
+    // The start of a swarm: this puller knows only the seed, which has just sent every piece to
+    // another puller. Asked urgently (as when no partial peer is connected yet), the seed would
+    // send each piece a second time.
+    const target = new FakeTarget(makeChunks(6, 1_000, 2_000))
+    const seed = peer('seed', target, { duplicateUnlessUrgent: true, duplicateHolder: 'other' })
+    const other = peer('other', target, { claims: target.ids.map((_, i) => i) })
+    const session = new FetchSession(target, fakePeers([seed, other]), new PeerScores(), { ...FAST, noProgressTimeoutMs: 5_000, duplicateBackoffMs: 5_000, duplicateGiveUpMs: 20_000 })
+    const run = session.run()
+    session.addPeer('seed')
+    await run
+    expectComplete(target)
+    expect(seed.wants).toEqual([])
+    expect(new Set(other.wants).size).toBe(6)
+  })
+
+  it('asks a seed urgently at once when its DUPLICATE names a peer that cannot be reached from here', async () => {
     const target = new FakeTarget(makeChunks(6, 1_000, 2_000))
     const seed = peer('seed', target, { duplicateUnlessUrgent: true, duplicateHolder: 'elsewhere' })
     const empty = peer('empty', target, { has: [] })
@@ -92,7 +108,7 @@ describe('FetchSession', () => {
     const { run } = start(target, [empty, seed], { noProgressTimeoutMs: 5_000, duplicateBackoffMs: 2_000, duplicateGiveUpMs: 10_000 })
     await run
     expectComplete(target)
-    // One refusal per piece, then an urgent request right away: no backoff, no give-up wait.
+    // One refusal per piece, then an urgent request as soon as the dial fails: no backoff, no give-up wait.
     expect(seed.refused).toHaveLength(6)
     expect(seed.wants).toHaveLength(6)
     expect(Date.now() - started).toBeLessThan(1_500)
