@@ -2,9 +2,15 @@ import { defineConfig } from 'vitest/config'
 
 export default defineConfig({
   test: {
+    // Two files at a time, also on a 2-core machine (vitest's default there is one: cores − 1).
+    // The e2e and faults projects each still run one file at a time; most of their time is spent
+    // waiting on daemons and links, so the two overlap with each other and with the unit files.
+    maxWorkers: 2,
     setupFiles: ['./test/setup.ts'],
     projects: [
-      { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
+      // Unit files share the cores with daemons of the e2e and faults files: 5 s (the default) is
+      // too short for the heavier ones on a loaded machine.
+      { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'], testTimeout: 30_000 } },
       { extends: true, test: { name: 'integration', include: ['test/integration/**/*.test.ts'], testTimeout: 60_000, hookTimeout: 60_000 } },
       // Property-based fuzzing of every decoder and parser; `npm run fuzz` runs 10,000 cases each
       // (SHOAL_FUZZ_RUNS), the test command a smaller count (test/fuzz/fuzz.ts).

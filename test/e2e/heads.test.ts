@@ -191,7 +191,8 @@ describe('version heads', () => {
     const timeline = async (t0: number): Promise<void> => {
       for (const f of followers) {
         const events = await eventsOf(f.d)
-        console.log(`  ${f.name}: ${events.filter(e => e.time >= t0).map(e => `${e.type}+${e.time - t0}`).join(' ')}`)
+        const show = (e: DaemonEvent): string => `${e.type}+${e.time - t0}${e.type === 'pull.failed' ? ` (${String(e.data.error)})` : ''}`
+        console.log(`  ${f.name}: ${events.filter(e => e.time >= t0).map(show).join(' ')}`)
       }
     }
 
