@@ -200,7 +200,9 @@ export class ShoalClient implements ShoalApi {
   async openRead (ref: string, path: string, options: ReadOptions = {}): Promise<Readable> {
     const range = rangeHeader(options.start ?? 0, options.end)
     const headers: Record<string, string> = { te: 'trailers', ...(range !== undefined ? { range } : {}) }
-    const res = await this.send('GET', `/v1/versions/${encodeURIComponent(ref)}/files/${path.split('/').map(encodeURIComponent).join('/')}`, undefined, options.signal, headers)
+    // The path as one encoded segment: a `..` in it reaches the daemon (which refuses it as no
+    // file of the version) instead of being folded into the URL.
+    const res = await this.send('GET', `/v1/versions/${encodeURIComponent(ref)}/files/${encodeURIComponent(path)}`, undefined, options.signal, headers)
     if ((res.statusCode ?? 500) >= 400) {
       const err = parseJson(await readAll(res), res.statusCode ?? 0) as { code?: string, message?: string }
       throw new RpcError(err.code ?? 'INTERNAL', err.message ?? `daemon answered ${res.statusCode ?? '?'}`, res.statusCode)

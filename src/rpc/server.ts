@@ -580,7 +580,10 @@ export class RpcServer {
       if (trailers && !res.destroyed) {
         res.addTrailers({ [ERROR_TRAILER]: encodeURIComponent(JSON.stringify(toWireError(err), replacer)) })
         res.end()
-      } else res.destroy()
+      } else {
+        // Cut after what was written: the client sees the body end short of Content-Length.
+        endWith(req.socket)
+      }
       return
     } finally {
       if (next.done !== true) await iterator.return?.().catch(() => {})
