@@ -46,6 +46,15 @@ export interface ReadOptions {
   signal?: AbortSignal
 }
 
+/** What `openRead` gives: the bytes, and which version and file they are of. */
+export type ReadStream = Readable & {
+  /** The model and the version the ref named when the read started (a label is read once). */
+  readonly model: string
+  readonly version: string
+  /** The file's size (the whole file, not the range). */
+  readonly size: number
+}
+
 /** @default 1 s, doubling to 10 s — waits between reconnects of a broken watch */
 const WATCH_RETRY_MS = [1000, 2000, 5000, 10_000]
 
@@ -197,7 +206,7 @@ export class ShoalClient implements ShoalApi {
    * the stream fails with `RpcError` (`UNAVAILABLE` naming the bytes that did not arrive) rather
    * than end short, so whatever it gives before ending cleanly is the whole range.
    */
-  async openRead (ref: string, path: string, options: ReadOptions = {}): Promise<Readable> {
+  async openRead (ref: string, path: string, options: ReadOptions = {}): Promise<ReadStream> {
     const range = rangeHeader(options.start ?? 0, options.end)
     const headers: Record<string, string> = { te: 'trailers', ...(range !== undefined ? { range } : {}) }
     // The path as one encoded segment: a `..` in it reaches the daemon (which refuses it as no
@@ -231,7 +240,9 @@ export class ShoalClient implements ShoalApi {
     const stream = Readable.from(body(), { objectMode: false })
     // Leaving the stream early (destroy) ends the request, which the daemon sees as the reader going away.
     stream.once('close', () => { if (!res.complete) res.destroy() })
-    return stream
+    const whole = /\/(\d+)$/.exec(String(res.headers['content-range'] ?? ''))
+    const size = whole !== null ? Number(whole[1]) : expected
+    return Object.assign(stream, { model: String(res.headers['x-shoal-model'] ?? ''), version: String(res.headers['x-shoal-version'] ?? ''), size })
   }
 
   /** Prometheus text from `/metrics`. */

@@ -3,15 +3,19 @@
  * daemons over TCP on loopback: a publisher and a puller whose reads start the pull and return
  * exactly the file's bytes while it runs; the snapshot stays invisible until the version is
  * whole; 206 with Content-Range and 416 from the snapshot; a path the version does not have is
- * refused with its message; a range no peer has ends with an error naming the bytes.
+ * refused with its message; a range no peer has ends with an error naming the bytes; the serving
+ * example's `--stream` mode answers from a session built of streamed bytes.
  */
+import { spawn } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { request } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { writeOnnxModelFolder } from '../../scripts/lib/onnx-model.js'
+import type { HeadRow, KeyRow } from '../../src/rpc/api.js'
 import { ShoalClient } from '../../src/rpc/client.js'
 import { RpcError } from '../../src/rpc/errors.js'
-import { EXIT, expectExit, Harness, until, writeModelFolder, type DaemonProcess } from './helpers.js'
+import { EXIT, expectExit, Harness, ROOT, until, writeModelFolder, type DaemonProcess } from './helpers.js'
 
 const MiB = 1024 * 1024
 
@@ -66,8 +70,8 @@ describe('streaming reads', () => {
     ]
     // The version is being pulled, not complete: resolve (the snapshot) refuses it meanwhile.
     const during = await until('the pull to be running', async () => {
-      const s = await puller.d.json<{ pulls: Array<{ version: string, bytes: number, totalBytes: number }> }>(['status'])
-      return s.pulls.find(p => p.version === version)
+      const s = await puller.d.json<{ pulls: Array<{ version: string, bytes: number, totalBytes: number, state: string }> }>(['status'])
+      return s.pulls.find(p => p.version === version && p.state === 'fetching')
     }, 30_000, 20)
     expect(during.bytes).toBeLessThan(during.totalBytes)
     await expect(client.resolve(ref)).rejects.toThrow(RpcError)
@@ -122,5 +126,46 @@ describe('streaming reads', () => {
     expectExit(r, EXIT.ERROR)
     expect(r.stdout).toBe('')
     expect(r.stderr).toMatch(new RegExp(`^shoal: bytes 1000-1999 of model\\.safetensors in m2 did not arrive \\(first missing: chunk \\w+, bytes 0-\\d+\\); its pull ended: .+\\n$`))
+  })
+
+  it('the serving example in --stream mode builds its session from streamed bytes, answers, then moves to the snapshot', async () => {
+    const dir = await h.dir('onnx')
+    await writeOnnxModelFolder(dir, { seed: 'stream-example' })
+    const added = await publisher.d.json<{ version: string }>(['add', dir, '--name', 'lin', '--label', 'prod'])
+    const key = (await publisher.d.json<KeyRow[]>(['keys', 'list'])).find(k => k.name === 'default')?.publicKey ?? ''
+    const node = await h.node('serving-node', { peers: [publisher.addr], config: { p2p: { dht: false }, trust: [{ key, models: 'lin' }] } })
+    await until('the node to hold the head of lin@prod', async () => (await node.d.json<HeadRow[]>(['heads'])).find(r => r.model === 'lin' && r.version === added.version), 30_000)
+    const child = spawn(process.execPath, [join(ROOT, 'examples', 'serve-onnx', 'dist', 'server.js'), '--model', 'lin', '--label', 'prod', '--stream', '--port', '0'], {
+      cwd: ROOT, env: { ...process.env, SHOAL_HOME: node.d.home }, stdio: ['ignore', 'ignore', 'pipe']
+    })
+    let log = ''
+    child.stderr?.on('data', (b: Buffer) => { log += b.toString() })
+    try {
+      const port = Number(await until('the example to listen', () => {
+        if (child.exitCode !== null) throw new Error(`the example exited ${child.exitCode}:\n${log}`)
+        return /"msg":"listening".*?"port":(\d+)/.exec(log)?.[1]
+      }, 30_000, 50))
+      expect(log).toContain('"msg":"loaded from streamed bytes"')
+      const body = JSON.stringify({ inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }] })
+      const answer = await new Promise<{ status: number, text: string }>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port, path: '/v2/models/lin/infer', method: 'POST', headers: { 'content-type': 'application/json' } }, res => {
+          let text = ''
+          res.on('data', (d: Buffer) => { text += d.toString() })
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text }))
+        })
+        req.on('error', reject)
+        req.end(body)
+      })
+      expect(answer.status, answer.text).toBe(200)
+      expect((JSON.parse(answer.text) as { model_version: string }).model_version).toBe(added.version)
+      // Whether the snapshot took over before this first answer depends on timing; the session it
+      // started with was built from streamed bytes (above).
+      await until('the example to log its first response', () => /"msg":"first response","msSinceStart":\d+,"version":"\w+","streamed":(true|false)/.exec(log) ?? undefined, 10_000, 20)
+      await until('the example to move to the snapshot', () => log.includes('"msg":"moved to the snapshot"') ? true : undefined, 30_000, 50)
+    } finally {
+      const exited = new Promise(resolve => child.once('exit', resolve))
+      if (child.exitCode === null) child.kill('SIGTERM')
+      await exited
+    }
   })
 })
