@@ -7,8 +7,9 @@
  *   (`store/verified-read.ts`); a range not here yet waits for it, and the pull fetches what
  *   readers wait for first, then the file in load order (`fetcher/priority.ts`);
  * - a version neither here nor being pulled: a pull is started, as `docker run` and `ollama run`
- *   pull what they lack (a label names the version of the head this node holds); a ref this node
- *   cannot place (no such model or label, no head) is refused with NOT_FOUND.
+ *   pull what they lack (a label: its local target when complete here, else the version of the
+ *   head this node holds); a ref this node cannot place (no such model or label, no head) is
+ *   refused with NOT_FOUND.
  *
  * MUST hold:
  * - only verified bytes are served; a range that never arrives ends in an error naming it, never
