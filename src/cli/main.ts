@@ -11,6 +11,8 @@ const io: CliIo = {
   out: text => { process.stdout.write(text) },
   err: text => { process.stderr.write(text) },
   write: async bytes => {
+    // A reader that closed the pipe (`shoal cat … | head -c 8`) has all it wanted: stop quietly, as cat does.
+    if (process.stdout.listenerCount('error') === 0) process.stdout.on('error', (err: NodeJS.ErrnoException) => { if (err.code === 'EPIPE') process.exit(0) })
     if (process.stdout.write(bytes)) return
     // A closed pipe (`shoal cat … | head`) never drains: its 'error' ends the wait too.
     await new Promise<void>((resolve, reject) => {
