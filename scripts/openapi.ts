@@ -13,7 +13,7 @@ import { ROOT } from './lib/daemon-proc.js'
 
 /** The route table needs an API only to bind handlers; none is called here. */
 const unused = new Proxy({}, { get: () => async () => { throw new Error('not called') } }) as ShoalApi
-const noExtras = { watch: async () => {}, metrics: async () => ({ contentType: 'text/plain', body: '' }) }
+const noExtras = { watch: async () => {}, metrics: async () => ({ contentType: 'text/plain', body: '' }), read: async () => { throw new Error('not called') } }
 const out = join(ROOT, 'docs', 'openapi.json')
 await writeFile(out, `${JSON.stringify(openApiDocument(routes(unused, noExtras), SHOAL_VERSION), null, 2)}\n`)
 console.log(`wrote ${out}`)

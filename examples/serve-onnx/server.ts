@@ -14,6 +14,13 @@
  *   switches to the preloaded one (or loads it then, if it was not preloaded).
  * - `gone` (missed events: the daemon restarted or compacted them): it re-resolves the label.
  *
+ * `--stream` (start while pulling): on a node that does not have the version yet, it does not wait
+ * for the whole version. It reads `model.onnx` through the daemon as its bytes arrive
+ * (`openRead`: verified bytes only; the pull fetches what is read first), builds the session from
+ * those bytes, and starts serving; once the pull is complete it moves to the leased snapshot like
+ * any other load. It logs the milliseconds from start to listening and to its first answer
+ * (`first response`). Only for models whose weights are inside `model.onnx` (no external data).
+ *
  * MUST hold: a request is never dropped or failed because of a switch. A request takes the current
  * model when it starts and runs to the end on it; the switch is one assignment; the old session is
  * released only after its last request has finished, and its lease only after that. Every answer
@@ -57,9 +64,12 @@ const { values: args } = parseArgs({
     port: { type: 'string', default: '8080' },
     host: { type: 'string', default: '127.0.0.1' },
     socket: { type: 'string' },
-    home: { type: 'string' }
+    home: { type: 'string' },
+    stream: { type: 'boolean', default: false }
   }
 })
+/** When the process started: "time to first response" counts from here. */
+const startedAt = performance.now()
 
 function log (level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}): void {
   process.stderr.write(`${JSON.stringify({ time: Date.now(), level, name: 'serve-onnx', msg, ...fields })}\n`)
@@ -96,7 +106,8 @@ class Loaded {
   private retired = false
   private drained?: () => void
 
-  constructor (readonly version: string, readonly session: InferenceSession, readonly lease: LeaseHandle, readonly loadMs: number) {}
+  /** `lease` is absent for a session built from streamed bytes: it holds no file of the store. */
+  constructor (readonly version: string, readonly session: InferenceSession, readonly lease: LeaseHandle | undefined, readonly loadMs: number) {}
 
   get active (): number { return this.inflight }
 
@@ -122,7 +133,7 @@ class Loaded {
     }
     if (this.inflight > 0) log('warn', 'releasing a session with requests still running', { version: this.version, inflight: this.inflight })
     await this.session.release().catch((err: unknown) => { log('warn', 'session release failed', { version: this.version, err: String(err) }) })
-    await this.lease.release()
+    await this.lease?.release()
     log('info', 'released', { version: this.version })
   }
 }
@@ -140,7 +151,22 @@ async function load (version: string): Promise<Loaded> {
   }
 }
 
+/**
+ * `--stream`: the session built from `model.onnx` as the daemon streams it (pulling the version if
+ * needed), before the version is complete here; no lease (the bytes are in memory).
+ */
+async function loadStreamed (): Promise<Loaded> {
+  const started = performance.now()
+  const stream = await shoal.openRead(labelRef, MODEL_FILE)
+  const parts: Buffer[] = []
+  for await (const part of stream) parts.push(part as Buffer)
+  const session = await InferenceSession.create(Buffer.concat(parts))
+  return new Loaded(stream.version, session, undefined, Math.round(performance.now() - started))
+}
+
 let current: Loaded
+/** `--stream`: the first answer's time has been logged. */
+let answered = false
 /** Cold mode: the version staged by a cold head, already leased and loaded. */
 let staged: Loaded | undefined
 const retiring = new Set<Promise<void>>()
@@ -325,6 +351,10 @@ async function infer (req: IncomingMessage, res: ServerResponse): Promise<void> 
     const outputs = Object.entries(result).map(([name, t]) => ({ name, shape: t.dims, datatype: DATATYPE, data: Array.from(t.data as Float32Array, Number) }))
     served++
     done(200, { model_name: modelName, model_version: m.version, ...(id !== undefined ? { id } : {}), outputs })
+    if (!answered) {
+      answered = true
+      log('info', 'first response', { msSinceStart: Math.round(performance.now() - startedAt), version: m.version, streamed: m.lease === undefined })
+    }
   } catch (err) {
     // onnxruntime rejects inputs of the wrong shape or name: the caller's mistake.
     done(400, { error: err instanceof Error ? err.message : String(err), model_version: m.version })
@@ -384,10 +414,23 @@ function health (res: ServerResponse): void {
 }
 
 async function main (): Promise<void> {
+  const aborter = new AbortController()
+  let first: Awaited<ReturnType<ShoalClient['resolve']>> | undefined
+  if (args.stream === true) {
+    // Start while pulling: serve from streamed bytes now; the snapshot replaces them once complete.
+    first = await shoal.resolve(labelRef).catch(() => undefined)
+    if (first === undefined) {
+      current = await loadStreamed()
+      log('info', 'loaded from streamed bytes', { version: current.version, loadMs: current.loadMs, inputs: current.session.inputNames, outputs: current.session.outputNames })
+    }
+  }
   // first.cursor: the newest event id before the label was read; the watch replays from there, so no move is missed.
-  const first = await shoal.resolveEnsure(labelRef, p => { log('info', 'pulling', { bytes: p.bytes, totalBytes: p.totalBytes }) })
-  current = await load(first.version)
-  log('info', 'loaded', { version: current.version, path: first.path, loadMs: current.loadMs, inputs: current.session.inputNames, outputs: current.session.outputNames })
+  const settled = first !== undefined ? Promise.resolve(first) : shoal.resolveEnsure(labelRef, p => { log('info', 'pulling', { bytes: p.bytes, totalBytes: p.totalBytes }) }, aborter.signal)
+  if (args.stream !== true || first !== undefined) {
+    first = await settled
+    current = await load(first.version)
+    log('info', 'loaded', { version: current.version, path: first.path, loadMs: current.loadMs, inputs: current.session.inputNames, outputs: current.session.outputNames })
+  }
   if (mode === 'cold') {
     // A cold head may have been staged before we started.
     const head = (await shoal.heads()).find(h => h.model === modelName && h.label === label && h.state === 'staged' && h.version !== null)
@@ -424,11 +467,29 @@ async function main (): Promise<void> {
     server.listen(port, args.host, () => { server.off('error', reject); resolve() })
   })
   const address = server.address()
-  log('info', 'listening', { host: args.host, port: typeof address === 'object' && address !== null ? address.port : port, model: modelName, label, mode, version: current.version })
+  log('info', 'listening', { host: args.host, port: typeof address === 'object' && address !== null ? address.port : port, model: modelName, label, mode, version: current.version, msSinceStart: Math.round(performance.now() - startedAt) })
 
-  const aborter = new AbortController()
-  const watching = watchEvents(first.cursor, aborter.signal)
-  const backstop = setInterval(() => { enqueue('periodic re-resolve', async () => { await reconcile('periodic') }) }, RECONCILE_INTERVAL_MS)
+  let watching: Promise<void> = Promise.resolve()
+  let backstop: NodeJS.Timeout | undefined
+  /** Follows the label from `cursor`: events, and a periodic re-resolve as a backstop. */
+  const follow = (cursor: string): void => {
+    watching = watchEvents(cursor, aborter.signal)
+    backstop = setInterval(() => { enqueue('periodic re-resolve', async () => { await reconcile('periodic') }) }, RECONCILE_INTERVAL_MS)
+  }
+  if (first !== undefined) follow(first.cursor)
+  else {
+    // Streamed: once the pull is complete, the leased snapshot takes over (as any load would),
+    // and the label is followed from then on.
+    enqueue('move to the snapshot', async () => {
+      const done = await settled
+      const snapshot = await load(done.version)
+      const streamed = current
+      current = snapshot
+      retire(streamed)
+      log('info', 'moved to the snapshot', { version: snapshot.version, path: done.path, msSinceStart: Math.round(performance.now() - startedAt) })
+      if (!stopping) follow(done.cursor)
+    })
+  }
 
   const shutdown = async (signal: string): Promise<void> => {
     if (stopping) return

@@ -20,7 +20,7 @@ export function exitCodeFor (code: string): number {
     case 'UNREACHABLE': return EXIT.UNREACHABLE
     case 'NOT_FOUND': return EXIT.NOT_FOUND
     case 'CONFLICT': case 'LOCKED': return EXIT.CONFLICT
-    case 'INVALID_INPUT': case 'BAD_REQUEST': case 'MALFORMED_MODEL': case 'MALFORMED_DATA': case 'BAD_SIGNATURE': case 'UNTRUSTED': case 'PAYLOAD_TOO_LARGE': return EXIT.INVALID
+    case 'INVALID_INPUT': case 'BAD_REQUEST': case 'MALFORMED_MODEL': case 'MALFORMED_DATA': case 'BAD_SIGNATURE': case 'UNTRUSTED': case 'PAYLOAD_TOO_LARGE': case 'RANGE_NOT_SATISFIABLE': return EXIT.INVALID
     case 'DIGEST_MISMATCH': return EXIT.DAMAGED
     case 'DISK_FULL': return EXIT.DISK_FULL
     default: return EXIT.ERROR

@@ -10,6 +10,17 @@ import { runCli, type CliIo, type DaemonOptions } from './program.js'
 const io: CliIo = {
   out: text => { process.stdout.write(text) },
   err: text => { process.stderr.write(text) },
+  write: async bytes => {
+    // A reader that closed the pipe (`shoal cat … | head -c 8`) has all it wanted: stop quietly, as cat does.
+    if (process.stdout.listenerCount('error') === 0) process.stdout.on('error', (err: NodeJS.ErrnoException) => { if (err.code === 'EPIPE') process.exit(0) })
+    if (process.stdout.write(bytes)) return
+    // A closed pipe (`shoal cat … | head`) never drains: its 'error' ends the wait too.
+    await new Promise<void>((resolve, reject) => {
+      const done = (err?: Error): void => { process.stdout.off('drain', done); process.stdout.off('error', done); if (err !== undefined) reject(err); else resolve() }
+      process.stdout.once('drain', done)
+      process.stdout.once('error', done)
+    })
+  },
   env: process.env,
   stdoutTTY: process.stdout.isTTY === true,
   stdinTTY: process.stdin.isTTY === true,

@@ -39,6 +39,8 @@ export interface CliIo {
   out: (text: string) => void
   /** Writes to stderr as given. */
   err: (text: string) => void
+  /** Writes bytes to stdout, resolving once stdout can take more (`cat`). @default through `out`, as latin1 */
+  write?: (bytes: Uint8Array) => Promise<void>
   env: NodeJS.ProcessEnv
   /** Whether stdout is a terminal: tables with rules and relative times, else plain columns. */
   stdoutTTY?: boolean
@@ -255,6 +257,30 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
       } finally {
         stopListening()
         bar.stop()
+      }
+    })
+
+  program.command('cat').helpGroup('Serving processes:')
+    .description("write a file of a version to stdout: verified bytes only; a version being pulled is read as it arrives, one not here is pulled")
+    .argument('<ref>', 'name@label, name@<version id> or name')
+    .argument('<path>', "the file's path in the version (shoal show lists them)")
+    .option('--start <byte>', 'first byte to write', integer(0, Number.MAX_SAFE_INTEGER))
+    .option('--end <byte>', 'first byte not to write (default: the end of the file)', integer(1, Number.MAX_SAFE_INTEGER))
+    .addHelpText('after', examples('shoal cat llama-8b@prod config.json', 'shoal cat llama-8b@prod model.safetensors --start 0 --end 8 | xxd', 'shoal cat llama-8b@bafkrei… model.safetensors > model.safetensors'))
+    .action(async (ref: string, path: string, opts: { start?: number, end?: number }) => {
+      if (json()) throw new UsageError('cat writes the file\'s bytes to stdout; --json does not apply to it')
+      if (opts.start !== undefined && opts.end !== undefined && opts.end <= opts.start) throw new UsageError(`--end ${opts.end} must be past --start ${opts.start}: it is the first byte not written`)
+      const aborter = new AbortController()
+      const stopListening = io.onInterrupt(() => aborter.abort())
+      const write = io.write ?? (async (bytes: Uint8Array) => { io.out(Buffer.from(bytes).toString('latin1')) })
+      try {
+        const stream = await client().openRead(ref, path, { ...(opts.start !== undefined ? { start: opts.start } : {}), ...(opts.end !== undefined ? { end: opts.end } : {}), signal: aborter.signal })
+        for await (const part of stream) await write(part as Uint8Array)
+      } catch (err) {
+        if (!aborter.signal.aborted) throw err
+        setExit(EXIT.INTERRUPTED)
+      } finally {
+        stopListening()
       }
     })
 

@@ -21,7 +21,7 @@ import { checkOriginEntry, MAX_ORIGIN_URL_LENGTH } from '../core/origins.js'
 import { checkTrustRule, type TrustRule } from '../core/trust.js'
 import { DEFAULT_ORIGIN_MAX_FAILURES } from '../fetcher/origin.js'
 import { DEFAULT_KEEP_LAST } from '../store/gc.js'
-import { DEFAULT_MAX_RPC_CONNECTIONS, DEFAULT_MAX_WATCHERS } from '../rpc/limits.js'
+import { DEFAULT_MAX_READS, DEFAULT_MAX_RPC_CONNECTIONS, DEFAULT_MAX_WATCHERS } from '../rpc/limits.js'
 import { CONFIG_FILE, SOCKET_FILE, defaultHome } from '../rpc/target.js'
 import { parseSize } from '../core/size.js'
 
@@ -74,7 +74,9 @@ export const configFileSchema = z.strictObject({
     /** Connections served at once per listener; past it 503 BUSY (`rpc/limits.ts`). @default 1024 */
     maxConnections: z.number().int().positive().max(65_536).optional(),
     /** Open `/v1/watch` event streams at once; past it 503 BUSY. @default 1024 */
-    maxWatchers: z.number().int().positive().max(65_536).optional()
+    maxWatchers: z.number().int().positive().max(65_536).optional(),
+    /** File reads (`GET /v1/versions/{id}/files/{path}`) open at once; past it 503 BUSY. @default 64 */
+    maxReads: z.number().int().positive().max(65_536).optional()
   }).optional(),
   log: z.strictObject({ level: logLevel.optional() }).optional(),
   p2p: z.strictObject({
@@ -161,7 +163,7 @@ export const DEFAULT_COMPRESS_AFTER_MS = 7 * 24 * 3600 * 1000
 export interface Config {
   home: string
   socket: string
-  rpc: { tcp?: { host: string, port: number }, maxConnections: number, maxWatchers: number }
+  rpc: { tcp?: { host: string, port: number }, maxConnections: number, maxWatchers: number, maxReads: number }
   logLevel: z.infer<typeof logLevel>
   p2p: { listen: string[], peers: string[], mdns: boolean, dht: boolean, allow?: string[], maxConnections: number }
   transfer: {
@@ -244,7 +246,8 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
     rpc: {
       ...(file.rpc?.tcp !== undefined ? { tcp: loopbackAddress(file.rpc.tcp) } : {}),
       maxConnections: file.rpc?.maxConnections ?? DEFAULT_MAX_RPC_CONNECTIONS,
-      maxWatchers: file.rpc?.maxWatchers ?? DEFAULT_MAX_WATCHERS
+      maxWatchers: file.rpc?.maxWatchers ?? DEFAULT_MAX_WATCHERS,
+      maxReads: file.rpc?.maxReads ?? DEFAULT_MAX_READS
     },
     logLevel: level.data,
     p2p: {

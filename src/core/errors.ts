@@ -137,3 +137,19 @@ export class PullCancelledError extends AbortedError {}
 export class PullGivenUpError extends ShoalError {
   readonly code = 'PULL_GIVEN_UP'
 }
+
+/** A byte range outside the file it asks for (HTTP 416); the message gives the file's size. */
+export class RangeNotSatisfiableError extends ShoalError {
+  readonly code = 'RANGE_NOT_SATISFIABLE'
+  constructor (message: string, readonly size: number, options?: { cause?: unknown }) {
+    super(message, options)
+  }
+}
+
+/**
+ * Bytes that will not arrive: the pull that was to bring them ended without them (no peer or
+ * origin has them, or it failed). The message names the bytes and why.
+ */
+export class UnavailableError extends ShoalError {
+  readonly code = 'UNAVAILABLE'
+}

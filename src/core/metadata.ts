@@ -60,7 +60,12 @@ export const metadataSchema = z.strictObject({
   /** training hyperparameters, e.g. `{"lr": 3e-4, "epochs": 3}` */
   hyperparameters: z.record(safe(256), scalar).optional(),
   /** free tags; a bare tag `foo` is stored as `{ foo: "" }`, a pair as `{ task: "ner" }` */
-  tags: z.record(safe(128).min(1), safe(256)).optional()
+  tags: z.record(safe(128).min(1), safe(256)).optional(),
+  /**
+   * The order a loader reads tensors in, as tensor-name patterns (`*` matches any run of
+   * characters), for a pull to fetch first while a process streams the version (`core/load-order.ts`)
+   */
+  loadOrder: z.array(safe(256).min(1)).max(4096).optional()
 })
 
 export type Metadata = z.infer<typeof metadataSchema>

@@ -41,6 +41,7 @@ import { Metrics } from './metrics.js'
 import { MetricsServer } from './metrics-server.js'
 import { SHOAL_VERSION } from '../version.js'
 import { ServingService } from './serving.js'
+import { ReadService } from './reads.js'
 import { loadOrCreateToken } from './token.js'
 import { missingNodeFlags } from './runtime.js'
 import { guardProcess } from './process-guard.js'
@@ -254,16 +255,17 @@ export class Daemon {
       })
       const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
       const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })
+      const reads = new ReadService({ store, pulls, book })
       const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search }, headOps, serving, {
         keepLast: config.labels.keep, events: this.events, headCounters: () => ({ ...book.counters, ...guard.counters }), untrusted: () => book.untrusted(), metrics: () => this.metricsAddress, leased: () => leases.versions(), log: componentLogger(this.log, 'service')
       })
       const tcp = config.rpc.tcp === undefined ? undefined : { ...config.rpc.tcp, token: await loadOrCreateToken(config.home) }
       this.rpc = new RpcServer({
         socket: config.socket, mode: SOCKET_MODE,
-        routes: routes(service, { watch: async o => { await serving.watch(o) }, metrics: async () => await metrics.text() }),
+        routes: routes(service, { watch: async o => { await serving.watch(o) }, metrics: async () => await metrics.text(), read: async r => await reads.open(r) }),
         log: componentLogger(this.log, 'rpc'),
         onAnswered: (route, status) => { metrics.rpcRequests.inc({ route, status: String(status) }) },
-        limits: { maxConnections: config.rpc.maxConnections, streams: { watch: config.rpc.maxWatchers } },
+        limits: { maxConnections: config.rpc.maxConnections, streams: { watch: config.rpc.maxWatchers, read: config.rpc.maxReads } },
         ...(tcp !== undefined ? { tcp } : {})
       })
       await this.rpc.start()

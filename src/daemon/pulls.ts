@@ -33,10 +33,12 @@ import { parseRef } from '../core/names.js'
 import { OriginAllowList } from '../core/origins.js'
 import type { TokenBucket } from '../fetcher/bandwidth.js'
 import { OriginBudget, type OriginClient } from '../fetcher/origin.js'
+import { ReadPriority } from '../fetcher/priority.js'
 import { FetchSession, FetchStalledError, type PeerJudge, type SessionOptions, type SessionProgress } from '../fetcher/session.js'
 import type { ShoalNode } from '../p2p/node.js'
 import type { ChunkSource, HaveState, HaveUpdate, Span } from '../protocol/chunks/index.js'
 import { PullTarget, proofsFrom } from '../store/pull-target.js'
+import type { PullView } from '../store/verified-read.js'
 import { blockCount } from '../core/tree.js'
 import type { ResolvedVersion, Store } from '../store/store.js'
 import { DEFAULT_MAX_PULL_ATTEMPTS } from '../config/config.js'
@@ -68,6 +70,13 @@ interface ActivePull {
   session: FetchSession
   done: Promise<ResolvedVersion>
   listeners: Set<(p: PullProgress) => void>
+  /** What readers of the version being pulled need first (`fetcher/priority.ts`). */
+  priority: ReadPriority
+}
+
+/** A pull seen by a reader: its target, its end, and what to ask of it first. */
+export interface ReadablePull extends PullView {
+  readonly priority: ReadPriority
 }
 
 export interface PullManagerOptions {
@@ -152,6 +161,37 @@ export class PullManager implements ChunkSource {
     } finally {
       if (options.onProgress !== undefined) pull.listeners.delete(options.onProgress)
     }
+  }
+
+  /**
+   * The running pull of `version`, for reading it as it arrives; undefined when none runs (the
+   * version is complete here, or nobody pulls it).
+   */
+  reading (version: VersionId): ReadablePull | undefined {
+    const pull = this.active.get(version)
+    return pull === undefined ? undefined : readable(pull)
+  }
+
+  /**
+   * Starts (or joins) the pull of `name@<version id>` and returns it as soon as it runs, for a
+   * reader that streams the version while it arrives; the pull goes on without the reader.
+   * Undefined when the version is already complete here.
+   */
+  async startReading (name: string, version: VersionId, signal?: AbortSignal): Promise<ReadablePull | undefined> {
+    const running = this.reading(version)
+    if (running !== undefined) return running
+    if (await this.store.hasVersion(version)) {
+      const v = await this.store.resolve(`${name}@${version}`)
+      if (v.missing.length === 0) return undefined
+    }
+    // A recorded pull keeps its pin; a pull a reader starts does not pin (as `resolve --ensure`).
+    const started = this.start(name, version, (await this.store.index.pulls.get(version))?.pin ?? false)
+    // A pull outlives whoever started it: the reader may leave, the pull goes on.
+    started.catch(() => {})
+    const pull = signal === undefined
+      ? await started
+      : await Promise.race([started, new Promise<never>((_resolve, reject) => { signal.addEventListener('abort', () => reject(new AbortedError('the reader went away')), { once: true }) })])
+    return readable(pull)
   }
 
   list (): PullProgress[] {
@@ -327,15 +367,17 @@ export class PullManager implements ChunkSource {
         ...(local ? {} : { allowRedirect: allowed }),
         logger: this.log
       })
+    const priority = new ReadPriority()
     const session = new FetchSession(target, {
       channel: async (peer, signal) => await node.services.chunks.channel(peerIdFromString(peer), signal)
     }, judge, this.options.session, {
+      priority,
       ...(origin !== undefined ? { origin } : {}),
       ...(this.options.download !== undefined ? { download: this.options.download } : {}),
       onProgress: p => { const full = this.progressOf(pull, p); for (const l of listeners) l(full) },
       log: this.log
     })
-    const pull: ActivePull = { target, session, listeners, controller: new AbortController(), done: undefined as unknown as Promise<ResolvedVersion> }
+    const pull: ActivePull = { target, session, listeners, priority, controller: new AbortController(), done: undefined as unknown as Promise<ResolvedVersion> }
     const unused = new Set(target.manifest.files.flatMap(f => (f.origins ?? []).filter(u => !allowed(u))))
     if (unused.size > 0) this.log.info({ version, origins: [...unused].slice(0, 4), count: unused.size }, 'the manifest lists origins this node does not allow (transfer.origins); they are not used')
     /** A stall says why origins did not help, when the manifest listed some this node does not use. */
@@ -430,4 +472,8 @@ export class PullManager implements ChunkSource {
       files: files.length <= 64 ? files : files.filter(f => f.bytes > 0 && f.bytes < f.size)
     }
   }
+}
+
+function readable (pull: ActivePull): ReadablePull {
+  return { target: pull.target, ended: pull.done, priority: pull.priority, want: ids => pull.priority.wait(ids) }
 }

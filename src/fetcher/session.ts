@@ -31,9 +31,10 @@ import { isStaller, silenceAllowedMs, twoSpansMs, type PeerHistory } from './liv
 import { isWhole, OriginChannel } from './origin-channel.js'
 import { Availability, Holdings, PieceTable, type Piece } from './pieces.js'
 import { createPicker, createSelector, PieceSet, type PieceOrder, type SelectablePeer, type StrategyName } from './strategies.js'
-import type { Arrival, BlockRange, Channel, OriginSource, PeerHave, PeerJudge, Target } from './types.js'
+import { MAX_URGENT_SCAN } from './priority.js'
+import type { Arrival, BlockRange, Channel, OriginSource, PeerHave, PeerJudge, PrioritySource, Target } from './types.js'
 
-export type { Arrival, BlockRange, Channel, Offence, OriginSource, PeerHave, PeerJudge, Span, Target } from './types.js'
+export type { Arrival, BlockRange, Channel, Offence, OriginSource, PeerHave, PeerJudge, PrioritySource, Span, Target } from './types.js'
 
 export interface SessionOptions {
   strategy: StrategyName
@@ -284,6 +285,8 @@ export class FetchSession {
       download?: { take: (bytes: number, signal?: AbortSignal) => Promise<void> }
       onProgress?: (p: SessionProgress) => void
       log?: { debug: (o: object, m?: string) => void, info: (o: object, m?: string) => void }
+      /** What to fetch before the piece order's choice (readers waiting for bytes: `priority.ts`). */
+      priority?: PrioritySource
     } = {}
   ) {
     this.opts = { ...DEFAULT_SESSION_OPTIONS, ...options }
@@ -317,10 +320,12 @@ export class FetchSession {
       this.finished = () => { if (this.failure !== undefined) reject(this.failure); else resolve() }
     })
     this.tick = setInterval(() => this.onTick(), TICK_MS)
+    const unprioritize = this.extras.priority?.onChange(() => this.pump())
     this.pump()
     try {
       await done
     } finally {
+      unprioritize?.()
       signal?.removeEventListener('abort', onAbort)
       this.stop()
     }
@@ -541,6 +546,8 @@ export class FetchSession {
     // goes to what the swarm lacks; partial peers redistribute the rest.
     const seedOnly = peer.holdings.complete && peer.origin === undefined && this.partialPeers() > 0
     const may = (piece: number): boolean => this.peerHas(peer, piece) && !((peer.deferred.get(piece) ?? 0) > now) && (!seedOnly || this.availability.partialHolders(piece) === 0 || this.failedAtPartial.has(piece))
+    const urgent = this.pickUrgent(peer, now)
+    if (urgent !== undefined) return urgent
     const open = this.pickStarted(may)
     if (open !== undefined) return open
     const fresh = this.picker.pick(this.unrequested, may, piece => this.availability.of(piece))
@@ -556,6 +563,23 @@ export class FetchSession {
       if (late > latest) { best = piece; latest = late }
     }
     return best
+  }
+
+  /**
+   * An unrequested piece of a chunk the priority source wants first that `peer` holds. A seed may
+   * be asked for it though partial peers hold it: a reader is waiting.
+   */
+  private pickUrgent (peer: PeerState, now: number): number | undefined {
+    const source = this.extras.priority
+    if (source === undefined) return undefined
+    let scanned = 0
+    for (const id of source.urgent(chunk => this.target.isMissing(chunk))) {
+      for (const piece of this.table.ofChunk(id)) {
+        if (++scanned > MAX_URGENT_SCAN) return undefined
+        if (this.unrequested.has(piece) && this.peerHas(peer, piece) && !((peer.deferred.get(piece) ?? 0) > now)) return piece
+      }
+    }
+    return undefined
   }
 
   /** An unrequested piece of a chunk already started that `may` allows; chunks with none left are forgotten. */

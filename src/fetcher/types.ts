@@ -96,3 +96,19 @@ export interface OriginSource {
   /** `url` sent bytes that do not hash to the chunk asked for. */
   refused?: (url: string) => void
 }
+
+/**
+ * What to fetch first, when someone needs some of the version before the rest (a reader of a
+ * version being pulled): the session asks for these chunks' pieces before any other, and falls
+ * back to its piece order (rarest-first by default) when there are none. `fetcher/priority.ts`
+ * implements it.
+ */
+export interface PrioritySource {
+  /**
+   * Chunks to ask for before any other, most urgent first; `pending` tells which are still
+   * needed here (the source may skip the others for good). Empty when nothing is urgent.
+   */
+  urgent: (pending: (id: ChunkId) => boolean) => Iterable<ChunkId>
+  /** Calls `listener` whenever urgent chunks are added, so the session asks for them at once; returns the unsubscribe. */
+  onChange: (listener: () => void) => () => void
+}

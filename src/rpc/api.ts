@@ -44,6 +44,7 @@
  * | GET  /v1/watch           | `?types=a,b&model=&since=`, `Last-Event-ID` | server-sent events |
  * | GET  /metrics            |                              | Prometheus text            |
  * | GET  /v1/search          | `?q=&limit=&similar=name@v`  | {@link SearchResult}       |
+ * | GET  /v1/versions/{id}/files/{path} | `Range` header        | the file's bytes (200, 206; 416 outside the file) |
  * | GET  /v1/openapi.json    |                              | this table as OpenAPI 3.1 (`openapi.ts`) |
  *
  * `POST /v1/labels` publishes a signed head (see `core/heads.ts`) and `DELETE /v1/labels` a removal.
@@ -57,7 +58,7 @@ import type { SearchResult } from '../store/search-index.js'
 import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
 import type { DiskUsage } from '../store/usage.js'
-import { route, type Route, type SseEvent } from './server.js'
+import { route, type ByteAnswer, type Route, type SseEvent } from './server.js'
 import { openApiDocument } from './openapi.js'
 import { SHOAL_VERSION } from '../version.js'
 import { addRequest, removeRequest, exportRequest, gcRequest, keyRequest, labelRemoveRequest, labelRequest, pullCancelRequest, pullRequest, refRequest, rollbackRequest, trustRemoveRequest, trustRequest, verifyRequest, resolveRequest, leaseRequest, leaseRenewRequest, leaseReleaseRequest, WATCH_TYPES, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest, type PullRequest, type RemoveRequest } from './schemas.js'
@@ -254,10 +255,17 @@ export interface ShoalApi {
   id: () => Promise<IdResult>
 }
 
-/** What the server side adds to the API: the event stream and metrics (not mirrored by the client as plain calls). */
+/**
+ * A file read: `id` a version id or a ref (`name@label`, `name@<version id>`), `path` the file's
+ * path in the version's manifest, `range` the HTTP `Range` header.
+ */
+export interface FileReadRequest { id: string, path: string, range?: string | string[], signal: AbortSignal }
+
+/** What the server side adds to the API: the event stream, metrics and file reads (not mirrored by the client as plain calls). */
 export interface ServerExtras {
   watch: (options: { since?: string, types?: EventType[], model?: string, send: (e: SseEvent) => void, signal: AbortSignal }) => Promise<void>
   metrics: () => Promise<{ contentType: string, body: string }>
+  read: (req: FileReadRequest) => Promise<ByteAnswer>
 }
 
 /** Binds the API to endpoints. */
@@ -268,7 +276,8 @@ export function routes (api: ShoalApi, extras?: ServerExtras): Route[] {
     ...(extras !== undefined
       ? [
           route({ method: 'GET', path: '/v1/watch', sse: true, check: ctx => { watchOptions(ctx.query, ctx.headers['last-event-id']) }, handler: async (_b, ctx) => { await extras.watch({ ...watchOptions(ctx.query, ctx.headers['last-event-id']), send: ctx.event, signal: ctx.signal }) } }),
-          route({ method: 'GET', path: '/metrics', raw: true, handler: async () => await extras.metrics() })
+          route({ method: 'GET', path: '/metrics', raw: true, handler: async () => await extras.metrics() }),
+          route({ method: 'GET', path: '/v1/versions/{id}/files/{path}', bytes: true, handler: async (_b, ctx) => await extras.read({ id: ctx.params.id ?? '', path: ctx.params.path ?? '', ...(ctx.headers.range !== undefined ? { range: ctx.headers.range } : {}), signal: ctx.signal }) })
         ]
       : []),
     route({ method: 'POST', path: '/v1/resolve', body: resolveRequest, stream: true, holds: 'transfer', handler: async (body, ctx) => body.ensure === true ? await api.resolveEnsure(body.ref, ctx.progress, ctx.signal) : await api.resolve(body.ref) }),

@@ -12,6 +12,7 @@
  * when no daemon answers on the socket.
  */
 import { request } from 'node:http'
+import { Readable } from 'node:stream'
 import type { ColdReport } from '../store/cold.js'
 import type { GcReport } from '../store/gc.js'
 import type { SearchResult } from '../store/search-index.js'
@@ -19,6 +20,7 @@ import type { VersionInfo } from '../store/store.js'
 import type { VerifyReport } from '../store/verify.js'
 import type { DfResult, RemoveResult, LeaseRow, ActivateResult, EventsResult, HeadHistoryRow, HeadRow, KeyExport, KeyRow, ResolveResult, TrustRow, ExportResult, IdResult, LabelResult, ModelRow, PeerRow, PinResult, Progress, PullCancelResult, ShoalApi, ShowResult, StatusResult, VersionResult } from './api.js'
 import { RpcError } from './errors.js'
+import { rangeHeader } from './range.js'
 import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest, RemoveRequest } from './schemas.js'
 
 /** The daemon's unix socket, or its loopback TCP port with the token from `<home>/rpc.token`. */
@@ -35,6 +37,22 @@ export interface WatchOptions {
   signal?: AbortSignal
   /** Reconnect (with Last-Event-ID) when the stream breaks. @default true */
   reconnect?: boolean
+}
+
+/** Which bytes of a file `openRead` reads: `[start, end)`, `end` exclusive as in `Blob.slice`. @default the whole file */
+export interface ReadOptions {
+  start?: number
+  end?: number
+  signal?: AbortSignal
+}
+
+/** What `openRead` gives: the bytes, and which version and file they are of. */
+export type ReadStream = Readable & {
+  /** The model and the version the ref named when the read started (a label is read once). */
+  readonly model: string
+  readonly version: string
+  /** The file's size (the whole file, not the range). */
+  readonly size: number
 }
 
 /** @default 1 s, doubling to 10 s — waits between reconnects of a broken watch */
@@ -177,6 +195,54 @@ export class ShoalClient implements ShoalApi {
       if (options.reconnect === false) return
       await new Promise(resolve => setTimeout(resolve, WATCH_RETRY_MS[Math.min(attempt++, WATCH_RETRY_MS.length - 1)]))
     }
+  }
+
+  /**
+   * A readable stream of the verified bytes `[start, end)` of `path` in the version `ref` names
+   * (`name@label`, `name@<version id>`, a version id). A version being pulled is read as it
+   * arrives: the stream waits for bytes not here yet (the pull fetches them first), and a version
+   * neither here nor being pulled is pulled. The promise rejects with `RpcError` when the read
+   * cannot start (`NOT_FOUND`: no such version or file; `RANGE_NOT_SATISFIABLE`: outside the file);
+   * the stream fails with `RpcError` (`UNAVAILABLE` naming the bytes that did not arrive) rather
+   * than end short, so whatever it gives before ending cleanly is the whole range.
+   */
+  async openRead (ref: string, path: string, options: ReadOptions = {}): Promise<ReadStream> {
+    const range = rangeHeader(options.start ?? 0, options.end)
+    const headers: Record<string, string> = { te: 'trailers', ...(range !== undefined ? { range } : {}) }
+    // The path as one encoded segment: a `..` in it reaches the daemon (which refuses it as no
+    // file of the version) instead of being folded into the URL.
+    const res = await this.send('GET', `/v1/versions/${encodeURIComponent(ref)}/files/${encodeURIComponent(path)}`, undefined, options.signal, headers)
+    if ((res.statusCode ?? 500) >= 400) {
+      const err = parseJson(await readAll(res), res.statusCode ?? 0) as { code?: string, message?: string }
+      throw new RpcError(err.code ?? 'INTERNAL', err.message ?? `daemon answered ${res.statusCode ?? '?'}`, res.statusCode)
+    }
+    const expected = Number(res.headers['x-shoal-length'] ?? res.headers['content-length'])
+    const what = `${path} in ${ref}`
+    async function * body (): AsyncGenerator<Buffer> {
+      let got = 0
+      try {
+        for await (const part of res) {
+          got += (part as Buffer).byteLength
+          yield part as Buffer
+        }
+      } catch (err) {
+        if (options.signal?.aborted === true) throw err
+        throw new RpcError('UNREACHABLE', `the daemon closed the connection after ${got} of ${expected} bytes of ${what} (${(err as Error).message}); did it stop? Check its log, then retry`)
+      }
+      const trailer = res.trailers['x-shoal-error']
+      if (trailer !== undefined) {
+        let failure: { code?: string, message?: string } = {}
+        try { failure = JSON.parse(decodeURIComponent(trailer)) as typeof failure } catch { failure = { message: trailer } }
+        throw new RpcError(failure.code ?? 'INTERNAL', failure.message ?? `reading ${what} failed`)
+      }
+      if (Number.isFinite(expected) && got !== expected) throw new RpcError('UNREACHABLE', `the daemon sent ${got} of ${expected} bytes of ${what} and closed the answer; retry`)
+    }
+    const stream = Readable.from(body(), { objectMode: false })
+    // Leaving the stream early (destroy) ends the request, which the daemon sees as the reader going away.
+    stream.once('close', () => { if (!res.complete) res.destroy() })
+    const whole = /\/(\d+)$/.exec(String(res.headers['content-range'] ?? ''))
+    const size = whole !== null ? Number(whole[1]) : expected
+    return Object.assign(stream, { model: String(res.headers['x-shoal-model'] ?? ''), version: String(res.headers['x-shoal-version'] ?? ''), size })
   }
 
   /** Prometheus text from `/metrics`. */

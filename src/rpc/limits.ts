@@ -9,8 +9,8 @@
  * (`/v1/add`, `/v1/pull`, `/v1/watch`, …) runs as long as its operation does; what bounds it then
  * is the client taking the bytes (`stallMs`, `streamBacklogBytes`).
  *
- * `rpcLimits` applies the defaults; `config.json` `rpc.maxConnections` and `rpc.maxWatchers`
- * override the two an operator may need to raise (a node with many serving processes).
+ * `rpcLimits` applies the defaults; `config.json` `rpc.maxConnections`, `rpc.maxWatchers` and
+ * `rpc.maxReads` override the three an operator may need to raise (a node with many serving processes).
  */
 
 /** @default 10 s — from the first byte of a request (or the connection) to the end of its headers */
@@ -49,6 +49,12 @@ export const DROP_FACTOR = 2
 export const MAX_CONCURRENT_REQUESTS = 256
 /** @default 1024 — open `/v1/watch` event streams (each holds a subscription to the event bus and a connection) */
 export const DEFAULT_MAX_WATCHERS = 1024
+/**
+ * @default 64 — file reads (`GET /v1/versions/{id}/files/{path}`) open at once. A read of bytes a
+ * pull has not brought yet waits for them and holds its connection and a place here meanwhile;
+ * past it 503 `BUSY` (the client retries), never a queue.
+ */
+export const DEFAULT_MAX_READS = 64
 /** @default 4 — `add`, `verify`, `export` running at once (each holds disk bandwidth and ~24 MiB of buffers) */
 export const MAX_DISK_OPERATIONS = 4
 /** @default 8 — `pull` and `resolve` with `ensure` running at once (each holds a pull's in-flight budget) */
@@ -61,7 +67,7 @@ export const MAX_TRANSFER_OPERATIONS = 8
 export const STREAM_BACKLOG_BYTES = 256 * 1024
 
 /** What a long-running route holds while it runs; each kind has its own bound. */
-export type StreamKind = 'watch' | 'disk' | 'transfer'
+export type StreamKind = 'watch' | 'disk' | 'transfer' | 'read'
 
 export interface RpcLimits {
   headersTimeoutMs: number
@@ -94,7 +100,8 @@ export function rpcLimits (init: RpcLimitsInit = {}): RpcLimits {
     streams: {
       watch: init.streams?.watch ?? DEFAULT_MAX_WATCHERS,
       disk: init.streams?.disk ?? MAX_DISK_OPERATIONS,
-      transfer: init.streams?.transfer ?? MAX_TRANSFER_OPERATIONS
+      transfer: init.streams?.transfer ?? MAX_TRANSFER_OPERATIONS,
+      read: init.streams?.read ?? DEFAULT_MAX_READS
     },
     streamBacklogBytes: init.streamBacklogBytes ?? STREAM_BACKLOG_BYTES
   }

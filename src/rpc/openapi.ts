@@ -21,6 +21,8 @@ interface RouteDoc {
   /** The TypeScript type of the answer (`api.ts`), named in the description. */
   answer: string
   query?: QueryParam[]
+  /** Parameters in the path (`{name}`). */
+  path?: QueryParam[]
 }
 
 const str = (max = 512): Record<string, unknown> => ({ type: 'string', minLength: 1, maxLength: max })
@@ -78,6 +80,14 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     query: [{ name: 'types', description: `comma-separated: ${WATCH_TYPES.join(',')}`, schema: { type: 'string' } }, { name: 'model', description: 'only events of this model', schema: str() }, since]
   },
   'GET /metrics': { summary: 'Prometheus metrics', answer: 'Prometheus text' },
+  'GET /v1/versions/{id}/files/{path}': {
+    summary: "A file's bytes, verified, with HTTP Range (one range: bytes=a-b, a-, -n; 206, or 416 outside the file). A version being pulled is served as it arrives (reads wait for their bytes, which the pull fetches first); one neither here nor being pulled is pulled. A failure after the first bytes cuts the connection, or with TE: trailers ends the body with an X-Shoal-Error trailer",
+    answer: 'application/octet-stream',
+    path: [
+      { name: 'id', description: 'a version id, or a ref percent-encoded (org%2Fmodel%40prod)', required: true, schema: str(1024) },
+      { name: 'path', description: "the file's path in the version, as its manifest lists it (shoal show)", required: true, schema: str(4096) }
+    ]
+  },
   'GET /v1/openapi.json': { summary: 'This document', answer: 'OpenAPI 3.1 document' }
 }
 
@@ -90,11 +100,18 @@ export function openApiDocument (routes: readonly Route[], version: string): Rec
     const key = `${r.method} ${r.path}`
     const doc = ROUTE_DOCS[key]
     if (doc === undefined) throw new Error(`route ${key} has no entry in ROUTE_DOCS (rpc/openapi.ts)`)
-    const contentType = r.sse === true ? 'text/event-stream' : r.stream === true ? 'application/x-ndjson' : r.raw === true ? 'text/plain' : 'application/json'
+    const contentType = r.sse === true ? 'text/event-stream' : r.stream === true ? 'application/x-ndjson' : r.raw === true ? 'text/plain' : r.bytes === true ? 'application/octet-stream' : 'application/json'
     const operation: Record<string, unknown> = {
       operationId: `${r.method.toLowerCase()}${r.path.replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ?? '').toUpperCase())}`,
       summary: doc.summary,
-      ...(doc.query !== undefined ? { parameters: doc.query.map(q => ({ name: q.name, in: 'query', description: q.description, required: q.required === true, schema: q.schema })) } : {}),
+      ...(doc.query !== undefined || doc.path !== undefined
+        ? {
+            parameters: [
+              ...(doc.path ?? []).map(q => ({ name: q.name, in: 'path', description: q.description, required: true, schema: q.schema })),
+              ...(doc.query ?? []).map(q => ({ name: q.name, in: 'query', description: q.description, required: q.required === true, schema: q.schema }))
+            ]
+          }
+        : {}),
       ...(r.body !== undefined ? { requestBody: { required: true, content: { 'application/json': { schema: bodySchema(r.body) } } } } : {}),
       responses: {
         200: {

@@ -9,6 +9,14 @@
  *   that disconnects aborts the operation (its `AbortSignal` fires).
  * - Event routes answer server-sent events (`text/event-stream`): `id:`, `event:`, `data:` per
  *   event, a comment every `SSE_KEEPALIVE_MS`; the handler runs until the client goes.
+ * - Byte routes (file reads) answer the bytes a `ByteAnswer` yields. Its status and headers go out
+ *   with its first bytes, so a failure before them is an ordinary `{ code, message }` answer.
+ *   A failure after them cannot change the status: with `Content-Length` (the default) the
+ *   connection is cut, so every HTTP client sees a short, failed body and never takes it for the
+ *   whole; a client that sent `TE: trailers` gets a chunked body whose `X-Shoal-Error` trailer
+ *   carries `{ code, message }` (URI-encoded JSON) instead.
+ * - A route path may hold parameters (`/v1/versions/{id}/files/{path}`): `{name}` takes one
+ *   percent-encoded segment, a last `{path}` the rest of the path; they reach the handler decoded.
  * - Optionally also HTTP on a loopback TCP port; every request there must carry
  *   `Authorization: Bearer <token>` (compared in constant time), else 401.
  * - The server calls the injected handlers only; it never touches storage itself.
@@ -48,6 +56,8 @@ export interface SseEvent { id?: string, event: string, data: unknown }
 
 export interface RouteContext {
   query: URLSearchParams
+  /** Path parameters of a route with `{name}` segments, percent-decoded. */
+  params: Record<string, string>
   headers: IncomingMessage['headers']
   signal: AbortSignal
   /** Streams a progress event (NDJSON routes only). */
@@ -74,8 +84,23 @@ export interface Route<S extends z.ZodType = z.ZodType> {
   check?: (ctx: RouteContext) => void
   /** The handler returns `{ contentType, body }` sent as is (e.g. Prometheus text). */
   raw?: boolean
+  /** The handler returns a `ByteAnswer`: bytes streamed as they come (file reads). */
+  bytes?: boolean
   handler: (body: z.infer<S>, ctx: RouteContext) => Promise<unknown>
 }
+
+/** What a byte route answers: a status, headers, and its bytes as they become ready. */
+export interface ByteAnswer {
+  status: 200 | 206
+  headers: Record<string, string | number>
+  /** Bytes the body holds (`Content-Length`, or `X-Shoal-Length` on a chunked answer). */
+  length: number
+  /** The bytes, in order, exactly `length` of them; it throws when they cannot all be given. */
+  body: AsyncIterable<Uint8Array>
+}
+
+/** The trailer that carries a byte answer's failure to a client that accepts trailers (`TE: trailers`). */
+export const ERROR_TRAILER = 'x-shoal-error'
 
 export function route<S extends z.ZodType> (r: Route<S>): Route {
   return r as unknown as Route
@@ -123,19 +148,24 @@ export class RpcServer {
   private server?: Server
   private tcpServer?: Server
   private readonly routes = new Map<string, Route>()
+  /** Routes with `{name}` parameters in their path, matched in order. */
+  private readonly patterns: Array<{ route: Route, regex: RegExp, names: string[] }> = []
   private readonly sockets = new Set<Socket>()
   private readonly conns = new WeakMap<Duplex, Conn>()
   /** Answers that are NDJSON or SSE streams: their operation ends when the client does. */
   private readonly streaming = new WeakSet<ServerResponse>()
   private readonly limits: RpcLimits
-  private readonly streams: Record<StreamKind, number> = { watch: 0, disk: 0, transfer: 0 }
+  private readonly streams: Record<StreamKind, number> = { watch: 0, disk: 0, transfer: 0, read: 0 }
   /** Requests waiting for a place among their kind (`disk`, `transfer`), oldest first. */
-  private readonly queues: Record<StreamKind, Array<() => void>> = { watch: [], disk: [], transfer: [] }
+  private readonly queues: Record<StreamKind, Array<() => void>> = { watch: [], disk: [], transfer: [], read: [] }
   private requests = 0
   private readonly refusals: RefusalLog
 
   constructor (private readonly options: RpcServerOptions) {
-    for (const r of options.routes) this.routes.set(`${r.method} ${r.path}`, r)
+    for (const r of options.routes) {
+      if (r.path.includes('{')) this.patterns.push({ route: r, ...pathPattern(r.path) })
+      else this.routes.set(`${r.method} ${r.path}`, r)
+    }
     this.limits = rpcLimits(options.limits)
     this.refusals = new RefusalLog(options.log)
   }
@@ -361,10 +391,21 @@ export class RpcServer {
       req.resume()
       return this.fail(req, res, err)
     }
-    const r = this.routes.get(`${req.method ?? ''} ${target.path}`)
+    let params: Record<string, string> = {}
+    let r = this.routes.get(`${req.method ?? ''} ${target.path}`)
+    if (r === undefined) {
+      try {
+        const matched = this.matchPattern(req.method ?? '', target.path)
+        r = matched?.route
+        params = matched?.params ?? {}
+      } catch (err) {
+        req.resume()
+        return this.fail(req, res, err)
+      }
+    }
     if (r !== undefined) routeName = `${r.method} ${r.path}`
     if (r === undefined) {
-      const known = [...this.routes.values()].some(x => x.path === target.path)
+      const known = [...this.routes.values()].some(x => x.path === target.path) || this.patterns.some(p => p.regex.test(target.path))
       req.resume()
       return sendJson(res, known ? 405 : 404, {
         code: known ? 'METHOD_NOT_ALLOWED' : 'NOT_FOUND',
@@ -386,8 +427,9 @@ export class RpcServer {
     } catch (err) {
       return this.fail(req, res, err)
     }
-    const base = { query: target.query, headers: req.headers, signal: aborter.signal, progress: () => {}, event: () => {} }
+    const base = { query: target.query, params, headers: req.headers, signal: aborter.signal, progress: () => {}, event: () => {} }
     if (r.sse === true) return await this.sse(r, req, res, body, base)
+    if (r.bytes === true) return await this.bytes(r, req, res, body, base)
     if (ticket.queued !== undefined && r.stream === true) return await this.ndjson(r, req, res, body, base, ticket.queued)
     if (ticket.queued !== undefined) await ticket.queued.ready
     if (r.raw === true) {
@@ -417,7 +459,7 @@ export class RpcServer {
    * queued: a watcher past `rpc.maxWatchers` is refused at once.
    */
   private admit (r: Route): { release: () => void, queued?: { ahead: number, ready: Promise<void> } } | string {
-    const kind = r.holds ?? (r.sse === true ? 'watch' : undefined)
+    const kind = r.holds ?? (r.sse === true ? 'watch' : r.bytes === true ? 'read' : undefined)
     if (kind === undefined) {
       if (this.requests >= this.limits.maxRequests) return `the daemon is handling ${this.limits.maxRequests} requests at once, its most; retry in a moment`
       this.requests++
@@ -433,7 +475,7 @@ export class RpcServer {
     }
     if (this.streams[kind] < most && this.queues[kind].length === 0) return { release: start() }
     const queue = this.queues[kind]
-    if (kind === 'watch' || queue.length >= most * QUEUE_FACTOR) return STREAM_BUSY[kind](most, queue.length)
+    if (kind === 'watch' || kind === 'read' || queue.length >= most * QUEUE_FACTOR) return STREAM_BUSY[kind](most, queue.length)
     let release = (): void => {}
     let started = false
     let entry = (): void => {}
@@ -479,6 +521,74 @@ export class RpcServer {
       clearInterval(keepalive)
       res.end()
     }
+  }
+
+  /** A route's match for a path with parameters, decoded; undefined when none matches. */
+  private matchPattern (method: string, path: string): { route: Route, params: Record<string, string> } | undefined {
+    for (const p of this.patterns) {
+      if (p.route.method !== method) continue
+      const m = p.regex.exec(path)
+      if (m === null) continue
+      const params: Record<string, string> = {}
+      p.names.forEach((name, i) => {
+        const raw = m[i + 1] ?? ''
+        try {
+          params[name] = decodeURIComponent(raw)
+        } catch {
+          throw new InvalidInputError(`the ${name} in the path, ${JSON.stringify(clip(raw, 100))}, is not valid percent-encoding`)
+        }
+      })
+      return { route: p.route, params }
+    }
+    return undefined
+  }
+
+  /**
+   * A byte answer: headers with its first bytes, then the rest with backpressure. A failure
+   * before the first bytes is an ordinary answer; after them it cuts the connection, or with
+   * `TE: trailers` ends the body with the failure in `ERROR_TRAILER`.
+   */
+  private async bytes (r: Route, req: IncomingMessage, res: ServerResponse, body: unknown, base: RouteContext): Promise<void> {
+    if (this.clientGone(req, res)) return
+    let iterator: AsyncIterator<Uint8Array> | undefined
+    let next: IteratorResult<Uint8Array>
+    let answer: ByteAnswer
+    try {
+      answer = await r.handler(body, base) as ByteAnswer
+      iterator = answer.body[Symbol.asyncIterator]()
+      next = await iterator.next()
+    } catch (err) {
+      await iterator?.return?.().catch(() => {})
+      return this.fail(req, res, err)
+    }
+    const trailers = /(?:^|,)[ \t]*trailers[ \t]*(?:;|,|$)/i.test(String(req.headers.te ?? ''))
+    const headers: Record<string, string | number> = { ...answer.headers, 'cache-control': 'no-store' }
+    if (trailers) {
+      headers.trailer = 'X-Shoal-Error'
+      headers['x-shoal-length'] = answer.length
+    } else headers['content-length'] = answer.length
+    try {
+      res.writeHead(answer.status, headers)
+      while (next.done !== true) {
+        if (res.destroyed) break
+        if (!res.write(next.value)) await writable(res)
+        if (res.destroyed) break
+        next = await iterator.next()
+      }
+    } catch (err) {
+      this.logFailure(req, err)
+      if (trailers && !res.destroyed) {
+        res.addTrailers({ [ERROR_TRAILER]: encodeURIComponent(JSON.stringify(toWireError(err), replacer)) })
+        res.end()
+      } else {
+        // Cut after what was written: the client sees the body end short of Content-Length.
+        endWith(req.socket)
+      }
+      return
+    } finally {
+      if (next.done !== true) await iterator.return?.().catch(() => {})
+    }
+    res.end()
   }
 
   private async ndjson (r: Route, req: IncomingMessage, res: ServerResponse, body: unknown, base: RouteContext, queued?: { ahead: number, ready: Promise<void> }): Promise<void> {
@@ -537,7 +647,29 @@ export const QUEUE_FACTOR = 16
 const STREAM_BUSY: Record<StreamKind, (most: number, waiting: number) => string> = {
   watch: most => `${most} event streams are open, the most (rpc.maxWatchers); close one or raise rpc.maxWatchers`,
   disk: (most, waiting) => `${most} add, verify and export operations are running and ${waiting} wait for a place, the most at once; retry when one finishes`,
-  transfer: (most, waiting) => `${most} pulls are running for RPC clients and ${waiting} wait for a place, the most at once; retry when one finishes`
+  transfer: (most, waiting) => `${most} pulls are running for RPC clients and ${waiting} wait for a place, the most at once; retry when one finishes`,
+  read: most => `${most} file reads are open, the most at once (rpc.maxReads); retry when one finishes, or raise rpc.maxReads`
+}
+
+/** A route path's matcher: `{name}` is one segment, a last `{path}` the rest of the path. */
+function pathPattern (path: string): { regex: RegExp, names: string[] } {
+  const names: string[] = []
+  const parts = path.split(/(\{[a-z]+\})/i).map((part, i, all) => {
+    const m = /^\{([a-z]+)\}$/i.exec(part)
+    if (m === null) return part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+    names.push(m[1] ?? '')
+    return i === all.length - 2 && all[all.length - 1] === '' ? '(.+)' : '([^/]+)'
+  })
+  return { regex: new RegExp(`^${parts.join('')}$`), names }
+}
+
+/** Resolves when `res` can take more bytes, or is closed. */
+async function writable (res: ServerResponse): Promise<void> {
+  await new Promise<void>(resolve => {
+    const done = (): void => { res.off('drain', done); res.off('close', done); resolve() }
+    res.on('drain', done)
+    res.on('close', done)
+  })
 }
 
 /**

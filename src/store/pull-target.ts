@@ -291,6 +291,11 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     return this.assembling.get(id)?.present[index] !== 1
   }
 
+  /** Whether the chunk at global index `index` is written and verified here (servable, readable). */
+  hasChunkAt (index: number): boolean {
+    return ((this.bits[index >> 3] ?? 0) & (0x80 >> (index & 7))) !== 0
+  }
+
   /** Whether chunk `id` is being assembled (some of its blocks are here). */
   isAssembling (id: ChunkId): boolean {
     return this.assembling.has(id)

@@ -704,6 +704,17 @@ export class Store {
   }
 
   /**
+   * Reads `length` bytes at `start` inside chunk `id` (as `readChunk`: verified bytes from a blob
+   * or partial file, not re-hashed), or undefined when the store does not hold the chunk.
+   */
+  async readChunkRange (id: ChunkId, start: number, length: number): Promise<Uint8Array | undefined> {
+    const candidates = await this.locate(id)
+    const located = candidates.length === 0 ? undefined : await this.readLocated(candidates, start, length)
+    if (located !== undefined) return located
+    return (await this.readCold(id))?.subarray(start, start + length)
+  }
+
+  /**
    * A chunk only `cold/` holds, decoded and re-hashed (into `into` when given), or undefined when
    * there is none or its file is damaged (logged; `verify` quarantines it).
    */

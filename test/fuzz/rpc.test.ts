@@ -37,7 +37,8 @@ const api = new Proxy({} as ShoalApi, {
 })
 const extras: ServerExtras = {
   watch: async o => { o.send({ event: 'ready', data: {} }) },
-  metrics: async () => ({ contentType: 'text/plain; version=0.0.4', body: 'shoal_up 1\n' })
+  metrics: async () => ({ contentType: 'text/plain; version=0.0.4', body: 'shoal_up 1\n' }),
+  read: async () => ({ status: 200, headers: {}, length: 3, body: (async function * () { yield new Uint8Array([1, 2, 3]) })() })
 }
 const table = routes(api, extras)
 const paths = [...new Set(table.map(r => r.path))]

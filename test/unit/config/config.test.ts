@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CONFIG_FILE, MAX_CONFIG_BYTES, clientTarget, loadConfig } from '../../../src/config/config.js'
-import { DEFAULT_MAX_RPC_CONNECTIONS, DEFAULT_MAX_WATCHERS } from '../../../src/rpc/limits.js'
+import { DEFAULT_MAX_READS, DEFAULT_MAX_RPC_CONNECTIONS, DEFAULT_MAX_WATCHERS } from '../../../src/rpc/limits.js'
 import { rejection } from '../../helpers/assert.js'
 import { tempDir } from '../../helpers/tmp.js'
 
@@ -28,9 +28,9 @@ async function refusal (env: NodeJS.ProcessEnv = {}): Promise<Error> {
 
 describe('config', () => {
   it('applies the RPC bounds from the file, else their defaults', async () => {
-    expect((await loadConfig({ home, env: {} })).rpc).toEqual({ maxConnections: DEFAULT_MAX_RPC_CONNECTIONS, maxWatchers: DEFAULT_MAX_WATCHERS })
-    await withFile({ rpc: { maxConnections: 1000, maxWatchers: 500, tcp: '127.0.0.1:4080' } })
-    expect((await loadConfig({ home, env: {} })).rpc).toEqual({ maxConnections: 1000, maxWatchers: 500, tcp: { host: '127.0.0.1', port: 4080 } })
+    expect((await loadConfig({ home, env: {} })).rpc).toEqual({ maxConnections: DEFAULT_MAX_RPC_CONNECTIONS, maxWatchers: DEFAULT_MAX_WATCHERS, maxReads: DEFAULT_MAX_READS })
+    await withFile({ rpc: { maxConnections: 1000, maxWatchers: 500, maxReads: 8, tcp: '127.0.0.1:4080' } })
+    expect((await loadConfig({ home, env: {} })).rpc).toEqual({ maxConnections: 1000, maxWatchers: 500, maxReads: 8, tcp: { host: '127.0.0.1', port: 4080 } })
     await withFile({ rpc: { maxWatchers: 0 } })
     expect((await refusal()).message).toBe(`${join(home, CONFIG_FILE)} is invalid at rpc.maxWatchers: Too small: expected number to be >0`)
   })

@@ -41,8 +41,8 @@ async function closure (entry: string): Promise<string[]> {
 }
 
 describe('the client entry point', () => {
-  it('loads only the client, its errors, its target rules and core errors', async () => {
-    expect(await closure(join(SRC, 'index.ts'))).toEqual(['core/errors.ts', 'index.ts', 'rpc/client.ts', 'rpc/errors.ts', 'rpc/target.ts'])
+  it('loads only the client, its errors, its target and range rules and core errors', async () => {
+    expect(await closure(join(SRC, 'index.ts'))).toEqual(['core/errors.ts', 'index.ts', 'rpc/client.ts', 'rpc/errors.ts', 'rpc/range.ts', 'rpc/target.ts'])
   })
 
   it('tells runtime imports from type-only ones', () => {
