@@ -176,12 +176,21 @@ export const MAX_ONNX_STRING_BYTES = 1 * MiB
 export const MAX_ONNX_KEPT_BYTES = 16 * MiB
 
 /**
- * Most protobuf fields an ONNX reader visits in one file (every node, initializer field, dim and
- * metadata entry is one; skipped fields count too). A large language model graph has ~100k; this
- * bounds the time a file of millions of tiny fields can cost.
+ * Most protobuf fields an ONNX reader visits in one file (every field of every node and attribute,
+ * initializer field, dim and metadata entry is one; skipped fields count too). A large language
+ * model graph has ~100k nodes of about ten fields each; this bounds the time a file of millions of
+ * tiny fields can cost.
  * @default 4_194_304
  */
 export const MAX_ONNX_FIELDS = 4_194_304
+
+/**
+ * Deepest nesting of ONNX subgraphs: graphs held by node attributes (`If` branches, `Loop` and
+ * `Scan` bodies), each of which may hold more. Real exports nest a few levels; each level is a
+ * frame of the reader's recursion, so this bounds its stack.
+ * @default 16
+ */
+export const MAX_ONNX_GRAPH_DEPTH = 16
 
 /**
  * Window of the buffered header cursor: the most bytes fetched by one read-ahead. Read-ahead
