@@ -7,8 +7,10 @@
  * 2. the walk (`ingest/walk.ts`), then `shoal.json` from the folder;
  * 3. every file's structure, read without loading weights (`model/`), with the tensors of all files
  *    at most `MAX_TENSOR_COUNT` and a lower bound of the manifest's size within `MAX_MANIFEST_BYTES`;
- * 4. only then data: per file, plan its chunks — tensor-aware for safetensors, GGUF, ONNX and ONNX
- *    external data, content-defined (FastCDC) for everything else — and stream it into a
+ * 4. only then data: per file, plan its chunks — for safetensors, GGUF, ONNX and ONNX external data,
+ *    tensor pieces for each tensor and content-defined cuts (`STRUCTURE_CDC`) for the structure
+ *    around them, found in a first pass over those regions' bytes (a file without tensors is cut by
+ *    content as it streams); content-defined (FastCDC) for everything else — and stream it into a
  *    `BlobWriter`, which hashes and writes it, and computes the block tree of every chunk of more
  *    than one block in the same task (roots for the manifest, leaf layers for the index, recorded
  *    with the file's blob). When every file is stored the manifest (schema 2) is committed;
@@ -21,8 +23,8 @@
  */
 import { constants } from 'node:fs'
 import { open } from 'node:fs/promises'
-import { FastCdc } from '../core/cdc.js'
-import { MAX_CHUNK_SIZE, fixedChunks, planTensorChunks } from '../core/chunking.js'
+import { FastCdc, type FastCdcOptions } from '../core/cdc.js'
+import { MAX_CHUNK_SIZE, STRUCTURE_CDC, fixedChunks, modelRegions, planModelChunks, type ChunkRegion, type TensorRange } from '../core/chunking.js'
 import { AbortedError, InvalidInputError, MalformedModelError } from '../core/errors.js'
 import type { FileDigest } from '../core/digest.js'
 import { checkBlockSize, DEFAULT_BLOCK_SIZE, MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, type ChunkRef, type FileStructureRecord, type JsonValue, type ManifestFile, type ModelSummary } from '../core/manifest.js'
@@ -110,13 +112,10 @@ export async function addPath (store: Store, input: string, options: AddOptions)
       if (options.signal?.aborted === true) throw new AbortedError('add was cancelled')
       const structure = structures.get(file.path)
       const anchors = external.get(file.path)
-      const plan = anchors !== undefined
-        ? planTensorChunks(file.size, 0, anchors)
-        : structure !== undefined && structure.tensors.length + structure.headerLength > 0 && structure.format !== 'other'
-          ? planTensorChunks(file.size, structure.headerLength, structure.tensors.filter(t => t.file === undefined))
-          : undefined
+      // Tensor ranges make a model file; a file without structure is opaque.
+      const tensors = anchors ?? (structure !== undefined && structure.format !== 'other' ? structure.tensors.filter(t => t.file === undefined) : undefined)
       const base = bytes
-      const blob = await storeFile(store, file, plan, blockSize, options.signal, done => {
+      const blob = await storeFile(store, file, tensors, blockSize, options.signal, done => {
         options.onProgress?.({ file: file.path, fileBytes: done, fileSize: file.size, bytes: base + done, totalBytes, files: i, totalFiles: files.length })
       })
       bytes += file.size
@@ -142,7 +141,7 @@ function chunkRef (c: ChunkRef): ChunkRef {
   return c.root === undefined ? { id: c.id, size: c.size } : { id: c.id, size: c.size, root: c.root }
 }
 
-async function storeFile (store: Store, file: SourceFile, plan: number[] | undefined, blockSize: number, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<{ digest: FileDigest } & Awaited<ReturnType<BlobWriter['commit']>>> {
+async function storeFile (store: Store, file: SourceFile, tensors: readonly TensorRange[] | undefined, blockSize: number, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<{ digest: FileDigest } & Awaited<ReturnType<BlobWriter['commit']>>> {
   const src = await openListed(file)
   let writer: BlobWriter
   try {
@@ -152,8 +151,9 @@ async function storeFile (store: Store, file: SourceFile, plan: number[] | undef
     throw err
   }
   try {
-    if (plan !== undefined) await copyPlanned(src, writer, plan, signal, progress)
-    else await copyCdc(src, writer, signal, progress)
+    const cutting = tensors === undefined ? { cdc: {} } : await cutModel(src, tensors, signal)
+    if ('plan' in cutting) await copyPlanned(src, writer, cutting.plan, signal, progress)
+    else await copyCdc(src, writer, cutting.cdc, signal, progress)
     return await writer.commit()
   } catch (err) {
     await writer.abort()
@@ -161,6 +161,37 @@ async function storeFile (store: Store, file: SourceFile, plan: number[] | undef
   } finally {
     await src.close()
   }
+}
+
+/**
+ * How a model file is cut (`core/chunking.ts`): a plan of tensor pieces and content-defined cuts
+ * of the structure between them, found by reading only the structure regions; or, when no tensor
+ * is large enough to anchor a chunk, by content from end to end as the bytes stream through.
+ */
+async function cutModel (src: FileSource, tensors: readonly TensorRange[], signal: AbortSignal | undefined): Promise<{ plan: number[] } | { cdc: FastCdcOptions }> {
+  const regions = modelRegions(src.size, tensors)
+  if (!regions.some(r => r.kind === 'tensor')) return { cdc: STRUCTURE_CDC }
+  const starts = new Map<number, number[]>()
+  for (const region of regions) {
+    if (region.kind === 'structure') starts.set(region.offset, await structureStarts(src, region, signal))
+  }
+  return { plan: planModelChunks(regions, r => starts.get(r.offset) ?? []) }
+}
+
+/** Content-defined chunk starts of one structure region, relative to it; a region below the minimum chunk is one chunk, unread. */
+async function structureStarts (src: FileSource, region: ChunkRegion, signal: AbortSignal | undefined): Promise<number[]> {
+  if (region.length <= STRUCTURE_CDC.min) return [0]
+  const cdc = new FastCdc(STRUCTURE_CDC)
+  const buf = Buffer.allocUnsafe(Math.min(WINDOW_SIZE, region.length))
+  const ends: number[] = []
+  for (let at = 0; at < region.length; at += buf.length) {
+    if (signal?.aborted === true) throw new AbortedError('add was cancelled')
+    const piece = buf.subarray(0, Math.min(buf.length, region.length - at))
+    await src.readInto(piece, region.offset + at)
+    ends.push(...cdc.push(piece))
+  }
+  ends.push(...cdc.finish())
+  return [0, ...ends.slice(0, -1)]
 }
 
 /** One step of a copy: `length` bytes at `offset`; `ends` are its chunk ends when already known. */
@@ -196,8 +227,8 @@ async function copyPlanned (src: FileSource, writer: BlobWriter, plan: number[],
 }
 
 /** Copies with content-defined cut points, found as the bytes stream through. */
-async function copyCdc (src: FileSource, writer: BlobWriter, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<void> {
-  const cdc = new FastCdc()
+async function copyCdc (src: FileSource, writer: BlobWriter, options: FastCdcOptions, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<void> {
+  const cdc = new FastCdc(options)
   await copyWindows(src, writer, fixedWindows(src.size), (buf, w) => {
     const cuts = cdc.push(buf).map(c => c - w.offset)
     if (w.offset + w.length === src.size) cuts.push(...cdc.finish().map(c => c - w.offset))
