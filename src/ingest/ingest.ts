@@ -24,7 +24,7 @@
 import { constants } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { FastCdc, type FastCdcOptions } from '../core/cdc.js'
-import { MAX_CHUNK_SIZE, STRUCTURE_CDC, fixedChunks, modelRegions, planModelChunks, type ChunkRegion, type TensorRange } from '../core/chunking.js'
+import { MAX_CHUNK_SIZE, MIN_ANCHORED_TENSOR_BYTES, STRUCTURE_CDC, fixedChunks, modelRegions, planModelChunks, type ChunkRegion, type TensorRange } from '../core/chunking.js'
 import { AbortedError, InvalidInputError, MalformedModelError } from '../core/errors.js'
 import type { FileDigest } from '../core/digest.js'
 import { checkBlockSize, DEFAULT_BLOCK_SIZE, MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, type ChunkRef, type FileStructureRecord, type JsonValue, type ManifestFile, type ModelSummary } from '../core/manifest.js'
@@ -276,21 +276,20 @@ async function copyWindows (src: FileSource, writer: BlobWriter, windows: Iterat
 
 /**
  * Reads every file's structure. Across files, the tensors may number at most `MAX_TENSOR_COUNT`,
- * and a lower bound of the manifest they make (tensor records, kept metadata, one chunk record per
- * 4 MiB of data, with a root when 4 MiB is more than one block) must fit `MAX_MANIFEST_BYTES`: a
+ * and a lower bound of the manifest they make (tensor records, kept metadata, the fewest chunk
+ * records the files can be cut into, `leastChunkRecordBytes`) must fit `MAX_MANIFEST_BYTES`: a
  * model the store could not commit is refused before any data is copied.
  */
 async function readStructures (files: SourceFile[], blockSize: number, signal: AbortSignal | undefined): Promise<Map<string, FileStructure>> {
   const out = new Map<string, FileStructure>()
   let tensors = 0
   let manifestBytes = 0
-  const recordBytes = MIN_CHUNK_RECORD_BYTES + (blockSize < MAX_CHUNK_SIZE ? ROOT_RECORD_BYTES : 0)
   for (const file of files) {
     if (signal?.aborted === true) throw new AbortedError('add was cancelled')
-    manifestBytes += Math.ceil(file.size / MAX_CHUNK_SIZE) * recordBytes
     const src = await openListed(file)
     try {
       const structure = await readStructure(file.path, src, signal)
+      manifestBytes += leastChunkRecordBytes(file.size, structure, blockSize)
       tensors += structure.tensors.length
       if (tensors > MAX_TENSOR_COUNT) {
         throw new InvalidInputError(`the model's files declare more than ${MAX_TENSOR_COUNT} tensors in all (${file.path} brings them to ${tensors}), over the limit of ${MAX_TENSOR_COUNT} per version; nothing was added`)
@@ -315,6 +314,20 @@ async function readStructures (files: SourceFile[], blockSize: number, signal: A
     }
   }
   return out
+}
+
+/**
+ * The bytes of the fewest chunk records a file can be cut into: tensor pieces are at most
+ * `MAX_CHUNK_SIZE`, and so is any chunk of a file no reader understands; structure chunks of a
+ * model file at most `STRUCTURE_CDC.max`. A chunk of that size carries a root when it is more than
+ * one block.
+ */
+function leastChunkRecordBytes (size: number, structure: FileStructure, blockSize: number): number {
+  const records = (bytes: number, chunkSize: number): number =>
+    Math.ceil(bytes / chunkSize) * (MIN_CHUNK_RECORD_BYTES + (blockSize < chunkSize ? ROOT_RECORD_BYTES : 0))
+  if (structure.format === 'other') return records(size, MAX_CHUNK_SIZE)
+  const anchored = structure.tensors.reduce((n, t) => n + (t.file === undefined && t.length >= MIN_ANCHORED_TENSOR_BYTES ? t.length : 0), 0)
+  return records(anchored, MAX_CHUNK_SIZE) + records(Math.max(0, size - anchored), STRUCTURE_CDC.max)
 }
 
 /** Bytes a chunk record takes in a manifest at least: a CID link of 36 bytes and a size. @default 40 */

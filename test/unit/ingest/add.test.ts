@@ -6,14 +6,14 @@
  */
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { readdir, readFile, mkdir, symlink, writeFile } from 'node:fs/promises'
+import { readdir, readFile, mkdir, symlink, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { addPath, type AddOptions } from '../../../src/ingest/ingest.js'
 import { MAX_METADATA_FILE_BYTES } from '../../../src/core/metadata.js'
 import type { Store } from '../../../src/store/store.js'
 import { memoryStore, tempDir } from '../../helpers/tmp.js'
-import { safetensors } from '../model/build.js'
+import { gguf, safetensors } from '../model/build.js'
 
 async function refusal (p: Promise<unknown>): Promise<Error> {
   const err = await p.then(() => undefined, (e: unknown) => e as Error)
@@ -105,6 +105,17 @@ describe('addPath refuses early and changes nothing', () => {
     expect(err.message).toMatch(/^the manifest of this model would take more than 33554432 bytes \(the limit\) with part-3\.safetensors: too many files, tensors or embedded metadata for one version; nothing was added$/)
     await unchanged()
   }, 60_000)
+
+  it('a model file without tensors whose structure chunks could not be listed, before copying any data', async () => {
+    // A sparse 480 GiB GGUF with no tensors is cut by content in chunks of at most 1 MiB: too
+    // many chunk records for one manifest (in 4 MiB steps they would have fitted).
+    const path = join(model, 'huge.gguf')
+    await writeFile(path, gguf.header(0, 0))
+    await truncate(path, 480 * 2 ** 30)
+    const err = await refusal(addPath(store, model, { name: 'm' }))
+    expect(err.message).toMatch(/^the manifest of this model would take more than 33554432 bytes \(the limit\) with huge\.gguf: /)
+    await unchanged()
+  })
 })
 
 describe('addPath and a file swapped during the add', () => {
