@@ -1,8 +1,10 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createCipheriv, createHash, randomBytes } from 'node:crypto'
-import { mkdir, writeFile, cp } from 'node:fs/promises'
+import { mkdir, readFile, writeFile, cp } from 'node:fs/promises'
 import { join } from 'node:path'
 import { addPath } from '../../../src/ingest/ingest.js'
+import { STRUCTURE_CDC } from '../../../src/core/chunking.js'
+import { ROOT } from '../../../scripts/lib/daemon-proc.js'
 import type { ManifestFile } from '../../../src/core/manifest.js'
 import type { Store } from '../../../src/store/store.js'
 import { changeTensors, llamaTensors, writeSafetensors } from '../../../scripts/lib/synth.js'
@@ -159,6 +161,34 @@ describe('dedup between versions', () => {
       expect(sent, `version ${v}`).toBeGreaterThan(0)
       expect(sent, `version ${v}`).toBeLessThanOrEqual(1.5 * MB)
     }
+  })
+
+  it('re-ships only the structure chunks around an edited key/value of llama.cpp\'s vocab-only GGUF', async () => {
+    // test/fixtures/models/llama-vocab-bert-bge.gguf: a real file, 30k tokens, no tensors.
+    const real = await readFile(join(ROOT, 'test', 'fixtures', 'models', 'llama-vocab-bert-bge.gguf'))
+    // general.name is a string: key, u32 type 8, u64 length, bytes. Give it a longer value.
+    const key = Buffer.from('general.name')
+    const at = real.indexOf(key) + key.length
+    expect(real.readUInt32LE(at)).toBe(8)
+    const old = Number(real.readBigUInt64LE(at + 4))
+    const name = Buffer.from('bert-bge, fine-tuned on support tickets')
+    const length = Buffer.alloc(8)
+    length.writeBigUInt64LE(BigInt(name.length))
+    const edited = Buffer.concat([real.subarray(0, at + 4), length, name, real.subarray(at + 12 + old)])
+    for (const [v, bytes] of [['a', real], ['b', edited]] as const) {
+      await mkdir(join(dir, v))
+      await writeFile(join(dir, v, 'vocab.gguf'), bytes)
+    }
+    const a = (await addPath(store, join(dir, 'a'), { name: 'bge' })).manifest.files[0]!
+    const b = (await addPath(store, join(dir, 'b'), { name: 'bge' })).manifest.files[0]!
+    expect(b.structure?.metadata['general.name']).toBe(name.toString())
+    expect(a.chunks.length).toBeGreaterThan(1)
+    const sent = reshipped(a, b)
+    expect(sent).toBeGreaterThan(0)
+    expect(sent).toBeLessThanOrEqual(STRUCTURE_CDC.max)
+    // Only the chunk that holds the edit is new; the vocabulary after it is shared.
+    const before = new Set(a.chunks.map(c => c.id))
+    expect(b.chunks.filter(c => !before.has(c.id))).toHaveLength(1)
   })
 
   it('re-ships at most 1 MB of a 10 MB ONNX model when three Constant tensors change', async () => {

@@ -121,6 +121,21 @@ describe('real model files', () => {
     expect(s.graph?.nodeCount).toBe(2)
   })
 
+  it('reads llama.cpp\'s vocab-only GGUF as llama.cpp\'s gguf-py does (expected-gguf.json)', async () => {
+    const want = JSON.parse(readFileSync(join(DIR, 'expected-gguf.json'), 'utf8')) as Record<string, { tensorCount: number, metadata: Record<string, unknown> }>
+    for (const [rel, w] of Object.entries(want).filter(([k]) => !k.startsWith('_'))) {
+      const s = await structureOf(rel)
+      expect(s).toMatchObject({ format: 'gguf', parameterCount: 0, architecture: w.metadata['general.architecture'] })
+      expect(s.tensors).toHaveLength(w.tensorCount)
+      // Arrays longer than MAX_INLINE_ARRAY_LENGTH are summarised with their type and length.
+      const mine = Object.fromEntries(Object.entries(w.metadata).map(([k, v]) => {
+        const arr = v as { array?: string, length?: number }
+        return [k, arr.array !== undefined ? `[array ${arr.array} × ${arr.length ?? 0}]` : v]
+      }))
+      expect(s.metadata).toEqual(mine)
+    }
+  })
+
   it('leaves ONNX external data files to the model that references them', async () => {
     const s = await structureOf('onnx-external/weights.bin')
     expect(s).toMatchObject({ format: 'other', tensors: [], parameterCount: 0 })
