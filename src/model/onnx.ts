@@ -263,10 +263,8 @@ async function readNode (w: Walk, end: number, depth: number): Promise<void> {
     }
   })
   if (opType !== 'Constant' || (domain !== '' && domain !== 'ai.onnx')) return
-  for (const f of found) {
-    const name = f.name !== undefined && f.name !== '' ? f.name : output ?? ''
-    addTensor(w, { ...f, name: w.text.keep(name) })
-  }
+  // A named TensorProto's name was kept as it was read; an unnamed one takes the node's output.
+  for (const f of found) addTensor(w, { ...f, name: f.name ?? w.text.keep(output ?? '') })
 }
 
 /** A repeated scalar attribute field being gathered: where its elements lie and how many there are. */
