@@ -167,6 +167,16 @@ describe('ONNX limits', () => {
     await expectMalformed(read(model(nodes)), /^big\.onnx: has more than 4194304 protobuf fields .*, over the limit of 4194304/)
   })
 
+  it('refuses more than MAX_TENSOR_COUNT tensors, Constant values and subgraph initializers counted together', async () => {
+    // One initializer in a Loop body, then MAX_TENSOR_COUNT scalar Constants: one too many.
+    const constant = pb.msg(1, pb.str(2, 'c'), pb.str(4, 'Constant'), pb.msg(5, pb.str(1, 'value_int'), pb.int(3, 1)))
+    const loop = pb.msg(1, pb.str(4, 'Loop'), pb.msg(5, pb.str(1, 'body'), pb.msg(6, pb.msg(5, pb.int(2, 1), pb.str(8, 'w')))))
+    const nodes = new Uint8Array(constant.length * MAX_TENSOR_COUNT)
+    for (let i = 0; i < MAX_TENSOR_COUNT; i++) nodes.set(constant, i * constant.length)
+    await expectMalformed(read(model(loop, nodes)),
+      new RegExp(`^big\\.onnx: more than ${MAX_TENSOR_COUNT} tensors \\(initializers and Constant values, subgraphs included\\), over the limit of ${MAX_TENSOR_COUNT}`))
+  }, 30_000)
+
   it('refuses names and metadata over MAX_ONNX_KEPT_BYTES in all', async () => {
     const value = 'v'.repeat(MiB - 16)
     const props = Array.from({ length: MAX_ONNX_KEPT_BYTES / MiB + 1 }, (_, i) => pb.msg(14, pb.str(1, `k${i}`), pb.str(2, value)))
