@@ -2,8 +2,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createCipheriv, createHash, randomBytes } from 'node:crypto'
 import { mkdir, readFile, writeFile, cp } from 'node:fs/promises'
 import { join } from 'node:path'
-import { addPath } from '../../../src/ingest/ingest.js'
-import { STRUCTURE_CDC } from '../../../src/core/chunking.js'
+import { WINDOW_SIZE, addPath } from '../../../src/ingest/ingest.js'
+import { cdcChunks } from '../../../src/core/cdc.js'
+import { STRUCTURE_CDC, modelRegions, planModelChunks } from '../../../src/core/chunking.js'
 import { ROOT } from '../../../scripts/lib/daemon-proc.js'
 import type { ManifestFile } from '../../../src/core/manifest.js'
 import type { Store } from '../../../src/store/store.js'
@@ -139,6 +140,26 @@ describe('dedup between versions', () => {
     expect(Math.max(...fb.chunks.map(c => c.size))).toBeLessThanOrEqual(4 << 20)
   })
 
+  it('cuts a model file as core/chunking plans it: tensor pieces, and its structure by content across read windows', async () => {
+    // A GGUF whose header (a 10 MB vocabulary) is longer than one read window of add, then two tensors.
+    const header = (offsets: number[]): Uint8Array => concat(
+      gguf.header(2, 1), stringArray('tokenizer.ggml.tokens', 600_000, 'window'),
+      gguf.tensor('a.weight', [1024, 1024], 1, offsets[0] ?? 0), gguf.tensor('b.weight', [1536, 1024], 1, offsets[1] ?? 0))
+    const a = bytesOf(2 << 20, 'a')
+    const b = bytesOf(3 << 20, 'b')
+    const head = gguf.align(header([0, a.length]))
+    const bytes = Buffer.concat([head, a, b, Buffer.from('trailing bytes')])
+    expect(head.length).toBeGreaterThan(WINDOW_SIZE)
+    await mkdir(join(dir, 'g'))
+    await writeFile(join(dir, 'g', 'model.gguf'), bytes)
+    const file = (await addPath(store, join(dir, 'g'), { name: 'g' })).manifest.files[0]!
+    const tensors = [{ offset: head.length, length: a.length }, { offset: head.length + a.length, length: b.length }]
+    const starts = planModelChunks(modelRegions(bytes.length, tensors), r => cdcChunks(bytes.subarray(r.offset, r.offset + r.length), STRUCTURE_CDC))
+    expect(file.chunks.map(c => c.size)).toEqual(starts.map((s, i) => (starts[i + 1] ?? bytes.length) - s))
+    expect(starts).toContain(head.length)
+    expect(starts.filter(s => s < head.length).length).toBeGreaterThan(head.length / STRUCTURE_CDC.max)
+  })
+
   it('re-ships at most 1.5 MB of a 16 MB vocab-only GGUF when one key/value changes', async () => {
     const template = `{% for message in messages %}{{ message.content }}{% endfor %}${'x'.repeat(4000)}`
     const make = vocabGguf()
@@ -155,6 +176,9 @@ describe('dedup between versions', () => {
     expect(versions.a.length).toBeGreaterThan(16 * MB)
     const a = (await addPath(store, join(dir, 'a'), { name: 'v' })).manifest.files[0]!
     expect(a.structure).toMatchObject({ tensors: [], metadata: { 'general.name': 'tokenizer test' } })
+    // No tensors: the whole file is one structure region, cut by content from end to end.
+    const starts = cdcChunks(versions.a, STRUCTURE_CDC)
+    expect(a.chunks.map(c => c.size)).toEqual(starts.map((s, i) => (starts[i + 1] ?? versions.a.length) - s))
     for (const v of ['b', 'c'] as const) {
       const file = (await addPath(store, join(dir, v), { name: 'v' })).manifest.files[0]!
       const sent = reshipped(a, file)
