@@ -292,17 +292,18 @@ async function readAttribute (w: Walk, end: number, depth: number, wantValue: bo
   }
   await pb.message(end, 'attribute', async (t, e) => {
     switch (t.field) {
+      case 6: pb.expect(t, WIRE_LEN, 'attribute graph'); await subgraph(e, 'attribute graph'); return true
+      case 11: pb.expect(t, WIRE_LEN, 'attribute graphs'); await subgraph(e, 'attribute graphs'); return true
+    }
+    // Any other operator's attributes are skipped unread.
+    if (!wantValue) return false
+    switch (t.field) {
       case 1: {
         pb.expect(t, WIRE_LEN, 'attribute name')
         const s = await pb.string(e, 'attribute name', MAX_ONNX_STRING_BYTES)
         name = typeof s === 'string' ? s : ''
         return true
       }
-      case 6: pb.expect(t, WIRE_LEN, 'attribute graph'); await subgraph(e, 'attribute graph'); return true
-      case 11: pb.expect(t, WIRE_LEN, 'attribute graphs'); await subgraph(e, 'attribute graphs'); return true
-    }
-    if (!wantValue) return false
-    switch (t.field) {
       case 5:
         pb.expect(t, WIRE_LEN, 'attribute tensor')
         value = await readTensor(pb, await pb.len(e, 'attribute tensor'), text, 'Constant value')
