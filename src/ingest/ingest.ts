@@ -5,8 +5,9 @@
  * 1. everything that needs no file: the name, the label, the origin URL, the metadata given as
  *    options and the `--meta` file (at most `MAX_METADATA_FILE_BYTES`, a regular file);
  * 2. the walk (`ingest/walk.ts`), then `shoal.json` from the folder;
- * 3. every file's structure, read without loading weights (`model/`), with the tensors of all files
- *    at most `MAX_TENSOR_COUNT` and a lower bound of the manifest's size within `MAX_MANIFEST_BYTES`;
+ * 3. every file's structure, read without loading weights (`model/`), each one a record the
+ *    manifest can hold, with the tensors of all files at most `MAX_TENSOR_COUNT` and a lower bound
+ *    of the manifest's size within `MAX_MANIFEST_BYTES`;
  * 4. only then data: per file, plan its chunks — for safetensors, GGUF, ONNX and ONNX external data,
  *    tensor pieces for each tensor and content-defined cuts (`STRUCTURE_CDC`) for the structure
  *    around them, found in a first pass over those regions' bytes (a file without tensors is cut by
@@ -27,7 +28,7 @@ import { FastCdc, type FastCdcOptions } from '../core/cdc.js'
 import { MAX_CHUNK_SIZE, MIN_ANCHORED_TENSOR_BYTES, STRUCTURE_CDC, fixedChunks, modelRegions, planModelChunks, type ChunkRegion, type TensorRange } from '../core/chunking.js'
 import { AbortedError, InvalidInputError, MalformedModelError } from '../core/errors.js'
 import type { FileDigest } from '../core/digest.js'
-import { checkBlockSize, DEFAULT_BLOCK_SIZE, MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, type ChunkRef, type FileStructureRecord, type JsonValue, type ManifestFile, type ModelSummary } from '../core/manifest.js'
+import { checkBlockSize, DEFAULT_BLOCK_SIZE, fileStructureSchema, MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, type ChunkRef, type FileStructureRecord, type JsonValue, type ManifestFile, type ModelSummary } from '../core/manifest.js'
 import { MAX_METADATA_FILE_BYTES, METADATA_FILE, mergeMetadata, parseMetadata, parseMetadataFile, type Metadata } from '../core/metadata.js'
 import { checkLabel, checkModelName, escapeUnsafe } from '../core/names.js'
 import { readStructure } from '../model/index.js'
@@ -294,6 +295,7 @@ async function readStructures (files: SourceFile[], blockSize: number, signal: A
       if (tensors > MAX_TENSOR_COUNT) {
         throw new InvalidInputError(`the model's files declare more than ${MAX_TENSOR_COUNT} tensors in all (${file.path} brings them to ${tensors}), over the limit of ${MAX_TENSOR_COUNT} per version; nothing was added`)
       }
+      checkRecord(file.path, structure)
       manifestBytes += structureBytes(structure)
       if (manifestBytes > MAX_MANIFEST_BYTES) {
         throw new InvalidInputError(`the manifest of this model would take more than ${MAX_MANIFEST_BYTES} bytes (the limit) with ${file.path}: too many files, tensors or embedded metadata for one version; nothing was added`)
@@ -328,6 +330,17 @@ function leastChunkRecordBytes (size: number, structure: FileStructure, blockSiz
   if (structure.format === 'other') return records(size, MAX_CHUNK_SIZE)
   const anchored = structure.tensors.reduce((n, t) => n + (t.file === undefined && t.length >= MIN_ANCHORED_TENSOR_BYTES ? t.length : 0), 0)
   return records(anchored, MAX_CHUNK_SIZE) + records(Math.max(0, size - anchored), STRUCTURE_CDC.max)
+}
+
+/**
+ * Refuses, as a bad file, a structure the manifest could not hold (a name, producer or list longer
+ * than its record allows): found now, before any data is copied, rather than at the commit.
+ */
+function checkRecord (path: string, structure: FileStructure): void {
+  const checked = fileStructureSchema.safeParse(toRecord(structure))
+  if (checked.success) return
+  const issue = checked.error.issues[0]
+  throw new MalformedModelError(`${path}: ${issue?.path.join('.') ?? 'its structure'} does not fit a version's manifest (${issue?.message ?? 'invalid'})`)
 }
 
 /** Bytes a chunk record takes in a manifest at least: a CID link of 36 bytes and a size. @default 40 */
