@@ -155,6 +155,15 @@ export const MAX_INLINE_ARRAY_LENGTH = 64
 export const MAX_INLINE_ARRAY_STRING_BYTES = 1024
 
 /**
+ * Longest metadata string value kept in a file's structure (GGUF string values, safetensors
+ * `__metadata__` values, ONNX `metadata_props` values): a version's manifest holds strings of at
+ * most 64 KiB, so a longer one (an embedded `tokenizer.huggingface.json`, a very long chat
+ * template) is skipped and summarised as `[string × <bytes> bytes]`, and the file is still added.
+ * @default 64 KiB
+ */
+export const MAX_METADATA_VALUE_BYTES = 64 * 1024
+
+/**
  * Most bytes an ONNX reader fetches from the file in total while walking the protobuf structure.
  * Weights are skipped, not fetched, so this bounds the cost of huge graphs (many nodes).
  * @default 256 MiB

@@ -35,7 +35,7 @@
  * training info, tensor-valued attributes of other operators (a `ConstantOfShape` fill value).
  */
 import { Cursor, checkRelativePath, elementCount, parameterCount, setOwn } from './cursor.js'
-import { MAX_DIMS, MAX_ONNX_BYTES_SCANNED, MAX_ONNX_FIELDS, MAX_ONNX_GRAPH_DEPTH, MAX_ONNX_KEPT_BYTES, MAX_ONNX_STRING_BYTES, MAX_TENSOR_COUNT } from './limits.js'
+import { MAX_DIMS, MAX_METADATA_VALUE_BYTES, MAX_ONNX_BYTES_SCANNED, MAX_ONNX_FIELDS, MAX_ONNX_GRAPH_DEPTH, MAX_ONNX_KEPT_BYTES, MAX_ONNX_STRING_BYTES, MAX_TENSOR_COUNT } from './limits.js'
 import { ProtoReader, WIRE_FIXED32, WIRE_LEN, WIRE_VARINT, type Tag } from './protobuf.js'
 import type { ByteSource, FileStructure, IoInfo, MetaValue, OnnxGraphSummary, TensorInfo } from './types.js'
 
@@ -160,7 +160,7 @@ async function readEntry (pb: ProtoReader, end: number, what: string, text: Text
     if (t.field === 1) { pb.expect(t, WIRE_LEN, `${what} key`); key = await text(e, `${what} key`); return true }
     if (t.field === 2) {
       pb.expect(t, WIRE_LEN, `${what} value`)
-      const v = await pb.string(e, `${what} value`, MAX_ONNX_STRING_BYTES)
+      const v = await pb.string(e, `${what} value`, MAX_METADATA_VALUE_BYTES)
       value = text.keep(typeof v === 'number' ? `[string × ${v} bytes]` : v)
       return true
     }
