@@ -1,6 +1,6 @@
 /** Human renderings of RPC answers: each returns the text to print (no trailing newline). */
 import type { SearchResult } from '../store/search-index.js'
-import type { DfResult, LeaseRow, HeadHistoryRow, HeadRow, KeyRow, LabelResult, ModelRow, PeerRow, ShowResult, TrustRow } from '../rpc/api.js'
+import type { DfResult, LeaseRow, HeadHistoryRow, HeadRow, KeyRow, LabelResult, ModelRow, PeerRow, ShowFile, ShowResult, TrustRow } from '../rpc/api.js'
 import type { Activation, Stamp } from '../core/heads.js'
 import type { ColdReport } from '../store/cold.js'
 import type { GcReport } from '../store/gc.js'
@@ -45,6 +45,8 @@ export function renderShow (v: ShowResult, tensorsPerFile: number): string {
     // Hugging Face config files: what they declare (model_type, torch_dtype, generation defaults).
     const meta = f.format === 'other' ? Object.entries(f.structure?.metadata ?? {}) : []
     if (meta.length > 0) lines.push(`  ${f.path.padEnd(11)} ${meta.map(([k, x]) => `${k}=${typeof x === 'string' ? x : JSON.stringify(x)}`).join(' ')}`)
+    const facts = fileFacts(f)
+    for (const [i, fact] of facts.entries()) lines.push(`  ${(i === 0 ? f.path : '').padEnd(Math.max(11, f.path.length))} ${fact}`)
   }
   const m = v.metadata
   for (const key of ['description', 'framework', 'task', 'license'] as const) {
@@ -66,6 +68,63 @@ export function renderShow (v: ShowResult, tensorsPerFile: number): string {
     if (tensors.length > tensorsPerFile) lines.push(pc.dim(`  … ${tensors.length - tensorsPerFile} more (--tensors N, or --json)`))
   }
   return lines.join('\n')
+}
+
+/**
+ * GGUF `general.file_type` values (llama.cpp's `llama_ftype`): the quantization a file was made
+ * with, as people name it (`Q4_K_M`). Unknown values are shown as numbers.
+ */
+const GGUF_FILE_TYPES: Readonly<Record<number, string>> = {
+  0: 'F32', 1: 'F16', 2: 'Q4_0', 3: 'Q4_1', 7: 'Q8_0', 8: 'Q5_0', 9: 'Q5_1', 10: 'Q2_K', 11: 'Q3_K_S',
+  12: 'Q3_K_M', 13: 'Q3_K_L', 14: 'Q4_K_S', 15: 'Q4_K_M', 16: 'Q5_K_S', 17: 'Q5_K_M', 18: 'Q6_K',
+  19: 'IQ2_XXS', 20: 'IQ2_XS', 21: 'Q2_K_S', 22: 'IQ3_XS', 23: 'IQ3_XXS', 24: 'IQ1_S', 25: 'IQ4_NL',
+  26: 'IQ3_S', 27: 'IQ3_M', 28: 'IQ2_S', 29: 'IQ2_M', 30: 'IQ4_XS', 31: 'IQ1_M', 32: 'BF16',
+  36: 'TQ1_0', 37: 'TQ2_0'
+}
+
+/** Graph inputs or outputs `show` lists before it says how many more there are. */
+const SHOWN_IO = 8
+
+/**
+ * The key facts of a GGUF or ONNX file, one line each (none for other formats): for GGUF its
+ * architecture and name, context length, quantization (file type and tensor types), vocabulary
+ * size and whether it carries a chat template; for ONNX its IR version, opsets, producer, node
+ * count, and its inputs and outputs with dtypes and shapes.
+ */
+export function fileFacts (f: ShowFile): string[] {
+  const s = f.structure
+  if (s === undefined) return []
+  if (f.format === 'gguf') {
+    const m = s.metadata
+    const arch = typeof m['general.architecture'] === 'string' ? m['general.architecture'] : s.architecture
+    const name = m['general.name']
+    const facts = [`GGUF ${arch ?? 'architecture unknown'}${typeof name === 'string' ? ` ${JSON.stringify(name)}` : ''}`]
+    const context = arch === undefined ? undefined : m[`${arch}.context_length`]
+    if (typeof context === 'number') facts.push(`context ${context}`)
+    const fileType = m['general.file_type']
+    if (typeof fileType === 'number') facts.push(`quantization ${GGUF_FILE_TYPES[fileType] ?? `file type ${fileType}`}`)
+    if (s.dtypes.length > 0) facts.push(`tensor types ${s.dtypes.join(', ')}`)
+    const tokens = m['tokenizer.ggml.tokens']
+    const vocabulary = Array.isArray(tokens) ? tokens.length : typeof tokens === 'string' ? Number(/× (\d+)\]$/.exec(tokens)?.[1]) : Number.NaN
+    if (Number.isFinite(vocabulary)) facts.push(`vocabulary ${vocabulary} tokens${typeof m['tokenizer.ggml.model'] === 'string' ? ` (${m['tokenizer.ggml.model']})` : ''}`)
+    if (m['tokenizer.chat_template'] !== undefined) facts.push('chat template')
+    return [facts.join(' · ')]
+  }
+  const g = s.graph
+  if (f.format !== 'onnx' || g === undefined) return []
+  const opsets = Object.entries(g.opsets).map(([domain, version]) => `${domain} ${version}`).join(', ')
+  const head = [
+    `ONNX${g.irVersion !== undefined ? ` IR ${g.irVersion}` : ''}`,
+    `opsets ${opsets || '-'}`,
+    ...(g.producer !== undefined && g.producer !== '' ? [`producer ${g.producer}${g.producerVersion !== undefined && g.producerVersion !== '' ? ` ${g.producerVersion}` : ''}`] : []),
+    `${g.nodeCount} nodes`
+  ]
+  const io = (label: string, list: typeof g.inputs): string => {
+    const shown = list.slice(0, SHOWN_IO).map(i => `${i.name} ${i.dtype}[${i.shape.join(', ')}]`)
+    if (list.length > SHOWN_IO) shown.push(`… ${list.length - SHOWN_IO} more`)
+    return `${label} ${shown.join(', ') || '-'}`
+  }
+  return [head.join(' · '), io('inputs ', g.inputs), io('outputs', g.outputs)]
 }
 
 export function renderVerify (r: VerifyReport): string {

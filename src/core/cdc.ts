@@ -1,6 +1,7 @@
 /**
- * Content-defined chunking for opaque files: FastCDC (Xia et al., USENIX ATC 2016; TPDS 2020) with
- * normalized chunking, as a streaming chunker.
+ * Content-defined chunking for opaque files and for the structure regions of model files
+ * (`core/chunking.ts`, with the smaller `STRUCTURE_CDC` sizes): FastCDC (Xia et al., USENIX ATC
+ * 2016; TPDS 2020) with normalized chunking, as a streaming chunker.
  *
  * How a cut is found, per chunk:
  * - the first `min` bytes are skipped without hashing;
@@ -19,7 +20,8 @@
  * - every chunk is `min`..`max` bytes long, except the stream's last, which may be shorter;
  * - {@link GEAR} is generated from {@link GEAR_SEED} by the generator in {@link makeGearTable}. The
  *   table, the seed, the mask rule and the default sizes are part of the on-disk and wire format:
- *   changing any of them changes every chunk id of every opaque file. Unit tests pin them.
+ *   changing any of them changes every chunk id of every opaque file and every structure region
+ *   (with `STRUCTURE_CDC`). Unit tests pin them.
  *
  * Not goals: compatibility with other FastCDC implementations' cut points (their gear tables and
  * cut conventions differ), and a 64-bit hash (too slow in JS; 32 bytes of context is plenty for cut

@@ -1,31 +1,33 @@
 /**
  * Chunk plans: where a file is cut into chunks, the unit that is hashed, stored, deduplicated and
- * transferred. Pure arithmetic over offsets; the caller supplies the structure (from `model/`) or
- * the bytes (to `core/cdc.ts`).
+ * transferred. Pure arithmetic over offsets; the caller supplies the structure (from `model/`) and
+ * the content-defined cut points of the bytes (from `core/cdc.ts`).
  *
  * A plan is the sorted list of chunk START offsets: chunk i spans `[starts[i], starts[i+1])`, the
  * last one ends at the file size. A non-empty file's plan starts with 0; an empty file has no
  * chunks (`[]`). No chunk is longer than {@link MAX_CHUNK_SIZE}, whatever planner made it.
  *
- * Tensor-aware plans ({@link planTensorChunks}) MUST hold:
- * - the header region is cut from offset 0 in steps of {@link MAX_CHUNK_SIZE};
- * - every non-empty tensor starts a chunk, and a tensor longer than {@link TENSOR_PIECE_SIZE} is cut
- *   at `offset + k * TENSOR_PIECE_SIZE`, so its pieces hold tensor bytes only;
- * - a non-empty gap after a tensor (alignment padding, unused space, trailing bytes) is its own
- *   chunk, cut in steps of {@link MAX_CHUNK_SIZE} from the gap's start;
- * - a gap between the header and the first tensor joins the header's last chunk when that chunk
- *   stays within {@link MAX_CHUNK_SIZE}; otherwise it is cut like any other gap;
- * - zero-length tensors add no boundary; a file with neither a header nor a non-empty tensor gets
- *   the same plan as {@link fixedChunks}.
+ * A model file (one a reader found structure in) is split into regions ({@link modelRegions}):
+ * - a TENSOR region is the data of one tensor of at least {@link MIN_ANCHORED_TENSOR_BYTES}; it
+ *   starts a chunk, and one longer than {@link TENSOR_PIECE_SIZE} is cut at
+ *   `offset + k * TENSOR_PIECE_SIZE`, so its pieces hold its bytes only;
+ * - a STRUCTURE region is everything between them: a header (GGUF key/values and tensor infos, a
+ *   safetensors JSON header, ONNX graph structure), alignment padding, trailing bytes, anything a
+ *   reader could not place, and tensors too small to be worth a chunk of their own. Each one is
+ *   cut by content ({@link STRUCTURE_CDC}), restarted at the region's start, so editing one
+ *   metadata value or a chat template re-ships the chunks around the edit, not the whole header.
+ * A model file without a tensor region is one structure region: content-defined from end to end.
+ * Files no reader understands are cut by content with the opaque sizes (`CDC_*_SIZE`).
  *
  * The point of the rule: a tensor whose bytes did not change yields the same chunks (the same byte
  * ranges relative to its start, hence the same chunk ids) whatever its absolute offset, the header's
- * length or its neighbours' padding. That is what lets a fine-tune or a re-export with an edited
- * header share every untouched tensor with the version before it.
+ * length or its neighbours' padding; and a structure region's chunks depend only on its own bytes.
+ * That is what lets a fine-tune or a re-export with an edited header share every untouched tensor
+ * (and most of the header) with the version before it.
  *
- * Not a goal: deduplicating inside a tensor whose bytes shifted (use content-defined chunking,
- * `core/cdc.ts`, for opaque files), or merging small tensors into one chunk (each tiny tensor costs
- * one chunk record; a model's tensor count bounds that).
+ * Not a goal: deduplicating inside a tensor whose bytes shifted (content-defined chunking is for
+ * the bytes around tensors), or giving each tiny tensor its own chunk (a scalar `Constant` would
+ * cost a chunk record larger than itself).
  */
 import { InvalidInputError } from './errors.js'
 
@@ -61,10 +63,34 @@ export const CDC_AVG_SIZE = 1024 * 1024
  */
 export const CDC_MAX_SIZE = 4 * 1024 * 1024
 
+/**
+ * Content-defined chunking of structure regions of model files: smaller than for opaque files,
+ * because an edit there (a metadata value, a chat template, a tokenizer entry) should re-ship
+ * little, and structure is a small part of a model. Same gear table as `core/cdc.ts`.
+ * @default { min: 64 KiB, avg: 256 KiB, max: 1 MiB }
+ */
+export const STRUCTURE_CDC = { min: 64 * 1024, avg: 256 * 1024, max: 1024 * 1024 } as const
+
+/**
+ * Tensors shorter than this do not start a chunk: their bytes belong to the structure region
+ * around them. A chunk record costs ~50–80 bytes in the manifest and a request on the wire; a
+ * tensor this small gains nothing from its own chunk (norms of a 512-wide model are 2 KiB, shape
+ * constants a few bytes).
+ * @default 1 KiB
+ */
+export const MIN_ANCHORED_TENSOR_BYTES = 1024
+
 /** The byte range of one tensor's data, absolute in its file. */
 export interface TensorRange {
   offset: number
   length: number
+}
+
+/** A region of a model file: one tensor's data, or the structure between tensors. */
+export interface ChunkRegion {
+  offset: number
+  length: number
+  kind: 'tensor' | 'structure'
 }
 
 /**
@@ -82,53 +108,63 @@ export function fixedChunks (fileSize: number, size: number = MAX_CHUNK_SIZE): n
 }
 
 /**
- * Plans the chunks of a model file from its structure; see the module doc for the rule.
+ * Splits a model file into tensor and structure regions (see the module doc), in file order,
+ * covering `[0, fileSize)` without gaps; no region is empty.
  *
  * `tensors` may come in any order. Throws `InvalidInputError` when a size or offset is not a
- * non-negative integer, when the header is longer than the file, when a tensor lies outside
- * `[headerLength, fileSize]`, or when two non-empty tensors overlap.
+ * non-negative integer, when a tensor lies outside the file, or when two non-empty tensors overlap.
  */
-export function planTensorChunks (fileSize: number, headerLength: number, tensors: ReadonlyArray<TensorRange>): number[] {
+export function modelRegions (fileSize: number, tensors: ReadonlyArray<TensorRange>): ChunkRegion[] {
   checkOffset('file size', fileSize)
-  checkOffset('header length', headerLength)
-  if (headerLength > fileSize) {
-    throw new InvalidInputError(`header length ${headerLength} is beyond the file size ${fileSize}`)
+  const anchors = checkTensors(fileSize, tensors).filter(t => t.length >= MIN_ANCHORED_TENSOR_BYTES)
+  const regions: ChunkRegion[] = []
+  let at = 0
+  for (const t of anchors) {
+    if (t.offset > at) regions.push({ offset: at, length: t.offset - at, kind: 'structure' })
+    regions.push({ offset: t.offset, length: t.length, kind: 'tensor' })
+    at = t.offset + t.length
   }
-  const sorted = checkTensors(fileSize, headerLength, tensors)
+  if (fileSize > at) regions.push({ offset: at, length: fileSize - at, kind: 'structure' })
+  return regions
+}
 
+/**
+ * The chunk plan of a model file from its regions: tensor regions in pieces of
+ * {@link TENSOR_PIECE_SIZE} from their start, structure regions where `structureStarts` says
+ * (chunk starts relative to the region, beginning with 0, as `cdcChunks` returns them).
+ * Throws `InvalidInputError` when those starts are not ascending from 0 within the region or
+ * make a chunk over {@link MAX_CHUNK_SIZE}.
+ */
+export function planModelChunks (regions: ReadonlyArray<ChunkRegion>, structureStarts: (region: ChunkRegion) => readonly number[]): number[] {
   const starts: number[] = []
-  /** Pushes `from`, `from + step`, ... below `to`. */
-  const cut = (from: number, to: number, step: number): void => {
-    for (let at = from; at < to; at += step) starts.push(at)
-  }
-
-  const firstTensor = sorted[0]?.offset ?? fileSize
-  cut(0, headerLength, MAX_CHUNK_SIZE)
-  // The gap before the first tensor joins the header's last chunk if it fits.
-  const lastHeaderChunk = starts.at(-1) ?? 0
-  if (firstTensor > headerLength && firstTensor - lastHeaderChunk > MAX_CHUNK_SIZE) {
-    cut(headerLength, firstTensor, MAX_CHUNK_SIZE)
-  } else if (headerLength === 0 && firstTensor > 0) {
-    starts.push(0)
-  }
-
-  for (let i = 0; i < sorted.length; i++) {
-    const tensor = sorted[i]!
-    const end = tensor.offset + tensor.length
-    cut(tensor.offset, end, TENSOR_PIECE_SIZE)
-    cut(end, sorted[i + 1]?.offset ?? fileSize, MAX_CHUNK_SIZE)
+  for (const region of regions) {
+    const { offset, length } = region
+    if (region.kind === 'tensor') {
+      for (let at = 0; at < length; at += TENSOR_PIECE_SIZE) starts.push(offset + at)
+      continue
+    }
+    const cuts = structureStarts(region)
+    for (let i = 0; i < cuts.length; i++) {
+      const start = cuts[i] as number
+      const end = cuts[i + 1] ?? length
+      if (!Number.isSafeInteger(start) || (i === 0 && start !== 0) || end <= start || end > length || end - start > MAX_CHUNK_SIZE) {
+        throw new InvalidInputError(`structure chunk starts [${cuts.slice(0, 8).join(', ')}${cuts.length > 8 ? ', …' : ''}] do not cut the ${length}-byte region at ${offset} into ascending chunks of at most ${MAX_CHUNK_SIZE} bytes from 0`)
+      }
+      starts.push(offset + start)
+    }
+    if (cuts.length === 0) throw new InvalidInputError(`no chunk starts for the ${length}-byte structure region at ${offset}`)
   }
   return starts
 }
 
 /** Range-checks every tensor; returns the non-empty ones sorted by offset, refusing overlaps. */
-function checkTensors (fileSize: number, headerLength: number, tensors: ReadonlyArray<TensorRange>): TensorRange[] {
+function checkTensors (fileSize: number, tensors: ReadonlyArray<TensorRange>): TensorRange[] {
   const nonEmpty: TensorRange[] = []
   for (const { offset, length } of tensors) {
     checkOffset('tensor offset', offset)
     checkOffset('tensor length', length)
-    if (offset < headerLength || offset + length > fileSize) {
-      throw new InvalidInputError(`tensor [${offset}, ${offset + length}) lies outside the data region [${headerLength}, ${fileSize})`)
+    if (offset + length > fileSize) {
+      throw new InvalidInputError(`tensor [${offset}, ${offset + length}) lies outside the file [0, ${fileSize})`)
     }
     if (length > 0) nonEmpty.push({ offset, length })
   }

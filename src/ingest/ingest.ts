@@ -5,10 +5,13 @@
  * 1. everything that needs no file: the name, the label, the origin URL, the metadata given as
  *    options and the `--meta` file (at most `MAX_METADATA_FILE_BYTES`, a regular file);
  * 2. the walk (`ingest/walk.ts`), then `shoal.json` from the folder;
- * 3. every file's structure, read without loading weights (`model/`), with the tensors of all files
- *    at most `MAX_TENSOR_COUNT` and a lower bound of the manifest's size within `MAX_MANIFEST_BYTES`;
- * 4. only then data: per file, plan its chunks — tensor-aware for safetensors, GGUF, ONNX and ONNX
- *    external data, content-defined (FastCDC) for everything else — and stream it into a
+ * 3. every file's structure, read without loading weights (`model/`), each one a record the
+ *    manifest can hold, with the tensors of all files at most `MAX_TENSOR_COUNT` and a lower bound
+ *    of the manifest's size within `MAX_MANIFEST_BYTES`;
+ * 4. only then data: per file, plan its chunks — for safetensors, GGUF, ONNX and ONNX external data,
+ *    tensor pieces for each tensor and content-defined cuts (`STRUCTURE_CDC`) for the structure
+ *    around them, found in a first pass over those regions' bytes (a file without tensors is cut by
+ *    content as it streams); content-defined (FastCDC) for everything else — and stream it into a
  *    `BlobWriter`, which hashes and writes it, and computes the block tree of every chunk of more
  *    than one block in the same task (roots for the manifest, leaf layers for the index, recorded
  *    with the file's blob). When every file is stored the manifest (schema 2) is committed;
@@ -21,11 +24,11 @@
  */
 import { constants } from 'node:fs'
 import { open } from 'node:fs/promises'
-import { FastCdc } from '../core/cdc.js'
-import { MAX_CHUNK_SIZE, fixedChunks, planTensorChunks } from '../core/chunking.js'
+import { FastCdc, type FastCdcOptions } from '../core/cdc.js'
+import { MAX_CHUNK_SIZE, MIN_ANCHORED_TENSOR_BYTES, STRUCTURE_CDC, fixedChunks, modelRegions, planModelChunks, type ChunkRegion, type TensorRange } from '../core/chunking.js'
 import { AbortedError, InvalidInputError, MalformedModelError } from '../core/errors.js'
 import type { FileDigest } from '../core/digest.js'
-import { checkBlockSize, DEFAULT_BLOCK_SIZE, MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, type ChunkRef, type FileStructureRecord, type JsonValue, type ManifestFile, type ModelSummary } from '../core/manifest.js'
+import { checkBlockSize, DEFAULT_BLOCK_SIZE, fileStructureSchema, MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, type ChunkRef, type FileStructureRecord, type JsonValue, type ManifestFile, type ModelSummary } from '../core/manifest.js'
 import { MAX_METADATA_FILE_BYTES, METADATA_FILE, mergeMetadata, parseMetadata, parseMetadataFile, type Metadata } from '../core/metadata.js'
 import { checkLabel, checkModelName, escapeUnsafe } from '../core/names.js'
 import { readStructure } from '../model/index.js'
@@ -110,13 +113,10 @@ export async function addPath (store: Store, input: string, options: AddOptions)
       if (options.signal?.aborted === true) throw new AbortedError('add was cancelled')
       const structure = structures.get(file.path)
       const anchors = external.get(file.path)
-      const plan = anchors !== undefined
-        ? planTensorChunks(file.size, 0, anchors)
-        : structure !== undefined && structure.tensors.length + structure.headerLength > 0 && structure.format !== 'other'
-          ? planTensorChunks(file.size, structure.headerLength, structure.tensors.filter(t => t.file === undefined))
-          : undefined
+      // Tensor ranges make a model file; a file without structure is opaque.
+      const tensors = anchors ?? (structure !== undefined && structure.format !== 'other' ? structure.tensors.filter(t => t.file === undefined) : undefined)
       const base = bytes
-      const blob = await storeFile(store, file, plan, blockSize, options.signal, done => {
+      const blob = await storeFile(store, file, tensors, blockSize, options.signal, done => {
         options.onProgress?.({ file: file.path, fileBytes: done, fileSize: file.size, bytes: base + done, totalBytes, files: i, totalFiles: files.length })
       })
       bytes += file.size
@@ -142,7 +142,7 @@ function chunkRef (c: ChunkRef): ChunkRef {
   return c.root === undefined ? { id: c.id, size: c.size } : { id: c.id, size: c.size, root: c.root }
 }
 
-async function storeFile (store: Store, file: SourceFile, plan: number[] | undefined, blockSize: number, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<{ digest: FileDigest } & Awaited<ReturnType<BlobWriter['commit']>>> {
+async function storeFile (store: Store, file: SourceFile, tensors: readonly TensorRange[] | undefined, blockSize: number, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<{ digest: FileDigest } & Awaited<ReturnType<BlobWriter['commit']>>> {
   const src = await openListed(file)
   let writer: BlobWriter
   try {
@@ -152,8 +152,9 @@ async function storeFile (store: Store, file: SourceFile, plan: number[] | undef
     throw err
   }
   try {
-    if (plan !== undefined) await copyPlanned(src, writer, plan, signal, progress)
-    else await copyCdc(src, writer, signal, progress)
+    const cutting = tensors === undefined ? { cdc: {} } : await cutModel(src, tensors, signal)
+    if ('plan' in cutting) await copyPlanned(src, writer, cutting.plan, signal, progress)
+    else await copyCdc(src, writer, cutting.cdc, signal, progress)
     return await writer.commit()
   } catch (err) {
     await writer.abort()
@@ -161,6 +162,37 @@ async function storeFile (store: Store, file: SourceFile, plan: number[] | undef
   } finally {
     await src.close()
   }
+}
+
+/**
+ * How a model file is cut (`core/chunking.ts`): a plan of tensor pieces and content-defined cuts
+ * of the structure between them, found by reading only the structure regions; or, when no tensor
+ * is large enough to anchor a chunk, by content from end to end as the bytes stream through.
+ */
+async function cutModel (src: FileSource, tensors: readonly TensorRange[], signal: AbortSignal | undefined): Promise<{ plan: number[] } | { cdc: FastCdcOptions }> {
+  const regions = modelRegions(src.size, tensors)
+  if (!regions.some(r => r.kind === 'tensor')) return { cdc: STRUCTURE_CDC }
+  const starts = new Map<number, number[]>()
+  for (const region of regions) {
+    if (region.kind === 'structure') starts.set(region.offset, await structureStarts(src, region, signal))
+  }
+  return { plan: planModelChunks(regions, r => starts.get(r.offset) ?? []) }
+}
+
+/** Content-defined chunk starts of one structure region, relative to it; a region below the minimum chunk is one chunk, unread. */
+async function structureStarts (src: FileSource, region: ChunkRegion, signal: AbortSignal | undefined): Promise<number[]> {
+  if (region.length <= STRUCTURE_CDC.min) return [0]
+  const cdc = new FastCdc(STRUCTURE_CDC)
+  const buf = Buffer.allocUnsafe(Math.min(WINDOW_SIZE, region.length))
+  const ends: number[] = []
+  for (let at = 0; at < region.length; at += buf.length) {
+    if (signal?.aborted === true) throw new AbortedError('add was cancelled')
+    const piece = buf.subarray(0, Math.min(buf.length, region.length - at))
+    await src.readInto(piece, region.offset + at)
+    ends.push(...cdc.push(piece))
+  }
+  ends.push(...cdc.finish())
+  return [0, ...ends.slice(0, -1)]
 }
 
 /** One step of a copy: `length` bytes at `offset`; `ends` are its chunk ends when already known. */
@@ -196,8 +228,8 @@ async function copyPlanned (src: FileSource, writer: BlobWriter, plan: number[],
 }
 
 /** Copies with content-defined cut points, found as the bytes stream through. */
-async function copyCdc (src: FileSource, writer: BlobWriter, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<void> {
-  const cdc = new FastCdc()
+async function copyCdc (src: FileSource, writer: BlobWriter, options: FastCdcOptions, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<void> {
+  const cdc = new FastCdc(options)
   await copyWindows(src, writer, fixedWindows(src.size), (buf, w) => {
     const cuts = cdc.push(buf).map(c => c - w.offset)
     if (w.offset + w.length === src.size) cuts.push(...cdc.finish().map(c => c - w.offset))
@@ -245,25 +277,25 @@ async function copyWindows (src: FileSource, writer: BlobWriter, windows: Iterat
 
 /**
  * Reads every file's structure. Across files, the tensors may number at most `MAX_TENSOR_COUNT`,
- * and a lower bound of the manifest they make (tensor records, kept metadata, one chunk record per
- * 4 MiB of data, with a root when 4 MiB is more than one block) must fit `MAX_MANIFEST_BYTES`: a
+ * and a lower bound of the manifest they make (tensor records, kept metadata, the fewest chunk
+ * records the files can be cut into, `leastChunkRecordBytes`) must fit `MAX_MANIFEST_BYTES`: a
  * model the store could not commit is refused before any data is copied.
  */
 async function readStructures (files: SourceFile[], blockSize: number, signal: AbortSignal | undefined): Promise<Map<string, FileStructure>> {
   const out = new Map<string, FileStructure>()
   let tensors = 0
   let manifestBytes = 0
-  const recordBytes = MIN_CHUNK_RECORD_BYTES + (blockSize < MAX_CHUNK_SIZE ? ROOT_RECORD_BYTES : 0)
   for (const file of files) {
     if (signal?.aborted === true) throw new AbortedError('add was cancelled')
-    manifestBytes += Math.ceil(file.size / MAX_CHUNK_SIZE) * recordBytes
     const src = await openListed(file)
     try {
       const structure = await readStructure(file.path, src, signal)
+      manifestBytes += leastChunkRecordBytes(file.size, structure, blockSize)
       tensors += structure.tensors.length
       if (tensors > MAX_TENSOR_COUNT) {
         throw new InvalidInputError(`the model's files declare more than ${MAX_TENSOR_COUNT} tensors in all (${file.path} brings them to ${tensors}), over the limit of ${MAX_TENSOR_COUNT} per version; nothing was added`)
       }
+      checkRecord(file.path, structure)
       manifestBytes += structureBytes(structure)
       if (manifestBytes > MAX_MANIFEST_BYTES) {
         throw new InvalidInputError(`the manifest of this model would take more than ${MAX_MANIFEST_BYTES} bytes (the limit) with ${file.path}: too many files, tensors or embedded metadata for one version; nothing was added`)
@@ -284,6 +316,31 @@ async function readStructures (files: SourceFile[], blockSize: number, signal: A
     }
   }
   return out
+}
+
+/**
+ * The bytes of the fewest chunk records a file can be cut into: tensor pieces are at most
+ * `MAX_CHUNK_SIZE`, and so is any chunk of a file no reader understands; structure chunks of a
+ * model file at most `STRUCTURE_CDC.max`. A chunk of that size carries a root when it is more than
+ * one block.
+ */
+function leastChunkRecordBytes (size: number, structure: FileStructure, blockSize: number): number {
+  const records = (bytes: number, chunkSize: number): number =>
+    Math.ceil(bytes / chunkSize) * (MIN_CHUNK_RECORD_BYTES + (blockSize < chunkSize ? ROOT_RECORD_BYTES : 0))
+  if (structure.format === 'other') return records(size, MAX_CHUNK_SIZE)
+  const anchored = structure.tensors.reduce((n, t) => n + (t.file === undefined && t.length >= MIN_ANCHORED_TENSOR_BYTES ? t.length : 0), 0)
+  return records(anchored, MAX_CHUNK_SIZE) + records(Math.max(0, size - anchored), STRUCTURE_CDC.max)
+}
+
+/**
+ * Refuses, as a bad file, a structure the manifest could not hold (a name, producer or list longer
+ * than its record allows): found now, before any data is copied, rather than at the commit.
+ */
+function checkRecord (path: string, structure: FileStructure): void {
+  const checked = fileStructureSchema.safeParse(toRecord(structure))
+  if (checked.success) return
+  const issue = checked.error.issues[0]
+  throw new MalformedModelError(`${path}: ${issue?.path.join('.') ?? 'its structure'} does not fit a version's manifest (${issue?.message ?? 'invalid'})`)
 }
 
 /** Bytes a chunk record takes in a manifest at least: a CID link of 36 bytes and a size. @default 40 */

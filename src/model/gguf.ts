@@ -16,14 +16,15 @@
  *
  * The header is walked through a buffered cursor and never held whole: arrays longer than
  * `MAX_INLINE_ARRAY_LENGTH` (tokenizer vocabularies) are skipped and summarised in metadata as
- * `[array <type> × <length>]`.
+ * `[array <type> × <length>]`, and strings longer than `MAX_METADATA_VALUE_BYTES` (an embedded
+ * `tokenizer.huggingface.json`) as `[string × <bytes> bytes]`.
  * Shapes are reported in GGUF order (`ne[0]`, the innermost, first). Tensor byte lengths come
  * from the ggml block table: `elements / block × block bytes`.
  */
 import { Cursor, elementCount, malformed, parameterCount, setOwn } from './cursor.js'
 import {
   MAX_GGUF_ARRAY_DEPTH, MAX_GGUF_ARRAY_ELEMENTS, MAX_GGUF_ARRAY_LENGTH, MAX_GGUF_DIMS, MAX_GGUF_HEADER_BYTES, MAX_GGUF_KV_COUNT,
-  MAX_GGUF_METADATA_BYTES, MAX_GGUF_NAME_BYTES, MAX_GGUF_STRING_BYTES, MAX_GGUF_TENSOR_NAME_BYTES, MAX_INLINE_ARRAY_LENGTH,
+  MAX_GGUF_METADATA_BYTES, MAX_GGUF_NAME_BYTES, MAX_GGUF_STRING_BYTES, MAX_METADATA_VALUE_BYTES, MAX_GGUF_TENSOR_NAME_BYTES, MAX_INLINE_ARRAY_LENGTH,
   MAX_INLINE_ARRAY_STRING_BYTES, MAX_TENSOR_COUNT
 } from './limits.js'
 import type { ByteSource, FileStructure, MetaValue, TensorInfo } from './types.js'
@@ -91,6 +92,23 @@ async function readString (c: Cursor, what: string, max: number, total?: { add: 
   return utf8.decode(await c.bytes(len, what))
 }
 
+/**
+ * A string value: kept up to `MAX_METADATA_VALUE_BYTES`, summarised (skipped, never read) when it
+ * is longer, up to `MAX_GGUF_STRING_BYTES`; refused beyond.
+ */
+async function readValueString (c: Cursor, what: string, kept: { add: (n: number) => void }): Promise<string> {
+  const len = await c.u64n(`${what} length`)
+  if (len > MAX_GGUF_STRING_BYTES) throw malformed(c.file, `${what} is ${len} bytes, over the limit of ${MAX_GGUF_STRING_BYTES} bytes`)
+  if (len <= MAX_METADATA_VALUE_BYTES) {
+    kept.add(len)
+    return utf8.decode(await c.bytes(len, what))
+  }
+  c.skip(len, what)
+  const summary = `[string × ${len} bytes]`
+  kept.add(summary.length)
+  return summary
+}
+
 function safeOrBig (v: bigint): number | bigint {
   return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v
 }
@@ -109,7 +127,7 @@ async function readScalar (c: Cursor, type: number, what: string, kept: { add: (
       if (b > 1) throw malformed(c.file, `${what} is a bool with byte value ${b} (must be 0 or 1)`)
       return b === 1
     }
-    case T_STRING: return await readString(c, what, MAX_GGUF_STRING_BYTES, kept)
+    case T_STRING: return await readValueString(c, what, kept)
     case 10: return safeOrBig(await c.u64(what))
     case 11: return safeOrBig(await c.scalar('BigInt64', what) as bigint)
     case 12: return await c.scalar('Float64', what)

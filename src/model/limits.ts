@@ -155,6 +155,15 @@ export const MAX_INLINE_ARRAY_LENGTH = 64
 export const MAX_INLINE_ARRAY_STRING_BYTES = 1024
 
 /**
+ * Longest metadata string value kept in a file's structure (GGUF string values, safetensors
+ * `__metadata__` values, ONNX `metadata_props` values): a version's manifest holds strings of at
+ * most 64 KiB, so a longer one (an embedded `tokenizer.huggingface.json`, a very long chat
+ * template) is skipped and summarised as `[string × <bytes> bytes]`, and the file is still added.
+ * @default 64 KiB
+ */
+export const MAX_METADATA_VALUE_BYTES = 64 * 1024
+
+/**
  * Most bytes an ONNX reader fetches from the file in total while walking the protobuf structure.
  * Weights are skipped, not fetched, so this bounds the cost of huge graphs (many nodes).
  * @default 256 MiB
@@ -176,12 +185,21 @@ export const MAX_ONNX_STRING_BYTES = 1 * MiB
 export const MAX_ONNX_KEPT_BYTES = 16 * MiB
 
 /**
- * Most protobuf fields an ONNX reader visits in one file (every node, initializer field, dim and
- * metadata entry is one; skipped fields count too). A large language model graph has ~100k; this
- * bounds the time a file of millions of tiny fields can cost.
+ * Most protobuf fields an ONNX reader visits in one file (every field of every node and attribute,
+ * initializer field, dim and metadata entry is one; skipped fields count too). A large language
+ * model graph has ~100k nodes of about ten fields each; this bounds the time a file of millions of
+ * tiny fields can cost.
  * @default 4_194_304
  */
 export const MAX_ONNX_FIELDS = 4_194_304
+
+/**
+ * Deepest nesting of ONNX subgraphs: graphs held by node attributes (`If` branches, `Loop` and
+ * `Scan` bodies), each of which may hold more. Real exports nest a few levels; each level is a
+ * frame of the reader's recursion, so this bounds its stack.
+ * @default 16
+ */
+export const MAX_ONNX_GRAPH_DEPTH = 16
 
 /**
  * Window of the buffered header cursor: the most bytes fetched by one read-ahead. Read-ahead

@@ -133,6 +133,17 @@ export class ProtoReader {
   }
 
   /**
+   * The end of a length-delimited payload whose length is already buffered (consumed), or
+   * undefined (nothing consumed) when it is not: a caller's way to skip an await for small fields.
+   */
+  quickLen (end: number, what: string): number | undefined {
+    const n = this.quickVarint(end)
+    if (n === undefined) return undefined
+    if (n > end - this.c.pos) this.fail(`${what} at offset ${this.c.pos} is ${n} bytes long but its message ends after ${end - this.c.pos} more bytes (truncated or corrupt)`)
+    return this.c.pos + n
+  }
+
+  /**
    * A varint of at most 4 bytes decoded from the cursor's buffer, consumed; undefined (nothing
    * consumed) when it is longer or not buffered yet, for `varint` to read.
    */

@@ -21,7 +21,7 @@
 import { elementCount, malformed, parameterCount, setOwn } from './cursor.js'
 import { breather, scanObject, type ObjectScan } from './json-object.js'
 import {
-  MAX_DIMS, MAX_JSON_DEPTH, MAX_SAFETENSORS_ENTRY_BYTES, MAX_SAFETENSORS_HEADER_BYTES, MAX_SAFETENSORS_METADATA_KEYS, MAX_TENSOR_COUNT
+  MAX_DIMS, MAX_JSON_DEPTH, MAX_METADATA_VALUE_BYTES, MAX_SAFETENSORS_ENTRY_BYTES, MAX_SAFETENSORS_HEADER_BYTES, MAX_SAFETENSORS_METADATA_KEYS, MAX_TENSOR_COUNT
 } from './limits.js'
 import type { ByteSource, FileStructure, MetaValue, TensorInfo } from './types.js'
 
@@ -149,7 +149,10 @@ async function readMetadata (header: ObjectScan, i: number, file: string, into: 
   for (let m = 0; m < meta.count; m++) {
     const key = meta.key(m)
     if (meta.valueStart(m) !== '"') throw malformed(file, `__metadata__ value for ${JSON.stringify(key)} is not a string`)
-    setOwn(into, key, meta.value(m) as string)
+    const value = meta.value(m) as string
+    // As GGUF and ONNX: a value longer than a manifest keeps is summarised.
+    const bytes = value.length > MAX_METADATA_VALUE_BYTES / 3 ? Buffer.byteLength(value) : value.length
+    setOwn(into, key, bytes > MAX_METADATA_VALUE_BYTES ? `[string × ${bytes} bytes]` : value)
     await pause()
   }
 }

@@ -3,7 +3,7 @@
  * home, driven only through the built CLI (`dist/cli/main.js`). The tests run in order and share
  * one store: add → inspect → export → re-add → labels → pins and GC.
  */
-import { lstat, readFile, readlink, stat } from 'node:fs/promises'
+import { copyFile, lstat, mkdir, readFile, readlink, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { changeTensors, llamaTensors, writeSafetensors } from '../../scripts/lib/synth.js'
@@ -11,8 +11,9 @@ import { bytes } from '../../src/cli/format.js'
 import { DEFAULT_BLOCK_SIZE } from '../../src/core/manifest.js'
 import type { LabelResult, ModelRow, PinResult, ShowResult } from '../../src/rpc/api.js'
 import type { GcReport } from '../../src/store/gc.js'
+import type { SearchResult } from '../../src/store/search-index.js'
 import type { VersionInfo } from '../../src/store/store.js'
-import { EXIT, Harness, expectConsistent, expectExit, listDir, runCli, status, treeDigests, versionOf, writeModelFolder, type DaemonProcess } from './helpers.js'
+import { EXIT, Harness, ROOT, expectConsistent, expectExit, listDir, runCli, status, treeDigests, versionOf, writeModelFolder, type DaemonProcess } from './helpers.js'
 
 const METADATA = {
   description: 'a tiny llama for the e2e tests',
@@ -233,6 +234,31 @@ describe('shoal CLI against a real daemon', () => {
     // Unpinned and unlabelled: gc takes it, and the store is as the other tests expect.
     expectExit(await d.cli(['gc']), 0)
     expect((await d.json<ModelRow[]>(['ls'])).map(m => m.name)).toEqual(['tiny'])
+  })
+
+  it('show and search see the weights of exporters\' files, and show prints GGUF and ONNX facts', async () => {
+    // Files made by other tools (test/fixtures/models): weights in Constant nodes and subgraphs.
+    const folder = join(h.root, 'exporters')
+    await mkdir(folder)
+    const files = ['exporter-constants.onnx', 'exporter-subgraphs.onnx', 'tiny-llama.gguf']
+    for (const name of files) await copyFile(join(ROOT, 'test', 'fixtures', 'models', name), join(folder, name))
+    expectExit(await d.cli(['add', folder, '--name', 'exporters']), 0)
+    const v = await d.json<ShowResult>(['show', 'exporters'])
+    const params = { 'exporter-constants.onnx': 680, 'exporter-subgraphs.onnx': 152, 'tiny-llama.gguf': 3216 }
+    expect(Object.fromEntries(v.files.map(f => [f.path, f.structure?.parameterCount]))).toEqual(params)
+    expect(v.structure.parameterCount).toBe(680 + 152 + 3216)
+    // Without the ONNX weights the version would have 3216 parameters and not match.
+    const found = await d.json<SearchResult>(['search', 'params > 4000'])
+    expect(found.rows.map(r => r.model)).toContain('exporters')
+
+    const human = await d.cli(['show', 'exporters'])
+    expectExit(human, 0)
+    expect(human.stdout).toContain('tiny-llama.gguf GGUF llama "shoal tiny llama" · context 128 · quantization Q8_0 · tensor types BF16, F16, F32, Q4_K, Q6_K, Q8_0 · vocabulary 1000 tokens (llama)')
+    expect(human.stdout).toContain('exporter-constants.onnx ONNX IR 8 · opsets ai.onnx 13 · producer shoal-fixtures-constants 1 · 16 nodes')
+    expect(human.stdout).toMatch(/^ +inputs {2}x FLOAT\[batch, 16\]$/m)
+    expect(human.stdout).toMatch(/^ +outputs y FLOAT\[batch, 4\]$/m)
+    // The tests after this one expect the store to hold only `tiny`.
+    expectExit(await d.cli(['rm', 'exporters', '--force']), 0)
   })
 
   it('an unknown ref exits 4', async () => {

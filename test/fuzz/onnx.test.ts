@@ -1,7 +1,8 @@
 /**
  * ONNX under fuzzing: random bytes, mutations of real models (an exporter's output, old test
- * models, external data), generated models whose graph, initializers and value infos hold random
- * fields of every wire type, and lengths that lie. The reader gives a valid structure or a
+ * models, external data, weights in Constant nodes and subgraphs), generated models whose graph,
+ * nodes (Constant values, subgraphs), initializers and value infos hold random fields of every
+ * wire type, and lengths that lie. The reader gives a valid structure or a
  * `MalformedModelError` with a message, in bounded time, never asking for more than
  * `MAX_ONE_READ` bytes at once.
  */
@@ -16,7 +17,10 @@ import { concat, guardedSource, pb } from '../unit/model/build.js'
 import { expectTypedOutcome, fuzzParams, mutated } from './fuzz.js'
 
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'models')
-const SEEDS = ['mlp.onnx', 'torch-mlp.onnx', 'testdata-conv2d.onnx', 'testdata-operator-conv.onnx', 'onnx-external/model.onnx']
+const SEEDS = [
+  'mlp.onnx', 'torch-mlp.onnx', 'testdata-conv2d.onnx', 'testdata-operator-conv.onnx', 'onnx-external/model.onnx',
+  'exporter-constants.onnx', 'exporter-subgraphs.onnx', 'testdata-if.onnx', 'testdata-loop11.onnx', 'testdata-poisson-nll.onnx'
+]
 
 function checkStructure (s: FileStructure, size: number): void {
   expect(s.format).toBe('onnx')
@@ -64,7 +68,38 @@ const initializer = fc.oneof(
 const dim = sometimes(fc.oneof(fc.nat({ max: 8 }).map(d => pb.msg(1, pb.int(1, d))), fc.string({ maxLength: 4 }).map(s => pb.msg(1, pb.str(2, s)))), [1, 2])
 const valueInfo = fc.tuple(fc.constantFrom(11, 12), fc.string({ maxLength: 6 }), fc.array(dim, { maxLength: 10 }), fc.nat({ max: 30 }))
   .map(([f, name, dims, type]) => pb.msg(f, pb.str(1, name), pb.msg(2, pb.msg(1, pb.int(1, type), pb.msg(2, ...dims)))))
-const graph = fc.array(sometimes(fc.oneof(initializer, valueInfo, fc.string({ maxLength: 6 }).map(n => pb.str(2, n)), fc.constant(pb.msg(1, pb.str(4, 'Relu')))), [1, 2, 5, 11, 12, 13]), { maxLength: 10 })
+/** The payload of one length-delimited field (its key and length varint dropped). */
+function payloadOf (field: Uint8Array): Uint8Array {
+  let at = 1
+  while (((field[at] ?? 0) & 0x80) !== 0) at++
+  return field.subarray(at + 1)
+}
+/** An attribute: a Constant value of any kind (often well-formed), or a subgraph of initializers and nodes. */
+const attribute = (sub: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> => fc.oneof(
+  fc.tuple(fc.constantFrom('value', 'value_float', 'value_floats', 'value_int', 'value_ints', 'value_string', 'value_strings', 'sparse_value', 'other'),
+    fc.array(sometimes(fc.oneof(
+      initializer.map(t => pb.bytes(5, payloadOf(t))),
+      fc.uint8Array({ maxLength: 4, minLength: 4 }).map(b => concat(pb.key(2, 5), b)),
+      number.map(v => pb.int(3, v)),
+      fc.string({ maxLength: 6 }).map(v => pb.str(4, v)),
+      fc.uint8Array({ maxLength: 17 }).map(b => pb.bytes(7, b)),
+      fc.uint8Array({ maxLength: 12 }).map(b => pb.bytes(8, b)),
+      number.map(v => pb.int(8, v)),
+      fc.string({ maxLength: 6 }).map(v => pb.str(9, v))
+    ), [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 20]), { maxLength: 4 }))
+    .map(([name, fields]) => concat(pb.str(1, name), ...fields)),
+  fc.tuple(fc.constantFrom(6, 11), sub).map(([f, g]) => concat(pb.str(1, 'body'), pb.bytes(f, g)))
+)
+/** A node: a Constant (sometimes in another domain) or any operator, with attributes that may hold subgraphs. */
+const node = (sub: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> =>
+  fc.tuple(fc.constantFrom('Constant', 'If', 'Loop', 'Relu'), fc.string({ maxLength: 4 }), fc.array(attribute(sub), { maxLength: 3 }), fc.constantFrom('', 'ai.onnx', 'com.x'))
+    .map(([op, out, attrs, domain]) => pb.msg(1, pb.str(2, out), pb.str(4, op), ...attrs.map(a => pb.bytes(5, a)), pb.str(7, domain)))
+/** Graph contents nested a few levels (payloads, without the ModelProto field key). */
+const body: fc.Arbitrary<Uint8Array> = fc.letrec<{ g: Uint8Array }>(tie => ({
+  g: fc.array(fc.oneof({ weight: 3, arbitrary: initializer }, { weight: 2, arbitrary: node(fc.oneof({ weight: 3, arbitrary: fc.constant(new Uint8Array(0)) }, { weight: 1, arbitrary: tie('g') })) }), { maxLength: 4 })
+    .map(items => concat(...items))
+})).g
+const graph = fc.array(sometimes(fc.oneof(initializer, valueInfo, node(body), fc.string({ maxLength: 6 }).map(n => pb.str(2, n)), fc.constant(pb.msg(1, pb.str(4, 'Relu')))), [1, 2, 5, 11, 12, 13]), { maxLength: 10 })
   .map(items => pb.msg(7, ...items))
 const model = fc.tuple(graph, fc.array(sometimes(fc.oneof(
   fc.tuple(fc.constantFrom(2, 3, 4), fc.string({ maxLength: 8 })).map(([f, v]) => pb.str(f, v)),

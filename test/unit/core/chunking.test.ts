@@ -1,7 +1,9 @@
+import { createHash, randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
+import { cdcChunks } from '../../../src/core/cdc.js'
 import {
-  CDC_AVG_SIZE, CDC_MAX_SIZE, CDC_MIN_SIZE, MAX_CHUNK_SIZE, TENSOR_PIECE_SIZE,
-  fixedChunks, planTensorChunks, type TensorRange
+  CDC_AVG_SIZE, CDC_MAX_SIZE, CDC_MIN_SIZE, MAX_CHUNK_SIZE, MIN_ANCHORED_TENSOR_BYTES, STRUCTURE_CDC, TENSOR_PIECE_SIZE,
+  fixedChunks, modelRegions, planModelChunks, type TensorRange
 } from '../../../src/core/chunking.js'
 
 const KiB = 1024
@@ -19,8 +21,8 @@ function relativePieces (starts: number[], fileSize: number, tensor: TensorRange
     .map(([s, e]) => [s - tensor.offset, e - tensor.offset])
 }
 
-/** Asserts what every tensor plan MUST satisfy (see the module doc of core/chunking.ts). */
-function checkPlan (starts: number[], fileSize: number, headerLength: number, tensors: TensorRange[]): void {
+/** Asserts what every model plan MUST satisfy (see the module doc of core/chunking.ts). */
+function checkPlan (starts: number[], fileSize: number, tensors: TensorRange[]): void {
   if (fileSize === 0) { expect(starts).toEqual([]); return }
   expect(starts[0]).toBe(0)
   for (const [s, e] of spans(starts, fileSize)) {
@@ -28,11 +30,8 @@ function checkPlan (starts: number[], fileSize: number, headerLength: number, te
     expect(e - s).toBeLessThanOrEqual(MAX_CHUNK_SIZE)
   }
   const set = new Set(starts)
-  if (headerLength < fileSize && headerLength > 0 && tensors.some(t => t.length > 0 && t.offset === headerLength)) {
-    expect(set.has(headerLength)).toBe(true)
-  }
   for (const t of tensors) {
-    if (t.length === 0) continue
+    if (t.length < MIN_ANCHORED_TENSOR_BYTES) continue
     const end = t.offset + t.length
     expect(set.has(t.offset)).toBe(true)
     // Pieces are aligned to the tensor's start and hold tensor bytes only.
@@ -60,6 +59,8 @@ describe('chunking constants', () => {
     expect(TENSOR_PIECE_SIZE).toBeLessThanOrEqual(MAX_CHUNK_SIZE)
     expect(CDC_MAX_SIZE).toBeLessThanOrEqual(MAX_CHUNK_SIZE)
     expect([CDC_MIN_SIZE, CDC_AVG_SIZE, CDC_MAX_SIZE]).toEqual([256 * KiB, 1 * MiB, 4 * MiB])
+    expect(STRUCTURE_CDC).toEqual({ min: 64 * KiB, avg: 256 * KiB, max: 1 * MiB })
+    expect(STRUCTURE_CDC.max).toBeLessThanOrEqual(MAX_CHUNK_SIZE)
   })
 })
 
@@ -80,58 +81,99 @@ describe('fixedChunks', () => {
   })
 })
 
-describe('planTensorChunks', () => {
-  it('gives an empty file no chunks, and a file without header or tensors a fixed plan', () => {
-    expect(planTensorChunks(0, 0, [])).toEqual([])
-    expect(planTensorChunks(10 * MiB, 0, [])).toEqual(fixedChunks(10 * MiB))
-    expect(planTensorChunks(100, 0, [])).toEqual([0])
+/** A plan with structure regions cut the way `add` cuts them: by content, from the bytes. */
+function plan (bytes: Uint8Array, tensors: TensorRange[]): number[] {
+  return planModelChunks(modelRegions(bytes.length, tensors), r => cdcChunks(bytes.subarray(r.offset, r.offset + r.length), STRUCTURE_CDC))
+}
+
+describe('modelRegions', () => {
+  it('alternates structure and tensor regions over the whole file', () => {
+    const K = MIN_ANCHORED_TENSOR_BYTES
+    // header 0..100, tensor, 28 bytes of padding, tensor, tensor right after, trailing bytes
+    const tensors = [{ offset: 100, length: 2 * K }, { offset: 100 + 2 * K + 28, length: K }, { offset: 128 + 3 * K, length: K }]
+    expect(modelRegions(200 + 4 * K, tensors)).toEqual([
+      { offset: 0, length: 100, kind: 'structure' },
+      { offset: 100, length: 2 * K, kind: 'tensor' },
+      { offset: 100 + 2 * K, length: 28, kind: 'structure' },
+      { offset: 128 + 2 * K, length: K, kind: 'tensor' },
+      { offset: 128 + 3 * K, length: K, kind: 'tensor' },
+      { offset: 128 + 4 * K, length: 72, kind: 'structure' }
+    ])
+    expect(modelRegions(0, [])).toEqual([])
+    expect(modelRegions(10, [])).toEqual([{ offset: 0, length: 10, kind: 'structure' }])
   })
 
-  it('starts a chunk at the header end and at every tensor (safetensors layout)', () => {
-    const tensors = [{ offset: 108, length: 1000 }, { offset: 1108, length: 2000 }, { offset: 3108, length: 50 }]
-    expect(planTensorChunks(3158, 108, tensors)).toEqual([0, 108, 1108, 3108])
-  })
-
-  it('splits a large tensor into pieces aligned to its start', () => {
-    const tensor = { offset: 100, length: 2 * TENSOR_PIECE_SIZE + 7 }
-    const fileSize = tensor.offset + tensor.length
-    expect(planTensorChunks(fileSize, 100, [tensor]))
-      .toEqual([0, 100, 100 + TENSOR_PIECE_SIZE, 100 + 2 * TENSOR_PIECE_SIZE])
-  })
-
-  it('makes a non-empty gap after a tensor its own chunk, and no chunk for an empty one', () => {
-    const tensors = [{ offset: 64, length: 100 }, { offset: 192, length: 64 }, { offset: 256, length: 30 }]
-    // 64..164 tensor, 164..192 padding, 192..256 tensor (no gap), 256..286 tensor, 286..300 trailing bytes
-    expect(planTensorChunks(300, 64, tensors)).toEqual([0, 64, 164, 192, 256, 286])
-  })
-
-  it('cuts a large gap in MAX_CHUNK_SIZE steps from its start', () => {
-    const tensors = [{ offset: 10, length: 5 }, { offset: 15 + 2 * MAX_CHUNK_SIZE + 3, length: 1 }]
-    const fileSize = tensors[1]!.offset + 1 + MAX_CHUNK_SIZE + 1
-    expect(planTensorChunks(fileSize, 10, tensors)).toEqual([
-      0, 10, 15, 15 + MAX_CHUNK_SIZE, 15 + 2 * MAX_CHUNK_SIZE,
-      tensors[1]!.offset, tensors[1]!.offset + 1, tensors[1]!.offset + 1 + MAX_CHUNK_SIZE
+  it('leaves tensors under MIN_ANCHORED_TENSOR_BYTES, and empty ones, to the structure around them', () => {
+    const small = MIN_ANCHORED_TENSOR_BYTES - 1
+    const tensors = [{ offset: 10, length: small }, { offset: 10 + small, length: 0 }, { offset: 20 + small, length: MIN_ANCHORED_TENSOR_BYTES }]
+    expect(modelRegions(30 + small + MIN_ANCHORED_TENSOR_BYTES, tensors).map(r => [r.offset, r.kind])).toEqual([
+      [0, 'structure'], [20 + small, 'tensor'], [20 + small + MIN_ANCHORED_TENSOR_BYTES, 'structure']
     ])
   })
 
-  it('lets padding after the header join the header chunk when it fits', () => {
-    // GGUF-style: header, then alignment padding up to the first tensor.
-    expect(planTensorChunks(200, 90, [{ offset: 96, length: 104 }])).toEqual([0, 96])
-    // Header exactly MAX_CHUNK_SIZE: the padding cannot join, it gets its own chunk.
-    const h = MAX_CHUNK_SIZE
-    expect(planTensorChunks(h + 32 + 10, h, [{ offset: h + 32, length: 10 }])).toEqual([0, h, h + 32])
-    // No header but leading bytes before the first tensor.
-    expect(planTensorChunks(200, 0, [{ offset: 96, length: 104 }])).toEqual([0, 96])
+  it('refuses overlapping tensors', () => {
+    const cases: TensorRange[][] = [
+      [{ offset: 10, length: 10 }, { offset: 19, length: 5 }],
+      [{ offset: 19, length: 5 }, { offset: 10, length: 10 }],
+      [{ offset: 10, length: 10 }, { offset: 10, length: 10 }],
+      [{ offset: 10, length: 20 }, { offset: 12, length: 2 }]
+    ]
+    for (const tensors of cases) {
+      expect(() => modelRegions(100, tensors)).toThrow(/tensors \[\d+, \d+\) and \[\d+, \d+\) overlap/)
+    }
   })
 
-  it('splits a header longer than MAX_CHUNK_SIZE from offset 0', () => {
-    const h = 2 * MAX_CHUNK_SIZE + 5
-    const fileSize = h + 100
-    expect(planTensorChunks(fileSize, h, [{ offset: h, length: 100 }]))
-      .toEqual([0, MAX_CHUNK_SIZE, 2 * MAX_CHUNK_SIZE, h])
-    // The last header chunk takes following padding when it fits.
-    expect(planTensorChunks(fileSize + 8, h, [{ offset: h + 8, length: 100 }]))
-      .toEqual([0, MAX_CHUNK_SIZE, 2 * MAX_CHUNK_SIZE, h + 8])
+  it('refuses tensors outside the file and bad numbers', () => {
+    const bad: Array<[number, TensorRange[], RegExp]> = [
+      [100, [{ offset: 95, length: 6 }], /tensor \[95, 101\) lies outside the file \[0, 100\)/],
+      [100, [{ offset: 101, length: 0 }], /lies outside the file/],
+      [100, [{ offset: 10.5, length: 1 }], /tensor offset must be a non-negative integer, got 10.5/],
+      [100, [{ offset: 10, length: -1 }], /tensor length must be a non-negative integer, got -1/],
+      [100, [{ offset: Number.NaN, length: 1 }], /got NaN/],
+      [-1, [], /file size must be a non-negative integer, got -1/],
+      [2 ** 53, [], /file size/]
+    ]
+    for (const [fileSize, tensors, message] of bad) {
+      expect(() => modelRegions(fileSize, tensors)).toThrow(expect.objectContaining({ name: 'InvalidInputError', message: expect.stringMatching(message) }))
+    }
+  })
+})
+
+describe('planModelChunks', () => {
+  it('cuts tensors in pieces from their start and structure where it is told', () => {
+    const tensor = { offset: 100, length: 2 * TENSOR_PIECE_SIZE + 7 }
+    const regions = modelRegions(tensor.offset + tensor.length + 50, [tensor])
+    expect(planModelChunks(regions, r => r.offset === 0 ? [0, 40] : [0]))
+      .toEqual([0, 40, 100, 100 + TENSOR_PIECE_SIZE, 100 + 2 * TENSOR_PIECE_SIZE, tensor.offset + tensor.length])
+  })
+
+  it('refuses structure cuts that do not make chunks of the region', () => {
+    const regions = modelRegions(2 * MAX_CHUNK_SIZE, [])
+    // none, not from 0, repeated, descending, past the region, fractional, a chunk over the cap
+    for (const cuts of [[], [1], [0, 0], [0, 5, 3], [0, 2 * MAX_CHUNK_SIZE], [0, 1.5], [0, 10]]) {
+      expect(() => planModelChunks(regions, () => cuts)).toThrow(expect.objectContaining({ name: 'InvalidInputError' }))
+    }
+    expect(planModelChunks(regions, () => [0, MAX_CHUNK_SIZE])).toEqual([0, MAX_CHUNK_SIZE])
+  })
+
+  it('cuts a header by content, so an edit in it changes only the chunks around the edit', () => {
+    const header = randomBytes(3 * MiB)
+    const tensor = randomBytes(5 * MiB)
+    const v1 = Buffer.concat([header, tensor])
+    // One metadata value grows by 10 bytes in the middle of the header: every later offset shifts.
+    const edited = Buffer.concat([header.subarray(0, 1500 * KiB), Buffer.from('0123456789'), header.subarray(1500 * KiB)])
+    const v2 = Buffer.concat([edited, tensor])
+    const chunks = (bytes: Buffer, headerLength: number): Map<string, number> => {
+      const starts = plan(bytes, [{ offset: headerLength, length: tensor.length }])
+      return new Map(spans(starts, bytes.length).map(([s, e]) => [createHash('sha256').update(bytes.subarray(s, e)).digest('hex'), e - s]))
+    }
+    const old = chunks(v1, header.length)
+    const now = chunks(v2, edited.length)
+    const reshipped = [...now].filter(([id]) => !old.has(id)).reduce((n, [, size]) => n + size, 0)
+    expect(reshipped).toBeGreaterThan(0)
+    expect(reshipped).toBeLessThanOrEqual(2 * STRUCTURE_CDC.max)
+    // Before content-defined headers, the whole header (fixed 4 MiB steps from 0) was new.
+    expect(reshipped).toBeLessThan(edited.length / 2)
   })
 
   it('gives an unchanged tensor the same pieces whatever its offset and the header length', () => {
@@ -152,8 +194,8 @@ describe('planTensorChunks', () => {
       at += length + gap
       tensors.push({ offset: at, length: 1000 })
       const fileSize = at + 1000 + gap
-      const starts = planTensorChunks(fileSize, headerLength, tensors)
-      checkPlan(starts, fileSize, headerLength, tensors)
+      const starts = planModelChunks(modelRegions(fileSize, tensors), r => fixedChunks(r.length, STRUCTURE_CDC.max))
+      checkPlan(starts, fileSize, tensors)
       return relativePieces(starts, fileSize, ours)
     })
     const expected: Array<[number, number]> = [
@@ -163,55 +205,12 @@ describe('planTensorChunks', () => {
     for (const pieces of results) expect(pieces).toEqual(expected)
   })
 
-  it('accepts tensors in any order', () => {
-    const tensors = [{ offset: 64, length: 100 }, { offset: 192, length: 64 }, { offset: 256, length: 30 }]
-    const shuffled = [tensors[2]!, tensors[0]!, tensors[1]!]
-    expect(planTensorChunks(300, 64, shuffled)).toEqual(planTensorChunks(300, 64, tensors))
-    expect(shuffled[0]!.offset).toBe(256) // the input is not reordered in place
-  })
-
-  it('adds no boundary for zero-length tensors', () => {
-    const tensors = [{ offset: 64, length: 100 }, { offset: 170, length: 0 }, { offset: 164, length: 0 }, { offset: 300, length: 0 }]
-    expect(planTensorChunks(300, 64, tensors)).toEqual([0, 64, 164])
-  })
-
-  it('refuses overlapping tensors', () => {
-    const cases: TensorRange[][] = [
-      [{ offset: 10, length: 10 }, { offset: 19, length: 5 }],
-      [{ offset: 19, length: 5 }, { offset: 10, length: 10 }],
-      [{ offset: 10, length: 10 }, { offset: 10, length: 10 }],
-      [{ offset: 10, length: 20 }, { offset: 12, length: 2 }]
-    ]
-    for (const tensors of cases) {
-      expect(() => planTensorChunks(100, 10, tensors)).toThrow(expect.objectContaining({ name: 'InvalidInputError' }))
-    }
-  })
-
-  it('refuses tensors outside the data region and bad numbers', () => {
-    const bad: Array<[number, number, TensorRange[]]> = [
-      [100, 10, [{ offset: 5, length: 10 }]], // inside the header
-      [100, 10, [{ offset: 5, length: 0 }]], // even when empty
-      [100, 10, [{ offset: 95, length: 6 }]], // past the end
-      [100, 10, [{ offset: 101, length: 0 }]],
-      [100, 101, []], // header longer than the file
-      [100, 10, [{ offset: 10.5, length: 1 }]],
-      [100, 10, [{ offset: 10, length: -1 }]],
-      [100, 10, [{ offset: Number.NaN, length: 1 }]],
-      [-1, 0, []],
-      [2 ** 53, 0, []]
-    ]
-    for (const [fileSize, headerLength, tensors] of bad) {
-      expect(() => planTensorChunks(fileSize, headerLength, tensors)).toThrow(expect.objectContaining({ name: 'InvalidInputError' }))
-    }
-  })
-
   it('holds its invariants on random layouts', () => {
     const next = rng(42)
     for (let round = 0; round < 200; round++) {
       const scale = [64, 64 * KiB, 3 * MiB, 9 * MiB][next(4)]!
-      const headerLength = next(4) === 0 ? 0 : next(scale) + 1
       const tensors: TensorRange[] = []
-      let at = headerLength + (next(3) === 0 ? next(scale) : 0)
+      let at = next(4) === 0 ? 0 : next(scale) + 1
       const count = next(8)
       for (let i = 0; i < count; i++) {
         const length = next(5) === 0 ? 0 : next(scale) + 1
@@ -224,8 +223,12 @@ describe('planTensorChunks', () => {
         const j = next(i + 1)
         ;[tensors[i], tensors[j]] = [tensors[j]!, tensors[i]!]
       }
-      const starts = planTensorChunks(fileSize, headerLength, tensors)
-      checkPlan(starts, fileSize, headerLength, tensors)
+      const regions = modelRegions(fileSize, tensors)
+      let end = 0
+      for (const r of regions) { expect(r.offset).toBe(end); expect(r.length).toBeGreaterThan(0); end += r.length }
+      expect(end).toBe(fileSize)
+      const starts = planModelChunks(regions, r => fixedChunks(r.length, STRUCTURE_CDC.max))
+      checkPlan(starts, fileSize, tensors)
       for (let i = 1; i < starts.length; i++) expect(starts[i]!).toBeGreaterThan(starts[i - 1]!)
     }
   })

@@ -6,14 +6,14 @@
  */
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { readdir, readFile, mkdir, symlink, writeFile } from 'node:fs/promises'
+import { readdir, readFile, mkdir, symlink, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { addPath, type AddOptions } from '../../../src/ingest/ingest.js'
 import { MAX_METADATA_FILE_BYTES } from '../../../src/core/metadata.js'
 import type { Store } from '../../../src/store/store.js'
 import { memoryStore, tempDir } from '../../helpers/tmp.js'
-import { safetensors } from '../model/build.js'
+import { concat, gguf, pb, safetensors } from '../model/build.js'
 
 async function refusal (p: Promise<unknown>): Promise<Error> {
   const err = await p.then(() => undefined, (e: unknown) => e as Error)
@@ -98,13 +98,34 @@ describe('addPath refuses early and changes nothing', () => {
   }, 60_000)
 
   it('a manifest that could not be stored, before copying any data', async () => {
-    // Three files of 12 MiB of embedded metadata each: readable one by one, too much for one manifest.
-    const big = 'm'.repeat(12 << 20)
-    for (const i of [1, 2, 3]) await writeFile(join(model, `part-${i}.safetensors`), safetensors({ __metadata__: { notes: big } }))
+    // Three files of 12 MiB of embedded metadata each (values of 60 KB, as many as a manifest
+    // record holds one by one): readable one by one, too much for one manifest.
+    const notes = Object.fromEntries(Array.from({ length: 210 }, (_, i) => [`notes${i}`, 'm'.repeat(60_000)]))
+    for (const i of [1, 2, 3]) await writeFile(join(model, `part-${i}.safetensors`), safetensors({ __metadata__: notes }))
     const err = await refusal(addPath(store, model, { name: 'm' }))
     expect(err.message).toMatch(/^the manifest of this model would take more than 33554432 bytes \(the limit\) with part-3\.safetensors: too many files, tensors or embedded metadata for one version; nothing was added$/)
     await unchanged()
   }, 60_000)
+
+  it('a model whose structure a manifest could not hold, naming the file, before copying any data', async () => {
+    // A producer name over the manifest record's 256 characters.
+    await writeFile(join(model, 'model.onnx'), concat(pb.int(1, 8), pb.str(2, 'p'.repeat(300)), pb.msg(7, pb.str(2, 'g'))))
+    const err = await refusal(addPath(store, model, { name: 'm' }))
+    expect(err.name).toBe('MalformedModelError')
+    expect(err.message).toMatch(/^model\.onnx: graph\.producer does not fit a version's manifest \(Too big: expected string to have <=256 characters\) — the file looks damaged or incomplete; nothing was added$/)
+    await unchanged()
+  })
+
+  it('a model file without tensors whose structure chunks could not be listed, before copying any data', async () => {
+    // A sparse 480 GiB GGUF with no tensors is cut by content in chunks of at most 1 MiB: too
+    // many chunk records for one manifest (in 4 MiB steps they would have fitted).
+    const path = join(model, 'huge.gguf')
+    await writeFile(path, gguf.header(0, 0))
+    await truncate(path, 480 * 2 ** 30)
+    const err = await refusal(addPath(store, model, { name: 'm' }))
+    expect(err.message).toMatch(/^the manifest of this model would take more than 33554432 bytes \(the limit\) with huge\.gguf: /)
+    await unchanged()
+  })
 })
 
 describe('addPath and a file swapped during the add', () => {

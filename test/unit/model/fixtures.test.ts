@@ -1,6 +1,7 @@
 /**
  * Real files made by other tools (see test/fixtures/models/README.md): what we read must agree with
- * `expected.json`, which the generator wrote from python-onnx / numpy / torch. Data ranges are
+ * `expected.json` and `expected-exporters.json`, which the generators wrote from python-onnx /
+ * numpy / torch. Data ranges are
  * checked by hashing the bytes at the offsets we report.
  */
 import { createHash } from 'node:crypto'
@@ -24,7 +25,9 @@ interface Expected {
   shards?: string[]
   graph?: Record<string, unknown>
 }
-const expected = JSON.parse(readFileSync(join(DIR, 'expected.json'), 'utf8')) as Record<string, Expected>
+const load = (name: string): Record<string, Expected> => JSON.parse(readFileSync(join(DIR, name), 'utf8')) as Record<string, Expected>
+// expected-exporters.json: weights in Constant nodes and subgraphs (make-exporter-fixtures.py).
+const expected = { ...load('expected.json'), ...load('expected-exporters.json') }
 const fixtures = Object.keys(expected).filter(k => !k.startsWith('_'))
 
 async function structureOf (rel: string): Promise<FileStructure> {
@@ -104,6 +107,33 @@ describe('real model files', () => {
       architecture: 'llama-like decoder',
       tensorCount: 8
     })
+  })
+
+  it('finds the weights exporters keep in Constant nodes and subgraphs', async () => {
+    for (const rel of ['exporter-constants.onnx', 'exporter-subgraphs.onnx', 'testdata-if.onnx', 'testdata-loop11.onnx', 'testdata-poisson-nll.onnx']) {
+      const s = await structureOf(rel)
+      expect(s.tensors.length, rel).toBeGreaterThan(0)
+      expect(s.parameterCount, rel).toBe(expected[rel]?.parameterCount)
+    }
+    const s = await structureOf('exporter-subgraphs.onnx')
+    // Subgraph inputs and outputs are not the model's.
+    expect(s.graph?.inputs.map(i => i.name)).toEqual(['x', 'cond', 'trips'])
+    expect(s.graph?.nodeCount).toBe(2)
+  })
+
+  it('reads llama.cpp\'s vocab-only GGUF as llama.cpp\'s gguf-py does (expected-gguf.json)', async () => {
+    const want = JSON.parse(readFileSync(join(DIR, 'expected-gguf.json'), 'utf8')) as Record<string, { tensorCount: number, metadata: Record<string, unknown> }>
+    for (const [rel, w] of Object.entries(want).filter(([k]) => !k.startsWith('_'))) {
+      const s = await structureOf(rel)
+      expect(s).toMatchObject({ format: 'gguf', parameterCount: 0, architecture: w.metadata['general.architecture'] })
+      expect(s.tensors).toHaveLength(w.tensorCount)
+      // Arrays longer than MAX_INLINE_ARRAY_LENGTH are summarised with their type and length.
+      const mine = Object.fromEntries(Object.entries(w.metadata).map(([k, v]) => {
+        const arr = v as { array?: string, length?: number }
+        return [k, arr.array !== undefined ? `[array ${arr.array} × ${arr.length ?? 0}]` : v]
+      }))
+      expect(s.metadata).toEqual(mine)
+    }
   })
 
   it('leaves ONNX external data files to the model that references them', async () => {

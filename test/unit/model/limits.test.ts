@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest'
 import { readGguf } from '../../../src/model/gguf.js'
 import {
   MAX_GGUF_ARRAY_ELEMENTS, MAX_GGUF_HEADER_BYTES, MAX_GGUF_METADATA_BYTES, MAX_GGUF_NAME_BYTES, MAX_GGUF_TENSOR_NAME_BYTES,
-  MAX_JSON_DEPTH, MAX_ONNX_FIELDS, MAX_ONNX_KEPT_BYTES, MAX_SAFETENSORS_ENTRY_BYTES, MAX_SAFETENSORS_HEADER_BYTES,
+  MAX_JSON_DEPTH, MAX_METADATA_VALUE_BYTES, MAX_ONNX_FIELDS, MAX_ONNX_KEPT_BYTES, MAX_SAFETENSORS_ENTRY_BYTES, MAX_SAFETENSORS_HEADER_BYTES,
   MAX_TENSOR_COUNT
 } from '../../../src/model/limits.js'
 import { readOnnx } from '../../../src/model/onnx.js'
@@ -16,7 +16,7 @@ import { readSafetensorsIndex } from '../../../src/model/safetensors-index.js'
 import { readSafetensors } from '../../../src/model/safetensors.js'
 import { bufferSource } from '../../../src/model/source.js'
 import type { ByteSource } from '../../../src/model/types.js'
-import { concat, expectMalformed, gguf, joinBytes, pb, safetensors, u32, u64, utf8 } from './build.js'
+import { concat, counting, expectMalformed, gguf, joinBytes, pb, safetensors, u32, u64, utf8 } from './build.js'
 
 const MiB = 1024 * 1024
 
@@ -142,6 +142,19 @@ describe('GGUF limits', () => {
       new RegExp(`key/value metadata reaches \\d+ bytes at offset \\d+, over the limit of ${MAX_GGUF_METADATA_BYTES} bytes kept in memory`))
   })
 
+  it('summarises string values over MAX_METADATA_VALUE_BYTES (an embedded tokenizer.json) without reading them', async () => {
+    const big = 'j'.repeat(MAX_METADATA_VALUE_BYTES + 1)
+    const src = counting(bufferSource(concat(gguf.header(0, 2), gguf.kvString('tokenizer.huggingface.json', big), gguf.kvString('general.name', 'x'), new Uint8Array(64))))
+    const s = await readGguf(src, 'm.gguf')
+    expect(s.metadata).toEqual({ 'tokenizer.huggingface.json': `[string × ${MAX_METADATA_VALUE_BYTES + 1} bytes]`, 'general.name': 'x' })
+    expect(src.bytesRead).toBeLessThan(MAX_METADATA_VALUE_BYTES)
+    // The same for safetensors __metadata__ and ONNX metadata_props.
+    const st = await readSafetensors(bufferSource(safetensors({ __metadata__: { notes: big, format: 'pt' } })), 'm.safetensors')
+    expect(st.metadata).toEqual({ notes: `[string × ${MAX_METADATA_VALUE_BYTES + 1} bytes]`, format: 'pt' })
+    const onnx = await readOnnx(bufferSource(concat(pb.msg(7), pb.msg(14, pb.str(1, 'notes'), pb.str(2, big)))), 'm.onnx')
+    expect(onnx.metadata).toEqual({ notes: `[string × ${MAX_METADATA_VALUE_BYTES + 1} bytes]` })
+  })
+
   it('refuses more than MAX_GGUF_ARRAY_ELEMENTS walked in all, over several arrays', async () => {
     const half = MAX_GGUF_ARRAY_ELEMENTS / 2 + 1
     const strings = (key: string): Uint8Array => concat(gguf.str(key), u32(9), u32(8), u64(half), new Uint8Array(8 * half))
@@ -167,9 +180,19 @@ describe('ONNX limits', () => {
     await expectMalformed(read(model(nodes)), /^big\.onnx: has more than 4194304 protobuf fields .*, over the limit of 4194304/)
   })
 
+  it('refuses more than MAX_TENSOR_COUNT tensors, Constant values and subgraph initializers counted together', async () => {
+    // One initializer in a Loop body, then MAX_TENSOR_COUNT scalar Constants: one too many.
+    const constant = pb.msg(1, pb.str(2, 'c'), pb.str(4, 'Constant'), pb.msg(5, pb.str(1, 'value_int'), pb.int(3, 1)))
+    const loop = pb.msg(1, pb.str(4, 'Loop'), pb.msg(5, pb.str(1, 'body'), pb.msg(6, pb.msg(5, pb.int(2, 1), pb.str(8, 'w')))))
+    const nodes = new Uint8Array(constant.length * MAX_TENSOR_COUNT)
+    for (let i = 0; i < MAX_TENSOR_COUNT; i++) nodes.set(constant, i * constant.length)
+    await expectMalformed(read(model(loop, nodes)),
+      new RegExp(`^big\\.onnx: more than ${MAX_TENSOR_COUNT} tensors \\(initializers and Constant values, subgraphs included\\), over the limit of ${MAX_TENSOR_COUNT}`))
+  }, 30_000)
+
   it('refuses names and metadata over MAX_ONNX_KEPT_BYTES in all', async () => {
-    const value = 'v'.repeat(MiB - 16)
-    const props = Array.from({ length: MAX_ONNX_KEPT_BYTES / MiB + 1 }, (_, i) => pb.msg(14, pb.str(1, `k${i}`), pb.str(2, value)))
+    const value = 'v'.repeat(MAX_METADATA_VALUE_BYTES - 16)
+    const props = Array.from({ length: MAX_ONNX_KEPT_BYTES / MAX_METADATA_VALUE_BYTES + 1 }, (_, i) => pb.msg(14, pb.str(1, `k${i}`), pb.str(2, value)))
     await expectMalformed(read(concat(model(), ...props)),
       new RegExp(`names and metadata reach \\d+ characters at offset \\d+, over the limit of ${MAX_ONNX_KEPT_BYTES} kept in memory`))
   })
