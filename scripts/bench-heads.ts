@@ -38,7 +38,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
-import type { DaemonEvent } from '../src/daemon/events.js'
+import type { DaemonEvent } from '../src/core/events.js'
 import { PULL_RETRY_MS } from '../src/heads/activator.js'
 import type { HeadRow } from '../src/rpc/api.js'
 import { ShoalClient } from '../src/rpc/client.js'
@@ -307,8 +307,8 @@ async function bench (): Promise<void> {
         const e = await rpc(async () => await n.c.events(since[i], 10_000))
         return e.gone ? (await rpc(async () => await n.c.events(undefined, 10_000))).events : e.events
       }))
-      const accepted = events.map(es => es.find((e: DaemonEvent) => e.type === 'head.accepted' && e.data.version === version && e.time >= cliStart))
-      const moved = events.map(es => es.find((e: DaemonEvent) => e.type === 'label.moved' && e.data.stamp === stamp))
+      const accepted = events.map(es => es.find((e: DaemonEvent): e is DaemonEvent<'head.accepted'> => e.type === 'head.accepted' && e.data.version === version && e.time >= cliStart))
+      const moved = events.map(es => es.find((e: DaemonEvent): e is DaemonEvent<'label.moved'> => e.type === 'label.moved' && e.data.stamp === stamp))
       const head: number[] = []
       const flip: number[] = []
       const flipAfterHead: number[] = []
@@ -330,12 +330,13 @@ async function bench (): Promise<void> {
         let d = 0
         let at: number | undefined = i
         while (at !== undefined && at !== 0 && d <= N) {
-          const from: unknown = accepted[at]?.data.from
-          at = typeof from === 'string' ? byPeer.get(from) : undefined
+          const from: string | undefined = accepted[at]?.data.from
+          at = from !== undefined ? byPeer.get(from) : undefined
           d++
         }
         depth.push(at === 0 ? d : NaN)
-        const parent = typeof accepted[i]?.data.from === 'string' ? byPeer.get(accepted[i]!.data.from as string) : undefined
+        const parentPeer = accepted[i]?.data.from
+        const parent = parentPeer !== undefined ? byPeer.get(parentPeer) : undefined
         if (parent !== undefined) hop.push(received - rows[parent]!.receivedAt!)
       }
       const ofRound = events.flat().filter(e => e.data.version === version && e.time >= cliStart)

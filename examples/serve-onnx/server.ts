@@ -232,7 +232,7 @@ async function watchEvents (since: string | undefined, signal: AbortSignal): Pro
         if (e.event === 'gone') {
           log('warn', 'missed events (daemon restarted?); re-resolving')
           enqueue('re-resolve', async () => { await reconcile('gone') })
-        } else if (e.data.label !== label) {
+        } else if ((e.event !== 'label.moved' && e.event !== 'version.staged') || e.data.label !== label) {
           continue
         } else if (e.event === 'label.moved') {
           if (typeof e.data.version !== 'string') log('warn', 'label removed; still serving the last version', { version: current.version })

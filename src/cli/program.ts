@@ -19,7 +19,7 @@ import { parseTags, type Metadata } from '../core/metadata.js'
 import { parseRef } from '../core/names.js'
 import type { ShoalClient } from '../rpc/client.js'
 import { RpcError } from '../rpc/errors.js'
-import { WATCH_TYPES } from '../rpc/event-types.js'
+import { EVENT_TYPES, isEventType } from '../core/events.js'
 import { clientTarget, type ClientTarget } from '../rpc/target.js'
 import { SHOAL_VERSION } from '../version.js'
 import { EXIT, exitCodeFor } from './exit-codes.js'
@@ -597,14 +597,15 @@ export function buildProgram (io: CliIo, setExit: (code: number) => void, onErro
 
   program.command('watch').helpGroup('Serving processes:')
     .description('stream daemon events as they happen (Ctrl-C to stop); --json prints NDJSON')
-    .option('--types <list>', `comma-separated: ${WATCH_TYPES.join(',')}`)
+    .option('--types <list>', `comma-separated: ${EVENT_TYPES.join(',')}`)
     .option('--model <name>', 'only events of this model')
     .option('--since <id>', 'replay events after this id first')
     .addHelpText('after', examples('shoal watch --model llama-8b --types label.moved,version.staged', 'shoal watch --json'))
     .action(async (opts: { types?: string, model?: string, since?: string }) => {
-      const types = opts.types?.split(',').map(t => t.trim())
-      const unknown = types?.filter(t => !(WATCH_TYPES as readonly string[]).includes(t)) ?? []
-      if (unknown.length > 0) throw new UsageError(`--types: unknown event type ${unknown.map(t => JSON.stringify(t)).join(', ')}; use ${WATCH_TYPES.join(', ')}`)
+      const names = opts.types?.split(',').map(t => t.trim())
+      const unknown = names?.filter(t => !isEventType(t)) ?? []
+      if (unknown.length > 0) throw new UsageError(`--types: unknown event type ${unknown.map(t => JSON.stringify(t)).join(', ')}; use ${EVENT_TYPES.join(', ')}`)
+      const types = names?.filter(isEventType)
       const c = client()
       const aborter = new AbortController()
       const stopListening = io.onInterrupt(() => aborter.abort())

@@ -125,7 +125,7 @@ export class Daemon {
         originMaxFailures: config.transfer.originMaxFailures,
         limits: { maxChunks: config.transfer.maxManifestChunks, maxVersionBytes: config.transfer.maxVersionBytes },
         maxPullAttempts: config.transfer.maxPullAttempts,
-        onGiveUp: info => { this.events.emit('pull.failed', { model: info.name, version: info.version, gaveUp: true, attempts: info.attempts, error: info.error, retry: info.retry }) },
+        onGiveUp: info => { this.events.emit('pull.failed', { model: info.name, version: info.version, outcome: 'failed', gaveUp: true, attempts: info.attempts, error: info.error, retry: info.retry }) },
         onReceived: (model, _peer, bytes) => {
           this.metrics?.chunksVerified.inc()
           this.metrics?.bytesReceivedByModel.inc({ model }, bytes)
@@ -223,10 +223,8 @@ export class Daemon {
       // The search index follows versions and labels as they change.
       const refreshSearch = (work: () => Promise<unknown>): void => { void work().catch(err => this.log.warn({ err: (err as Error).message }, 'search index update failed')) }
       this.events.subscribe(e => {
-        const model = typeof e.data.model === 'string' ? e.data.model : undefined
-        const version = typeof e.data.version === 'string' ? e.data.version : undefined
-        if ((e.type === 'pull.completed' || e.type === 'version.removed') && version !== undefined) refreshSearch(async () => await search.refresh(version))
-        if ((e.type === 'label.moved' || e.type === 'head.accepted') && model !== undefined) refreshSearch(async () => await search.refreshLabels(model))
+        if (e.type === 'pull.completed' || e.type === 'version.removed') { const { version } = e.data; refreshSearch(async () => await search.refresh(version)) }
+        if (e.type === 'label.moved' || e.type === 'head.accepted') { const { model } = e.data; refreshSearch(async () => await search.refreshLabels(model)) }
       })
       await activator.start()
       this.spreader = new HeadSpreader(node, book, guard, headLog, { maxConnections: config.p2p.maxConnections })
@@ -250,8 +248,8 @@ export class Daemon {
       this.metrics = metrics
       this.events.subscribe(e => {
         if (e.type === 'label.moved') metrics.labelMoves.inc()
-        if (e.type === 'pull.completed' && typeof e.data.ms === 'number') metrics.pullDuration.observe({ outcome: 'completed' }, e.data.ms / 1000)
-        if (e.type === 'pull.failed' && typeof e.data.ms === 'number') metrics.pullDuration.observe({ outcome: e.data.outcome === 'cancelled' ? 'cancelled' : 'failed' }, e.data.ms / 1000)
+        if (e.type === 'pull.completed') metrics.pullDuration.observe({ outcome: 'completed' }, e.data.ms / 1000)
+        if (e.type === 'pull.failed' && 'ms' in e.data) metrics.pullDuration.observe({ outcome: e.data.outcome }, e.data.ms / 1000)
       })
       const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
       const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })
@@ -350,7 +348,7 @@ export class Daemon {
     this.quotaRunning = true
     try {
       const report = await collectGarbage(store, { quotaBytes, keepLast: this.config.labels.keep, keep: this.leases?.versions() ?? [] })
-      for (const v of report.versions) this.events.emit('version.removed', { model: v.name, version: v.version, reason: 'quota' })
+      for (const v of report.versions) this.events.emit('version.removed', { model: v.name, version: v.version, via: 'quota' })
       if (report.versions.length > 0) this.log.info({ removed: report.versions.length, bytes: report.bytes, quota: report.quota }, 'disk quota: removed least recently used versions')
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'quota GC failed')

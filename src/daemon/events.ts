@@ -1,5 +1,5 @@
 /**
- * The daemon's event stream: `label.moved`, `version.staged`, `version.removed`, `version.added`, `head.accepted`,
+ * The daemon's event stream (types and payloads: `core/events.ts`): `label.moved`, `version.staged`, `version.removed`, `version.added`, `head.accepted`,
  * `pull.progress`… Each event gets the next id of a counter that only grows while the daemon runs,
  * prefixed by a boot id, so a client that reconnects can ask for what it missed (`since`) and tell
  * a restarted daemon (other boot id: its history is gone) from a live one.
@@ -9,23 +9,12 @@
  */
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
-import type { EventType } from '../rpc/event-types.js'
+import type { DaemonEvent, EventPayloads, EventSink, EventType } from '../core/events.js'
 
 /** @default 10_000 events kept for replay */
 export const EVENT_HISTORY = 10_000
 
-export type { EventType }
-
-export interface DaemonEvent {
-  /** `<boot>-<seq>` */
-  id: string
-  seq: number
-  type: EventType
-  time: number
-  data: Record<string, unknown>
-}
-
-export class EventBus {
+export class EventBus implements EventSink {
   readonly boot = randomBytes(4).toString('hex')
   private seq = 0
   private readonly ring: DaemonEvent[] = []
@@ -35,13 +24,15 @@ export class EventBus {
     this.emitter.setMaxListeners(0)
   }
 
-  emit (type: EventType, data: Record<string, unknown>): DaemonEvent {
+  emit<T extends EventType> (type: T, data: EventPayloads[T]): DaemonEvent<T> {
     const seq = ++this.seq
-    const event: DaemonEvent = { id: `${this.boot}-${seq}`, seq, type, time: Date.now(), data }
+    // `type` and `data` were checked against each other by the signature; TypeScript cannot carry
+    // that pairing into the union over all types.
+    const event = { id: `${this.boot}-${seq}`, seq, type, time: Date.now(), data } as DaemonEvent
     this.ring.push(event)
     if (this.ring.length > this.history) this.ring.splice(0, this.ring.length - this.history)
     this.emitter.emit('event', event)
-    return event
+    return event as DaemonEvent<T>
   }
 
   /**

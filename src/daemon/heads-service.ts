@@ -17,7 +17,8 @@ import type { KeyRing, TrustFile } from '../heads/keyring.js'
 import type { ActivateResult, HeadHistoryRow, HeadRow, KeyRow, LabelResult, TrustRow } from '../rpc/api.js'
 import type { LabelRequest } from '../rpc/schemas.js'
 import type { Store } from '../store/store.js'
-import type { DaemonEvent, EventBus } from './events.js'
+import type { DaemonEvent } from '../core/events.js'
+import type { EventBus } from './events.js'
 
 export class HeadsService {
   constructor (private readonly deps: {

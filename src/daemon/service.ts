@@ -237,7 +237,7 @@ export class DaemonService implements ShoalApi {
 
   async gc (req: GcRequest): Promise<GcReport> {
     const report = await collectGarbage(this.store, { dryRun: req.dryRun === true, keepLast: this.options.keepLast, keep: this.options.leased() })
-    if (!report.dryRun) for (const v of report.versions) this.options.events.emit('version.removed', { model: v.name, version: v.version })
+    if (!report.dryRun) for (const v of report.versions) this.options.events.emit('version.removed', { model: v.name, version: v.version, via: 'gc' })
     return report
   }
 

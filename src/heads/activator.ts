@@ -27,7 +27,7 @@ import { activationTime, headKey, type SignedHead } from '../core/heads.js'
 import type { VersionId } from '../core/digest.js'
 import { ConflictError, NotFoundError, PullCancelledError, PullGivenUpError } from '../core/errors.js'
 import { patternMatches } from '../core/trust.js'
-import type { EventBus } from '../daemon/events.js'
+import type { EventSink } from '../core/events.js'
 import type { BookLogger, HeadBook } from './book.js'
 
 /**
@@ -109,7 +109,7 @@ export class Activator {
     book: HeadBook
     labels: LabelTarget
     puller: VersionPuller
-    events: EventBus
+    events: EventSink
     follows: FollowRules
     nodeId: string
     log: BookLogger

@@ -61,9 +61,9 @@ import type { DiskUsage } from '../store/usage.js'
 import { route, type ByteAnswer, type Route, type SseEvent } from './server.js'
 import { openApiDocument } from './openapi.js'
 import { SHOAL_VERSION } from '../version.js'
-import { addRequest, removeRequest, exportRequest, gcRequest, keyRequest, labelRemoveRequest, labelRequest, pullCancelRequest, pullRequest, refRequest, rollbackRequest, trustRemoveRequest, trustRequest, verifyRequest, resolveRequest, leaseRequest, leaseRenewRequest, leaseReleaseRequest, WATCH_TYPES, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest, type PullRequest, type RemoveRequest } from './schemas.js'
+import { addRequest, removeRequest, exportRequest, gcRequest, keyRequest, labelRemoveRequest, labelRequest, pullCancelRequest, pullRequest, refRequest, rollbackRequest, trustRemoveRequest, trustRequest, verifyRequest, resolveRequest, leaseRequest, leaseRenewRequest, leaseReleaseRequest, type AddRequest, type ExportRequest, type GcRequest, type LabelRequest, type PullRequest, type RemoveRequest } from './schemas.js'
 import type { Activation, Stamp } from '../core/heads.js'
-import type { DaemonEvent, EventType } from '../daemon/events.js'
+import { isEventType, EVENT_TYPES, type DaemonEvent, type EventType } from '../core/events.js'
 
 export interface VersionResult { version: string, api: string, node: string }
 
@@ -335,9 +335,10 @@ function watchOptions (query: URLSearchParams, lastEventId: string | string[] | 
   const typesText = query.get('types')
   let types: EventType[] | undefined
   if (typesText !== null) {
-    types = typesText.split(',').filter(t => t !== '') as EventType[]
-    const unknown = types.find(t => !(WATCH_TYPES as readonly string[]).includes(t))
-    if (unknown !== undefined) throw new InvalidInputError(`unknown event type "${unknown.slice(0, 40)}"; use ${WATCH_TYPES.join(', ')}`)
+    const names = typesText.split(',').filter(t => t !== '')
+    const unknown = names.find(t => !isEventType(t))
+    if (unknown !== undefined) throw new InvalidInputError(`unknown event type "${unknown.slice(0, 40)}"; use ${EVENT_TYPES.join(', ')}`)
+    types = names.filter(isEventType)
   }
   const model = query.get('model') ?? undefined
   if (since !== undefined && (since.length > 64 || !/^[0-9a-f]+-\d+$/.test(since))) throw new InvalidInputError('since / Last-Event-ID must be an event id such as 3f2a9c1e-42')

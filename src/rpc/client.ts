@@ -22,15 +22,21 @@ import type { DfResult, RemoveResult, LeaseRow, ActivateResult, EventsResult, He
 import { RpcError } from './errors.js'
 import { rangeHeader } from './range.js'
 import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest, RemoveRequest } from './schemas.js'
+import type { EventPayloads, EventType } from '../core/events.js'
 
 /** The daemon's unix socket, or its loopback TCP port with the token from `<home>/rpc.token`. */
 export type ShoalClientOptions = { socketPath: string } | { url: string, token: string }
 
-/** One event of `watch`: `label.moved`, `version.staged`, …, or `gone` (missed events were compacted: re-resolve). */
-export interface WatchEvent { id?: string, event: string, data: Record<string, unknown> }
+/**
+ * One event of `watch`, narrowed by `event`: a daemon event (`label.moved`, `version.staged`, …;
+ * its `data` as in `EventPayloads`, plus the time it happened), or `gone` (missed events were
+ * compacted or the daemon restarted: re-resolve).
+ */
+export type WatchEvent = { [T in EventType]: { id: string, event: T, data: EventPayloads[T] & { time: number } } }[EventType] |
+{ id?: undefined, event: 'gone', data: { since: string, message: string } }
 
 export interface WatchOptions {
-  types?: string[]
+  types?: EventType[]
   model?: string
   /** Replay what came after this event id (else only new events). */
   since?: string
@@ -183,7 +189,8 @@ export class ShoalClient implements ShoalApi {
             if (e === undefined) continue
             if (e.event === 'ready') { attempt = 0; continue }
             if (e.id !== undefined) last = e.id
-            yield e
+            // The daemon sends only its own events (typed in `core/events.ts`) and `gone`.
+            yield e as WatchEvent
           }
         }
       } catch (err) {
@@ -324,8 +331,11 @@ export class ShoalClient implements ShoalApi {
   }
 }
 
+/** One server-sent event as read, before it is known to be one of the daemon's. */
+export interface SseBlock { id?: string, event: string, data: unknown }
+
 /** One server-sent-events block (the text between blank lines) as an event; undefined for a comment-only block. */
-export function parseSse (block: string): WatchEvent | undefined {
+export function parseSse (block: string): SseBlock | undefined {
   let id: string | undefined
   let event = 'message'
   const data: string[] = []
@@ -339,7 +349,7 @@ export function parseSse (block: string): WatchEvent | undefined {
     else if (field === 'data') data.push(value)
   }
   if (data.length === 0) return undefined
-  return { ...(id !== undefined ? { id } : {}), event, data: JSON.parse(data.join('\n')) as Record<string, unknown> }
+  return { ...(id !== undefined ? { id } : {}), event, data: JSON.parse(data.join('\n')) as unknown }
 }
 
 async function readAll (res: AsyncIterable<unknown>): Promise<string> {

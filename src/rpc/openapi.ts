@@ -13,7 +13,7 @@
 import { z } from 'zod'
 import type { Route } from './server.js'
 import { API_VERSION } from './schemas.js'
-import { WATCH_TYPES } from './event-types.js'
+import { EVENT_TYPES } from '../core/events.js'
 
 interface QueryParam { name: string, description: string, required?: boolean, schema: Record<string, unknown> }
 interface RouteDoc {
@@ -77,7 +77,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'GET /v1/watch': {
     summary: 'Server-sent events: ready, then events as they happen (Last-Event-ID or since replays)',
     answer: 'text/event-stream of WatchEvent',
-    query: [{ name: 'types', description: `comma-separated: ${WATCH_TYPES.join(',')}`, schema: { type: 'string' } }, { name: 'model', description: 'only events of this model', schema: str() }, since]
+    query: [{ name: 'types', description: `comma-separated: ${EVENT_TYPES.join(',')}`, schema: { type: 'string' } }, { name: 'model', description: 'only events of this model', schema: str() }, since]
   },
   'GET /metrics': { summary: 'Prometheus metrics', answer: 'Prometheus text' },
   'GET /v1/versions/{id}/files/{path}': {

@@ -4,7 +4,6 @@
  */
 import { z } from 'zod'
 import { metadataSchema } from '../core/metadata.js'
-import { WATCH_TYPES } from './event-types.js'
 
 export const API_VERSION = 'v1'
 /** @default 1 MiB — request bodies are small JSON documents */
@@ -80,4 +79,3 @@ export const leaseRequest = z.strictObject({
 })
 export const leaseRenewRequest = z.strictObject({ id: z.string().regex(/^[0-9a-f]{24}$/, 'a lease id is 24 hex characters'), ttlSeconds: z.number().int().min(1).max(3600).optional() })
 export const leaseReleaseRequest = z.strictObject({ id: z.string().regex(/^[0-9a-f]{24}$/, 'a lease id is 24 hex characters') })
-export { WATCH_TYPES }

@@ -18,7 +18,7 @@ import { join } from 'node:path'
 import * as dagCbor from '@ipld/dag-cbor'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openSignedHead, publisherKeyOf, signHead, type Head } from '../../src/core/heads.js'
-import type { DaemonEvent } from '../../src/daemon/events.js'
+import type { DaemonEvent, EventType } from '../../src/core/events.js'
 import type { HeadHistoryRow, HeadRow, KeyRow, LabelResult, PeerRow, ResolveResult, StatusResult } from '../../src/rpc/api.js'
 import type { VerifyReport } from '../../src/store/verify.js'
 import { createSwarm, type Swarm } from '../../scripts/lib/netns.js'
@@ -83,7 +83,7 @@ async function describeNodes (nodes: Node[]): Promise<string> {
   const lines = await Promise.all(nodes.map(async n => {
     try {
       const row = await headRow(n.d)
-      const events = (await eventsOf(n.d)).slice(-6).map(e => `${e.type}(${short(e.data.version)}${e.data.error !== undefined ? `: ${String(e.data.error).slice(0, 120)}` : ''})`)
+      const events = (await eventsOf(n.d)).slice(-6).map(e => `${e.type}(${short(e.data.version)}${'error' in e.data ? `: ${e.data.error.slice(0, 120)}` : ''})`)
       return `${n.name}: head ${short(row?.version)} local ${short(row?.local)} ${row?.state ?? 'no head'}${row?.error !== undefined ? ` (${row.error})` : ''}; ${events.join(' ')}`
     } catch (e) {
       return `${n.name}: ${(e as Error).message}`
@@ -112,8 +112,8 @@ function sameHead (row: HeadRow | undefined): string {
 }
 
 /** The events of one type (and version) on a node, oldest first. */
-function ofType (events: DaemonEvent[], type: DaemonEvent['type'], version?: string | null): DaemonEvent[] {
-  return events.filter(e => e.type === type && (version === undefined || e.data.version === version))
+function ofType<T extends EventType> (events: DaemonEvent[], type: T, version?: string | null): Array<DaemonEvent<T>> {
+  return events.filter((e): e is DaemonEvent<T> => e.type === type && (version === undefined || e.data.version === version))
 }
 
 async function expectVerifyClean (d: DaemonProcess): Promise<void> {

@@ -15,7 +15,7 @@ import { CLI, sleep } from '../../scripts/lib/daemon-proc.js'
 import { llamaTensors, writeSafetensors } from '../../scripts/lib/synth.js'
 import { loadConfig } from '../../src/config/config.js'
 import { Daemon } from '../../src/daemon/daemon.js'
-import type { DaemonEvent } from '../../src/daemon/events.js'
+import type { DaemonEvent, EventType } from '../../src/core/events.js'
 import type { LeaseRow, ShowResult } from '../../src/rpc/api.js'
 import { parseSse, ShoalClient } from '../../src/rpc/client.js'
 import { eventually, raw, startDaemon, type Target } from '../helpers/rpc.js'
@@ -89,7 +89,7 @@ async function openSse (target: Target, path: string, headers: Record<string, st
           buffered = buffered.slice(end + 2)
           const e = parseSse(block)
           if (e === undefined) continue
-          events.push(e)
+          events.push(e as SseMessage)
           for (const w of [...waiters]) w()
         }
       })
@@ -468,7 +468,7 @@ describe('rpc serving endpoints', () => {
       try {
         // Moves replay in order; the one made after resolve is among them, so it cannot be missed.
         let moved
-        for await (const e of events) if (e.data.version === target) { moved = e; break }
+        for await (const e of events) if (e.event === 'label.moved' && e.data.version === target) { moved = e; break }
         expect(moved).toMatchObject({ event: 'label.moved', data: { model: 'w', label: 'canary', version: target } })
       } finally {
         aborter.abort()
@@ -590,7 +590,7 @@ describe('rpc serving endpoints', () => {
     })
 
     it('the typed client surfaces a refused watch as an error, without retrying', async () => {
-      await expect(client.watch({ types: ['unknown'] }).next()).rejects.toMatchObject({ code: 'INVALID_INPUT', status: 400 })
+      await expect(client.watch({ types: ['unknown' as EventType] }).next()).rejects.toMatchObject({ code: 'INVALID_INPUT', status: 400 })
       await expect(client.watch({ since: 'not-an-id' }).next()).rejects.toMatchObject({ code: 'INVALID_INPUT', status: 400 })
     })
 

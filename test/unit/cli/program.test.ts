@@ -10,7 +10,7 @@ import { tempDir } from '../../helpers/tmp.js'
 import type { Command } from 'commander'
 import { buildProgram, runCli, type CliClient, type CliIo } from '../../../src/cli/program.js'
 import type { HeadRow, PeerRow, StatusResult } from '../../../src/rpc/api.js'
-import { WATCH_TYPES } from '../../../src/rpc/event-types.js'
+import { EVENT_TYPES } from '../../../src/core/events.js'
 
 interface Run { code: number, stdout: string, stderr: string, calls: string[] }
 
@@ -145,14 +145,14 @@ describe('help texts (issue 16, bug 7)', () => {
 
   it('watch --types lists every event type, version.added included', async () => {
     const text = (await help(['watch'])).replace(/\s+/g, '')
-    expect(text).toContain(WATCH_TYPES.join(','))
-    expect(WATCH_TYPES).toContain('version.added')
+    expect(text).toContain(EVENT_TYPES.join(','))
+    expect(EVENT_TYPES).toContain('version.added')
   })
 
   it('watch --types refuses a type that does not exist, listing the ones that do', async () => {
     const r = await cli(['watch', '--types', 'label.moved,version.add'])
     expect(r.code).toBe(2)
-    expect(r.stderr).toBe(`shoal: --types: unknown event type "version.add"; use ${WATCH_TYPES.join(', ')}\n`)
+    expect(r.stderr).toBe(`shoal: --types: unknown event type "version.add"; use ${EVENT_TYPES.join(', ')}\n`)
   })
 
   it('every command has --help with an example', async () => {
