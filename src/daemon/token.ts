@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { writeFileAtomic } from '../store/fsutil.js'
+import { writeFileAtomic } from '../util/fsutil.js'
 
 export const TOKEN_FILE = 'rpc.token'
 

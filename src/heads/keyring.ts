@@ -27,7 +27,7 @@ import { join } from 'node:path'
 import { ConflictError, InvalidInputError, NotFoundError } from '../core/errors.js'
 import { privateKeyFromPem, publisherKeyOf, type PublisherKey } from '../core/heads.js'
 import { checkTrustRule, type TrustRule } from '../core/trust.js'
-import { isErrno, writeFileAtomic } from '../store/fsutil.js'
+import { isErrno, writeFileAtomic } from '../util/fsutil.js'
 
 export const KEYS_DIR = 'keys'
 export const TRUST_FILE = 'trust.json'

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { InvalidInputError } from '../core/errors.js'
-import { writeFileAtomic } from '../store/fsutil.js'
+import { writeFileAtomic } from '../util/fsutil.js'
 
 export const PEER_KEY_FILE = 'peer.key'
 

@@ -26,7 +26,7 @@ import type { HashPool } from './hash-pool.js'
 import { InvalidInputError } from '../core/errors.js'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
 import { checkBlockSize, type ChunkRef } from '../core/manifest.js'
-import { fsyncDir, mapFsError, pathExists, tmpName, writeFully } from './fsutil.js'
+import { fsyncDir, mapFsError, pathExists, tmpName, writeFully } from '../util/fsutil.js'
 import { layerRoot, LeafHasher } from './leaves.js'
 import type { Layout } from './layout.js'
 

@@ -28,7 +28,7 @@ import { CODEC_HEADER_BYTES, chooseCodec, decodeBlock, encodeBlock } from '../co
 import { chunkMatches, type ChunkId } from '../core/digest.js'
 import { AbortedError, DigestMismatchError, InvalidInputError, MalformedDataError, TruncatedDataError } from '../core/errors.js'
 import { isBlockSize, MIN_BLOCK_SIZE } from '../core/tree.js'
-import { fsyncDir, tmpName } from './fsutil.js'
+import { fsyncDir, tmpName } from '../util/fsutil.js'
 
 const MAGIC = [0x53, 0x48, 0x43, 0x43] // "SHCC"
 /** The format number written in every file; a file of another format is refused. */

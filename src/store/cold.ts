@@ -33,7 +33,7 @@ import { chunkMatches, type ChunkId, type FileDigest, type VersionId } from '../
 import { ConflictError, DigestMismatchError, NotFoundError, ShoalError } from '../core/errors.js'
 import { blockSizeOf, decodeManifest, type Manifest } from '../core/manifest.js'
 import { writeColdChunk, readColdChunk } from './cold-chunks.js'
-import { fsyncDir, tmpName, writeFully } from './fsutil.js'
+import { fsyncDir, tmpName, writeFully } from '../util/fsutil.js'
 import { COLD_SCHEMA, IndexDb, type IndexOp } from './index-db.js'
 import type { Store } from './store.js'
 

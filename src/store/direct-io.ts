@@ -29,7 +29,7 @@
 import { constants } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { isErrno, writeAt, writeFully } from './fsutil.js'
+import { isErrno, writeAt, writeFully } from '../util/fsutil.js'
 
 /** Alignment of offsets, lengths and buffer addresses for direct writes (a page). @default 4096 */
 export const DIRECT_ALIGN = 4096

@@ -11,7 +11,7 @@ import { dirname, join, relative, resolve as resolvePath } from 'node:path'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
 import { chunkMatches } from '../core/digest.js'
 import { ConflictError, DigestMismatchError, NotFoundError } from '../core/errors.js'
-import { fsyncDir, mapFsError, pathExists, tmpName, writeFully } from './fsutil.js'
+import { fsyncDir, mapFsError, pathExists, tmpName, writeFully } from '../util/fsutil.js'
 import type { ManifestFile } from '../core/manifest.js'
 import type { ResolvedVersion, Store } from './store.js'
 

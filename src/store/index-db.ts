@@ -47,7 +47,7 @@
 import type { AbstractLevel, AbstractSublevel } from 'abstract-level'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 import { StorageIoError } from '../core/errors.js'
-import { failureDetail, type WriteContext } from './fsutil.js'
+import { failureDetail, type WriteContext } from '../util/fsutil.js'
 import { WriteGuard } from './write-guard.js'
 
 export const INDEX_SCHEMA = 2

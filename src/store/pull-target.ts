@@ -51,7 +51,7 @@ import { DigestMismatchError, DiskFullError, MalformedDataError } from '../core/
 import { blockSizeOf, chunkRootOf, decodeManifest, type Manifest } from '../core/manifest.js'
 import { blockCount, blockRange, equalBytes, joinHashes, proofOf, rootFromProof, splitHashes } from '../core/tree.js'
 import { DirectWrites } from './direct-io.js'
-import { fsyncDir, isErrno, writeAt, type WriteContext } from './fsutil.js'
+import { fsyncDir, isErrno, writeAt, type WriteContext } from '../util/fsutil.js'
 import type { IndexOp } from './index-db.js'
 import type { ResolvedVersion, Store } from './store.js'
 

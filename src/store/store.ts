@@ -46,7 +46,7 @@ import { blockCount, blockRange, leafHash } from '../core/tree.js'
 import { BlobWriter, type WrittenBlob } from './blob-writer.js'
 import { LeafStore } from './leaf-store.js'
 import { checkLayer, leavesKey } from './leaves.js'
-import { diskError, diskFailure, fsyncDir, NOTHING_KEPT, pathExists, readdirSafe, tmpName, writeFileAtomic, type WriteContext } from './fsutil.js'
+import { diskError, diskFailure, fsyncDir, NOTHING_KEPT, pathExists, readdirSafe, tmpName, writeFileAtomic, type WriteContext } from '../util/fsutil.js'
 
 /** @default 64 — versions of the model an add compares its content with (newest first) */
 export const MAX_SAME_CONTENT_CHECKS = 64

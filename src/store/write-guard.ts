@@ -25,7 +25,7 @@
  */
 import { statfs } from 'node:fs/promises'
 import type { ShoalError } from '../core/errors.js'
-import { diskError, diskFailure, failureDetail, type WriteContext } from './fsutil.js'
+import { diskError, diskFailure, failureDetail, type WriteContext } from '../util/fsutil.js'
 
 /**
  * Free bytes the store's file system needs before a tripped store reopens its index and takes

@@ -1,4 +1,8 @@
-/** Small file-system helpers for durable writes: fsync of folders, atomic replace, error mapping. */
+/**
+ * Small file-system helpers for durable writes: fsync of folders, atomic replace, error mapping.
+ * Neutral: any layer that does file I/O may use them (the store, identity and key files, the RPC
+ * token); they import only `core/errors`.
+ */
 import { lstat, open, readdir, rename, rm, mkdir, writeFile, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { randomBytes } from 'node:crypto'

@@ -4,7 +4,7 @@
  * byte (found by test/faults/disk-full.test.ts). Every store write goes on until all is written.
  */
 import { describe, expect, it } from 'vitest'
-import { writeAt, writeFully } from '../../../src/store/fsutil.js'
+import { writeAt, writeFully } from '../../../src/util/fsutil.js'
 import { seededBytes } from '../../helpers/random.js'
 
 /** A file in memory whose writes take at most `limit` bytes at a time (0: none at all). */
