@@ -33,6 +33,7 @@ import { rm, chmod, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 import { decodeManifest } from '../core/manifest.js'
+import { DEFAULT_KEEP_LAST } from '../core/retention.js'
 import { IndexDb, type IndexOp } from './index-db.js'
 import { splitLeavesKey } from './leaves.js'
 import { coldChunksToKeep } from './cold.js'
@@ -68,9 +69,6 @@ export interface GcOptions {
    */
   only?: Iterable<VersionId>
 }
-
-/** @default 3 — a label's current version and the two before it */
-export const DEFAULT_KEEP_LAST = 3
 
 export async function collectGarbage (store: Store, options: GcOptions = {}): Promise<GcReport> {
   const dryRun = options.dryRun === true
