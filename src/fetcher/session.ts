@@ -385,6 +385,7 @@ export class FetchSession {
   private onHave (peer: PeerState, state: PeerHave | undefined): void {
     if (peer.gone) return
     this.extras.log?.debug({ peer: peer.key, complete: state?.complete }, 'HAVE received')
+    const hadPartial = this.partialPeers() > 0
     this.forgetHoldings(peer)
     if (!peer.holdings.set(state)) {
       this.punish(peer, 'protocol', `HAVE bitfield of ${state !== undefined && !state.complete ? state.bits.byteLength : 0} bytes for ${this.target.totalChunks} chunks`)
@@ -392,7 +393,29 @@ export class FetchSession {
     }
     if (peer.holdings.complete) this.availability.complete++
     else if (peer.holdings.partial) for (let i = 0; i < this.table.pieces.length; i++) this.recount(peer, i)
+    if (!hadPartial && peer.holdings.partial) this.withdrawFromSeeds()
     this.pump()
+  }
+
+  /**
+   * The first partial peer is known: seeds are asked one piece at a time from now on (`injects`),
+   * so requests queued at a seed beyond that, none of whose blocks has arrived, are withdrawn
+   * (CANCEL). At the start of a swarm each puller knows only the seed and queues a whole window
+   * there (16 MiB: ~30 s deep at 25 Mbit/s among six pullers). The seed holds each queued piece
+   * as on its way to this puller and refuses it to the others (DUPLICATE) until their hint ages,
+   * and then sent it twice or more.
+   */
+  private withdrawFromSeeds (): void {
+    for (const seed of this.peers.values()) {
+      if (!this.injects(seed)) continue
+      const waiting = [...seed.inflight].filter(([, req]) => req.arrivals.length === 0).sort((a, b) => a[1].started - b[1].started)
+      // One request stays, unless blocks of another are arriving.
+      for (const [piece, req] of waiting.slice(waiting.length === seed.inflight.size ? 1 : 0)) {
+        if (!this.settle(seed, piece, req)) continue
+        req.controller.abort()
+        this.requeue(piece)
+      }
+    }
   }
 
   private onUpdate (peer: PeerState, update: { chunks: number[], ranges: BlockRange[] }): void {

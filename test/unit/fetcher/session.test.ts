@@ -146,6 +146,26 @@ describe('FetchSession', () => {
     expect(puller.wants).toHaveLength(9)
   })
 
+  it('withdraws the requests queued at a seed beyond one once it learns of a partial peer', async () => {
+    const target = new FakeTarget(makeChunks(12, 1_000, 2_000))
+    const seed = peer('seed', target, { claims: 'complete', delayMs: 400 })
+    // A partial peer with every piece (it announces a bitfield, not completion).
+    const puller = peer('puller', target, { claims: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], delayMs: 5 })
+    const session = new FetchSession(target, fakePeers([seed, puller]), new PeerScores(), { ...FAST, minWindowBytes: 64_000, maxWindowBytes: 64_000, requestTimeoutBaseMs: 5_000, endgameMaxRequests: 1 })
+    const run = session.run()
+    session.addPeer('seed')
+    // Only the seed is known: a whole window is queued there.
+    await vi.waitFor(() => { expect(seed.wants.length).toBeGreaterThanOrEqual(6) })
+    const queued = seed.wants.length
+    session.addPeer('puller')
+    await run
+    expectComplete(target)
+    // All but one were withdrawn before the seed answered them (no endgame here: only the
+    // withdrawal frees them), and came from the puller.
+    expect(seed.aborted.length).toBeGreaterThanOrEqual(queued - 1)
+    expect(new Set(puller.wants).size).toBeGreaterThanOrEqual(queued - 1)
+  })
+
   it('keeps one request at a time at a seed while a partial peer is connected', async () => {
     const target = new FakeTarget(makeChunks(10, 1_000, 2_000))
     const puller = peer('puller', target, { has: [0, 1, 2, 3, 4], delayMs: 5 })

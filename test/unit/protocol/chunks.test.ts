@@ -1149,6 +1149,42 @@ describe('DUPLICATE over the wire (per span start)', () => {
   })
 })
 
+describe('DUPLICATE for a WANT overtaken while it waited for an upload slot', () => {
+  it('a non-urgent WANT whose span went to another peer while it was QUEUED is told DUPLICATE naming that peer, and nothing is read for it', async () => {
+    const recent = new RecentSends()
+    const source = new FakeSource()
+    const c = chunk(9, 2 * BS)
+    source.chunks.set(c.id, c.bytes)
+    const slots = new Slots(1)
+    const hold = await slots.acquire()
+    const [outA, inA] = await streamPair({ delay: 0 })
+    const [outB, inB] = await streamPair({ delay: 0 })
+    new ServerSession(inA, 'peer-a', source, slotsLimiter(slots), recent, quiet)
+    new ServerSession(inB, 'peer-b', source, new CountingLimiter(), recent, quiet)
+    const a = new PeerChannel(outA, 16 * MiB)
+    const b = new PeerChannel(outB, 16 * MiB)
+    try {
+      const span = { chunk: c.id, first: 0, count: 2, blockSize: BS }
+      let queued = 0
+      const waiting = rejection(a.want(span, { onQueued: () => { queued++ }, onBlock () {} }))
+      await vi.waitFor(() => { expect(queued).toBe(1) })
+      // B asks urgently meanwhile (its hint aged) and is served at once.
+      expectVerified(await fetchSpan(b, span, { urgent: true }), c.bytes, BS, 0, 2)
+      expect(source.reads).toHaveLength(1)
+      hold()
+      expect(await waiting).toMatchObject({ name: 'PeerRequestError', wireCode: 'DUPLICATE', holder: 'peer-b', message: 'peer answered DUPLICATE: sent to another peer while this request waited; fetch it there' })
+      expect(source.reads).toHaveLength(1)
+      // An urgent WANT that waited is served all the same.
+      const again = await slots.acquire()
+      const urgent = fetchSpan(a, span, { urgent: true })
+      again()
+      expectVerified(await urgent, c.bytes, BS, 0, 2)
+    } finally {
+      for (const s of [outA, inA, outB, inB]) if (s.status === 'open') s.abort(new Error('test over'))
+    }
+  })
+})
+
 describe('test helpers', () => {
   it('spanOf\'s proofs are what the tree module proves, and a flipped byte fails', () => {
     const c = chunk(30, 5 * BS + 7)
