@@ -158,6 +158,12 @@ export const MAX_UNUSABLE_NAMED = 8
  * @default 64
  */
 export const MAX_DIALED_HOLDERS = 64
+/**
+ * A holder a DUPLICATE named that has not announced what it holds this long after it was dialed is
+ * treated as unreachable: the pieces held back for it are asked for urgently. A dial to a peer that
+ * left can take far longer to fail. @default 1.5 s
+ */
+export const HOLDER_DIAL_MS = 1_500
 /** Weight of the newest rate sample. @default 0.3 */
 export const RATE_EWMA = 0.3
 
@@ -255,8 +261,8 @@ export class FetchSession {
   private readonly failedAtPartial = new Set<number>()
   /** Peers that could not be used, and why (an older shoal, unreachable): said when the pull stalls. */
   private readonly unusable = new Map<string, string>()
-  /** Peers dialed because a DUPLICATE named them (`MAX_DIALED_HOLDERS`). */
-  private readonly dialedHolders = new Set<string>()
+  /** Peers dialed because a DUPLICATE named them, and when (`MAX_DIALED_HOLDERS`, `HOLDER_DIAL_MS`). */
+  private readonly dialedHolders = new Map<string, number>()
   private readonly requesters = new Map<number, Set<string>>()
   private readonly availability: Availability
   /** Blocks of each piece still missing here. */
@@ -483,11 +489,30 @@ export class FetchSession {
    */
   private mayReachHolder (holder: string | undefined): boolean {
     if (holder === undefined) return this.partialPeers() > 0
+    const dialed = this.dialedHolders.get(holder)
+    if (dialed !== undefined && this.peers.get(holder)?.holdings.known !== true && Date.now() - dialed >= HOLDER_DIAL_MS) return false
     if (this.mayPassOn(holder)) return true
-    if (this.peers.has(holder) || this.dialedHolders.has(holder) || this.dialedHolders.size >= MAX_DIALED_HOLDERS) return false
-    this.dialedHolders.add(holder)
+    if (this.peers.has(holder) || dialed !== undefined || this.dialedHolders.size >= MAX_DIALED_HOLDERS) return false
+    this.dialedHolders.set(holder, Date.now())
     this.addPeer(holder)
+    const slow = setTimeout(() => { if (this.peers.get(holder)?.holdings.known !== true) this.releaseHeldFor(holder) }, HOLDER_DIAL_MS)
+    slow.unref?.()
     return this.mayPassOn(holder)
+  }
+
+  /** Pieces seeds held back for `holder` to pass on: it cannot (gone, or not reachable in time), so they are asked again at once. */
+  private releaseHeldFor (holder: string): void {
+    let released = false
+    for (const other of this.peers.values()) {
+      for (const [piece, h] of other.holderOf) {
+        if (h !== holder) continue
+        other.holderOf.delete(piece)
+        other.deferred.delete(piece)
+        other.firstDuplicate.set(piece, -Infinity)
+        released = true
+      }
+    }
+    if (released && this.failure === undefined) this.pump()
   }
 
   private livePeers (): number {
@@ -897,15 +922,7 @@ export class FetchSession {
     }
     if (err instanceof MalformedDataError) this.judge.penalize(peer.key, 'protocol', err.message)
     this.peers.delete(peer.key)
-    // Pieces a seed held back for this peer to pass on: it cannot now, so they are asked again.
-    for (const other of this.peers.values()) {
-      for (const [piece, holder] of other.holderOf) {
-        if (holder !== peer.key) continue
-        other.holderOf.delete(piece)
-        other.deferred.delete(piece)
-        other.firstDuplicate.set(piece, -Infinity)
-      }
-    }
+    this.releaseHeldFor(peer.key)
     this.pump()
   }
 

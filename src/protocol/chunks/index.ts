@@ -65,6 +65,11 @@ export interface ChunkExchangeComponents {
   registrar: Registrar
   connectionManager: ConnectionManager
   peerStore?: PeerStore
+  /** libp2p's event target (its `peer:disconnect`). */
+  events?: {
+    addEventListener: (type: 'peer:disconnect', listener: (evt: CustomEvent<PeerId>) => void) => void
+    removeEventListener: (type: 'peer:disconnect', listener: (evt: CustomEvent<PeerId>) => void) => void
+  }
 }
 
 export interface ChunkExchange {
@@ -84,7 +89,11 @@ class ChunkExchangeService implements ChunkExchange, Startable {
     this.pool = init.pool ?? new BufferPool(MAX_FRAME_BYTES)
   }
 
+  /** A peer no longer connected here is not named as a chunk's holder (it may be gone for good). */
+  private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => { this.recent.forget(evt.detail.toString()) }
+
   async start (): Promise<void> {
+    this.components.events?.addEventListener('peer:disconnect', this.onDisconnect)
     await this.components.registrar.handle(CHUNKS_PROTOCOL, (stream, connection) => {
       stream.inactivityTimeout = STREAM_IDLE_TIMEOUT_MS
       const bulk = this.init.bulk
@@ -99,6 +108,7 @@ class ChunkExchangeService implements ChunkExchange, Startable {
   }
 
   async stop (): Promise<void> {
+    this.components.events?.removeEventListener('peer:disconnect', this.onDisconnect)
     await this.components.registrar.unhandle(CHUNKS_PROTOCOL)
     for (const p of this.channels.values()) void p.then(async c => { await c.close() }).catch(() => {})
     this.channels.clear()

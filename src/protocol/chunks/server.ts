@@ -135,6 +135,15 @@ export class RecentSends {
     return held ? entry.to : undefined
   }
 
+  /**
+   * `peer` disconnected from this node: it holds nothing here any more. Naming it would send a
+   * requester to dial a peer that may be gone (a puller that finished and left), and the piece
+   * would wait for that dial to fail.
+   */
+  forget (peer: string): void {
+    for (const [id, entry] of this.sent) if (entry.to === peer) this.sent.delete(id)
+  }
+
   /** Records that `id` is about to go to `to`. */
   start (id: string, to: string, now = Date.now()): SendRecord {
     this.sent.delete(id)

@@ -100,6 +100,21 @@ describe('FetchSession', () => {
     expect(new Set(other.wants).size).toBe(6)
   })
 
+  it('asks a seed urgently once the holder its DUPLICATE names has not answered a dial within HOLDER_DIAL_MS (a peer that left)', async () => {
+    const target = new FakeTarget(makeChunks(6, 1_000, 2_000))
+    const seed = peer('seed', target, { duplicateUnlessUrgent: true, duplicateHolder: 'left' })
+    const dialed: string[] = []
+    // The dial to the holder never ends: without the bound, each piece would wait for the hint to age (60 s here).
+    const source = { channel: async (key: string): Promise<FakePeer> => { dialed.push(key); return key === 'seed' ? seed : await new Promise<never>(() => {}) } }
+    const session = new FetchSession(target, source, new PeerScores(), { ...FAST, noProgressTimeoutMs: 20_000, stallMs: 20_000, duplicateBackoffMs: 60_000, duplicateGiveUpMs: 60_000 })
+    const run = session.run()
+    session.addPeer('seed')
+    await run
+    expectComplete(target)
+    expect(dialed.filter(k => k === 'left')).toHaveLength(1)
+    expect(seed.wants).toHaveLength(6)
+  })
+
   it('asks a seed urgently at once when its DUPLICATE names a peer that cannot be reached from here', async () => {
     const target = new FakeTarget(makeChunks(6, 1_000, 2_000))
     const seed = peer('seed', target, { duplicateUnlessUrgent: true, duplicateHolder: 'elsewhere' })

@@ -1149,6 +1149,18 @@ describe('DUPLICATE over the wire (per span start)', () => {
   })
 })
 
+describe('RecentSends', () => {
+  it('forgets what went to a peer that disconnected: it is not named as a holder any more', () => {
+    const recent = new RecentSends()
+    recent.start('c/0', 'peer-a').delivered()
+    recent.start('c/4', 'peer-c')
+    expect(recent.holderOf('c/0', 'peer-b')).toBe('peer-a')
+    recent.forget('peer-a')
+    expect(recent.holderOf('c/0', 'peer-b')).toBeUndefined()
+    expect(recent.holderOf('c/4', 'peer-b')).toBe('peer-c')
+  })
+})
+
 describe('DUPLICATE for a WANT overtaken while it waited for an upload slot', () => {
   it('a non-urgent WANT whose span went to another peer while it was QUEUED is told DUPLICATE naming that peer, and nothing is read for it', async () => {
     const recent = new RecentSends()
