@@ -257,6 +257,7 @@ async function runShoal (cell: Cell, run: number, folder: string, fileBytes: num
     if (values.logs !== undefined) {
       // TCP's view of the run: retransmissions and timeouts per host.
       const stats = await Promise.all(swarm.hosts.map(async h => `${h.ns}\n${(await h.run('nstat', ['-asz'])).stdout}`))
+      await mkdir(values.logs, { recursive: true })
       await writeFile(join(values.logs, `${logName(cell, run)}nstat.txt`), stats.join('\n'))
     }
     return { last, egress: sent / fileBytes, cpuPerGiB }
