@@ -2,9 +2,11 @@ import { defineConfig } from 'vitest/config'
 
 export default defineConfig({
   test: {
-    // Two files at a time, also on a 2-core machine (vitest's default there is one: cores − 1).
-    // The e2e and faults projects each still run one file at a time; most of their time is spent
-    // waiting on daemons and links, so the two overlap with each other and with the unit files.
+    // Two files at a time, also on a 2-core machine (vitest's default there is one: cores − 1),
+    // in every project: a project with `fileParallelism: false` would put its files in a group
+    // of their own that runs one file at a time after everything else. The e2e and faults files
+    // spend most of their time waiting on daemons and links; each makes its own homes, ports,
+    // mounts and namespaces, so two of them can run side by side.
     maxWorkers: 2,
     setupFiles: ['./test/setup.ts'],
     projects: [
@@ -15,9 +17,9 @@ export default defineConfig({
       // Property-based fuzzing of every decoder and parser; `npm run fuzz` runs 10,000 cases each
       // (SHOAL_FUZZ_RUNS), the test command a smaller count (test/fuzz/fuzz.ts).
       { extends: true, test: { name: 'fuzz', include: ['test/fuzz/**/*.test.ts'], testTimeout: 600_000 } },
-      { extends: true, test: { name: 'e2e', include: ['test/e2e/**/*.test.ts'], testTimeout: 180_000, hookTimeout: 120_000, fileParallelism: false } },
+      { extends: true, test: { name: 'e2e', include: ['test/e2e/**/*.test.ts'], testTimeout: 180_000, hookTimeout: 120_000 } },
       // Attacks and faults against real daemons (hostile peers, kill -9, disk full, partitions).
-      { extends: true, test: { name: 'faults', include: ['test/faults/**/*.test.ts'], testTimeout: 300_000, hookTimeout: 120_000, fileParallelism: false } }
+      { extends: true, test: { name: 'faults', include: ['test/faults/**/*.test.ts'], testTimeout: 300_000, hookTimeout: 120_000 } }
     ]
   }
 })
