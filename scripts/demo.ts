@@ -192,6 +192,11 @@ try {
     await new Promise(resolve => server.child.once('exit', resolve))
   }
 
+  step('read a file by byte range (shoal cat): only verified bytes, from the snapshot or from a pull still running')
+  // Bytes 8… of a safetensors file are its JSON header: a loader reads tensor offsets without the weights.
+  await run(others[0] ?? daemon, ['cat', 'demo/llama@prod', 'model.safetensors', '--start', '8', '--end', '200'])
+  console.log('')
+
   step('verify the store, export a version, collect garbage')
   await run(daemon, ['verify'])
   await run(daemon, ['export', `demo/llama@${v1.version}`, join(base, 'export')])
