@@ -32,7 +32,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { ShoalClient } from '../src/rpc/client.js'
-import { DaemonProcess } from './lib/daemon-proc.js'
+import { DaemonProcess, startInNamespace } from './lib/daemon-proc.js'
 import { createSwarm, SHAPING_ARGS, shapingOf, type SwarmHost } from './lib/netns.js'
 import { dropPageCache, loadNote, median, onExitCleanup } from './lib/proc.js'
 import { llamaTensors, writeSafetensors } from './lib/synth.js'
@@ -69,13 +69,7 @@ const daemons: DaemonProcess[] = []
 async function start (name: string, host: SwarmHost, peers: string[]): Promise<DaemonProcess> {
   const home = join(root, name)
   await mkdir(home, { recursive: true })
-  const d = new DaemonProcess(home, ['--listen', `/ip4/${host.ip}/tcp/${PORT}`, ...peers.flatMap(p => ['--peer', p])], values.logs !== undefined ? { SHOAL_LOG_LEVEL: 'debug' } : {}, ['ip', 'netns', 'exec', host.ns])
-  daemons.push(d)
-  await d.start(60_000)
-  const pid = d.pid
-  const unregister = onExitCleanup(() => { if (pid !== undefined) try { process.kill(pid, 'SIGKILL') } catch { /* gone */ } })
-  d.child?.once('exit', unregister)
-  return d
+  return await startInNamespace(home, host, PORT, peers, values.logs !== undefined ? { SHOAL_LOG_LEVEL: 'debug' } : {}, d => { daemons.push(d) })
 }
 
 async function stop (d: DaemonProcess, name: string): Promise<void> {

@@ -51,7 +51,7 @@ import { writeRandomFile } from './baselines/http-origin.js'
 import { aria2CpuPerGiB, ensureBitTorrentTools, measureAria2, sha256File } from './baselines/swarm-aria2.js'
 import { p2pLowerBound } from './baselines/swarm-http.js'
 import { measureMesh } from './baselines/swarm-mesh.js'
-import { DaemonProcess } from './lib/daemon-proc.js'
+import { DaemonProcess, startInNamespace } from './lib/daemon-proc.js'
 import { createSwarm, SHAPING_ARGS, shapingOf, type Swarm } from './lib/netns.js'
 import { dropPageCache, loadNote, median, onExitCleanup } from './lib/proc.js'
 import { llamaTensors, writeSafetensors } from './lib/synth.js'
@@ -186,15 +186,7 @@ async function runShoal (cell: Cell, run: number, folder: string, fileBytes: num
       await mkdir(home, { recursive: true })
       await writeFile(join(home, 'config.json'), config)
       const env = values.logs !== undefined ? { SHOAL_LOG_LEVEL: 'debug' } : {}
-      const d = new DaemonProcess(home, ['--listen', `/ip4/${ip}/tcp/${PORT}`, ...peers.flatMap(p => ['--peer', p])], env, ['ip', 'netns', 'exec', ns])
-      names.set(d, name)
-      daemons.push(d)
-      await d.start(60_000)
-      // Daemons are not started through the swarm's `exec`: kill them by pid if this process is interrupted.
-      const pid = d.pid
-      const unregister = onExitCleanup(() => { if (pid !== undefined) try { process.kill(pid, 'SIGKILL') } catch { /* gone */ } })
-      d.child?.once('exit', unregister)
-      return d
+      return await startInNamespace(home, { ip, ns }, PORT, peers, env, d => { names.set(d, name); daemons.push(d) })
     }
     const seed = await start('seed', seedHost.ip, seedHost.ns, [])
     const { version, structure } = await seed.json<{ version: string, structure: { totalSize: number } }>(['add', folder, '--name', 'bench'])

@@ -10,6 +10,7 @@ import { request } from 'node:http'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DAEMON_NODE_FLAGS } from '../../src/daemon/runtime.js'
+import { onExitCleanup } from './proc.js'
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)))
 export const CLI = join(ROOT, 'dist', 'cli', 'main.js')
@@ -88,6 +89,21 @@ export class DaemonProcess {
     const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0)
     return kb * 1024
   }
+}
+
+/**
+ * Starts a daemon inside network namespace `at.ns`, listening on `at.ip:port` and dialling
+ * `peers`. `track` sees it before it starts (so a caller can stop one that fails to). It is not
+ * started through the swarm's `exec`: it is killed by pid if this process is interrupted.
+ */
+export async function startInNamespace (home: string, at: { ip: string, ns: string }, port: number, peers: string[], env: NodeJS.ProcessEnv, track: (d: DaemonProcess) => void): Promise<DaemonProcess> {
+  const d = new DaemonProcess(home, ['--listen', `/ip4/${at.ip}/tcp/${port}`, ...peers.flatMap(p => ['--peer', p])], env, ['ip', 'netns', 'exec', at.ns])
+  track(d)
+  await d.start(60_000)
+  const pid = d.pid
+  const unregister = onExitCleanup(() => { if (pid !== undefined) try { process.kill(pid, 'SIGKILL') } catch { /* gone */ } })
+  d.child?.once('exit', unregister)
+  return d
 }
 
 export interface CpuSeconds { user: number, sys: number, total: number }
