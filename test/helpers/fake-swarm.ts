@@ -171,8 +171,8 @@ export interface FakePeerOptions {
   tracker?: InflightTracker
   /** Answers DUPLICATE to every non-urgent want (a seed that just sent everything elsewhere). */
   duplicateUnlessUrgent?: boolean
-  /** With `duplicateUnlessUrgent`: the peer the DUPLICATE names as the one the chunk went to. */
-  duplicateHolder?: string
+  /** With `duplicateUnlessUrgent`: the peer the DUPLICATE names as the one the chunk went to (or names per chunk). */
+  duplicateHolder?: string | ((id: ChunkId) => string)
   /** Answers with the bytes as a list of parts (as a real channel does), to be handed back through `release`. */
   inParts?: boolean
   /**
@@ -252,7 +252,8 @@ export class FakePeer implements Channel {
     signal?.throwIfAborted()
     if (this.options.duplicateUnlessUrgent === true && options.urgent !== true) {
       this.refused.push(id)
-      throw new PeerRequestError('DUPLICATE', 'just sent to another peer', this.options.duplicateHolder)
+      const holder = this.options.duplicateHolder
+      throw new PeerRequestError('DUPLICATE', 'just sent to another peer', typeof holder === 'function' ? holder(id) : holder)
     }
     this.wants.push(id)
     this.spans.push(span)

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { OriginError } from '../../../src/fetcher/errors.js'
 import { OriginBudget } from '../../../src/fetcher/origin.js'
-import { FetchSession, type SessionOptions } from '../../../src/fetcher/session.js'
+import { FetchSession, MAX_DIALED_HOLDERS, type SessionOptions } from '../../../src/fetcher/session.js'
 import { PeerScores } from '../../../src/p2p/judge.js'
 import { sameBytes } from '../../helpers/random.js'
 import { rejection } from '../../helpers/assert.js'
@@ -113,6 +113,19 @@ describe('FetchSession', () => {
     expectComplete(target)
     expect(dialed.filter(k => k === 'left')).toHaveLength(1)
     expect(seed.wants).toHaveLength(6)
+  })
+
+  it('dials at most MAX_DIALED_HOLDERS peers a seed\'s DUPLICATEs name (a hostile seed naming a new one for every piece)', async () => {
+    const target = new FakeTarget(makeChunks(MAX_DIALED_HOLDERS + 16, 200, 400))
+    const seed = peer('seed', target, { duplicateUnlessUrgent: true, duplicateHolder: id => `holder-${id}` })
+    const dialed: string[] = []
+    const source = { channel: async (key: string): Promise<FakePeer> => { dialed.push(key); if (key === 'seed') return seed; throw new Error(`cannot reach ${key}`) } }
+    const session = new FetchSession(target, source, new PeerScores(), { ...FAST, noProgressTimeoutMs: 10_000, duplicateBackoffMs: 60_000, duplicateGiveUpMs: 60_000 })
+    const run = session.run()
+    session.addPeer('seed')
+    await run
+    expectComplete(target)
+    expect(dialed.filter(k => k !== 'seed')).toHaveLength(MAX_DIALED_HOLDERS)
   })
 
   it('asks a seed urgently at once when its DUPLICATE names a peer that cannot be reached from here', async () => {
@@ -710,7 +723,9 @@ describe('FetchSession', () => {
       const session = new FetchSession(target, fakePeers([cut, rescue]), new PeerScores(), { ...FAST, spanBytes: 4096, requestTimeoutBaseMs: 100, maxRequestAgeMs: 150 })
       const run = session.run()
       session.addPeer('cut')
-      while (cut.spans.length === 0) await new Promise(resolve => setTimeout(resolve, 5))
+      // Rescue comes once the three blocks are stored: were it there before they arrived, the
+      // endgame could rightly ask it for the piece from block 0.
+      while (target.blocks.length < 3) await new Promise(resolve => setTimeout(resolve, 5))
       session.addPeer('rescue')
       await run
       expectComplete(target)
