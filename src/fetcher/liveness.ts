@@ -46,8 +46,18 @@ export interface PeerRates {
  * last bytes came late enough).
  */
 export function twoSpansMs (peer: PeerRates, bytes: number, o: LivenessOptions): number {
-  const rate = peer.busyBytes > 0 && peer.busyMs >= o.minRateSampleMs ? peer.busyBytes * 1000 / peer.busyMs : 0
+  const rate = longRunRate(peer, o)
   return rate > 0 ? Math.min(o.maxRateAllowanceMs, 2000 * bytes / rate) : 0
+}
+
+/**
+ * The peer's rate while it had requests, in bytes per second; 0 before it was measured for
+ * `minRateSampleMs`. Unlike an average over time it does not fall while the peer is silent (a
+ * silence longer than the base is not counted as busy time), so a deadline set from it does not
+ * grow the longer a peer has been quiet.
+ */
+export function longRunRate (peer: PeerRates, o: LivenessOptions): number {
+  return peer.busyBytes > 0 && peer.busyMs >= o.minRateSampleMs ? peer.busyBytes * 1000 / peer.busyMs : 0
 }
 
 /** How long the peer may send nothing before a request of `bytes` at it times out. */

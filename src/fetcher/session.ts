@@ -27,7 +27,7 @@
 import { byteLength, type ChunkId } from '../core/digest.js'
 import { AbortedError, DigestMismatchError, MalformedDataError, ShoalError } from '../core/errors.js'
 import { blockCount } from '../core/tree.js'
-import { isStaller, silenceAllowedMs, twoSpansMs, type PeerHistory } from './liveness.js'
+import { isStaller, longRunRate, silenceAllowedMs, twoSpansMs, type PeerHistory } from './liveness.js'
 import { isWhole, OriginChannel } from './origin-channel.js'
 import { Availability, Holdings, PieceTable, type Piece } from './pieces.js'
 import { createPicker, createSelector, PieceSet, type PieceOrder, type SelectablePeer, type StrategyName } from './strategies.js'
@@ -679,9 +679,12 @@ export class FetchSession {
     }
     const size = span.bytes
     const controller = new AbortController()
-    // A silent peer's rate decays toward 0: the deadline is capped (past 2³¹ ms a timer fires at
-    // once, and every request to the peer then timed out as soon as it was made).
-    const rate = peer.rate > 0 ? peer.rate : this.opts.initialRateBytesPerSecond
+    // The deadline follows the peer's long-run rate, not its recent average: that decays toward 0
+    // while the peer is silent, and a request sent to a peer quiet for seconds got the longest
+    // deadline there is (a pull then waited `maxRequestAgeMs` on a peer that had stopped). Capped:
+    // past 2³¹ ms a timer fires at once.
+    const measured = longRunRate(peer, this.opts)
+    const rate = measured > 0 ? measured : peer.rate > 0 ? peer.rate : this.opts.initialRateBytesPerSecond
     const timeoutMs = Math.min(this.opts.maxRequestAgeMs, this.opts.requestTimeoutBaseMs + 2000 * (peer.inflightBytes + size) / rate)
     const timer = setTimeout(() => this.onTimeout(peer, piece), timeoutMs)
     const req: Request = { controller, size, span: size, started: Date.now(), timer, arrivals: [] }
@@ -892,6 +895,11 @@ export class FetchSession {
       return
     }
     this.extras.log?.debug({ peer: peer.key, piece, ms: now - req.started }, 'request timed out')
+    // Asked again of another holder first: sent straight back to the peer that just stalled on
+    // it, a piece could wait on it again while an idle peer had it. A sole holder is asked again.
+    if (this.origin !== undefined || [...this.peers.values()].some(o => o !== peer && !o.gone && this.peerHas(o, piece))) {
+      peer.deferred.set(piece, now + this.opts.requestTimeoutBaseMs)
+    }
     peer.consecutiveTimeouts++
     if (peer.origin === undefined && isStaller(this.history.get(peer.key), peer.consecutiveTimeouts, now, this.opts)) {
       this.punish(peer, 'stall', `${peer.consecutiveTimeouts} requests timed out and nothing received in ${Math.round((now - (this.history.get(peer.key)?.firstAskedAt ?? now)) / 1000)} s`)

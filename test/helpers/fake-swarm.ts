@@ -177,7 +177,8 @@ export interface FakePeerOptions {
   inParts?: boolean
   /**
    * Reports `bytesReceived` (as a real channel does), growing by this many bytes every 20 ms while
-   * a want is pending and not stalled: a slow link whose blocks are visibly on their way.
+   * a want is pending and not stalled (a slow link whose blocks are visibly on their way), and by
+   * each block's size when it is delivered.
    */
   trickleBytes?: number
   /** A want cancelled before its answer is due is still answered when due, through its `onLate` (a block already on the wire). */
@@ -265,6 +266,8 @@ export class FakePeer implements Channel {
     this.options.tracker?.add(size)
     const shaped = (b: Arrival, i: number): Arrival => {
       const bytes = b.data[0]!
+      // A real channel counts a block's bytes as they are read, not only the trickle before them.
+      if (this.bytesReceived !== undefined) this.bytesReceived += bytes.byteLength
       if (this.options.corrupt === true && i === 0) bytes[0] = bytes[0]! ^ 0xff
       return { ...b, data: this.options.inParts === true && bytes.byteLength > 1 ? [bytes.subarray(0, 1), bytes.subarray(1)] : [bytes] }
     }

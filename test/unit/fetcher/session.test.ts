@@ -410,7 +410,8 @@ describe('FetchSession', () => {
   it('lets a peer that has been sending go quiet longer than the base deadline, in proportion to its rate (TCP backing off)', async () => {
     const target = new FakeTarget(makeChunks(4, 1_000, 2_000))
     // Each block: bytes for 300 ms, then 900 ms of silence, then the block. The base allows 400 ms
-    // of silence; at this peer's rate (~1.2 KB/s) two blocks' time is ~3 s.
+    // of silence; at this peer's rate (~3 KB/s: 1.5 KB of trickle and a block per ~1 s busy) two
+    // blocks' time is ~1.3 s.
     const bursty = peer('bursty', target, { delayMs: 1_200, trickleBytes: 100, trickleForMs: 300 })
     const { run, judge } = start(target, [bursty], { requestTimeoutBaseMs: 400, noProgressTimeoutMs: 5_000, minWindowBytes: 2_000, maxWindowBytes: 2_000 })
     await run
@@ -429,6 +430,27 @@ describe('FetchSession', () => {
     expect(flaky.aborted.length).toBeGreaterThan(0)
     expect(recordOf(judge, 'flaky')?.offences.timeout).toBeGreaterThanOrEqual(1)
   }, 15_000) // ~4.5 s alone (the honest peer serves 30 pieces, 150 ms each), more on a loaded machine
+
+  it('asks another holder for a piece whose request just timed out, not the peer that stalled on it', async () => {
+    // Ten pulls of one piece: each time the first request goes to a peer that never answers, and
+    // only that request may be in flight (no endgame duplicate). When it times out, both peers are
+    // free and hold the piece; the session must ask the other one, every time.
+    for (let round = 0; round < 10; round++) {
+      const target = new FakeTarget(makeChunks(1, 2_000, 2_000))
+      const stuck = peer('stuck', target, { stall: true })
+      const good = peer('good', target, { delayMs: 5 })
+      const session = new FetchSession(target, fakePeers([stuck, good]), new PeerScores(), { ...FAST, endgameMaxRequests: 1, noProgressTimeoutMs: 5_000 })
+      const run = session.run()
+      session.addPeer(stuck.key)
+      await vi.waitFor(() => { expect(stuck.wants).toHaveLength(1) }, { timeout: 1_000, interval: 5 })
+      session.addPeer(good.key)
+      await run
+      expectComplete(target)
+      expect(stuck.wants).toEqual([target.ids[0]])
+      expect(stuck.aborted).toEqual([target.ids[0]])
+      expect(good.wants).toEqual([target.ids[0]])
+    }
+  }, 15_000)
 
   it('uses a block that arrives after its request timed out, and cancels the request sent again', async () => {
     // The only source answers after 350 ms; the request times out at ~200 ms and is sent again.
