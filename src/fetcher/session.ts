@@ -60,6 +60,13 @@ export interface SessionOptions {
   maxWindowBytes: number
   windowSeconds: number
   /**
+   * The least window of a peer while a reader waits (instead of `minWindowBytes`; the rate's
+   * `windowSeconds` still apply above it). With the usual 8–16 MiB, the first peer whose HAVE
+   * came took the reader's next 16 pieces, the peers that answered a few ms later got what it
+   * needed after, and the first tensor arrived at a third of the link rate. @default 2 MiB
+   */
+  readerWindowBytes: number
+  /**
    * Deadline = base + 2 × (bytes queued at the peer) / rate, the rate measured from that peer
    * (before it is, `initialRateBytesPerSecond`). When it passes while the peer delivered
    * something recently, the request keeps waiting (the peer is busy, not stuck), up to
@@ -127,6 +134,7 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   minWindowBytes: 8 * 1024 * 1024,
   maxWindowBytes: 24 * 1024 * 1024,
   windowSeconds: 0.5,
+  readerWindowBytes: 2 * 1024 * 1024,
   requestTimeoutBaseMs: 5_000,
   maxRequestAgeMs: 120_000,
   initialRateBytesPerSecond: 4 * 1024 * 1024,
@@ -259,6 +267,8 @@ export class FetchSession {
    * goes silent otherwise holds them out of the seed's reach for good).
    */
   private readonly failedAtPartial = new Set<number>()
+  /** Whether a reader waits for pieces not requested yet (set by each round of `pump`). */
+  private reading = false
   /** Peers that could not be used, and why (an older shoal, unreachable): said when the pull stalls. */
   private readonly unusable = new Map<string, string>()
   /** Peers dialed because a DUPLICATE named them, and when (`MAX_DIALED_HOLDERS`, `HOLDER_DIAL_MS`). */
@@ -541,6 +551,9 @@ export class FetchSession {
     // A seed serves every puller at once: one request each keeps it busy, and the rest of the
     // budget goes to partial peers, whose uplinks otherwise idle while requests queue at the seed.
     if (this.injects(peer)) return 1
+    // While a reader waits, pieces are handed out as peers free up (`soonestFree`): a small
+    // window keeps the bytes in flight near the reader's position, spread over every peer.
+    if (this.reading) return Math.min(this.opts.maxWindowBytes, Math.max(this.opts.readerWindowBytes, peer.rate * this.opts.windowSeconds))
     if (this.opts.strategy !== 'weighted' || peer.rate === 0) return Math.max(this.opts.minWindowBytes, Math.min(this.opts.maxWindowBytes, 16 * 1024 * 1024))
     return Math.max(this.opts.minWindowBytes, Math.min(this.opts.maxWindowBytes, peer.rate * this.opts.windowSeconds))
   }
@@ -559,6 +572,7 @@ export class FetchSession {
     if (this.failure !== undefined) return
     if (this.target.done) { this.complete(); return }
     for (let guard = 0; guard < 10_000; guard++) {
+      this.reading = this.readerWaiting()
       const partial = this.partialPeers() > 0
       let seedHeld = 0
       for (const p of this.peers.values()) if (this.injects(p, partial)) seedHeld += p.inflightBytes
@@ -573,7 +587,7 @@ export class FetchSession {
       if (this.origin !== undefined && this.origin.inflight.size < this.opts.originConcurrency && fits(this.origin, 1)) eligible.push(this.origin)
       let issued = false
       while (eligible.length > 0 && !issued) {
-        const peer = this.selector.pick(eligible)
+        const peer = this.reading ? this.soonestFree(eligible) : this.selector.pick(eligible)
         if (peer === undefined) break
         const piece = this.pickFor(peer)
         const size = piece === undefined ? 0 : this.table.pieces[piece]!.size
@@ -586,6 +600,41 @@ export class FetchSession {
       }
       if (!issued) return
     }
+  }
+
+  /** Whether a reader waits for, or streams, a chunk that still has unrequested pieces. */
+  private readerWaiting (): boolean {
+    const source = this.extras.priority
+    if (source === undefined) return false
+    let scanned = 0
+    for (const id of source.urgent(chunk => this.target.isMissing(chunk))) {
+      for (const piece of this.table.ofChunk(id)) {
+        if (++scanned > MAX_URGENT_SCAN) return false
+        if (this.unrequested.has(piece)) return true
+      }
+    }
+    return false
+  }
+
+  /**
+   * While a reader waits: the eligible peer that would start sending a new request soonest (the
+   * least backlog at its rate). A reader needs its bytes in order, so its pieces go to every peer
+   * in turn, each at the front of its queue, and all their uplinks carry the bytes it needs next;
+   * spread by the selector instead, one peer could hold most of them behind its own backlog while
+   * the others sent pieces needed later (the first tensor came at a third of the link rate).
+   */
+  private soonestFree (eligible: readonly PeerState[]): PeerState | undefined {
+    let measured = 0
+    let sum = 0
+    for (const p of eligible) if (p.rate > 0) { measured++; sum += p.rate }
+    const fallback = measured > 0 ? sum / measured : this.opts.initialRateBytesPerSecond
+    let best: PeerState | undefined
+    let soonest = Infinity
+    for (const p of eligible) {
+      const wait = p.inflightBytes / (p.rate > 0 ? p.rate : fallback)
+      if (wait < soonest) { best = p; soonest = wait }
+    }
+    return best
   }
 
   private pickFor (peer: PeerState): number | undefined {

@@ -107,4 +107,27 @@ describe('FetchSession with a priority source', () => {
     // The request in flight then is answered; the next one is the waited chunk.
     expect(peer.wants.indexOf(last)).toBe(asked)
   })
+
+  it('while a reader streams, hands its pieces to every peer in turn, each with a small window', async () => {
+    const chunks = makeChunks(24, 1_000, 1_000, 7)
+    const target = new FakeTarget(chunks)
+    const priority = new ReadPriority()
+    priority.read(target.ids)
+    const peers = ['a', 'b', 'c'].map(key => new FakePeer(key, target, { delayMs: 30 }))
+    live.push(...peers)
+    // Without a reader each peer's window would hold the whole version (100 KB); the rate's part of
+    // the window (`windowSeconds`) is kept below one piece.
+    const session = new FetchSession(target, fakePeers(peers), new PeerScores(), {
+      ...ONE_AT_A_TIME, minWindowBytes: 100_000, maxWindowBytes: 100_000, maxRequestsPerPeer: 48, readerWindowBytes: 1_000, windowSeconds: 0.001
+    }, { priority })
+    const run = session.run()
+    for (const p of peers) session.addPeer(p.key)
+    await run
+    expect(target.done).toBe(true)
+    // The reader's first three chunks went one to each peer, and every peer served its share of
+    // what came next (the endgame of the last few may differ).
+    expect(new Set(peers.map(p => p.wants[0]))).toEqual(new Set(target.ids.slice(0, 3)))
+    const early = new Set(target.ids.slice(0, 21))
+    for (const p of peers) expect(p.wants.filter(id => early.has(id)).length).toBeGreaterThanOrEqual(5)
+  })
 })
