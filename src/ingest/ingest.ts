@@ -24,6 +24,7 @@
  */
 import { constants } from 'node:fs'
 import { open } from 'node:fs/promises'
+import { pipe } from 'it-pipe'
 import { FastCdc, type FastCdcOptions } from '../core/cdc.js'
 import { MAX_CHUNK_SIZE, MIN_ANCHORED_TENSOR_BYTES, STRUCTURE_CDC, fixedChunks, modelRegions, planModelChunks, type ChunkRegion, type TensorRange } from '../core/chunking.js'
 import { AbortedError, InvalidInputError, MalformedModelError } from '../core/errors.js'
@@ -237,19 +238,40 @@ async function copyCdc (src: FileSource, writer: BlobWriter, options: FastCdcOpt
   }, signal, progress)
 }
 
+/** A window whose bytes were read into `buf` (one of the rotating buffers), and its chunk ends once cut. */
+interface ReadWindow { window: Window, buf: Buffer }
+
 /**
- * The copy pipeline, over `WINDOW_BUFFERS` rotating buffers: while window i is hashed (and its
- * write started) by `writer.append`, window i+1 is being read and window i-1 may still be being
- * written. `endsOf` is called once per window, in order, after its bytes are read.
- *
- * Buffer reuse follows `BlobWriter.append`'s contract: window i+1 is read into the buffer of
- * window i-2, whose write finished before `append(i-1)` resolved.
+ * The copy pipeline: read → cut → hash and write, over `WINDOW_BUFFERS` rotating buffers. While
+ * window i is cut, hashed and its write started by `writer.append`, window i+1 is being read and
+ * window i-1 may still be being written.
  */
 async function copyWindows (src: FileSource, writer: BlobWriter, windows: Iterator<Window>, endsOf: (buf: Buffer, window: Window) => number[], signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<void> {
+  await pipe(
+    readAhead(src, windows, signal),
+    async function * cut (source: AsyncIterable<ReadWindow>) {
+      for await (const r of source) yield { ...r, ends: endsOf(r.buf, r.window) }
+    },
+    async (source: AsyncIterable<ReadWindow & { ends: number[] }>) => {
+      for await (const { window, buf, ends } of source) {
+        await writer.append(buf, ends)
+        progress(window.offset + window.length)
+      }
+    }
+  )
+}
+
+/**
+ * The windows' bytes, read one window ahead of the consumer. Buffer reuse follows
+ * `BlobWriter.append`'s contract: window i+2 is read (once the consumer asks for window i+1, so
+ * after `append(i)` resolved) into the buffer of window i-1, whose write finished before
+ * `append(i)` resolved.
+ */
+async function * readAhead (src: FileSource, windows: Iterator<Window>, signal: AbortSignal | undefined): AsyncGenerator<ReadWindow> {
   // Shared memory, so the store can hash whole chunks on its worker threads without copying.
   const buffers = Array.from({ length: WINDOW_BUFFERS }, () => Buffer.from(new SharedArrayBuffer(WINDOW_SIZE)))
   let turn = 0
-  const start = (): { window: Window, buf: Buffer, read: Promise<void> } | undefined => {
+  const start = (): (ReadWindow & { read: Promise<void> }) | undefined => {
     const next = windows.next()
     if (next.done === true) return undefined
     const buf = (buffers[turn] as Buffer).subarray(0, next.value.length)
@@ -263,11 +285,10 @@ async function copyWindows (src: FileSource, writer: BlobWriter, windows: Iterat
   try {
     while (current !== undefined) {
       if (signal?.aborted === true) throw new AbortedError('add was cancelled')
-      const { window, buf, read } = current
-      await read
+      await current.read
+      const { window, buf } = current
       current = start()
-      await writer.append(buf, endsOf(buf, window))
-      progress(window.offset + window.length)
+      yield { window, buf }
     }
   } finally {
     // Let a read still in flight settle before the caller closes the file or drops the buffers.

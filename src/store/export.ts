@@ -6,10 +6,11 @@
  * `overwrite` is set. A version kept compressed is re-materialized first.
  */
 import { createHash } from 'node:crypto'
-import { mkdir, open, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, open, readlink, rename, rm, symlink, writeFile, type FileHandle } from 'node:fs/promises'
 import { dirname, join, relative, resolve as resolvePath } from 'node:path'
+import { pipe } from 'it-pipe'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
-import { chunkMatches } from '../core/digest.js'
+import { chunkMatches, type ChunkId } from '../core/digest.js'
 import { ConflictError, DigestMismatchError, NotFoundError } from '../core/errors.js'
 import { fsyncDir, mapFsError, pathExists, tmpName, writeFully } from '../util/fsutil.js'
 import type { ManifestFile } from '../core/manifest.js'
@@ -58,7 +59,7 @@ async function writeFiles (store: Store, version: ResolvedVersion, root: string,
   const totalBytes = version.manifest.files.reduce((n, f) => n + f.size, 0)
   let bytes = 0
   const staged: Array<{ tmp: string, target: string }> = []
-  const buf = Buffer.allocUnsafe(MAX_CHUNK_SIZE)
+  const buffers = [Buffer.allocUnsafe(MAX_CHUNK_SIZE), Buffer.allocUnsafe(MAX_CHUNK_SIZE)]
   try {
     for (const file of version.manifest.files) {
       const target = join(root, file.path)
@@ -72,19 +73,25 @@ async function writeFiles (store: Store, version: ResolvedVersion, root: string,
       const src = await open(store.layout.blob(file.digest), 'r')
       const out = await open(tmp, 'wx', 0o644)
       try {
-        let offset = 0
-        for (const chunk of file.chunks) {
-          options.signal?.throwIfAborted()
-          const view = buf.subarray(0, chunk.size)
-          const { bytesRead } = await src.read(view, 0, chunk.size, offset)
-          if (bytesRead !== chunk.size || !chunkMatches(view, chunk.id)) {
-            throw new DigestMismatchError(`stored bytes of ${file.path} (chunk at offset ${offset}) are damaged; run shoal verify, then re-add or pull the version`)
+        // read → verify → write, the next chunk read while this one is verified and written.
+        await pipe(
+          readChunks(src, file, buffers, options.signal),
+          async function * verify (source: AsyncIterable<StoredChunk>) {
+            for await (const c of source) {
+              if (c.bytesRead !== c.view.byteLength || !chunkMatches(c.view, c.id)) {
+                throw new DigestMismatchError(`stored bytes of ${file.path} (chunk at offset ${c.offset}) are damaged; run shoal verify, then re-add or pull the version`)
+              }
+              yield c
+            }
+          },
+          async (source: AsyncIterable<StoredChunk>) => {
+            for await (const c of source) {
+              await writeFully(out, c.view, 0, c.view.byteLength, c.offset)
+              bytes += c.view.byteLength
+              options.onProgress?.({ file: file.path, bytes, totalBytes })
+            }
           }
-          await writeFully(out, view, 0, chunk.size, offset)
-          offset += chunk.size
-          bytes += chunk.size
-          options.onProgress?.({ file: file.path, bytes, totalBytes })
-        }
+        )
         await out.sync()
       } finally {
         await out.close().catch(() => {})
@@ -98,6 +105,44 @@ async function writeFiles (store: Store, version: ResolvedVersion, root: string,
   } catch (err) {
     for (const { tmp } of staged) await rm(tmp, { force: true })
     throw mapFsError(err, `exporting ${version.name}@${version.version}`)
+  }
+}
+
+/** A chunk of a stored file as read: its id, offset, and bytes (a view of one of the read buffers). */
+interface StoredChunk { id: ChunkId, offset: number, view: Buffer, bytesRead: number }
+
+/**
+ * The chunks of `file`'s blob, read one ahead of the consumer into two alternating buffers: chunk
+ * i+1 is read while chunk i is verified and written, and chunk i+2 (into chunk i's buffer) only
+ * once the consumer asks for chunk i+1, so after chunk i was written.
+ */
+async function * readChunks (src: FileHandle, file: ManifestFile, buffers: Buffer[], signal: AbortSignal | undefined): AsyncGenerator<StoredChunk> {
+  let turn = 0
+  let offset = 0
+  let index = 0
+  const start = (): { chunk: Omit<StoredChunk, 'bytesRead'>, read: Promise<{ bytesRead: number }> } | undefined => {
+    const chunk = file.chunks[index++]
+    if (chunk === undefined) return undefined
+    const view = (buffers[turn] as Buffer).subarray(0, chunk.size)
+    turn = (turn + 1) % buffers.length
+    const read = src.read(view, 0, chunk.size, offset)
+    read.catch(() => {})
+    const at = offset
+    offset += chunk.size
+    return { chunk: { id: chunk.id, offset: at, view }, read }
+  }
+  let current = start()
+  try {
+    while (current !== undefined) {
+      signal?.throwIfAborted()
+      const { bytesRead } = await current.read
+      const { chunk } = current
+      current = start()
+      yield { ...chunk, bytesRead }
+    }
+  } finally {
+    // A read still in flight settles before the caller closes the file.
+    await current?.read.catch(() => {})
   }
 }
 

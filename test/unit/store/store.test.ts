@@ -143,6 +143,22 @@ describe('store', () => {
     await exportVersion(store, 'tiny', out, { overwrite: true })
   })
 
+  it('export re-checks every chunk it copies: a damaged one fails the export, named, with nothing left at the destination', async () => {
+    const v = await addPath(store, model, { name: 'tiny' })
+    const file = v.manifest.files.find(f => f.path === 'model.safetensors')!
+    expect(file.chunks.length).toBeGreaterThan(2)
+    const blob = store.layout.blob(file.digest)
+    await chmod(blob, 0o644)
+    const bytes = await readFile(blob)
+    // A byte of the last chunk: the chunks before it were read, checked and written first.
+    const last = bytes.length - file.chunks[file.chunks.length - 1]!.size
+    bytes[last + 1] = bytes[last + 1]! ^ 0xff
+    await writeFile(blob, bytes)
+    const out = join(dir, 'out')
+    await expect(exportVersion(store, `tiny@${v.version}`, out)).rejects.toThrow(`stored bytes of model.safetensors (chunk at offset ${last}) are damaged; run shoal verify, then re-add or pull the version`)
+    expect(await readdir(out)).toEqual([])
+  })
+
   it('recovers after a crash: leftovers removed, missing snapshots rebuilt', async () => {
     const v = await addPath(store, model, { name: 'tiny', label: 'prod' })
     await store.close()
