@@ -112,6 +112,12 @@ export class OpenApiCheck {
     return problems
   }
 
+  /** The documented path template `url`'s path is an instance of (`/v1/versions/{id}/files/{path}`), if any. */
+  documentedPath (url: string): string | undefined {
+    const q = url.indexOf('?')
+    return this.findPath(q < 0 ? url : url.slice(0, q))?.path
+  }
+
   private findPath (rawPath: string): { path: string, params: Record<string, string> } | undefined {
     if (this.doc.paths[rawPath] !== undefined) return { path: rawPath, params: {} }
     for (const t of this.templates) {
