@@ -24,7 +24,13 @@ export class DaemonProcess {
   /** `wrap` prefixes the command, e.g. `['ip', 'netns', 'exec', ns]` to run it in a namespace. */
   constructor (readonly home: string, readonly extraArgs: string[] = [], readonly env: NodeJS.ProcessEnv = {}, readonly wrap: string[] = []) {}
 
+  /** Where clients of the home connect. */
   get socket (): string { return join(this.home, 'shoal.sock') }
+  /** Where the daemon itself listens: `--socket` when given, else `socket`. */
+  get daemonSocket (): string {
+    const at = this.extraArgs.indexOf('--socket')
+    return at >= 0 && this.extraArgs[at + 1] !== undefined ? resolve(this.extraArgs[at + 1] ?? '') : this.socket
+  }
   get pid (): number | undefined { return this.child?.pid }
 
   /** Starts the daemon and waits until `shoal status` answers. */
@@ -46,7 +52,7 @@ export class DaemonProcess {
       const early = await Promise.race([exited, sleep(100).then(() => undefined)])
       if (early !== undefined) throw new Error(`daemon exited with ${early} during start:\n${this.stderr}`)
       // Only this child counts: another daemon may already answer on the same home's socket.
-      if (await statusPid(this.socket) === child.pid) return this
+      if (await statusPid(this.daemonSocket) === child.pid) return this
     }
     await this.stop('SIGKILL')
     throw new Error(`daemon did not answer within ${timeoutMs} ms:\n${this.stderr}`)

@@ -6,12 +6,15 @@
  * unit test fails when it is stale).
  *
  * MUST hold: every route has an entry in `ROUTE_DOCS` (`openApiDocument` throws otherwise, and so
- * does the test that builds it), and every query parameter a handler reads is listed there.
+ * does the test that builds it), and every query parameter and request header a handler reads is
+ * listed there. Every request the e2e tests send is checked against the document (the harness's
+ * recording proxy, `test/helpers/openapi-check.ts`).
  * Not a goal: response schemas (the answers are TypeScript interfaces in `api.ts`; each response
  * names its type).
  */
 import { z } from 'zod'
 import type { Route } from './server.js'
+import { MAX_RANGE_HEADER_LENGTH } from './range.js'
 import { API_VERSION } from './schemas.js'
 import { EVENT_TYPES } from '../core/events.js'
 
@@ -23,6 +26,8 @@ interface RouteDoc {
   query?: QueryParam[]
   /** Parameters in the path (`{name}`). */
   path?: QueryParam[]
+  /** Request headers the route reads (`Range`, `Last-Event-ID`). */
+  headers?: QueryParam[]
 }
 
 const str = (max = 512): Record<string, unknown> => ({ type: 'string', minLength: 1, maxLength: max })
@@ -77,7 +82,8 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'GET /v1/watch': {
     summary: 'Server-sent events: ready, then events as they happen (Last-Event-ID or since replays)',
     answer: 'text/event-stream of WatchEvent',
-    query: [{ name: 'types', description: `comma-separated: ${EVENT_TYPES.join(',')}`, schema: { type: 'string' } }, { name: 'model', description: 'only events of this model', schema: str() }, since]
+    query: [{ name: 'types', description: `comma-separated: ${EVENT_TYPES.join(',')}`, schema: { type: 'string' } }, { name: 'model', description: 'only events of this model', schema: str() }, since],
+    headers: [{ ...since, name: 'Last-Event-ID', description: 'the id of the last event seen (`<boot>-<seq>`): replay what came after it, as since does' }]
   },
   'GET /metrics': { summary: 'Prometheus metrics', answer: 'Prometheus text' },
   'GET /v1/versions/{id}/files/{path}': {
@@ -86,6 +92,10 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
     path: [
       { name: 'id', description: 'a version id, or a ref percent-encoded (org%2Fmodel%40prod)', required: true, schema: str(1024) },
       { name: 'path', description: "the file's path in the version, as its manifest lists it (shoal show)", required: true, schema: str(4096) }
+    ],
+    headers: [
+      { name: 'Range', description: 'one byte range: bytes=first-last, bytes=first- or bytes=-suffix (several ranges are refused)', schema: { type: 'string', maxLength: MAX_RANGE_HEADER_LENGTH, pattern: '^bytes=(\\d{1,16}-\\d{0,16}|-\\d{1,16})$' } },
+      { name: 'TE', description: 'trailers: a failure after the first bytes ends the body with an X-Shoal-Error trailer instead of a cut connection', schema: { type: 'string', maxLength: 256 } }
     ]
   },
   'GET /v1/openapi.json': { summary: 'This document', answer: 'OpenAPI 3.1 document' }
@@ -104,11 +114,12 @@ export function openApiDocument (routes: readonly Route[], version: string): Rec
     const operation: Record<string, unknown> = {
       operationId: `${r.method.toLowerCase()}${r.path.replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ?? '').toUpperCase())}`,
       summary: doc.summary,
-      ...(doc.query !== undefined || doc.path !== undefined
+      ...(doc.query !== undefined || doc.path !== undefined || doc.headers !== undefined
         ? {
             parameters: [
               ...(doc.path ?? []).map(q => ({ name: q.name, in: 'path', description: q.description, required: true, schema: q.schema })),
-              ...(doc.query ?? []).map(q => ({ name: q.name, in: 'query', description: q.description, required: q.required === true, schema: q.schema }))
+              ...(doc.query ?? []).map(q => ({ name: q.name, in: 'query', description: q.description, required: q.required === true, schema: q.schema })),
+              ...(doc.headers ?? []).map(q => ({ name: q.name, in: 'header', description: q.description, required: q.required === true, schema: q.schema }))
             ]
           }
         : {}),

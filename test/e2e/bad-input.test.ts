@@ -296,7 +296,7 @@ describe('bad input: clear error, nothing lost', () => {
     expect(second.stderr).toMatch(/stop it, or use another SHOAL_HOME/)
     const after = await status(d)
     expect(after.pid).toBe(before.pid)
-    expect(after.socket).toBe(d.socket)
+    expect(after.socket).toBe(d.daemonSocket)
     await expectConsistent(d, baseline)
     // Still takes writes.
     const v = versionOf(await d.cli(['add', join(h.root, 'good'), '--name', 'good2', '--no-pin', '--json']))
@@ -305,6 +305,8 @@ describe('bad input: clear error, nothing lost', () => {
     await expectConsistent(d, baseline)
   })
 
+  // Requests the OpenAPI document itself refuses are marked `invalid` with the reason; the
+  // harness checks that they fail it, and that every other request here passes it.
   describe('raw HTTP on the socket', () => {
     const expectError = (r: Awaited<ReturnType<typeof rawRequest>>, statusCode: number, code: string, message?: RegExp): void => {
       expect(r.status, r.text).toBe(statusCode)
@@ -317,31 +319,31 @@ describe('bad input: clear error, nothing lost', () => {
     }
 
     it('malformed JSON body → 400', async () => {
-      expectError(await rawRequest(d.socket, 'POST', '/v1/gc', '{"dryRun": tru'), 400, 'INVALID_INPUT', /not valid JSON/)
-      expectError(await rawRequest(d.socket, 'POST', '/v1/add', '[1,2'), 400, 'INVALID_INPUT', /not valid JSON/)
+      expectError(await rawRequest(d.socket, 'POST', '/v1/gc', '{"dryRun": tru', { invalid: 'not JSON' }), 400, 'INVALID_INPUT', /not valid JSON/)
+      expectError(await rawRequest(d.socket, 'POST', '/v1/add', '[1,2', { invalid: 'not JSON' }), 400, 'INVALID_INPUT', /not valid JSON/)
     })
 
     it('unknown field → 400', async () => {
-      expectError(await rawRequest(d.socket, 'POST', '/v1/gc', JSON.stringify({ dryRun: true, bogus: 1 })), 400, 'INVALID_INPUT', /bogus/)
-      expectError(await rawRequest(d.socket, 'POST', '/v1/pins', JSON.stringify({ ref: 'good', force: true })), 400, 'INVALID_INPUT', /force/)
+      expectError(await rawRequest(d.socket, 'POST', '/v1/gc', JSON.stringify({ dryRun: true, bogus: 1 }), { invalid: 'an unknown field' }), 400, 'INVALID_INPUT', /bogus/)
+      expectError(await rawRequest(d.socket, 'POST', '/v1/pins', JSON.stringify({ ref: 'good', force: true }), { invalid: 'an unknown field' }), 400, 'INVALID_INPUT', /force/)
     })
 
     it('body over 1 MiB → 413, declared or streamed', async () => {
       const big = JSON.stringify({ dryRun: true, pad: 'x'.repeat(1024 * 1024) })
-      expectError(await rawRequest(d.socket, 'POST', '/v1/gc', big), 413, 'PAYLOAD_TOO_LARGE')
-      expectError(await rawRequest(d.socket, 'POST', '/v1/gc', big, { chunked: true }), 413, 'PAYLOAD_TOO_LARGE')
+      expectError(await rawRequest(d.socket, 'POST', '/v1/gc', big, { invalid: 'an unknown field, in a body over the cap' }), 413, 'PAYLOAD_TOO_LARGE')
+      expectError(await rawRequest(d.socket, 'POST', '/v1/gc', big, { chunked: true, invalid: 'an unknown field, in a body over the cap' }), 413, 'PAYLOAD_TOO_LARGE')
     })
 
     it('unknown endpoint → 404, wrong method → 405', async () => {
-      expectError(await rawRequest(d.socket, 'GET', '/v1/nope'), 404, 'NOT_FOUND', /\/v1\/nope/)
-      expectError(await rawRequest(d.socket, 'GET', '/v2/status'), 404, 'NOT_FOUND')
-      expectError(await rawRequest(d.socket, 'DELETE', '/v1/status'), 405, 'METHOD_NOT_ALLOWED')
+      expectError(await rawRequest(d.socket, 'GET', '/v1/nope', undefined, { invalid: 'an unknown path' }), 404, 'NOT_FOUND', /\/v1\/nope/)
+      expectError(await rawRequest(d.socket, 'GET', '/v2/status', undefined, { invalid: 'an unknown path' }), 404, 'NOT_FOUND')
+      expectError(await rawRequest(d.socket, 'DELETE', '/v1/status', undefined, { invalid: 'a method the path does not take' }), 405, 'METHOD_NOT_ALLOWED')
     })
 
     it('show?ref=../../etc → 400', async () => {
       expectError(await rawRequest(d.socket, 'GET', '/v1/show?ref=../../etc'), 400, 'INVALID_INPUT', /invalid model name/)
       expectError(await rawRequest(d.socket, 'GET', `/v1/show?ref=${encodeURIComponent('good@../../etc')}`), 400, 'INVALID_INPUT')
-      expectError(await rawRequest(d.socket, 'GET', '/v1/show'), 400, 'INVALID_INPUT', /ref/)
+      expectError(await rawRequest(d.socket, 'GET', '/v1/show', undefined, { invalid: 'no ref' }), 400, 'INVALID_INPUT', /ref/)
     })
 
     it('relative, NUL-bearing or escaping paths in add/export → 400', async () => {
@@ -355,12 +357,12 @@ describe('bad input: clear error, nothing lost', () => {
     it('bad head, key, trust and event requests → 400/404, and nothing is published or trusted', async () => {
       const before = await status(d)
       const trust = (await rawRequest(d.socket, 'GET', '/v1/trust')).json
-      const post = async (path: string, body: unknown, method = 'POST'): Promise<Awaited<ReturnType<typeof rawRequest>>> => await rawRequest(d.socket, method, path, JSON.stringify(body))
+      const post = async (path: string, body: unknown, method = 'POST', invalid?: string): Promise<Awaited<ReturnType<typeof rawRequest>>> => await rawRequest(d.socket, method, path, JSON.stringify(body), { ...(invalid !== undefined ? { invalid } : {}) })
       expectError(await post('/v1/labels', { name: 'good', label: 'prod', version: 'good@nosuch' }), 400, 'INVALID_INPUT')
       expectError(await post('/v1/labels', { name: 'good', label: 'canary', version: 'nosuchlabel' }), 404, 'NOT_FOUND')
-      expectError(await post('/v1/labels', { name: 'good', label: 'canary', version: 'prod', activation: { mode: 'cold', at: 'tomorrow' } }), 400, 'INVALID_INPUT', /at/)
+      expectError(await post('/v1/labels', { name: 'good', label: 'canary', version: 'prod', activation: { mode: 'cold', at: 'tomorrow' } }, 'POST', 'at is not a time'), 400, 'INVALID_INPUT', /at/)
       expectError(await post('/v1/labels', { name: 'good', label: 'canary', version: 'prod', key: 'nosuch' }), 404, 'NOT_FOUND')
-      expectError(await post('/v1/labels', { name: 'good', label: 'canary', version: 'prod', sign: false }), 400, 'INVALID_INPUT', /sign/)
+      expectError(await post('/v1/labels', { name: 'good', label: 'canary', version: 'prod', sign: false }, 'POST', 'an unknown field'), 400, 'INVALID_INPUT', /sign/)
       expectError(await post('/v1/rollback', { ref: 'good@prod' }), 404, 'NOT_FOUND')
       expectError(await post('/v1/activate', { ref: 'good' }), 400, 'INVALID_INPUT')
       expectError(await rawRequest(d.socket, 'GET', '/v1/heads/history?ref=good'), 400, 'INVALID_INPUT')
@@ -369,7 +371,7 @@ describe('bad input: clear error, nothing lost', () => {
       expectError(await post('/v1/trust', { key: 'not-a-key', models: '*' }), 400, 'INVALID_INPUT')
       expectError(await post('/v1/trust', { key: 'did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK', models: 'org/[a]' }), 400, 'INVALID_INPUT')
       expectError(await post('/v1/trust', { key: 'not-a-key' }, 'DELETE'), 400, 'INVALID_INPUT')
-      for (const limit of ['0', '10001', 'x', '-1']) expectError(await rawRequest(d.socket, 'GET', `/v1/events?limit=${limit}`), 400, 'INVALID_INPUT', /limit/)
+      for (const limit of ['0', '10001', 'x', '-1']) expectError(await rawRequest(d.socket, 'GET', `/v1/events?limit=${limit}`, undefined, { invalid: 'limit out of range' }), 400, 'INVALID_INPUT', /limit/)
       const after = await status(d)
       expect(after.heads).toEqual(before.heads)
       expect((await rawRequest(d.socket, 'GET', '/v1/trust')).json).toEqual(trust)

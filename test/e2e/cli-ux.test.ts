@@ -6,8 +6,9 @@
  * it is finding peers. Two daemons, shared by every case: a seed and a puller whose download
  * rate is limited, so a pull lasts long enough to be interrupted.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { encodeBlock } from '../../src/core/digest.js'
 import type { EventsResult } from '../../src/rpc/api.js'
@@ -144,7 +145,8 @@ describe('the shoal binary, as a person uses it', () => {
 
   // The Python example speaks to the same daemon over its socket (skipped only where there is no python3).
   it.skipIf(spawnSync('python3', ['--version']).status !== 0)('the Python client example resolves the pulled version, with a cursor', async () => {
-    const r = spawnSync('python3', [join(ROOT, 'examples', 'python-client', 'shoal_client.py'), 'resolve', `tiny@${version}`], { env: { ...process.env, SHOAL_HOME: puller.home }, encoding: 'utf8' })
+    // Not spawnSync: the harness's recording proxy in front of the daemon runs in this process.
+    const r = await promisify(execFile)('python3', [join(ROOT, 'examples', 'python-client', 'shoal_client.py'), 'resolve', `tiny@${version}`], { env: { ...process.env, SHOAL_HOME: puller.home }, encoding: 'utf8' })
     expect(r.stderr).toBe('')
     expect(JSON.parse(r.stdout)).toEqual({ version, path: expect.stringContaining(`/snapshots/${version}`), cursor: expect.stringMatching(/^[0-9a-f]+-\d+$/) })
   })

@@ -303,9 +303,10 @@ describe('shoal CLI against a real daemon', () => {
   })
 
   it('the socket has mode 0660, and SIGTERM stops the daemon with exit 0 and removes the socket', async () => {
-    expect((await stat(d.socket)).mode & 0o777).toBe(0o660)
+    // The daemon's own socket (the harness's recording proxy listens where clients connect).
+    expect((await stat(d.daemonSocket)).mode & 0o777).toBe(0o660)
     expect(await d.stop('SIGTERM')).toBe(0)
-    await expect(lstat(d.socket)).rejects.toMatchObject({ code: 'ENOENT' })
+    await expect(lstat(d.daemonSocket)).rejects.toMatchObject({ code: 'ENOENT' })
     expectExit(await d.cli(['status']), EXIT.UNREACHABLE)
     // The store survives the restart.
     await d.start()

@@ -3,6 +3,13 @@
  * file starts (all stopped by pid and removed in `close`, even after a failure), generated model
  * folders, file digests, raw HTTP on the daemon's socket, and the "store is consistent" check the
  * bad-input and crash tests repeat after every failure.
+ *
+ * Every RPC request of the e2e tests is checked against the OpenAPI document: the harness starts
+ * each daemon on a socket of its own (`--socket <home>/daemon.sock`) and puts a recording proxy
+ * (`test/helpers/rpc-recorder.ts`) where clients find the home's socket (`shoal.sock`, or the
+ * config's `rpc.socket`), so the CLI processes, in-process clients, examples and raw requests
+ * all go through it. `close` fails the file listing each recorded request that does not validate
+ * against `docs/openapi.json`, and each one marked invalid (`rawRequest`'s `invalid`) that does.
  */
 import { createHash } from 'node:crypto'
 import { createReadStream, existsSync } from 'node:fs'
@@ -14,7 +21,10 @@ import { expect } from 'vitest'
 import { CLI, DaemonProcess, type CliResult } from '../../scripts/lib/daemon-proc.js'
 import { changeTensors, llamaTensors, writeSafetensors } from '../../scripts/lib/synth.js'
 import type { StatusResult } from '../../src/rpc/api.js'
+import { clientTarget } from '../../src/rpc/target.js'
 import type { VerifyReport } from '../../src/store/verify.js'
+import { OpenApiCheck } from '../helpers/openapi-check.js'
+import { MARK_INVALID, RecordingProxy, type RecordedRequest } from '../helpers/rpc-recorder.js'
 
 export { CLI, DaemonProcess, ROOT, runCli, sleep, type CliResult } from '../../scripts/lib/daemon-proc.js'
 export { EXIT } from '../../src/cli/exit-codes.js'
@@ -30,14 +40,64 @@ export function requireBuiltCli (): void {
  */
 const KEEP_LOGS = process.env.SHOAL_TEST_LOGS !== undefined && process.env.SHOAL_TEST_LOGS !== '' ? process.env.SHOAL_TEST_LOGS : undefined
 
+/** Where a checked daemon itself listens, in its home; its clients reach it through the proxy. */
+export const DAEMON_SOCKET = 'daemon.sock'
+
+/**
+ * A daemon behind a recording proxy: the daemon listens on `daemonSocket`, the proxy on `socket`
+ * (where every client of the home connects) from the daemon's start until it exits.
+ */
+export class CheckedDaemon extends DaemonProcess {
+  private proxy?: RecordingProxy
+
+  constructor (home: string, args: string[], env: NodeJS.ProcessEnv, wrap: string[], private readonly record: (r: RecordedRequest) => void) {
+    super(home, ['--socket', join(home, DAEMON_SOCKET), ...args], env, wrap)
+  }
+
+  /** Where the home's clients connect: the socket its config names, else `shoal.sock`. */
+  override get socket (): string {
+    const target = clientTarget({ SHOAL_HOST: '' }, this.home)
+    return 'socketPath' in target ? target.socketPath : super.socket
+  }
+
+  override async start (timeoutMs?: number): Promise<this> {
+    await super.start(timeoutMs)
+    const child = this.child
+    const proxy = await RecordingProxy.listen(this.socket, this.daemonSocket, this.record)
+    this.proxy = proxy
+    // The proxy goes with the daemon, so clients find no socket once it is gone, as without one.
+    if (child === undefined || child.exitCode !== null || child.signalCode !== null) await proxy.close()
+    else child.once('exit', () => { void proxy.close() })
+    return this
+  }
+
+  override async stop (signal?: NodeJS.Signals, timeoutMs?: number): Promise<number | string> {
+    const code = await super.stop(signal, timeoutMs)
+    await this.proxy?.close()
+    return code
+  }
+}
+
+export interface HarnessOptions {
+  /**
+   * `checked` (the default): every daemon is a `CheckedDaemon`, and `close` checks the requests
+   * against the OpenAPI document. `direct`: clients reach the daemon's own socket — for the
+   * faults files, which measure that socket itself (connection limits, slow readers, bytes that
+   * are not HTTP, kill -9 timing), where a proxy in between would change what they measure.
+   */
+  rpc?: 'checked' | 'direct'
+}
+
 export class Harness {
   private readonly daemons: DaemonProcess[] = []
+  /** Every RPC request sent to this harness's daemons, in arrival order (`checked` only). */
+  readonly requests: RecordedRequest[] = []
 
-  private constructor (readonly root: string) {}
+  private constructor (readonly root: string, private readonly options: HarnessOptions) {}
 
-  static async create (prefix: string): Promise<Harness> {
+  static async create (prefix: string, options: HarnessOptions = {}): Promise<Harness> {
     requireBuiltCli()
-    return new Harness(await mkdtemp(join(tmpdir(), `shoal-e2e-${prefix}-`)))
+    return new Harness(await mkdtemp(join(tmpdir(), `shoal-e2e-${prefix}-`)), options)
   }
 
   /** A fresh folder under the harness root. */
@@ -52,7 +112,8 @@ export class Harness {
    * (e.g. `['ip', 'netns', 'exec', ns]`).
    */
   daemon (home: string, args: string[] = [], env: NodeJS.ProcessEnv = {}, wrap: string[] = []): DaemonProcess {
-    const d = new DaemonProcess(home, args, { ...(KEEP_LOGS !== undefined ? { SHOAL_LOG_LEVEL: 'debug' } : {}), ...env }, wrap)
+    const logs = { ...(KEEP_LOGS !== undefined ? { SHOAL_LOG_LEVEL: 'debug' } : {}), ...env }
+    const d = this.options.rpc === 'direct' ? new DaemonProcess(home, args, logs, wrap) : new CheckedDaemon(home, args, logs, wrap, r => this.requests.push(r))
     this.daemons.push(d)
     return d
   }
@@ -81,7 +142,11 @@ export class Harness {
     for (const d of this.daemons) await d.stop('SIGTERM', 10_000).catch(async () => await d.stop('SIGKILL'))
   }
 
-  /** Stops every daemon, then removes the root (after copying the daemons' logs out, if asked). */
+  /**
+   * Stops every daemon, then removes the root (after copying the daemons' logs out, if asked);
+   * then fails, listing them, if any recorded request breaks the OpenAPI document (or was marked
+   * invalid and does not).
+   */
   async close (): Promise<void> {
     await this.stopAll()
     if (KEEP_LOGS !== undefined) {
@@ -90,7 +155,29 @@ export class Harness {
       for (const [i, d] of this.daemons.entries()) await writeFile(join(dir, `${i}-${d.home.split('/').pop() ?? 'daemon'}.log`), d.stderr)
     }
     await rm(this.root, { recursive: true, force: true })
+    const problems = checkRequests(await OpenApiCheck.load(), this.requests, this.root)
+    if (problems.length > 0) {
+      throw new Error(`${problems.length} of the ${this.requests.length} RPC requests this file sent do not match docs/openapi.json ` +
+        '(fix the client, or the document in src/rpc/openapi.ts and npm run openapi; mark a request a test breaks on purpose with rawRequest\'s invalid):\n' +
+        problems.map(p => `- ${p}`).join('\n'))
+    }
   }
+}
+
+/**
+ * What is wrong with each recorded request, one line each, naming the request, the daemon's
+ * answer and the problems; `root` is cut from the socket paths shown.
+ */
+export function checkRequests (check: OpenApiCheck, requests: readonly RecordedRequest[], root = ''): string[] {
+  const out: string[] = []
+  for (const r of requests) {
+    const problems = check.check(r)
+    if (r.bodyBytes > r.body.length) problems.push(`its body of ${r.bodyBytes} bytes is larger than the recorder keeps (${r.body.length})`)
+    const line = `${r.method} ${r.url.length > 300 ? `${r.url.slice(0, 300)}…` : r.url} (to ${r.socket.replace(root, '…')}, answered ${r.status ?? 'nothing'})`
+    if (r.invalid === undefined && problems.length > 0) out.push(`${line}: ${problems.join('; ')}`)
+    if (r.invalid !== undefined && problems.length === 0) out.push(`${line}: marked invalid (${r.invalid}), but the document accepts it: the document is too loose, or the mark is wrong`)
+  }
+  return out
 }
 
 export interface ModelOptions {
@@ -207,13 +294,16 @@ export interface RawResponse { status: number, headers: Record<string, unknown>,
 
 /**
  * One raw HTTP request on a unix socket, no client library in between. With `chunked` the body is
- * streamed without a content-length, so the server finds its size only by reading it.
+ * streamed without a content-length, so the server finds its size only by reading it. `invalid`
+ * says why the request breaks the OpenAPI document on purpose (the harness's check then expects
+ * it to fail, and removes the mark before the daemon sees the request).
  */
-export async function rawRequest (socketPath: string, method: string, path: string, body?: string, options: { chunked?: boolean } = {}): Promise<RawResponse> {
+export async function rawRequest (socketPath: string, method: string, path: string, body?: string, options: { chunked?: boolean, invalid?: string } = {}): Promise<RawResponse> {
   return await new Promise((resolve, reject) => {
-    const headers: Record<string, string | number> = body === undefined
-      ? {}
-      : options.chunked === true ? { 'content-type': 'application/json' } : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }
+    const headers: Record<string, string | number> = {
+      ...(body === undefined ? {} : options.chunked === true ? { 'content-type': 'application/json' } : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }),
+      ...(options.invalid !== undefined ? { [MARK_INVALID]: options.invalid } : {})
+    }
     // A connection of its own (no keep-alive pool): a request refused before its body was sent
     // may still be writing when the answer has come, and a pooled socket's late error would
     // surface outside the test. Errors once answered are the refusal's, not the test's.

@@ -163,9 +163,12 @@ describe('streaming reads', () => {
       await until('the example to log its first response', () => /"msg":"first response","msSinceStart":\d+,"version":"\w+","streamed":(true|false)/.exec(log) ?? undefined, 10_000, 20)
       await until('the example to move to the snapshot', () => log.includes('"msg":"moved to the snapshot"') ? true : undefined, 30_000, 50)
     } finally {
+      // Waited for only while it runs: one that already exited (it failed to start) sends no more 'exit'.
       const exited = new Promise(resolve => child.once('exit', resolve))
-      if (child.exitCode === null) child.kill('SIGTERM')
-      await exited
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM')
+        await exited
+      }
     }
   })
 })

@@ -59,7 +59,7 @@ describe('kill -9 at random points', () => {
 
   beforeAll(async () => {
     console.log(`kill -9 test seed ${SEED} (replay: SHOAL_CRASH_SEED=${SEED})`)
-    h = await Harness.create('faults-crash')
+    h = await Harness.create('faults-crash', { rpc: 'direct' })
     const p2p = { dht: false }
     const count = (n: number): number[] => Array.from({ length: n }, (_, i) => i)
     const model = async (name: string, bytes: number): Promise<string> => await writeModelFolder(await h.dir(name), { bytes, seed: name })

@@ -204,7 +204,7 @@ describe('the data plane under faults (/shoal/chunks/2.0.0, bulk channel)', () =
   }
 
   beforeAll(async () => {
-    h = await Harness.create('faults-dataplane')
+    h = await Harness.create('faults-dataplane', { rpc: 'direct' })
     if (NO_NETNS === undefined) {
       run('ip', ['netns', 'add', ns])
       unregister = onExitCleanup(() => { try { run('ip', ['netns', 'delete', ns]) } catch { /* gone */ } })

@@ -59,7 +59,7 @@ describe.skipIf(NO_TMPFS !== undefined)(`disk full${NO_TMPFS !== undefined ? ` (
 
   beforeAll(async () => {
     console.log(`disk-full test seed ${SEED} (replay: SHOAL_DISKFULL_SEED=${SEED})`)
-    h = await Harness.create('faults-diskfull')
+    h = await Harness.create('faults-diskfull', { rpc: 'direct' })
     mnt = await h.dir('tmpfs')
     mountTmpfs(mnt, 48 * MiB)
     mounted = true

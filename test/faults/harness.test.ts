@@ -14,7 +14,7 @@ describe('hostile peer harness', () => {
   let h: Harness
   let peer: HostilePeer
   beforeAll(async () => {
-    h = await Harness.create('faults-harness')
+    h = await Harness.create('faults-harness', { rpc: 'direct' })
     peer = await HostilePeer.start()
   })
   afterAll(async () => {

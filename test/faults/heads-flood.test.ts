@@ -121,7 +121,7 @@ describe('heads flooding a daemon', () => {
   const peers: Array<{ stop: () => Promise<void> }> = []
 
   beforeAll(async () => {
-    h = await Harness.create('faults-heads')
+    h = await Harness.create('faults-heads', { rpc: 'direct' })
     const n = await h.node('victim', { config: { p2p: { dht: false } } })
     victim = n.d
     addr = n.addr

@@ -85,7 +85,7 @@ describe('heads across a partition that heals', () => {
   let unregister = (): void => {}
   const started: Node[] = []
 
-  beforeAll(async () => { h = await Harness.create('faults-heads-partition') })
+  beforeAll(async () => { h = await Harness.create('faults-heads-partition', { rpc: 'direct' }) })
   afterAll(async () => {
     await Promise.all(started.map(async n => await n.d.stop()))
     removeExtra()

@@ -97,7 +97,7 @@ describe('faults: peer-controlled manifests and pulls', () => {
   }
 
   beforeAll(async () => {
-    h = await Harness.create('faults-manifest')
+    h = await Harness.create('faults-manifest', { rpc: 'direct' })
     allowed = await internalServer()
     servers.push(allowed)
     // A legal manifest larger than the free disk space, and large enough to take seconds to decode.

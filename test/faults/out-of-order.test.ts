@@ -44,7 +44,7 @@ function sendAll (stream: Stream, frames: Uint8ArrayList[]): void {
 describe('a peer that sends every message out of order', () => {
   let h: Harness
   let hostile: HostilePeer
-  beforeAll(async () => { h = await Harness.create('faults-out-of-order') })
+  beforeAll(async () => { h = await Harness.create('faults-out-of-order', { rpc: 'direct' }) })
   afterAll(async () => {
     await hostile?.stop()
     await h.close()

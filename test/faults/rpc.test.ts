@@ -55,7 +55,7 @@ describe('local RPC under attack (real daemon)', () => {
   let token: string
 
   beforeAll(async () => {
-    h = await Harness.create('faults-rpc')
+    h = await Harness.create('faults-rpc', { rpc: 'direct' })
     // A bound of connections under the storm's 1,000 clients, so the storm meets it.
     const node = await h.node('victim', { config: { p2p: { dht: false }, rpc: { tcp: '127.0.0.1:0', maxConnections: MAX_CONNECTIONS } } })
     d = node.d
@@ -162,7 +162,7 @@ describe('local RPC under attack (real daemon)', () => {
 describe('failures nothing caught, in a real daemon process', () => {
   let h: Harness
   let child: ChildProcess | undefined
-  beforeAll(async () => { h = await Harness.create('faults-guard') })
+  beforeAll(async () => { h = await Harness.create('faults-guard', { rpc: 'direct' }) })
   afterAll(async () => {
     if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
     await h.close()

@@ -39,7 +39,7 @@ describe('a requester that stops reading', () => {
   let h: Harness
   let attacker: HostilePeer
   beforeAll(async () => {
-    h = await Harness.create('faults-slow-reader')
+    h = await Harness.create('faults-slow-reader', { rpc: 'direct' })
     attacker = await HostilePeer.start()
   })
   afterAll(async () => {
