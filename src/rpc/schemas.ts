@@ -10,7 +10,8 @@ export const API_VERSION = 'v1'
 export const MAX_BODY_BYTES = 1024 * 1024
 
 const ref = z.string().min(1).max(512)
-const absolutePath = z.string().min(1).max(4096).refine(p => p.startsWith('/') && !p.includes('\0'), 'must be an absolute path without NUL')
+// A pattern rather than a refinement, so the OpenAPI document states the rule too.
+const absolutePath = z.string().min(1).max(4096).regex(/^\/[^\u0000]*$/, 'must be an absolute path without NUL')
 
 export const addRequest = z.strictObject({
   path: absolutePath,

@@ -348,10 +348,10 @@ describe('bad input: clear error, nothing lost', () => {
 
     it('relative, NUL-bearing or escaping paths in add/export → 400', async () => {
       const good = join(h.root, 'good')
-      expectError(await rawRequest(d.socket, 'POST', '/v1/add', JSON.stringify({ path: 'good', name: 'x' })), 400, 'INVALID_INPUT', /path/)
-      expectError(await rawRequest(d.socket, 'POST', '/v1/add', JSON.stringify({ path: `${good}\u0000x`, name: 'x' })), 400, 'INVALID_INPUT', /NUL/)
-      expectError(await rawRequest(d.socket, 'POST', '/v1/add', JSON.stringify({ path: good, name: 'x', metaFile: 'meta.json' })), 400, 'INVALID_INPUT', /metaFile/)
-      expectError(await rawRequest(d.socket, 'POST', '/v1/export', JSON.stringify({ ref: 'good', dest: 'out' })), 400, 'INVALID_INPUT', /dest/)
+      expectError(await rawRequest(d.socket, 'POST', '/v1/add', JSON.stringify({ path: 'good', name: 'x' }), { invalid: 'a relative path' }), 400, 'INVALID_INPUT', /path/)
+      expectError(await rawRequest(d.socket, 'POST', '/v1/add', JSON.stringify({ path: `${good}\u0000x`, name: 'x' }), { invalid: 'a path with a NUL' }), 400, 'INVALID_INPUT', /NUL/)
+      expectError(await rawRequest(d.socket, 'POST', '/v1/add', JSON.stringify({ path: good, name: 'x', metaFile: 'meta.json' }), { invalid: 'a relative metaFile' }), 400, 'INVALID_INPUT', /metaFile/)
+      expectError(await rawRequest(d.socket, 'POST', '/v1/export', JSON.stringify({ ref: 'good', dest: 'out' }), { invalid: 'a relative dest' }), 400, 'INVALID_INPUT', /dest/)
     })
 
     it('bad head, key, trust and event requests → 400/404, and nothing is published or trusted', async () => {
