@@ -21,6 +21,7 @@ import { Store } from '../store/store.js'
 import { ConflictError, InvalidInputError, MalformedDataError } from '../core/errors.js'
 import { componentLogger, createLogger, type Logger } from './logger.js'
 import { PullManager } from './pulls.js'
+import { LocalChunkSource } from './chunk-source.js'
 import { DaemonService } from './service.js'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { CID } from 'multiformats/cid'
@@ -147,7 +148,7 @@ export class Daemon {
         ...(config.p2p.allow !== undefined ? { allow: config.p2p.allow } : {}),
         isBanned: peer => judge.isBanned(peer),
         chunks: {
-          source: pulls,
+          source: new LocalChunkSource(store, pulls),
           limiter: new UploadLimits(config.transfer.uploadSlots, config.transfer.uploadSlotsPerPeer, config.transfer.uploadRate),
           maxInFlightBytes: MAX_PULL_IN_FLIGHT_BYTES,
           sendStallMs: config.transfer.sendStallSeconds * 1000,

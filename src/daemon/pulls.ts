@@ -20,12 +20,12 @@
  * (`cancel`, `PullTarget.discard`), reported through `onGiveUp`, and `PullGivenUpError` says how
  * to try again. A stop of the daemon is not an attempt.
  *
- * Also the node's `ChunkSource`: what it can serve and what it has of each version, including
- * versions it is still pulling (pieces are served the moment they are verified).
+ * What is served of the versions being pulled is `LocalChunkSource`'s job: this module tells it of
+ * each pull's target as it opens (`RunningPulls`).
  */
 import { CID } from 'multiformats/cid'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { ChunkId, VersionId } from '../core/digest.js'
+import type { VersionId } from '../core/digest.js'
 import { parseCid } from '../core/digest.js'
 import { AbortedError, InvalidInputError, NotFoundError, PullCancelledError, PullGivenUpError } from '../core/errors.js'
 import { DEFAULT_MANIFEST_LIMITS, type ManifestLimits } from '../core/manifest.js'
@@ -36,12 +36,11 @@ import { OriginBudget, type OriginClient } from '../fetcher/origin.js'
 import { ReadPriority } from '../fetcher/priority.js'
 import { FetchSession, FetchStalledError, type PeerJudge, type SessionOptions, type SessionProgress } from '../fetcher/session.js'
 import type { ShoalNode } from '../p2p/node.js'
-import type { ChunkSource, HaveState, HaveUpdate, Span } from '../protocol/chunks/index.js'
-import { PullTarget, proofsFrom } from '../store/pull-target.js'
+import { PullTarget } from '../store/pull-target.js'
 import type { PullView } from '../store/verified-read.js'
-import { blockCount } from '../core/tree.js'
 import type { ResolvedVersion, Store } from '../store/store.js'
 import { DEFAULT_MAX_PULL_ATTEMPTS } from '../config/config.js'
+import type { RunningPulls } from './chunk-source.js'
 import type { Logger } from './logger.js'
 import { ManifestDecoder } from './manifest-decoder.js'
 import { ManifestFinder } from './manifest-finder.js'
@@ -101,12 +100,12 @@ export interface PullManagerOptions {
   decoder?: ManifestDecoder
 }
 
-export class PullManager implements ChunkSource {
+export class PullManager implements RunningPulls {
   private readonly active = new Map<string, ActivePull>()
   private readonly starting = new Map<string, Promise<ActivePull>>()
   /** Versions whose pull is being accepted (manifest fetched and checked), for `status` and `cancel`. */
   private readonly checking = new Map<string, { name: string, controller: AbortController }>()
-  private readonly watchers = new Map<string, Set<(update: HaveUpdate) => void>>()
+  private readonly opened = new Set<(target: PullTarget) => void>()
   private readonly decoder: ManifestDecoder
   private readonly finder: ManifestFinder
   private node?: ShoalNode
@@ -240,55 +239,18 @@ export class PullManager implements ChunkSource {
     await this.decoder.close()
   }
 
-  // ---- ChunkSource ---------------------------------------------------------------------------
+  // ---- RunningPulls (what `LocalChunkSource` serves from) ------------------------------------
 
-  /**
-   * Verified blocks of `id`: from a pull that is assembling that chunk (cut-through: blocks
-   * verified before the chunk is whole), else from the store (`Store.readSpan`: proofs from the
-   * chunk's leaf layer), with the layer a pull just built when it has it (it reaches the index
-   * with the chunk's location, at the pull's next flush).
-   */
-  async readSpan (id: ChunkId, blockSize: number, first: number, count: number): Promise<Span | undefined> {
-    let own: Uint8Array[] | undefined
-    for (const pull of this.active.values()) {
-      if (pull.target.blockSize !== blockSize) continue
-      if (pull.target.isAssembling(id)) {
-        const span = pull.target.readBlocks(id, first, count)
-        if (span !== undefined) return span
-      }
-      own ??= pull.target.leavesOf(id)
-    }
-    if (own === undefined) return await this.store.readSpan(id, blockSize, first, count, { pooled: true })
-    const bytes = await this.store.readChunk(id, { pooled: true })
-    if (bytes === undefined) return undefined
-    if (first + count > blockCount(bytes.byteLength, blockSize)) {
-      this.store.releaseChunk(bytes)
-      return undefined
-    }
-    const data = bytes.subarray(first * blockSize, Math.min(bytes.byteLength, (first + count) * blockSize))
-    return { data, proofs: proofsFrom(own, first, count) }
+  targets (): Iterable<PullTarget> {
+    return [...this.active.values()].map(p => p.target)
   }
 
-  release (bytes: Uint8Array): void {
-    this.store.releaseChunk(bytes)
+  target (version: VersionId): PullTarget | undefined {
+    return this.active.get(version)?.target
   }
 
-  async have (version: VersionId): Promise<HaveState | undefined> {
-    const pull = this.active.get(version)
-    if (pull !== undefined) return pull.target.allPresent ? { complete: true } : { complete: false, bits: pull.target.bits, ranges: pull.target.blockRanges() }
-    if (!await this.store.hasVersion(version)) return undefined
-    const v = await this.store.resolve(`${(await this.store.index.versions.get(version))?.name ?? ''}@${version}`).catch(() => undefined)
-    return v !== undefined && v.missing.length === 0 ? { complete: true } : undefined
-  }
-
-  watch (version: VersionId, listener: (update: HaveUpdate) => void): () => void {
-    const set = this.watchers.get(version) ?? new Set()
-    set.add(listener)
-    this.watchers.set(version, set)
-    return () => {
-      set.delete(listener)
-      if (set.size === 0) this.watchers.delete(version)
-    }
+  onOpened (listener: (target: PullTarget) => void): void {
+    this.opened.add(listener)
   }
 
   // ---- internals -----------------------------------------------------------------------------
@@ -342,8 +304,7 @@ export class PullManager implements ChunkSource {
   private async run (name: string, version: VersionId, target: PullTarget, local: boolean, allowed: (url: string) => boolean, t0: number, t1: number): Promise<ActivePull> {
     const node = this.node
     if (node === undefined || this.stopped) throw new Error('the node is not running')
-    target.on('have', chunks => { for (const l of this.watchers.get(version) ?? []) l({ chunks, ranges: [] }) })
-    target.on('blocks', ranges => { for (const l of this.watchers.get(version) ?? []) l({ chunks: [], ranges }) })
+    for (const listener of this.opened) listener(target)
     let recorded = 0
     target.on('recorded', (chunks, bytes) => {
       recorded += bytes
