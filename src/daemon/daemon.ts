@@ -18,10 +18,11 @@ import { BufferPool } from '../core/buffer-pool.js'
 import { routes } from '../rpc/api.js'
 import { RpcServer } from '../rpc/server.js'
 import { Store } from '../store/store.js'
-import { ConflictError, InvalidInputError, MalformedDataError } from '../core/errors.js'
+import { ConflictError, InvalidInputError } from '../core/errors.js'
 import { componentLogger, createLogger, type Logger } from './logger.js'
 import { PullManager } from './pulls.js'
 import { LocalChunkSource } from './chunk-source.js'
+import { ManifestResolver } from './manifest-resolver.js'
 import { DaemonService } from './service.js'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { CID } from 'multiformats/cid'
@@ -72,6 +73,7 @@ export class Daemon {
   /** Where `metrics.listen` serves `GET /metrics` (the port chosen when 0 was asked). */
   private metricsAddress?: string
   private pulls?: PullManager
+  private manifests?: ManifestResolver
   private stopNode?: () => Promise<void>
   private bulk?: BulkService
   private origin?: OriginClient
@@ -114,7 +116,16 @@ export class Daemon {
       })
       const guard = new HeadGuard(book, judge, { log: componentLogger(this.log, 'heads') })
       this.origin = new OriginClient({ logger: componentLogger(this.log, 'origin') })
-      const pulls = new PullManager(store, judge, {
+      const manifests = new ManifestResolver({
+        manifests: store.heads,
+        isLocal: async version => (await store.index.versions.get(version))?.local === true,
+        judge,
+        limits: { maxChunks: config.transfer.maxManifestChunks, maxVersionBytes: config.transfer.maxVersionBytes },
+        onRejected: offence => { this.metrics?.chunksRejected.inc({ reason: offence }) },
+        log: componentLogger(this.log, 'pulls')
+      })
+      this.manifests = manifests
+      const pulls = new PullManager(store, judge, manifests, {
         session: {
           strategy: config.transfer.strategy,
           pieceOrder: config.transfer.pieceOrder,
@@ -124,7 +135,6 @@ export class Daemon {
         origin: this.origin,
         origins: new OriginAllowList(config.transfer.origins),
         originMaxFailures: config.transfer.originMaxFailures,
-        limits: { maxChunks: config.transfer.maxManifestChunks, maxVersionBytes: config.transfer.maxVersionBytes },
         maxPullAttempts: config.transfer.maxPullAttempts,
         onGiveUp: info => { this.events.emit('pull.failed', { model: info.name, version: info.version, outcome: 'failed', gaveUp: true, attempts: info.attempts, error: info.error, retry: info.retry }) },
         onReceived: (model, _peer, bytes) => {
@@ -162,12 +172,13 @@ export class Daemon {
           },
           ...testFaults(this.log)
         },
-        manifests: { manifest: async version => await store.heads.manifest(version) },
+        manifests,
         heads: headSource(book, guard, policy, peer => { this.spreader?.noteInbound(peer) })
       }))
       this.node = node
       this.stopNode = stop
       pulls.attach(node)
+      manifests.attach(node)
       const headLog = componentLogger(this.log, 'heads')
       const activator = new Activator({
         book,
@@ -211,14 +222,7 @@ export class Daemon {
         const version = a.head.head.version
         if (a.from === undefined || version === null) return
         void (async () => {
-          if (await store.heads.manifest(version) !== undefined) return
-          const bytes = await node.services.manifests.fetch(peerIdFromString(a.from ?? ''), version).catch(() => undefined)
-          if (bytes === undefined) return
-          await store.heads.putKnownManifest(version, bytes).catch(err => {
-            if (err instanceof MalformedDataError) judge.penalize(a.from ?? '', 'manifest', `served an invalid manifest for ${version}: ${err.message}`)
-            throw err
-          })
-          await search.refresh(version)
+          if (await manifests.learn(version, a.from ?? '')) await search.refresh(version)
         })().catch(err => headLog.debug({ version, err: (err as Error).message }, 'manifest from a peer refused'))
       })
       // The search index follows versions and labels as they change.
@@ -299,6 +303,7 @@ export class Daemon {
     this.spreader?.stop()
     this.activator?.stop()
     await this.pulls?.stop()
+    await this.manifests?.stop()
     await this.stopNode?.()
     await this.bulk?.stop()
     this.origin?.close()

@@ -7,9 +7,9 @@
  * A pull is accepted in this order, each step before anything costlier: the manifest's bytes
  * (at most `MAX_MANIFEST_BYTES` on the wire) hash to the version id (else the sender is penalised
  * and the next peer asked); it decodes within `ManifestLimits` and is valid, off the event loop
- * (`ManifestFinder`, `ManifestDecoder`; invalid → the sender is penalised, too large → refused, no
- * penalty); the disk has room (`PullTarget.open`). Only then are records, files and per-chunk
- * state created.
+ * (`ManifestResolver`: invalid → the sender is penalised, too large → refused, no penalty); it is
+ * of the model asked for; the disk has room (`PullTarget.open`). Only then are records, files and
+ * per-chunk state created.
  *
  * Origins (web seeds): those of a version this node added (`add --origin`) are the operator's own;
  * those of any other manifest only when `transfer.origins` allows them. Each pull asks its origins
@@ -28,7 +28,6 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { VersionId } from '../core/digest.js'
 import { parseCid } from '../core/digest.js'
 import { AbortedError, InvalidInputError, NotFoundError, PullCancelledError, PullGivenUpError } from '../core/errors.js'
-import { DEFAULT_MANIFEST_LIMITS, type ManifestLimits } from '../core/manifest.js'
 import { parseRef } from '../core/names.js'
 import { OriginAllowList } from '../core/origins.js'
 import type { TokenBucket } from '../fetcher/bandwidth.js'
@@ -42,8 +41,7 @@ import type { ResolvedVersion, Store } from '../store/store.js'
 import { DEFAULT_MAX_PULL_ATTEMPTS } from '../config/config.js'
 import type { RunningPulls } from './chunk-source.js'
 import type { Logger } from './logger.js'
-import { ManifestDecoder } from './manifest-decoder.js'
-import { ManifestFinder } from './manifest-finder.js'
+import type { ManifestResolver } from './manifest-resolver.js'
 
 /**
  * How often a running pull asks the DHT for more providers: quickly at first (the peers that start
@@ -86,8 +84,6 @@ export interface PullManagerOptions {
   origins?: OriginAllowList
   /** @default DEFAULT_ORIGIN_MAX_FAILURES (`transfer.originMaxFailures`) */
   originMaxFailures?: number
-  /** What a manifest from a peer may hold. @default DEFAULT_MANIFEST_LIMITS */
-  limits?: ManifestLimits
   /** @default DEFAULT_MAX_PULL_ATTEMPTS */
   maxPullAttempts?: number
   download?: TokenBucket
@@ -96,8 +92,6 @@ export interface PullManagerOptions {
   onRejected?: (offence: string) => void
   /** A pull was given up (its data is gone): for the `pull.failed` event. */
   onGiveUp?: (info: { name: string, version: VersionId, attempts: number, error: string, retry: string }) => void
-  /** @default a `ManifestDecoder` of its own */
-  decoder?: ManifestDecoder
 }
 
 export class PullManager implements RunningPulls {
@@ -106,23 +100,16 @@ export class PullManager implements RunningPulls {
   /** Versions whose pull is being accepted (manifest fetched and checked), for `status` and `cancel`. */
   private readonly checking = new Map<string, { name: string, controller: AbortController }>()
   private readonly opened = new Set<(target: PullTarget) => void>()
-  private readonly decoder: ManifestDecoder
-  private readonly finder: ManifestFinder
   private node?: ShoalNode
   private stopped = false
 
   constructor (
     private readonly store: Store,
     private readonly judge: PeerJudge,
+    private readonly manifests: Pick<ManifestResolver, 'resolve'>,
     private readonly options: PullManagerOptions,
     private readonly log: Logger
-  ) {
-    this.decoder = options.decoder ?? new ManifestDecoder()
-    this.finder = new ManifestFinder({
-      judge, decoder: this.decoder, limits: () => this.limits, log, stopped: () => this.stopped,
-      ...(options.onRejected !== undefined ? { onRejected: options.onRejected } : {})
-    }, MAX_PROVIDERS_PER_QUERY)
-  }
+  ) {}
 
   attach (node: ShoalNode): void {
     this.node = node
@@ -236,7 +223,6 @@ export class PullManager implements RunningPulls {
   async stop (): Promise<void> {
     this.stopped = true
     for (const pull of this.active.values()) await pull.target.close()
-    await this.decoder.close()
   }
 
   // ---- RunningPulls (what `LocalChunkSource` serves from) ------------------------------------
@@ -280,13 +266,8 @@ export class PullManager implements RunningPulls {
     const node = this.node
     if (node === undefined || this.stopped) throw new Error('the node is not running')
     const t0 = Date.now()
-    const record = await this.store.index.versions.get(version)
     // A version this node added: its manifest and its origins are the operator's own.
-    const local = record?.local === true
-    const stored = await this.store.heads.manifest(version)
-    const { bytes, manifest } = stored !== undefined
-      ? { bytes: stored, manifest: await this.finder.decode(stored, version, local ? undefined : this.limits, signal) }
-      : await this.finder.find(node, version, signal)
+    const { bytes, manifest, local } = await this.manifests.resolve(version, signal)
     if (manifest.name !== name) throw new InvalidInputError(`version ${version} is ${manifest.name}, not ${name}`)
     const t1 = Date.now()
     const allowed = local ? () => true : (url: string) => this.options.origins?.allows(url) === true
@@ -379,10 +360,6 @@ export class PullManager implements RunningPulls {
     pull.done.catch(() => {})
     this.active.set(version, pull)
     return pull
-  }
-
-  private get limits (): ManifestLimits {
-    return this.options.limits ?? DEFAULT_MANIFEST_LIMITS
   }
 
   /**
