@@ -12,7 +12,7 @@ import { OriginClient } from '../fetcher/origin.js'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
 import { PeerScores } from '../p2p/judge.js'
 import { createNode, type ShoalNode } from '../p2p/node.js'
-import { MAX_FRAME_BYTES, type ServerFaults } from '../protocol/chunks/index.js'
+import { faultyLimiter, faultySource, MAX_FRAME_BYTES, parseFaults, type ChunkSource, type UploadLimiter } from '../protocol/chunks/index.js'
 import { bulkService, type BulkService } from '../protocol/bulk/index.js'
 import { BufferPool } from '../core/buffer-pool.js'
 import { routes } from '../rpc/api.js'
@@ -158,8 +158,7 @@ export class Daemon {
         ...(config.p2p.allow !== undefined ? { allow: config.p2p.allow } : {}),
         isBanned: peer => judge.isBanned(peer),
         chunks: {
-          source: new LocalChunkSource(store, pulls),
-          limiter: new UploadLimits(config.transfer.uploadSlots, config.transfer.uploadSlotsPerPeer, config.transfer.uploadRate),
+          ...served(new LocalChunkSource(store, pulls), new UploadLimits(config.transfer.uploadSlots, config.transfer.uploadSlotsPerPeer, config.transfer.uploadRate), this.log),
           maxInFlightBytes: MAX_PULL_IN_FLIGHT_BYTES,
           sendStallMs: config.transfer.sendStallSeconds * 1000,
           onPeerFault: (peer, offence, detail) => { judge.penalize(peer, offence, detail) },
@@ -169,8 +168,7 @@ export class Daemon {
           onSent: (peer, bytes, versions) => {
             this.metrics?.bytesSent.inc({ peer }, bytes)
             if (versions.length === 1 && versions[0] !== undefined) this.countSentForVersion(versions[0], bytes)
-          },
-          ...testFaults(this.log)
+          }
         },
         manifests,
         heads: headSource(book, guard, policy, peer => { this.spreader?.noteInbound(peer) })
@@ -434,22 +432,14 @@ async function listening<T> (addresses: string[], starting: Promise<T>): Promise
 }
 
 /**
- * Test-only misbehaviour, from `SHOAL_TEST_FAULTS` (comma-separated: `corrupt`, `lie`, `stall`,
- * `oversize`, `nochunks`). Used by the end-to-end tests to run a lying, corrupting, stalling or
- * empty-handed peer; see `ServerFaults`.
+ * What the chunk server serves and when, misbehaving on purpose when `SHOAL_TEST_FAULTS` is set
+ * (comma-separated: `corrupt`, `lie`, `stall`, `oversize`, `nochunks`; see `ServerFaults`). Used by
+ * the end-to-end tests to run a lying, corrupting, stalling or empty-handed peer.
  */
-function testFaults (log: Logger): { faults?: ServerFaults } {
+function served (source: ChunkSource, limiter: UploadLimiter, log: Logger): { source: ChunkSource, limiter: UploadLimiter } {
   const spec = process.env.SHOAL_TEST_FAULTS
-  if (spec === undefined || spec === '') return {}
-  const set = new Set(spec.split(','))
-  log.warn({ faults: [...set] }, 'SHOAL_TEST_FAULTS is set: this node misbehaves on purpose')
-  return {
-    faults: {
-      ...(set.has('corrupt') ? { corrupt: true } : {}),
-      ...(set.has('lie') ? { lie: true } : {}),
-      ...(set.has('stall') ? { stall: true } : {}),
-      ...(set.has('oversize') ? { oversize: MAX_FRAME_BYTES * 2 } : {}),
-      ...(set.has('nochunks') ? { noChunks: true } : {})
-    }
-  }
+  if (spec === undefined || spec === '') return { source, limiter }
+  log.warn({ faults: [...new Set(spec.split(','))] }, 'SHOAL_TEST_FAULTS is set: this node misbehaves on purpose')
+  const faults = parseFaults(spec)
+  return { source: faultySource(source, faults), limiter: faultyLimiter(limiter, faults) }
 }
