@@ -22,6 +22,7 @@ import { ConflictError, InvalidInputError } from '../core/errors.js'
 import { componentLogger, createLogger, type Logger } from './logger.js'
 import { PullManager } from './pulls.js'
 import { LocalChunkSource } from './chunk-source.js'
+import { StoreUpkeep } from './upkeep.js'
 import { ManifestResolver } from './manifest-resolver.js'
 import { DaemonService } from './service.js'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -34,8 +35,6 @@ import { HeadGuard } from '../heads/guard.js'
 import { headSource } from '../heads/source.js'
 import { HeadSpreader } from '../heads/spread.js'
 import { Activator, FollowRules } from '../heads/activator.js'
-import { coldCandidates, compressVersion } from '../store/cold.js'
-import { collectGarbage } from '../store/gc.js'
 import { EventBus } from './events.js'
 import { HeadsService } from './heads-service.js'
 import { LeaseTable } from './leases.js'
@@ -51,10 +50,6 @@ import { SearchIndex } from '../store/search-index.js'
 
 /** @default 1 s — `pull.progress` events of a followed pull are sent at most this often */
 export const PULL_PROGRESS_EVENT_MS = 1000
-/** @default 60 s — how often the disk quota is checked (also after every label switch) */
-export const QUOTA_CHECK_INTERVAL_MS = 60_000
-/** @default 60 s — how often `store.compress` looks for versions to compress (and after every label switch) */
-export const COMPRESS_CHECK_INTERVAL_MS = 60_000
 
 /**
  * @default 16 MiB — bytes one pull may have requested at once from partial peers (seeds have
@@ -79,10 +74,7 @@ export class Daemon {
   private origin?: OriginClient
   private spreader?: HeadSpreader
   private activator?: Activator
-  private quotaTimer?: NodeJS.Timeout
-  private quotaRunning = false
-  private compressTimer?: NodeJS.Timeout
-  private compressRunning = false
+  private upkeep?: StoreUpkeep
   private leases?: LeaseTable
   private readonly models = new Map<string, string>()
   private readonly modelLookups = new Map<string, { bytes: number }>()
@@ -178,6 +170,12 @@ export class Daemon {
       pulls.attach(node)
       manifests.attach(node)
       const headLog = componentLogger(this.log, 'heads')
+      const upkeep = new StoreUpkeep({
+        store, keepLast: config.labels.keep, leased: () => this.leases?.versions() ?? [], events: this.events, log: this.log,
+        ...(config.store.quotaBytes !== undefined ? { quotaBytes: config.store.quotaBytes } : {}),
+        ...(config.store.compressAfterMs !== undefined ? { compressAfterMs: config.store.compressAfterMs } : {})
+      })
+      this.upkeep = upkeep
       const activator = new Activator({
         book,
         labels: {
@@ -204,7 +202,7 @@ export class Daemon {
         follows: new FollowRules(config.follow),
         nodeId: node.peerId.toString(),
         log: headLog,
-        afterSwitch: () => { void this.enforceQuota().then(async () => { await this.compressIdle() }) }
+        afterSwitch: () => { upkeep.afterSwitch() }
       })
       this.activator = activator
       // A switch the disk refused is tried again once the store takes writes again: one pass at a
@@ -232,8 +230,7 @@ export class Daemon {
       await activator.start()
       this.spreader = new HeadSpreader(node, book, guard, headLog, { maxConnections: config.p2p.maxConnections })
       this.spreader.start()
-      if (config.store.quotaBytes !== undefined) this.quotaTimer = setInterval(() => { void this.enforceQuota() }, QUOTA_CHECK_INTERVAL_MS)
-      if (config.store.compressAfterMs !== undefined) this.compressTimer = setInterval(() => { void this.compressIdle() }, COMPRESS_CHECK_INTERVAL_MS)
+      upkeep.start()
       const leases = new LeaseTable(store)
       await leases.start()
       this.leases = leases
@@ -295,8 +292,7 @@ export class Daemon {
   async stop (): Promise<void> {
     await this.rpc?.stop()
     await this.metricsServer?.stop()
-    clearInterval(this.quotaTimer)
-    clearInterval(this.compressTimer)
+    this.upkeep?.stop()
     this.leases?.stop()
     this.spreader?.stop()
     this.activator?.stop()
@@ -342,50 +338,6 @@ export class Daemon {
         this.metrics?.bytesSentByModel.inc({ model: name }, entry.bytes)
       }
     }).catch(() => {}).finally(() => this.modelLookups.delete(version))
-  }
-
-  /** With a disk quota set, removes least-recently-used unprotected versions until under it. */
-  private async enforceQuota (): Promise<void> {
-    const { quotaBytes } = this.config.store
-    const store = this.store
-    if (quotaBytes === undefined || store === undefined || this.quotaRunning) return
-    this.quotaRunning = true
-    try {
-      const report = await collectGarbage(store, { quotaBytes, keepLast: this.config.labels.keep, keep: this.leases?.versions() ?? [] })
-      for (const v of report.versions) this.events.emit('version.removed', { model: v.name, version: v.version, via: 'quota' })
-      if (report.versions.length > 0) this.log.info({ removed: report.versions.length, bytes: report.bytes, quota: report.quota }, 'disk quota: removed least recently used versions')
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'quota GC failed')
-    } finally {
-      this.quotaRunning = false
-    }
-  }
-
-  /**
-   * With `store.compress` on, compresses the versions nothing has needed for `compressAfter`, least
-   * recently used first, one at a time; one that is not eligible (rollback window, lease, pull) is
-   * skipped until the next look.
-   */
-  private async compressIdle (): Promise<void> {
-    const idleMs = this.config.store.compressAfterMs
-    const store = this.store
-    if (idleMs === undefined || store === undefined || this.compressRunning) return
-    this.compressRunning = true
-    try {
-      for (const version of await coldCandidates(store, { idleMs })) {
-        try {
-          const r = await compressVersion(store, version, { keepLast: this.config.labels.keep })
-          this.log.info({ model: r.name, version, rawBytes: r.rawBytes, storedBytes: r.storedBytes }, 'compressed a version nothing needs')
-        } catch (err) {
-          if (!(err instanceof ConflictError)) throw err
-          this.log.debug({ version, reason: err.message }, 'not compressed')
-        }
-      }
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'compressing idle versions failed')
-    } finally {
-      this.compressRunning = false
-    }
   }
 
   /**
