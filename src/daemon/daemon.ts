@@ -23,6 +23,7 @@ import { componentLogger, createLogger, type Logger } from './logger.js'
 import { PullManager } from './pulls.js'
 import { LocalChunkSource } from './chunk-source.js'
 import { StoreUpkeep } from './upkeep.js'
+import { MetricsFeed } from './metrics-feed.js'
 import { ManifestResolver } from './manifest-resolver.js'
 import { DaemonService } from './service.js'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -76,10 +77,13 @@ export class Daemon {
   private activator?: Activator
   private upkeep?: StoreUpkeep
   private leases?: LeaseTable
-  private readonly models = new Map<string, string>()
-  private readonly modelLookups = new Map<string, { bytes: number }>()
   search?: SearchIndex
   readonly events = new EventBus()
+  private readonly feed = new MetricsFeed({
+    events: this.events,
+    metrics: () => this.metrics,
+    modelOf: async version => (await this.store?.index.versions.get(version))?.name
+  })
   metrics?: Metrics
   node?: ShoalNode
   readonly log: Logger
@@ -113,7 +117,7 @@ export class Daemon {
         isLocal: async version => (await store.index.versions.get(version))?.local === true,
         judge,
         limits: { maxChunks: config.transfer.maxManifestChunks, maxVersionBytes: config.transfer.maxVersionBytes },
-        onRejected: offence => { this.metrics?.chunksRejected.inc({ reason: offence }) },
+        onRejected: offence => { this.feed.rejected(offence) },
         log: componentLogger(this.log, 'pulls')
       })
       this.manifests = manifests
@@ -129,11 +133,8 @@ export class Daemon {
         originMaxFailures: config.transfer.originMaxFailures,
         maxPullAttempts: config.transfer.maxPullAttempts,
         onGiveUp: info => { this.events.emit('pull.failed', { model: info.name, version: info.version, outcome: 'failed', gaveUp: true, attempts: info.attempts, error: info.error, retry: info.retry }) },
-        onReceived: (model, _peer, bytes) => {
-          this.metrics?.chunksVerified.inc()
-          this.metrics?.bytesReceivedByModel.inc({ model }, bytes)
-        },
-        onRejected: offence => { this.metrics?.chunksRejected.inc({ reason: offence }) },
+        onReceived: (model, _peer, bytes) => { this.feed.received(model, bytes) },
+        onRejected: offence => { this.feed.rejected(offence) },
         ...(config.transfer.downloadRate !== undefined ? { download: new TokenBucket(config.transfer.downloadRate) } : {})
       }, componentLogger(this.log, 'pulls'))
       this.pulls = pulls
@@ -157,10 +158,7 @@ export class Daemon {
           pool,
           ...(bulk !== undefined ? { bulk } : {}),
           log: componentLogger(this.log, 'chunks'),
-          onSent: (peer, bytes, versions) => {
-            this.metrics?.bytesSent.inc({ peer }, bytes)
-            if (versions.length === 1 && versions[0] !== undefined) this.countSentForVersion(versions[0], bytes)
-          }
+          onSent: (peer, bytes, versions) => { this.feed.sent(peer, bytes, versions) }
         },
         manifests,
         heads: headSource(book, guard, policy, peer => { this.spreader?.noteInbound(peer) })
@@ -246,11 +244,7 @@ export class Daemon {
         build: { version: SHOAL_VERSION, node: process.version }
       })
       this.metrics = metrics
-      this.events.subscribe(e => {
-        if (e.type === 'label.moved') metrics.labelMoves.inc()
-        if (e.type === 'pull.completed') metrics.pullDuration.observe({ outcome: 'completed' }, e.data.ms / 1000)
-        if (e.type === 'pull.failed' && 'ms' in e.data) metrics.pullDuration.observe({ outcome: e.data.outcome }, e.data.ms / 1000)
-      })
+      this.feed.start()
       const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
       const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })
       const reads = new ReadService({ store, pulls, book })
@@ -293,6 +287,7 @@ export class Daemon {
     await this.rpc?.stop()
     await this.metricsServer?.stop()
     this.upkeep?.stop()
+    this.feed.stop()
     this.leases?.stop()
     this.spreader?.stop()
     this.activator?.stop()
@@ -321,23 +316,6 @@ export class Daemon {
     }
     this.bulk = service
     return service
-  }
-
-  /** Counts bytes sent for a version under its model name (looked up once, then cached). */
-  private countSentForVersion (version: string, bytes: number): void {
-    const model = this.models.get(version)
-    if (model !== undefined) { this.metrics?.bytesSentByModel.inc({ model }, bytes); return }
-    const pending = this.modelLookups.get(version)
-    if (pending !== undefined) { pending.bytes += bytes; return }
-    const entry = { bytes }
-    this.modelLookups.set(version, entry)
-    void (this.store?.index.versions.get(version) ?? Promise.resolve(undefined)).then(r => {
-      const name = r?.name
-      if (name !== undefined) {
-        if (this.models.size < 10_000) this.models.set(version, name)
-        this.metrics?.bytesSentByModel.inc({ model: name }, entry.bytes)
-      }
-    }).catch(() => {}).finally(() => this.modelLookups.delete(version))
   }
 
   /**
