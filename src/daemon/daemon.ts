@@ -24,6 +24,7 @@ import { PullManager } from './pulls.js'
 import { LocalChunkSource } from './chunk-source.js'
 import { StoreUpkeep } from './upkeep.js'
 import { MetricsFeed } from './metrics-feed.js'
+import { SearchFeed } from './search-feed.js'
 import { ManifestResolver } from './manifest-resolver.js'
 import { DaemonService } from './service.js'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -76,6 +77,7 @@ export class Daemon {
   private spreader?: HeadSpreader
   private activator?: Activator
   private upkeep?: StoreUpkeep
+  private indexing?: SearchFeed
   private leases?: LeaseTable
   search?: SearchIndex
   readonly events = new EventBus()
@@ -211,20 +213,10 @@ export class Daemon {
         reapplying = true
         void Promise.allSettled(book.list().map(async head => { await activator.reconcile(head.head.model, head.head.label) })).finally(() => { reapplying = false })
       })
-      // Manifests of versions named by heads are fetched (and checked) so this node can show them.
-      book.onAccepted(a => {
-        const version = a.head.head.version
-        if (a.from === undefined || version === null) return
-        void (async () => {
-          if (await manifests.learn(version, a.from ?? '')) await search.refresh(version)
-        })().catch(err => headLog.debug({ version, err: (err as Error).message }, 'manifest from a peer refused'))
-      })
-      // The search index follows versions and labels as they change.
-      const refreshSearch = (work: () => Promise<unknown>): void => { void work().catch(err => this.log.warn({ err: (err as Error).message }, 'search index update failed')) }
-      this.events.subscribe(e => {
-        if (e.type === 'pull.completed' || e.type === 'version.removed') { const { version } = e.data; refreshSearch(async () => await search.refresh(version)) }
-        if (e.type === 'label.moved' || e.type === 'head.accepted') { const { model } = e.data; refreshSearch(async () => await search.refreshLabels(model)) }
-      })
+      // The search index follows versions, labels and the manifests heads name as they change.
+      const indexing = new SearchFeed({ search, events: this.events, book, manifests, log: componentLogger(this.log, 'search'), headLog })
+      this.indexing = indexing
+      indexing.start()
       await activator.start()
       this.spreader = new HeadSpreader(node, book, guard, headLog, { maxConnections: config.p2p.maxConnections })
       this.spreader.start()
@@ -248,7 +240,7 @@ export class Daemon {
       const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
       const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })
       const reads = new ReadService({ store, pulls, book })
-      const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search }, headOps, serving, {
+      const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search, indexing }, headOps, serving, {
         keepLast: config.labels.keep, events: this.events, headCounters: () => ({ ...book.counters, ...guard.counters }), untrusted: () => book.untrusted(), metrics: () => this.metricsAddress, leased: () => leases.versions(), log: componentLogger(this.log, 'service')
       })
       const tcp = config.rpc.tcp === undefined ? undefined : { ...config.rpc.tcp, token: await loadOrCreateToken(config.home) }
@@ -288,6 +280,7 @@ export class Daemon {
     await this.metricsServer?.stop()
     this.upkeep?.stop()
     this.feed.stop()
+    this.indexing?.stop()
     this.leases?.stop()
     this.spreader?.stop()
     this.activator?.stop()

@@ -25,6 +25,7 @@ import { checkLabel, parseRef } from '../core/names.js'
 import type { ShoalNode } from '../p2p/node.js'
 import type { PeerScores } from '../p2p/judge.js'
 import type { PullManager } from './pulls.js'
+import type { SearchFeed } from './search-feed.js'
 import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest, RemoveRequest } from '../rpc/schemas.js'
 import { exportVersion } from '../store/export.js'
 import { compressVersion, type ColdReport } from '../store/cold.js'
@@ -42,7 +43,7 @@ export class DaemonService implements ShoalApi {
   constructor (
     private readonly store: Store,
     private readonly info: { home: string, socket: string },
-    private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores, search: SearchIndex },
+    private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores, search: SearchIndex, indexing: Pick<SearchFeed, 'refresh'> },
     private readonly headOps: HeadsService,
     private readonly serving: ServingService,
     private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters & GuardCounters, untrusted: () => Array<{ publisher: string, model: string }>, metrics: () => string | undefined, leased: () => string[], log?: { warn: (obj: object, msg?: string) => void, info: (obj: object, msg?: string) => void } }
@@ -337,11 +338,9 @@ export class DaemonService implements ShoalApi {
     return { name: v.name, version: v.version, pinned: false }
   }
 
-  /** Refreshes a version's search doc; a failure is logged (`SearchIndex.open` heals it). */
+  /** Refreshes a version's search doc (`SearchFeed`: one refresh with the `pull.completed` event's); a failure is logged. */
   private async refreshSearch (version: string): Promise<void> {
-    await this.net.search.refresh(version).catch(err => {
-      this.options.log?.warn({ version, err: (err as Error).message }, 'search index update failed; it is rebuilt at the next start')
-    })
+    await this.net.indexing.refresh(version)
   }
 
   private async toShow (v: ResolvedVersion): Promise<ShowResult> {
