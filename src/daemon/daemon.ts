@@ -25,10 +25,10 @@ import { LocalChunkSource } from './chunk-source.js'
 import { StoreUpkeep } from './upkeep.js'
 import { MetricsFeed } from './metrics-feed.js'
 import { SearchFeed } from './search-feed.js'
+import { Providing } from './providing.js'
 import { ManifestResolver } from './manifest-resolver.js'
 import { DaemonService } from './service.js'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { CID } from 'multiformats/cid'
 import { TrustPolicy } from '../core/trust.js'
 import { OriginAllowList } from '../core/origins.js'
 import { HeadBook } from '../heads/book.js'
@@ -78,6 +78,7 @@ export class Daemon {
   private activator?: Activator
   private upkeep?: StoreUpkeep
   private indexing?: SearchFeed
+  private providing?: Providing
   private leases?: LeaseTable
   search?: SearchIndex
   readonly events = new EventBus()
@@ -237,10 +238,12 @@ export class Daemon {
       })
       this.metrics = metrics
       this.feed.start()
+      const providing = new Providing({ routing: node.contentRouting, held: () => store.index.versions.keys(), dht: config.p2p.dht })
+      this.providing = providing
       const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
       const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })
       const reads = new ReadService({ store, pulls, book })
-      const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search, indexing }, headOps, serving, {
+      const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search, indexing, providing }, headOps, serving, {
         keepLast: config.labels.keep, events: this.events, headCounters: () => ({ ...book.counters, ...guard.counters }), untrusted: () => book.untrusted(), metrics: () => this.metricsAddress, leased: () => leases.versions(), log: componentLogger(this.log, 'service')
       })
       const tcp = config.rpc.tcp === undefined ? undefined : { ...config.rpc.tcp, token: await loadOrCreateToken(config.home) }
@@ -259,15 +262,7 @@ export class Daemon {
         this.metricsAddress = await this.metricsServer.start()
       }
       await pulls.resumeAll()
-      // Provider records for what this node holds (kad-dht re-provides them while the node runs).
-      if (config.p2p.dht) {
-        void (async () => {
-          for await (const version of store.index.versions.keys()) {
-            if (this.rpc === undefined) return
-            await node.contentRouting.provide(CID.parse(version), { signal: AbortSignal.timeout(30_000) }).catch(() => {})
-          }
-        })()
-      }
+      providing.start()
     } catch (err) {
       await this.stop().catch(() => {})
       throw err
@@ -278,6 +273,7 @@ export class Daemon {
   async stop (): Promise<void> {
     await this.rpc?.stop()
     await this.metricsServer?.stop()
+    this.providing?.stop()
     this.upkeep?.stop()
     this.feed.stop()
     this.indexing?.stop()

@@ -16,7 +16,6 @@ import type { LeaseRow } from '../rpc/api.js'
 import type { EventBus } from './events.js'
 import type { HeadCounters } from '../heads/book.js'
 import type { GuardCounters } from '../heads/guard.js'
-import { CID } from 'multiformats/cid'
 import { AbortedError, ConflictError, NotFoundError, PullCancelledError, restated } from '../core/errors.js'
 import { diskUsage } from '../store/usage.js'
 import { isCid } from '../core/digest.js'
@@ -26,6 +25,7 @@ import type { ShoalNode } from '../p2p/node.js'
 import type { PeerScores } from '../p2p/judge.js'
 import type { PullManager } from './pulls.js'
 import type { SearchFeed } from './search-feed.js'
+import type { Providing } from './providing.js'
 import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest, RemoveRequest } from '../rpc/schemas.js'
 import { exportVersion } from '../store/export.js'
 import { compressVersion, type ColdReport } from '../store/cold.js'
@@ -43,7 +43,7 @@ export class DaemonService implements ShoalApi {
   constructor (
     private readonly store: Store,
     private readonly info: { home: string, socket: string },
-    private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores, search: SearchIndex, indexing: Pick<SearchFeed, 'refresh'> },
+    private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores, search: SearchIndex, indexing: Pick<SearchFeed, 'refresh'>, providing: Pick<Providing, 'announce'> },
     private readonly headOps: HeadsService,
     private readonly serving: ServingService,
     private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters & GuardCounters, untrusted: () => Array<{ publisher: string, model: string }>, metrics: () => string | undefined, leased: () => string[], log?: { warn: (obj: object, msg?: string) => void, info: (obj: object, msg?: string) => void } }
@@ -205,7 +205,7 @@ export class DaemonService implements ShoalApi {
       onProgress: p => throttled({ ...p })
     })
     await this.refreshSearch(version.version)
-    announce(this.net.node, version.version)
+    this.net.providing.announce(version.version)
     if (version.existing !== true) this.options.events.emit('version.added', { model: req.name, version: version.version, via: 'add' })
     // A label given at add time is published like any other: as a signed head.
     if (req.label !== undefined) {
@@ -364,10 +364,6 @@ export class DaemonService implements ShoalApi {
 }
 
 /** Advertises in the DHT that this node provides `version` (in the background; best effort). */
-export function announce (node: ShoalNode, version: string): void {
-  void node.contentRouting.provide(CID.parse(version), { signal: AbortSignal.timeout(30_000) }).catch(() => {})
-}
-
 /** The label of a `name@label` ref (not a version id or prefix), or undefined. */
 function labelOf (ref: string): { name: string, label: string } | undefined {
   const { name, selector } = parseRef(ref)
