@@ -26,6 +26,7 @@ import { StoreUpkeep } from './upkeep.js'
 import { MetricsFeed } from './metrics-feed.js'
 import { SearchFeed } from './search-feed.js'
 import { Providing } from './providing.js'
+import { PullReporter } from './pull-events.js'
 import { ManifestResolver } from './manifest-resolver.js'
 import { DaemonService } from './service.js'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -50,8 +51,6 @@ import { missingNodeFlags } from './runtime.js'
 import { guardProcess } from './process-guard.js'
 import { SearchIndex } from '../store/search-index.js'
 
-/** @default 1 s — `pull.progress` events of a followed pull are sent at most this often */
-export const PULL_PROGRESS_EVENT_MS = 1000
 
 /**
  * @default 16 MiB — bytes one pull may have requested at once from partial peers (seeds have
@@ -135,12 +134,13 @@ export class Daemon {
         origins: new OriginAllowList(config.transfer.origins),
         originMaxFailures: config.transfer.originMaxFailures,
         maxPullAttempts: config.transfer.maxPullAttempts,
-        onGiveUp: info => { this.events.emit('pull.failed', { model: info.name, version: info.version, outcome: 'failed', gaveUp: true, attempts: info.attempts, error: info.error, retry: info.retry }) },
+        onGiveUp: info => { reporter.gaveUp(info) },
         onReceived: (model, _peer, bytes) => { this.feed.received(model, bytes) },
         onRejected: offence => { this.feed.rejected(offence) },
         ...(config.transfer.downloadRate !== undefined ? { download: new TokenBucket(config.transfer.downloadRate) } : {})
       }, componentLogger(this.log, 'pulls'))
       this.pulls = pulls
+      const reporter = new PullReporter({ pulls, events: this.events })
       // Block receive buffers, shared by the libp2p streams and the bulk channel's connections.
       const pool = new BufferPool(MAX_FRAME_BYTES)
       const bulk = await this.startBulk(pool)
@@ -185,20 +185,7 @@ export class Daemon {
           remove: async (model, label) => { await store.removeLabel(model, label) },
           isComplete: async version => await store.isComplete(version)
         },
-        puller: {
-          pull: async (model, version) => {
-            let last = 0
-            await pulls.pull(`${model}@${version}`, {
-              pin: false,
-              onProgress: p => {
-                const now = Date.now()
-                if (now - last < PULL_PROGRESS_EVENT_MS) return
-                last = now
-                this.events.emit('pull.progress', { model, version, bytes: p.bytes, totalBytes: p.totalBytes, peers: p.peers })
-              }
-            })
-          }
-        },
+        puller: reporter,
         events: this.events,
         follows: new FollowRules(config.follow),
         nodeId: node.peerId.toString(),
@@ -243,7 +230,7 @@ export class Daemon {
       const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
       const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })
       const reads = new ReadService({ store, pulls, book })
-      const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search, indexing, providing }, headOps, serving, {
+      const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search, indexing, providing, reporter }, headOps, serving, {
         keepLast: config.labels.keep, events: this.events, headCounters: () => ({ ...book.counters, ...guard.counters }), untrusted: () => book.untrusted(), metrics: () => this.metricsAddress, leased: () => leases.versions(), log: componentLogger(this.log, 'service')
       })
       const tcp = config.rpc.tcp === undefined ? undefined : { ...config.rpc.tcp, token: await loadOrCreateToken(config.home) }

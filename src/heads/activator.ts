@@ -75,8 +75,9 @@ export interface LabelTarget {
   isComplete: (version: VersionId) => Promise<boolean>
 }
 
+/** Pulls a followed label's version; reports the pull (its `pull.*` events) itself. */
 export interface VersionPuller {
-  pull: (model: string, version: VersionId) => Promise<void>
+  pull: (model: string, label: string, version: VersionId) => Promise<void>
 }
 
 /** `name@label` patterns this node follows; `*` in either part matches anything. */
@@ -220,8 +221,6 @@ export class Activator {
       slot.state = 'pulling'
       delete slot.error
       const pulling = slot
-      const started = this.now()
-      this.deps.events.emit('pull.started', { model, label, version: target })
       const failed = (message: string, final = false): void => {
         if (this.slots.get(key) !== pulling || pulling.state !== 'pulling') return
         pulling.state = 'failed'
@@ -237,16 +236,14 @@ export class Activator {
         this.deps.log.warn({ model, label, version: target, err: message, retryInMs: wait }, 'pull for a followed label failed; retrying later')
         pulling.timer = setTimeout(() => { void this.reconcile(model, label) }, wait)
       }
-      this.deps.puller.pull(model, target).then(
+      this.deps.puller.pull(model, label, target).then(
         async () => {
-          this.deps.events.emit('pull.completed', { model, label, version: target, ms: this.now() - started })
           // A pull that ends without the version complete (removed meanwhile, say) must not leave
           // the slot 'pulling' for good: that state is what keeps a second pull from starting.
           if (!await this.deps.labels.isComplete(target)) failed('the pull finished but the version is not complete here')
           else void this.reconcile(model, label)
         },
         err => {
-          this.deps.events.emit('pull.failed', { model, label, version: target, outcome: err instanceof PullCancelledError ? 'cancelled' : 'failed', ms: this.now() - started, error: (err as Error).message })
           failed((err as Error).message, err instanceof PullGivenUpError || err instanceof PullCancelledError)
         }
       ).catch(err => {
