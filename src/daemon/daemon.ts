@@ -1,9 +1,11 @@
 /**
- * The composition root: config → store → keys, trust and head book → peer judge → pull manager →
- * libp2p node → head spreading and activation → service → RPC server, started in that order and
- * stopped in reverse. `SIGTERM`/`SIGINT` stop it cleanly:
- * the RPC server stops taking requests, pulls flush their verified chunks (and resume at the next
- * start), the node hangs up, the index is closed.
+ * The composition root: config → store → keys, trust and head book → peer judge → manifest
+ * resolver and pull manager → libp2p node (serving a `LocalChunkSource`) → head spreading and
+ * activation → the running services (`SearchFeed`, `StoreUpkeep`, `MetricsFeed`, `Providing`;
+ * `pull.*` events from `PullReporter`) → RPC server, started in that order and stopped in reverse.
+ * Behaviour lives in those modules; this file only builds and orders them. `SIGTERM`/`SIGINT` stop
+ * it cleanly: the RPC server stops taking requests, pulls flush their verified chunks (and resume
+ * at the next start), the node hangs up, the index is closed.
  */
 import type { Config } from '../config/config.js'
 import { SOCKET_MODE } from '../config/config.js'
