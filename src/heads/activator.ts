@@ -122,7 +122,9 @@ export class Activator {
   async start (): Promise<void> {
     this.unsubscribe = this.deps.book.onAccepted(a => {
       this.deps.events.emit('head.accepted', { model: a.head.head.model, label: a.head.head.label, version: a.head.head.version, via: a.via, ...(a.from !== undefined ? { from: a.from } : {}) })
-      void this.reconcile(a.head.head.model, a.head.head.label)
+      // A head published here is applied by its publisher (`reconcileNow`, which answers only once
+      // it is applied): stepping it here too would run the same step twice.
+      if (a.via !== 'local') void this.reconcile(a.head.head.model, a.head.head.label)
     })
     for (const head of this.deps.book.list()) void this.reconcile(head.head.model, head.head.label)
   }

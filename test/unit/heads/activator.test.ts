@@ -334,6 +334,21 @@ describe('Activator', () => {
     expect(activator.slot(MODEL, 'prod')?.state).toBe('pulling')
   })
 
+  it('a head from a peer is applied as it is accepted; one published here is left to its publisher, which applies it once', async () => {
+    await start(['org/*'])
+    // Published on another node, offered here as gossip.
+    const elsewhere = await HeadBook.open(new HeadStore(new IndexDb(new MemoryLevel() as unknown as Db)), new TrustPolicy([{ key: publisherKeyOf(createPublicKey(key)), models: '*' }]), { clock: () => Date.now(), log: silent })
+    const remote = await elsewhere.publish({ model: MODEL, label: 'prod', version: version(1), key })
+    await book.offer(remote.bytes, { from: 'peer-a', via: 'gossip' })
+    await settle()
+    expect(puller.pulls.map(p => [p.label, p.version])).toEqual([['prod', version(1)]])
+    await book.publish({ model: MODEL, label: 'canary', version: version(2), key })
+    await settle()
+    expect(activator.slot(MODEL, 'canary')).toBeUndefined()
+    await activator.reconcileNow(MODEL, 'canary')
+    expect(puller.pulls.map(p => [p.label, p.version])).toEqual([['prod', version(1)], ['canary', version(2)]])
+  })
+
   it('at start, brings every label the book holds to its head', async () => {
     labels.complete.add(version(4))
     await book.publish({ model: MODEL, label: 'prod', version: version(4), key })
