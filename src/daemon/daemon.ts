@@ -195,14 +195,8 @@ export class Daemon {
         afterSwitch: () => { upkeep.afterSwitch() }
       })
       this.activator = activator
-      // A switch the disk refused is tried again once the store takes writes again: one pass at a
-      // time (a switch that fails again trips the store, and its next reopen must not start more).
-      let reapplying = false
-      store.onWritable(() => {
-        if (reapplying) return
-        reapplying = true
-        void Promise.allSettled(book.list().map(async head => { await activator.reconcile(head.head.model, head.head.label) })).finally(() => { reapplying = false })
-      })
+      // A switch the disk refused is tried again once the store takes writes again.
+      store.onWritable(() => { void activator.reconcileAll() })
       // The search index follows versions, labels and the manifests heads name as they change.
       const indexing = new SearchFeed({ search, events: this.events, book, manifests, log: componentLogger(this.log, 'search'), headLog })
       this.indexing = indexing

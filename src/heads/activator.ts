@@ -105,6 +105,7 @@ export class Activator {
   private readonly chains = new Map<string, Promise<void>>()
   private unsubscribe?: () => void
   private stopped = false
+  private reconcilingAll = false
 
   constructor (private readonly deps: {
     book: HeadBook
@@ -148,6 +149,22 @@ export class Activator {
     await this.serial(model, label, async () => { await this.step(model, label) }).catch(err => {
       this.deps.log.warn({ model, label, err: (err as Error).message }, 'label reconcile failed')
     })
+  }
+
+  /**
+   * Brings every label the book holds one step closer to its head: after the store takes writes
+   * again, a switch the disk refused is tried again. One pass at a time: a pass asked for while one
+   * runs is dropped (a switch that fails again trips the store, and its next reopen must not start
+   * more).
+   */
+  async reconcileAll (): Promise<void> {
+    if (this.reconcilingAll) return
+    this.reconcilingAll = true
+    try {
+      await Promise.allSettled(this.deps.book.list().map(async head => { await this.reconcile(head.head.model, head.head.label) }))
+    } finally {
+      this.reconcilingAll = false
+    }
   }
 
   /**

@@ -349,6 +349,20 @@ describe('Activator', () => {
     expect(puller.pulls.map(p => [p.label, p.version])).toEqual([['prod', version(1)], ['canary', version(2)]])
   })
 
+  it('reconcileAll steps every label the book holds; a pass asked for while one runs is dropped', async () => {
+    await start(['org/*'])
+    labels.complete.add(version(1))
+    labels.complete.add(version(2))
+    await book.publish({ model: MODEL, label: 'prod', version: version(1), key })
+    await book.publish({ model: MODEL, label: 'canary', version: version(2), key })
+    await settle()
+    expect(labels.calls).toEqual([])
+    const current = vi.spyOn(labels, 'current')
+    await Promise.all([activator.reconcileAll(), activator.reconcileAll()])
+    expect([...labels.calls].sort()).toEqual([`set ${MODEL}@canary ${version(2)}`, `set ${MODEL}@prod ${version(1)}`])
+    expect(current).toHaveBeenCalledTimes(2)
+  })
+
   it('at start, brings every label the book holds to its head', async () => {
     labels.complete.add(version(4))
     await book.publish({ model: MODEL, label: 'prod', version: version(4), key })
