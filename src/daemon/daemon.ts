@@ -1,9 +1,11 @@
 /**
- * The composition root: config → store → keys, trust and head book → peer judge → pull manager →
- * libp2p node → head spreading and activation → service → RPC server, started in that order and
- * stopped in reverse. `SIGTERM`/`SIGINT` stop it cleanly:
- * the RPC server stops taking requests, pulls flush their verified chunks (and resume at the next
- * start), the node hangs up, the index is closed.
+ * The composition root: config → store → keys, trust and head book → peer judge → manifest
+ * resolver and pull manager → libp2p node (serving a `LocalChunkSource`) → head spreading and
+ * activation → the running services (`SearchFeed`, `StoreUpkeep`, `MetricsFeed`, `Providing`;
+ * `pull.*` events from `PullReporter`) → RPC server, started in that order and stopped in reverse.
+ * Behaviour lives in those modules; this file only builds and orders them. `SIGTERM`/`SIGINT` stop
+ * it cleanly: the RPC server stops taking requests, pulls flush their verified chunks (and resume
+ * at the next start), the node hangs up, the index is closed.
  */
 import type { Config } from '../config/config.js'
 import { SOCKET_MODE } from '../config/config.js'
@@ -12,18 +14,24 @@ import { OriginClient } from '../fetcher/origin.js'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
 import { PeerScores } from '../p2p/judge.js'
 import { createNode, type ShoalNode } from '../p2p/node.js'
-import { MAX_FRAME_BYTES, type ServerFaults } from '../protocol/chunks/index.js'
+import { faultyLimiter, faultySource, MAX_FRAME_BYTES, parseFaults, type ChunkSource, type UploadLimiter } from '../protocol/chunks/index.js'
 import { bulkService, type BulkService } from '../protocol/bulk/index.js'
 import { BufferPool } from '../core/buffer-pool.js'
 import { routes } from '../rpc/api.js'
 import { RpcServer } from '../rpc/server.js'
 import { Store } from '../store/store.js'
-import { ConflictError, InvalidInputError, MalformedDataError } from '../core/errors.js'
+import { ConflictError, InvalidInputError } from '../core/errors.js'
 import { componentLogger, createLogger, type Logger } from './logger.js'
 import { PullManager } from './pulls.js'
+import { LocalChunkSource } from './chunk-source.js'
+import { StoreUpkeep } from './upkeep.js'
+import { MetricsFeed } from './metrics-feed.js'
+import { SearchFeed } from './search-feed.js'
+import { Providing } from './providing.js'
+import { PullReporter } from './pull-events.js'
+import { ManifestResolver } from './manifest-resolver.js'
 import { DaemonService } from './service.js'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { CID } from 'multiformats/cid'
 import { TrustPolicy } from '../core/trust.js'
 import { OriginAllowList } from '../core/origins.js'
 import { HeadBook } from '../heads/book.js'
@@ -32,8 +40,6 @@ import { HeadGuard } from '../heads/guard.js'
 import { headSource } from '../heads/source.js'
 import { HeadSpreader } from '../heads/spread.js'
 import { Activator, FollowRules } from '../heads/activator.js'
-import { coldCandidates, compressVersion } from '../store/cold.js'
-import { collectGarbage } from '../store/gc.js'
 import { EventBus } from './events.js'
 import { HeadsService } from './heads-service.js'
 import { LeaseTable } from './leases.js'
@@ -47,12 +53,6 @@ import { missingNodeFlags } from './runtime.js'
 import { guardProcess } from './process-guard.js'
 import { SearchIndex } from '../store/search-index.js'
 
-/** @default 1 s — `pull.progress` events of a followed pull are sent at most this often */
-export const PULL_PROGRESS_EVENT_MS = 1000
-/** @default 60 s — how often the disk quota is checked (also after every label switch) */
-export const QUOTA_CHECK_INTERVAL_MS = 60_000
-/** @default 60 s — how often `store.compress` looks for versions to compress (and after every label switch) */
-export const COMPRESS_CHECK_INTERVAL_MS = 60_000
 
 /**
  * @default 16 MiB — bytes one pull may have requested at once from partial peers (seeds have
@@ -71,20 +71,23 @@ export class Daemon {
   /** Where `metrics.listen` serves `GET /metrics` (the port chosen when 0 was asked). */
   private metricsAddress?: string
   private pulls?: PullManager
+  private manifests?: ManifestResolver
   private stopNode?: () => Promise<void>
   private bulk?: BulkService
   private origin?: OriginClient
   private spreader?: HeadSpreader
   private activator?: Activator
-  private quotaTimer?: NodeJS.Timeout
-  private quotaRunning = false
-  private compressTimer?: NodeJS.Timeout
-  private compressRunning = false
+  private upkeep?: StoreUpkeep
+  private indexing?: SearchFeed
+  private providing?: Providing
   private leases?: LeaseTable
-  private readonly models = new Map<string, string>()
-  private readonly modelLookups = new Map<string, { bytes: number }>()
   search?: SearchIndex
   readonly events = new EventBus()
+  private readonly feed = new MetricsFeed({
+    events: this.events,
+    metrics: () => this.metrics,
+    modelOf: async version => (await this.store?.index.versions.get(version))?.name
+  })
   metrics?: Metrics
   node?: ShoalNode
   readonly log: Logger
@@ -113,7 +116,16 @@ export class Daemon {
       })
       const guard = new HeadGuard(book, judge, { log: componentLogger(this.log, 'heads') })
       this.origin = new OriginClient({ logger: componentLogger(this.log, 'origin') })
-      const pulls = new PullManager(store, judge, {
+      const manifests = new ManifestResolver({
+        manifests: store.heads,
+        isLocal: async version => (await store.index.versions.get(version))?.local === true,
+        judge,
+        limits: { maxChunks: config.transfer.maxManifestChunks, maxVersionBytes: config.transfer.maxVersionBytes },
+        onRejected: offence => { this.feed.rejected(offence) },
+        log: componentLogger(this.log, 'pulls')
+      })
+      this.manifests = manifests
+      const pulls = new PullManager(store, judge, manifests, {
         session: {
           strategy: config.transfer.strategy,
           pieceOrder: config.transfer.pieceOrder,
@@ -123,17 +135,14 @@ export class Daemon {
         origin: this.origin,
         origins: new OriginAllowList(config.transfer.origins),
         originMaxFailures: config.transfer.originMaxFailures,
-        limits: { maxChunks: config.transfer.maxManifestChunks, maxVersionBytes: config.transfer.maxVersionBytes },
         maxPullAttempts: config.transfer.maxPullAttempts,
-        onGiveUp: info => { this.events.emit('pull.failed', { model: info.name, version: info.version, outcome: 'failed', gaveUp: true, attempts: info.attempts, error: info.error, retry: info.retry }) },
-        onReceived: (model, _peer, bytes) => {
-          this.metrics?.chunksVerified.inc()
-          this.metrics?.bytesReceivedByModel.inc({ model }, bytes)
-        },
-        onRejected: offence => { this.metrics?.chunksRejected.inc({ reason: offence }) },
+        onGiveUp: info => { reporter.gaveUp(info) },
+        onReceived: (model, _peer, bytes) => { this.feed.received(model, bytes) },
+        onRejected: offence => { this.feed.rejected(offence) },
         ...(config.transfer.downloadRate !== undefined ? { download: new TokenBucket(config.transfer.downloadRate) } : {})
       }, componentLogger(this.log, 'pulls'))
       this.pulls = pulls
+      const reporter = new PullReporter({ pulls, events: this.events })
       // Block receive buffers, shared by the libp2p streams and the bulk channel's connections.
       const pool = new BufferPool(MAX_FRAME_BYTES)
       const bulk = await this.startBulk(pool)
@@ -147,27 +156,29 @@ export class Daemon {
         ...(config.p2p.allow !== undefined ? { allow: config.p2p.allow } : {}),
         isBanned: peer => judge.isBanned(peer),
         chunks: {
-          source: pulls,
-          limiter: new UploadLimits(config.transfer.uploadSlots, config.transfer.uploadSlotsPerPeer, config.transfer.uploadRate),
+          ...served(new LocalChunkSource(store, pulls), new UploadLimits(config.transfer.uploadSlots, config.transfer.uploadSlotsPerPeer, config.transfer.uploadRate), this.log),
           maxInFlightBytes: MAX_PULL_IN_FLIGHT_BYTES,
           sendStallMs: config.transfer.sendStallSeconds * 1000,
           onPeerFault: (peer, offence, detail) => { judge.penalize(peer, offence, detail) },
           pool,
           ...(bulk !== undefined ? { bulk } : {}),
           log: componentLogger(this.log, 'chunks'),
-          onSent: (peer, bytes, versions) => {
-            this.metrics?.bytesSent.inc({ peer }, bytes)
-            if (versions.length === 1 && versions[0] !== undefined) this.countSentForVersion(versions[0], bytes)
-          },
-          ...testFaults(this.log)
+          onSent: (peer, bytes, versions) => { this.feed.sent(peer, bytes, versions) }
         },
-        manifests: { manifest: async version => await store.heads.manifest(version) },
+        manifests,
         heads: headSource(book, guard, policy, peer => { this.spreader?.noteInbound(peer) })
       }))
       this.node = node
       this.stopNode = stop
       pulls.attach(node)
+      manifests.attach(node)
       const headLog = componentLogger(this.log, 'heads')
+      const upkeep = new StoreUpkeep({
+        store, keepLast: config.labels.keep, leased: () => this.leases?.versions() ?? [], events: this.events, log: this.log,
+        ...(config.store.quotaBytes !== undefined ? { quotaBytes: config.store.quotaBytes } : {}),
+        ...(config.store.compressAfterMs !== undefined ? { compressAfterMs: config.store.compressAfterMs } : {})
+      })
+      this.upkeep = upkeep
       const activator = new Activator({
         book,
         labels: {
@@ -176,61 +187,24 @@ export class Daemon {
           remove: async (model, label) => { await store.removeLabel(model, label) },
           isComplete: async version => await store.isComplete(version)
         },
-        puller: {
-          pull: async (model, version) => {
-            let last = 0
-            await pulls.pull(`${model}@${version}`, {
-              pin: false,
-              onProgress: p => {
-                const now = Date.now()
-                if (now - last < PULL_PROGRESS_EVENT_MS) return
-                last = now
-                this.events.emit('pull.progress', { model, version, bytes: p.bytes, totalBytes: p.totalBytes, peers: p.peers })
-              }
-            })
-          }
-        },
+        puller: reporter,
         events: this.events,
         follows: new FollowRules(config.follow),
         nodeId: node.peerId.toString(),
         log: headLog,
-        afterSwitch: () => { void this.enforceQuota().then(async () => { await this.compressIdle() }) }
+        afterSwitch: () => { upkeep.afterSwitch() }
       })
       this.activator = activator
-      // A switch the disk refused is tried again once the store takes writes again: one pass at a
-      // time (a switch that fails again trips the store, and its next reopen must not start more).
-      let reapplying = false
-      store.onWritable(() => {
-        if (reapplying) return
-        reapplying = true
-        void Promise.allSettled(book.list().map(async head => { await activator.reconcile(head.head.model, head.head.label) })).finally(() => { reapplying = false })
-      })
-      // Manifests of versions named by heads are fetched (and checked) so this node can show them.
-      book.onAccepted(a => {
-        const version = a.head.head.version
-        if (a.from === undefined || version === null) return
-        void (async () => {
-          if (await store.heads.manifest(version) !== undefined) return
-          const bytes = await node.services.manifests.fetch(peerIdFromString(a.from ?? ''), version).catch(() => undefined)
-          if (bytes === undefined) return
-          await store.heads.putKnownManifest(version, bytes).catch(err => {
-            if (err instanceof MalformedDataError) judge.penalize(a.from ?? '', 'manifest', `served an invalid manifest for ${version}: ${err.message}`)
-            throw err
-          })
-          await search.refresh(version)
-        })().catch(err => headLog.debug({ version, err: (err as Error).message }, 'manifest from a peer refused'))
-      })
-      // The search index follows versions and labels as they change.
-      const refreshSearch = (work: () => Promise<unknown>): void => { void work().catch(err => this.log.warn({ err: (err as Error).message }, 'search index update failed')) }
-      this.events.subscribe(e => {
-        if (e.type === 'pull.completed' || e.type === 'version.removed') { const { version } = e.data; refreshSearch(async () => await search.refresh(version)) }
-        if (e.type === 'label.moved' || e.type === 'head.accepted') { const { model } = e.data; refreshSearch(async () => await search.refreshLabels(model)) }
-      })
+      // A switch the disk refused is tried again once the store takes writes again.
+      store.onWritable(() => { void activator.reconcileAll() })
+      // The search index follows versions, labels and the manifests heads name as they change.
+      const indexing = new SearchFeed({ search, events: this.events, book, manifests, log: componentLogger(this.log, 'search'), headLog })
+      this.indexing = indexing
+      indexing.start()
       await activator.start()
       this.spreader = new HeadSpreader(node, book, guard, headLog, { maxConnections: config.p2p.maxConnections })
       this.spreader.start()
-      if (config.store.quotaBytes !== undefined) this.quotaTimer = setInterval(() => { void this.enforceQuota() }, QUOTA_CHECK_INTERVAL_MS)
-      if (config.store.compressAfterMs !== undefined) this.compressTimer = setInterval(() => { void this.compressIdle() }, COMPRESS_CHECK_INTERVAL_MS)
+      upkeep.start()
       const leases = new LeaseTable(store)
       await leases.start()
       this.leases = leases
@@ -246,15 +220,13 @@ export class Daemon {
         build: { version: SHOAL_VERSION, node: process.version }
       })
       this.metrics = metrics
-      this.events.subscribe(e => {
-        if (e.type === 'label.moved') metrics.labelMoves.inc()
-        if (e.type === 'pull.completed') metrics.pullDuration.observe({ outcome: 'completed' }, e.data.ms / 1000)
-        if (e.type === 'pull.failed' && 'ms' in e.data) metrics.pullDuration.observe({ outcome: e.data.outcome }, e.data.ms / 1000)
-      })
+      this.feed.start()
+      const providing = new Providing({ routing: node.contentRouting, held: () => store.index.versions.keys(), dht: config.p2p.dht })
+      this.providing = providing
       const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
       const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })
       const reads = new ReadService({ store, pulls, book })
-      const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search }, headOps, serving, {
+      const service = new DaemonService(store, { home: config.home, socket: config.socket }, { node, pulls, judge, search, indexing, providing, reporter }, headOps, serving, {
         keepLast: config.labels.keep, events: this.events, headCounters: () => ({ ...book.counters, ...guard.counters }), untrusted: () => book.untrusted(), metrics: () => this.metricsAddress, leased: () => leases.versions(), log: componentLogger(this.log, 'service')
       })
       const tcp = config.rpc.tcp === undefined ? undefined : { ...config.rpc.tcp, token: await loadOrCreateToken(config.home) }
@@ -273,15 +245,7 @@ export class Daemon {
         this.metricsAddress = await this.metricsServer.start()
       }
       await pulls.resumeAll()
-      // Provider records for what this node holds (kad-dht re-provides them while the node runs).
-      if (config.p2p.dht) {
-        void (async () => {
-          for await (const version of store.index.versions.keys()) {
-            if (this.rpc === undefined) return
-            await node.contentRouting.provide(CID.parse(version), { signal: AbortSignal.timeout(30_000) }).catch(() => {})
-          }
-        })()
-      }
+      providing.start()
     } catch (err) {
       await this.stop().catch(() => {})
       throw err
@@ -292,12 +256,15 @@ export class Daemon {
   async stop (): Promise<void> {
     await this.rpc?.stop()
     await this.metricsServer?.stop()
-    clearInterval(this.quotaTimer)
-    clearInterval(this.compressTimer)
+    this.providing?.stop()
+    this.upkeep?.stop()
+    this.feed.stop()
+    this.indexing?.stop()
     this.leases?.stop()
     this.spreader?.stop()
     this.activator?.stop()
     await this.pulls?.stop()
+    await this.manifests?.stop()
     await this.stopNode?.()
     await this.bulk?.stop()
     this.origin?.close()
@@ -321,67 +288,6 @@ export class Daemon {
     }
     this.bulk = service
     return service
-  }
-
-  /** Counts bytes sent for a version under its model name (looked up once, then cached). */
-  private countSentForVersion (version: string, bytes: number): void {
-    const model = this.models.get(version)
-    if (model !== undefined) { this.metrics?.bytesSentByModel.inc({ model }, bytes); return }
-    const pending = this.modelLookups.get(version)
-    if (pending !== undefined) { pending.bytes += bytes; return }
-    const entry = { bytes }
-    this.modelLookups.set(version, entry)
-    void (this.store?.index.versions.get(version) ?? Promise.resolve(undefined)).then(r => {
-      const name = r?.name
-      if (name !== undefined) {
-        if (this.models.size < 10_000) this.models.set(version, name)
-        this.metrics?.bytesSentByModel.inc({ model: name }, entry.bytes)
-      }
-    }).catch(() => {}).finally(() => this.modelLookups.delete(version))
-  }
-
-  /** With a disk quota set, removes least-recently-used unprotected versions until under it. */
-  private async enforceQuota (): Promise<void> {
-    const { quotaBytes } = this.config.store
-    const store = this.store
-    if (quotaBytes === undefined || store === undefined || this.quotaRunning) return
-    this.quotaRunning = true
-    try {
-      const report = await collectGarbage(store, { quotaBytes, keepLast: this.config.labels.keep, keep: this.leases?.versions() ?? [] })
-      for (const v of report.versions) this.events.emit('version.removed', { model: v.name, version: v.version, via: 'quota' })
-      if (report.versions.length > 0) this.log.info({ removed: report.versions.length, bytes: report.bytes, quota: report.quota }, 'disk quota: removed least recently used versions')
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'quota GC failed')
-    } finally {
-      this.quotaRunning = false
-    }
-  }
-
-  /**
-   * With `store.compress` on, compresses the versions nothing has needed for `compressAfter`, least
-   * recently used first, one at a time; one that is not eligible (rollback window, lease, pull) is
-   * skipped until the next look.
-   */
-  private async compressIdle (): Promise<void> {
-    const idleMs = this.config.store.compressAfterMs
-    const store = this.store
-    if (idleMs === undefined || store === undefined || this.compressRunning) return
-    this.compressRunning = true
-    try {
-      for (const version of await coldCandidates(store, { idleMs })) {
-        try {
-          const r = await compressVersion(store, version, { keepLast: this.config.labels.keep })
-          this.log.info({ model: r.name, version, rawBytes: r.rawBytes, storedBytes: r.storedBytes }, 'compressed a version nothing needs')
-        } catch (err) {
-          if (!(err instanceof ConflictError)) throw err
-          this.log.debug({ version, reason: err.message }, 'not compressed')
-        }
-      }
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'compressing idle versions failed')
-    } finally {
-      this.compressRunning = false
-    }
   }
 
   /**
@@ -428,22 +334,14 @@ async function listening<T> (addresses: string[], starting: Promise<T>): Promise
 }
 
 /**
- * Test-only misbehaviour, from `SHOAL_TEST_FAULTS` (comma-separated: `corrupt`, `lie`, `stall`,
- * `oversize`, `nochunks`). Used by the end-to-end tests to run a lying, corrupting, stalling or
- * empty-handed peer; see `ServerFaults`.
+ * What the chunk server serves and when, misbehaving on purpose when `SHOAL_TEST_FAULTS` is set
+ * (comma-separated: `corrupt`, `lie`, `stall`, `oversize`, `nochunks`; see `ServerFaults`). Used by
+ * the end-to-end tests to run a lying, corrupting, stalling or empty-handed peer.
  */
-function testFaults (log: Logger): { faults?: ServerFaults } {
+function served (source: ChunkSource, limiter: UploadLimiter, log: Logger): { source: ChunkSource, limiter: UploadLimiter } {
   const spec = process.env.SHOAL_TEST_FAULTS
-  if (spec === undefined || spec === '') return {}
-  const set = new Set(spec.split(','))
-  log.warn({ faults: [...set] }, 'SHOAL_TEST_FAULTS is set: this node misbehaves on purpose')
-  return {
-    faults: {
-      ...(set.has('corrupt') ? { corrupt: true } : {}),
-      ...(set.has('lie') ? { lie: true } : {}),
-      ...(set.has('stall') ? { stall: true } : {}),
-      ...(set.has('oversize') ? { oversize: MAX_FRAME_BYTES * 2 } : {}),
-      ...(set.has('nochunks') ? { noChunks: true } : {})
-    }
-  }
+  if (spec === undefined || spec === '') return { source, limiter }
+  log.warn({ faults: [...new Set(spec.split(','))] }, 'SHOAL_TEST_FAULTS is set: this node misbehaves on purpose')
+  const faults = parseFaults(spec)
+  return { source: faultySource(source, faults), limiter: faultyLimiter(limiter, faults) }
 }

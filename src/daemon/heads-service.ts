@@ -152,19 +152,17 @@ export class HeadsService {
 
   private async publish (name: string, label: string, version: VersionId | null, req: { expect?: string | null, activation?: LabelRequest['activation'], key?: string }): Promise<LabelResult> {
     const { book, activator, keys, store } = this.deps
-    const current = book.get(name, label)?.head.version ?? (await store.labelRecord(name, label))?.version ?? null
-    let expect: VersionId | null | undefined
-    if (req.expect !== undefined) {
-      expect = req.expect === null ? null : await this.versionOf(name, req.expect)
-      if (expect !== current) throw new ConflictError(`${name}@${label} points at ${current ?? 'nothing'}, not ${expect ?? 'nothing'}`)
-    }
+    const local = (await store.labelRecord(name, label))?.version ?? null
+    const current = book.get(name, label)?.head.version ?? local
+    const expect = req.expect === undefined ? undefined : req.expect === null ? null : await this.versionOf(name, req.expect)
     // A store that takes no writes could not move the local label: publish nothing then.
     await store.writable({ doing: `publishing a head for ${name}@${label}`, kept: 'nothing was published' })
+    // The compare-and-swap is the book's, in the step that publishes.
     const signed = await book.publish({
       model: name, label, version,
       activation: toActivation(req.activation),
       key: keys.signer(req.key),
-      ...(expect !== undefined ? { expect: book.get(name, label) === undefined ? null : expect } : {})
+      ...(expect !== undefined ? { expect, unheaded: local } : {})
     })
     try {
       await activator.reconcileNow(name, label)

@@ -9,12 +9,12 @@
  * node's limits may be higher); decoding runs off the event loop (`ManifestDecoder`).
  */
 import { CID } from 'multiformats/cid'
-import type { PeerId } from '@libp2p/interface'
+import type { ContentRouting, PeerId, PeerStore } from '@libp2p/interface'
 import { blockMatches, type VersionId } from '../core/digest.js'
 import { AbortedError, MalformedDataError, NotFoundError, TooLargeError } from '../core/errors.js'
 import type { Manifest, ManifestLimits } from '../core/manifest.js'
 import type { PeerJudge } from '../fetcher/session.js'
-import type { ShoalNode } from '../p2p/node.js'
+import type { ManifestExchange } from '../protocol/manifest/index.js'
 import type { Logger } from './logger.js'
 import type { ManifestDecoder } from './manifest-decoder.js'
 
@@ -34,6 +34,15 @@ export const MANIFEST_ASK_PEERS = 8
 /** Which limit a `TooLargeError` hit, as the config key that raises it. */
 const LIMIT_KEYS: Record<string, string> = { chunks: 'transfer.maxManifestChunks', size: 'transfer.maxVersionBytes' }
 
+/** What the finder uses of the node: its peers, the DHT, and the manifest protocol. */
+export interface ManifestPeers {
+  readonly peerId: PeerId
+  getPeers: () => PeerId[]
+  services: { manifests: Pick<ManifestExchange, 'fetch'> }
+  contentRouting: Pick<ContentRouting, 'findProviders'>
+  peerStore: Pick<PeerStore, 'merge'>
+}
+
 export interface ManifestFinderDeps {
   judge: PeerJudge
   decoder: ManifestDecoder
@@ -43,6 +52,8 @@ export interface ManifestFinderDeps {
   stopped: () => boolean
   /** Metrics: an offence was recorded. */
   onRejected?: (offence: string) => void
+  /** Waits before each round of asking. @default MANIFEST_RETRY_MS */
+  retryMs?: readonly number[]
 }
 
 export class ManifestFinder {
@@ -59,7 +70,7 @@ export class ManifestFinder {
    * @throws TooLargeError over the limits (no penalty: another node's limits may be higher)
    * @throws NotFoundError when no peer had a valid one
    */
-  async find (node: ShoalNode, version: VersionId, signal?: AbortSignal): Promise<{ bytes: Uint8Array, manifest: Manifest }> {
+  async find (node: ManifestPeers, version: VersionId, signal?: AbortSignal): Promise<{ bytes: Uint8Array, manifest: Manifest }> {
     const asked = new Set<string>()
     const ask = async (peer: PeerId): Promise<Uint8Array | undefined> => {
       const key = peer.toString()
@@ -93,13 +104,14 @@ export class ManifestFinder {
         throw err
       }
     }
-    for (const [round, wait] of MANIFEST_RETRY_MS.entries()) {
+    const schedule = this.deps.retryMs ?? MANIFEST_RETRY_MS
+    for (const [round, wait] of schedule.entries()) {
       if (wait > 0) await sleep(wait, signal)
       if (this.deps.stopped()) break
       const fresh = node.getPeers().filter(p => !asked.has(p.toString()))
       const found = await check(shuffle(fresh).slice(0, MANIFEST_ASK_PEERS)).catch(keep)
       if (found !== undefined) return found
-      if (round !== 0 && round !== MANIFEST_RETRY_MS.length - 1) continue
+      if (round !== 0 && round !== schedule.length - 1) continue
       try {
         const providers: PeerId[] = []
         for await (const provider of node.contentRouting.findProviders(CID.parse(version), { signal: AbortSignal.timeout(MANIFEST_PROVIDER_TIMEOUT_MS) })) {

@@ -7,9 +7,9 @@
  * A pull is accepted in this order, each step before anything costlier: the manifest's bytes
  * (at most `MAX_MANIFEST_BYTES` on the wire) hash to the version id (else the sender is penalised
  * and the next peer asked); it decodes within `ManifestLimits` and is valid, off the event loop
- * (`ManifestFinder`, `ManifestDecoder`; invalid → the sender is penalised, too large → refused, no
- * penalty); the disk has room (`PullTarget.open`). Only then are records, files and per-chunk
- * state created.
+ * (`ManifestResolver`: invalid → the sender is penalised, too large → refused, no penalty); it is
+ * of the model asked for; the disk has room (`PullTarget.open`). Only then are records, files and
+ * per-chunk state created.
  *
  * Origins (web seeds): those of a version this node added (`add --origin`) are the operator's own;
  * those of any other manifest only when `transfer.origins` allows them. Each pull asks its origins
@@ -20,15 +20,14 @@
  * (`cancel`, `PullTarget.discard`), reported through `onGiveUp`, and `PullGivenUpError` says how
  * to try again. A stop of the daemon is not an attempt.
  *
- * Also the node's `ChunkSource`: what it can serve and what it has of each version, including
- * versions it is still pulling (pieces are served the moment they are verified).
+ * What is served of the versions being pulled is `LocalChunkSource`'s job: this module tells it of
+ * each pull's target as it opens (`RunningPulls`).
  */
 import { CID } from 'multiformats/cid'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { ChunkId, VersionId } from '../core/digest.js'
+import type { VersionId } from '../core/digest.js'
 import { parseCid } from '../core/digest.js'
 import { AbortedError, InvalidInputError, NotFoundError, PullCancelledError, PullGivenUpError } from '../core/errors.js'
-import { DEFAULT_MANIFEST_LIMITS, type ManifestLimits } from '../core/manifest.js'
 import { parseRef } from '../core/names.js'
 import { OriginAllowList } from '../core/origins.js'
 import type { TokenBucket } from '../fetcher/bandwidth.js'
@@ -36,15 +35,13 @@ import { OriginBudget, type OriginClient } from '../fetcher/origin.js'
 import { ReadPriority } from '../fetcher/priority.js'
 import { FetchSession, FetchStalledError, type PeerJudge, type SessionOptions, type SessionProgress } from '../fetcher/session.js'
 import type { ShoalNode } from '../p2p/node.js'
-import type { ChunkSource, HaveState, HaveUpdate, Span } from '../protocol/chunks/index.js'
-import { PullTarget, proofsFrom } from '../store/pull-target.js'
+import { PullTarget } from '../store/pull-target.js'
 import type { PullView } from '../store/verified-read.js'
-import { blockCount } from '../core/tree.js'
 import type { ResolvedVersion, Store } from '../store/store.js'
 import { DEFAULT_MAX_PULL_ATTEMPTS } from '../config/config.js'
+import type { RunningPulls } from './chunk-source.js'
 import type { Logger } from './logger.js'
-import { ManifestDecoder } from './manifest-decoder.js'
-import { ManifestFinder } from './manifest-finder.js'
+import type { ManifestResolver } from './manifest-resolver.js'
 
 /**
  * How often a running pull asks the DHT for more providers: quickly at first (the peers that start
@@ -87,8 +84,6 @@ export interface PullManagerOptions {
   origins?: OriginAllowList
   /** @default DEFAULT_ORIGIN_MAX_FAILURES (`transfer.originMaxFailures`) */
   originMaxFailures?: number
-  /** What a manifest from a peer may hold. @default DEFAULT_MANIFEST_LIMITS */
-  limits?: ManifestLimits
   /** @default DEFAULT_MAX_PULL_ATTEMPTS */
   maxPullAttempts?: number
   download?: TokenBucket
@@ -97,33 +92,24 @@ export interface PullManagerOptions {
   onRejected?: (offence: string) => void
   /** A pull was given up (its data is gone): for the `pull.failed` event. */
   onGiveUp?: (info: { name: string, version: VersionId, attempts: number, error: string, retry: string }) => void
-  /** @default a `ManifestDecoder` of its own */
-  decoder?: ManifestDecoder
 }
 
-export class PullManager implements ChunkSource {
+export class PullManager implements RunningPulls {
   private readonly active = new Map<string, ActivePull>()
   private readonly starting = new Map<string, Promise<ActivePull>>()
   /** Versions whose pull is being accepted (manifest fetched and checked), for `status` and `cancel`. */
   private readonly checking = new Map<string, { name: string, controller: AbortController }>()
-  private readonly watchers = new Map<string, Set<(update: HaveUpdate) => void>>()
-  private readonly decoder: ManifestDecoder
-  private readonly finder: ManifestFinder
+  private readonly opened = new Set<(target: PullTarget) => void>()
   private node?: ShoalNode
   private stopped = false
 
   constructor (
     private readonly store: Store,
     private readonly judge: PeerJudge,
+    private readonly manifests: Pick<ManifestResolver, 'resolve'>,
     private readonly options: PullManagerOptions,
     private readonly log: Logger
-  ) {
-    this.decoder = options.decoder ?? new ManifestDecoder()
-    this.finder = new ManifestFinder({
-      judge, decoder: this.decoder, limits: () => this.limits, log, stopped: () => this.stopped,
-      ...(options.onRejected !== undefined ? { onRejected: options.onRejected } : {})
-    }, MAX_PROVIDERS_PER_QUERY)
-  }
+  ) {}
 
   attach (node: ShoalNode): void {
     this.node = node
@@ -237,58 +223,20 @@ export class PullManager implements ChunkSource {
   async stop (): Promise<void> {
     this.stopped = true
     for (const pull of this.active.values()) await pull.target.close()
-    await this.decoder.close()
   }
 
-  // ---- ChunkSource ---------------------------------------------------------------------------
+  // ---- RunningPulls (what `LocalChunkSource` serves from) ------------------------------------
 
-  /**
-   * Verified blocks of `id`: from a pull that is assembling that chunk (cut-through: blocks
-   * verified before the chunk is whole), else from the store (`Store.readSpan`: proofs from the
-   * chunk's leaf layer), with the layer a pull just built when it has it (it reaches the index
-   * with the chunk's location, at the pull's next flush).
-   */
-  async readSpan (id: ChunkId, blockSize: number, first: number, count: number): Promise<Span | undefined> {
-    let own: Uint8Array[] | undefined
-    for (const pull of this.active.values()) {
-      if (pull.target.blockSize !== blockSize) continue
-      if (pull.target.isAssembling(id)) {
-        const span = pull.target.readBlocks(id, first, count)
-        if (span !== undefined) return span
-      }
-      own ??= pull.target.leavesOf(id)
-    }
-    if (own === undefined) return await this.store.readSpan(id, blockSize, first, count, { pooled: true })
-    const bytes = await this.store.readChunk(id, { pooled: true })
-    if (bytes === undefined) return undefined
-    if (first + count > blockCount(bytes.byteLength, blockSize)) {
-      this.store.releaseChunk(bytes)
-      return undefined
-    }
-    const data = bytes.subarray(first * blockSize, Math.min(bytes.byteLength, (first + count) * blockSize))
-    return { data, proofs: proofsFrom(own, first, count) }
+  targets (): Iterable<PullTarget> {
+    return [...this.active.values()].map(p => p.target)
   }
 
-  release (bytes: Uint8Array): void {
-    this.store.releaseChunk(bytes)
+  target (version: VersionId): PullTarget | undefined {
+    return this.active.get(version)?.target
   }
 
-  async have (version: VersionId): Promise<HaveState | undefined> {
-    const pull = this.active.get(version)
-    if (pull !== undefined) return pull.target.allPresent ? { complete: true } : { complete: false, bits: pull.target.bits, ranges: pull.target.blockRanges() }
-    if (!await this.store.hasVersion(version)) return undefined
-    const v = await this.store.resolve(`${(await this.store.index.versions.get(version))?.name ?? ''}@${version}`).catch(() => undefined)
-    return v !== undefined && v.missing.length === 0 ? { complete: true } : undefined
-  }
-
-  watch (version: VersionId, listener: (update: HaveUpdate) => void): () => void {
-    const set = this.watchers.get(version) ?? new Set()
-    set.add(listener)
-    this.watchers.set(version, set)
-    return () => {
-      set.delete(listener)
-      if (set.size === 0) this.watchers.delete(version)
-    }
+  onOpened (listener: (target: PullTarget) => void): void {
+    this.opened.add(listener)
   }
 
   // ---- internals -----------------------------------------------------------------------------
@@ -318,13 +266,8 @@ export class PullManager implements ChunkSource {
     const node = this.node
     if (node === undefined || this.stopped) throw new Error('the node is not running')
     const t0 = Date.now()
-    const record = await this.store.index.versions.get(version)
     // A version this node added: its manifest and its origins are the operator's own.
-    const local = record?.local === true
-    const stored = await this.store.heads.manifest(version)
-    const { bytes, manifest } = stored !== undefined
-      ? { bytes: stored, manifest: await this.finder.decode(stored, version, local ? undefined : this.limits, signal) }
-      : await this.finder.find(node, version, signal)
+    const { bytes, manifest, local } = await this.manifests.resolve(version, signal)
     if (manifest.name !== name) throw new InvalidInputError(`version ${version} is ${manifest.name}, not ${name}`)
     const t1 = Date.now()
     const allowed = local ? () => true : (url: string) => this.options.origins?.allows(url) === true
@@ -342,8 +285,7 @@ export class PullManager implements ChunkSource {
   private async run (name: string, version: VersionId, target: PullTarget, local: boolean, allowed: (url: string) => boolean, t0: number, t1: number): Promise<ActivePull> {
     const node = this.node
     if (node === undefined || this.stopped) throw new Error('the node is not running')
-    target.on('have', chunks => { for (const l of this.watchers.get(version) ?? []) l({ chunks, ranges: [] }) })
-    target.on('blocks', ranges => { for (const l of this.watchers.get(version) ?? []) l({ chunks: [], ranges }) })
+    for (const listener of this.opened) listener(target)
     let recorded = 0
     target.on('recorded', (chunks, bytes) => {
       recorded += bytes
@@ -418,10 +360,6 @@ export class PullManager implements ChunkSource {
     pull.done.catch(() => {})
     this.active.set(version, pull)
     return pull
-  }
-
-  private get limits (): ManifestLimits {
-    return this.options.limits ?? DEFAULT_MANIFEST_LIMITS
   }
 
   /**

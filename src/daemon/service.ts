@@ -16,8 +16,7 @@ import type { LeaseRow } from '../rpc/api.js'
 import type { EventBus } from './events.js'
 import type { HeadCounters } from '../heads/book.js'
 import type { GuardCounters } from '../heads/guard.js'
-import { CID } from 'multiformats/cid'
-import { AbortedError, ConflictError, NotFoundError, PullCancelledError, restated } from '../core/errors.js'
+import { AbortedError, ConflictError, NotFoundError, restated } from '../core/errors.js'
 import { diskUsage } from '../store/usage.js'
 import { isCid } from '../core/digest.js'
 import { blockSizeOf } from '../core/manifest.js'
@@ -25,6 +24,9 @@ import { checkLabel, parseRef } from '../core/names.js'
 import type { ShoalNode } from '../p2p/node.js'
 import type { PeerScores } from '../p2p/judge.js'
 import type { PullManager } from './pulls.js'
+import type { SearchFeed } from './search-feed.js'
+import type { Providing } from './providing.js'
+import type { PullReporter, RequestedPull } from './pull-events.js'
 import type { AddRequest, ExportRequest, GcRequest, LabelRequest, PullRequest, RemoveRequest } from '../rpc/schemas.js'
 import { exportVersion } from '../store/export.js'
 import { compressVersion, type ColdReport } from '../store/cold.js'
@@ -42,7 +44,7 @@ export class DaemonService implements ShoalApi {
   constructor (
     private readonly store: Store,
     private readonly info: { home: string, socket: string },
-    private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores, search: SearchIndex },
+    private readonly net: { node: ShoalNode, pulls: PullManager, judge: PeerScores, search: SearchIndex, indexing: Pick<SearchFeed, 'refresh'>, providing: Pick<Providing, 'announce'>, reporter: Pick<PullReporter, 'requested'> },
     private readonly headOps: HeadsService,
     private readonly serving: ServingService,
     private readonly options: { keepLast: number, events: EventBus, headCounters: () => HeadCounters & GuardCounters, untrusted: () => Array<{ publisher: string, model: string }>, metrics: () => string | undefined, leased: () => string[], log?: { warn: (obj: object, msg?: string) => void, info: (obj: object, msg?: string) => void } }
@@ -58,11 +60,10 @@ export class DaemonService implements ShoalApi {
   async pull (request: PullRequest, onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<ShowResult> {
     const req = { ...request, ref: await this.pullRef(request.ref) }
     const throttled = throttle(onProgress)
-    const started = Date.now()
     const { name, selector } = parseRef(req.ref)
     // At once, before the manifest is looked for (which may take a while with no peer that has it).
     onProgress?.({ phase: 'finding', connected: this.net.node.getPeers().length, have: 0 })
-    this.options.events.emit('pull.started', { model: name, version: selector ?? null, via: 'request' })
+    const report = this.net.reporter.requested(name, selector ?? null)
     let v: ResolvedVersion
     try {
       let finding: string | undefined = ''
@@ -84,17 +85,17 @@ export class DaemonService implements ShoalApi {
       // The client left (the wait for the pull was aborted with the request's reason), or the pull itself ended.
       const left = signal?.aborted === true && err === signal.reason
       if (!left) {
-        this.pullFailed(name, selector, started, err)
+        report.failed(err)
         throw err
       }
       this.options.log?.info({ ref: req.ref }, 'the client that asked for this pull left; the pull goes on in the background')
       void this.net.pulls.pull(req.ref, { pin: req.pin ?? true }).then(
-        async done => { await this.pullCompleted(done, started) },
-        failure => { this.pullFailed(name, selector, started, failure) }
+        async done => { await this.pullCompleted(done, report) },
+        failure => { report.failed(failure) }
       ).catch(failure => { this.options.log?.warn({ ref: req.ref, err: (failure as Error).message }, 'recording the end of a background pull failed') })
       throw new AbortedError(`the client left; the pull of ${req.ref} goes on in the background`, { cause: err })
     }
-    await this.pullCompleted(v, started)
+    await this.pullCompleted(v, report)
     return await this.toShow(v)
   }
 
@@ -119,15 +120,10 @@ export class DaemonService implements ShoalApi {
     }
   }
 
-  private async pullCompleted (v: ResolvedVersion, started: number): Promise<void> {
-    this.options.events.emit('pull.completed', { model: v.name, version: v.version, via: 'request', ms: Date.now() - started })
+  private async pullCompleted (v: ResolvedVersion, report: RequestedPull): Promise<void> {
+    report.completed(v)
     await this.refreshSearch(v.version)
     this.options.events.emit('version.added', { model: v.name, version: v.version, via: 'pull' })
-  }
-
-  private pullFailed (name: string, version: string | undefined, started: number, err: unknown): void {
-    const outcome = err instanceof PullCancelledError ? 'cancelled' : 'failed'
-    this.options.events.emit('pull.failed', { model: name, version: version ?? null, via: 'request', outcome, ms: Date.now() - started, error: (err as Error).message })
   }
 
   async cancelPull (ref: string, signal?: AbortSignal): Promise<PullCancelResult> {
@@ -204,7 +200,7 @@ export class DaemonService implements ShoalApi {
       onProgress: p => throttled({ ...p })
     })
     await this.refreshSearch(version.version)
-    announce(this.net.node, version.version)
+    this.net.providing.announce(version.version)
     if (version.existing !== true) this.options.events.emit('version.added', { model: req.name, version: version.version, via: 'add' })
     // A label given at add time is published like any other: as a signed head.
     if (req.label !== undefined) {
@@ -337,11 +333,9 @@ export class DaemonService implements ShoalApi {
     return { name: v.name, version: v.version, pinned: false }
   }
 
-  /** Refreshes a version's search doc; a failure is logged (`SearchIndex.open` heals it). */
+  /** Refreshes a version's search doc (`SearchFeed`: one refresh with the `pull.completed` event's); a failure is logged. */
   private async refreshSearch (version: string): Promise<void> {
-    await this.net.search.refresh(version).catch(err => {
-      this.options.log?.warn({ version, err: (err as Error).message }, 'search index update failed; it is rebuilt at the next start')
-    })
+    await this.net.indexing.refresh(version)
   }
 
   private async toShow (v: ResolvedVersion): Promise<ShowResult> {
@@ -365,10 +359,6 @@ export class DaemonService implements ShoalApi {
 }
 
 /** Advertises in the DHT that this node provides `version` (in the background; best effort). */
-export function announce (node: ShoalNode, version: string): void {
-  void node.contentRouting.provide(CID.parse(version), { signal: AbortSignal.timeout(30_000) }).catch(() => {})
-}
-
 /** The label of a `name@label` ref (not a version id or prefix), or undefined. */
 function labelOf (ref: string): { name: string, label: string } | undefined {
   const { name, selector } = parseRef(ref)

@@ -75,8 +75,9 @@ export interface LabelTarget {
   isComplete: (version: VersionId) => Promise<boolean>
 }
 
+/** Pulls a followed label's version; reports the pull (its `pull.*` events) itself. */
 export interface VersionPuller {
-  pull: (model: string, version: VersionId) => Promise<void>
+  pull: (model: string, label: string, version: VersionId) => Promise<void>
 }
 
 /** `name@label` patterns this node follows; `*` in either part matches anything. */
@@ -104,6 +105,7 @@ export class Activator {
   private readonly chains = new Map<string, Promise<void>>()
   private unsubscribe?: () => void
   private stopped = false
+  private reconcilingAll = false
 
   constructor (private readonly deps: {
     book: HeadBook
@@ -121,7 +123,9 @@ export class Activator {
   async start (): Promise<void> {
     this.unsubscribe = this.deps.book.onAccepted(a => {
       this.deps.events.emit('head.accepted', { model: a.head.head.model, label: a.head.head.label, version: a.head.head.version, via: a.via, ...(a.from !== undefined ? { from: a.from } : {}) })
-      void this.reconcile(a.head.head.model, a.head.head.label)
+      // A head published here is applied by its publisher (`reconcileNow`, which answers only once
+      // it is applied): stepping it here too would run the same step twice.
+      if (a.via !== 'local') void this.reconcile(a.head.head.model, a.head.head.label)
     })
     for (const head of this.deps.book.list()) void this.reconcile(head.head.model, head.head.label)
   }
@@ -145,6 +149,22 @@ export class Activator {
     await this.serial(model, label, async () => { await this.step(model, label) }).catch(err => {
       this.deps.log.warn({ model, label, err: (err as Error).message }, 'label reconcile failed')
     })
+  }
+
+  /**
+   * Brings every label the book holds one step closer to its head: after the store takes writes
+   * again, a switch the disk refused is tried again. One pass at a time: a pass asked for while one
+   * runs is dropped (a switch that fails again trips the store, and its next reopen must not start
+   * more).
+   */
+  async reconcileAll (): Promise<void> {
+    if (this.reconcilingAll) return
+    this.reconcilingAll = true
+    try {
+      await Promise.allSettled(this.deps.book.list().map(async head => { await this.reconcile(head.head.model, head.head.label) }))
+    } finally {
+      this.reconcilingAll = false
+    }
   }
 
   /**
@@ -220,8 +240,6 @@ export class Activator {
       slot.state = 'pulling'
       delete slot.error
       const pulling = slot
-      const started = this.now()
-      this.deps.events.emit('pull.started', { model, label, version: target })
       const failed = (message: string, final = false): void => {
         if (this.slots.get(key) !== pulling || pulling.state !== 'pulling') return
         pulling.state = 'failed'
@@ -237,16 +255,14 @@ export class Activator {
         this.deps.log.warn({ model, label, version: target, err: message, retryInMs: wait }, 'pull for a followed label failed; retrying later')
         pulling.timer = setTimeout(() => { void this.reconcile(model, label) }, wait)
       }
-      this.deps.puller.pull(model, target).then(
+      this.deps.puller.pull(model, label, target).then(
         async () => {
-          this.deps.events.emit('pull.completed', { model, label, version: target, ms: this.now() - started })
           // A pull that ends without the version complete (removed meanwhile, say) must not leave
           // the slot 'pulling' for good: that state is what keeps a second pull from starting.
           if (!await this.deps.labels.isComplete(target)) failed('the pull finished but the version is not complete here')
           else void this.reconcile(model, label)
         },
         err => {
-          this.deps.events.emit('pull.failed', { model, label, version: target, outcome: err instanceof PullCancelledError ? 'cancelled' : 'failed', ms: this.now() - started, error: (err as Error).message })
           failed((err as Error).message, err instanceof PullGivenUpError || err instanceof PullCancelledError)
         }
       ).catch(err => {

@@ -86,8 +86,14 @@ export interface PublishRequest {
   label: string
   version: VersionId | null
   activation?: Activation
-  /** Compare-and-swap: refuse unless the current head points at this (null: no head). */
+  /**
+   * Compare-and-swap, checked in the same serialised step as the publish: refuse unless the label
+   * points at this (null: nowhere) — at its current head's version, or at `unheaded` when the book
+   * holds no head for it.
+   */
   expect?: VersionId | null
+  /** Where the label points on this node when the book holds no head for it (a label older than heads). @default null */
+  unheaded?: VersionId | null
   key: KeyObject
 }
 
@@ -150,8 +156,9 @@ export class HeadBook {
       const key = headKey(req.model, req.label)
       const current = this.winners.get(key)
       const currentVersion = current?.head.version ?? null
-      if (req.expect !== undefined && currentVersion !== req.expect) {
-        throw new ConflictError(`${req.model}@${req.label} points at ${currentVersion ?? 'nothing'}, not ${req.expect ?? 'nothing'}`)
+      const compared = current !== undefined ? currentVersion : req.unheaded ?? null
+      if (req.expect !== undefined && compared !== req.expect) {
+        throw new ConflictError(`${req.model}@${req.label} points at ${compared ?? 'nothing'}, not ${req.expect ?? 'nothing'}`)
       }
       const publisher = publisherKeyOf(createPublicKey(req.key))
       if (!this.trust.allows(publisher, req.model)) {

@@ -21,14 +21,15 @@ import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
 import { BufferPool } from '../../core/buffer-pool.js'
 import { PeerChannel } from './client.js'
 import { CHUNKS_PROTOCOL, MAX_FRAME_BYTES, MAX_INBOUND_STREAMS, STREAM_IDLE_TIMEOUT_MS } from './constants.js'
-import { RecentSends, ServerSession, type PeerFaultHook, type SentHook, type ChunkSource, type ServerFaults, type ServerLog, type UploadLimiter } from './server.js'
+import { RecentSends, ServerSession, type PeerFaultHook, type SentHook, type ChunkSource, type ServerLog, type UploadLimiter } from './server.js'
 import { OLD_CHUNKS_PROTOCOLS } from './constants.js'
 
 export { PeerChannel, type BlockArrival, type BlockBytes, type BulkDialer, type Span as BlockSpan, type VersionWatcher, type WantOptions } from './client.js'
-export { RecentSends, type PeerFaultHook, type SentHook, type ChunkSource, type HaveState, type HaveUpdate, type ServerFaults, type Span, type UploadLimiter } from './server.js'
+export { RecentSends, type PeerFaultHook, type SentHook, type ChunkSource, type HaveState, type HaveUpdate, type Span, type UploadLimiter } from './server.js'
 export type { BlockRange } from './pb/chunks.js'
 export { SendStalledError, SEND_STALL_MS } from '../framing.js'
 export * from './constants.js'
+export { faultyLimiter, faultySource, parseFaults, GARBAGE_BYTES, type ServerFaults } from './faults.js'
 export * from './errors.js'
 
 export interface ChunkExchangeInit {
@@ -37,8 +38,6 @@ export interface ChunkExchangeInit {
   /** Bytes this node may have requested from one peer at once (bounds that channel's read buffer). */
   maxInFlightBytes: number
   log?: ServerLog
-  /** Test-only misbehaviour. */
-  faults?: ServerFaults
   /** Metrics: called after each block sent. */
   onSent?: SentHook
   /** See `SEND_STALL_MS`. @default SEND_STALL_MS */
@@ -98,7 +97,6 @@ class ChunkExchangeService implements ChunkExchange, Startable {
       stream.inactivityTimeout = STREAM_IDLE_TIMEOUT_MS
       const bulk = this.init.bulk
       new ServerSession(stream, connection.remotePeer.toString(), this.init.source, this.init.limiter, this.recent, this.log, {
-        ...(this.init.faults !== undefined ? { faults: this.init.faults } : {}),
         ...(this.init.onSent !== undefined ? { onSent: this.init.onSent } : {}),
         ...(this.init.sendStallMs !== undefined ? { sendStallMs: this.init.sendStallMs } : {}),
         ...(this.init.onPeerFault !== undefined ? { onFault: this.init.onPeerFault } : {}),

@@ -162,29 +162,7 @@ export class RecentSends {
   }
 }
 
-/**
- * Optional hooks that let a test make this node misbehave. Never set in production. A faulty
- * node needs no data: with `lie` it claims every version, and the other faults answer WANTs
- * without reading anything.
- */
-export interface ServerFaults {
-  /** Sends corrupted bytes (the real ones with a bit flipped, or garbage when it has none). */
-  corrupt?: boolean
-  /** Claims to have every version complete, and answers DONT_HAVE to what it lacks. */
-  lie?: boolean
-  /** Never answers WANTs. */
-  stall?: boolean
-  /** Sends this many garbage bytes as one frame instead of the block. */
-  oversize?: number
-  /** Claims to have nothing and serves no chunk (manifests only). */
-  noChunks?: boolean
-}
-
-/** Garbage sent by a corrupting node that has no copy. @default 64 KiB */
-const GARBAGE_BYTES = 64 * 1024
-
 export interface ServerSessionOptions {
-  faults?: ServerFaults
   onSent?: SentHook
   sendStallMs?: number
   onFault?: PeerFaultHook
@@ -226,10 +204,6 @@ export class ServerSession {
     })
   }
 
-  private get faults (): ServerFaults | undefined {
-    return this.options.faults
-  }
-
   private onFrame (frame: Uint8ArrayList): void {
     let req: ChunkRequest
     try {
@@ -268,7 +242,6 @@ export class ServerSession {
       void this.reply({ type: ChunkResponse.Type.ERROR, id: req.id, code: WireCode.BUSY, message: `more than ${MAX_PENDING_PER_STREAM} requests pending` })
       return
     }
-    if (this.faults?.stall === true) return
     const key = `${id}/${req.first}`
     const holder = req.urgent ? undefined : this.recent.holderOf(key, this.remote)
     if (holder !== undefined) {
@@ -315,29 +288,24 @@ export class ServerSession {
         void this.reply({ type: ChunkResponse.Type.ERROR, id: reqId, code: WireCode.DUPLICATE, message: 'sent to another peer while this request waited; fetch it there', holder })
         return false
       }
-      if (this.faults?.oversize !== undefined) {
-        await this.framed.send(new Uint8Array(this.faults.oversize))
-        return false
-      }
-      span = this.faults?.noChunks === true ? undefined : await this.source.readSpan(id, blockSize, first, count, signal)
+      span = await this.source.readSpan(id, blockSize, first, count, signal)
       if (signal.aborted) return false
-      if (span === undefined && this.faults?.corrupt !== true) {
+      if (span === undefined) {
         await this.reply({ type: ChunkResponse.Type.DONT_HAVE, id: reqId })
         return false
       }
-      const data = span?.data ?? new Uint8Array(GARBAGE_BYTES)
-      if (!queued && this.limiter.bandwidthWouldWait?.(data.byteLength) === true) void this.reply({ type: ChunkResponse.Type.QUEUED, id: reqId })
-      await this.limiter.bandwidth(data.byteLength, signal)
+      const bytes = span.data
+      if (!queued && this.limiter.bandwidthWouldWait?.(bytes.byteLength) === true) void this.reply({ type: ChunkResponse.Type.QUEUED, id: reqId })
+      await this.limiter.bandwidth(bytes.byteLength, signal)
       if (signal.aborted) return false
-      const bytes = this.faults?.corrupt === true && span !== undefined ? flipMiddleBit(data) : data
       let bulk = !onStream && this.bulk?.isOpen === true ? this.bulk : undefined
-      if (bulk === undefined && span !== undefined) this.awaitReceipt(reqId, span.data)
+      if (bulk === undefined) this.awaitReceipt(reqId, bytes)
       handedOver = bulk === undefined
       let at = 0
       for (let i = 0; i < count; i++) {
-        const size = span === undefined ? bytes.byteLength : Math.min(blockSize, bytes.byteLength - at)
+        const size = Math.min(blockSize, bytes.byteLength - at)
         const block = bytes.subarray(at, at + size)
-        const proof = span?.proofs[i] ?? new Uint8Array(0)
+        const proof = span.proofs[i] ?? new Uint8Array(0)
         if (bulk !== undefined) {
           try {
             await bulk.send({ reqId, index: first + i }, proof, block, { signal })
@@ -347,7 +315,7 @@ export class ServerSession {
             // counts a block that came both ways once), which then holds the bytes until RECEIVED.
             this.log.debug({ peer: this.remote, err: (err as Error).message, chunk: id, index: first + i }, 'bulk send failed: the rest of the span goes on the stream')
             bulk = undefined
-            if (span !== undefined) this.awaitReceipt(reqId, span.data)
+            this.awaitReceipt(reqId, bytes)
             handedOver = true
           }
         }
@@ -429,9 +397,7 @@ export class ServerSession {
       entry.timer ??= setTimeout(() => this.flush(version), HAVE_UPDATE_INTERVAL_MS)
     })
     const asked = Date.now()
-    const state = this.faults?.lie === true
-      ? { complete: true as const }
-      : this.faults?.noChunks === true ? undefined : await this.source.have(version)
+    const state = await this.source.have(version)
     const versionBytes = req.cid
     if (state === undefined) await this.reply({ type: ChunkResponse.Type.HAVE, version: versionBytes, data: new Uint8Array(0) })
     else if (state.complete) await this.reply({ type: ChunkResponse.Type.HAVE, version: versionBytes, complete: true })
@@ -500,12 +466,6 @@ interface Reply {
   port?: number
   token?: Uint8Array
   key?: Uint8Array
-}
-
-function flipMiddleBit (bytes: Uint8Array): Uint8Array {
-  const copy = new Uint8Array(bytes)
-  copy[copy.length >> 1]! ^= 0x01
-  return copy
 }
 
 function parseCid (bytes: Uint8Array, codec: number): string | undefined {

@@ -3,7 +3,9 @@
  * per-peer series are of connected peers: one that disconnects loses them at the next scrape.
  */
 import { describe, expect, it } from 'vitest'
+import { EventBus } from '../../../src/daemon/events.js'
 import { Metrics } from '../../../src/daemon/metrics.js'
+import { MetricsFeed } from '../../../src/daemon/metrics-feed.js'
 
 function metrics (state: { connected: string[], received: Array<{ peer: string, bytes: number }>, accepted: number }): Metrics {
   return new Metrics({
@@ -51,5 +53,36 @@ describe('metrics', () => {
     expect(text).toMatch(/^# TYPE shoal_heads_total counter$/m)
     expect(value(text, 'shoal_build_info{version="1.2.3",node="v24.0.0"}')).toBe(1)
     expect(value(text, 'shoal_label_version_info{model="m",label="prod",version="bafyv1"}')).toBe(1)
+  })
+})
+
+describe('MetricsFeed', () => {
+  it('counts events, and bytes sent per model with one name lookup per version (bytes sent while it runs included); stops with stop', async () => {
+    const m = metrics({ connected: ['A'], received: [], accepted: 0 })
+    const events = new EventBus()
+    let lookups = 0
+    let answer: (name: string) => void = () => {}
+    const feed = new MetricsFeed({ events, metrics: () => m, modelOf: async () => { lookups++; return await new Promise<string>(resolve => { answer = resolve }) } })
+    feed.start()
+    events.emit('label.moved', { model: 'm', label: 'prod', version: 'bafyv1', previous: null, stamp: '1-0' })
+    feed.sent('A', 10, ['bafyv1'])
+    feed.sent('A', 5, ['bafyv1'])
+    answer('org/m')
+    await expect.poll(async () => value((await m.text()).body, 'shoal_model_bytes_sent_total{model="org/m"}')).toBe(15)
+    feed.sent('A', 1, ['bafyv1'])
+    // Sent to a peer that wants several versions: not counted under any model.
+    feed.sent('A', 100, ['bafyv1', 'bafyv2'])
+    feed.rejected('corrupt')
+    feed.received('org/m', 64)
+    const text = (await m.text()).body
+    expect(value(text, 'shoal_model_bytes_sent_total{model="org/m"}')).toBe(16)
+    expect(value(text, 'shoal_bytes_sent_total{peer="A"}')).toBe(116)
+    expect(value(text, 'shoal_label_moves_total')).toBe(1)
+    expect(value(text, 'shoal_chunks_rejected_total{reason="corrupt"}')).toBe(1)
+    expect(value(text, 'shoal_model_bytes_received_total{model="org/m"}')).toBe(64)
+    expect(lookups).toBe(1)
+    feed.stop()
+    events.emit('label.moved', { model: 'm', label: 'prod', version: 'bafyv2', previous: 'bafyv1', stamp: '2-0' })
+    expect(value((await m.text()).body, 'shoal_label_moves_total')).toBe(1)
   })
 })

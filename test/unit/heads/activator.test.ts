@@ -47,10 +47,10 @@ class FakeLabels implements LabelTarget {
 
 /** A puller whose pulls finish when the test says so. */
 class FakePuller implements VersionPuller {
-  readonly pulls: Array<{ model: string, version: VersionId, resolve: () => void, reject: (err: Error) => void }> = []
+  readonly pulls: Array<{ model: string, label: string, version: VersionId, resolve: () => void, reject: (err: Error) => void }> = []
 
-  async pull (model: string, v: VersionId): Promise<void> {
-    await new Promise<void>((resolve, reject) => { this.pulls.push({ model, version: v, resolve, reject }) })
+  async pull (model: string, label: string, v: VersionId): Promise<void> {
+    await new Promise<void>((resolve, reject) => { this.pulls.push({ model, label, version: v, resolve, reject }) })
   }
 }
 
@@ -105,7 +105,7 @@ describe('Activator', () => {
   it('hot: pulls a followed version, and moves the label only once it is complete', async () => {
     await start()
     await publish('prod', version(1))
-    expect(puller.pulls.map(p => [p.model, p.version])).toEqual([[MODEL, version(1)]])
+    expect(puller.pulls.map(p => [p.model, p.label, p.version])).toEqual([[MODEL, 'prod', version(1)]])
     expect(activator.slot(MODEL, 'prod')?.state).toBe('pulling')
     expect(labels.calls).toEqual([])
     // Reconciling again while the pull runs does not start a second one.
@@ -118,7 +118,8 @@ describe('Activator', () => {
     await activator.reconcile(MODEL, 'prod')
     expect(labels.calls).toEqual([`set ${MODEL}@prod ${version(1)}`])
     expect(activator.slot(MODEL, 'prod')).toMatchObject({ state: 'active', local: version(1) })
-    expect(types('pull.started', 'pull.completed', 'label.moved')).toEqual(['pull.started', 'pull.completed', 'label.moved'])
+    // The pull's own events are its puller's (`daemon/pull-events.ts`); the activator moves the label.
+    expect(types('pull.started', 'pull.completed', 'label.moved')).toEqual(['label.moved'])
     expect(heard.find(e => e.type === 'label.moved')?.data).toMatchObject({ model: MODEL, label: 'prod', version: version(1), previous: null })
     expect(types()[0]).toBe('head.accepted')
   })
@@ -147,7 +148,7 @@ describe('Activator', () => {
     expect(activator.follows(MODEL, 'prod')).toBe(false)
     expect(puller.pulls).toEqual([])
     expect(labels.calls).toEqual([])
-    expect(types('pull.started', 'label.moved')).toEqual([])
+    expect(types('label.moved')).toEqual([])
   })
 
   it('a label this node does not follow still moves when the version is complete here', async () => {
@@ -261,7 +262,6 @@ describe('Activator', () => {
     puller.pulls[0]!.reject(new Error('peer gone'))
     await settle()
     expect(activator.slot(MODEL, 'prod')?.state).toBe('pulling')
-    expect(types('pull.failed')).toEqual(['pull.failed'])
   })
 
   it('a failed pull marks the label failed, then is retried after PULL_RETRY_MS', async () => {
@@ -270,7 +270,6 @@ describe('Activator', () => {
     puller.pulls[0]!.reject(new Error('no peer has it'))
     await settle()
     expect(activator.slot(MODEL, 'prod')).toMatchObject({ state: 'failed', error: 'no peer has it' })
-    expect(heard.find(e => e.type === 'pull.failed')?.data).toMatchObject({ version: version(1), error: 'no peer has it' })
     await vi.advanceTimersByTimeAsync(PULL_RETRY_MS - 1)
     await settle()
     expect(puller.pulls).toHaveLength(1)
@@ -327,13 +326,41 @@ describe('Activator', () => {
     await publish('prod', version(1))
     puller.pulls[0]!.resolve()
     await settle()
-    expect(types('pull.completed')).toHaveLength(1)
     expect(activator.slot(MODEL, 'prod')?.state).toBe('failed')
     expect(labels.calls).toEqual([])
     await vi.advanceTimersByTimeAsync(PULL_RETRY_MS)
     await settle()
     expect(puller.pulls).toHaveLength(2)
     expect(activator.slot(MODEL, 'prod')?.state).toBe('pulling')
+  })
+
+  it('a head from a peer is applied as it is accepted; one published here is left to its publisher, which applies it once', async () => {
+    await start(['org/*'])
+    // Published on another node, offered here as gossip.
+    const elsewhere = await HeadBook.open(new HeadStore(new IndexDb(new MemoryLevel() as unknown as Db)), new TrustPolicy([{ key: publisherKeyOf(createPublicKey(key)), models: '*' }]), { clock: () => Date.now(), log: silent })
+    const remote = await elsewhere.publish({ model: MODEL, label: 'prod', version: version(1), key })
+    await book.offer(remote.bytes, { from: 'peer-a', via: 'gossip' })
+    await settle()
+    expect(puller.pulls.map(p => [p.label, p.version])).toEqual([['prod', version(1)]])
+    await book.publish({ model: MODEL, label: 'canary', version: version(2), key })
+    await settle()
+    expect(activator.slot(MODEL, 'canary')).toBeUndefined()
+    await activator.reconcileNow(MODEL, 'canary')
+    expect(puller.pulls.map(p => [p.label, p.version])).toEqual([['prod', version(1)], ['canary', version(2)]])
+  })
+
+  it('reconcileAll steps every label the book holds; a pass asked for while one runs is dropped', async () => {
+    await start(['org/*'])
+    labels.complete.add(version(1))
+    labels.complete.add(version(2))
+    await book.publish({ model: MODEL, label: 'prod', version: version(1), key })
+    await book.publish({ model: MODEL, label: 'canary', version: version(2), key })
+    await settle()
+    expect(labels.calls).toEqual([])
+    const current = vi.spyOn(labels, 'current')
+    await Promise.all([activator.reconcileAll(), activator.reconcileAll()])
+    expect([...labels.calls].sort()).toEqual([`set ${MODEL}@canary ${version(2)}`, `set ${MODEL}@prod ${version(1)}`])
+    expect(current).toHaveBeenCalledTimes(2)
   })
 
   it('at start, brings every label the book holds to its head', async () => {

@@ -241,6 +241,19 @@ describe('HeadBook', () => {
     expect(book.get('org/llama', 'prod')?.head.version).toBe(version(2))
   })
 
+  it('publish with expect compares a label without a head with where it points here (unheaded), and says where it points', async () => {
+    expect(await rejection(book.publish({ model: 'org/llama', label: 'prod', version: version(2), expect: null, unheaded: version(1), key: alice.key }))).toMatchObject({
+      name: 'ConflictError', message: `org/llama@prod points at ${version(1)}, not nothing`
+    })
+    expect(book.get('org/llama', 'prod')).toBeUndefined()
+    await book.publish({ model: 'org/llama', label: 'prod', version: version(2), expect: version(1), unheaded: version(1), key: alice.key })
+    // With a head, the head decides: unheaded is not looked at.
+    expect(await rejection(book.publish({ model: 'org/llama', label: 'prod', version: version(3), expect: version(1), unheaded: version(1), key: alice.key }))).toMatchObject({
+      message: `org/llama@prod points at ${version(2)}, not ${version(1)}`
+    })
+    expect(book.get('org/llama', 'prod')?.head).toMatchObject({ version: version(2), previous: null })
+  })
+
   it('refuses to publish with a key the trust rules do not allow for the model', async () => {
     expect(await rejection(book.publish({ model: 'org/llama', label: 'prod', version: version(1), key: mallory.key }))).toMatchObject({ name: 'InvalidInputError' })
     expect(await rejection(book.publish({ model: 'org/llama', label: 'prod', version: version(1), key: newPublisher().key }))).toMatchObject({ name: 'InvalidInputError' })
