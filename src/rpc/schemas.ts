@@ -10,7 +10,9 @@ export const API_VERSION = 'v1'
 export const MAX_BODY_BYTES = 1024 * 1024
 
 const ref = z.string().min(1).max(512)
-// A pattern rather than a refinement, so the OpenAPI document states the rule too.
+// A pattern rather than a refinement, so the OpenAPI document states the rule too (NUL is the one
+// character a path cannot hold).
+// eslint-disable-next-line no-control-regex
 const absolutePath = z.string().min(1).max(4096).regex(/^\/[^\u0000]*$/, 'must be an absolute path without NUL')
 
 export const addRequest = z.strictObject({
