@@ -610,16 +610,24 @@ export class FetchSession {
 
   /** Whether a reader waits for, or streams, a chunk that still has unrequested pieces. */
   private readerWaiting (): boolean {
+    return this.urgentPiece(() => true) !== undefined
+  }
+
+  /**
+   * The first unrequested piece `ok` accepts among the chunks the priority source wants first,
+   * looking at most at `MAX_URGENT_SCAN` pieces.
+   */
+  private urgentPiece (ok: (piece: number) => boolean): number | undefined {
     const source = this.extras.priority
-    if (source === undefined) return false
+    if (source === undefined) return undefined
     let scanned = 0
     for (const id of source.urgent(chunk => this.target.isMissing(chunk))) {
       for (const piece of this.table.ofChunk(id)) {
-        if (++scanned > MAX_URGENT_SCAN) return false
-        if (this.unrequested.has(piece)) return true
+        if (++scanned > MAX_URGENT_SCAN) return undefined
+        if (this.unrequested.has(piece) && ok(piece)) return piece
       }
     }
-    return false
+    return undefined
   }
 
   /**
@@ -673,16 +681,7 @@ export class FetchSession {
    * be asked for it though partial peers hold it: a reader is waiting.
    */
   private pickUrgent (peer: PeerState, now: number): number | undefined {
-    const source = this.extras.priority
-    if (source === undefined) return undefined
-    let scanned = 0
-    for (const id of source.urgent(chunk => this.target.isMissing(chunk))) {
-      for (const piece of this.table.ofChunk(id)) {
-        if (++scanned > MAX_URGENT_SCAN) return undefined
-        if (this.unrequested.has(piece) && this.peerHas(peer, piece) && !((peer.deferred.get(piece) ?? 0) > now)) return piece
-      }
-    }
-    return undefined
+    return this.urgentPiece(piece => this.peerHas(peer, piece) && !((peer.deferred.get(piece) ?? 0) > now))
   }
 
   /** An unrequested piece of a chunk already started that `may` allows; chunks with none left are forgotten. */
