@@ -66,9 +66,9 @@ export interface SessionOptions {
   maxWindowBytes: number
   windowSeconds: number
   /**
-   * The least window of a peer while a reader waits (instead of `minWindowBytes`; the rate's
-   * `windowSeconds` still apply above it). With the usual 8–16 MiB, the first peer whose HAVE
-   * came took the reader's next 16 pieces, the peers that answered a few ms later got what it
+   * The least window of a peer while a reader waits, also before its rate is measured (the rate's
+   * `windowSeconds` still apply above it). With the 16 MiB of an unmeasured peer, the first peer
+   * whose HAVE came took the reader's next 16 pieces, the peers that answered a few ms later got what it
    * needed after, and the first tensor arrived at a third of the link rate. @default 2 MiB
    */
   readerWindowBytes: number
@@ -273,8 +273,6 @@ export class FetchSession {
    * goes silent otherwise holds them out of the seed's reach for good).
    */
   private readonly failedAtPartial = new Set<number>()
-  /** Whether a reader waits for pieces not requested yet (set by each round of `pump`). */
-  private reading = false
   /** Peers that could not be used, and why (an older shoal, unreachable): said when the pull stalls. */
   private readonly unusable = new Map<string, string>()
   /** Peers dialed because a DUPLICATE named them, and when (`MAX_DIALED_HOLDERS`, `HOLDER_DIAL_MS`). */
@@ -552,14 +550,15 @@ export class FetchSession {
 
   // ---- budget --------------------------------------------------------------------------------
 
-  private windowOf (peer: PeerState): number {
+  /** `reading`: a reader waits for pieces not requested yet (`readerWaiting`). */
+  private windowOf (peer: PeerState, reading: boolean): number {
     if (peer.origin !== undefined) return this.opts.originConcurrency * this.opts.spanBytes
     // A seed serves every puller at once: one request each keeps it busy, and the rest of the
     // budget goes to partial peers, whose uplinks otherwise idle while requests queue at the seed.
     if (this.injects(peer)) return 1
     // While a reader waits, pieces are handed out as peers free up (`soonestFree`): a small
     // window keeps the bytes in flight near the reader's position, spread over every peer.
-    if (this.reading) return Math.min(this.opts.maxWindowBytes, Math.max(this.opts.readerWindowBytes, peer.rate * this.opts.windowSeconds))
+    if (reading) return Math.min(this.opts.maxWindowBytes, Math.max(this.opts.readerWindowBytes, peer.rate * this.opts.windowSeconds))
     if (this.opts.strategy !== 'weighted' || peer.rate === 0) return Math.max(this.opts.minWindowBytes, Math.min(this.opts.maxWindowBytes, 16 * 1024 * 1024))
     return Math.max(this.opts.minWindowBytes, Math.min(this.opts.maxWindowBytes, peer.rate * this.opts.windowSeconds))
   }
@@ -578,7 +577,7 @@ export class FetchSession {
     if (this.failure !== undefined) return
     if (this.target.done) { this.complete(); return }
     for (let guard = 0; guard < 10_000; guard++) {
-      this.reading = this.readerWaiting()
+      const reading = this.readerWaiting()
       const partial = this.partialPeers() > 0
       let seedHeld = 0
       for (const p of this.peers.values()) if (this.injects(p, partial)) seedHeld += p.inflightBytes
@@ -588,16 +587,16 @@ export class FetchSession {
         : held === 0 || held + size <= this.opts.maxInFlightBytes
       const eligible: PeerState[] = []
       for (const p of this.peers.values()) {
-        if (!p.gone && p.channel?.isOpen === true && p.holdings.known && p.inflightBytes < this.windowOf(p) && p.inflight.size < this.opts.maxRequestsPerPeer && fits(p, 1)) eligible.push(p)
+        if (!p.gone && p.channel?.isOpen === true && p.holdings.known && p.inflightBytes < this.windowOf(p, reading) && p.inflight.size < this.opts.maxRequestsPerPeer && fits(p, 1)) eligible.push(p)
       }
       if (this.origin !== undefined && this.origin.inflight.size < this.opts.originConcurrency && fits(this.origin, 1)) eligible.push(this.origin)
       let issued = false
       while (eligible.length > 0 && !issued) {
-        const peer = this.reading ? this.soonestFree(eligible) : this.selector.pick(eligible)
+        const peer = reading ? this.soonestFree(eligible) : this.selector.pick(eligible)
         if (peer === undefined) break
         const piece = this.pickFor(peer)
         const size = piece === undefined ? 0 : this.table.pieces[piece]!.size
-        if (piece === undefined || !fits(peer, size) || (peer.origin === undefined && peer.inflightBytes > 0 && peer.inflightBytes + size > this.windowOf(peer))) {
+        if (piece === undefined || !fits(peer, size) || (peer.origin === undefined && peer.inflightBytes > 0 && peer.inflightBytes + size > this.windowOf(peer, reading))) {
           eligible.splice(eligible.indexOf(peer), 1)
           continue
         }

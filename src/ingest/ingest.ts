@@ -38,6 +38,7 @@ import type { FileSource } from '../model/source.js'
 import type { FileStructure, MetaValue, TensorInfo } from '../model/types.js'
 import type { BlobWriter } from '../store/blob-writer.js'
 import type { ResolvedVersion, Store } from '../store/store.js'
+import { readAhead, type ReadDone } from '../util/read-ahead.js'
 import { listSourceFiles, openListed, type SourceFile } from './walk.js'
 
 /** Bytes read and written per step; holds whole chunks, so at least `MAX_CHUNK_SIZE`. @default 8 MiB */
@@ -238,21 +239,23 @@ async function copyCdc (src: FileSource, writer: BlobWriter, options: FastCdcOpt
   }, signal, progress)
 }
 
-/** A window whose bytes were read into `buf` (one of the rotating buffers), and its chunk ends once cut. */
-interface ReadWindow { window: Window, buf: Buffer }
-
 /**
- * The copy pipeline: read → cut → hash and write, over `WINDOW_BUFFERS` rotating buffers. While
- * window i is cut, hashed and its write started by `writer.append`, window i+1 is being read and
- * window i-1 may still be being written.
+ * The copy pipeline: read → cut → hash and write. While window i is cut, hashed and its write
+ * started by `writer.append`, window i+1 is being read and window i-1 may still be being written:
+ * `WINDOW_BUFFERS` (3) rotating buffers, as `BlobWriter.append`'s contract allows (`readAhead`).
  */
 async function copyWindows (src: FileSource, writer: BlobWriter, windows: Iterator<Window>, endsOf: (buf: Buffer, window: Window) => number[], signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<void> {
+  // Shared memory, so the store can hash whole chunks on its worker threads without copying.
+  const buffers = Array.from({ length: WINDOW_BUFFERS }, () => Buffer.from(new SharedArrayBuffer(WINDOW_SIZE)))
+  const sized = mapIterator(windows, w => ({ ...w, size: w.length }))
   await pipe(
-    readAhead(src, windows, signal),
-    async function * cut (source: AsyncIterable<ReadWindow>) {
-      for await (const r of source) yield { ...r, ends: endsOf(r.buf, r.window) }
+    readAhead(sized, buffers, async (w, into) => { await src.readInto(into, w.offset) }, () => {
+      if (signal?.aborted === true) throw new AbortedError('add was cancelled')
+    }),
+    async function * cut (source: AsyncIterable<ReadDone<Window, void>>) {
+      for await (const { item, buf } of source) yield { window: item, buf, ends: endsOf(buf, item) }
     },
-    async (source: AsyncIterable<ReadWindow & { ends: number[] }>) => {
+    async (source: AsyncIterable<{ window: Window, buf: Buffer, ends: number[] }>) => {
       for await (const { window, buf, ends } of source) {
         await writer.append(buf, ends)
         progress(window.offset + window.length)
@@ -261,39 +264,8 @@ async function copyWindows (src: FileSource, writer: BlobWriter, windows: Iterat
   )
 }
 
-/**
- * The windows' bytes, read one window ahead of the consumer. Buffer reuse follows
- * `BlobWriter.append`'s contract: window i+2 is read (once the consumer asks for window i+1, so
- * after `append(i)` resolved) into the buffer of window i-1, whose write finished before
- * `append(i)` resolved.
- */
-async function * readAhead (src: FileSource, windows: Iterator<Window>, signal: AbortSignal | undefined): AsyncGenerator<ReadWindow> {
-  // Shared memory, so the store can hash whole chunks on its worker threads without copying.
-  const buffers = Array.from({ length: WINDOW_BUFFERS }, () => Buffer.from(new SharedArrayBuffer(WINDOW_SIZE)))
-  let turn = 0
-  const start = (): (ReadWindow & { read: Promise<void> }) | undefined => {
-    const next = windows.next()
-    if (next.done === true) return undefined
-    const buf = (buffers[turn] as Buffer).subarray(0, next.value.length)
-    turn = (turn + 1) % WINDOW_BUFFERS
-    const read = src.readInto(buf, next.value.offset)
-    // Awaited below, or in `finally` when the copy fails first: never an unhandled rejection.
-    read.catch(() => {})
-    return { window: next.value, buf, read }
-  }
-  let current = start()
-  try {
-    while (current !== undefined) {
-      if (signal?.aborted === true) throw new AbortedError('add was cancelled')
-      await current.read
-      const { window, buf } = current
-      current = start()
-      yield { window, buf }
-    }
-  } finally {
-    // Let a read still in flight settle before the caller closes the file or drops the buffers.
-    await current?.read.catch(() => {})
-  }
+function * mapIterator<T, U> (items: Iterator<T>, f: (item: T) => U): Generator<U> {
+  for (let next = items.next(); next.done !== true; next = items.next()) yield f(next.value)
 }
 
 /**

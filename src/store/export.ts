@@ -6,13 +6,14 @@
  * `overwrite` is set. A version kept compressed is re-materialized first.
  */
 import { createHash } from 'node:crypto'
-import { mkdir, open, readlink, rename, rm, symlink, writeFile, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises'
 import { dirname, join, relative, resolve as resolvePath } from 'node:path'
 import { pipe } from 'it-pipe'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
 import { chunkMatches, type ChunkId } from '../core/digest.js'
 import { ConflictError, DigestMismatchError, NotFoundError } from '../core/errors.js'
 import { fsyncDir, mapFsError, pathExists, tmpName, writeFully } from '../util/fsutil.js'
+import { readAhead, type ReadDone } from '../util/read-ahead.js'
 import type { ManifestFile } from '../core/manifest.js'
 import type { ResolvedVersion, Store } from './store.js'
 
@@ -74,20 +75,22 @@ async function writeFiles (store: Store, version: ResolvedVersion, root: string,
       const out = await open(tmp, 'wx', 0o644)
       try {
         // read → verify → write, the next chunk read while this one is verified and written.
+        // Two buffers: the sink is done with a chunk's bytes when it asks for the next (`readAhead`).
+        type Read = ReadDone<{ id: ChunkId, offset: number, size: number }, { bytesRead: number }>
         await pipe(
-          readChunks(src, file, buffers, options.signal),
-          async function * verify (source: AsyncIterable<StoredChunk>) {
+          readAhead(chunksAt(file), buffers, async (c, into) => await src.read(into, 0, c.size, c.offset), () => options.signal?.throwIfAborted()),
+          async function * verify (source: AsyncIterable<Read>) {
             for await (const c of source) {
-              if (c.bytesRead !== c.view.byteLength || !chunkMatches(c.view, c.id)) {
-                throw new DigestMismatchError(`stored bytes of ${file.path} (chunk at offset ${c.offset}) are damaged; run shoal verify, then re-add or pull the version`)
+              if (c.result.bytesRead !== c.item.size || !chunkMatches(c.buf, c.item.id)) {
+                throw new DigestMismatchError(`stored bytes of ${file.path} (chunk at offset ${c.item.offset}) are damaged; run shoal verify, then re-add or pull the version`)
               }
               yield c
             }
           },
-          async (source: AsyncIterable<StoredChunk>) => {
-            for await (const c of source) {
-              await writeFully(out, c.view, 0, c.view.byteLength, c.offset)
-              bytes += c.view.byteLength
+          async (source: AsyncIterable<Read>) => {
+            for await (const { item, buf } of source) {
+              await writeFully(out, buf, 0, item.size, item.offset)
+              bytes += item.size
               options.onProgress?.({ file: file.path, bytes, totalBytes })
             }
           }
@@ -108,41 +111,12 @@ async function writeFiles (store: Store, version: ResolvedVersion, root: string,
   }
 }
 
-/** A chunk of a stored file as read: its id, offset, and bytes (a view of one of the read buffers). */
-interface StoredChunk { id: ChunkId, offset: number, view: Buffer, bytesRead: number }
-
-/**
- * The chunks of `file`'s blob, read one ahead of the consumer into two alternating buffers: chunk
- * i+1 is read while chunk i is verified and written, and chunk i+2 (into chunk i's buffer) only
- * once the consumer asks for chunk i+1, so after chunk i was written.
- */
-async function * readChunks (src: FileHandle, file: ManifestFile, buffers: Buffer[], signal: AbortSignal | undefined): AsyncGenerator<StoredChunk> {
-  let turn = 0
+/** The chunks of `file` with their offsets in its blob, as `readAhead` reads them. */
+function * chunksAt (file: ManifestFile): Generator<{ id: ChunkId, offset: number, size: number }> {
   let offset = 0
-  let index = 0
-  const start = (): { chunk: Omit<StoredChunk, 'bytesRead'>, read: Promise<{ bytesRead: number }> } | undefined => {
-    const chunk = file.chunks[index++]
-    if (chunk === undefined) return undefined
-    const view = (buffers[turn] as Buffer).subarray(0, chunk.size)
-    turn = (turn + 1) % buffers.length
-    const read = src.read(view, 0, chunk.size, offset)
-    read.catch(() => {})
-    const at = offset
+  for (const chunk of file.chunks) {
+    yield { id: chunk.id, offset, size: chunk.size }
     offset += chunk.size
-    return { chunk: { id: chunk.id, offset: at, view }, read }
-  }
-  let current = start()
-  try {
-    while (current !== undefined) {
-      signal?.throwIfAborted()
-      const { bytesRead } = await current.read
-      const { chunk } = current
-      current = start()
-      yield { ...chunk, bytesRead }
-    }
-  } finally {
-    // A read still in flight settles before the caller closes the file.
-    await current?.read.catch(() => {})
   }
 }
 
