@@ -496,7 +496,9 @@ describe('bulk channel: sending and closing', () => {
   })
 
   it('a slow reader of 4 MiB frames is not taken for a stalled one (progress is seen write by write)', async () => {
-    const stallMs = 2_000
+    // 4 s, not less: on a loaded machine this process (reader and sender both) can be starved for
+    // 2 s, and the stall check then fires before the reader's next read.
+    const stallMs = 4_000
     const service = await started({ sendStallMs: stallMs })
     const offer = service.offer(PEER)
     const socket = await rawClient(offer.port)
@@ -505,10 +507,10 @@ describe('bulk channel: sending and closing', () => {
     expect(await answer).toBe(HelloAnswer.ACCEPTED)
     socket.pause()
     let received = 0
-    // 64 KiB every 50 ms, about 1.3 MB/s: the second frame waits ~3 s for the reader (the kernel's
+    // 32 KiB every 50 ms, about 0.65 MB/s: the second frame waits ~6 s for the reader (the kernel's
     // buffers hold about the first), longer than the stall time, while bytes move all along.
     const reader = setInterval(() => {
-      const chunk = socket.read(Math.min(64 * KiB, Math.max(1, socket.readableLength))) as Buffer | null
+      const chunk = socket.read(Math.min(32 * KiB, Math.max(1, socket.readableLength))) as Buffer | null
       if (chunk !== null) received += chunk.byteLength
     }, 50)
     cleanups.push(() => clearInterval(reader))
