@@ -389,3 +389,29 @@ export function tensorsByFile (files: ReadonlyArray<Pick<ManifestFile, 'path' | 
   }
   return out
 }
+
+/**
+ * The dtype of every chunk of `files` (first file first: a chunk two files share takes the
+ * first's), undefined for a chunk outside any one tensor.
+ */
+export function dtypesByChunk (files: ReadonlyArray<Pick<ManifestFile, 'path' | 'structure' | 'chunks'>>): Map<string, string | undefined> {
+  const tensors = tensorsByFile(files)
+  const out = new Map<string, string | undefined>()
+  for (const file of files) {
+    const dtypes = chunkDtypes(file, tensors.get(file.path) ?? [])
+    file.chunks.forEach((chunk, i) => { if (!out.has(chunk.id)) out.set(chunk.id, dtypes[i]) })
+  }
+  return out
+}
+
+/** The codec named by wire id `id`, or undefined for an id this build does not know. */
+export function codecNameOf (id: number): CodecName | undefined {
+  return NAME_BY_ID.get(id)
+}
+
+/** The codec to offer for every chunk of a manifest's files, from the dtype of the tensor each holds (`codecForDtype`). */
+export function chunkCodecs (files: ReadonlyArray<Pick<ManifestFile, 'path' | 'structure' | 'chunks'>>): Map<string, CodecName> {
+  const out = new Map<string, CodecName>()
+  for (const [id, dtype] of dtypesByChunk(files)) out.set(id, codecForDtype(dtype))
+  return out
+}

@@ -28,7 +28,7 @@
  */
 import { chmod, open, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { chunkDtypes, tensorsByFile } from '../core/codec.js'
+import { dtypesByChunk } from '../core/codec.js'
 import { chunkMatches, type ChunkId, type FileDigest, type VersionId } from '../core/digest.js'
 import { ConflictError, DigestMismatchError, NotFoundError, ShoalError } from '../core/errors.js'
 import { blockSizeOf, decodeManifest, type Manifest } from '../core/manifest.js'
@@ -59,12 +59,8 @@ export interface CompressOptions {
 /** Where each chunk of a manifest sits: its dtype (for the codec) and the version's block size. */
 export function chunkPlacement (manifest: Manifest): Map<ChunkId, { dtype: string | undefined, blockSize: number }> {
   const blockSize = blockSizeOf(manifest)
-  const tensors = tensorsByFile(manifest.files)
   const out = new Map<ChunkId, { dtype: string | undefined, blockSize: number }>()
-  for (const file of manifest.files) {
-    const dtypes = chunkDtypes(file, tensors.get(file.path) ?? [])
-    file.chunks.forEach((chunk, i) => { if (!out.has(chunk.id)) out.set(chunk.id, { dtype: dtypes[i], blockSize }) })
-  }
+  for (const [id, dtype] of dtypesByChunk(manifest.files)) out.set(id, { dtype, blockSize })
   return out
 }
 
