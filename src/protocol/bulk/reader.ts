@@ -54,6 +54,7 @@ export class FrameReader {
   /** Bytes of the current frame's plaintext written into `target`. */
   private plain = 0
   private reqId = 0
+  private encoded = false
   private index = 0
   private proofLen = 0
   private dataLen = 0
@@ -175,6 +176,7 @@ export class FrameReader {
     }
     this.reqId = h.reqId
     this.index = h.index
+    this.encoded = h.encoded === true
     this.proofLen = h.proofLen
     this.dataLen = h.dataLen
     this.section = 'proof'
@@ -238,6 +240,7 @@ export class FrameReader {
     const frame: BulkFrame = {
       reqId: this.reqId,
       index: this.index,
+      ...(this.encoded ? { encoded: true } : {}),
       proof: this.head.slice(HEADER_BYTES, HEADER_BYTES + this.proofLen),
       data: this.target
     }

@@ -11,12 +11,15 @@ import { ChunkResponse } from './pb/chunks.js'
 
 const DATA_TAG = (3 << 3) | 2
 
-/** One block on its way: the request it answers, its index in the chunk, its proof and bytes. */
-export interface BlockFrame { id: number, load: number, index: number, proof: Uint8Array, data: Uint8Array[] }
+/**
+ * One block on its way: the request it answers, its index in the chunk, its proof and bytes
+ * (`encoded`: an encoded block, `core/codec.ts`, rather than the block itself).
+ */
+export interface BlockFrame { id: number, load: number, index: number, proof: Uint8Array, data: Uint8Array[], encoded: boolean }
 
 /** A BLOCK frame for `data`, sharing its bytes. */
-export function encodeBlock (id: number, load: number, index: number, proof: Uint8Array, data: Uint8Array): Uint8ArrayList {
-  const head = ChunkResponse.encode({ type: ChunkResponse.Type.BLOCK, id, load, index, proof } as unknown as ChunkResponse)
+export function encodeBlock (id: number, load: number, index: number, proof: Uint8Array, data: Uint8Array, encoded = false): Uint8ArrayList {
+  const head = ChunkResponse.encode({ type: ChunkResponse.Type.BLOCK, id, load, index, proof, encoded } as unknown as ChunkResponse)
   return new Uint8ArrayList(head, Uint8Array.of(DATA_TAG), varint.encode(data.byteLength), data)
 }
 
@@ -29,6 +32,7 @@ export function decodeBlock (frame: Uint8ArrayList): BlockFrame | undefined {
   let id = 0
   let load = 0
   let index = 0
+  let encoded = false
   let proof: Uint8Array = new Uint8Array(0)
   let data: Uint8ArrayList | undefined
   const end = frame.byteLength
@@ -54,6 +58,7 @@ export function decodeBlock (frame: Uint8ArrayList): BlockFrame | undefined {
       if (field === 2) id = value
       else if (field === 9) load = value
       else if (field === 11) index = value
+      else if (field === 17) encoded = value !== 0
     } else if (wire === 2) {
       const length = readVarint()
       if (pos + length > end) throw new Error('length-delimited field past the end of the frame')
@@ -65,5 +70,5 @@ export function decodeBlock (frame: Uint8ArrayList): BlockFrame | undefined {
     else throw new Error(`unsupported wire type ${wire}`)
   }
   if (pos !== end) throw new Error('frame ends inside a field')
-  return { id, load, index, proof, data: data === undefined ? [] : [...data] }
+  return { id, load, index, proof, data: data === undefined ? [] : [...data], encoded }
 }

@@ -27,6 +27,7 @@ import { CID } from 'multiformats/cid'
 import type { Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import type { ChunkId, VersionId } from '../../core/digest.js'
+import { CODECS, CODEC_HEADER_BYTES, decodeBlock as decodeEncoded, type CodecName } from '../../core/codec.js'
 import { AbortedError, MalformedDataError } from '../../core/errors.js'
 import type { BufferPool } from '../../core/buffer-pool.js'
 import type { BulkReceiver } from '../bulk/index.js'
@@ -45,11 +46,18 @@ export interface VersionWatcher {
 /** Bytes of one block as received: the parts of its frame, not joined. */
 export type BlockBytes = Uint8Array[]
 
-/** A span of blocks of one chunk, in the geometry of the version being pulled. */
-export interface Span { chunk: ChunkId, first: number, count: number, blockSize: number }
+/**
+ * A span of blocks of one chunk, in the geometry of the version being pulled; `codec`: the block
+ * codec this side decodes for it (the server may send each block in it, or raw).
+ */
+export interface Span { chunk: ChunkId, first: number, count: number, blockSize: number, codec?: CodecName }
 
-/** One block of a span as it arrives: its index in the chunk, its proof (k × 32 bytes) and bytes. */
-export interface BlockArrival { index: number, proof: Uint8Array, data: BlockBytes }
+/**
+ * One block of a span as it arrives: its index in the chunk, its proof (k × 32 bytes) and bytes;
+ * `encoded`: the bytes are the block encoded (`core/codec.ts`), to be decoded (`PeerChannel.decode`)
+ * before it is verified.
+ */
+export interface BlockArrival { index: number, proof: Uint8Array, data: BlockBytes, encoded?: boolean }
 
 export interface WantOptions {
   signal?: AbortSignal
@@ -185,7 +193,8 @@ export class PeerChannel {
 
   private sendWant (p: Pending, first: number, count: number): void {
     const id = p.id
-    this.send({ type: ChunkRequest.Type.WANT, id, cid: CID.parse(p.span.chunk).bytes, urgent: p.urgent, first, count, blockSize: p.span.blockSize, stream: !this.bulkOpen }).catch((err: unknown) => {
+    const codec = p.span.codec !== undefined ? CODECS[p.span.codec].id : 0
+    this.send({ type: ChunkRequest.Type.WANT, id, cid: CID.parse(p.span.chunk).bytes, urgent: p.urgent, first, count, blockSize: p.span.blockSize, stream: !this.bulkOpen, codec }).catch((err: unknown) => {
       if (this.pending.get(id) === p) this.settle(id)?.reject(new PeerGoneError(`could not send a request: ${(err as Error).message}`))
     })
   }
@@ -218,6 +227,30 @@ export class PeerChannel {
     if (this.pool !== undefined) for (const part of bytes) this.pool.give(part)
   }
 
+  /**
+   * An encoded block's bytes decoded (into a pooled buffer, when the channel has a pool: hand it
+   * back with `release` like any block). The encoded bytes stay the caller's. Throws a
+   * `MalformedDataError` for bytes that do not decode: a codec not in `accept`, a declared length
+   * over `maxSize` (a decompression bomb, refused before anything is allocated), a broken body.
+   */
+  decode (encoded: BlockBytes, options: { maxSize: number, accept: readonly CodecName[] }): BlockBytes {
+    const bytes = encoded.length === 1 ? encoded[0]! : concat(encoded)
+    const into = this.pool !== undefined && bytes.byteLength >= CODEC_HEADER_BYTES ? this.takeFor(bytes, options.maxSize) : undefined
+    try {
+      return [decodeEncoded(bytes, { maxSize: options.maxSize, accept: options.accept, ...(into !== undefined ? { into } : {}) })]
+    } catch (err) {
+      if (into !== undefined) this.pool?.give(into)
+      throw err
+    }
+  }
+
+  /** A pooled buffer for the decoded length an encoded block declares (checked against `maxSize` by the decoder first). */
+  private takeFor (encoded: Uint8Array, maxSize: number): Uint8Array | undefined {
+    const declared = new DataView(encoded.buffer, encoded.byteOffset, encoded.byteLength).getUint32(2, true)
+    if (declared === 0 || declared > maxSize) return undefined
+    return this.pool!.take(declared)
+  }
+
   /** Asks what the peer has of `version` and to be kept posted. */
   async watch (version: VersionId, watcher: VersionWatcher): Promise<void> {
     this.watchers.set(version, watcher)
@@ -248,7 +281,7 @@ export class PeerChannel {
       if (receiver === undefined) return false
       if (!this.framed.isOpen) { receiver.close(); return false }
       this.bulk = receiver
-      receiver.onFrame(frame => this.deliver(frame.reqId, frame.index, frame.proof, [frame.data]))
+      receiver.onFrame(frame => this.deliver(frame.reqId, frame.index, frame.proof, [frame.data], frame.encoded === true))
       receiver.onClose(() => {
         this.bulkBytesBefore += receiver.bytesReceived
         if (this.bulk !== receiver) return
@@ -283,7 +316,7 @@ export class PeerChannel {
       const block = decodeBlock(frame)
       if (block !== undefined) {
         this.load = block.load
-        this.deliver(block.id, block.index, block.proof, block.data)
+        this.deliver(block.id, block.index, block.proof, block.data, block.encoded)
         return
       }
       res = ChunkResponse.decode(frame, { limits: { indices: MAX_HAVE_RANGES, ranges: MAX_HAVE_RANGES } })
@@ -293,7 +326,7 @@ export class PeerChannel {
     }
     this.load = res.load
     switch (res.type) {
-      case ChunkResponse.Type.BLOCK: this.deliver(res.id, res.index, res.proof, [res.data]); break
+      case ChunkResponse.Type.BLOCK: this.deliver(res.id, res.index, res.proof, [res.data], res.encoded); break
       case ChunkResponse.Type.DONT_HAVE: this.cancelled.delete(res.id); this.settle(res.id)?.reject(new DontHaveError('peer does not have every block of the span')); break
       case ChunkResponse.Type.ERROR:
         if (res.id === 0 && this.bulkAnswer !== undefined) { this.bulkAnswer(res); break }
@@ -320,7 +353,8 @@ export class PeerChannel {
    * protocol: the stream is aborted — except a repeat of a request asked again after its bulk
    * connection closed, whose blocks may come both ways.
    */
-  private deliver (reqId: number, index: number, proof: Uint8Array, data: BlockBytes): void {
+  private deliver (reqId: number, index: number, proof: Uint8Array, data: BlockBytes, encoded = false): void {
+    const arrival: BlockArrival = encoded ? { index, proof, data, encoded } : { index, proof, data }
     const pending = this.pending.get(reqId) ?? this.superseded.get(reqId)
     if (pending !== undefined) {
       if (!pending.left.delete(index)) {
@@ -330,7 +364,7 @@ export class PeerChannel {
         this.framed.abort(new MalformedDataError(`peer sent block ${index} for request ${reqId}, which did not ask for it`))
         return
       }
-      pending.onBlock({ index, proof, data })
+      pending.onBlock(arrival)
       if (pending.left.size === 0) {
         for (const id of [pending.id, ...pending.old]) this.received(id)
         this.settle(pending.id)?.resolve()
@@ -343,7 +377,7 @@ export class PeerChannel {
         this.cancelled.delete(reqId)
         this.received(reqId)
       }
-      if (cancelled.onLate !== undefined) cancelled.onLate({ index, proof, data })
+      if (cancelled.onLate !== undefined) cancelled.onLate(arrival)
       else this.release(data)
       return
     }
@@ -399,3 +433,10 @@ export class PeerChannel {
 }
 
 export type { BlockRange }
+
+function concat (parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
+  let at = 0
+  for (const p of parts) { out.set(p, at); at += p.byteLength }
+  return out
+}

@@ -21,11 +21,12 @@ import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
 import { BufferPool } from '../../core/buffer-pool.js'
 import { PeerChannel } from './client.js'
 import { CHUNKS_PROTOCOL, MAX_FRAME_BYTES, MAX_INBOUND_STREAMS, STREAM_IDLE_TIMEOUT_MS } from './constants.js'
-import { RecentSends, ServerSession, type PeerFaultHook, type SentHook, type ChunkSource, type ServerLog, type UploadLimiter } from './server.js'
+import { RecentSends, ServerSession, type BlockEncoder, type PeerFaultHook, type SentHook, type ChunkSource, type ServerLog, type UploadLimiter } from './server.js'
 import { OLD_CHUNKS_PROTOCOLS } from './constants.js'
 
 export { PeerChannel, type BlockArrival, type BlockBytes, type BulkDialer, type Span as BlockSpan, type VersionWatcher, type WantOptions } from './client.js'
-export { RecentSends, type PeerFaultHook, type SentHook, type ChunkSource, type HaveState, type HaveUpdate, type Span, type UploadLimiter } from './server.js'
+export { EncodedBlocks, MAX_NO_GAIN_CHUNKS, type EncoderStats } from './encoded-blocks.js'
+export { RecentSends, type BlockEncoder, type OutgoingBlock, type PeerFaultHook, type SentHook, type ChunkSource, type HaveState, type HaveUpdate, type Span, type UploadLimiter } from './server.js'
 export type { BlockRange } from './pb/chunks.js'
 export { SendStalledError, SEND_STALL_MS } from '../framing.js'
 export * from './constants.js'
@@ -50,6 +51,8 @@ export interface ChunkExchangeInit {
   bulk?: BulkService
   /** How long a new channel waits for its bulk connection before it goes on without. @default 3 s */
   bulkSetupMs?: number
+  /** Encodes blocks for WANTs that offer a codec (the node's `EncodedBlocks`); absent: blocks go raw. */
+  encoder?: BlockEncoder
 }
 
 /** A peer that does not speak this protocol version: it runs an older shoal. */
@@ -100,6 +103,7 @@ class ChunkExchangeService implements ChunkExchange, Startable {
         ...(this.init.onSent !== undefined ? { onSent: this.init.onSent } : {}),
         ...(this.init.sendStallMs !== undefined ? { sendStallMs: this.init.sendStallMs } : {}),
         ...(this.init.onPeerFault !== undefined ? { onFault: this.init.onPeerFault } : {}),
+        ...(this.init.encoder !== undefined ? { encoder: this.init.encoder } : {}),
         ...(bulk !== undefined && bulk.port !== 0 ? { bulk: (peer: string, signal: AbortSignal) => bulk.offer(peer, { signal }) } : {})
       })
     }, { maxInboundStreams: MAX_INBOUND_STREAMS })

@@ -27,6 +27,7 @@
 import { CID } from 'multiformats/cid'
 import type { Stream } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
+import { codecNameOf, type CodecName } from '../../core/codec.js'
 import { RAW_CODEC, DAG_CBOR_CODEC, type ChunkId, type VersionId } from '../../core/digest.js'
 import { MalformedDataError } from '../../core/errors.js'
 import { isBlockSize } from '../../core/tree.js'
@@ -87,8 +88,23 @@ export interface ServerLog { debug: (obj: object, msg?: string) => void }
 /** Called when a peer misbehaves on the serving side: `unread` — it stopped reading what it asked for (`SendStalledError`). */
 export type PeerFaultHook = (peer: string, offence: 'unread', detail: string) => void
 
-/** Called after a span went out: who got it, how many bytes, and the versions that peer said it wants. */
-export type SentHook = (peer: string, bytes: number, versions: string[]) => void
+/**
+ * Called after a span went out: who got it, how many bytes of blocks, how many crossed the link
+ * (fewer when blocks went encoded), and the versions that peer said it wants.
+ */
+export type SentHook = (peer: string, bytes: number, versions: string[], wireBytes: number) => void
+
+/** One block to send, as `BlockEncoder` sees it. */
+export interface OutgoingBlock { chunk: ChunkId, blockSize: number, index: number, bytes: Uint8Array }
+
+/**
+ * Encodes blocks for the wire, when a WANT offers a codec: the node's cache of encoded blocks
+ * (`EncodedBlocks`), so a block is encoded once however many peers it goes to.
+ */
+export interface BlockEncoder {
+  /** `block` encoded in `codec` (a `core/codec.ts` encoded block, smaller than the block), or undefined: send it raw. */
+  encode: (block: OutgoingBlock, codec: CodecName) => Uint8Array | undefined
+}
 
 /** Makes a bulk offer for a peer (the node's `BulkService.offer`); throws when it cannot. */
 export type BulkOfferer = (peer: string, signal: AbortSignal) => BulkOffer
@@ -168,6 +184,8 @@ export interface ServerSessionOptions {
   onFault?: PeerFaultHook
   /** Offers bulk connections (the node's bulk channel); absent: blocks stay on the stream. */
   bulk?: BulkOfferer
+  /** Encodes blocks for WANTs that offer a codec; absent: every block goes raw. */
+  encoder?: BlockEncoder
 }
 
 export class ServerSession {
@@ -258,7 +276,9 @@ export class ServerSession {
       if (!sent && this.sends.get(req.id) === sending) this.sends.delete(req.id)
     }
     const overtaken = req.urgent ? undefined : () => this.recent.holderOf(key, this.remote)
-    void this.serve(req.id, id, req.blockSize, req.first, req.count, req.stream, controller.signal, overtaken).then(finished, () => { finished(false) }).finally(() => {
+    // A codec this build does not know (a newer peer's) is not offered as far as this side goes: raw.
+    const codec = req.codec !== 0 ? codecNameOf(req.codec) : undefined
+    void this.serve(req.id, id, req.blockSize, req.first, req.count, req.stream, codec, controller.signal, overtaken).then(finished, () => { finished(false) }).finally(() => {
       if (this.pending.get(req.id) === controller) this.pending.delete(req.id)
     })
   }
@@ -267,7 +287,7 @@ export class ServerSession {
    * Serves one WANT; resolves true when its blocks were sent. `overtaken` (non-urgent WANTs) names
    * the peer the span went to while this WANT waited for its upload slot, if any.
    */
-  private async serve (reqId: number, id: ChunkId, blockSize: number, first: number, count: number, onStream: boolean, signal: AbortSignal, overtaken?: () => string | undefined): Promise<boolean> {
+  private async serve (reqId: number, id: ChunkId, blockSize: number, first: number, count: number, onStream: boolean, codec: CodecName | undefined, signal: AbortSignal, overtaken?: () => string | undefined): Promise<boolean> {
     let release: (() => void) | undefined
     let span: Span | undefined
     let handedOver = false
@@ -295,8 +315,10 @@ export class ServerSession {
         return false
       }
       const bytes = span.data
-      if (!queued && this.limiter.bandwidthWouldWait?.(bytes.byteLength) === true) void this.reply({ type: ChunkResponse.Type.QUEUED, id: reqId })
-      await this.limiter.bandwidth(bytes.byteLength, signal)
+      const encoded = this.encodeSpan(id, blockSize, first, count, bytes, codec)
+      const wireBytes = encoded.reduce((n, e, i) => n + (e?.byteLength ?? blockBytes(bytes, blockSize, i)), 0)
+      if (!queued && this.limiter.bandwidthWouldWait?.(wireBytes) === true) void this.reply({ type: ChunkResponse.Type.QUEUED, id: reqId })
+      await this.limiter.bandwidth(wireBytes, signal)
       if (signal.aborted) return false
       let bulk = !onStream && this.bulk?.isOpen === true ? this.bulk : undefined
       if (bulk === undefined) this.awaitReceipt(reqId, bytes)
@@ -304,11 +326,12 @@ export class ServerSession {
       let at = 0
       for (let i = 0; i < count; i++) {
         const size = Math.min(blockSize, bytes.byteLength - at)
-        const block = bytes.subarray(at, at + size)
+        const enc = encoded[i]
+        const block = enc ?? bytes.subarray(at, at + size)
         const proof = span.proofs[i] ?? new Uint8Array(0)
         if (bulk !== undefined) {
           try {
-            await bulk.send({ reqId, index: first + i }, proof, block, { signal })
+            await bulk.send({ reqId, index: first + i, encoded: enc !== undefined }, proof, block, { signal })
           } catch (err) {
             if (signal.aborted) return false
             // The bulk connection broke: this block and the rest go on the stream (the requester
@@ -319,12 +342,12 @@ export class ServerSession {
             handedOver = true
           }
         }
-        if (bulk === undefined) await this.framed.send(encodeBlock(reqId, this.limiter.load(), first + i, proof, block))
+        if (bulk === undefined) await this.framed.send(encodeBlock(reqId, this.limiter.load(), first + i, proof, block, enc !== undefined))
         at += size
         if (signal.aborted) return false
       }
-      this.log.debug({ peer: this.remote, chunk: id, first, count, size: bytes.byteLength, bulk: bulk !== undefined }, 'span sent')
-      this.options.onSent?.(this.remote, bytes.byteLength, [...this.interests.keys()])
+      this.log.debug({ peer: this.remote, chunk: id, first, count, size: bytes.byteLength, wire: wireBytes, bulk: bulk !== undefined }, 'span sent')
+      this.options.onSent?.(this.remote, bytes.byteLength, [...this.interests.keys()], wireBytes)
       return true
     } catch (err) {
       if (signal.aborted || !this.framed.isOpen) return false
@@ -337,6 +360,18 @@ export class ServerSession {
       if (!handedOver && span !== undefined) this.source.release?.(span.data)
       release?.()
     }
+  }
+
+  /** Each block of a span encoded in `codec` when the encoder says it pays, else undefined (raw). */
+  private encodeSpan (id: ChunkId, blockSize: number, first: number, count: number, bytes: Uint8Array, codec: CodecName | undefined): Array<Uint8Array | undefined> {
+    const encoder = this.options.encoder
+    const out: Array<Uint8Array | undefined> = new Array(count)
+    for (let i = 0; i < count; i++) {
+      out[i] = codec === undefined || codec === 'raw' || encoder === undefined
+        ? undefined
+        : encoder.encode({ chunk: id, blockSize, index: first + i, bytes: bytes.subarray(i * blockSize, i * blockSize + blockBytes(bytes, blockSize, i)) }, codec)
+    }
+    return out
   }
 
   /** Keeps `bytes` until the requester says RECEIVED for `reqId` (bounded; see the constant). */
@@ -466,6 +501,11 @@ interface Reply {
   port?: number
   token?: Uint8Array
   key?: Uint8Array
+}
+
+/** Bytes of block `i` of a span's `bytes` cut at `blockSize` (the last may be short). */
+function blockBytes (bytes: Uint8Array, blockSize: number, i: number): number {
+  return Math.max(0, Math.min(blockSize, bytes.byteLength - i * blockSize))
 }
 
 function parseCid (bytes: Uint8Array, codec: number): string | undefined {

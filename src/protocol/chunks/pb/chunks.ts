@@ -12,6 +12,7 @@ export interface ChunkRequest {
   count: number
   blockSize: number
   stream: boolean
+  codec: number
 }
 
 export namespace ChunkRequest {
@@ -88,6 +89,11 @@ export namespace ChunkRequest {
           w.bool(obj.stream)
         }
 
+        if ((obj.codec != null && obj.codec !== 0)) {
+          w.uint32(72)
+          w.uint32(obj.codec)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -100,7 +106,8 @@ export namespace ChunkRequest {
           first: 0,
           count: 0,
           blockSize: 0,
-          stream: false
+          stream: false,
+          codec: 0
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -139,6 +146,10 @@ export namespace ChunkRequest {
             }
             case 8: {
               obj.stream = reader.bool()
+              break
+            }
+            case 9: {
+              obj.codec = reader.uint32()
               break
             }
             default: {
@@ -212,6 +223,13 @@ export namespace ChunkRequest {
               }
               break
             }
+            case 9: {
+              yield {
+                field: `${prefix}.codec`,
+                value: reader.uint32()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -264,6 +282,11 @@ export namespace ChunkRequest {
     value: boolean
   }
 
+  export interface ChunkRequestCodecFieldEvent {
+    field: '$.codec'
+    value: number
+  }
+
   export function encode (obj: Partial<ChunkRequest>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, ChunkRequest.codec())
   }
@@ -272,7 +295,7 @@ export namespace ChunkRequest {
     return decodeMessage(buf, ChunkRequest.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkRequest>): Generator<ChunkRequestTypeFieldEvent | ChunkRequestIdFieldEvent | ChunkRequestCidFieldEvent | ChunkRequestUrgentFieldEvent | ChunkRequestFirstFieldEvent | ChunkRequestCountFieldEvent | ChunkRequestBlockSizeFieldEvent | ChunkRequestStreamFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkRequest>): Generator<ChunkRequestTypeFieldEvent | ChunkRequestIdFieldEvent | ChunkRequestCidFieldEvent | ChunkRequestUrgentFieldEvent | ChunkRequestFirstFieldEvent | ChunkRequestCountFieldEvent | ChunkRequestBlockSizeFieldEvent | ChunkRequestStreamFieldEvent | ChunkRequestCodecFieldEvent> {
     return streamMessage(buf, ChunkRequest.codec(), opts)
   }
 }
@@ -429,6 +452,7 @@ export interface ChunkResponse {
   port: number
   token: Uint8Array<ArrayBuffer>
   key: Uint8Array<ArrayBuffer>
+  encoded: boolean
 }
 
 export namespace ChunkResponse {
@@ -551,6 +575,11 @@ export namespace ChunkResponse {
           w.bytes(obj.key)
         }
 
+        if ((obj.encoded != null && obj.encoded !== false)) {
+          w.uint32(136)
+          w.bool(obj.encoded)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -571,7 +600,8 @@ export namespace ChunkResponse {
           ranges: [],
           port: 0,
           token: uint8ArrayAlloc(0),
-          key: uint8ArrayAlloc(0)
+          key: uint8ArrayAlloc(0),
+          encoded: false
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -652,6 +682,10 @@ export namespace ChunkResponse {
             }
             case 16: {
               obj.key = reader.bytes()
+              break
+            }
+            case 17: {
+              obj.encoded = reader.bool()
               break
             }
             default: {
@@ -805,6 +839,13 @@ export namespace ChunkResponse {
               }
               break
             }
+            case 17: {
+              yield {
+                field: `${prefix}.encoded`,
+                value: reader.bool()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -911,6 +952,11 @@ export namespace ChunkResponse {
     value: Uint8Array<ArrayBuffer>
   }
 
+  export interface ChunkResponseEncodedFieldEvent {
+    field: '$.encoded'
+    value: boolean
+  }
+
   export function encode (obj: Partial<ChunkResponse>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, ChunkResponse.codec())
   }
@@ -919,7 +965,7 @@ export namespace ChunkResponse {
     return decodeMessage(buf, ChunkResponse.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkResponse>): Generator<ChunkResponseTypeFieldEvent | ChunkResponseIdFieldEvent | ChunkResponseDataFieldEvent | ChunkResponseVersionFieldEvent | ChunkResponseIndicesFieldEvent | ChunkResponseCompleteFieldEvent | ChunkResponseCodeFieldEvent | ChunkResponseMessageFieldEvent | ChunkResponseLoadFieldEvent | ChunkResponseHolderFieldEvent | ChunkResponseIndexFieldEvent | ChunkResponseProofFieldEvent | ChunkResponseRangesChunkFieldEvent | ChunkResponseRangesFirstFieldEvent | ChunkResponseRangesCountFieldEvent | ChunkResponsePortFieldEvent | ChunkResponseTokenFieldEvent | ChunkResponseKeyFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ChunkResponse>): Generator<ChunkResponseTypeFieldEvent | ChunkResponseIdFieldEvent | ChunkResponseDataFieldEvent | ChunkResponseVersionFieldEvent | ChunkResponseIndicesFieldEvent | ChunkResponseCompleteFieldEvent | ChunkResponseCodeFieldEvent | ChunkResponseMessageFieldEvent | ChunkResponseLoadFieldEvent | ChunkResponseHolderFieldEvent | ChunkResponseIndexFieldEvent | ChunkResponseProofFieldEvent | ChunkResponseRangesChunkFieldEvent | ChunkResponseRangesFirstFieldEvent | ChunkResponseRangesCountFieldEvent | ChunkResponsePortFieldEvent | ChunkResponseTokenFieldEvent | ChunkResponseKeyFieldEvent | ChunkResponseEncodedFieldEvent> {
     return streamMessage(buf, ChunkResponse.codec(), opts)
   }
 }
