@@ -24,6 +24,7 @@
  * Peers are added by the owner (connected peers, providers, new connections); the session never
  * dials anyone itself except through the peer source's `channel`.
  */
+import type { CodecName } from '../core/codec.js'
 import { byteLength, type ChunkId } from '../core/digest.js'
 import { AbortedError, DigestMismatchError, MalformedDataError, ShoalError } from '../core/errors.js'
 import { blockCount } from '../core/tree.js'
@@ -128,6 +129,13 @@ export interface SessionOptions {
   minRateSampleMs: number
   /** The most that rate may add to either. @default 30 s */
   maxRateAllowanceMs: number
+  /**
+   * A block codec is offered to a peer (its blocks may come compressed) while this pull receives
+   * less than this many bytes a second from it: on a link that fast, encoding and decoding cost
+   * more time than the bytes they save (on loopback the sender's encoding, not the link, would set
+   * the pace). 0: never offered; `Infinity`: always. @default 48 MiB/s
+   */
+  compressBelowBytesPerSecond: number
 }
 
 export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
@@ -156,7 +164,8 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   duplicateGiveUpMs: 15_000,
   superSeedMinBytes: 256 * 1024,
   minRateSampleMs: 2_000,
-  maxRateAllowanceMs: 30_000
+  maxRateAllowanceMs: 30_000,
+  compressBelowBytesPerSecond: 48 * 1024 * 1024
 }
 
 /** In the endgame a request is late once in flight longer than this many pieces take at its peer's rate. @default 2 */
@@ -188,6 +197,10 @@ export class FetchStalledError extends ShoalError {
 
 export interface SessionProgress {
   bytes: number
+  /** Bytes of the blocks received so far as they crossed the links (fewer than their size when they came encoded). */
+  wireBytes: number
+  /** Size of the blocks received so far (those `wireBytes` decoded to). */
+  receivedBytes: number
   totalBytes: number
   chunks: number
   peers: number
@@ -288,6 +301,9 @@ export class FetchSession {
   private readonly picker
   private readonly origin?: PeerState
   private fromOrigin = 0
+  /** Bytes of blocks received and stored: as they crossed the links, and decoded. */
+  private wireReceived = 0
+  private rawReceived = 0
   private lastProgress = Date.now()
   private failure?: Error
   private finished?: () => void
@@ -307,6 +323,10 @@ export class FetchSession {
       log?: { debug: (o: object, m?: string) => void, info: (o: object, m?: string) => void }
       /** What to fetch before the piece order's choice (readers waiting for bytes: `priority.ts`). */
       priority?: PrioritySource
+      /** The block codec to offer for a chunk's blocks (from its tensor's dtype: `core/codec.ts`), or undefined: none. */
+      codecOf?: (id: ChunkId) => CodecName | undefined
+      /** Given the encoded form of each block that came encoded and was verified and stored, to pass on as it came. */
+      relay?: (block: { chunk: ChunkId, blockSize: number, index: number }, encoded: readonly Uint8Array[]) => void
     } = {}
   ) {
     this.opts = { ...DEFAULT_SESSION_OPTIONS, ...options }
@@ -368,7 +388,7 @@ export class FetchSession {
   progress (): SessionProgress {
     let rate = 0
     for (const p of this.peers.values()) rate += p.rate
-    return { bytes: this.target.bytesPresent, totalBytes: this.target.totalBytes, chunks: this.target.totalChunks, peers: this.peerCount, rate: rate + (this.origin?.rate ?? 0), fromOrigin: this.fromOrigin }
+    return { bytes: this.target.bytesPresent, wireBytes: this.wireReceived, receivedBytes: this.rawReceived, totalBytes: this.target.totalBytes, chunks: this.target.totalChunks, peers: this.peerCount, rate: rate + (this.origin?.rate ?? 0), fromOrigin: this.fromOrigin }
   }
 
   // ---- peers and what they hold ------------------------------------------------------------
@@ -769,12 +789,13 @@ export class FetchSession {
       const history = this.history.get(peer.key)
       if (history !== undefined) history.queuedAt = peer.queuedAt
     }
-    channel.want({ chunk: p.chunk, first: span.first, count: span.count, blockSize: this.target.blockSize }, {
+    const codec = this.codecFor(peer, channel, p.chunk)
+    channel.want({ chunk: p.chunk, first: span.first, count: span.count, blockSize: this.target.blockSize, ...(codec !== undefined ? { codec } : {}) }, {
       signal: controller.signal,
       urgent,
       onQueued,
-      onBlock: arrival => { req.arrivals.push(this.onArrival(peer, piece, req, arrival, channel)) },
-      onLate: arrival => { void this.onArrival(peer, piece, undefined, arrival, channel) }
+      onBlock: arrival => { req.arrivals.push(this.onArrival(peer, piece, req, arrival, channel, codec)) },
+      onLate: arrival => { void this.onArrival(peer, piece, undefined, arrival, channel, codec) }
     }).then(
       async () => {
         // What the blocks proved (a corrupt one cancels the rest) decides before the request ends.
@@ -813,11 +834,27 @@ export class FetchSession {
    * came after its request was cancelled: it is used if still missing (its bytes crossed the link
    * anyway, and asking again would spend another upload on them).
    */
-  private async onArrival (peer: PeerState, piece: number, req: Request | undefined, arrival: Arrival, channel: Channel): Promise<void> {
-    const size = byteLength(arrival.data)
+  private async onArrival (peer: PeerState, piece: number, req: Request | undefined, arrival: Arrival, channel: Channel, codec?: CodecName): Promise<void> {
+    const wire = byteLength(arrival.data)
     const p = this.table.pieces[piece]
+    // The block's own bytes: the arrival's, or what they decode to (then handed back as well).
+    let data = arrival.data
     try {
       if (this.failure !== undefined || p === undefined) return
+      if (arrival.encoded === true) {
+        try {
+          if (channel.decode === undefined) throw new MalformedDataError('an encoded block on a channel that decodes none')
+          // Only the codec this side offered for the span (and raw) is accepted: a peer cannot
+          // make this node run a decoder it did not ask for.
+          data = channel.decode(arrival.data, { maxSize: this.target.blockSize, accept: codec !== undefined ? ['raw', codec] : ['raw'] })
+        } catch (err) {
+          if (!(err instanceof MalformedDataError)) throw err
+          this.refuseBlock(peer, piece, req, `sent block ${arrival.index} of ${p.chunk} encoded in a form that does not decode: ${err.message}`)
+          this.pump()
+          return
+        }
+      }
+      const size = byteLength(data)
       if (req !== undefined && peer.inflight.get(piece) === req) {
         const taken = Math.min(size, req.size)
         req.size -= taken
@@ -831,22 +868,25 @@ export class FetchSession {
       if (history !== undefined) history.delivered += size
       this.storingBytes += size
       try {
-        await this.extras.download?.take(size, this.controller.signal).catch(() => {})
-        const stored = isWhole(arrival) ? await this.target.put(p.chunk, arrival.data) : await this.target.putBlock(p.chunk, arrival.index, arrival.data, arrival.proof)
-        this.extras.log?.debug({ peer: peer.key, chunk: p.chunk, index: arrival.index, size, stored, late: req === undefined }, 'block received')
+        await this.extras.download?.take(wire, this.controller.signal).catch(() => {})
+        const whole = isWhole(arrival)
+        const stored = whole ? await this.target.put(p.chunk, data) : await this.target.putBlock(p.chunk, arrival.index, data, arrival.proof)
+        this.extras.log?.debug({ peer: peer.key, chunk: p.chunk, index: arrival.index, size, wire, stored, late: req === undefined }, 'block received')
         if (req === undefined && !stored) return
         peer.consecutiveTimeouts = 0
         this.lastProgress = Date.now()
+        this.wireReceived += wire
+        this.rawReceived += size
         if (peer.origin !== undefined) this.fromOrigin += size
-        else this.judge.credit(peer.key, size)
-        if (stored) this.blocksStored(p.chunk, isWhole(arrival) ? undefined : arrival.index)
+        else this.judge.credit(peer.key, size, wire)
+        if (stored) {
+          if (arrival.encoded === true && !whole) this.extras.relay?.({ chunk: p.chunk, blockSize: this.target.blockSize, index: arrival.index }, arrival.data)
+          this.blocksStored(p.chunk, whole ? undefined : arrival.index)
+        }
       } catch (err) {
         if (err instanceof DigestMismatchError) {
           if (peer.origin !== undefined) peer.origin.refused(p.chunk)
-          this.punish(peer, 'corrupt', `sent bytes that are not block ${arrival.index} of ${p.chunk}`)
-          // The rest of that request is not to be trusted either: ask again, elsewhere if need be.
-          if (req !== undefined && this.settle(peer, piece, req)) req.controller.abort()
-          this.requeue(piece)
+          this.refuseBlock(peer, piece, req, `sent bytes that are not block ${arrival.index} of ${p.chunk}${arrival.encoded === true ? ' (they came encoded, and decoded to other bytes)' : ''}`)
         } else {
           this.fail(err as Error)
         }
@@ -855,8 +895,28 @@ export class FetchSession {
       }
       this.pump()
     } finally {
+      if (data !== arrival.data) channel.release?.(data)
       channel.release?.(arrival.data)
     }
+  }
+
+  /** A block from `peer` refused as corrupt: the peer is punished, and the rest of its request not trusted either (asked again, elsewhere if need be). */
+  private refuseBlock (peer: PeerState, piece: number, req: Request | undefined, detail: string): void {
+    this.punish(peer, 'corrupt', detail)
+    if (req !== undefined && this.settle(peer, piece, req)) req.controller.abort()
+    this.requeue(piece)
+  }
+
+  /**
+   * The codec to offer `peer` for a chunk's blocks: the chunk's (from its tensor's dtype), while
+   * this pull receives less than `compressBelowBytesPerSecond` from the peer and its channel can
+   * decode; else none.
+   */
+  private codecFor (peer: PeerState, channel: Channel, chunk: ChunkId): CodecName | undefined {
+    if (channel.decode === undefined || peer.origin !== undefined) return undefined
+    if (!(peer.rate < this.opts.compressBelowBytesPerSecond)) return undefined
+    const codec = this.extras.codecOf?.(chunk)
+    return codec === 'raw' ? undefined : codec
   }
 
   /** Block `index` of `id` (every block, when undefined) is now stored: close the pieces it completes. */

@@ -4,13 +4,17 @@
  * depends on these only; `PeerChannel`, `PullTarget`, `PeerScores` and `OriginClient` implement
  * them, and the unit tests use in-memory fakes.
  */
+import type { CodecName } from '../core/codec.js'
 import type { ChunkId, VersionId } from '../core/digest.js'
 
-/** A span of blocks of one chunk: the unit of a request. */
-export interface Span { chunk: ChunkId, first: number, count: number, blockSize: number }
+/** A span of blocks of one chunk: the unit of a request; `codec`: the block codec offered for it. */
+export interface Span { chunk: ChunkId, first: number, count: number, blockSize: number, codec?: CodecName }
 
-/** One block as it arrives: its index in the chunk, its proof, its bytes (possibly in parts). */
-export interface Arrival { index: number, proof: Uint8Array, data: Uint8Array[] }
+/**
+ * One block as it arrives: its index in the chunk, its proof, its bytes (possibly in parts);
+ * `encoded`: the bytes are the block encoded in the codec its span offered (`Channel.decode`).
+ */
+export interface Arrival { index: number, proof: Uint8Array, data: Uint8Array[], encoded?: boolean }
 
 /** Blocks of chunks in progress a peer announces: `count` blocks of global chunk `chunk` from `first`. */
 export interface BlockRange { chunk: number, first: number, count: number }
@@ -36,6 +40,12 @@ export interface Channel {
   want: (span: Span, options: { signal?: AbortSignal, urgent?: boolean, onQueued?: () => void, onBlock: (b: Arrival) => void, onLate?: (b: Arrival) => void }) => Promise<void>
   /** Hands back a block's bytes once the session is done with them (pooled buffers). */
   release?: (bytes: Uint8Array[]) => void
+  /**
+   * An encoded block decoded (its own bytes, to be handed back through `release`); throws a
+   * `MalformedDataError` for bytes that do not decode within `maxSize` in a codec of `accept`.
+   * A channel without it never gets a codec offered.
+   */
+  decode?: (encoded: Uint8Array[], options: { maxSize: number, accept: readonly CodecName[] }) => Uint8Array[]
   watch: (version: VersionId, watcher: { onHave: (state: PeerHave | undefined) => void, onUpdate: (update: { chunks: number[], ranges: BlockRange[] }) => void }) => Promise<void>
   unwatch: (version: VersionId) => Promise<void>
   onClose: (listener: (err?: Error) => void) => void
@@ -84,7 +94,8 @@ export interface PeerJudge {
   isBanned: (peer: string) => boolean
   /** Records an offence; returns true when the peer is now banned. */
   penalize: (peer: string, offence: Offence, detail: string) => boolean
-  credit: (peer: string, bytes: number) => void
+  /** `bytes` of verified blocks came from `peer`, `wireBytes` of them on the link (fewer when they came encoded; default `bytes`). */
+  credit: (peer: string, bytes: number, wireBytes?: number) => void
   /** Records why a peer cannot be used when that is no offence (an older shoal). */
   note?: (peer: string, detail: string) => void
 }

@@ -8,6 +8,7 @@
  * each block with its proof.
  */
 import { MAX_CHUNK_SIZE } from '../../src/core/chunking.js'
+import { CODECS, decodeBlock, encodeBlock, type CodecName } from '../../src/core/codec.js'
 import { chunkIdOf, chunkMatches, type ChunkId, type VersionId } from '../../src/core/digest.js'
 import { AbortedError, DigestMismatchError } from '../../src/core/errors.js'
 import { blockCount, blockMatches, joinHashes, leafHash, proofOf, rootOf, splitHashes } from '../../src/core/tree.js'
@@ -187,6 +188,11 @@ export interface FakePeerOptions {
   trickleForMs?: number
   /** Sends only the first this many blocks of each span, then nothing more for it (a peer cut off mid-span). */
   blocksPerSpan?: number
+  /**
+   * Sends blocks encoded when their span offers a codec: `honest`; `wrong-bytes` (the encoded form
+   * of other bytes); `bomb` (a declared length of 1 GiB); `unoffered` (deflate, whatever was offered).
+   */
+  encode?: 'honest' | 'wrong-bytes' | 'bomb' | 'unoffered'
 }
 
 interface PendingWant { id: ChunkId, since: number, fail: (err: Error) => void }
@@ -269,6 +275,8 @@ export class FakePeer implements Channel {
       // A real channel counts a block's bytes as they are read, not only the trickle before them.
       if (this.bytesReceived !== undefined) this.bytesReceived += bytes.byteLength
       if (this.options.corrupt === true && i === 0) bytes[0] = bytes[0]! ^ 0xff
+      const encoded = this.encoded(bytes, span.codec)
+      if (encoded !== undefined) return { ...b, data: [encoded], encoded: true }
       return { ...b, data: this.options.inParts === true && bytes.byteLength > 1 ? [bytes.subarray(0, 1), bytes.subarray(1)] : [bytes] }
     }
     await new Promise<void>((resolve, reject) => {
@@ -325,6 +333,31 @@ export class FakePeer implements Channel {
       this.timers.add(answer.timer)
     })
   }
+
+  /** `bytes` as this peer sends them encoded (see `encode`), or undefined: raw. */
+  private encoded (bytes: Uint8Array, offered: CodecName | undefined): Uint8Array | undefined {
+    const how = this.options.encode
+    if (how === undefined || (offered === undefined && how !== 'unoffered')) return undefined
+    if (how === 'unoffered') return encodeBlock(new Uint8Array(bytes.byteLength), 'deflate')
+    if (how === 'wrong-bytes') {
+      const other = Uint8Array.from(bytes)
+      other[other.byteLength - 1] = other[other.byteLength - 1]! ^ 0x01
+      return encodeBlock(other, offered!)
+    }
+    const encoded = encodeBlock(bytes, offered!)
+    if (encoded[0] === CODECS.raw.id) return undefined
+    if (how === 'bomb') new DataView(encoded.buffer, encoded.byteOffset).setUint32(2, 1024 * 1024 * 1024, true)
+    return encoded
+  }
+
+  /** Decodes as a `PeerChannel` does (without a pool). */
+  decode (encoded: Uint8Array[], options: { maxSize: number, accept: readonly CodecName[] }): Uint8Array[] {
+    this.decodes++
+    return [decodeBlock(encoded.length === 1 ? encoded[0]! : Buffer.concat(encoded), options)]
+  }
+
+  /** Calls to `decode`. */
+  decodes = 0
 
   async watch (_version: VersionId, watcher: Parameters<Channel['watch']>[1]): Promise<void> {
     const claims = this.options.claims ?? 'holdings'

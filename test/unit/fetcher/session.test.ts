@@ -5,6 +5,7 @@ import { FetchSession, MAX_DIALED_HOLDERS, type SessionOptions } from '../../../
 import { PeerScores } from '../../../src/p2p/judge.js'
 import { sameBytes } from '../../helpers/random.js'
 import { rejection } from '../../helpers/assert.js'
+import { testData } from '../../../scripts/lib/weights.js'
 import { FakeOrigin, FakePeer, FakeTarget, InflightTracker, fakePeers, makeChunks, type FakePeerOptions } from '../../helpers/fake-swarm.js'
 
 /** Small sizes and short deadlines; each test overrides what it is about. */
@@ -773,5 +774,68 @@ describe('FetchSession', () => {
     await run
     expectComplete(target)
     expect(banned.wants).toEqual([])
+  })
+
+  describe('blocks compressed on the wire', () => {
+    const BLOCK = 16 * 1024
+    /** bf16 weights in chunks of four blocks, offered `planes2`. */
+    const weights = (): FakeTarget => new FakeTarget(Array.from({ length: 6 }, (_, i) => testData('BF16', 4 * BLOCK, i + 1)), false, BLOCK)
+    const planes2 = { codecOf: () => 'planes2' as const }
+
+    it('offers the chunk\'s codec, decodes what comes encoded before verifying it, counts wire beside raw bytes, and keeps the encoded form to pass on', async () => {
+      const target = weights()
+      const seed = peer('seed', target, { encode: 'honest' })
+      const relayed: string[] = []
+      const { session, run, judge } = start(target, [seed], {}, { ...planes2, relay: (b, encoded) => { relayed.push(`${b.index}:${encoded[0]![0]}`) } })
+      await run
+      expectComplete(target)
+      expect(seed.spans.every(s => s.codec === 'planes2')).toBe(true)
+      expect(seed.decodes).toBe(24)
+      expect(relayed).toHaveLength(24)
+      expect(relayed.every(r => r.endsWith(':1'))).toBe(true)
+      const p = session.progress()
+      expect(p.receivedBytes).toBe(target.totalBytes)
+      expect(p.wireBytes / p.receivedBytes).toBeLessThan(0.75)
+      const record = recordOf(judge, 'seed')!
+      expect(record.bytesReceived).toBe(target.totalBytes)
+      expect(record.wireBytesReceived).toBe(p.wireBytes)
+    })
+
+    for (const [how, message] of [
+      ['wrong-bytes', /sent bytes that are not block \d+ of \S+ \(they came encoded, and decoded to other bytes\)/],
+      ['bomb', /encoded in a form that does not decode: .*1073741824/],
+      ['unoffered', /encoded in a form that does not decode: .*deflate/]
+    ] as const) {
+      it(`refuses a block encoded as ${how}, counts it against the peer (corrupt), writes nothing of it, and completes from an honest one`, async () => {
+        const target = weights()
+        const bad = peer('bad', target, { encode: how, delayMs: 1 })
+        const good = peer('good', target, { encode: 'honest', delayMs: 5 })
+        const { run, judge } = start(target, [bad, good], {}, planes2)
+        await run
+        expectComplete(target)
+        const record = recordOf(judge, 'bad')!
+        expect(record.offences.corrupt).toBeGreaterThanOrEqual(1)
+        expect(record.lastOffence).toMatch(message)
+        expect(record.bytesReceived).toBe(0)
+        // A block that does not decode never reaches the target; one that decodes to other bytes is refused there.
+        if (how !== 'wrong-bytes') expect(target.puts.filter(p => p.result === 'mismatch')).toEqual([])
+        // Every buffer went back: the encoded one, and the decoded one.
+        await vi.waitFor(() => { expect(bad.released.length).toBeGreaterThanOrEqual(bad.delivered.length) })
+      })
+    }
+
+    it('offers no codec with compressBelowBytesPerSecond 0, and stops offering one to a peer that sends faster than it', async () => {
+      const off = weights()
+      const a = peer('a', off, { encode: 'honest' })
+      await start(off, [a], { compressBelowBytesPerSecond: 0 }, planes2).run
+      expectComplete(off)
+      expect(a.spans.some(s => s.codec !== undefined)).toBe(false)
+      const target = new FakeTarget(Array.from({ length: 40 }, (_, i) => testData('BF16', 4 * BLOCK, i + 1)), false, BLOCK)
+      const b = peer('b', target, { encode: 'honest', delayMs: 20 })
+      await start(target, [b], { compressBelowBytesPerSecond: 1024, minWindowBytes: 4 * BLOCK, maxWindowBytes: 4 * BLOCK }, planes2).run
+      expectComplete(target)
+      expect(b.spans[0]!.codec).toBe('planes2')
+      expect(b.spans.at(-1)!.codec).toBeUndefined()
+    })
   })
 })
