@@ -155,13 +155,19 @@ export function renderGc (r: GcReport): string {
 export function renderPeers (rows: PeerRow[]): string {
   const lines: string[] = []
   if (rows.length === 0) return 'no peers: start the daemon with --peer <multiaddr>, or --mdns on a LAN'
-  lines.push(table(['peer', 'connected', 'received', 'offences', 'banned until', 'address'], rows.map(r => [
-    shortId(r.peerId), r.connected ? 'yes' : '', bytes(r.bytesReceived),
+  lines.push(table(['peer', 'connected', 'received', 'on the wire', 'sent', 'on the wire', 'offences', 'banned until', 'address'], rows.map(r => [
+    shortId(r.peerId), r.connected ? 'yes' : '', bytes(r.bytesReceived), wireOf(r.bytesReceived, r.wireBytesReceived),
+    bytes(r.bytesSent), wireOf(r.bytesSent, r.wireBytesSent),
     Object.entries(r.offences).map(([k, n]) => `${k}×${n}`).join(' '),
     r.bannedUntil !== undefined ? time(r.bannedUntil) : '', r.addresses[0] ?? ''
   ])))
   for (const r of rows) if (r.note !== undefined) lines.push(`${shortId(r.peerId)}: ${r.note}`)
   return lines.join('\n')
+}
+
+/** Bytes on the link, with their share of the bytes they carried when compression saved some. */
+function wireOf (raw: number, wire: number): string {
+  return wire < raw && raw > 0 ? `${bytes(wire)} (${Math.round(100 * wire / raw)}%)` : bytes(wire)
 }
 
 function stamp (s: Stamp): string {

@@ -130,7 +130,16 @@ export const configFileSchema = z.strictObject({
       listen: z.string().min(1).max(64).optional()
     }).optional(),
     /** Encrypt bulk connections (AES-256-GCM); false only on a network where every host is trusted. @default true */
-    encrypt: z.boolean().optional()
+    encrypt: z.boolean().optional(),
+    /**
+     * Blocks on the wire, compressed losslessly by the codec of their tensor's dtype: `auto` asks
+     * peers for compressed blocks while a peer sends slower than 48 MiB/s (where the bytes saved
+     * outweigh the CPU), and sends them compressed to peers that ask; `always` asks at any rate;
+     * `off` neither asks nor compresses. @default "auto"
+     */
+    compress: z.enum(['auto', 'always', 'off']).optional(),
+    /** Bytes of compressed blocks kept to send again (a block is compressed once for every peer). @default 32 MiB */
+    compressCache: z.union([z.number().int().nonnegative(), z.string().max(32)]).optional()
   }).optional(),
   metrics: z.strictObject({
     /**
@@ -183,6 +192,8 @@ export interface Config {
     maxPullAttempts: number
     bulk: BulkConfig
     encrypt: boolean
+    compress: 'auto' | 'always' | 'off'
+    compressCacheBytes: number
   }
   /** `metrics.listen`: where `GET /metrics` is also served, without a token. */
   metrics: { listen?: { host: string, port: number } }
@@ -274,7 +285,9 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
       maxVersionBytes: t.maxVersionBytes !== undefined ? parseSize(t.maxVersionBytes) : DEFAULT_MAX_VERSION_BYTES,
       maxPullAttempts: t.maxPullAttempts ?? DEFAULT_MAX_PULL_ATTEMPTS,
       bulk: { enabled: t.bulk?.enabled ?? DEFAULT_BULK_ENABLED, ...bulkListenAddress(listen, t.bulk?.listen) },
-      encrypt: t.encrypt ?? DEFAULT_ENCRYPT
+      encrypt: t.encrypt ?? DEFAULT_ENCRYPT,
+      compress: t.compress ?? 'auto',
+      compressCacheBytes: t.compressCache !== undefined ? parseSize(t.compressCache) : DEFAULT_COMPRESS_CACHE_BYTES
     },
     metrics: file.metrics?.listen !== undefined ? { listen: hostPort(file.metrics.listen, 'metrics.listen', '0.0.0.0:9464, [::]:9464 or 10.0.0.2:9464') } : {},
     follow: [...(file.follow ?? []), ...(o.follow ?? [])],
@@ -286,6 +299,9 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
     }
   }
 }
+
+/** @default 32 MiB — `transfer.compressCache` */
+export const DEFAULT_COMPRESS_CACHE_BYTES = 32 * 1024 * 1024
 
 /** `store.compress` and `store.compressAfter` → how long a version waits before it is compressed, when on. */
 function compressionOf (store: { compress?: boolean, compressAfter?: number | string } | undefined): { compressAfterMs?: number } {

@@ -14,7 +14,7 @@ import { OriginClient } from '../fetcher/origin.js'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
 import { PeerScores } from '../p2p/judge.js'
 import { createNode, type ShoalNode } from '../p2p/node.js'
-import { faultyLimiter, faultySource, MAX_FRAME_BYTES, parseFaults, type ChunkSource, type UploadLimiter } from '../protocol/chunks/index.js'
+import { EncodedBlocks, faultyLimiter, faultySource, MAX_FRAME_BYTES, parseFaults, type ChunkSource, type UploadLimiter } from '../protocol/chunks/index.js'
 import { bulkService, type BulkService } from '../protocol/bulk/index.js'
 import { BufferPool } from '../core/buffer-pool.js'
 import { routes } from '../rpc/api.js'
@@ -64,6 +64,14 @@ import { SearchIndex } from '../store/search-index.js'
  */
 export const MAX_PULL_IN_FLIGHT_BYTES = 16 * 1024 * 1024
 
+/**
+ * `transfer.compress` → the rate from a peer below which a pull asks it for compressed blocks
+ * (`SessionOptions.compressBelowBytesPerSecond`). `auto`: 48 MiB/s — encoding runs at ~180 MB and
+ * decoding at ~550–950 MB per CPU-second here, so on a faster link the codec, not the link, would
+ * set the pace (`docs/decisions/0004-wire-compression.md`).
+ */
+const COMPRESS_BELOW: Record<'auto' | 'always' | 'off', number> = { auto: 48 * 1024 * 1024, always: Infinity, off: 0 }
+
 export class Daemon {
   private store?: Store
   private rpc?: RpcServer
@@ -74,6 +82,7 @@ export class Daemon {
   private manifests?: ManifestResolver
   private stopNode?: () => Promise<void>
   private bulk?: BulkService
+  private encoded?: EncodedBlocks
   private origin?: OriginClient
   private spreader?: HeadSpreader
   private activator?: Activator
@@ -125,13 +134,18 @@ export class Daemon {
         log: componentLogger(this.log, 'pulls')
       })
       this.manifests = manifests
+      // Blocks compressed for the wire: encoded once, sent to every peer that asks in that codec.
+      const encoded = config.transfer.compress === 'off' ? undefined : new EncodedBlocks(config.transfer.compressCacheBytes)
+      this.encoded = encoded
       const pulls = new PullManager(store, judge, manifests, {
         session: {
           strategy: config.transfer.strategy,
           pieceOrder: config.transfer.pieceOrder,
           maxInFlightBytes: MAX_PULL_IN_FLIGHT_BYTES,
-          noProgressTimeoutMs: config.transfer.stallSeconds * 1000
+          noProgressTimeoutMs: config.transfer.stallSeconds * 1000,
+          compressBelowBytesPerSecond: COMPRESS_BELOW[config.transfer.compress]
         },
+        ...(encoded !== undefined ? { relay: (block, bytes) => { encoded.keep(block, bytes) } } : {}),
         origin: this.origin,
         origins: new OriginAllowList(config.transfer.origins),
         originMaxFailures: config.transfer.originMaxFailures,
@@ -163,7 +177,11 @@ export class Daemon {
           pool,
           ...(bulk !== undefined ? { bulk } : {}),
           log: componentLogger(this.log, 'chunks'),
-          onSent: (peer, bytes, versions) => { this.feed.sent(peer, bytes, versions) }
+          ...(encoded !== undefined ? { encoder: encoded } : {}),
+          onSent: (peer, bytes, versions, wireBytes) => {
+            judge.sent(peer, bytes, wireBytes)
+            this.feed.sent(peer, bytes, versions, wireBytes)
+          }
         },
         manifests,
         heads: headSource(book, guard, policy, peer => { this.spreader?.noteInbound(peer) })
@@ -214,7 +232,8 @@ export class Daemon {
         pullsInFlight: () => pulls.list().length,
         store: async () => await store.totals(),
         heads: () => ({ ...book.counters, ...guard.counters }),
-        bytesReceivedByPeer: () => judge.list().map(r => ({ peer: r.peer, bytes: r.bytesReceived })),
+        bytesReceivedByPeer: () => judge.list().map(r => ({ peer: r.peer, bytes: r.bytesReceived, wireBytes: r.wireBytesReceived })),
+        encoder: () => this.encoded?.stats,
         connectedPeers: () => node.getPeers().map(String),
         labels: async () => await store.allLabels(),
         build: { version: SHOAL_VERSION, node: process.version }

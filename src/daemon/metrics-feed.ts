@@ -55,9 +55,10 @@ export class MetricsFeed implements Startable {
     this.init.metrics()?.chunksRejected.inc({ reason: offence })
   }
 
-  /** The chunk server sent `bytes` to `peer`, which said it wants `versions`. */
-  sent (peer: string, bytes: number, versions: string[]): void {
+  /** The chunk server sent `bytes` to `peer` (`wireBytes` on the link), which said it wants `versions`. */
+  sent (peer: string, bytes: number, versions: string[], wireBytes = bytes): void {
     this.init.metrics()?.bytesSent.inc({ peer }, bytes)
+    this.init.metrics()?.wireBytesSent.inc({ peer }, wireBytes)
     if (versions.length === 1 && versions[0] !== undefined) this.sentForVersion(versions[0], bytes)
   }
 

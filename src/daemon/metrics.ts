@@ -18,7 +18,10 @@ export interface MetricsSources {
   /** Store totals; called at most once per scrape. */
   store: () => Promise<{ bytes: number, blobs: number, versions: number }>
   heads: () => { accepted: number, duplicate: number, stale: number, future: number, rejected: Record<string, number>, signatureChecks: number, dropped: number, syncsRefused: number }
-  bytesReceivedByPeer: () => Array<{ peer: string, bytes: number }>
+  /** Verified block bytes received from each peer, and what they took on the link (fewer when they came compressed). */
+  bytesReceivedByPeer: () => Array<{ peer: string, bytes: number, wireBytes: number }>
+  /** What the wire encoder did (`EncodedBlocks.stats`); undefined when `transfer.compress` is off. */
+  encoder?: () => { encoded: number, hits: number, raw: number, encodeMs: number } | undefined
   /** Peers connected now: per-peer series of any other peer are dropped at the next scrape. */
   connectedPeers: () => Iterable<string>
   /** Local labels and their versions; called at most once per scrape. */
@@ -30,6 +33,7 @@ export interface MetricsSources {
 export class Metrics {
   readonly registry = new Registry()
   readonly bytesSent: Counter<'peer'>
+  readonly wireBytesSent: Counter<'peer'>
   readonly bytesReceivedByModel: Counter<'model'>
   readonly bytesSentByModel: Counter<'model'>
   readonly chunksVerified: Counter
@@ -45,6 +49,7 @@ export class Metrics {
     // shoal_process_cpu_seconds_total, shoal_nodejs_heap_size_used_bytes, …
     collectDefaultMetrics({ register: r, prefix: 'shoal_' })
     this.bytesSent = new Counter({ name: 'shoal_bytes_sent_total', help: 'Chunk bytes sent to peers', labelNames: ['peer'], registers: [r] })
+    this.wireBytesSent = new Counter({ name: 'shoal_wire_bytes_sent_total', help: 'Bytes the chunk bytes sent to peers took on the link (fewer when compressed)', labelNames: ['peer'], registers: [r] })
     this.bytesReceivedByModel = new Counter({ name: 'shoal_model_bytes_received_total', help: 'Verified chunk bytes received, by model', labelNames: ['model'], registers: [r] })
     this.bytesSentByModel = new Counter({ name: 'shoal_model_bytes_sent_total', help: 'Chunk bytes sent, by model (when the request named a version)', labelNames: ['model'], registers: [r] })
     this.chunksVerified = new Counter({ name: 'shoal_chunks_verified_total', help: 'Chunks received whose bytes matched their id', registers: [r] })
@@ -61,23 +66,27 @@ export class Metrics {
     new Gauge({ name: 'shoal_pulls_in_flight', help: 'Pulls running', registers: [r], collect () { this.set(sources.pullsInFlight()) } })
     // Totals kept elsewhere (the peer judge, the head book and guard) become counters here: each
     // scrape adds what they grew by since the last one. A peer that is gone loses its series.
-    const received = new Map<string, number>()
-    new Counter({
-      name: 'shoal_bytes_received_total', help: 'Verified chunk bytes received, by peer (peers this node no longer knows are dropped)', labelNames: ['peer'], registers: [r],
-      collect () {
-        const connected = new Set(sources.connectedPeers())
-        const now = new Map(sources.bytesReceivedByPeer().filter(p => connected.has(p.peer)).map(p => [p.peer, p.bytes]))
-        for (const peer of received.keys()) {
-          if (!now.has(peer)) { this.remove({ peer }); received.delete(peer) }
+    const byPeer = (name: string, help: string, pick: (p: { bytes: number, wireBytes: number }) => number): void => {
+      const seen = new Map<string, number>()
+      new Counter({
+        name, help, labelNames: ['peer'], registers: [r],
+        collect () {
+          const connected = new Set(sources.connectedPeers())
+          const now = new Map(sources.bytesReceivedByPeer().filter(p => connected.has(p.peer)).map(p => [p.peer, pick(p)]))
+          for (const peer of seen.keys()) {
+            if (!now.has(peer)) { this.remove({ peer }); seen.delete(peer) }
+          }
+          for (const [peer, bytes] of now) {
+            const before = seen.get(peer) ?? 0
+            if (bytes < before) this.remove({ peer })
+            this.inc({ peer }, bytes < before ? bytes : bytes - before)
+            seen.set(peer, bytes)
+          }
         }
-        for (const [peer, bytes] of now) {
-          const before = received.get(peer) ?? 0
-          if (bytes < before) this.remove({ peer })
-          this.inc({ peer }, bytes < before ? bytes : bytes - before)
-          received.set(peer, bytes)
-        }
-      }
-    })
+      })
+    }
+    byPeer('shoal_bytes_received_total', 'Verified chunk bytes received, by peer (peers this node no longer knows are dropped)', p => p.bytes)
+    byPeer('shoal_wire_bytes_received_total', 'Bytes the verified chunk bytes received took on the link, by peer (fewer when they came compressed)', p => p.wireBytes)
     const heads = new Map<string, number>()
     const grow = (counter: Counter<string>, key: string, labels: Record<string, string>, total: number): void => {
       const before = heads.get(key) ?? 0
@@ -99,6 +108,13 @@ export class Metrics {
     })
     new Counter({ name: 'shoal_head_signature_checks_total', help: 'Signatures of offered heads verified (only heads that would win are checked)', registers: [r], collect () { grow(this, 'signatureChecks', {}, sources.heads().signatureChecks) } })
     new Counter({ name: 'shoal_head_syncs_refused_total', help: 'Inbound head syncs refused: the peer was over its budget or banned', registers: [r], collect () { grow(this, 'syncsRefused', {}, sources.heads().syncsRefused) } })
+    const encoder = sources.encoder
+    if (encoder !== undefined) {
+      new Counter({ name: 'shoal_codec_blocks_encoded_total', help: 'Blocks compressed for the wire here (each costs CPU once)', registers: [r], collect () { grow(this, 'encoded', {}, encoder()?.encoded ?? 0) } })
+      new Counter({ name: 'shoal_codec_blocks_reused_total', help: 'Compressed blocks sent again from the cache (compressed here before, or received compressed)', registers: [r], collect () { grow(this, 'hits', {}, encoder()?.hits ?? 0) } })
+      new Counter({ name: 'shoal_codec_blocks_raw_total', help: 'Blocks a peer asked for compressed that went raw: their codec did not pay', registers: [r], collect () { grow(this, 'raw', {}, encoder()?.raw ?? 0) } })
+      new Counter({ name: 'shoal_codec_encode_seconds_total', help: 'Time spent compressing blocks for the wire', registers: [r], collect () { grow(this, 'encodeSeconds', {}, (encoder()?.encodeMs ?? 0) / 1000) } })
+    }
     new Gauge({ name: 'shoal_build_info', help: 'shoal and Node.js versions of this daemon (always 1)', labelNames: ['version', 'node'], registers: [r] }).set(sources.build, 1)
     const labelInfo = new Gauge({ name: 'shoal_label_version_info', help: 'The version each local label points at (always 1): a fleet has converged when every node shows the same version', labelNames: ['model', 'label', 'version'], registers: [r] })
     const storeGauge = new Gauge({ name: 'shoal_store_bytes', help: 'Bytes of stored blobs', registers: [r] })
@@ -114,6 +130,10 @@ export class Metrics {
       for (const v of (await this.bytesSent.get()).values) {
         const peer = String(v.labels.peer ?? '')
         if (!known.has(peer)) this.bytesSent.remove({ peer })
+      }
+      for (const v of (await this.wireBytesSent.get()).values) {
+        const peer = String(v.labels.peer ?? '')
+        if (!known.has(peer)) this.wireBytesSent.remove({ peer })
       }
       const s = await sources.store()
       storeGauge.set(s.bytes)

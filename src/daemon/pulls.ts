@@ -25,7 +25,8 @@
  */
 import { CID } from 'multiformats/cid'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { VersionId } from '../core/digest.js'
+import { chunkCodecs } from '../core/codec.js'
+import type { ChunkId, VersionId } from '../core/digest.js'
 import { parseCid } from '../core/digest.js'
 import { AbortedError, InvalidInputError, NotFoundError, PullCancelledError, PullGivenUpError } from '../core/errors.js'
 import { parseRef } from '../core/names.js'
@@ -87,6 +88,8 @@ export interface PullManagerOptions {
   /** @default DEFAULT_MAX_PULL_ATTEMPTS */
   maxPullAttempts?: number
   download?: TokenBucket
+  /** Keeps the encoded form of blocks that came encoded and were verified, to pass on as they came (`EncodedBlocks.keep`). */
+  relay?: (block: { chunk: ChunkId, blockSize: number, index: number }, encoded: readonly Uint8Array[]) => void
   /** Metrics: verified bytes received for a model from a peer; chunks refused. */
   onReceived?: (model: string, peer: string, bytes: number) => void
   onRejected?: (offence: string) => void
@@ -310,12 +313,16 @@ export class PullManager implements RunningPulls {
         logger: this.log
       })
     const priority = new ReadPriority()
+    const codecs = this.options.session.compressBelowBytesPerSecond === 0 ? undefined : chunkCodecs(target.manifest.files)
+    const relay = this.options.relay
     const session = new FetchSession(target, {
       channel: async (peer, signal) => await node.services.chunks.channel(peerIdFromString(peer), signal)
     }, judge, this.options.session, {
       priority,
       ...(origin !== undefined ? { origin } : {}),
       ...(this.options.download !== undefined ? { download: this.options.download } : {}),
+      ...(codecs !== undefined ? { codecOf: (id: ChunkId) => codecs.get(id) } : {}),
+      ...(relay !== undefined ? { relay } : {}),
       onProgress: p => { const full = this.progressOf(pull, p); for (const l of listeners) l(full) },
       log: this.log
     })

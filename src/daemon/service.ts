@@ -143,14 +143,14 @@ export class DaemonService implements ShoalApi {
     const rows = new Map<string, PeerRow>()
     for (const c of node.getConnections()) {
       const id = c.remotePeer.toString()
-      const row = rows.get(id) ?? { peerId: id, addresses: [], connected: true, bytesReceived: 0, offences: {} }
+      const row = rows.get(id) ?? { peerId: id, addresses: [], connected: true, bytesReceived: 0, wireBytesReceived: 0, bytesSent: 0, wireBytesSent: 0, offences: {} }
       row.addresses.push(c.remoteAddr.toString())
       rows.set(id, row)
     }
     for (const r of judge.list()) {
-      const row = rows.get(r.peer) ?? { peerId: r.peer, addresses: [], connected: false, bytesReceived: 0, offences: {} }
+      const row = rows.get(r.peer) ?? { peerId: r.peer, addresses: [], connected: false, bytesReceived: 0, wireBytesReceived: 0, bytesSent: 0, wireBytesSent: 0, offences: {} }
       rows.set(r.peer, {
-        ...row, bytesReceived: r.bytesReceived, offences: r.offences as Record<string, number>,
+        ...row, bytesReceived: r.bytesReceived, wireBytesReceived: r.wireBytesReceived, bytesSent: r.bytesSent, wireBytesSent: r.wireBytesSent, offences: r.offences as Record<string, number>,
         ...(r.bannedUntil !== undefined && r.bannedUntil > Date.now() ? { bannedUntil: r.bannedUntil } : {}),
         ...(r.lastOffence !== undefined ? { lastOffence: r.lastOffence } : {}),
         ...(r.note !== undefined ? { note: r.note } : {})

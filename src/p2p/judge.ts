@@ -32,7 +32,13 @@ export const BAN_RULES: Record<JudgeOffence, number> = { corrupt: 3, lie: 5, tim
 
 export interface PeerRecord {
   peer: string
+  /** Bytes of verified blocks received from the peer. */
   bytesReceived: number
+  /** Bytes those blocks took on the link (fewer when they came encoded). */
+  wireBytesReceived: number
+  /** Bytes of blocks sent to the peer, and what they took on the link. */
+  bytesSent: number
+  wireBytesSent: number
   offences: Partial<Record<JudgeOffence, number>>
   bannedUntil?: number
   lastOffence?: string
@@ -67,8 +73,17 @@ export class PeerScores implements PeerJudge {
     this.record(peer).note = detail
   }
 
-  credit (peer: string, bytes: number): void {
-    this.record(peer).bytesReceived += bytes
+  credit (peer: string, bytes: number, wireBytes = bytes): void {
+    const r = this.record(peer)
+    r.bytesReceived += bytes
+    r.wireBytesReceived += wireBytes
+  }
+
+  /** `bytes` of blocks went to `peer`, `wireBytes` on the link. */
+  sent (peer: string, bytes: number, wireBytes = bytes): void {
+    const r = this.record(peer)
+    r.bytesSent += bytes
+    r.wireBytesSent += wireBytes
   }
 
   list (): PeerRecord[] {
@@ -78,7 +93,7 @@ export class PeerScores implements PeerJudge {
   private record (peer: string): PeerRecord {
     let r = this.records.get(peer)
     if (r === undefined) {
-      r = { peer, bytesReceived: 0, offences: {} }
+      r = { peer, bytesReceived: 0, wireBytesReceived: 0, bytesSent: 0, wireBytesSent: 0, offences: {} }
       this.records.set(peer, r)
     }
     return r

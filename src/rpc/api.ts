@@ -206,7 +206,14 @@ export interface PeerRow {
   peerId: string
   addresses: string[]
   connected: boolean
+  /** Bytes of verified blocks received from the peer. */
   bytesReceived: number
+  /** What those blocks took on the link: fewer than `bytesReceived` when they came encoded (compressed). */
+  wireBytesReceived: number
+  /** Bytes of blocks sent to the peer. */
+  bytesSent: number
+  /** What those blocks took on the link. */
+  wireBytesSent: number
   offences: Record<string, number>
   bannedUntil?: number
   lastOffence?: string

@@ -7,14 +7,15 @@ import { EventBus } from '../../../src/daemon/events.js'
 import { Metrics } from '../../../src/daemon/metrics.js'
 import { MetricsFeed } from '../../../src/daemon/metrics-feed.js'
 
-function metrics (state: { connected: string[], received: Array<{ peer: string, bytes: number }>, accepted: number }): Metrics {
+function metrics (state: { connected: string[], received: Array<{ peer: string, bytes: number, wireBytes?: number }>, accepted: number, encoder?: { encoded: number, hits: number, raw: number, encodeMs: number } }): Metrics {
   return new Metrics({
     peers: () => state.connected.length,
     leases: () => 0,
     pullsInFlight: () => 0,
     store: async () => ({ bytes: 0, blobs: 0, versions: 0 }),
     heads: () => ({ accepted: state.accepted, duplicate: 0, stale: 0, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 }, signatureChecks: 0, dropped: 0, syncsRefused: 0 }),
-    bytesReceivedByPeer: () => state.received,
+    bytesReceivedByPeer: () => state.received.map(p => ({ ...p, wireBytes: p.wireBytes ?? p.bytes })),
+    encoder: () => state.encoder,
     connectedPeers: () => state.connected,
     labels: async () => [{ model: 'm', label: 'prod', version: 'bafyv1' }],
     build: { version: '1.2.3', node: 'v24.0.0' }
@@ -41,6 +42,26 @@ describe('metrics', () => {
     expect(text).not.toContain('peer="A"')
     expect(value(text, 'shoal_bytes_received_total{peer="B"}')).toBe(80)
     expect(value(text, 'shoal_bytes_sent_total{peer="B"}')).toBe(9)
+  })
+
+  it('wire bytes beside raw bytes, by peer both ways, and what the wire encoder did', async () => {
+    const state = { connected: ['A'], received: [{ peer: 'A', bytes: 1000, wireBytes: 670 }], accepted: 0, encoder: { encoded: 4, hits: 20, raw: 1, encodeMs: 1500 } }
+    const m = metrics(state)
+    const feed = new MetricsFeed({ events: new EventBus(), metrics: () => m, modelOf: async () => undefined })
+    feed.sent('A', 400, [], 300)
+    let text = (await m.text()).body
+    expect(value(text, 'shoal_bytes_received_total{peer="A"}')).toBe(1000)
+    expect(value(text, 'shoal_wire_bytes_received_total{peer="A"}')).toBe(670)
+    expect(value(text, 'shoal_bytes_sent_total{peer="A"}')).toBe(400)
+    expect(value(text, 'shoal_wire_bytes_sent_total{peer="A"}')).toBe(300)
+    expect(value(text, 'shoal_codec_blocks_encoded_total')).toBe(4)
+    expect(value(text, 'shoal_codec_blocks_reused_total')).toBe(20)
+    expect(value(text, 'shoal_codec_encode_seconds_total')).toBe(1.5)
+    state.encoder = { encoded: 6, hits: 20, raw: 1, encodeMs: 1500 }
+    state.received = [{ peer: 'A', bytes: 2000, wireBytes: 1340 }]
+    text = (await m.text()).body
+    expect(value(text, 'shoal_codec_blocks_encoded_total')).toBe(6)
+    expect(value(text, 'shoal_wire_bytes_received_total{peer="A"}')).toBe(1340)
   })
 
   it('heads by outcome is a counter that follows the book; build and label info are 1', async () => {
