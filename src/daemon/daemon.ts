@@ -273,7 +273,7 @@ export class Daemon {
 
   /**
    * The bulk channel (`transfer.bulk`), listening; undefined when it is off or cannot listen (blocks
-   * then stay on the libp2p streams, and the log says why).
+   * then stay on the libp2p streams, and the log says why). why: docs/decisions/0023-bulk-channel.md
    */
   private async startBulk (pool: BufferPool): Promise<BulkService | undefined> {
     const { bulk, encrypt, sendStallSeconds } = this.config.transfer
