@@ -47,7 +47,9 @@ export const DEFAULT_MAX_CONNECTIONS = 300
 export const DEFAULT_UPLOAD_SLOTS = 8
 /**
  * Upload slots one peer may hold at once: a peer that stops reading holds every send it starts,
- * so without a share it could take all of them. @default 4
+ * so without a share it could take all of them.
+ * why: docs/decisions/0022-upload-slots-and-send-stall.md
+ * @default 4
  */
 export const DEFAULT_UPLOAD_SLOTS_PER_PEER = 4
 /** @default 30 s — see `SEND_STALL_MS` (protocol/framing.ts) */

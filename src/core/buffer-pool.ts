@@ -10,9 +10,7 @@
  * Buffers are `SharedArrayBuffer`s by default, so a receiver can hash them on worker threads without
  * another copy. A pool whose buffers never leave the main thread (the store's read pool for serving)
  * uses ordinary `ArrayBuffer`s (`shared: false`): the buffers it lets go when more are out than it
- * keeps are then reclaimed sooner. Measured with the memory benchmark and the read pool cut to 2
- * buffers, so that most served chunks fell out of it: the middle daemon peaked at 295, 330 and 350
- * MiB with shared buffers, 268 and 282 MiB with ordinary ones.
+ * keeps are then reclaimed sooner. why: docs/decisions/0011-buffer-pools.md
  *
  * Contract: a buffer from `take` belongs to the caller until it is handed back with `give`;
  * after `give` its contents MUST NOT be used. Not giving a buffer back is safe (it is garbage
@@ -30,8 +28,8 @@ export const MAX_POOLED_BUFFERS = 8
 /**
  * @default 64 KiB — the smallest buffer a pool hands out. A request is served from the smallest
  * power of two (from this up to the pool's `size`) that holds it: a 256 KiB block takes a 256 KiB
- * buffer, not a 4 MiB one. With one size for every frame, each block of a pull took (and zeroed)
- * a buffer of the largest frame, and the puller's peak RSS reached 1.2 GiB.
+ * buffer, not a 4 MiB one, so a pull of small blocks does not take and zero a buffer of the
+ * largest frame for each.
  */
 export const MIN_BUFFER_CLASS = 64 * 1024
 

@@ -33,7 +33,9 @@ import { InvalidInputError } from './errors.js'
 
 /**
  * Large tensors are split into pieces of this size, aligned to the tensor's start. MUST NOT exceed
- * {@link MAX_CHUNK_SIZE}.
+ * {@link MAX_CHUNK_SIZE}. Part of the chunk format: another size would cut every larger tensor
+ * elsewhere, and its pieces would share no chunk with versions added before.
+ * why: docs/decisions/0004-block-and-piece-sizes.md
  * @default 4 MiB
  */
 export const TENSOR_PIECE_SIZE = 4 * 1024 * 1024

@@ -10,9 +10,8 @@
  * algorithm can change without breaking existing stores. Only the algorithms in
  * `SUPPORTED_HASHES` are accepted when an id is parsed.
  *
- * sha2-256 via node:crypto (OpenSSL, SHA-NI) runs ~1.5 GB/s a core here, several times what one
- * process receives over libp2p; wasm BLAKE3 is about half that, and the native BLAKE3 package
- * does not install on these machines. See docs/ARCHITECTURE.md.
+ * sha2-256 via node:crypto: several times faster than one process receives over libp2p, with
+ * nothing native to install. why: docs/decisions/0005-sha2-256.md
  */
 import { createHash, type Hash } from 'node:crypto'
 import * as dagCbor from '@ipld/dag-cbor'

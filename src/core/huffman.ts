@@ -3,7 +3,7 @@
  * (`core/codec.ts`): a plane of one byte per value whose values carry 2–6 bits of entropy and have
  * no repeats for an LZ stage to find. Deflate in Huffman-only mode gets the same ratio; this one
  * decodes up to four symbols per table lookup and four streams at once, faster than zlib's inflate
- * of the same planes (`bench:compress --variants` measures both).
+ * of the same planes. why: docs/decisions/0001-block-codecs.md
  *
  * Stream: `CODE_LENGTHS_BYTES` bytes of code lengths (256 four-bit lengths, symbol 2k in the low
  * nibble of byte k, 0 = symbol absent), then the byte lengths of the first `STREAMS - 1` bit

@@ -58,8 +58,8 @@ export const MIN_BLOCK_SIZE = 16 * 1024
 /** The largest block size a manifest may declare: a whole chunk. @default 4 MiB (`MAX_CHUNK_SIZE`) */
 export const MAX_BLOCK_SIZE = MAX_CHUNK_SIZE
 /**
- * The block size `add` writes into new manifests. Chosen by measurement (`bench:pair`,
- * `bench:swarm`); nothing else may assume its value: readers take `blockSizeOf(manifest)`.
+ * The block size `add` writes into new manifests; nothing else may assume its value: readers take
+ * `blockSizeOf(manifest)`. why: docs/decisions/0004-block-and-piece-sizes.md
  * @default 256 KiB
  */
 export const DEFAULT_BLOCK_SIZE = 256 * 1024

@@ -56,11 +56,10 @@ import { SearchIndex } from '../store/search-index.js'
 
 /**
  * @default 16 MiB — bytes one pull may have requested at once from partial peers (seeds have
- * `seedReserveBytes` besides). Larger budgets measured: 24 and 32 MiB pulled the swarm benchmark
- * ~4% faster but took the memory benchmark's daemon from 249 to 276 and 287 MiB; 64 MiB, 324 MiB.
- * 16 MiB plus 8 MiB for each partial peer after the first (48 MiB in the swarm benchmark): last
- * host at 1.44–1.53× the bound against 1.50–1.53× (within the noise), swarm daemons' peak RSS
- * 254–309 MiB against 204–261.
+ * `seedReserveBytes` besides); every pull passes it as the session's `maxInFlightBytes`, whose own
+ * default (64 MiB) the daemon never uses, and it bounds the chunk protocol's read buffer. Larger
+ * budgets pulled a swarm a few percent faster for more memory per daemon.
+ * why: docs/decisions/0014-pull-windows-and-budgets.md
  */
 export const MAX_PULL_IN_FLIGHT_BYTES = 16 * 1024 * 1024
 
@@ -293,7 +292,7 @@ export class Daemon {
 
   /**
    * The bulk channel (`transfer.bulk`), listening; undefined when it is off or cannot listen (blocks
-   * then stay on the libp2p streams, and the log says why).
+   * then stay on the libp2p streams, and the log says why). why: docs/decisions/0023-bulk-channel.md
    */
   private async startBulk (pool: BufferPool): Promise<BulkService | undefined> {
     const { bulk, encrypt, sendStallSeconds } = this.config.transfer

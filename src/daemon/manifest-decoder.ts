@@ -1,8 +1,8 @@
 /**
  * Decodes manifests from peers beside the event loop. A large legal manifest (hundreds of
- * thousands of chunks, tens of MB) takes seconds of CPU to decode and check; on the event loop that
- * had blocked the RPC (a 30 MB manifest: 20 s without an answer to `shoal status`). Small ones
- * (under `WORKER_DECODE_MIN_BYTES`) are decoded in place: a worker round trip costs more.
+ * thousands of chunks, tens of MB) takes seconds of CPU to decode and check; on the event loop it
+ * would leave the RPC unanswered that long. Small ones (under `WORKER_DECODE_MIN_BYTES`) are
+ * decoded in place: a worker round trip costs more. why: docs/decisions/0013-manifest-decoding.md
  *
  * MUST hold: the result is exactly `decodeManifest(bytes, version, limits)`, errors included
  * (`MalformedDataError`, `TooLargeError` come back as themselves); the worker's memory is capped

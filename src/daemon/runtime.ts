@@ -5,10 +5,7 @@
  * semi-spaces grow to 16 MiB): the daemon's own objects are small, while the bytes it moves sit in
  * buffers outside the heap that the transport allocates and drops at a high rate. A young
  * generation that large holds ~24 MiB more heap, and the dropped buffers wait longer for the
- * scavenge that frees them. Measured with `bench:memory` (runs alternated in the same hour): the
- * middle daemon peaked at 238, 231, 231, 256 and 242 MiB with the flag (median 238) against 260,
- * 268 and 270 MiB without it; 254 and 235 MiB at 2, 249 and 265 MiB at 8. Its pulls took 38–44 s
- * against 45–48 s.
+ * scavenge that frees them. why: docs/decisions/0007-daemon-young-generation.md
  *
  * V8 reads these flags only when the process starts (`v8.setFlagsFromString` later leaves the heap
  * as it is), so they travel with the command that starts node: the shebang of `cli/main.ts` (`shoal`

@@ -34,8 +34,8 @@ import type { BookLogger, HeadBook } from './book.js'
  * Wait before pulling again after a followed pull failed. Short, because the common failure is
  * transient: a head crosses the fleet by gossip in milliseconds, and a follower whose neighbours
  * are themselves still pulling finds no peer with the manifest on its first try (in a sparse
- * fleet, most followers more than one hop from a holder did, and waited 30 s per hop). A retry
- * only asks the connected peers (and the DHT, when on) for the manifest again.
+ * fleet, most followers more than one hop from a holder do), and the wait is paid once per hop. A
+ * retry only asks the connected peers (and the DHT, when on) for the manifest again.
  * @default 5 s
  */
 export const PULL_RETRY_MS = 5_000

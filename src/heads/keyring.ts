@@ -10,8 +10,8 @@
  *
  * MUST hold: a change that answered success is in force and on disk. Each change (a key created,
  * a rule added or removed) runs alone, one after another in the order asked, and starts from what
- * the one before left: two `trust add` requests at once used to both start from the same list, and
- * the second write dropped the first rule (the node then refused that publisher's heads for good).
+ * the one before left: two `trust add` requests that both started from the same list would have the
+ * second write drop the first rule, and the node would refuse that publisher's heads for good.
  * A change whose write failed leaves the file and the list as they were, and the next one runs.
  *
  * Both are read at start only, each bounded before it is read (`MAX_TRUST_FILE_BYTES`,

@@ -23,14 +23,15 @@
  *
  * Healed partitions. A partition that drops packets leaves TCP connections open on both sides
  * with data waiting to be retransmitted; after the heal the kernel retransmits on its backoff
- * timer, which after 30 s of loss fires up to ~25 s later (measured: 24 s). Gossipsub repairs
+ * timer, which after 30 s of loss fires up to ~25 s later. Gossipsub repairs
  * nothing sent before the heal. So an exchange of a round that gets no answer within
  * `SYNC_ANSWER_MS` marks the peer suspect, and the spreader dials it afresh (`force`), one
  * attempt of `FRESH_DIAL_TIMEOUT_MS` after another, a SYN at least every `FRESH_DIAL_SPACING_MS`,
  * while the old connection is open. The first fresh connection to come up carries an exchange at
  * once; it is kept (at most one per peer: a newer one replaces it), and rounds use the newest
  * connection to a peer. So a node converges within about `FRESH_DIAL_SPACING_MS` + one exchange
- * + the gossip hops of its side after the heal (measured in `test/faults/heads-partition.test.ts`).
+ * + the gossip hops of its side after the heal (checked by `test/faults/heads-partition.test.ts`;
+ * why: docs/decisions/0021-healed-partitions.md).
  * A slow but live connection (one busy with a large transfer) can be taken for a dead one; the
  * cost is one more connection to that peer, not a lost transfer: no connection is closed for
  * being slow.

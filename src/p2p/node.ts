@@ -26,18 +26,19 @@ export const DHT_PROTOCOL = '/shoal/kad/1.0.0'
  * yamux's receive window starts at 256 KiB and only grows when the receiver answers within four
  * round trips; a receiver busy hashing 4 MiB chunks rarely does, so a chunk stream crawled at
  * window/latency. Starting at two chunks keeps the pipe full.
+ * why: docs/decisions/0008-yamux-stream-window.md
  * @default 8 MiB
  */
 export const STREAM_WINDOW_BYTES = 8 * 1024 * 1024
 /** @default 8 MiB — a larger window pulled no faster and let more unsent data pile up on a serving node */
 export const MAX_STREAM_WINDOW_BYTES = 8 * 1024 * 1024
 /**
- * libp2p pings every connection every 10 s and, by default, aborts it when a ping takes over 5 s.
- * A ping waits behind the data already queued on the connection: 8 MiB at 0.5 MB/s (a 25 Mbit/s
- * uplink shared by six pullers) is 16 s, so busy slow links were cut every 10–30 s, losing every
- * block in flight. Here a connection is pinged every minute and judged dead only when a ping has
- * no answer for 45–55 s (under the interval: the ping protocol allows one ping stream at a time,
- * and a second one while the first waits would itself abort the connection).
+ * libp2p's connection monitor aborts a connection whose ping goes unanswered. A ping waits behind
+ * the data already queued on the connection, so on a busy slow link a short timeout cuts a live
+ * connection and loses every block in flight. Here a connection is pinged every minute and judged
+ * dead only when a ping has no answer for 45–55 s (under the interval: the ping protocol allows one
+ * ping stream at a time, and a second one while the first waits would itself abort the connection).
+ * why: docs/decisions/0009-connection-monitor-ping.md
  */
 export const PING_INTERVAL_MS = 60_000
 export const PING_TIMEOUT_MS = 45_000

@@ -24,9 +24,10 @@ import type { BufferPool } from '../core/buffer-pool.js'
 
 /**
  * A send waiting for the peer to read may see no progress (not one byte of its write buffer taken)
- * for at most this long before the stream is aborted. An honest flow through a congested queue
- * went silent for 20 s at 25 Mbit/s (retransmission timeouts backing off); one that stays silent
+ * for at most this long before the stream is aborted. An honest flow through a congested queue can
+ * go silent for tens of seconds while retransmission timeouts back off; one that stays silent
  * longer is a peer that stopped reading, holding whatever the sender reserved for it.
+ * why: docs/decisions/0022-upload-slots-and-send-stall.md
  * @default 30 s
  */
 export const SEND_STALL_MS = 30_000

@@ -407,7 +407,7 @@ export class FakePeer implements Channel {
   }
 }
 
-/** A `SessionPeers` over fake peers; unknown keys fail to connect. */
+/** The peer source a `FetchSession` reaches peers through (its `channel`), over fake peers; unknown keys fail to connect. */
 export function fakePeers (peers: FakePeer[]): { channel: (peer: string, signal: AbortSignal) => Promise<Channel> } {
   const byKey = new Map(peers.map(p => [p.key, p]))
   return {
