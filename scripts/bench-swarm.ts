@@ -20,7 +20,9 @@
  *   sudo npm run bench:swarm -- --rate 100 --mib 64      # one cell: 100 Mbit/s, 64 MiB safetensors
  *
  * `--cells`: comma-separated `<Mbit/s>:<file>`, the file being `st<MiB>` (a llama-shaped
- * safetensors model of about that size) or `bin<MiB>` (random bytes, no tensor table, `model.bin`).
+ * safetensors model of about that size, its bf16 tensors random bytes), `wt<MiB>` (a safetensors
+ * model of bf16 tensors drawn like trained weights, `scripts/lib/weights.ts`: what compression on
+ * the wire is for) or `bin<MiB>` (random bytes, no tensor table, `model.bin`).
  * Default: every cell of {25, 100} Mbit/s × {st256, st64, bin256}. Without `--cells`, `--rate`
  * and `--mib` name one safetensors cell (defaults 100 and 256).
  *
@@ -37,7 +39,8 @@
  * aria2 at info level, written to `<dir>/<cell>-run<r>-<host>.log`, plus each host's TCP counters.
  * `--verbose`: shoal's per-second seed and puller rates and what each puller got from whom.
  * `--burst-kb`, `--latency-ms`: the tbf bucket depth and queue length (see scripts/lib/netns.ts).
- * `--transfer`: JSON merged into every daemon's `transfer` config (e.g. `{"encrypt":false}`).
+ * `--transfer`: JSON merged into every daemon's `transfer` config (e.g. `{"encrypt":false}`,
+ * `{"compress":"off"}` to measure without blocks compressed on the wire).
  */
 import '../src/polyfill.js'
 import { execFileSync } from 'node:child_process'
@@ -55,6 +58,7 @@ import { DaemonProcess, startInNamespace } from './lib/daemon-proc.js'
 import { createSwarm, SHAPING_ARGS, shapingOf, type Swarm } from './lib/netns.js'
 import { dropPageCache, loadNote, median, onExitCleanup } from './lib/proc.js'
 import { llamaTensors, writeSafetensors } from './lib/synth.js'
+import { weightSafetensors } from './lib/weights.js'
 
 const MiB = 1024 * 1024
 const GiB = 1024 * MiB
@@ -69,14 +73,16 @@ interface Cell {
   /** As given: `<Mbit/s>:<st|bin><MiB>`. */
   spec: string
   rateMbit: number
-  kind: 'st' | 'bin'
+  kind: 'st' | 'wt' | 'bin'
   mib: number
 }
 
+const KIND_NAMES: Record<Cell['kind'], string> = { st: 'safetensors', wt: 'bf16 weights', bin: 'no tensor table' }
+
 function parseCell (spec: string): Cell {
-  const m = /^(\d+(?:\.\d+)?):(st|bin)(\d+)$/.exec(spec.trim())
+  const m = /^(\d+(?:\.\d+)?):(st|wt|bin)(\d+)$/.exec(spec.trim())
   if (m === null || !(Number(m[1]) > 0) || !(Number(m[3]) > 0)) {
-    throw new Error(`bad cell "${spec}": write <Mbit/s>:st<MiB> (safetensors) or <Mbit/s>:bin<MiB> (random bytes), e.g. 100:st64`)
+    throw new Error(`bad cell "${spec}": write <Mbit/s>:st<MiB> (safetensors), <Mbit/s>:wt<MiB> (bf16 weights drawn like trained ones) or <Mbit/s>:bin<MiB> (random bytes), e.g. 100:st64`)
   }
   return { spec: spec.trim(), rateMbit: Number(m[1]), kind: m[2] as Cell['kind'], mib: Number(m[3]) }
 }
@@ -130,8 +136,10 @@ if (systems.aria2) ensureBitTorrentTools()
 interface Outcome {
   /** Seconds from t0 until the last puller was done. */
   last: number
-  /** Seed egress as a multiple of F (shoal and aria2). */
+  /** Seed egress as a multiple of F (shoal and aria2): bytes on the seed's interface. */
   egress?: number
+  /** Chunk bytes the seed sent as a multiple of F, counted raw (before compression; shoal). */
+  rawEgress?: number
   /** CPU seconds of all daemons per GiB delivered (shoal and aria2). */
   cpuPerGiB?: number
 }
@@ -252,7 +260,7 @@ async function runShoal (cell: Cell, run: number, folder: string, fileBytes: num
       await mkdir(values.logs, { recursive: true })
       await writeFile(join(values.logs, `${logName(cell, run)}nstat.txt`), stats.join('\n'))
     }
-    return { last, egress: sent / fileBytes, cpuPerGiB }
+    return { last, egress: sent / fileBytes, rawEgress: chunkSent / fileBytes, cpuPerGiB }
   } finally {
     for (const d of daemons) await d.stop().catch(() => {})
     await keepLogs(daemons).catch(() => {})
@@ -307,11 +315,12 @@ async function runMesh (cell: Cell, fileBytes: number, label: string): Promise<O
 /** Writes the cell's file once: `<root>/files/<st|bin><MiB>/model.{safetensors,bin}`. */
 async function cellFile (cell: Cell): Promise<{ folder: string, file: string, bytes: number, sha256: string }> {
   const folder = join(root, 'files', `${cell.kind}${cell.mib}`)
-  const file = join(folder, cell.kind === 'st' ? 'model.safetensors' : 'model.bin')
+  const file = join(folder, cell.kind === 'bin' ? 'model.bin' : 'model.safetensors')
   const known = await stat(file).catch(() => undefined)
   if (known === undefined) {
     await mkdir(folder, { recursive: true })
     if (cell.kind === 'st') await writeSafetensors(file, modelTensors(cell.mib))
+    else if (cell.kind === 'wt') await writeFile(file, weightSafetensors(Array.from({ length: Math.max(1, cell.mib / 16) }, (_, i) => ({ name: `model.layers.${i}.mlp.weight`, dtype: 'BF16' as const, bytes: Math.min(16, cell.mib) * MiB, seed: i + 1 }))))
     else await writeRandomFile(file, cell.mib * MiB)
   }
   return { folder, file, bytes: (await stat(file)).size, sha256: await sha256File(file) }
@@ -328,14 +337,14 @@ const paired = (rs: CellResult['runs'], a: 'shoal', b: 'aria2' | 'mesh', key: 'l
 
 function printTable (): void {
   const head = ['cell', 'F MiB', 'bound s', 'shoal last ×bound', 'aria2 last ×bound', 'mesh last ×bound', 'shoal/aria2', 'shoal/mesh',
-    'seed egress ×F (shoal, aria2)', 'CPU s/GiB (shoal, aria2)', 'CPU shoal/aria2']
+    'seed egress ×F (shoal, aria2)', 'shoal seed chunk bytes ×F', 'CPU s/GiB (shoal, aria2)', 'CPU shoal/aria2']
   const rows = results.map(({ cell, fileBytes, bound, runs: rs }) => {
     const col = (s: 'shoal' | 'aria2' | 'mesh', key: keyof Outcome): number[] => rs.flatMap(r => r[s]?.[key] !== undefined ? [r[s][key]] : [])
     const over = (s: 'shoal' | 'aria2' | 'mesh'): number[] => col(s, 'last').map(x => x / bound)
-    return [`${cell.rateMbit} Mbit/s ${cell.kind === 'st' ? 'safetensors' : 'no tensor table'} (${cell.spec})`,
+    return [`${cell.rateMbit} Mbit/s ${KIND_NAMES[cell.kind]} (${cell.spec})`,
       (fileBytes / MiB).toFixed(1), bound.toFixed(1), fmt(over('shoal')), fmt(over('aria2')), fmt(over('mesh')),
       fmt(paired(rs, 'shoal', 'aria2', 'last')), fmt(paired(rs, 'shoal', 'mesh', 'last')),
-      `${fmt(col('shoal', 'egress'))}, ${fmt(col('aria2', 'egress'))}`, `${fmt(col('shoal', 'cpuPerGiB'))}, ${fmt(col('aria2', 'cpuPerGiB'))}`,
+      `${fmt(col('shoal', 'egress'))}, ${fmt(col('aria2', 'egress'))}`, fmt(col('shoal', 'rawEgress')), `${fmt(col('shoal', 'cpuPerGiB'))}, ${fmt(col('aria2', 'cpuPerGiB'))}`,
       fmt(paired(rs, 'shoal', 'aria2', 'cpuPerGiB'))]
   })
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map(r => r[i]!.length)))
@@ -358,7 +367,7 @@ try {
     const bound = p2pLowerBound(src.bytes, u, Array.from({ length: N }, () => u))
     const result: CellResult = { cell, fileBytes: src.bytes, bound, runs: [] }
     results.push(result)
-    console.log(`\ncell ${cell.spec}: ${(src.bytes / MiB).toFixed(1)} MiB ${cell.kind === 'st' ? 'safetensors' : 'random bytes'} at ${cell.rateMbit} Mbit/s, bound ${bound.toFixed(1)} s`)
+    console.log(`\ncell ${cell.spec}: ${(src.bytes / MiB).toFixed(1)} MiB ${KIND_NAMES[cell.kind]} at ${cell.rateMbit} Mbit/s, bound ${bound.toFixed(1)} s`)
     for (let run = 1; run <= runs; run++) {
       const outcome: CellResult['runs'][number] = {}
       result.runs.push(outcome)

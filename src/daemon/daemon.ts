@@ -14,7 +14,7 @@ import { OriginClient } from '../fetcher/origin.js'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
 import { PeerScores } from '../p2p/judge.js'
 import { createNode, type ShoalNode } from '../p2p/node.js'
-import { EncodedBlocks, faultyLimiter, faultySource, MAX_FRAME_BYTES, parseFaults, type ChunkSource, type UploadLimiter } from '../protocol/chunks/index.js'
+import { EncodedBlocks, faultyEncoder, faultyLimiter, faultySource, MAX_FRAME_BYTES, parseFaults, type BlockEncoder, type ChunkSource, type UploadLimiter } from '../protocol/chunks/index.js'
 import { bulkService, type BulkService } from '../protocol/bulk/index.js'
 import { BufferPool } from '../core/buffer-pool.js'
 import { routes } from '../rpc/api.js'
@@ -67,7 +67,7 @@ export const MAX_PULL_IN_FLIGHT_BYTES = 16 * 1024 * 1024
  * `transfer.compress` → the rate from a peer below which a pull asks it for compressed blocks
  * (`SessionOptions.compressBelowBytesPerSecond`). `auto`: 48 MiB/s — encoding runs at ~180 MB and
  * decoding at ~550–950 MB per CPU-second here, so on a faster link the codec, not the link, would
- * set the pace (`docs/decisions/0004-wire-compression.md`).
+ * set the pace (`docs/decisions/0024-wire-compression.md`).
  */
 const COMPRESS_BELOW: Record<'auto' | 'always' | 'off', number> = { auto: 48 * 1024 * 1024, always: Infinity, off: 0 }
 
@@ -169,14 +169,13 @@ export class Daemon {
         ...(config.p2p.allow !== undefined ? { allow: config.p2p.allow } : {}),
         isBanned: peer => judge.isBanned(peer),
         chunks: {
-          ...served(new LocalChunkSource(store, pulls), new UploadLimits(config.transfer.uploadSlots, config.transfer.uploadSlotsPerPeer, config.transfer.uploadRate), this.log),
+          ...served(new LocalChunkSource(store, pulls), new UploadLimits(config.transfer.uploadSlots, config.transfer.uploadSlotsPerPeer, config.transfer.uploadRate), encoded, this.log),
           maxInFlightBytes: MAX_PULL_IN_FLIGHT_BYTES,
           sendStallMs: config.transfer.sendStallSeconds * 1000,
           onPeerFault: (peer, offence, detail) => { judge.penalize(peer, offence, detail) },
           pool,
           ...(bulk !== undefined ? { bulk } : {}),
           log: componentLogger(this.log, 'chunks'),
-          ...(encoded !== undefined ? { encoder: encoded } : {}),
           onSent: (peer, bytes, versions, wireBytes) => {
             judge.sent(peer, bytes, wireBytes)
             this.feed.sent(peer, bytes, versions, wireBytes)
@@ -352,14 +351,15 @@ async function listening<T> (addresses: string[], starting: Promise<T>): Promise
 }
 
 /**
- * What the chunk server serves and when, misbehaving on purpose when `SHOAL_TEST_FAULTS` is set
- * (comma-separated: `corrupt`, `lie`, `stall`, `oversize`, `nochunks`; see `ServerFaults`). Used by
- * the end-to-end tests to run a lying, corrupting, stalling or empty-handed peer.
+ * What the chunk server serves, when, and in what encoded form, misbehaving on purpose when
+ * `SHOAL_TEST_FAULTS` is set (comma-separated: `corrupt`, `lie`, `stall`, `oversize`, `nochunks`,
+ * `encode-wrong`, `encode-bomb`, `encode-unoffered`; see `ServerFaults`). Used by the end-to-end
+ * tests to run a lying, corrupting, stalling or empty-handed peer.
  */
-function served (source: ChunkSource, limiter: UploadLimiter, log: Logger): { source: ChunkSource, limiter: UploadLimiter } {
+function served (source: ChunkSource, limiter: UploadLimiter, encoder: BlockEncoder | undefined, log: Logger): { source: ChunkSource, limiter: UploadLimiter, encoder?: BlockEncoder } {
   const spec = process.env.SHOAL_TEST_FAULTS
-  if (spec === undefined || spec === '') return { source, limiter }
+  if (spec === undefined || spec === '') return { source, limiter, ...(encoder !== undefined ? { encoder } : {}) }
   log.warn({ faults: [...new Set(spec.split(','))] }, 'SHOAL_TEST_FAULTS is set: this node misbehaves on purpose')
   const faults = parseFaults(spec)
-  return { source: faultySource(source, faults), limiter: faultyLimiter(limiter, faults) }
+  return { source: faultySource(source, faults), limiter: faultyLimiter(limiter, faults), ...(encoder !== undefined ? { encoder: faultyEncoder(encoder, faults) } : {}) }
 }

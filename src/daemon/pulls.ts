@@ -301,7 +301,7 @@ export class PullManager implements RunningPulls {
     const base = this.judge
     const judge: PeerJudge = {
       isBanned: peer => base.isBanned(peer),
-      credit: (peer, bytes) => { base.credit(peer, bytes); this.options.onReceived?.(name, peer, bytes) },
+      credit: (peer, bytes, wireBytes) => { base.credit(peer, bytes, wireBytes); this.options.onReceived?.(name, peer, bytes) },
       penalize: (peer, offence, detail) => { this.options.onRejected?.(offence); return base.penalize(peer, offence, detail) },
       note: (peer, detail) => { base.note?.(peer, detail) }
     }

@@ -3,16 +3,23 @@
  * pullers at once, a peer killed mid-transfer, faulty peers (corrupting, lying, stalling, sending
  * oversized frames), a puller killed with SIGKILL and restarted, and the origin-only case.
  */
-import { stat } from 'node:fs/promises'
+import { stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { weightSafetensors } from '../../scripts/lib/weights.js'
 import { ShoalClient } from '../../src/rpc/client.js'
 import { startOriginServer } from '../helpers/origin-server.js'
 import { Harness, sleep, treeDigests, writeModelFolder, type DaemonProcess } from './helpers.js'
 
 const MiB = 1024 * 1024
 
-interface PeerRow { peerId: string, bytesReceived: number, bannedUntil?: number, offences: Record<string, number> }
+interface PeerRow { peerId: string, bytesReceived: number, wireBytesReceived: number, bannedUntil?: number, lastOffence?: string, offences: Record<string, number> }
+
+/** The value of one series in a /metrics text (0 when absent). */
+function metric (text: string, series: string): number {
+  const line = text.split('\n').find(l => l.startsWith(`${series} `))
+  return line === undefined ? 0 : Number(line.slice(series.length + 1))
+}
 
 /** Polls `check` until it returns a value, or fails after `ms` naming what it waited for. */
 async function waitFor<T> (what: string, check: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
@@ -200,6 +207,66 @@ describe('transfer', () => {
     expect(refused.code).toBe(4)
     expect(refused.stderr).toMatch(/no reachable peer has the manifest/)
     await Promise.all([seed.d.stop(), a.stop(), b.d.stop()])
+  })
+
+  it('bf16 weights cross compressed: byte-identical, fewer bytes on the wire, and a puller passes the compressed blocks on without compressing them again', async () => {
+    const folder = await h.dir('model-bf16')
+    await writeFile(join(folder, 'model.safetensors'), weightSafetensors(Array.from({ length: 4 }, (_, i) => ({ name: `layers.${i}.weight`, dtype: 'BF16' as const, bytes: 4 * MiB, seed: i + 1 }))))
+    await writeFile(join(folder, 'config.json'), '{"model_type":"llama","torch_dtype":"bfloat16"}')
+    const expected = await treeDigests(folder)
+    const config = { p2p: { dht: false }, transfer: { compress: 'always' } }
+    const seed = await h.node('c-seed', { config })
+    const { version } = await seed.d.json<{ version: string }>(['add', folder, '--name', 'w'])
+    const first = await h.node('c-first', { peers: [seed.addr], config })
+    const pulled = await first.d.cli(['pull', `w@${version}`, '--json'])
+    expect(pulled.code, pulled.stderr).toBe(0)
+    const lines = pulled.stdout.trim().split('\n').map(l => JSON.parse(l) as { type: string, wireBytes?: number, receivedBytes?: number, result?: { path: string } })
+    expect(await treeDigests(lines.find(l => l.type === 'result')!.result!.path, { followLinks: true })).toEqual(expected)
+    // Pull progress says what crossed the link beside what it decoded to.
+    const progress = lines.filter(l => l.type === 'progress' && (l.receivedBytes ?? 0) > 0).at(-1)
+    expect(progress?.wireBytes).toBeLessThan(0.8 * progress!.receivedBytes!)
+    const row = (await first.d.json<PeerRow[]>(['peers'])).find(r => r.peerId === seed.id)!
+    expect(row.bytesReceived).toBeGreaterThanOrEqual(16 * MiB)
+    expect(row.wireBytesReceived / row.bytesReceived).toBeLessThan(0.75)
+    const seedMetrics = await new ShoalClient({ socketPath: seed.d.socket }).metrics()
+    expect(metric(seedMetrics, `shoal_wire_bytes_sent_total{peer="${first.id}"}`)).toBeLessThan(0.75 * metric(seedMetrics, `shoal_bytes_sent_total{peer="${first.id}"}`))
+    expect(metric(seedMetrics, 'shoal_codec_blocks_encoded_total')).toBeGreaterThanOrEqual(64)
+    // A second puller that knows only the first: the first sends the blocks as they came to it.
+    const second = await h.node('c-second', { peers: [first.addr], config })
+    await pullAndCheck(second.d, `w@${version}`, expected)
+    const firstMetrics = await new ShoalClient({ socketPath: first.d.socket }).metrics()
+    expect(metric(firstMetrics, 'shoal_codec_blocks_reused_total')).toBeGreaterThanOrEqual(64)
+    expect(metric(firstMetrics, 'shoal_codec_blocks_encoded_total')).toBe(0)
+    const fromFirst = (await second.d.json<PeerRow[]>(['peers'])).find(r => r.peerId === first.id)!
+    expect(fromFirst.wireBytesReceived / fromFirst.bytesReceived).toBeLessThan(0.75)
+    for (const n of [first, second]) expect((await n.d.cli(['verify'])).code).toBe(0)
+    await Promise.all([seed, first, second].map(async n => await n.d.stop()))
+  })
+
+  it('peers that send compressed blocks in bad forms (other bytes, a decompression bomb, a codec not offered): refused and counted against each, nothing of them written', async () => {
+    const folder = await h.dir('model-bf16-faults')
+    await writeFile(join(folder, 'model.safetensors'), weightSafetensors(Array.from({ length: 2 }, (_, i) => ({ name: `layers.${i}.weight`, dtype: 'BF16' as const, bytes: 4 * MiB, seed: i + 10 }))))
+    const expected = await treeDigests(folder)
+    const config = { p2p: { dht: false }, transfer: { compress: 'always' } }
+    const seed = await h.node('cf-seed', { config: { ...config, transfer: { ...config.transfer, uploadRate: 8 * MiB } } })
+    const { version } = await seed.d.json<{ version: string }>(['add', folder, '--name', 'w'])
+    const kinds = [['wrong', /not block \d+ of \S+ \(they came encoded, and decoded to other bytes\)/], ['bomb', /does not decode: .*declares 1073741824 bytes/], ['unoffered', /does not decode: .*(deflate|planes4)/]] as const
+    const bad = await Promise.all(kinds.map(async ([kind]) => {
+      const n = await h.node(`cf-${kind}`, { peers: [seed.addr], config, env: { SHOAL_TEST_FAULTS: `encode-${kind}` } })
+      await pullAndCheck(n.d, `w@${version}`, expected)
+      return n
+    }))
+    const puller = await h.node('cf-puller', { peers: [seed.addr, ...bad.map(n => n.addr)], config: { ...config, transfer: { ...config.transfer, strategy: 'round-robin' } } })
+    await pullAndCheck(puller.d, `w@${version}`, expected)
+    expect((await puller.d.cli(['verify'])).code).toBe(0)
+    const rows = await puller.d.json<PeerRow[]>(['peers'])
+    for (const [i, [kind, message]] of kinds.entries()) {
+      const row = rows.find(r => r.peerId === bad[i]!.id)
+      expect(row?.offences.corrupt, `${kind}: ${JSON.stringify(row)}`).toBeGreaterThanOrEqual(1)
+      expect(row?.lastOffence, kind).toMatch(message)
+      expect(row?.bytesReceived, kind).toBe(0)
+    }
+    await Promise.all([seed, ...bad, puller].map(async n => await n.d.stop()))
   })
 
   it('a pull of a version no peer has fails with a reason', async () => {

@@ -5,8 +5,9 @@
  * `SHOAL_TEST_FAULTS` is set, and logs so. A faulty node needs no data: with `lie` it claims every
  * version, and `corrupt` and `oversize` answer WANTs of chunks it lacks.
  */
+import { CODECS, encodeBlock } from '../../core/codec.js'
 import { MAX_FRAME_BYTES } from './constants.js'
-import type { ChunkSource, Span, UploadLimiter } from './server.js'
+import type { BlockEncoder, ChunkSource, Span, UploadLimiter } from './server.js'
 
 export interface ServerFaults {
   /** Sends corrupted bytes (the real ones with a bit flipped, or `GARBAGE_BYTES` of zeros when it has none). */
@@ -19,15 +20,25 @@ export interface ServerFaults {
   oversize?: number
   /** Claims to have nothing and serves no chunk (manifests only). */
   noChunks?: boolean
+  /**
+   * Sends every block a WANT asks for compressed in a bad form: `wrong` (the encoded form of other
+   * bytes), `bomb` (declaring a decoded length of 1 GiB), `unoffered` (in a codec the WANT did not offer).
+   */
+  encoding?: 'wrong' | 'bomb' | 'unoffered'
 }
 
 /** @default 64 KiB — garbage sent by a corrupting node for a span it lacks */
 export const GARBAGE_BYTES = 64 * 1024
 
-/** The faults named in `spec` (`corrupt,lie,stall,oversize,nochunks`); `oversize` sends twice `MAX_FRAME_BYTES`. Unknown names are ignored. */
+/**
+ * The faults named in `spec` (`corrupt,lie,stall,oversize,nochunks,encode-wrong,encode-bomb,encode-unoffered`);
+ * `oversize` sends twice `MAX_FRAME_BYTES`. Unknown names are ignored.
+ */
 export function parseFaults (spec: string): ServerFaults {
   const set = new Set(spec.split(','))
+  const encoding = (['wrong', 'bomb', 'unoffered'] as const).find(e => set.has(`encode-${e}`))
   return {
+    ...(encoding !== undefined ? { encoding } : {}),
     ...(set.has('corrupt') ? { corrupt: true } : {}),
     ...(set.has('lie') ? { lie: true } : {}),
     ...(set.has('stall') ? { stall: true } : {}),
@@ -64,6 +75,26 @@ export function faultyLimiter (limiter: UploadLimiter, faults: ServerFaults): Up
     slotWouldWait: () => false,
     bandwidth: async (bytes, signal) => { await limiter.bandwidth(bytes, signal) },
     load: () => limiter.load()
+  }
+}
+
+/** `encoder` misbehaving as `faults` say (`encoding`): every block asked for in a codec goes in a bad encoded form. */
+export function faultyEncoder (encoder: BlockEncoder, faults: ServerFaults): BlockEncoder {
+  const how = faults.encoding
+  if (how === undefined) return encoder
+  return {
+    encode: (block, codec) => {
+      if (how === 'wrong') return encodeBlock(flipMiddleBit(block.bytes), codec)
+      if (how === 'unoffered') {
+        // Deflate, or (when deflate was offered) its bytes under the planes4 id: refused by codec before the body is read.
+        const other = Uint8Array.from(encodeBlock(new Uint8Array(block.bytes.byteLength), 'deflate'))
+        if (codec === 'deflate') other[0] = CODECS.planes4.id
+        return other
+      }
+      const bomb = Uint8Array.from(encodeBlock(block.bytes, codec))
+      new DataView(bomb.buffer).setUint32(2, 1024 * 1024 * 1024, true)
+      return bomb
+    }
   }
 }
 

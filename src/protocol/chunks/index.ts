@@ -30,7 +30,7 @@ export { RecentSends, type BlockEncoder, type OutgoingBlock, type PeerFaultHook,
 export type { BlockRange } from './pb/chunks.js'
 export { SendStalledError, SEND_STALL_MS } from '../framing.js'
 export * from './constants.js'
-export { faultyLimiter, faultySource, parseFaults, GARBAGE_BYTES, type ServerFaults } from './faults.js'
+export { faultyEncoder, faultyLimiter, faultySource, parseFaults, GARBAGE_BYTES, type ServerFaults } from './faults.js'
 export * from './errors.js'
 
 export interface ChunkExchangeInit {

@@ -1,11 +1,13 @@
 /**
- * The chunk server's test-only faults, as decorators of its source and limiter. What a faulty
+ * The chunk server's test-only faults, as decorators of its source, limiter and encoder. What a faulty
  * daemon does to its peers is tested end to end (`test/e2e/transfer.test.ts`, `test/e2e/stream.test.ts`);
  * this checks each decorator on its own, over an in-memory source.
  */
 import { describe, expect, it } from 'vitest'
 import type { ChunkId, VersionId } from '../../../src/core/digest.js'
-import { faultyLimiter, faultySource, GARBAGE_BYTES, MAX_FRAME_BYTES, parseFaults, type ChunkSource, type HaveUpdate, type UploadLimiter } from '../../../src/protocol/chunks/index.js'
+import { decodeBlock } from '../../../src/core/codec.js'
+import { DecodedTooLargeError, UnknownCodecError } from '../../../src/core/errors.js'
+import { faultyEncoder, faultyLimiter, faultySource, GARBAGE_BYTES, MAX_FRAME_BYTES, parseFaults, type ChunkSource, type HaveUpdate, type UploadLimiter } from '../../../src/protocol/chunks/index.js'
 
 const chunk = 'bafkreichunk' as ChunkId
 const version = 'bafyreiversion' as VersionId
@@ -29,6 +31,19 @@ describe('chunk server faults', () => {
   it('reads SHOAL_TEST_FAULTS: each name, an oversize frame past the cap, unknown names ignored', () => {
     expect(parseFaults('corrupt,lie,stall,oversize,nochunks,other')).toEqual({ corrupt: true, lie: true, stall: true, oversize: MAX_FRAME_BYTES * 2, noChunks: true })
     expect(parseFaults('lie')).toEqual({ lie: true })
+    expect(parseFaults('encode-bomb')).toEqual({ encoding: 'bomb' })
+  })
+
+  it('encode-* sends every block in a bad encoded form: other bytes, a 1 GiB length, a codec not offered', () => {
+    const honest = { encode: () => undefined }
+    const block = { chunk, blockSize: 16384, index: 0, bytes: new Uint8Array(4096).fill(7) }
+    const wrong = faultyEncoder(honest, { encoding: 'wrong' }).encode(block, 'deflate')!
+    expect([...decodeBlock(wrong, { maxSize: 16384 })]).not.toEqual([...block.bytes])
+    const bomb = faultyEncoder(honest, { encoding: 'bomb' }).encode(block, 'deflate')!
+    expect(() => decodeBlock(bomb, { maxSize: 16384 })).toThrow(DecodedTooLargeError)
+    const unoffered = faultyEncoder(honest, { encoding: 'unoffered' }).encode(block, 'deflate')!
+    expect(() => decodeBlock(unoffered, { maxSize: 16384, accept: ['raw', 'deflate'] })).toThrow(UnknownCodecError)
+    expect(faultyEncoder(honest, {})).toBe(honest)
   })
 
   it('lie claims every version complete but serves only what it has; nochunks claims and serves nothing', async () => {
