@@ -32,7 +32,8 @@ export function progressBar (label: string, enabled: boolean): ProgressSink {
 }
 
 /**
- * Pull progress on a TTY: a total bar (bytes, speed, ETA, peers) and one bar per file being fetched.
+ * Pull progress on a TTY: a total bar (bytes, speed, ETA, peers, and the share of bytes on the wire
+ * when blocks come compressed) and one bar per file being fetched.
  */
 export function pullProgress (enabled: boolean): ProgressSink {
   if (!enabled || process.stderr.isTTY !== true) return { update () {}, stop () {} }
@@ -50,7 +51,7 @@ export function pullProgress (enabled: boolean): ProgressSink {
       if (queuedNotice(p)) return
       const done = Number(p.bytes ?? 0)
       const all = Number(p.totalBytes ?? 0)
-      const payload = { label: 'total', done: bytes(done), all: bytes(all), speed: `${bytes(Number(p.rate ?? 0))}/s`, extra: `${String(p.peers ?? 0)} peers` }
+      const payload = { label: 'total', done: bytes(done), all: bytes(all), speed: `${bytes(Number(p.rate ?? 0))}/s`, extra: `${String(p.peers ?? 0)} peers${wireNote(p)}` }
       total ??= multi.create(all, done, payload)
       total.update(done, payload)
       for (const f of (p.files as Array<{ path: string, size: number, bytes: number }> | undefined) ?? []) {
@@ -67,6 +68,13 @@ export function pullProgress (enabled: boolean): ProgressSink {
       multi.stop()
     }
   }
+}
+
+/** `, 67% on the wire` when blocks came compressed: what crossed the links against what they decoded to. */
+export function wireNote (p: Record<string, unknown>): string {
+  const wire = Number(p.wireBytes ?? 0)
+  const received = Number(p.receivedBytes ?? 0)
+  return received > 0 && wire < received ? `, ${Math.round(100 * wire / received)}% on the wire` : ''
 }
 
 /** The daemon runs as many adds (or pulls) at once as it may; this one waits in line: say so, once. */

@@ -1,6 +1,7 @@
 /** `shoal show` without --json: the key facts of GGUF and ONNX files. */
 import { describe, expect, it } from 'vitest'
-import { fileFacts, renderShow } from '../../../src/cli/views.js'
+import { wireNote } from '../../../src/cli/progress.js'
+import { fileFacts, renderPeers, renderShow } from '../../../src/cli/views.js'
 import type { FileStructureRecord } from '../../../src/core/manifest.js'
 import type { ShowFile, ShowResult } from '../../../src/rpc/api.js'
 
@@ -69,5 +70,20 @@ describe('fileFacts', () => {
     expect(lines).toContain(`  model.gguf  ${fileFacts(gguf)[0] ?? ''}`)
     expect(lines).toContain(`  model.onnx  ${fileFacts(onnx)[0] ?? ''}`)
     expect(lines).toContain('              inputs  input_ids INT64[batch, sequence]')
+  })
+})
+
+describe('shoal peers and pull progress: bytes on the wire', () => {
+  it('peers shows what blocks took on the link beside what they carried, with the share when compression saved some', () => {
+    const text = renderPeers([{ peerId: '12D3KooWAbCdEf', addresses: ['/ip4/10.0.0.2/tcp/4077'], connected: true, bytesReceived: 100 * 1024 * 1024, wireBytesReceived: 67 * 1024 * 1024, bytesSent: 10 * 1024 * 1024, wireBytesSent: 10 * 1024 * 1024, offences: {} }])
+    const [head, row] = text.split('\n')
+    expect(head).toMatch(/RECEIVED +ON THE WIRE +SENT +ON THE WIRE/)
+    expect(row).toMatch(/100(\.0)? MiB +67(\.0)? MiB \(67%\) +10(\.0)? MiB +10(\.0)? MiB /)
+  })
+
+  it('pull progress notes the share on the wire only when blocks came compressed', () => {
+    expect(wireNote({ wireBytes: 670, receivedBytes: 1000 })).toBe(', 67% on the wire')
+    expect(wireNote({ wireBytes: 1000, receivedBytes: 1000 })).toBe('')
+    expect(wireNote({})).toBe('')
   })
 })
