@@ -229,6 +229,8 @@ class PeerState implements SelectablePeer {
   readonly inflight = new Map<number, Request>()
   inflightBytes = 0
   rate = 0
+  /** Sent faster than `compressBelowBytesPerSecond` (and not yet below half of it since): offered no codec. */
+  fast = false
   receivedInTick = 0
   consecutiveTimeouts = 0
   received = 0
@@ -910,11 +912,20 @@ export class FetchSession {
   /**
    * The codec to offer `peer` for a chunk's blocks: the chunk's (from its tensor's dtype), while
    * this pull receives less than `compressBelowBytesPerSecond` from the peer and its channel can
-   * decode; else none.
+   * decode; else none. A peer is offered codecs only once its rate is measured (a first window on a
+   * fast link is not held to the encoder's pace); one that went past the rate is offered them again
+   * only below half of it, so a link near the rate does not flip at every tick (compressed blocks
+   * arrive as more bytes a second than raw ones).
    */
   private codecFor (peer: PeerState, channel: Channel, chunk: ChunkId): CodecName | undefined {
     if (channel.decode === undefined || peer.origin !== undefined) return undefined
-    if (!(peer.rate < this.opts.compressBelowBytesPerSecond)) return undefined
+    const below = this.opts.compressBelowBytesPerSecond
+    if (below !== Infinity) {
+      if (!(below > 0) || peer.rate === 0) return undefined
+      if (peer.rate >= below) peer.fast = true
+      else if (peer.rate < below / 2) peer.fast = false
+      if (peer.fast) return undefined
+    }
     const codec = this.extras.codecOf?.(chunk)
     return codec === 'raw' ? undefined : codec
   }

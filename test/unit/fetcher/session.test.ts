@@ -781,12 +781,13 @@ describe('FetchSession', () => {
     /** bf16 weights in chunks of four blocks, offered `planes2`. */
     const weights = (): FakeTarget => new FakeTarget(Array.from({ length: 6 }, (_, i) => testData('BF16', 4 * BLOCK, i + 1)), false, BLOCK)
     const planes2 = { codecOf: () => 'planes2' as const }
+    const ALWAYS = { compressBelowBytesPerSecond: Infinity }
 
     it('offers the chunk\'s codec, decodes what comes encoded before verifying it, counts wire beside raw bytes, and keeps the encoded form to pass on', async () => {
       const target = weights()
       const seed = peer('seed', target, { encode: 'honest' })
       const relayed: string[] = []
-      const { session, run, judge } = start(target, [seed], {}, { ...planes2, relay: (b, encoded) => { relayed.push(`${b.index}:${encoded[0]![0]}`) } })
+      const { session, run, judge } = start(target, [seed], ALWAYS, { ...planes2, relay: (b, encoded) => { relayed.push(`${b.index}:${encoded[0]![0]}`) } })
       await run
       expectComplete(target)
       expect(seed.spans.every(s => s.codec === 'planes2')).toBe(true)
@@ -810,7 +811,7 @@ describe('FetchSession', () => {
         const target = weights()
         const bad = peer('bad', target, { encode: how, delayMs: 1 })
         const good = peer('good', target, { encode: 'honest', delayMs: 5 })
-        const { run, judge } = start(target, [bad, good], {}, planes2)
+        const { run, judge } = start(target, [bad, good], ALWAYS, planes2)
         await run
         expectComplete(target)
         const record = recordOf(judge, 'bad')!
@@ -824,18 +825,27 @@ describe('FetchSession', () => {
       })
     }
 
-    it('offers no codec with compressBelowBytesPerSecond 0, and stops offering one to a peer that sends faster than it', async () => {
+    it('offers no codec with compressBelowBytesPerSecond 0; below a rate, only once the peer\'s rate is measured and while it is under it', async () => {
       const off = weights()
       const a = peer('a', off, { encode: 'honest' })
       await start(off, [a], { compressBelowBytesPerSecond: 0 }, planes2).run
       expectComplete(off)
       expect(a.spans.some(s => s.codec !== undefined)).toBe(false)
-      const target = new FakeTarget(Array.from({ length: 40 }, (_, i) => testData('BF16', 4 * BLOCK, i + 1)), false, BLOCK)
-      const b = peer('b', target, { encode: 'honest', delayMs: 20 })
-      await start(target, [b], { compressBelowBytesPerSecond: 1024, minWindowBytes: 4 * BLOCK, maxWindowBytes: 4 * BLOCK }, planes2).run
-      expectComplete(target)
-      expect(b.spans[0]!.codec).toBe('planes2')
-      expect(b.spans.at(-1)!.codec).toBeUndefined()
+      const many = (): FakeTarget => new FakeTarget(Array.from({ length: 40 }, (_, i) => testData('BF16', 4 * BLOCK, i + 1)), false, BLOCK)
+      const window = { minWindowBytes: 4 * BLOCK, maxWindowBytes: 4 * BLOCK }
+      // Under the rate: the first spans go before any rate is known (raw), the later ones offer the codec.
+      const slow = many()
+      const b = peer('b', slow, { encode: 'honest', delayMs: 20 })
+      await start(slow, [b], { compressBelowBytesPerSecond: 1e12, ...window }, planes2).run
+      expectComplete(slow)
+      expect(b.spans[0]!.codec).toBeUndefined()
+      expect(b.spans.at(-1)!.codec).toBe('planes2')
+      // Over it: never offered.
+      const fast = many()
+      const c = peer('c', fast, { encode: 'honest', delayMs: 20 })
+      await start(fast, [c], { compressBelowBytesPerSecond: 1024, ...window }, planes2).run
+      expectComplete(fast)
+      expect(c.spans.some(s => s.codec !== undefined)).toBe(false)
     })
   })
 })
