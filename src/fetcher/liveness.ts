@@ -41,9 +41,7 @@ export interface PeerRates {
 /**
  * Twice the time `bytes` take at the peer's long-run rate, at most `maxRateAllowanceMs`; 0 before
  * bytes of blocks came from it and it was measured for `minRateSampleMs`. Bytes still arriving
- * count, not only whole blocks: a peer whose first block is slow in coming has been sending too
- * (before, its first block had only the base, and was kept only when the tick that noticed its
- * last bytes came late enough).
+ * count, not only whole blocks: a peer whose first block is slow in coming has been sending too.
  */
 export function twoSpansMs (peer: PeerRates, bytes: number, o: LivenessOptions): number {
   const rate = longRunRate(peer, o)

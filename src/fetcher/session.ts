@@ -44,7 +44,9 @@ export interface SessionOptions {
   spanBytes: number
   /**
    * Bytes requested, or received and not yet stored, at once across all peers, requests to seeds
-   * (complete peers, while partial peers are connected) aside. @default 64 MiB
+   * (complete peers, while partial peers are connected) aside. The daemon's pulls pass
+   * `MAX_PULL_IN_FLIGHT_BYTES` (16 MiB, `daemon/daemon.ts`); this default serves tests and other
+   * embedders. why: docs/decisions/0014-pull-windows-and-budgets.md @default 64 MiB
    */
   maxInFlightBytes: number
   /** Bytes requested from seeds at once (one piece each; at least one piece in all). @default 8 MiB */
@@ -52,25 +54,23 @@ export interface SessionOptions {
   /**
    * Requests in flight to one peer at once, whatever their bytes: below what a server queues per
    * stream (`MAX_PENDING_PER_STREAM`, 64), past which it answers BUSY, with room for CANCELs it
-   * has not read yet. Small pieces (tensors of 128 KiB) filled the byte window with 160 requests,
-   * and 129 of one pull's came back BUSY. @default 48
+   * has not read yet: small pieces would otherwise fill the byte window with more requests than a
+   * server queues. why: docs/decisions/0014-pull-windows-and-budgets.md @default 48
    */
   maxRequestsPerPeer: number
   /**
    * Per-peer window bounds; the adaptive window aims at `windowSeconds` of the peer's rate. The
-   * least is 2 MiB, not 8: a peer sharing a 100 Mbit/s downlink with two others measures ~4 MB/s,
-   * and 8 MiB queued at each (2 s of its share) left the last of them finishing alone; a pull of
-   * 65 MiB from three seeds went from 6.33–6.60 s to 5.91–6.11 s (link floor 5.45 s), and the
-   * swarm and pair benchmarks did not move.
+   * least is small so that peers sharing one downlink each hold little of it queued.
+   * why: docs/decisions/0014-pull-windows-and-budgets.md
    */
   minWindowBytes: number
   maxWindowBytes: number
   windowSeconds: number
   /**
    * The least window of a peer while a reader waits, also before its rate is measured (the rate's
-   * `windowSeconds` still apply above it). With the 16 MiB of an unmeasured peer, the first peer
-   * whose HAVE came took the reader's next 16 pieces, the peers that answered a few ms later got what it
-   * needed after, and the first tensor arrived at a third of the link rate. @default 2 MiB
+   * `windowSeconds` still apply above it). With an unmeasured peer's window, the first peer to
+   * answer would take the reader's next pieces while the others idle.
+   * why: docs/decisions/0015-reads-while-pulling.md @default 2 MiB
    */
   readerWindowBytes: number
   /**
@@ -91,8 +91,8 @@ export interface SessionOptions {
   maxConsecutiveTimeouts: number
   /**
    * ...and at least this long since it was first asked, with nothing ever received from it. A TCP
-   * flow through a congested queue can go silent for 20 s (retransmission timeouts backing off):
-   * at 25 Mbit/s a puller banned the seed so. @default 30 s
+   * flow through a congested queue can go silent for tens of seconds while retransmissions back
+   * off. why: docs/decisions/0016-deadlines-and-stall-bans.md @default 30 s
    */
   stallMs: number
   /**
@@ -755,9 +755,9 @@ export class FetchSession {
     const size = span.bytes
     const controller = new AbortController()
     // The deadline follows the peer's long-run rate, not its recent average: that decays toward 0
-    // while the peer is silent, and a request sent to a peer quiet for seconds got the longest
-    // deadline there is (a pull then waited `maxRequestAgeMs` on a peer that had stopped). Capped:
-    // past 2³¹ ms a timer fires at once.
+    // while the peer is silent and would give a request to a quiet peer the longest deadline
+    // there is. Capped: past 2³¹ ms a timer fires at once.
+    // why: docs/decisions/0016-deadlines-and-stall-bans.md
     const measured = longRunRate(peer, this.opts)
     const rate = measured > 0 ? measured : peer.rate > 0 ? peer.rate : this.opts.initialRateBytesPerSecond
     const timeoutMs = Math.min(this.opts.maxRequestAgeMs, this.opts.requestTimeoutBaseMs + 2000 * (peer.inflightBytes + size) / rate)
@@ -1012,8 +1012,8 @@ export class FetchSession {
     this.requeue(piece)
     if (req.queued === true) {
       // Busy, not stalling: it acknowledged the request and holds it for a slot. Ask elsewhere,
-      // and do not count it against the peer (a seed whose slots a hostile requester filled was
-      // banned as a staller by every honest puller waiting on it).
+      // and do not count it against the peer (otherwise a seed whose slots a hostile requester
+      // filled would be banned as a staller by every honest puller waiting on it).
       this.extras.log?.debug({ peer: peer.key, piece, ms: now - req.started }, 'queued request cancelled: the peer is busy')
       this.pump()
       return

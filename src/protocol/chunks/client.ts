@@ -71,7 +71,7 @@ export interface WantOptions {
   onLate?: (block: BlockArrival) => void
 }
 
-/** Asks the peter for a bulk connection and dials it; undefined when there is none to be had. */
+/** Asks the peer for a bulk connection and dials it; undefined when there is none to be had. */
 export type BulkDialer = (offer: { port: number, token: Uint8Array, key: Uint8Array | undefined }, signal: AbortSignal) => Promise<BulkReceiver | undefined>
 
 interface Pending {

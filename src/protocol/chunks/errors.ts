@@ -1,5 +1,5 @@
 /**
- * Wire error codes of `/shoal/chunks/1.0.0`, mapped to and from errors in this one place.
+ * Wire error codes of `/shoal/chunks/2.0.0`, mapped to and from errors in this one place.
  */
 import { ShoalError } from '../../core/errors.js'
 

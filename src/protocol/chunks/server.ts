@@ -301,8 +301,8 @@ export class ServerSession {
       if (signal.aborted) return false
       // While this WANT waited, the span may have gone to another peer (an urgent WANT, or one
       // whose requester gave up on the hint). Sending it now would spend this upload twice on it:
-      // the requester is told DUPLICATE, as it would be had it asked now. At 25 Mbit/s a seed's
-      // queue is ~20 s deep at the start of a swarm, and such WANTs doubled two chunks of 16.
+      // the requester is told DUPLICATE, as it would be had it asked now.
+      // why: docs/decisions/0003-seed-requests-at-swarm-start.md
       const holder = queued ? overtaken?.() : undefined
       if (holder !== undefined) {
         void this.reply({ type: ChunkResponse.Type.ERROR, id: reqId, code: WireCode.DUPLICATE, message: 'sent to another peer while this request waited; fetch it there', holder })
