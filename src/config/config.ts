@@ -284,12 +284,12 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
       origins: t.origins ?? [],
       originMaxFailures: t.originMaxFailures ?? DEFAULT_ORIGIN_MAX_FAILURES,
       maxManifestChunks: t.maxManifestChunks ?? DEFAULT_MAX_MANIFEST_CHUNKS,
-      maxVersionBytes: t.maxVersionBytes !== undefined ? parseSize(t.maxVersionBytes) : DEFAULT_MAX_VERSION_BYTES,
+      maxVersionBytes: t.maxVersionBytes !== undefined ? sizeAt('transfer.maxVersionBytes', t.maxVersionBytes) : DEFAULT_MAX_VERSION_BYTES,
       maxPullAttempts: t.maxPullAttempts ?? DEFAULT_MAX_PULL_ATTEMPTS,
       bulk: { enabled: t.bulk?.enabled ?? DEFAULT_BULK_ENABLED, ...bulkListenAddress(listen, t.bulk?.listen) },
       encrypt: t.encrypt ?? DEFAULT_ENCRYPT,
       compress: t.compress ?? 'auto',
-      compressCacheBytes: t.compressCache !== undefined ? parseSize(t.compressCache) : DEFAULT_COMPRESS_CACHE_BYTES
+      compressCacheBytes: t.compressCache !== undefined ? sizeAt('transfer.compressCache', t.compressCache) : DEFAULT_COMPRESS_CACHE_BYTES
     },
     metrics: file.metrics?.listen !== undefined ? { listen: hostPort(file.metrics.listen, 'metrics.listen', '0.0.0.0:9464, [::]:9464 or 10.0.0.2:9464') } : {},
     follow: [...(file.follow ?? []), ...(o.follow ?? [])],
@@ -299,6 +299,15 @@ export async function loadConfig (options: { home?: string, env?: NodeJS.Process
       ...(file.store?.quota !== undefined ? { quotaBytes: quotaOf(file.store.quota) } : {}),
       ...compressionOf(file.store)
     }
+  }
+}
+
+/** A size from the config file, a refusal naming its key. */
+function sizeAt (key: string, value: number | string): number {
+  try {
+    return parseSize(value)
+  } catch (err) {
+    throw new InvalidInputError(`${CONFIG_FILE} ${key}: ${(err as Error).message}`)
   }
 }
 

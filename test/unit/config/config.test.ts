@@ -106,6 +106,18 @@ describe('config', () => {
     expect((await refusal()).message).toMatch(/is invalid at transfer\.bulk: Unrecognized key: "port"/)
   })
 
+  it('compression on the wire: auto with a 32 MiB cache by default; always, off and a cache size as given; anything else refused naming the key', async () => {
+    let t = (await loadConfig({ home, env: {} })).transfer
+    expect([t.compress, t.compressCacheBytes]).toEqual(['auto', 32 * 1024 * 1024])
+    await withFile({ transfer: { compress: 'off', compressCache: '1GiB' } })
+    t = (await loadConfig({ home, env: {} })).transfer
+    expect([t.compress, t.compressCacheBytes]).toEqual(['off', 1024 ** 3])
+    await withFile({ transfer: { compress: 'sometimes' } })
+    expect((await refusal()).message).toBe(`${join(home, CONFIG_FILE)} is invalid at transfer.compress: Invalid option: expected one of "auto"|"always"|"off"`)
+    await withFile({ transfer: { compressCache: 'lots' } })
+    expect((await refusal()).message).toBe('config.json transfer.compressCache: "lots" is not a size; use bytes or e.g. "200GB", "1.5TiB"')
+  })
+
   it('refuses a config file over the size bound before reading it', async () => {
     await withFile(`{${' '.repeat(MAX_CONFIG_BYTES)}}`)
     expect((await refusal()).message).toBe(`${join(home, CONFIG_FILE)} is ${MAX_CONFIG_BYTES + 2} bytes, over the ${MAX_CONFIG_BYTES}-byte limit for a config file`)
