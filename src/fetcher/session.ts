@@ -1086,8 +1086,8 @@ export class FetchSession {
       }
       p.receivedInTick = 0
     }
-    this.extras.onProgress?.(this.progress())
     if (this.target.done) { this.complete(); return }
+    this.extras.onProgress?.(this.progress())
     const idle = now - this.lastProgress
     if (idle > this.opts.noProgressTimeoutMs) {
       const busy = this.busyPeers(now)
@@ -1112,6 +1112,8 @@ export class FetchSession {
 
   private complete (): void {
     if (this.failure !== undefined) return
+    // A last report at 100%: a pull shorter than a tick has no other.
+    this.extras.onProgress?.(this.progress())
     this.finished?.()
   }
 
