@@ -49,6 +49,7 @@ import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 import { StorageIoError } from '../core/errors.js'
 import { failureDetail, type WriteContext } from '../util/fsutil.js'
 import { WriteGuard } from './write-guard.js'
+import { checkLayer, leavesKey } from './leaves.js'
 
 export const INDEX_SCHEMA = 2
 /** The schema of an index that holds cold versions (`cold`, `coldChunks`). */
@@ -361,6 +362,129 @@ export class IndexDb {
     return await run
   }
 
+  // ---- named reads (what the store's modules ask of the index) --------------------------------
+
+  /** A new batch of named changes, written by its `commit` as one synced batch. */
+  batch (): IndexBatch {
+    return new IndexBatch(this)
+  }
+
+  async blob (digest: FileDigest): Promise<BlobRecord | undefined> {
+    return await this.blobs.get(digest)
+  }
+
+  async blobMany (digests: readonly FileDigest[]): Promise<Array<BlobRecord | undefined>> {
+    return digests.length === 0 ? [] : await this.blobs.getMany([...digests])
+  }
+
+  /** Every blob record, in digest order. */
+  blobEntries (): AsyncIterable<[FileDigest, BlobRecord]> {
+    return this.blobs.iterator() as AsyncIterable<[FileDigest, BlobRecord]>
+  }
+
+  /** Where verified copies of chunk `id` live in blobs and partial files (undefined: none). */
+  async locations (id: ChunkId): Promise<ChunkLocation[] | undefined> {
+    return await this.chunks.get(id)
+  }
+
+  async locationsMany (ids: readonly ChunkId[]): Promise<Array<ChunkLocation[] | undefined>> {
+    return ids.length === 0 ? [] : await this.chunks.getMany([...ids])
+  }
+
+  async version (version: VersionId): Promise<VersionRecord | undefined> {
+    return await this.versions.get(version)
+  }
+
+  versionEntries (): AsyncIterable<[VersionId, VersionRecord]> {
+    return this.versions.iterator() as AsyncIterable<[VersionId, VersionRecord]>
+  }
+
+  versionIds (): AsyncIterable<VersionId> {
+    return this.versions.keys() as AsyncIterable<VersionId>
+  }
+
+  /** Manifest bytes of a stored version or of a version being pulled. */
+  async manifestBytes (version: VersionId): Promise<Uint8Array | undefined> {
+    return await this.manifests.get(version)
+  }
+
+  async pin (name: string, version: VersionId): Promise<PinRecord | undefined> {
+    return await this.pins.get(IndexDb.pairKey(name, version))
+  }
+
+  /** Every pinned version with the model it is pinned in. */
+  async * pinEntries (): AsyncGenerator<{ name: string, version: VersionId, record: PinRecord }> {
+    for await (const [key, record] of this.pins.iterator()) {
+      const [name, version] = IndexDb.splitKey(key)
+      if (name !== undefined && version !== undefined) yield { name, version, record }
+    }
+  }
+
+  /** Every label with its record. */
+  async * labelEntries (): AsyncGenerator<{ model: string, label: string, record: LabelRecord }> {
+    for await (const [key, record] of this.labels.iterator()) {
+      const [model, label] = IndexDb.splitKey(key)
+      if (model !== undefined && label !== undefined) yield { model, label, record }
+    }
+  }
+
+  async partial (digest: FileDigest): Promise<PartialRecord | undefined> {
+    return await this.partials.get(digest)
+  }
+
+  async partialDigests (): Promise<FileDigest[]> {
+    return await this.partials.keys().all()
+  }
+
+  async pull (version: VersionId): Promise<PullRecord | undefined> {
+    return await this.pulls.get(version)
+  }
+
+  pullEntries (): AsyncIterable<[VersionId, PullRecord]> {
+    return this.pulls.iterator() as AsyncIterable<[VersionId, PullRecord]>
+  }
+
+  pullVersions (): AsyncIterable<VersionId> {
+    return this.pulls.keys() as AsyncIterable<VersionId>
+  }
+
+  leaseEntries (): AsyncIterable<[string, unknown]> {
+    return this.leases.iterator() as AsyncIterable<[string, unknown]>
+  }
+
+  /** Keys of every recorded leaf layer (`<chunk id>\0<block size>`, see `store/leaves.ts`). */
+  leafKeys (): AsyncIterable<string> {
+    return this.leaves.keys() as AsyncIterable<string>
+  }
+
+  async leafLayer (id: ChunkId, blockSize: number): Promise<Uint8Array | undefined> {
+    return await this.leaves.get(leavesKey(id, blockSize))
+  }
+
+  async leafLayersMany (id: ChunkId, blockSizes: readonly number[]): Promise<Array<Uint8Array | undefined>> {
+    return blockSizes.length === 0 ? [] : await this.leaves.getMany(blockSizes.map(size => leavesKey(id, size)))
+  }
+
+  async coldVersion (version: VersionId): Promise<ColdRecord | undefined> {
+    return await this.cold.get(version)
+  }
+
+  coldVersionIds (): AsyncIterable<VersionId> {
+    return this.cold.keys() as AsyncIterable<VersionId>
+  }
+
+  async coldChunk (id: ChunkId): Promise<ColdChunkRecord | undefined> {
+    return await this.coldChunks.get(id)
+  }
+
+  async coldChunkMany (ids: readonly ChunkId[]): Promise<Array<ColdChunkRecord | undefined>> {
+    return ids.length === 0 ? [] : await this.coldChunks.getMany([...ids])
+  }
+
+  coldChunkIds (): AsyncIterable<ChunkId> {
+    return this.coldChunks.keys() as AsyncIterable<ChunkId>
+  }
+
   static modelKey (name: string, created: number, version: VersionId): string {
     return `${name}\0${String(created).padStart(16, '0')}\0${version}`
   }
@@ -424,4 +548,117 @@ function isCorruption (err: unknown): boolean {
     if (at.code === 'LEVEL_CORRUPTION') return true
   }
   return false
+}
+
+/**
+ * Named changes to the index, collected and then written by `commit` as one synced batch (see
+ * `IndexDb.commit`). Each method adds one or a few records' changes; nothing is written before
+ * `commit`.
+ */
+export class IndexBatch {
+  private readonly ops: IndexOp[] = []
+
+  constructor (private readonly index: IndexDb) {}
+
+  /** Changes collected so far. */
+  get size (): number {
+    return this.ops.length
+  }
+
+  async commit (what: WriteContext = INDEX_WRITE): Promise<void> {
+    await this.index.commit(this.ops.splice(0), what)
+  }
+
+  putBlob (digest: FileDigest, record: BlobRecord): this {
+    return this.put(this.index.blobs, digest, record)
+  }
+
+  dropBlob (digest: FileDigest): this {
+    return this.del(this.index.blobs, digest)
+  }
+
+  /** Sets where chunk `id` lives; an empty list drops its record. */
+  setLocations (id: ChunkId, locations: ChunkLocation[]): this {
+    return locations.length === 0 ? this.del(this.index.chunks, id) : this.put(this.index.chunks, id, locations)
+  }
+
+  /** Drops a version's manifest and records (not its pins, labels or cold record). */
+  dropVersion (name: string, created: number, version: VersionId): this {
+    return this.del(this.index.manifests, version).del(this.index.versions, version).del(this.index.byModel, IndexDb.modelKey(name, created, version))
+  }
+
+  putManifest (version: VersionId, bytes: Uint8Array): this {
+    return this.put(this.index.manifests, version, bytes)
+  }
+
+  dropManifest (version: VersionId): this {
+    return this.del(this.index.manifests, version)
+  }
+
+  /** Records a version kept compressed, and the schema that says the index holds such versions. */
+  putColdVersion (version: VersionId, record: ColdRecord): this {
+    return this.put(this.index.cold, version, record).put(this.index.meta, 'schema', COLD_SCHEMA)
+  }
+
+  dropColdVersion (version: VersionId): this {
+    return this.del(this.index.cold, version)
+  }
+
+  putColdChunk (id: ChunkId, record: ColdChunkRecord): this {
+    return this.put(this.index.coldChunks, id, record)
+  }
+
+  dropColdChunk (id: ChunkId): this {
+    return this.del(this.index.coldChunks, id)
+  }
+
+  /**
+   * Records chunk `id`'s leaf layer at `blockSize`; `leaves` MUST come from bytes that hash to
+   * `id`. Checked for shape (`checkLayer`; `chunkSize`, when given, fixes the leaf count).
+   * @throws InvalidInputError for a block size or a layer of the wrong shape
+   */
+  putLeaves (id: ChunkId, blockSize: number, leaves: Uint8Array, chunkSize?: number): this {
+    return this.put(this.index.leaves, leavesKey(id, blockSize), checkLayer(id, blockSize, leaves, chunkSize))
+  }
+
+  /** Drops one leaf layer by its key (`leafKeys`). */
+  dropLeaves (key: string): this {
+    return this.del(this.index.leaves, key)
+  }
+
+  putPartial (digest: FileDigest, record: PartialRecord): this {
+    return this.put(this.index.partials, digest, record)
+  }
+
+  dropPartial (digest: FileDigest): this {
+    return this.del(this.index.partials, digest)
+  }
+
+  putPull (version: VersionId, record: PullRecord): this {
+    return this.put(this.index.pulls, version, record)
+  }
+
+  dropPull (version: VersionId): this {
+    return this.del(this.index.pulls, version)
+  }
+
+  putLease (id: string, record: unknown): this {
+    return this.put(this.index.leases, id, record)
+  }
+
+  dropLease (id: string): this {
+    return this.del(this.index.leases, id)
+  }
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  private put (sublevel: Sub<any>, key: string, value: unknown): this {
+    this.ops.push({ type: 'put', sublevel, key, value })
+    return this
+  }
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  private del (sublevel: Sub<any>, key: string): this {
+    this.ops.push({ type: 'del', sublevel, key })
+    return this
+  }
 }

@@ -62,6 +62,7 @@ import { Layout } from './layout.js'
 import { ReadCache } from './read-cache.js'
 import { HeadStore } from './heads.js'
 import { HashPool } from './hash-pool.js'
+import { attachParts } from './internal.js'
 
 export interface Logger {
   info: (obj: object, msg?: string) => void
@@ -143,8 +144,17 @@ export interface Span {
   proofs: Uint8Array[]
 }
 
-/** Where verified bytes of a chunk live. */
-interface Located { digest: FileDigest, offset: number, size: number }
+/** Where verified bytes of a chunk live: a blob or partial file, the offset in it, the chunk's size. */
+export interface ChunkPlace { digest: FileDigest, offset: number, size: number }
+
+type Located = ChunkPlace
+
+/** A chunk written into a partial file, to record (`Store.recordChunks`). */
+export interface RecordedChunk extends ChunkPlace {
+  id: ChunkId
+  /** The leaf layer it was verified with (joined leaf hashes), for a chunk of several blocks. */
+  leaves?: { blockSize: number, layer: Uint8Array }
+}
 
 const NO_PROOF = new Uint8Array(0)
 
@@ -168,7 +178,7 @@ export class Store {
   /** Decoded manifests by version id (immutable, so never stale); bounded, oldest dropped first. */
   private readonly decoded = new Map<VersionId, Manifest>()
   /** Chunks verified and written by a pull but not yet durable/indexed: servable already. */
-  private readonly fresh = new Map<ChunkId, { digest: FileDigest, offset: number, size: number }>()
+  private readonly fresh = new Map<ChunkId, ChunkPlace>()
   /** Label changes and the sync of `refs/` files with the index, one at a time. */
   private labelQueue: Promise<unknown> = Promise.resolve()
   private writableCheck?: NodeJS.Timeout
@@ -188,6 +198,7 @@ export class Store {
       log
     })
     this.lock = createMortice({ name: `shoal-store-${randomBytes(8).toString('hex')}`, singleProcess: true })
+    attachParts(this, { index: this.index, layout: this.layout, reads: this.reads })
   }
 
   /** Calls `listener` whenever the store takes writes again after a disk failure. */
@@ -847,13 +858,41 @@ export class Store {
     return new Set(ids.filter((id, i) => this.fresh.has(id) || locations[i] !== undefined || cold[i] !== undefined))
   }
 
-  /** Marks a verified chunk written into a partial file as servable before it is indexed. */
-  markFresh (id: ChunkId, location: { digest: FileDigest, offset: number, size: number }): void {
-    this.fresh.set(id, location)
+  /**
+   * A verified chunk was written at `at` in a partial file: servable from now on, before it is
+   * recorded (`recordChunks`). The store keeps that copy until the chunk is recorded or its partial
+   * file goes (`chunksDropped`).
+   */
+  chunkWritten (id: ChunkId, at: ChunkPlace): void {
+    this.fresh.set(id, at)
   }
 
-  unmarkFresh (id: ChunkId): void {
-    this.fresh.delete(id)
+  /**
+   * Records where chunks written into partial files live, with the leaf layers they were verified
+   * with, in one batch, once their bytes are durable (the caller fsynced them); from then on they
+   * are served from the index. A location already recorded is not added twice.
+   */
+  async recordChunks (chunks: readonly RecordedChunk[], what: WriteContext): Promise<void> {
+    const byId = new Map<ChunkId, RecordedChunk[]>()
+    for (const c of chunks) byId.set(c.id, [...(byId.get(c.id) ?? []), c])
+    const ids = [...byId.keys()]
+    const existing = await this.index.locationsMany(ids)
+    const batch = this.index.batch()
+    ids.forEach((id, i) => {
+      const locations = existing[i] ?? []
+      for (const c of byId.get(id) ?? []) {
+        if (!locations.some(([d, o]) => d === c.digest && o === c.offset)) locations.push([c.digest, c.offset, c.size])
+        if (c.leaves !== undefined) batch.putLeaves(id, c.leaves.blockSize, c.leaves.layer, c.size)
+      }
+      batch.setLocations(id, locations)
+    })
+    await batch.commit(what)
+    for (const id of ids) this.fresh.delete(id)
+  }
+
+  /** Chunks whose last copy in a partial file went (a pull was dropped): no longer served from it. */
+  chunksDropped (ids: Iterable<ChunkId>): void {
+    for (const id of ids) this.fresh.delete(id)
   }
 
   /**
