@@ -77,8 +77,8 @@ async function ineligible (store: Store, name: string, version: VersionId, keepL
       return `it is among the last ${keepLast} versions of ${model}@${label} (labels.keep), kept ready for a rollback`
     }
   }
-  for await (const [, lease] of index.leaseEntries()) {
-    if ((lease as { version?: string }).version === version) return `a lease of ${(lease as { holder?: string }).holder ?? 'a serving process'} holds it`
+  for await (const lease of index.leaseRecords()) {
+    if (lease.version === version) return `a lease of ${lease.holder} holds it`
   }
   if (await index.pull(version) !== undefined) return `it is being pulled into ${name}`
   return undefined

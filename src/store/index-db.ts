@@ -110,6 +110,18 @@ export interface PullRecord {
   attempts?: number
 }
 
+/** A version a serving process holds (`daemon/leases.ts`): GC keeps it until `expiresAt`. */
+export interface LeaseRecord {
+  id: string
+  /** Who holds it: free text from the client (e.g. "inference-7 pid 1234"). */
+  holder: string
+  model: string
+  version: VersionId
+  path: string
+  createdAt: number
+  expiresAt: number
+}
+
 /** A version kept compressed: its snapshot and the blobs only it needed are gone. */
 export interface ColdRecord {
   /** When it was compressed (ms). */
@@ -176,8 +188,7 @@ export class IndexDb {
   readonly known: Sub<Uint8Array>
   readonly labelPins: Sub<PinRecord>
   readonly search: Sub<import('../core/search-doc.js').SearchDoc>
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  readonly leases: Sub<any>
+  readonly leases: Sub<LeaseRecord>
   readonly leaves: Sub<Uint8Array>
   readonly cold: Sub<ColdRecord>
   readonly coldChunks: Sub<ColdChunkRecord>
@@ -448,8 +459,8 @@ export class IndexDb {
     return this.pulls.keys() as AsyncIterable<VersionId>
   }
 
-  leaseEntries (): AsyncIterable<[string, unknown]> {
-    return this.leases.iterator() as AsyncIterable<[string, unknown]>
+  leaseRecords (): AsyncIterable<LeaseRecord> {
+    return this.leases.values() as AsyncIterable<LeaseRecord>
   }
 
   /** Keys of every recorded leaf layer (`<chunk id>\0<block size>`, see `store/leaves.ts`). */
@@ -642,8 +653,8 @@ export class IndexBatch {
     return this.del(this.index.pulls, version)
   }
 
-  putLease (id: string, record: unknown): this {
-    return this.put(this.index.leases, id, record)
+  putLease (lease: LeaseRecord): this {
+    return this.put(this.index.leases, lease.id, lease)
   }
 
   dropLease (id: string): this {

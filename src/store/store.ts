@@ -45,7 +45,6 @@ import { checkLabel, checkModelName, parseRef } from '../core/names.js'
 import { blockCount, blockRange, leafHash } from '../core/tree.js'
 import { BlobWriter, type WrittenBlob } from './blob-writer.js'
 import { LeafStore } from './leaf-store.js'
-import { checkLayer, leavesKey } from './leaves.js'
 import { diskError, diskFailure, fsyncDir, NOTHING_KEPT, pathExists, readdirSafe, tmpName, writeFileAtomic, type WriteContext } from '../util/fsutil.js'
 
 /** @default 64 — versions of the model an add compares its content with (newest first) */
@@ -54,7 +53,8 @@ export const MAX_SAME_CONTENT_CHECKS = 64
 const SAME_CONTENT_SLACK_BYTES = 32
 
 export { pathExists, readdirSafe, type WriteContext }
-import { IndexDb, MAX_LABEL_HISTORY, type Db, type IndexOp, type LabelRecord } from './index-db.js'
+import { IndexDb, MAX_LABEL_HISTORY, type ColdRecord, type Db, type IndexOp, type LabelRecord, type LeaseRecord, type PullRecord, type VersionRecord } from './index-db.js'
+import type { BlobSink, Catalogue, ChunkReads, HeadRecords, Leases, PullRecords } from './api.js'
 import { WriteGuard } from './write-guard.js'
 import { decodeColdBlocks, decodeColdChunk, parseColdChunk, type ColdChunkView } from './cold-chunks.js'
 import { rematerializeVersion } from './cold.js'
@@ -158,18 +158,18 @@ export interface RecordedChunk extends ChunkPlace {
 
 const NO_PROOF = new Uint8Array(0)
 
-export class Store {
-  readonly layout: Layout
-  readonly index: IndexDb
+export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecords {
+  private readonly layout: Layout
+  private readonly index: IndexDb
   /** Signed heads and the manifests they name (see `store/heads.ts`). */
-  readonly heads: HeadStore
+  readonly heads: HeadRecords
   private readonly lock: Mortice
   /** Blobs written by operations still in progress; GC leaves them alone. */
   private readonly inflight = new Map<FileDigest, number>()
   /** Worker threads for hashing whole chunks in shared buffers (created on first use). */
   private hashPool?: HashPool
   /** Handles kept open for serving chunks. */
-  readonly reads = new ReadCache()
+  private readonly reads = new ReadCache()
   /**
    * Buffers for chunks read to be served: a new 4 MiB buffer per served chunk made the garbage
    * collector, not encryption, the largest cost of a seed sending at full speed.
@@ -359,12 +359,9 @@ export class Store {
    * leaf layers the writer computed, in one batch.
    */
   async indexBlob (blob: WrittenBlob): Promise<void> {
-    const ops: IndexOp[] = [{
-      type: 'put', sublevel: this.index.blobs, key: blob.digest,
-      value: { size: blob.size, chunks: blob.chunks.map(c => [c.id, c.size]), verifiedAt: Date.now() }
-    }]
+    const batch = this.index.batch().putBlob(blob.digest, { size: blob.size, chunks: blob.chunks.map(c => [c.id, c.size]), verifiedAt: Date.now() })
     const ids = [...new Set(blob.chunks.map(c => c.id))]
-    const existing = await this.index.chunks.getMany(ids)
+    const existing = await this.index.locationsMany(ids)
     const offsets = new Map<ChunkId, [number, number]>()
     let offset = 0
     for (const c of blob.chunks) {
@@ -375,32 +372,20 @@ export class Store {
       const locations = (existing[i] ?? []).filter(([d]) => d !== blob.digest)
       const [at, size] = offsets.get(id) ?? [0, 0]
       locations.push([blob.digest, at, size])
-      ops.push({ type: 'put', sublevel: this.index.chunks, key: id, value: locations })
+      batch.setLocations(id, locations)
     })
-    const layers = new Set<ChunkId>()
+    const layered = new Set<ChunkId>()
     for (const c of blob.chunks) {
-      if (c.leaves === undefined || layers.has(c.id)) continue
-      layers.add(c.id)
-      ops.push(this.leavesOp(c.id, blob.blockSize, c.leaves, c.size))
+      if (c.leaves === undefined || layered.has(c.id)) continue
+      layered.add(c.id)
+      batch.putLeaves(c.id, blob.blockSize, c.leaves, c.size)
     }
-    await this.index.commit(ops, { doing: `indexing blob ${blob.digest}`, kept: ADD_KEPT })
-  }
-
-  /**
-   * The index op that records chunk `id`'s leaf layer at `blockSize` (its blocks' leaf hashes,
-   * concatenated), for a caller to put in its own batch beside the chunk's location (a pull's
-   * flush). `leaves` MUST come from bytes that hash to `id`. Checked for shape (see `checkLayer`;
-   * `chunkSize`, when given, fixes the leaf count).
-   * @throws InvalidInputError for a block size or a layer of the wrong shape
-   */
-  leavesOp (id: ChunkId, blockSize: number, leaves: Uint8Array, chunkSize?: number): IndexOp {
-    return { type: 'put', sublevel: this.index.leaves, key: leavesKey(id, blockSize), value: checkLayer(id, blockSize, leaves, chunkSize) }
+    await batch.commit({ doing: `indexing blob ${blob.digest}`, kept: ADD_KEPT })
   }
 
   /** Records chunk `id`'s leaf layer on its own (see `leavesOp`) and keeps it in memory for serving. */
   async recordLeaves (id: ChunkId, blockSize: number, leaves: Uint8Array, options: { chunkSize?: number, kept?: string } = {}): Promise<void> {
-    const op = this.leavesOp(id, blockSize, leaves, options.chunkSize)
-    await this.index.commit([op], { doing: `recording the leaf layer of chunk ${id}`, kept: options.kept ?? 'the layer is computed again when needed' })
+    await this.index.batch().putLeaves(id, blockSize, leaves, options.chunkSize).commit({ doing: `recording the leaf layer of chunk ${id}`, kept: options.kept ?? 'the layer is computed again when needed' })
     this.leafLayers.remember(id, blockSize, leaves)
   }
 
@@ -921,6 +906,48 @@ export class Store {
   /** True when every file of the version is stored and the version is recorded. */
   async hasVersion (version: VersionId): Promise<boolean> {
     return await this.index.versions.get(version) !== undefined
+  }
+
+  async versionRecord (version: VersionId): Promise<VersionRecord | undefined> {
+    return await this.index.version(version)
+  }
+
+  versionIds (): AsyncIterable<VersionId> {
+    return this.index.versionIds()
+  }
+
+  snapshotPath (name: string, version: VersionId): string {
+    return this.layout.snapshot(name, version)
+  }
+
+  async coldRecord (version: VersionId): Promise<ColdRecord | undefined> {
+    return await this.index.coldVersion(version)
+  }
+
+  // ---- leases and pull records ---------------------------------------------------------------
+
+  leaseRecords (): AsyncIterable<LeaseRecord> {
+    return this.index.leaseRecords()
+  }
+
+  async putLease (lease: LeaseRecord, what: WriteContext): Promise<void> {
+    await this.index.batch().putLease(lease).commit(what)
+  }
+
+  async dropLease (id: string, what: WriteContext): Promise<void> {
+    await this.index.batch().dropLease(id).commit(what)
+  }
+
+  pullRecords (): AsyncIterable<[VersionId, PullRecord]> {
+    return this.index.pullEntries()
+  }
+
+  async pullRecord (version: VersionId): Promise<PullRecord | undefined> {
+    return await this.index.pull(version)
+  }
+
+  async updatePullRecord (version: VersionId, record: PullRecord, what: WriteContext): Promise<void> {
+    await this.index.batch().putPull(version, record).commit(what)
   }
 
   private async resolveVersion (name: string, selector: string | undefined): Promise<VersionId> {
