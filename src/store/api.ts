@@ -21,7 +21,7 @@
  * the bytes it names), and fails with `DiskFullError` or `StorageIoError` saying what was kept
  * (`WriteContext`). Reads never re-hash: bytes were verified before they were recorded.
  */
-import type { ChunkId, VersionId } from '../core/digest.js'
+import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 import type { Manifest } from '../core/manifest.js'
 import type { WriteContext } from '../util/fsutil.js'
 import type { BlobWriter, WrittenBlob } from './blob-writer.js'
@@ -93,6 +93,11 @@ export interface BlobSink {
   chunkMatches: (bytes: Uint8Array | readonly Uint8Array[], id: ChunkId) => Promise<boolean>
   /** The leaf hash of one block. */
   leafHash: (block: Uint8Array | readonly Uint8Array[]) => Promise<Uint8Array>
+  /**
+   * Runs `fn` under the store's shared lock; blobs it registers with `hold` are kept from GC until
+   * `fn` settles (by then the version that names them is committed, or the add failed).
+   */
+  withShared: <T>(fn: (hold: (digest: FileDigest) => void) => Promise<T>) => Promise<T>
   /** A writer of one file's bytes (an add). */
   createBlobWriter: (options?: { blockSize?: number }) => Promise<BlobWriter>
   /** Records a committed blob, its chunks' locations and their leaf layers. */
