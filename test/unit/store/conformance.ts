@@ -15,6 +15,7 @@ import { blockCount, blockRange } from '../../../src/core/tree.js'
 import { ConflictError, NotFoundError } from '../../../src/core/errors.js'
 import { addPath } from '../../../src/ingest/ingest.js'
 import type { LeaseRecord } from '../../../src/store/api.js'
+import { compressVersion } from '../../../src/store/cold.js'
 import { collectGarbage } from '../../../src/store/gc.js'
 import { PullTarget } from '../../../src/store/pull-target.js'
 import type { ResolvedVersion, Store } from '../../../src/store/store.js'
@@ -247,6 +248,28 @@ export function storeConformance (backend: Backend): void {
       await PullTarget.discard(store, source.version)
       expect((await collectGarbage(store, { keepLast: 1 })).versions.map(v => v.version)).toEqual([leased.version])
       await expect(stat(partial)).rejects.toMatchObject({ code: 'ENOENT' })
+    })
+
+    it('a cold version keeps its chunks readable, refuses to go cold twice, and comes back whole for a label', async () => {
+      const v = await add(1, { pin: false })
+      const ids = v.manifest.files.flatMap(f => f.chunks.map(c => c.id))
+      const before = await Promise.all(ids.map(async id => await store.readChunk(id)))
+      const report = await compressVersion(store, v.version, { keepLast: 1 })
+      expect(report).toMatchObject({ name: NAME, version: v.version, blobs: 2 })
+      const cold = await store.resolve(`${NAME}@${v.version}`)
+      expect(cold).toMatchObject({ cold: true, missing: [] })
+      expect(await store.coldRecord(v.version)).toMatchObject({ rawBytes: report.rawBytes, storedBytes: report.storedBytes })
+      await expect(stat(cold.path)).rejects.toMatchObject({ code: 'ENOENT' })
+      expect(await store.heldChunks(ids)).toEqual(new Set(ids))
+      for (const [i, id] of ids.entries()) expect(sameBytes(await store.readChunk(id), before[i])).toBe(true)
+      await expect(compressVersion(store, v.version, { keepLast: 1 })).rejects.toThrow(`${NAME}@${v.version} is already compressed`)
+      expect((await verifyStore(store)).problems).toEqual([])
+
+      // A label only points at a materialized version: setting it brings the files back.
+      await store.setLabel(NAME, 'prod', v.version)
+      expect(await store.coldRecord(v.version)).toBeUndefined()
+      expect(sameBytes(await readFile(join(v.path, 'weights.bin')), seededBytes(300 * 1024, 1))).toBe(true)
+      await expect(compressVersion(store, v.version, { keepLast: 1 })).rejects.toThrow(`${NAME}@prod points at it; move the label first`)
     })
 
     it('verify finds a corrupted chunk, moves its blob to quarantine and reports the version damaged', async () => {
