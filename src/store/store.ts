@@ -1,11 +1,12 @@
 /**
  * The content-addressed store: blobs (one copy of each file's bytes), chunk locations, manifests,
- * versions, labels and pins, behind one API. Daemon components use it; nothing else touches the
- * home's files.
+ * versions, labels and pins, behind the narrow interfaces of `store/api.ts`. Daemon components use
+ * those; nothing else touches the index or the home's files (`store/internal.ts` hands them to the
+ * store's own modules). Chunk reads are `store/chunk-reads.ts`.
  *
  * MUST hold:
  * - bytes are named by what they hash to: `BlobWriter` and `PullTarget` hash every chunk before
- *   writing it, so what the index (or the fresh map) names was verified once. `readChunk` and
+ *   writing it, so what the index (or a pull's `chunkWritten`) names was verified once. `readChunk` and
  *   `readSpan` trust that and do not re-hash: integrity at rest (disk rot, tampering) is `verify`'s
  *   job, and every receiver verifies what it gets anyway, so damaged bytes are refused by the next
  *   hop (which penalises this node as corrupt) and never used;
@@ -35,16 +36,14 @@ import { mkdir, readFile, rm, rename, symlink, readlink, chmod } from 'node:fs/p
 import { dirname, join } from 'node:path'
 import createMortice, { type Mortice } from 'mortice'
 import { randomBytes } from 'node:crypto'
-import { BufferPool } from '../core/buffer-pool.js'
-import { MAX_CHUNK_SIZE } from '../core/chunking.js'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 import { chunkIdFromSha256, chunkMatches, isCid, parseCid, RAW_CODEC, SHA2_256 } from '../core/digest.js'
 import { ConflictError, DiskFullError, InvalidInputError, LockedError, NotFoundError, StorageIoError } from '../core/errors.js'
-import { checkBlockSize, decodeManifest, encodeManifest, type Manifest } from '../core/manifest.js'
+import { decodeManifest, encodeManifest, type Manifest } from '../core/manifest.js'
 import { checkLabel, checkModelName, parseRef } from '../core/names.js'
-import { blockCount, blockRange, leafHash } from '../core/tree.js'
+import { leafHash } from '../core/tree.js'
 import { BlobWriter, type WrittenBlob } from './blob-writer.js'
-import { LeafStore } from './leaf-store.js'
+import { ChunkReader } from './chunk-reads.js'
 import { diskError, diskFailure, fsyncDir, NOTHING_KEPT, pathExists, readdirSafe, tmpName, writeFileAtomic, type WriteContext } from '../util/fsutil.js'
 
 /** @default 64 — versions of the model an add compares its content with (newest first) */
@@ -56,7 +55,6 @@ export { pathExists, readdirSafe, type WriteContext }
 import { IndexDb, MAX_LABEL_HISTORY, type ColdRecord, type Db, type IndexOp, type LabelRecord, type LeaseRecord, type PullRecord, type VersionRecord } from './index-db.js'
 import type { BlobSink, Catalogue, ChunkReads, HeadRecords, Leases, PullRecords } from './api.js'
 import { WriteGuard } from './write-guard.js'
-import { decodeColdBlocks, decodeColdChunk, parseColdChunk, type ColdChunkView } from './cold-chunks.js'
 import { rematerializeVersion } from './cold.js'
 import { Layout } from './layout.js'
 import { ReadCache } from './read-cache.js'
@@ -70,8 +68,7 @@ export interface Logger {
   debug: (obj: object, msg?: string) => void
 }
 
-/** Read buffers kept for serving chunks (see `Store.releaseChunk`). @default 4 */
-export const READ_POOL_BUFFERS = 4
+export { READ_POOL_BUFFERS } from './chunk-reads.js'
 
 const silent: Logger = { info () {}, warn () {}, debug () {} }
 
@@ -147,16 +144,12 @@ export interface Span {
 /** Where verified bytes of a chunk live: a blob or partial file, the offset in it, the chunk's size. */
 export interface ChunkPlace { digest: FileDigest, offset: number, size: number }
 
-type Located = ChunkPlace
-
 /** A chunk written into a partial file, to record (`Store.recordChunks`). */
 export interface RecordedChunk extends ChunkPlace {
   id: ChunkId
   /** The leaf layer it was verified with (joined leaf hashes), for a chunk of several blocks. */
   leaves?: { blockSize: number, layer: Uint8Array }
 }
-
-const NO_PROOF = new Uint8Array(0)
 
 export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecords {
   private readonly layout: Layout
@@ -170,20 +163,13 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
   private hashPool?: HashPool
   /** Handles kept open for serving chunks. */
   private readonly reads = new ReadCache()
-  /**
-   * Buffers for chunks read to be served: a new 4 MiB buffer per served chunk made the garbage
-   * collector, not encryption, the largest cost of a seed sending at full speed.
-   */
-  private readonly readPool = new BufferPool(MAX_CHUNK_SIZE, { maxPooled: READ_POOL_BUFFERS, shared: false })
+  /** Chunk reads, and the chunks a pull wrote before they are recorded (`store/chunk-reads.ts`). */
+  private readonly chunks: ChunkReader
   /** Decoded manifests by version id (immutable, so never stale); bounded, oldest dropped first. */
   private readonly decoded = new Map<VersionId, Manifest>()
-  /** Chunks verified and written by a pull but not yet durable/indexed: servable already. */
-  private readonly fresh = new Map<ChunkId, ChunkPlace>()
   /** Label changes and the sync of `refs/` files with the index, one at a time. */
   private labelQueue: Promise<unknown> = Promise.resolve()
   private writableCheck?: NodeJS.Timeout
-  /** Leaf layers for serving proofs: cache, index, computed from the chunk (see `store/leaf-store.ts`). */
-  private readonly leafLayers: LeafStore
 
   private constructor (home: string, db: Db, private readonly log: Logger, options: StoreOptions & { repair?: () => Promise<void> }) {
     this.layout = new Layout(home)
@@ -191,12 +177,7 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
     this.index = new IndexDb(db, { guard, log, ...(options.repair !== undefined ? { repair: options.repair } : {}) })
     guard.onCleared(() => { void this.afterReopen().catch(err => { this.log.warn({ err: (err as Error).message }, 'bringing files in line with the reopened index failed') }) })
     this.heads = new HeadStore(this.index)
-    this.leafLayers = new LeafStore({
-      index: this.index,
-      hashPool: () => (this.hashPool ??= new HashPool()),
-      readWhole: async (id, into) => await this.readLocated(await this.locate(id), 0, into.byteLength, { take: () => into, give: () => {} }) ?? await this.readCold(id, into),
-      log
-    })
+    this.chunks = new ChunkReader({ index: this.index, layout: this.layout, reads: this.reads, hashPool: () => (this.hashPool ??= new HashPool()), log })
     this.lock = createMortice({ name: `shoal-store-${randomBytes(8).toString('hex')}`, singleProcess: true })
     attachParts(this, { index: this.index, layout: this.layout, reads: this.reads })
   }
@@ -383,15 +364,15 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
     await batch.commit({ doing: `indexing blob ${blob.digest}`, kept: ADD_KEPT })
   }
 
-  /** Records chunk `id`'s leaf layer on its own (see `leavesOp`) and keeps it in memory for serving. */
+  /** Records chunk `id`'s leaf layer on its own (checked as `IndexBatch.putLeaves`) and keeps it in memory for serving. */
   async recordLeaves (id: ChunkId, blockSize: number, leaves: Uint8Array, options: { chunkSize?: number, kept?: string } = {}): Promise<void> {
     await this.index.batch().putLeaves(id, blockSize, leaves, options.chunkSize).commit({ doing: `recording the leaf layer of chunk ${id}`, kept: options.kept ?? 'the layer is computed again when needed' })
-    this.leafLayers.remember(id, blockSize, leaves)
+    this.chunks.leafLayers.remember(id, blockSize, leaves)
   }
 
   /** Forgets the cached leaf layers of chunk `id` (its index records were replaced or dropped). */
   forgetLeaves (id: ChunkId): void {
-    this.leafLayers.forget(id)
+    this.chunks.leafLayers.forget(id)
   }
 
   /**
@@ -687,197 +668,38 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
     return manifest
   }
 
-  /**
-   * Reads one chunk's bytes from any blob or partial file that holds it, or undefined. The bytes
-   * were verified when written and are not re-hashed here (see the module doc).
-   */
+  // ---- chunks (`store/chunk-reads.ts`) -------------------------------------------------------
+
   async readChunk (id: ChunkId, options: { pooled?: boolean } = {}): Promise<Uint8Array | undefined> {
-    const candidates = await this.locate(id)
-    const size = candidates[0]?.size
-    if (size === undefined) return await this.readCold(id)
-    // A blob compressed away between the lookup and the read: its chunk is in cold/ by then.
-    return await this.readLocated(candidates, 0, size, options.pooled === true ? this.readPool : undefined) ?? await this.readCold(id)
+    return await this.chunks.readChunk(id, options)
   }
 
-  /**
-   * Reads `length` bytes at `start` inside chunk `id` (as `readChunk`: verified bytes from a blob
-   * or partial file, not re-hashed), or undefined when the store does not hold the chunk.
-   */
   async readChunkRange (id: ChunkId, start: number, length: number): Promise<Uint8Array | undefined> {
-    const candidates = await this.locate(id)
-    const located = candidates.length === 0 ? undefined : await this.readLocated(candidates, start, length)
-    if (located !== undefined) return located
-    return (await this.readCold(id))?.subarray(start, start + length)
+    return await this.chunks.readChunkRange(id, start, length)
   }
 
-  /**
-   * A chunk only `cold/` holds, decoded and re-hashed (into `into` when given), or undefined when
-   * there is none or its file is damaged (logged; `verify` quarantines it).
-   */
-  private async readCold (id: ChunkId, into?: Uint8Array): Promise<Uint8Array | undefined> {
-    const file = await this.coldFile(id)
-    if (file === undefined) return undefined
-    try {
-      return decodeColdChunk(file, id, into)
-    } catch (err) {
-      this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
-      return undefined
-    }
-  }
-
-  /** The parsed cold file of chunk `id`, or undefined (none, or not well-formed: logged). */
-  private async coldView (id: ChunkId): Promise<ColdChunkView | undefined> {
-    const file = await this.coldFile(id)
-    if (file === undefined) return undefined
-    try {
-      return parseColdChunk(file, id)
-    } catch (err) {
-      this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
-      return undefined
-    }
-  }
-
-  private async coldFile (id: ChunkId): Promise<Uint8Array | undefined> {
-    if (await this.index.coldChunks.get(id) === undefined) return undefined
-    return await readFile(this.layout.coldChunk(id)).catch(() => undefined)
-  }
-
-  /**
-   * Blocks `[first, first + count)` of chunk `id` cut at `blockSize`, to serve: their bytes in one
-   * read from wherever the chunk's verified bytes live (as `readChunk`; with `pooled`, in a read
-   * buffer the caller hands back with `releaseChunk`), and one proof per block from the chunk's
-   * leaf layer (cache, index, or computed from the chunk once: see `store/leaf-store.ts`). A chunk
-   * of one block at `blockSize` (every chunk of a schema-1 manifest, at `MAX_CHUNK_SIZE`) needs no
-   * layer: its proof is empty and its id verifies it. Undefined when the store does not hold the
-   * chunk (or its bytes no longer match its id).
-   * @throws InvalidInputError for a block size a manifest may not declare, or blocks outside the chunk
-   * @throws AbortedError when `signal` aborts while a layer is being computed
-   */
   async readSpan (id: ChunkId, blockSize: number, first: number, count: number, options: { pooled?: boolean, signal?: AbortSignal } = {}): Promise<Span | undefined> {
-    checkBlockSize(blockSize)
-    if (!Number.isInteger(first) || !Number.isInteger(count) || first < 0 || count < 1) {
-      throw new InvalidInputError(`blocks ${first} + ${count} of chunk ${id} are not a span: the first block is 0 or more, the count 1 or more`)
-    }
-    const candidates = await this.locate(id)
-    let coldView = candidates.length === 0 ? await this.coldView(id) : undefined
-    const size = candidates[0]?.size ?? coldView?.size
-    if (size === undefined) return undefined
-    const blocks = blockCount(size, blockSize)
-    if (first + count > blocks) {
-      throw new InvalidInputError(`blocks ${first} to ${first + count - 1} of chunk ${id} are outside it: at ${size} bytes it has ${blocks} blocks of ${blockSize}`)
-    }
-    let proofs: Uint8Array[]
-    if (blocks === 1) proofs = [NO_PROOF]
-    else {
-      const layer = await this.leafLayers.get(id, blockSize, size, options.signal)
-      if (layer === undefined) return undefined
-      proofs = []
-      for (let i = first; i < first + count; i++) proofs.push(layer.proof(i))
-    }
-    const [start] = blockRange(size, blockSize, first)
-    const [lastStart, lastLength] = blockRange(size, blockSize, first + count - 1)
-    if (coldView === undefined) {
-      const data = await this.readLocated(candidates, start, lastStart + lastLength - start, options.pooled === true ? this.readPool : undefined)
-      if (data !== undefined) return { data, proofs }
-      // A blob compressed away between the lookup and the read: its chunk is in cold/ by then.
-      coldView = await this.coldView(id)
-      if (coldView === undefined || coldView.size !== size) return undefined
-    }
-    // Decode the cold blocks that cover the span (unhashed: the proofs let the receiver check them).
-    const from = Math.floor(start / coldView.blockSize)
-    const to = Math.floor((lastStart + lastLength - 1) / coldView.blockSize)
-    try {
-      const decoded = decodeColdBlocks(coldView, from, to - from + 1, new Uint8Array((to - from + 1) * coldView.blockSize), id)
-      const at = start - from * coldView.blockSize
-      return { data: decoded.subarray(at, at + lastStart + lastLength - start), proofs }
-    } catch (err) {
-      this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
-      return undefined
-    }
+    return await this.chunks.readSpan(id, blockSize, first, count, options)
   }
 
-  /** Where verified bytes of chunk `id` live: a fresh (pulled, not yet indexed) copy first. */
-  private async locate (id: ChunkId): Promise<Located[]> {
-    const fresh = this.fresh.get(id)
-    const candidates: Located[] = fresh !== undefined ? [fresh] : []
-    for (const [digest, offset, size] of await this.index.chunks.get(id) ?? []) candidates.push({ digest, offset, size })
-    return candidates
-  }
-
-  /**
-   * Reads `length` bytes at `start` inside the chunk from the first of `candidates` that has them,
-   * into a buffer of `buffers` when given (handed back when nothing could be read), or undefined.
-   */
-  private async readLocated (candidates: Located[], start: number, length: number, buffers?: { take: (length: number) => Uint8Array, give: (buffer: Uint8Array) => void }): Promise<Uint8Array | undefined> {
-    for (const c of candidates) {
-      if (start + length > c.size) continue
-      const into = buffers !== undefined && length <= MAX_CHUNK_SIZE ? buffers.take(length) : undefined
-      // A partial file becomes a blob by rename: try the blob, then the partial, then the blob
-      // again. A partial gone between the first two opens was renamed meanwhile; without the
-      // third try a chunk that was announced would be answered DONT_HAVE (and the server judged
-      // a liar by the requester).
-      const blob = this.layout.blob(c.digest)
-      for (const path of [blob, this.layout.partialBlob(c.digest), blob]) {
-        const bytes = await this.reads.read(path, c.offset + start, length, into).catch(() => { this.reads.forget(path) })
-        if (bytes !== undefined) return bytes
-      }
-      if (into !== undefined) buffers?.give(into)
-    }
-    return undefined
-  }
-
-  /**
-   * Hands back bytes `readChunk` returned with `pooled`, once nothing uses them any more (for a
-   * served chunk: the peer said it has received it); they MUST NOT be used after. Other bytes are
-   * ignored.
-   */
   releaseChunk (bytes: Uint8Array): void {
-    this.readPool.give(bytes)
+    this.chunks.releaseChunk(bytes)
   }
 
-  /** Which of `ids` this store holds (one index read for all of them). */
   async heldChunks (ids: readonly ChunkId[]): Promise<Set<ChunkId>> {
-    if (ids.length === 0) return new Set()
-    const locations = await this.index.chunks.getMany([...ids])
-    const cold = await this.index.coldChunks.getMany([...ids])
-    return new Set(ids.filter((id, i) => this.fresh.has(id) || locations[i] !== undefined || cold[i] !== undefined))
+    return await this.chunks.heldChunks(ids)
   }
 
-  /**
-   * A verified chunk was written at `at` in a partial file: servable from now on, before it is
-   * recorded (`recordChunks`). The store keeps that copy until the chunk is recorded or its partial
-   * file goes (`chunksDropped`).
-   */
   chunkWritten (id: ChunkId, at: ChunkPlace): void {
-    this.fresh.set(id, at)
+    this.chunks.chunkWritten(id, at)
   }
 
-  /**
-   * Records where chunks written into partial files live, with the leaf layers they were verified
-   * with, in one batch, once their bytes are durable (the caller fsynced them); from then on they
-   * are served from the index. A location already recorded is not added twice.
-   */
   async recordChunks (chunks: readonly RecordedChunk[], what: WriteContext): Promise<void> {
-    const byId = new Map<ChunkId, RecordedChunk[]>()
-    for (const c of chunks) byId.set(c.id, [...(byId.get(c.id) ?? []), c])
-    const ids = [...byId.keys()]
-    const existing = await this.index.locationsMany(ids)
-    const batch = this.index.batch()
-    ids.forEach((id, i) => {
-      const locations = existing[i] ?? []
-      for (const c of byId.get(id) ?? []) {
-        if (!locations.some(([d, o]) => d === c.digest && o === c.offset)) locations.push([c.digest, c.offset, c.size])
-        if (c.leaves !== undefined) batch.putLeaves(id, c.leaves.blockSize, c.leaves.layer, c.size)
-      }
-      batch.setLocations(id, locations)
-    })
-    await batch.commit(what)
-    for (const id of ids) this.fresh.delete(id)
+    await this.chunks.recordChunks(chunks, what)
   }
 
-  /** Chunks whose last copy in a partial file went (a pull was dropped): no longer served from it. */
   chunksDropped (ids: Iterable<ChunkId>): void {
-    for (const id of ids) this.fresh.delete(id)
+    this.chunks.chunksDropped(ids)
   }
 
   /**
