@@ -1,6 +1,12 @@
 /**
  * The store's index: typed records over one LevelDB (or, in unit tests, memory-level).
  *
+ * Read through named methods (`blob`, `locationsMany`, `versionEntries`, `label`, `pinsOf`, …) and
+ * changed through a named batch (`batch().putVersion(…).putPin(…).commit(what)`): the store and its
+ * modules never name a sublevel. (`store/heads.ts`, `store/search-index.ts` and
+ * `store/leaf-store.ts` each keep the sublevels they own.) Nothing outside `src/store/` imports this
+ * module (`eslint.config.js`).
+ *
  * Sublevels and their records:
  * - `chunks`    chunk id → `[[file digest, offset, size], …]`: where verified bytes of a chunk live
  * - `blobs`     file digest → {@link BlobRecord}
@@ -439,6 +445,48 @@ export class IndexDb {
     }
   }
 
+  async label (name: string, label: string): Promise<LabelRecord | undefined> {
+    return await this.labels.get(IndexDb.pairKey(name, label))
+  }
+
+  /** The labels of model `name`, in label order. */
+  async * labelsOf (name: string): AsyncGenerator<{ label: string, record: LabelRecord }> {
+    for await (const [key, record] of this.labels.iterator(IndexDb.range(name))) yield { label: IndexDb.splitKey(key)[1] ?? '', record }
+  }
+
+  async labelPin (name: string, label: string): Promise<PinRecord | undefined> {
+    return await this.labelPins.get(IndexDb.pairKey(name, label))
+  }
+
+  /** The pinned versions of model `name`. */
+  async * pinsOf (name: string): AsyncGenerator<{ version: VersionId, record: PinRecord }> {
+    for await (const [key, record] of this.pins.iterator(IndexDb.range(name))) yield { version: IndexDb.splitKey(key)[1] ?? '', record }
+  }
+
+  /** The versions of model `name`, oldest first (by `created`). */
+  async versionsOf (name: string): Promise<VersionId[]> {
+    return (await this.keysOf(this.byModel, name)).map(key => IndexDb.splitKey(key)[2] ?? '')
+  }
+
+  /** The newest version of model `name` (by `created`). */
+  async newestOf (name: string): Promise<VersionId | undefined> {
+    const keys = await this.byModel.keys({ ...IndexDb.range(name), reverse: true, limit: 1 }).all()
+    return keys[0] === undefined ? undefined : IndexDb.splitKey(keys[0])[2]
+  }
+
+  /** Every stored version with its model, by model and then `created`. */
+  async * modelVersions (): AsyncGenerator<{ name: string, version: VersionId }> {
+    for await (const key of this.byModel.keys()) {
+      const [name, , version] = IndexDb.splitKey(key)
+      if (name !== undefined && version !== undefined) yield { name, version }
+    }
+  }
+
+  /** The last `created` handed out (`meta` `clock`). */
+  async clock (): Promise<number | undefined> {
+    return await this.meta.get('clock') as number | undefined
+  }
+
   async partial (digest: FileDigest): Promise<PartialRecord | undefined> {
     return await this.partials.get(digest)
   }
@@ -510,7 +558,12 @@ export class IndexDb {
 
   /** Keys of `sub` that start with `<name>\0`, in order. */
   async keysOf<V> (sub: Sub<V>, name: string): Promise<string[]> {
-    return await sub.keys({ gt: `${name}\0`, lt: `${name}\u0001` }).all()
+    return await sub.keys(IndexDb.range(name)).all()
+  }
+
+  /** The key range of records of model `name` (keys `<name>\0…`). */
+  static range (name: string): { gt: string, lt: string } {
+    return { gt: `${name}\0`, lt: `${name}\u0001` }
   }
 }
 
@@ -591,6 +644,40 @@ export class IndexBatch {
   /** Sets where chunk `id` lives; an empty list drops its record. */
   setLocations (id: ChunkId, locations: ChunkLocation[]): this {
     return locations.length === 0 ? this.del(this.index.chunks, id) : this.put(this.index.chunks, id, locations)
+  }
+
+  /** Records a version: its manifest bytes, its record, and its place among its model's versions. */
+  putVersion (version: VersionId, bytes: Uint8Array, record: VersionRecord): this {
+    return this.put(this.index.manifests, version, bytes).put(this.index.versions, version, record).put(this.index.byModel, IndexDb.modelKey(record.name, record.created, version), '')
+  }
+
+  putPin (name: string, version: VersionId, record: PinRecord): this {
+    return this.put(this.index.pins, IndexDb.pairKey(name, version), record)
+  }
+
+  dropPin (name: string, version: VersionId): this {
+    return this.del(this.index.pins, IndexDb.pairKey(name, version))
+  }
+
+  putLabel (name: string, label: string, record: LabelRecord): this {
+    return this.put(this.index.labels, IndexDb.pairKey(name, label), record)
+  }
+
+  dropLabel (name: string, label: string): this {
+    return this.del(this.index.labels, IndexDb.pairKey(name, label))
+  }
+
+  putLabelPin (name: string, label: string, record: PinRecord): this {
+    return this.put(this.index.labelPins, IndexDb.pairKey(name, label), record)
+  }
+
+  dropLabelPin (name: string, label: string): this {
+    return this.del(this.index.labelPins, IndexDb.pairKey(name, label))
+  }
+
+  /** Records the last `created` handed out. */
+  putClock (created: number): this {
+    return this.put(this.index.meta, 'clock', created)
   }
 
   /** Drops a version's manifest and records (not its pins, labels or cold record). */

@@ -52,7 +52,7 @@ export const MAX_SAME_CONTENT_CHECKS = 64
 const SAME_CONTENT_SLACK_BYTES = 32
 
 export { pathExists, readdirSafe, type WriteContext }
-import { IndexDb, MAX_LABEL_HISTORY, type ColdRecord, type Db, type IndexOp, type LabelRecord, type LeaseRecord, type PullRecord, type VersionRecord } from './index-db.js'
+import { IndexDb, MAX_LABEL_HISTORY, type ColdRecord, type Db, type IndexBatch, type LabelRecord, type LeaseRecord, type PullRecord, type VersionRecord } from './index-db.js'
 import type { BlobSink, Catalogue, ChunkReads, HeadRecords, Leases, PullRecords } from './api.js'
 import { WriteGuard } from './write-guard.js'
 import { rematerializeVersion } from './cold.js'
@@ -68,7 +68,6 @@ export interface Logger {
   debug: (obj: object, msg?: string) => void
 }
 
-export { READ_POOL_BUFFERS } from './chunk-reads.js'
 
 const silent: Logger = { info () {}, warn () {}, debug () {} }
 
@@ -382,11 +381,10 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
    */
   private async sameContent (draft: ManifestDraft): Promise<VersionId | undefined> {
     const probe = encodeManifest({ ...draft, created: 0, parent: null }).bytes.length
-    const keys = (await this.index.keysOf(this.index.byModel, draft.name)).reverse().slice(0, MAX_SAME_CONTENT_CHECKS)
-    for (const key of keys) {
-      const version = IndexDb.splitKey(key)[2] as VersionId | undefined
-      const bytes = version === undefined ? undefined : await this.index.manifests.get(version)
-      if (version === undefined || bytes === undefined || Math.abs(bytes.length - probe) > SAME_CONTENT_SLACK_BYTES) continue
+    const versions = (await this.index.versionsOf(draft.name)).reverse().slice(0, MAX_SAME_CONTENT_CHECKS)
+    for (const version of versions) {
+      const bytes = await this.index.manifestBytes(version)
+      if (bytes === undefined || Math.abs(bytes.length - probe) > SAME_CONTENT_SLACK_BYTES) continue
       const m = decodeManifest(bytes)
       if (m.schema !== draft.schema) continue
       if (encodeManifest({ ...draft, created: m.created, parent: m.parent }).id === version) return version
@@ -403,34 +401,30 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
     checkModelName(draft.name)
     if (options.label !== undefined) checkLabel(options.label)
     for (const file of draft.files) {
-      if (await this.index.blobs.get(file.digest) === undefined) throw new NotFoundError(`blob ${file.digest} for ${file.path} is not in the store`)
+      if (await this.index.blob(file.digest) === undefined) throw new NotFoundError(`blob ${file.digest} for ${file.path} is not in the store`)
     }
     const same = draft.parent === undefined ? await this.sameContent(draft) : undefined
     if (same !== undefined) {
       // The same content (files, metadata, block size) as a version already here: that version,
       // with its `created` unchanged, as docker and ollama give the same digest.
-      if (options.pin === true && await this.index.pins.get(IndexDb.pairKey(draft.name, same)) === undefined) {
-        await this.index.commit([{ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(draft.name, same), value: { pinnedAt: Date.now() } }], { doing: `pinning ${draft.name}@${same}`, kept: 'the version, unpinned' })
+      if (options.pin === true && await this.index.pin(draft.name, same) === undefined) {
+        await this.index.batch().putPin(draft.name, same, { pinnedAt: Date.now() }).commit({ doing: `pinning ${draft.name}@${same}`, kept: 'the version, unpinned' })
       }
       if (options.label !== undefined) await this.setLabel(draft.name, options.label, same)
       return { ...await this.resolve(`${draft.name}@${same}`), existing: true }
     }
     let parent = draft.parent
     if (parent === undefined) {
-      const labelled = options.label !== undefined ? await this.index.labels.get(IndexDb.pairKey(draft.name, options.label)) : undefined
+      const labelled = options.label !== undefined ? await this.index.label(draft.name, options.label) : undefined
       parent = labelled?.version ?? (await this.newest(draft.name))?.version ?? null
     }
     const created = await this.nextTimestamp({ doing: `recording a version of ${draft.name}`, kept: ADD_KEPT })
     const manifest: Manifest = { ...draft, created, parent }
     const { bytes, id } = encodeManifest(manifest)
-    if (await this.index.versions.get(id) === undefined) {
-      const ops: IndexOp[] = [
-        { type: 'put', sublevel: this.index.manifests, key: id, value: bytes },
-        { type: 'put', sublevel: this.index.versions, key: id, value: { name: draft.name, created, addedAt: Date.now(), local: true } },
-        { type: 'put', sublevel: this.index.byModel, key: IndexDb.modelKey(draft.name, created, id), value: '' }
-      ]
-      if (options.pin === true) ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(draft.name, id), value: { pinnedAt: Date.now() } })
-      await this.recordVersion(draft.name, id, manifest, ops, { doing: `recording ${draft.name}@${id}`, kept: ADD_KEPT })
+    if (await this.index.version(id) === undefined) {
+      const batch = this.index.batch().putVersion(id, bytes, { name: draft.name, created, addedAt: Date.now(), local: true })
+      if (options.pin === true) batch.putPin(draft.name, id, { pinnedAt: Date.now() })
+      await this.recordVersion(draft.name, id, manifest, batch, { doing: `recording ${draft.name}@${id}`, kept: ADD_KEPT })
     }
     if (options.label !== undefined) await this.setLabel(draft.name, options.label, id)
     return await this.resolve(`${draft.name}@${id}`)
@@ -443,12 +437,11 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
   async setLabel (name: string, label: string, version: VersionId, expect?: VersionId | null): Promise<LabelRecord> {
     checkLabel(label)
     // A label only points at a materialized version: a cold one comes back first.
-    if (await this.index.cold.get(version) !== undefined) await this.rematerialize(version)
+    if (await this.index.coldVersion(version) !== undefined) await this.rematerialize(version)
     return await this.labelSerial(async () => {
-      const record = await this.index.versions.get(version)
+      const record = await this.index.version(version)
       if (record === undefined || record.name !== name) throw new NotFoundError(`version ${version} of ${name} is not in this store`)
-      const key = IndexDb.pairKey(name, label)
-      const current = await this.index.labels.get(key)
+      const current = await this.index.label(name, label)
       if (expect !== undefined && (current?.version ?? null) !== expect) {
         throw new ConflictError(`${name}@${label} points at ${current?.version ?? 'nothing'}, not ${expect ?? 'nothing'}`)
       }
@@ -458,15 +451,15 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
       const now = Date.now()
       const history = current === undefined ? [] : [{ version: current.version, until: now }, ...current.history].slice(0, MAX_LABEL_HISTORY)
       const next: LabelRecord = { version, updatedAt: now, history }
-      const ops: IndexOp[] = [{ type: 'put', sublevel: this.index.labels, key, value: next }]
-      if (await this.index.labelPins.get(key) !== undefined && await this.index.pins.get(IndexDb.pairKey(name, version)) === undefined) {
-        ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(name, version), value: { pinnedAt: now, via: label } })
+      const batch = this.index.batch().putLabel(name, label, next)
+      if (await this.index.labelPin(name, label) !== undefined && await this.index.pin(name, version) === undefined) {
+        batch.putPin(name, version, { pinnedAt: now, via: label })
       }
       // The ref file first: a crash before the index batch leaves the old target in the index, and
       // start-up rewrites the file from the index. Either way one whole version id is visible.
       await this.writeRef(name, label, version, what)
       try {
-        await this.index.commit(ops, what)
+        await batch.commit(what)
       } catch (err) {
         // The ref file is ahead of the index: put it back (if that fails too, the sync that
         // follows the index's reopen does it, or the next start-up).
@@ -498,37 +491,39 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
 
   /** Pins `name@label`: the version it points at now, and every one it points at later. */
   async pinLabel (name: string, label: string): Promise<VersionId | undefined> {
-    const key = IndexDb.pairKey(checkModelName(name), checkLabel(label))
-    const current = await this.index.labels.get(key)
+    checkModelName(name)
+    checkLabel(label)
+    const current = await this.index.label(name, label)
     const now = Date.now()
-    const ops: IndexOp[] = [{ type: 'put', sublevel: this.index.labelPins, key, value: { pinnedAt: now } }]
-    if (current !== undefined && await this.index.pins.get(IndexDb.pairKey(name, current.version)) === undefined) {
-      ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(name, current.version), value: { pinnedAt: now, via: label } })
+    const batch = this.index.batch().putLabelPin(name, label, { pinnedAt: now })
+    if (current !== undefined && await this.index.pin(name, current.version) === undefined) {
+      batch.putPin(name, current.version, { pinnedAt: now, via: label })
     }
-    await this.index.commit(ops, { doing: `pinning ${name}@${label}`, kept: 'the pin was not recorded' })
+    await batch.commit({ doing: `pinning ${name}@${label}`, kept: 'the pin was not recorded' })
     return current?.version
   }
 
   /** Drops a label pin and the version pins it made. Returns whether the label was pinned. */
   async unpinLabel (name: string, label: string): Promise<boolean> {
-    const key = IndexDb.pairKey(checkModelName(name), checkLabel(label))
-    const had = await this.index.labelPins.get(key) !== undefined
-    const ops: IndexOp[] = [{ type: 'del', sublevel: this.index.labelPins, key }]
-    for await (const [pinKey, pin] of this.index.pins.iterator({ gt: `${name}\0`, lt: `${name}\u0001` })) {
-      if (pin.via === label) ops.push({ type: 'del', sublevel: this.index.pins, key: pinKey })
+    checkModelName(name)
+    checkLabel(label)
+    const had = await this.index.labelPin(name, label) !== undefined
+    const batch = this.index.batch().dropLabelPin(name, label)
+    for await (const { version, record } of this.index.pinsOf(name)) {
+      if (record.via === label) batch.dropPin(name, version)
     }
-    await this.index.commit(ops, { doing: `unpinning ${name}@${label}`, kept: 'the pin was kept' })
+    await batch.commit({ doing: `unpinning ${name}@${label}`, kept: 'the pin was kept' })
     return had
   }
 
   async isLabelPinned (name: string, label: string): Promise<boolean> {
-    return await this.index.labelPins.get(IndexDb.pairKey(name, label)) !== undefined
+    return await this.index.labelPin(name, label) !== undefined
   }
 
   /** True when the version is recorded and every file's bytes are in the store (a cold version's are). */
   async isComplete (version: VersionId): Promise<boolean> {
     const manifest = await this.manifestOf(version)
-    if (manifest === undefined || await this.index.versions.get(version) === undefined) return false
+    if (manifest === undefined || await this.index.version(version) === undefined) return false
     return (await this.missingFiles(manifest, version)).length === 0
   }
 
@@ -540,12 +535,12 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
   async removeLabel (name: string, label: string): Promise<void> {
     checkLabel(label)
     await this.labelSerial(async () => {
-      const current = await this.index.labels.get(IndexDb.pairKey(name, label))
+      const current = await this.index.label(name, label)
       const what = { doing: `removing ${name}@${label}`, kept: `the label was not removed${current !== undefined ? ` (it still points at ${current.version})` : ''}` }
       await this.writable(what)
       await rm(this.layout.ref(name, label), { force: true })
       try {
-        await this.index.commit([{ type: 'del', sublevel: this.index.labels, key: IndexDb.pairKey(name, label) }], what)
+        await this.index.batch().dropLabel(name, label).commit(what)
       } catch (err) {
         await this.restoreRef(name, label, current?.version)
         throw err
@@ -554,15 +549,14 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
   }
 
   async pin (name: string, version: VersionId): Promise<void> {
-    const record = await this.index.versions.get(version)
+    const record = await this.index.version(version)
     if (record === undefined || record.name !== name) throw new NotFoundError(`version ${version} of ${name} is not in this store`)
-    await this.index.commit([{ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(name, version), value: { pinnedAt: Date.now() } }], { doing: `pinning ${name}@${version}`, kept: 'the pin was not recorded' })
+    await this.index.batch().putPin(name, version, { pinnedAt: Date.now() }).commit({ doing: `pinning ${name}@${version}`, kept: 'the pin was not recorded' })
   }
 
   async unpin (name: string, version: VersionId): Promise<boolean> {
-    const key = IndexDb.pairKey(name, version)
-    const had = await this.index.pins.get(key) !== undefined
-    await this.index.commit([{ type: 'del', sublevel: this.index.pins, key }], { doing: `unpinning ${name}@${version}`, kept: 'the pin was kept' })
+    const had = await this.index.pin(name, version) !== undefined
+    await this.index.batch().dropPin(name, version).commit({ doing: `unpinning ${name}@${version}`, kept: 'the pin was kept' })
     return had
   }
 
@@ -570,10 +564,7 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
 
   async models (): Promise<Array<{ name: string, versions: number, labels: Record<string, VersionId>, newest: VersionInfo }>> {
     const names = new Map<string, number>()
-    for await (const key of this.index.byModel.keys()) {
-      const [name] = IndexDb.splitKey(key)
-      if (name !== undefined) names.set(name, (names.get(name) ?? 0) + 1)
-    }
+    for await (const { name } of this.index.modelVersions()) names.set(name, (names.get(name) ?? 0) + 1)
     const out = []
     for (const [name, versions] of names) {
       const newest = await this.newest(name)
@@ -590,8 +581,7 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
     const byVersion = new Map<string, string[]>()
     for (const [label, v] of Object.entries(labels)) byVersion.set(v, [...(byVersion.get(v) ?? []), label])
     const out: VersionInfo[] = []
-    for (const key of await this.index.keysOf(this.index.byModel, name)) {
-      const version = IndexDb.splitKey(key)[2] as VersionId
+    for (const version of await this.index.versionsOf(name)) {
       out.push(await this.info(name, version, byVersion.get(version) ?? []))
     }
     if (out.length === 0) throw new NotFoundError(`no model named ${name} in this store`)
@@ -600,29 +590,23 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
 
   async labels (name: string): Promise<Record<string, VersionId>> {
     const out: Record<string, VersionId> = {}
-    for await (const [key, value] of this.index.labels.iterator({ gt: `${name}\0`, lt: `${name}\u0001` })) {
-      out[IndexDb.splitKey(key)[1] ?? ''] = value.version
-    }
+    for await (const { label, record } of this.index.labelsOf(name)) out[label] = record.version
     return out
   }
 
   /** Every local label and the version it points at (one read of the labels; for metrics). */
   async allLabels (): Promise<Array<{ model: string, label: string, version: VersionId }>> {
     const out: Array<{ model: string, label: string, version: VersionId }> = []
-    for await (const [key, value] of this.index.labels.iterator()) {
-      const [model, label] = IndexDb.splitKey(key)
-      if (model !== undefined && label !== undefined) out.push({ model, label, version: value.version })
-    }
+    for await (const { model, label, record } of this.index.labelEntries()) out.push({ model, label, version: record.version })
     return out
   }
 
   async labelRecord (name: string, label: string): Promise<LabelRecord | undefined> {
-    return await this.index.labels.get(IndexDb.pairKey(checkModelName(name), checkLabel(label)))
+    return await this.index.label(checkModelName(name), checkLabel(label))
   }
 
   async newest (name: string): Promise<VersionInfo | undefined> {
-    const keys = await this.index.byModel.keys({ gt: `${name}\0`, lt: `${name}\u0001`, reverse: true, limit: 1 }).all()
-    const version = keys[0] === undefined ? undefined : IndexDb.splitKey(keys[0])[2]
+    const version = await this.index.newestOf(name)
     return version === undefined ? undefined : await this.info(name, version)
   }
 
@@ -640,8 +624,8 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
       name, version, manifest, labels,
       path: this.layout.snapshot(name, version),
       missing: await this.missingFiles(manifest, version),
-      pinned: await this.index.pins.get(IndexDb.pairKey(name, version)) !== undefined,
-      cold: await this.index.cold.get(version) !== undefined
+      pinned: await this.index.pin(name, version) !== undefined,
+      cold: await this.index.coldVersion(version) !== undefined
     }
   }
 
@@ -651,8 +635,8 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
     let blobs = 0
     let bytes = 0
     const models = new Set<string>()
-    for await (const record of this.index.versions.values()) { versions++; models.add(record.name) }
-    for await (const blob of this.index.blobs.values()) { blobs++; bytes += blob.size }
+    for await (const [, record] of this.index.versionEntries()) { versions++; models.add(record.name) }
+    for await (const [, blob] of this.index.blobEntries()) { blobs++; bytes += blob.size }
     return { models: models.size, versions, blobs, bytes }
   }
 
@@ -660,7 +644,7 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
   async manifestOf (version: VersionId): Promise<Manifest | undefined> {
     const cached = this.decoded.get(version)
     if (cached !== undefined) return cached
-    const bytes = await this.index.manifests.get(version)
+    const bytes = await this.index.manifestBytes(version)
     if (bytes === undefined) return undefined
     const manifest = decodeManifest(bytes, version)
     this.decoded.set(version, manifest)
@@ -710,14 +694,10 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
     const manifest = decodeManifest(bytes, version)
     const missing = await this.missingFiles(manifest)
     if (missing.length > 0) throw new NotFoundError(`cannot import ${manifest.name}@${version}: missing ${missing.join(', ')}`)
-    if (await this.index.versions.get(version) === undefined) {
-      const ops: IndexOp[] = [
-        { type: 'put', sublevel: this.index.manifests, key: version, value: bytes },
-        { type: 'put', sublevel: this.index.versions, key: version, value: { name: manifest.name, created: manifest.created, addedAt: Date.now() } },
-        { type: 'put', sublevel: this.index.byModel, key: IndexDb.modelKey(manifest.name, manifest.created, version), value: '' }
-      ]
-      if (options.pin === true) ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(manifest.name, version), value: { pinnedAt: Date.now() } })
-      await this.recordVersion(manifest.name, version, manifest, ops, {
+    if (await this.index.version(version) === undefined) {
+      const batch = this.index.batch().putVersion(version, bytes, { name: manifest.name, created: manifest.created, addedAt: Date.now() })
+      if (options.pin === true) batch.putPin(manifest.name, version, { pinnedAt: Date.now() })
+      await this.recordVersion(manifest.name, version, manifest, batch, {
         doing: `recording ${manifest.name}@${version}`,
         kept: options.kept ?? 'every file is stored, but the version was not added'
       })
@@ -727,7 +707,7 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
 
   /** True when every file of the version is stored and the version is recorded. */
   async hasVersion (version: VersionId): Promise<boolean> {
-    return await this.index.versions.get(version) !== undefined
+    return await this.index.version(version) !== undefined
   }
 
   async versionRecord (version: VersionId): Promise<VersionRecord | undefined> {
@@ -774,21 +754,21 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
 
   private async resolveVersion (name: string, selector: string | undefined): Promise<VersionId> {
     if (selector === undefined) {
-      const latest = await this.index.labels.get(IndexDb.pairKey(name, 'latest'))
+      const latest = await this.index.label(name, 'latest')
       if (latest !== undefined) return latest.version
       const newest = await this.newest(name)
       if (newest === undefined) throw new NotFoundError(`no model named ${name} in this store`)
       return newest.version
     }
     if (isCid(selector)) {
-      const record = await this.index.versions.get(selector)
+      const record = await this.index.version(selector)
       if (record?.name !== name) throw new NotFoundError(`version ${selector} of ${name} is not in this store`)
       return selector
     }
-    const label = await this.index.labels.get(IndexDb.pairKey(name, selector))
+    const label = await this.index.label(name, selector)
     if (label !== undefined) return label.version
     if (selector.length >= 8) {
-      const matches = (await this.index.keysOf(this.index.byModel, name)).map(k => IndexDb.splitKey(k)[2] ?? '').filter(v => v.startsWith(selector))
+      const matches = (await this.index.versionsOf(name)).filter(v => v.startsWith(selector))
       if (matches.length === 1 && matches[0] !== undefined) return matches[0]
       if (matches.length > 1) throw new InvalidInputError(`version prefix ${selector} of ${name} is ambiguous (${matches.length} versions); give more characters`)
     }
@@ -796,14 +776,14 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
   }
 
   private async info (name: string, version: VersionId, labels?: string[]): Promise<VersionInfo> {
-    const record = await this.index.versions.get(version)
+    const record = await this.index.version(version)
     const manifest = await this.manifestOf(version)
     if (record === undefined || manifest === undefined) throw new NotFoundError(`version ${version} is missing from the index`)
     const allLabels = labels ?? Object.entries(await this.labels(name)).filter(([, v]) => v === version).map(([l]) => l)
-    const cold = await this.index.cold.get(version)
+    const cold = await this.index.coldVersion(version)
     return {
       name, version, created: record.created, addedAt: record.addedAt, labels: allLabels,
-      pinned: await this.index.pins.get(IndexDb.pairKey(name, version)) !== undefined,
+      pinned: await this.index.pin(name, version) !== undefined,
       size: manifest.files.reduce((n, f) => n + f.size, 0),
       files: manifest.files.length,
       complete: (await this.missingFiles(manifest, version)).length === 0,
@@ -812,22 +792,22 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
   }
 
   private async nextTimestamp (what: WriteContext): Promise<number> {
-    const last = (await this.index.meta.get('clock') as number | undefined) ?? 0
+    const last = await this.index.clock() ?? 0
     const next = Math.max(Date.now(), last + 1)
-    await this.index.commit([{ type: 'put', sublevel: this.index.meta, key: 'clock', value: next }], what)
+    await this.index.batch().putClock(next).commit(what)
     return next
   }
 
   /**
-   * Builds the version's snapshot, then commits `ops` (the records that make it visible). When
+   * Builds the version's snapshot, then commits `batch` (the records that make it visible). When
    * either fails, a snapshot this call made is removed again, so nothing of the version shows.
    */
-  private async recordVersion (name: string, version: VersionId, manifest: Manifest, ops: IndexOp[], what: WriteContext): Promise<void> {
+  private async recordVersion (name: string, version: VersionId, manifest: Manifest, batch: IndexBatch, what: WriteContext): Promise<void> {
     await this.writable(what)
     const existed = await pathExists(this.layout.snapshot(name, version))
     try {
       await this.materialize(name, version, manifest)
-      await this.index.commit(ops, what)
+      await batch.commit(what)
     } catch (err) {
       if (!existed) await rm(this.layout.snapshot(name, version), { recursive: true, force: true }).catch(() => {})
       throw this.failedWrite(err, what)
@@ -873,7 +853,7 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
     await rm(this.layout.tmp, { recursive: true, force: true })
     await this.repairing(async () => { await mkdir(this.layout.tmp, { recursive: true }) }, 'creating tmp/')
     const known = new Map<string, string>()
-    for await (const [version, record] of this.index.versions.iterator()) known.set(version, record.name)
+    for await (const [version, record] of this.index.versionEntries()) known.set(version, record.name)
     // Orphan snapshots (a crash after the rename, before the index batch) go; missing ones are rebuilt.
     for (const dir of await readdirSafe(this.layout.models)) {
       for (const version of await readdirSafe(join(this.layout.models, dir, 'snapshots'))) {
@@ -884,7 +864,8 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
         }
       }
     }
-    const cold = new Set<string>(await this.index.cold.keys().all())
+    const cold = new Set<string>()
+    for await (const version of this.index.coldVersionIds()) cold.add(version)
     for (const [version, name] of known) {
       const path = this.layout.snapshot(name, version)
       if (cold.has(version)) {
@@ -893,24 +874,21 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
         continue
       }
       if (await pathExists(path)) continue
-      const bytes = await this.index.manifests.get(version)
+      const bytes = await this.index.manifestBytes(version)
       if (bytes !== undefined) await this.repairing(async () => { await this.materialize(name, version, decodeManifest(bytes, version)) }, `rebuilding the snapshot of ${name}@${version}`)
     }
     // Blobs without a record (a crash between their rename and the index batch) are complete but
     // unreferenced: drop them, a retried add writes them again.
     for (const digest of await readdirSafe(this.layout.blobs)) {
-      const partial = await this.index.partials.get(digest)
-      if (await this.index.blobs.get(digest) === undefined && partial !== undefined) {
+      const partial = await this.index.partial(digest)
+      if (await this.index.blob(digest) === undefined && partial !== undefined) {
         // A pulled file is renamed into blobs/ only once complete and fsynced: finish its promotion.
         await this.repairing(async () => {
-          await this.index.commit([
-            { type: 'put', sublevel: this.index.blobs, key: digest, value: { size: partial.size, chunks: partial.chunks, verifiedAt: Date.now() } },
-            { type: 'del', sublevel: this.index.partials, key: digest }
-          ])
+          await this.index.batch().putBlob(digest, { size: partial.size, chunks: partial.chunks, verifiedAt: Date.now() }).dropPartial(digest).commit()
         }, `recording the pulled blob ${digest}`)
         continue
       }
-      if (await this.index.blobs.get(digest) === undefined) {
+      if (await this.index.blob(digest) === undefined) {
         this.log.warn({ blob: digest }, 'removing a blob no index record names (interrupted add)')
         await chmod(this.layout.blob(digest), 0o644).catch(() => {})
         await rm(this.layout.blob(digest), { force: true })
@@ -918,11 +896,11 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
     }
     // Cold chunk files without a record (a compression interrupted before its batch) go.
     for (const id of await readdirSafe(this.layout.cold)) {
-      if (await this.index.coldChunks.get(id) === undefined) await rm(this.layout.coldChunk(id), { force: true })
+      if (await this.index.coldChunk(id) === undefined) await rm(this.layout.coldChunk(id), { force: true })
     }
     // Partial files without a record (a crash before the record was written) go.
     for (const digest of await readdirSafe(this.layout.partial)) {
-      if (await this.index.partials.get(digest) === undefined) await rm(this.layout.partialBlob(digest), { force: true })
+      if (await this.index.partial(digest) === undefined) await rm(this.layout.partialBlob(digest), { force: true })
     }
     await this.repairing(async () => { await this.syncRefs() }, 'syncing refs/ with the index')
   }
@@ -947,10 +925,10 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
    * the index (see `setLabel`). Both follow the index again.
    */
   private async afterReopen (): Promise<void> {
-    for await (const [version, record] of this.index.versions.iterator()) {
-      if (await this.index.cold.get(version) !== undefined) continue
+    for await (const [version, record] of this.index.versionEntries()) {
+      if (await this.index.coldVersion(version) !== undefined) continue
       if (await pathExists(this.layout.snapshot(record.name, version))) continue
-      const bytes = await this.index.manifests.get(version)
+      const bytes = await this.index.manifestBytes(version)
       if (bytes !== undefined) await this.repairSnapshot(record.name, version, decodeManifest(bytes, version))
     }
     await this.syncRefs()
@@ -959,9 +937,7 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
   /** Rewrites every `refs/<label>` file that does not say what the index says. */
   async syncRefs (): Promise<void> {
     await this.labelSerial(async () => {
-      for await (const [key, record] of this.index.labels.iterator()) {
-        const [name, label] = IndexDb.splitKey(key)
-        if (name === undefined || label === undefined) continue
+      for await (const { model: name, label, record } of this.index.labelEntries()) {
         const path = this.layout.ref(name, label)
         const current = await readTextSafe(path)
         if (current?.trim() !== record.version) await this.writeRef(name, label, record.version, { doing: `syncing refs/${label} of ${name} with the index`, kept: 'the index still holds the label' })
@@ -986,8 +962,8 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
    * a cold version (its chunks are held; `rematerialize` brings its files back).
    */
   async missingFiles (manifest: Manifest, version?: VersionId): Promise<string[]> {
-    if (version !== undefined && await this.index.cold.get(version) !== undefined) return []
-    const records = await this.index.blobs.getMany(manifest.files.map(f => f.digest))
+    if (version !== undefined && await this.index.coldVersion(version) !== undefined) return []
+    const records = await this.index.blobMany(manifest.files.map(f => f.digest))
     return manifest.files.filter((_, i) => records[i] === undefined).map(f => f.path)
   }
 
