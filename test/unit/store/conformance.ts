@@ -8,11 +8,14 @@
  * target); the private parts (`internals`) only to look at what is on disk or to damage it.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { generateKeyPairSync } from 'node:crypto'
 import { chmod, mkdir, open, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ChunkId, FileDigest, VersionId } from '../../../src/core/digest.js'
 import { blockCount, blockRange } from '../../../src/core/tree.js'
 import { ConflictError, NotFoundError } from '../../../src/core/errors.js'
+import { publisherKeyOf, signHead } from '../../../src/core/heads.js'
+import { encodeManifest } from '../../../src/core/manifest.js'
 import { addPath } from '../../../src/ingest/ingest.js'
 import type { LeaseRecord } from '../../../src/store/api.js'
 import { compressVersion } from '../../../src/store/cold.js'
@@ -270,6 +273,33 @@ export function storeConformance (backend: Backend): void {
       expect(await store.coldRecord(v.version)).toBeUndefined()
       expect(sameBytes(await readFile(join(v.path, 'weights.bin')), seededBytes(300 * 1024, 1))).toBe(true)
       await expect(compressVersion(store, v.version, { keepLast: 1 })).rejects.toThrow(`${NAME}@prod points at it; move the label first`)
+    })
+
+    it('heads: the winner of each label, its history oldest first, and manifests known only through heads', async () => {
+      const v = await add(1, { pin: false })
+      const keys = generateKeyPairSync('ed25519')
+      const publisher = publisherKeyOf(keys.publicKey)
+      const head = (wall: number, version: VersionId | null): ReturnType<typeof signHead> =>
+        signHead({ model: NAME, label: 'prod', version, previous: null, stamp: { wall, counter: 0 }, activation: { mode: 'hot' }, publisher }, keys.privateKey)
+      await store.heads.put(head(1_000, v.version), { receivedAt: 1_001, from: 'peer-a' })
+      await store.heads.put(head(2_000, null), { receivedAt: 2_001 })
+      expect(await store.heads.get(NAME, 'prod')).toMatchObject({ receivedAt: 2_001 })
+      expect((await store.heads.history(NAME, 'prod')).map(h => [h.receivedAt, h.from])).toEqual([[1_001, 'peer-a'], [2_001, undefined]])
+      const all = []
+      for await (const h of store.heads.all()) all.push(h.receivedAt)
+      expect(all).toEqual([2_001])
+
+      // A manifest named by a head and not stored is kept, and only under its own id.
+      const known = encodeManifest({ ...v.manifest, name: 'org/known', created: v.manifest.created + 1, parent: null })
+      expect(await store.heads.manifest(known.id)).toBeUndefined()
+      await store.heads.putKnownManifest(known.id, known.bytes)
+      expect(sameBytes(await store.heads.manifest(known.id), known.bytes)).toBe(true)
+      await expect(store.heads.putKnownManifest(v.version, known.bytes)).rejects.toThrow(`manifest bytes do not hash to version id ${v.version}`)
+      expect(await store.hasVersion(known.id)).toBe(false)
+      await store.close()
+      store = await reopen()
+      expect(sameBytes(await store.heads.manifest(known.id), known.bytes)).toBe(true)
+      expect((await store.heads.history(NAME, 'prod'))).toHaveLength(2)
     })
 
     it('verify finds a corrupted chunk, moves its blob to quarantine and reports the version damaged', async () => {
