@@ -4,8 +4,8 @@
  * the version and releases it when it lets go (the client does so on close). A holder that dies
  * stops renewing and its lease expires.
  *
- * Leases are kept in the index (`leases` sublevel, synced batches like every index write) so a
- * daemon restart does not drop them: the holder's next renew finds its lease again. A lease is
+ * Leases are kept in the store (its `Leases` records, `store/api.ts`: the index's `leases`
+ * sublevel, synced batches like every index write) so a daemon restart does not drop them: the holder's next renew finds its lease again. A lease is
  * answered only once it is on disk. Expired leases are swept every `SWEEP_INTERVAL_MS`.
  */
 import { randomBytes } from 'node:crypto'
@@ -22,6 +22,7 @@ export const SWEEP_INTERVAL_MS = 5_000
 /** @default 10_000 — leases one daemon holds at once */
 export const MAX_LEASES = 10_000
 
+/** A lease, as the store keeps it. */
 export type Lease = LeaseRecord
 
 export class LeaseTable {
