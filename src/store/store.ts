@@ -19,7 +19,7 @@
  *   snapshot folder is complete: the index batch that adds it is the last step of `commitVersion`;
  * - after a crash, `open` removes what no index record names (temporary files, orphan blobs and
  *   snapshots, cold chunk files) and rebuilds missing snapshot links (a cold version has none: its
- *   snapshot is removed instead), so the store is consistent again;
+ *   snapshot is removed instead), so the store is consistent again (`store/recover.ts`);
  * - a cold (compressed) version is complete: every chunk of it is in a blob that stays or in
  *   `cold/` (`store/cold.ts`), and reads fall back to `cold/` (`readChunk`, `readSpan`); a label
  *   only ever points at a materialized version (`setLabel` re-materializes first);
@@ -32,7 +32,7 @@
  * Concurrency: one process (LevelDB's lock). Operations that add hold a shared lock; `gc` and
  * removals hold it exclusively, so GC never sees an add half done.
  */
-import { mkdir, readFile, rm, rename, symlink, readlink, chmod } from 'node:fs/promises'
+import { mkdir, readFile, rm, rename, symlink, readlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import createMortice, { type Mortice } from 'mortice'
 import { randomBytes } from 'node:crypto'
@@ -44,6 +44,7 @@ import { checkLabel, checkModelName, parseRef } from '../core/names.js'
 import { leafHash } from '../core/tree.js'
 import { BlobWriter, type WrittenBlob } from './blob-writer.js'
 import { ChunkReader } from './chunk-reads.js'
+import { afterReopen, recoverStore } from './recover.js'
 import { diskError, diskFailure, fsyncDir, NOTHING_KEPT, pathExists, readdirSafe, tmpName, writeFileAtomic, type WriteContext } from '../util/fsutil.js'
 
 /** @default 64 — versions of the model an add compares its content with (newest first) */
@@ -174,7 +175,7 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
     this.layout = new Layout(home)
     const guard = new WriteGuard(options.freeBytes ?? WriteGuard.freeBytesAt(home), log, options.minFreeBytes)
     this.index = new IndexDb(db, { guard, log, ...(options.repair !== undefined ? { repair: options.repair } : {}) })
-    guard.onCleared(() => { void this.afterReopen().catch(err => { this.log.warn({ err: (err as Error).message }, 'bringing files in line with the reopened index failed') }) })
+    guard.onCleared(() => { void afterReopen(this).catch(err => { this.log.warn({ err: (err as Error).message }, 'bringing files in line with the reopened index failed') }) })
     this.heads = new HeadStore(this.index)
     this.chunks = new ChunkReader({ index: this.index, layout: this.layout, reads: this.reads, hashPool: () => (this.hashPool ??= new HashPool()), log })
     this.lock = createMortice({ name: `shoal-store-${randomBytes(8).toString('hex')}`, singleProcess: true })
@@ -218,7 +219,7 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
       }
       throw err
     }
-    await store.recover()
+    await recoverStore(store, store.log)
     store.writableCheck = setInterval(() => {
       if (store.index.guard.tripped !== undefined) void store.writable({ doing: 'looking for room to reopen the index', kept: 'nothing' }).catch(() => {})
     }, WRITABLE_CHECK_MS)
@@ -842,96 +843,6 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
       await rm(tmp, { recursive: true, force: true })
       throw err
     }
-  }
-
-  /**
-   * Start-up repair after a crash: see the module doc. On a full (or failing) disk the repairs
-   * that need to write are left for later: the write guard trips, the store opens read-only, and
-   * the next start-up (or, for `refs/`, the index's reopen) finishes them.
-   */
-  private async recover (): Promise<void> {
-    await rm(this.layout.tmp, { recursive: true, force: true })
-    await this.repairing(async () => { await mkdir(this.layout.tmp, { recursive: true }) }, 'creating tmp/')
-    const known = new Map<string, string>()
-    for await (const [version, record] of this.index.versionEntries()) known.set(version, record.name)
-    // Orphan snapshots (a crash after the rename, before the index batch) go; missing ones are rebuilt.
-    for (const dir of await readdirSafe(this.layout.models)) {
-      for (const version of await readdirSafe(join(this.layout.models, dir, 'snapshots'))) {
-        const name = known.get(version)
-        if (name === undefined || this.layout.model(name) !== join(this.layout.models, dir)) {
-          this.log.warn({ version }, 'removing a snapshot no version names (interrupted add)')
-          await rm(join(this.layout.models, dir, 'snapshots', version), { recursive: true, force: true })
-        }
-      }
-    }
-    const cold = new Set<string>()
-    for await (const version of this.index.coldVersionIds()) cold.add(version)
-    for (const [version, name] of known) {
-      const path = this.layout.snapshot(name, version)
-      if (cold.has(version)) {
-        // A crash after a compression's batch, before its snapshot went (or while re-materializing).
-        if (await pathExists(path)) await this.repairing(async () => { await rm(path, { recursive: true, force: true }) }, `removing the snapshot of the compressed ${name}@${version}`)
-        continue
-      }
-      if (await pathExists(path)) continue
-      const bytes = await this.index.manifestBytes(version)
-      if (bytes !== undefined) await this.repairing(async () => { await this.materialize(name, version, decodeManifest(bytes, version)) }, `rebuilding the snapshot of ${name}@${version}`)
-    }
-    // Blobs without a record (a crash between their rename and the index batch) are complete but
-    // unreferenced: drop them, a retried add writes them again.
-    for (const digest of await readdirSafe(this.layout.blobs)) {
-      const partial = await this.index.partial(digest)
-      if (await this.index.blob(digest) === undefined && partial !== undefined) {
-        // A pulled file is renamed into blobs/ only once complete and fsynced: finish its promotion.
-        await this.repairing(async () => {
-          await this.index.batch().putBlob(digest, { size: partial.size, chunks: partial.chunks, verifiedAt: Date.now() }).dropPartial(digest).commit()
-        }, `recording the pulled blob ${digest}`)
-        continue
-      }
-      if (await this.index.blob(digest) === undefined) {
-        this.log.warn({ blob: digest }, 'removing a blob no index record names (interrupted add)')
-        await chmod(this.layout.blob(digest), 0o644).catch(() => {})
-        await rm(this.layout.blob(digest), { force: true })
-      }
-    }
-    // Cold chunk files without a record (a compression interrupted before its batch) go.
-    for (const id of await readdirSafe(this.layout.cold)) {
-      if (await this.index.coldChunk(id) === undefined) await rm(this.layout.coldChunk(id), { force: true })
-    }
-    // Partial files without a record (a crash before the record was written) go.
-    for (const digest of await readdirSafe(this.layout.partial)) {
-      if (await this.index.partial(digest) === undefined) await rm(this.layout.partialBlob(digest), { force: true })
-    }
-    await this.repairing(async () => { await this.syncRefs() }, 'syncing refs/ with the index')
-  }
-
-  /**
-   * Runs one start-up repair; a disk failure trips the write guard and is logged instead of
-   * stopping the start, so a node on a full disk still serves what it holds.
-   */
-  private async repairing (fn: () => Promise<void>, doing: string): Promise<void> {
-    try {
-      await fn()
-    } catch (err) {
-      if (diskFailure(err) === undefined) throw err
-      const mapped = this.failedWrite(err, { doing, kept: 'left for when there is room' })
-      this.log.warn({ err: (mapped as Error).message }, 'start-up repair skipped: the store is read-only until there is room on its disk')
-    }
-  }
-
-  /**
-   * After the index was reopened: a write that failed may have reached LevelDB's log after all (a
-   * failed sync), so a version can be recorded without its snapshot, and a ref file can be ahead of
-   * the index (see `setLabel`). Both follow the index again.
-   */
-  private async afterReopen (): Promise<void> {
-    for await (const [version, record] of this.index.versionEntries()) {
-      if (await this.index.coldVersion(version) !== undefined) continue
-      if (await pathExists(this.layout.snapshot(record.name, version))) continue
-      const bytes = await this.index.manifestBytes(version)
-      if (bytes !== undefined) await this.repairSnapshot(record.name, version, decodeManifest(bytes, version))
-    }
-    await this.syncRefs()
   }
 
   /** Rewrites every `refs/<label>` file that does not say what the index says. */
