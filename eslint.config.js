@@ -59,6 +59,17 @@ export default tseslint.config(
   // schema) and the defaults rpc/ and fetcher/ keep for their own settings.
   ...layer('config', { may: ['core'], files: ['rpc/target.js', 'rpc/limits.js', 'fetcher/origin.js'] }),
   {
+    // The store's parts (index, layout, read handles) stay inside src/store/: other layers use the
+    // interfaces of store/api.ts (docs/ARCHITECTURE.md, "The store's API").
+    files: ['src/**/*.ts'],
+    ignores: ['src/store/**'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [
+        { group: ['**/store/internal.js', '**/store/index-db.js'], message: "the store's index and files are private to src/store/: use the interfaces of store/api.ts" }
+      ] }]
+    }
+  },
+  {
     // The bulk channel is plain TCP beside libp2p: node:net, node:crypto and core/ only.
     files: ['src/protocol/bulk/**/*.ts'],
     rules: {

@@ -16,7 +16,7 @@ import type { ChunkId, VersionId } from '../core/digest.js'
 import { blockCount } from '../core/tree.js'
 import type { ChunkSource, HaveState, HaveUpdate, Span } from '../protocol/chunks/index.js'
 import { proofsFrom, type PullTarget } from '../store/pull-target.js'
-import type { Store } from '../store/store.js'
+import type { Catalogue, ChunkReads } from '../store/api.js'
 
 /** The pulls a `LocalChunkSource` serves from (the node's `PullManager`). */
 export interface RunningPulls {
@@ -31,7 +31,7 @@ export interface RunningPulls {
 export class LocalChunkSource implements ChunkSource {
   private readonly watchers = new Map<string, Set<(update: HaveUpdate) => void>>()
 
-  constructor (private readonly store: Store, private readonly pulls: RunningPulls) {
+  constructor (private readonly store: ChunkReads & Pick<Catalogue, 'hasVersion' | 'resolve' | 'versionRecord'>, private readonly pulls: RunningPulls) {
     pulls.onOpened(target => { this.follow(target) })
   }
 
@@ -71,7 +71,7 @@ export class LocalChunkSource implements ChunkSource {
     const target = this.pulls.target(version)
     if (target !== undefined) return target.allPresent ? { complete: true } : { complete: false, bits: target.bits, ranges: target.blockRanges() }
     if (!await this.store.hasVersion(version)) return undefined
-    const v = await this.store.resolve(`${(await this.store.index.versions.get(version))?.name ?? ''}@${version}`).catch(() => undefined)
+    const v = await this.store.resolve(`${(await this.store.versionRecord(version))?.name ?? ''}@${version}`).catch(() => undefined)
     return v !== undefined && v.missing.length === 0 ? { complete: true } : undefined
   }
 

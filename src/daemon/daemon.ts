@@ -94,7 +94,7 @@ export class Daemon {
   private readonly feed = new MetricsFeed({
     events: this.events,
     metrics: () => this.metrics,
-    modelOf: async version => (await this.store?.index.versions.get(version))?.name
+    modelOf: async version => (await this.store?.versionRecord(version))?.name
   })
   metrics?: Metrics
   node?: ShoalNode
@@ -113,7 +113,7 @@ export class Daemon {
       const trustFile = await TrustFile.open(config.home)
       const policy = new TrustPolicy(HeadsService.rules(keys, config.trust, trustFile))
       const book = await HeadBook.open(store.heads, policy, { log: componentLogger(this.log, 'heads') })
-      const search = await SearchIndex.open(store.index, { log: componentLogger(this.log, 'search') })
+      const search = await SearchIndex.forStore(store, { log: componentLogger(this.log, 'search') })
       this.search = search
       const judge = new PeerScores({
         banMs: config.transfer.banSeconds * 1000,
@@ -126,7 +126,7 @@ export class Daemon {
       this.origin = new OriginClient({ logger: componentLogger(this.log, 'origin') })
       const manifests = new ManifestResolver({
         manifests: store.heads,
-        isLocal: async version => (await store.index.versions.get(version))?.local === true,
+        isLocal: async version => (await store.versionRecord(version))?.local === true,
         judge,
         limits: { maxChunks: config.transfer.maxManifestChunks, maxVersionBytes: config.transfer.maxVersionBytes },
         onRejected: offence => { this.feed.rejected(offence) },
@@ -238,7 +238,7 @@ export class Daemon {
       })
       this.metrics = metrics
       this.feed.start()
-      const providing = new Providing({ routing: node.contentRouting, held: () => store.index.versions.keys(), dht: config.p2p.dht })
+      const providing = new Providing({ routing: node.contentRouting, held: () => store.versionIds(), dht: config.p2p.dht })
       this.providing = providing
       const headOps = new HeadsService({ store, book, activator, keys, trustFile, configTrust: config.trust, policy, events: this.events })
       const serving = new ServingService({ store, pulls, book, activator, leases, events: this.events })

@@ -16,13 +16,13 @@ import type { HeadBook } from '../heads/book.js'
 import type { KeyRing, TrustFile } from '../heads/keyring.js'
 import type { ActivateResult, HeadHistoryRow, HeadRow, KeyRow, LabelResult, TrustRow } from '../rpc/api.js'
 import type { LabelRequest } from '../rpc/schemas.js'
-import type { Store } from '../store/store.js'
+import type { BlobSink, Catalogue, HeadRecords } from '../store/api.js'
 import type { DaemonEvent } from '../core/events.js'
 import type { EventBus } from './events.js'
 
 export class HeadsService {
   constructor (private readonly deps: {
-    store: Store
+    store: Pick<Catalogue, 'resolve' | 'labelRecord' | 'isComplete'> & Pick<BlobSink, 'writable'> & { heads: HeadRecords }
     book: HeadBook
     activator: Activator
     keys: KeyRing

@@ -4,14 +4,14 @@
  * the version and releases it when it lets go (the client does so on close). A holder that dies
  * stops renewing and its lease expires.
  *
- * Leases are kept in the index (`leases` sublevel, synced batches like every index write) so a
- * daemon restart does not drop them: the holder's next renew finds its lease again. A lease is
+ * Leases are kept in the store (its `Leases` records, `store/api.ts`: the index's `leases`
+ * sublevel, synced batches like every index write) so a daemon restart does not drop them: the holder's next renew finds its lease again. A lease is
  * answered only once it is on disk. Expired leases are swept every `SWEEP_INTERVAL_MS`.
  */
 import { randomBytes } from 'node:crypto'
 import type { VersionId } from '../core/digest.js'
 import { InvalidInputError, NotFoundError } from '../core/errors.js'
-import type { Store } from '../store/store.js'
+import type { LeaseRecord, Leases } from '../store/api.js'
 
 /** @default 60 s */
 export const DEFAULT_LEASE_TTL_MS = 60_000
@@ -22,28 +22,20 @@ export const SWEEP_INTERVAL_MS = 5_000
 /** @default 10_000 — leases one daemon holds at once */
 export const MAX_LEASES = 10_000
 
-export interface Lease {
-  id: string
-  /** Who holds it: free text from the client (e.g. "inference-7 pid 1234"). */
-  holder: string
-  model: string
-  version: VersionId
-  path: string
-  createdAt: number
-  expiresAt: number
-}
+/** A lease, as the store keeps it. */
+export type Lease = LeaseRecord
 
 export class LeaseTable {
   private readonly leases = new Map<string, Lease>()
   private timer?: NodeJS.Timeout
 
-  constructor (private readonly store: Store, private readonly onChange?: (count: number) => void, private readonly clock: () => number = Date.now) {}
+  constructor (private readonly store: Leases, private readonly onChange?: (count: number) => void, private readonly clock: () => number = Date.now) {}
 
   async start (): Promise<void> {
     const now = this.clock()
-    for await (const [id, lease] of this.store.index.leases.iterator()) {
-      if (lease.expiresAt > now) this.leases.set(id, lease)
-      else await this.drop(id).catch(() => {}) // an expired lease left on disk is dropped next time
+    for await (const lease of this.store.leaseRecords()) {
+      if (lease.expiresAt > now) this.leases.set(lease.id, lease)
+      else await this.drop(lease.id).catch(() => {}) // an expired lease left on disk is dropped next time
     }
     this.timer = setInterval(() => { void this.sweep() }, SWEEP_INTERVAL_MS)
     this.timer.unref()
@@ -61,7 +53,7 @@ export class LeaseTable {
       id: randomBytes(12).toString('hex'), holder: req.holder, model: req.model, version: req.version, path: req.path,
       createdAt: now, expiresAt: now + ttl(req.ttlMs)
     }
-    await this.store.index.commit([{ type: 'put', sublevel: this.store.index.leases, key: lease.id, value: lease }], { doing: `leasing ${req.model}@${req.version}`, kept: 'the lease was not taken' })
+    await this.store.putLease(lease, { doing: `leasing ${req.model}@${req.version}`, kept: 'the lease was not taken' })
     this.leases.set(lease.id, lease)
     this.onChange?.(this.leases.size)
     return lease
@@ -71,7 +63,7 @@ export class LeaseTable {
     const lease = this.leases.get(id)
     if (lease === undefined || lease.expiresAt <= this.clock()) throw new NotFoundError(`lease ${id.slice(0, 32)} is unknown or expired; resolve and lease again`)
     const renewed = { ...lease, expiresAt: this.clock() + ttl(ttlMs) }
-    await this.store.index.commit([{ type: 'put', sublevel: this.store.index.leases, key: id, value: renewed }], { doing: `renewing lease ${id.slice(0, 32)}`, kept: `the lease was not renewed (it expires at ${new Date(lease.expiresAt).toISOString()})` })
+    await this.store.putLease(renewed, { doing: `renewing lease ${id.slice(0, 32)}`, kept: `the lease was not renewed (it expires at ${new Date(lease.expiresAt).toISOString()})` })
     this.leases.set(id, renewed)
     return { ...renewed }
   }
@@ -93,7 +85,7 @@ export class LeaseTable {
   }
 
   private async drop (id: string): Promise<void> {
-    await this.store.index.commit([{ type: 'del', sublevel: this.store.index.leases, key: id }], { doing: `dropping lease ${id.slice(0, 32)}`, kept: 'the lease is released on this daemon, but after a restart its record holds the version until it expires' })
+    await this.store.dropLease(id, { doing: `dropping lease ${id.slice(0, 32)}`, kept: 'the lease is released on this daemon, but after a restart its record holds the version until it expires' })
   }
 
   /** Versions GC must keep. */

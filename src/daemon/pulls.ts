@@ -123,7 +123,7 @@ export class PullManager implements RunningPulls {
 
   /** Resumes pulls recorded in the store (interrupted by a stop or a crash). */
   async resumeAll (): Promise<void> {
-    for await (const [version, record] of this.store.index.pulls.iterator()) {
+    for await (const [version, record] of this.store.pullRecords()) {
       this.log.info({ version, name: record.name }, 'resuming pull')
       void this.pull(`${record.name}@${version}`, { pin: record.pin }).catch(err => {
         this.log.warn({ version, err: (err as Error).message }, 'resumed pull failed')
@@ -174,7 +174,7 @@ export class PullManager implements RunningPulls {
       if (v.missing.length === 0) return undefined
     }
     // A recorded pull keeps its pin; a pull a reader starts does not pin (as `resolve --ensure`).
-    const started = this.start(name, version, (await this.store.index.pulls.get(version))?.pin ?? false)
+    const started = this.start(name, version, (await this.store.pullRecord(version))?.pin ?? false)
     // A pull outlives whoever started it: the reader may leave, the pull goes on.
     started.catch(() => {})
     const pull = signal === undefined
@@ -212,7 +212,7 @@ export class PullManager implements RunningPulls {
       pull.controller.abort()
       await pull.done.catch(() => {})
     }
-    const record = await this.store.index.pulls.get(version)
+    const record = await this.store.pullRecord(version)
     if (pull === undefined && record === undefined && starting === undefined) {
       throw new NotFoundError(`no pull of ${name}@${version} is running or recorded here (shoal status lists the pulls in progress)`)
     }
@@ -257,7 +257,7 @@ export class PullManager implements RunningPulls {
     } catch (err) {
       this.starting.delete(version)
       // A recorded pull (resumed, or failed before) that cannot even be opened is an attempt too.
-      if (!(err instanceof AbortedError) && !this.stopped && await this.store.index.pulls.get(version) !== undefined) throw await this.attemptFailed(name, version, err)
+      if (!(err instanceof AbortedError) && !this.stopped && await this.store.pullRecord(version) !== undefined) throw await this.attemptFailed(name, version, err)
       throw err
     } finally {
       this.starting.delete(version)
@@ -375,12 +375,12 @@ export class PullManager implements RunningPulls {
    */
   private async attemptFailed (name: string, version: VersionId, failure: unknown): Promise<Error> {
     const err = failure instanceof Error ? failure : new Error(String(failure))
-    const record = await this.store.index.pulls.get(version).catch(() => undefined)
+    const record = await this.store.pullRecord(version).catch(() => undefined)
     if (record === undefined) return err
     const attempts = (record.attempts ?? 0) + 1
     const max = this.options.maxPullAttempts ?? DEFAULT_MAX_PULL_ATTEMPTS
     if (attempts < max) {
-      await this.store.index.pulls.put(version, { ...record, attempts })
+      await this.store.updatePullRecord(version, { ...record, attempts }, { doing: `counting a failed attempt of the pull of ${name}@${version}`, kept: 'the attempt is not counted' })
       this.log.info({ version, name, attempts, max, err: err.message }, 'pull attempt failed; it will be resumed')
       return err
     }

@@ -86,7 +86,7 @@ export class ReadService {
     let version: VersionId | undefined
     if (isCid(id)) {
       version = id as VersionId
-      const known = (await store.index.versions.get(version))?.name ?? pulls.reading(version)?.target.manifest.name
+      const known = (await store.versionRecord(version))?.name ?? pulls.reading(version)?.target.manifest.name
       if (known === undefined) throw new NotFoundError(`version ${id} is neither here nor being pulled; give name@${id} to pull it`)
       name = known
     } else {
@@ -109,7 +109,7 @@ export class ReadService {
     }
     const pull = pulls.reading(version) ?? await pulls.startReading(name, version, signal)
     if (pull === undefined) return await this.locate(`${name}@${version}`, signal)
-    return { name, version, manifest: pull.target.manifest, path: store.layout.snapshot(name, version), pull }
+    return { name, version, manifest: pull.target.manifest, path: store.snapshotPath(name, version), pull }
   }
 }
 

@@ -339,7 +339,7 @@ export class DaemonService implements ShoalApi {
   }
 
   private async toShow (v: ResolvedVersion): Promise<ShowResult> {
-    const record = v.cold ? await this.store.index.cold.get(v.version) : undefined
+    const record = v.cold ? await this.store.coldRecord(v.version) : undefined
     const show = { ...toShow(v), ...(record !== undefined ? { cold: { at: record.at, savedBytes: record.rawBytes - record.storedBytes } } : {}) }
     if (v.manifest.parent === null) return show
     const parent = await this.store.resolve(`${v.name}@${v.manifest.parent}`).catch(() => undefined)

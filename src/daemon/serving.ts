@@ -15,7 +15,8 @@ import type { Activator } from '../heads/activator.js'
 import type { HeadBook } from '../heads/book.js'
 import type { LeaseRow, Progress, ResolveResult } from '../rpc/api.js'
 import type { SseEvent } from '../rpc/server.js'
-import type { ResolvedVersion, Store } from '../store/store.js'
+import type { Catalogue } from '../store/api.js'
+import type { ResolvedVersion } from '../store/store.js'
 import type { DaemonEvent, EventType } from '../core/events.js'
 import type { EventBus } from './events.js'
 import type { Lease, LeaseTable } from './leases.js'
@@ -26,7 +27,7 @@ const MAX_ENSURE_ROUNDS = 3
 
 export class ServingService {
   constructor (private readonly deps: {
-    store: Store
+    store: Pick<Catalogue, 'resolve' | 'rematerialize'>
     pulls: PullManager
     book: HeadBook
     activator: Activator

@@ -32,7 +32,7 @@ import {
   type Activation, type DecodedHead, type SignedHead
 } from '../core/heads.js'
 import type { TrustPolicy } from '../core/trust.js'
-import type { HeadStore } from '../store/heads.js'
+import type { HeadRecords } from '../store/api.js'
 import { createPublicKey } from 'node:crypto'
 
 /** @default 5 minutes — how far ahead of this node's clock a head's stamp may be */
@@ -111,7 +111,7 @@ export class HeadBook {
   readonly counters: HeadCounters = { accepted: 0, duplicate: 0, stale: 0, future: 0, rejected: { malformed: 0, signature: 0, untrusted: 0 }, signatureChecks: 0 }
 
   private constructor (
-    private readonly store: HeadStore,
+    private readonly store: HeadRecords,
     private readonly trust: TrustPolicy,
     private readonly clock: () => number,
     private readonly log: BookLogger
@@ -120,7 +120,7 @@ export class HeadBook {
   }
 
   /** Loads the stored winners (re-checking each: a head on disk is not trusted as it stands). */
-  static async open (store: HeadStore, trust: TrustPolicy, options: { clock?: () => number, log: BookLogger }): Promise<HeadBook> {
+  static async open (store: HeadRecords, trust: TrustPolicy, options: { clock?: () => number, log: BookLogger }): Promise<HeadBook> {
     const book = new HeadBook(store, trust, options.clock ?? Date.now, options.log)
     for await (const stored of store.all()) {
       try {

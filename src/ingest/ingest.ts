@@ -37,9 +37,13 @@ import { MAX_TENSOR_COUNT } from '../model/limits.js'
 import type { FileSource } from '../model/source.js'
 import type { FileStructure, MetaValue, TensorInfo } from '../model/types.js'
 import type { BlobWriter } from '../store/blob-writer.js'
-import type { ResolvedVersion, Store } from '../store/store.js'
+import type { BlobSink, Catalogue } from '../store/api.js'
+import type { ResolvedVersion } from '../store/store.js'
 import { readAhead, type ReadDone } from '../util/read-ahead.js'
 import { listSourceFiles, openListed, type SourceFile } from './walk.js'
+
+/** What an add needs of the store: a sink for the files' bytes, and the catalogue to commit the version to. */
+export type AddTarget = Pick<BlobSink, 'withShared' | 'createBlobWriter' | 'indexBlob'> & Pick<Catalogue, 'commitVersion'>
 
 /** Bytes read and written per step; holds whole chunks, so at least `MAX_CHUNK_SIZE`. @default 8 MiB */
 export const WINDOW_SIZE = 8 * 1024 * 1024
@@ -93,7 +97,7 @@ export function checkAddOptions (options: Pick<AddOptions, 'name' | 'label' | 'o
   if (options.metadata !== undefined) parseMetadata(options.metadata, 'metadata options')
 }
 
-export async function addPath (store: Store, input: string, options: AddOptions): Promise<ResolvedVersion> {
+export async function addPath (store: AddTarget, input: string, options: AddOptions): Promise<ResolvedVersion> {
   checkAddOptions(options)
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE
   const metaFile = options.metaFile === undefined ? undefined : await readMetaFile(options.metaFile)
@@ -144,7 +148,7 @@ function chunkRef (c: ChunkRef): ChunkRef {
   return c.root === undefined ? { id: c.id, size: c.size } : { id: c.id, size: c.size, root: c.root }
 }
 
-async function storeFile (store: Store, file: SourceFile, tensors: readonly TensorRange[] | undefined, blockSize: number, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<{ digest: FileDigest } & Awaited<ReturnType<BlobWriter['commit']>>> {
+async function storeFile (store: AddTarget, file: SourceFile, tensors: readonly TensorRange[] | undefined, blockSize: number, signal: AbortSignal | undefined, progress: (bytes: number) => void): Promise<{ digest: FileDigest } & Awaited<ReturnType<BlobWriter['commit']>>> {
   const src = await openListed(file)
   let writer: BlobWriter
   try {

@@ -34,7 +34,7 @@ import { ConflictError, DigestMismatchError, NotFoundError, ShoalError } from '.
 import { blockSizeOf, decodeManifest, type Manifest } from '../core/manifest.js'
 import { writeColdChunk, readColdChunk } from './cold-chunks.js'
 import { fsyncDir, tmpName, writeFully } from '../util/fsutil.js'
-import { COLD_SCHEMA, IndexDb, type IndexOp } from './index-db.js'
+import { partsOf } from './internal.js'
 import type { Store } from './store.js'
 
 export interface ColdReport {
@@ -66,17 +66,17 @@ export function chunkPlacement (manifest: Manifest): Map<ChunkId, { dtype: strin
 
 /** Why `version` may not go cold, or undefined when it may. */
 async function ineligible (store: Store, name: string, version: VersionId, keepLast: number): Promise<string | undefined> {
-  for await (const [key, record] of store.index.labels.iterator()) {
-    const [model, label] = IndexDb.splitKey(key)
+  const { index } = partsOf(store)
+  for await (const { model, label, record } of index.labelEntries()) {
     if (record.version === version) return `${model}@${label} points at it; move the label first`
     if (record.history.slice(0, keepLast - 1).some(h => h.version === version)) {
       return `it is among the last ${keepLast} versions of ${model}@${label} (labels.keep), kept ready for a rollback`
     }
   }
-  for await (const lease of store.index.leases.values()) {
-    if ((lease as { version?: string }).version === version) return `a lease of ${(lease as { holder?: string }).holder ?? 'a serving process'} holds it`
+  for await (const lease of index.leaseRecords()) {
+    if (lease.version === version) return `a lease of ${lease.holder} holds it`
   }
-  if (await store.index.pulls.get(version) !== undefined) return `it is being pulled into ${name}`
+  if (await index.pull(version) !== undefined) return `it is being pulled into ${name}`
   return undefined
 }
 
@@ -86,12 +86,13 @@ async function ineligible (store: Store, name: string, version: VersionId, keepL
  * @throws ConflictError when it is not eligible (the message says why) or already cold
  */
 export async function compressVersion (store: Store, version: VersionId, options: CompressOptions): Promise<ColdReport> {
+  const { index, layout, reads } = partsOf(store)
   return await store.withExclusive(async () => {
-    const record = await store.index.versions.get(version)
+    const record = await index.version(version)
     const manifest = await store.manifestOf(version)
     if (record === undefined || manifest === undefined) throw new NotFoundError(`version ${version} is not in this store`)
     const name = record.name
-    if (await store.index.cold.get(version) !== undefined) throw new ConflictError(`${name}@${version} is already compressed`)
+    if (await index.coldVersion(version) !== undefined) throw new ConflictError(`${name}@${version} is already compressed`)
     const why = await ineligible(store, name, version, Math.max(1, options.keepLast))
     if (why !== undefined) throw new ConflictError(`${name}@${version} cannot be compressed: ${why}`)
     const missing = await store.missingFiles(manifest, version)
@@ -99,31 +100,31 @@ export async function compressVersion (store: Store, version: VersionId, options
 
     // Blobs hot versions (and pulls) still need stay.
     const hot = new Set<FileDigest>()
-    for await (const [other] of store.index.versions.iterator()) {
-      if (other === version || await store.index.cold.get(other) !== undefined) continue
-      for (const f of (await store.manifestOf(other as VersionId))?.files ?? []) hot.add(f.digest)
+    for await (const other of index.versionIds()) {
+      if (other === version || await index.coldVersion(other) !== undefined) continue
+      for (const f of (await store.manifestOf(other))?.files ?? []) hot.add(f.digest)
     }
-    for await (const pulled of store.index.pulls.keys()) {
-      const bytes = await store.index.manifests.get(pulled)
+    for await (const pulled of index.pullVersions()) {
+      const bytes = await index.manifestBytes(pulled)
       for (const f of bytes === undefined ? [] : decodeManifest(bytes).files) hot.add(f.digest)
     }
     const dropped = new Map<FileDigest, { size: number, chunks: Array<[ChunkId, number]> }>()
     for (const file of manifest.files) {
       if (hot.has(file.digest) || store.isHeld(file.digest) || dropped.has(file.digest)) continue
-      const blob = await store.index.blobs.get(file.digest)
+      const blob = await index.blob(file.digest)
       if (blob !== undefined) dropped.set(file.digest, blob)
     }
 
     const what = { doing: `compressing ${name}@${version}`, kept: `${name}@${version} was not compressed (cold files already written are removed at the next start)` }
     await store.writable(what)
     const placement = chunkPlacement(manifest)
-    const ops: IndexOp[] = []
+    const batch = index.batch()
     const ids = [...new Set([...dropped.values()].flatMap(b => b.chunks.map(([id]) => id)))]
-    const locations = ids.length === 0 ? [] : await store.index.chunks.getMany(ids)
-    const already = ids.length === 0 ? [] : await store.index.coldChunks.getMany(ids)
+    const locations = await index.locationsMany(ids)
+    const already = await index.coldChunkMany(ids)
     // Only a blob that stays counts as holding a chunk: a partial file can be dropped with its pull.
     const holders = [...new Set(locations.flatMap(l => (l ?? []).map(([d]) => d)))].filter(d => !dropped.has(d))
-    const blobRecords = holders.length === 0 ? [] : await store.index.blobs.getMany(holders)
+    const blobRecords = await index.blobMany(holders)
     const staying = new Set(holders.filter((_, i) => blobRecords[i] !== undefined))
     let storedBytes = 0
     let written = 0
@@ -131,33 +132,30 @@ export async function compressVersion (store: Store, version: VersionId, options
       options.signal?.throwIfAborted()
       const id = ids[i]!
       const rest = (locations[i] ?? []).filter(([d]) => !dropped.has(d))
-      ops.push(rest.length === 0 ? { type: 'del', sublevel: store.index.chunks, key: id } : { type: 'put', sublevel: store.index.chunks, key: id, value: rest })
+      batch.setLocations(id, rest)
       if (rest.some(([d]) => staying.has(d)) || already[i] !== undefined) continue
       const bytes = await store.readChunk(id)
       if (bytes === undefined) throw new NotFoundError(`chunk ${id} of ${name}@${version} is not readable; run shoal verify`)
       const where = placement.get(id)
       let stored: number
       try {
-        stored = await writeColdChunk(store.layout.cold, store.layout.tmp, id, bytes, { blockSize: where?.blockSize ?? blockSizeOf(manifest), ...(where?.dtype !== undefined ? { dtype: where.dtype } : {}), ...(options.signal !== undefined ? { signal: options.signal } : {}) })
+        stored = await writeColdChunk(layout.cold, layout.tmp, id, bytes, { blockSize: where?.blockSize ?? blockSizeOf(manifest), ...(where?.dtype !== undefined ? { dtype: where.dtype } : {}), ...(options.signal !== undefined ? { signal: options.signal } : {}) })
       } catch (err) {
         throw err instanceof ShoalError ? err : store.failedWrite(err, what)
       }
-      ops.push({ type: 'put', sublevel: store.index.coldChunks, key: id, value: { size: bytes.length, stored } })
+      batch.putColdChunk(id, { size: bytes.length, stored })
       storedBytes += stored
       written++
     }
     const rawBytes = [...dropped.values()].reduce((n, b) => n + b.size, 0)
-    for (const digest of dropped.keys()) ops.push({ type: 'del', sublevel: store.index.blobs, key: digest })
-    ops.push(
-      { type: 'put', sublevel: store.index.cold, key: version, value: { at: Date.now(), rawBytes, storedBytes } },
-      { type: 'put', sublevel: store.index.meta, key: 'schema', value: COLD_SCHEMA }
-    )
-    await store.index.commit(ops, what)
-    await rm(store.layout.snapshot(name, version), { recursive: true, force: true })
+    for (const digest of dropped.keys()) batch.dropBlob(digest)
+    batch.putColdVersion(version, { at: Date.now(), rawBytes, storedBytes })
+    await batch.commit(what)
+    await rm(layout.snapshot(name, version), { recursive: true, force: true })
     for (const digest of dropped.keys()) {
-      store.reads.forget(store.layout.blob(digest))
-      await chmod(store.layout.blob(digest), 0o644).catch(() => {})
-      await rm(store.layout.blob(digest), { force: true })
+      reads.forget(layout.blob(digest))
+      await chmod(layout.blob(digest), 0o644).catch(() => {})
+      await rm(layout.blob(digest), { force: true })
     }
     return { name, version, rawBytes, storedBytes, chunks: written, blobs: dropped.size }
   })
@@ -168,19 +166,20 @@ export async function compressVersion (store: Store, version: VersionId, options
  * @throws DigestMismatchError when a chunk's stored bytes are damaged (nothing is renamed into place)
  */
 export async function rematerializeVersion (store: Store, version: VersionId, options: { signal?: AbortSignal } = {}): Promise<void> {
+  const { index, layout } = partsOf(store)
   await store.withShared(async hold => {
-    const cold = await store.index.cold.get(version)
-    const record = await store.index.versions.get(version)
+    const cold = await index.coldVersion(version)
+    const record = await index.version(version)
     const manifest = await store.manifestOf(version)
     if (cold === undefined) return
     if (record === undefined || manifest === undefined) throw new NotFoundError(`version ${version} is not in this store`)
     const what = { doing: `re-materializing ${record.name}@${version}`, kept: `${record.name}@${version} stays compressed; nothing partial is visible` }
     const done = new Set<FileDigest>()
     for (const file of manifest.files) {
-      if (done.has(file.digest) || await store.index.blobs.get(file.digest) !== undefined) continue
+      if (done.has(file.digest) || await index.blob(file.digest) !== undefined) continue
       done.add(file.digest)
       hold(file.digest)
-      const tmp = join(store.layout.tmp, tmpName('blob'))
+      const tmp = join(layout.tmp, tmpName('blob'))
       try {
         const fh = await open(tmp, 'wx', 0o644)
         try {
@@ -197,8 +196,8 @@ export async function rematerializeVersion (store: Store, version: VersionId, op
           await fh.close()
         }
         await chmod(tmp, 0o444)
-        await rename(tmp, store.layout.blob(file.digest))
-        await fsyncDir(store.layout.blobs)
+        await rename(tmp, layout.blob(file.digest))
+        await fsyncDir(layout.blobs)
       } catch (err) {
         await rm(tmp, { force: true })
         throw err instanceof DigestMismatchError || err instanceof NotFoundError ? err : store.failedWrite(err, what)
@@ -210,21 +209,22 @@ export async function rematerializeVersion (store: Store, version: VersionId, op
     } catch (err) {
       throw store.failedWrite(err, what)
     }
-    await store.index.commit([{ type: 'del', sublevel: store.index.cold, key: version }], what)
+    await index.batch().dropColdVersion(version).commit(what)
   })
 }
 
 /** A chunk's bytes from a blob (re-hashed here) or its cold file (re-hashed when decoded). */
 async function chunkBytes (store: Store, id: ChunkId): Promise<Uint8Array | undefined> {
-  if (await store.index.chunks.get(id) !== undefined) {
+  const { index, layout } = partsOf(store)
+  if (await index.locations(id) !== undefined) {
     const bytes = await store.readChunk(id)
     if (bytes !== undefined) {
       if (!chunkMatches(bytes, id)) throw new DigestMismatchError(`stored bytes of chunk ${id} are damaged; run shoal verify`)
       return bytes
     }
   }
-  if (await store.index.coldChunks.get(id) === undefined) return undefined
-  return await readColdChunk(store.layout.coldChunk(id), id)
+  if (await index.coldChunk(id) === undefined) return undefined
+  return await readColdChunk(layout.coldChunk(id), id)
 }
 
 /**
@@ -236,15 +236,16 @@ export async function coldCandidates (store: Store, options: { idleMs: number, n
   const now = options.now ?? Date.now()
   const targets = new Set<string>()
   const lastUsed = new Map<string, number>()
-  for await (const record of store.index.labels.values()) {
+  const { index } = partsOf(store)
+  for await (const { record } of index.labelEntries()) {
     targets.add(record.version)
     for (const h of record.history) lastUsed.set(h.version, Math.max(lastUsed.get(h.version) ?? 0, h.until))
   }
   const out: Array<{ version: VersionId, used: number }> = []
-  for await (const [version, record] of store.index.versions.iterator()) {
-    if (targets.has(version) || await store.index.cold.get(version) !== undefined) continue
+  for await (const [version, record] of index.versionEntries()) {
+    if (targets.has(version) || await index.coldVersion(version) !== undefined) continue
     const used = Math.max(record.addedAt, lastUsed.get(version) ?? 0)
-    if (now - used >= options.idleMs) out.push({ version: version as VersionId, used })
+    if (now - used >= options.idleMs) out.push({ version, used })
   }
   return out.sort((a, b) => a.used - b.used).map(c => c.version)
 }
@@ -263,9 +264,10 @@ export async function coldChunksToKeep (store: Store, keptCold: readonly Version
   }
   const write = new Map<ChunkId, { dtype: string | undefined, blockSize: number }>()
   const candidates = [...losing].filter(id => needed.has(id))
-  const have = candidates.length === 0 ? [] : await store.index.coldChunks.getMany(candidates)
+  const { index } = partsOf(store)
+  const have = await index.coldChunkMany(candidates)
   candidates.forEach((id, i) => { if (have[i] === undefined) write.set(id, needed.get(id)!) })
   const drop: ChunkId[] = []
-  for await (const id of store.index.coldChunks.keys()) if (!needed.has(id as ChunkId)) drop.push(id as ChunkId)
+  for await (const id of index.coldChunkIds()) if (!needed.has(id)) drop.push(id)
   return { write, drop }
 }

@@ -15,6 +15,7 @@ import { ConflictError, DigestMismatchError, NotFoundError } from '../core/error
 import { fsyncDir, mapFsError, pathExists, tmpName, writeFully } from '../util/fsutil.js'
 import { readAhead, type ReadDone } from '../util/read-ahead.js'
 import type { ManifestFile } from '../core/manifest.js'
+import { partsOf } from './internal.js'
 import type { ResolvedVersion, Store } from './store.js'
 
 export interface ExportProgress { file: string, bytes: number, totalBytes: number }
@@ -71,7 +72,7 @@ async function writeFiles (store: Store, version: ResolvedVersion, root: string,
       await mkdir(dirname(target), { recursive: true })
       const tmp = join(dirname(target), `.${tmpName('shoal-export')}`)
       staged.push({ tmp, target })
-      const src = await open(store.layout.blob(file.digest), 'r')
+      const src = await open(partsOf(store).layout.blob(file.digest), 'r')
       const out = await open(tmp, 'wx', 0o644)
       try {
         // read → verify → write, the next chunk read while this one is verified and written.

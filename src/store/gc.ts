@@ -34,7 +34,8 @@ import { join } from 'node:path'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 import { decodeManifest } from '../core/manifest.js'
 import { DEFAULT_KEEP_LAST } from '../core/retention.js'
-import { IndexDb, type IndexOp } from './index-db.js'
+import type { IndexBatch } from './index-db.js'
+import { partsOf } from './internal.js'
 import { splitLeavesKey } from './leaves.js'
 import { coldChunksToKeep } from './cold.js'
 import { writeColdChunk } from './cold-chunks.js'
@@ -74,26 +75,27 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
   const dryRun = options.dryRun === true
   const keepLast = Math.max(1, options.keepLast ?? DEFAULT_KEEP_LAST)
   const only = options.only === undefined ? undefined : new Set<string>(options.only)
+  const { index, layout, reads } = partsOf(store)
   return await store.withExclusive(async () => {
     const keep = new Set<string>(options.keep ?? [])
     const lastUsed = new Map<string, number>()
-    for await (const key of store.index.pins.keys()) keep.add(IndexDb.splitKey(key)[1] ?? '')
-    for await (const record of store.index.labels.values()) {
+    for await (const { version } of index.pinEntries()) keep.add(version)
+    for await (const { record } of index.labelEntries()) {
       keep.add(record.version)
       for (const h of record.history.slice(0, keepLast - 1)) keep.add(h.version)
       for (const h of record.history) lastUsed.set(h.version, Math.max(lastUsed.get(h.version) ?? 0, h.until))
     }
 
     // Listed before the pull records are read (see the module doc).
-    const partialCandidates = new Set<string>([...await store.index.partials.keys().all(), ...await readdirSafe(store.layout.partial)])
+    const partialCandidates = new Set<string>([...await index.partialDigests(), ...await readdirSafe(layout.partial)])
     const referenced = new Set<string>()
     const pulled = new Set<string>()
     const pulling = new Set<string>()
     // Pulls in progress (their files may already be blobs) keep what they need.
-    for await (const version of store.index.pulls.keys()) {
+    for await (const version of index.pullVersions()) {
       keep.add(version)
       pulling.add(version)
-      const bytes = await store.index.manifests.get(version)
+      const bytes = await index.manifestBytes(version)
       for (const f of bytes === undefined ? [] : decodeManifest(bytes).files) {
         referenced.add(f.digest)
         pulled.add(f.digest)
@@ -102,12 +104,12 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
     const live = pullingFiles(store)
     const partials: GcReport['partials'] = []
     for (const digest of partialCandidates) {
-      if (pulled.has(digest) || live.has(digest) || await store.index.blobs.get(digest) !== undefined) continue
-      partials.push({ digest, size: await stat(store.layout.partialBlob(digest)).then(s => s.blocks * 512, () => 0) })
+      if (pulled.has(digest) || live.has(digest) || await index.blob(digest) !== undefined) continue
+      partials.push({ digest, size: await stat(layout.partialBlob(digest)).then(s => s.blocks * 512, () => 0) })
     }
     const candidates: Array<{ name: string, version: VersionId, created: number, size: number, digests: string[], used: number }> = []
-    for await (const [version, record] of store.index.versions.iterator()) {
-      const bytes = await store.index.manifests.get(version)
+    for await (const [version, record] of index.versionEntries()) {
+      const bytes = await index.manifestBytes(version)
       const manifest = bytes === undefined ? undefined : decodeManifest(bytes)
       if (only !== undefined ? !only.has(version) || pulling.has(version) : keep.has(version)) {
         for (const f of manifest?.files ?? []) referenced.add(f.digest)
@@ -124,7 +126,7 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
     let quota: GcReport['quota']
     if (options.quotaBytes !== undefined) {
       const sizes = new Map<string, number>()
-      for await (const [digest, record] of store.index.blobs.iterator()) sizes.set(digest, record.size)
+      for await (const [digest, record] of index.blobEntries()) sizes.set(digest, record.size)
       const before = [...sizes.values()].reduce((n, b) => n + b, 0)
       // How many candidate versions still use each blob not held by a kept one.
       const users = new Map<string, number>()
@@ -147,27 +149,23 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
       for (const c of candidates) if (!picked.has(c)) for (const d of c.digests) referenced.add(d)
     }
     const doomed: GcReport['versions'] = []
-    const ops: IndexOp[] = []
+    const batch = index.batch()
     for (const c of chosen) {
       doomed.push({ name: c.name, version: c.version, size: c.size })
-      ops.push(
-        { type: 'del', sublevel: store.index.manifests, key: c.version },
-        { type: 'del', sublevel: store.index.versions, key: c.version },
-        { type: 'del', sublevel: store.index.byModel, key: IndexDb.modelKey(c.name, c.created, c.version) }
-      )
+      batch.dropVersion(c.name, c.created, c.version)
     }
 
     const blobs: GcReport['blobs'] = []
     const chunkDrops = new Map<ChunkId, Set<FileDigest>>()
     const stayingBlobs = new Set<string>()
-    for await (const [digest, record] of store.index.blobs.iterator()) {
+    for await (const [digest, record] of index.blobEntries()) {
       if (referenced.has(digest) || store.isHeld(digest)) { stayingBlobs.add(digest); continue }
       blobs.push({ digest, size: record.size })
-      ops.push({ type: 'del', sublevel: store.index.blobs, key: digest })
+      batch.dropBlob(digest)
       for (const [id] of record.chunks) chunkDrops.set(id, (chunkDrops.get(id) ?? new Set()).add(digest))
     }
     const ids = [...chunkDrops.keys()]
-    const locations = ids.length === 0 ? [] : await store.index.chunks.getMany(ids)
+    const locations = await index.locationsMany(ids)
     const unheld = new Set<ChunkId>()
     // Chunks no blob that stays holds (a partial file can go with its pull): cold versions keep theirs.
     const losing = new Set<ChunkId>()
@@ -176,20 +174,20 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
       const rest = (locations[i] ?? []).filter(([d]) => !gone.has(d))
       if (rest.length === 0) unheld.add(id)
       if (!rest.some(([d]) => stayingBlobs.has(d))) losing.add(id)
-      ops.push(rest.length === 0 ? { type: 'del', sublevel: store.index.chunks, key: id } : { type: 'put', sublevel: store.index.chunks, key: id, value: rest })
+      batch.setLocations(id, rest)
     })
     // Cold versions that stay keep their chunks (see the module doc).
     const gone = new Set(doomed.map(d => d.version))
     const keptCold: VersionId[] = []
-    for await (const version of store.index.cold.keys()) {
-      if (gone.has(version as VersionId)) ops.push({ type: 'del', sublevel: store.index.cold, key: version })
-      else keptCold.push(version as VersionId)
+    for await (const version of index.coldVersionIds()) {
+      if (gone.has(version)) batch.dropColdVersion(version)
+      else keptCold.push(version)
     }
     const cold = await coldChunksToKeep(store, keptCold, losing)
-    const dropSizes = cold.drop.length === 0 ? [] : await store.index.coldChunks.getMany(cold.drop)
-    for (const id of cold.drop) ops.push({ type: 'del', sublevel: store.index.coldChunks, key: id })
+    const dropSizes = await index.coldChunkMany(cold.drop)
+    for (const id of cold.drop) batch.dropColdChunk(id)
     for (const id of cold.write.keys()) unheld.delete(id)
-    ops.push(...await layersToDrop(store, unheld, new Set(cold.drop)))
+    await layersToDrop(store, batch, unheld, new Set(cold.drop))
 
     const removedBytes = dropSizes.reduce((n, r) => n + (r?.stored ?? 0), 0)
     const freed = blobs.reduce((n, b) => n + b.size, 0) + partials.reduce((n, p) => n + p.size, 0) + removedBytes
@@ -204,48 +202,47 @@ export async function collectGarbage (store: Store, options: GcOptions = {}): Pr
       // From the blob about to go: re-hashed by the writer, durable before the records change.
       const bytes = await store.readChunk(id)
       if (bytes === undefined) throw new Error(`chunk ${id}, which a compressed version needs, could not be read before its blob is collected; nothing was removed`)
-      const stored = await writeColdChunk(store.layout.cold, store.layout.tmp, id, bytes, { blockSize: where.blockSize, ...(where.dtype !== undefined ? { dtype: where.dtype } : {}) })
-      ops.push({ type: 'put', sublevel: store.index.coldChunks, key: id, value: { size: bytes.length, stored } })
+      const stored = await writeColdChunk(layout.cold, layout.tmp, id, bytes, { blockSize: where.blockSize, ...(where.dtype !== undefined ? { dtype: where.dtype } : {}) })
+      batch.putColdChunk(id, { size: bytes.length, stored })
     }
 
     // Records go first: a crash after this leaves only unreferenced files, which start-up removes.
-    await store.index.commit(ops, { doing: 'removing the records of what gc collects', kept: 'nothing was removed' })
+    await batch.commit({ doing: 'removing the records of what gc collects', kept: 'nothing was removed' })
     await dropPartials(store, partials.map(p => p.digest))
-    for (const v of doomed) await rm(store.layout.snapshot(v.name, v.version), { recursive: true, force: true })
+    for (const v of doomed) await rm(layout.snapshot(v.name, v.version), { recursive: true, force: true })
     for (const b of blobs) {
-      store.reads.forget(store.layout.blob(b.digest))
-      await chmod(store.layout.blob(b.digest), 0o644).catch(() => {})
-      await rm(store.layout.blob(b.digest), { force: true })
+      reads.forget(layout.blob(b.digest))
+      await chmod(layout.blob(b.digest), 0o644).catch(() => {})
+      await rm(layout.blob(b.digest), { force: true })
     }
-    for (const id of cold.drop) await rm(store.layout.coldChunk(id), { force: true })
+    for (const id of cold.drop) await rm(layout.coldChunk(id), { force: true })
     // Nothing that writes to tmp/ runs while GC holds the exclusive lock.
-    for (const entry of await readdirSafe(store.layout.tmp)) await rm(join(store.layout.tmp, entry), { recursive: true, force: true })
+    for (const entry of await readdirSafe(layout.tmp)) await rm(join(layout.tmp, entry), { recursive: true, force: true })
     return report
   })
 }
 
 /**
- * Deletes for every leaf layer whose chunk nothing holds once this collection is done: those of
- * `unheld` (their last location goes now) and those with no location at all, unless a cold chunk
- * file that stays (not in `coldDropped`) holds the chunk. One pass over the layers' keys, one index
- * read for the chunks they name.
+ * Adds to `batch` the drop of every leaf layer whose chunk nothing holds once this collection is
+ * done: those of `unheld` (their last location goes now) and those with no location at all, unless
+ * a cold chunk file that stays (not in `coldDropped`) holds the chunk. One pass over the layers'
+ * keys, one index read for the chunks they name.
  */
-async function layersToDrop (store: Store, unheld: ReadonlySet<ChunkId>, coldDropped: ReadonlySet<ChunkId>): Promise<IndexOp[]> {
+async function layersToDrop (store: Store, batch: IndexBatch, unheld: ReadonlySet<ChunkId>, coldDropped: ReadonlySet<ChunkId>): Promise<void> {
+  const { index } = partsOf(store)
   const byChunk = new Map<ChunkId, string[]>()
-  for await (const key of store.index.leaves.keys()) {
+  for await (const key of index.leafKeys()) {
     const id = splitLeavesKey(key)?.[0] ?? key
     const keys = byChunk.get(id)
     if (keys === undefined) byChunk.set(id, [key])
     else keys.push(key)
   }
-  const ops: IndexOp[] = []
   const others = [...byChunk.keys()].filter(id => !unheld.has(id))
-  const held = others.length === 0 ? [] : await store.index.chunks.getMany(others)
+  const held = await index.locationsMany(others)
   const candidates = [...unheld, ...others.filter((_, i) => held[i] === undefined)]
-  const cold = candidates.length === 0 ? [] : await store.index.coldChunks.getMany(candidates)
+  const cold = await index.coldChunkMany(candidates)
   const doomed = candidates.filter((id, i) => cold[i] === undefined || coldDropped.has(id))
   for (const id of doomed) {
-    for (const key of byChunk.get(id) ?? []) ops.push({ type: 'del', sublevel: store.index.leaves, key })
+    for (const key of byChunk.get(id) ?? []) batch.dropLeaves(key)
   }
-  return ops
 }

@@ -1,6 +1,12 @@
 /**
  * The store's index: typed records over one LevelDB (or, in unit tests, memory-level).
  *
+ * Read through named methods (`blob`, `locationsMany`, `versionEntries`, `label`, `pinsOf`, …) and
+ * changed through a named batch (`batch().putVersion(…).putPin(…).commit(what)`): the store and its
+ * modules never name a sublevel. (`store/heads.ts`, `store/search-index.ts` and
+ * `store/leaf-store.ts` each keep the sublevels they own.) Nothing outside `src/store/` imports this
+ * module (`eslint.config.js`).
+ *
  * Sublevels and their records:
  * - `chunks`    chunk id → `[[file digest, offset, size], …]`: where verified bytes of a chunk live
  * - `blobs`     file digest → {@link BlobRecord}
@@ -49,6 +55,7 @@ import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 import { StorageIoError } from '../core/errors.js'
 import { failureDetail, type WriteContext } from '../util/fsutil.js'
 import { WriteGuard } from './write-guard.js'
+import { checkLayer, leavesKey } from './leaves.js'
 
 export const INDEX_SCHEMA = 2
 /** The schema of an index that holds cold versions (`cold`, `coldChunks`). */
@@ -107,6 +114,18 @@ export interface PullRecord {
   pin: boolean
   /** Attempts that failed so far; the pull is given up at `transfer.maxPullAttempts`. */
   attempts?: number
+}
+
+/** A version a serving process holds (`daemon/leases.ts`): GC keeps it until `expiresAt`. */
+export interface LeaseRecord {
+  id: string
+  /** Who holds it: free text from the client (e.g. "inference-7 pid 1234"). */
+  holder: string
+  model: string
+  version: VersionId
+  path: string
+  createdAt: number
+  expiresAt: number
 }
 
 /** A version kept compressed: its snapshot and the blobs only it needed are gone. */
@@ -175,8 +194,7 @@ export class IndexDb {
   readonly known: Sub<Uint8Array>
   readonly labelPins: Sub<PinRecord>
   readonly search: Sub<import('../core/search-doc.js').SearchDoc>
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  readonly leases: Sub<any>
+  readonly leases: Sub<LeaseRecord>
   readonly leaves: Sub<Uint8Array>
   readonly cold: Sub<ColdRecord>
   readonly coldChunks: Sub<ColdChunkRecord>
@@ -361,6 +379,171 @@ export class IndexDb {
     return await run
   }
 
+  // ---- named reads (what the store's modules ask of the index) --------------------------------
+
+  /** A new batch of named changes, written by its `commit` as one synced batch. */
+  batch (): IndexBatch {
+    return new IndexBatch(this)
+  }
+
+  async blob (digest: FileDigest): Promise<BlobRecord | undefined> {
+    return await this.blobs.get(digest)
+  }
+
+  async blobMany (digests: readonly FileDigest[]): Promise<Array<BlobRecord | undefined>> {
+    return digests.length === 0 ? [] : await this.blobs.getMany([...digests])
+  }
+
+  /** Every blob record, in digest order. */
+  blobEntries (): AsyncIterable<[FileDigest, BlobRecord]> {
+    return this.blobs.iterator() as AsyncIterable<[FileDigest, BlobRecord]>
+  }
+
+  /** Where verified copies of chunk `id` live in blobs and partial files (undefined: none). */
+  async locations (id: ChunkId): Promise<ChunkLocation[] | undefined> {
+    return await this.chunks.get(id)
+  }
+
+  async locationsMany (ids: readonly ChunkId[]): Promise<Array<ChunkLocation[] | undefined>> {
+    return ids.length === 0 ? [] : await this.chunks.getMany([...ids])
+  }
+
+  async version (version: VersionId): Promise<VersionRecord | undefined> {
+    return await this.versions.get(version)
+  }
+
+  versionEntries (): AsyncIterable<[VersionId, VersionRecord]> {
+    return this.versions.iterator() as AsyncIterable<[VersionId, VersionRecord]>
+  }
+
+  versionIds (): AsyncIterable<VersionId> {
+    return this.versions.keys() as AsyncIterable<VersionId>
+  }
+
+  /** Manifest bytes of a stored version or of a version being pulled. */
+  async manifestBytes (version: VersionId): Promise<Uint8Array | undefined> {
+    return await this.manifests.get(version)
+  }
+
+  async pin (name: string, version: VersionId): Promise<PinRecord | undefined> {
+    return await this.pins.get(IndexDb.pairKey(name, version))
+  }
+
+  /** Every pinned version with the model it is pinned in. */
+  async * pinEntries (): AsyncGenerator<{ name: string, version: VersionId, record: PinRecord }> {
+    for await (const [key, record] of this.pins.iterator()) {
+      const [name, version] = IndexDb.splitKey(key)
+      if (name !== undefined && version !== undefined) yield { name, version, record }
+    }
+  }
+
+  /** Every label with its record. */
+  async * labelEntries (): AsyncGenerator<{ model: string, label: string, record: LabelRecord }> {
+    for await (const [key, record] of this.labels.iterator()) {
+      const [model, label] = IndexDb.splitKey(key)
+      if (model !== undefined && label !== undefined) yield { model, label, record }
+    }
+  }
+
+  async label (name: string, label: string): Promise<LabelRecord | undefined> {
+    return await this.labels.get(IndexDb.pairKey(name, label))
+  }
+
+  /** The labels of model `name`, in label order. */
+  async * labelsOf (name: string): AsyncGenerator<{ label: string, record: LabelRecord }> {
+    for await (const [key, record] of this.labels.iterator(IndexDb.range(name))) yield { label: IndexDb.splitKey(key)[1] ?? '', record }
+  }
+
+  async labelPin (name: string, label: string): Promise<PinRecord | undefined> {
+    return await this.labelPins.get(IndexDb.pairKey(name, label))
+  }
+
+  /** The pinned versions of model `name`. */
+  async * pinsOf (name: string): AsyncGenerator<{ version: VersionId, record: PinRecord }> {
+    for await (const [key, record] of this.pins.iterator(IndexDb.range(name))) yield { version: IndexDb.splitKey(key)[1] ?? '', record }
+  }
+
+  /** The versions of model `name`, oldest first (by `created`). */
+  async versionsOf (name: string): Promise<VersionId[]> {
+    return (await this.keysOf(this.byModel, name)).map(key => IndexDb.splitKey(key)[2] ?? '')
+  }
+
+  /** The newest version of model `name` (by `created`). */
+  async newestOf (name: string): Promise<VersionId | undefined> {
+    const keys = await this.byModel.keys({ ...IndexDb.range(name), reverse: true, limit: 1 }).all()
+    return keys[0] === undefined ? undefined : IndexDb.splitKey(keys[0])[2]
+  }
+
+  /** Every stored version with its model, by model and then `created`. */
+  async * modelVersions (): AsyncGenerator<{ name: string, version: VersionId }> {
+    for await (const key of this.byModel.keys()) {
+      const [name, , version] = IndexDb.splitKey(key)
+      if (name !== undefined && version !== undefined) yield { name, version }
+    }
+  }
+
+  /** The last `created` handed out (`meta` `clock`). */
+  async clock (): Promise<number | undefined> {
+    return await this.meta.get('clock') as number | undefined
+  }
+
+  async partial (digest: FileDigest): Promise<PartialRecord | undefined> {
+    return await this.partials.get(digest)
+  }
+
+  async partialDigests (): Promise<FileDigest[]> {
+    return await this.partials.keys().all()
+  }
+
+  async pull (version: VersionId): Promise<PullRecord | undefined> {
+    return await this.pulls.get(version)
+  }
+
+  pullEntries (): AsyncIterable<[VersionId, PullRecord]> {
+    return this.pulls.iterator() as AsyncIterable<[VersionId, PullRecord]>
+  }
+
+  pullVersions (): AsyncIterable<VersionId> {
+    return this.pulls.keys() as AsyncIterable<VersionId>
+  }
+
+  leaseRecords (): AsyncIterable<LeaseRecord> {
+    return this.leases.values() as AsyncIterable<LeaseRecord>
+  }
+
+  /** Keys of every recorded leaf layer (`<chunk id>\0<block size>`, see `store/leaves.ts`). */
+  leafKeys (): AsyncIterable<string> {
+    return this.leaves.keys() as AsyncIterable<string>
+  }
+
+  async leafLayer (id: ChunkId, blockSize: number): Promise<Uint8Array | undefined> {
+    return await this.leaves.get(leavesKey(id, blockSize))
+  }
+
+  async leafLayersMany (id: ChunkId, blockSizes: readonly number[]): Promise<Array<Uint8Array | undefined>> {
+    return blockSizes.length === 0 ? [] : await this.leaves.getMany(blockSizes.map(size => leavesKey(id, size)))
+  }
+
+  async coldVersion (version: VersionId): Promise<ColdRecord | undefined> {
+    return await this.cold.get(version)
+  }
+
+  coldVersionIds (): AsyncIterable<VersionId> {
+    return this.cold.keys() as AsyncIterable<VersionId>
+  }
+
+  async coldChunk (id: ChunkId): Promise<ColdChunkRecord | undefined> {
+    return await this.coldChunks.get(id)
+  }
+
+  async coldChunkMany (ids: readonly ChunkId[]): Promise<Array<ColdChunkRecord | undefined>> {
+    return ids.length === 0 ? [] : await this.coldChunks.getMany([...ids])
+  }
+
+  coldChunkIds (): AsyncIterable<ChunkId> {
+    return this.coldChunks.keys() as AsyncIterable<ChunkId>
+  }
+
   static modelKey (name: string, created: number, version: VersionId): string {
     return `${name}\0${String(created).padStart(16, '0')}\0${version}`
   }
@@ -375,7 +558,12 @@ export class IndexDb {
 
   /** Keys of `sub` that start with `<name>\0`, in order. */
   async keysOf<V> (sub: Sub<V>, name: string): Promise<string[]> {
-    return await sub.keys({ gt: `${name}\0`, lt: `${name}\u0001` }).all()
+    return await sub.keys(IndexDb.range(name)).all()
+  }
+
+  /** The key range of records of model `name` (keys `<name>\0…`). */
+  static range (name: string): { gt: string, lt: string } {
+    return { gt: `${name}\0`, lt: `${name}\u0001` }
   }
 }
 
@@ -424,4 +612,151 @@ function isCorruption (err: unknown): boolean {
     if (at.code === 'LEVEL_CORRUPTION') return true
   }
   return false
+}
+
+/**
+ * Named changes to the index, collected and then written by `commit` as one synced batch (see
+ * `IndexDb.commit`). Each method adds one or a few records' changes; nothing is written before
+ * `commit`.
+ */
+export class IndexBatch {
+  private readonly ops: IndexOp[] = []
+
+  constructor (private readonly index: IndexDb) {}
+
+  /** Changes collected so far. */
+  get size (): number {
+    return this.ops.length
+  }
+
+  async commit (what: WriteContext = INDEX_WRITE): Promise<void> {
+    await this.index.commit(this.ops.splice(0), what)
+  }
+
+  putBlob (digest: FileDigest, record: BlobRecord): this {
+    return this.put(this.index.blobs, digest, record)
+  }
+
+  dropBlob (digest: FileDigest): this {
+    return this.del(this.index.blobs, digest)
+  }
+
+  /** Sets where chunk `id` lives; an empty list drops its record. */
+  setLocations (id: ChunkId, locations: ChunkLocation[]): this {
+    return locations.length === 0 ? this.del(this.index.chunks, id) : this.put(this.index.chunks, id, locations)
+  }
+
+  /** Records a version: its manifest bytes, its record, and its place among its model's versions. */
+  putVersion (version: VersionId, bytes: Uint8Array, record: VersionRecord): this {
+    return this.put(this.index.manifests, version, bytes).put(this.index.versions, version, record).put(this.index.byModel, IndexDb.modelKey(record.name, record.created, version), '')
+  }
+
+  putPin (name: string, version: VersionId, record: PinRecord): this {
+    return this.put(this.index.pins, IndexDb.pairKey(name, version), record)
+  }
+
+  dropPin (name: string, version: VersionId): this {
+    return this.del(this.index.pins, IndexDb.pairKey(name, version))
+  }
+
+  putLabel (name: string, label: string, record: LabelRecord): this {
+    return this.put(this.index.labels, IndexDb.pairKey(name, label), record)
+  }
+
+  dropLabel (name: string, label: string): this {
+    return this.del(this.index.labels, IndexDb.pairKey(name, label))
+  }
+
+  putLabelPin (name: string, label: string, record: PinRecord): this {
+    return this.put(this.index.labelPins, IndexDb.pairKey(name, label), record)
+  }
+
+  dropLabelPin (name: string, label: string): this {
+    return this.del(this.index.labelPins, IndexDb.pairKey(name, label))
+  }
+
+  /** Records the last `created` handed out. */
+  putClock (created: number): this {
+    return this.put(this.index.meta, 'clock', created)
+  }
+
+  /** Drops a version's manifest and records (not its pins, labels or cold record). */
+  dropVersion (name: string, created: number, version: VersionId): this {
+    return this.del(this.index.manifests, version).del(this.index.versions, version).del(this.index.byModel, IndexDb.modelKey(name, created, version))
+  }
+
+  putManifest (version: VersionId, bytes: Uint8Array): this {
+    return this.put(this.index.manifests, version, bytes)
+  }
+
+  dropManifest (version: VersionId): this {
+    return this.del(this.index.manifests, version)
+  }
+
+  /** Records a version kept compressed, and the schema that says the index holds such versions. */
+  putColdVersion (version: VersionId, record: ColdRecord): this {
+    return this.put(this.index.cold, version, record).put(this.index.meta, 'schema', COLD_SCHEMA)
+  }
+
+  dropColdVersion (version: VersionId): this {
+    return this.del(this.index.cold, version)
+  }
+
+  putColdChunk (id: ChunkId, record: ColdChunkRecord): this {
+    return this.put(this.index.coldChunks, id, record)
+  }
+
+  dropColdChunk (id: ChunkId): this {
+    return this.del(this.index.coldChunks, id)
+  }
+
+  /**
+   * Records chunk `id`'s leaf layer at `blockSize`; `leaves` MUST come from bytes that hash to
+   * `id`. Checked for shape (`checkLayer`; `chunkSize`, when given, fixes the leaf count).
+   * @throws InvalidInputError for a block size or a layer of the wrong shape
+   */
+  putLeaves (id: ChunkId, blockSize: number, leaves: Uint8Array, chunkSize?: number): this {
+    return this.put(this.index.leaves, leavesKey(id, blockSize), checkLayer(id, blockSize, leaves, chunkSize))
+  }
+
+  /** Drops one leaf layer by its key (`leafKeys`). */
+  dropLeaves (key: string): this {
+    return this.del(this.index.leaves, key)
+  }
+
+  putPartial (digest: FileDigest, record: PartialRecord): this {
+    return this.put(this.index.partials, digest, record)
+  }
+
+  dropPartial (digest: FileDigest): this {
+    return this.del(this.index.partials, digest)
+  }
+
+  putPull (version: VersionId, record: PullRecord): this {
+    return this.put(this.index.pulls, version, record)
+  }
+
+  dropPull (version: VersionId): this {
+    return this.del(this.index.pulls, version)
+  }
+
+  putLease (lease: LeaseRecord): this {
+    return this.put(this.index.leases, lease.id, lease)
+  }
+
+  dropLease (id: string): this {
+    return this.del(this.index.leases, id)
+  }
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  private put (sublevel: Sub<any>, key: string, value: unknown): this {
+    this.ops.push({ type: 'put', sublevel, key, value })
+    return this
+  }
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  private del (sublevel: Sub<any>, key: string): this {
+    this.ops.push({ type: 'del', sublevel, key })
+    return this
+  }
 }

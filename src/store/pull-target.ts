@@ -52,8 +52,9 @@ import { blockSizeOf, chunkRootOf, decodeManifest, type Manifest } from '../core
 import { blockCount, blockRange, equalBytes, joinHashes, proofOf, rootFromProof, splitHashes } from '../core/tree.js'
 import { DirectWrites } from './direct-io.js'
 import { fsyncDir, isErrno, writeAt, type WriteContext } from '../util/fsutil.js'
-import type { IndexOp } from './index-db.js'
-import type { ResolvedVersion, Store } from './store.js'
+import type { IndexBatch } from './index-db.js'
+import { partsOf } from './internal.js'
+import type { RecordedChunk, ResolvedVersion, Store } from './store.js'
 
 /** Indexed (durable) progress is written at least this often. @default 500 ms */
 export const FLUSH_INTERVAL_MS = 500
@@ -222,21 +223,21 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
    * once the pull's target is closed. Idempotent.
    */
   static async discard (store: Store, version: VersionId): Promise<{ files: number, bytes: number }> {
-    const { index } = store
-    const bytes = await index.manifests.get(version)
+    const { index } = partsOf(store)
+    const bytes = await index.manifestBytes(version)
     const manifest = bytes === undefined ? undefined : decodeManifest(bytes, version)
-    const ops: IndexOp[] = [{ type: 'del', sublevel: index.pulls, key: version }]
-    if (await index.versions.get(version) === undefined) ops.push({ type: 'del', sublevel: index.manifests, key: version })
+    const batch = index.batch().dropPull(version)
+    if (await index.version(version) === undefined) batch.dropManifest(version)
     // Files another recorded pull also needs stay.
     const shared = new Set<FileDigest>()
-    for await (const [other] of index.pulls.iterator()) {
+    for await (const other of index.pullVersions()) {
       if (other === version) continue
-      const b = await index.manifests.get(other)
+      const b = await index.manifestBytes(other)
       if (b !== undefined) for (const f of decodeManifest(b, other).files) shared.add(f.digest)
     }
     const live = pullingFiles(store)
     const drop = [...new Set((manifest?.files ?? []).map(f => f.digest))].filter(d => !shared.has(d) && !live.has(d))
-    const freed = await dropPartials(store, drop, ops)
+    const freed = await dropPartials(store, drop, batch)
     return { files: freed.length, bytes: freed.reduce((n, f) => n + f.bytes, 0) }
   }
 
@@ -467,7 +468,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     const first = positions[0]
     if (first !== undefined) {
       const file = this.files[first.file]
-      if (file !== undefined) this.store.markFresh(id, { digest: file.digest, offset: first.offset, size })
+      if (file !== undefined) this.store.chunkWritten(id, { digest: file.digest, offset: first.offset, size })
     }
     const indices: number[] = []
     for (const p of positions) {
@@ -541,29 +542,20 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
         }
         // A partial file is created by its first write: its name must be durable before any
         // location inside it is indexed.
-        if (created) await fsyncDir(this.store.layout.partial)
-        const ops: IndexOp[] = []
-        const byId = new Map<ChunkId, Position[]>()
-        for (const { id, position } of batch) byId.set(id, [...(byId.get(id) ?? []), position])
-        const ids = [...byId.keys()]
-        const existing = await this.store.index.chunks.getMany(ids)
-        ids.forEach((id, i) => {
-          const locations = existing[i] ?? []
-          for (const p of byId.get(id) ?? []) {
-            const digest = this.files[p.file]?.digest
-            if (digest !== undefined && !locations.some(([d, o]) => d === digest && o === p.offset)) locations.push([digest, p.offset, this.sizeOf(id)])
-          }
-          ops.push({ type: 'put', sublevel: this.store.index.chunks, key: id, value: locations })
+        if (created) await fsyncDir(partsOf(this.store).layout.partial)
+        const chunks: RecordedChunk[] = []
+        const layered = new Set<ChunkId>()
+        for (const { id, position } of batch) {
+          const digest = this.files[position.file]?.digest
+          if (digest === undefined) continue
           // The leaf layer the chunk was verified with, beside its location: serving it later
           // needs no second pass over its bytes.
-          const leaves = this.leafLayers.get(id)
-          if (leaves !== undefined && leaves.length > 1) ops.push(this.store.leavesOp(id, this.blockSize, joinHashes(leaves), this.sizeOf(id)))
-        })
-        await this.store.index.commit(ops, this.what(`recording chunks of ${this.manifest.name}@${this.version}`))
-        for (const id of ids) {
-          this.store.unmarkFresh(id)
-          this.leafLayers.delete(id)
+          const leaves = layered.has(id) ? undefined : this.leafLayers.get(id)
+          layered.add(id)
+          chunks.push({ id, digest, offset: position.offset, size: this.sizeOf(id), ...(leaves !== undefined && leaves.length > 1 ? { leaves: { blockSize: this.blockSize, layer: joinHashes(leaves) } } : {}) })
         }
+        await this.store.recordChunks(chunks, this.what(`recording chunks of ${this.manifest.name}@${this.version}`))
+        for (const id of layered) this.leafLayers.delete(id)
         this.emit('recorded', batch.length, bytes)
       } catch (err) {
         // Not indexed: kept for the next flush, so `finish` cannot promote a file whose chunks
@@ -619,16 +611,15 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
   }
 
   private async init (pin: boolean): Promise<void> {
-    const { index, layout } = this.store
+    const { index, layout } = partsOf(this.store)
     const what = { doing: `starting the pull of ${this.manifest.name}@${this.version}`, kept: 'nothing new was fetched (chunks verified by an earlier try stay in partial/ for the next one)' }
     await this.store.writable(what)
     // The manifest is kept with the pull record so a restart can resume, and GC knows its blobs.
     // A resumed pull keeps its record (when it started, the attempts that failed).
-    const record = await index.pulls.get(this.version)
-    const ops: IndexOp[] = [
-      { type: 'put', sublevel: index.pulls, key: this.version, value: { ...record, name: this.manifest.name, startedAt: record?.startedAt ?? Date.now(), pin } },
-      { type: 'put', sublevel: index.manifests, key: this.version, value: this.manifestBytes }
-    ]
+    const record = await index.pull(this.version)
+    const batch = index.batch()
+      .putPull(this.version, { ...record, name: this.manifest.name, startedAt: record?.startedAt ?? Date.now(), pin })
+      .putManifest(this.version, this.manifestBytes)
     let base = 0
     for (const [fi, file] of this.manifest.files.entries()) {
       const first = base
@@ -637,29 +628,29 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       const present = new Uint8Array(file.chunks.length)
       const state: FileState = { digest: file.digest, path: layout.partialBlob(file.digest), size: file.size, present, remaining: file.chunks.length, presentBytes: 0, complete: false, dirty: false }
       this.files.push(state)
-      if (await index.blobs.get(file.digest) !== undefined) {
+      if (await index.blob(file.digest) !== undefined) {
         state.complete = true
         file.chunks.forEach((_, ci) => this.markPresent(at(ci)))
         continue
       }
-      const partial = await index.partials.get(file.digest)
+      const partial = await index.partial(file.digest)
       // A partial file grows as chunks land; one longer than the file is not ours to resume.
       const length = await stat(state.path).then(s => s.size, () => undefined)
       if (partial === undefined || length === undefined || length > file.size) {
         await rm(state.path, { force: true })
-        ops.push({ type: 'put', sublevel: index.partials, key: file.digest, value: { size: file.size, chunks: file.chunks.map(c => [c.id, c.size]), startedAt: Date.now() } })
+        batch.putPartial(file.digest, { size: file.size, chunks: file.chunks.map(c => [c.id, c.size]), startedAt: Date.now() })
         // Locations into a partial file that is gone (or not ours) name bytes that are not there.
         const ids = [...new Set(file.chunks.map(c => c.id))]
-        const locations = await index.chunks.getMany(ids)
+        const locations = await index.locationsMany(ids)
         ids.forEach((id, i) => {
           const all = locations[i]
           const rest = all?.filter(([d]) => d !== file.digest)
           if (all === undefined || rest === undefined || rest.length === all.length) return
-          ops.push(rest.length === 0 ? { type: 'del', sublevel: index.chunks, key: id } : { type: 'put', sublevel: index.chunks, key: id, value: rest })
+          batch.setLocations(id, rest)
         })
       } else {
         // Resume: a chunk indexed at this file's offset, with its size, was verified and made durable before.
-        const locations = await index.chunks.getMany(file.chunks.map(c => c.id))
+        const locations = await index.locationsMany(file.chunks.map(c => c.id))
         let offset = 0
         file.chunks.forEach((c, ci) => {
           if ((locations[ci] ?? []).some(([d, o, size]) => d === file.digest && o === offset && size === c.size)) this.markPresent(at(ci))
@@ -667,7 +658,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
         })
       }
     }
-    await index.commit(ops, what)
+    await batch.commit(what)
     for (const [id, positions] of this.positions) {
       if (positions.some(p => this.files[p.file]?.present[p.chunk] !== 1)) this.missing.add(id)
     }
@@ -695,9 +686,10 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       for (const [fi, f] of this.files.entries()) if (!f.complete) await this.finishFile(fi)
       const unproven = this.files.find(f => !f.complete)
       if (unproven !== undefined) throw new Error(`${unproven.path} of ${this.version} is not whole; the version is not made visible`)
-      const pull = await this.store.index.pulls.get(this.version)
+      const { index } = partsOf(this.store)
+      const pull = await index.pull(this.version)
       const v = await this.store.importVersion(this.version, this.manifestBytes, { pin: pull?.pin ?? true, kept: 'every file is stored, and the version is added when the pull is run again (or when the daemon restarts)' })
-      await this.store.index.commit([{ type: 'del', sublevel: this.store.index.pulls, key: this.version }], {
+      await index.batch().dropPull(this.version).commit({
         doing: `closing the pull of ${this.manifest.name}@${this.version}`,
         kept: 'the version was added; its pull record is dropped when the pull is run again (or when the daemon restarts)'
       })
@@ -718,7 +710,7 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
   private async finishFile (fi: number): Promise<void> {
     const f = this.files[fi]
     if (f === undefined || f.complete) return
-    const { index, layout } = this.store
+    const { index, layout } = partsOf(this.store)
     // Whole: every position holds verified bytes of exactly its size, and they tile the file.
     if (f.remaining !== 0 || f.presentBytes !== f.size || f.present.some(b => b !== 1)) {
       throw new DigestMismatchError(`${f.digest} is not whole (${f.presentBytes} of ${f.size} bytes verified); it stays partial`)
@@ -740,14 +732,14 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
       await fsyncDir(layout.blobs)
     } catch (err) {
       if (err instanceof DigestMismatchError) throw err
-      if (!isErrno(err, 'ENOENT') || await index.blobs.get(f.digest) === undefined) throw this.failed(err, `completing ${f.path} of ${this.manifest.name}@${this.version}`)
+      if (!isErrno(err, 'ENOENT') || await index.blob(f.digest) === undefined) throw this.failed(err, `completing ${f.path} of ${this.manifest.name}@${this.version}`)
     }
     const file = this.manifest.files[fi]
     if (file === undefined) return
-    await index.commit([
-      { type: 'put', sublevel: index.blobs, key: f.digest, value: { size: f.size, chunks: file.chunks.map(c => [c.id, c.size]), verifiedAt: Date.now() } },
-      { type: 'del', sublevel: index.partials, key: f.digest }
-    ], this.what(`recording ${f.path} of ${this.manifest.name}@${this.version}`))
+    await index.batch()
+      .putBlob(f.digest, { size: f.size, chunks: file.chunks.map(c => [c.id, c.size]), verifiedAt: Date.now() })
+      .dropPartial(f.digest)
+      .commit(this.what(`recording ${f.path} of ${this.manifest.name}@${this.version}`))
     f.complete = true
     this.emit('file', file.path)
   }
@@ -762,36 +754,39 @@ async function closeDirect (file: FileState): Promise<void> {
 
 /**
  * Removes partial files, their records and the chunk locations that point into them, then commits
- * `ops` with those removals. Digests that are blobs are left alone (their locations are the blob's).
+ * `batch` with those removals. Digests that are blobs are left alone (their locations are the blob's).
  */
-export async function dropPartials (store: Store, digests: readonly FileDigest[], ops: IndexOp[] = []): Promise<Array<{ digest: FileDigest, bytes: number }>> {
-  const { index, layout } = store
+export async function dropPartials (store: Store, digests: readonly FileDigest[], batch?: IndexBatch): Promise<Array<{ digest: FileDigest, bytes: number }>> {
+  const { index, layout, reads } = partsOf(store)
+  const ops = batch ?? index.batch()
   const dropped: Array<{ digest: FileDigest, bytes: number }> = []
   const chunkIds = new Set<ChunkId>()
   for (const digest of digests) {
-    if (await index.blobs.get(digest) !== undefined) continue
-    const record = await index.partials.get(digest)
+    if (await index.blob(digest) !== undefined) continue
+    const record = await index.partial(digest)
     const on = await stat(layout.partialBlob(digest)).then(s => s.blocks * 512, () => undefined)
     if (record === undefined && on === undefined) continue
     for (const [id] of record?.chunks ?? []) chunkIds.add(id)
-    ops.push({ type: 'del', sublevel: index.partials, key: digest })
+    ops.dropPartial(digest)
     dropped.push({ digest, bytes: on ?? 0 })
   }
   const gone = new Set(dropped.map(d => d.digest))
   const ids = [...chunkIds]
-  const locations = ids.length === 0 ? [] : await index.chunks.getMany(ids)
+  const locations = await index.locationsMany(ids)
+  const unheld: ChunkId[] = []
   ids.forEach((id, i) => {
     const all = locations[i]
     if (all === undefined) return
     const rest = all.filter(([d]) => !gone.has(d))
     if (rest.length === all.length) return
-    ops.push(rest.length === 0 ? { type: 'del', sublevel: index.chunks, key: id } : { type: 'put', sublevel: index.chunks, key: id, value: rest })
-    if (rest.length === 0) store.unmarkFresh(id)
+    ops.setLocations(id, rest)
+    if (rest.length === 0) unheld.push(id)
   })
+  store.chunksDropped(unheld)
   // Records first: a crash after this leaves files without records, which start-up removes.
-  await index.commit(ops)
+  await ops.commit()
   for (const { digest } of dropped) {
-    store.reads.forget(layout.partialBlob(digest))
+    reads.forget(layout.partialBlob(digest))
     await rm(layout.partialBlob(digest), { force: true })
   }
   return dropped
@@ -799,15 +794,15 @@ export async function dropPartials (store: Store, digests: readonly FileDigest[]
 
 /** Refuses a pull whose missing files need more bytes than `partial/` has free. */
 async function checkSpace (store: Store, version: VersionId, manifest: Manifest, free: (dir: string) => Promise<number>): Promise<void> {
-  const { index, layout } = store
+  const { index, layout } = partsOf(store)
   let needed = 0
   const seen = new Set<FileDigest>()
   for (const f of manifest.files) {
     if (seen.has(f.digest)) continue
     seen.add(f.digest)
-    if (await index.blobs.get(f.digest) !== undefined) continue
+    if (await index.blob(f.digest) !== undefined) continue
     // What a resumed partial file holds already is on disk.
-    const held = await index.partials.get(f.digest) === undefined ? 0 : await stat(layout.partialBlob(f.digest)).then(s => Math.min(f.size, s.blocks * 512), () => 0)
+    const held = await index.partial(f.digest) === undefined ? 0 : await stat(layout.partialBlob(f.digest)).then(s => Math.min(f.size, s.blocks * 512), () => 0)
     needed += f.size - held
   }
   if (needed === 0) return

@@ -31,6 +31,8 @@ import {
 } from '../core/query.js'
 import { SEARCH_DOC_SCHEMA, searchDocOf, type SearchDoc } from '../core/search-doc.js'
 import type { IndexDb, IndexOp } from './index-db.js'
+import { partsOf } from './internal.js'
+import type { Store } from './store.js'
 
 /** @default 20 — rows returned when neither the query nor the caller sets a limit */
 export const DEFAULT_SEARCH_LIMIT = 20
@@ -96,6 +98,11 @@ export class SearchIndex {
   private constructor (private readonly index: IndexDb, private readonly log: SearchLogger) {}
 
   /** Loads the `search` sublevel into memory and reconciles it with the store (module doc). */
+  /** The search index of `store`'s records (see `open`). */
+  static async forStore (store: Store, options: { log?: SearchLogger } = {}): Promise<SearchIndex> {
+    return await SearchIndex.open(partsOf(store).index, options)
+  }
+
   static async open (index: IndexDb, options: { log?: SearchLogger } = {}): Promise<SearchIndex> {
     const search = new SearchIndex(index, options.log ?? { warn () {} })
     for await (const [version, doc] of index.search.iterator()) {

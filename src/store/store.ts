@@ -1,11 +1,12 @@
 /**
  * The content-addressed store: blobs (one copy of each file's bytes), chunk locations, manifests,
- * versions, labels and pins, behind one API. Daemon components use it; nothing else touches the
- * home's files.
+ * versions, labels and pins, behind the narrow interfaces of `store/api.ts`. Daemon components use
+ * those; nothing else touches the index or the home's files (`store/internal.ts` hands them to the
+ * store's own modules). Chunk reads are `store/chunk-reads.ts`.
  *
  * MUST hold:
  * - bytes are named by what they hash to: `BlobWriter` and `PullTarget` hash every chunk before
- *   writing it, so what the index (or the fresh map) names was verified once. `readChunk` and
+ *   writing it, so what the index (or a pull's `chunkWritten`) names was verified once. `readChunk` and
  *   `readSpan` trust that and do not re-hash: integrity at rest (disk rot, tampering) is `verify`'s
  *   job, and every receiver verifies what it gets anyway, so damaged bytes are refused by the next
  *   hop (which penalises this node as corrupt) and never used;
@@ -18,7 +19,7 @@
  *   snapshot folder is complete: the index batch that adds it is the last step of `commitVersion`;
  * - after a crash, `open` removes what no index record names (temporary files, orphan blobs and
  *   snapshots, cold chunk files) and rebuilds missing snapshot links (a cold version has none: its
- *   snapshot is removed instead), so the store is consistent again;
+ *   snapshot is removed instead), so the store is consistent again (`store/recover.ts`);
  * - a cold (compressed) version is complete: every chunk of it is in a blob that stays or in
  *   `cold/` (`store/cold.ts`), and reads fall back to `cold/` (`readChunk`, `readSpan`); a label
  *   only ever points at a materialized version (`setLabel` re-materializes first);
@@ -31,21 +32,19 @@
  * Concurrency: one process (LevelDB's lock). Operations that add hold a shared lock; `gc` and
  * removals hold it exclusively, so GC never sees an add half done.
  */
-import { mkdir, readFile, rm, rename, symlink, readlink, chmod } from 'node:fs/promises'
+import { mkdir, readFile, rm, rename, symlink, readlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import createMortice, { type Mortice } from 'mortice'
 import { randomBytes } from 'node:crypto'
-import { BufferPool } from '../core/buffer-pool.js'
-import { MAX_CHUNK_SIZE } from '../core/chunking.js'
 import type { ChunkId, FileDigest, VersionId } from '../core/digest.js'
 import { chunkIdFromSha256, chunkMatches, isCid, parseCid, RAW_CODEC, SHA2_256 } from '../core/digest.js'
 import { ConflictError, DiskFullError, InvalidInputError, LockedError, NotFoundError, StorageIoError } from '../core/errors.js'
-import { checkBlockSize, decodeManifest, encodeManifest, type Manifest } from '../core/manifest.js'
+import { decodeManifest, encodeManifest, type Manifest } from '../core/manifest.js'
 import { checkLabel, checkModelName, parseRef } from '../core/names.js'
-import { blockCount, blockRange, leafHash } from '../core/tree.js'
+import { leafHash } from '../core/tree.js'
 import { BlobWriter, type WrittenBlob } from './blob-writer.js'
-import { LeafStore } from './leaf-store.js'
-import { checkLayer, leavesKey } from './leaves.js'
+import { ChunkReader } from './chunk-reads.js'
+import { afterReopen, recoverStore } from './recover.js'
 import { diskError, diskFailure, fsyncDir, NOTHING_KEPT, pathExists, readdirSafe, tmpName, writeFileAtomic, type WriteContext } from '../util/fsutil.js'
 
 /** @default 64 — versions of the model an add compares its content with (newest first) */
@@ -54,14 +53,15 @@ export const MAX_SAME_CONTENT_CHECKS = 64
 const SAME_CONTENT_SLACK_BYTES = 32
 
 export { pathExists, readdirSafe, type WriteContext }
-import { IndexDb, MAX_LABEL_HISTORY, type Db, type IndexOp, type LabelRecord } from './index-db.js'
+import { IndexDb, MAX_LABEL_HISTORY, type ColdRecord, type Db, type IndexBatch, type LabelRecord, type LeaseRecord, type PullRecord, type VersionRecord } from './index-db.js'
+import type { BlobSink, Catalogue, ChunkReads, HeadRecords, Leases, PullRecords } from './api.js'
 import { WriteGuard } from './write-guard.js'
-import { decodeColdBlocks, decodeColdChunk, parseColdChunk, type ColdChunkView } from './cold-chunks.js'
 import { rematerializeVersion } from './cold.js'
 import { Layout } from './layout.js'
 import { ReadCache } from './read-cache.js'
 import { HeadStore } from './heads.js'
 import { HashPool } from './hash-pool.js'
+import { attachParts } from './internal.js'
 
 export interface Logger {
   info: (obj: object, msg?: string) => void
@@ -69,8 +69,6 @@ export interface Logger {
   debug: (obj: object, msg?: string) => void
 }
 
-/** Read buffers kept for serving chunks (see `Store.releaseChunk`). @default 4 */
-export const READ_POOL_BUFFERS = 4
 
 const silent: Logger = { info () {}, warn () {}, debug () {} }
 
@@ -143,51 +141,45 @@ export interface Span {
   proofs: Uint8Array[]
 }
 
-/** Where verified bytes of a chunk live. */
-interface Located { digest: FileDigest, offset: number, size: number }
+/** Where verified bytes of a chunk live: a blob or partial file, the offset in it, the chunk's size. */
+export interface ChunkPlace { digest: FileDigest, offset: number, size: number }
 
-const NO_PROOF = new Uint8Array(0)
+/** A chunk written into a partial file, to record (`Store.recordChunks`). */
+export interface RecordedChunk extends ChunkPlace {
+  id: ChunkId
+  /** The leaf layer it was verified with (joined leaf hashes), for a chunk of several blocks. */
+  leaves?: { blockSize: number, layer: Uint8Array }
+}
 
-export class Store {
-  readonly layout: Layout
-  readonly index: IndexDb
+export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecords {
+  private readonly layout: Layout
+  private readonly index: IndexDb
   /** Signed heads and the manifests they name (see `store/heads.ts`). */
-  readonly heads: HeadStore
+  readonly heads: HeadRecords
   private readonly lock: Mortice
   /** Blobs written by operations still in progress; GC leaves them alone. */
   private readonly inflight = new Map<FileDigest, number>()
   /** Worker threads for hashing whole chunks in shared buffers (created on first use). */
   private hashPool?: HashPool
   /** Handles kept open for serving chunks. */
-  readonly reads = new ReadCache()
-  /**
-   * Buffers for chunks read to be served: a new 4 MiB buffer per served chunk made the garbage
-   * collector, not encryption, the largest cost of a seed sending at full speed.
-   */
-  private readonly readPool = new BufferPool(MAX_CHUNK_SIZE, { maxPooled: READ_POOL_BUFFERS, shared: false })
+  private readonly reads = new ReadCache()
+  /** Chunk reads, and the chunks a pull wrote before they are recorded (`store/chunk-reads.ts`). */
+  private readonly chunks: ChunkReader
   /** Decoded manifests by version id (immutable, so never stale); bounded, oldest dropped first. */
   private readonly decoded = new Map<VersionId, Manifest>()
-  /** Chunks verified and written by a pull but not yet durable/indexed: servable already. */
-  private readonly fresh = new Map<ChunkId, { digest: FileDigest, offset: number, size: number }>()
   /** Label changes and the sync of `refs/` files with the index, one at a time. */
   private labelQueue: Promise<unknown> = Promise.resolve()
   private writableCheck?: NodeJS.Timeout
-  /** Leaf layers for serving proofs: cache, index, computed from the chunk (see `store/leaf-store.ts`). */
-  private readonly leafLayers: LeafStore
 
   private constructor (home: string, db: Db, private readonly log: Logger, options: StoreOptions & { repair?: () => Promise<void> }) {
     this.layout = new Layout(home)
     const guard = new WriteGuard(options.freeBytes ?? WriteGuard.freeBytesAt(home), log, options.minFreeBytes)
     this.index = new IndexDb(db, { guard, log, ...(options.repair !== undefined ? { repair: options.repair } : {}) })
-    guard.onCleared(() => { void this.afterReopen().catch(err => { this.log.warn({ err: (err as Error).message }, 'bringing files in line with the reopened index failed') }) })
+    guard.onCleared(() => { void afterReopen(this).catch(err => { this.log.warn({ err: (err as Error).message }, 'bringing files in line with the reopened index failed') }) })
     this.heads = new HeadStore(this.index)
-    this.leafLayers = new LeafStore({
-      index: this.index,
-      hashPool: () => (this.hashPool ??= new HashPool()),
-      readWhole: async (id, into) => await this.readLocated(await this.locate(id), 0, into.byteLength, { take: () => into, give: () => {} }) ?? await this.readCold(id, into),
-      log
-    })
+    this.chunks = new ChunkReader({ index: this.index, layout: this.layout, reads: this.reads, hashPool: () => (this.hashPool ??= new HashPool()), log })
     this.lock = createMortice({ name: `shoal-store-${randomBytes(8).toString('hex')}`, singleProcess: true })
+    attachParts(this, { index: this.index, layout: this.layout, reads: this.reads })
   }
 
   /** Calls `listener` whenever the store takes writes again after a disk failure. */
@@ -227,7 +219,7 @@ export class Store {
       }
       throw err
     }
-    await store.recover()
+    await recoverStore(store, store.log)
     store.writableCheck = setInterval(() => {
       if (store.index.guard.tripped !== undefined) void store.writable({ doing: 'looking for room to reopen the index', kept: 'nothing' }).catch(() => {})
     }, WRITABLE_CHECK_MS)
@@ -348,12 +340,9 @@ export class Store {
    * leaf layers the writer computed, in one batch.
    */
   async indexBlob (blob: WrittenBlob): Promise<void> {
-    const ops: IndexOp[] = [{
-      type: 'put', sublevel: this.index.blobs, key: blob.digest,
-      value: { size: blob.size, chunks: blob.chunks.map(c => [c.id, c.size]), verifiedAt: Date.now() }
-    }]
+    const batch = this.index.batch().putBlob(blob.digest, { size: blob.size, chunks: blob.chunks.map(c => [c.id, c.size]), verifiedAt: Date.now() })
     const ids = [...new Set(blob.chunks.map(c => c.id))]
-    const existing = await this.index.chunks.getMany(ids)
+    const existing = await this.index.locationsMany(ids)
     const offsets = new Map<ChunkId, [number, number]>()
     let offset = 0
     for (const c of blob.chunks) {
@@ -364,38 +353,26 @@ export class Store {
       const locations = (existing[i] ?? []).filter(([d]) => d !== blob.digest)
       const [at, size] = offsets.get(id) ?? [0, 0]
       locations.push([blob.digest, at, size])
-      ops.push({ type: 'put', sublevel: this.index.chunks, key: id, value: locations })
+      batch.setLocations(id, locations)
     })
-    const layers = new Set<ChunkId>()
+    const layered = new Set<ChunkId>()
     for (const c of blob.chunks) {
-      if (c.leaves === undefined || layers.has(c.id)) continue
-      layers.add(c.id)
-      ops.push(this.leavesOp(c.id, blob.blockSize, c.leaves, c.size))
+      if (c.leaves === undefined || layered.has(c.id)) continue
+      layered.add(c.id)
+      batch.putLeaves(c.id, blob.blockSize, c.leaves, c.size)
     }
-    await this.index.commit(ops, { doing: `indexing blob ${blob.digest}`, kept: ADD_KEPT })
+    await batch.commit({ doing: `indexing blob ${blob.digest}`, kept: ADD_KEPT })
   }
 
-  /**
-   * The index op that records chunk `id`'s leaf layer at `blockSize` (its blocks' leaf hashes,
-   * concatenated), for a caller to put in its own batch beside the chunk's location (a pull's
-   * flush). `leaves` MUST come from bytes that hash to `id`. Checked for shape (see `checkLayer`;
-   * `chunkSize`, when given, fixes the leaf count).
-   * @throws InvalidInputError for a block size or a layer of the wrong shape
-   */
-  leavesOp (id: ChunkId, blockSize: number, leaves: Uint8Array, chunkSize?: number): IndexOp {
-    return { type: 'put', sublevel: this.index.leaves, key: leavesKey(id, blockSize), value: checkLayer(id, blockSize, leaves, chunkSize) }
-  }
-
-  /** Records chunk `id`'s leaf layer on its own (see `leavesOp`) and keeps it in memory for serving. */
+  /** Records chunk `id`'s leaf layer on its own (checked as `IndexBatch.putLeaves`) and keeps it in memory for serving. */
   async recordLeaves (id: ChunkId, blockSize: number, leaves: Uint8Array, options: { chunkSize?: number, kept?: string } = {}): Promise<void> {
-    const op = this.leavesOp(id, blockSize, leaves, options.chunkSize)
-    await this.index.commit([op], { doing: `recording the leaf layer of chunk ${id}`, kept: options.kept ?? 'the layer is computed again when needed' })
-    this.leafLayers.remember(id, blockSize, leaves)
+    await this.index.batch().putLeaves(id, blockSize, leaves, options.chunkSize).commit({ doing: `recording the leaf layer of chunk ${id}`, kept: options.kept ?? 'the layer is computed again when needed' })
+    this.chunks.leafLayers.remember(id, blockSize, leaves)
   }
 
   /** Forgets the cached leaf layers of chunk `id` (its index records were replaced or dropped). */
   forgetLeaves (id: ChunkId): void {
-    this.leafLayers.forget(id)
+    this.chunks.leafLayers.forget(id)
   }
 
   /**
@@ -405,11 +382,10 @@ export class Store {
    */
   private async sameContent (draft: ManifestDraft): Promise<VersionId | undefined> {
     const probe = encodeManifest({ ...draft, created: 0, parent: null }).bytes.length
-    const keys = (await this.index.keysOf(this.index.byModel, draft.name)).reverse().slice(0, MAX_SAME_CONTENT_CHECKS)
-    for (const key of keys) {
-      const version = IndexDb.splitKey(key)[2] as VersionId | undefined
-      const bytes = version === undefined ? undefined : await this.index.manifests.get(version)
-      if (version === undefined || bytes === undefined || Math.abs(bytes.length - probe) > SAME_CONTENT_SLACK_BYTES) continue
+    const versions = (await this.index.versionsOf(draft.name)).reverse().slice(0, MAX_SAME_CONTENT_CHECKS)
+    for (const version of versions) {
+      const bytes = await this.index.manifestBytes(version)
+      if (bytes === undefined || Math.abs(bytes.length - probe) > SAME_CONTENT_SLACK_BYTES) continue
       const m = decodeManifest(bytes)
       if (m.schema !== draft.schema) continue
       if (encodeManifest({ ...draft, created: m.created, parent: m.parent }).id === version) return version
@@ -426,34 +402,30 @@ export class Store {
     checkModelName(draft.name)
     if (options.label !== undefined) checkLabel(options.label)
     for (const file of draft.files) {
-      if (await this.index.blobs.get(file.digest) === undefined) throw new NotFoundError(`blob ${file.digest} for ${file.path} is not in the store`)
+      if (await this.index.blob(file.digest) === undefined) throw new NotFoundError(`blob ${file.digest} for ${file.path} is not in the store`)
     }
     const same = draft.parent === undefined ? await this.sameContent(draft) : undefined
     if (same !== undefined) {
       // The same content (files, metadata, block size) as a version already here: that version,
       // with its `created` unchanged, as docker and ollama give the same digest.
-      if (options.pin === true && await this.index.pins.get(IndexDb.pairKey(draft.name, same)) === undefined) {
-        await this.index.commit([{ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(draft.name, same), value: { pinnedAt: Date.now() } }], { doing: `pinning ${draft.name}@${same}`, kept: 'the version, unpinned' })
+      if (options.pin === true && await this.index.pin(draft.name, same) === undefined) {
+        await this.index.batch().putPin(draft.name, same, { pinnedAt: Date.now() }).commit({ doing: `pinning ${draft.name}@${same}`, kept: 'the version, unpinned' })
       }
       if (options.label !== undefined) await this.setLabel(draft.name, options.label, same)
       return { ...await this.resolve(`${draft.name}@${same}`), existing: true }
     }
     let parent = draft.parent
     if (parent === undefined) {
-      const labelled = options.label !== undefined ? await this.index.labels.get(IndexDb.pairKey(draft.name, options.label)) : undefined
+      const labelled = options.label !== undefined ? await this.index.label(draft.name, options.label) : undefined
       parent = labelled?.version ?? (await this.newest(draft.name))?.version ?? null
     }
     const created = await this.nextTimestamp({ doing: `recording a version of ${draft.name}`, kept: ADD_KEPT })
     const manifest: Manifest = { ...draft, created, parent }
     const { bytes, id } = encodeManifest(manifest)
-    if (await this.index.versions.get(id) === undefined) {
-      const ops: IndexOp[] = [
-        { type: 'put', sublevel: this.index.manifests, key: id, value: bytes },
-        { type: 'put', sublevel: this.index.versions, key: id, value: { name: draft.name, created, addedAt: Date.now(), local: true } },
-        { type: 'put', sublevel: this.index.byModel, key: IndexDb.modelKey(draft.name, created, id), value: '' }
-      ]
-      if (options.pin === true) ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(draft.name, id), value: { pinnedAt: Date.now() } })
-      await this.recordVersion(draft.name, id, manifest, ops, { doing: `recording ${draft.name}@${id}`, kept: ADD_KEPT })
+    if (await this.index.version(id) === undefined) {
+      const batch = this.index.batch().putVersion(id, bytes, { name: draft.name, created, addedAt: Date.now(), local: true })
+      if (options.pin === true) batch.putPin(draft.name, id, { pinnedAt: Date.now() })
+      await this.recordVersion(draft.name, id, manifest, batch, { doing: `recording ${draft.name}@${id}`, kept: ADD_KEPT })
     }
     if (options.label !== undefined) await this.setLabel(draft.name, options.label, id)
     return await this.resolve(`${draft.name}@${id}`)
@@ -466,12 +438,11 @@ export class Store {
   async setLabel (name: string, label: string, version: VersionId, expect?: VersionId | null): Promise<LabelRecord> {
     checkLabel(label)
     // A label only points at a materialized version: a cold one comes back first.
-    if (await this.index.cold.get(version) !== undefined) await this.rematerialize(version)
+    if (await this.index.coldVersion(version) !== undefined) await this.rematerialize(version)
     return await this.labelSerial(async () => {
-      const record = await this.index.versions.get(version)
+      const record = await this.index.version(version)
       if (record === undefined || record.name !== name) throw new NotFoundError(`version ${version} of ${name} is not in this store`)
-      const key = IndexDb.pairKey(name, label)
-      const current = await this.index.labels.get(key)
+      const current = await this.index.label(name, label)
       if (expect !== undefined && (current?.version ?? null) !== expect) {
         throw new ConflictError(`${name}@${label} points at ${current?.version ?? 'nothing'}, not ${expect ?? 'nothing'}`)
       }
@@ -481,15 +452,15 @@ export class Store {
       const now = Date.now()
       const history = current === undefined ? [] : [{ version: current.version, until: now }, ...current.history].slice(0, MAX_LABEL_HISTORY)
       const next: LabelRecord = { version, updatedAt: now, history }
-      const ops: IndexOp[] = [{ type: 'put', sublevel: this.index.labels, key, value: next }]
-      if (await this.index.labelPins.get(key) !== undefined && await this.index.pins.get(IndexDb.pairKey(name, version)) === undefined) {
-        ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(name, version), value: { pinnedAt: now, via: label } })
+      const batch = this.index.batch().putLabel(name, label, next)
+      if (await this.index.labelPin(name, label) !== undefined && await this.index.pin(name, version) === undefined) {
+        batch.putPin(name, version, { pinnedAt: now, via: label })
       }
       // The ref file first: a crash before the index batch leaves the old target in the index, and
       // start-up rewrites the file from the index. Either way one whole version id is visible.
       await this.writeRef(name, label, version, what)
       try {
-        await this.index.commit(ops, what)
+        await batch.commit(what)
       } catch (err) {
         // The ref file is ahead of the index: put it back (if that fails too, the sync that
         // follows the index's reopen does it, or the next start-up).
@@ -521,37 +492,39 @@ export class Store {
 
   /** Pins `name@label`: the version it points at now, and every one it points at later. */
   async pinLabel (name: string, label: string): Promise<VersionId | undefined> {
-    const key = IndexDb.pairKey(checkModelName(name), checkLabel(label))
-    const current = await this.index.labels.get(key)
+    checkModelName(name)
+    checkLabel(label)
+    const current = await this.index.label(name, label)
     const now = Date.now()
-    const ops: IndexOp[] = [{ type: 'put', sublevel: this.index.labelPins, key, value: { pinnedAt: now } }]
-    if (current !== undefined && await this.index.pins.get(IndexDb.pairKey(name, current.version)) === undefined) {
-      ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(name, current.version), value: { pinnedAt: now, via: label } })
+    const batch = this.index.batch().putLabelPin(name, label, { pinnedAt: now })
+    if (current !== undefined && await this.index.pin(name, current.version) === undefined) {
+      batch.putPin(name, current.version, { pinnedAt: now, via: label })
     }
-    await this.index.commit(ops, { doing: `pinning ${name}@${label}`, kept: 'the pin was not recorded' })
+    await batch.commit({ doing: `pinning ${name}@${label}`, kept: 'the pin was not recorded' })
     return current?.version
   }
 
   /** Drops a label pin and the version pins it made. Returns whether the label was pinned. */
   async unpinLabel (name: string, label: string): Promise<boolean> {
-    const key = IndexDb.pairKey(checkModelName(name), checkLabel(label))
-    const had = await this.index.labelPins.get(key) !== undefined
-    const ops: IndexOp[] = [{ type: 'del', sublevel: this.index.labelPins, key }]
-    for await (const [pinKey, pin] of this.index.pins.iterator({ gt: `${name}\0`, lt: `${name}\u0001` })) {
-      if (pin.via === label) ops.push({ type: 'del', sublevel: this.index.pins, key: pinKey })
+    checkModelName(name)
+    checkLabel(label)
+    const had = await this.index.labelPin(name, label) !== undefined
+    const batch = this.index.batch().dropLabelPin(name, label)
+    for await (const { version, record } of this.index.pinsOf(name)) {
+      if (record.via === label) batch.dropPin(name, version)
     }
-    await this.index.commit(ops, { doing: `unpinning ${name}@${label}`, kept: 'the pin was kept' })
+    await batch.commit({ doing: `unpinning ${name}@${label}`, kept: 'the pin was kept' })
     return had
   }
 
   async isLabelPinned (name: string, label: string): Promise<boolean> {
-    return await this.index.labelPins.get(IndexDb.pairKey(name, label)) !== undefined
+    return await this.index.labelPin(name, label) !== undefined
   }
 
   /** True when the version is recorded and every file's bytes are in the store (a cold version's are). */
   async isComplete (version: VersionId): Promise<boolean> {
     const manifest = await this.manifestOf(version)
-    if (manifest === undefined || await this.index.versions.get(version) === undefined) return false
+    if (manifest === undefined || await this.index.version(version) === undefined) return false
     return (await this.missingFiles(manifest, version)).length === 0
   }
 
@@ -563,12 +536,12 @@ export class Store {
   async removeLabel (name: string, label: string): Promise<void> {
     checkLabel(label)
     await this.labelSerial(async () => {
-      const current = await this.index.labels.get(IndexDb.pairKey(name, label))
+      const current = await this.index.label(name, label)
       const what = { doing: `removing ${name}@${label}`, kept: `the label was not removed${current !== undefined ? ` (it still points at ${current.version})` : ''}` }
       await this.writable(what)
       await rm(this.layout.ref(name, label), { force: true })
       try {
-        await this.index.commit([{ type: 'del', sublevel: this.index.labels, key: IndexDb.pairKey(name, label) }], what)
+        await this.index.batch().dropLabel(name, label).commit(what)
       } catch (err) {
         await this.restoreRef(name, label, current?.version)
         throw err
@@ -577,15 +550,14 @@ export class Store {
   }
 
   async pin (name: string, version: VersionId): Promise<void> {
-    const record = await this.index.versions.get(version)
+    const record = await this.index.version(version)
     if (record === undefined || record.name !== name) throw new NotFoundError(`version ${version} of ${name} is not in this store`)
-    await this.index.commit([{ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(name, version), value: { pinnedAt: Date.now() } }], { doing: `pinning ${name}@${version}`, kept: 'the pin was not recorded' })
+    await this.index.batch().putPin(name, version, { pinnedAt: Date.now() }).commit({ doing: `pinning ${name}@${version}`, kept: 'the pin was not recorded' })
   }
 
   async unpin (name: string, version: VersionId): Promise<boolean> {
-    const key = IndexDb.pairKey(name, version)
-    const had = await this.index.pins.get(key) !== undefined
-    await this.index.commit([{ type: 'del', sublevel: this.index.pins, key }], { doing: `unpinning ${name}@${version}`, kept: 'the pin was kept' })
+    const had = await this.index.pin(name, version) !== undefined
+    await this.index.batch().dropPin(name, version).commit({ doing: `unpinning ${name}@${version}`, kept: 'the pin was kept' })
     return had
   }
 
@@ -593,10 +565,7 @@ export class Store {
 
   async models (): Promise<Array<{ name: string, versions: number, labels: Record<string, VersionId>, newest: VersionInfo }>> {
     const names = new Map<string, number>()
-    for await (const key of this.index.byModel.keys()) {
-      const [name] = IndexDb.splitKey(key)
-      if (name !== undefined) names.set(name, (names.get(name) ?? 0) + 1)
-    }
+    for await (const { name } of this.index.modelVersions()) names.set(name, (names.get(name) ?? 0) + 1)
     const out = []
     for (const [name, versions] of names) {
       const newest = await this.newest(name)
@@ -613,8 +582,7 @@ export class Store {
     const byVersion = new Map<string, string[]>()
     for (const [label, v] of Object.entries(labels)) byVersion.set(v, [...(byVersion.get(v) ?? []), label])
     const out: VersionInfo[] = []
-    for (const key of await this.index.keysOf(this.index.byModel, name)) {
-      const version = IndexDb.splitKey(key)[2] as VersionId
+    for (const version of await this.index.versionsOf(name)) {
       out.push(await this.info(name, version, byVersion.get(version) ?? []))
     }
     if (out.length === 0) throw new NotFoundError(`no model named ${name} in this store`)
@@ -623,29 +591,23 @@ export class Store {
 
   async labels (name: string): Promise<Record<string, VersionId>> {
     const out: Record<string, VersionId> = {}
-    for await (const [key, value] of this.index.labels.iterator({ gt: `${name}\0`, lt: `${name}\u0001` })) {
-      out[IndexDb.splitKey(key)[1] ?? ''] = value.version
-    }
+    for await (const { label, record } of this.index.labelsOf(name)) out[label] = record.version
     return out
   }
 
   /** Every local label and the version it points at (one read of the labels; for metrics). */
   async allLabels (): Promise<Array<{ model: string, label: string, version: VersionId }>> {
     const out: Array<{ model: string, label: string, version: VersionId }> = []
-    for await (const [key, value] of this.index.labels.iterator()) {
-      const [model, label] = IndexDb.splitKey(key)
-      if (model !== undefined && label !== undefined) out.push({ model, label, version: value.version })
-    }
+    for await (const { model, label, record } of this.index.labelEntries()) out.push({ model, label, version: record.version })
     return out
   }
 
   async labelRecord (name: string, label: string): Promise<LabelRecord | undefined> {
-    return await this.index.labels.get(IndexDb.pairKey(checkModelName(name), checkLabel(label)))
+    return await this.index.label(checkModelName(name), checkLabel(label))
   }
 
   async newest (name: string): Promise<VersionInfo | undefined> {
-    const keys = await this.index.byModel.keys({ gt: `${name}\0`, lt: `${name}\u0001`, reverse: true, limit: 1 }).all()
-    const version = keys[0] === undefined ? undefined : IndexDb.splitKey(keys[0])[2]
+    const version = await this.index.newestOf(name)
     return version === undefined ? undefined : await this.info(name, version)
   }
 
@@ -663,8 +625,8 @@ export class Store {
       name, version, manifest, labels,
       path: this.layout.snapshot(name, version),
       missing: await this.missingFiles(manifest, version),
-      pinned: await this.index.pins.get(IndexDb.pairKey(name, version)) !== undefined,
-      cold: await this.index.cold.get(version) !== undefined
+      pinned: await this.index.pin(name, version) !== undefined,
+      cold: await this.index.coldVersion(version) !== undefined
     }
   }
 
@@ -674,8 +636,8 @@ export class Store {
     let blobs = 0
     let bytes = 0
     const models = new Set<string>()
-    for await (const record of this.index.versions.values()) { versions++; models.add(record.name) }
-    for await (const blob of this.index.blobs.values()) { blobs++; bytes += blob.size }
+    for await (const [, record] of this.index.versionEntries()) { versions++; models.add(record.name) }
+    for await (const [, blob] of this.index.blobEntries()) { blobs++; bytes += blob.size }
     return { models: models.size, versions, blobs, bytes }
   }
 
@@ -683,7 +645,7 @@ export class Store {
   async manifestOf (version: VersionId): Promise<Manifest | undefined> {
     const cached = this.decoded.get(version)
     if (cached !== undefined) return cached
-    const bytes = await this.index.manifests.get(version)
+    const bytes = await this.index.manifestBytes(version)
     if (bytes === undefined) return undefined
     const manifest = decodeManifest(bytes, version)
     this.decoded.set(version, manifest)
@@ -691,169 +653,38 @@ export class Store {
     return manifest
   }
 
-  /**
-   * Reads one chunk's bytes from any blob or partial file that holds it, or undefined. The bytes
-   * were verified when written and are not re-hashed here (see the module doc).
-   */
+  // ---- chunks (`store/chunk-reads.ts`) -------------------------------------------------------
+
   async readChunk (id: ChunkId, options: { pooled?: boolean } = {}): Promise<Uint8Array | undefined> {
-    const candidates = await this.locate(id)
-    const size = candidates[0]?.size
-    if (size === undefined) return await this.readCold(id)
-    // A blob compressed away between the lookup and the read: its chunk is in cold/ by then.
-    return await this.readLocated(candidates, 0, size, options.pooled === true ? this.readPool : undefined) ?? await this.readCold(id)
+    return await this.chunks.readChunk(id, options)
   }
 
-  /**
-   * Reads `length` bytes at `start` inside chunk `id` (as `readChunk`: verified bytes from a blob
-   * or partial file, not re-hashed), or undefined when the store does not hold the chunk.
-   */
   async readChunkRange (id: ChunkId, start: number, length: number): Promise<Uint8Array | undefined> {
-    const candidates = await this.locate(id)
-    const located = candidates.length === 0 ? undefined : await this.readLocated(candidates, start, length)
-    if (located !== undefined) return located
-    return (await this.readCold(id))?.subarray(start, start + length)
+    return await this.chunks.readChunkRange(id, start, length)
   }
 
-  /**
-   * A chunk only `cold/` holds, decoded and re-hashed (into `into` when given), or undefined when
-   * there is none or its file is damaged (logged; `verify` quarantines it).
-   */
-  private async readCold (id: ChunkId, into?: Uint8Array): Promise<Uint8Array | undefined> {
-    const file = await this.coldFile(id)
-    if (file === undefined) return undefined
-    try {
-      return decodeColdChunk(file, id, into)
-    } catch (err) {
-      this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
-      return undefined
-    }
-  }
-
-  /** The parsed cold file of chunk `id`, or undefined (none, or not well-formed: logged). */
-  private async coldView (id: ChunkId): Promise<ColdChunkView | undefined> {
-    const file = await this.coldFile(id)
-    if (file === undefined) return undefined
-    try {
-      return parseColdChunk(file, id)
-    } catch (err) {
-      this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
-      return undefined
-    }
-  }
-
-  private async coldFile (id: ChunkId): Promise<Uint8Array | undefined> {
-    if (await this.index.coldChunks.get(id) === undefined) return undefined
-    return await readFile(this.layout.coldChunk(id)).catch(() => undefined)
-  }
-
-  /**
-   * Blocks `[first, first + count)` of chunk `id` cut at `blockSize`, to serve: their bytes in one
-   * read from wherever the chunk's verified bytes live (as `readChunk`; with `pooled`, in a read
-   * buffer the caller hands back with `releaseChunk`), and one proof per block from the chunk's
-   * leaf layer (cache, index, or computed from the chunk once: see `store/leaf-store.ts`). A chunk
-   * of one block at `blockSize` (every chunk of a schema-1 manifest, at `MAX_CHUNK_SIZE`) needs no
-   * layer: its proof is empty and its id verifies it. Undefined when the store does not hold the
-   * chunk (or its bytes no longer match its id).
-   * @throws InvalidInputError for a block size a manifest may not declare, or blocks outside the chunk
-   * @throws AbortedError when `signal` aborts while a layer is being computed
-   */
   async readSpan (id: ChunkId, blockSize: number, first: number, count: number, options: { pooled?: boolean, signal?: AbortSignal } = {}): Promise<Span | undefined> {
-    checkBlockSize(blockSize)
-    if (!Number.isInteger(first) || !Number.isInteger(count) || first < 0 || count < 1) {
-      throw new InvalidInputError(`blocks ${first} + ${count} of chunk ${id} are not a span: the first block is 0 or more, the count 1 or more`)
-    }
-    const candidates = await this.locate(id)
-    let coldView = candidates.length === 0 ? await this.coldView(id) : undefined
-    const size = candidates[0]?.size ?? coldView?.size
-    if (size === undefined) return undefined
-    const blocks = blockCount(size, blockSize)
-    if (first + count > blocks) {
-      throw new InvalidInputError(`blocks ${first} to ${first + count - 1} of chunk ${id} are outside it: at ${size} bytes it has ${blocks} blocks of ${blockSize}`)
-    }
-    let proofs: Uint8Array[]
-    if (blocks === 1) proofs = [NO_PROOF]
-    else {
-      const layer = await this.leafLayers.get(id, blockSize, size, options.signal)
-      if (layer === undefined) return undefined
-      proofs = []
-      for (let i = first; i < first + count; i++) proofs.push(layer.proof(i))
-    }
-    const [start] = blockRange(size, blockSize, first)
-    const [lastStart, lastLength] = blockRange(size, blockSize, first + count - 1)
-    if (coldView === undefined) {
-      const data = await this.readLocated(candidates, start, lastStart + lastLength - start, options.pooled === true ? this.readPool : undefined)
-      if (data !== undefined) return { data, proofs }
-      // A blob compressed away between the lookup and the read: its chunk is in cold/ by then.
-      coldView = await this.coldView(id)
-      if (coldView === undefined || coldView.size !== size) return undefined
-    }
-    // Decode the cold blocks that cover the span (unhashed: the proofs let the receiver check them).
-    const from = Math.floor(start / coldView.blockSize)
-    const to = Math.floor((lastStart + lastLength - 1) / coldView.blockSize)
-    try {
-      const decoded = decodeColdBlocks(coldView, from, to - from + 1, new Uint8Array((to - from + 1) * coldView.blockSize), id)
-      const at = start - from * coldView.blockSize
-      return { data: decoded.subarray(at, at + lastStart + lastLength - start), proofs }
-    } catch (err) {
-      this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
-      return undefined
-    }
+    return await this.chunks.readSpan(id, blockSize, first, count, options)
   }
 
-  /** Where verified bytes of chunk `id` live: a fresh (pulled, not yet indexed) copy first. */
-  private async locate (id: ChunkId): Promise<Located[]> {
-    const fresh = this.fresh.get(id)
-    const candidates: Located[] = fresh !== undefined ? [fresh] : []
-    for (const [digest, offset, size] of await this.index.chunks.get(id) ?? []) candidates.push({ digest, offset, size })
-    return candidates
-  }
-
-  /**
-   * Reads `length` bytes at `start` inside the chunk from the first of `candidates` that has them,
-   * into a buffer of `buffers` when given (handed back when nothing could be read), or undefined.
-   */
-  private async readLocated (candidates: Located[], start: number, length: number, buffers?: { take: (length: number) => Uint8Array, give: (buffer: Uint8Array) => void }): Promise<Uint8Array | undefined> {
-    for (const c of candidates) {
-      if (start + length > c.size) continue
-      const into = buffers !== undefined && length <= MAX_CHUNK_SIZE ? buffers.take(length) : undefined
-      // A partial file becomes a blob by rename: try the blob, then the partial, then the blob
-      // again. A partial gone between the first two opens was renamed meanwhile; without the
-      // third try a chunk that was announced would be answered DONT_HAVE (and the server judged
-      // a liar by the requester).
-      const blob = this.layout.blob(c.digest)
-      for (const path of [blob, this.layout.partialBlob(c.digest), blob]) {
-        const bytes = await this.reads.read(path, c.offset + start, length, into).catch(() => { this.reads.forget(path) })
-        if (bytes !== undefined) return bytes
-      }
-      if (into !== undefined) buffers?.give(into)
-    }
-    return undefined
-  }
-
-  /**
-   * Hands back bytes `readChunk` returned with `pooled`, once nothing uses them any more (for a
-   * served chunk: the peer said it has received it); they MUST NOT be used after. Other bytes are
-   * ignored.
-   */
   releaseChunk (bytes: Uint8Array): void {
-    this.readPool.give(bytes)
+    this.chunks.releaseChunk(bytes)
   }
 
-  /** Which of `ids` this store holds (one index read for all of them). */
   async heldChunks (ids: readonly ChunkId[]): Promise<Set<ChunkId>> {
-    if (ids.length === 0) return new Set()
-    const locations = await this.index.chunks.getMany([...ids])
-    const cold = await this.index.coldChunks.getMany([...ids])
-    return new Set(ids.filter((id, i) => this.fresh.has(id) || locations[i] !== undefined || cold[i] !== undefined))
+    return await this.chunks.heldChunks(ids)
   }
 
-  /** Marks a verified chunk written into a partial file as servable before it is indexed. */
-  markFresh (id: ChunkId, location: { digest: FileDigest, offset: number, size: number }): void {
-    this.fresh.set(id, location)
+  chunkWritten (id: ChunkId, at: ChunkPlace): void {
+    this.chunks.chunkWritten(id, at)
   }
 
-  unmarkFresh (id: ChunkId): void {
-    this.fresh.delete(id)
+  async recordChunks (chunks: readonly RecordedChunk[], what: WriteContext): Promise<void> {
+    await this.chunks.recordChunks(chunks, what)
+  }
+
+  chunksDropped (ids: Iterable<ChunkId>): void {
+    this.chunks.chunksDropped(ids)
   }
 
   /**
@@ -864,14 +695,10 @@ export class Store {
     const manifest = decodeManifest(bytes, version)
     const missing = await this.missingFiles(manifest)
     if (missing.length > 0) throw new NotFoundError(`cannot import ${manifest.name}@${version}: missing ${missing.join(', ')}`)
-    if (await this.index.versions.get(version) === undefined) {
-      const ops: IndexOp[] = [
-        { type: 'put', sublevel: this.index.manifests, key: version, value: bytes },
-        { type: 'put', sublevel: this.index.versions, key: version, value: { name: manifest.name, created: manifest.created, addedAt: Date.now() } },
-        { type: 'put', sublevel: this.index.byModel, key: IndexDb.modelKey(manifest.name, manifest.created, version), value: '' }
-      ]
-      if (options.pin === true) ops.push({ type: 'put', sublevel: this.index.pins, key: IndexDb.pairKey(manifest.name, version), value: { pinnedAt: Date.now() } })
-      await this.recordVersion(manifest.name, version, manifest, ops, {
+    if (await this.index.version(version) === undefined) {
+      const batch = this.index.batch().putVersion(version, bytes, { name: manifest.name, created: manifest.created, addedAt: Date.now() })
+      if (options.pin === true) batch.putPin(manifest.name, version, { pinnedAt: Date.now() })
+      await this.recordVersion(manifest.name, version, manifest, batch, {
         doing: `recording ${manifest.name}@${version}`,
         kept: options.kept ?? 'every file is stored, but the version was not added'
       })
@@ -881,26 +708,68 @@ export class Store {
 
   /** True when every file of the version is stored and the version is recorded. */
   async hasVersion (version: VersionId): Promise<boolean> {
-    return await this.index.versions.get(version) !== undefined
+    return await this.index.version(version) !== undefined
+  }
+
+  async versionRecord (version: VersionId): Promise<VersionRecord | undefined> {
+    return await this.index.version(version)
+  }
+
+  versionIds (): AsyncIterable<VersionId> {
+    return this.index.versionIds()
+  }
+
+  snapshotPath (name: string, version: VersionId): string {
+    return this.layout.snapshot(name, version)
+  }
+
+  async coldRecord (version: VersionId): Promise<ColdRecord | undefined> {
+    return await this.index.coldVersion(version)
+  }
+
+  // ---- leases and pull records ---------------------------------------------------------------
+
+  leaseRecords (): AsyncIterable<LeaseRecord> {
+    return this.index.leaseRecords()
+  }
+
+  async putLease (lease: LeaseRecord, what: WriteContext): Promise<void> {
+    await this.index.batch().putLease(lease).commit(what)
+  }
+
+  async dropLease (id: string, what: WriteContext): Promise<void> {
+    await this.index.batch().dropLease(id).commit(what)
+  }
+
+  pullRecords (): AsyncIterable<[VersionId, PullRecord]> {
+    return this.index.pullEntries()
+  }
+
+  async pullRecord (version: VersionId): Promise<PullRecord | undefined> {
+    return await this.index.pull(version)
+  }
+
+  async updatePullRecord (version: VersionId, record: PullRecord, what: WriteContext): Promise<void> {
+    await this.index.batch().putPull(version, record).commit(what)
   }
 
   private async resolveVersion (name: string, selector: string | undefined): Promise<VersionId> {
     if (selector === undefined) {
-      const latest = await this.index.labels.get(IndexDb.pairKey(name, 'latest'))
+      const latest = await this.index.label(name, 'latest')
       if (latest !== undefined) return latest.version
       const newest = await this.newest(name)
       if (newest === undefined) throw new NotFoundError(`no model named ${name} in this store`)
       return newest.version
     }
     if (isCid(selector)) {
-      const record = await this.index.versions.get(selector)
+      const record = await this.index.version(selector)
       if (record?.name !== name) throw new NotFoundError(`version ${selector} of ${name} is not in this store`)
       return selector
     }
-    const label = await this.index.labels.get(IndexDb.pairKey(name, selector))
+    const label = await this.index.label(name, selector)
     if (label !== undefined) return label.version
     if (selector.length >= 8) {
-      const matches = (await this.index.keysOf(this.index.byModel, name)).map(k => IndexDb.splitKey(k)[2] ?? '').filter(v => v.startsWith(selector))
+      const matches = (await this.index.versionsOf(name)).filter(v => v.startsWith(selector))
       if (matches.length === 1 && matches[0] !== undefined) return matches[0]
       if (matches.length > 1) throw new InvalidInputError(`version prefix ${selector} of ${name} is ambiguous (${matches.length} versions); give more characters`)
     }
@@ -908,14 +777,14 @@ export class Store {
   }
 
   private async info (name: string, version: VersionId, labels?: string[]): Promise<VersionInfo> {
-    const record = await this.index.versions.get(version)
+    const record = await this.index.version(version)
     const manifest = await this.manifestOf(version)
     if (record === undefined || manifest === undefined) throw new NotFoundError(`version ${version} is missing from the index`)
     const allLabels = labels ?? Object.entries(await this.labels(name)).filter(([, v]) => v === version).map(([l]) => l)
-    const cold = await this.index.cold.get(version)
+    const cold = await this.index.coldVersion(version)
     return {
       name, version, created: record.created, addedAt: record.addedAt, labels: allLabels,
-      pinned: await this.index.pins.get(IndexDb.pairKey(name, version)) !== undefined,
+      pinned: await this.index.pin(name, version) !== undefined,
       size: manifest.files.reduce((n, f) => n + f.size, 0),
       files: manifest.files.length,
       complete: (await this.missingFiles(manifest, version)).length === 0,
@@ -924,22 +793,22 @@ export class Store {
   }
 
   private async nextTimestamp (what: WriteContext): Promise<number> {
-    const last = (await this.index.meta.get('clock') as number | undefined) ?? 0
+    const last = await this.index.clock() ?? 0
     const next = Math.max(Date.now(), last + 1)
-    await this.index.commit([{ type: 'put', sublevel: this.index.meta, key: 'clock', value: next }], what)
+    await this.index.batch().putClock(next).commit(what)
     return next
   }
 
   /**
-   * Builds the version's snapshot, then commits `ops` (the records that make it visible). When
+   * Builds the version's snapshot, then commits `batch` (the records that make it visible). When
    * either fails, a snapshot this call made is removed again, so nothing of the version shows.
    */
-  private async recordVersion (name: string, version: VersionId, manifest: Manifest, ops: IndexOp[], what: WriteContext): Promise<void> {
+  private async recordVersion (name: string, version: VersionId, manifest: Manifest, batch: IndexBatch, what: WriteContext): Promise<void> {
     await this.writable(what)
     const existed = await pathExists(this.layout.snapshot(name, version))
     try {
       await this.materialize(name, version, manifest)
-      await this.index.commit(ops, what)
+      await batch.commit(what)
     } catch (err) {
       if (!existed) await rm(this.layout.snapshot(name, version), { recursive: true, force: true }).catch(() => {})
       throw this.failedWrite(err, what)
@@ -976,104 +845,10 @@ export class Store {
     }
   }
 
-  /**
-   * Start-up repair after a crash: see the module doc. On a full (or failing) disk the repairs
-   * that need to write are left for later: the write guard trips, the store opens read-only, and
-   * the next start-up (or, for `refs/`, the index's reopen) finishes them.
-   */
-  private async recover (): Promise<void> {
-    await rm(this.layout.tmp, { recursive: true, force: true })
-    await this.repairing(async () => { await mkdir(this.layout.tmp, { recursive: true }) }, 'creating tmp/')
-    const known = new Map<string, string>()
-    for await (const [version, record] of this.index.versions.iterator()) known.set(version, record.name)
-    // Orphan snapshots (a crash after the rename, before the index batch) go; missing ones are rebuilt.
-    for (const dir of await readdirSafe(this.layout.models)) {
-      for (const version of await readdirSafe(join(this.layout.models, dir, 'snapshots'))) {
-        const name = known.get(version)
-        if (name === undefined || this.layout.model(name) !== join(this.layout.models, dir)) {
-          this.log.warn({ version }, 'removing a snapshot no version names (interrupted add)')
-          await rm(join(this.layout.models, dir, 'snapshots', version), { recursive: true, force: true })
-        }
-      }
-    }
-    const cold = new Set<string>(await this.index.cold.keys().all())
-    for (const [version, name] of known) {
-      const path = this.layout.snapshot(name, version)
-      if (cold.has(version)) {
-        // A crash after a compression's batch, before its snapshot went (or while re-materializing).
-        if (await pathExists(path)) await this.repairing(async () => { await rm(path, { recursive: true, force: true }) }, `removing the snapshot of the compressed ${name}@${version}`)
-        continue
-      }
-      if (await pathExists(path)) continue
-      const bytes = await this.index.manifests.get(version)
-      if (bytes !== undefined) await this.repairing(async () => { await this.materialize(name, version, decodeManifest(bytes, version)) }, `rebuilding the snapshot of ${name}@${version}`)
-    }
-    // Blobs without a record (a crash between their rename and the index batch) are complete but
-    // unreferenced: drop them, a retried add writes them again.
-    for (const digest of await readdirSafe(this.layout.blobs)) {
-      const partial = await this.index.partials.get(digest)
-      if (await this.index.blobs.get(digest) === undefined && partial !== undefined) {
-        // A pulled file is renamed into blobs/ only once complete and fsynced: finish its promotion.
-        await this.repairing(async () => {
-          await this.index.commit([
-            { type: 'put', sublevel: this.index.blobs, key: digest, value: { size: partial.size, chunks: partial.chunks, verifiedAt: Date.now() } },
-            { type: 'del', sublevel: this.index.partials, key: digest }
-          ])
-        }, `recording the pulled blob ${digest}`)
-        continue
-      }
-      if (await this.index.blobs.get(digest) === undefined) {
-        this.log.warn({ blob: digest }, 'removing a blob no index record names (interrupted add)')
-        await chmod(this.layout.blob(digest), 0o644).catch(() => {})
-        await rm(this.layout.blob(digest), { force: true })
-      }
-    }
-    // Cold chunk files without a record (a compression interrupted before its batch) go.
-    for (const id of await readdirSafe(this.layout.cold)) {
-      if (await this.index.coldChunks.get(id) === undefined) await rm(this.layout.coldChunk(id), { force: true })
-    }
-    // Partial files without a record (a crash before the record was written) go.
-    for (const digest of await readdirSafe(this.layout.partial)) {
-      if (await this.index.partials.get(digest) === undefined) await rm(this.layout.partialBlob(digest), { force: true })
-    }
-    await this.repairing(async () => { await this.syncRefs() }, 'syncing refs/ with the index')
-  }
-
-  /**
-   * Runs one start-up repair; a disk failure trips the write guard and is logged instead of
-   * stopping the start, so a node on a full disk still serves what it holds.
-   */
-  private async repairing (fn: () => Promise<void>, doing: string): Promise<void> {
-    try {
-      await fn()
-    } catch (err) {
-      if (diskFailure(err) === undefined) throw err
-      const mapped = this.failedWrite(err, { doing, kept: 'left for when there is room' })
-      this.log.warn({ err: (mapped as Error).message }, 'start-up repair skipped: the store is read-only until there is room on its disk')
-    }
-  }
-
-  /**
-   * After the index was reopened: a write that failed may have reached LevelDB's log after all (a
-   * failed sync), so a version can be recorded without its snapshot, and a ref file can be ahead of
-   * the index (see `setLabel`). Both follow the index again.
-   */
-  private async afterReopen (): Promise<void> {
-    for await (const [version, record] of this.index.versions.iterator()) {
-      if (await this.index.cold.get(version) !== undefined) continue
-      if (await pathExists(this.layout.snapshot(record.name, version))) continue
-      const bytes = await this.index.manifests.get(version)
-      if (bytes !== undefined) await this.repairSnapshot(record.name, version, decodeManifest(bytes, version))
-    }
-    await this.syncRefs()
-  }
-
   /** Rewrites every `refs/<label>` file that does not say what the index says. */
   async syncRefs (): Promise<void> {
     await this.labelSerial(async () => {
-      for await (const [key, record] of this.index.labels.iterator()) {
-        const [name, label] = IndexDb.splitKey(key)
-        if (name === undefined || label === undefined) continue
+      for await (const { model: name, label, record } of this.index.labelEntries()) {
         const path = this.layout.ref(name, label)
         const current = await readTextSafe(path)
         if (current?.trim() !== record.version) await this.writeRef(name, label, record.version, { doing: `syncing refs/${label} of ${name} with the index`, kept: 'the index still holds the label' })
@@ -1098,8 +873,8 @@ export class Store {
    * a cold version (its chunks are held; `rematerialize` brings its files back).
    */
   async missingFiles (manifest: Manifest, version?: VersionId): Promise<string[]> {
-    if (version !== undefined && await this.index.cold.get(version) !== undefined) return []
-    const records = await this.index.blobs.getMany(manifest.files.map(f => f.digest))
+    if (version !== undefined && await this.index.coldVersion(version) !== undefined) return []
+    const records = await this.index.blobMany(manifest.files.map(f => f.digest))
     return manifest.files.filter((_, i) => records[i] === undefined).map(f => f.path)
   }
 

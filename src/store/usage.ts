@@ -6,7 +6,7 @@
  */
 import type { VersionId } from '../core/digest.js'
 import { decodeManifest } from '../core/manifest.js'
-import { IndexDb } from './index-db.js'
+import { partsOf } from './internal.js'
 import type { Store } from './store.js'
 
 export interface VersionUsage {
@@ -31,14 +31,15 @@ export interface DiskUsage {
 }
 
 export async function diskUsage (store: Store, signal?: AbortSignal): Promise<DiskUsage> {
+  const { index } = partsOf(store)
   const sizes = new Map<string, number>()
-  for await (const [digest, record] of store.index.blobs.iterator()) sizes.set(digest, record.size)
+  for await (const [digest, record] of index.blobEntries()) sizes.set(digest, record.size)
   const users = new Map<string, number>()
   const rows: Array<Omit<VersionUsage, 'shared' | 'unique'> & { digests: Set<string> }> = []
   const labelsOf = new Map<string, Record<string, string>>()
-  for await (const [version, record] of store.index.versions.iterator()) {
+  for await (const [version, record] of index.versionEntries()) {
     signal?.throwIfAborted()
-    const bytes = await store.index.manifests.get(version)
+    const bytes = await index.manifestBytes(version)
     if (bytes === undefined) continue
     const files = decodeManifest(bytes).files
     const digests = new Set(files.map(f => f.digest as string))
@@ -49,7 +50,7 @@ export async function diskUsage (store: Store, signal?: AbortSignal): Promise<Di
       name: record.name, version, created: record.created,
       size: files.reduce((n, f) => n + f.size, 0), digests,
       labels: Object.entries(labels).filter(([, v]) => v === version).map(([l]) => l).sort(),
-      pinned: await store.index.pins.get(IndexDb.pairKey(record.name, version)) !== undefined
+      pinned: await index.pin(record.name, version) !== undefined
     })
   }
   const versions: VersionUsage[] = rows.map(({ digests, ...row }) => {

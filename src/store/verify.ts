@@ -23,12 +23,13 @@
  */
 import { open, rename, chmod, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { chunkMatches, type ChunkId, type FileDigest, type VersionId } from '../core/digest.js'
+import { chunkMatches, type ChunkId, type FileDigest } from '../core/digest.js'
 import { decodeManifest, isBlockSize } from '../core/manifest.js'
 import { equalBytes } from '../core/tree.js'
 import { isErrno, tmpName } from '../util/fsutil.js'
 import { readColdChunk } from './cold-chunks.js'
-import type { IndexOp } from './index-db.js'
+import type { BlobRecord, IndexBatch } from './index-db.js'
+import { partsOf } from './internal.js'
 import { LeafHasher, leavesKey, splitLeavesKey } from './leaves.js'
 import type { Store } from './store.js'
 
@@ -53,25 +54,25 @@ export interface VerifyReport {
 export interface VerifyProgress { bytes: number, totalBytes: number, blobs: number, totalBlobs: number }
 
 export async function verifyStore (store: Store, options: { onProgress?: (p: VerifyProgress) => void, signal?: AbortSignal } = {}): Promise<VerifyReport> {
+  const { index, layout } = partsOf(store)
   return await store.withExclusive(async () => {
     const report: VerifyReport = { blobs: 0, chunks: 0, bytes: 0, versions: 0, problems: [], quarantined: [], damaged: [] }
-    const blobs = await store.index.blobs.iterator().all()
+    const blobs: Array<[FileDigest, BlobRecord]> = []
+    for await (const entry of index.blobEntries()) blobs.push(entry)
     const totalBytes = blobs.reduce((n, [, b]) => n + b.size, 0)
     const bad = new Set<FileDigest>()
     const buf = Buffer.allocUnsafe(4 * 1024 * 1024)
     const layers = await layerSizes(store)
-    const layerOps: IndexOp[] = []
+    const layerFixes = index.batch()
     const checkLayers = async (id: ChunkId, bytes: Uint8Array): Promise<void> => {
       const sizes = layers.get(id)
       if (sizes === undefined) return
       layers.delete(id) // once per chunk, from its first good copy
-      const fixes = await checkChunkLayers(store, id, bytes, sizes, report)
-      layerOps.push(...fixes)
-      if (fixes.length > 0) store.forgetLeaves(id)
+      if (await checkChunkLayers(store, layerFixes, id, bytes, sizes, report)) store.forgetLeaves(id)
     }
     for (const [digest, record] of blobs) {
       options.signal?.throwIfAborted()
-      const problem = await checkBlob(store.layout.blob(digest), record.size, record.chunks, buf, report, checkLayers)
+      const problem = await checkBlob(layout.blob(digest), record.size, record.chunks, buf, report, checkLayers)
       report.blobs++
       options.onProgress?.({ bytes: report.bytes, totalBytes, blobs: report.blobs, totalBlobs: blobs.length })
       if (problem !== undefined) {
@@ -79,39 +80,39 @@ export async function verifyStore (store: Store, options: { onProgress?: (p: Ver
         bad.add(digest)
       }
     }
-    await store.index.commit(layerOps.splice(0), { doing: 'repairing leaf layers', kept: 'the wrong layers stay recorded; the next verify reports them again' })
+    await layerFixes.commit({ doing: 'repairing leaf layers', kept: 'the wrong layers stay recorded; the next verify reports them again' })
     for (const digest of bad) {
       await quarantine(store, digest, blobs.find(([d]) => d === digest)?.[1].chunks ?? [])
       report.quarantined.push(digest)
     }
-    for await (const [id] of store.index.coldChunks.iterator()) {
+    for await (const id of index.coldChunkIds()) {
       options.signal?.throwIfAborted()
       try {
-        const bytes = await readColdChunk(store.layout.coldChunk(id), id as ChunkId)
+        const bytes = await readColdChunk(layout.coldChunk(id), id)
         report.chunks++
         report.bytes += bytes.length
-        await checkLayers(id as ChunkId, bytes)
+        await checkLayers(id, bytes)
       } catch (err) {
         report.problems.push({ kind: 'cold-chunk', subject: id, detail: `${(err as Error).message}; moved to quarantine/` })
-        await quarantineCold(store, id as ChunkId)
+        await quarantineCold(store, id)
       }
     }
-    await store.index.commit(layerOps.splice(0), { doing: 'repairing leaf layers', kept: 'the wrong layers stay recorded; the next verify reports them again' })
+    await layerFixes.commit({ doing: 'repairing leaf layers', kept: 'the wrong layers stay recorded; the next verify reports them again' })
     await dropUnheldLayers(store)
-    for await (const [version, record] of store.index.versions.iterator()) {
+    for await (const [version, record] of index.versionEntries()) {
       report.versions++
-      const bytes = await store.index.manifests.get(version)
+      const bytes = await index.manifestBytes(version)
       let manifest
       try {
         if (bytes === undefined) throw new Error('manifest missing from the index')
-        manifest = decodeManifest(bytes, version as VersionId)
+        manifest = decodeManifest(bytes, version)
       } catch (err) {
         report.problems.push({ kind: 'manifest-invalid', subject: `${record.name}@${version}`, detail: (err as Error).message })
         report.damaged.push(`${record.name}@${version}`)
         continue
       }
       let damaged = false
-      if (await store.index.cold.get(version) !== undefined) {
+      if (await index.coldVersion(version) !== undefined) {
         const ids = [...new Set(manifest.files.flatMap(f => f.chunks.map(c => c.id)))]
         const held = await store.heldChunks(ids)
         const lost = ids.filter(id => !held.has(id))
@@ -122,7 +123,7 @@ export async function verifyStore (store: Store, options: { onProgress?: (p: Ver
         continue
       }
       for (const file of manifest.files) {
-        if (bad.has(file.digest) || await store.index.blobs.get(file.digest) === undefined) {
+        if (bad.has(file.digest) || await index.blob(file.digest) === undefined) {
           damaged = true
           if (!bad.has(file.digest)) report.problems.push({ kind: 'blob-unrecorded', subject: `${record.name}@${version}/${file.path}`, detail: `blob ${file.digest} is not in the store` })
         } else if (!await store.snapshotLinkOk(record.name, version, file.path, file.digest)) {
@@ -173,7 +174,7 @@ async function checkBlob (path: string, size: number, chunks: Array<[ChunkId, nu
 /** Block sizes of the recorded leaf layers, by chunk. */
 async function layerSizes (store: Store): Promise<Map<ChunkId, number[]>> {
   const out = new Map<ChunkId, number[]>()
-  for await (const key of store.index.leaves.keys()) {
+  for await (const key of partsOf(store).index.leafKeys()) {
     const split = splitLeavesKey(key)
     if (split === undefined) continue
     const [id, size] = split
@@ -186,16 +187,16 @@ async function layerSizes (store: Store): Promise<Map<ChunkId, number[]>> {
 
 /**
  * Compares chunk `id`'s recorded layers (at `sizes`) with the layers of `bytes` (which hash to
- * `id`); returns the ops that repair the wrong ones and reports each.
+ * `id`); adds to `fixes` what repairs the wrong ones, reports each, and says whether there were any.
  */
-async function checkChunkLayers (store: Store, id: ChunkId, bytes: Uint8Array, sizes: number[], report: VerifyReport): Promise<IndexOp[]> {
-  const ops: IndexOp[] = []
-  const stored = await store.index.leaves.getMany(sizes.map(size => leavesKey(id, size)))
+async function checkChunkLayers (store: Store, fixes: IndexBatch, id: ChunkId, bytes: Uint8Array, sizes: number[], report: VerifyReport): Promise<boolean> {
+  const before = fixes.size
+  const stored = await partsOf(store).index.leafLayersMany(id, sizes)
   sizes.forEach((blockSize, i) => {
     const key = leavesKey(id, blockSize)
     if (!isBlockSize(blockSize)) {
       report.problems.push({ kind: 'leaves-mismatch', subject: id, detail: `a leaf layer is recorded at ${blockSize}-byte blocks, which no manifest may declare; it was removed` })
-      ops.push({ type: 'del', sublevel: store.index.leaves, key })
+      fixes.dropLeaves(key)
       return
     }
     const hasher = new LeafHasher(blockSize)
@@ -205,54 +206,57 @@ async function checkChunkLayers (store: Store, id: ChunkId, bytes: Uint8Array, s
     if (have === undefined || (expected !== undefined && equalBytes(have, expected))) return
     if (expected === undefined) {
       report.problems.push({ kind: 'leaves-mismatch', subject: id, detail: `a leaf layer is recorded at ${blockSize}-byte blocks, but the chunk is one block at that size; it was removed` })
-      ops.push({ type: 'del', sublevel: store.index.leaves, key })
+      fixes.dropLeaves(key)
     } else {
       report.problems.push({ kind: 'leaves-mismatch', subject: id, detail: `the leaf layer at ${blockSize}-byte blocks does not match the chunk's bytes; it was rewritten from them` })
-      ops.push(store.leavesOp(id, blockSize, expected, bytes.byteLength))
+      fixes.putLeaves(id, blockSize, expected, bytes.byteLength)
     }
   })
-  return ops
+  return fixes.size > before
 }
 
 /** Drops the layers of chunks that no blob or partial file holds (not reported: unused, not wrong). */
 async function dropUnheldLayers (store: Store): Promise<void> {
-  const keys = await store.index.leaves.keys().all()
+  const { index } = partsOf(store)
+  const keys: string[] = []
+  for await (const key of index.leafKeys()) keys.push(key)
   if (keys.length === 0) return
   const ids = keys.map(key => splitLeavesKey(key)?.[0] ?? key)
-  const held = await store.index.chunks.getMany([...new Set(ids)])
-  const cold = await store.index.coldChunks.getMany([...new Set(ids)])
-  const heldIds = new Set([...new Set(ids)].filter((_, i) => held[i] !== undefined || cold[i] !== undefined))
-  const ops: IndexOp[] = keys.filter((_, i) => !heldIds.has(ids[i] as ChunkId)).map(key => ({ type: 'del', sublevel: store.index.leaves, key }))
-  await store.index.commit(ops, { doing: 'dropping leaf layers of chunks no longer stored', kept: 'those layers stay recorded (unused)' })
+  const unique = [...new Set(ids)]
+  const held = await index.locationsMany(unique)
+  const cold = await index.coldChunkMany(unique)
+  const heldIds = new Set(unique.filter((_, i) => held[i] !== undefined || cold[i] !== undefined))
+  const batch = index.batch()
+  keys.forEach((key, i) => { if (!heldIds.has(ids[i] as ChunkId)) batch.dropLeaves(key) })
+  await batch.commit({ doing: 'dropping leaf layers of chunks no longer stored', kept: 'those layers stay recorded (unused)' })
 }
 
 /** Moves a bad cold chunk file aside and forgets its record. */
 async function quarantineCold (store: Store, id: ChunkId): Promise<void> {
+  const { index, layout } = partsOf(store)
   try {
-    await rename(store.layout.coldChunk(id), join(store.layout.quarantine, tmpName(`cold-${id}`)))
+    await rename(layout.coldChunk(id), join(layout.quarantine, tmpName(`cold-${id}`)))
   } catch (err) {
     if (!isErrno(err, 'ENOENT')) throw err
   }
-  await store.index.commit([{ type: 'del', sublevel: store.index.coldChunks, key: id }], { doing: `quarantining cold chunk ${id}`, kept: 'the file was moved to quarantine/ but its record remains, so the next verify reports it again' })
+  await index.batch().dropColdChunk(id).commit({ doing: `quarantining cold chunk ${id}`, kept: 'the file was moved to quarantine/ but its record remains, so the next verify reports it again' })
 }
 
 /** Moves a bad blob aside and forgets its records; chunk locations pointing at it are dropped. */
 async function quarantine (store: Store, digest: FileDigest, chunks: Array<[ChunkId, number]>): Promise<void> {
-  const from = store.layout.blob(digest)
-  store.reads.forget(from)
+  const { index, layout, reads } = partsOf(store)
+  const from = layout.blob(digest)
+  reads.forget(from)
   try {
     await stat(from)
     await chmod(from, 0o444).catch(() => {})
-    await rename(from, join(store.layout.quarantine, tmpName(digest)))
+    await rename(from, join(layout.quarantine, tmpName(digest)))
   } catch (err) {
     if (!isErrno(err, 'ENOENT')) throw err
   }
-  const ops: IndexOp[] = [{ type: 'del', sublevel: store.index.blobs, key: digest }]
+  const batch = index.batch().dropBlob(digest)
   const ids = [...new Set(chunks.map(([id]) => id))]
-  const locations = await store.index.chunks.getMany(ids)
-  ids.forEach((id, i) => {
-    const rest = (locations[i] ?? []).filter(([d]) => d !== digest)
-    ops.push(rest.length === 0 ? { type: 'del', sublevel: store.index.chunks, key: id } : { type: 'put', sublevel: store.index.chunks, key: id, value: rest })
-  })
-  await store.index.commit(ops, { doing: `quarantining blob ${digest}`, kept: 'the blob was moved to quarantine/ but its records remain, so the next verify reports it missing' })
+  const locations = await index.locationsMany(ids)
+  ids.forEach((id, i) => { batch.setLocations(id, (locations[i] ?? []).filter(([d]) => d !== digest)) })
+  await batch.commit({ doing: `quarantining blob ${digest}`, kept: 'the blob was moved to quarantine/ but its records remain, so the next verify reports it missing' })
 }

@@ -17,6 +17,7 @@ import { Store } from '../../../src/store/store.js'
 import { rejection } from '../../helpers/assert.js'
 import { FaultyLevel, levelError } from '../../helpers/faulty-level.js'
 import { tempDir } from '../../helpers/tmp.js'
+import { internals } from '../../helpers/store-internals.js'
 
 const silent = { info () {}, warn () {}, debug () {} }
 const GiB = 1024 ** 3
@@ -83,7 +84,7 @@ describe('label set when the local label cannot be written', () => {
       await store.writable({ doing: 'checking', kept: 'nothing' })
       await activator.reconcile('org/tiny', 'prod')
       expect((await store.labelRecord('org/tiny', 'prod'))?.version).toBe(v2.version)
-      expect((await readFile(store.layout.ref('org/tiny', 'prod'), 'utf8')).trim()).toBe(v2.version)
+      expect((await readFile(internals(store).layout.ref('org/tiny', 'prod'), 'utf8')).trim()).toBe(v2.version)
     } finally {
       activator.stop()
       await store.close()

@@ -18,6 +18,7 @@ import { addPath } from '../../../src/ingest/ingest.js'
 import type { ResolvedVersion, Store } from '../../../src/store/store.js'
 import { writeSafetensors } from '../../../scripts/lib/synth.js'
 import { memoryStore, tempDir } from '../../helpers/tmp.js'
+import { internals } from '../../helpers/store-internals.js'
 
 const quiet = pino({ level: 'silent' })
 
@@ -53,7 +54,7 @@ describe('ManifestResolver', () => {
   const resolver = (store: Store, judge: PeerJudge, peers: ManifestPeers, init: Partial<ManifestResolverInit> = {}): ManifestResolver => {
     const r = new ManifestResolver({
       manifests: store.heads,
-      isLocal: async version => (await store.index.versions.get(version))?.local === true,
+      isLocal: async version => (await internals(store).index.versions.get(version))?.local === true,
       judge,
       log: quiet,
       retryMs: [0, 0],

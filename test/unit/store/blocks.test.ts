@@ -22,6 +22,7 @@ import { verifyStore } from '../../../src/store/verify.js'
 import { writeSafetensors, type SynthTensor } from '../../../scripts/lib/synth.js'
 import { sameBytes, seededBytes } from '../../helpers/random.js'
 import { tempDir } from '../../helpers/tmp.js'
+import { internals } from '../../helpers/store-internals.js'
 
 const KiB = 1024
 const BLOCK = 16 * KiB
@@ -78,7 +79,7 @@ describe('store: blocks, leaf layers, readSpan', () => {
     return out
   }
 
-  const layerOf = async (id: ChunkId, blockSize = BLOCK): Promise<Uint8Array | undefined> => await store.index.leaves.get(leavesKey(id, blockSize))
+  const layerOf = async (id: ChunkId, blockSize = BLOCK): Promise<Uint8Array | undefined> => await internals(store).index.leaves.get(leavesKey(id, blockSize))
 
   it('add writes schema 2 with roots exactly on multi-block chunks, and records their leaf layers', async () => {
     const v = await addPath(store, model, { name: 'org/blocks', blockSize: BLOCK })
@@ -104,7 +105,7 @@ describe('store: blocks, leaf layers, readSpan', () => {
   it('a BlobWriter hashing on the calling thread (chunks split across appends) gives the same ids, roots and layers', async () => {
     const bytes = seededBytes(3 * 1024 * KiB, 5)
     const ends = [10, 16 * KiB, 16 * KiB + 1, 100 * KiB, 2 * 1024 * KiB + 7, bytes.byteLength]
-    const writer = await BlobWriter.create(store.layout, undefined, { blockSize: BLOCK })
+    const writer = await BlobWriter.create(internals(store).layout, undefined, { blockSize: BLOCK })
     // Appends of 50,000 bytes: chunk ends fall inside them, and chunks span several.
     for (let at = 0; at < bytes.byteLength; at += 50_000) {
       const piece = bytes.subarray(at, Math.min(bytes.byteLength, at + 50_000))
@@ -173,15 +174,15 @@ describe('store: blocks, leaf layers, readSpan', () => {
       expect(span?.proofs.map(p => p.byteLength)).toEqual([0])
     }
     expect(spy).not.toHaveBeenCalled()
-    expect(await store.index.leaves.get(leavesKey(v.manifest.files[0]!.chunks[0]!.id, MAX_CHUNK_SIZE))).toBeUndefined()
+    expect(await internals(store).index.leaves.get(leavesKey(v.manifest.files[0]!.chunks[0]!.id, MAX_CHUNK_SIZE))).toBeUndefined()
   })
 
   it('a chunk without a layer (stored before v2, or another block size) gets one computed once from its bytes, then kept', async () => {
     const v = await addPath(store, model, { name: 'org/blocks', blockSize: BLOCK })
     const chunks = (await chunksOf(v.manifest)).filter(c => c.ref.size > 64 * KiB)
     // As a store from before layers: none recorded, and a restart empties the cache.
-    const keys = await store.index.leaves.keys().all()
-    await store.index.commit(keys.map(key => ({ type: 'del', sublevel: store.index.leaves, key })))
+    const keys = await internals(store).index.leaves.keys().all()
+    await internals(store).index.commit(keys.map(key => ({ type: 'del', sublevel: internals(store).index.leaves, key })))
     await store.close()
     store = await open()
     const spy = vi.spyOn(HashPool.prototype, 'hashChunk')
@@ -211,13 +212,13 @@ describe('store: blocks, leaf layers, readSpan', () => {
     const v = await addPath(store, model, { name: 'org/blocks', blockSize: BLOCK })
     const file = v.manifest.files.find(f => f.path === 'tokenizer.bin')!
     const first = file.chunks[0]!
-    await store.index.commit([{ type: 'del', sublevel: store.index.leaves, key: leavesKey(first.id, BLOCK) }])
-    const blob = store.layout.blob(file.digest)
+    await internals(store).index.commit([{ type: 'del', sublevel: internals(store).index.leaves, key: leavesKey(first.id, BLOCK) }])
+    const blob = internals(store).layout.blob(file.digest)
     await chmod(blob, 0o644)
     const bytes = await readFile(blob)
     bytes[10] = bytes[10]! ^ 0xff
     await writeFile(blob, bytes)
-    store.reads.forget(blob)
+    internals(store).reads.forget(blob)
     expect(await store.readSpan(first.id, BLOCK, 0, 1)).toBeUndefined()
     expect(warnings).toContain('stored bytes of a chunk no longer hash to its id; it is not served (run shoal verify)')
     expect(await layerOf(first.id)).toBeUndefined()
@@ -257,20 +258,19 @@ describe('store: blocks, leaf layers, readSpan', () => {
     expect(blockMatches(span!.data, 1, 128, splitHashes(span!.proofs[0]!), chunkRefOf(bytes, 32 * KiB).root!)).toBe(true)
   })
 
-  it('recordLeaves and leavesOp check the layer, and what they record is served', async () => {
+  it('recordLeaves and a batch\'s putLeaves check the layer, and what they record is served', async () => {
     const v = await addPath(store, model, { name: 'org/blocks', blockSize: BLOCK })
     const { ref, bytes } = (await chunksOf(v.manifest)).find(c => blockCount(c.ref.size, BLOCK) === 3)!
-    expect(() => store.leavesOp(ref.id, BLOCK, new Uint8Array(64), ref.size)).toThrow(`the leaf layer of chunk ${ref.id} has 2 leaves, but the chunk has 3 blocks of ${BLOCK} bytes`)
+    expect(() => internals(store).index.batch().putLeaves(ref.id, BLOCK, new Uint8Array(64), ref.size)).toThrow(`the leaf layer of chunk ${ref.id} has 2 leaves, but the chunk has 3 blocks of ${BLOCK} bytes`)
     const at32 = await store.readSpan(ref.id, 32 * KiB, 0, 2)
-    await store.index.commit([{ type: 'del', sublevel: store.index.leaves, key: leavesKey(ref.id, 32 * KiB) }])
+    await internals(store).index.commit([{ type: 'del', sublevel: internals(store).index.leaves, key: leavesKey(ref.id, 32 * KiB) }])
     const layer = new Uint8Array(64)
     layer.set(splitHashes(at32!.proofs[1]!)[0]!, 0) // leaf 0 is leaf 1's sibling
     layer.set(splitHashes(at32!.proofs[0]!)[0]!, 32)
     await store.recordLeaves(ref.id, 32 * KiB, layer, { chunkSize: ref.size })
     expect(sameBytes(await layerOf(ref.id, 32 * KiB), layer)).toBe(true)
     expect(sameBytes(layerRoot(layer), chunkRefOf(bytes, 32 * KiB).root)).toBe(true)
-    const op = store.leavesOp(ref.id, 32 * KiB, layer, ref.size)
-    expect(op).toMatchObject({ type: 'put', key: leavesKey(ref.id, 32 * KiB) })
+    expect(internals(store).index.batch().putLeaves(ref.id, 32 * KiB, layer, ref.size).size).toBe(1)
   })
 
   it('verify rewrites a layer that does not match the chunk\'s bytes, removes impossible ones, and a second run is clean', async () => {
@@ -283,10 +283,10 @@ describe('store: blocks, leaf layers, readSpan', () => {
     bad[40] = bad[40]! ^ 1
     // Served once, so the cache holds the right layer; then the index gets a wrong one.
     await store.readSpan(ref.id, BLOCK, 0, 1)
-    await store.index.commit([
-      { type: 'put', sublevel: store.index.leaves, key: leavesKey(ref.id, BLOCK), value: bad },
-      { type: 'put', sublevel: store.index.leaves, key: leavesKey(small.id, BLOCK), value: new Uint8Array(64) },
-      { type: 'put', sublevel: store.index.leaves, key: leavesKey(ref.id, 20_000), value: new Uint8Array(64) }
+    await internals(store).index.commit([
+      { type: 'put', sublevel: internals(store).index.leaves, key: leavesKey(ref.id, BLOCK), value: bad },
+      { type: 'put', sublevel: internals(store).index.leaves, key: leavesKey(small.id, BLOCK), value: new Uint8Array(64) },
+      { type: 'put', sublevel: internals(store).index.leaves, key: leavesKey(ref.id, 20_000), value: new Uint8Array(64) }
     ])
     const report = await verifyStore(store)
     expect(report.problems).toEqual(expect.arrayContaining([
@@ -298,7 +298,7 @@ describe('store: blocks, leaf layers, readSpan', () => {
     expect(report.quarantined).toEqual([])
     expect(sameBytes(await layerOf(ref.id), good)).toBe(true)
     expect(await layerOf(small.id)).toBeUndefined()
-    expect(await store.index.leaves.get(leavesKey(ref.id, 20_000))).toBeUndefined()
+    expect(await internals(store).index.leaves.get(leavesKey(ref.id, 20_000))).toBeUndefined()
     expect((await verifyStore(store)).problems).toEqual([])
     // What is served after a restart proves the blocks again.
     await store.close()
@@ -310,7 +310,7 @@ describe('store: blocks, leaf layers, readSpan', () => {
   it('verify drops the layers of a quarantined blob\'s chunks that nothing else holds', async () => {
     const v = await addPath(store, model, { name: 'org/blocks', blockSize: BLOCK })
     const file = v.manifest.files.find(f => f.path === 'tokenizer.bin')!
-    const blob = store.layout.blob(file.digest)
+    const blob = internals(store).layout.blob(file.digest)
     await chmod(blob, 0o644)
     const bytes = await readFile(blob)
     bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff
@@ -326,7 +326,7 @@ describe('store: blocks, leaf layers, readSpan', () => {
     const kept = await addPath(store, join(model, 'model.safetensors'), { name: 'org/kept', blockSize: BLOCK })
     const doomed = await addPath(store, model, { name: 'org/doomed', blockSize: BLOCK, pin: false })
     const stranger = chunkRefOf(seededBytes(50 * KiB, 99), BLOCK)
-    await store.index.commit([store.leavesOp(stranger.id, BLOCK, new Uint8Array(4 * 32))])
+    await internals(store).index.batch().putLeaves(stranger.id, BLOCK, new Uint8Array(4 * 32)).commit()
     const gone = doomed.manifest.files.find(f => f.path === 'tokenizer.bin')!.chunks.filter(c => c.size > BLOCK)
     expect(gone.length).toBeGreaterThan(0)
     for (const c of gone) expect(await layerOf(c.id)).toBeDefined()
@@ -351,7 +351,7 @@ describe('index schema', () => {
       const db = new MemoryLevel() as unknown as Db
       await db.sublevel<string, unknown>('meta', { valueEncoding: 'json' }).put('schema', 1)
       const store = await Store.open(join(dir, 'a'), { db })
-      expect(await store.index.meta.get('schema')).toBe(2)
+      expect(await internals(store).index.meta.get('schema')).toBe(2)
       await store.close()
       const newer = new MemoryLevel() as unknown as Db
       await newer.sublevel<string, unknown>('meta', { valueEncoding: 'json' }).put('schema', 4)

@@ -13,6 +13,7 @@ import { verifyStore } from '../../../src/store/verify.js'
 import { testData, weightSafetensors } from '../../../scripts/lib/weights.js'
 import { memoryStore, tempDir } from '../../helpers/tmp.js'
 import { rejection } from '../../helpers/assert.js'
+import { internals } from '../../helpers/store-internals.js'
 
 const MiB = 1024 * 1024
 const sha = async (path: string): Promise<string> => createHash('sha256').update(await readFile(path)).digest('hex')
@@ -52,9 +53,9 @@ describe('cold versions', () => {
     expect(report.rawBytes).toBe(file.size)
     expect(report.storedBytes / report.rawBytes).toBeLessThan(0.72)
     expect(report.blobs).toBe(1)
-    expect(await readdir(store.layout.blobs)).toEqual([])
-    expect(await readdir(store.layout.snapshots('w'))).toEqual([])
-    expect(await store.index.meta.get('schema')).toBe(3)
+    expect(await readdir(internals(store).layout.blobs)).toEqual([])
+    expect(await readdir(internals(store).layout.snapshots('w'))).toEqual([])
+    expect(await internals(store).index.meta.get('schema')).toBe(3)
 
     const resolved = await store.resolve(`w@${v.version}`)
     expect(resolved.cold).toBe(true)
@@ -78,7 +79,7 @@ describe('cold versions', () => {
     const back = await store.resolve(`w@${v.version}`)
     expect(back.cold).toBe(false)
     expect(await sha(join(back.path, 'model.safetensors'))).toBe(original)
-    expect(await readdir(store.layout.tmp)).toEqual([])
+    expect(await readdir(internals(store).layout.tmp)).toEqual([])
   })
 
   it('refuses, saying why, a labelled version, one in a label\'s rollback window, one leased, and one already compressed', async () => {
@@ -91,10 +92,10 @@ describe('cold versions', () => {
     const b = await addPath(store, model, { name: 'w', label: 'prod' })
     expect((await rejection(compressVersion(store, a.version, { keepLast: 3 }))).message)
       .toBe(`w@${a.version} cannot be compressed: it is among the last 3 versions of w@prod (labels.keep), kept ready for a rollback`)
-    await store.index.commit([{ type: 'put', sublevel: store.index.leases, key: 'l1', value: { holder: 'server-1', model: 'w', version: a.version, path: '', createdAt: 0, expiresAt: Date.now() + 60_000 } }])
+    await internals(store).index.commit([{ type: 'put', sublevel: internals(store).index.leases, key: 'l1', value: { holder: 'server-1', model: 'w', version: a.version, path: '', createdAt: 0, expiresAt: Date.now() + 60_000 } }])
     expect((await rejection(compressVersion(store, a.version, { keepLast: 1 }))).message)
       .toBe(`w@${a.version} cannot be compressed: a lease of server-1 holds it`)
-    await store.index.commit([{ type: 'del', sublevel: store.index.leases, key: 'l1' }])
+    await internals(store).index.commit([{ type: 'del', sublevel: internals(store).index.leases, key: 'l1' }])
     await compressVersion(store, a.version, { keepLast: 1 })
     expect((await rejection(compressVersion(store, a.version, { keepLast: 1 }))).message).toBe(`w@${a.version} is already compressed`)
     // Nothing of the refusals changed b.
@@ -117,14 +118,14 @@ describe('cold versions', () => {
     const gc = await collectGarbage(store, { keepLast: 1 })
     expect(gc.versions.map(x => x.version)).toEqual([base.version])
     expect(gc.cold).toEqual({ written: 9, removed: 0, removedBytes: 0 })
-    expect(await readdir(store.layout.blobs)).toEqual([])
+    expect(await readdir(internals(store).layout.blobs)).toEqual([])
     expect((await verifyStore(store)).problems).toEqual([])
     await store.rematerialize(tune.version)
-    expect(await sha(join(store.layout.snapshot('w', tune.version), 'model.safetensors'))).toBe(tuned)
+    expect(await sha(join(internals(store).layout.snapshot('w', tune.version), 'model.safetensors'))).toBe(tuned)
     // Nothing cold is needed any more: gc removes the cold files.
     const after = await collectGarbage(store, { keepLast: 1 })
     expect(after.cold).toEqual({ written: 0, removed: 11, removedBytes: expect.any(Number) })
-    expect(await readdir(store.layout.cold)).toEqual([])
+    expect(await readdir(internals(store).layout.cold)).toEqual([])
   })
 
   it('moving a label to a cold version brings it back first (activation, rollback)', async () => {
@@ -165,13 +166,13 @@ describe('cold versions', () => {
     const shared = file.chunks[1]!
     // The chunk is also being pulled into a partial file (a location without a blob record).
     const partial = 'bafkreipartialpullxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'
-    const locations = await store.index.chunks.get(shared.id)
-    await store.index.commit([{ type: 'put', sublevel: store.index.chunks, key: shared.id, value: [...locations!, [partial, 0, shared.size]] }])
+    const locations = await internals(store).index.chunks.get(shared.id)
+    await internals(store).index.commit([{ type: 'put', sublevel: internals(store).index.chunks, key: shared.id, value: [...locations!, [partial, 0, shared.size]] }])
     const report = await compressVersion(store, a.version, { keepLast: 1 })
-    expect(await store.index.coldChunks.get(shared.id)).toMatchObject({ size: shared.size })
+    expect(await internals(store).index.coldChunks.get(shared.id)).toMatchObject({ size: shared.size })
     expect(report.chunks).toBe(3)
     // The partial's location stays (its pull still uses it).
-    expect(await store.index.chunks.get(shared.id)).toEqual([[partial, 0, shared.size]])
+    expect(await internals(store).index.chunks.get(shared.id)).toEqual([[partial, 0, shared.size]])
   })
 
   it('serves a span from cold/ when the blob it looked up was compressed away before the read', async () => {
@@ -180,10 +181,10 @@ describe('cold versions', () => {
     const file = a.manifest.files[0]!
     const chunk = file.chunks[1]!
     const before = await store.readSpan(chunk.id, 256 * 1024, 0, 1)
-    const stale = await store.index.chunks.get(chunk.id)
+    const stale = await internals(store).index.chunks.get(chunk.id)
     await compressVersion(store, a.version, { keepLast: 1 })
     // The lookup saw the blob (a location read before the compression's batch); the file is gone.
-    await store.index.commit([{ type: 'put', sublevel: store.index.chunks, key: chunk.id, value: stale! }])
+    await internals(store).index.commit([{ type: 'put', sublevel: internals(store).index.chunks, key: chunk.id, value: stale! }])
     const span = await store.readSpan(chunk.id, 256 * 1024, 0, 1)
     expect(span).toBeDefined()
     expect(Buffer.from(span!.data).equals(Buffer.from(before!.data))).toBe(true)
@@ -197,15 +198,15 @@ describe('cold versions', () => {
     const tune = await addPath(store, model, { name: 'w', pin: true })
     await compressVersion(store, tune.version, { keepLast: 1 })
     const shared = base.manifest.files[0]!.chunks[1]!
-    expect(await store.index.coldChunks.get(shared.id)).toBeUndefined()
+    expect(await internals(store).index.coldChunks.get(shared.id)).toBeUndefined()
     const partial = 'bafkreipartialpullxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'
-    const locations = await store.index.chunks.get(shared.id)
-    await store.index.commit([{ type: 'put', sublevel: store.index.chunks, key: shared.id, value: [...locations!, [partial, 0, shared.size]] }])
+    const locations = await internals(store).index.chunks.get(shared.id)
+    await internals(store).index.commit([{ type: 'put', sublevel: internals(store).index.chunks, key: shared.id, value: [...locations!, [partial, 0, shared.size]] }])
     await store.removeLabel('w', 'prod')
     const gc = await collectGarbage(store, { keepLast: 1 })
     expect(gc.versions.map(v => v.version)).toEqual([base.version])
-    expect(await store.index.coldChunks.get(shared.id)).toMatchObject({ size: shared.size })
-    await store.index.commit([{ type: 'del', sublevel: store.index.chunks, key: shared.id }]) // the pull is cancelled
+    expect(await internals(store).index.coldChunks.get(shared.id)).toMatchObject({ size: shared.size })
+    await internals(store).index.commit([{ type: 'del', sublevel: internals(store).index.chunks, key: shared.id }]) // the pull is cancelled
     await store.rematerialize(tune.version)
     expect((await store.resolve(`w@${tune.version}`)).cold).toBe(false)
   })
@@ -218,8 +219,8 @@ describe('cold versions', () => {
     await writeFile(join(home, 'cold', 'bafkreiorphan'), 'x')
     await mkdir(join(home, 'models', 'models--w', 'snapshots', a.version), { recursive: true })
     store = await Store.open(home, { db })
-    expect(await readdir(store.layout.cold)).not.toContain('bafkreiorphan')
-    expect(await readdir(store.layout.snapshots('w'))).toEqual([])
+    expect(await readdir(internals(store).layout.cold)).not.toContain('bafkreiorphan')
+    expect(await readdir(internals(store).layout.snapshots('w'))).toEqual([])
     expect((await store.resolve(`w@${a.version}`)).cold).toBe(true)
   })
 
@@ -229,7 +230,7 @@ describe('cold versions', () => {
     await compressVersion(store, a.version, { keepLast: 1 })
     expect((await verifyStore(store)).problems).toEqual([])
     const id = a.manifest.files[0]!.chunks[2]!.id
-    const path = store.layout.coldChunk(id)
+    const path = internals(store).layout.coldChunk(id)
     const bytes = await readFile(path)
     bytes[bytes.length - 100]! ^= 0xff
     await writeFile(path, bytes)
@@ -237,8 +238,8 @@ describe('cold versions', () => {
     expect(report.problems[0]).toMatchObject({ kind: 'cold-chunk', subject: id })
     expect(report.problems[0]!.detail).toMatch(/moved to quarantine\/$/)
     expect(report.damaged).toEqual([`w@${a.version}`])
-    expect(await readdir(store.layout.cold)).not.toContain(id)
+    expect(await readdir(internals(store).layout.cold)).not.toContain(id)
     await expect(store.rematerialize(a.version as VersionId)).rejects.toMatchObject({ name: 'NotFoundError' })
-    expect(await readdir(store.layout.blobs)).toEqual([])
+    expect(await readdir(internals(store).layout.blobs)).toEqual([])
   })
 })

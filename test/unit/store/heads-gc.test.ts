@@ -8,6 +8,7 @@ import type { Store } from '../../../src/store/store.js'
 import type { VersionId } from '../../../src/core/digest.js'
 import { memoryStore, tempDir } from '../../helpers/tmp.js'
 import { seededBytes } from '../../helpers/random.js'
+import { internals } from '../../helpers/store-internals.js'
 
 const T0 = 1_790_000_000_000
 
@@ -29,7 +30,7 @@ describe('label pins and GC of label history and quota', () => {
 
   const pins = async (): Promise<Array<[string, string | undefined]>> => {
     const out: Array<[string, string | undefined]> = []
-    for await (const [key, pin] of store.index.pins.iterator()) out.push([IndexDb.splitKey(key)[1]!, pin.via])
+    for await (const [key, pin] of internals(store).index.pins.iterator()) out.push([IndexDb.splitKey(key)[1]!, pin.via])
     return out
   }
 
@@ -106,7 +107,7 @@ describe('label pins and GC of label history and quota', () => {
     expect(report.versions.map(v => v.version).sort()).toEqual(vs.slice(0, 2).sort())
     expect(report.blobs).toHaveLength(2)
     expect((await listed()).sort()).toEqual(vs.slice(2).sort())
-    await expect(stat(store.layout.snapshot('m', vs[0]!))).rejects.toMatchObject({ code: 'ENOENT' })
+    await expect(stat(internals(store).layout.snapshot('m', vs[0]!))).rejects.toMatchObject({ code: 'ENOENT' })
     // keepLast 1: only the target.
     expect((await collectGarbage(store, { keepLast: 1 })).versions.map(v => v.version).sort()).toEqual(vs.slice(2, 4).sort())
     expect(await listed()).toEqual([vs[4]])
@@ -190,12 +191,12 @@ describe('label pins and GC of label history and quota', () => {
     at(500)
     const b = await version()
     at(1_000)
-    const blobsBefore = (await readdir(store.layout.blobs)).sort()
+    const blobsBefore = (await readdir(internals(store).layout.blobs)).sort()
     const dry = await collectGarbage(store, { quotaBytes: 10_000, dryRun: true })
     expect(dry).toMatchObject({ dryRun: true, versions: [{ version: a }], quota: { before: 20_000, after: 10_000 } })
     expect((await listed()).sort()).toEqual([a, b].sort())
-    expect((await readdir(store.layout.blobs)).sort()).toEqual(blobsBefore)
-    await stat(store.layout.snapshot('m', a))
+    expect((await readdir(internals(store).layout.blobs)).sort()).toEqual(blobsBefore)
+    await stat(internals(store).layout.snapshot('m', a))
     const real = await collectGarbage(store, { quotaBytes: 10_000 })
     expect({ ...real, dryRun: true }).toEqual(dry)
   })

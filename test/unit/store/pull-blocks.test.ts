@@ -17,6 +17,7 @@ import type { ResolvedVersion, Store } from '../../../src/store/store.js'
 import { writeSafetensors, type SynthTensor } from '../../../scripts/lib/synth.js'
 import { sameBytes } from '../../helpers/random.js'
 import { memoryStore, tempDir } from '../../helpers/tmp.js'
+import { internals } from '../../helpers/store-internals.js'
 
 describe('PullTarget blocks', () => {
   let dir: string
@@ -141,7 +142,7 @@ describe('PullTarget blocks', () => {
     expect(target.leavesOf(c.id)).toHaveLength(n)
     await target.flush()
     expect(target.leavesOf(c.id)).toBeUndefined()
-    const stored = await dest.index.leaves.get(leavesKey(c.id, blockSize))
+    const stored = await internals(dest).index.leaves.get(leavesKey(c.id, blockSize))
     expect(stored?.byteLength).toBe(n * 32)
     const span = await dest.readSpan(c.id, blockSize, 0, n)
     expect(span).toBeDefined()

@@ -15,6 +15,7 @@ import type { ResolvedVersion, Store } from '../../../src/store/store.js'
 import { changeTensors, writeSafetensors, type SynthTensor } from '../../../scripts/lib/synth.js'
 import { sameBytes } from '../../helpers/random.js'
 import { memoryStore, tempDir } from '../../helpers/tmp.js'
+import { internals } from '../../helpers/store-internals.js'
 
 const t = (name: string, shape: number[], seed = name, dtype: SynthTensor['dtype'] = 'BF16'): SynthTensor => ({ name, dtype, shape, seed })
 
@@ -95,11 +96,11 @@ describe('PullTarget', () => {
     expect(resolved.version).toBe(v.version)
     expect(await dest.hasVersion(v.version)).toBe(true)
     await expectSnapshotIdentical(await dest.resolve(`tiny@${v.version}`))
-    expect(await dest.index.pulls.get(v.version)).toBeUndefined()
-    expect(await dest.index.partials.get(v.manifest.files[0]!.digest)).toBeUndefined()
+    expect(await internals(dest).index.pulls.get(v.version)).toBeUndefined()
+    expect(await internals(dest).index.partials.get(v.manifest.files[0]!.digest)).toBeUndefined()
     // Added there, pulled here: only the source's record says its origins are the operator's own.
-    expect((await source.index.versions.get(v.version))?.local).toBe(true)
-    expect((await dest.index.versions.get(v.version))?.local).toBeUndefined()
+    expect((await internals(source).index.versions.get(v.version))?.local).toBe(true)
+    expect((await internals(dest).index.versions.get(v.version))?.local).toBeUndefined()
   })
 
   it('reads chunks to serve into pooled buffers, reused once handed back with releaseChunk', async () => {
@@ -160,9 +161,9 @@ describe('PullTarget', () => {
     expect(target.bits.every(b => b === 0)).toBe(true)
     expect(await dest.readChunk(id)).toBeUndefined()
     await target.flush()
-    expect(await dest.index.chunks.get(id)).toBeUndefined()
+    expect(await internals(dest).index.chunks.get(id)).toBeUndefined()
     // Nothing reached a partial file: none exists yet (a file is created by its first write).
-    for (const f of v.manifest.files) expect(existsSync(dest.layout.partialBlob(f.digest))).toBe(false)
+    for (const f of v.manifest.files) expect(existsSync(internals(dest).layout.partialBlob(f.digest))).toBe(false)
     expect(await target.put(id, good)).toBe(true)
   })
 
@@ -190,12 +191,12 @@ describe('PullTarget', () => {
     const [id, other] = target.needed()
     const bytes = await fromSource(id!)
     await target.put(id!, bytes)
-    expect(await dest.index.chunks.get(id!)).toBeUndefined() // not indexed yet
+    expect(await internals(dest).index.chunks.get(id!)).toBeUndefined() // not indexed yet
     expect((await dest.heldChunks([id!])).has(id!)).toBe(true)
     expect(sameBytes(await dest.readChunk(id!), bytes)).toBe(true)
     expect(await dest.readChunk(other!)).toBeUndefined()
     await target.flush()
-    expect(await dest.index.chunks.get(id!)).toBeDefined()
+    expect(await internals(dest).index.chunks.get(id!)).toBeDefined()
     expect(sameBytes(await dest.readChunk(id!), bytes)).toBe(true)
   })
 
@@ -208,10 +209,10 @@ describe('PullTarget', () => {
     const bytes = await fromSource(id!)
     await target.put(id!, bytes)
     const digest = v.manifest.files.find(f => f.chunks.some(c => c.id === id))!.digest
-    const [partial, blob] = [dest.layout.partialBlob(digest), dest.layout.blob(digest)]
-    const read = dest.reads.read.bind(dest.reads)
+    const [partial, blob] = [internals(dest).layout.partialBlob(digest), internals(dest).layout.blob(digest)]
+    const read = internals(dest).reads.read.bind(internals(dest).reads)
     let renamed = false
-    const spy = vi.spyOn(dest.reads, 'read').mockImplementation(async (path, ...rest) => {
+    const spy = vi.spyOn(internals(dest).reads, 'read').mockImplementation(async (path, ...rest) => {
       if (path === blob && !renamed) {
         renamed = true
         const missing = read(path, ...rest)
@@ -328,7 +329,7 @@ describe('PullTarget', () => {
     const report = await collectGarbage(dest)
     expect(report.versions.map(r => r.version)).toEqual([other.version])
     expect(report.blobs.map(b => b.digest)).not.toContain(shared.digest)
-    expect((await stat(dest.layout.blob(shared.digest))).isFile()).toBe(true)
+    expect((await stat(internals(dest).layout.blob(shared.digest))).isFile()).toBe(true)
     for (const id of needed.slice(3)) await target.put(id, await fromSource(id))
     await expectSnapshotIdentical(await target.completed())
   })
@@ -343,8 +344,8 @@ describe('PullTarget', () => {
     await target.completed()
     await target.close()
     // Serving reads keep a few handles open on purpose (ReadCache); those are not the target's.
-    source.reads.close()
-    dest.reads.close()
+    internals(source).reads.close()
+    internals(dest).reads.close()
     await new Promise(resolve => setTimeout(resolve, 20))
     expect(await handles()).toBe(baseline)
   })
@@ -354,11 +355,11 @@ describe('PullTarget', () => {
     expect(err).toMatchObject({ name: 'DiskFullError', code: 'DISK_FULL' })
     const needed = v.manifest.files.reduce((n, f) => n + f.size, 0)
     expect(err?.message).toContain(`disk full for the pull of tiny@${v.version}: it needs`)
-    expect(err?.message).toContain(`(${needed} bytes) more in ${dest.layout.partial}, but only 1000 bytes is free`)
+    expect(err?.message).toContain(`(${needed} bytes) more in ${internals(dest).layout.partial}, but only 1000 bytes is free`)
     expect(err?.message).toContain('shoal gc')
-    expect(await dest.index.pulls.get(v.version)).toBeUndefined()
-    expect(await dest.index.manifests.get(v.version)).toBeUndefined()
-    expect(await readdir(dest.layout.partial)).toEqual([])
+    expect(await internals(dest).index.pulls.get(v.version)).toBeUndefined()
+    expect(await internals(dest).index.manifests.get(v.version)).toBeUndefined()
+    expect(await readdir(internals(dest).layout.partial)).toEqual([])
     // Exactly enough is enough; files already stored count for nothing.
     const target = await PullTarget.open(dest, v.version, manifestBytes, { freeBytes: async () => needed })
     targets.push(target)
@@ -366,12 +367,12 @@ describe('PullTarget', () => {
 
   it('preallocates nothing: a partial file grows as chunks land', async () => {
     const target = await open()
-    expect(await readdir(dest.layout.partial)).toEqual([])
+    expect(await readdir(internals(dest).layout.partial)).toEqual([])
     const big = v.manifest.files.find(f => f.path === 'model.safetensors')!
     const first = big.chunks[0]!
     await target.put(first.id, await fromSource(first.id))
     await target.flush()
-    const s = await stat(dest.layout.partialBlob(big.digest))
+    const s = await stat(internals(dest).layout.partialBlob(big.digest))
     expect(s.size).toBeLessThan(big.size)
     expect(s.blocks * 512).toBeLessThan(big.size)
   })
@@ -391,7 +392,7 @@ describe('PullTarget', () => {
       await expect(target.put(id, x)).rejects.toMatchObject({ name: 'DigestMismatchError' })
       expect(target.bytesPresent).toBe(0)
       expect(target.allPresent).toBe(false)
-      for (const f of files) expect(await dest.index.blobs.get(f.digest)).toBeUndefined()
+      for (const f of files) expect(await internals(dest).index.blobs.get(f.digest)).toBeUndefined()
       expect(await dest.hasVersion(cid)).toBe(false)
     }
   })
@@ -399,10 +400,10 @@ describe('PullTarget', () => {
   it('keeps the record of a resumed pull (when it started, the attempts that failed)', async () => {
     const first = await open()
     await first.close()
-    const record = (await dest.index.pulls.get(v.version))!
-    await dest.index.pulls.put(v.version, { ...record, attempts: 2 })
+    const record = (await internals(dest).index.pulls.get(v.version))!
+    await internals(dest).index.pulls.put(v.version, { ...record, attempts: 2 })
     await open()
-    expect(await dest.index.pulls.get(v.version)).toEqual({ ...record, attempts: 2 })
+    expect(await internals(dest).index.pulls.get(v.version)).toEqual({ ...record, attempts: 2 })
   })
 
   it('offers only the origins it is told to allow', async () => {
@@ -427,16 +428,16 @@ describe('PullTarget', () => {
     expect(pullingFiles(dest).size).toBeGreaterThan(0)
     await target.close()
     expect(pullingFiles(dest).size).toBe(0)
-    const partialFiles = await readdir(dest.layout.partial)
+    const partialFiles = await readdir(internals(dest).layout.partial)
     expect(partialFiles.length).toBeGreaterThan(0)
     const freed = await PullTarget.discard(dest, v.version)
     expect(freed.files).toBe(partialFiles.length)
-    expect(await dest.index.pulls.get(v.version)).toBeUndefined()
-    expect(await dest.index.manifests.get(v.version)).toBeUndefined()
-    expect(await readdir(dest.layout.partial)).toEqual([])
-    for (const f of v.manifest.files) expect(await dest.index.partials.get(f.digest)).toBeUndefined()
+    expect(await internals(dest).index.pulls.get(v.version)).toBeUndefined()
+    expect(await internals(dest).index.manifests.get(v.version)).toBeUndefined()
+    expect(await readdir(internals(dest).layout.partial)).toEqual([])
+    for (const f of v.manifest.files) expect(await internals(dest).index.partials.get(f.digest)).toBeUndefined()
     for (const id of needed.slice(0, 4)) {
-      expect(await dest.index.chunks.get(id)).toBeUndefined()
+      expect(await internals(dest).index.chunks.get(id)).toBeUndefined()
       expect(await dest.readChunk(id)).toBeUndefined()
     }
     // Idempotent; and a new pull starts from nothing.
@@ -455,17 +456,17 @@ describe('PullTarget', () => {
     await target.close()
     expect((await collectGarbage(dest)).partials).toEqual([])
     // The record gone (a cancel interrupted before its files went): reclaimed, with their locations.
-    await dest.index.pulls.del(v.version)
-    const files = await readdir(dest.layout.partial)
-    await writeFile(join(dest.layout.partial, 'bafyreiorphanwithoutanyrecordatall'), 'x')
+    await internals(dest).index.pulls.del(v.version)
+    const files = await readdir(internals(dest).layout.partial)
+    await writeFile(join(internals(dest).layout.partial, 'bafyreiorphanwithoutanyrecordatall'), 'x')
     const dry = await collectGarbage(dest, { dryRun: true })
     expect(dry.partials.map(p => p.digest).sort()).toEqual([...files, 'bafyreiorphanwithoutanyrecordatall'].sort())
-    expect(await readdir(dest.layout.partial)).toHaveLength(files.length + 1)
+    expect(await readdir(internals(dest).layout.partial)).toHaveLength(files.length + 1)
     const report = await collectGarbage(dest)
     expect(report.partials).toHaveLength(files.length + 1)
     expect(report.bytes).toBeGreaterThan(0)
-    expect(await readdir(dest.layout.partial)).toEqual([])
-    for (const id of needed.slice(0, 4)) expect(await dest.index.chunks.get(id)).toBeUndefined()
+    expect(await readdir(internals(dest).layout.partial)).toEqual([])
+    for (const id of needed.slice(0, 4)) expect(await internals(dest).index.chunks.get(id)).toBeUndefined()
   })
 })
 

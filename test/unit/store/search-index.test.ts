@@ -10,6 +10,7 @@ import { IndexDb, type Db } from '../../../src/store/index-db.js'
 import { SearchIndex, topK } from '../../../src/store/search-index.js'
 import type { Store } from '../../../src/store/store.js'
 import { memoryStore, tempDir } from '../../helpers/tmp.js'
+import { internals } from '../../helpers/store-internals.js'
 
 type Tensors = Array<[string, number[]]>
 
@@ -55,10 +56,10 @@ function manifest (name: string, o: { tensors?: Tensors, metadata?: Metadata, cr
 /** Records a version as stored (index records only: search never reads blobs). */
 async function putLocal (store: Store, m: ReturnType<typeof manifest>, labels: string[] = []): Promise<VersionId> {
   const name = m.manifest.name
-  await store.index.commit([
-    { type: 'put', sublevel: store.index.manifests, key: m.id, value: m.bytes },
-    { type: 'put', sublevel: store.index.versions, key: m.id, value: { name, created: m.manifest.created, addedAt: m.manifest.created + 5 } },
-    { type: 'put', sublevel: store.index.byModel, key: IndexDb.modelKey(name, m.manifest.created, m.id), value: '' }
+  await internals(store).index.commit([
+    { type: 'put', sublevel: internals(store).index.manifests, key: m.id, value: m.bytes },
+    { type: 'put', sublevel: internals(store).index.versions, key: m.id, value: { name, created: m.manifest.created, addedAt: m.manifest.created + 5 } },
+    { type: 'put', sublevel: internals(store).index.byModel, key: IndexDb.modelKey(name, m.manifest.created, m.id), value: '' }
   ])
   for (const label of labels) await store.setLabel(name, label, m.id)
   return m.id
@@ -98,7 +99,7 @@ describe('search index', () => {
   async function reopen (): Promise<SearchIndex> {
     await store.close()
     ;({ store } = await memoryStore(join(dir, 'home'), db))
-    return await SearchIndex.open(store.index)
+    return await SearchIndex.open(internals(store).index)
   }
 
   it("answers the issue's example query over local and known versions, with labels from the store and heads", async () => {
@@ -109,7 +110,7 @@ describe('search index', () => {
     const remote = await putKnown(store, manifest('other/ner-xl', { tensors: bert(30), params: 5e9, metadata: ner, format: 'onnx', created: Date.UTC(2026, 2, 1) }), 'stable')
     await putKnown(store, manifest('other/chat', { metadata: { framework: 'pytorch', tags: { task: 'chat' } } }), 'stable')
 
-    const search = await SearchIndex.open(store.index)
+    const search = await SearchIndex.open(internals(store).index)
     expect(search.size).toBe(5)
     const result = search.search('framework = "onnx" AND params > 1e9 AND tags.task = "ner" AND created > 2026-01-01')
     expect(result.total).toBe(2)
@@ -126,7 +127,7 @@ describe('search index', () => {
       await putLocal(store, manifest(`org/m${i}`, { tensors: llama(1 + (i % 5), 64), created: Date.UTC(2026, 0, 1 + i), metadata: { description: i === 7 ? 'mentions llama' : 'plain' } }))
     }
     await putLocal(store, manifest('org/llama', { created: Date.UTC(2025, 0, 1) }))
-    const search = await SearchIndex.open(store.index)
+    const search = await SearchIndex.open(internals(store).index)
     const all = search.search('')
     expect(all.total).toBe(31)
     expect(all.rows).toHaveLength(20)
@@ -151,7 +152,7 @@ describe('search index', () => {
     await putLocal(store, manifest('google/bert', { tensors: bert(12) }))
     await putLocal(store, manifest('empty/model', { tensors: [] }))
 
-    const search = await SearchIndex.open(store.index)
+    const search = await SearchIndex.open(internals(store).index)
     const result = search.similar(base)
     expect(result.rows.map(r => r.version)).toEqual([tuneB, tuneA, extended, sibling])
     expect(result.rows.map(r => r.score)).toEqual([1, 1, expect.any(Number), expect.any(Number)])
@@ -169,7 +170,7 @@ describe('search index', () => {
   it('keeps documents across a restart without re-deriving them', async () => {
     const m = manifest('org/model', { metadata: { framework: 'onnx' } })
     await putLocal(store, m, ['prod'])
-    const search = await SearchIndex.open(store.index)
+    const search = await SearchIndex.open(internals(store).index)
     // a value only `upsert` sets: a rebuild would derive `updated` from the store instead
     await search.upsert(m.id, m.bytes, ['prod'], { updated: 42 })
     const again = await reopen()
@@ -183,15 +184,15 @@ describe('search index', () => {
     const b = await putKnown(store, manifest('org/b'), 'stable')
     await putHead(store, 'org/a', 'canary', a, Date.UTC(2040, 6, 1))
     await putHead(store, 'org/a', 'gone', null, Date.UTC(2040, 6, 2))
-    await store.index.heads.put('org/a\0broken', { head: 'bm90IGEgaGVhZA==', receivedAt: 1 })
-    expect(await store.index.search.keys().all()).toEqual([])
+    await internals(store).index.heads.put('org/a\0broken', { head: 'bm90IGEgaGVhZA==', receivedAt: 1 })
+    expect(await internals(store).index.search.keys().all()).toEqual([])
 
     const warnings: object[] = []
-    const search = await SearchIndex.open(store.index, { log: { warn: obj => warnings.push(obj) } })
+    const search = await SearchIndex.open(internals(store).index, { log: { warn: obj => warnings.push(obj) } })
     expect(warnings).toEqual([{ head: 'org/a@broken' }])
     expect(search.get(a)).toMatchObject({ schema: SEARCH_DOC_SCHEMA, local: true, labels: ['canary', 'latest', 'prod'], updated: Date.UTC(2040, 6, 1) })
     expect(search.get(b)).toMatchObject({ local: false, labels: ['stable'] })
-    expect((await store.index.search.keys().all()).sort()).toEqual([a, b].sort())
+    expect((await internals(store).index.search.keys().all()).sort()).toEqual([a, b].sort())
     expect((await search.rebuild())).toEqual({ added: 2, updated: 0, removed: 0 })
     expect(search.size).toBe(2)
   })
@@ -200,26 +201,26 @@ describe('search index', () => {
     const a = await putLocal(store, manifest('org/a'))
     const b = await putLocal(store, manifest('org/b'))
     const c = await putLocal(store, manifest('org/c'))
-    await SearchIndex.open(store.index)
+    await SearchIndex.open(internals(store).index)
     // while "crashed": a version added, one removed, a label moved, a document from another schema
     const d = await putLocal(store, manifest('org/d'))
-    await store.index.commit([{ type: 'del', sublevel: store.index.manifests, key: b }, { type: 'del', sublevel: store.index.versions, key: b }])
+    await internals(store).index.commit([{ type: 'del', sublevel: internals(store).index.manifests, key: b }, { type: 'del', sublevel: internals(store).index.versions, key: b }])
     await store.setLabel('org/a', 'prod', a)
-    const old = await store.index.search.get(c)
-    await store.index.search.put(c, { ...old!, schema: SEARCH_DOC_SCHEMA + 1 })
+    const old = await internals(store).index.search.get(c)
+    await internals(store).index.search.put(c, { ...old!, schema: SEARCH_DOC_SCHEMA + 1 })
 
     const search = await reopen()
     expect([...['org/a', 'org/c', 'org/d']].map(n => search.search(`name = "${n}"`).total)).toEqual([1, 1, 1])
     expect(search.get(b)).toBeUndefined()
     expect(search.get(d)).toBeDefined()
     expect(search.get(a)!.labels).toEqual(['prod'])
-    expect((await store.index.search.get(c))!.schema).toBe(SEARCH_DOC_SCHEMA)
-    expect(await store.index.search.get(b)).toBeUndefined()
+    expect((await internals(store).index.search.get(c))!.schema).toBe(SEARCH_DOC_SCHEMA)
+    expect(await internals(store).index.search.get(b)).toBeUndefined()
     expect(await search.reconcile()).toEqual({ added: 0, updated: 0, removed: 0 })
   })
 
   it('follows the store through refresh, refreshLabels and remove', async () => {
-    const search = await SearchIndex.open(store.index)
+    const search = await SearchIndex.open(internals(store).index)
     const v1 = await putLocal(store, manifest('org/m'))
     const v2 = await putLocal(store, manifest('org/m'))
     expect(await search.refresh(v1)).toMatchObject({ local: true, labels: [] })
@@ -240,17 +241,17 @@ describe('search index', () => {
     expect(await search.refresh(known.id)).toMatchObject({ local: true, labels: ['stable'] })
 
     // gone from the store: refresh removes it; remove is idempotent
-    await store.index.commit([{ type: 'del', sublevel: store.index.manifests, key: v1 }, { type: 'del', sublevel: store.index.versions, key: v1 }])
+    await internals(store).index.commit([{ type: 'del', sublevel: internals(store).index.manifests, key: v1 }, { type: 'del', sublevel: internals(store).index.versions, key: v1 }])
     expect(await search.refresh(v1)).toBeUndefined()
     expect(search.get(v1)).toBeUndefined()
     await search.remove(v2)
     await search.remove(v2)
     expect(search.search('name = "org/m"').total).toBe(0)
-    expect(await store.index.search.get(v2)).toBeUndefined()
+    expect(await internals(store).index.search.get(v2)).toBeUndefined()
   })
 
   it('upsert defaults local to whether the store records the version', async () => {
-    const search = await SearchIndex.open(store.index)
+    const search = await SearchIndex.open(internals(store).index)
     const stored = manifest('org/s')
     await putLocal(store, stored)
     const other = manifest('org/o')
@@ -265,7 +266,7 @@ describe('search index', () => {
     const v1 = await putLocal(store, manifest('org/m', { created: Date.UTC(2026, 0, 1) }), ['latest'])
     const v2 = await putLocal(store, manifest('org/m', { created: Date.UTC(2026, 0, 2) }))
     const k = await putKnown(store, manifest('org/k'), 'prod')
-    const search = await SearchIndex.open(store.index)
+    const search = await SearchIndex.open(internals(store).index)
     expect(search.resolve('org/m')).toBe(v1)
     expect(search.resolve(`org/m@${v2}`)).toBe(v2)
     expect(search.resolve('org/k@prod')).toBe(k)
@@ -277,7 +278,7 @@ describe('search index', () => {
   })
 
   it('refuses a bad query with InvalidInputError', async () => {
-    const search = await SearchIndex.open(store.index)
+    const search = await SearchIndex.open(internals(store).index)
     expect(() => search.search('params >')).toThrow(expect.objectContaining({ name: 'InvalidInputError', message: expect.stringContaining('column 9') }))
     expect(() => search.similar('x', { query: 'a AND' })).toThrow(expect.objectContaining({ name: 'NotFoundError' }))
   })

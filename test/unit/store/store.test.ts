@@ -10,6 +10,7 @@ import type { Store } from '../../../src/store/store.js'
 import type { Db } from '../../../src/store/index-db.js'
 import { llamaTensors, writeSafetensors } from '../../../scripts/lib/synth.js'
 import { memoryStore, tempDir } from '../../helpers/tmp.js'
+import { internals } from '../../helpers/store-internals.js'
 
 const sha = async (path: string): Promise<string> => createHash('sha256').update(await readFile(path)).digest('hex')
 
@@ -46,20 +47,20 @@ describe('store', () => {
       expect((await lstat(join(v.path, f))).isSymbolicLink()).toBe(true)
       expect((await stat(join(v.path, f))).mode & 0o222).toBe(0)
     }
-    expect((await readFile(join(store.layout.refs('tiny'), 'prod'), 'utf8')).trim()).toBe(v.version)
+    expect((await readFile(join(internals(store).layout.refs('tiny'), 'prod'), 'utf8')).trim()).toBe(v.version)
     expect((await store.resolve('tiny@prod')).version).toBe(v.version)
     expect((await store.resolve('tiny')).version).toBe(v.version)
     expect((await store.resolve(`tiny@${v.version.slice(0, 12)}`)).version).toBe(v.version)
-    expect(await readdir(store.layout.tmp)).toEqual([])
+    expect(await readdir(internals(store).layout.tmp)).toEqual([])
   })
 
   it('same content, same id: adding the same folder again returns that version, created unchanged', async () => {
     const a = await addPath(store, model, { name: 'tiny', pin: false })
-    const blobs = (await readdir(store.layout.blobs)).length
+    const blobs = (await readdir(internals(store).layout.blobs)).length
     const again = await addPath(store, model, { name: 'tiny', label: 'prod' })
     expect(again).toMatchObject({ version: a.version, existing: true, labels: ['prod'], pinned: true })
     expect(again.manifest.created).toBe(a.manifest.created)
-    expect((await readdir(store.layout.blobs)).length).toBe(blobs)
+    expect((await readdir(internals(store).layout.blobs)).length).toBe(blobs)
     expect((await store.versions('tiny')).map(v => v.version)).toEqual([a.version])
     // Other metadata, or another block size, is another version.
     expect((await addPath(store, model, { name: 'tiny', metadata: { description: 'other' } })).version).not.toBe(a.version)
@@ -68,12 +69,12 @@ describe('store', () => {
 
   it('stores each file once: an add of the same bytes with other metadata adds a version and no blob', async () => {
     const a = await addPath(store, model, { name: 'tiny' })
-    const blobs = (await readdir(store.layout.blobs)).length
+    const blobs = (await readdir(internals(store).layout.blobs)).length
     const b = await addPath(store, model, { name: 'tiny', metadata: { description: 'b' } })
     expect(b.version).not.toBe(a.version)
     expect(b.manifest.parent).toBe(a.version)
     expect(b.manifest.created).toBeGreaterThan(a.manifest.created)
-    expect((await readdir(store.layout.blobs)).length).toBe(blobs)
+    expect((await readdir(internals(store).layout.blobs)).length).toBe(blobs)
     expect((await store.versions('tiny')).map(v => v.version)).toEqual([a.version, b.version])
   })
 
@@ -101,13 +102,13 @@ describe('store', () => {
     expect((await store.versions('tiny')).map(v => v.version)).toEqual([kept.version])
     expect((await store.resolve(`cfg@${pinned.version}`)).missing).toEqual([])
     expect((await verifyStore(store)).problems).toEqual([])
-    await expect(stat(store.layout.snapshot('tiny', doomed.version))).rejects.toThrow()
+    await expect(stat(internals(store).layout.snapshot('tiny', doomed.version))).rejects.toThrow()
   })
 
   it('verify re-hashes, quarantines corrupt blobs, marks the version damaged; re-add repairs', async () => {
     const v = await addPath(store, model, { name: 'tiny' })
     const file = v.manifest.files.find(f => f.path === 'model.safetensors')!
-    const blob = store.layout.blob(file.digest)
+    const blob = internals(store).layout.blob(file.digest)
     await chmod(blob, 0o644)
     const bytes = await readFile(blob)
     const middle = bytes.length >> 1
@@ -122,7 +123,7 @@ describe('store', () => {
     // Reads trust what was verified at write time; once verify quarantined the blob, nothing is served from it.
     expect(await store.readChunk(hit.id)).toBeUndefined()
     expect(report.damaged).toEqual([`tiny@${v.version}`])
-    expect(await readdir(store.layout.quarantine)).toHaveLength(1)
+    expect(await readdir(internals(store).layout.quarantine)).toHaveLength(1)
     expect((await store.resolve(`tiny@${v.version}`)).missing).toEqual(['model.safetensors'])
     const out = join(dir, 'out')
     await expect(exportVersion(store, `tiny@${v.version}`, out)).rejects.toMatchObject({ name: 'NotFoundError' })
@@ -147,7 +148,7 @@ describe('store', () => {
     const v = await addPath(store, model, { name: 'tiny' })
     const file = v.manifest.files.find(f => f.path === 'model.safetensors')!
     expect(file.chunks.length).toBeGreaterThan(2)
-    const blob = store.layout.blob(file.digest)
+    const blob = internals(store).layout.blob(file.digest)
     await chmod(blob, 0o644)
     const bytes = await readFile(blob)
     // A byte of the last chunk: the chunks before it were read, checked and written first.
@@ -162,16 +163,16 @@ describe('store', () => {
   it('recovers after a crash: leftovers removed, missing snapshots rebuilt', async () => {
     const v = await addPath(store, model, { name: 'tiny', label: 'prod' })
     await store.close()
-    await writeFile(join(store.layout.tmp, 'blob-partial'), 'half')
-    await writeFile(store.layout.blob('bafyreiorphanorphanorphanorphanorphanorphanorphanorphanorph'), 'orphan')
-    await mkdir(join(store.layout.snapshots('tiny'), 'bafyreiunfinished'), { recursive: true })
-    await rm(store.layout.snapshot('tiny', v.version), { recursive: true })
-    await writeFile(store.layout.ref('tiny', 'prod'), 'stale\n')
+    await writeFile(join(internals(store).layout.tmp, 'blob-partial'), 'half')
+    await writeFile(internals(store).layout.blob('bafyreiorphanorphanorphanorphanorphanorphanorphanorphanorph'), 'orphan')
+    await mkdir(join(internals(store).layout.snapshots('tiny'), 'bafyreiunfinished'), { recursive: true })
+    await rm(internals(store).layout.snapshot('tiny', v.version), { recursive: true })
+    await writeFile(internals(store).layout.ref('tiny', 'prod'), 'stale\n')
     ;({ store } = await memoryStore(join(dir, 'home'), db))
-    expect(await readdir(store.layout.tmp)).toEqual([])
-    expect((await readdir(store.layout.snapshots('tiny')))).toEqual([v.version])
-    expect((await readdir(store.layout.blobs)).sort()).toEqual([...new Set(v.manifest.files.map(f => f.digest))].sort())
-    expect((await readFile(store.layout.ref('tiny', 'prod'), 'utf8')).trim()).toBe(v.version)
+    expect(await readdir(internals(store).layout.tmp)).toEqual([])
+    expect((await readdir(internals(store).layout.snapshots('tiny')))).toEqual([v.version])
+    expect((await readdir(internals(store).layout.blobs)).sort()).toEqual([...new Set(v.manifest.files.map(f => f.digest))].sort())
+    expect((await readFile(internals(store).layout.ref('tiny', 'prod'), 'utf8')).trim()).toBe(v.version)
     expect((await verifyStore(store)).problems).toEqual([])
   })
 
@@ -179,13 +180,13 @@ describe('store', () => {
     await writeFile(join(model, 'broken.safetensors'), Buffer.from([0xff, 0, 0, 0, 0, 0, 0, 0, 0x7b]))
     await expect(addPath(store, model, { name: 'tiny' })).rejects.toMatchObject({ name: 'MalformedModelError' })
     await expect(store.resolve('tiny')).rejects.toMatchObject({ name: 'NotFoundError' })
-    expect(await readdir(store.layout.tmp)).toEqual([])
-    expect(await readdir(store.layout.blobs)).toEqual([])
+    expect(await readdir(internals(store).layout.tmp)).toEqual([])
+    expect(await readdir(internals(store).layout.blobs)).toEqual([])
   })
 
   it('refuses symlinks leaving the folder, before writing anything', async () => {
     await symlink('/etc/hostname', join(model, 'escape'))
     await expect(addPath(store, model, { name: 'tiny' })).rejects.toThrow(/outside/)
-    expect(await readdir(store.layout.blobs)).toEqual([])
+    expect(await readdir(internals(store).layout.blobs)).toEqual([])
   })
 })

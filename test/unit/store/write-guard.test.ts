@@ -16,6 +16,7 @@ import { llamaTensors, writeSafetensors } from '../../../scripts/lib/synth.js'
 import { rejection } from '../../helpers/assert.js'
 import { FaultyLevel, levelError } from '../../helpers/faulty-level.js'
 import { memoryStore, tempDir } from '../../helpers/tmp.js'
+import { internals } from '../../helpers/store-internals.js'
 
 const silent = { info () {}, warn () {}, debug () {} }
 const GiB = 1024 ** 3
@@ -66,7 +67,7 @@ describe('write guard', () => {
     expect(refused.message).toMatch(/disk full while moving org\/tiny@prod to \w+ \(not attempted\): the label was not moved \(it still points at \w+\)/)
     expect(refused.message).toMatch(/the store has taken no writes since pinning org\/tiny@\w+ failed at .* \(IO error: .*No space left on device\), and takes them again once 16\.0 MiB are free on its disk \(0\.0 MiB now\)/)
     expect(db.batches, 'a refused write reaches the index').toBe(batches)
-    expect((await readFile(store.layout.ref('org/tiny', 'prod'), 'utf8')).trim()).toBe(v1.version)
+    expect((await readFile(internals(store).layout.ref('org/tiny', 'prod'), 'utf8')).trim()).toBe(v1.version)
     await expect(store.createBlobWriter()).rejects.toMatchObject({ name: 'DiskFullError' })
     expect(db.closes).toBe(0)
 
@@ -75,7 +76,7 @@ describe('write guard', () => {
     expect(db.closes, 'the index was reopened before the write').toBe(1)
     expect((await store.resolve(`org/tiny@${v2.version}`)).pinned).toBe(true)
     await store.setLabel('org/tiny', 'prod', v2.version)
-    expect((await readFile(store.layout.ref('org/tiny', 'prod'), 'utf8')).trim()).toBe(v2.version)
+    expect((await readFile(internals(store).layout.ref('org/tiny', 'prod'), 'utf8')).trim()).toBe(v2.version)
   })
 
   it('commits run one at a time: a batch queued behind one that fails is refused, never written after it', async () => {
@@ -90,7 +91,7 @@ describe('write guard', () => {
   it('a label move the index refuses leaves refs/ as the index says', async () => {
     db.failBatches = { error: levelError(), when: movesLabel }
     await expect(store.setLabel('org/tiny', 'prod', v2.version)).rejects.toMatchObject({ name: 'DiskFullError' })
-    expect((await readFile(store.layout.ref('org/tiny', 'prod'), 'utf8')).trim()).toBe(v1.version)
+    expect((await readFile(internals(store).layout.ref('org/tiny', 'prod'), 'utf8')).trim()).toBe(v1.version)
     expect((await store.labelRecord('org/tiny', 'prod'))?.version).toBe(v1.version)
   })
 
@@ -100,7 +101,7 @@ describe('write guard', () => {
     await writeFile(join(model, 'config.json'), '{"architectures":["LlamaForCausalLM"],"v":3}')
     const err = await rejection(addPath(store, model, { name: 'org/tiny' }))
     expect(err.message).toMatch(/^disk full while recording org\/tiny@\w+ \(IO error: .*\): the version was not added and nothing partial was kept/)
-    const snapshots = (await import('node:fs/promises')).readdir(store.layout.snapshots('org/tiny'))
+    const snapshots = (await import('node:fs/promises')).readdir(internals(store).layout.snapshots('org/tiny'))
     expect((await snapshots).sort()).toEqual([v1.version, v2.version].sort())
   })
 
@@ -213,7 +214,7 @@ describe('pull target after a failed index write', () => {
       const done = await target.completed()
       expect(done.missing).toEqual([])
       // Every chunk of the pulled file is recorded where it lives, the two whose first flush failed too.
-      const locations = await dest.index.chunks.getMany(ids.slice(0, 2))
+      const locations = await internals(dest).index.chunks.getMany(ids.slice(0, 2))
       for (const l of locations) expect(l?.some(([digest]) => digest === v.manifest.files[0]?.digest)).toBe(true)
       await target.close()
     } finally {
