@@ -1,12 +1,9 @@
 /**
  * Pulled chunks written past the page cache (O_DIRECT).
  *
- * Why: a buffered write costs a fresh page-cache page per 4 KiB. On these machines (virtual, with
- * most memory free) 1 GiB of buffered writes spent 0.8–2.5 s of system CPU when the memory had been
- * idle for a few seconds, 0.18 s when it reused pages freed a moment before (most likely the
- * hypervisor handing idle memory back), which made it the largest CPU cost of a pull; everywhere it
- * evicts pages the node's inference processes are using to cache bytes nobody reads yet. A direct
- * write hands the bytes to the disk from our buffer (about 0.05 s of CPU per GiB here).
+ * Why: a buffered write costs a fresh page-cache page per 4 KiB — the largest CPU cost of a pull
+ * here — and evicts what the node's inference processes cache. A direct write hands the bytes to
+ * the disk from our buffer. why: docs/decisions/0020-pull-writes-past-the-page-cache.md
  *
  * How: O_DIRECT needs the buffer address, file offset and length aligned. A chunk sits at any
  * offset, so `DirectWrites.write` copies the page-aligned middle of the range through small

@@ -25,7 +25,7 @@
  * - nothing is written before the pull is accepted: `open` checks the free space in `partial/`
  *   against what the pull still needs (`DiskFullError` saying both) before any record or file.
  *   Partial files are never preallocated or extended to their size: they grow as chunks land
- *   (a 2.7 TB manifest had left a 2.7 TB sparse file behind).
+ *   (a manifest may declare any size: a file holds only what arrived).
  *
  * Whole, proven structurally rather than by re-hashing: the manifest's chunk sizes add up to the
  * file size and one id has one size (`core/manifest.ts`), so the chunk positions tile the file
@@ -64,9 +64,8 @@ export const FLUSH_BYTES = 64 * 1024 * 1024
 /**
  * Assembly buffers (one of `MAX_CHUNK_SIZE` per chunk being assembled) kept for reuse. How many
  * chunks are assembled at once is not bounded here: the scheduler asks for pieces of chunks it
- * started before new ones, which keeps it to a few. (A hard bound of 8 in the scheduler made
- * pulls beside a lying or stalling peer wait on that peer's timeouts, and did not lower the memory
- * benchmark's peak, 344–354 MiB either way.) @default 8
+ * started before new ones, which keeps it to a few.
+ * why: docs/decisions/0011-buffer-pools.md, docs/decisions/0012-started-chunks-first.md @default 8
  */
 export const MAX_ASSEMBLING = 8
 
