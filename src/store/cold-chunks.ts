@@ -164,6 +164,15 @@ export async function writeColdChunk (dir: string, tmpDir: string, id: ChunkId, 
  * @throws DigestMismatchError when it decodes to other bytes
  */
 export async function readColdChunk (path: string, id: ChunkId, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
+  return decodeColdChunk(await readColdFile(path, id, options), id)
+}
+
+/**
+ * The bytes of the cold file at `path` (chunk `id`'s), not yet parsed or decoded; its size is
+ * checked before it is read.
+ * @throws MalformedDataError for a file larger than any chunk's cold file can be
+ */
+export async function readColdFile (path: string, id: ChunkId, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
   const fh = await open(path, 'r')
   try {
     const { size } = await fh.stat()
@@ -176,7 +185,7 @@ export async function readColdChunk (path: string, id: ChunkId, options: { signa
       if (bytesRead === 0) throw new TruncatedDataError(`cold chunk ${id} ended at ${at} of ${size} bytes while being read`)
       at += bytesRead
     }
-    return decodeColdChunk(file, id)
+    return file
   } finally {
     await fh.close()
   }

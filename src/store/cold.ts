@@ -30,9 +30,9 @@ import { chmod, open, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { dtypesByChunk } from '../core/codec.js'
 import { chunkMatches, type ChunkId, type FileDigest, type VersionId } from '../core/digest.js'
-import { ConflictError, DigestMismatchError, NotFoundError, ShoalError } from '../core/errors.js'
+import { ConflictError, DigestMismatchError, MalformedDataError, NotFoundError, ShoalError } from '../core/errors.js'
 import { blockSizeOf, decodeManifest, type Manifest } from '../core/manifest.js'
-import { writeColdChunk, readColdChunk } from './cold-chunks.js'
+import { decodeColdBlocks, parseColdChunk, readColdFile, writeColdChunk } from './cold-chunks.js'
 import { fsyncDir, tmpName, writeFully } from '../util/fsutil.js'
 import { partsOf } from './internal.js'
 import type { Store } from './store.js'
@@ -183,13 +183,31 @@ export async function rematerializeVersion (store: Store, version: VersionId, op
       try {
         const fh = await open(tmp, 'wx', 0o644)
         try {
+          // Chunks are read, decoded and re-hashed up to REMATERIALIZE_AHEAD ahead of the write:
+          // one is decoded on this thread while the one before is hashed on the worker pool and
+          // the one before that is written.
           let offset = 0
-          for (const chunk of file.chunks) {
-            options.signal?.throwIfAborted()
-            const bytes = await chunkBytes(store, chunk.id)
-            if (bytes === undefined) throw new NotFoundError(`chunk ${chunk.id} of ${file.path} is in no blob and no cold file; run shoal verify`)
-            await writeFully(fh, bytes, 0, bytes.length, offset)
-            offset += bytes.length
+          const ahead: Array<Promise<Uint8Array | undefined>> = []
+          let next = 0
+          const fill = (): void => {
+            while (ahead.length < REMATERIALIZE_AHEAD && next < file.chunks.length) {
+              const reading = verifiedChunk(store, file.chunks[next++]!.id)
+              reading.catch(() => {})
+              ahead.push(reading)
+            }
+          }
+          try {
+            for (const chunk of file.chunks) {
+              options.signal?.throwIfAborted()
+              fill()
+              const bytes = await ahead.shift()!
+              if (bytes === undefined) throw new NotFoundError(`chunk ${chunk.id} of ${file.path} is in no blob and no cold file; run shoal verify`)
+              fill()
+              await writeFully(fh, bytes, 0, bytes.length, offset)
+              offset += bytes.length
+            }
+          } finally {
+            await Promise.allSettled(ahead)
           }
           await fh.sync()
         } finally {
@@ -213,8 +231,15 @@ export async function rematerializeVersion (store: Store, version: VersionId, op
   })
 }
 
-/** A chunk's bytes from a blob (re-hashed here) or its cold file (re-hashed when decoded). */
-async function chunkBytes (store: Store, id: ChunkId): Promise<Uint8Array | undefined> {
+/** @default 4 — chunks read, decoded and re-hashed ahead of the one being written when a version is re-materialized (at most 4 MiB each) */
+export const REMATERIALIZE_AHEAD = 4
+
+/**
+ * A chunk's bytes from a blob or its cold file, re-hashed against its id (a decoded cold chunk on
+ * the store's hash workers); undefined when neither holds it.
+ * @throws DigestMismatchError when the stored bytes are damaged
+ */
+async function verifiedChunk (store: Store, id: ChunkId): Promise<Uint8Array | undefined> {
   const { index, layout } = partsOf(store)
   if (await index.locations(id) !== undefined) {
     const bytes = await store.readChunk(id)
@@ -224,7 +249,17 @@ async function chunkBytes (store: Store, id: ChunkId): Promise<Uint8Array | unde
     }
   }
   if (await index.coldChunk(id) === undefined) return undefined
-  return await readColdChunk(layout.coldChunk(id), id)
+  const file = await readColdFile(layout.coldChunk(id), id)
+  let bytes: Uint8Array
+  try {
+    const view = parseColdChunk(file, id)
+    bytes = decodeColdBlocks(view, 0, view.blocks.length, new Uint8Array(new SharedArrayBuffer(view.size)), id)
+  } catch (err) {
+    if (!(err instanceof MalformedDataError)) throw err
+    throw new DigestMismatchError(`cold chunk ${id} does not decode (${err.message}): the file is damaged; run shoal verify`, { cause: err })
+  }
+  if (!await store.chunkMatches(bytes, id)) throw new DigestMismatchError(`cold chunk ${id} decodes to bytes that do not hash to its id: the file is damaged; run shoal verify`)
+  return bytes
 }
 
 /**

@@ -4,7 +4,9 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { addPath } from '../../../src/ingest/ingest.js'
 import type { VersionId } from '../../../src/core/digest.js'
+import { CODEC_HEADER_BYTES } from '../../../src/core/codec.js'
 import { coldCandidates, compressVersion } from '../../../src/store/cold.js'
+import { parseColdChunk } from '../../../src/store/cold-chunks.js'
 import { exportVersion } from '../../../src/store/export.js'
 import { collectGarbage } from '../../../src/store/gc.js'
 import type { Db } from '../../../src/store/index-db.js'
@@ -241,5 +243,27 @@ describe('cold versions', () => {
     expect(await readdir(internals(store).layout.cold)).not.toContain(id)
     await expect(store.rematerialize(a.version as VersionId)).rejects.toMatchObject({ name: 'NotFoundError' })
     expect(await readdir(internals(store).layout.blobs)).toEqual([])
+  })
+
+  it('re-materializing refuses a damaged cold chunk (one that decodes to other bytes, one that does not decode), naming it, and leaves nothing behind: no blob, no temporary file, the version still cold', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [41, 42, 43])
+    const a = await addPath(store, model, { name: 'w' })
+    await compressVersion(store, a.version, { keepLast: 1 })
+    const id = a.manifest.files[0]!.chunks[2]!.id
+    const path = internals(store).layout.coldChunk(id)
+    const good = await readFile(path)
+    // A byte of the first block's stored mantissa plane (after its codec header and plane mode), and a byte of a Huffman stream.
+    const stored = parseColdChunk(good, id).blocks[0]![0] + CODEC_HEADER_BYTES + 1 + 10
+    for (const [at, message] of [[stored, 'decodes to bytes that do not hash to its id'], [good.length - 100, 'does not decode \\(.+\\)']] as const) {
+      const bytes = Buffer.from(good)
+      bytes[at]! ^= 0xff
+      await writeFile(path, bytes)
+      const err = await rejection(store.rematerialize(a.version as VersionId))
+      expect(err.name).toBe('DigestMismatchError')
+      expect(err.message).toMatch(new RegExp(`^cold chunk ${id} ${message}: the file is damaged; run shoal verify$`))
+      expect(await readdir(internals(store).layout.blobs)).toEqual([])
+      expect(await readdir(internals(store).layout.tmp)).toEqual([])
+      expect(await internals(store).index.coldVersion(a.version)).toBeDefined()
+    }
   })
 })
