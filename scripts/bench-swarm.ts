@@ -92,6 +92,13 @@ function modelTensors (mib: number): ReturnType<typeof llamaTensors> {
   return llamaTensors(mib * MiB, mib >= 200 ? { hidden: 1024 } : { hidden: 768, vocab: 8000 })
 }
 
+/** Blocks a daemon compressed for the wire and sent again from its cache (`shoal_codec_blocks_*_total`). */
+async function codecCounts (d: DaemonProcess): Promise<{ encoded: number, reused: number }> {
+  const text = await new ShoalClient({ socketPath: d.socket }).metrics()
+  const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? 0)
+  return { encoded: value('shoal_codec_blocks_encoded_total'), reused: value('shoal_codec_blocks_reused_total') }
+}
+
 /** Chunk bytes a daemon has sent to peers in all (its `shoal_bytes_sent_total`, from the RPC's /metrics). */
 async function chunkBytesSent (d: DaemonProcess): Promise<number> {
   const text = await new ShoalClient({ socketPath: d.socket }).metrics()
@@ -241,6 +248,7 @@ async function runShoal (cell: Cell, run: number, folder: string, fileBytes: num
     const rss = await Promise.all(all.map(async d => Math.round(await d.peakRss() / MiB)))
     const sent = (await swarm.txBytes(seedHost)) - tx0
     const chunkSent = (await chunkBytesSent(seed)) - chunks0
+    const codecs = await Promise.all(all.map(async d => await codecCounts(d)))
     if (values.verbose === true) {
       console.log(timeline.join('\n'))
       for (const [i, d] of pullers.entries()) {
@@ -253,7 +261,8 @@ async function runShoal (cell: Cell, run: number, folder: string, fileBytes: num
     const split = cpu.map(c => `${c.user.toFixed(1)}+${c.sys.toFixed(1)}`)
     console.log(`${label}: last ${last.toFixed(1)} s = ${(last / bound).toFixed(2)}× bound; seed egress ${(sent / fileBytes).toFixed(2)}×F ` +
       `(chunk bytes ${(chunkSent / fileBytes).toFixed(2)}×F); CPU ${cpuPerGiB.toFixed(2)} s/GiB delivered (user+sys seed ${split[0]}, pullers ${split.slice(1).join(' ')}); ` +
-      `peak RSS MiB seed ${rss[0]}, pullers ${rss.slice(1).join(' ')}; ${loadNote()}`)
+      `peak RSS MiB seed ${rss[0]}, pullers ${rss.slice(1).join(' ')}; ` +
+      `blocks compressed for the wire seed ${codecs[0]!.encoded} (${codecs[0]!.reused} sent again), pullers ${codecs.slice(1).map(c => `${c.encoded} (${c.reused})`).join(' ')}; ${loadNote()}`)
     if (values.logs !== undefined) {
       // TCP's view of the run: retransmissions and timeouts per host.
       const stats = await Promise.all(swarm.hosts.map(async h => `${h.ns}\n${(await h.run('nstat', ['-asz'])).stdout}`))

@@ -74,11 +74,19 @@ export class HashPool {
       worker.on('message', ({ id, digest, leaves, error }: { id: number, digest?: Uint8Array, leaves?: Uint8Array, error?: string }) => {
         const w = this.waiting.get(id)
         this.waiting.delete(id)
+        this.settled(worker)
         if (error !== undefined || digest === undefined) w?.reject(new Error(`hashing on a worker failed: ${error ?? 'no digest'}`))
         else w?.resolve(leaves === undefined ? { digest } : { digest, leaves })
       })
-      worker.on('error', err => { for (const w of this.waiting.values()) w.reject(err); this.waiting.clear() })
-      // After the listeners: adding a 'message' listener refs the worker's port again.
+      worker.on('error', err => {
+        for (const w of this.waiting.values()) w.reject(err)
+        this.waiting.clear()
+        this.tasks.set(worker, 0)
+        worker.unref()
+      })
+      // After the listeners: adding a 'message' listener refs the worker's port again. An idle
+      // pool never keeps the process alive; a worker with a task does (`post`), so a caller
+      // awaiting a hash is not left behind when nothing else holds the event loop.
       worker.unref()
       this.workers.push(worker)
     }
@@ -111,8 +119,20 @@ export class HashPool {
     if (worker === undefined) throw new Error('hash pool is closed')
     return await new Promise<ChunkHashes>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject })
+      const tasks = this.tasks.get(worker) ?? 0
+      if (tasks === 0) worker.ref()
+      this.tasks.set(worker, tasks + 1)
       worker.postMessage({ id, buffer: view.buffer, offset: view.byteOffset, length: view.byteLength, blockSize })
     })
+  }
+
+  /** Tasks each worker has in hand: a worker with none is unref'ed. */
+  private readonly tasks = new Map<Worker, number>()
+
+  private settled (worker: Worker): void {
+    const tasks = (this.tasks.get(worker) ?? 1) - 1
+    this.tasks.set(worker, tasks)
+    if (tasks === 0) worker.unref()
   }
 
   async close (): Promise<void> {

@@ -1,3 +1,9 @@
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createHash } from 'node:crypto'
+import { pathToFileURL } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { blockRange, joinHashes, leafHash, proofOf, rootOf } from '../../../src/core/tree.js'
 import { HashPool } from '../../../src/store/hash-pool.js'
@@ -86,5 +92,28 @@ describe('leaf layers', () => {
     expect(() => checkLayer('c', 16 * KiB, new Uint8Array(32))).toThrow('the leaf layer of chunk c is 32 bytes: a layer is 2 to 256 hashes of 32 bytes (a one-block chunk has none)')
     expect(() => checkLayer('c', 16 * KiB, new Uint8Array(70))).toThrow(expect.objectContaining({ name: 'InvalidInputError' }))
     expect(() => checkLayer('c', 16 * KiB, two, 40_000)).toThrow('the leaf layer of chunk c has 2 leaves, but the chunk has 3 blocks of 16384 bytes')
+  })
+})
+
+describe('HashPool and the process lifetime', () => {
+  /** Runs `code` (an ES module importing the pool) in a fresh Node process; its exit code and output. */
+  const run = (code: string): { status: number | null, stdout: string, stderr?: string } => {
+    const dir = mkdtempSync(join(tmpdir(), 'shoal-hash-pool-'))
+    try {
+      const file = join(dir, 'script.mts')
+      writeFileSync(file, code)
+      const r = spawnSync(process.execPath, ['--import', 'tsx', file], { cwd: process.cwd(), encoding: 'utf8', timeout: 60_000 })
+      return { status: r.status, stdout: r.stdout, ...(r.status !== 0 ? { stderr: r.stderr.slice(0, 2000) } : {}) }
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
+  const pool = `import { HashPool } from ${JSON.stringify(pathToFileURL('src/store/hash-pool.ts').href)}`
+
+  it('a hash in hand keeps the process alive until it is done (a script awaiting it is not dropped); an idle pool does not', () => {
+    const hashing = run(`${pool}\nconst p = new HashPool(1)\nconst d = await p.sha256(new Uint8Array(new SharedArrayBuffer(64)))\nconsole.log(Buffer.from(d).toString('hex'))`)
+    expect(hashing).toEqual({ status: 0, stdout: `${createHash('sha256').update(new Uint8Array(64)).digest('hex')}\n` })
+    // Never closed, and nothing else to do: the process ends on its own.
+    expect(run(`${pool}\nconst p = new HashPool(2)\nawait p.sha256(new Uint8Array(new SharedArrayBuffer(8)))\nconsole.log('idle')`)).toEqual({ status: 0, stdout: 'idle\n' })
   })
 })
