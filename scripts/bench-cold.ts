@@ -53,15 +53,18 @@ try {
   await mkdir(model)
   const tensors = Math.max(1, Math.round(mib / 16))
   await writeFile(join(model, 'model.safetensors'), weightSafetensors(Array.from({ length: tensors }, (_, i) => ({ name: `layers.${i}.weight`, dtype: 'BF16' as const, bytes: Math.floor(mib * MiB / tensors / 2) * 2, seed: i + 1 }))))
-  const store = await Store.open(join(root, 'home'))
-  try {
-    const v = await addPath(store, model, { name: 'w' })
-    const size = v.manifest.files.reduce((n, f) => n + f.size, 0)
-    const compress: number[] = []
-    const back: number[] = []
-    const disk: number[] = []
-    let ratio = 0
-    for (let r = 1; r <= runs; r++) {
+  const compress: number[] = []
+  const back: number[] = []
+  const disk: number[] = []
+  let ratio = 0
+  let size = 0
+  for (let r = 1; r <= runs; r++) {
+    // A fresh store each run: cold files stay after a version comes back, and a second compression
+    // would find its chunks there already.
+    const store = await Store.open(join(root, `home-${r}`))
+    try {
+      const v = await addPath(store, model, { name: 'w' })
+      size = v.manifest.files.reduce((n, f) => n + f.size, 0)
       let t0 = now()
       const report = await compressVersion(store, v.version, { keepLast: 1 })
       compress.push(mbps(size, now() - t0))
@@ -70,18 +73,19 @@ try {
       t0 = now()
       await rematerializeVersion(store, v.version)
       back.push(mbps(size, now() - t0))
-      console.log(`run ${r}: compress ${compress.at(-1)!.toFixed(0)} MB/s (cold form ${ratio.toFixed(3)} of ${(size / MiB).toFixed(0)} MiB); disk write+fsync ${disk.at(-1)!.toFixed(0)} MB/s; re-materialize ${back.at(-1)!.toFixed(0)} MB/s = ${(back.at(-1)! / disk.at(-1)!).toFixed(2)}× disk`)
+    } finally {
+      await store.close()
+      await rm(join(root, `home-${r}`), { recursive: true, force: true })
     }
-    const perRun = back.map((b, i) => b / disk[i]!)
-    console.log('')
-    console.log(`cold versions benchmark (${(size / MiB).toFixed(0)} MiB of bf16 weights, median of ${runs}; load average ${loadavg()[0]?.toFixed(2) ?? '?'})`)
-    console.log(`cold form          ${ratio.toFixed(3)}× raw size   (goal <= 0.75)`)
-    console.log(`compress           ${median(compress).toFixed(0).padStart(5)} MB/s`)
-    console.log(`disk write+fsync   ${median(disk).toFixed(0).padStart(5)} MB/s   [runs: ${disk.map(x => x.toFixed(0)).join(', ')}]`)
-    console.log(`re-materialize     ${median(back).toFixed(0).padStart(5)} MB/s   [runs: ${back.map(x => x.toFixed(0)).join(', ')}]   ${median(perRun).toFixed(2)}× disk (median of per-run ratios; goal >= 0.8)`)
-  } finally {
-    await store.close()
+    console.log(`run ${r}: compress ${compress.at(-1)!.toFixed(0)} MB/s (cold form ${ratio.toFixed(3)} of ${(size / MiB).toFixed(0)} MiB); disk write+fsync ${disk.at(-1)!.toFixed(0)} MB/s; re-materialize ${back.at(-1)!.toFixed(0)} MB/s = ${(back.at(-1)! / disk.at(-1)!).toFixed(2)}× disk`)
   }
+  const perRun = back.map((b, i) => b / disk[i]!)
+  console.log('')
+  console.log(`cold versions benchmark (${(size / MiB).toFixed(0)} MiB of bf16 weights, median of ${runs}; load average ${loadavg()[0]?.toFixed(2) ?? '?'})`)
+  console.log(`cold form          ${ratio.toFixed(3)}× raw size   (goal <= 0.75)`)
+  console.log(`compress           ${median(compress).toFixed(0).padStart(5)} MB/s`)
+  console.log(`disk write+fsync   ${median(disk).toFixed(0).padStart(5)} MB/s   [runs: ${disk.map(x => x.toFixed(0)).join(', ')}]`)
+  console.log(`re-materialize     ${median(back).toFixed(0).padStart(5)} MB/s   [runs: ${back.map(x => x.toFixed(0)).join(', ')}]   ${median(perRun).toFixed(2)}× disk (median of per-run ratios; goal >= 0.8)`)
 } finally {
   await rm(root, { recursive: true, force: true })
 }

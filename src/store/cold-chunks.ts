@@ -168,16 +168,16 @@ export async function readColdChunk (path: string, id: ChunkId, options: { signa
 }
 
 /**
- * The bytes of the cold file at `path` (chunk `id`'s), not yet parsed or decoded; its size is
- * checked before it is read.
+ * The bytes of the cold file at `path` (chunk `id`'s), not yet parsed or decoded (in a buffer of
+ * `take`, e.g. a pooled shared one for a worker to decode); its size is checked before it is read.
  * @throws MalformedDataError for a file larger than any chunk's cold file can be
  */
-export async function readColdFile (path: string, id: ChunkId, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
+export async function readColdFile (path: string, id: ChunkId, options: { signal?: AbortSignal, take?: (size: number) => Uint8Array } = {}): Promise<Uint8Array> {
   const fh = await open(path, 'r')
   try {
     const { size } = await fh.stat()
     if (size > maxColdFileBytes) throw new MalformedDataError(`cold chunk ${id} is ${size} bytes, more than any chunk's cold file can be (${maxColdFileBytes})`)
-    const file = new Uint8Array(size)
+    const file = options.take?.(size) ?? new Uint8Array(size)
     let at = 0
     while (at < size) {
       if (options.signal?.aborted === true) throw new AbortedError(`reading cold chunk ${id} was aborted`)

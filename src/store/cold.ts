@@ -32,7 +32,9 @@ import { dtypesByChunk } from '../core/codec.js'
 import { chunkMatches, type ChunkId, type FileDigest, type VersionId } from '../core/digest.js'
 import { ConflictError, DigestMismatchError, MalformedDataError, NotFoundError, ShoalError } from '../core/errors.js'
 import { blockSizeOf, decodeManifest, type Manifest } from '../core/manifest.js'
-import { decodeColdBlocks, parseColdChunk, readColdFile, writeColdChunk } from './cold-chunks.js'
+import { maxColdFileBytes, parseColdChunk, readColdFile, writeColdChunk } from './cold-chunks.js'
+import { DirectWrites } from './direct-io.js'
+import { BufferPool } from '../core/buffer-pool.js'
 import { fsyncDir, tmpName, writeFully } from '../util/fsutil.js'
 import { partsOf } from './internal.js'
 import type { Store } from './store.js'
@@ -175,6 +177,9 @@ export async function rematerializeVersion (store: Store, version: VersionId, op
     if (record === undefined || manifest === undefined) throw new NotFoundError(`version ${version} is not in this store`)
     const what = { doing: `re-materializing ${record.name}@${version}`, kept: `${record.name}@${version} stays compressed; nothing partial is visible` }
     const done = new Set<FileDigest>()
+    // Cold files and decoded chunks in reused shared buffers: fresh memory for every chunk cost as
+    // much as the decoding here.
+    const buffers = new BufferPool(maxColdFileBytes, { maxPooled: 2 * REMATERIALIZE_AHEAD + 2 })
     for (const file of manifest.files) {
       if (done.has(file.digest) || await index.blob(file.digest) !== undefined) continue
       done.add(file.digest)
@@ -182,16 +187,18 @@ export async function rematerializeVersion (store: Store, version: VersionId, op
       const tmp = join(layout.tmp, tmpName('blob'))
       try {
         const fh = await open(tmp, 'wx', 0o644)
+        // Past the page cache where the file system allows it, as a pull writes (a fresh page per
+        // 4 KiB is most of a buffered write's cost here); the head and tail of each chunk buffered.
+        let direct = await DirectWrites.open(tmp)
         try {
-          // Chunks are read, decoded and re-hashed up to REMATERIALIZE_AHEAD ahead of the write:
-          // one is decoded on this thread while the one before is hashed on the worker pool and
-          // the one before that is written.
+          // Chunks are read, decoded and re-hashed (on the worker pool) up to REMATERIALIZE_AHEAD
+          // ahead of the write, so decoding runs on every core while this thread reads and writes.
           let offset = 0
           const ahead: Array<Promise<Uint8Array | undefined>> = []
           let next = 0
           const fill = (): void => {
             while (ahead.length < REMATERIALIZE_AHEAD && next < file.chunks.length) {
-              const reading = verifiedChunk(store, file.chunks[next++]!.id)
+              const reading = verifiedChunk(store, file.chunks[next++]!.id, buffers)
               reading.catch(() => {})
               ahead.push(reading)
             }
@@ -203,14 +210,21 @@ export async function rematerializeVersion (store: Store, version: VersionId, op
               const bytes = await ahead.shift()!
               if (bytes === undefined) throw new NotFoundError(`chunk ${chunk.id} of ${file.path} is in no blob and no cold file; run shoal verify`)
               fill()
-              await writeFully(fh, bytes, 0, bytes.length, offset)
+              try {
+                const how = direct === undefined ? 'short' : await direct.write(fh, bytes, bytes.length, offset)
+                if (how === 'refused') { await direct?.close(); direct = undefined }
+                if (how !== 'written') await writeFully(fh, bytes, 0, bytes.length, offset)
+              } finally {
+                buffers.give(bytes)
+              }
               offset += bytes.length
             }
           } finally {
-            await Promise.allSettled(ahead)
+            for (const settled of await Promise.allSettled(ahead)) if (settled.status === 'fulfilled' && settled.value !== undefined) buffers.give(settled.value)
           }
           await fh.sync()
         } finally {
+          await direct?.close()
           await fh.close()
         }
         await chmod(tmp, 0o444)
@@ -232,14 +246,14 @@ export async function rematerializeVersion (store: Store, version: VersionId, op
 }
 
 /** @default 4 — chunks read, decoded and re-hashed ahead of the one being written when a version is re-materialized (at most 4 MiB each) */
-export const REMATERIALIZE_AHEAD = 4
+export const REMATERIALIZE_AHEAD = 8
 
 /**
- * A chunk's bytes from a blob or its cold file, re-hashed against its id (a decoded cold chunk on
- * the store's hash workers); undefined when neither holds it.
+ * A chunk's bytes from a blob or its cold file, re-hashed against its id (a cold chunk decoded and
+ * re-hashed on the store's worker pool); undefined when neither holds it.
  * @throws DigestMismatchError when the stored bytes are damaged
  */
-async function verifiedChunk (store: Store, id: ChunkId): Promise<Uint8Array | undefined> {
+async function verifiedChunk (store: Store, id: ChunkId, buffers: BufferPool): Promise<Uint8Array | undefined> {
   const { index, layout } = partsOf(store)
   if (await index.locations(id) !== undefined) {
     const bytes = await store.readChunk(id)
@@ -249,17 +263,22 @@ async function verifiedChunk (store: Store, id: ChunkId): Promise<Uint8Array | u
     }
   }
   if (await index.coldChunk(id) === undefined) return undefined
-  const file = await readColdFile(layout.coldChunk(id), id)
-  let bytes: Uint8Array
+  const file = await readColdFile(layout.coldChunk(id), id, { take: size => buffers.take(size) })
   try {
-    const view = parseColdChunk(file, id)
-    bytes = decodeColdBlocks(view, 0, view.blocks.length, new Uint8Array(new SharedArrayBuffer(view.size)), id)
+    const into = buffers.take(parseColdChunk(file, id).size)
+    try {
+      return await store.decodeCold(file, id, into)
+    } catch (err) {
+      buffers.give(into)
+      throw err
+    }
   } catch (err) {
-    if (!(err instanceof MalformedDataError)) throw err
-    throw new DigestMismatchError(`cold chunk ${id} does not decode (${err.message}): the file is damaged; run shoal verify`, { cause: err })
+    if (err instanceof MalformedDataError) throw new DigestMismatchError(`cold chunk ${id} does not decode (${err.message}): the file is damaged; run shoal verify`, { cause: err })
+    if (err instanceof DigestMismatchError) throw new DigestMismatchError(`cold chunk ${id} decodes to bytes that do not hash to its id: the file is damaged; run shoal verify`, { cause: err })
+    throw err
+  } finally {
+    buffers.give(file)
   }
-  if (!await store.chunkMatches(bytes, id)) throw new DigestMismatchError(`cold chunk ${id} decodes to bytes that do not hash to its id: the file is damaged; run shoal verify`)
-  return bytes
 }
 
 /**

@@ -17,15 +17,35 @@
  * pools would mostly sit beside each other.
  */
 import { Worker } from 'node:worker_threads'
+import type { ChunkId } from '../core/digest.js'
+import { DecodedTooLargeError, DigestMismatchError, MalformedDataError, TruncatedDataError, UnknownCodecError } from '../core/errors.js'
 
 /** @default 2 — one per core on the machines shoal targets; hashing is the add path's main CPU cost */
 export const HASH_WORKERS = 2
 
 const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads')
+const { parentPort, workerData } = require('node:worker_threads')
 const { createHash } = require('node:crypto')
 const LEAF_PREFIX = Uint8Array.of(0)
-parentPort.on('message', ({ id, buffer, offset, length, blockSize }) => {
+// store/cold-chunks, loaded on the first cold chunk (built, or through tsx when running from source).
+let cold
+const coldModule = () => cold ??= (async () => {
+  if (workerData.tsx) (await import('tsx/esm/api')).register()
+  return await import(workerData.coldModule)
+})()
+parentPort.on('message', async ({ id, buffer, offset, length, blockSize, coldId, into }) => {
+  if (coldId !== undefined) {
+    try {
+      const { decodeColdChunk, parseColdChunk } = await coldModule()
+      const file = new Uint8Array(buffer, offset, length)
+      const out = into ?? new Uint8Array(new SharedArrayBuffer(parseColdChunk(file, coldId).size))
+      const decoded = decodeColdChunk(file, coldId, out)
+      parentPort.postMessage({ id, decoded })
+    } catch (err) {
+      parentPort.postMessage({ id, error: String(err && err.message || err), errorName: err && err.name })
+    }
+    return
+  }
   try {
     const bytes = new Uint8Array(buffer, offset, length)
     if (blockSize < 0) {
@@ -52,6 +72,20 @@ parentPort.on('message', ({ id, buffer, offset, length, blockSize }) => {
 })
 `
 
+// From source (tests), the workers load `store/cold-chunks` through the same TypeScript loader.
+const FROM_SOURCE = import.meta.url.endsWith('.ts')
+const COLD_MODULE = new URL(`./cold-chunks.${FROM_SOURCE ? 'ts' : 'js'}`, import.meta.url).href
+
+/** A worker's error as the typed error it was (what `decodeCold` throws). */
+function revive (name: string, message: string): Error {
+  if (name === 'DigestMismatchError') return new DigestMismatchError(message)
+  if (name === 'TruncatedDataError') return new TruncatedDataError(message)
+  if (name === 'UnknownCodecError') return new UnknownCodecError(message)
+  if (name === 'DecodedTooLargeError') return new DecodedTooLargeError(message)
+  if (name === 'MalformedDataError') return new MalformedDataError(message)
+  return new Error(`decoding on a worker failed: ${message}`)
+}
+
 /** What one task gives back. */
 export interface ChunkHashes {
   /** sha2-256 of the whole chunk. */
@@ -60,7 +94,7 @@ export interface ChunkHashes {
   leaves?: Uint8Array
 }
 
-interface Waiting { resolve: (h: ChunkHashes) => void, reject: (e: Error) => void }
+interface Waiting { resolve: (h: ChunkHashes & { decoded?: Uint8Array }) => void, reject: (e: Error) => void }
 
 export class HashPool {
   private readonly workers: Worker[] = []
@@ -70,12 +104,14 @@ export class HashPool {
 
   constructor (size = HASH_WORKERS) {
     for (let i = 0; i < size; i++) {
-      const worker = new Worker(WORKER_SOURCE, { eval: true })
-      worker.on('message', ({ id, digest, leaves, error }: { id: number, digest?: Uint8Array, leaves?: Uint8Array, error?: string }) => {
+      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { coldModule: COLD_MODULE, tsx: FROM_SOURCE } })
+      worker.on('message', ({ id, digest, leaves, decoded, error, errorName }: { id: number, digest?: Uint8Array, leaves?: Uint8Array, decoded?: Uint8Array, error?: string, errorName?: string }) => {
         const w = this.waiting.get(id)
         this.waiting.delete(id)
         this.settled(worker)
-        if (error !== undefined || digest === undefined) w?.reject(new Error(`hashing on a worker failed: ${error ?? 'no digest'}`))
+        if (decoded !== undefined) w?.resolve({ digest: new Uint8Array(0), decoded })
+        else if (error !== undefined && errorName !== undefined) w?.reject(revive(errorName, error))
+        else if (error !== undefined || digest === undefined) w?.reject(new Error(`hashing on a worker failed: ${error ?? 'no digest'}`))
         else w?.resolve(leaves === undefined ? { digest } : { digest, leaves })
       })
       worker.on('error', err => {
@@ -111,18 +147,30 @@ export class HashPool {
     return (await this.post(view, -1)).digest
   }
 
-  /** One task; `blockSize` -1 asks for the leaf hash of `view`. */
-  private async post (view: Uint8Array, blockSize: number): Promise<ChunkHashes> {
+  /**
+   * Chunk `id` decoded from its cold file `file` (`decodeColdChunk` of `store/cold-chunks.ts`, on a
+   * worker: parsed, decoded and re-hashed), into `into` (shared memory that holds the chunk) or new
+   * shared memory. `file` MUST be backed by a SharedArrayBuffer and stay unchanged until this
+   * resolves; `into` MUST NOT be touched until then.
+   * @throws MalformedDataError for a file that does not decode; DigestMismatchError when it decodes to other bytes
+   */
+  async decodeCold (file: Uint8Array, id: ChunkId, into?: Uint8Array): Promise<Uint8Array> {
+    if (into !== undefined && !(into.buffer instanceof SharedArrayBuffer)) throw new TypeError('HashPool decodes into shared memory only')
+    return (await this.post(file, 0, id, into)).decoded!
+  }
+
+  /** One task; `blockSize` -1 asks for the leaf hash of `view`, `coldId` for `view` decoded as that chunk's cold file. */
+  private async post (view: Uint8Array, blockSize: number, coldId?: ChunkId, into?: Uint8Array): Promise<ChunkHashes & { decoded?: Uint8Array }> {
     if (!(view.buffer instanceof SharedArrayBuffer)) throw new TypeError('HashPool hashes shared memory only')
     const id = this.nextId++
     const worker = this.workers[this.turn++ % this.workers.length]
     if (worker === undefined) throw new Error('hash pool is closed')
-    return await new Promise<ChunkHashes>((resolve, reject) => {
+    return await new Promise<ChunkHashes & { decoded?: Uint8Array }>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject })
       const tasks = this.tasks.get(worker) ?? 0
       if (tasks === 0) worker.ref()
       this.tasks.set(worker, tasks + 1)
-      worker.postMessage({ id, buffer: view.buffer, offset: view.byteOffset, length: view.byteLength, blockSize })
+      worker.postMessage({ id, buffer: view.buffer, offset: view.byteOffset, length: view.byteLength, blockSize, ...(coldId !== undefined ? { coldId } : {}), ...(into !== undefined ? { into } : {}) })
     })
   }
 

@@ -290,6 +290,17 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
   }
 
   /**
+   * Chunk `id` decoded from its cold file's bytes (in shared memory) and re-hashed, on the worker
+   * pool (`HashPool.decodeCold`), into `into` when given. The bytes MUST stay unchanged until this
+   * resolves.
+   * @throws MalformedDataError, DigestMismatchError as `decodeColdChunk`
+   */
+  async decodeCold (file: Uint8Array, id: ChunkId, into?: Uint8Array): Promise<Uint8Array> {
+    this.hashPool ??= new HashPool()
+    return await this.hashPool.decodeCold(file, id, into)
+  }
+
+  /**
    * The leaf hash (`core/tree.ts`) of one received block: on the worker pool when the block is one
    * view of shared memory, else on this thread. The bytes MUST stay unchanged until this resolves.
    */
