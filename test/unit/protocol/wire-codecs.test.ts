@@ -5,6 +5,8 @@
  */
 import type { Stream } from '@libp2p/interface'
 import { streamPair } from '@libp2p/utils'
+import { CID } from 'multiformats/cid'
+import * as varint from 'uint8-varint'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { testData } from '../../../scripts/lib/weights.js'
 import { BufferPool } from '../../../src/core/buffer-pool.js'
@@ -140,10 +142,8 @@ describe('blocks compressed on the wire', () => {
     new ServerSession(in2, 'peer-b', source, limiter, new RecentSends(), quiet, { encoder })
     const frames: Uint8Array[] = []
     out2.addEventListener('message', evt => { frames.push(evt.data.subarray()) })
-    const { CID } = await import('multiformats/cid')
     const want = ChunkRequest.encode({ type: ChunkRequest.Type.WANT, id: 1, cid: CID.parse(bf16Id).bytes, first: 0, count: 1, blockSize: BS, codec: 200 })
-    const { encode: varint } = await import('uint8-varint')
-    out2.send(Buffer.concat([varint(want.byteLength), want]))
+    out2.send(Buffer.concat([varint.encode(want.byteLength), want]))
     await expect.poll(() => frames.reduce((n, f) => n + f.byteLength, 0)).toBeGreaterThan(BS)
     expect(encoder.stats.encoded).toBe(0)
     out2.abort(new Error('test over'))
