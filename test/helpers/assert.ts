@@ -7,3 +7,13 @@ export async function rejection (p: Promise<unknown>): Promise<Error> {
   }
   throw new Error('expected a rejection')
 }
+
+/** The error `fn` throws, failing the test when it throws none (the synchronous `rejection`). */
+export function thrown (fn: () => unknown): Error {
+  try {
+    fn()
+  } catch (err) {
+    return err as Error
+  }
+  throw new Error('expected a throw')
+}

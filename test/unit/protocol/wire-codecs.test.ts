@@ -23,6 +23,7 @@ import { MAX_FRAME_BYTES } from '../../../src/protocol/chunks/constants.js'
 import { EncodedBlocks } from '../../../src/protocol/chunks/encoded-blocks.js'
 import { ChunkRequest } from '../../../src/protocol/chunks/pb/chunks.js'
 import { RecentSends, ServerSession, type ChunkSource, type Span as ServedSpan, type UploadLimiter } from '../../../src/protocol/chunks/server.js'
+import { thrown } from '../../helpers/assert.js'
 import { sameBytes } from '../../helpers/random.js'
 
 const KiB = 1024
@@ -193,12 +194,6 @@ describe('wire formats of the encoded flag', () => {
     expect(() => { encodeHeader(head, { reqId: 7, index: 3, proofLen: 0x8000, dataLen: 1 }) }).toThrow(/does not fit/)
   })
 })
-
-/** The error `fn` throws (fails the test when it throws none). */
-function thrown (fn: () => unknown): Error {
-  try { fn() } catch (err) { return err as Error }
-  throw new Error('expected a throw')
-}
 
 describe('PeerChannel.decode', () => {
   const channel = async (): Promise<{ channel: PeerChannel, pool: BufferPool, close: () => void }> => {
