@@ -248,6 +248,7 @@ describe('transfer', () => {
     const folder = await h.dir('model-bf16-faults')
     await writeFile(join(folder, 'model.safetensors'), weightSafetensors(Array.from({ length: 2 }, (_, i) => ({ name: `layers.${i}.weight`, dtype: 'BF16' as const, bytes: 4 * MiB, seed: i + 10 }))))
     const expected = await treeDigests(folder)
+    const headerBytes = (await stat(join(folder, 'model.safetensors'))).size - 2 * 4 * MiB
     const config = { p2p: { dht: false }, transfer: { compress: 'always' } }
     const seed = await h.node('cf-seed', { config: { ...config, transfer: { ...config.transfer, uploadRate: 8 * MiB } } })
     const { version } = await seed.d.json<{ version: string }>(['add', folder, '--name', 'w'])
@@ -265,7 +266,9 @@ describe('transfer', () => {
       const row = rows.find(r => r.peerId === bad[i]!.id)
       expect(row?.offences.corrupt, `${kind}: ${JSON.stringify(row)}`).toBeGreaterThanOrEqual(1)
       expect(row?.lastOffence, kind).toMatch(message)
-      expect(row?.bytesReceived, kind).toBe(0)
+      // The safetensors header does not shrink enough to go encoded: a bad peer may serve it raw, and
+      // those bytes are good. Nothing of the weights is taken from it.
+      expect(row?.bytesReceived, kind).toBeLessThanOrEqual(headerBytes)
     }
     await Promise.all([seed, ...bad, puller].map(async n => await n.d.stop()))
   })
