@@ -40,7 +40,7 @@
 import { posix } from 'node:path'
 import { constants as zlibConstants, deflateRawSync, inflateRawSync } from 'node:zlib'
 import { DecodedTooLargeError, InvalidInputError, MalformedDataError, TruncatedDataError, UnknownCodecError } from './errors.js'
-import { huffmanDecode, huffmanEncode, huffmanPlan, STREAM_HEADER_BYTES } from './huffman.js'
+import { huffmanDecode, huffmanEncode, huffmanPlan } from './huffman.js'
 import type { ManifestFile } from './manifest.js'
 
 export type CodecName = 'raw' | 'planes2' | 'planes4' | 'deflate'
@@ -62,17 +62,11 @@ export const MIN_SAVING = 0.03
 /** @default 6 — zlib level of the `deflate` codec */
 export const DEFLATE_LEVEL = 6
 
+/** Whether this machine stores words little-endian (typed-array words are in its own order). */
+const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1
+
 const PLANE_STORED = 0
 const PLANE_HUFFMAN = 1
-/**
- * A coded high plane of a two-byte pair is joined while it is decoded when its codes average at
- * most this many bits (bf16's ~2.7: four values a lookup, each lookup writing eight output bytes);
- * above it (fp16's ~5.5: two values a lookup) half of those writes are wasted, and decoding the
- * plane first, then joining, is faster (`docs/decisions/0001-block-codecs.md`).
- * @default 4
- */
-const PAIRS_MAX_BITS = 4
-
 /** Dtype names (safetensors, GGUF, ONNX) of 2-byte and 4-byte floats. */
 const TWO_BYTE_FLOATS = new Set(['BF16', 'F16', 'BFLOAT16', 'FLOAT16'])
 const FOUR_BYTE_FLOATS = new Set(['F32', 'FLOAT'])
@@ -268,20 +262,17 @@ function decodePlanes (body: Uint8Array, width: 2 | 4, out: Uint8Array): void {
     const Class = body.length - at < tail ? TruncatedDataError : MalformedDataError
     throw new Class(`a planes${width} block has ${body.length - at} bytes after its planes, not the ${tail} its length leaves`)
   }
-  const [low, high] = found as [typeof found[0], typeof found[0]]
-  if (width === 2 && !low.coded && high.coded && (high.bytes.length - STREAM_HEADER_BYTES) * 8 <= count * PAIRS_MAX_BITS) {
-    // bf16: the exponent plane decoded straight into place beside the mantissa bytes.
-    huffmanDecode(high.bytes, count, out, 0, high.what, low.bytes)
-  } else {
-    const planes = found.map((plane, p) => {
-      if (!plane.coded) return plane.bytes
-      let buf = scratch[p]
-      if (buf === undefined || buf.length < count) { buf = new Uint8Array(count); scratch[p] = buf }
-      huffmanDecode(plane.bytes, count, buf, 0, plane.what)
-      return buf
-    })
-    joinPlanes(planes, width, count, out)
-  }
+  const planes = found.map((plane, p) => {
+    // A stored plane already on a 4-byte boundary is joined where it is; another is copied to one
+    // first (a copy costs far less than the unaligned join it saves).
+    if (!plane.coded && plane.bytes.byteOffset % 4 === 0) return plane.bytes
+    let buf = scratch[p]
+    if (buf === undefined || buf.length < count) { buf = new Uint8Array(count); scratch[p] = buf }
+    if (plane.coded) huffmanDecode(plane.bytes, count, buf, 0, plane.what)
+    else buf.set(plane.bytes)
+    return buf.subarray(0, count)
+  })
+  joinPlanes(planes, width, count, out)
   out.set(body.subarray(at), count * width)
 }
 
@@ -318,12 +309,68 @@ export function splitPlanes (block: Uint8Array, width: 2 | 4, count: number, pla
 
 /**
  * The inverse of `splitPlanes`. Four values at a time through 32-bit loads and stores (a 4×2 or
- * 4×4 byte transpose), about twice the speed of a byte loop, then the rest byte by byte.
+ * 4×4 byte transpose), about twice the speed of a byte loop, then the rest byte by byte. When every
+ * plane and `out` start on a 4-byte boundary (pooled buffers and the decoder's scratch do), on a
+ * little-endian machine, the words go through `Int32Array`s: ~1.5× the speed of `DataView` here
+ * (`joinWords2`, `joinWords4`).
  */
 export function joinPlanes (planes: Uint8Array[], width: 2 | 4, count: number, out: Uint8Array): void {
+  const whole = count - (count % 4)
+  if (LITTLE_ENDIAN && out.byteOffset % 4 === 0 && planes.every(p => p.byteOffset % 4 === 0)) {
+    if (width === 2) joinWords2(planes[0]!, planes[1]!, whole / 4, out)
+    else joinWords4(planes as [Uint8Array, Uint8Array, Uint8Array, Uint8Array], whole / 4, out)
+  } else {
+    joinUnaligned(planes, width, whole, out)
+  }
+  for (let i = whole; i < count; i++) {
+    for (let k = 0; k < width; k++) out[i * width + k] = planes[k]![i]!
+  }
+}
+
+/**
+ * `words` words of two aligned planes, joined into `out`: bytes 0 and 2 of the low and high words
+ * interleaved in one step and bytes 1 and 3 in another (`[l0 h0 l2 h2]`, `[l1 h1 l3 h3]`), then
+ * the halves of those two form the output words. Ten operations a word pair, ~20% faster here
+ * than taking out and shifting each byte.
+ */
+function joinWords2 (lo: Uint8Array, hi: Uint8Array, words: number, out: Uint8Array): void {
+  const v0 = new Int32Array(lo.buffer, lo.byteOffset, words)
+  const v1 = new Int32Array(hi.buffer, hi.byteOffset, words)
+  const o = new Int32Array(out.buffer, out.byteOffset, 2 * words)
+  for (let i = 0; i < words; i++) {
+    const l = v0[i]!
+    const h = v1[i]!
+    const even = (l & 0x00ff00ff) | ((h & 0x00ff00ff) << 8)
+    const odd = ((l >>> 8) & 0x00ff00ff) | (h & 0xff00ff00)
+    o[2 * i] = (even & 0xffff) | (odd << 16)
+    o[2 * i + 1] = (even >>> 16) | (odd & 0xffff0000)
+  }
+}
+
+/** `words` words of four aligned planes, joined into `out`: the same two steps as `joinWords2`, on plane pairs 0–1 and 2–3, then across. */
+function joinWords4 (planes: [Uint8Array, Uint8Array, Uint8Array, Uint8Array], words: number, out: Uint8Array): void {
+  const [v0, v1, v2, v3] = planes.map(p => new Int32Array(p.buffer, p.byteOffset, words)) as [Int32Array, Int32Array, Int32Array, Int32Array]
+  const o = new Int32Array(out.buffer, out.byteOffset, 4 * words)
+  for (let i = 0; i < words; i++) {
+    const a = v0[i]!
+    const b = v1[i]!
+    const c = v2[i]!
+    const d = v3[i]!
+    const abEven = (a & 0x00ff00ff) | ((b & 0x00ff00ff) << 8)
+    const abOdd = ((a >>> 8) & 0x00ff00ff) | (b & 0xff00ff00)
+    const cdEven = (c & 0x00ff00ff) | ((d & 0x00ff00ff) << 8)
+    const cdOdd = ((c >>> 8) & 0x00ff00ff) | (d & 0xff00ff00)
+    o[4 * i] = (abEven & 0xffff) | (cdEven << 16)
+    o[4 * i + 1] = (abOdd & 0xffff) | (cdOdd << 16)
+    o[4 * i + 2] = (abEven >>> 16) | (cdEven & 0xffff0000)
+    o[4 * i + 3] = (abOdd >>> 16) | (cdOdd & 0xffff0000)
+  }
+}
+
+/** The first `whole` values of `planes` joined through `DataView`s, at any alignment. */
+function joinUnaligned (planes: Uint8Array[], width: 2 | 4, whole: number, out: Uint8Array): void {
   const o = new DataView(out.buffer, out.byteOffset, out.byteLength)
   const views = planes.map(p => new DataView(p.buffer, p.byteOffset, p.byteLength))
-  const whole = count - (count % 4)
   if (width === 2) {
     const lo = views[0]!
     const hi = views[1]!
@@ -345,9 +392,6 @@ export function joinPlanes (planes: Uint8Array[], width: 2 | 4, count: number, o
         o.setUint32(j + 4 * k, ((a >>> s) & 0xff) | (((b >>> s) & 0xff) << 8) | (((c >>> s) & 0xff) << 16) | (((d >>> s) & 0xff) << 24), true)
       }
     }
-  }
-  for (let i = whole; i < count; i++) {
-    for (let k = 0; k < width; k++) out[i * width + k] = planes[k]![i]!
   }
 }
 

@@ -2,8 +2,8 @@
  * A byte-oriented canonical Huffman coder, made for the exponent planes of float tensors
  * (`core/codec.ts`): a plane of one byte per value whose values carry 2–6 bits of entropy and have
  * no repeats for an LZ stage to find. Deflate in Huffman-only mode gets the same ratio; this one
- * decodes up to four symbols per table lookup and four streams at once, faster than zlib's inflate
- * of the same planes. why: docs/decisions/0001-block-codecs.md
+ * decodes up to four symbols per table lookup, two lookups per 32-bit load and four streams at
+ * once, faster than zlib's inflate of the same planes. why: docs/decisions/0001-block-codecs.md
  *
  * Stream: `CODE_LENGTHS_BYTES` bytes of code lengths (256 four-bit lengths, symbol 2k in the low
  * nibble of byte k, 0 = symbol absent), then the byte lengths of the first `STREAMS - 1` bit
@@ -98,18 +98,30 @@ function huffmanLengths (weights: number[], lengths: Uint8Array): void {
   for (let i = 0; i < n; i++) lengths[leaves[i]!.s] = depth[i]!
 }
 
-/** Canonical codes for `lengths`, bit-reversed so they can be written least significant bit first. */
+/** Each 12-bit pattern with its bits in reverse order. */
+const REVERSED = Uint16Array.from({ length: 1 << MAX_CODE_BITS }, (_, i) => {
+  let r = 0
+  for (let k = 0; k < MAX_CODE_BITS; k++) r |= ((i >>> k) & 1) << (MAX_CODE_BITS - 1 - k)
+  return r
+})
+const lengthCounts = new Int32Array(MAX_CODE_BITS + 1)
+const nextCode = new Int32Array(MAX_CODE_BITS + 1)
+
+/**
+ * Canonical codes for `lengths`, bit-reversed so they can be written least significant bit first:
+ * the first code of each length from the counts of shorter ones (as deflate does), then each
+ * symbol in order takes the next code of its length.
+ */
 function canonicalCodes (lengths: Uint8Array, codes: Uint16Array): void {
-  let next = 0
-  for (let len = 1; len <= MAX_CODE_BITS; len++) {
-    for (let s = 0; s < 256; s++) {
-      if (lengths[s] !== len) continue
-      let reversed = 0
-      for (let k = 0; k < len; k++) reversed |= ((next >>> k) & 1) << (len - 1 - k)
-      codes[s] = reversed
-      next++
-    }
-    next <<= 1
+  lengthCounts.fill(0)
+  for (let s = 0; s < 256; s++) lengthCounts[lengths[s]!]!++
+  nextCode[1] = 0
+  for (let len = 2; len <= MAX_CODE_BITS; len++) nextCode[len] = (nextCode[len - 1]! + lengthCounts[len - 1]!) << 1
+  for (let s = 0; s < 256; s++) {
+    const len = lengths[s]!
+    if (len === 0) continue
+    const code = nextCode[len]!++
+    codes[s] = REVERSED[code]! >>> (MAX_CODE_BITS - len)
   }
 }
 
@@ -205,6 +217,9 @@ export function huffmanEncode (plane: Uint8Array, plan: HuffmanPlan = huffmanPla
 const single = new Int32Array(TABLE_SIZE)
 const multi = new Int32Array(TABLE_SIZE)
 const meta = new Uint8Array(TABLE_SIZE)
+const reach = new Uint16Array(TABLE_SIZE)
+/** A `reach` slot with no symbol: more bits than any lookup has. */
+const NO_SYMBOL = 0xf
 const lengthsScratch = new Uint8Array(256)
 const codesScratch = new Uint16Array(256)
 
@@ -257,12 +272,8 @@ interface Cursor { at: number, end: number, buf: number, bits: number, op: numbe
 /**
  * Decodes a stream into exactly `count` symbols at `out[offset…]`. `what` names the data in error
  * messages. `out` must hold `offset + count` bytes.
- *
- * With `low` (a plane of `count` bytes), writes pairs instead: `out[offset + 2i] = low[i]` and
- * `out[offset + 2i + 1]` = symbol i, so a two-byte plane pair is joined as it is decoded (`out`
- * must then hold `offset + 2 · count` bytes).
  */
-export function huffmanDecode (stream: Uint8Array, count: number, out: Uint8Array, offset: number, what: string, low?: Uint8Array): void {
+export function huffmanDecode (stream: Uint8Array, count: number, out: Uint8Array, offset: number, what: string): void {
   if (stream.length < STREAM_HEADER_BYTES) throw new TruncatedDataError(`${what}: ${stream.length} bytes, shorter than the ${STREAM_HEADER_BYTES}-byte Huffman header`)
   buildTables(stream, what)
   const head = new DataView(stream.buffer, stream.byteOffset, stream.byteLength)
@@ -275,22 +286,12 @@ export function huffmanDecode (stream: Uint8Array, count: number, out: Uint8Arra
     cursors.push({ at, end: at + length, buf: 0, bits: 0, op: Math.min(count, k * run), stop: Math.min(count, (k + 1) * run) })
     at += length
   }
-  if (low === undefined) {
-    const view = new DataView(out.buffer, out.byteOffset + offset, count)
-    fourStreams(stream, view, cursors as [Cursor, Cursor, Cursor, Cursor])
-    cursors.forEach((c, k) => {
-      oneStream(stream, view, c)
-      tail(stream, out, offset, c, k, what)
-    })
-  } else {
-    const view = new DataView(out.buffer, out.byteOffset + offset, 2 * count)
-    const lows = new DataView(low.buffer, low.byteOffset, count)
-    fourStreamPairs(stream, view, lows, cursors as [Cursor, Cursor, Cursor, Cursor])
-    cursors.forEach((c, k) => {
-      oneStreamPairs(stream, view, lows, c)
-      tailPairs(stream, out, offset, low, c, k, what)
-    })
-  }
+  const view = new DataView(out.buffer, out.byteOffset + offset, count)
+  fourStreams(head, view, cursors as [Cursor, Cursor, Cursor, Cursor])
+  cursors.forEach((c, k) => {
+    oneStream(stream, view, c)
+    tail(stream, out, offset, c, k, what)
+  })
   // Each stream must end exactly where its run does: bytes left over are not padding.
   let start = STREAM_HEADER_BYTES
   cursors.forEach((c, k) => {
@@ -301,122 +302,60 @@ export function huffmanDecode (stream: Uint8Array, count: number, out: Uint8Arra
   })
 }
 
-/**
- * `fourStreams` writing pairs: each lookup's four symbols (some past the ones it decoded, written
- * over by the next lookup) go to the odd bytes of eight output bytes whose even bytes are the
- * next four bytes of `low`: two 32-bit stores.
- */
-function fourStreamPairs (stream: Uint8Array, view: DataView, low: DataView, [c0, c1, c2, c3]: [Cursor, Cursor, Cursor, Cursor]): void {
-  let a0 = c0.at; let a1 = c1.at; let a2 = c2.at; let a3 = c3.at
-  let b0 = 0; let b1 = 0; let b2 = 0; let b3 = 0
-  let n0 = 0; let n1 = 0; let n2 = 0; let n3 = 0
-  let o0 = c0.op; let o1 = c1.op; let o2 = c2.op; let o3 = c3.op
-  const e0 = c0.end - 2; const e1 = c1.end - 2; const e2 = c2.end - 2; const e3 = c3.end - 2
-  const s0 = c0.stop - SYMBOLS_PER_LOOKUP; const s1 = c1.stop - SYMBOLS_PER_LOOKUP; const s2 = c2.stop - SYMBOLS_PER_LOOKUP; const s3 = c3.stop - SYMBOLS_PER_LOOKUP
-  while (o0 <= s0 && o1 <= s1 && o2 <= s2 && o3 <= s3) {
-    if (n0 < 16) { if (a0 > e0) break; b0 |= (stream[a0]! | (stream[a0 + 1]! << 8)) << n0; a0 += 2; n0 += 16 }
-    if (n1 < 16) { if (a1 > e1) break; b1 |= (stream[a1]! | (stream[a1 + 1]! << 8)) << n1; a1 += 2; n1 += 16 }
-    if (n2 < 16) { if (a2 > e2) break; b2 |= (stream[a2]! | (stream[a2 + 1]! << 8)) << n2; a2 += 2; n2 += 16 }
-    if (n3 < 16) { if (a3 > e3) break; b3 |= (stream[a3]! | (stream[a3 + 1]! << 8)) << n3; a3 += 2; n3 += 16 }
-    const i0 = b0 & TABLE_MASK; const i1 = b1 & TABLE_MASK; const i2 = b2 & TABLE_MASK; const i3 = b3 & TABLE_MASK
-    const m0 = meta[i0]!; const m1 = meta[i1]!; const m2 = meta[i2]!; const m3 = meta[i3]!
-    pairs(view, 2 * o0, low.getUint32(o0, true), multi[i0]!)
-    pairs(view, 2 * o1, low.getUint32(o1, true), multi[i1]!)
-    pairs(view, 2 * o2, low.getUint32(o2, true), multi[i2]!)
-    pairs(view, 2 * o3, low.getUint32(o3, true), multi[i3]!)
-    o0 += m0 & 7; o1 += m1 & 7; o2 += m2 & 7; o3 += m3 & 7
-    b0 >>>= m0 >>> 3; n0 -= m0 >>> 3
-    b1 >>>= m1 >>> 3; n1 -= m1 >>> 3
-    b2 >>>= m2 >>> 3; n2 -= m2 >>> 3
-    b3 >>>= m3 >>> 3; n3 -= m3 >>> 3
-  }
-  c0.at = a0; c0.buf = b0; c0.bits = n0; c0.op = o0
-  c1.at = a1; c1.buf = b1; c1.bits = n1; c1.op = o1
-  c2.at = a2; c2.buf = b2; c2.bits = n2; c2.op = o2
-  c3.at = a3; c3.buf = b3; c3.bits = n3; c3.op = o3
-}
-
-/** Four low bytes `l` and four symbols `h`, interleaved into eight bytes at `at`. */
-function pairs (view: DataView, at: number, l: number, h: number): void {
-  view.setUint32(at, (l & 0xff) | ((h & 0xff) << 8) | ((l & 0xff00) << 8) | ((h & 0xff00) << 16), true)
-  view.setUint32(at + 4, ((l >>> 16) & 0xff) | ((h >>> 8) & 0xff00) | ((l >>> 8) & 0xff0000) | (h & 0xff000000), true)
-}
-
-/** `oneStream` writing pairs (see `fourStreamPairs`). */
-function oneStreamPairs (stream: Uint8Array, view: DataView, low: DataView, c: Cursor): void {
-  let { at, buf, bits, op } = c
-  const last = c.end - 2
-  const stop = c.stop - SYMBOLS_PER_LOOKUP
-  while (op <= stop) {
-    if (bits < 16) {
-      if (at > last) break
-      buf |= (stream[at]! | (stream[at + 1]! << 8)) << bits
-      at += 2
-      bits += 16
-    }
-    const idx = buf & TABLE_MASK
-    const m = meta[idx]!
-    pairs(view, 2 * op, low.getUint32(op, true), multi[idx]!)
-    op += m & 7
-    const len = m >>> 3
-    buf >>>= len
-    bits -= len
-  }
-  c.at = at; c.buf = buf; c.bits = bits; c.op = op
-}
-
-/** `tail` writing pairs (`low[i]`, symbol i). */
-function tailPairs (stream: Uint8Array, out: Uint8Array, offset: number, low: Uint8Array, c: Cursor, k: number, what: string): void {
-  let { at, buf, bits, op } = c
-  while (op < c.stop) {
-    while (bits <= 23 && at < c.end) {
-      buf |= stream[at++]! << bits
-      bits += 8
-    }
-    const entry = single[buf & TABLE_MASK]!
-    const len = entry >>> 8
-    if (len > bits) throw new TruncatedDataError(`${what}: Huffman stream ${k} ends before value ${op} (its run ends at ${c.stop})`)
-    out[offset + 2 * op] = low[op]!
-    out[offset + 2 * op + 1] = entry & 0xff
-    op++
-    buf >>>= len
-    bits -= len
-  }
-  c.at = at; c.buf = buf; c.bits = bits; c.op = op
+/** The last bit position from which a stream's fast loop may load four bytes, all inside the stream. */
+function lastLoad (c: Cursor): number {
+  return (c.end - 4) * 8 + 7
 }
 
 /**
- * The four streams side by side while each has two input bytes and four bytes of output room: the
- * same steps as `oneStream`, four independent chains at once.
+ * Leaves a cursor at bit position `p` (output `op`) for the byte-wise loops: whole bytes in `at`,
+ * the bits left of a partly used byte in `buf`.
  */
-function fourStreams (stream: Uint8Array, view: DataView, [c0, c1, c2, c3]: [Cursor, Cursor, Cursor, Cursor]): void {
-  let a0 = c0.at; let a1 = c1.at; let a2 = c2.at; let a3 = c3.at
-  let b0 = 0; let b1 = 0; let b2 = 0; let b3 = 0
-  let n0 = 0; let n1 = 0; let n2 = 0; let n3 = 0
+function park (stream: DataView, c: Cursor, p: number, op: number): void {
+  const used = p & 7
+  c.op = op
+  if (used === 0) {
+    c.at = p >>> 3; c.buf = 0; c.bits = 0
+  } else {
+    c.buf = stream.getUint8(p >>> 3) >>> used; c.bits = 8 - used; c.at = (p >>> 3) + 1
+  }
+}
+
+/**
+ * The four streams side by side while each has four input bytes and eight symbols of output
+ * room: the same steps as `oneStream`, four independent chains at once. Each pass loads 32 bits
+ * at every stream's bit position (at least 25 of them ahead of it, as zstd's decoders do) and
+ * decodes two lookups from them: no refill branch.
+ */
+function fourStreams (stream: DataView, view: DataView, [c0, c1, c2, c3]: [Cursor, Cursor, Cursor, Cursor]): void {
+  let p0 = c0.at * 8; let p1 = c1.at * 8; let p2 = c2.at * 8; let p3 = c3.at * 8
   let o0 = c0.op; let o1 = c1.op; let o2 = c2.op; let o3 = c3.op
-  const e0 = c0.end - 2; const e1 = c1.end - 2; const e2 = c2.end - 2; const e3 = c3.end - 2
-  const s0 = c0.stop - SYMBOLS_PER_LOOKUP; const s1 = c1.stop - SYMBOLS_PER_LOOKUP; const s2 = c2.stop - SYMBOLS_PER_LOOKUP; const s3 = c3.stop - SYMBOLS_PER_LOOKUP
-  while (o0 <= s0 && o1 <= s1 && o2 <= s2 && o3 <= s3) {
-    if (n0 < 16) { if (a0 > e0) break; b0 |= (stream[a0]! | (stream[a0 + 1]! << 8)) << n0; a0 += 2; n0 += 16 }
-    if (n1 < 16) { if (a1 > e1) break; b1 |= (stream[a1]! | (stream[a1 + 1]! << 8)) << n1; a1 += 2; n1 += 16 }
-    if (n2 < 16) { if (a2 > e2) break; b2 |= (stream[a2]! | (stream[a2 + 1]! << 8)) << n2; a2 += 2; n2 += 16 }
-    if (n3 < 16) { if (a3 > e3) break; b3 |= (stream[a3]! | (stream[a3 + 1]! << 8)) << n3; a3 += 2; n3 += 16 }
-    const i0 = b0 & TABLE_MASK; const i1 = b1 & TABLE_MASK; const i2 = b2 & TABLE_MASK; const i3 = b3 & TABLE_MASK
-    const m0 = meta[i0]!; const m1 = meta[i1]!; const m2 = meta[i2]!; const m3 = meta[i3]!
+  const e0 = lastLoad(c0); const e1 = lastLoad(c1); const e2 = lastLoad(c2); const e3 = lastLoad(c3)
+  const s0 = c0.stop - 2 * SYMBOLS_PER_LOOKUP; const s1 = c1.stop - 2 * SYMBOLS_PER_LOOKUP; const s2 = c2.stop - 2 * SYMBOLS_PER_LOOKUP; const s3 = c3.stop - 2 * SYMBOLS_PER_LOOKUP
+  while (o0 <= s0 && o1 <= s1 && o2 <= s2 && o3 <= s3 && p0 <= e0 && p1 <= e1 && p2 <= e2 && p3 <= e3) {
+    let w0 = stream.getUint32(p0 >>> 3, true) >>> (p0 & 7)
+    let w1 = stream.getUint32(p1 >>> 3, true) >>> (p1 & 7)
+    let w2 = stream.getUint32(p2 >>> 3, true) >>> (p2 & 7)
+    let w3 = stream.getUint32(p3 >>> 3, true) >>> (p3 & 7)
+    let i0 = w0 & TABLE_MASK; let i1 = w1 & TABLE_MASK; let i2 = w2 & TABLE_MASK; let i3 = w3 & TABLE_MASK
+    let m0 = meta[i0]!; let m1 = meta[i1]!; let m2 = meta[i2]!; let m3 = meta[i3]!
     view.setInt32(o0, multi[i0]!, true)
     view.setInt32(o1, multi[i1]!, true)
     view.setInt32(o2, multi[i2]!, true)
     view.setInt32(o3, multi[i3]!, true)
     o0 += m0 & 7; o1 += m1 & 7; o2 += m2 & 7; o3 += m3 & 7
-    b0 >>>= m0 >>> 3; n0 -= m0 >>> 3
-    b1 >>>= m1 >>> 3; n1 -= m1 >>> 3
-    b2 >>>= m2 >>> 3; n2 -= m2 >>> 3
-    b3 >>>= m3 >>> 3; n3 -= m3 >>> 3
+    w0 >>>= m0 >>> 3; w1 >>>= m1 >>> 3; w2 >>>= m2 >>> 3; w3 >>>= m3 >>> 3
+    p0 += m0 >>> 3; p1 += m1 >>> 3; p2 += m2 >>> 3; p3 += m3 >>> 3
+    i0 = w0 & TABLE_MASK; i1 = w1 & TABLE_MASK; i2 = w2 & TABLE_MASK; i3 = w3 & TABLE_MASK
+    m0 = meta[i0]!; m1 = meta[i1]!; m2 = meta[i2]!; m3 = meta[i3]!
+    view.setInt32(o0, multi[i0]!, true)
+    view.setInt32(o1, multi[i1]!, true)
+    view.setInt32(o2, multi[i2]!, true)
+    view.setInt32(o3, multi[i3]!, true)
+    o0 += m0 & 7; o1 += m1 & 7; o2 += m2 & 7; o3 += m3 & 7
+    p0 += m0 >>> 3; p1 += m1 >>> 3; p2 += m2 >>> 3; p3 += m3 >>> 3
   }
-  c0.at = a0; c0.buf = b0; c0.bits = n0; c0.op = o0
-  c1.at = a1; c1.buf = b1; c1.bits = n1; c1.op = o1
-  c2.at = a2; c2.buf = b2; c2.bits = n2; c2.op = o2
-  c3.at = a3; c3.buf = b3; c3.bits = n3; c3.op = o3
+  park(stream, c0, p0, o0); park(stream, c1, p1, o1); park(stream, c2, p2, o2); park(stream, c3, p3, o3)
 }
 
 /**
