@@ -8,16 +8,20 @@
  *
  *   npm run bench:cold -- [--mib 256] [--runs 3]
  */
-import '../src/polyfill.js'
 import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises'
-import { loadavg, tmpdir } from 'node:os'
+import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { addPath } from '../src/ingest/ingest.js'
-import { compressVersion, rematerializeVersion } from '../src/store/cold.js'
-import { Store } from '../src/store/store.js'
 import { median } from './lib/proc.js'
 import { weightSafetensors } from './lib/weights.js'
+
+// The built modules, as the daemon runs them (`npm run bench:cold` builds first): from source the
+// decoding workers would load the codecs through the TypeScript loader.
+const built = async <T>(path: string): Promise<T> => await import(new URL(`../dist/${path}`, import.meta.url).href) as T
+await built('polyfill.js')
+const { addPath } = await built<typeof import('../src/ingest/ingest.js')>('ingest/ingest.js')
+const { compressVersion, rematerializeVersion } = await built<typeof import('../src/store/cold.js')>('store/cold.js')
+const { Store } = await built<typeof import('../src/store/store.js')>('store/store.js')
 
 const MiB = 1024 * 1024
 const { values } = parseArgs({ options: { mib: { type: 'string', default: '256' }, runs: { type: 'string', default: '3' } } })
@@ -56,6 +60,8 @@ try {
   const compress: number[] = []
   const back: number[] = []
   const disk: number[] = []
+  /** CPU time of every thread of this process (the decoding workers too) over wall time, while re-materializing. */
+  const cores: number[] = []
   let ratio = 0
   let size = 0
   for (let r = 1; r <= runs; r++) {
@@ -71,13 +77,17 @@ try {
       ratio = report.storedBytes / report.rawBytes
       disk.push(await diskRate(root, size))
       t0 = now()
+      const cpu0 = process.cpuUsage()
       await rematerializeVersion(store, v.version)
-      back.push(mbps(size, now() - t0))
+      const ms = now() - t0
+      const cpu = process.cpuUsage(cpu0)
+      back.push(mbps(size, ms))
+      cores.push((cpu.user + cpu.system) / 1000 / ms)
     } finally {
       await store.close()
       await rm(join(root, `home-${r}`), { recursive: true, force: true })
     }
-    console.log(`run ${r}: compress ${compress.at(-1)!.toFixed(0)} MB/s (cold form ${ratio.toFixed(3)} of ${(size / MiB).toFixed(0)} MiB); disk write+fsync ${disk.at(-1)!.toFixed(0)} MB/s; re-materialize ${back.at(-1)!.toFixed(0)} MB/s = ${(back.at(-1)! / disk.at(-1)!).toFixed(2)}× disk`)
+    console.log(`run ${r}: compress ${compress.at(-1)!.toFixed(0)} MB/s (cold form ${ratio.toFixed(3)} of ${(size / MiB).toFixed(0)} MiB); disk write+fsync ${disk.at(-1)!.toFixed(0)} MB/s; re-materialize ${back.at(-1)!.toFixed(0)} MB/s = ${(back.at(-1)! / disk.at(-1)!).toFixed(2)}× disk, ${cores.at(-1)!.toFixed(2)} cores busy`)
   }
   const perRun = back.map((b, i) => b / disk[i]!)
   console.log('')
@@ -86,6 +96,7 @@ try {
   console.log(`compress           ${median(compress).toFixed(0).padStart(5)} MB/s`)
   console.log(`disk write+fsync   ${median(disk).toFixed(0).padStart(5)} MB/s   [runs: ${disk.map(x => x.toFixed(0)).join(', ')}]`)
   console.log(`re-materialize     ${median(back).toFixed(0).padStart(5)} MB/s   [runs: ${back.map(x => x.toFixed(0)).join(', ')}]   ${median(perRun).toFixed(2)}× disk (median of per-run ratios; goal >= 0.8)`)
+  console.log(`  while re-materializing, ${median(cores).toFixed(2)} of ${availableParallelism()} cores busy (CPU time of every thread of this process over wall time)`)
 } finally {
   await rm(root, { recursive: true, force: true })
 }

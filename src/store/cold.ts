@@ -192,15 +192,27 @@ export async function rematerializeVersion (store: Store, version: VersionId, op
         let direct = await DirectWrites.open(tmp)
         try {
           // Chunks are read, decoded and re-hashed (on the worker pool) up to REMATERIALIZE_AHEAD
-          // ahead of the write, so decoding runs on every core while this thread reads and writes.
+          // ahead of the write, so decoding runs on every core while this thread reads and writes;
+          // up to REMATERIALIZE_WRITES chunks are written at once, so the next chunk is awaited
+          // while the last one goes to disk.
           let offset = 0
           const ahead: Array<Promise<Uint8Array | undefined>> = []
+          const writing: Array<Promise<void>> = []
           let next = 0
           const fill = (): void => {
             while (ahead.length < REMATERIALIZE_AHEAD && next < file.chunks.length) {
               const reading = verifiedChunk(store, file.chunks[next++]!.id, buffers)
               reading.catch(() => {})
               ahead.push(reading)
+            }
+          }
+          const write = async (bytes: Uint8Array, at: number): Promise<void> => {
+            try {
+              const how = direct === undefined ? 'short' : await direct.write(fh, bytes, bytes.length, at)
+              if (how === 'refused') direct = undefined
+              if (how !== 'written') await writeFully(fh, bytes, 0, bytes.length, at)
+            } finally {
+              buffers.give(bytes)
             }
           }
           try {
@@ -210,21 +222,20 @@ export async function rematerializeVersion (store: Store, version: VersionId, op
               const bytes = await ahead.shift()!
               if (bytes === undefined) throw new NotFoundError(`chunk ${chunk.id} of ${file.path} is in no blob and no cold file; run shoal verify`)
               fill()
-              try {
-                const how = direct === undefined ? 'short' : await direct.write(fh, bytes, bytes.length, offset)
-                if (how === 'refused') { await direct?.close(); direct = undefined }
-                if (how !== 'written') await writeFully(fh, bytes, 0, bytes.length, offset)
-              } finally {
-                buffers.give(bytes)
-              }
+              const written = write(bytes, offset)
+              written.catch(() => {})
+              writing.push(written)
               offset += bytes.length
+              if (writing.length >= REMATERIALIZE_WRITES) await writing.shift()
             }
+            while (writing.length > 0) await writing.shift()
           } finally {
+            await Promise.allSettled(writing)
             for (const settled of await Promise.allSettled(ahead)) if (settled.status === 'fulfilled' && settled.value !== undefined) buffers.give(settled.value)
           }
           await fh.sync()
         } finally {
-          await direct?.close()
+          await (direct as DirectWrites | undefined)?.close()
           await fh.close()
         }
         await chmod(tmp, 0o444)
@@ -245,8 +256,10 @@ export async function rematerializeVersion (store: Store, version: VersionId, op
   })
 }
 
-/** @default 4 — chunks read, decoded and re-hashed ahead of the one being written when a version is re-materialized (at most 4 MiB each) */
+/** @default 8 — chunks read, decoded and re-hashed ahead of the one being written when a version is re-materialized (at most 4 MiB each) */
 export const REMATERIALIZE_AHEAD = 8
+/** @default 2 — chunks being written at once when a version is re-materialized */
+export const REMATERIALIZE_WRITES = 2
 
 /**
  * A chunk's bytes from a blob or its cold file, re-hashed against its id (a cold chunk decoded and
