@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { codeLengths, huffmanDecode, huffmanEncode, huffmanPlan, MAX_CODE_BITS, STREAM_HEADER_BYTES, STREAMS } from '../../../src/core/huffman.js'
+import { codeLengths, huffmanDecode, huffmanEncode, huffmanPlan, MAX_CODE_BITS, sampledEntropy, STREAM_HEADER_BYTES, STREAMS } from '../../../src/core/huffman.js'
 import { MalformedDataError, TruncatedDataError } from '../../../src/core/errors.js'
 
 const kraft = (lengths: Uint8Array): number => lengths.reduce((sum, l) => sum + (l > 0 ? 2 ** -l : 0), 0)
@@ -59,6 +59,14 @@ describe('huffman', () => {
       }
       expect(out.subarray(0, offset).every(b => b === 0xaa) && out.subarray(offset + length).every(b => b === 0xaa)).toBe(true)
     }), { numRuns: 200 })
+  })
+
+  it('samples a plane\'s entropy: near 8 bits for random bytes, near 0 for one value, the exact figure for a plane no longer than the sample', () => {
+    const noise = Uint8Array.from({ length: 1 << 18 }, (_, i) => (Math.imul(i, 2654435761) >>> 13) & 0xff)
+    expect(sampledEntropy(noise)).toBeGreaterThan(7.9)
+    expect(sampledEntropy(new Uint8Array(1 << 18).fill(60))).toBe(0)
+    expect(sampledEntropy(Uint8Array.from({ length: 4096 }, (_, i) => i & 3))).toBeCloseTo(2, 10)
+    expect(sampledEntropy(new Uint8Array(0))).toBe(0)
   })
 
   it('plans the exact size of a stream before writing it', () => {
