@@ -19,7 +19,7 @@
  *   plane, a mode byte, then 0 stored: the plane's bytes; 1 Huffman: a u32 little-endian length
  *   and a `core/huffman.ts` stream. Then the `length mod width` bytes that make no whole value,
  *   as they are. A plane is coded only when that saves at least `MIN_SAVING` of it (a large plane
-   whose sampled entropy shows it cannot is stored without being counted in full).
+ *   whose sampled entropy shows it cannot is stored without being counted in full).
  * - `deflate` (everything else: headers, int tensors, tokenizer files): a raw deflate stream
  *   (`node:zlib`, level `DEFLATE_LEVEL`).
  *
