@@ -257,9 +257,6 @@ export function sampledEntropy (plane: Uint8Array, samples = 4096): number {
 const single = new Int32Array(TABLE_SIZE)
 const multi = new Int32Array(TABLE_SIZE)
 const meta = new Uint8Array(TABLE_SIZE)
-const reach = new Uint16Array(TABLE_SIZE)
-/** A `reach` slot with no symbol: more bits than any lookup has. */
-const NO_SYMBOL = 0xf
 const lengthsScratch = new Uint8Array(256)
 const codesScratch = new Uint16Array(256)
 
