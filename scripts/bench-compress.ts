@@ -14,8 +14,9 @@
  * - with `--variants`, design alternatives: byte planes with the sign-and-exponent plane coded by
  *   zlib in Huffman-only mode or by brotli instead of shoal's Huffman coder.
  * Ratio is compressed bytes (headers included) over raw bytes. Speeds are raw megabytes per second
- * of CPU time of this process (one thread does the work, so per core), median of `--runs` runs
- * after one warm-up; every decoded block is compared with the original once.
+ * of CPU time of this process (one thread does the work, so per core), median of `--runs` rounds
+ * after one warm-up round, the methods taking turns within each round; every decoded block is
+ * compared with the original once.
  *
  *   npm run bench:compress -- [--mib 16] [--block-size 262144] [--tensors 8] [--runs 5] [--seed 1] [--variants]
  */
@@ -142,37 +143,44 @@ function makeTensors (kind: TestDataKind, dtype: string): Tensor[] {
 
 interface Row { kind: TestDataKind, method: string, ratio: number, compress: number, decompress: number }
 
-function measure (tensors: Tensor[], method: Method): { ratio: number, compress: number[], decompress: number[] } {
+interface Measured { ratio: number, compress: number[], decompress: number[] }
+
+/**
+ * Every method on the same tensors, the methods alternating round by round (a warm-up round that
+ * also checks every block, then `RUNS` timed rounds), so a change in the machine's load falls on
+ * all of them alike rather than on whichever ran during it.
+ */
+function measureAll (tensors: Tensor[], methods: Method[]): Measured[] {
   const raw = tensors.reduce((n, t) => n + t.blocks.reduce((m, b) => m + b.length, 0), 0)
   const into = new Uint8Array(BLOCK)
-  const compress: number[] = []
-  const decompress: number[] = []
-  let ratio = 0
+  const out: Measured[] = methods.map(() => ({ ratio: 0, compress: [], decompress: [] }))
   for (let run = 0; run <= RUNS; run++) {
-    let t = cpuMs()
-    const encoded = tensors.map(tensor => method.encode(tensor))
-    const enc = cpuMs() - t
-    t = cpuMs()
-    for (let i = 0; i < tensors.length; i++) {
-      const blocks = tensors[i]!.blocks
-      for (let j = 0; j < blocks.length; j++) method.decode(encoded[i]![j]!, into, blocks[j]!.length)
-    }
-    const dec = cpuMs() - t
-    if (run === 0) {
-      // The warm-up run also checks every block.
+    methods.forEach((method, m) => {
+      let t = cpuMs()
+      const encoded = tensors.map(tensor => method.encode(tensor))
+      const enc = cpuMs() - t
+      t = cpuMs()
       for (let i = 0; i < tensors.length; i++) {
-        tensors[i]!.blocks.forEach((b, j) => {
-          const out = method.decode(encoded[i]![j]!, into, b.length)
-          if (!Buffer.from(out).equals(Buffer.from(b))) throw new Error(`${method.name} did not round-trip block ${j} of tensor ${i}`)
-        })
+        const blocks = tensors[i]!.blocks
+        for (let j = 0; j < blocks.length; j++) method.decode(encoded[i]![j]!, into, blocks[j]!.length)
       }
-      ratio = encoded.flat().reduce((n, e) => n + e.length, 0) / raw
-      continue
-    }
-    compress.push(raw / 1e6 / (enc / 1000))
-    decompress.push(raw / 1e6 / (dec / 1000))
+      const dec = cpuMs() - t
+      if (run === 0) {
+        // The warm-up round also checks every block.
+        for (let i = 0; i < tensors.length; i++) {
+          tensors[i]!.blocks.forEach((b, j) => {
+            const decoded = method.decode(encoded[i]![j]!, into, b.length)
+            if (!Buffer.from(decoded).equals(Buffer.from(b))) throw new Error(`${method.name} did not round-trip block ${j} of tensor ${i}`)
+          })
+        }
+        out[m]!.ratio = encoded.flat().reduce((n, e) => n + e.length, 0) / raw
+        return
+      }
+      out[m]!.compress.push(raw / 1e6 / (enc / 1000))
+      out[m]!.decompress.push(raw / 1e6 / (dec / 1000))
+    })
   }
-  return { ratio, compress, decompress }
+  return out
 }
 
 function main (): void {
@@ -184,7 +192,8 @@ function main (): void {
   console.log('-'.repeat(head.length))
   for (const { kind, dtype } of KINDS) {
     const tensors = makeTensors(kind, dtype)
-    const results = METHODS.map(m => ({ m, r: measure(tensors, m) }))
+    const measured = measureAll(tensors, METHODS)
+    const results = METHODS.map((m, i) => ({ m, r: measured[i]! }))
     const deflate1 = results.find(x => x.m.name === 'deflate-1')!.r.ratio
     for (const { m, r } of results) {
       const c = median(r.compress)
