@@ -189,7 +189,10 @@ export async function rematerializeVersion (store: Store, version: VersionId, op
         const fh = await open(tmp, 'wx', 0o644)
         // Past the page cache where the file system allows it, as a pull writes (a fresh page per
         // 4 KiB is most of a buffered write's cost here); the head and tail of each chunk buffered.
-        let direct = await DirectWrites.open(tmp)
+        const opened = await DirectWrites.open(tmp).catch(async (err: unknown) => { await fh.close(); throw err })
+        // Dropped (not closed: another write may be using it) when the file system refuses a
+        // direct write; closed once every write is done.
+        let direct = opened
         try {
           // Chunks are read, decoded and re-hashed (on the worker pool) up to REMATERIALIZE_AHEAD
           // ahead of the write, so decoding runs on every core while this thread reads and writes;
@@ -235,7 +238,7 @@ export async function rematerializeVersion (store: Store, version: VersionId, op
           }
           await fh.sync()
         } finally {
-          await (direct as DirectWrites | undefined)?.close()
+          await opened?.close()
           await fh.close()
         }
         await chmod(tmp, 0o444)

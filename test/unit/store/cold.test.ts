@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto'
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { addPath } from '../../../src/ingest/ingest.js'
 import type { VersionId } from '../../../src/core/digest.js'
 import { CODEC_HEADER_BYTES } from '../../../src/core/codec.js'
-import { coldCandidates, compressVersion } from '../../../src/store/cold.js'
+import { coldCandidates, compressVersion, rematerializeVersion } from '../../../src/store/cold.js'
+import { DirectWrites } from '../../../src/store/direct-io.js'
 import { parseColdChunk } from '../../../src/store/cold-chunks.js'
 import { exportVersion } from '../../../src/store/export.js'
 import { collectGarbage } from '../../../src/store/gc.js'
@@ -78,6 +79,34 @@ describe('cold versions', () => {
     await exportVersion(store, `w@${v.version}`, out)
     expect(await sha(join(out, 'model.safetensors'))).toBe(original)
     // Exporting brought it back: a materialized version again.
+    const back = await store.resolve(`w@${v.version}`)
+    expect(back.cold).toBe(false)
+    expect(await sha(join(back.path, 'model.safetensors'))).toBe(original)
+    expect(await readdir(internals(store).layout.tmp)).toEqual([])
+  })
+
+  it('re-materializes byte-identical when the file system refuses direct writes part-way, writing the rest buffered and closing the direct handle', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [5, 6, 7, 8, 9, 10])
+    const v = await addPath(store, model, { name: 'w', pin: true })
+    const original = await sha(join(v.path, 'model.safetensors'))
+    await compressVersion(store, v.version, { keepLast: 3 })
+    // The second direct write is refused (as a file system without O_DIRECT for that range does);
+    // writes already in flight finish, the rest go buffered.
+    const directWrite = DirectWrites.prototype.write
+    let calls = 0
+    const write = vi.spyOn(DirectWrites.prototype, 'write').mockImplementation(async function (this: DirectWrites, ...args: Parameters<DirectWrites['write']>) {
+      calls++
+      return calls === 2 ? 'refused' : await directWrite.apply(this, args)
+    })
+    const close = vi.spyOn(DirectWrites.prototype, 'close')
+    try {
+      await rematerializeVersion(store, v.version)
+    } finally {
+      write.mockRestore()
+    }
+    expect(calls).toBeGreaterThanOrEqual(2)
+    expect(close).toHaveBeenCalledTimes(1)
+    close.mockRestore()
     const back = await store.resolve(`w@${v.version}`)
     expect(back.cold).toBe(false)
     expect(await sha(join(back.path, 'model.safetensors'))).toBe(original)
