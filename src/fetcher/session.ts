@@ -19,7 +19,8 @@
  *   `noProgressTimeoutMs` it fails with a `FetchStalledError` saying what is missing and why
  *   (while peers that hold the missing pieces answer QUEUED it waits, up to `maxBusyWaitMs`);
  * - bounded memory: at most `maxInFlightBytes` requested, or received and not yet stored, at once
- *   across all peers, plus `seedReserveBytes` asked of seeds.
+ *   across all peers, plus `seedReserveBytes` asked of seeds; nothing is asked while the target's
+ *   whole chunks waiting to be written exceed `maxWriteBacklogBytes`.
  *
  * Peers are added by the owner (connected peers, providers, new connections); the session never
  * dials anyone itself except through the peer source's `channel`.
@@ -51,6 +52,14 @@ export interface SessionOptions {
   maxInFlightBytes: number
   /** Bytes requested from seeds at once (one piece each; at least one piece in all). @default 8 MiB */
   seedReserveBytes: number
+  /**
+   * While the target holds more than this in whole chunks not yet written (`writeBacklogBytes`),
+   * no request is issued, to peers or seeds: when the disk (or the event loop that completes its
+   * writes) falls behind the links, what arrives waits in the senders' queues and the kernel's
+   * socket buffers, not in this process. Without it a pull on a busy node held dozens of
+   * chunk buffers at once. why: docs/decisions/0025-write-backlog.md @default 8 MiB
+   */
+  maxWriteBacklogBytes: number
   /**
    * Requests in flight to one peer at once, whatever their bytes: below what a server queues per
    * stream (`MAX_PENDING_PER_STREAM`, 64), past which it answers BUSY, with room for CANCELs it
@@ -144,6 +153,7 @@ export const DEFAULT_SESSION_OPTIONS: SessionOptions = {
   spanBytes: 1024 * 1024,
   maxInFlightBytes: 64 * 1024 * 1024,
   seedReserveBytes: 8 * 1024 * 1024,
+  maxWriteBacklogBytes: 8 * 1024 * 1024,
   maxRequestsPerPeer: 48,
   minWindowBytes: 2 * 1024 * 1024,
   maxWindowBytes: 24 * 1024 * 1024,
@@ -598,6 +608,8 @@ export class FetchSession {
   private pump (): void {
     if (this.failure !== undefined) return
     if (this.target.done) { this.complete(); return }
+    // The arrivals that are writing call pump again when their chunk is written.
+    if ((this.target.writeBacklogBytes ?? 0) > this.opts.maxWriteBacklogBytes) return
     for (let guard = 0; guard < 10_000; guard++) {
       const reading = this.readerWaiting()
       const partial = this.partialPeers() > 0

@@ -79,6 +79,11 @@ export interface Target {
   put: (id: ChunkId, bytes: Uint8Array | readonly Uint8Array[]) => Promise<boolean>
   /** Origin URL and byte range for a chunk, if its file lists an allowed origin. */
   originOf: (id: ChunkId) => { url: string, offset: number } | undefined
+  /**
+   * Bytes of whole chunks received and not yet written (being hashed, or waiting for the disk):
+   * while they exceed `maxWriteBacklogBytes` nothing more is asked for. @default 0 when absent
+   */
+  readonly writeBacklogBytes?: number
 }
 
 /**

@@ -168,6 +168,8 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
   private readonly assembling = new Map<ChunkId, Assembly>()
   /** Leaf layers of chunks assembled by this pull (for proofs when serving them). */
   private readonly leafLayers = new Map<ChunkId, Uint8Array[]>()
+  /** Bytes of whole chunks between their last block (or `put`) and the end of their write. */
+  private backlog = 0
 
   private constructor (private readonly store: Store, readonly version: VersionId, readonly manifestBytes: Uint8Array, manifest: Manifest, private readonly originAllowed: (url: string) => boolean) {
     super()
@@ -396,18 +398,24 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
     if (assembly.count < n) return true
     // Whole: it must be the chunk its id names, then it is written like any whole chunk.
     const whole = assembly.buffer.subarray(0, size)
-    if (!await this.store.chunkMatches(whole, id)) {
-      this.dropAssembly(id)
-      throw new MalformedDataError(`chunk ${id} assembled from blocks that match the manifest's tree root does not match its own id: the manifest of ${this.manifest.name}@${this.version} binds the id to another chunk's tree`)
-    }
-    this.leafLayers.set(id, assembly.leaves as Uint8Array[])
+    this.backlog += size
     try {
+      if (!await this.store.chunkMatches(whole, id)) {
+        throw new MalformedDataError(`chunk ${id} assembled from blocks that match the manifest's tree root does not match its own id: the manifest of ${this.manifest.name}@${this.version} binds the id to another chunk's tree`)
+      }
+      this.leafLayers.set(id, assembly.leaves as Uint8Array[])
       await this.store.writable(this.what(`writing chunk ${id} of ${this.manifest.name}@${this.version}`))
       await this.storeChunk(id, whole, size)
     } finally {
+      this.backlog -= size
       this.dropAssembly(id)
     }
     return true
+  }
+
+  /** Bytes of whole chunks received and not yet written: being hashed, or waiting for the disk. */
+  get writeBacklogBytes (): number {
+    return this.backlog
   }
 
   private dropAssembly (id: ChunkId): void {
@@ -434,13 +442,17 @@ export class PullTarget extends EventEmitter<PullTargetEvents> {
   async put (id: ChunkId, bytes: Uint8Array | readonly Uint8Array[]): Promise<boolean> {
     if (!this.missing.has(id)) return false
     const size = byteLength(bytes)
-    if (size !== this.sizes.get(id) || !await this.store.chunkMatches(bytes, id)) {
-      throw new DigestMismatchError(`received bytes do not match chunk ${id}`)
+    if (size !== this.sizes.get(id)) throw new DigestMismatchError(`received bytes do not match chunk ${id}`)
+    this.backlog += size
+    try {
+      if (!await this.store.chunkMatches(bytes, id)) throw new DigestMismatchError(`received bytes do not match chunk ${id}`)
+      await this.store.writable(this.what(`writing chunk ${id} of ${this.manifest.name}@${this.version}`))
+      const stored = await this.storeChunk(id, bytes, size)
+      if (stored) this.dropAssembly(id)
+      return stored
+    } finally {
+      this.backlog -= size
     }
-    await this.store.writable(this.what(`writing chunk ${id} of ${this.manifest.name}@${this.version}`))
-    const stored = await this.storeChunk(id, bytes, size)
-    if (stored) this.dropAssembly(id)
-    return stored
   }
 
 

@@ -82,11 +82,26 @@ export class FakeTarget implements Target {
     this.present.set(id, got)
     this.blocks.push(`${id}/${index}`)
     if (got.size < n) return true
+    // The whole chunk is written now (a slow disk: `putDelayMs`).
+    const size = this.sizeOf(id)
+    this.backlog += size
+    this.writing?.add(size)
+    try {
+      if (this.putDelayMs > 0) await new Promise(resolve => setTimeout(resolve, this.putDelayMs))
+    } finally {
+      this.backlog -= size
+      this.writing?.remove(size)
+    }
     this.missing.delete(id)
     this.stored.set(id, this.source.get(id)!)
     this.puts.push({ id, result: 'stored' })
     return true
   }
+
+  /** Whole chunks of several blocks being written (as `PullTarget`'s). */
+  private backlog = 0
+  writing?: InflightTracker
+  get writeBacklogBytes (): number { return this.backlog }
 
   get totalChunks (): number { return this.ids.length }
   get done (): boolean { return this.missing.size === 0 }

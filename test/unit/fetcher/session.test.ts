@@ -692,6 +692,27 @@ describe('FetchSession', () => {
     expect(held.max).toBeLessThanOrEqual(7_000)
   })
 
+  it('asks for nothing while more than maxWriteBacklogBytes of whole chunks wait for the disk', async () => {
+    // Chunks of three blocks: once the last block is in, the whole chunk is written, while only
+    // that block counts against maxInFlightBytes. Without the backlog bound, a disk slower than
+    // the links lets whole chunks pile up in memory.
+    const backlogMax = async (maxWriteBacklogBytes: number): Promise<number> => {
+      const target = new FakeTarget(makeChunks(30, 3_000, 3_000), false, 1_000)
+      const writing = new InflightTracker()
+      target.writing = writing
+      target.putDelayMs = 40
+      const peers = ['a', 'b'].map(k => peer(k, target, { delayMs: 1 }))
+      const { run } = start(target, peers, { maxInFlightBytes: 9_000, spanBytes: 1_000, minWindowBytes: 50_000, maxWindowBytes: 50_000, requestTimeoutBaseMs: 5_000, maxWriteBacklogBytes })
+      await run
+      expectComplete(target)
+      return writing.max
+    }
+    // At most the bound plus the chunks the requests in flight complete (9,000 bytes of blocks).
+    expect(await backlogMax(3_000)).toBeLessThanOrEqual(3_000 + 9_000)
+    // Without it, 27,000 here: every block in flight can be the last of a chunk that then waits.
+    expect(await backlogMax(Infinity)).toBeGreaterThan(3_000 + 9_000)
+  })
+
   it('keeps each peer within its window', async () => {
     const target = new FakeTarget(makeChunks(60, 1_000, 3_000))
     const peers = ['a', 'b', 'c'].map(k => peer(k, target, { delayMs: 5 }))

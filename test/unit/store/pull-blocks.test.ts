@@ -3,7 +3,7 @@
  * root before it is kept, served (cut-through) or counted; a chunk whose blocks are all here is
  * written like any whole chunk, and its leaf layer reaches the index with its location.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ChunkId } from '../../../src/core/digest.js'
@@ -79,6 +79,12 @@ describe('PullTarget blocks', () => {
 
   it('takes blocks in any order, serves each verified one before the chunk is whole, and completes byte-identical', async () => {
     const target = await open()
+    const backlogAtCheck: number[] = []
+    const chunkMatches = dest.chunkMatches.bind(dest)
+    vi.spyOn(dest, 'chunkMatches').mockImplementation(async (bytes, id) => {
+      backlogAtCheck.push(target.writeBacklogBytes)
+      return await chunkMatches(bytes, id)
+    })
     const announced: Array<{ chunk: number, first: number, count: number }> = []
     target.on('blocks', ranges => { announced.push(...ranges) })
     for (const c of multi) {
@@ -88,7 +94,12 @@ describe('PullTarget blocks', () => {
       for (const [k, index] of order.entries()) {
         const b = await blockOf(c.id, index)
         expect(await target.putBlock(c.id, index, b.data, b.proof)).toBe(true)
-        if (k === n - 1) break
+        if (k === n - 1) {
+          // The whole chunk counted as waiting to be written while it was hashed and written, no longer.
+          expect(backlogAtCheck.at(-1)).toBe(c.size)
+          expect(target.writeBacklogBytes).toBe(0)
+          break
+        }
         // Not whole yet: the verified block is served with a proof that checks against the root.
         expect(target.isAssembling(c.id)).toBe(true)
         const served = target.readBlocks(c.id, index, 1)!
