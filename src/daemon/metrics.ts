@@ -21,7 +21,7 @@ export interface MetricsSources {
   /** Verified block bytes received from each peer, and what they took on the link (fewer when they came compressed). */
   bytesReceivedByPeer: () => Array<{ peer: string, bytes: number, wireBytes: number }>
   /** What the wire encoder did (`EncodedBlocks.stats`); undefined when `transfer.compress` is off. */
-  encoder?: () => { encoded: number, hits: number, raw: number, encodeMs: number } | undefined
+  encoder?: () => { encoded: number, hits: number, stored?: number, raw: number, encodeMs: number } | undefined
   /** Peers connected now: per-peer series of any other peer are dropped at the next scrape. */
   connectedPeers: () => Iterable<string>
   /** Local labels and their versions; called at most once per scrape. */
@@ -112,6 +112,7 @@ export class Metrics {
     if (encoder !== undefined) {
       new Counter({ name: 'shoal_codec_blocks_encoded_total', help: 'Blocks compressed for the wire here (each costs CPU once)', registers: [r], collect () { grow(this, 'encoded', {}, encoder()?.encoded ?? 0) } })
       new Counter({ name: 'shoal_codec_blocks_reused_total', help: 'Compressed blocks sent again from the cache (compressed here before, or received compressed)', registers: [r], collect () { grow(this, 'hits', {}, encoder()?.hits ?? 0) } })
+      new Counter({ name: 'shoal_codec_blocks_stored_total', help: 'Compressed blocks sent in the form the store keeps them in (cold versions): neither compressed nor cached', registers: [r], collect () { grow(this, 'stored', {}, encoder()?.stored ?? 0) } })
       new Counter({ name: 'shoal_codec_blocks_raw_total', help: 'Blocks a peer asked for compressed that went raw: their codec did not pay', registers: [r], collect () { grow(this, 'raw', {}, encoder()?.raw ?? 0) } })
       new Counter({ name: 'shoal_codec_encode_seconds_total', help: 'Time spent compressing blocks for the wire', registers: [r], collect () { grow(this, 'encodeSeconds', {}, (encoder()?.encodeMs ?? 0) / 1000) } })
     }

@@ -11,7 +11,6 @@
  *   location is durable, and until its last copy goes (`chunksDropped`);
  * - buffers handed out with `pooled` come back through `releaseChunk` and are reused.
  */
-import { readFile } from 'node:fs/promises'
 import { BufferPool } from '../core/buffer-pool.js'
 import { MAX_CHUNK_SIZE } from '../core/chunking.js'
 import type { ChunkId } from '../core/digest.js'
@@ -20,7 +19,7 @@ import { checkBlockSize } from '../core/manifest.js'
 import { blockCount, blockRange } from '../core/tree.js'
 import type { WriteContext } from '../util/fsutil.js'
 import type { ChunkReads } from './api.js'
-import { decodeColdBlocks, decodeColdChunk, parseColdChunk, type ColdChunkView } from './cold-chunks.js'
+import { decodeColdBlocks, decodeColdChunk, parseColdChunk, readColdFile, type ColdChunkView } from './cold-chunks.js'
 import type { HashPool } from './hash-pool.js'
 import type { IndexDb } from './index-db.js'
 import type { Layout } from './layout.js'
@@ -121,7 +120,7 @@ export class ChunkReader implements ChunkReads {
 
   private async coldFile (id: ChunkId): Promise<Uint8Array | undefined> {
     if (await this.index.coldChunks.get(id) === undefined) return undefined
-    return await readFile(this.layout.coldChunk(id)).catch(() => undefined)
+    return await readColdFile(this.layout.coldChunk(id), id).catch(() => undefined)
   }
 
   /**
@@ -171,7 +170,11 @@ export class ChunkReader implements ChunkReads {
     try {
       const decoded = decodeColdBlocks(coldView, from, to - from + 1, new Uint8Array((to - from + 1) * coldView.blockSize), id)
       const at = start - from * coldView.blockSize
-      return { data: decoded.subarray(at, at + lastStart + lastLength - start), proofs }
+      const data = decoded.subarray(at, at + lastStart + lastLength - start)
+      // Cut at the span's block size, the stored blocks are the span's: a server can send them as they are.
+      if (coldView.blockSize !== blockSize) return { data, proofs }
+      const file = coldView.file
+      return { data, proofs, encoded: coldView.blocks.slice(first, first + count).map(([s, l]) => file.subarray(s, s + l)) }
     } catch (err) {
       this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
       return undefined

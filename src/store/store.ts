@@ -139,6 +139,12 @@ export interface Span {
   data: Uint8Array
   /** One joined audit path per block (`count` of them), empty for a chunk of one block. */
   proofs: Uint8Array[]
+  /**
+   * Per block, the encoded form it is kept in on disk (a cold chunk cut at the span's block size:
+   * `core/codec.ts` header ‖ body), so a server sends it as it is to a peer that offered its codec
+   * instead of encoding the block again. Absent for blocks kept raw.
+   */
+  encoded?: ReadonlyArray<Uint8Array | undefined>
 }
 
 /** Where verified bytes of a chunk live: a blob or partial file, the offset in it, the chunk's size. */

@@ -10,10 +10,17 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { weightSafetensors } from '../../scripts/lib/weights.js'
+import { ShoalClient } from '../../src/rpc/client.js'
 import type { VersionInfo } from '../../src/store/store.js'
 import { EXIT, expectConsistent, expectExit, Harness, listDir, treeDigests, until, type CliResult } from './helpers.js'
 
 const MiB = 1024 * 1024
+
+/** The value of one series in a /metrics text (0 when absent). */
+function metric (text: string, series: string): number {
+  const line = text.split('\n').find(l => l.startsWith(`${series} `))
+  return line === undefined ? 0 : Number(line.slice(series.length + 1))
+}
 
 /** A model folder of bf16 tensors drawn like trained weights (1 MiB each, one per seed). */
 async function writeWeightFolder (dir: string, seeds: number[]): Promise<Record<string, string>> {
@@ -28,7 +35,9 @@ describe('cold versions', () => {
   afterAll(async () => { await h.close() })
 
   it('compresses an old version, serves a peer from it, and brings its files back on export and resolve --ensure', async () => {
-    const seed = await h.node('seed', { config: { labels: { keep: 1 } } })
+    // The puller offers codecs whatever its rate: the cold chunks' blocks go as they are stored.
+    const compress = { transfer: { compress: 'always' } }
+    const seed = await h.node('seed', { config: { labels: { keep: 1 }, ...compress } })
     const model = await h.dir('model')
     const v1Files = await writeWeightFolder(model, [1, 2, 3, 4, 5, 6, 7, 8])
     const v1 = (await seed.d.json<{ version: string }>(['add', model, '--name', 'w', '--label', 'prod'])).version
@@ -58,13 +67,19 @@ describe('cold versions', () => {
     expectExit(notHere, EXIT.CONFLICT)
     expect(notHere.stderr).toContain(`w@${v1} is kept compressed on this node; resolve it with --ensure to bring its files back`)
 
-    // A peer pulls the cold version: blocks come from the cold chunk files and v2's blob.
-    const puller = await h.node('puller', { peers: [seed.addr] })
+    // A peer pulls the cold version: blocks come from the cold chunk files (sent as they are
+    // stored, not compressed again) and v2's blob.
+    const puller = await h.node('puller', { peers: [seed.addr], config: compress })
     const pulled = await puller.d.cli(['pull', `w@${v1}`, '--json'])
     expectExit(pulled, 0)
     const result = pulled.stdout.trim().split('\n').map(l => JSON.parse(l) as { type: string, result?: { path: string } }).find(l => l.type === 'result')?.result
     expect(await treeDigests(result!.path, { followLinks: true })).toEqual(v1Files)
     await puller.d.stop()
+    const seedMetrics = await new ShoalClient({ socketPath: seed.d.socket }).metrics()
+    const codecLines = seedMetrics.split('\n').filter(l => l.startsWith('shoal_codec_')).join('; ')
+    // The cold chunks (at most 3 of 1 MiB, in 256 KiB blocks) went in their stored form.
+    expect(metric(seedMetrics, 'shoal_codec_blocks_stored_total'), codecLines).toBeGreaterThanOrEqual(4)
+    expect(metric(seedMetrics, 'shoal_codec_blocks_stored_total'), codecLines).toBeLessThanOrEqual(12)
 
     await expectConsistent(seed.d)
     const out = await h.dir('export')

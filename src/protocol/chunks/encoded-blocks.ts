@@ -2,7 +2,8 @@
  * The serving side's encoded blocks: a block is encoded once and the encoded form sent to every
  * peer that asks for it in that codec, so compression CPU does not grow with the number of pullers.
  * A puller keeps the encoded blocks it received and verified (`keep`), and passes them on as they
- * came, without encoding them again.
+ * came, without encoding them again; a block the store keeps encoded (a cold chunk) goes in the
+ * form it is stored in.
  *
  * Bounded: at most `maxBytes` of encoded blocks (least recently used first out), and at most
  * `MAX_NO_GAIN_CHUNKS` chunks remembered as not worth encoding in a codec (a chunk whose block
@@ -20,6 +21,8 @@ export interface EncoderStats {
   encoded: number
   /** Blocks sent from the cache (encoded before, or kept from a peer). */
   hits: number
+  /** Blocks sent in the encoded form the store keeps them in (cold chunks), neither encoded nor cached. */
+  stored: number
   /** Blocks sent raw because their codec did not pay. */
   raw: number
   /** Milliseconds spent encoding. */
@@ -30,7 +33,7 @@ export class EncodedBlocks implements BlockEncoder {
   private readonly blocks = new Map<string, Uint8Array>()
   private readonly noGain = new Set<string>()
   private bytes = 0
-  readonly stats: EncoderStats = { encoded: 0, hits: 0, raw: 0, encodeMs: 0 }
+  readonly stats: EncoderStats = { encoded: 0, hits: 0, stored: 0, raw: 0, encodeMs: 0 }
 
   /** `maxBytes`: encoded blocks kept at most (0: none kept, every send encodes). */
   constructor (private readonly maxBytes: number, private readonly clock: () => number = () => performance.now()) {}
@@ -40,8 +43,14 @@ export class EncodedBlocks implements BlockEncoder {
     return this.bytes
   }
 
-  encode (block: OutgoingBlock, codec: CodecName): Uint8Array | undefined {
+  encode (block: OutgoingBlock, codec: CodecName, stored?: Uint8Array): Uint8Array | undefined {
     if (codec === 'raw') return undefined
+    // Kept encoded on disk in this very codec, and it pays: sent as it is (the receiver decodes
+    // and verifies it like any encoded block).
+    if (stored !== undefined && stored[0] === CODECS[codec].id && pays(stored, block.bytes.byteLength)) {
+      this.stats.stored++
+      return stored
+    }
     const key = keyOf(block, codec)
     const cached = this.blocks.get(key)
     if (cached !== undefined) {
@@ -56,7 +65,7 @@ export class EncodedBlocks implements BlockEncoder {
     const encoded = encodeBlock(block.bytes, codec)
     this.stats.encodeMs += this.clock() - started
     this.stats.encoded++
-    if (encoded[0] !== CODECS[codec].id || encoded.byteLength - CODEC_HEADER_BYTES > block.bytes.byteLength * (1 - MIN_SAVING)) {
+    if (encoded[0] !== CODECS[codec].id || !pays(encoded, block.bytes.byteLength)) {
       this.noGain.add(chunkKey)
       if (this.noGain.size > MAX_NO_GAIN_CHUNKS) this.noGain.delete(this.noGain.values().next().value as string)
       this.stats.raw++
@@ -96,6 +105,11 @@ export class EncodedBlocks implements BlockEncoder {
       this.bytes -= bytes.byteLength
     }
   }
+}
+
+/** Whether an encoded block is smaller than its `rawBytes` by at least `MIN_SAVING`. */
+function pays (encoded: Uint8Array, rawBytes: number): boolean {
+  return encoded.byteLength - CODEC_HEADER_BYTES <= rawBytes * (1 - MIN_SAVING)
 }
 
 function keyOf (block: Omit<OutgoingBlock, 'bytes'>, codec: CodecName): string {

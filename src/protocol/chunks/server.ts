@@ -44,8 +44,11 @@ export type HaveState = { complete: true } | { complete: false, bits: Uint8Array
 /** What became available since: chunks now whole (global indices), blocks now verified. */
 export interface HaveUpdate { chunks: number[], ranges: BlockRange[] }
 
-/** The verified bytes of a span (contiguous) and the proof of each of its blocks (joined audit paths). */
-export interface Span { data: Uint8Array, proofs: Uint8Array[] }
+/**
+ * The verified bytes of a span (contiguous) and the proof of each of its blocks (joined audit
+ * paths); `encoded`: per block, an encoded form the node keeps it in (a cold chunk's), to send as it is.
+ */
+export interface Span { data: Uint8Array, proofs: Uint8Array[], encoded?: ReadonlyArray<Uint8Array | undefined> }
 
 /** What the serving side needs from the node: verified bytes and availability. */
 export interface ChunkSource {
@@ -102,8 +105,12 @@ export interface OutgoingBlock { chunk: ChunkId, blockSize: number, index: numbe
  * (`EncodedBlocks`), so a block is encoded once however many peers it goes to.
  */
 export interface BlockEncoder {
-  /** `block` encoded in `codec` (a `core/codec.ts` encoded block, smaller than the block), or undefined: send it raw. */
-  encode: (block: OutgoingBlock, codec: CodecName) => Uint8Array | undefined
+  /**
+   * `block` encoded in `codec` (a `core/codec.ts` encoded block, smaller than the block), or
+   * undefined: send it raw. `stored`: the encoded form the node keeps the block in, if any (used
+   * as it is when it is in `codec` and pays).
+   */
+  encode: (block: OutgoingBlock, codec: CodecName, stored?: Uint8Array) => Uint8Array | undefined
 }
 
 /** Makes a bulk offer for a peer (the node's `BulkService.offer`); throws when it cannot. */
@@ -315,7 +322,7 @@ export class ServerSession {
         return false
       }
       const bytes = span.data
-      const encoded = this.encodeSpan(id, blockSize, first, count, bytes, codec)
+      const encoded = this.encodeSpan(id, blockSize, first, count, bytes, codec, span.encoded)
       const wireBytes = encoded.reduce((n, e, i) => n + (e?.byteLength ?? blockBytes(bytes, blockSize, i)), 0)
       if (!queued && this.limiter.bandwidthWouldWait?.(wireBytes) === true) void this.reply({ type: ChunkResponse.Type.QUEUED, id: reqId })
       await this.limiter.bandwidth(wireBytes, signal)
@@ -363,13 +370,13 @@ export class ServerSession {
   }
 
   /** Each block of a span encoded in `codec` when the encoder says it pays, else undefined (raw). */
-  private encodeSpan (id: ChunkId, blockSize: number, first: number, count: number, bytes: Uint8Array, codec: CodecName | undefined): Array<Uint8Array | undefined> {
+  private encodeSpan (id: ChunkId, blockSize: number, first: number, count: number, bytes: Uint8Array, codec: CodecName | undefined, stored?: ReadonlyArray<Uint8Array | undefined>): Array<Uint8Array | undefined> {
     const encoder = this.options.encoder
     const out: Array<Uint8Array | undefined> = new Array(count)
     for (let i = 0; i < count; i++) {
       out[i] = codec === undefined || codec === 'raw' || encoder === undefined
         ? undefined
-        : encoder.encode({ chunk: id, blockSize, index: first + i, bytes: bytes.subarray(i * blockSize, i * blockSize + blockBytes(bytes, blockSize, i)) }, codec)
+        : encoder.encode({ chunk: id, blockSize, index: first + i, bytes: bytes.subarray(i * blockSize, i * blockSize + blockBytes(bytes, blockSize, i)) }, codec, stored?.[i])
     }
     return out
   }

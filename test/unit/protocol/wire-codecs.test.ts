@@ -125,6 +125,25 @@ describe('blocks compressed on the wire', () => {
     expect(encoder.stats).toMatchObject({ encoded: 5, hits: 0 })
   })
 
+  it('a block the node keeps encoded (a cold chunk) goes in its stored form, neither encoded nor cached', async () => {
+    const stored = Array.from({ length: blockCount(bf16.byteLength, BS) }, (_, i) => encodeBlock(bf16.subarray(i * BS, Math.min(bf16.byteLength, (i + 1) * BS)), 'planes2'))
+    const read = source.readSpan.bind(source)
+    source.readSpan = async (id, blockSize, first, count) => {
+      const span = await read(id, blockSize, first, count)
+      return span === undefined || id !== bf16Id ? span : { ...span, encoded: stored.slice(first, first + count) }
+    }
+    const channel = connect()
+    const got = await fetchSpan(channel, { chunk: bf16Id, first: 1, count: 4, blockSize: BS, codec: 'planes2' })
+    expectVerified(got, bf16, BS)
+    expect(got.map(b => b.wire)).toEqual(stored.slice(1, 5).map(e => e.byteLength))
+    expect(encoder.stats).toMatchObject({ encoded: 0, hits: 0, stored: 4 })
+    expect(encoder.heldBytes).toBe(0)
+    // Asked in another codec, the stored form is not sent: the block is encoded as asked.
+    const other = await fetchSpan(channel, { chunk: bf16Id, first: 0, count: 1, blockSize: BS, codec: 'deflate' })
+    expectVerified(other, bf16, BS)
+    expect(encoder.stats).toMatchObject({ encoded: 1, stored: 4 })
+  })
+
   it('a block is encoded once: a second peer (or a second ask) gets the cached encoded form', async () => {
     const channel = connect()
     await fetchSpan(channel, { chunk: bf16Id, first: 0, count: 2, blockSize: BS, codec: 'planes2' })
@@ -237,6 +256,19 @@ describe('EncodedBlocks', () => {
     expect(cache.stats).toMatchObject({ encoded: 3, hits: 1 })
     cache.encode(block(0), 'planes2') // evicted: encoded again
     expect(cache.stats.encoded).toBe(4)
+  })
+
+  it('sends a stored encoded form only when it is in the codec asked for and pays', () => {
+    const cache = new EncodedBlocks(MiB)
+    const stored = encodeBlock(block(1).bytes, 'planes2')
+    expect(cache.encode(block(1), 'planes2', stored)).toBe(stored)
+    expect(cache.stats).toMatchObject({ stored: 1, encoded: 0 })
+    // A block kept raw (its codec did not pay when it was stored), or kept in another codec: encoded as asked.
+    const raw = encodeBlock(block(2).bytes, 'raw')
+    expect(raw[0]).toBe(CODECS.raw.id)
+    expect(cache.encode(block(2), 'planes2', raw)?.[0]).toBe(CODECS.planes2.id)
+    expect(cache.encode(block(3), 'planes2', encodeBlock(block(3).bytes, 'deflate'))?.[0]).toBe(CODECS.planes2.id)
+    expect(cache.stats).toMatchObject({ stored: 1, encoded: 2 })
   })
 
   it('keeps an encoded block received from a peer, and serves it without encoding', () => {

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { addPath } from '../../../src/ingest/ingest.js'
 import type { VersionId } from '../../../src/core/digest.js'
-import { CODEC_HEADER_BYTES } from '../../../src/core/codec.js'
+import { CODEC_HEADER_BYTES, decodeBlock } from '../../../src/core/codec.js'
 import { coldCandidates, compressVersion, rematerializeVersion } from '../../../src/store/cold.js'
 import { DirectWrites } from '../../../src/store/direct-io.js'
 import { parseColdChunk } from '../../../src/store/cold-chunks.js'
@@ -74,6 +74,14 @@ describe('cold versions', () => {
     const span = await store.readSpan(tensorChunk.id, 256 * 1024, 1, 2)
     expect(Buffer.from(span!.data).equals(Buffer.from(whole!.subarray(256 * 1024, 768 * 1024)))).toBe(true)
     expect(span!.proofs).toHaveLength(2)
+    // At the block size the chunk is kept in, each block comes with its stored encoded form, to be
+    // sent as it is; it decodes to the block.
+    const stored = parseColdChunk(await readFile(internals(store).layout.coldChunk(tensorChunk.id)), tensorChunk.id)
+    expect(stored.blockSize).toBe(256 * 1024)
+    expect(span!.encoded?.map(e => Buffer.from(e!).toString('hex'))).toEqual(stored.blocks.slice(1, 3).map(([s, l]) => Buffer.from(stored.file.subarray(s, s + l)).toString('hex')))
+    expect(Buffer.from(decodeBlock(span!.encoded![1]!, { maxSize: 256 * 1024 })).equals(Buffer.from(whole!.subarray(512 * 1024, 768 * 1024)))).toBe(true)
+    // At another block size the stored blocks are not the span's: none is offered.
+    expect((await store.readSpan(tensorChunk.id, 128 * 1024, 2, 2))?.encoded).toBeUndefined()
 
     const out = join(dir, 'out')
     await exportVersion(store, `w@${v.version}`, out)
