@@ -30,6 +30,13 @@ import type { ChunkPlace, Logger, RecordedChunk, Span } from './store.js'
 /** Read buffers kept for serving chunks (see `releaseChunk`). @default 4 */
 export const READ_POOL_BUFFERS = 4
 
+/**
+ * Bytes of cold files kept parsed for serving, least recently used out: a peer asks for a chunk
+ * span by span (1 MiB each), and reading the whole file again for each span cost the seed more CPU
+ * than encoding the blocks would have. @default 8 MiB (two of the largest files, at least)
+ */
+export const COLD_VIEW_CACHE_BYTES = 8 * 1024 * 1024
+
 const NO_PROOF = new Uint8Array(0)
 
 export interface ChunkReaderDeps {
@@ -48,6 +55,9 @@ export class ChunkReader implements ChunkReads {
   private readonly readPool = new BufferPool(MAX_CHUNK_SIZE, { maxPooled: READ_POOL_BUFFERS, shared: false })
   /** Chunks verified and written by a pull but not yet durable/indexed: servable already. */
   private readonly fresh = new Map<ChunkId, ChunkPlace>()
+  /** Cold files read for serving, parsed (`COLD_VIEW_CACHE_BYTES`); a file is written once, under its chunk id. */
+  private readonly coldViews = new Map<ChunkId, ColdChunkView>()
+  private coldViewBytes = 0
   /** Leaf layers for serving proofs: cache, index, computed from the chunk (see `store/leaf-store.ts`). */
   readonly leafLayers: LeafStore
   private readonly index: IndexDb
@@ -108,14 +118,41 @@ export class ChunkReader implements ChunkReads {
 
   /** The parsed cold file of chunk `id`, or undefined (none, or not well-formed: logged). */
   private async coldView (id: ChunkId): Promise<ColdChunkView | undefined> {
-    const file = await this.coldFile(id)
+    // The index decides whether the chunk is cold here; the file's bytes may come from the cache.
+    if (await this.index.coldChunks.get(id) === undefined) {
+      this.forgetColdView(id)
+      return undefined
+    }
+    const cached = this.coldViews.get(id)
+    if (cached !== undefined) {
+      this.coldViews.delete(id)
+      this.coldViews.set(id, cached)
+      return cached
+    }
+    const file = await readColdFile(this.layout.coldChunk(id), id).catch(() => undefined)
     if (file === undefined) return undefined
+    let view: ColdChunkView
     try {
-      return parseColdChunk(file, id)
+      view = parseColdChunk(file, id)
     } catch (err) {
       this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
       return undefined
     }
+    if (file.byteLength <= COLD_VIEW_CACHE_BYTES) {
+      this.forgetColdView(id)
+      this.coldViews.set(id, view)
+      this.coldViewBytes += file.byteLength
+      for (const [old, v] of this.coldViews) {
+        if (this.coldViewBytes <= COLD_VIEW_CACHE_BYTES) break
+        this.forgetColdView(old, v)
+      }
+    }
+    return view
+  }
+
+  private forgetColdView (id: ChunkId, view = this.coldViews.get(id)): void {
+    if (view === undefined || !this.coldViews.delete(id)) return
+    this.coldViewBytes -= view.file.byteLength
   }
 
   private async coldFile (id: ChunkId): Promise<Uint8Array | undefined> {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { addPath } from '../../../src/ingest/ingest.js'
@@ -91,6 +91,28 @@ describe('cold versions', () => {
     expect(back.cold).toBe(false)
     expect(await sha(join(back.path, 'model.safetensors'))).toBe(original)
     expect(await readdir(internals(store).layout.tmp)).toEqual([])
+  })
+
+  it('serves the spans of a cold chunk from the file read for the first one, and nothing once the index no longer lists it', async () => {
+    await writeWeights(join(model, 'model.safetensors'), [1, 2])
+    const v = await addPath(store, model, { name: 'w', pin: true })
+    await compressVersion(store, v.version, { keepLast: 3 })
+    const chunk = v.manifest.files[0]!.chunks[1]!
+    const first = await store.readSpan(chunk.id, 256 * 1024, 0, 1)
+    // The file is read once per chunk, not once per span: gone from disk, the next spans still come.
+    const path = internals(store).layout.coldChunk(chunk.id)
+    const kept = await readFile(path)
+    await rm(path)
+    const next = await store.readSpan(chunk.id, 256 * 1024, 1, 3)
+    expect(next?.data.byteLength).toBe(3 * 256 * 1024)
+    expect(Buffer.from(next!.data.subarray(0, 1024)).equals(Buffer.from(testData('BF16', MiB, 1).subarray(256 * 1024, 256 * 1024 + 1024)))).toBe(true)
+    expect(first?.encoded).toHaveLength(1)
+    // The index decides: a chunk it no longer lists as cold is not served from the parsed file.
+    await writeFile(path, kept)
+    const record = await internals(store).index.coldChunks.get(chunk.id)
+    await internals(store).index.commit([{ type: 'del', sublevel: internals(store).index.coldChunks, key: chunk.id }])
+    expect(await store.readSpan(chunk.id, 256 * 1024, 1, 1)).toBeUndefined()
+    await internals(store).index.commit([{ type: 'put', sublevel: internals(store).index.coldChunks, key: chunk.id, value: record! }])
   })
 
   it('re-materializes byte-identical when the file system refuses direct writes part-way, writing the rest buffered and closing the direct handle', async () => {
