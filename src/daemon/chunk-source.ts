@@ -39,27 +39,27 @@ export class LocalChunkSource implements ChunkSource {
    * Verified blocks of `id`: from a pull that is assembling that chunk (cut-through: blocks
    * verified before the chunk is whole), else from the store (`Store.readSpan`: proofs from the
    * chunk's leaf layer), with the layer a pull just built when it has it (it reaches the index
-   * with the chunk's location, at the pull's next flush). Undefined when any block is not here.
+   * with the chunk's location, at the pull's next flush; only the span's bytes are read then too).
+   * Undefined when any block is not here.
    */
   async readSpan (id: ChunkId, blockSize: number, first: number, count: number): Promise<Span | undefined> {
-    let own: Uint8Array[] | undefined
+    let own: { leaves: Uint8Array[], size: number } | undefined
     for (const target of this.pulls.targets()) {
       if (target.blockSize !== blockSize) continue
       if (target.isAssembling(id)) {
         const span = target.readBlocks(id, first, count)
         if (span !== undefined) return span
       }
-      own ??= target.leavesOf(id)
+      const leaves = own === undefined ? target.leavesOf(id) : undefined
+      if (leaves !== undefined) own = { leaves, size: target.sizeOf(id) }
     }
     if (own === undefined) return await this.store.readSpan(id, blockSize, first, count, { pooled: true })
-    const bytes = await this.store.readChunk(id, { pooled: true })
-    if (bytes === undefined) return undefined
-    if (first + count > blockCount(bytes.byteLength, blockSize)) {
-      this.store.releaseChunk(bytes)
-      return undefined
-    }
-    const data = bytes.subarray(first * blockSize, Math.min(bytes.byteLength, (first + count) * blockSize))
-    return { data, proofs: proofsFrom(own, first, count) }
+    // Only the span's blocks are read: a peer asks for a chunk a span at a time.
+    if (first + count > blockCount(own.size, blockSize)) return undefined
+    const start = first * blockSize
+    const data = await this.store.readChunkRange(id, start, Math.min(own.size, (first + count) * blockSize) - start, { pooled: true })
+    if (data === undefined) return undefined
+    return { data, proofs: proofsFrom(own.leaves, first, count) }
   }
 
   release (bytes: Uint8Array): void {

@@ -77,7 +77,8 @@ export interface ChunkReads {
   heldChunks: (ids: readonly ChunkId[]) => Promise<Set<ChunkId>>
   /** A whole chunk, or undefined; with `pooled`, in a buffer handed back with `releaseChunk`. */
   readChunk: (id: ChunkId, options?: { pooled?: boolean }) => Promise<Uint8Array | undefined>
-  readChunkRange: (id: ChunkId, start: number, length: number) => Promise<Uint8Array | undefined>
+  /** Bytes `[start, start + length)` of a chunk, or undefined; with `pooled`, as `readChunk`. */
+  readChunkRange: (id: ChunkId, start: number, length: number, options?: { pooled?: boolean }) => Promise<Uint8Array | undefined>
   /** Blocks of a chunk with one proof each, to serve. */
   readSpan: (id: ChunkId, blockSize: number, first: number, count: number, options?: { pooled?: boolean, signal?: AbortSignal }) => Promise<Span | undefined>
   releaseChunk: (bytes: Uint8Array) => void

@@ -92,11 +92,12 @@ export class ChunkReader implements ChunkReads {
 
   /**
    * Reads `length` bytes at `start` inside chunk `id` (as `readChunk`: verified bytes from a blob
-   * or partial file, not re-hashed), or undefined when the store does not hold the chunk.
+   * or partial file, not re-hashed; with `pooled`, in a read buffer handed back with
+   * `releaseChunk`), or undefined when the store does not hold the chunk.
    */
-  async readChunkRange (id: ChunkId, start: number, length: number): Promise<Uint8Array | undefined> {
+  async readChunkRange (id: ChunkId, start: number, length: number, options: { pooled?: boolean } = {}): Promise<Uint8Array | undefined> {
     const candidates = await this.locate(id)
-    const located = candidates.length === 0 ? undefined : await this.readLocated(candidates, start, length)
+    const located = candidates.length === 0 ? undefined : await this.readLocated(candidates, start, length, options.pooled === true ? this.readPool : undefined)
     if (located !== undefined) return located
     return (await this.readCold(id))?.subarray(start, start + length)
   }

@@ -676,8 +676,8 @@ export class Store implements Catalogue, ChunkReads, BlobSink, Leases, PullRecor
     return await this.chunks.readChunk(id, options)
   }
 
-  async readChunkRange (id: ChunkId, start: number, length: number): Promise<Uint8Array | undefined> {
-    return await this.chunks.readChunkRange(id, start, length)
+  async readChunkRange (id: ChunkId, start: number, length: number, options: { pooled?: boolean } = {}): Promise<Uint8Array | undefined> {
+    return await this.chunks.readChunkRange(id, start, length, options)
   }
 
   async readSpan (id: ChunkId, blockSize: number, first: number, count: number, options: { pooled?: boolean, signal?: AbortSignal } = {}): Promise<Span | undefined> {

@@ -123,6 +123,9 @@ describe('LocalChunkSource', () => {
       // Whole now: served from the pull's fresh copy with the leaf layer it built.
       const whole = await source.readSpan(multi.id, blockSize, n - 1, 1)
       expect(blockMatches(whole!.data, n - 1, n, splitHashes(whole!.proofs[0]!), chunkRootOf(multi)!)).toBe(true)
+      // Only that block was read, into a buffer of its size, not the whole chunk.
+      expect(whole!.data.buffer.byteLength).toBeLessThan(multi.size)
+      expect(await source.readSpan(multi.id, blockSize, n - 1, 2)).toBeUndefined()
       source.release(whole!.data)
       expect(updates.some(u => u.chunks.length > 0)).toBe(true)
       // A watcher that left hears nothing more.
