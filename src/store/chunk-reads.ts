@@ -17,7 +17,7 @@ import type { ChunkId } from '../core/digest.js'
 import { InvalidInputError } from '../core/errors.js'
 import { checkBlockSize } from '../core/manifest.js'
 import { blockCount, blockRange } from '../core/tree.js'
-import type { WriteContext } from '../util/fsutil.js'
+import { isErrno, type WriteContext } from '../util/fsutil.js'
 import type { ChunkReads } from './api.js'
 import { decodeColdBlocks, decodeColdChunk, parseColdChunk, readColdFile, type ColdChunkView } from './cold-chunks.js'
 import type { HashPool } from './hash-pool.js'
@@ -130,7 +130,7 @@ export class ChunkReader implements ChunkReads {
       this.coldViews.set(id, cached)
       return cached
     }
-    const file = await readColdFile(this.layout.coldChunk(id), id).catch(() => undefined)
+    const file = await this.readColdBytes(id)
     if (file === undefined) return undefined
     let view: ColdChunkView
     try {
@@ -140,7 +140,6 @@ export class ChunkReader implements ChunkReads {
       return undefined
     }
     if (file.byteLength <= COLD_VIEW_CACHE_BYTES) {
-      this.forgetColdView(id)
       this.coldViews.set(id, view)
       this.coldViewBytes += file.byteLength
       for (const [old, v] of this.coldViews) {
@@ -158,7 +157,20 @@ export class ChunkReader implements ChunkReads {
 
   private async coldFile (id: ChunkId): Promise<Uint8Array | undefined> {
     if (await this.index.coldChunks.get(id) === undefined) return undefined
-    return await readColdFile(this.layout.coldChunk(id), id).catch(() => undefined)
+    return await this.readColdBytes(id)
+  }
+
+  /**
+   * The bytes of chunk `id`'s cold file (its size bounded before anything is allocated:
+   * `readColdFile`), or undefined: none there, or one that cannot be read (logged with why).
+   */
+  private async readColdBytes (id: ChunkId): Promise<Uint8Array | undefined> {
+    try {
+      return await readColdFile(this.layout.coldChunk(id), id)
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT')) this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
+      return undefined
+    }
   }
 
   /**

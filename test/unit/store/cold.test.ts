@@ -7,7 +7,7 @@ import type { VersionId } from '../../../src/core/digest.js'
 import { CODEC_HEADER_BYTES, decodeBlock } from '../../../src/core/codec.js'
 import { coldCandidates, compressVersion, rematerializeVersion } from '../../../src/store/cold.js'
 import { DirectWrites } from '../../../src/store/direct-io.js'
-import { parseColdChunk } from '../../../src/store/cold-chunks.js'
+import { maxColdFileBytes, parseColdChunk } from '../../../src/store/cold-chunks.js'
 import { exportVersion } from '../../../src/store/export.js'
 import { collectGarbage } from '../../../src/store/gc.js'
 import type { Db } from '../../../src/store/index-db.js'
@@ -113,6 +113,22 @@ describe('cold versions', () => {
     await internals(store).index.commit([{ type: 'del', sublevel: internals(store).index.coldChunks, key: chunk.id }])
     expect(await store.readSpan(chunk.id, 256 * 1024, 1, 1)).toBeUndefined()
     await internals(store).index.commit([{ type: 'put', sublevel: internals(store).index.coldChunks, key: chunk.id, value: record! }])
+  })
+
+  it('answers a span of a cold chunk whose file is larger than any cold file can be as not held, saying why in the log, before reading it', async () => {
+    await store.close()
+    const warnings: Array<{ obj: object, msg?: string }> = []
+    store = await Store.open(home, { db, log: { info () {}, debug () {}, warn (obj, msg) { warnings.push({ obj, ...(msg !== undefined ? { msg } : {}) }) } } })
+    await writeWeights(join(model, 'model.safetensors'), [1, 2])
+    const v = await addPath(store, model, { name: 'w', pin: true })
+    await compressVersion(store, v.version, { keepLast: 3 })
+    const chunk = v.manifest.files[0]!.chunks[1]!
+    await writeFile(internals(store).layout.coldChunk(chunk.id), new Uint8Array(maxColdFileBytes + 1))
+    expect(await store.readSpan(chunk.id, 256 * 1024, 0, 1)).toBeUndefined()
+    expect(warnings).toContainEqual({
+      obj: { chunk: chunk.id, err: `cold chunk ${chunk.id} is ${maxColdFileBytes + 1} bytes, more than any chunk's cold file can be (${maxColdFileBytes})` },
+      msg: 'a cold chunk could not be read back; run shoal verify'
+    })
   })
 
   it('re-materializes byte-identical when the file system refuses direct writes part-way, writing the rest buffered and closing the direct handle', async () => {
