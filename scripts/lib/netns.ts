@@ -17,11 +17,18 @@ import { type Launcher, localLauncher, onExitCleanup } from './proc.js'
 const HOST_IF = 'eth0'
 const SUBNET_PREFIX = '10.77'
 /**
- * Default token bucket depth: 4 ms of line rate, at least 64 KB. Measured (tbf-check.ts): 64 KB
- * gives exact rates at 20–100 Mbit, but only 0.8× the rate at 1 Gbit, where 256 KB+ is exact.
+ * Default token bucket depth: 4 ms of line rate, at least 80 KB. Measured (tbf-check.ts): 64–96 KB
+ * give exact rates at 25–100 Mbit, but 64 KB only 0.8× the rate at 1 Gbit, where 256 KB+ is exact.
+ * At least 80 KB, not 64: tbf splits in software every packet longer than its bucket, and a full
+ * TCP segmentation-offload packet (64 KiB of payload plus its headers) is just longer than 64 KB.
+ * A sender whose socket holds a lot then had each such packet cut into ~45 MTU packets, each of
+ * which then crossed the bridge and the receiver's TCP stack on its own (a veth has no GRO); on a
+ * real link the NIC segments and the receiver's NIC coalesces. In a 100 Mbit/s swarm that tripled
+ * the packets for the same bytes (953k against aria2's 291k) and put ~30% of all CPU in softirq,
+ * charged to whatever process was running (this kernel accounts CPU by tick, without IRQ time).
  */
 const DEFAULT_BURST_MS = 4
-const MIN_BURST_KB = 64
+const MIN_BURST_KB = 80
 /** How long a packet may wait in the tbf queue before being dropped (sets the queue length). */
 const DEFAULT_LATENCY_MS = 50
 const MAX_HOSTS = 250
@@ -31,7 +38,7 @@ export interface SwarmOptions {
   hosts: number
   /** Rate of each host's uplink and of its downlink, in Mbit/s (10^6 bit/s). */
   rateMbit: number
-  /** tbf bucket depth in KiB (tc's "kb"); default 4 ms of line rate, at least 64. */
+  /** tbf bucket depth in KiB (tc's "kb"); default 4 ms of line rate, at least 80. */
   burstKb?: number
   /** tbf queue limit expressed as the longest wait, in ms; default 50. */
   latencyMs?: number
