@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4
+#!/usr/bin/env -S node --max-semi-space-size=4 --heap-growing-percent=100
 /**
  * `shoal`: the admin CLI binary. The program itself (commands, output, exit codes) is
  * `program.ts`; this file gives it the real process: stdout, stderr, the environment, Ctrl-C, the

@@ -317,7 +317,7 @@ export class Daemon {
     guardProcess({ log: this.log, onRejection: () => { this.metrics?.unhandledRejections.inc() }, stop })
     const missing = missingNodeFlags()
     if (missing.length > 0) {
-      this.log.warn({ missing }, 'node was started without the flags `shoal daemon` runs with, so peak memory is ~30 MiB higher: start it as `shoal daemon`, or pass them to node')
+      this.log.warn({ missing }, 'node was started without the flags `shoal daemon` runs with, so it takes more memory (young generation) or more CPU (old generation): start it as `shoal daemon`, or pass them to node')
     }
     await this.start()
     await new Promise<void>(resolve => {

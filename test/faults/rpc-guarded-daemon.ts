@@ -4,7 +4,7 @@
  * plus a way in for the test to make a failure nothing catches. Reads lines on stdin:
  * `reject` leaves a promise rejected unhandled, `throw` throws from a timer callback.
  *
- *   node --max-semi-space-size=4 --import tsx test/faults/rpc-guarded-daemon.ts <home>
+ *   node --max-semi-space-size=4 --heap-growing-percent=100 --import tsx test/faults/rpc-guarded-daemon.ts <home>
  */
 import '../../src/polyfill.js'
 import { createInterface } from 'node:readline'
