@@ -46,12 +46,34 @@ import type { ManifestResolver } from './manifest-resolver.js'
 
 /**
  * How often a running pull asks the DHT for more providers: quickly at first (the peers that start
- * pulling at the same moment find each other within a second or two), then every 10 s.
+ * pulling at the same moment find each other within a second or two), then every 10 s while
+ * queries find new providers (`nextProviderQueryDelay`).
  * @default [250, 500, 1000, 2000, 4000, 10000] ms, the last repeating
  */
 export const PROVIDER_QUERY_SCHEDULE_MS = [250, 500, 1000, 2000, 4000, 10_000]
+/**
+ * The longest wait between two provider queries of one pull. Once the schedule is done, a query
+ * that finds no provider the pull did not know doubles the wait, up to this; one that finds one
+ * brings it back to the schedule's last step. Peers that connect are added as they connect
+ * whatever the DHT says, so a settled swarm costs a query every two minutes, not every 10 s.
+ * @default 120000
+ */
+export const PROVIDER_QUERY_MAX_MS = 120_000
 /** @default 20 — providers asked for per query */
 export const MAX_PROVIDERS_PER_QUERY = 20
+
+/**
+ * The wait before the provider query after query `round` (0 for the first one after the immediate
+ * one), given the wait before it (`previousMs`) and whether it found a provider the pull did not
+ * know. Pure: `PullManager` keeps the state.
+ */
+export function nextProviderQueryDelay (round: number, previousMs: number | undefined, foundNew: boolean): number {
+  const last = PROVIDER_QUERY_SCHEDULE_MS.length - 1
+  const steady = PROVIDER_QUERY_SCHEDULE_MS[last] ?? 10_000
+  if (round < last) return PROVIDER_QUERY_SCHEDULE_MS[round] ?? steady
+  if (foundNew || previousMs === undefined) return steady
+  return Math.min(PROVIDER_QUERY_MAX_MS, Math.max(steady, 2 * previousMs))
+}
 
 export interface PullProgress extends SessionProgress {
   version: string
@@ -337,11 +359,16 @@ export class PullManager implements RunningPulls {
     void node.contentRouting.provide(cid, { signal: AbortSignal.timeout(30_000) }).catch(() => {})
     for (const peer of node.getPeers()) session.addPeer(peer.toString())
     let round = 0
+    let delay: number | undefined
+    let foundNew = false
     let discovery: NodeJS.Timeout | undefined
     const next = (): void => {
+      delay = nextProviderQueryDelay(round++, delay, foundNew)
       discovery = setTimeout(() => {
-        void this.discover(cid, session).finally(() => { if (!pull.finished) next() })
-      }, PROVIDER_QUERY_SCHEDULE_MS[Math.min(round++, PROVIDER_QUERY_SCHEDULE_MS.length - 1)])
+        void this.discover(cid, session)
+          .then(fresh => { foundNew = fresh > 0 })
+          .finally(() => { if (!pull.finished) next() })
+      }, delay)
     }
     void this.discover(cid, session)
     next()
@@ -393,21 +420,30 @@ export class PullManager implements RunningPulls {
     return new PullGivenUpError(`gave up pulling ${name}@${version} after ${attempts} failed attempts (last: ${err.message}); its partial data was removed. To try again: ${retry}`, { cause: err })
   }
 
-  /** Finds providers of the version in the DHT and offers them to the session. */
-  private async discover (cid: CID, session: FetchSession): Promise<void> {
+  /**
+   * Finds providers of the version in the DHT and offers them to the session.
+   * @returns how many of them the session did not know
+   */
+  private async discover (cid: CID, session: FetchSession): Promise<number> {
     const node = this.node
-    if (node === undefined) return
+    if (node === undefined) return 0
+    let fresh = 0
     try {
       let n = 0
       for await (const provider of node.contentRouting.findProviders(cid, { signal: AbortSignal.timeout(PROVIDER_QUERY_SCHEDULE_MS[PROVIDER_QUERY_SCHEDULE_MS.length - 1] ?? 10_000) })) {
         if (provider.id.equals(node.peerId)) continue
-        if (provider.multiaddrs.length > 0) await node.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
-        session.addPeer(provider.id.toString())
+        const key = provider.id.toString()
+        if (!session.hasPeer(key)) {
+          // Only a provider the pull does not know yet needs its addresses kept for the dial.
+          if (provider.multiaddrs.length > 0) await node.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
+          if (session.addPeer(key)) fresh++
+        }
         if (++n >= MAX_PROVIDERS_PER_QUERY) break
       }
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'provider query ended')
     }
+    return fresh
   }
 
   private progressOf (pull: ActivePull, p: SessionProgress): PullProgress {

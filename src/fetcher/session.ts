@@ -383,12 +383,21 @@ export class FetchSession {
     }
   }
 
-  /** Adds a candidate source; safe to call repeatedly and while running. */
-  addPeer (key: string): void {
-    if (this.peers.has(key) || this.judge.isBanned(key) || this.failure !== undefined) return
+  /**
+   * Adds a candidate source; safe to call repeatedly and while running.
+   * @returns true when it was new (not known, not banned, the session not failed)
+   */
+  addPeer (key: string): boolean {
+    if (this.hasPeer(key) || this.judge.isBanned(key) || this.failure !== undefined) return false
     const peer = new PeerState(key, this.target.totalChunks, this.table.pieces.length)
     this.peers.set(key, peer)
     void this.connect(peer)
+    return true
+  }
+
+  /** Whether `key` was added (it may have left since). */
+  hasPeer (key: string): boolean {
+    return this.peers.has(key)
   }
 
   get peerCount (): number {

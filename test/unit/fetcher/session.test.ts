@@ -58,6 +58,10 @@ describe('FetchSession', () => {
     await run
     expectComplete(target)
     expect(only.wants).toHaveLength(20)
+    // A peer already added is not added again (the pull's provider queries count the new ones).
+    expect(session.hasPeer('a')).toBe(true)
+    expect(session.hasPeer('b')).toBe(false)
+    expect(session.addPeer('a')).toBe(false)
     expect(new Set(only.wants).size).toBe(20)
     expect(target.puts.every(p => p.result === 'stored')).toBe(true)
     expect(recordOf(judge, 'a')?.bytesReceived).toBe(target.ids.slice(0, 20).reduce((n, id) => n + target.sizeOf(id), 0))
