@@ -112,7 +112,7 @@ export class ChunkReader implements ChunkReads {
     try {
       return decodeColdChunk(file, id, into)
     } catch (err) {
-      this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
+      this.coldUnreadable(id, err)
       return undefined
     }
   }
@@ -136,7 +136,7 @@ export class ChunkReader implements ChunkReads {
     try {
       view = parseColdChunk(file, id)
     } catch (err) {
-      this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
+      this.coldUnreadable(id, err)
       return undefined
     }
     if (file.byteLength <= COLD_VIEW_CACHE_BYTES) {
@@ -148,6 +148,11 @@ export class ChunkReader implements ChunkReads {
       }
     }
     return view
+  }
+
+  /** Logs that chunk `id`'s cold file could not be read back or decoded, and what to do. */
+  private coldUnreadable (id: ChunkId, err: unknown): void {
+    this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
   }
 
   private forgetColdView (id: ChunkId, view = this.coldViews.get(id)): void {
@@ -168,7 +173,7 @@ export class ChunkReader implements ChunkReads {
     try {
       return await readColdFile(this.layout.coldChunk(id), id)
     } catch (err) {
-      if (!isErrno(err, 'ENOENT')) this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
+      if (!isErrno(err, 'ENOENT')) this.coldUnreadable(id, err)
       return undefined
     }
   }
@@ -226,7 +231,7 @@ export class ChunkReader implements ChunkReads {
       const file = coldView.file
       return { data, proofs, encoded: coldView.blocks.slice(first, first + count).map(([s, l]) => file.subarray(s, s + l)) }
     } catch (err) {
-      this.log.warn({ chunk: id, err: (err as Error).message }, 'a cold chunk could not be read back; run shoal verify')
+      this.coldUnreadable(id, err)
       return undefined
     }
   }
