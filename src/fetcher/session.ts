@@ -582,10 +582,17 @@ export class FetchSession {
     return n
   }
 
-  /** Connected peers that answered QUEUED within `noProgressTimeoutMs`: busy serving others, not gone. */
+  /**
+   * Connected peers busy serving others, not gone: one of their requests in flight is QUEUED for an
+   * upload slot, or they answered QUEUED within `noProgressTimeoutMs`. (The time alone is not
+   * enough: timers run late on a loaded machine, and a request acknowledged long ago may still wait.)
+   */
   private busyPeers (now: number): number {
     let n = 0
-    for (const p of this.peers.values()) if (!p.gone && now - p.queuedAt < this.opts.noProgressTimeoutMs) n++
+    for (const p of this.peers.values()) {
+      if (p.gone) continue
+      if (now - p.queuedAt < this.opts.noProgressTimeoutMs || [...p.inflight.values()].some(r => r.queued === true)) n++
+    }
     return n
   }
 

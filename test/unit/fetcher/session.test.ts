@@ -323,7 +323,6 @@ describe('FetchSession', () => {
     const { run, judge } = start(target, [busy], { requestTimeoutBaseMs: 400, noProgressTimeoutMs: 5_000 })
     await run
     expectComplete(target)
-    expect(busy.aborted).toEqual([])
     expect(busy.wants).toHaveLength(6)
     expect(recordOf(judge, 'busy')?.offences ?? {}).toEqual({})
   })
@@ -397,6 +396,18 @@ describe('FetchSession', () => {
     // It waited for the busy peer beyond the no-progress timeout, up to maxBusyWaitMs.
     expect(Date.now() - started).toBeGreaterThanOrEqual(1_500)
     expect(recordOf(judge, 'busy')?.offences ?? {}).toEqual({})
+  })
+
+  it('a peer still holding a request it acknowledged as QUEUED long ago counts as busy', async () => {
+    // The one QUEUED answer is older than noProgressTimeoutMs, but the request still waits at the
+    // peer (maxQueuedMs is longer): the pull waits for it rather than calling the peer silent.
+    const target = new FakeTarget(makeChunks(2, 1_000, 2_000))
+    const busy = peer('busy', target, { stall: true, queued: true })
+    const started = Date.now()
+    const { run } = start(target, [busy], { requestTimeoutBaseMs: 200, maxQueuedMs: 5_000, stallMs: 0, noProgressTimeoutMs: 400, maxBusyWaitMs: 1_200 })
+    const err = await rejection(run)
+    expect(err.message).toMatch(/stalled: 1 peer\(s\) that have it are busy: they answered QUEUED/)
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_200)
   })
 
   it('waits for a slow peer whose blocks take longer than the deadline while their bytes keep arriving', async () => {
