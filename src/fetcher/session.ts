@@ -256,8 +256,12 @@ class PeerState implements SelectablePeer {
   gone = false
   /** Pieces this peer said it just gave someone else: not asked of it again before `until`. */
   readonly deferred = new Map<number, number>()
-  /** When this peer first answered DUPLICATE for each piece. */
+  /** When this peer first answered DUPLICATE for each piece (naming the holder in `holderOf`). */
   readonly firstDuplicate = new Map<number, number>()
+  /** When this peer last answered DUPLICATE for each piece. */
+  readonly lastDuplicate = new Map<number, number>()
+  /** Pieces asked of this peer again without urgency after their last DUPLICATE had gone stale (`duplicateGaveUp`). */
+  readonly staleAsked = new Set<number>()
   /** The peer each DUPLICATE named as holding the piece now (when it named one). */
   readonly holderOf = new Map<number, string>()
 
@@ -611,6 +615,27 @@ export class FetchSession {
     return Math.max(this.opts.minWindowBytes, Math.min(this.opts.maxWindowBytes, peer.rate * this.opts.windowSeconds))
   }
 
+  /**
+   * Whether the DUPLICATE hints `peer` gave for `piece` have run out (`duplicateGiveUpMs`, plus two
+   * spans at its rate, since the first; at once when the holder cannot help: `-Infinity`), so the
+   * piece is asked of it urgently. Except once: when its last DUPLICATE is older than two backoffs
+   * (`duplicateBackoffMs`: the piece was not asked for since), the piece is first asked again
+   * without urgency. That refusal said where the piece was going then; the holder has since had
+   * it, passed it on, or cancelled (a puller withdraws what it queued at a seed). Asked urgently
+   * instead, a seed sent one span to each puller whose first refusal for it had aged at about the
+   * same time: at 25 Mbit/s, where a puller asks a seed one piece at a time, pullers that each got
+   * a DUPLICATE in the first second asked again 12–25 s later, urgently, within a second of each
+   * other.
+   */
+  private duplicateGaveUp (peer: PeerState, piece: number, size: number, now: number): boolean {
+    const first = peer.firstDuplicate.get(piece)
+    if (first === undefined || now - first < this.opts.duplicateGiveUpMs + twoSpansMs(peer, size, this.opts)) return false
+    const last = peer.lastDuplicate.get(piece)
+    if (peer.staleAsked.has(piece) || last === undefined || now - last < 2 * this.opts.duplicateBackoffMs) return true
+    peer.staleAsked.add(piece)
+    return false
+  }
+
   /** Whether `peer` is a seed this session asks one piece at a time (see `windowOf`): the swarm's only source of new pieces. */
   private injects (peer: PeerState, partial = this.partialPeers() > 0): boolean {
     return partial && peer.origin === undefined && peer.holdings.complete
@@ -810,7 +835,7 @@ export class FetchSession {
     // twice on one piece — also in the first seconds of a pull, before the pullers know each other.
     peer.deferred.delete(piece)
     const urgent = who.size > 1 || !peer.holdings.complete || this.target.sizeOf(p.chunk) < this.opts.superSeedMinBytes ||
-      Date.now() - (peer.firstDuplicate.get(piece) ?? Infinity) >= this.opts.duplicateGiveUpMs + twoSpansMs(peer, size, this.opts)
+      this.duplicateGaveUp(peer, piece, size, Date.now())
     this.extras.log?.debug({ peer: peer.key, chunk: p.chunk, first: span.first, count: span.count, size, urgent, peerInflight: peer.inflightBytes, inflight: this.inflightBytes, storing: this.storingBytes }, 'span requested')
     const channel = peer.channel as Channel
     const onQueued = (): void => {
@@ -1006,10 +1031,19 @@ export class FetchSession {
         // Nobody connected here could pass the piece on, and the peer named (if any) cannot be
         // reached: the hint cannot help, so ask urgently at once.
         peer.firstDuplicate.set(piece, -Infinity)
+        peer.lastDuplicate.set(piece, Date.now())
+        peer.staleAsked.delete(piece)
         this.extras.log?.debug({ peer: peer.key, chunk: p?.chunk, holder }, 'DUPLICATE for a peer not reachable here: asking urgently')
       } else {
-        peer.deferred.set(piece, Date.now() + this.opts.duplicateBackoffMs)
-        if (!peer.firstDuplicate.has(piece)) peer.firstDuplicate.set(piece, Date.now())
+        const now = Date.now()
+        peer.deferred.set(piece, now + this.opts.duplicateBackoffMs)
+        // A new holder is a new wait: the piece is on its way there now.
+        const previous = peer.holderOf.get(piece)
+        if (!peer.firstDuplicate.has(piece) || (holder !== undefined && previous !== undefined && holder !== previous)) {
+          peer.firstDuplicate.set(piece, now)
+          peer.staleAsked.delete(piece)
+        }
+        peer.lastDuplicate.set(piece, now)
         if (holder !== undefined) peer.holderOf.set(piece, holder)
         this.extras.log?.debug({ peer: peer.key, chunk: p?.chunk, holder }, 'piece deferred: DUPLICATE')
       }

@@ -1,11 +1,13 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { OriginError } from '../../../src/fetcher/errors.js'
+import { PeerRequestError } from '../../../src/protocol/chunks/errors.js'
 import { OriginBudget } from '../../../src/fetcher/origin.js'
 import { FetchSession, MAX_DIALED_HOLDERS, type SessionOptions } from '../../../src/fetcher/session.js'
 import { PeerScores } from '../../../src/p2p/judge.js'
 import { sameBytes } from '../../helpers/random.js'
 import { rejection } from '../../helpers/assert.js'
 import { testData } from '../../../scripts/lib/weights.js'
+import type { ChunkId } from '../../../src/core/digest.js'
 import { FakeOrigin, FakePeer, FakeTarget, InflightTracker, fakePeers, makeChunks, type FakePeerOptions } from '../../helpers/fake-swarm.js'
 
 /** Small sizes and short deadlines; each test overrides what it is about. */
@@ -156,6 +158,50 @@ describe('FetchSession', () => {
     expectComplete(target)
     // Every piece was asked for non-urgently again after its first refusal, until the hint aged.
     for (const id of target.ids) expect(seed.refused.filter(x => x === id).length, id).toBeGreaterThanOrEqual(2)
+  })
+
+  it('asks a seed again without urgency when its last DUPLICATE for a piece is older than two backoffs (the piece was not asked for since)', async () => {
+    // A seed asked one piece at a time (a partial peer is connected) refuses the first piece once,
+    // then serves the others slowly: the refused piece is asked again only after the give-up has
+    // passed, and that refusal is stale by then. Urgent, it would be sent twice if the peer the
+    // seed named had got it meanwhile.
+    const target = new FakeTarget(makeChunks(5, 1_000, 2_000))
+    const seed = peer('seed', target, { delayMs: 300 })
+    const refusedId = target.ids[0]!
+    const asked: Array<{ urgent: boolean }> = []
+    const want = seed.want.bind(seed)
+    seed.want = async (span, options) => {
+      if (span.chunk === refusedId) {
+        asked.push({ urgent: options.urgent === true })
+        if (asked.length === 1) throw new PeerRequestError('DUPLICATE', 'just sent to another peer', 'empty')
+      }
+      await want(span, options)
+    }
+    const { run } = start(target, [peer('empty', target, { has: [] }), seed], { requestTimeoutBaseMs: 2_000, noProgressTimeoutMs: 5_000, duplicateBackoffMs: 50, duplicateGiveUpMs: 150, maxRateAllowanceMs: 0 })
+    await run
+    expectComplete(target)
+    expect(asked).toEqual([{ urgent: false }, { urgent: false }])
+  })
+
+  it('waits again for the full give-up when a seed\'s DUPLICATE names a new holder', async () => {
+    const target = new FakeTarget(makeChunks(3, 1_000, 2_000))
+    const named = new Map<ChunkId, number>()
+    const newHolderAt = new Map<ChunkId, number>()
+    // The first refusal of each piece names 'a', later ones 'b': the piece went to another peer.
+    const holder = (id: ChunkId): string => {
+      const n = (named.get(id) ?? 0) + 1
+      named.set(id, n)
+      if (n === 2) newHolderAt.set(id, Date.now())
+      return n === 1 ? 'a' : 'b'
+    }
+    const seed = peer('seed', target, { duplicateUnlessUrgent: true, duplicateHolder: holder })
+    const servedAt = new Map<ChunkId, number>()
+    const want = seed.want.bind(seed)
+    seed.want = async (span, options) => { if (options.urgent === true) servedAt.set(span.chunk, Date.now()); await want(span, options) }
+    const { run } = start(target, [peer('a', target, { has: [] }), peer('b', target, { has: [] }), seed], { noProgressTimeoutMs: 5_000, duplicateBackoffMs: 20, duplicateGiveUpMs: 400 })
+    await run
+    expectComplete(target)
+    for (const id of target.ids) expect(servedAt.get(id)! - newHolderAt.get(id)!, id).toBeGreaterThanOrEqual(400)
   })
 
   it('asks a seed urgently for a piece under superSeedMinBytes, even with a partial peer connected', async () => {
