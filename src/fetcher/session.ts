@@ -624,8 +624,8 @@ export class FetchSession {
    * it, passed it on, or cancelled (a puller withdraws what it queued at a seed). Asked urgently
    * instead, a seed sent one span to each puller whose first refusal for it had aged at about the
    * same time: at 25 Mbit/s, where a puller asks a seed one piece at a time, pullers that each got
-   * a DUPLICATE in the first second asked again 12–25 s later, urgently, within a second of each
-   * other.
+   * a DUPLICATE in the first second asked again 12–33 s later, urgently, up to four of them within
+   * 3 s (decision 0003). The check is recorded here (`staleAsked`): it is made once per holder.
    */
   private duplicateGaveUp (peer: PeerState, piece: number, size: number, now: number): boolean {
     const first = peer.firstDuplicate.get(piece)
@@ -1039,7 +1039,7 @@ export class FetchSession {
         peer.deferred.set(piece, now + this.opts.duplicateBackoffMs)
         // A new holder is a new wait: the piece is on its way there now.
         const previous = peer.holderOf.get(piece)
-        if (!peer.firstDuplicate.has(piece) || (holder !== undefined && previous !== undefined && holder !== previous)) {
+        if (!peer.firstDuplicate.has(piece) || (holder !== undefined && holder !== previous)) {
           peer.firstDuplicate.set(piece, now)
           peer.staleAsked.delete(piece)
         }
