@@ -369,6 +369,7 @@ describe('FetchSession', () => {
     const { run, judge } = start(target, [busy], { requestTimeoutBaseMs: 400, noProgressTimeoutMs: 5_000 })
     await run
     expectComplete(target)
+    expect(busy.aborted).toEqual([])
     expect(busy.wants).toHaveLength(6)
     expect(recordOf(judge, 'busy')?.offences ?? {}).toEqual({})
   })
